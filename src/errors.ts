@@ -1,0 +1,130 @@
+/**
+ * Every error walship throws or emits is a {@link WalshipError} with a stable `code`.
+ * Codes are the contract; messages may change between versions.
+ */
+
+/**
+ * The registry of error codes: what each means and what to do about it.
+ * The README's table of codes is checked against this object by a unit test.
+ */
+export const ERROR_CODES = {
+  INVALID_OPTIONS: {
+    when: 'An options object failed validation: an unknown key, a wrong type or a value out of range. The message names the field.',
+    action: 'Fix the named option. Nothing was opened or created.',
+  },
+  INVALID_ARGUMENT: {
+    when: 'A method was called with an argument of the wrong type or shape (e.g. an entry that is not a Uint8Array).',
+    action: 'Fix the call. The log is unchanged.',
+  },
+  INVALID_LSN: {
+    when: "A string is not a valid LSN in PostgreSQL's `X/Y` form, or a number is not an LSN (a non-negative safe integer).",
+    action: 'Pass an LSN produced by walship or formatted as `X/Y` in hexadecimal.',
+  },
+  ABORTED: {
+    when: 'A wait or a read was cancelled through its AbortSignal.',
+    action: 'None; the `cause` is the signal’s reason.',
+  },
+  RECORD_TOO_LARGE: {
+    when: 'An appended batch does not fit in one WAL segment (records never span segments).',
+    action: 'Split the batch, or open the log with a larger `segmentSize`. Nothing was appended.',
+  },
+  WAL_LOCKED: {
+    when: 'The WAL directory is already open, in this process or in another one.',
+    action: 'Close the other instance first. A lock left by a process that has died is taken over automatically.',
+  },
+  WAL_CLOSED: {
+    when: 'A call was made on a log that is closed, or that stopped after a fatal error.',
+    action: 'Open the log again; recovery keeps every record whose flush resolved.',
+  },
+  WAL_IO: {
+    when: 'A storage call failed, e.g. `ENOSPC` (disk full) while writing. The original error is the `cause`.',
+    action: 'For `ENOSPC` free space and retry (the error is transient); the appends that needed the space failed and the log stays readable.',
+  },
+  WAL_SYNC_FAILED: {
+    when: 'An fsync/fdatasync failed. The log stops (fail-stop) and no waiting flush is acknowledged.',
+    action: 'Check the device, then reopen the log; never assume the unflushed records are safe.',
+  },
+  WAL_CORRUPT: {
+    when: 'A record or segment header failed its checksum or checks and valid records follow it: damage in the middle of the log, never a torn tail. `segment` and `offset` name the place.',
+    action: 'Restore the segment from a standby or an archive. walship never skips or applies a damaged record.',
+  },
+  WAL_REMOVED: {
+    when: 'A read asked for WAL in a segment that has already been removed.',
+    action: 'Start from `oldestLsn` or later, or fetch the history elsewhere (a base backup, the archive).',
+  },
+  WAL_FORMAT: {
+    when: 'A segment was written by an unsupported on-disk format version or with a different segment size than requested.',
+    action: 'Open it with the matching `segmentSize`, or with the walship version that wrote it.',
+  },
+} as const satisfies Record<string, { when: string; action: string }>;
+
+/** A stable error code; see the README's table for each code's meaning. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+const BRAND = Symbol.for('walship.error');
+
+/** Options accepted by the {@link WalshipError} constructor. */
+export interface WalshipErrorOptions {
+  /** The underlying error, kept for diagnosis. */
+  cause?: unknown;
+  /** Whether retrying the same operation later may succeed. */
+  transient?: boolean;
+}
+
+/** The one error type of walship's public API. */
+export class WalshipError extends Error {
+  /** Stable machine-readable code. */
+  readonly code: ErrorCode;
+  /** True when retrying may succeed (e.g. after freeing disk space). */
+  readonly transient: boolean;
+
+  constructor(code: ErrorCode, message: string, options: WalshipErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.transient = options.transient ?? false;
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+
+  override get name(): string {
+    return 'WalshipError';
+  }
+}
+
+/** A damaged record or segment header in the middle of the log. */
+export class WalCorruptError extends WalshipError {
+  /** File name of the damaged segment. */
+  readonly segment: string;
+  /** Byte offset of the damage within that segment. */
+  readonly offset: number;
+
+  constructor(segment: string, offset: number, reason: string, options: WalshipErrorOptions = {}) {
+    super('WAL_CORRUPT', `WAL is corrupt in segment ${segment} at offset ${offset}: ${reason}`, options);
+    this.segment = segment;
+    this.offset = offset;
+  }
+
+  override get name(): string {
+    return 'WalCorruptError';
+  }
+}
+
+/**
+ * True when `err` is a walship error (from any copy of the package), and, when `code`
+ * is given, has that code.
+ */
+export function isWalshipError(err: unknown, code?: ErrorCode): err is WalshipError {
+  if (typeof err !== 'object' || err === null) return false;
+  if ((err as Record<symbol, unknown>)[BRAND] !== true) return false;
+  return code === undefined || (err as { code?: unknown }).code === code;
+}
+
+/** Wraps a signal's abort reason as an `ABORTED` error. */
+export function abortError(signal: AbortSignal): WalshipError {
+  return new WalshipError('ABORTED', 'the operation was aborted', { cause: signal.reason });
+}
+
+/** The errno code of a Node system error, if it has one. */
+export function errnoCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}

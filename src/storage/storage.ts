@@ -1,0 +1,95 @@
+/**
+ * The small file-system contract that all of walship's I/O goes through, so that the same
+ * log runs on real files ({@link NodeStorage}) and in a simulated, crashable memory
+ * ({@link MemoryStorage}).
+ *
+ * A storage is one flat directory of named files. Methods reject with Node-style errors
+ * carrying an errno `code` (`ENOENT`, `EEXIST`, `ENOSPC`, `EIO`, …); walship wraps them
+ * in coded {@link WalshipError}s. Only {@link Storage.lock} throws a walship error itself.
+ *
+ * Durability follows POSIX: written bytes are durable once {@link StorageFile.datasync}
+ * resolves; creating, renaming or removing a file is durable once
+ * {@link Storage.syncDirectory} resolves.
+ */
+export interface Storage {
+  /** Where the files live, for messages and logs (a path, or `memory:<id>`). */
+  readonly description: string;
+  /** Creates the directory if it does not exist yet (and makes that durable). */
+  prepare(): Promise<void>;
+  /** Names of the regular files in the directory, in no particular order. */
+  list(): Promise<string[]>;
+  /**
+   * Opens a file for reading and writing. With `create`, a missing file is created empty;
+   * with `exclusive` too, an existing file is an `EEXIST` error. Without `create`, a
+   * missing file is an `ENOENT` error. `readOnly` opens it for reading only.
+   */
+  open(name: string, options?: StorageOpenOptions): Promise<StorageFile>;
+  /** Atomically renames `from` to `to`, replacing `to` if it exists. */
+  rename(from: string, to: string): Promise<void>;
+  /** Removes a file; a missing file is an `ENOENT` error. */
+  remove(name: string): Promise<void>;
+  /** Makes earlier creates, renames and removes in this directory durable (fsync on the directory). */
+  syncDirectory(): Promise<void>;
+  /**
+   * Takes the exclusive lock on this directory, or throws a `WAL_LOCKED` {@link WalshipError}
+   * when another holder (in this process or another) has it.
+   */
+  lock(): Promise<StorageLock>;
+}
+
+/** Options of {@link Storage.open}. */
+export interface StorageOpenOptions {
+  /** Create the file if it is missing. */
+  create?: boolean;
+  /** With `create`: fail with `EEXIST` if the file already exists. */
+  exclusive?: boolean;
+  /** Open for reading only. */
+  readOnly?: boolean;
+}
+
+/** An open file of a {@link Storage}. Positions are byte offsets from the start. */
+export interface StorageFile {
+  /** The file's name within its storage. */
+  readonly name: string;
+  /**
+   * Reads up to `length` bytes at `position` into `buffer` starting at `offset`; resolves
+   * with the number of bytes read, which is short only at the end of the file.
+   */
+  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  /**
+   * Writes all of `data` at `position`. On failure the error carries `bytesWritten`, the
+   * count of leading bytes that did reach the file (see {@link StorageWriteError}).
+   */
+  write(data: Uint8Array, position: number): Promise<void>;
+  /** Makes this file's written bytes durable (fdatasync). */
+  datasync(): Promise<void>;
+  /** Extends the file with zero bytes so that it is at least `size` bytes long. */
+  allocate(size: number): Promise<void>;
+  /** The file's current size in bytes. */
+  size(): Promise<number>;
+  /** Closes the file; closing twice is harmless. */
+  close(): Promise<void>;
+}
+
+/** The error of a failed {@link StorageFile.write}. */
+export interface StorageWriteError extends Error {
+  /** The errno code, e.g. `ENOSPC`. */
+  code?: string;
+  /** How many leading bytes of the write reached the file before it failed. */
+  bytesWritten?: number;
+}
+
+/** An exclusive lock on a storage directory, from {@link Storage.lock}. */
+export interface StorageLock {
+  /** Releases the lock; releasing twice is harmless. */
+  release(): Promise<void>;
+}
+
+/** True when `value` looks like a {@link Storage} (a type guard for options checks). */
+export function isStorage(value: unknown): value is Storage {
+  if (typeof value !== 'object' || value === null) return false;
+  const s = value as Record<string, unknown>;
+  return ['prepare', 'list', 'open', 'rename', 'remove', 'syncDirectory', 'lock'].every(
+    (method) => typeof s[method] === 'function',
+  );
+}
