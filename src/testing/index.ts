@@ -1,0 +1,14 @@
+/**
+ * walship's public test kit: simulated storage that can lose power and fail on demand,
+ * for durability tests of walship itself and of the applications built on it.
+ * @packageDocumentation
+ */
+export { MemoryStorage } from '../storage/memory-storage.js';
+export type {
+  CrashOptions,
+  MemoryStorageFault,
+  MemoryStorageFaultOperation,
+  MemoryStorageOptions,
+  UnsyncedMetadataMode,
+  UnsyncedWritesMode,
+} from '../storage/memory-storage.js';

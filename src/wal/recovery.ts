@@ -1,0 +1,190 @@
+import { WalCorruptError, WalshipError } from '../errors.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import type { Storage, StorageFile } from '../storage/storage.js';
+import {
+  FORMAT_VERSION,
+  RECORD_BATCH,
+  RECORD_HEADER_SIZE,
+  RECORD_SEGMENT_END,
+  SEGMENT_HEADER_SIZE,
+  align,
+  checkRecordCrc,
+  checkRecordHeader,
+  decodeEntries,
+  readRecordHeader,
+  readSegmentHeader,
+} from './record.js';
+import { segmentFileName, segmentStart } from './segment-name.js';
+import { SegmentWindow } from './segment-window.js';
+
+/** What recovery found on disk. */
+export interface RecoveryResult {
+  /** The end of valid WAL: where the next record goes. */
+  endLsn: Lsn;
+  /** The highest "flushed at append" stamp of any valid record: everything below it was durable once. */
+  durableStamp: Lsn;
+  /** Segments past the end that hold bytes of the discarded tail and must be deleted. */
+  staleSegments: number[];
+  /** Bytes of the discarded tail in the end segment, to be zeroed: `[endLsn, zeroTo)`. */
+  zeroTo: Lsn;
+}
+
+const CHUNK = 4 * 1024 * 1024;
+
+/**
+ * Finds the end of valid WAL in the segments `segnos` (sorted, one timeline) by reading
+ * every record from the oldest segment on.
+ *
+ * The first position that does not hold a valid record ends the log, unless a valid record
+ * after it was appended when that position was already durable (its flushed stamp is past
+ * the position): then the bad bytes are damage to acknowledged data and recovery refuses
+ * with `WAL_CORRUPT`, naming segment and offset. Otherwise they are a torn tail, written
+ * in the last, unacknowledged flush, and are discarded.
+ */
+export async function recoverEnd(
+  storage: Storage,
+  segnos: readonly number[],
+  segmentSize: number,
+  timeline: number,
+): Promise<RecoveryResult> {
+  const first = segnos[0];
+  if (first === undefined) {
+    const start = segmentStart(1, segmentSize);
+    return { endLsn: start, durableStamp: 0, staleSegments: [], zeroTo: start };
+  }
+  const present = new Set(segnos);
+  let durableStamp = 0;
+  let end = segmentStart(first, segmentSize);
+  let failure = 'segment header missing or damaged';
+  let tornLength = 0;
+
+  walk: for (let segno = first; ; segno++) {
+    const base = segmentStart(segno, segmentSize);
+    end = base;
+    if (!present.has(segno)) {
+      failure = 'segment file is missing';
+      break;
+    }
+    const file = await storage.open(segmentFileName(timeline, segno, segmentSize), { readOnly: true });
+    try {
+      const window = new SegmentWindow(file, segmentSize, CHUNK, false);
+      if (!(await window.ensure(0, SEGMENT_HEADER_SIZE)) || !validHeader(window.buf, 0, segmentSize, timeline, base, segno)) {
+        failure = 'segment header missing or damaged';
+        break;
+      }
+      let offset = SEGMENT_HEADER_SIZE;
+      while (offset + RECORD_HEADER_SIZE <= segmentSize) {
+        end = base + offset;
+        if (!(await window.ensure(offset, RECORD_HEADER_SIZE))) {
+          failure = 'segment file is short';
+          break walk;
+        }
+        const header = readRecordHeader(window.buf, window.index(offset));
+        const reason = checkRecordHeader(header, base + offset, segmentSize - offset);
+        if (reason !== null) {
+          failure = reason;
+          break walk;
+        }
+        tornLength = align(header.length);
+        if (!(await window.ensure(offset, header.length)) || !checkRecordCrc(window.buf, window.index(offset), header)) {
+          failure = 'record checksum mismatch';
+          break walk;
+        }
+        if (header.type === RECORD_BATCH && decodeEntries(window.buf, window.index(offset), header) === null) {
+          throw new WalCorruptError(segmentFileName(timeline, segno, segmentSize), offset, 'record payload does not match its entry count');
+        }
+        tornLength = 0;
+        durableStamp = Math.max(durableStamp, header.flushedLsn);
+        if (header.type === RECORD_SEGMENT_END) break;
+        offset += align(header.length);
+      }
+    } finally {
+      await file.close();
+    }
+  }
+
+  // The log ends at `end`. Look past it for records that prove the bad bytes were durable.
+  const staleSegments: number[] = [];
+  let zeroTo = end + tornLength;
+  const endSegno = Math.floor(end / segmentSize);
+  for (const segno of segnos) {
+    if (segno < endSegno) continue;
+    const base = segmentStart(segno, segmentSize);
+    const from = segno === endSegno ? end - base + 8 : 0;
+    const file = await storage.open(segmentFileName(timeline, segno, segmentSize), { readOnly: true });
+    try {
+      const found = await scanForRecords(file, segmentSize, base, from);
+      const proof = found.find((record) => record.flushedLsn > end);
+      if (proof !== undefined) {
+        throw new WalCorruptError(
+          segmentFileName(timeline, endSegno, segmentSize),
+          end - segmentStart(endSegno, segmentSize),
+          `${failure}; valid records follow (e.g. at ${formatLsn(proof.lsn)}) that were written after this position was durable`,
+        );
+      }
+      if (segno === endSegno) {
+        for (const record of found) zeroTo = Math.max(zeroTo, record.end);
+      } else if (found.length > 0 || (await hasOwnHeader(file, timeline, base))) {
+        staleSegments.push(segno);
+      }
+    } finally {
+      await file.close();
+    }
+  }
+  zeroTo = Math.min(zeroTo, segmentStart(endSegno + 1, segmentSize));
+  return { endLsn: end, durableStamp, staleSegments, zeroTo };
+}
+
+function validHeader(buf: Buffer, index: number, segmentSize: number, timeline: number, base: Lsn, segno: number): boolean {
+  const header = readSegmentHeader(buf, index);
+  if (header === null) return false;
+  const name = segmentFileName(timeline, segno, segmentSize);
+  if (header.formatVersion !== FORMAT_VERSION) {
+    throw new WalshipError('WAL_FORMAT', `segment ${name} has on-disk format version ${header.formatVersion}; this walship reads version ${FORMAT_VERSION}`);
+  }
+  if (header.segmentSize !== segmentSize) {
+    throw new WalshipError('WAL_FORMAT', `segment ${name} was written with segment size ${header.segmentSize}, not ${segmentSize}`);
+  }
+  return header.timeline === timeline && header.startLsn === base;
+}
+
+async function hasOwnHeader(file: StorageFile, timeline: number, base: Lsn): Promise<boolean> {
+  const buf = Buffer.alloc(SEGMENT_HEADER_SIZE);
+  if ((await file.read(buf, 0, SEGMENT_HEADER_SIZE, 0)) < SEGMENT_HEADER_SIZE) return false;
+  const header = readSegmentHeader(buf, 0);
+  return header !== null && header.timeline === timeline && header.startLsn === base;
+}
+
+interface FoundRecord {
+  lsn: Lsn;
+  end: Lsn;
+  flushedLsn: Lsn;
+}
+
+/**
+ * Every valid, self-identifying record at 8-byte aligned offsets from `from` on. A record
+ * names its own LSN, so stale bytes from a recycled segment never match.
+ */
+async function scanForRecords(file: StorageFile, segmentSize: number, base: Lsn, from: number): Promise<FoundRecord[]> {
+  const found: FoundRecord[] = [];
+  const window = new SegmentWindow(file, segmentSize, CHUNK, false);
+  let offset = Math.max(align(from), SEGMENT_HEADER_SIZE);
+  while (offset + RECORD_HEADER_SIZE <= segmentSize) {
+    if (!(await window.ensure(offset, RECORD_HEADER_SIZE))) break;
+    const i = window.index(offset);
+    const lsn = base + offset;
+    // Cheap filter first: the low word of the record's own LSN field.
+    if (window.buf.readUInt32LE(i + 16) === lsn % 0x1_0000_0000) {
+      const header = readRecordHeader(window.buf, i);
+      if (
+        checkRecordHeader(header, lsn, segmentSize - offset) === null &&
+        (await window.ensure(offset, header.length)) &&
+        checkRecordCrc(window.buf, window.index(offset), header)
+      ) {
+        found.push({ lsn, end: lsn + align(header.length), flushedLsn: header.flushedLsn });
+      }
+    }
+    offset += 8;
+  }
+  return found;
+}

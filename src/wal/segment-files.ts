@@ -1,0 +1,145 @@
+import type { Logger } from '../logger.js';
+import type { Storage, StorageFile } from '../storage/storage.js';
+import { segmentFileName } from './segment-name.js';
+
+/**
+ * The segment files of one timeline on disk: creating them ahead of need (zero-filled, so
+ * later fdatasyncs write data only, not allocation metadata), recycling removed ones into
+ * future names instead of deleting them, and keeping the writer's file handles.
+ *
+ * Every create, rename and remove goes through one queue, so they never interleave, and
+ * each is followed by a directory fsync before the segment is used or reported gone.
+ */
+export class SegmentFiles {
+  /** Segment numbers with a file on disk: the log's own segments plus prepared future ones. */
+  readonly present = new Set<number>();
+  readonly #writers = new Map<number, Promise<StorageFile>>();
+  readonly #preparing = new Map<number, Promise<void>>();
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly storage: Storage,
+    readonly segmentSize: number,
+    readonly timeline: number,
+    readonly recycleLimit: number,
+    private readonly log: Logger,
+  ) {}
+
+  name(segno: number): string {
+    return segmentFileName(this.timeline, segno, this.segmentSize);
+  }
+
+  /** The writer's handle on segment `segno`, creating the file first if needed. */
+  async forWrite(segno: number): Promise<StorageFile> {
+    let handle = this.#writers.get(segno);
+    if (handle === undefined) {
+      handle = this.prepare(segno).then(() => this.storage.open(this.name(segno)));
+      this.#writers.set(segno, handle);
+      handle.catch(() => this.#writers.delete(segno));
+    }
+    return handle;
+  }
+
+  /** Closes the writer's handle on `segno`, if open. */
+  async closeWriter(segno: number): Promise<void> {
+    const handle = this.#writers.get(segno);
+    if (handle === undefined) return;
+    this.#writers.delete(segno);
+    await (await handle.catch(() => null))?.close();
+  }
+
+  /** Starts creating `segno` in the background; a failure is logged and retried by {@link forWrite}. */
+  prepareAhead(segno: number): void {
+    this.prepare(segno).catch((err: unknown) => this.log('preparing segment %s failed: %s', this.name(segno), err));
+  }
+
+  /** Ensures segment `segno` exists on disk with its full size, durably. */
+  prepare(segno: number): Promise<void> {
+    if (this.present.has(segno)) return Promise.resolve();
+    let pending = this.#preparing.get(segno);
+    if (pending === undefined) {
+      pending = this.#serialized(() => this.#create(segno)).finally(() => this.#preparing.delete(segno));
+      this.#preparing.set(segno, pending);
+    }
+    return pending;
+  }
+
+  async #create(segno: number): Promise<void> {
+    if (this.present.has(segno)) return;
+    const name = this.name(segno);
+    const temp = `${name}.tmp`;
+    const file = await this.storage.open(temp, { create: true });
+    try {
+      await file.allocate(this.segmentSize);
+      await file.datasync();
+    } catch (err) {
+      await file.close().catch(() => undefined);
+      await this.storage.remove(temp).catch(() => undefined);
+      throw err;
+    }
+    await file.close();
+    await this.storage.rename(temp, name);
+    await this.storage.syncDirectory();
+    this.present.add(segno);
+    this.log('created segment %s', name);
+  }
+
+  /**
+   * Removes every segment below `segno` and returns their names. While fewer than
+   * `recycleLimit` files wait beyond `insertSegno`, removed files are renamed to the next
+   * future segment numbers, so new segments need no allocation; the rest are deleted.
+   */
+  removeBelow(segno: number, insertSegno: number): Promise<string[]> {
+    return this.#serialized(async () => {
+      const doomed = [...this.present].filter((s) => s < segno).sort((a, b) => a - b);
+      if (doomed.length === 0) return [];
+      for (const s of doomed) {
+        this.present.delete(s);
+        await this.closeWriter(s);
+      }
+      const names: string[] = [];
+      for (const s of doomed) {
+        const name = this.name(s);
+        const highest = Math.max(insertSegno, ...this.present);
+        const future = [...this.present].filter((p) => p > insertSegno).length;
+        // Recycle into names past everything on disk, never over a live segment.
+        if (future < this.recycleLimit) {
+          await this.storage.rename(name, this.name(highest + 1));
+          this.present.add(highest + 1);
+          this.log('recycled segment %s as %s', name, this.name(highest + 1));
+        } else {
+          await this.storage.remove(name);
+          this.log('removed segment %s', name);
+        }
+        names.push(name);
+      }
+      await this.storage.syncDirectory();
+      return names;
+    });
+  }
+
+  /** Deletes segment files (recovery uses this for stale segments past the end of WAL). */
+  removeExact(segnos: readonly number[]): Promise<void> {
+    return this.#serialized(async () => {
+      for (const s of segnos) {
+        this.present.delete(s);
+        await this.closeWriter(s);
+        await this.storage.remove(this.name(s));
+      }
+      await this.storage.syncDirectory();
+    });
+  }
+
+  /** Waits for queued file operations and closes every handle. */
+  async close(): Promise<void> {
+    await this.#queue.catch(() => undefined);
+    await Promise.all([...this.#preparing.values()].map((p) => p.catch(() => undefined)));
+    for (const segno of [...this.#writers.keys()]) await this.closeWriter(segno).catch(() => undefined);
+  }
+
+  #serialized<T>(operation: () => Promise<T>): Promise<T> {
+    const result = this.#queue.then(operation, operation);
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+}

@@ -1,0 +1,173 @@
+import { WalCorruptError, WalshipError, abortError } from '../errors.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import type { StorageFile } from '../storage/storage.js';
+import {
+  RECORD_HEADER_SIZE,
+  RECORD_SEGMENT_END,
+  SEGMENT_HEADER_SIZE,
+  align,
+  checkRecordCrc,
+  checkRecordHeader,
+  decodeEntries,
+  readRecordHeader,
+  readSegmentHeader,
+  type WalEntry,
+} from './record.js';
+import { SegmentWindow } from './segment-window.js';
+import type { WalLog } from './wal-log.js';
+
+/** Options of {@link WalLog.read}. */
+export interface ReadOptions {
+  /** Keep waiting at the end of the durable log for new records. @defaultValue false */
+  follow?: boolean;
+  /** Stops the iteration with an `ABORTED` error. */
+  signal?: AbortSignal;
+  /**
+   * Bytes read from disk at a time. Entry data are views into these chunks.
+   * @defaultValue 1 MiB
+   */
+  chunkSize?: number;
+}
+
+/** A committed batch read back from the log. */
+export interface WalRecord {
+  /** Where the record starts. */
+  readonly lsn: Lsn;
+  /** Where it ends (the next record's LSN, unless a segment ends first). */
+  readonly endLsn: Lsn;
+  /** The timeline it was read from. */
+  readonly timeline: number;
+  /** The batch's entries, in append order. */
+  readonly entries: readonly WalEntry[];
+}
+
+const DEFAULT_CHUNK = 1024 * 1024;
+
+/**
+ * Reads records in LSN order from the segment files, never past the durable end
+ * (`flushedLsn`), and optionally waits at the end for more. Bytes of a segment that was
+ * removed (or recycled) while being read are never trusted: after each read the reader
+ * checks that the segment is still part of the log, else it ends with `WAL_REMOVED`.
+ */
+export class WalReader {
+  #file: StorageFile | null = null;
+  #window: SegmentWindow | null = null;
+  #segno = -1;
+
+  constructor(
+    private readonly log: WalLog,
+    private readonly from: Lsn,
+    private readonly options: ReadOptions,
+  ) {}
+
+  async *records(): AsyncGenerator<WalRecord, void, undefined> {
+    const { log } = this;
+    const { signal, follow = false } = this.options;
+    const size = log.segmentSize;
+    let pos = this.from;
+    if (pos % size === 0) pos += SEGMENT_HEADER_SIZE;
+    if (pos % size < SEGMENT_HEADER_SIZE) {
+      throw new WalshipError('INVALID_ARGUMENT', `${formatLsn(this.from)} is inside a segment header, not at a record`);
+    }
+    try {
+      for (;;) {
+        if (signal?.aborted) throw abortError(signal);
+        this.#checkNotRemoved(pos);
+        const horizon = log.flushedLsn;
+        if (pos >= horizon) {
+          if (log.failure !== null) throw new WalshipError('WAL_CLOSED', `the log stopped: ${log.failure.message}`, { cause: log.failure });
+          if (!follow || log.closed) return;
+          if (!(await log.waitForTail(pos, signal))) return;
+          continue;
+        }
+        const segno = Math.floor(pos / size);
+        const offset = pos - segno * size;
+        if (offset === 0) {
+          pos += SEGMENT_HEADER_SIZE;
+          continue;
+        }
+        if (size - offset < RECORD_HEADER_SIZE) {
+          pos = (segno + 1) * size + SEGMENT_HEADER_SIZE;
+          continue;
+        }
+        const window = await this.#enter(segno, pos);
+        const limit = Math.min(size, horizon - segno * size);
+        await this.#ensure(window, segno, offset, RECORD_HEADER_SIZE, limit);
+        const header = readRecordHeader(window.buf, window.index(offset));
+        const reason = checkRecordHeader(header, pos, size - offset);
+        if (reason !== null) {
+          if (pos === this.from && header.lsn !== pos) {
+            throw new WalshipError('INVALID_ARGUMENT', `no record starts at ${formatLsn(pos)}`);
+          }
+          throw new WalCorruptError(log.segmentName(pos), offset, reason);
+        }
+        await this.#ensure(window, segno, offset, header.length, limit);
+        const index = window.index(offset);
+        if (!checkRecordCrc(window.buf, index, header)) {
+          throw new WalCorruptError(log.segmentName(pos), offset, 'record checksum mismatch');
+        }
+        if (header.type === RECORD_SEGMENT_END) {
+          pos = (segno + 1) * size + SEGMENT_HEADER_SIZE;
+          continue;
+        }
+        const entries = decodeEntries(window.buf, index, header);
+        if (entries === null) throw new WalCorruptError(log.segmentName(pos), offset, 'record payload does not match its entry count');
+        const endLsn = pos + align(header.length);
+        yield { lsn: pos, endLsn, timeline: log.timeline, entries };
+        pos = endLsn;
+      }
+    } finally {
+      await this.#file?.close().catch(() => undefined);
+      this.#file = null;
+    }
+  }
+
+  /** Opens segment `segno` (checking its header) unless it is already open. */
+  async #enter(segno: number, pos: Lsn): Promise<SegmentWindow> {
+    if (this.#segno === segno && this.#window !== null) return this.#window;
+    await this.#file?.close().catch(() => undefined);
+    this.#file = null;
+    this.#window = null;
+    const name = this.log.segmentName(pos);
+    let file: StorageFile;
+    try {
+      file = await this.log.storage.open(name, { readOnly: true });
+    } catch (err) {
+      this.#checkNotRemoved(pos);
+      throw new WalshipError('WAL_IO', `opening segment ${name} failed: ${(err as Error).message}`, { cause: err });
+    }
+    this.#file = file;
+    this.#segno = segno;
+    const window = new SegmentWindow(file, this.log.segmentSize, this.options.chunkSize ?? DEFAULT_CHUNK, true);
+    await this.#ensure(window, segno, 0, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE);
+    const header = readSegmentHeader(window.buf, window.index(0));
+    if (header === null || header.startLsn !== segno * this.log.segmentSize || header.timeline !== this.log.timeline) {
+      throw new WalCorruptError(name, 0, 'segment header missing or damaged');
+    }
+    this.#window = window;
+    return window;
+  }
+
+  async #ensure(window: SegmentWindow, segno: number, offset: number, length: number, limit: number): Promise<void> {
+    const name = this.log.segmentName(segno * this.log.segmentSize);
+    let complete: boolean;
+    try {
+      complete = await window.ensure(offset, length, Math.max(limit, offset + length));
+    } catch (err) {
+      this.#checkNotRemoved(segno * this.log.segmentSize);
+      throw new WalshipError('WAL_IO', `reading segment ${name} failed: ${(err as Error).message}`, { cause: err });
+    }
+    // A segment removed or recycled during the read may have handed us foreign bytes.
+    this.#checkNotRemoved(segno * this.log.segmentSize);
+    if (!complete) throw new WalCorruptError(name, offset, 'segment file is shorter than the log');
+  }
+
+  #checkNotRemoved(pos: Lsn): void {
+    if (pos < this.log.oldestLsn) {
+      throw new WalshipError(
+        'WAL_REMOVED',
+        `requested WAL segment ${this.log.segmentName(pos)} has already been removed (oldest available: ${formatLsn(this.log.oldestLsn)})`,
+      );
+    }
+  }
+}

@@ -1,0 +1,54 @@
+import { NodeStorage, WalLog, type Storage, type WalLogOptions, type WalRecord } from '../../src/index.js';
+import { MemoryStorage } from '../../src/testing/index.js';
+import { tempDir } from './temp-dir.js';
+
+export const SMALL_SEGMENT = 64 * 1024;
+
+/** The storages every WalLog behaviour is tested on: real files and simulated memory. */
+export const storageKinds = [
+  {
+    name: 'NodeStorage',
+    async make(): Promise<{ storage: Storage; cleanup: () => Promise<void> }> {
+      const { dir, cleanup } = await tempDir();
+      return { storage: new NodeStorage(dir), cleanup };
+    },
+  },
+  {
+    name: 'MemoryStorage',
+    async make(): Promise<{ storage: Storage; cleanup: () => Promise<void> }> {
+      return { storage: new MemoryStorage(), cleanup: async () => undefined };
+    },
+  },
+] as const;
+
+export function openLog(storage: Storage, options: Omit<WalLogOptions, 'storage' | 'dir'> = {}): Promise<WalLog> {
+  return WalLog.open({ storage, segmentSize: SMALL_SEGMENT, ...options });
+}
+
+/** Every record from the oldest segment to the durable end. */
+export async function readAll(log: WalLog, from = log.oldestLsn): Promise<WalRecord[]> {
+  const records: WalRecord[] = [];
+  for await (const record of log.read(from)) records.push(record);
+  return records;
+}
+
+/** The entries of records as strings, for compact assertions. */
+export function texts(records: readonly WalRecord[]): string[] {
+  return records.flatMap((r) => r.entries.map((e) => Buffer.from(e.data).toString()));
+}
+
+/** Deterministic payload bytes for record `i`, `size` bytes long. */
+export function payload(i: number, size: number): Buffer {
+  const buf = Buffer.alloc(size);
+  for (let j = 0; j < size; j++) buf[j] = (i * 31 + j * 7) & 0xff;
+  return buf;
+}
+
+/** A Promise that settles within `ms` or rejects, so a broken wait fails a test instead of hanging it. */
+export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}

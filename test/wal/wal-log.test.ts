@@ -1,0 +1,309 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { WalLog, isWalshipError, type Storage, type WalRecord } from '../../src/index.js';
+import { MemoryStorage } from '../../src/testing/index.js';
+import { SMALL_SEGMENT, openLog, payload, readAll, storageKinds, texts, within } from '../helpers/wal.js';
+
+for (const kind of storageKinds) {
+  describe(`WalLog on ${kind.name}`, () => {
+    async function withLog(
+      test: (log: WalLog, storage: Storage) => Promise<void>,
+      options: Parameters<typeof openLog>[1] = {},
+    ): Promise<void> {
+      const { storage, cleanup } = await kind.make();
+      const log = await openLog(storage, options);
+      try {
+        await test(log, storage);
+      } finally {
+        await log.close();
+        await cleanup();
+      }
+    }
+
+    it('appends, flushes and reads back batches in order, with channels', () =>
+      withLog(async (log) => {
+        const first = log.append(Buffer.from('a'));
+        const second = log.append([Buffer.from('b'), { data: Buffer.from('c'), channel: 'orders' }]);
+        const third = log.append({ data: Buffer.from('d'), channel: 'ünïcode' });
+        assert.ok(first.lsn < first.endLsn && first.endLsn <= second.lsn && second.endLsn <= third.lsn);
+        assert.equal(first.endLsn % 8, 0);
+        assert.equal(log.flushedLsn < third.endLsn, true);
+        assert.equal(await log.flush(), third.endLsn);
+        assert.equal(log.flushedLsn, third.endLsn);
+        const records = await readAll(log);
+        assert.deepEqual(
+          records.map((r) => [r.lsn, r.endLsn, r.timeline]),
+          [first, second, third].map((a) => [a.lsn, a.endLsn, 1]),
+        );
+        assert.deepEqual(texts(records), ['a', 'b', 'c', 'd']);
+        assert.deepEqual(
+          records.flatMap((r) => r.entries.map((e) => e.channel ?? null)),
+          [null, null, 'orders', 'ünïcode'],
+        );
+      }));
+
+    it('starts a new log in segment 1, as PostgreSQL does', () =>
+      withLog(async (log) => {
+        assert.equal(log.insertLsn, SMALL_SEGMENT);
+        const { lsn } = log.append(Buffer.from('x'));
+        assert.equal(lsn, SMALL_SEGMENT + 32);
+        assert.equal(log.segmentName(lsn), '000000010000000000000001');
+      }));
+
+    it('reads records across many segment boundaries, including records that fill a segment', () =>
+      withLog(async (log) => {
+        const sizes = [10, 5000, 30_000, 64 * 1024 - 32 - 32 - 5, 1, 20_000, 40_000, 7, 33_000, 33_000, 100];
+        const appended = sizes.map((size, i) => ({ data: payload(i, size), at: log.append(payload(i, size)) }));
+        await log.flush();
+        const records = await readAll(log);
+        assert.equal(records.length, sizes.length);
+        records.forEach((record, i) => {
+          assert.equal(record.lsn, appended[i]?.at.lsn);
+          assert.deepEqual(Buffer.from(record.entries[0]?.data ?? []), appended[i]?.data);
+        });
+        // The largest record takes a whole segment after its header.
+        const largest = appended[3]?.at;
+        assert.ok(largest !== undefined && largest.lsn % SMALL_SEGMENT === 32 && largest.endLsn % SMALL_SEGMENT === 0);
+        assert.equal(Math.floor(log.insertLsn / SMALL_SEGMENT), 5);
+        // Reading from the middle of the log starts at that record.
+        const tail = await readAll(log, appended[5]?.at.lsn);
+        assert.equal(tail.length, sizes.length - 5);
+      }));
+
+    it('refuses a record larger than a segment with RECORD_TOO_LARGE and stays usable', () =>
+      withLog(async (log) => {
+        assert.equal(log.maxRecordSize, SMALL_SEGMENT - 32);
+        const fits = log.append(Buffer.alloc(log.maxRecordSize - 32 - 5));
+        assert.throws(() => log.append(Buffer.alloc(log.maxRecordSize - 32 - 4)), (err) => isWalshipError(err, 'RECORD_TOO_LARGE'));
+        assert.throws(
+          () => log.append([Buffer.alloc(40_000), Buffer.alloc(40_000)]),
+          (err) => isWalshipError(err, 'RECORD_TOO_LARGE'),
+        );
+        const after = log.append(Buffer.from('after'));
+        await log.flush();
+        const records = await readAll(log);
+        assert.deepEqual(records.map((r) => r.lsn), [fits.lsn, after.lsn]);
+      }));
+
+    it('rejects bad entries with INVALID_ARGUMENT and appends nothing', () =>
+      withLog(async (log) => {
+        const before = log.insertLsn;
+        const bad: unknown[] = [[], ['text'], [{ data: 'text' }], [{ data: Buffer.from('x'), channel: '' }], [{ data: Buffer.from('x'), channel: 'x'.repeat(256) }], [{ data: Buffer.from('x'), channel: 7 }], null, 'text'];
+        for (const batch of bad) {
+          assert.throws(() => log.append(batch as Uint8Array), (err) => isWalshipError(err, 'INVALID_ARGUMENT'), JSON.stringify(batch));
+        }
+        assert.equal(log.insertLsn, before);
+      }));
+
+    it('group-commits concurrent committers: everyone resolves, with far fewer syncs than commits', () =>
+      withLog(async (log, storage) => {
+        let syncs = 0;
+        const countSyncs = countDatasyncs(storage, () => syncs++);
+        const committers = 64;
+        const rounds = 10;
+        const done: number[] = [];
+        await Promise.all(
+          Array.from({ length: committers }, async (_, c) => {
+            for (let r = 0; r < rounds; r++) {
+              const { endLsn } = log.append(Buffer.from(`${c}:${r}`));
+              await log.waitForFlush(endLsn);
+              assert.ok(log.flushedLsn >= endLsn);
+              done.push(endLsn);
+            }
+          }),
+        );
+        countSyncs.restore();
+        assert.equal(done.length, committers * rounds);
+        assert.ok(syncs > 0 && syncs <= rounds * 4, `expected group commit, got ${syncs} syncs for ${done.length} commits`);
+        const records = await readAll(log);
+        assert.equal(records.length, committers * rounds);
+        assert.deepEqual(new Set(texts(records)).size, committers * rounds);
+      }));
+
+    it('follows the live tail: a reader waits for records not yet written', () =>
+      withLog(async (log) => {
+        log.append(Buffer.from('old'));
+        await log.flush();
+        const controller = new AbortController();
+        const seen: string[] = [];
+        const reader = (async () => {
+          for await (const record of log.read(log.oldestLsn, { follow: true, signal: controller.signal })) {
+            seen.push(...texts([record]));
+            if (seen.length === 3) return;
+          }
+        })();
+        await within(waitUntil(() => seen.length === 1), 5000, 'the reader to see history');
+        log.append(Buffer.from('new1'));
+        // Not flushed yet: the reader must not see it.
+        await new Promise((resolve) => setImmediate(resolve));
+        log.append([Buffer.alloc(60_000)]);
+        await log.flush();
+        await within(reader, 5000, 'the reader to see the live tail');
+        assert.deepEqual(seen.slice(0, 2), ['old', 'new1']);
+      }));
+
+    it('aborts a waiting reader through its signal with ABORTED', () =>
+      withLog(async (log) => {
+        const controller = new AbortController();
+        const reader = (async () => {
+          for await (const _ of log.read(log.insertLsn, { follow: true, signal: controller.signal })) {
+            assert.fail('no record expected');
+          }
+        })();
+        setImmediate(() => controller.abort(new Error('stop')));
+        await assert.rejects(reader, (err) => isWalshipError(err, 'ABORTED'));
+      }));
+
+    it('ends a following reader when the log closes', async () => {
+      const { storage, cleanup } = await kind.make();
+      const log = await openLog(storage);
+      const records: WalRecord[] = [];
+      const reader = (async () => {
+        for await (const record of log.read(log.insertLsn, { follow: true })) records.push(record);
+      })();
+      log.append(Buffer.from('last'));
+      await log.close();
+      await within(reader, 5000, 'the reader to end');
+      assert.deepEqual(texts(records), ['last']);
+      await cleanup();
+    });
+
+    it('refuses to read from a position that is not a record', () =>
+      withLog(async (log) => {
+        const { lsn } = log.append(Buffer.from('abcdefgh'.repeat(10)));
+        await log.flush();
+        await assert.rejects(readAll(log, lsn + 8), (err) => isWalshipError(err, 'INVALID_ARGUMENT'));
+        await assert.rejects(readAll(log, log.oldestLsn + 8), (err) => isWalshipError(err, 'INVALID_ARGUMENT'));
+      }));
+
+    it('reopens where it left off and keeps appending', async () => {
+      const { storage, cleanup } = await kind.make();
+      let log = await openLog(storage);
+      for (let i = 0; i < 100; i++) log.append(payload(i, 1000 + i));
+      await log.close();
+      log = await WalLog.open({ storage }); // segment size comes from disk
+      assert.equal(log.segmentSize, SMALL_SEGMENT);
+      const end = log.insertLsn;
+      const next = log.append(Buffer.from('more'));
+      assert.equal(next.lsn, end % SMALL_SEGMENT === 0 ? end + 32 : end);
+      await log.close();
+      log = await WalLog.open({ storage });
+      const records = await readAll(log);
+      assert.equal(records.length, 101);
+      assert.deepEqual(Buffer.from(records[57]?.entries[0]?.data ?? []), payload(57, 1057));
+      await assert.rejects(WalLog.open({ storage, segmentSize: SMALL_SEGMENT * 2 }), (err) => isWalshipError(err, 'WAL_LOCKED'));
+      await log.close();
+      await assert.rejects(WalLog.open({ storage, segmentSize: SMALL_SEGMENT * 2 }), (err) => isWalshipError(err, 'WAL_FORMAT'));
+      await cleanup();
+    });
+
+    it('refuses a second open of the same directory with WAL_LOCKED, and allows it after close', async () => {
+      const { storage, cleanup } = await kind.make();
+      const log = await openLog(storage);
+      await assert.rejects(openLog(storage), (err) => isWalshipError(err, 'WAL_LOCKED'));
+      await log.close();
+      const again = await openLog(storage);
+      await again.close();
+      await cleanup();
+    });
+
+    it('removes whole segments below an LSN, never the insert segment, and recycles files', () =>
+      withLog(async (log, storage) => {
+        const at = Array.from({ length: 40 }, (_, i) => log.append(payload(i, 10_000)));
+        await log.flush();
+        const middle = at[20]?.lsn ?? 0;
+        const removed = await log.removeSegmentsBefore(middle);
+        assert.ok(removed.length >= 2);
+        assert.equal(log.oldestLsn, Math.floor(middle / SMALL_SEGMENT) * SMALL_SEGMENT);
+        const records = await readAll(log);
+        assert.equal(records[records.length - 1]?.lsn, at[39]?.lsn);
+        assert.ok(records.some((r) => r.lsn === middle));
+        await assert.rejects(readAll(log, at[0]?.lsn), (err) => isWalshipError(err, 'WAL_REMOVED'));
+        // Removing everything keeps the segment holding the insert position.
+        await log.removeSegmentsBefore(log.insertLsn + 10 * SMALL_SEGMENT);
+        assert.equal(log.oldestLsn, Math.floor(log.insertLsn / SMALL_SEGMENT) * SMALL_SEGMENT);
+        const names = (await storage.list()).filter((n) => /^[0-9A-F]{24}$/.test(n));
+        assert.ok(names.length <= 1 + 1 + 4, `at most the live segment, one prepared and four recycled: ${names.join(' ')}`);
+        // Appends continue into recycled files, and the log reads back correctly after reopen.
+        const more = Array.from({ length: 30 }, (_, i) => log.append(payload(100 + i, 10_000)));
+        await log.flush();
+        assert.deepEqual((await readAll(log)).slice(-30).map((r) => r.lsn), more.map((m) => m.lsn));
+      }));
+
+    it('rejects calls after close with WAL_CLOSED; close is idempotent', async () => {
+      const { storage, cleanup } = await kind.make();
+      const log = await openLog(storage);
+      const { endLsn } = log.append(Buffer.from('x'));
+      await Promise.all([log.close(), log.close()]);
+      assert.ok(log.closed);
+      assert.ok(log.flushedLsn >= endLsn, 'close flushes what was appended');
+      assert.throws(() => log.append(Buffer.from('y')), (err) => isWalshipError(err, 'WAL_CLOSED'));
+      await assert.rejects(log.removeSegmentsBefore(0), (err) => isWalshipError(err, 'WAL_CLOSED'));
+      await cleanup();
+    });
+
+    it('with sync none, flushes without fdatasync and still reads back', () =>
+      withLog(
+        async (log, storage) => {
+          let syncs = 0;
+          const counter = countDatasyncs(storage, () => syncs++);
+          for (let i = 0; i < 1000; i++) log.append(payload(i, 100));
+          await log.flush();
+          counter.restore();
+          assert.equal(syncs, 0);
+          assert.equal((await readAll(log)).length, 1000);
+        },
+        { sync: 'none' },
+      ));
+  });
+}
+
+describe('WalLog options', () => {
+  it('rejects invalid options with INVALID_OPTIONS naming the field, creating nothing', async () => {
+    const storage = new MemoryStorage();
+    const cases: [unknown, RegExp][] = [
+      [{ storage, segmentSize: 1000 }, /segmentSize/],
+      [{ storage, segmentSize: 32 * 1024 }, /segmentSize/],
+      [{ storage, sync: 'sometimes' }, /sync/],
+      [{ storage, timeline: 0 }, /timeline/],
+      [{ storage, segmentsize: 65536 }, /segmentsize/],
+      [{ storage: {} }, /storage/],
+      [{}, /dir and WalLog.storage/],
+      [{ storage, dir: '/tmp/x' }, /dir and WalLog.storage/],
+    ];
+    for (const [options, pattern] of cases) {
+      await assert.rejects(
+        WalLog.open(options as never),
+        (err) => isWalshipError(err, 'INVALID_OPTIONS') && pattern.test((err as Error).message),
+        JSON.stringify(options),
+      );
+    }
+    assert.deepEqual(storage.fileNames(), []);
+  });
+});
+
+/** Counts datasync calls on the segment files the storage opens from now on (not on new segments being prepared). */
+function countDatasyncs(storage: Storage, onSync: () => void): { restore: () => void } {
+  const open = storage.open.bind(storage);
+  let active = true;
+  storage.open = async (name, options) => {
+    const file = await open(name, options);
+    if (name.endsWith('.tmp')) return file;
+    const datasync = file.datasync.bind(file);
+    file.datasync = async () => {
+      if (active) onSync();
+      await datasync();
+    };
+    return file;
+  };
+  return {
+    restore: () => {
+      active = false;
+      storage.open = open;
+    },
+  };
+}
+
+async function waitUntil(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setImmediate(resolve));
+}
