@@ -4,6 +4,7 @@ import type { Storage, StorageFile } from '../storage/storage.js';
 import {
   FORMAT_VERSION,
   RECORD_BATCH,
+  RECORD_ALIGNMENT,
   RECORD_HEADER_SIZE,
   RECORD_SEGMENT_END,
   SEGMENT_HEADER_SIZE,
@@ -171,20 +172,28 @@ async function scanForRecords(file: StorageFile, segmentSize: number, base: Lsn,
   let offset = Math.max(align(from), SEGMENT_HEADER_SIZE);
   while (offset + RECORD_HEADER_SIZE <= segmentSize) {
     if (!(await window.ensure(offset, RECORD_HEADER_SIZE))) break;
-    const i = window.index(offset);
-    const lsn = base + offset;
-    // Cheap filter first: the low word of the record's own LSN field.
-    if (window.buf.readUInt32LE(i + 16) === lsn % 0x1_0000_0000) {
-      const header = readRecordHeader(window.buf, i);
-      if (
-        checkRecordHeader(header, lsn, segmentSize - offset) === null &&
-        (await window.ensure(offset, header.length)) &&
-        checkRecordCrc(window.buf, window.index(offset), header)
-      ) {
-        found.push({ lsn, end: lsn + align(header.length), flushedLsn: header.flushedLsn });
+    // Scan what the window holds without awaiting; only a candidate needs more reading.
+    const buf = window.buf;
+    const last = Math.min(window.end, segmentSize) - RECORD_HEADER_SIZE;
+    let candidate = -1;
+    for (; offset <= last; offset += RECORD_ALIGNMENT) {
+      // Cheap filter first: the low word of the record's own LSN field.
+      if (buf.readUInt32LE(window.index(offset) + 16) === (base + offset) % 0x1_0000_0000) {
+        candidate = offset;
+        break;
       }
     }
-    offset += 8;
+    if (candidate < 0) continue;
+    const lsn = base + candidate;
+    const header = readRecordHeader(window.buf, window.index(candidate));
+    if (
+      checkRecordHeader(header, lsn, segmentSize - candidate) === null &&
+      (await window.ensure(candidate, header.length)) &&
+      checkRecordCrc(window.buf, window.index(candidate), header)
+    ) {
+      found.push({ lsn, end: lsn + align(header.length), flushedLsn: header.flushedLsn });
+    }
+    offset = candidate + RECORD_ALIGNMENT;
   }
   return found;
 }

@@ -19,6 +19,11 @@ export class SegmentWindow {
     private readonly fresh: boolean,
   ) {}
 
+  /** Segment offset just past the bytes the window holds. */
+  get end(): number {
+    return this.#start + this.#length;
+  }
+
   /** Index into `buf` of segment offset `offset` (which must be inside the window). */
   index(offset: number): number {
     return offset - this.#start;
