@@ -491,6 +491,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
    */
   read(from: Lsn, options: ReadOptions = {}): AsyncIterableIterator<WalRecord> {
     assertLsn(from, 'from');
+    this.#assertOpen();
     return new WalReader(this, from, options).records();
   }
 
@@ -565,7 +566,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     // Let every committer of this turn of the event loop append before the write starts.
     setImmediate(() => {
       this.#writerScheduled = false;
-      if (this.#writer === null) this.#writer = this.#writeLoop(false);
+      if (this.#writer === null && this.#state !== 'closed') this.#writer = this.#writeLoop(false);
     });
   }
 
@@ -664,9 +665,13 @@ export class WalLog extends EventEmitter<WalLogEvents> {
 
   async #syncWritten(force: boolean): Promise<void> {
     if (this.#failure !== null) return;
-    if (this.sync === 'none' && !force) return;
     const target = this.#writtenLsn;
     const currentSegno = Math.floor(target / this.segmentSize);
+    if (this.sync === 'none' && !force) {
+      // Nothing to sync until close; just let go of the handles of finished segments.
+      for (const segno of this.#dirty) if (segno < currentSegno) await this.#files.closeWriter(segno);
+      return;
+    }
     for (const segno of [...this.#dirty].sort((a, b) => a - b)) {
       const name = segmentFileName(this.timeline, segno, this.segmentSize);
       try {

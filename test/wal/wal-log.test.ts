@@ -142,6 +142,19 @@ for (const kind of storageKinds) {
         assert.deepEqual(seen.slice(0, 2), ['old', 'new1']);
       }));
 
+    it('aborts a flush wait through its signal with ABORTED; the record is still flushed', () =>
+      withLog(async (log) => {
+        const controller = new AbortController();
+        const { endLsn } = log.append(Buffer.from('x'));
+        controller.abort(new Error('client went away'));
+        await assert.rejects(log.waitForFlush(endLsn, { signal: controller.signal }), (err) => isWalshipError(err, 'ABORTED'));
+        const later = new AbortController();
+        const wait = log.waitForFlush(endLsn, { signal: later.signal });
+        await wait;
+        later.abort();
+        assert.ok(log.flushedLsn >= endLsn);
+      }));
+
     it('aborts a waiting reader through its signal with ABORTED', () =>
       withLog(async (log) => {
         const controller = new AbortController();
@@ -238,6 +251,7 @@ for (const kind of storageKinds) {
       assert.ok(log.closed);
       assert.ok(log.flushedLsn >= endLsn, 'close flushes what was appended');
       assert.throws(() => log.append(Buffer.from('y')), (err) => isWalshipError(err, 'WAL_CLOSED'));
+      assert.throws(() => log.read(log.oldestLsn), (err) => isWalshipError(err, 'WAL_CLOSED'));
       await assert.rejects(log.removeSegmentsBefore(0), (err) => isWalshipError(err, 'WAL_CLOSED'));
       await cleanup();
     });
