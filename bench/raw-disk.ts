@@ -1,0 +1,107 @@
+import fs, { type FileHandle } from 'node:fs/promises';
+import { LatencyRecorder, type RunResult } from './stats.js';
+
+/**
+ * The machine's raw limits, measured with plain `node:fs/promises` calls on the same
+ * directory as the WAL: what one writer gets from write + fdatasync, and how fast bytes go
+ * into the page cache.
+ */
+
+/** Size of the pre-allocated files: the same as one default WAL segment. */
+export const PREALLOCATED_SIZE = 16 * 1024 * 1024;
+
+const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+
+/** Creates `file` (or truncates it) and fills it with `size` zero bytes, then fdatasyncs it. */
+export async function createZeroFilled(file: string, size: number): Promise<void> {
+  const handle = await fs.open(file, 'w');
+  try {
+    for (let at = 0; at < size; at += ZERO_CHUNK.length) {
+      await writeFully(handle, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, size - at)), at);
+    }
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * One writer's loop of `write(writeSize bytes at the next offset)` + `datasync()` for
+ * `durationMs`. With `wrapAt` the offset goes back to 0 before passing it (the file must
+ * already be that long: overwrites only, no allocation); without it the file grows.
+ */
+export async function measureRawSync(options: {
+  file: string;
+  writeSize: number;
+  durationMs: number;
+  wrapAt?: number;
+}): Promise<RunResult> {
+  const { file, writeSize, durationMs, wrapAt } = options;
+  const handle = await fs.open(file, wrapAt === undefined ? 'w' : 'r+');
+  const data = Buffer.alloc(writeSize, 0xa5);
+  const latencies = new LatencyRecorder();
+  let offset = 0;
+  const start = performance.now();
+  const end = start + durationMs;
+  try {
+    for (let now = start; now < end; ) {
+      if (wrapAt !== undefined && offset + writeSize > wrapAt) offset = 0;
+      await writeFully(handle, data, offset);
+      await handle.datasync();
+      const done = performance.now();
+      latencies.add((done - now) * 1000);
+      offset += writeSize;
+      now = done;
+    }
+  } finally {
+    await handle.close();
+  }
+  const seconds = (performance.now() - start) / 1000;
+  const [p50, p99] = latencies.percentiles([0.5, 0.99]);
+  return {
+    opsPerSec: latencies.count / seconds,
+    bytesPerSec: (latencies.count * writeSize) / seconds,
+    p50Us: p50 ?? Number.NaN,
+    p99Us: p99 ?? Number.NaN,
+    syncsPerSec: latencies.count / seconds,
+  };
+}
+
+/**
+ * Buffered sequential writes of `chunkSize` bytes, no sync, `totalBytes` in all, going
+ * round an existing file of `fileSize` bytes: how fast this machine moves bytes into the
+ * page cache with the 1 MiB writes walship's writer issues. The ceiling for `sync: 'none'`
+ * appends.
+ */
+export async function measureRawBufferedWrite(options: {
+  file: string;
+  fileSize: number;
+  totalBytes: number;
+  chunkSize: number;
+}): Promise<RunResult> {
+  const { file, fileSize, totalBytes, chunkSize } = options;
+  const handle = await fs.open(file, 'r+');
+  const data = Buffer.alloc(chunkSize, 0x5a);
+  const start = performance.now();
+  try {
+    for (let done = 0; done < totalBytes; done += chunkSize) await writeFully(handle, data, done % fileSize);
+  } finally {
+    await handle.close();
+  }
+  const seconds = (performance.now() - start) / 1000;
+  return {
+    opsPerSec: totalBytes / chunkSize / seconds,
+    bytesPerSec: totalBytes / seconds,
+    p50Us: Number.NaN,
+    p99Us: Number.NaN,
+    syncsPerSec: Number.NaN,
+  };
+}
+
+async function writeFully(handle: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < data.length; ) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
+    if (bytesWritten === 0) throw new Error('write made no progress');
+    done += bytesWritten;
+  }
+}

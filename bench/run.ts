@@ -1,0 +1,422 @@
+/**
+ * walship's benchmark suite: `npm run bench`, `npm run bench -- --quick`, `--verbose`.
+ *
+ * Measures walship on real files next to the machine's raw limits, measured in the same
+ * run on the same directory: page-cache write speed for unsynced appends, and one
+ * writer's write + fdatasync rate for group commit. Every case runs a few times after a
+ * warm-up and the median is reported; raw and walship runs are interleaved, and targets
+ * are checked on per-run ratios, so that drift in the disk's speed affects both sides
+ * alike. Exits 0 whether or not the targets are met: it is a benchmark, not a test.
+ */
+import { rmSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { describeEnvironment } from './environment.js';
+import { PREALLOCATED_SIZE, createZeroFilled, measureRawBufferedWrite, measureRawSync } from './raw-disk.js';
+import { median, pairedRatios, summarize, type CaseSummary, type RunResult } from './stats.js';
+import { BENCH_RECYCLE_SEGMENTS, openSteadyLog, restock } from './steady-log.js';
+import { formatCompact, formatInt, formatMBps, formatRatio, formatTable, type Row } from './table.js';
+import { YIELD_EVERY, measureAppends, measureCommits } from './wal-cases.js';
+
+interface Settings {
+  readonly name: 'full' | 'quick';
+  /** Measured runs of each append case, after one warm-up run. */
+  readonly appendRuns: number;
+  readonly smallRecords: number;
+  readonly largeRecords: number;
+  /** Measured runs of each commit and raw fdatasync case, after a warm-up. */
+  readonly commitRuns: number;
+  readonly commitMs: number;
+  readonly warmupMs: number;
+  readonly verbose: boolean;
+}
+
+const FULL = {
+  name: 'full',
+  appendRuns: 5,
+  smallRecords: 350_000, // 50 MB on disk at 144 bytes per 100-byte record
+  largeRecords: 12_000, // 50 MB on disk at 4,136 bytes per 4 KiB record
+  commitRuns: 3,
+  commitMs: 3000,
+  warmupMs: 500,
+} as const;
+
+const QUICK = {
+  name: 'quick',
+  appendRuns: 3,
+  smallRecords: 150_000,
+  largeRecords: 5_000,
+  commitRuns: 3,
+  commitMs: 1000,
+  warmupMs: 200,
+} as const;
+
+const SMALL = 100;
+const LARGE = 4096;
+const COMMIT_RECORD = 100;
+const RAW_SYNC_WRITE = 8 * 1024;
+const RAW_BUFFERED_CHUNK = 1024 * 1024;
+/** Size of the file the raw buffered writes go round, and how much they write per run. */
+const RAW_BUFFERED_FILE = 48 * RAW_BUFFERED_CHUNK;
+const RAW_BUFFERED_BYTES = 4 * RAW_BUFFERED_FILE;
+/** Committer counts, in the order they are reported. */
+const COMMITTERS = [1, 16, 64] as const;
+/** The order they run in each round: 1 right after the raw run it is compared with. */
+const COMMITTER_RUN_ORDER = [1, 64, 16] as const;
+
+const TARGET_APPENDS = 1_000_000;
+const TARGET_GROUP_COMMIT = 30;
+const TARGET_SINGLE_P50 = 1.3;
+
+const HEADERS: Row = ['case', 'ops/s', 'MB/s', 'p50 µs', 'p99 µs', 'vs limit'];
+
+const USAGE = `usage: npm run bench [-- [--quick] [--verbose]]
+  --quick    fewer records and 1 s commit runs (about 20 s instead of about 1 minute)
+  --verbose  also print every measured run, not only the medians`;
+
+function parseSettings(): Settings {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      verbose: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help === true) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  return { ...(values.quick === true ? QUICK : FULL), verbose: values.verbose === true };
+}
+
+/** Progress on stderr, only when it is a terminal; the report itself goes to stdout. */
+function progress(message: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[2K  … ${message}`);
+}
+
+function clearProgress(): void {
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
+}
+
+function cells(label: string, r: RunResult, vsLimit: string): Row {
+  return [label, formatInt(r.opsPerSec), formatMBps(r.bytesPerSec), formatInt(r.p50Us), formatInt(r.p99Us), vsLimit];
+}
+
+/** The median row of a case, followed by one row per run with --verbose. */
+function rows(label: string, summary: CaseSummary, vsLimit: string, settings: Settings, perRun: readonly string[] = []): Row[] {
+  const out = [cells(label, summary.median, vsLimit)];
+  if (settings.verbose) summary.runs.forEach((r, i) => out.push(cells(`  run ${i + 1}`, r, perRun[i] ?? '')));
+  return out;
+}
+
+function spread(label: string, summary: CaseSummary): string {
+  const ops = summary.runs.map((r) => r.opsPerSec);
+  return `${label} ${formatCompact(Math.min(...ops))}–${formatCompact(Math.max(...ops))}`;
+}
+
+function ratioList(ratios: readonly number[], digits = 2): string {
+  return ratios.map((r) => formatRatio(r, digits)).join(', ');
+}
+
+// ---- 1. append throughput ----
+
+interface AppendResults {
+  readonly raw: CaseSummary;
+  readonly small: CaseSummary;
+  readonly large: CaseSummary;
+  /** Per run: payload MB/s ÷ raw page-cache MB/s of the same round. */
+  readonly smallVsRaw: readonly number[];
+  readonly largeVsRaw: readonly number[];
+}
+
+async function appendSection(base: string, settings: Settings): Promise<AppendResults> {
+  const dir = path.join(base, 'append-wal');
+  const rawFile = path.join(base, 'raw-buffered');
+  progress('append: preparing a steady-state log (sync none) and a pre-allocated file');
+  await createZeroFilled(rawFile, RAW_BUFFERED_FILE);
+  const log = await openSteadyLog(dir, 'none');
+  const raw: RunResult[] = [];
+  const small: RunResult[] = [];
+  const large: RunResult[] = [];
+  try {
+    for (let run = 0; run <= settings.appendRuns; run++) {
+      const label = run === 0 ? 'warm-up' : `run ${run}/${settings.appendRuns}`;
+      progress(`append: raw buffered write, ${label}`);
+      const r = await measureRawBufferedWrite({
+        file: rawFile,
+        fileSize: RAW_BUFFERED_FILE,
+        totalBytes: RAW_BUFFERED_BYTES,
+        chunkSize: RAW_BUFFERED_CHUNK,
+      });
+      await restock(log, dir);
+      progress(`append: ${SMALL} B records, ${label}`);
+      const s = await measureAppends(log, SMALL, settings.smallRecords);
+      await restock(log, dir);
+      progress(`append: 4 KiB records, ${label}`);
+      const l = await measureAppends(log, LARGE, settings.largeRecords);
+      if (run > 0) {
+        raw.push(r);
+        small.push(s);
+        large.push(l);
+      }
+    }
+  } finally {
+    await log.close();
+    await fs.rm(dir, { recursive: true, force: true });
+    await fs.rm(rawFile, { force: true });
+  }
+  const bps = (runs: readonly RunResult[]): number[] => runs.map((r) => r.bytesPerSec);
+  return {
+    raw: summarize(raw),
+    small: summarize(small),
+    large: summarize(large),
+    smallVsRaw: pairedRatios(bps(small), bps(raw)),
+    largeVsRaw: pairedRatios(bps(large), bps(raw)),
+  };
+}
+
+function printAppendSection(results: AppendResults, settings: Settings): void {
+  const count = (n: number): string => n.toLocaleString('en-US');
+  const met = results.small.median.opsPerSec >= TARGET_APPENDS;
+  console.log(`\n1. Append throughput — sync 'none', await setImmediate every ${count(YIELD_EVERY)} appends, time includes the final flush()`);
+  console.log(
+    formatTable(HEADERS, [
+      ...rows('raw: 1 MiB pwrite into page cache, no sync', results.raw, 'limit', settings),
+      ...rows(
+        `walship: ${count(settings.smallRecords)} × 100 B records`,
+        results.small,
+        `${formatRatio(median(results.smallVsRaw))} MB/s`,
+        settings,
+        results.smallVsRaw.map((r) => formatRatio(r)),
+      ),
+      ...rows(
+        `walship: ${count(settings.largeRecords)} × 4 KiB records`,
+        results.large,
+        `${formatRatio(median(results.largeVsRaw))} MB/s`,
+        settings,
+        results.largeVsRaw.map((r) => formatRatio(r)),
+      ),
+    ]),
+  );
+  console.log(
+    [
+      `   limit: ${RAW_BUFFERED_BYTES / 2 ** 20} MiB of buffered 1 MiB writes going round a cached ${RAW_BUFFERED_FILE / 2 ** 20} MiB file (walship's writer issues ≤ 1 MiB writes).`,
+      '   MB/s counts payload bytes; each record also carries 37 bytes of headers, padded to 8 bytes',
+      '   (100 B → 144 B on disk, 4 KiB → 4,136 B). p50/p99 do not apply: appends are not awaited one by one.',
+      `   ops/s range over ${settings.appendRuns} runs: ${[spread('raw', results.raw), spread('100 B', results.small), spread('4 KiB', results.large)].join(', ')}`,
+      `   target: ≥ ${formatInt(TARGET_APPENDS)} appends/s of 100 B records — ${met ? 'met' : 'NOT MET'}`,
+    ].join('\n'),
+  );
+}
+
+// ---- 2. group commit and 3. raw fdatasync, measured interleaved ----
+
+interface CommitResults {
+  readonly rawPreallocated: CaseSummary;
+  readonly rawGrowing: CaseSummary;
+  readonly committers: ReadonlyMap<number, CaseSummary>;
+  /** Per committer count, per run: commits/s ÷ raw pre-allocated ops/s of the same round. */
+  readonly rateVsRaw: ReadonlyMap<number, readonly number[]>;
+  /** Per run: 1-committer p50 ÷ raw pre-allocated p50 of the same round. */
+  readonly singleP50VsRaw: readonly number[];
+  /** Per run: growing ÷ pre-allocated raw ops/s. */
+  readonly growingVsPreallocated: readonly number[];
+  /** Fewest future segments that were ready before a measured walship run. */
+  readonly minSpareSegments: number;
+}
+
+async function commitSection(base: string, settings: Settings): Promise<CommitResults> {
+  const dir = path.join(base, 'commit-wal');
+  const preallocated = path.join(base, 'raw-preallocated');
+  const growing = path.join(base, 'raw-growing');
+  const durationMs = settings.commitMs;
+  const rawPreallocatedRun = (ms: number): Promise<RunResult> =>
+    measureRawSync({ file: preallocated, writeSize: RAW_SYNC_WRITE, durationMs: ms, wrapAt: PREALLOCATED_SIZE });
+  progress('commit: preparing a steady-state log (sync fdatasync) and a pre-allocated file');
+  await createZeroFilled(preallocated, PREALLOCATED_SIZE);
+  const log = await openSteadyLog(dir, 'fdatasync');
+  const rawPre: RunResult[] = [];
+  const rawGrow: RunResult[] = [];
+  const wal = new Map<number, RunResult[]>(COMMITTERS.map((c) => [c, []]));
+  let minSpareSegments = Number.POSITIVE_INFINITY;
+  try {
+    progress('commit: warm-up');
+    await rawPreallocatedRun(settings.warmupMs);
+    for (const committers of COMMITTER_RUN_ORDER) {
+      await restock(log, dir);
+      await measureCommits(log, { committers, recordSize: COMMIT_RECORD, durationMs: settings.warmupMs });
+    }
+    for (let run = 1; run <= settings.commitRuns; run++) {
+      const label = `run ${run}/${settings.commitRuns}`;
+      progress(`raw fdatasync, pre-allocated file, ${label}`);
+      rawPre.push(await rawPreallocatedRun(durationMs));
+      for (const committers of COMMITTER_RUN_ORDER) {
+        minSpareSegments = Math.min(minSpareSegments, await restock(log, dir));
+        progress(`commit: ${committers} committer(s), ${label}`);
+        wal.get(committers)?.push(await measureCommits(log, { committers, recordSize: COMMIT_RECORD, durationMs }));
+      }
+      progress(`raw fdatasync, growing file, ${label}`);
+      rawGrow.push(await measureRawSync({ file: growing, writeSize: RAW_SYNC_WRITE, durationMs }));
+      await fs.rm(growing, { force: true });
+    }
+  } finally {
+    await log.close();
+    await fs.rm(dir, { recursive: true, force: true });
+    await fs.rm(preallocated, { force: true });
+    await fs.rm(growing, { force: true });
+  }
+  const walRuns = (c: number): RunResult[] => wal.get(c) ?? [];
+  const ops = (runs: readonly RunResult[]): number[] => runs.map((r) => r.opsPerSec);
+  return {
+    rawPreallocated: summarize(rawPre),
+    rawGrowing: summarize(rawGrow),
+    committers: new Map(COMMITTERS.map((c) => [c, summarize(walRuns(c))])),
+    rateVsRaw: new Map(COMMITTERS.map((c) => [c, pairedRatios(ops(walRuns(c)), ops(rawPre))])),
+    singleP50VsRaw: pairedRatios(
+      walRuns(1).map((r) => r.p50Us),
+      rawPre.map((r) => r.p50Us),
+    ),
+    growingVsPreallocated: pairedRatios(ops(rawGrow), ops(rawPre)),
+    minSpareSegments,
+  };
+}
+
+function printCommitSections(results: CommitResults, settings: Settings): void {
+  const seconds = settings.commitMs / 1000;
+  console.log(`\n2. Group commit — sync 'fdatasync', 100 B records, append() + waitForFlush(endLsn) per commit, ${seconds} s per run`);
+  const table: Row[] = [];
+  for (const c of COMMITTERS) {
+    const summary = results.committers.get(c);
+    const rates = results.rateVsRaw.get(c) ?? [];
+    if (summary === undefined) continue;
+    const digits = c === 1 ? 2 : 1;
+    let vs = `${formatRatio(median(rates), digits)} raw ops/s`;
+    let perRun = rates.map((r) => `${formatRatio(r, digits)} raw ops/s`);
+    if (c === 1) {
+      vs += `, p50 ${formatRatio(median(results.singleP50VsRaw))} raw`;
+      perRun = perRun.map((text, i) => `${text}, p50 ${formatRatio(results.singleP50VsRaw[i] ?? Number.NaN)} raw`);
+    }
+    table.push(...rows(`walship: ${c} committer${c === 1 ? '' : 's'}`, summary, vs, settings, perRun));
+  }
+  console.log(formatTable(HEADERS, table));
+  const perRound = COMMITTERS.map((c) => {
+    const m = results.committers.get(c)?.median;
+    return m === undefined ? '' : `${c}: ${formatInt(m.syncsPerSec)}/s (${(m.opsPerSec / m.syncsPerSec).toFixed(1)} commits each)`;
+  });
+  console.log(
+    [
+      '   limit: the raw pre-allocated fdatasync rate (section 3), measured in the same rounds; "vs limit" is the',
+      `   median of the per-round ratios. p50/p99: one commit, append() to waitForFlush() resolving.`,
+      `   group-commit rounds (one write + one fdatasync): ${perRound.join(', ')}`,
+      `   steady-state log: ${BENCH_RECYCLE_SEGMENTS} recycled segments kept, at least ${results.minSpareSegments} ready before each run, so no run creates a segment.`,
+      `   ops/s range over ${settings.commitRuns} runs: ${COMMITTERS.map((c) => {
+        const s = results.committers.get(c);
+        return s === undefined ? '' : spread(`${c}c`, s);
+      }).join(', ')}`,
+    ].join('\n'),
+  );
+
+  console.log(`\n3. Raw fdatasync limit — one writer, ${RAW_SYNC_WRITE / 1024} KiB write at the next offset + datasync(), same directory, ${seconds} s per run`);
+  console.log(
+    formatTable(HEADERS, [
+      ...rows(`raw: pre-allocated ${PREALLOCATED_SIZE / 2 ** 20} MiB file (zero-filled)`, results.rawPreallocated, 'limit', settings),
+      ...rows(
+        'raw: growing file (appends extend it)',
+        results.rawGrowing,
+        `${formatRatio(median(results.growingVsPreallocated))} ops/s`,
+        settings,
+        results.growingVsPreallocated.map((r) => `${formatRatio(r)} ops/s`),
+      ),
+    ]),
+  );
+  console.log(
+    [
+      `   The pre-allocated file is like walship's segments (zero-filled or recycled): overwrites only, so fdatasync`,
+      `   writes data, not allocation metadata. A growing file also commits metadata on every fdatasync; for context.`,
+      `   ops/s range over ${settings.commitRuns} runs: ${spread('pre-allocated', results.rawPreallocated)}, ${spread('growing', results.rawGrowing)}`,
+    ].join('\n'),
+  );
+}
+
+// ---- summary ----
+
+interface Target {
+  readonly description: string;
+  readonly met: boolean;
+  readonly measured: string;
+}
+
+function targets(appends: AppendResults, commits: CommitResults): Target[] {
+  const small = appends.small.median.opsPerSec;
+  const groupRatios = commits.rateVsRaw.get(64) ?? [];
+  const group = median(groupRatios);
+  const single = median(commits.singleP50VsRaw);
+  return [
+    {
+      description: `100 B appends/s (sync 'none') ≥ ${formatInt(TARGET_APPENDS)}`,
+      met: small >= TARGET_APPENDS,
+      measured: `${formatInt(small)}/s`,
+    },
+    {
+      description: `64 committers ≥ ${TARGET_GROUP_COMMIT}× the raw fdatasync rate`,
+      met: group >= TARGET_GROUP_COMMIT,
+      measured: `${formatRatio(group, 1)} (per round: ${ratioList(groupRatios, 1)}; medians ${formatInt(
+        commits.committers.get(64)?.median.opsPerSec ?? Number.NaN,
+      )} commits/s vs ${formatInt(commits.rawPreallocated.median.opsPerSec)} fdatasyncs/s)`,
+    },
+    {
+      description: `1-committer p50 ≤ ${TARGET_SINGLE_P50}× one raw fdatasync p50`,
+      met: single <= TARGET_SINGLE_P50,
+      measured: `${formatRatio(single)} (per round: ${ratioList(commits.singleP50VsRaw)}; medians ${formatInt(
+        commits.committers.get(1)?.median.p50Us ?? Number.NaN,
+      )} µs vs ${formatInt(commits.rawPreallocated.median.p50Us)} µs)`,
+    },
+  ];
+}
+
+async function main(): Promise<void> {
+  const settings = parseSettings();
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-bench-'));
+  const onSignal = (signal: NodeJS.Signals): void => {
+    clearProgress();
+    rmSync(base, { recursive: true, force: true });
+    console.error(`interrupted (${signal}); removed ${base}`);
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const started = performance.now();
+    const env = describeEnvironment(base, fileURLToPath(new URL('..', import.meta.url)));
+    console.log(`walship benchmark (${settings.name} run)`);
+    const header: [string, string][] = [
+      ['walship', env.commit],
+      ['node', env.node],
+      ['cpu', `${env.cpu}, ${env.cores} cores`],
+      ['memory', env.memory],
+      ['os', env.os],
+      ['temp dir', `${base} on ${env.filesystem}`],
+      ['method', `median of ${settings.appendRuns} append / ${settings.commitRuns} commit rounds after a warm-up; raw and walship runs interleaved`],
+    ];
+    for (const [key, value] of header) console.log(`  ${key.padEnd(9)} ${value}`);
+
+    const appends = await appendSection(base, settings);
+    const commits = await commitSection(base, settings);
+    clearProgress();
+    printAppendSection(appends, settings);
+    printCommitSections(commits, settings);
+
+    console.log('\nTargets (issue #2)');
+    for (const t of targets(appends, commits)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
+    console.log(`\nfinished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  } finally {
+    clearProgress();
+    await fs.rm(base, { recursive: true, force: true });
+  }
+}
+
+await main();
