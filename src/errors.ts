@@ -52,6 +52,30 @@ export const ERROR_CODES = {
     when: 'A read asked for WAL in a segment that has already been removed.',
     action: 'Start from `oldestLsn` or later, or fetch the history elsewhere (a base backup, the archive).',
   },
+  CONNECTION_FAILED: {
+    when: 'A transport could not connect (refused, unreachable, reset) or a connection broke. The original error is the `cause`.',
+    action: 'Transient: retry with back-off (standbys do this by themselves).',
+  },
+  TIMEOUT: {
+    when: 'A connect or handshake did not complete within its time limit.',
+    action: 'Transient: check the network and the peer, then retry.',
+  },
+  TLS_FAILED: {
+    when: 'A TLS handshake failed, e.g. the server’s certificate is not trusted or does not match its name, or a required client certificate is missing.',
+    action: 'Fix the certificates or the `ca` option; walship never falls back to an unverified connection.',
+  },
+  PROTOCOL_ERROR: {
+    when: 'A peer sent a malformed, oversized, unknown or out-of-order message. Only that connection is closed.',
+    action: 'Check that both ends run compatible walship versions; the process and other connections carry on.',
+  },
+  PROTOCOL_VERSION: {
+    when: 'The peers speak different replication protocol versions; the message names both.',
+    action: 'Upgrade the older side.',
+  },
+  AUTH_FAILED: {
+    when: 'Authentication failed: wrong password, unknown user, no matching rule or a `reject` rule. The reason is never told to the client.',
+    action: 'Check the user, the password and `auth.rules` on the server (its `auth:failed` event says which rule applied).',
+  },
   WAL_FORMAT: {
     when: 'A segment was written by an unsupported on-disk format version or with a different segment size than requested.',
     action: 'Open it with the matching `segmentSize`, or with the walship version that wrote it.',
