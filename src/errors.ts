@@ -30,7 +30,7 @@ export const ERROR_CODES = {
   },
   WAL_LOCKED: {
     when: 'The WAL directory is already open, in this process or in another one.',
-    action: 'Close the other instance first. A lock left by a process that has died is taken over automatically.',
+    action: 'Close the other instance first. A lock left by a process that has died (or by an earlier run of a restarted container) is taken over automatically.',
   },
   WAL_CLOSED: {
     when: 'A call was made on a log that is closed, or that stopped after a fatal error.',

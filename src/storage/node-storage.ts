@@ -13,10 +13,34 @@ const log = createDebug('walship:storage');
 export const LOCK_FILE_NAME = 'walship.lock';
 
 /**
- * Directories (by real path) locked by this process, mapped to the lock's token. The lock
- * file alone cannot stop this process from locking twice: it may be deleted under us.
+ * Key on `globalThis` of the registry of directories locked by this process: a
+ * `Map<string, string>` from a directory's real path to the lock's token. It lives on
+ * `globalThis` so that every copy of walship loaded in the process (two versions in
+ * `node_modules`, an ESM and a bundled copy) shares it. Its key and shape are a contract
+ * between versions: never change them; a different registry needs a different key.
  */
-const heldLocks = new Map<string, string>();
+const HELD_LOCKS_KEY = Symbol.for('walship.storage.locks');
+
+/**
+ * The registry of directories locked by this process. The lock file alone cannot stop this
+ * process from locking twice (it may be deleted under us), and it cannot tell this process
+ * from an earlier one with the same pid, so this registry is the authority for this process.
+ */
+function heldLocks(): Map<string, string> {
+  const scope = globalThis as { [HELD_LOCKS_KEY]?: Map<string, string> };
+  return (scope[HELD_LOCKS_KEY] ??= new Map());
+}
+
+/**
+ * Errors of `link()` on a file system without hard links: the lock file is then created in
+ * place, and a reader may see it empty for a moment (and take it for stale).
+ */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
+/** Lock contents are staged in `walship.lock.<token>.new` (not `.tmp`: WalLog removes those). */
+const LOCK_TEMP_PATTERN = /^walship\.lock\.[0-9a-f]{32}\.new$/;
+/** Staged lock files left by a crash are removed once this old (ms); live ones last a few ms. */
+const LOCK_TEMP_MAX_AGE_MS = 60_000;
 
 /** Zeros that {@link StorageFile.allocate} writes from; shared so extending never allocates. */
 let zeros: Buffer | undefined;
@@ -76,26 +100,31 @@ export class NodeStorage implements Storage {
   }
 
   /**
-   * Takes the lock through an exclusively created `walship.lock` file naming this process.
-   * A lock file left by a dead process on this host, or left empty or unreadable by a crash
-   * while it was being written, is removed and the lock taken over.
+   * Takes the lock through a `walship.lock` file naming this process. The file is written
+   * and synced under a temporary name and then hard-linked into place, which fails if a lock
+   * file exists, so a lock file is never seen empty or half written. A lock file left by a
+   * dead process on this host, one naming this process that the in-process registry does not
+   * know (an earlier process with the same pid, as after a container restart), and one that
+   * cannot be read as a lock file are stale: they are removed and the lock taken over.
    */
   async lock(): Promise<StorageLock> {
     const realDir = await fs.realpath(this.description);
-    if (heldLocks.has(realDir)) {
+    const registry = heldLocks();
+    if (registry.has(realDir)) {
       const message = `${this.description} is already locked by this process (pid ${process.pid})`;
       throw new WalshipError('WAL_LOCKED', message);
     }
     const token = randomBytes(16).toString('hex');
     // Claimed before the first await below, so concurrent calls in this process see it.
-    heldLocks.set(realDir, token);
+    registry.set(realDir, token);
     try {
-      await this.createLockFile(token);
+      await this.createLockFile(realDir, token);
     } catch (err) {
-      heldLocks.delete(realDir);
+      if (registry.get(realDir) === token) registry.delete(realDir);
       throw err;
     }
     log('locked %s', this.description);
+    await this.removeLeftoverLockTemps();
     return new NodeStorageLock(this.lockPath, realDir, token);
   }
 
@@ -103,48 +132,82 @@ export class NodeStorage implements Storage {
     return path.join(this.description, LOCK_FILE_NAME);
   }
 
-  private async createLockFile(token: string): Promise<void> {
+  private async createLockFile(realDir: string, token: string): Promise<void> {
     const holder: LockHolder = { pid: process.pid, hostname: hostname(), token, createdAt: new Date().toISOString() };
     const content = Buffer.from(`${JSON.stringify(holder)}\n`);
-    // One takeover of a stale lock at most: a second conflict means another live holder won.
-    for (let attempt = 1; ; attempt++) {
-      if (await this.tryCreateLockFile(content)) return;
-      const existing = await readLockFile(this.lockPath);
-      if (existing === undefined) {
-        if (attempt < 2) continue; // Released between our create and read: try again.
-        throw this.lockedError(undefined);
+    const temp = path.join(this.description, `${LOCK_FILE_NAME}.${token}.new`);
+    await writeExclusive(temp, content);
+    try {
+      // One takeover of a stale lock at most: a second conflict means another live holder won.
+      for (let attempt = 1; ; attempt++) {
+        if (await this.tryLinkLockFile(temp, content)) break;
+        const existing = await readLockFile(this.lockPath);
+        if (existing === undefined) {
+          if (attempt < 2) continue; // Released between our link and read: try again.
+          throw this.lockedError(undefined);
+        }
+        const stale = existing.holder === undefined || isStaleHolder(existing.holder, realDir);
+        if (!stale || attempt >= 2) throw this.lockedError(existing.holder);
+        await this.removeStaleLockFile(existing);
       }
-      const stale = existing.holder === undefined || isStaleHolder(existing.holder);
-      if (!stale || attempt >= 2) throw this.lockedError(existing.holder);
-      await this.removeStaleLockFile(existing);
+    } finally {
+      await fs.unlink(temp).catch((err: unknown) => log('could not remove %s: %O', temp, err));
+    }
+    try {
+      await this.syncDirectory();
+    } catch (err) {
+      await fs.unlink(this.lockPath).catch(() => undefined);
+      throw err;
     }
   }
 
-  /** Creates the lock file with `content`; false when it already exists. */
-  private async tryCreateLockFile(content: Buffer): Promise<boolean> {
-    let handle: FileHandle;
+  /**
+   * Links the fully written `temp` file to the lock file's name; false when a lock file
+   * already exists. Falls back to creating the lock file in place with `content` on a file
+   * system without hard links.
+   */
+  private async tryLinkLockFile(temp: string, content: Buffer): Promise<boolean> {
     try {
-      handle = await fs.open(this.lockPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
+      await fs.link(temp, this.lockPath);
+      return true;
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'EEXIST') return false;
+      if (code === undefined || !NO_HARD_LINKS.has(code)) throw err;
+      log('no hard links in %s (%s): creating the lock file in place', this.description, code);
+    }
+    try {
+      await writeExclusive(this.lockPath, content);
+      return true;
     } catch (err) {
       if (errnoCode(err) === 'EEXIST') return false;
       throw err;
     }
+  }
+
+  /**
+   * Removes staged lock files that a crash left behind. Best effort: they are harmless, and
+   * a young one may belong to another process trying to lock right now.
+   */
+  private async removeLeftoverLockTemps(): Promise<void> {
     try {
-      await writeFully(handle, content, 0);
-      await handle.sync();
+      const names = await fs.readdir(this.description);
+      const now = Date.now();
+      for (const name of names) {
+        if (!LOCK_TEMP_PATTERN.test(name)) continue;
+        const file = path.join(this.description, name);
+        const stats = await fs.lstat(file).catch(() => undefined);
+        if (stats === undefined || now - stats.mtimeMs < LOCK_TEMP_MAX_AGE_MS) continue;
+        log('removing leftover %s', file);
+        await fs.unlink(file).catch(() => undefined);
+      }
     } catch (err) {
-      // An empty lock file would read as stale anyway; removing it is just tidier.
-      await handle.close().catch(() => undefined);
-      await fs.unlink(this.lockPath).catch(() => undefined);
-      throw err;
+      log('could not look for leftover lock files in %s: %O', this.description, err);
     }
-    await handle.close();
-    await this.syncDirectory();
-    return true;
   }
 
   private async removeStaleLockFile(stale: LockFileContent): Promise<void> {
-    // Re-read right before removing so that a lock file another process has just written
+    // Re-read right before removing so that a lock file another process has just linked
     // in its place is not deleted (a narrow race remains; fs offers no compare-and-delete).
     const current = await readLockFile(this.lockPath);
     if (current === undefined || current.raw !== stale.raw) return;
@@ -207,10 +270,15 @@ function parseLockHolder(raw: string): LockHolder | undefined {
   return { pid, hostname: host, token, createdAt: typeof createdAt === 'string' ? createdAt : '' };
 }
 
-/** True when the holder is a process on this host that no longer exists. */
-function isStaleHolder(holder: LockHolder): boolean {
+/**
+ * True when the holder is a process on this host that no longer exists, or names this
+ * process without holding `realDir` in the registry (every copy of walship in this process
+ * registers its locks there): an earlier process that had our pid, as after a container
+ * restart. Called while our own claim on `realDir` is registered.
+ */
+function isStaleHolder(holder: LockHolder, realDir: string): boolean {
   if (holder.hostname !== hostname()) return false; // Cannot tell whether it lives.
-  if (isThisProcess(holder)) return false; // Perhaps another copy of walship in this process.
+  if (isThisProcess(holder)) return heldLocks().get(realDir) !== holder.token;
   try {
     process.kill(holder.pid, 0);
     return false;
@@ -247,7 +315,8 @@ class NodeStorageLock implements StorageLock {
       });
       log('unlocked %s', path.dirname(this.lockPath));
     } finally {
-      if (heldLocks.get(this.realDir) === this.token) heldLocks.delete(this.realDir);
+      const registry = heldLocks();
+      if (registry.get(this.realDir) === this.token) registry.delete(this.realDir);
     }
   }
 }
@@ -297,6 +366,20 @@ class NodeStorageFile implements StorageFile {
     this.closed ??= this.handle.close();
     return this.closed;
   }
+}
+
+/** Creates `file` exclusively (`EEXIST` if it exists) holding `content`, synced. */
+async function writeExclusive(file: string, content: Uint8Array): Promise<void> {
+  const handle = await fs.open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
+  try {
+    await writeFully(handle, content, 0);
+    await handle.sync();
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    await fs.unlink(file).catch(() => undefined);
+    throw err;
+  }
+  await handle.close();
 }
 
 /**
