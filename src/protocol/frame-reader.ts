@@ -22,6 +22,24 @@ export interface Frame {
   readonly body: Buffer;
 }
 
+/**
+ * Part of a frame that {@link FrameReader.nextPiece} hands out before the whole frame has
+ * arrived: the frame's fixed-size header, and a view of the body bytes after it that are
+ * here so far. Pieces of one frame come in order; the last has `last: true`.
+ */
+export interface FramePiece {
+  readonly type: number;
+  /** The first `headerBytes` of the body (the same buffer for every piece of a frame). */
+  readonly header: Buffer;
+  /** Where `data` starts within the body after the header. */
+  readonly offset: number;
+  /** Body bytes after the header in this piece (at least one), a view of a received chunk. */
+  readonly data: Buffer;
+  /** Body bytes after the header in the whole frame. */
+  readonly total: number;
+  readonly last: boolean;
+}
+
 /** Bytes before the body of a frame: the u32 length and the type byte. */
 export const FRAME_HEADER_BYTES = 5;
 
@@ -80,6 +98,8 @@ export class FrameReader implements Iterable<Frame> {
   /** Declared length of the frame being assembled, once its length field has been read. */
   #frameLength = -1;
   #error: WalshipError | undefined;
+  /** The frame being handed out in pieces by {@link nextPiece}, if any. */
+  #piece: { type: number; header: Buffer; total: number; remaining: number } | null = null;
 
   constructor(options: FrameReaderOptions = {}) {
     validateOptions(options);
@@ -88,7 +108,7 @@ export class FrameReader implements Iterable<Frame> {
 
   /** Bytes received and not yet returned as frames (including a length field already read). */
   get bufferedBytes(): number {
-    return this.#frameLength < 0 ? this.#buffered : this.#buffered + 4;
+    return this.#frameLength < 0 || this.#piece !== null ? this.#buffered : this.#buffered + 4;
   }
 
   /** Adds received bytes. Throws the reader's error if it has failed, or if this chunk starts an invalid frame. */
@@ -105,12 +125,50 @@ export class FrameReader implements Iterable<Frame> {
   /** The next complete frame, or `null` until more bytes are pushed. */
   next(): Frame | null {
     this.#throwIfFailed();
+    if (this.#piece !== null) throw new WalshipError('INVALID_ARGUMENT', 'next() called while a frame is being read in pieces');
     if (this.#frameLength < 0 && !this.#readLength()) return null;
     const length = this.#frameLength;
     if (this.#buffered < length) return null;
     this.#frameLength = -1;
     const bytes = this.#take(length);
     return { type: bytes[0] as number, body: bytes.subarray(1) };
+  }
+
+  /**
+   * Like {@link next}, but a frame of type `splitType` that does not lie within one received
+   * chunk is handed out in pieces, each a view of one chunk, as its bytes come (once its
+   * first `headerBytes` body bytes are here), so it is never copied into one buffer. Other
+   * frames come whole; `null` when nothing can be handed out yet.
+   */
+  nextPiece(splitType: number, headerBytes: number): Frame | FramePiece | null {
+    this.#throwIfFailed();
+    const piece = this.#piece;
+    if (piece !== null) {
+      if (this.#buffered === 0) return null;
+      const head = this.#chunks[this.#head] as Buffer;
+      const count = Math.min(piece.remaining, head.length - this.#headOffset);
+      const data = this.#take(count);
+      const offset = piece.total - piece.remaining;
+      piece.remaining -= count;
+      const last = piece.remaining === 0;
+      if (last) {
+        this.#piece = null;
+        this.#frameLength = -1;
+      }
+      return { type: piece.type, header: piece.header, offset, data, total: piece.total, last };
+    }
+    if (this.#frameLength < 0 && !this.#readLength()) return null;
+    const length = this.#frameLength;
+    if (this.#buffered === 0) return null;
+    const head = this.#chunks[this.#head] as Buffer;
+    // A frame inside one chunk is a view as it is; any other frame of this type is split.
+    if (head.length - this.#headOffset >= length || head[this.#headOffset] !== splitType || length <= 1 + headerBytes) {
+      return this.#buffered >= length ? this.next() : null;
+    }
+    if (this.#buffered < 1 + headerBytes) return null;
+    const start = this.#take(1 + headerBytes);
+    this.#piece = { type: splitType, header: start.subarray(1), total: length - 1 - headerBytes, remaining: length - 1 - headerBytes };
+    return this.#buffered > 0 ? this.nextPiece(splitType, headerBytes) : null;
   }
 
   /** Yields the complete frames buffered so far. */
@@ -186,6 +244,7 @@ export class FrameReader implements Iterable<Frame> {
     this.#headOffset = 0;
     this.#buffered = 0;
     this.#frameLength = -1;
+    this.#piece = null;
     throw this.#error;
   }
 

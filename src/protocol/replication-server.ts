@@ -1,0 +1,150 @@
+import type { Duplex } from 'node:stream';
+import { EventEmitter } from 'eventemitter3';
+import { WalshipError, isWalshipError } from '../errors.js';
+import { createLogger, type Logger } from '../logger.js';
+import type { Listener, PeerInfo, Transport } from '../transport/transport.js';
+import type { CompiledAuth } from './auth-rules.js';
+import { serverHandshake, type AuthFailure, type AuthenticatedPeer } from './handshake.js';
+import { MessageStream } from './message-stream.js';
+
+/** An authenticated replication connection, handed to the code that serves its commands. */
+export interface ServerSession extends AuthenticatedPeer {
+  readonly peer: PeerInfo;
+  readonly conn: MessageStream<'server'>;
+}
+
+/** Payload of `auth:failed`: who failed, why (never sent to the client), and how often from that address. */
+export interface AuthFailedEvent extends AuthFailure {
+  /** Failures from this address since the server started (or since it was last forgotten). */
+  readonly failuresFromAddress: number;
+}
+
+/** Payload of `connection:error`: a connection that ended with an error before or during its handshake. */
+export interface ConnectionErrorEvent {
+  readonly peer: PeerInfo;
+  readonly error: WalshipError;
+}
+
+/** Events of a {@link ReplicationServer}. */
+export interface ReplicationServerEvents {
+  session: (session: ServerSession) => void;
+  'auth:failed': (event: AuthFailedEvent) => void;
+  'connection:error': (event: ConnectionErrorEvent) => void;
+}
+
+/** Options of {@link ReplicationServer}. */
+export interface ReplicationServerOptions {
+  readonly transport: Transport;
+  readonly address: string;
+  readonly auth: CompiledAuth;
+  /** @defaultValue 10 000 */
+  readonly handshakeTimeoutMs?: number;
+  /** Delay before an authentication failure is answered. @defaultValue 250 */
+  readonly authFailureDelayMs?: number;
+  readonly logPrefix?: string;
+}
+
+/** How many addresses' failure counts are remembered; the oldest are forgotten first. */
+const MAX_TRACKED_ADDRESSES = 10_000;
+
+/**
+ * Accepts replication connections on a transport, authenticates each (in parallel, each
+ * bounded by the handshake timeout) and emits the authenticated ones as `session`. A
+ * connection that sends garbage or fails to authenticate ends alone, with an event and a
+ * log line; the server and every other connection carry on.
+ */
+export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
+  readonly #options: Required<Omit<ReplicationServerOptions, 'logPrefix'>>;
+  readonly #log: Logger;
+  readonly #handshaking = new Set<MessageStream<'server'>>();
+  readonly #failures = new Map<string, number>();
+  #listener: Listener | null = null;
+  #closing: Promise<void> | null = null;
+
+  constructor(options: ReplicationServerOptions) {
+    super();
+    this.#options = { handshakeTimeoutMs: 10_000, authFailureDelayMs: 250, ...options };
+    this.#log = createLogger('server', options.logPrefix);
+  }
+
+  /** The bound address once listening. */
+  get address(): string | null {
+    return this.#listener?.address ?? null;
+  }
+
+  /** Authentication failures counted for `address`. */
+  authFailures(address: string): number {
+    return this.#failures.get(address) ?? 0;
+  }
+
+  /** Starts accepting connections. */
+  async listen(options: { signal?: AbortSignal } = {}): Promise<string> {
+    if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the replication server is closed');
+    this.#listener = await this.#options.transport.listen(this.#options.address, (stream, peer) => this.#accept(stream, peer), options);
+    this.#log('listening on %s (%s)', this.#listener.address, this.#options.transport.name);
+    return this.#listener.address;
+  }
+
+  /** Stops accepting and drops connections still authenticating. Sessions already handed out are their owner's. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#listener?.close();
+      for (const conn of this.#handshaking) conn.destroy();
+      await Promise.all([...this.#handshaking].map((conn) => conn.closed));
+    })();
+    return this.#closing;
+  }
+
+  #accept(stream: Duplex, peer: PeerInfo): void {
+    if (this.#closing !== null) {
+      stream.destroy();
+      return;
+    }
+    const conn = new MessageStream(stream, 'server');
+    this.#handshaking.add(conn);
+    serverHandshake(conn, peer, {
+      auth: this.#options.auth,
+      timeoutMs: this.#options.handshakeTimeoutMs,
+      failureDelayMs: this.#options.authFailureDelayMs,
+      onFailure: (failure) => this.#onAuthFailure(failure),
+    }).then(
+      (authenticated) => {
+        this.#handshaking.delete(conn);
+        if (this.#closing !== null) {
+          conn.destroy();
+          return;
+        }
+        this.#log('%s authenticated as %s (%s, application %s)', peer.description, authenticated.user, authenticated.method, authenticated.applicationName);
+        this.#emitSafely('session', { ...authenticated, peer, conn });
+      },
+      (err: unknown) => {
+        this.#handshaking.delete(conn);
+        const error = isWalshipError(err) ? err : new WalshipError('PROTOCOL_ERROR', String(err));
+        if (error.code !== 'AUTH_FAILED') this.#log.error('connection from %s failed: %s', peer.description, error.message);
+        this.#emitSafely('connection:error', { peer, error });
+      },
+    );
+  }
+
+  #onAuthFailure(failure: AuthFailure): void {
+    const key = failure.peer.remoteAddress ?? failure.peer.description;
+    const count = (this.#failures.get(key) ?? 0) + 1;
+    this.#failures.delete(key);
+    this.#failures.set(key, count);
+    if (this.#failures.size > MAX_TRACKED_ADDRESSES) {
+      const oldest = this.#failures.keys().next().value;
+      if (oldest !== undefined) this.#failures.delete(oldest);
+    }
+    this.#log.error('authentication failed for user "%s" from %s: %s (failure %d from this address)', failure.user, failure.peer.description, failure.reason, count);
+    this.#emitSafely('auth:failed', { ...failure, failuresFromAddress: count });
+  }
+
+  /** Listener exceptions must not break the accept loop. */
+  #emitSafely<E extends keyof ReplicationServerEvents>(event: E, payload: Parameters<ReplicationServerEvents[E]>[0]): void {
+    try {
+      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
+    } catch (err) {
+      this.#log.error('a %s listener threw: %s', event, (err as Error).message);
+    }
+  }
+}

@@ -1,0 +1,216 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { format, inspect } from 'node:util';
+import createDebug from 'debug';
+import { isWalshipError, type WalshipError } from '../../src/index.js';
+import { compileAuth, type AuthOptions } from '../../src/protocol/auth-rules.js';
+import { encodeMessage, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
+import { MessageStream } from '../../src/protocol/message-stream.js';
+import { connectReplication } from '../../src/protocol/replication-client.js';
+import { ReplicationServer, type AuthFailedEvent, type ConnectionErrorEvent, type ServerSession } from '../../src/protocol/replication-server.js';
+import { scramVerifier } from '../../src/protocol/scram.js';
+import { MemoryNetwork, type MemoryTransport } from '../../src/transport/memory-transport.js';
+import { within } from '../helpers/wal.js';
+
+const PASSWORD = 's3cret-pässword';
+
+interface Harness {
+  net: MemoryNetwork;
+  server: ReplicationServer;
+  sessions: ServerSession[];
+  failures: AuthFailedEvent[];
+  errors: ConnectionErrorEvent[];
+  client(ip?: string | null): MemoryTransport;
+  close(): Promise<void>;
+}
+
+async function startServer(auth: AuthOptions | undefined): Promise<Harness> {
+  const net = new MemoryNetwork();
+  const server = new ReplicationServer({
+    transport: net.transport('primary'),
+    address: 'primary:7001',
+    auth: await compileAuth(auth),
+    authFailureDelayMs: 20,
+    handshakeTimeoutMs: 2000,
+  });
+  const harness: Harness = {
+    net,
+    server,
+    sessions: [],
+    failures: [],
+    errors: [],
+    client: (ip = '127.0.0.1') => net.transport(`standby-${Math.random()}`, { ip }),
+    close: async () => {
+      await server.close();
+      for (const session of harness.sessions) session.conn.destroy();
+    },
+  };
+  server.on('session', (s) => harness.sessions.push(s));
+  server.on('auth:failed', (e) => harness.failures.push(e));
+  server.on('connection:error', (e) => harness.errors.push(e));
+  await server.listen();
+  return harness;
+}
+
+function login(h: Harness, options: { user?: string; password?: string; ip?: string | null } = {}) {
+  return connectReplication({
+    transport: h.client(options.ip),
+    address: 'primary:7001',
+    user: options.user ?? 'repl',
+    applicationName: 's1',
+    ...(options.password === undefined ? {} : { password: options.password }),
+    handshakeTimeoutMs: 2000,
+  });
+}
+
+const authFailed = (err: unknown): boolean => isWalshipError(err, 'AUTH_FAILED');
+
+describe('authentication', () => {
+  it('lets a user in with the right password (SCRAM-SHA-256, plain password configured)', async () => {
+    const h = await startServer({ users: { repl: { password: PASSWORD } }, rules: [{ user: 'repl', address: '127.0.0.0/8', method: 'scram-sha-256' }] });
+    const conn = await login(h, { password: PASSWORD });
+    await within(waitFor(() => h.sessions.length === 1), 2000, 'the session');
+    assert.equal(h.sessions[0]?.user, 'repl');
+    assert.equal(h.sessions[0]?.applicationName, 's1');
+    assert.equal(h.sessions[0]?.method, 'scram-sha-256');
+    conn.destroy();
+    await h.close();
+  });
+
+  it('accepts a stored verifier instead of a password', async () => {
+    const verifier = await scramVerifier(PASSWORD);
+    const h = await startServer({ users: { repl: { verifier } }, rules: [{ user: 'all', address: 'all', method: 'scram-sha-256' }] });
+    (await login(h, { password: PASSWORD })).destroy();
+    await h.close();
+  });
+
+  it('refuses a wrong password and an unknown user alike, after a delay, counting per address', async () => {
+    const h = await startServer({ users: { repl: { password: PASSWORD } }, rules: [{ user: 'all', address: 'all', method: 'scram-sha-256' }] });
+    const wrong = await login(h, { password: 'guess' }).catch((err: WalshipError) => err);
+    const unknown = await login(h, { user: 'mallory', password: 'guess' }).catch((err: WalshipError) => err);
+    assert.ok(authFailed(wrong) && authFailed(unknown), 'both refused with AUTH_FAILED');
+    // The client learns nothing about why: same code, same message shape.
+    assert.equal((wrong as WalshipError).message, 'authentication failed for user "repl"');
+    assert.equal((unknown as WalshipError).message, 'authentication failed for user "mallory"');
+    assert.deepEqual(h.failures.map((f) => [f.user, f.reason, f.failuresFromAddress]), [
+      ['repl', 'wrong password', 1],
+      ['mallory', 'unknown user', 2],
+    ]);
+    assert.equal(h.server.authFailures('127.0.0.1'), 2);
+    assert.equal(h.sessions.length, 0);
+    await h.close();
+  });
+
+  it('applies the first matching rule: trust, reject, no match, IPv4 and IPv6 CIDRs, all', async () => {
+    const h = await startServer({
+      users: { repl: { password: PASSWORD } },
+      rules: [
+        { user: 'repl', address: '10.0.0.0/8', method: 'reject' },
+        { user: 'repl', address: '127.0.0.1', method: 'trust' },
+        { user: 'repl', address: 'fd00::/8', method: 'scram-sha-256' },
+        { user: 'all', address: '192.168.1.0/24', method: 'trust' },
+      ],
+    });
+    await assert.rejects(login(h, { ip: '10.1.2.3', password: PASSWORD }), authFailed); // reject rule
+    (await login(h, { ip: '127.0.0.1' })).destroy(); // trust: no password needed
+    (await login(h, { ip: 'fd00::7', password: PASSWORD })).destroy(); // IPv6 CIDR
+    await assert.rejects(login(h, { ip: 'fd00::7', password: 'nope' }), authFailed);
+    (await login(h, { ip: '192.168.1.77', user: 'anyone' })).destroy(); // 'all' users
+    await assert.rejects(login(h, { ip: '172.16.0.1', password: PASSWORD }), authFailed); // no rule
+    await assert.rejects(login(h, { ip: null, password: PASSWORD }), authFailed); // no IP: only 'all' addresses match
+    assert.deepEqual(h.failures.map((f) => [f.reason, f.ruleIndex]), [
+      ['rejected by rule', 0],
+      ['wrong password', 2],
+      ['no matching rule', -1],
+      ['no matching rule', -1],
+    ]);
+    await h.close();
+  });
+
+  it('lets no one in without auth configured', async () => {
+    const h = await startServer(undefined);
+    await assert.rejects(login(h, { password: PASSWORD }), authFailed);
+    await h.close();
+  });
+
+  it('never puts credentials in errors, events or logs of failures', async () => {
+    const logged: string[] = [];
+    const previous = { log: createDebug.log, namespaces: createDebug.disable() };
+    createDebug.enable('walship:*');
+    createDebug.log = (...args: unknown[]) => logged.push(format(...args));
+    try {
+      const h = await startServer({ users: { repl: { password: PASSWORD } }, rules: [{ user: 'all', address: 'all', method: 'scram-sha-256' }] });
+      const err = await login(h, { password: 'hunter2-guess' }).catch((e: unknown) => e);
+      const text = [String(err), (err as Error).stack, inspect(h.failures, { depth: 5 }), inspect(h.server, { depth: 5 }), ...logged].join('\n');
+      assert.ok(logged.some((line) => line.includes('authentication failed')), 'the failure was logged');
+      assert.ok(!text.includes(PASSWORD) && !text.includes('hunter2-guess'), 'no password in any report');
+      await h.close();
+    } finally {
+      createDebug.log = previous.log;
+      createDebug.enable(previous.namespaces);
+    }
+  });
+
+  it('verifies the server too: a server that does not know the verifier is refused by the client', async () => {
+    // The server holds a verifier for another password: it cannot produce the right server signature.
+    const h = await startServer({ users: { repl: { password: 'another' } }, rules: [{ user: 'all', address: 'all', method: 'scram-sha-256' }] });
+    await assert.rejects(login(h, { password: PASSWORD }), authFailed);
+    await h.close();
+  });
+});
+
+describe('protocol errors end only the offending connection', () => {
+  it('answers a different major protocol version with PROTOCOL_VERSION naming both', async () => {
+    const h = await startServer({ rules: [{ user: 'all', address: 'all', method: 'trust' }] });
+    const stream = await h.client().connect('primary:7001');
+    const conn = new MessageStream(stream, 'client');
+    conn.send({ kind: 'startup', protocolMajor: PROTOCOL_VERSION.major + 1, protocolMinor: 3, user: 'repl', applicationName: 's1', options: [] });
+    const reply = await within(conn.next(), 2000, 'the error');
+    assert.equal(reply?.kind, 'error');
+    assert.ok(reply?.kind === 'error' && reply.code === 'PROTOCOL_VERSION');
+    assert.match(reply.kind === 'error' ? reply.message : '', /2\.3.*1\.0/);
+    await h.close();
+  });
+
+  it('drops a connection that sends garbage or messages out of order, while others carry on', async () => {
+    const h = await startServer({ rules: [{ user: 'all', address: 'all', method: 'trust' }] });
+    const good = await login(h);
+    // Garbage: an oversized length field.
+    const bad = await h.client().connect('primary:7001');
+    bad.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x53]));
+    // Out of order: a command before the startup message.
+    const early = await h.client().connect('primary:7001');
+    early.write(encodeMessage({ kind: 'identifySystem' }));
+    await within(waitFor(() => h.errors.length === 2), 2000, 'both bad connections to fail');
+    assert.deepEqual(h.errors.map((e) => e.error.code).sort(), ['PROTOCOL_ERROR', 'PROTOCOL_ERROR']);
+    // The good session still works.
+    const session = h.sessions[0];
+    assert.ok(session !== undefined, 'the good session exists');
+    session.conn.send({ kind: 'keepalive', walEnd: 1, sendTime: 2, replyRequested: false });
+    assert.equal((await within(good.next(), 2000, 'the keepalive'))?.kind, 'keepalive');
+    good.destroy();
+    await h.close();
+  });
+
+  it('times out a client that never finishes its handshake', async () => {
+    const net = new MemoryNetwork();
+    const server = new ReplicationServer({
+      transport: net.transport('primary'),
+      address: 'p',
+      auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
+      handshakeTimeoutMs: 50,
+    });
+    const errors: ConnectionErrorEvent[] = [];
+    server.on('connection:error', (e) => errors.push(e));
+    await server.listen();
+    const silent = await net.transport('c').connect('p');
+    await within(waitFor(() => errors.length === 1), 2000, 'the timeout');
+    assert.equal(errors[0]?.error.code, 'TIMEOUT');
+    silent.destroy();
+    await server.close();
+  });
+});
+
+async function waitFor(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5));
+}

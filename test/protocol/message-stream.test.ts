@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { isWalshipError } from '../../src/index.js';
+import { FrameReader } from '../../src/protocol/frame-reader.js';
+import { MessageStream } from '../../src/protocol/message-stream.js';
+import { MESSAGE_TYPES, encodeMessage, type ServerMessage } from '../../src/protocol/messages.js';
+
+/** Splits `bytes` at the given cut points (any order, duplicates allowed). */
+function cut(bytes: Buffer, points: number[]): Buffer[] {
+  const sorted = [...new Set(points.map((p) => p % (bytes.length + 1)))].sort((a, b) => a - b);
+  const chunks: Buffer[] = [];
+  let from = 0;
+  for (const p of [...sorted, bytes.length]) {
+    if (p > from) {
+      // Buffer.alloc never uses the shared pool: each chunk has its own ArrayBuffer.
+      const chunk = Buffer.alloc(p - from);
+      bytes.copy(chunk, 0, from, p);
+      chunks.push(chunk);
+    }
+    from = Math.max(from, p);
+  }
+  return chunks;
+}
+
+const messageArb: fc.Arbitrary<ServerMessage> = fc.oneof(
+  fc.record({
+    kind: fc.constant('walData' as const),
+    startLsn: fc.integer({ min: 0, max: 2 ** 40 }),
+    walEnd: fc.integer({ min: 0, max: 2 ** 40 }),
+    sendTime: fc.integer({ min: 0, max: 2 ** 50 }),
+    data: fc.uint8Array({ maxLength: 3000 }),
+  }),
+  fc.record({ kind: fc.constant('keepalive' as const), walEnd: fc.nat(), sendTime: fc.nat(), replyRequested: fc.boolean() }),
+  fc.constant({ kind: 'readyForCommand' as const }),
+);
+
+/** What a list of messages says, with WAL data as one byte string per message kind order. */
+function flatten(messages: ServerMessage[]): unknown[] {
+  const out: unknown[] = [];
+  for (const m of messages) {
+    if (m.kind !== 'walData') {
+      out.push(m);
+      continue;
+    }
+    const last = out.at(-1) as { kind: string; startLsn: number; end: number; data: Buffer } | undefined;
+    // Pieces of one frame continue exactly where the previous piece ended.
+    if (last?.kind === 'walData' && last.end === m.startLsn && m.data.length > 0 && (last as { open?: boolean }).open) {
+      last.data = Buffer.concat([last.data, Buffer.from(m.data)]);
+      last.end += m.data.length;
+    } else {
+      out.push({ kind: 'walData', startLsn: m.startLsn, walEnd: m.walEnd, sendTime: m.sendTime, end: m.startLsn + m.data.length, data: Buffer.from(m.data), open: true });
+    }
+  }
+  return out.map((m) => {
+    const { open: _open, end: _end, ...rest } = m as { open?: boolean; end?: number };
+    return rest;
+  });
+}
+
+describe('MessageStream receiving WAL data in pieces', () => {
+  it('delivers every message, with WAL data split only at chunk boundaries and never copied', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(messageArb, { minLength: 1, maxLength: 12 }), fc.array(fc.nat(), { maxLength: 30 }), async (messages, points) => {
+        const stream = new PassThrough();
+        const conn = new MessageStream(stream, 'client');
+        const bytes = Buffer.concat(messages.map((m) => encodeMessage(m)));
+        const chunks = cut(bytes, points);
+        for (const chunk of chunks) stream.write(chunk);
+        stream.end();
+        const received: ServerMessage[] = [];
+        for (let m = await conn.next(); m !== null; m = await conn.next()) {
+          received.push(m);
+          if (m.kind === 'walData' && m.data.length > 0) {
+            // Zero-copy: the data is a view into one of the chunks that were written.
+            assert.ok(chunks.some((c) => c.buffer === m.data.buffer), 'data is a view of a received chunk');
+          }
+        }
+        const expected = flatten(messages.map((m) => (m.kind === 'walData' ? { ...m, data: Buffer.from(m.data) } : m)));
+        // Re-merging the pieces gives back the messages that were sent (empty WAL data messages included).
+        assert.deepEqual(flatten(received), expected);
+      }),
+      { seed: 99, numRuns: 300 },
+    );
+  });
+
+  it('refuses a split WAL data frame whose header lies about its length', () => {
+    const frame = encodeMessage({ kind: 'walData', startLsn: 8, walEnd: 8, sendTime: 0, data: Buffer.alloc(1000) });
+    frame.writeUInt32BE(999, 5 + 24); // the data length field, inside the 28-byte header
+    const reader = new FrameReader();
+    reader.push(frame.subarray(0, 600));
+    assert.ok(reader.nextPiece(MESSAGE_TYPES.walData, 28) !== null, 'a first piece');
+    const stream = new PassThrough();
+    const conn = new MessageStream(stream, 'client');
+    stream.write(frame.subarray(0, 600));
+    return assert.rejects(conn.next().then(() => conn.next()), (err) => isWalshipError(err, 'PROTOCOL_ERROR'));
+  });
+});
