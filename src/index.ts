@@ -34,3 +34,85 @@ export {
   segmentFileName,
 } from './wal/segment-name.js';
 export type { SegmentName } from './wal/segment-name.js';
+export { MEMORY_NETWORK_DEFAULTS, MemoryNetwork, MemoryTransport, memoryNetworkOptionsSchema, memoryTransportOptionsSchema } from './transport/memory-transport.js';
+export type { MemoryEndpointOptions, MemoryNetworkOptions, MemoryTransportOptions } from './transport/memory-transport.js';
+export {
+  TCP_TLS_DEFAULTS,
+  TCP_TRANSPORT_DEFAULTS,
+  TcpTransport,
+  formatTcpAddress,
+  parseTcpAddress,
+  tcpTransportOptionsSchema,
+} from './transport/tcp-transport.js';
+export type { Pem, TcpAddress, TcpTlsOptions, TcpTransportOptions } from './transport/tcp-transport.js';
+export type { Listener, PeerInfo, Transport } from './transport/transport.js';
+export {
+  SCRAM_DEFAULT_ITERATIONS,
+  SCRAM_MAX_ITERATIONS,
+  SCRAM_MIN_ITERATIONS,
+  ScramClient,
+  ScramServer,
+  parseScramVerifier,
+  scramVerifier,
+} from './protocol/scram.js';
+export type { ParsedVerifier, ScramClientOptions, ScramServerFinal, ScramServerOptions, ScramVerifierOptions } from './protocol/scram.js';
+export { CompiledAuth, authOptionsSchema, compileAuth } from './protocol/auth-rules.js';
+export type { AuthMatch, AuthMethod, AuthOptions, AuthRule, AuthUsers, CompileAuthOptions } from './protocol/auth-rules.js';
+export {
+  MESSAGE_TYPES,
+  PROTOCOL_LIMITS,
+  PROTOCOL_VERSION,
+  baseBackupChunk,
+  checkChunk,
+  decodeMessage,
+  encodeMessage,
+  encodeMessageParts,
+} from './protocol/messages.js';
+export { FRAME_HEADER_BYTES, FRAME_READER_DEFAULTS, FrameReader, frameReaderOptionsSchema } from './protocol/frame-reader.js';
+export type { Frame, FramePiece, FrameReaderOptions } from './protocol/frame-reader.js';
+export type {
+  AuthOkMessage,
+  AuthSaslContinueMessage,
+  AuthSaslFinalMessage,
+  AuthSaslMessage,
+  BaseBackupBeginMessage,
+  BaseBackupChunkMessage,
+  BaseBackupEndMessage,
+  BaseBackupMessage,
+  ClientMessage,
+  EndOfTimelineMessage,
+  ErrorMessage,
+  HotStandbyFeedbackMessage,
+  IdentifySystemMessage,
+  IdentifySystemResultMessage,
+  KeepaliveMessage,
+  Message,
+  MessageKind,
+  ProtocolSide,
+  ReadyForCommandMessage,
+  ReplicationStartedMessage,
+  SaslInitialResponseMessage,
+  SaslResponseMessage,
+  ServerMessage,
+  StandbyStatusUpdateMessage,
+  StartReplicationMessage,
+  StartupMessage,
+  StartupOption,
+  TerminateMessage,
+  TimelineHistoryMessage,
+  TimelineHistoryResultMessage,
+  WalDataMessage,
+} from './protocol/messages.js';
+export { MessageStream } from './protocol/message-stream.js';
+export type { Incoming, MessageStreamOptions, Outgoing } from './protocol/message-stream.js';
+export { ReplicationServer } from './protocol/replication-server.js';
+export type {
+  AuthFailedEvent,
+  ConnectionErrorEvent,
+  ReplicationServerEvents,
+  ReplicationServerOptions,
+  ServerSession,
+} from './protocol/replication-server.js';
+export { connectReplication } from './protocol/replication-client.js';
+export type { ConnectReplicationOptions } from './protocol/replication-client.js';
+export type { AuthFailure, AuthFailureReason, AuthenticatedPeer } from './protocol/handshake.js';

@@ -12,3 +12,12 @@ export type {
   UnsyncedMetadataMode,
   UnsyncedWritesMode,
 } from '../storage/memory-storage.js';
+export { MemoryNetwork, MemoryTransport } from '../transport/memory-transport.js';
+export { TRANSPORT_CONFORMANCE_DEFAULTS, transportConformance } from './transport-conformance.js';
+export type {
+  ConformanceAdapters,
+  ConformanceIt,
+  ConformanceTestFn,
+  TransportCapabilities,
+  TransportConformanceHarness,
+} from './transport-conformance.js';
