@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { createServer } from 'node:net';
 import { format, inspect } from 'node:util';
 import createDebug from 'debug';
 import { isWalshipError, type WalshipError } from '../../src/index.js';
@@ -10,6 +11,8 @@ import { connectReplication } from '../../src/protocol/replication-client.js';
 import { ReplicationServer, type AuthFailedEvent, type ConnectionErrorEvent, type ServerSession } from '../../src/protocol/replication-server.js';
 import { scramVerifier } from '../../src/protocol/scram.js';
 import { MemoryNetwork, type MemoryTransport } from '../../src/transport/memory-transport.js';
+import { TcpTransport } from '../../src/transport/tcp-transport.js';
+import { createTlsFixtures } from '../transport/tls-fixtures.js';
 import { within } from '../helpers/wal.js';
 
 const PASSWORD = 's3cret-pässword';
@@ -213,4 +216,68 @@ describe('protocol errors end only the offending connection', () => {
 
 async function waitFor(condition: () => boolean): Promise<void> {
   while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
+describe('authentication over real TCP and TLS', () => {
+  it('matches IPv4 and IPv6 peers against CIDR rules, with SCRAM over TLS', async () => {
+    const fx = await createTlsFixtures();
+    const auth = await compileAuth({
+      users: { repl: { password: PASSWORD } },
+      rules: [
+        { user: 'repl', address: '127.0.0.0/8', method: 'scram-sha-256' },
+        { user: 'repl', address: '::1/128', method: 'reject' },
+      ],
+    });
+    for (const secure of [false, true]) {
+      const serverTransport = new TcpTransport(secure ? { tls: { key: fx.server.key, cert: fx.server.cert } } : {});
+      const clientTransport = new TcpTransport(secure ? { tls: { ca: fx.ca } } : {});
+      for (const host of (await hasIpv6Loopback()) ? ['127.0.0.1', '[::1]'] : ['127.0.0.1']) {
+        const server = new ReplicationServer({ transport: serverTransport, address: `${host}:0`, auth, authFailureDelayMs: 10 });
+        const sessions: ServerSession[] = [];
+        const failures: AuthFailedEvent[] = [];
+        server.on('session', (s) => sessions.push(s));
+        server.on('auth:failed', (e) => failures.push(e));
+        const address = await server.listen();
+        const attempt = connectReplication({ transport: clientTransport, address, user: 'repl', password: PASSWORD, applicationName: 's1' });
+        if (host === '127.0.0.1') {
+          const conn = await attempt;
+          await within(waitFor(() => sessions.length === 1), 5000, 'the session');
+          assert.equal(sessions[0]?.peer.remoteAddress, '127.0.0.1');
+          assert.equal(sessions[0]?.peer.secure, secure);
+          conn.destroy();
+          sessions[0]?.conn.destroy();
+        } else {
+          await assert.rejects(attempt, authFailed);
+          assert.deepEqual(failures.map((f) => [f.reason, f.ruleIndex, f.peer.remoteAddress]), [['rejected by rule', 1, '::1']]);
+        }
+        await server.close();
+      }
+    }
+  });
+
+  it('a client that does not trust the server certificate never sends its password', async () => {
+    const fx = await createTlsFixtures();
+    const server = new ReplicationServer({
+      transport: new TcpTransport({ tls: fx.selfSigned }),
+      address: '127.0.0.1:0',
+      auth: await compileAuth({ users: { repl: { password: PASSWORD } }, rules: [{ user: 'all', address: 'all', method: 'scram-sha-256' }] }),
+    });
+    const sessions: ServerSession[] = [];
+    server.on('session', (s) => sessions.push(s));
+    const address = await server.listen();
+    await assert.rejects(
+      connectReplication({ transport: new TcpTransport({ tls: { ca: fx.ca } }), address, user: 'repl', password: PASSWORD, applicationName: 's1' }),
+      (err) => isWalshipError(err, 'TLS_FAILED'),
+    );
+    assert.equal(sessions.length, 0);
+    await server.close();
+  });
+});
+
+async function hasIpv6Loopback(): Promise<boolean> {
+  const server = createServer();
+  return new Promise((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(0, '::1', () => server.close(() => resolve(true)));
+  });
 }
