@@ -20,6 +20,8 @@ import { median, pairedRatios, summarize, type CaseSummary, type RunResult } fro
 import { BENCH_RECYCLE_SEGMENTS, openSteadyLog, restock } from './steady-log.js';
 import { formatCompact, formatInt, formatMBps, formatRatio, formatTable, type Row } from './table.js';
 import { YIELD_EVERY, measureAppends, measureCommits } from './wal-cases.js';
+import { createTlsFixtures } from '../test/transport/tls-fixtures.js';
+import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';
 
 interface Settings {
   readonly name: 'full' | 'quick';
@@ -31,6 +33,10 @@ interface Settings {
   readonly commitRuns: number;
   readonly commitMs: number;
   readonly warmupMs: number;
+  /** Bytes per transport throughput run, and measured runs per transport case. */
+  readonly transportBytes: number;
+  readonly transportRuns: number;
+  readonly roundTripMs: number;
   readonly verbose: boolean;
 }
 
@@ -42,6 +48,9 @@ const FULL = {
   commitRuns: 3,
   commitMs: 3000,
   warmupMs: 500,
+  transportBytes: 1024 * 1024 * 1024,
+  transportRuns: 5,
+  roundTripMs: 2000,
 } as const;
 
 const QUICK = {
@@ -52,6 +61,9 @@ const QUICK = {
   commitRuns: 3,
   commitMs: 1000,
   warmupMs: 200,
+  transportBytes: 256 * 1024 * 1024,
+  transportRuns: 3,
+  roundTripMs: 500,
 } as const;
 
 const SMALL = 100;
@@ -70,6 +82,7 @@ const COMMITTER_RUN_ORDER = [1, 64, 16] as const;
 const TARGET_APPENDS = 1_000_000;
 const TARGET_GROUP_COMMIT = 30;
 const TARGET_SINGLE_P50 = 1.3;
+const TARGET_TRANSPORT = 0.85;
 
 const HEADERS: Row = ['case', 'ops/s', 'MB/s', 'p50 µs', 'p99 µs', 'vs limit'];
 
@@ -342,12 +355,112 @@ function printCommitSections(results: CommitResults, settings: Settings): void {
   );
 }
 
+// ---- transports ----
+
+interface TransportResults {
+  readonly rawThroughput: CaseSummary;
+  readonly tcpThroughput: CaseSummary;
+  readonly tlsThroughput: CaseSummary | null;
+  readonly rawRoundTrips: CaseSummary;
+  readonly tcpRoundTrips: CaseSummary;
+  readonly tlsRoundTrips: CaseSummary | null;
+  /** Per round: walship TCP throughput / raw throughput of the same round. */
+  readonly tcpVsRaw: number[];
+  readonly tlsVsRaw: number[];
+  readonly tlsNote: string | null;
+}
+
+async function transportSection(settings: Settings): Promise<TransportResults> {
+  let tls: TlsSetup | null = null;
+  let tlsNote: string | null = null;
+  try {
+    const certs = await createTlsFixtures();
+    tls = { server: { key: certs.server.key, cert: certs.server.cert }, client: { ca: certs.ca } };
+  } catch (err) {
+    tlsNote = `TLS rows skipped: could not generate certificates with openssl (${(err as Error).message})`;
+  }
+  const runs = { raw: [] as RunResult[], tcp: [] as RunResult[], tls: [] as RunResult[], rawRt: [] as RunResult[], tcpRt: [] as RunResult[], tlsRt: [] as RunResult[] };
+  const tcpVsRaw: number[] = [];
+  const tlsVsRaw: number[] = [];
+  const warm = Math.min(settings.transportBytes, 64 * 1024 * 1024);
+  progress('transports: warm-up');
+  await rawThroughput(warm);
+  await walshipThroughput(warm);
+  if (tls !== null) await walshipThroughput(warm, tls);
+  for (let round = 0; round < settings.transportRuns; round++) {
+    progress(`transports: round ${round + 1}/${settings.transportRuns}`);
+    const raw = await rawThroughput(settings.transportBytes);
+    const tcp = await walshipThroughput(settings.transportBytes);
+    runs.raw.push(raw);
+    runs.tcp.push(tcp);
+    tcpVsRaw.push(tcp.bytesPerSec / raw.bytesPerSec);
+    if (tls !== null) {
+      const secure = await walshipThroughput(settings.transportBytes, tls);
+      runs.tls.push(secure);
+      tlsVsRaw.push(secure.bytesPerSec / raw.bytesPerSec);
+    }
+    runs.rawRt.push(await rawRoundTrips(settings.roundTripMs));
+    runs.tcpRt.push(await walshipRoundTrips(settings.roundTripMs));
+    if (tls !== null) runs.tlsRt.push(await walshipRoundTrips(settings.roundTripMs, tls));
+  }
+  return {
+    rawThroughput: summarize(runs.raw),
+    tcpThroughput: summarize(runs.tcp),
+    tlsThroughput: tls === null ? null : summarize(runs.tls),
+    rawRoundTrips: summarize(runs.rawRt),
+    tcpRoundTrips: summarize(runs.tcpRt),
+    tlsRoundTrips: tls === null ? null : summarize(runs.tlsRt),
+    tcpVsRaw,
+    tlsVsRaw,
+    tlsNote,
+  };
+}
+
+function printTransportSection(results: TransportResults, settings: Settings): void {
+  const rt = (summary: CaseSummary): string => formatRatio(summary.median.opsPerSec / results.rawRoundTrips.median.opsPerSec);
+  const table: Row[] = [
+    ...rows(`raw node:net socket, ${MESSAGE_BYTES / 1024} KiB writes`, results.rawThroughput, 'limit', settings),
+    ...rows('walship TcpTransport, 64 KiB walData', results.tcpThroughput, `${formatRatio(median(results.tcpVsRaw))} MB/s`, settings),
+  ];
+  if (results.tlsThroughput !== null) {
+    table.push(...rows('walship TcpTransport + TLS, 64 KiB walData', results.tlsThroughput, `${formatRatio(median(results.tlsVsRaw))} MB/s`, settings));
+  }
+  table.push(
+    ...rows('raw node:net socket, 64 B ping-pong', results.rawRoundTrips, 'limit', settings),
+    ...rows('walship TcpTransport, status update → keepalive', results.tcpRoundTrips, `${rt(results.tcpRoundTrips)} ops/s`, settings),
+  );
+  if (results.tlsRoundTrips !== null) {
+    table.push(...rows('walship TcpTransport + TLS, status update → keepalive', results.tlsRoundTrips, `${rt(results.tlsRoundTrips)} ops/s`, settings));
+  }
+  console.log(`\n4. Transports on loopback (the far side in its own process; ${formatInt(settings.transportBytes / 1024 / 1024)} MiB per throughput run)`);
+  console.log(formatTable(HEADERS, table));
+  console.log(
+    [
+      '   Throughput: 64 KiB raw writes, or walData frames of 64 KiB (33-byte header + data); MB/s counts payload bytes.',
+      '   Round trips: one request, wait for the reply, repeat; p50/p99 are per round trip.',
+      `   per-round TCP/raw throughput ratios: ${ratioList(results.tcpVsRaw)}${results.tlsVsRaw.length > 0 ? `; TLS/raw: ${ratioList(results.tlsVsRaw)}` : ''}`,
+      ...(results.tlsNote === null ? [] : [`   ${results.tlsNote}`]),
+    ].join('\n'),
+  );
+}
+
 // ---- summary ----
 
 interface Target {
   readonly description: string;
   readonly met: boolean;
   readonly measured: string;
+}
+
+function transportTargets(transports: TransportResults): Target[] {
+  const ratio = median(transports.tcpVsRaw);
+  return [
+    {
+      description: `TcpTransport throughput (no TLS) ≥ ${TARGET_TRANSPORT * 100}% of a raw socket`,
+      met: ratio >= TARGET_TRANSPORT,
+      measured: `${(ratio * 100).toFixed(0)}% (per round: ${ratioList(transports.tcpVsRaw)})`,
+    },
+  ];
 }
 
 function targets(appends: AppendResults, commits: CommitResults): Target[] {
@@ -406,12 +519,16 @@ async function main(): Promise<void> {
 
     const appends = await appendSection(base, settings);
     const commits = await commitSection(base, settings);
+    const transports = await transportSection(settings);
     clearProgress();
     printAppendSection(appends, settings);
     printCommitSections(commits, settings);
+    printTransportSection(transports, settings);
 
     console.log('\nTargets (issue #2)');
     for (const t of targets(appends, commits)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
+    console.log('\nTargets (issue #3)');
+    for (const t of transportTargets(transports)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
     console.log(`\nfinished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     clearProgress();
