@@ -16,6 +16,8 @@ export class SegmentFiles {
   readonly #writers = new Map<number, Promise<StorageFile>>();
   readonly #preparing = new Map<number, Promise<void>>();
   #queue: Promise<unknown> = Promise.resolve();
+  /** Segments below this number have been removed. */
+  #floor = 0;
 
   constructor(
     readonly storage: Storage,
@@ -56,6 +58,10 @@ export class SegmentFiles {
   /** Ensures segment `segno` exists on disk with its full size, durably. */
   prepare(segno: number): Promise<void> {
     if (this.present.has(segno)) return Promise.resolve();
+    if (segno < this.#floor) {
+      // A removed segment is never brought back (e.g. by a late sync of a dirty one).
+      return Promise.reject(new Error(`segment ${this.name(segno)} was removed`));
+    }
     let pending = this.#preparing.get(segno);
     if (pending === undefined) {
       pending = this.#serialized(() => this.#create(segno)).finally(() => this.#preparing.delete(segno));
@@ -90,6 +96,7 @@ export class SegmentFiles {
    * future segment numbers, so new segments need no allocation; the rest are deleted.
    */
   removeBelow(segno: number, insertSegno: number): Promise<string[]> {
+    this.#floor = Math.max(this.#floor, segno);
     return this.#serialized(async () => {
       const doomed = [...this.present].filter((s) => s < segno).sort((a, b) => a - b);
       if (doomed.length === 0) return [];
@@ -98,14 +105,15 @@ export class SegmentFiles {
         await this.closeWriter(s);
       }
       const names: string[] = [];
+      const recycled: number[] = [];
       for (const s of doomed) {
         const name = this.name(s);
-        const highest = Math.max(insertSegno, ...this.present);
-        const future = [...this.present].filter((p) => p > insertSegno).length;
+        const highest = Math.max(insertSegno, ...this.present, ...recycled);
+        const future = [...this.present].filter((p) => p > insertSegno).length + recycled.length;
         // Recycle into names past everything on disk, never over a live segment.
         if (future < this.recycleLimit) {
           await this.storage.rename(name, this.name(highest + 1));
-          this.present.add(highest + 1);
+          recycled.push(highest + 1);
           this.log('recycled segment %s as %s', name, this.name(highest + 1));
         } else {
           await this.storage.remove(name);
@@ -114,6 +122,8 @@ export class SegmentFiles {
         names.push(name);
       }
       await this.storage.syncDirectory();
+      // Only now may the writer use a recycled file: its new name survives a power loss.
+      for (const s of recycled) this.present.add(s);
       return names;
     });
   }

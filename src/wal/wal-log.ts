@@ -86,8 +86,14 @@ const validateOptions: OptionsValidator<WalLogOptions> = compileOptions('WalLog'
 export interface AppendResult {
   /** The record's LSN: where it starts; readers can start here. */
   readonly lsn: Lsn;
-  /** Where the record ends: pass this to {@link WalLog.waitForFlush}. */
+  /** Where the record ends: what {@link WalLog.waitForFlush} waits for. */
   readonly endLsn: Lsn;
+  /**
+   * How many times the log had dropped failed appends (see `ENOSPC`) when this record was
+   * appended. Passing the whole result to {@link WalLog.waitForFlush} lets it tell this
+   * record from a later one that reused its LSNs after such a drop.
+   */
+  readonly generation: number;
 }
 
 /** Payload of the `flush` event. */
@@ -181,6 +187,8 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   #writerScheduled = false;
   #writer: Promise<void> | null = null;
   #dirty = new Set<number>();
+  /** Every drop of failed appends: from which LSN on, and why (rare: ENOSPC only). */
+  #drops: { lsn: Lsn; error: WalshipError }[] = [];
   #lastWrittenSegno = -1;
 
   private constructor(init: {
@@ -365,7 +373,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     this.#pendingBytes += padded;
     this.#insertLsn = lsn + padded;
     if (this.#pendingBytes >= WRITE_THRESHOLD) this.#scheduleWriter();
-    return { lsn, endLsn: lsn + padded };
+    return { lsn, endLsn: lsn + padded, generation: this.#drops.length };
   }
 
   #entrySize(entry: EntryInput | undefined, index: number): number {
@@ -446,12 +454,20 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   }
 
   /**
-   * Resolves once the log is durable up to `lsn` (an `endLsn` from {@link append}), starting
-   * a flush if needed. Rejects if the records fail to reach the disk, or `lsn` is past
-   * everything appended.
+   * Resolves once the log is durable up to `target` (the result of {@link append}, or an
+   * LSN such as its `endLsn`), starting a flush if needed. Rejects if the records fail to
+   * reach the disk, or the LSN is past everything appended. Pass the append result rather
+   * than a bare LSN when appends can fail with `ENOSPC`: after such a failure the dropped
+   * LSNs are reused, and only the result tells the dropped record from its successor.
    */
-  waitForFlush(lsn: Lsn, options: { signal?: AbortSignal } = {}): Promise<void> {
+  waitForFlush(target: Lsn | AppendResult, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const lsn = typeof target === 'number' ? target : target?.endLsn;
     assertLsn(lsn);
+    if (typeof target === 'object') {
+      // A drop after this append, from below its end, means the record was never written.
+      const drop = this.#drops.slice(target.generation).find((d) => d.lsn < lsn);
+      if (drop !== undefined) return Promise.reject(drop.error);
+    }
     if (lsn <= this.#flushedLsn) return Promise.resolve();
     if (this.#failure !== null) return Promise.reject(this.#closedError());
     if (this.#state === 'closed') return Promise.reject(this.#closedError());
@@ -508,10 +524,12 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     if (limit <= this.#oldestSegno) return [];
     // Readers check this after every read, so they never trust bytes of a recycled file.
     this.#oldestSegno = limit;
+    // Removed segments need no sync any more (with sync 'none' they may still be dirty).
+    for (const segno of this.#dirty) if (segno < limit) this.#dirty.delete(segno);
     const removed = await wrapIo(() => this.#files.removeBelow(limit, insertSegno), 'removing segments');
     if (removed.length > 0) {
       this.#log('removed %d segments below %s', removed.length, formatLsn(limit * this.segmentSize));
-      this.emit('segment:removed', { segments: removed });
+      this.#emitSafely('segment:removed', { segments: removed });
     }
     return removed;
   }
@@ -533,8 +551,11 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     let error: unknown = null;
     if (this.#state === 'open') {
       this.#state = 'closing';
+      const drops = this.#drops.length;
       try {
         await this.#drain();
+        // Appends dropped while closing (ENOSPC) were lost: close must say so.
+        if (this.#drops.length > drops) error = this.#drops[this.#drops.length - 1]?.error ?? null;
       } catch (err) {
         error = err;
       }
@@ -545,7 +566,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     await this.#files.close();
     await this.#lock.release().catch((err: unknown) => this.#log.error('releasing the lock failed: %s', describe(err)));
     this.#log('closed');
-    if (error !== null && this.#failure === null) throw error;
+    if (error !== null) throw error;
   }
 
   /** Writes and syncs everything pending, whatever the sync mode (close makes data durable). */
@@ -572,22 +593,29 @@ export class WalLog extends EventEmitter<WalLogEvents> {
 
   async #writeLoop(forceSync: boolean): Promise<void> {
     try {
-      for (;;) {
-        if (this.#failure !== null) return;
-        const wantSync = forceSync || this.#waiters.length > 0;
-        if (this.#runs.length === 0 && !(wantSync && this.#needsSync(forceSync))) return;
-        if (!wantSync && this.#pendingBytes < WRITE_THRESHOLD) return;
-        const runs = this.#runs;
-        this.#runs = [];
-        this.#pendingBytes = 0;
-        await this.#writeRuns(runs);
-        if (wantSync) await this.#syncWritten(forceSync);
-        this.#advanceFlushed(wantSync);
-        if (forceSync && this.#runs.length === 0) return;
-      }
+      await this.#writeRounds(forceSync);
+    } catch (err) {
+      // Anything unexpected in the writer stops the log rather than escaping unhandled.
+      this.#fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', `the WAL writer failed: ${describe(err)}`, { cause: err }));
     } finally {
       this.#writer = null;
       if (this.#waiters.length > 0 || this.#pendingBytes >= WRITE_THRESHOLD) this.#scheduleWriter();
+    }
+  }
+
+  async #writeRounds(forceSync: boolean): Promise<void> {
+    for (;;) {
+      if (this.#failure !== null) return;
+      const wantSync = forceSync || this.#waiters.length > 0;
+      if (this.#runs.length === 0 && !(wantSync && this.#needsSync(forceSync))) return;
+      if (!wantSync && this.#pendingBytes < WRITE_THRESHOLD) return;
+      const runs = this.#runs;
+      this.#runs = [];
+      this.#pendingBytes = 0;
+      await this.#writeRuns(runs);
+      if (wantSync) await this.#syncWritten(forceSync);
+      this.#advanceFlushed(wantSync);
+      if (forceSync && this.#runs.length === 0) return;
     }
   }
 
@@ -651,6 +679,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       transient: true,
     });
     this.#log.error('%s', error.message);
+    this.#drops.push({ lsn, error });
     // Everything from `lsn` on is dropped: the failed runs and whatever was appended since.
     this.#runs = [];
     this.#pendingBytes = 0;
@@ -660,7 +689,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       waiter.reject(error);
       return false;
     });
-    this.emit('error', { error, fatal: false });
+    this.#emitSafely('error', { error, fatal: false });
   }
 
   async #syncWritten(force: boolean): Promise<void> {
@@ -702,7 +731,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     });
     for (const waiter of ready) waiter.resolve();
     this.#notifyTail();
-    this.emit('flush', { flushedLsn: durable });
+    this.#emitSafely('flush', { flushedLsn: durable });
   }
 
   #fail(error: WalshipError): void {
@@ -714,7 +743,16 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     this.#log.error('log stopped: %s', error.message);
     this.#rejectWaiters(() => error);
     this.#notifyTail();
-    this.emit('error', { error, fatal: true });
+    this.#emitSafely('error', { error, fatal: true });
+  }
+
+  /** Listener exceptions must not break the writer (or crash the process from it). */
+  #emitSafely<E extends keyof WalLogEvents>(event: E, payload: Parameters<WalLogEvents[E]>[0]): void {
+    try {
+      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
+    } catch (err) {
+      this.#log.error('a %s listener threw: %s', event, describe(err));
+    }
   }
 
   #rejectWaiters(errorFor: () => unknown): void {

@@ -76,7 +76,7 @@ export class WalReader {
         const horizon = log.flushedLsn;
         if (pos >= horizon) {
           if (log.failure !== null) throw new WalshipError('WAL_CLOSED', `the log stopped: ${log.failure.message}`, { cause: log.failure });
-          if (!follow || log.closed) return;
+          if (!follow) return;
           if (!(await log.waitForTail(pos, signal))) return;
           continue;
         }

@@ -187,7 +187,8 @@ async function crashScenario(ops: Op[], crashAt: number, crash: { unsyncedWrites
   const crashed = storage.crashAfter(crashAt, crashOptions(crash));
   await runWorkload(log, ops, model);
   let survivor = await powerLoss(storage, crashed, crashOptions(crash));
-  await log.close();
+  // Closing a log whose disk has lost power fails (its final flush cannot happen).
+  await log.close().catch(() => undefined);
 
   // Optionally lose power again in the middle of recovery itself.
   if (crashDuringRecoveryAt !== undefined) {
