@@ -72,7 +72,7 @@ export async function serverHandshake(
     const { user, applicationName } = startup;
     const rejectWith = async (reason: AuthFailureReason, ruleIndex: number): Promise<never> => {
       options.onFailure({ user, peer, reason, ruleIndex });
-      await delay(options.failureDelayMs);
+      await delay(options.failureDelayMs, conn.closed);
       throw authFailedError(user);
     };
 
@@ -112,6 +112,12 @@ export interface ClientHandshakeOptions {
   readonly password?: string;
   readonly applicationName: string;
   readonly options?: readonly StartupOption[];
+  /**
+   * The authentication the client insists on. `'scram-sha-256'` refuses a server that lets
+   * it in without proving that it knows the password's verifier (a `trust` rule, or an
+   * impostor). @defaultValue `'scram-sha-256'` when a password is given, else `'none'`
+   */
+  readonly requireAuth?: 'scram-sha-256' | 'none';
   /** The whole handshake must finish within this time. */
   readonly timeoutMs: number;
   readonly signal?: AbortSignal;
@@ -140,6 +146,10 @@ export async function clientHandshake(conn: MessageStream<'client'>, options: Cl
       options: options.options ?? [],
     });
     let message = await next();
+    const requireScram = (options.requireAuth ?? (options.password === undefined ? 'none' : 'scram-sha-256')) === 'scram-sha-256';
+    if (requireScram && message.kind !== 'authSasl') {
+      throw new WalshipError('AUTH_FAILED', 'the server did not authenticate itself with SCRAM-SHA-256, which this client requires (requireAuth)');
+    }
     if (message.kind === 'authSasl') {
       if (!message.mechanisms.includes(SCRAM_MECHANISM)) {
         throw new WalshipError('AUTH_FAILED', `the server offers no mechanism this client supports (${message.mechanisms.join(', ')})`);
@@ -168,6 +178,8 @@ function outOfOrder(got: string, expected: string): WalshipError {
   return new WalshipError('PROTOCOL_ERROR', `unexpected ${got} message during the handshake; expected ${expected}`);
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** Waits `ms`, or less if `cutShort` settles first (the connection closed): no timer outlives it. */
+function delay(ms: number, cutShort: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))), cutShort]).finally(() => clearTimeout(timer));
 }

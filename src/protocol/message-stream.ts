@@ -174,9 +174,10 @@ export class MessageStream<Side extends 'client' | 'server'> {
 
   /** Ends the connection after what was sent; resolves when the stream has closed. */
   async end(): Promise<void> {
-    if (!this.#stream.destroyed) this.#stream.end();
     // A peer that never closes its side must not hold us: the stream is destroyed once ours is flushed.
-    this.#stream.once('finish', () => this.#stream.destroy());
+    if (this.#stream.writableFinished) this.#stream.destroy();
+    else this.#stream.once('finish', () => this.#stream.destroy());
+    if (!this.#stream.destroyed) this.#stream.end();
     await this.closed;
   }
 
@@ -187,7 +188,9 @@ export class MessageStream<Side extends 'client' | 'server'> {
       const message = truncateUtf8(error.message, 4000);
       this.#stream.end(Buffer.concat(encodeMessageParts({ kind: 'error', code: error.code, message } as Outgoing<Side>)));
       this.#stream.once('finish', () => this.#stream.destroy());
-      setTimeout(() => this.#stream.destroy(), 1000).unref();
+      // A peer that does not read must not keep the stream: give the error a moment, then drop it.
+      const timer = setTimeout(() => this.#stream.destroy(), 1000);
+      this.#stream.once('close', () => clearTimeout(timer));
     } else {
       this.#stream.destroy();
     }
@@ -217,7 +220,9 @@ export class MessageStream<Side extends 'client' | 'server'> {
       this.fail(isWalshipError(err) ? err : new WalshipError('PROTOCOL_ERROR', `undecodable message: ${(err as Error).message}`, { cause: err }));
       return;
     }
-    if (this.#queuedBytes + this.#reader.bufferedBytes > this.#readAhead) this.#stream.pause();
+    // Only decoded, unread messages count: a frame still arriving is bounded by maxFrameBytes,
+    // and pausing for it could stall the stream before the frame completes.
+    if (this.#queuedBytes > this.#readAhead) this.#stream.pause();
     this.#settle();
   }
 
@@ -237,7 +242,7 @@ export class MessageStream<Side extends 'client' | 'server'> {
   }
 
   #maybeResume(): void {
-    if (this.#stream.isPaused() && this.#queuedBytes + this.#reader.bufferedBytes <= this.#readAhead) this.#stream.resume();
+    if (this.#stream.isPaused() && this.#queuedBytes <= this.#readAhead) this.#stream.resume();
   }
 
   #settle(): void {

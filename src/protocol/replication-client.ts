@@ -14,6 +14,11 @@ export interface ConnectReplicationOptions {
   /** How this standby is known to the server (`pg_stat_replication.application_name`). */
   readonly applicationName: string;
   readonly options?: readonly StartupOption[];
+  /**
+   * `'scram-sha-256'` refuses a server that does not prove it knows the verifier.
+   * @defaultValue `'scram-sha-256'` when a password is given, else `'none'`
+   */
+  readonly requireAuth?: 'scram-sha-256' | 'none';
   /** Limit for the handshake after the transport connected. @defaultValue 10 000 */
   readonly handshakeTimeoutMs?: number;
   readonly signal?: AbortSignal;
@@ -40,6 +45,7 @@ export async function connectReplication(options: ConnectReplicationOptions): Pr
     timeoutMs: options.handshakeTimeoutMs ?? 10_000,
     ...(options.password === undefined ? {} : { password: options.password }),
     ...(options.options === undefined ? {} : { options: options.options }),
+    ...(options.requireAuth === undefined ? {} : { requireAuth: options.requireAuth }),
     ...(signal === undefined ? {} : { signal }),
   });
   return conn;

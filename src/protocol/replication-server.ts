@@ -41,8 +41,13 @@ export interface ReplicationServerOptions {
   readonly handshakeTimeoutMs?: number;
   /** Delay before an authentication failure is answered. @defaultValue 250 */
   readonly authFailureDelayMs?: number;
+  /** Connections allowed to be authenticating at once; more are refused at once. @defaultValue 64 */
+  readonly maxPendingConnections?: number;
   readonly logPrefix?: string;
 }
+
+/** Largest frame a client may send: its biggest message (a startup with every option) is about 40 KiB. */
+const MAX_CLIENT_FRAME_BYTES = 64 * 1024;
 
 /** How many addresses' failure counts are remembered; the oldest are forgotten first. */
 const MAX_TRACKED_ADDRESSES = 10_000;
@@ -63,7 +68,7 @@ export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
 
   constructor(options: ReplicationServerOptions) {
     super();
-    this.#options = { handshakeTimeoutMs: 10_000, authFailureDelayMs: 250, ...options };
+    this.#options = { handshakeTimeoutMs: 10_000, authFailureDelayMs: 250, maxPendingConnections: 64, ...options };
     this.#log = createLogger('server', options.logPrefix);
   }
 
@@ -100,7 +105,16 @@ export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
       stream.destroy();
       return;
     }
-    const conn = new MessageStream(stream, 'server');
+    // No client message is anywhere near this big; a peer that declares more is cut off
+    // before it can make an unauthenticated connection hold megabytes.
+    const conn = new MessageStream(stream, 'server', { maxFrameBytes: MAX_CLIENT_FRAME_BYTES });
+    if (this.#handshaking.size >= this.#options.maxPendingConnections) {
+      const error = new WalshipError('CONNECTION_FAILED', `too many connections authenticating at once (${this.#options.maxPendingConnections})`, { transient: true });
+      conn.fail(error);
+      this.#log.error('refused %s: %s', peer.description, error.message);
+      this.#emitSafely('connection:error', { peer, error });
+      return;
+    }
     this.#handshaking.add(conn);
     serverHandshake(conn, peer, {
       auth: this.#options.auth,

@@ -281,3 +281,58 @@ async function hasIpv6Loopback(): Promise<boolean> {
     server.listen(0, '::1', () => server.close(() => resolve(true)));
   });
 }
+
+describe('protocol hardening', () => {
+  it('a client with a password refuses a server that skips SCRAM (trust or impostor), unless told otherwise', async () => {
+    const h = await startServer({ rules: [{ user: 'all', address: 'all', method: 'trust' }] });
+    await assert.rejects(login(h, { password: PASSWORD }), authFailed);
+    const conn = await connectReplication({ transport: h.client(), address: 'primary:7001', user: 'repl', password: PASSWORD, applicationName: 's1', requireAuth: 'none' });
+    conn.destroy();
+    await h.close();
+  });
+
+  it('cuts off a peer that declares a huge frame before authenticating', async () => {
+    const h = await startServer({ rules: [{ user: 'all', address: 'all', method: 'trust' }] });
+    const stream = await h.client().connect('primary:7001');
+    stream.on('error', () => {});
+    const header = Buffer.alloc(5);
+    header.writeUInt32BE(10 * 1024 * 1024, 0);
+    header[4] = 'S'.charCodeAt(0);
+    stream.write(header);
+    await within(waitFor(() => h.errors.length === 1), 2000, 'the connection to be cut off');
+    assert.equal(h.errors[0]?.error.code, 'PROTOCOL_ERROR');
+    stream.destroy();
+    await h.close();
+  });
+
+  it('refuses connections beyond maxPendingConnections while others authenticate', async () => {
+    const net = new MemoryNetwork();
+    const server = new ReplicationServer({
+      transport: net.transport('primary'),
+      address: 'p',
+      auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
+      maxPendingConnections: 2,
+      handshakeTimeoutMs: 5000,
+    });
+    const errors: ConnectionErrorEvent[] = [];
+    server.on('connection:error', (e) => errors.push(e));
+    await server.listen();
+    const silent = await Promise.all([1, 2, 3].map(() => net.transport(`c${Math.random()}`).connect('p')));
+    for (const s of silent) s.on('error', () => {});
+    await within(waitFor(() => errors.length === 1), 2000, 'the third connection to be refused');
+    assert.equal(errors[0]?.error.code, 'CONNECTION_FAILED');
+    for (const s of silent) s.destroy();
+    await server.close();
+  });
+
+  it('a message larger than the read-ahead bound still arrives (no stall while it is assembled)', async () => {
+    const { PassThrough } = await import('node:stream');
+    const { encodeMessage, baseBackupChunk } = await import('../../src/protocol/messages.js');
+    const stream = new PassThrough();
+    const conn = new MessageStream(stream, 'client', { readAheadBytes: 1024 });
+    const frame = encodeMessage(baseBackupChunk(0, Buffer.alloc(8192, 3)));
+    for (let at = 0; at < frame.length; at += 1000) stream.write(frame.subarray(at, at + 1000));
+    const message = await within(conn.next(), 2000, 'the large message');
+    assert.equal(message?.kind, 'baseBackupChunk');
+  });
+});
