@@ -15,7 +15,7 @@ import type { Lsn } from '../lsn.js';
  * | --- | --- | --- |
  * | 0 | 4 | CRC-32C of bytes 4 .. length (rest of the header and the payload) |
  * | 4 | 4 | length: header + payload, without alignment padding |
- * | 8 | 1 | type: 1 batch, 2 segment end |
+ * | 8 | 1 | type: 1 batch, 2 segment end, 3 clean shutdown |
  * | 9 | 3 | zero (reserved) |
  * | 12 | 4 | number of entries |
  * | 16 | 8 | the record's own LSN |
@@ -49,6 +49,12 @@ export const MAX_CHANNEL_BYTES = 255;
 export const RECORD_BATCH = 1;
 /** Record type: the rest of this segment is unused; the log continues in the next segment. */
 export const RECORD_SEGMENT_END = 2;
+/**
+ * Record type: a clean shutdown. It carries no entries; its flushed stamp covers everything
+ * before it, so after a clean close damage anywhere in the log, the last flush included,
+ * is recognised as corruption and not mistaken for a torn write.
+ */
+export const RECORD_SHUTDOWN = 3;
 
 const SEGMENT_MAGIC = 0x534c4157; // 'WALS' read as little-endian u32
 const ENTRY_HEADER_SIZE = 5;
@@ -147,8 +153,9 @@ export function readRecordHeader(buf: Buffer, offset: number): RecordHeader {
 export function checkRecordHeader(header: RecordHeader, lsn: Lsn, room: number): string | null {
   if (header.length === 0 && header.crc === 0 && header.lsn === 0) return 'zeroed space';
   if (header.lsn !== lsn) return `record claims position ${header.lsn}, not ${lsn}`;
-  if (header.type === RECORD_SEGMENT_END) {
-    return header.length === RECORD_HEADER_SIZE && header.entryCount === 0 ? null : 'malformed segment-end record';
+  if (header.type === RECORD_SEGMENT_END || header.type === RECORD_SHUTDOWN) {
+    if (header.length !== RECORD_HEADER_SIZE || header.entryCount !== 0) return 'malformed marker record';
+    return header.flushedLsn > lsn ? 'flushed position beyond the record' : null;
   }
   if (header.type !== RECORD_BATCH) return `unknown record type ${header.type}`;
   if (header.length < RECORD_HEADER_SIZE || header.length > room) return `record length ${header.length} out of range`;

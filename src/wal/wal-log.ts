@@ -10,6 +10,7 @@ import {
   RECORD_BATCH,
   RECORD_HEADER_SIZE,
   RECORD_SEGMENT_END,
+  RECORD_SHUTDOWN,
   SEGMENT_HEADER_SIZE,
   align,
   readSegmentHeader,
@@ -187,6 +188,8 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   #writerScheduled = false;
   #writer: Promise<void> | null = null;
   #dirty = new Set<number>();
+  /** The end of WAL when the log was opened: a clean close writes a shutdown record only after appends. */
+  readonly #openedAt: Lsn;
   /** Every drop of failed appends: from which LSN on, and why (rare: ENOSPC only). */
   #drops: { lsn: Lsn; error: WalshipError }[] = [];
   #lastWrittenSegno = -1;
@@ -213,6 +216,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     this.maxRecordSize = init.segmentSize - SEGMENT_HEADER_SIZE;
     this.#insertLsn = this.#writtenLsn = this.#flushedLsn = this.#syncedLsn = init.endLsn;
     this.#oldestSegno = init.oldestSegno;
+    this.#openedAt = init.endLsn;
   }
 
   /**
@@ -430,6 +434,16 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     return lsn;
   }
 
+  /** Appends a record without entries (a shutdown marker) through the normal path. */
+  #appendMarker(type: number): void {
+    const lsn = this.#reserve(RECORD_HEADER_SIZE);
+    const run = this.#runFor(RECORD_HEADER_SIZE);
+    sealRecord(run.buf, run.used, type, 0, 0, lsn, this.#syncedLsn);
+    run.used += RECORD_HEADER_SIZE;
+    this.#pendingBytes += RECORD_HEADER_SIZE;
+    this.#insertLsn = lsn + RECORD_HEADER_SIZE;
+  }
+
   /** The run to append `bytes` to: the last one if it has room, else a new one. */
   #runFor(bytes: number): Run {
     const last = this.#runs[this.#runs.length - 1];
@@ -554,6 +568,11 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       const drops = this.#drops.length;
       try {
         await this.#drain();
+        if (this.#insertLsn > this.#openedAt && this.#drops.length === drops) {
+          // Seal the log: the marker's stamp proves everything before it was durable.
+          this.#appendMarker(RECORD_SHUTDOWN);
+          await this.#drain();
+        }
         // Appends dropped while closing (ENOSPC) were lost: close must say so.
         if (this.#drops.length > drops) error = this.#drops[this.#drops.length - 1]?.error ?? null;
       } catch (err) {

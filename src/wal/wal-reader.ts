@@ -4,6 +4,7 @@ import type { StorageFile } from '../storage/storage.js';
 import {
   RECORD_HEADER_SIZE,
   RECORD_SEGMENT_END,
+  RECORD_SHUTDOWN,
   SEGMENT_HEADER_SIZE,
   align,
   checkRecordCrc,
@@ -108,6 +109,10 @@ export class WalReader {
         }
         if (header.type === RECORD_SEGMENT_END) {
           pos = (segno + 1) * size + SEGMENT_HEADER_SIZE;
+          continue;
+        }
+        if (header.type === RECORD_SHUTDOWN) {
+          pos += RECORD_HEADER_SIZE;
           continue;
         }
         const entries = decodeEntries(window.buf, index, header);

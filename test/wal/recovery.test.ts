@@ -15,6 +15,16 @@ async function appendGroups(log: WalLog, groups: string[][]): Promise<AppendResu
   return results;
 }
 
+/**
+ * The disk as a power loss leaves it right after the last flush: no clean close, so no
+ * shutdown record. Damage placed in the last flush is then indistinguishable from a torn write.
+ */
+async function powerLoss(storage: MemoryStorage, log: WalLog): Promise<MemoryStorage> {
+  const survivor = storage.crash({ unsyncedWrites: 'keep', unsyncedMetadata: 'keep' });
+  await log.close().catch(() => undefined);
+  return survivor;
+}
+
 function at(results: AppendResult[], i: number): AppendResult {
   const result = results[i];
   assert.ok(result !== undefined);
@@ -36,7 +46,8 @@ describe('recovery', () => {
     const results = await appendGroups(log, [['a', 'b'], ['c']]);
     await log.close();
     const reopened = await openLog(storage);
-    assert.equal(reopened.insertLsn, at(results, 2).endLsn);
+    // A clean close ends the log with a 32-byte shutdown record.
+    assert.equal(reopened.insertLsn, at(results, 2).endLsn + 32);
     assert.deepEqual(texts(await readAll(reopened)), ['a', 'b', 'c']);
     await reopened.close();
   });
@@ -45,15 +56,15 @@ describe('recovery', () => {
     const storage = new MemoryStorage();
     const log = await openLog(storage);
     const results = await appendGroups(log, [['a'], ['b'], ['torn record payload']]);
-    await log.close();
-    flipByte(storage, log, at(results, 2).lsn + 40);
-    const reopened = await openLog(storage);
+    const disk = await powerLoss(storage, log);
+    flipByte(disk, log, at(results, 2).lsn + 40);
+    const reopened = await openLog(disk);
     assert.equal(reopened.insertLsn, at(results, 2).lsn);
     assert.deepEqual(texts(await readAll(reopened)), ['a', 'b']);
     const next = reopened.append(Buffer.from('next'));
     assert.equal(next.lsn, at(results, 2).lsn);
     await reopened.close();
-    const again = await openLog(storage);
+    const again = await openLog(disk);
     assert.deepEqual(texts(await readAll(again)), ['a', 'b', 'next']);
     await again.close();
   });
@@ -62,10 +73,10 @@ describe('recovery', () => {
     const storage = new MemoryStorage();
     const log = await openLog(storage);
     const results = await appendGroups(log, [['first'], ['x'.repeat(3000)]]);
-    await log.close();
+    const disk = await powerLoss(storage, log);
     const last = at(results, 1);
-    for (let lsn = last.lsn + 1024; lsn < last.endLsn; lsn++) storage.corrupt(log.segmentName(lsn), segmentOffset(lsn), () => 0);
-    const reopened = await openLog(storage);
+    for (let lsn = last.lsn + 1024; lsn < last.endLsn; lsn++) disk.corrupt(log.segmentName(lsn), segmentOffset(lsn), () => 0);
+    const reopened = await openLog(disk);
     assert.deepEqual(texts(await readAll(reopened)), ['first']);
     assert.equal(reopened.insertLsn, last.lsn);
     await reopened.close();
@@ -90,6 +101,20 @@ describe('recovery', () => {
     // Nothing was truncated or rewritten, and the lock was released.
     assert.deepEqual(storage.fileNames().map((name) => [name, Buffer.from(storage.readFile(name))]), before);
     await assert.rejects(openLog(storage), (err) => isWalshipError(err, 'WAL_CORRUPT'));
+  });
+
+  it('after a clean close, damage in the last flush is corruption too (the shutdown record proves it was durable)', async () => {
+    const storage = new MemoryStorage();
+    const log = await openLog(storage);
+    // Ten records in one flush: each only claims what was durable before that flush.
+    const results = await appendGroups(log, [['first'], Array.from({ length: 10 }, (_, i) => `batch ${i}`)]);
+    await log.close();
+    flipByte(storage, log, at(results, 3).lsn + 33);
+    await assert.rejects(openLog(storage), (err) => {
+      assert.ok(err instanceof WalCorruptError);
+      assert.equal(err.offset, segmentOffset(at(results, 3).lsn));
+      return true;
+    });
   });
 
   it('refuses damage in an earlier segment, and a damaged or missing segment in the middle', async () => {
@@ -124,37 +149,37 @@ describe('recovery', () => {
     const storage = new MemoryStorage();
     const log = await openLog(storage);
     const results = await appendGroups(log, [['a'], ['b'.repeat(100), 'c'.repeat(100), 'd'.repeat(100)]]);
-    await log.close();
-    flipByte(storage, log, at(results, 1).lsn + 50);
-    const reopened = await openLog(storage);
+    const disk = await powerLoss(storage, log);
+    flipByte(disk, log, at(results, 1).lsn + 50);
+    const reopened = await openLog(disk);
     assert.deepEqual(texts(await readAll(reopened)), ['a']);
     // A record of b's size now lands where b was, ending exactly where c starts: c and d
     // must not come back after it.
     const x = reopened.append(Buffer.from('x'.repeat(100)));
     assert.equal(x.endLsn, at(results, 2).lsn);
     await reopened.flush();
-    const survivor = storage.crash({ unsyncedWrites: 'lose' });
+    const survivor = disk.crash({ unsyncedWrites: 'lose' });
     const again = await openLog(survivor);
     assert.deepEqual(texts(await readAll(again)), ['a', 'x'.repeat(100)]);
     await again.close();
-    await reopened.close();
+    await reopened.close().catch(() => undefined);
   });
 
   it('deletes a later segment that holds only bytes of the discarded tail', async () => {
     const storage = new MemoryStorage();
     const log = await openLog(storage);
     const results = await appendGroups(log, [['a'], Array.from({ length: 8 }, (_, i) => payload(i, 12_000).toString('latin1'))]);
-    await log.close();
+    const disk = await powerLoss(storage, log);
     const first = at(results, 1);
     const last = at(results, 8);
     assert.notEqual(log.segmentName(first.lsn), log.segmentName(last.lsn));
-    flipByte(storage, log, first.lsn + 64);
-    const reopened = await openLog(storage);
+    flipByte(disk, log, first.lsn + 64);
+    const reopened = await openLog(disk);
     assert.deepEqual(texts(await readAll(reopened)), ['a']);
-    assert.equal(storage.fileNames().includes(log.segmentName(last.lsn)), false);
+    assert.equal(disk.fileNames().includes(log.segmentName(last.lsn)), false);
     for (let i = 0; i < 10; i++) reopened.append(payload(100 + i, 12_000));
     await reopened.close();
-    const again = await openLog(storage);
+    const again = await openLog(disk);
     assert.equal((await readAll(again)).length, 11);
     await again.close();
   });
