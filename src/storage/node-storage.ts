@@ -343,6 +343,22 @@ class NodeStorageFile implements StorageFile {
     await writeFully(this.handle, data, position);
   }
 
+  async writev(buffers: readonly Uint8Array[], position: number): Promise<void> {
+    let written = 0;
+    let pending = [...buffers];
+    try {
+      while (pending.length > 0) {
+        const { bytesWritten } = await this.handle.writev(pending, position + written);
+        if (bytesWritten === 0) throw Object.assign(new Error('EIO: write made no progress'), { code: 'EIO' });
+        written += bytesWritten;
+        pending = skipBytes(pending, bytesWritten);
+      }
+    } catch (err) {
+      if (typeof err === 'object' && err !== null) Object.assign(err, { bytesWritten: written });
+      throw err;
+    }
+  }
+
   async datasync(): Promise<void> {
     await this.handle.datasync();
   }
@@ -427,4 +443,19 @@ export function assertFileName(name: string): void {
     const error = new Error(`EINVAL: invalid file name ${JSON.stringify(name)} (a storage holds plain names only)`);
     throw Object.assign(error, { code: 'EINVAL' });
   }
+}
+
+/** `buffers` without their first `count` bytes (after a short pwritev). */
+function skipBytes(buffers: readonly Uint8Array[], count: number): Uint8Array[] {
+  const rest: Uint8Array[] = [];
+  let skip = count;
+  for (const buffer of buffers) {
+    if (skip >= buffer.length) {
+      skip -= buffer.length;
+      continue;
+    }
+    rest.push(skip > 0 ? buffer.subarray(skip) : buffer);
+    skip = 0;
+  }
+  return rest;
 }

@@ -61,6 +61,13 @@ export interface StorageFile {
    * count of leading bytes that did reach the file (see {@link StorageWriteError}).
    */
   write(data: Uint8Array, position: number): Promise<void>;
+  /**
+   * Optional: writes `buffers` back to back at `position` in one call (pwritev), with the
+   * same failure contract as {@link write} (`bytesWritten` counts from `position`). The log
+   * uses it to hand everything pending in a segment to the OS at once; without it, it
+   * writes the buffers one by one.
+   */
+  writev?(buffers: readonly Uint8Array[], position: number): Promise<void>;
   /** Makes this file's written bytes durable (fdatasync). */
   datasync(): Promise<void>;
   /** Extends the file with zero bytes so that it is at least `size` bytes long. */

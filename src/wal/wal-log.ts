@@ -642,33 +642,73 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     return this.sync === 'fdatasync' || force ? this.#syncedLsn < this.#writtenLsn : this.#flushedLsn < this.#writtenLsn;
   }
 
+  /**
+   * Hands the runs to the OS: the pieces that follow each other in one segment go out in one
+   * pwritev when the storage has it, so however much is pending, one call per segment.
+   */
   async #writeRuns(runs: Run[]): Promise<void> {
+    let batch: Buffer[] = [];
+    let batchLsn = 0;
+    let batchBytes = 0;
+    let batchEndsSegment = false;
+    const flush = async (): Promise<boolean> => {
+      if (batch.length === 0) return true;
+      const segno = Math.floor(batchLsn / this.segmentSize);
+      const within = batchLsn - segno * this.segmentSize;
+      try {
+        const file = await this.#files.forWrite(segno);
+        if (segno !== this.#lastWrittenSegno) {
+          this.#lastWrittenSegno = segno;
+          this.#files.prepareAhead(segno + 1);
+        }
+        this.#dirty.add(segno);
+        if (batch.length > 1 && file.writev !== undefined) {
+          await file.writev(batch, within);
+        } else {
+          let done = 0;
+          for (const piece of batch) {
+            try {
+              await file.write(piece, within + done);
+            } catch (err) {
+              // Count from the batch start, as writev would.
+              (err as StorageWriteError).bytesWritten = done + ((err as StorageWriteError).bytesWritten ?? 0);
+              throw err;
+            }
+            done += piece.length;
+          }
+        }
+      } catch (err) {
+        await this.#abandonFrom(batchLsn, err);
+        return false;
+      }
+      this.#writtenLsn = batchLsn + batchBytes;
+      // After a segment-end record the rest of the segment counts as written.
+      if (batchEndsSegment) this.#writtenLsn = Math.ceil(this.#writtenLsn / this.segmentSize) * this.segmentSize;
+      batch = [];
+      batchBytes = 0;
+      batchEndsSegment = false;
+      return true;
+    };
     for (const run of runs) {
       let offset = 0;
       while (offset < run.used) {
         const lsn = run.startLsn + offset;
-        const segno = Math.floor(lsn / this.segmentSize);
-        const within = lsn - segno * this.segmentSize;
+        const within = lsn % this.segmentSize;
         const length = Math.min(run.used - offset, this.segmentSize - within);
-        try {
-          const file = await this.#files.forWrite(segno);
-          if (segno !== this.#lastWrittenSegno) {
-            this.#lastWrittenSegno = segno;
-            this.#files.prepareAhead(segno + 1);
-          }
-          this.#dirty.add(segno);
-          await file.write(run.buf.subarray(offset, offset + length), within);
-        } catch (err) {
-          await this.#abandonFrom(lsn, err);
-          return;
-        }
+        // A piece joins the batch only where the batch ends, in the same segment.
+        if (batch.length > 0 && (batchLsn + batchBytes !== lsn || within === 0) && !(await flush())) return;
+        if (batch.length === 0) batchLsn = lsn;
+        batch.push(run.buf.subarray(offset, offset + length));
+        batchBytes += length;
         offset += length;
-        this.#writtenLsn = lsn + length;
       }
-      // After a segment-end record the rest of the segment counts as written.
-      if (run.endsSegment) this.#writtenLsn = Math.ceil(this.#writtenLsn / this.segmentSize) * this.segmentSize;
-      if (run.buf.length === RUN_SIZE && this.#spare.length < 4) this.#spare.push(run.buf);
+      if (run.endsSegment) {
+        batchEndsSegment = true;
+        if (!(await flush())) return;
+      }
     }
+    if (!(await flush())) return;
+    for (const run of runs) if (run.buf.length === RUN_SIZE && this.#spare.length < 4) this.#spare.push(run.buf);
   }
 
   /**

@@ -58,6 +58,20 @@ export function storageContract(name: string, make: () => Promise<StorageFixture
   };
 
   describe(`Storage contract: ${name}`, () => {
+    it('writev, where implemented, writes the buffers back to back at the position', withStorage(async (storage) => {
+      const file = await storage.open('v', { create: true });
+      if (file.writev === undefined) {
+        await file.close();
+        return; // optional in the contract: the log falls back to write()
+      }
+      const parts = [Buffer.from('abc'), Buffer.alloc(0), Buffer.alloc(70_000, 7), Buffer.from('xyz')];
+      await file.writev(parts, 5);
+      const out = Buffer.alloc(5 + 70_006);
+      assert.equal(await file.read(out, 0, out.length, 0), out.length);
+      assert.deepEqual(out, Buffer.concat([Buffer.alloc(5), ...parts]));
+      await file.close();
+    }));
+
     it('has a description', withStorage(async (storage) => {
       assert.equal(typeof storage.description, 'string');
       assert.notEqual(storage.description, '');
