@@ -21,3 +21,4 @@ export type {
   TransportCapabilities,
   TransportConformanceHarness,
 } from './transport-conformance.js';
+export { seededRandom } from './seeded-random.js';

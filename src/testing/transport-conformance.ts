@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import { WalshipError, isWalshipError } from '../errors.js';
 import type { Listener, PeerInfo, Transport } from '../transport/transport.js';
+import { seededRandom } from './seeded-random.js';
 
 /** Optional behaviours; a case that needs one that is off is registered as skipped. */
 export interface TransportCapabilities {
@@ -326,7 +327,7 @@ async function concurrentConnections(ctx: CaseContext): Promise<void> {
       const client = await ctx.connect(listener.address);
       const payload = taggedPayload(id);
       const echoed = ctx.readExactly(client.stream, payload.length, `the echo of connection ${id}`);
-      const random = prng(id);
+      const random = seededRandom(id);
       for (let offset = 0; offset < payload.length; ) {
         const size = 1 + Math.floor(random() * 4096);
         await ctx.write(client.stream, payload.subarray(offset, offset + size), `connection ${id}`);
@@ -703,7 +704,7 @@ let pool: Buffer | undefined;
 function chunkPool(): Buffer {
   if (pool === undefined) {
     pool = Buffer.alloc(POOL_BYTES);
-    const random = prng(0x9e3779b9);
+    const random = seededRandom(0x9e3779b9);
     for (let i = 0; i < POOL_BYTES; i += 4) pool.writeUInt32LE(Math.floor(random() * 0x1_0000_0000), i);
   }
   return pool;
@@ -711,7 +712,7 @@ function chunkPool(): Buffer {
 
 /** Chunks from 1 byte to 1 MiB, spread evenly on a log scale, `total` bytes in all. */
 function* mixedChunks(seed: number, total: number): Generator<Buffer> {
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const bytes = chunkPool();
   for (let sent = 0; sent < total; ) {
     const size = Math.min(total - sent, Math.max(1, Math.floor(2 ** (random() * 20.01))), MAX_CHUNK);
@@ -725,21 +726,9 @@ function* mixedChunks(seed: number, total: number): Generator<Buffer> {
 function taggedPayload(id: number): Buffer {
   const payload = Buffer.alloc(CONCURRENT_BYTES);
   payload.writeUInt32BE(id >>> 0, 0);
-  const random = prng(id * 7919 + 1);
+  const random = seededRandom(id * 7919 + 1);
   for (let i = 4; i < payload.length; i++) payload[i] = Math.floor(random() * 256);
   return payload;
-}
-
-/** mulberry32: a small seeded generator in [0, 1), so a failing pattern replays. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function isDuplex(value: unknown): value is Duplex {

@@ -1,11 +1,2 @@
-/** A small seeded PRNG in [0, 1), so a failing random pattern replays. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded generator that walship/testing ships, under the name these tests use. */
+export { seededRandom as mulberry32 } from '../../src/testing/seeded-random.js';
