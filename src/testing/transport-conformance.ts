@@ -70,6 +70,8 @@ export const TRANSPORT_CONFORMANCE_DEFAULTS = Object.freeze({
 
 /** How long `drain` may stay away before the writer counts as stopped by backpressure. */
 const QUIET_MS = 250;
+/** After a quiet spell, how much longer 'drain' must stay away before the writer counts as stopped. */
+const SETTLED_MS = 1500;
 const MAX_CHUNK = 1024 * 1024;
 const POOL_BYTES = 2 * MAX_CHUNK;
 const CONCURRENT_BYTES = 32 * 1024;
@@ -224,9 +226,11 @@ async function backpressure(ctx: CaseContext): Promise<void> {
       assert.fail(`the writer accepted more than ${limit} bytes while its peer was not reading: its buffering is unbounded`);
     }
     if (more) continue;
-    // Stopped for real once 'drain' stays away; a drain that keeps coming means the bytes
-    // are buffered somewhere without bound, which the limit above catches.
-    if (!(await ctx.eventWithin(client.stream, 'drain', QUIET_MS))) break;
+    // Stopped for real once 'drain' stays away, and still away a while later: a transport
+    // that confirms writes slowly but queues them without bound keeps draining, so it goes
+    // round this loop until the byte limit above (or the case deadline) catches it.
+    if (await ctx.eventWithin(client.stream, 'drain', QUIET_MS)) continue;
+    if (!(await ctx.eventWithin(client.stream, 'drain', SETTLED_MS))) break;
   }
   const received = ctx.receive(server.stream, 'the held-back bytes at the server');
   client.stream.end();
@@ -355,6 +359,9 @@ async function listenerClose(ctx: CaseContext): Promise<void> {
   await ctx.wait(listener.close(), 'Listener.close()');
   await ctx.wait(listener.close(), 'a second, idempotent Listener.close()');
   await ctx.rejection(ctx.transport.connect(listener.address), 'connect after Listener.close()');
+  // The address is free again: listening on it succeeds at once.
+  const again = await ctx.wait(ctx.transport.listen(listener.address, (stream) => stream.destroy()), 'listen() again on the closed address');
+  await ctx.wait(again.close(), 'Listener.close() of the second listener');
   await ctx.roundTrip(client.stream, server.stream, 'after, client to server');
   await ctx.roundTrip(server.stream, client.stream, 'after, server to client');
   await ctx.closeBoth(client, server);

@@ -41,7 +41,11 @@ export interface PeerInfo {
   readonly remoteAddress?: string;
   /** The peer's port, when the transport has ports. */
   readonly remotePort?: number;
-  /** Whether the stream is encrypted and the peer's certificate verified (TLS). */
+  /**
+   * Whether the stream is encrypted (TLS) and, where the server asks for client
+   * certificates, the client's certificate verified. It says nothing about the client's
+   * identity otherwise: authentication decides that.
+   */
   readonly secure?: boolean;
   /** A description for logs, e.g. `'tcp 127.0.0.1:53122'`. */
   readonly description: string;
