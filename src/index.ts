@@ -24,6 +24,7 @@ export type {
   WalLogOptions,
 } from './wal/wal-log.js';
 export type { ReadOptions, WalRecord } from './wal/wal-reader.js';
+export type { ReadBytesOptions, WalChunk } from './wal/wal-byte-reader.js';
 export { MAX_CHANNEL_BYTES, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE } from './wal/record.js';
 export type { WalEntry } from './wal/record.js';
 export {

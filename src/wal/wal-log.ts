@@ -22,6 +22,7 @@ import {
 import { recoverEnd } from './recovery.js';
 import { SegmentFiles } from './segment-files.js';
 import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, segmentFileName } from './segment-name.js';
+import { readWalBytes, type ReadBytesOptions, type WalChunk } from './wal-byte-reader.js';
 import { WalReader, type ReadOptions, type WalRecord } from './wal-reader.js';
 
 /** How appended records are made durable. */
@@ -523,6 +524,17 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     assertLsn(from, 'from');
     this.#assertOpen();
     return new WalReader(this, from, options).records();
+  }
+
+  /**
+   * Iterates the durable WAL bytes from `from` (any LSN from {@link oldestLsn} on) exactly as
+   * they are on disk, as a WAL sender ships them: a receiver that writes them at the same
+   * LSNs holds the same log. With `follow`, waits at the end for more.
+   */
+  readBytes(from: Lsn, options: ReadBytesOptions = {}): AsyncIterableIterator<WalChunk> {
+    assertLsn(from, 'from');
+    this.#assertOpen();
+    return readWalBytes(this, from, options);
   }
 
   /**

@@ -1,0 +1,86 @@
+import { WalshipError, abortError } from '../errors.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import type { StorageFile } from '../storage/storage.js';
+import type { WalLog } from './wal-log.js';
+
+/** Options of {@link WalLog.readBytes}. */
+export interface ReadBytesOptions {
+  /** Keep waiting at the end of the durable log for more. @defaultValue false */
+  follow?: boolean;
+  /** Stops the iteration with an `ABORTED` error. */
+  signal?: AbortSignal;
+  /** Largest chunk handed out. @defaultValue 1 MiB */
+  maxChunkBytes?: number;
+}
+
+/** Durable WAL bytes exactly as they are on disk, from `startLsn` on. */
+export interface WalChunk {
+  readonly startLsn: Lsn;
+  /** A fresh buffer the caller may keep. */
+  readonly data: Buffer;
+}
+
+const DEFAULT_CHUNK = 1024 * 1024;
+
+/**
+ * Iterates the log's durable bytes from any LSN, segment by segment, as a WAL sender ships
+ * them: raw, including segment headers, so that a receiver writing them at the same LSNs
+ * holds the same log. Never hands out bytes past `flushedLsn`; a segment removed or
+ * recycled while being read ends the iteration with `WAL_REMOVED`.
+ */
+export async function* readWalBytes(log: WalLog, from: Lsn, options: ReadBytesOptions): AsyncGenerator<WalChunk, void, undefined> {
+  const { signal, follow = false, maxChunkBytes = DEFAULT_CHUNK } = options;
+  const size = log.segmentSize;
+  let pos = from;
+  let file: StorageFile | null = null;
+  let fileSegno = -1;
+  const checkNotRemoved = (lsn: Lsn): void => {
+    if (lsn < log.oldestLsn) {
+      throw new WalshipError(
+        'WAL_REMOVED',
+        `requested WAL segment ${log.segmentName(lsn)} has already been removed (oldest available: ${formatLsn(log.oldestLsn)})`,
+      );
+    }
+  };
+  try {
+    for (;;) {
+      if (signal?.aborted) throw abortError(signal);
+      checkNotRemoved(pos);
+      const horizon = log.flushedLsn;
+      if (pos >= horizon) {
+        if (log.failure !== null) throw new WalshipError('WAL_CLOSED', `the log stopped: ${log.failure.message}`, { cause: log.failure });
+        if (!follow) return;
+        if (!(await log.waitForTail(pos, signal))) return;
+        continue;
+      }
+      const segno = Math.floor(pos / size);
+      if (segno !== fileSegno) {
+        await file?.close().catch(() => undefined);
+        file = null;
+        try {
+          file = await log.storage.open(log.segmentName(pos), { readOnly: true });
+        } catch (err) {
+          checkNotRemoved(pos);
+          throw new WalshipError('WAL_IO', `opening segment ${log.segmentName(pos)} failed: ${(err as Error).message}`, { cause: err });
+        }
+        fileSegno = segno;
+      }
+      const length = Math.min(maxChunkBytes, horizon - pos, (segno + 1) * size - pos);
+      const data = Buffer.allocUnsafe(length);
+      let read: number;
+      try {
+        read = await (file as StorageFile).read(data, 0, length, pos - segno * size);
+      } catch (err) {
+        checkNotRemoved(pos);
+        throw new WalshipError('WAL_IO', `reading segment ${log.segmentName(pos)} failed: ${(err as Error).message}`, { cause: err });
+      }
+      // Bytes of a segment recycled during the read are not the log's: never hand them out.
+      checkNotRemoved(pos);
+      if (read < length) throw new WalshipError('WAL_IO', `segment ${log.segmentName(pos)} is shorter than the log`);
+      yield { startLsn: pos, data };
+      pos += length;
+    }
+  } finally {
+    await file?.close().catch(() => undefined);
+  }
+}
