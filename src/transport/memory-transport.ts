@@ -349,10 +349,8 @@ export class MemoryNetwork {
       connection.clientSide.destroy();
       connection.serverSide.destroy();
       pending.reject(connectionFailed(`memory: the listener on "${address}" failed`, systemError('ECONNRESET', 'connect', address)));
-      // As with net.Server, an exception from the handler is the application's bug: surface it.
-      process.nextTick(() => {
-        throw err;
-      });
+      // Like TcpTransport: the handler's exception costs that connection, never the process.
+      this.#log.error('onConnection threw for %s: %s', peer.description, err instanceof Error ? err.message : String(err));
       return true;
     }
     pending.resolve(connection.clientSide);
