@@ -20,7 +20,9 @@ import { compileOptions, type OptionsValidator } from '../options.js';
 import {
   SCRAM_DEFAULT_ITERATIONS,
   ScramServer,
+  mockSalt,
   parseScramVerifier,
+  processMockSecret,
   scramVerifier,
   type ParsedVerifier,
 } from './scram.js';
@@ -215,7 +217,10 @@ export async function compileAuth(auth: AuthOptions | undefined, options: Compil
         throw new WalshipError('INVALID_OPTIONS', `invalid auth options: ${path}.verifier: ${(err as Error).message}`, { cause: err });
       }
     } else if (entry.password !== undefined) {
-      verifiers.set(user, parseScramVerifier(await scramVerifier(entry.password)));
+      // The salt is derived like an unknown user's mock salt: stable across reloads, so an
+      // observer cannot tell configured users from unknown ones by watching salts.
+      const salt = mockSalt(mockSecret ?? processMockSecret(), user);
+      verifiers.set(user, parseScramVerifier(await scramVerifier(entry.password, { salt })));
     }
   }
   return new CompiledAuth(INTERNAL, rules, verifiers, mockSecret);

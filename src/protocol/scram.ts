@@ -489,13 +489,18 @@ function checkVerifier(verifier: ParsedVerifier): void {
 let mockSecretOfProcess: Buffer | undefined;
 
 /** One random secret per process: unknown users' salts stay stable until a restart. */
-function processMockSecret(): Buffer {
+/** @internal The per-process secret behind mock salts, unless a `mockSecret` is given. */
+export function processMockSecret(): Buffer {
   mockSecretOfProcess ??= randomBytes(32);
   return mockSecretOfProcess;
 }
 
-/** Like PostgreSQL's scram_mock_salt: a salt of the usual length, stable per user, unguessable without the secret. */
-function mockSalt(secret: Uint8Array, user: string): Buffer {
+/**
+ * @internal Like PostgreSQL's scram_mock_salt: a salt of the usual length, stable per user,
+ * unguessable without the secret. Plain passwords get their salt the same way, so known and
+ * unknown users look alike even across reloads.
+ */
+export function mockSalt(secret: Uint8Array, user: string): Buffer {
   return hmac(secret, `walship scram mock salt\0${user}`).subarray(0, DEFAULT_SALT_BYTES);
 }
 

@@ -331,3 +331,17 @@ describe('redaction', () => {
     assert.match(inspect(auth), /CompiledAuth .*alice/s);
   });
 });
+
+describe('salts of plain-password users', () => {
+  it('are stable across recompiles and derived like an unknown user’s mock salt', async () => {
+    const { compileAuth: compile } = await import('../../src/protocol/auth-rules.js');
+    const secret = Buffer.alloc(32, 9);
+    const a = await compile({ users: { repl: { password: 'pw-1234567' } } }, { mockSecret: secret });
+    const b = await compile({ users: { repl: { password: 'pw-1234567' } } }, { mockSecret: secret });
+    assert.deepEqual(a.verifier('repl')?.salt, b.verifier('repl')?.salt);
+    const first = a.scramServer('repl', { nonce: 'server' }).serverFirst('n,,n=,r=client');
+    const mock = a.scramServer('nobody', { nonce: 'server' }).serverFirst('n,,n=,r=client');
+    // Same shape for a configured and an unknown user: only the per-user salt differs.
+    assert.equal(first.replace(/s=[^,]+/, 's=X'), mock.replace(/s=[^,]+/, 's=X'));
+  });
+});
