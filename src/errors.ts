@@ -28,6 +28,10 @@ export const ERROR_CODES = {
     when: 'An appended batch does not fit in one WAL segment (records never span segments).',
     action: 'Split the batch, or open the log with a larger `segmentSize`. Nothing was appended.',
   },
+  READ_ONLY: {
+    when: 'A write was attempted on a log (or node) that only receives WAL from upstream: a replica log, a standby.',
+    action: 'Write on the primary; a standby becomes writable only when promoted.',
+  },
   WAL_LOCKED: {
     when: 'The WAL directory is already open, in this process or in another one.',
     action: 'Close the other instance first. A lock left by a process that has died (or by an earlier run of a restarted container) is taken over automatically.',

@@ -40,13 +40,16 @@ const CHUNK = 4 * 1024 * 1024;
  * after it was appended when that position was already durable (its flushed stamp is past
  * the position): then the bad bytes are damage to acknowledged data and recovery refuses
  * with `WAL_CORRUPT`, naming segment and offset. Otherwise they are a torn tail, written
- * in the last, unacknowledged flush, and are discarded.
+ * in the last, unacknowledged flush, and are discarded. With `trustStamps` false (a
+ * replica, whose records carry its upstream's stamps) the first bad position always ends
+ * the log: what follows is fetched again from upstream.
  */
 export async function recoverEnd(
   storage: Storage,
   segnos: readonly number[],
   segmentSize: number,
   timeline: number,
+  trustStamps = true,
 ): Promise<RecoveryResult> {
   const first = segnos[0];
   if (first === undefined) {
@@ -115,7 +118,8 @@ export async function recoverEnd(
     const file = await storage.open(segmentFileName(timeline, segno, segmentSize), { readOnly: true });
     try {
       const found = await scanForRecords(file, segmentSize, base, from);
-      const proof = found.find((record) => record.flushedLsn > end);
+      // A replica's records carry its upstream's stamps, which prove nothing about this disk.
+      const proof = trustStamps ? found.find((record) => record.flushedLsn > end) : undefined;
       if (proof !== undefined) {
         throw new WalCorruptError(
           segmentFileName(timeline, endSegno, segmentSize),

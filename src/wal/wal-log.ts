@@ -57,6 +57,15 @@ export interface WalLogOptions {
    * @defaultValue 4
    */
   recycleSegments?: number;
+  /**
+   * `replica` makes a log that receives its bytes from upstream through
+   * {@link WalLog.writeBytes} (a standby's): `append()` is refused with `READ_ONLY`, nothing of
+   * its own is ever written into it (no shutdown record), so it stays byte-identical to its
+   * source, and recovery ends it at the first bad record, since its records' stamps are its
+   * upstream's: what follows is fetched again from upstream.
+   * @defaultValue 'primary'
+   */
+  role?: 'primary' | 'replica';
   /** A prefix for this log's `debug` lines, to tell several logs in one process apart. */
   logPrefix?: string;
 }
@@ -65,6 +74,7 @@ export interface WalLogOptions {
 export const WAL_LOG_DEFAULTS = Object.freeze({
   sync: 'fdatasync' as SyncMode,
   recycleSegments: 4,
+  role: 'primary' as 'primary' | 'replica',
 });
 
 /** JSON schema of the JSON-describable {@link WalLogOptions} (`storage` is checked by a type guard). */
@@ -78,6 +88,7 @@ export const walLogOptionsSchema = Object.freeze({
     timeline: { type: 'integer', minimum: 1, maximum: 0xffffffff },
     sync: { enum: ['fdatasync', 'none'] },
     recycleSegments: { type: 'integer', minimum: 0, maximum: 1024 },
+    role: { enum: ['primary', 'replica'] },
     logPrefix: { type: 'string' },
   },
 });
@@ -133,6 +144,8 @@ interface Run {
   used: number;
   /** Ends with a segment-end record: the rest of its segment is unused. */
   endsSegment: boolean;
+  /** Bytes from upstream, held as the caller's buffer: never appended to, never reused. */
+  raw: boolean;
 }
 
 interface Waiter {
@@ -162,6 +175,8 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   readonly timeline: number;
   /** The sync mode. */
   readonly sync: SyncMode;
+  /** `replica` when the log receives its bytes from upstream (see {@link WalLogOptions.role}). */
+  readonly role: 'primary' | 'replica';
   /** Where the files live. */
   readonly storage: Storage;
   /** Largest record (header and payload) that fits in one segment. */
@@ -203,6 +218,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     segmentSize: number;
     timeline: number;
     sync: SyncMode;
+    role: 'primary' | 'replica';
     endLsn: Lsn;
     oldestSegno: number;
   }) {
@@ -214,6 +230,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     this.segmentSize = init.segmentSize;
     this.timeline = init.timeline;
     this.sync = init.sync;
+    this.role = init.role;
     this.maxRecordSize = init.segmentSize - SEGMENT_HEADER_SIZE;
     this.#insertLsn = this.#writtenLsn = this.#flushedLsn = this.#syncedLsn = init.endLsn;
     this.#oldestSegno = init.oldestSegno;
@@ -260,7 +277,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     const timeline = config.timeline ?? Math.max(1, ...parsed.map((p) => p.timeline));
     const segnos = parsed.filter((p) => p.timeline === timeline).map((p) => p.segno).sort((a, b) => a - b);
 
-    const found = await wrapIo(() => recoverEnd(storage, segnos, segmentSize, timeline), 'recovering');
+    const found = await wrapIo(() => recoverEnd(storage, segnos, segmentSize, timeline, config.role === 'primary'), 'recovering');
     const files = new SegmentFiles(storage, segmentSize, timeline, config.recycleSegments, log);
     for (const segno of segnos) files.present.add(segno);
     if (found.staleSegments.length > 0) {
@@ -294,6 +311,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       segmentSize,
       timeline,
       sync: config.sync,
+      role: config.role,
       endLsn: found.endLsn,
       oldestSegno,
     });
@@ -346,6 +364,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
    */
   append(batch: EntryInput | readonly EntryInput[]): AppendResult {
     this.#assertOpen();
+    if (this.role === 'replica') throw new WalshipError('READ_ONLY', 'this log is a replica: it only receives WAL from upstream (writeBytes)');
     const single = batch instanceof Uint8Array || !Array.isArray(batch);
     const entries = single ? [batch as EntryInput] : (batch as readonly EntryInput[]);
     if (entries.length === 0) throw new WalshipError('INVALID_ARGUMENT', 'append needs at least one entry');
@@ -435,6 +454,30 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     return lsn;
   }
 
+  /**
+   * Appends bytes received from upstream at `startLsn`, which must be this log's
+   * {@link insertLsn}, on a replica log. The bytes are written as they are (they may end
+   * inside a record: readers wait for the rest) and are durable once {@link waitForFlush}
+   * with the returned LSN, or {@link flush}, resolves. `data` is kept, not copied: it must
+   * not change until then. Returns the new insert position.
+   */
+  writeBytes(startLsn: Lsn, data: Uint8Array): Lsn {
+    assertLsn(startLsn, 'startLsn');
+    this.#assertOpen();
+    if (this.role !== 'replica') throw new WalshipError('INVALID_ARGUMENT', 'writeBytes is for replica logs; a primary appends records');
+    if (!(data instanceof Uint8Array)) throw new WalshipError('INVALID_ARGUMENT', 'writeBytes needs a Uint8Array');
+    if (startLsn !== this.#insertLsn) {
+      throw new WalshipError('INVALID_ARGUMENT', `WAL bytes start at ${formatLsn(startLsn)}, but this log continues at ${formatLsn(this.#insertLsn)}`);
+    }
+    if (data.length === 0) return this.#insertLsn;
+    const buf = Buffer.from(data.buffer, data.byteOffset, data.length);
+    this.#runs.push({ startLsn, buf, used: buf.length, endsSegment: false, raw: true });
+    this.#pendingBytes += buf.length;
+    this.#insertLsn += buf.length;
+    if (this.#pendingBytes >= WRITE_THRESHOLD) this.#scheduleWriter();
+    return this.#insertLsn;
+  }
+
   /** Appends a record without entries (a shutdown marker) through the normal path. */
   #appendMarker(type: number): void {
     const lsn = this.#reserve(RECORD_HEADER_SIZE);
@@ -448,7 +491,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   /** The run to append `bytes` to: the last one if it has room, else a new one. */
   #runFor(bytes: number): Run {
     const last = this.#runs[this.#runs.length - 1];
-    if (last !== undefined && !last.endsSegment && last.startLsn + last.used === this.#insertLsn && last.buf.length - last.used >= bytes) {
+    if (last !== undefined && !last.endsSegment && !last.raw && last.startLsn + last.used === this.#insertLsn && last.buf.length - last.used >= bytes) {
       return last;
     }
     const run = this.#newRun(this.#insertLsn, bytes);
@@ -459,7 +502,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   #newRun(startLsn: Lsn, atLeast: number): Run {
     const spare = this.#spare.pop();
     const buf = spare !== undefined && spare.length >= atLeast ? spare : Buffer.allocUnsafe(Math.max(RUN_SIZE, atLeast));
-    return { startLsn, buf, used: 0, endsSegment: false };
+    return { startLsn, buf, used: 0, endsSegment: false, raw: false };
   }
 
   /** Makes everything appended so far durable; resolves with the new flushed LSN. */
@@ -580,7 +623,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       const drops = this.#drops.length;
       try {
         await this.#drain();
-        if (this.#insertLsn > this.#openedAt && this.#drops.length === drops) {
+        if (this.role === 'primary' && this.#insertLsn > this.#openedAt && this.#drops.length === drops) {
           // Seal the log: the marker's stamp proves everything before it was durable.
           this.#appendMarker(RECORD_SHUTDOWN);
           await this.#drain();
@@ -720,7 +763,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       }
     }
     if (!(await flush())) return;
-    for (const run of runs) if (run.buf.length === RUN_SIZE && this.#spare.length < 4) this.#spare.push(run.buf);
+    for (const run of runs) if (!run.raw && run.buf.length === RUN_SIZE && this.#spare.length < 4) this.#spare.push(run.buf);
   }
 
   /**

@@ -91,11 +91,20 @@ export class WalReader {
           pos = (segno + 1) * size + SEGMENT_HEADER_SIZE;
           continue;
         }
+        // On a replica the durable end can fall inside a record: the rest is still to come.
+        if (pos + RECORD_HEADER_SIZE > horizon) {
+          if (!(await this.#awaitMore(horizon))) return;
+          continue;
+        }
         const window = await this.#enter(segno, pos);
         const limit = Math.min(size, horizon - segno * size);
         await this.#ensure(window, segno, offset, RECORD_HEADER_SIZE, limit);
         const header = readRecordHeader(window.buf, window.index(offset));
         const reason = checkRecordHeader(header, pos, size - offset);
+        if (reason === null && pos + header.length > horizon) {
+          if (!(await this.#awaitMore(horizon))) return;
+          continue;
+        }
         if (reason !== null) {
           if (pos === this.from && header.lsn !== pos) {
             throw new WalshipError('INVALID_ARGUMENT', `no record starts at ${formatLsn(pos)}`);
@@ -125,6 +134,14 @@ export class WalReader {
       await this.#file?.close().catch(() => undefined);
       this.#file = null;
     }
+  }
+
+  /** Waits until the durable end moves past `horizon`; false when the iteration should end. */
+  async #awaitMore(horizon: Lsn): Promise<boolean> {
+    const { log } = this;
+    if (log.failure !== null) throw new WalshipError('WAL_CLOSED', `the log stopped: ${log.failure.message}`, { cause: log.failure });
+    if (!(this.options.follow ?? false)) return false;
+    return log.waitForTail(horizon, this.options.signal);
   }
 
   /** Opens segment `segno` (checking its header) unless it is already open. */
