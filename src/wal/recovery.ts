@@ -50,10 +50,11 @@ export async function recoverEnd(
   segmentSize: number,
   timeline: number,
   trustStamps = true,
+  firstSegno = 1,
 ): Promise<RecoveryResult> {
   const first = segnos[0];
   if (first === undefined) {
-    const start = segmentStart(1, segmentSize);
+    const start = segmentStart(firstSegno, segmentSize);
     return { endLsn: start, durableStamp: 0, staleSegments: [], zeroTo: start };
   }
   const present = new Set(segnos);

@@ -66,6 +66,12 @@ export interface WalLogOptions {
    * @defaultValue 'primary'
    */
   role?: 'primary' | 'replica';
+  /**
+   * For a new, empty log: begin in the segment holding this LSN instead of segment 1 (a
+   * standby that starts from a base backup receives WAL from that segment on). Ignored when
+   * the log already has segments.
+   */
+  startLsn?: Lsn;
   /** A prefix for this log's `debug` lines, to tell several logs in one process apart. */
   logPrefix?: string;
 }
@@ -89,6 +95,7 @@ export const walLogOptionsSchema = Object.freeze({
     sync: { enum: ['fdatasync', 'none'] },
     recycleSegments: { type: 'integer', minimum: 0, maximum: 1024 },
     role: { enum: ['primary', 'replica'] },
+    startLsn: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
     logPrefix: { type: 'string' },
   },
 });
@@ -277,7 +284,12 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     const timeline = config.timeline ?? Math.max(1, ...parsed.map((p) => p.timeline));
     const segnos = parsed.filter((p) => p.timeline === timeline).map((p) => p.segno).sort((a, b) => a - b);
 
-    const found = await wrapIo(() => recoverEnd(storage, segnos, segmentSize, timeline, config.role === 'primary'), 'recovering');
+    const firstSegno = config.startLsn === undefined ? 1 : Math.floor(config.startLsn / segmentSize);
+    if (firstSegno < 1) throw new WalshipError('INVALID_OPTIONS', 'invalid WalLog options: WalLog.startLsn must lie in segment 1 or later');
+    const found = await wrapIo(
+      () => recoverEnd(storage, segnos, segmentSize, timeline, config.role === 'primary', firstSegno),
+      'recovering',
+    );
     const files = new SegmentFiles(storage, segmentSize, timeline, config.recycleSegments, log);
     for (const segno of segnos) files.present.add(segno);
     if (found.staleSegments.length > 0) {

@@ -144,3 +144,29 @@ describe('replica logs (a standby writing its upstream’s bytes)', () => {
 async function waitFor(condition: () => boolean): Promise<void> {
   while (!condition()) await new Promise((resolve) => setTimeout(resolve, 2));
 }
+
+describe('a new log starting later than segment 1', () => {
+  it('begins in the segment holding startLsn; once written, reopening needs no startLsn', async () => {
+    const storage = new MemoryStorage();
+    const startLsn = 7 * SMALL_SEGMENT + 1234;
+    const log = await openLog(storage, { role: 'replica', startLsn });
+    assert.equal(log.insertLsn, 7 * SMALL_SEGMENT);
+    assert.equal(log.oldestLsn, 7 * SMALL_SEGMENT);
+    // Upstream's segment 7 begins with its header: ship a header-only segment start.
+    const upstream = await openLog(new MemoryStorage(), { startLsn: 7 * SMALL_SEGMENT });
+    upstream.append(Buffer.from('from segment 7'));
+    await upstream.flush();
+    for await (const chunk of upstream.readBytes(upstream.oldestLsn)) log.writeBytes(chunk.startLsn, chunk.data);
+    await upstream.close();
+    await log.close();
+    const reopened = await openLog(storage, { role: 'replica' });
+    assert.equal(reopened.oldestLsn, 7 * SMALL_SEGMENT);
+    assert.deepEqual((await readAll(reopened)).map((r) => Buffer.from(r.entries[0]?.data ?? []).toString()), ['from segment 7']);
+    await reopened.close();
+    const primary = await openLog(new MemoryStorage(), { startLsn: 3 * SMALL_SEGMENT });
+    const { lsn } = primary.append(Buffer.from('x'));
+    assert.equal(lsn, 3 * SMALL_SEGMENT + 32);
+    await primary.close();
+    await assert.rejects(openLog(new MemoryStorage(), { startLsn: 5 }), (err) => isWalshipError(err, 'INVALID_OPTIONS'));
+  });
+});
