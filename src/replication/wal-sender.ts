@@ -1,0 +1,197 @@
+import { EventEmitter } from 'eventemitter3';
+import { WalshipError, isWalshipError } from '../errors.js';
+import { createLogger, type Logger } from '../logger.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import type { MessageStream } from '../protocol/message-stream.js';
+import type { WalLog } from '../wal/wal-log.js';
+
+/** A sender's state, as `pg_stat_replication.state` names them. */
+export type WalSenderState = 'startup' | 'catchup' | 'streaming' | 'stopping';
+
+/** What the standby last reported (`pg_stat_replication`'s write/flush/replay positions). */
+export interface StandbyProgress {
+  readonly writeLsn: Lsn;
+  readonly flushLsn: Lsn;
+  readonly applyLsn: Lsn;
+  /** When the report arrived (ms since the epoch). */
+  readonly replyTime: number;
+}
+
+/** Options of {@link WalSender}. */
+export interface WalSenderOptions {
+  /** End a standby's connection after this long without any message from it. @defaultValue 60 000 */
+  readonly walSenderTimeoutMs?: number;
+  /** WAL bytes per message. @defaultValue 1 MiB */
+  readonly maxMessageBytes?: number;
+  readonly logPrefix?: string;
+}
+
+/** Events of a {@link WalSender}. */
+export interface WalSenderEvents {
+  'state:change': (event: { readonly state: WalSenderState }) => void;
+  'standby:progress': (event: StandbyProgress) => void;
+}
+
+const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024 };
+
+/**
+ * Streams a primary's durable WAL to one standby over an authenticated connection, from the
+ * LSN the standby asked for: `catchup` until it has sent up to the log's flushed end, then
+ * `streaming` from the live tail. Sending waits for the connection to drain, so a slow or
+ * stalled standby costs at most the transport's buffers plus one message in flight. A
+ * keepalive asking for a reply goes out when the standby has been silent for half of
+ * `walSenderTimeoutMs`; after the whole timeout the connection is ended.
+ */
+export class WalSender extends EventEmitter<WalSenderEvents> {
+  readonly #conn: MessageStream<'server'>;
+  readonly #log: WalLog;
+  readonly #options: Required<Omit<WalSenderOptions, 'logPrefix'>>;
+  readonly #debug: Logger;
+  readonly #abort = new AbortController();
+  #state: WalSenderState = 'startup';
+  #sentLsn: Lsn;
+  #progress: StandbyProgress | null = null;
+  #lastHeard = Date.now();
+  #done: Promise<void> | null = null;
+
+  constructor(conn: MessageStream<'server'>, log: WalLog, startLsn: Lsn, options: WalSenderOptions = {}) {
+    super();
+    this.#conn = conn;
+    this.#log = log;
+    this.#sentLsn = startLsn;
+    this.#options = { ...DEFAULTS, ...options };
+    this.#debug = createLogger('primary:sender', options.logPrefix);
+  }
+
+  get state(): WalSenderState {
+    return this.#state;
+  }
+
+  /** End of the WAL sent so far. */
+  get sentLsn(): Lsn {
+    return this.#sentLsn;
+  }
+
+  /** The standby's last report, if any. */
+  get progress(): StandbyProgress | null {
+    return this.#progress;
+  }
+
+  /**
+   * Tells the standby where streaming starts and runs until the connection ends, the
+   * standby terminates, or {@link stop}; resolves then. Rejects with the connection's error.
+   */
+  run(): Promise<void> {
+    this.#done ??= this.#run();
+    return this.#done;
+  }
+
+  /** Stops sending (fast shutdown: what is flushed has been handed to the connection) and ends the connection. */
+  async stop(): Promise<void> {
+    this.#setState('stopping');
+    this.#abort.abort();
+    await this.#done?.catch(() => undefined);
+    await this.#conn.end().catch(() => undefined);
+  }
+
+  async #run(): Promise<void> {
+    if (this.#sentLsn < this.#log.oldestLsn) {
+      const error = new WalshipError('WAL_REMOVED', `requested WAL segment ${this.#log.segmentName(this.#sentLsn)} has already been removed`);
+      this.#conn.fail(error);
+      throw error;
+    }
+    if (this.#sentLsn > this.#log.flushedLsn) {
+      const error = new WalshipError(
+        'INVALID_ARGUMENT',
+        `requested starting point ${formatLsn(this.#sentLsn)} is ahead of the WAL flush position ${formatLsn(this.#log.flushedLsn)}`,
+      );
+      this.#conn.fail(error);
+      throw error;
+    }
+    this.#conn.send({ kind: 'replicationStarted', timeline: this.#log.timeline, startLsn: this.#sentLsn });
+    this.#setState(this.#sentLsn < this.#log.flushedLsn ? 'catchup' : 'streaming');
+    const heartbeat = setInterval(() => this.#heartbeat(), Math.max(10, this.#options.walSenderTimeoutMs / 4));
+    const listening = this.#listen();
+    const sending = this.#send();
+    try {
+      await Promise.race([sending, listening]);
+    } catch (err) {
+      if (!this.#abort.signal.aborted) {
+        const error = isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err });
+        this.#debug.error('sender stopped: %s', error.message);
+        throw error;
+      }
+    } finally {
+      clearInterval(heartbeat);
+      this.#abort.abort();
+      this.#conn.destroy();
+      await Promise.all([sending.catch(() => undefined), listening.catch(() => undefined)]);
+    }
+  }
+
+  async #send(): Promise<void> {
+    const chunks = this.#log.readBytes(this.#sentLsn, {
+      follow: true,
+      signal: this.#abort.signal,
+      maxChunkBytes: this.#options.maxMessageBytes,
+    });
+    for await (const { startLsn, data } of chunks) {
+      const fits = this.#conn.send({ kind: 'walData', startLsn, walEnd: this.#log.flushedLsn, sendTime: nowMicros(), data });
+      this.#sentLsn = startLsn + data.length;
+      if (this.#state === 'catchup' && this.#sentLsn >= this.#log.flushedLsn) this.#setState('streaming');
+      // Backpressure: a standby that stops reading stops us here, holding one message.
+      if (!fits) await this.#conn.drained();
+      if (this.#conn.failure !== null) throw this.#conn.failure;
+    }
+  }
+
+  /** Reads the standby's messages until it terminates or the connection ends. */
+  async #listen(): Promise<void> {
+    for (;;) {
+      const message = await this.#conn.next({ signal: this.#abort.signal });
+      this.#lastHeard = Date.now();
+      if (message === null || message.kind === 'terminate') return;
+      if (message.kind === 'standbyStatusUpdate') {
+        this.#progress = { writeLsn: message.writeLsn, flushLsn: message.flushLsn, applyLsn: message.applyLsn, replyTime: this.#lastHeard };
+        this.#safeEmit('standby:progress', this.#progress);
+        if (message.replyRequested) this.#keepalive(false);
+      } else if (message.kind !== 'hotStandbyFeedback') {
+        throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message while streaming`);
+      }
+    }
+  }
+
+  #heartbeat(): void {
+    const silent = Date.now() - this.#lastHeard;
+    if (silent >= this.#options.walSenderTimeoutMs) {
+      this.#debug.error('terminating walsender: no reply from the standby for %d ms', silent);
+      this.#conn.fail(new WalshipError('TIMEOUT', `terminating walsender process due to replication timeout (${silent} ms)`, { transient: true }));
+      this.#abort.abort();
+    } else if (silent >= this.#options.walSenderTimeoutMs / 2) {
+      this.#keepalive(true);
+    }
+  }
+
+  #keepalive(replyRequested: boolean): void {
+    this.#conn.send({ kind: 'keepalive', walEnd: this.#log.flushedLsn, sendTime: nowMicros(), replyRequested });
+  }
+
+  #setState(state: WalSenderState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#safeEmit('state:change', { state });
+  }
+
+  #safeEmit<E extends keyof WalSenderEvents>(event: E, payload: Parameters<WalSenderEvents[E]>[0]): void {
+    try {
+      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
+    } catch (err) {
+      this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
+    }
+  }
+}
+
+/** Microseconds since the Unix epoch, the protocol's time unit. */
+export function nowMicros(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
