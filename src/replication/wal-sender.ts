@@ -3,6 +3,7 @@ import { WalshipError, isWalshipError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
+import { assertNotRemoved } from '../wal/tail.js';
 import type { WalLog } from '../wal/wal-log.js';
 
 /** A sender's state, as `pg_stat_replication.state` names them. */
@@ -95,9 +96,10 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
   }
 
   async #run(): Promise<void> {
-    if (this.#sentLsn < this.#log.oldestLsn) {
-      const error = new WalshipError('WAL_REMOVED', `requested WAL segment ${this.#log.segmentName(this.#sentLsn)} has already been removed`);
-      this.#conn.fail(error);
+    try {
+      assertNotRemoved(this.#log, this.#sentLsn);
+    } catch (error) {
+      this.#conn.fail(error as WalshipError);
       throw error;
     }
     if (this.#sentLsn > this.#log.flushedLsn) {

@@ -1,6 +1,7 @@
 import { WalshipError, abortError } from '../errors.js';
-import { formatLsn, type Lsn } from '../lsn.js';
+import type { Lsn } from '../lsn.js';
 import type { StorageFile } from '../storage/storage.js';
+import { assertNotRemoved, awaitMore } from './tail.js';
 import type { WalLog } from './wal-log.js';
 
 /** Options of {@link WalLog.readBytes}. */
@@ -34,23 +35,13 @@ export async function* readWalBytes(log: WalLog, from: Lsn, options: ReadBytesOp
   let pos = from;
   let file: StorageFile | null = null;
   let fileSegno = -1;
-  const checkNotRemoved = (lsn: Lsn): void => {
-    if (lsn < log.oldestLsn) {
-      throw new WalshipError(
-        'WAL_REMOVED',
-        `requested WAL segment ${log.segmentName(lsn)} has already been removed (oldest available: ${formatLsn(log.oldestLsn)})`,
-      );
-    }
-  };
   try {
     for (;;) {
       if (signal?.aborted) throw abortError(signal);
-      checkNotRemoved(pos);
+      assertNotRemoved(log, pos);
       const horizon = log.flushedLsn;
       if (pos >= horizon) {
-        if (log.failure !== null) throw new WalshipError('WAL_CLOSED', `the log stopped: ${log.failure.message}`, { cause: log.failure });
-        if (!follow) return;
-        if (!(await log.waitForTail(pos, signal))) return;
+        if (!(await awaitMore(log, pos, follow, signal))) return;
         continue;
       }
       const segno = Math.floor(pos / size);
@@ -60,7 +51,7 @@ export async function* readWalBytes(log: WalLog, from: Lsn, options: ReadBytesOp
         try {
           file = await log.storage.open(log.segmentName(pos), { readOnly: true });
         } catch (err) {
-          checkNotRemoved(pos);
+          assertNotRemoved(log, pos);
           throw new WalshipError('WAL_IO', `opening segment ${log.segmentName(pos)} failed: ${(err as Error).message}`, { cause: err });
         }
         fileSegno = segno;
@@ -71,11 +62,11 @@ export async function* readWalBytes(log: WalLog, from: Lsn, options: ReadBytesOp
       try {
         read = await (file as StorageFile).read(data, 0, length, pos - segno * size);
       } catch (err) {
-        checkNotRemoved(pos);
+        assertNotRemoved(log, pos);
         throw new WalshipError('WAL_IO', `reading segment ${log.segmentName(pos)} failed: ${(err as Error).message}`, { cause: err });
       }
       // Bytes of a segment recycled during the read are not the log's: never hand them out.
-      checkNotRemoved(pos);
+      assertNotRemoved(log, pos);
       if (read < length) throw new WalshipError('WAL_IO', `segment ${log.segmentName(pos)} is shorter than the log`);
       yield { startLsn: pos, data };
       pos += length;

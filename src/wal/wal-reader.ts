@@ -15,6 +15,7 @@ import {
   type WalEntry,
 } from './record.js';
 import { SegmentWindow } from './segment-window.js';
+import { assertNotRemoved, awaitMore } from './tail.js';
 import type { WalLog } from './wal-log.js';
 
 /** Options of {@link WalLog.read}. */
@@ -73,12 +74,10 @@ export class WalReader {
     try {
       for (;;) {
         if (signal?.aborted) throw abortError(signal);
-        this.#checkNotRemoved(pos);
+        assertNotRemoved(this.log, pos);
         const horizon = log.flushedLsn;
         if (pos >= horizon) {
-          if (log.failure !== null) throw new WalshipError('WAL_CLOSED', `the log stopped: ${log.failure.message}`, { cause: log.failure });
-          if (!follow) return;
-          if (!(await log.waitForTail(pos, signal))) return;
+          if (!(await awaitMore(log, pos, follow, signal))) return;
           continue;
         }
         const segno = Math.floor(pos / size);
@@ -93,7 +92,7 @@ export class WalReader {
         }
         // On a replica the durable end can fall inside a record: the rest is still to come.
         if (pos + RECORD_HEADER_SIZE > horizon) {
-          if (!(await this.#awaitMore(horizon))) return;
+          if (!(await awaitMore(log, horizon, follow, signal))) return;
           continue;
         }
         const window = await this.#enter(segno, pos);
@@ -102,7 +101,7 @@ export class WalReader {
         const header = readRecordHeader(window.buf, window.index(offset));
         const reason = checkRecordHeader(header, pos, size - offset);
         if (reason === null && pos + header.length > horizon) {
-          if (!(await this.#awaitMore(horizon))) return;
+          if (!(await awaitMore(log, horizon, follow, signal))) return;
           continue;
         }
         if (reason !== null) {
@@ -136,13 +135,7 @@ export class WalReader {
     }
   }
 
-  /** Waits until the durable end moves past `horizon`; false when the iteration should end. */
-  async #awaitMore(horizon: Lsn): Promise<boolean> {
-    const { log } = this;
-    if (log.failure !== null) throw new WalshipError('WAL_CLOSED', `the log stopped: ${log.failure.message}`, { cause: log.failure });
-    if (!(this.options.follow ?? false)) return false;
-    return log.waitForTail(horizon, this.options.signal);
-  }
+
 
   /** Opens segment `segno` (checking its header) unless it is already open. */
   async #enter(segno: number, pos: Lsn): Promise<SegmentWindow> {
@@ -155,7 +148,7 @@ export class WalReader {
     try {
       file = await this.log.storage.open(name, { readOnly: true });
     } catch (err) {
-      this.#checkNotRemoved(pos);
+      assertNotRemoved(this.log, pos);
       throw new WalshipError('WAL_IO', `opening segment ${name} failed: ${(err as Error).message}`, { cause: err });
     }
     this.#file = file;
@@ -176,20 +169,11 @@ export class WalReader {
     try {
       complete = await window.ensure(offset, length, Math.max(limit, offset + length));
     } catch (err) {
-      this.#checkNotRemoved(segno * this.log.segmentSize);
+      assertNotRemoved(this.log, segno * this.log.segmentSize);
       throw new WalshipError('WAL_IO', `reading segment ${name} failed: ${(err as Error).message}`, { cause: err });
     }
     // A segment removed or recycled during the read may have handed us foreign bytes.
-    this.#checkNotRemoved(segno * this.log.segmentSize);
+    assertNotRemoved(this.log, segno * this.log.segmentSize);
     if (!complete) throw new WalCorruptError(name, offset, 'segment file is shorter than the log');
-  }
-
-  #checkNotRemoved(pos: Lsn): void {
-    if (pos < this.log.oldestLsn) {
-      throw new WalshipError(
-        'WAL_REMOVED',
-        `requested WAL segment ${this.log.segmentName(pos)} has already been removed (oldest available: ${formatLsn(this.log.oldestLsn)})`,
-      );
-    }
   }
 }
