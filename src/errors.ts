@@ -84,6 +84,30 @@ export const ERROR_CODES = {
     when: 'A segment was written by an unsupported on-disk format version or with a different segment size than requested.',
     action: 'Open it with the matching `segmentSize`, or with the walship version that wrote it.',
   },
+  SYSTEM_ID_MISMATCH: {
+    when: 'A standby reached a primary whose system id differs from its own: they belong to different clusters.',
+    action: 'Point the standby at the right primary, or give it an empty directory so it bootstraps from this one. Nothing was written.',
+  },
+  TOO_MANY_WAL_SENDERS: {
+    when: 'A standby connected while the primary already ran `maxWalSenders` WAL senders (streaming or base backups).',
+    action: 'Transient: the standby retries by itself. Raise `maxWalSenders` if more standbys should connect at once.',
+  },
+  BASE_BACKUP_REQUIRED: {
+    when: 'A new standby cannot start from the primary\'s WAL alone (its oldest WAL is gone) and its application has no `restore` hook.',
+    action: 'Give the application `snapshot` (on the primary) and `restore` (on the standby) hooks, or seed the standby with `primary.baseBackup()`.',
+  },
+  BASE_BACKUP_FAILED: {
+    when: 'A base backup could not be taken or received: the primary\'s application has no `snapshot` hook, it threw, or the data did not match its size or checksum.',
+    action: 'The standby keeps nothing of the failed attempt and retries; fix the hook if it is missing or failing.',
+  },
+  APPLY_FAILED: {
+    when: 'The application\'s `apply` threw. Replay stops on that node; the batch is the `cause`\'s context.',
+    action: 'Fix the application and reopen the node: the same batch is applied again, never skipped.',
+  },
+  HOT_STANDBY_OFF: {
+    when: 'A read-side call (such as `waitForReplay`) was made on a warm standby (`hotStandby: false`), which serves nothing until promoted.',
+    action: 'Open the standby with `hotStandby: true` to serve reads.',
+  },
 } as const satisfies Record<string, { when: string; action: string }>;
 
 /** A stable error code; see the README's table for each code's meaning. */

@@ -4,6 +4,23 @@
  * The public surface is this reviewed list; nothing is re-exported wholesale.
  * @packageDocumentation
  */
+export { Primary, PRIMARY_DEFAULTS, primaryOptionsSchema } from './primary.js';
+export type {
+  ApplyErrorEvent,
+  BaseBackupResult,
+  CheckpointResult,
+  CommitOptions,
+  CommitResult,
+  PrimaryEvents,
+  PrimaryOptions,
+  SynchronousCommit,
+} from './primary.js';
+export { Standby, STANDBY_DEFAULTS, standbyOptionsSchema } from './standby.js';
+export type { BaseBackupProgressEvent, StandbyEvents, StandbyOptions, StandbyPrimaryOptions, StandbyState } from './standby.js';
+export type { Application, CommittedBatch, Snapshot, SnapshotData } from './application.js';
+export type { ReplicationStatusRow, StandbyConnectionEvent, WalServiceEvents } from './replication/wal-service.js';
+export type { WalSenderState } from './replication/wal-sender.js';
+export type { WaitOptions } from './lsn-waiters.js';
 export { ERROR_CODES, WalCorruptError, WalshipError, isWalshipError } from './errors.js';
 export type { ErrorCode, WalshipErrorOptions } from './errors.js';
 export { formatLsn, isLsn, parseLsn } from './lsn.js';

@@ -202,6 +202,8 @@ export interface IdentifySystemResultMessage {
   readonly systemId: string;
   readonly timeline: number;
   readonly flushLsn: Lsn;
+  /** The WAL's segment size: a standby's log must use the same to hold the same bytes. */
+  readonly segmentSize: number;
 }
 
 /** The answer to {@link TimelineHistoryMessage}. */
@@ -712,7 +714,7 @@ const SPECS: SpecTable = {
   identifySystemResult: {
     type: code('i'),
     from: 'server',
-    fields: { systemId: string(16, 16, SYSTEM_ID), timeline, flushLsn: u64 },
+    fields: { systemId: string(16, 16, SYSTEM_ID), timeline, flushLsn: u64, segmentSize: u32 },
   },
   timelineHistoryResult: {
     type: code('t'),

@@ -4,6 +4,7 @@ import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import { assertNotRemoved } from '../wal/tail.js';
+import { LagTracker, type Lags } from './lag-tracker.js';
 import type { WalLog } from '../wal/wal-log.js';
 
 /** A sender's state, as `pg_stat_replication.state` names them. */
@@ -30,7 +31,7 @@ export interface WalSenderOptions {
 /** Events of a {@link WalSender}. */
 export interface WalSenderEvents {
   'state:change': (event: { readonly state: WalSenderState }) => void;
-  'standby:progress': (event: StandbyProgress) => void;
+  'standby:progress': (event: StandbyProgress & Lags) => void;
 }
 
 const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024 };
@@ -53,6 +54,7 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
   #sentLsn: Lsn;
   #progress: StandbyProgress | null = null;
   #lastHeard = Date.now();
+  readonly #lag = new LagTracker();
   #done: Promise<void> | null = null;
 
   constructor(conn: MessageStream<'server'>, log: WalLog, startLsn: Lsn, options: WalSenderOptions = {}) {
@@ -78,6 +80,36 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
     return this.#progress;
   }
 
+  /** Write, flush and replay lag as of the standby's last report. */
+  get lags(): Lags {
+    return this.#lag.lags;
+  }
+
+  /**
+   * Fast shutdown's last step: sends what is durable up to `endLsn`, waits (at most
+   * `timeoutMs`) for the standby to report it flushed, then ends the connection, as a
+   * PostgreSQL walsender does before it exits.
+   */
+  async finish(endLsn: Lsn, timeoutMs: number): Promise<void> {
+    if (this.#state !== 'startup') this.#setState('stopping');
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if ((this.#progress?.flushLsn ?? -1) < endLsn && this.#conn.failure === null && !this.#abort.signal.aborted) return;
+        clearTimeout(timer);
+        this.off('standby:progress', check);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.off('standby:progress', check);
+        resolve();
+      }, timeoutMs);
+      this.on('standby:progress', check);
+      this.#done?.then(check, check);
+      check();
+    });
+    await this.stop();
+  }
+
   /**
    * Tells the standby where streaming starts and runs until the connection ends, the
    * standby terminates, or {@link stop}; resolves then. Rejects with the connection's error.
@@ -89,7 +121,7 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
 
   /** Stops sending (fast shutdown: what is flushed has been handed to the connection) and ends the connection. */
   async stop(): Promise<void> {
-    this.#setState('stopping');
+    if (this.#state !== 'startup') this.#setState('stopping');
     this.#abort.abort();
     await this.#done?.catch(() => undefined);
     await this.#conn.end().catch(() => undefined);
@@ -140,6 +172,7 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
     for await (const { startLsn, data } of chunks) {
       const fits = this.#conn.send({ kind: 'walData', startLsn, walEnd: this.#log.flushedLsn, sendTime: nowMicros(), data });
       this.#sentLsn = startLsn + data.length;
+      this.#lag.sent(this.#sentLsn, Date.now());
       if (this.#state === 'catchup' && this.#sentLsn >= this.#log.flushedLsn) this.#setState('streaming');
       // Backpressure: a standby that stops reading stops us here, holding one message.
       if (!fits) await this.#conn.drained();
@@ -154,8 +187,10 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
       this.#lastHeard = Date.now();
       if (message === null || message.kind === 'terminate') return;
       if (message.kind === 'standbyStatusUpdate') {
-        this.#progress = { writeLsn: message.writeLsn, flushLsn: message.flushLsn, applyLsn: message.applyLsn, replyTime: this.#lastHeard };
-        this.#safeEmit('standby:progress', this.#progress);
+        const { writeLsn, flushLsn, applyLsn } = message;
+        this.#progress = { writeLsn, flushLsn, applyLsn, replyTime: this.#lastHeard };
+        const lags = this.#lag.reported(writeLsn, flushLsn, applyLsn, this.#sentLsn, this.#lastHeard);
+        this.#safeEmit('standby:progress', { ...this.#progress, ...lags });
         if (message.replyRequested) this.#keepalive(false);
       } else if (message.kind !== 'hotStandbyFeedback') {
         throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message while streaming`);

@@ -34,7 +34,7 @@ const CORPUS: Message[] = [
   { kind: 'authSaslFinal', data: Buffer.from('v=sig') },
   { kind: 'error', code: 'WAL_REMOVED', message: 'requested WAL was removed' },
   { kind: 'readyForCommand' },
-  { kind: 'identifySystemResult', systemId: 'fedcba9876543210', timeline: 1, flushLsn: 99 },
+  { kind: 'identifySystemResult', systemId: 'fedcba9876543210', timeline: 1, flushLsn: 99, segmentSize: 65536 },
   { kind: 'timelineHistoryResult', timeline: 2, fileName: '00000002.history', content: Buffer.from('1\t0/100\n') },
   { kind: 'replicationStarted', timeline: 1, startLsn: 64 },
   { kind: 'walData', startLsn: 64, walEnd: 128, sendTime: 1, data: Buffer.alloc(64, 0x5a) },

@@ -95,7 +95,7 @@ const EXAMPLES: Message[] = [
   { kind: 'authSaslFinal', data: Buffer.from('v=c2lnbmF0dXJl') },
   { kind: 'error', code: 'AUTH_FAILED', message: 'password authentication failed for user "replicator"' },
   { kind: 'readyForCommand' },
-  { kind: 'identifySystemResult', systemId: '0123456789abcdef', timeline: 3, flushLsn: 0x16_b374d848 },
+  { kind: 'identifySystemResult', systemId: '0123456789abcdef', timeline: 3, flushLsn: 0x16_b374d848, segmentSize: 16777216 },
   { kind: 'timelineHistoryResult', timeline: 2, fileName: '00000002.history', content: Buffer.from('1\t0/3000000\tpromoted\n') },
   { kind: 'replicationStarted', timeline: 1, startLsn: 4096 },
   { kind: 'walData', startLsn: 2 ** 53 - 3, walEnd: MAX_LSN, sendTime: 5, data: Buffer.from([9, 8, 7]) },
@@ -157,6 +157,7 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
     systemId: fc.stringMatching(/^[0-9a-f]{16}$/),
     timeline: timelineArb,
     flushLsn: lsnArb,
+    segmentSize: fc.integer({ min: 0, max: 0xffffffff }),
   }),
   rec({ kind: fc.constant('timelineHistoryResult' as const), timeline: timelineArb, fileName: textArb(40), content: bytesArb(200) }),
   rec({ kind: fc.constant('replicationStarted' as const), timeline: timelineArb, startLsn: lsnArb }),
@@ -387,7 +388,7 @@ describe('protocol messages: decoding rejects malformed frames', () => {
 
   it('rejects a system id that is not 16 lower-case hex characters', () => {
     for (const id of ['0123456789ABCDEF', '0123456789abcde', '0123456789abcdef0', '0123456789abcdeg', 'ｆ123456789abcde']) {
-      rejects(frame('i', str(id), u32(1), u64(0)), 'server', /identifySystemResult .*systemId (must be exactly 16 bytes|does not match)/);
+      rejects(frame('i', str(id), u32(1), u64(0), u32(65536)), 'server', /identifySystemResult .*systemId (must be exactly 16 bytes|does not match)/);
     }
   });
 
@@ -442,7 +443,7 @@ describe('protocol messages: encoding validates', () => {
     ['non-boolean flag', { kind: 'keepalive', walEnd: 0, sendTime: 0, replyRequested: 1 }, /keepalive: replyRequested must be a boolean, got 1/],
     ['unknown error code', { kind: 'error', code: 'NOPE', message: '' }, /error: code must be a key of ERROR_CODES, got "NOPE"/],
     ['inherited key as error code', { kind: 'error', code: 'toString', message: '' }, /error: code must be a key of ERROR_CODES/],
-    ['bad system id', { kind: 'identifySystemResult', systemId: '0123456789ABCDEF', timeline: 1, flushLsn: 0 }, /identifySystemResult: systemId does not match/],
+    ['bad system id', { kind: 'identifySystemResult', systemId: '0123456789ABCDEF', timeline: 1, flushLsn: 0, segmentSize: 65536 }, /identifySystemResult: systemId does not match/],
     ['no mechanisms', { kind: 'authSasl', mechanisms: [] }, /authSasl: mechanisms must have 1 to 8 items, got 0/],
     ['short sha256', { kind: 'baseBackupEnd', totalBytes: 0, sha256: Buffer.alloc(31), endLsn: 0 }, /baseBackupEnd: sha256 must be exactly 32 bytes, got 31/],
     ['bad totalBytes', { kind: 'baseBackupBegin', startLsn: 0, timeline: 1, label: '', totalBytes: -1 }, /baseBackupBegin: totalBytes must be null or an integer/],

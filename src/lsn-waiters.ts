@@ -1,0 +1,112 @@
+import { WalshipError, abortError } from './errors.js';
+import { formatLsn, type Lsn } from './lsn.js';
+
+interface Waiter {
+  readonly lsn: Lsn;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+  settled: boolean;
+}
+
+/** Options of {@link LsnWaiters.wait}. */
+export interface WaitOptions {
+  readonly signal?: AbortSignal;
+  /** Give up with `TIMEOUT` after this long. */
+  readonly timeoutMs?: number;
+}
+
+/**
+ * Promises that resolve once a position reaches an LSN: replay waits, commit waits. Waiters
+ * sit in a binary min-heap by LSN, so adding one and releasing each costs O(log n), however
+ * many wait; an advance never scans waiters it does not release.
+ */
+export class LsnWaiters {
+  readonly #heap: Waiter[] = [];
+  #position: Lsn;
+  #failure: unknown = null;
+
+  constructor(position: Lsn) {
+    this.#position = position;
+  }
+
+  get position(): Lsn {
+    return this.#position;
+  }
+
+  get size(): number {
+    return this.#heap.length;
+  }
+
+  /** Resolves once the position is at or past `lsn`. */
+  wait(lsn: Lsn, options: WaitOptions = {}): Promise<void> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (lsn <= this.#position) return Promise.resolve();
+    const { signal, timeoutMs } = options;
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = (): void => settle(abortError(signal as AbortSignal));
+      const settle = (error?: unknown): void => {
+        if (waiter.settled) return;
+        waiter.settled = true;
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const waiter: Waiter = { lsn, resolve: () => settle(), reject: (error) => settle(error), settled: false };
+      this.#push(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => settle(new WalshipError('TIMEOUT', `waited ${timeoutMs} ms for ${formatLsn(lsn)}; reached ${formatLsn(this.#position)}`)), timeoutMs);
+      }
+    });
+  }
+
+  /** Moves the position forward (never back) and releases every waiter it reaches, in LSN order. */
+  advance(position: Lsn): void {
+    if (position <= this.#position) return;
+    this.#position = position;
+    const heap = this.#heap;
+    while (heap.length > 0 && (heap[0] as Waiter).lsn <= position) (this.#pop() as Waiter).resolve();
+    // Abandoned waiters (aborted, timed out) are dropped when they reach the top.
+    while (heap.length > 0 && (heap[0] as Waiter).settled) this.#pop();
+  }
+
+  /** Rejects every waiter, and every later wait, with `error`. */
+  fail(error: unknown): void {
+    this.#failure = error;
+    for (const waiter of this.#heap.splice(0)) waiter.reject(error);
+  }
+
+  #push(waiter: Waiter): void {
+    const heap = this.#heap;
+    heap.push(waiter);
+    for (let i = heap.length - 1; i > 0; ) {
+      const parent = (i - 1) >> 1;
+      if ((heap[parent] as Waiter).lsn <= waiter.lsn) break;
+      heap[i] = heap[parent] as Waiter;
+      heap[parent] = waiter;
+      i = parent;
+    }
+  }
+
+  #pop(): Waiter | undefined {
+    const heap = this.#heap;
+    const top = heap[0];
+    const last = heap.pop();
+    if (heap.length === 0 || last === undefined) return top;
+    heap[0] = last;
+    for (let i = 0; ; ) {
+      const left = 2 * i + 1;
+      const right = left + 1;
+      let smallest = i;
+      if (left < heap.length && (heap[left] as Waiter).lsn < (heap[smallest] as Waiter).lsn) smallest = left;
+      if (right < heap.length && (heap[right] as Waiter).lsn < (heap[smallest] as Waiter).lsn) smallest = right;
+      if (smallest === i) break;
+      [heap[i], heap[smallest]] = [heap[smallest] as Waiter, heap[i] as Waiter];
+      i = smallest;
+    }
+    return top;
+  }
+}

@@ -1,0 +1,562 @@
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'eventemitter3';
+import type { Application, SnapshotData } from './application.js';
+import { WalshipError, isWalshipError } from './errors.js';
+import { createLogger, type Logger } from './logger.js';
+import { LsnWaiters } from './lsn-waiters.js';
+import { assertLsn, formatLsn, type Lsn } from './lsn.js';
+import { checkNodeObjects, checkTransport, endpointSchema, nodeStorageSchema, storageOf } from './node/node-options.js';
+import { readControlFile, writeControlFile, type ControlData } from './node/control-file.js';
+import { applyBatch, replay } from './node/replayer.js';
+import { SnapshotStore } from './node/snapshot-store.js';
+import { restoreApplication } from './node/starting-point.js';
+import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
+import { authOptionsSchema, compileAuth, type AuthOptions } from './protocol/auth-rules.js';
+import type { AuthFailedEvent, ConnectionErrorEvent } from './protocol/replication-server.js';
+import { WalService, type BaseBackupData, type ReplicationStatusRow, type WalServiceEvents } from './replication/wal-service.js';
+import type { Storage } from './storage/storage.js';
+import type { Transport } from './transport/transport.js';
+import type { EntryInput } from './wal/wal-log.js';
+import { WalLog, type AppendResult, type SyncMode } from './wal/wal-log.js';
+
+/**
+ * When a commit counts as done (PostgreSQL's `synchronous_commit`). `off` resolves before the
+ * local flush: a crash can lose the last commits (never corrupt the log). `local` and `on`
+ * wait for the local flush. The remote levels wait for standbys once synchronous standbys
+ * are configured; without them they mean `local`, as in PostgreSQL.
+ */
+export type SynchronousCommit = 'off' | 'local' | 'remote_write' | 'on' | 'remote_apply';
+
+/** Options of {@link Primary.open}. Give `dir` or `storage`. */
+export interface PrimaryOptions {
+  /** The data directory (WAL segments, control file, snapshots); created if missing. */
+  readonly dir?: string;
+  /** Where the node's files live; `MemoryStorage` for simulations. */
+  readonly storage?: Storage;
+  /** The state machine that applies committed batches. */
+  readonly application: Application;
+  /** Where standbys connect. Without it the primary serves no one. */
+  readonly listen?: { readonly transport: Transport; readonly address: string };
+  /** Who may connect for replication. Leaving it out lets no one in. */
+  readonly auth?: AuthOptions;
+  /** The default commit level. @defaultValue 'on' */
+  readonly synchronousCommit?: SynchronousCommit;
+  /** Standby connections allowed at once (`max_wal_senders`). @defaultValue 10 */
+  readonly maxWalSenders?: number;
+  /** End a standby's connection after this long without a message from it (`wal_sender_timeout`). @defaultValue 60 000 */
+  readonly walSenderTimeoutMs?: number;
+  /** WAL bytes per message to a standby; also about the bytes in flight per standby beyond the transport's buffer. @defaultValue 1 MiB */
+  readonly maxWalMessageBytes?: number;
+  /** Segment size of a new WAL (a power of two, 64 KiB – 1 GiB). @defaultValue 16 MiB */
+  readonly segmentSize?: number;
+  /** `none` skips fsync: unsafe, for tests and benchmarks. @defaultValue 'fdatasync' */
+  readonly sync?: SyncMode;
+  /** Removed segments kept for reuse. @defaultValue 4 */
+  readonly recycleSegments?: number;
+  /** Limit for a standby's authentication. @defaultValue 10 000 */
+  readonly handshakeTimeoutMs?: number;
+  /** Delay before a failed authentication is answered. @defaultValue 250 */
+  readonly authFailureDelayMs?: number;
+  /** A prefix for this node's `debug` lines. */
+  readonly logPrefix?: string;
+}
+
+/** Defaults of {@link PrimaryOptions}. */
+export const PRIMARY_DEFAULTS = Object.freeze({
+  synchronousCommit: 'on' as SynchronousCommit,
+  maxWalSenders: 10,
+  walSenderTimeoutMs: 60_000,
+  maxWalMessageBytes: 1024 * 1024,
+});
+
+const LEVELS = ['off', 'local', 'remote_write', 'on', 'remote_apply'] as const;
+
+/** JSON schema of {@link PrimaryOptions} (objects with methods are checked separately). */
+export const primaryOptionsSchema = Object.freeze({
+  type: 'object',
+  additionalProperties: false,
+  required: ['application'],
+  properties: {
+    ...nodeStorageSchema,
+    listen: endpointSchema,
+    auth: authOptionsSchema,
+    synchronousCommit: { enum: LEVELS },
+    maxWalSenders: { type: 'integer', minimum: 0, maximum: 1024 },
+    walSenderTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
+    maxWalMessageBytes: { type: 'integer', minimum: 4096, maximum: 16 * 1024 * 1024 },
+    handshakeTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
+    authFailureDelayMs: { type: 'integer', minimum: 0, maximum: 60_000 },
+  },
+});
+
+const validateOptions: OptionsValidator<PrimaryOptions> = compileOptions('Primary', primaryOptionsSchema);
+
+/** Options of {@link Primary.commit}. */
+export interface CommitOptions {
+  /** This commit's level, overriding the primary's default. */
+  readonly synchronousCommit?: SynchronousCommit;
+  /** Stops waiting (`ABORTED`). The batch stays committed: it is in the log and will be applied. */
+  readonly signal?: AbortSignal;
+}
+
+/** What {@link Primary.commit} resolves with. */
+export interface CommitResult {
+  /** The position right after the batch: wait for it on a standby with `waitForReplay(lsn)`. */
+  readonly lsn: Lsn;
+  /** Where the batch's record starts. */
+  readonly startLsn: Lsn;
+}
+
+/** What a checkpoint recorded. */
+export interface CheckpointResult {
+  /** The application's state is durable up to here; replay after a restart starts here. */
+  readonly lsn: Lsn;
+  /** Whether walship stored a snapshot for it (else the application keeps its state itself). */
+  readonly snapshot: boolean;
+}
+
+/** What {@link Primary.baseBackup} wrote. */
+export interface BaseBackupResult {
+  /** The snapshot includes every batch up to here; the standby streams from here. */
+  readonly lsn: Lsn;
+  readonly timeline: number;
+  /** Snapshot bytes. */
+  readonly size: number;
+}
+
+/** Payload of `apply:error`. */
+export interface ApplyErrorEvent {
+  /** `APPLY_FAILED`, with the application's exception as `cause`. */
+  readonly error: WalshipError;
+}
+
+/** Events of a {@link Primary}. */
+export interface PrimaryEvents extends WalServiceEvents {
+  /** The application's `apply` threw; the primary stops applying and committing. */
+  'apply:error': (event: ApplyErrorEvent) => void;
+  /** A standby failed to authenticate. */
+  'auth:failed': (event: AuthFailedEvent) => void;
+  /** A connection failed before or during its handshake. */
+  'connection:error': (event: ConnectionErrorEvent) => void;
+  /** The WAL failed: `fatal` when the primary stopped (a failed fsync), else some commits failed (disk full). */
+  'wal:error': (event: { readonly error: WalshipError; readonly fatal: boolean }) => void;
+}
+
+interface Pending {
+  readonly result: AppendResult;
+  readonly entries: readonly EntryInput[];
+  flushed: boolean;
+  dropped: unknown;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * The read/write node. Commits append batches to the WAL (group-committed), the
+ * application applies them in LSN order once durable, and every connected standby receives
+ * the WAL through its own sender.
+ */
+export class Primary extends EventEmitter<PrimaryEvents> {
+  readonly #log: WalLog;
+  readonly #app: Application;
+  readonly #storage: Storage;
+  readonly #snapshots: SnapshotStore;
+  readonly #options: PrimaryOptions & typeof PRIMARY_DEFAULTS;
+  readonly #debug: Logger;
+  readonly #applied: LsnWaiters;
+  readonly #queue: Pending[] = [];
+  #control: ControlData;
+  #service: WalService | null = null;
+  #address: string | null = null;
+  #draining = false;
+  #applying: Promise<void> | null = null;
+  #pause: Promise<void> | null = null;
+  #failure: WalshipError | null = null;
+  #closing: Promise<void> | null = null;
+
+  private constructor(log: WalLog, app: Application, storage: Storage, control: ControlData, appliedLsn: Lsn, options: PrimaryOptions & typeof PRIMARY_DEFAULTS) {
+    super();
+    this.#log = log;
+    this.#app = app;
+    this.#storage = storage;
+    this.#snapshots = new SnapshotStore(storage);
+    this.#control = control;
+    this.#options = options;
+    this.#applied = new LsnWaiters(appliedLsn);
+    this.#debug = createLogger('primary', options.logPrefix);
+    log.on('error', ({ error, fatal }) => {
+      if (fatal) this.#fail(error);
+      this.#emitSafely('wal:error', { error, fatal });
+    });
+  }
+
+  /**
+   * Opens (or creates) a primary: validates the options (nothing is created when they are
+   * invalid), recovers the WAL, brings the application to its last state by replaying the
+   * batches after its checkpoint, and starts listening for standbys.
+   */
+  static async open(options: PrimaryOptions): Promise<Primary> {
+    validateOptions(options);
+    checkNodeObjects('Primary', options);
+    if (options.listen !== undefined) checkTransport('Primary.listen.transport', options.listen.transport);
+    const settings = withDefaults(PRIMARY_DEFAULTS, options);
+    const auth = options.listen === undefined ? null : await compileAuth(options.auth);
+    const storage = storageOf(options);
+    const log = await WalLog.open({
+      storage,
+      ...(options.segmentSize === undefined ? {} : { segmentSize: options.segmentSize }),
+      ...(options.sync === undefined ? {} : { sync: options.sync }),
+      ...(options.recycleSegments === undefined ? {} : { recycleSegments: options.recycleSegments }),
+      ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
+    });
+    let primary: Primary | null = null;
+    try {
+      let control = await readControlFile(storage);
+      if (control === null) {
+        // A new node (or a directory a bare WalLog wrote): the cluster gets its identity now.
+        control = { systemId: newSystemId(), segmentSize: log.segmentSize, timeline: log.timeline, checkpoint: null, consistentLsn: 0 };
+        await writeControlFile(storage, control);
+      }
+      const snapshots = new SnapshotStore(storage);
+      const start = await restoreApplication(options.application, log, control, snapshots);
+      if (start > log.flushedLsn) {
+        throw new WalshipError('WAL_CORRUPT', `the application's state is at ${formatLsn(start)}, past the end of the WAL at ${formatLsn(log.flushedLsn)}: WAL it had applied is lost`);
+      }
+      let applied = start;
+      await replay(log, options.application, start, { follow: false, onApplied: (lsn) => (applied = lsn) });
+      primary = new Primary(log, options.application, storage, control, Math.max(applied, start), settings);
+      if (options.listen !== undefined && auth !== null) await primary.#listen(options.listen, auth, settings);
+      primary.#debug('open: system %s, WAL %s … %s, applied up to %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(applied));
+      return primary;
+    } catch (err) {
+      if (primary !== null) await primary.close().catch(() => undefined);
+      else await log.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** The cluster's identity, shared by all its standbys (16 hex digits). */
+  get systemId(): string {
+    return this.#control.systemId;
+  }
+
+  /** The end of the WAL: everything committed so far (`pg_current_wal_lsn()`). */
+  get currentLsn(): Lsn {
+    return this.#log.insertLsn;
+  }
+
+  /** The end of the durable WAL (`pg_current_wal_flush_lsn()`). */
+  get flushLsn(): Lsn {
+    return this.#log.flushedLsn;
+  }
+
+  /** Where the application's state is: the `lsn` of the last batch it applied. */
+  get appliedLsn(): Lsn {
+    return this.#applied.position;
+  }
+
+  get timeline(): number {
+    return this.#log.timeline;
+  }
+
+  /** The address standbys connect to, once listening. */
+  get address(): string | null {
+    return this.#address;
+  }
+
+  /** The WAL (read-only use: readers, positions). */
+  get wal(): WalLog {
+    return this.#log;
+  }
+
+  /** Why the primary stopped (a failed fsync, an `apply` that threw), if it did. */
+  get failure(): WalshipError | null {
+    return this.#failure;
+  }
+
+  /**
+   * Commits one atomic batch. Resolves once it is durable at the requested level and the
+   * primary's own application has applied it (for `off`: as soon as it is in the log).
+   * Concurrent commits share one write and one fsync.
+   */
+  commit(entries: EntryInput | readonly EntryInput[], options: CommitOptions = {}): Promise<CommitResult> {
+    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the primary is shutting down; no new commits'));
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    const level = options.synchronousCommit ?? this.#options.synchronousCommit;
+    if (!LEVELS.includes(level)) {
+      return Promise.reject(new WalshipError('INVALID_ARGUMENT', `synchronousCommit must be one of ${LEVELS.join(', ')}; got ${String(level)}`));
+    }
+    let result: AppendResult;
+    try {
+      result = this.#log.append(entries);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const committed = { lsn: result.endLsn, startLsn: result.lsn };
+    const applied = new Promise<void>((resolve, reject) => {
+      const pending: Pending = { result, entries: Array.isArray(entries) ? entries : [entries as EntryInput], flushed: false, dropped: null, resolve, reject };
+      this.#queue.push(pending);
+      this.#log.waitForFlush(result).then(
+        () => {
+          pending.flushed = true;
+          this.#drain();
+        },
+        (err: unknown) => {
+          pending.dropped = err;
+          this.#drain();
+        },
+      );
+    });
+    if (level === 'off') {
+      applied.catch((err: unknown) => this.#debug.error('an asynchronous commit at %s failed: %s', formatLsn(result.lsn), (err as Error).message));
+      return Promise.resolve(committed);
+    }
+    const { signal } = options;
+    if (signal === undefined) return applied.then(() => committed);
+    return new Promise<CommitResult>((resolve, reject) => {
+      if (signal.aborted) return reject(abortedWait(signal, result.endLsn));
+      const onAbort = (): void => reject(abortedWait(signal, result.endLsn));
+      signal.addEventListener('abort', onAbort, { once: true });
+      applied.then(
+        () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(committed);
+        },
+        (err: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  /** Resolves once the primary's application has applied everything up to `lsn`. */
+  waitForApply(lsn: Lsn, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<void> {
+    assertLsn(lsn);
+    return this.#applied.wait(lsn, options);
+  }
+
+  /** `pg_stat_replication`: one row per connected standby. */
+  replicationStatus(): ReplicationStatusRow[] {
+    return this.#service?.status() ?? [];
+  }
+
+  /**
+   * Records how far the application's state is durable, so that a restart replays only what
+   * follows and older WAL can go (PostgreSQL's checkpoint). With `lsn`, the application
+   * states that it has made its own state durable up to there. Without it, walship takes
+   * the application's `snapshot()` and stores it in the data directory.
+   */
+  async checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
+    if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the primary is shutting down');
+    if (this.#failure !== null) throw this.#failure;
+    let checkpoint: { lsn: Lsn; snapshot: boolean };
+    if (lsn !== undefined) {
+      assertLsn(lsn);
+      if (lsn > this.#applied.position) {
+        throw new WalshipError('INVALID_ARGUMENT', `cannot checkpoint at ${formatLsn(lsn)}: the application has applied only up to ${formatLsn(this.#applied.position)}`);
+      }
+      checkpoint = { lsn, snapshot: false };
+    } else {
+      if (this.#app.snapshot === undefined) {
+        throw new WalshipError('INVALID_ARGUMENT', 'checkpoint() without an lsn takes a snapshot, and the application has no snapshot() hook; pass the lsn up to which its state is durable');
+      }
+      const backup = await this.#takeSnapshot();
+      await this.#snapshots.write(backup.lsn, backup.timeline, backup.data);
+      checkpoint = { lsn: backup.lsn, snapshot: true };
+    }
+    const previous = this.#control.checkpoint;
+    if (previous !== null && previous.lsn > checkpoint.lsn) return previous;
+    this.#control = { ...this.#control, checkpoint };
+    await writeControlFile(this.#storage, this.#control);
+    await this.#snapshots.removeOlderThan(checkpoint.snapshot ? checkpoint.lsn : Number.MAX_SAFE_INTEGER).catch(() => undefined);
+    await this.#removeOldWal(checkpoint.lsn);
+    return checkpoint;
+  }
+
+  /**
+   * Writes a ready-to-open standby data directory (PostgreSQL's `pg_basebackup`): the
+   * application's snapshot, the control file with this cluster's identity, and nothing of
+   * the WAL, which the standby streams from the snapshot's position when it opens.
+   */
+  async baseBackup(target: { dir?: string; storage?: Storage }): Promise<BaseBackupResult> {
+    if ((target.dir === undefined) === (target.storage === undefined)) {
+      throw new WalshipError('INVALID_ARGUMENT', 'baseBackup() needs exactly one of "dir" and "storage"');
+    }
+    const storage = storageOf(target);
+    await storage.prepare();
+    const lock = await storage.lock();
+    try {
+      const names = (await storage.list()).filter((name) => !name.startsWith('walship.lock'));
+      if (names.length > 0) throw new WalshipError('INVALID_ARGUMENT', `the base backup's target ${storage.description} is not empty`);
+      const backup = await this.#baseBackupData();
+      const written = await new SnapshotStore(storage).write(backup.lsn, backup.timeline, backup.data);
+      await writeControlFile(storage, {
+        systemId: this.systemId,
+        segmentSize: this.#log.segmentSize,
+        timeline: backup.timeline,
+        checkpoint: { lsn: backup.lsn, snapshot: true },
+        consistentLsn: backup.lsn,
+      });
+      return { lsn: backup.lsn, timeline: backup.timeline, size: written.size };
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
+   * Fast shutdown: refuses new commits, waits for those in flight to be durable and applied,
+   * lets connected standbys receive all of the WAL (each gets at most `walSenderTimeoutMs`
+   * to confirm), then closes the WAL. Leaves no timer or socket behind.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#log.flush().catch(() => undefined);
+      while (this.#queue.length > 0 && this.#failure === null) await this.#applied.wait(this.#log.flushedLsn).catch(() => undefined);
+      await this.#service?.close(this.#log.flushedLsn, this.#options.walSenderTimeoutMs);
+      await this.#log.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
+      this.#applied.fail(new WalshipError('WAL_CLOSED', 'the primary is closed'));
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #listen(listen: { transport: Transport; address: string }, auth: Awaited<ReturnType<typeof compileAuth>>, settings: PrimaryOptions & typeof PRIMARY_DEFAULTS): Promise<void> {
+    const service = new WalService(
+      {
+        log: this.#log,
+        systemId: this.systemId,
+        baseBackup: () => this.#baseBackupData(),
+      },
+      {
+        transport: listen.transport,
+        address: listen.address,
+        auth,
+        maxWalSenders: settings.maxWalSenders,
+        walSenderTimeoutMs: settings.walSenderTimeoutMs,
+        maxMessageBytes: settings.maxWalMessageBytes,
+        ...(settings.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: settings.handshakeTimeoutMs }),
+        ...(settings.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: settings.authFailureDelayMs }),
+        ...(settings.logPrefix === undefined ? {} : { logPrefix: settings.logPrefix }),
+      },
+    );
+    for (const event of ['standby:connected', 'standby:disconnected', 'sender:state', 'standby:caught-up'] as const) {
+      service.on(event, (payload: unknown) => this.#emitSafely(event, payload as never));
+    }
+    service.server.on('auth:failed', (event) => this.#emitSafely('auth:failed', event));
+    service.server.on('connection:error', (event) => this.#emitSafely('connection:error', event));
+    this.#service = service;
+    this.#address = await service.listen();
+  }
+
+  /** A snapshot for a standby: fails with `BASE_BACKUP_FAILED` when the application cannot take one. */
+  async #baseBackupData(): Promise<BaseBackupData> {
+    if (this.#app.snapshot === undefined) {
+      throw new WalshipError('BASE_BACKUP_FAILED', "the primary's application has no snapshot() hook, so it cannot make a base backup");
+    }
+    try {
+      return await this.#takeSnapshot();
+    } catch (err) {
+      if (isWalshipError(err)) throw err;
+      throw new WalshipError('BASE_BACKUP_FAILED', `the application's snapshot() failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Pauses applying (after the batch in progress) while the application takes its snapshot. */
+  async #takeSnapshot(): Promise<{ lsn: Lsn; timeline: number; size: number | null; data: SnapshotData }> {
+    const snapshot = this.#app.snapshot as () => Promise<SnapshotData>;
+    while (this.#pause !== null) await this.#pause;
+    let resume!: () => void;
+    this.#pause = new Promise((resolve) => (resume = resolve));
+    try {
+      await this.#applying;
+      const lsn = this.#applied.position;
+      const data = await snapshot.call(this.#app);
+      return { lsn, timeline: this.#log.timeline, size: data instanceof Uint8Array ? data.length : null, data };
+    } finally {
+      this.#pause = null;
+      resume();
+    }
+  }
+
+  /** Applies durable batches in LSN order; one drain runs at a time. */
+  #drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    void this.#drainLoop().finally(() => {
+      this.#draining = false;
+      const head = this.#queue[0];
+      if (head !== undefined && (head.flushed || head.dropped !== null) && this.#failure === null) this.#drain();
+    });
+  }
+
+  async #drainLoop(): Promise<void> {
+    for (let head = this.#queue[0]; head !== undefined && (head.flushed || head.dropped !== null); head = this.#queue[0]) {
+      if (this.#failure !== null) return;
+      this.#queue.shift();
+      if (head.dropped !== null) {
+        head.reject(head.dropped);
+        continue;
+      }
+      while (this.#pause !== null) await this.#pause;
+      const { result } = head;
+      this.#applying = applyBatch(this.#app, result.endLsn, result.lsn, this.#log.timeline, head.entries.map(toEntry));
+      try {
+        await this.#applying;
+      } catch (err) {
+        const error = err as WalshipError;
+        head.reject(error);
+        this.#emitSafely('apply:error', { error });
+        this.#fail(error);
+        return;
+      } finally {
+        this.#applying = null;
+      }
+      this.#applied.advance(result.endLsn);
+      head.resolve();
+    }
+  }
+
+  /** Stops the primary for good: every waiting and later commit gets `error`. */
+  #fail(error: WalshipError): void {
+    if (this.#failure !== null) return;
+    this.#failure = error;
+    this.#debug.error('primary stopped: %s', error.message);
+    for (const pending of this.#queue.splice(0)) pending.reject(error);
+    this.#applied.fail(error);
+  }
+
+  /** Removes WAL that no checkpoint and no connected standby needs any more. */
+  async #removeOldWal(checkpointLsn: Lsn): Promise<void> {
+    const keepFrom = Math.min(checkpointLsn, ...this.replicationStatus().map((row) => row.flushLsn ?? row.sentLsn ?? 0));
+    const removed = await this.#log.removeSegmentsBefore(keepFrom);
+    if (removed.length > 0) this.#debug('checkpoint removed %d WAL segments before %s', removed.length, formatLsn(keepFrom));
+  }
+
+  #emitSafely<E extends keyof PrimaryEvents>(event: E, payload: Parameters<PrimaryEvents[E]>[0]): void {
+    try {
+      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
+    } catch (err) {
+      this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
+    }
+  }
+}
+
+function toEntry(entry: EntryInput): { data: Uint8Array; channel?: string } {
+  return entry instanceof Uint8Array ? { data: entry } : entry;
+}
+
+function abortedWait(signal: AbortSignal, lsn: Lsn): WalshipError {
+  return new WalshipError('ABORTED', `stopped waiting for the commit at ${formatLsn(lsn)}; it is in the log and will be applied`, { cause: signal.reason });
+}
+
+/** A random, non-zero 64-bit cluster identity. */
+function newSystemId(): string {
+  for (;;) {
+    const id = randomBytes(8).toString('hex');
+    if (id !== '0000000000000000') return id;
+  }
+}

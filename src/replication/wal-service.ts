@@ -1,0 +1,328 @@
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EventEmitter } from 'eventemitter3';
+import type { SnapshotData } from '../application.js';
+import { WalshipError, isWalshipError } from '../errors.js';
+import { createLogger, type Logger } from '../logger.js';
+import type { Lsn } from '../lsn.js';
+import type { CompiledAuth } from '../protocol/auth-rules.js';
+import { baseBackupChunk } from '../protocol/messages.js';
+import { ReplicationServer, type ServerSession } from '../protocol/replication-server.js';
+import type { Transport } from '../transport/transport.js';
+import type { WalLog } from '../wal/wal-log.js';
+import type { Lags } from './lag-tracker.js';
+import { WalSender, type WalSenderState } from './wal-sender.js';
+
+/** What a node serving WAL offers its standbys. */
+export interface WalSource {
+  readonly log: WalLog;
+  readonly systemId: string;
+  /** The application's state and the LSN it includes; throws `BASE_BACKUP_FAILED` when it cannot. */
+  baseBackup(): Promise<BaseBackupData>;
+}
+
+/** A snapshot of the application with the position it includes. */
+export interface BaseBackupData {
+  readonly lsn: Lsn;
+  readonly timeline: number;
+  /** Bytes, when known in advance. */
+  readonly size: number | null;
+  readonly data: SnapshotData;
+}
+
+/** A row of `replicationStatus()`: one connected standby, as `pg_stat_replication` shows it. */
+export interface ReplicationStatusRow {
+  /** The standby's `applicationName`. */
+  readonly applicationName: string;
+  /** The user it authenticated as. */
+  readonly user: string;
+  /** Its address, when the transport knows one. */
+  readonly clientAddress: string | null;
+  /** `backup` while it receives a base backup, as in PostgreSQL. */
+  readonly state: WalSenderState | 'backup';
+  /** When the connection was authenticated. */
+  readonly backendStart: Date;
+  readonly sentLsn: Lsn | null;
+  readonly writeLsn: Lsn | null;
+  readonly flushLsn: Lsn | null;
+  readonly replayLsn: Lsn | null;
+  readonly writeLagMs: number | null;
+  readonly flushLagMs: number | null;
+  readonly replayLagMs: number | null;
+  /** 0: not a candidate for synchronous standby (until synchronous replication is configured). */
+  readonly syncPriority: number;
+  readonly syncState: 'async' | 'potential' | 'sync' | 'quorum';
+  /** When the standby's last status report arrived. */
+  readonly replyTime: Date | null;
+}
+
+/** A standby's connection, as events report it. */
+export interface StandbyConnectionEvent {
+  readonly applicationName: string;
+  readonly clientAddress: string | null;
+}
+
+/** Events of a {@link WalService} (re-emitted by `Primary`). */
+export interface WalServiceEvents {
+  'standby:connected': (event: StandbyConnectionEvent) => void;
+  'standby:disconnected': (event: StandbyConnectionEvent & { readonly error: WalshipError | null }) => void;
+  /** A sender changed state (`pg_stat_replication.state`). */
+  'sender:state': (event: StandbyConnectionEvent & { readonly state: WalSenderState | 'backup' }) => void;
+  /** A standby caught up with the primary: its sender moved from `catchup` to `streaming`. */
+  'standby:caught-up': (event: StandbyConnectionEvent) => void;
+}
+
+/** Options of {@link WalService}. */
+export interface WalServiceOptions {
+  readonly transport: Transport;
+  readonly address: string;
+  readonly auth: CompiledAuth;
+  readonly maxWalSenders: number;
+  readonly walSenderTimeoutMs: number;
+  readonly maxMessageBytes: number;
+  readonly handshakeTimeoutMs?: number;
+  readonly authFailureDelayMs?: number;
+  readonly logPrefix?: string;
+}
+
+const BACKUP_CHUNK_BYTES = 1024 * 1024;
+
+interface Session {
+  readonly info: ServerSession;
+  readonly started: Date;
+  state: WalSenderState | 'backup';
+  sender: WalSender | null;
+  backup: AbortController | null;
+}
+
+/**
+ * Serves replication connections for a node: authenticates them (through a
+ * {@link ReplicationServer}), answers IDENTIFY_SYSTEM and BASE_BACKUP, and runs one
+ * {@link WalSender} per standby that starts streaming. `maxWalSenders` bounds the number of
+ * connections; the extra one is told so with `TOO_MANY_WAL_SENDERS`.
+ */
+export class WalService extends EventEmitter<WalServiceEvents> {
+  readonly #source: WalSource;
+  readonly #options: WalServiceOptions;
+  readonly #server: ReplicationServer;
+  readonly #sessions = new Set<Session>();
+  readonly #debug: Logger;
+  readonly #running = new Set<Promise<void>>();
+  #closing = false;
+
+  constructor(source: WalSource, options: WalServiceOptions) {
+    super();
+    this.#source = source;
+    this.#options = options;
+    this.#debug = createLogger('primary:service', options.logPrefix);
+    this.#server = new ReplicationServer({
+      transport: options.transport,
+      address: options.address,
+      auth: options.auth,
+      ...(options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
+      ...(options.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: options.authFailureDelayMs }),
+      ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
+    });
+    this.#server.on('session', (session) => this.#accept(session));
+  }
+
+  /** The authenticating server, for its `auth:failed` and `connection:error` events. */
+  get server(): ReplicationServer {
+    return this.#server;
+  }
+
+  listen(): Promise<string> {
+    return this.#server.listen();
+  }
+
+  /** One row per connected standby. */
+  status(): ReplicationStatusRow[] {
+    return [...this.#sessions].map((s) => {
+      const progress = s.sender?.progress ?? null;
+      const lags: Lags = s.sender?.lags ?? { writeLagMs: null, flushLagMs: null, replayLagMs: null };
+      return {
+        applicationName: s.info.applicationName,
+        user: s.info.user,
+        clientAddress: s.info.peer.remoteAddress ?? null,
+        state: s.state,
+        backendStart: s.started,
+        sentLsn: s.sender?.sentLsn ?? null,
+        writeLsn: progress?.writeLsn ?? null,
+        flushLsn: progress?.flushLsn ?? null,
+        replayLsn: progress?.applyLsn ?? null,
+        ...lags,
+        syncPriority: 0,
+        syncState: 'async' as const,
+        replyTime: progress === null ? null : new Date(progress.replyTime),
+      };
+    });
+  }
+
+  /**
+   * Fast shutdown: stops accepting connections, lets every streaming standby receive WAL up
+   * to `endLsn` (waiting at most `timeoutMs` for each to confirm it flushed), and ends every
+   * other connection.
+   */
+  async close(endLsn: Lsn, timeoutMs: number): Promise<void> {
+    this.#closing = true;
+    await this.#server.close();
+    await Promise.all(
+      [...this.#sessions].map(async (s) => {
+        s.backup?.abort();
+        if (s.sender !== null) await s.sender.finish(endLsn, timeoutMs);
+        else s.info.conn.destroy();
+      }),
+    );
+    await Promise.all([...this.#running]);
+  }
+
+  #accept(info: ServerSession): void {
+    const event = { applicationName: info.applicationName, clientAddress: info.peer.remoteAddress ?? null };
+    if (this.#closing) return info.conn.destroy();
+    if (this.#sessions.size >= this.#options.maxWalSenders) {
+      const error = new WalshipError(
+        'TOO_MANY_WAL_SENDERS',
+        `number of requested standby connections exceeds maxWalSenders (currently ${this.#options.maxWalSenders})`,
+        { transient: true },
+      );
+      this.#debug.error('refused %s (%s): %s', info.applicationName, info.peer.description, error.message);
+      info.conn.fail(error);
+      this.#emitSafely('standby:disconnected', { ...event, error });
+      return;
+    }
+    const session: Session = { info, started: new Date(), state: 'startup', sender: null, backup: null };
+    this.#sessions.add(session);
+    this.#emitSafely('standby:connected', event);
+    const running = this.#serve(session).then(
+      () => this.#ended(session, null),
+      (err: unknown) => this.#ended(session, isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err })),
+    );
+    this.#running.add(running);
+    void running.finally(() => this.#running.delete(running));
+  }
+
+  #ended(session: Session, error: WalshipError | null): void {
+    this.#sessions.delete(session);
+    session.info.conn.destroy();
+    if (error !== null) this.#debug.error('standby %s disconnected: %s', session.info.applicationName, error.message);
+    this.#emitSafely('standby:disconnected', { applicationName: session.info.applicationName, clientAddress: session.info.peer.remoteAddress ?? null, error });
+  }
+
+  /** Answers commands until the standby starts streaming or leaves. */
+  async #serve(session: Session): Promise<void> {
+    const { conn } = session.info;
+    const source = this.#source;
+    for (;;) {
+      const command = await conn.next({ timeoutMs: this.#options.walSenderTimeoutMs });
+      if (command === null || command.kind === 'terminate') return;
+      switch (command.kind) {
+        case 'identifySystem':
+          conn.send({
+            kind: 'identifySystemResult',
+            systemId: source.systemId,
+            timeline: source.log.timeline,
+            flushLsn: source.log.flushedLsn,
+            segmentSize: source.log.segmentSize,
+          });
+          conn.send({ kind: 'readyForCommand' });
+          break;
+        case 'timelineHistory':
+          conn.fail(new WalshipError('INVALID_ARGUMENT', `could not find history of timeline ${command.timeline}`));
+          return;
+        case 'baseBackup':
+          await this.#sendBaseBackup(session, command.label, command.maxRate);
+          conn.send({ kind: 'readyForCommand' });
+          break;
+        case 'startReplication':
+          return this.#stream(session, command.startLsn, command.timeline, command.slotName);
+        default:
+          throw new WalshipError('PROTOCOL_ERROR', `unexpected ${command.kind} message; expected a replication command`);
+      }
+    }
+  }
+
+  async #stream(session: Session, startLsn: Lsn, timeline: number, slotName: string): Promise<void> {
+    const { conn, applicationName } = session.info;
+    const log = this.#source.log;
+    if (slotName !== '') {
+      const error = new WalshipError('INVALID_ARGUMENT', `replication slot "${slotName}" does not exist (this primary has no slots yet)`);
+      conn.fail(error);
+      throw error;
+    }
+    if (timeline !== log.timeline) {
+      const error = new WalshipError('INVALID_ARGUMENT', `requested timeline ${timeline} is not this server's timeline ${log.timeline}`);
+      conn.fail(error);
+      throw error;
+    }
+    const sender = new WalSender(conn, log, startLsn, {
+      walSenderTimeoutMs: this.#options.walSenderTimeoutMs,
+      maxMessageBytes: this.#options.maxMessageBytes,
+      ...(this.#options.logPrefix === undefined ? {} : { logPrefix: `${this.#options.logPrefix} ${applicationName}` }),
+    });
+    session.sender = sender;
+    const event = { applicationName, clientAddress: session.info.peer.remoteAddress ?? null };
+    sender.on('state:change', ({ state }) => {
+      const previous = session.state;
+      session.state = state;
+      this.#emitSafely('sender:state', { ...event, state });
+      if (previous === 'catchup' && state === 'streaming') this.#emitSafely('standby:caught-up', event);
+    });
+    await sender.run();
+  }
+
+  async #sendBaseBackup(session: Session, label: string, maxRate: number): Promise<void> {
+    const { conn, applicationName } = session.info;
+    const abort = new AbortController();
+    session.backup = abort;
+    session.state = 'backup';
+    const event = { applicationName, clientAddress: session.info.peer.remoteAddress ?? null };
+    this.#emitSafely('sender:state', { ...event, state: 'backup' });
+    try {
+      let backup: BaseBackupData;
+      try {
+        backup = await this.#source.baseBackup();
+      } catch (err) {
+        const error = isWalshipError(err, 'BASE_BACKUP_FAILED')
+          ? err
+          : new WalshipError('BASE_BACKUP_FAILED', `could not take a base backup: ${(err as Error).message}`, { cause: err });
+        conn.fail(error);
+        throw error;
+      }
+      conn.send({ kind: 'baseBackupBegin', startLsn: backup.lsn, timeline: backup.timeline, label, totalBytes: backup.size });
+      const hash = createHash('sha256');
+      const began = Date.now();
+      let offset = 0;
+      for await (const piece of backup.data instanceof Uint8Array ? [backup.data] : backup.data) {
+        for (let at = 0; at < piece.length; at += BACKUP_CHUNK_BYTES) {
+          if (abort.signal.aborted || conn.failure !== null) throw conn.failure ?? new WalshipError('ABORTED', 'the base backup was cancelled by shutdown');
+          const data = piece.subarray(at, Math.min(piece.length, at + BACKUP_CHUNK_BYTES));
+          hash.update(data);
+          const fits = conn.send(baseBackupChunk(offset, data));
+          offset += data.length;
+          if (!fits) await conn.drained();
+          if (maxRate > 0) {
+            const due = began + (offset / maxRate) * 1000;
+            if (due > Date.now()) await sleep(due - Date.now());
+          }
+        }
+      }
+      if (backup.size !== null && backup.size !== offset) {
+        const error = new WalshipError('BASE_BACKUP_FAILED', `the snapshot announced ${backup.size} bytes but yielded ${offset}`);
+        conn.fail(error);
+        throw error;
+      }
+      conn.send({ kind: 'baseBackupEnd', totalBytes: offset, sha256: hash.digest(), endLsn: backup.lsn });
+    } finally {
+      session.backup = null;
+      session.state = 'startup';
+    }
+  }
+
+  #emitSafely<E extends keyof WalServiceEvents>(event: E, payload: Parameters<WalServiceEvents[E]>[0]): void {
+    try {
+      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
+    } catch (err) {
+      this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
+    }
+  }
+}

@@ -1,0 +1,606 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EventEmitter } from 'eventemitter3';
+import type { Application } from './application.js';
+import { WalshipError, abortError, isWalshipError, type ErrorCode } from './errors.js';
+import { createLogger, type Logger } from './logger.js';
+import { LsnWaiters, type WaitOptions } from './lsn-waiters.js';
+import { assertLsn, formatLsn, type Lsn } from './lsn.js';
+import { readControlFile, writeControlFile, type ControlData } from './node/control-file.js';
+import { checkNodeObjects, checkTransport, nodeStorageSchema, storageOf } from './node/node-options.js';
+import { applyBatch } from './node/replayer.js';
+import { SnapshotStore, type WrittenSnapshot } from './node/snapshot-store.js';
+import { restoreApplication } from './node/starting-point.js';
+import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
+import type { BaseBackupBeginMessage, BaseBackupEndMessage, IdentifySystemResultMessage, ServerMessage } from './protocol/messages.js';
+import type { MessageStream } from './protocol/message-stream.js';
+import { connectReplication } from './protocol/replication-client.js';
+import { WalReceiver } from './replication/wal-receiver.js';
+import type { Storage } from './storage/storage.js';
+import type { Transport } from './transport/transport.js';
+import type { SyncMode } from './wal/wal-log.js';
+import { WalLog } from './wal/wal-log.js';
+
+/** Where and how a standby connects to its primary (PostgreSQL's `primary_conninfo`). */
+export interface StandbyPrimaryOptions {
+  readonly transport: Transport;
+  readonly address: string;
+  readonly user: string;
+  /** Never logged or reported. */
+  readonly password?: string;
+  /** How the primary knows this standby (`application_name`). */
+  readonly applicationName: string;
+  /** A replication slot on the primary to stream from. */
+  readonly slotName?: string;
+  /** `'scram-sha-256'` refuses a primary that does not prove it knows the password. @defaultValue 'scram-sha-256' with a password */
+  readonly requireAuth?: 'scram-sha-256' | 'none';
+  /** Limit for connecting and authenticating. @defaultValue 10 000 */
+  readonly connectTimeoutMs?: number;
+}
+
+/** Options of {@link Standby.open}. Give `dir` or `storage`. */
+export interface StandbyOptions {
+  readonly dir?: string;
+  readonly storage?: Storage;
+  readonly application: Application;
+  readonly primary: StandbyPrimaryOptions;
+  /**
+   * Hot standby: the application may serve reads once the standby is `consistent`.
+   * Warm standby (`false`): it serves nothing until promoted. @defaultValue true
+   */
+  readonly hotStandby?: boolean;
+  /** Report progress to the primary at least this often (`wal_receiver_status_interval`). @defaultValue 10 000 */
+  readonly statusIntervalMs?: number;
+  /** End the connection when the primary has been silent this long (`wal_receiver_timeout`). @defaultValue 60 000 */
+  readonly walReceiverTimeoutMs?: number;
+  /** First wait before reconnecting; doubles after each failure. @defaultValue 100 */
+  readonly retryMinDelayMs?: number;
+  /** Longest wait between reconnects (`wal_retrieve_retry_interval`). @defaultValue 5 000 */
+  readonly retryMaxDelayMs?: number;
+  readonly sync?: SyncMode;
+  readonly recycleSegments?: number;
+  readonly logPrefix?: string;
+}
+
+/** Defaults of {@link StandbyOptions}. */
+export const STANDBY_DEFAULTS = Object.freeze({
+  hotStandby: true,
+  statusIntervalMs: 10_000,
+  walReceiverTimeoutMs: 60_000,
+  retryMinDelayMs: 100,
+  retryMaxDelayMs: 5_000,
+});
+
+/** JSON schema of {@link StandbyOptions} (objects with methods are checked separately). */
+export const standbyOptionsSchema = Object.freeze({
+  type: 'object',
+  additionalProperties: false,
+  required: ['application', 'primary'],
+  properties: {
+    dir: nodeStorageSchema.dir,
+    storage: nodeStorageSchema.storage,
+    application: nodeStorageSchema.application,
+    sync: nodeStorageSchema.sync,
+    recycleSegments: nodeStorageSchema.recycleSegments,
+    logPrefix: nodeStorageSchema.logPrefix,
+    primary: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['transport', 'address', 'user', 'applicationName'],
+      properties: {
+        transport: {},
+        address: { type: 'string', minLength: 1 },
+        user: { type: 'string', minLength: 1, maxLength: 255 },
+        password: { type: 'string', minLength: 1 },
+        applicationName: { type: 'string', maxLength: 255 },
+        slotName: { type: 'string', pattern: '^[a-z0-9_]{1,63}$' },
+        requireAuth: { enum: ['scram-sha-256', 'none'] },
+        connectTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
+      },
+    },
+    hotStandby: { type: 'boolean' },
+    statusIntervalMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
+    walReceiverTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
+    retryMinDelayMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
+    retryMaxDelayMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
+  },
+});
+
+const validateOptions: OptionsValidator<StandbyOptions> = compileOptions('Standby', standbyOptionsSchema);
+
+/**
+ * What the standby is doing: `connecting` to the primary, receiving a `base-backup`,
+ * `streaming`, `disconnected` (waiting to reconnect), `failed` (stopped by an error that
+ * retrying cannot fix; see {@link Standby.failure}), or `closed`.
+ */
+export type StandbyState = 'connecting' | 'base-backup' | 'streaming' | 'disconnected' | 'failed' | 'closed';
+
+/** Payload of `base-backup:progress`. */
+export interface BaseBackupProgressEvent {
+  readonly receivedBytes: number;
+  /** The snapshot's size, when the primary knows it. */
+  readonly totalBytes: number | null;
+}
+
+/** Events of a {@link Standby}. */
+export interface StandbyEvents {
+  'state:change': (event: { readonly state: StandbyState }) => void;
+  /** Connected and authenticated to the primary. */
+  'primary:connected': (event: { readonly address: string; readonly systemId: string }) => void;
+  /** The connection ended; the standby reconnects unless the error is fatal. */
+  'primary:disconnected': (event: { readonly error: WalshipError | null; readonly retryInMs: number | null }) => void;
+  /** The standby has received everything the primary had flushed when it last said so. */
+  'wal:caught-up': (event: { readonly receiveLsn: Lsn }) => void;
+  /** Replay reached a consistent point: a hot standby's application may serve reads. */
+  consistent: (event: { readonly lsn: Lsn }) => void;
+  'base-backup:progress': (event: BaseBackupProgressEvent) => void;
+  'base-backup:done': (event: { readonly lsn: Lsn; readonly size: number }) => void;
+  /** The application's `apply` threw: replay stopped; the batch is retried when the standby is reopened. */
+  'apply:error': (event: { readonly error: WalshipError }) => void;
+  /** The standby stopped for good (`state` is `failed`). */
+  'standby:failed': (event: { readonly error: WalshipError }) => void;
+}
+
+/** Errors that retrying the connection cannot fix: the standby stops with them. */
+const FATAL: readonly ErrorCode[] = ['SYSTEM_ID_MISMATCH', 'WAL_FORMAT', 'BASE_BACKUP_REQUIRED', 'WAL_REMOVED', 'WAL_CORRUPT', 'WAL_SYNC_FAILED', 'APPLY_FAILED', 'READ_ONLY', 'INVALID_OPTIONS'];
+
+/**
+ * A read-only follower. It receives the primary's WAL into its own log (written and fsynced
+ * byte for byte), applies the batches through the application in LSN order, exactly once,
+ * and reports its progress. It reconnects by itself after any disconnect and resumes where
+ * its log ends. Opened on an empty directory, it first bootstraps from the primary: a base
+ * backup when the application can `restore()`, else the whole WAL from its beginning.
+ */
+export class Standby extends EventEmitter<StandbyEvents> {
+  readonly #storage: Storage;
+  readonly #app: Application;
+  readonly #options: StandbyOptions & typeof STANDBY_DEFAULTS;
+  readonly #snapshots: SnapshotStore;
+  readonly #debug: Logger;
+  readonly #abort = new AbortController();
+  readonly #replayed = new LsnWaiters(0);
+  #control: ControlData | null = null;
+  #log: WalLog | null = null;
+  #state: StandbyState = 'connecting';
+  #failure: WalshipError | null = null;
+  #consistent = false;
+  #lastReplayTimestamp: Date | null = null;
+  #receiver: WalReceiver | null = null;
+  #conn: MessageStream<'client'> | null = null;
+  #applying: Promise<void> | null = null;
+  #pause: Promise<void> | null = null;
+  #replaying: Promise<void> | null = null;
+  #running: Promise<void> | null = null;
+  #closing: Promise<void> | null = null;
+
+  private constructor(storage: Storage, options: StandbyOptions & typeof STANDBY_DEFAULTS) {
+    super();
+    this.#storage = storage;
+    this.#app = options.application;
+    this.#options = options;
+    this.#snapshots = new SnapshotStore(storage);
+    this.#debug = createLogger('standby', options.logPrefix);
+  }
+
+  /**
+   * Opens a standby. A directory that already holds a standby opens at once: its application
+   * is brought back to its last state and replay of the local WAL starts. An empty one
+   * bootstraps from the primary in the background (watch `state`, `base-backup:*` and
+   * `consistent`). Either way the standby then streams from its primary, reconnecting with
+   * capped exponential back-off.
+   */
+  static async open(options: StandbyOptions): Promise<Standby> {
+    validateOptions(options);
+    checkNodeObjects('Standby', options);
+    checkTransport('Standby.primary.transport', options.primary.transport);
+    const settings = withDefaults(STANDBY_DEFAULTS, options);
+    if (settings.retryMinDelayMs > settings.retryMaxDelayMs) {
+      throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: retryMinDelayMs must not exceed retryMaxDelayMs');
+    }
+    const storage = storageOf(options);
+    await storage.prepare();
+    const standby = new Standby(storage, settings);
+    const control = await readControlFile(storage);
+    if (control !== null) await standby.#openLocal(control);
+    standby.#running = standby.#run();
+    return standby;
+  }
+
+  get state(): StandbyState {
+    return this.#state;
+  }
+
+  /** Why the standby stopped, when `state` is `failed`. */
+  get failure(): WalshipError | null {
+    return this.#failure;
+  }
+
+  /** The cluster's identity, once known. */
+  get systemId(): string | null {
+    return this.#control?.systemId ?? null;
+  }
+
+  /** The timeline being replayed, once known. */
+  get timeline(): number | null {
+    return this.#log?.timeline ?? this.#control?.timeline ?? null;
+  }
+
+  /** The end of the WAL received and flushed (`pg_last_wal_receive_lsn()`). */
+  get receiveLsn(): Lsn | null {
+    return this.#log?.flushedLsn ?? null;
+  }
+
+  /** The end of the last batch replayed (`pg_last_wal_replay_lsn()`). */
+  get replayLsn(): Lsn | null {
+    return this.#log === null ? null : this.#replayed.position;
+  }
+
+  /** When the last batch was replayed (`pg_last_xact_replay_timestamp()` as seen by the standby). */
+  get lastReplayTimestamp(): Date | null {
+    return this.#lastReplayTimestamp;
+  }
+
+  /** Whether replay has reached a consistent point. */
+  get consistent(): boolean {
+    return this.#consistent;
+  }
+
+  /** Whether the application may serve reads: a hot standby that is consistent. */
+  get readable(): boolean {
+    return this.#options.hotStandby && this.#consistent && this.#state !== 'failed' && this.#state !== 'closed';
+  }
+
+  /**
+   * Read-your-writes: resolves once this standby has replayed everything up to `lsn` (e.g. the
+   * `lsn` a commit on the primary returned). Only on a hot standby (`HOT_STANDBY_OFF`).
+   */
+  waitForReplay(lsn: Lsn, options: WaitOptions = {}): Promise<void> {
+    assertLsn(lsn);
+    if (!this.#options.hotStandby) {
+      return Promise.reject(new WalshipError('HOT_STANDBY_OFF', 'this is a warm standby (hotStandby: false); it serves nothing until promoted'));
+    }
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+    return this.#replayed.wait(lsn, options);
+  }
+
+  /** A standby is read-only: every commit is refused with `READ_ONLY`. */
+  commit(_entries?: unknown, _options?: unknown): Promise<never> {
+    return Promise.reject(new WalshipError('READ_ONLY', 'cannot commit on a standby: it only replays WAL from its primary (promote it to write)'));
+  }
+
+  /**
+   * A restartpoint: records how far the application's state is durable so that a restart
+   * replays only what follows, and older local WAL can go. With `lsn`, the application
+   * states its own state is durable up to there; without, walship stores its `snapshot()`.
+   */
+  async checkpoint(lsn?: Lsn): Promise<{ lsn: Lsn; snapshot: boolean }> {
+    const log = this.#log;
+    const control = this.#control;
+    if (log === null || control === null) throw new WalshipError('INVALID_ARGUMENT', 'the standby has not bootstrapped yet');
+    let checkpoint: { lsn: Lsn; snapshot: boolean };
+    if (lsn !== undefined) {
+      assertLsn(lsn);
+      if (lsn > this.#replayed.position) {
+        throw new WalshipError('INVALID_ARGUMENT', `cannot checkpoint at ${formatLsn(lsn)}: replay has reached only ${formatLsn(this.#replayed.position)}`);
+      }
+      checkpoint = { lsn, snapshot: false };
+    } else {
+      const snapshot = this.#app.snapshot;
+      if (snapshot === undefined) throw new WalshipError('INVALID_ARGUMENT', 'checkpoint() without an lsn takes a snapshot, and the application has no snapshot() hook');
+      while (this.#pause !== null) await this.#pause;
+      let resume!: () => void;
+      this.#pause = new Promise((resolve) => (resume = resolve));
+      try {
+        await this.#applying?.catch(() => undefined);
+        const at = this.#replayed.position;
+        const data = await snapshot.call(this.#app);
+        await this.#snapshots.write(at, log.timeline, data);
+        checkpoint = { lsn: at, snapshot: true };
+      } finally {
+        this.#pause = null;
+        resume();
+      }
+    }
+    if (control.checkpoint !== null && control.checkpoint.lsn > checkpoint.lsn) return control.checkpoint;
+    this.#control = { ...control, checkpoint };
+    await writeControlFile(this.#storage, this.#control);
+    if (checkpoint.snapshot) await this.#snapshots.removeOlderThan(checkpoint.lsn).catch(() => undefined);
+    await log.removeSegmentsBefore(checkpoint.lsn);
+    return checkpoint;
+  }
+
+  /** Stops streaming and replay, and closes the local WAL. Leaves no timer or socket behind. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#abort.abort();
+      this.#conn?.destroy();
+      await this.#receiver?.stop().catch(() => undefined);
+      await this.#running?.catch(() => undefined);
+      await this.#replaying?.catch(() => undefined);
+      await this.#log?.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
+      this.#replayed.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+      this.#state = 'closed';
+      this.#emitSafely('state:change', { state: 'closed' });
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Local state
+
+  /** Opens the local WAL, brings the application to its last state and starts replay. */
+  async #openLocal(control: ControlData): Promise<void> {
+    const o = this.#options;
+    const log = await WalLog.open({
+      storage: this.#storage,
+      role: 'replica',
+      segmentSize: control.segmentSize,
+      timeline: control.timeline,
+      ...(control.checkpoint === null ? {} : { startLsn: control.checkpoint.lsn }),
+      ...(o.sync === undefined ? {} : { sync: o.sync }),
+      ...(o.recycleSegments === undefined ? {} : { recycleSegments: o.recycleSegments }),
+      ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
+    });
+    let start: Lsn;
+    try {
+      start = await restoreApplication(this.#app, log, control, this.#snapshots);
+    } catch (err) {
+      await log.close().catch(() => undefined);
+      throw err;
+    }
+    log.on('error', ({ error, fatal }) => {
+      if (fatal) this.#fail(error);
+    });
+    this.#control = control;
+    this.#log = log;
+    this.#replayed.advance(start);
+    this.#checkConsistent();
+    this.#replaying = this.#replay(log, start).catch((err: unknown) => {
+      if (this.#abort.signal.aborted) return;
+      const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+      if (error.code === 'APPLY_FAILED') this.#emitSafely('apply:error', { error });
+      this.#fail(error);
+    });
+    this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
+  }
+
+  /** Applies the local WAL from `start`, following it as it grows. */
+  async #replay(log: WalLog, start: Lsn): Promise<void> {
+    for await (const record of log.read(start, { follow: true, signal: this.#abort.signal })) {
+      while (this.#pause !== null) await this.#pause;
+      if (this.#abort.signal.aborted) return;
+      this.#applying = applyBatch(this.#app, record.endLsn, record.lsn, record.timeline, record.entries);
+      try {
+        await this.#applying;
+      } finally {
+        this.#applying = null;
+      }
+      this.#lastReplayTimestamp = new Date();
+      this.#replayed.advance(record.endLsn);
+      this.#checkConsistent();
+    }
+  }
+
+  #checkConsistent(): void {
+    const control = this.#control;
+    if (this.#consistent || control === null || this.#replayed.position < control.consistentLsn) return;
+    this.#consistent = true;
+    this.#debug('consistent recovery state reached at %s', formatLsn(this.#replayed.position));
+    if (this.#options.hotStandby) this.#emitSafely('consistent', { lsn: this.#replayed.position });
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The connection loop
+
+  async #run(): Promise<void> {
+    const signal = this.#abort.signal;
+    let delay: number = this.#options.retryMinDelayMs;
+    while (!signal.aborted && this.#failure === null) {
+      let error: WalshipError | null = null;
+      let streamed = false;
+      try {
+        streamed = await this.#session();
+      } catch (err) {
+        error = isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err, transient: true });
+      } finally {
+        this.#conn?.destroy();
+        this.#conn = null;
+        this.#receiver = null;
+      }
+      if (signal.aborted || this.#failure !== null) break;
+      if (error !== null && FATAL.includes(error.code)) {
+        this.#emitSafely('primary:disconnected', { error, retryInMs: null });
+        this.#fail(error);
+        break;
+      }
+      if (streamed) delay = this.#options.retryMinDelayMs;
+      this.#setState('disconnected');
+      if (error !== null) this.#debug.error('replication connection ended: %s (retrying in %d ms)', error.message, delay);
+      this.#emitSafely('primary:disconnected', { error, retryInMs: delay });
+      await sleep(delay, undefined, { signal }).catch(() => undefined);
+      delay = Math.min(delay * 2, this.#options.retryMaxDelayMs);
+    }
+  }
+
+  /** One connection: identify, bootstrap if needed, stream. Resolves true if WAL arrived. */
+  async #session(): Promise<boolean> {
+    const o = this.#options;
+    const signal = this.#abort.signal;
+    this.#setState('connecting');
+    const p = o.primary;
+    const timeout = AbortSignal.timeout(p.connectTimeoutMs ?? 10_000);
+    const conn = await connectReplication({
+      transport: p.transport,
+      address: p.address,
+      user: p.user,
+      applicationName: p.applicationName,
+      handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
+      signal: AbortSignal.any([signal, timeout]),
+      ...(p.password === undefined ? {} : { password: p.password }),
+      ...(p.requireAuth === undefined ? {} : { requireAuth: p.requireAuth }),
+    });
+    this.#conn = conn;
+    if (signal.aborted) throw abortError(signal);
+    const identity = await this.#identify(conn);
+    this.#emitSafely('primary:connected', { address: p.address, systemId: identity.systemId });
+    if (this.#control === null) await this.#bootstrap(conn, identity);
+    const log = this.#log as WalLog;
+    const receiver = new WalReceiver(conn, log, {
+      statusIntervalMs: o.statusIntervalMs,
+      appliedLsn: () => this.#replayed.position,
+      ...(p.slotName === undefined ? {} : { slotName: p.slotName }),
+      ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
+    });
+    this.#receiver = receiver;
+    let streamed = false;
+    let caughtUp = false;
+    receiver.on('wal:flushed', ({ flushLsn }) => {
+      streamed = true;
+      if (!caughtUp && flushLsn >= identity.flushLsn) {
+        caughtUp = true;
+        this.#emitSafely('wal:caught-up', { receiveLsn: flushLsn });
+      }
+    });
+    this.#setState('streaming');
+    if (log.flushedLsn >= identity.flushLsn) {
+      caughtUp = true;
+      this.#emitSafely('wal:caught-up', { receiveLsn: log.flushedLsn });
+    }
+    try {
+      await receiver.run();
+    } catch (err) {
+      // A new standby without a restore hook asked for WAL the primary no longer has.
+      if (isWalshipError(err, 'WAL_REMOVED') && this.#control?.checkpoint === null && log.flushedLsn <= log.oldestLsn) {
+        throw new WalshipError('BASE_BACKUP_REQUIRED', `the primary no longer has its WAL from the beginning (${err.message}); this standby's application has no restore() hook, so it cannot start from a base backup`);
+      }
+      throw err;
+    }
+    return streamed;
+  }
+
+  /** IDENTIFY_SYSTEM: the primary must belong to this standby's cluster. */
+  async #identify(conn: MessageStream<'client'>): Promise<IdentifySystemResultMessage> {
+    conn.send({ kind: 'identifySystem' });
+    const result = await this.#expect(conn, 'identifySystemResult');
+    await this.#expect(conn, 'readyForCommand');
+    const control = this.#control;
+    if (control !== null) {
+      if (result.systemId !== control.systemId) {
+        throw new WalshipError(
+          'SYSTEM_ID_MISMATCH',
+          `database system identifier differs between the primary and standby: the primary's is ${result.systemId}, the standby's is ${control.systemId}`,
+        );
+      }
+      if (result.segmentSize !== control.segmentSize) {
+        throw new WalshipError('WAL_FORMAT', `the primary's WAL segment size is ${result.segmentSize} bytes, this standby's is ${control.segmentSize}`);
+      }
+    }
+    return result;
+  }
+
+  /** A new standby: a base backup when the application can restore one, else the WAL from its start. */
+  async #bootstrap(conn: MessageStream<'client'>, identity: IdentifySystemResultMessage): Promise<void> {
+    const lock = await this.#storage.lock();
+    let control: ControlData;
+    try {
+      if (this.#app.restore !== undefined) {
+        control = await this.#receiveBaseBackup(conn, identity);
+      } else {
+        control = { systemId: identity.systemId, segmentSize: identity.segmentSize, timeline: identity.timeline, checkpoint: null, consistentLsn: 0 };
+      }
+      await writeControlFile(this.#storage, control);
+    } finally {
+      await lock.release();
+    }
+    await this.#openLocal(control);
+  }
+
+  /**
+   * Receives the primary's snapshot into a local snapshot file, checking each chunk's CRC,
+   * the offsets, the size and the SHA-256. Only a complete, verified snapshot is renamed
+   * into place, so an interrupted backup leaves nothing behind and simply starts over.
+   */
+  async #receiveBaseBackup(conn: MessageStream<'client'>, identity: IdentifySystemResultMessage): Promise<ControlData> {
+    this.#setState('base-backup');
+    conn.send({ kind: 'baseBackup', label: `walship standby ${this.#options.primary.applicationName}`.slice(0, 255), maxRate: 0 });
+    const begin: BaseBackupBeginMessage = await this.#expect(conn, 'baseBackupBegin');
+    let end: BaseBackupEndMessage | null = null;
+    const emit = (receivedBytes: number): void => this.#emitSafely('base-backup:progress', { receivedBytes, totalBytes: begin.totalBytes });
+    const chunks = async function* (this: Standby): AsyncGenerator<Uint8Array> {
+      let offset = 0;
+      for (;;) {
+        const message = await this.#next(conn);
+        if (message.kind === 'baseBackupEnd') {
+          end = message;
+          return;
+        }
+        if (message.kind !== 'baseBackupChunk') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message during a base backup`);
+        if (message.offset !== offset) throw new WalshipError('BASE_BACKUP_FAILED', `base backup chunk at offset ${message.offset}; expected ${offset}`);
+        offset += message.data.length;
+        yield message.data;
+        emit(offset);
+      }
+    }.call(this);
+    const verify = (written: WrittenSnapshot): void => {
+      const last = end as BaseBackupEndMessage | null;
+      if (last === null) throw new WalshipError('BASE_BACKUP_FAILED', 'the base backup ended without its final message');
+      if (last.totalBytes !== written.size || !written.sha256.equals(last.sha256)) {
+        throw new WalshipError('BASE_BACKUP_FAILED', `the base backup does not match its checksum (${written.size} bytes received, ${last.totalBytes} announced)`);
+      }
+    };
+    const written = await this.#snapshots.write(begin.startLsn, begin.timeline, chunks, { signal: this.#abort.signal, verify });
+    await this.#expect(conn, 'readyForCommand');
+    const endLsn = (end as BaseBackupEndMessage | null)?.endLsn ?? begin.startLsn;
+    this.#emitSafely('base-backup:done', { lsn: begin.startLsn, size: written.size });
+    this.#debug('base backup of %d bytes at %s received', written.size, formatLsn(begin.startLsn));
+    return {
+      systemId: identity.systemId,
+      segmentSize: identity.segmentSize,
+      timeline: begin.timeline,
+      checkpoint: { lsn: begin.startLsn, snapshot: true },
+      consistentLsn: endLsn,
+    };
+  }
+
+  async #next(conn: MessageStream<'client'>): Promise<ServerMessage> {
+    const message = await conn.next({ signal: this.#abort.signal, timeoutMs: this.#options.walReceiverTimeoutMs });
+    if (message === null) throw new WalshipError('CONNECTION_FAILED', 'the primary closed the connection', { transient: true });
+    if (message.kind === 'error') throw new WalshipError(message.code, `the primary reported: ${message.message}`);
+    return message;
+  }
+
+  async #expect<K extends ServerMessage['kind']>(conn: MessageStream<'client'>, kind: K): Promise<Extract<ServerMessage, { kind: K }>> {
+    const message = await this.#next(conn);
+    if (message.kind !== kind) throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message; expected ${kind}`);
+    return message as Extract<ServerMessage, { kind: K }>;
+  }
+
+  #fail(error: WalshipError): void {
+    if (this.#failure !== null || this.#closing !== null) return;
+    this.#failure = error;
+    this.#debug.error('standby stopped: %s', error.message);
+    this.#abort.abort();
+    this.#conn?.destroy();
+    this.#replayed.fail(error);
+    this.#setState('failed');
+    this.#emitSafely('standby:failed', { error });
+  }
+
+  #setState(state: StandbyState): void {
+    if (this.#state === state || this.#state === 'failed' || this.#state === 'closed') return;
+    this.#state = state;
+    this.#emitSafely('state:change', { state });
+  }
+
+  #emitSafely<E extends keyof StandbyEvents>(event: E, payload: Parameters<StandbyEvents[E]>[0]): void {
+    try {
+      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
+    } catch (err) {
+      this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
+    }
+  }
+}

@@ -1,0 +1,53 @@
+import type { Application, CommittedBatch, Lsn, Snapshot, SnapshotData } from '../../src/index.js';
+
+/** One applied batch, reduced to what tests compare: its position and its entries as hex. */
+export interface AppliedBatch {
+  readonly lsn: Lsn;
+  readonly entries: readonly string[];
+}
+
+/**
+ * An in-memory state machine that records every batch it applies, in order. Its snapshot
+ * is the list itself (JSON), so a standby restored from one carries the primary's history
+ * and the whole applied sequence can be compared across nodes.
+ */
+export class RecordingApp implements Application {
+  applied: AppliedBatch[] = [];
+  restores = 0;
+  /** Makes `apply` throw for the batch at this position (once it is reached). */
+  failAt: Lsn | null = null;
+
+  apply(batch: CommittedBatch): void {
+    if (this.failAt !== null && batch.lsn >= this.failAt) throw new Error(`refusing the batch at ${batch.lsn}`);
+    const last = this.applied.at(-1);
+    if (last !== undefined && batch.lsn <= last.lsn) throw new Error(`batch ${batch.lsn} applied out of order after ${last.lsn}`);
+    this.applied.push({ lsn: batch.lsn, entries: batch.entries.map((e) => Buffer.from(e.data).toString('hex')) });
+  }
+
+  async snapshot(): Promise<SnapshotData> {
+    return Buffer.from(JSON.stringify(this.applied));
+  }
+
+  async restore(snapshot: Snapshot): Promise<void> {
+    this.applied = JSON.parse((await snapshot.bytes()).toString()) as AppliedBatch[];
+    this.restores++;
+  }
+
+  get lastLsn(): Lsn | null {
+    return this.applied.at(-1)?.lsn ?? null;
+  }
+}
+
+/** The same, without snapshot hooks: it can only replay the WAL from its beginning. */
+export class PlainApp implements Application {
+  applied: AppliedBatch[] = [];
+
+  apply(batch: CommittedBatch): void {
+    this.applied.push({ lsn: batch.lsn, entries: batch.entries.map((e) => Buffer.from(e.data).toString('hex')) });
+  }
+}
+
+/** Waits (polling, no deadline of its own) until `condition` holds. */
+export async function until(condition: () => boolean, pollMs = 5): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, pollMs));
+}
