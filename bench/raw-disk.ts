@@ -105,3 +105,42 @@ async function writeFully(handle: FileHandle, data: Buffer, position: number): P
     done += bytesWritten;
   }
 }
+
+/**
+ * The disk's streaming limit for a standby: `totalBytes` written sequentially into a new
+ * file in `chunkSize` writes with a datasync every `syncEvery` bytes (and at the end), the
+ * way a standby writes and flushes received WAL.
+ */
+export async function measureRawSequentialSync(options: {
+  file: string;
+  totalBytes: number;
+  chunkSize: number;
+  syncEvery: number;
+}): Promise<RunResult> {
+  const { file, totalBytes, chunkSize, syncEvery } = options;
+  const handle = await fs.open(file, 'w');
+  const data = Buffer.alloc(chunkSize, 0x5a);
+  let syncs = 0;
+  const start = performance.now();
+  try {
+    for (let done = 0; done < totalBytes; ) {
+      await writeFully(handle, data, done);
+      done += chunkSize;
+      if (done % syncEvery === 0 || done >= totalBytes) {
+        await handle.datasync();
+        syncs++;
+      }
+    }
+  } finally {
+    await handle.close();
+    await fs.rm(file, { force: true });
+  }
+  const seconds = (performance.now() - start) / 1000;
+  return {
+    opsPerSec: totalBytes / chunkSize / seconds,
+    bytesPerSec: totalBytes / seconds,
+    p50Us: Number.NaN,
+    p99Us: Number.NaN,
+    syncsPerSec: syncs / seconds,
+  };
+}

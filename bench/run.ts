@@ -15,12 +15,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { describeEnvironment } from './environment.js';
-import { PREALLOCATED_SIZE, createZeroFilled, measureRawBufferedWrite, measureRawSync } from './raw-disk.js';
+import { PREALLOCATED_SIZE, createZeroFilled, measureRawBufferedWrite, measureRawSequentialSync, measureRawSync } from './raw-disk.js';
 import { median, pairedRatios, summarize, type CaseSummary, type RunResult } from './stats.js';
 import { BENCH_RECYCLE_SEGMENTS, openSteadyLog, restock } from './steady-log.js';
 import { formatCompact, formatInt, formatMBps, formatRatio, formatTable, type Row } from './table.js';
 import { YIELD_EVERY, measureAppends, measureCommits } from './wal-cases.js';
 import { createTlsFixtures } from '../test/transport/tls-fixtures.js';
+import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, replicationThroughput, type CatchUpResult } from './replication-cases.js';
 import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';
 
 interface Settings {
@@ -37,6 +38,11 @@ interface Settings {
   readonly transportBytes: number;
   readonly transportRuns: number;
   readonly roundTripMs: number;
+  /** Replication: bytes of rows per throughput run, WAL a stopped standby falls behind, latency run length, runs. */
+  readonly replicationBytes: number;
+  readonly catchUpBytes: number;
+  readonly latencyMs: number;
+  readonly replicationRuns: number;
   readonly verbose: boolean;
 }
 
@@ -51,6 +57,10 @@ const FULL = {
   transportBytes: 1024 * 1024 * 1024,
   transportRuns: 5,
   roundTripMs: 2000,
+  replicationBytes: 512 * 1024 * 1024,
+  catchUpBytes: 1024 * 1024 * 1024,
+  latencyMs: 5000,
+  replicationRuns: 3,
 } as const;
 
 const QUICK = {
@@ -64,6 +74,10 @@ const QUICK = {
   transportBytes: 256 * 1024 * 1024,
   transportRuns: 3,
   roundTripMs: 500,
+  replicationBytes: 128 * 1024 * 1024,
+  catchUpBytes: 256 * 1024 * 1024,
+  latencyMs: 2000,
+  replicationRuns: 1,
 } as const;
 
 const SMALL = 100;
@@ -83,6 +97,10 @@ const TARGET_APPENDS = 1_000_000;
 const TARGET_GROUP_COMMIT = 30;
 const TARGET_SINGLE_P50 = 1.3;
 const TARGET_TRANSPORT = 0.85;
+const TARGET_CATCH_UP = 700e6;
+/** PostgreSQL 15 on this machine (issue #4): a standby stopped while ~1 GB of WAL (1 KB rows) accumulated. */
+const PG_CATCH_UP = { overall: 350e6, receive: 730e6, replay: 360e6 };
+const LATENCY_RATE = 1000;
 
 const HEADERS: Row = ['case', 'ops/s', 'MB/s', 'p50 µs', 'p99 µs', 'vs limit'];
 
@@ -444,6 +462,98 @@ function printTransportSection(results: TransportResults, settings: Settings): v
   );
 }
 
+// ---- 5. replication ----
+
+interface ReplicationResults {
+  readonly rawSocket: CaseSummary;
+  readonly rawDisk: CaseSummary;
+  readonly rawSync: CaseSummary;
+  readonly toOne: CaseSummary;
+  readonly toThree: CaseSummary;
+  readonly catchUps: readonly CatchUpResult[];
+  readonly latency: CaseSummary;
+}
+
+async function replicationSection(base: string, settings: Settings): Promise<ReplicationResults> {
+  const raw = { socket: [] as RunResult[], disk: [] as RunResult[], sync: [] as RunResult[] };
+  const runs = { one: [] as RunResult[], three: [] as RunResult[], latency: [] as RunResult[] };
+  const catchUps: CatchUpResult[] = [];
+  progress('replication: warm-up');
+  await replicationThroughput(base, 1, Math.min(settings.replicationBytes, 64 * 1024 * 1024));
+  for (let run = 1; run <= settings.replicationRuns; run++) {
+    const label = `run ${run}/${settings.replicationRuns}`;
+    progress(`replication: raw limits, ${label}`);
+    raw.socket.push(await rawThroughput(settings.replicationBytes));
+    raw.disk.push(await measureRawSequentialSync({ file: path.join(base, 'raw-sequential'), totalBytes: settings.replicationBytes, chunkSize: 1024 * 1024, syncEvery: 8 * 1024 * 1024 }));
+    raw.sync.push(await measureRawSync({ file: path.join(base, 'raw-sync'), writeSize: RAW_SYNC_WRITE, durationMs: 1000 }));
+    await fs.rm(path.join(base, 'raw-sync'), { force: true });
+    progress(`replication: → 1 standby, ${label}`);
+    runs.one.push(await replicationThroughput(base, 1, settings.replicationBytes));
+    progress(`replication: → 3 standbys, ${label}`);
+    runs.three.push(await replicationThroughput(base, 3, settings.replicationBytes));
+    progress(`replication: catch-up of a standby ${settings.catchUpBytes / 2 ** 20} MiB behind, ${label}`);
+    catchUps.push(await catchUp(base, settings.catchUpBytes));
+    progress(`replication: apply latency at ${LATENCY_RATE} commits/s, ${label}`);
+    runs.latency.push(await applyLatency(base, LATENCY_RATE, settings.latencyMs));
+  }
+  return {
+    rawSocket: summarize(raw.socket),
+    rawDisk: summarize(raw.disk),
+    rawSync: summarize(raw.sync),
+    toOne: summarize(runs.one),
+    toThree: summarize(runs.three),
+    catchUps,
+    latency: summarize(runs.latency),
+  };
+}
+
+function medianCatchUp(results: ReplicationResults, key: 'receiveBytesPerSec' | 'replayBytesPerSec'): number {
+  return median(results.catchUps.map((c) => c[key]));
+}
+
+function printReplicationSection(results: ReplicationResults, settings: Settings): void {
+  const socket = results.rawSocket.median.bytesPerSec;
+  const disk = results.rawDisk.median.bytesPerSec;
+  const vsLimits = (r: RunResult): string => `${formatRatio(r.bytesPerSec / Math.min(socket, disk))} of min(socket, disk)`;
+  const catchRow = (label: string, bps: number): Row => [label, '', formatMBps(bps), '', '', `${formatRatio(bps / disk)} disk, PG ${formatMBps(label.includes('receive') ? PG_CATCH_UP.receive : PG_CATCH_UP.overall)}`];
+  const batch = `${ROWS_PER_BATCH} × ${ROW_BYTES / 1024} KiB rows`;
+  console.log(`
+5. Replication — Primary → standbys in a second process over TcpTransport (loopback), fdatasync on both sides, asynchronous`);
+  console.log(
+    formatTable(HEADERS, [
+      ...rows(`raw: node:net socket, 64 KiB writes`, results.rawSocket, 'limit', settings),
+      ...rows(`raw: 1 MiB writes + fdatasync every 8 MiB`, results.rawDisk, 'limit', settings),
+      ...rows(`raw: ${RAW_SYNC_WRITE / 1024} KiB write + fdatasync`, results.rawSync, 'limit', settings),
+      ...rows(`walship → 1 standby, batches of ${batch}`, results.toOne, vsLimits(results.toOne.median), settings),
+      ...rows(`walship → 3 standbys, batches of ${batch}`, results.toThree, vsLimits(results.toThree.median), settings),
+      catchRow(`catch-up ${settings.catchUpBytes / 2 ** 20} MiB behind: received`, medianCatchUp(results, 'receiveBytesPerSec')),
+      catchRow(`catch-up ${settings.catchUpBytes / 2 ** 20} MiB behind: replayed`, medianCatchUp(results, 'replayBytesPerSec')),
+      ...rows(`apply latency at ${LATENCY_RATE} commits/s (commit → standby apply)`, results.latency, `p50 ${formatRatio(results.latency.median.p50Us / results.rawSync.median.p50Us, 1)}× raw fdatasync`, settings),
+    ]),
+  );
+  console.log(
+    [
+      `   Throughput: 64 committers on the primary (synchronousCommit 'local'), timed until every standby has applied the last batch.`,
+      `   Catch-up: a bootstrapped standby is stopped, the primary commits ${settings.catchUpBytes / 2 ** 20} MiB of rows, the standby restarts; MB/s of WAL`,
+      `   until it has received (flushed) and replayed the primary's end. PostgreSQL 15 here: ${formatMBps(PG_CATCH_UP.overall)} overall (receive ${formatMBps(PG_CATCH_UP.receive)}, replay ${formatMBps(PG_CATCH_UP.replay)}).`,
+      `   Latency: each batch carries its commit time; the standby's application records when it applied it. The path holds two`,
+      `   fdatasyncs (primary, standby), so one raw fdatasync p50 (${formatInt(results.rawSync.median.p50Us)} µs) is not reachable; it is the unit, not the limit.`,
+      `   catch-up per run (received / replayed MB/s): ${results.catchUps.map((c) => `${formatMBps(c.receiveBytesPerSec)} / ${formatMBps(c.replayBytesPerSec)}`).join(', ')}`,
+    ].join('\n'),
+  );
+}
+
+function replicationTargets(results: ReplicationResults): Target[] {
+  const replay = medianCatchUp(results, 'replayBytesPerSec');
+  return [
+    {
+      description: `catch-up of a standby behind by a lot of WAL ≥ ${formatMBps(TARGET_CATCH_UP)} MB/s until replayed, fdatasync on`,
+      met: replay >= TARGET_CATCH_UP,
+      measured: `${formatMBps(replay)} MB/s replayed, ${formatMBps(medianCatchUp(results, 'receiveBytesPerSec'))} MB/s received (PostgreSQL 15: ${formatMBps(PG_CATCH_UP.overall)} / ${formatMBps(PG_CATCH_UP.receive)})`,
+    },
+  ];
+}
+
 // ---- summary ----
 
 interface Target {
@@ -520,15 +630,19 @@ async function main(): Promise<void> {
     const appends = await appendSection(base, settings);
     const commits = await commitSection(base, settings);
     const transports = await transportSection(settings);
+    const replication = await replicationSection(base, settings);
     clearProgress();
     printAppendSection(appends, settings);
     printCommitSections(commits, settings);
     printTransportSection(transports, settings);
+    printReplicationSection(replication, settings);
 
     console.log('\nTargets (issue #2)');
     for (const t of targets(appends, commits)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
     console.log('\nTargets (issue #3)');
     for (const t of transportTargets(transports)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
+    console.log('\nTargets (issue #4)');
+    for (const t of replicationTargets(replication)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
     console.log(`\nfinished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     clearProgress();

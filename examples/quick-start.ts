@@ -1,19 +1,19 @@
-import { WalLog, formatLsn } from '../src/index.js';
+import { Primary, Standby, TcpTransport, formatLsn, type CommittedBatch } from '../src/index.js';
 
-// A segmented, checksummed write-ahead log in ./data/wal (created if missing).
-const log = await WalLog.open({ dir: './data/wal' });
+// The application: a state machine fed committed batches in LSN order, exactly once, on every node.
+const app = (node: string) => ({
+  apply: ({ lsn, entries }: CommittedBatch) => console.log(node, formatLsn(lsn), entries.map((e) => Buffer.from(e.data).toString()).join(' ')),
+  snapshot: async () => Buffer.alloc(0), // a standby on an empty directory bootstraps from this
+  restore: async () => {},
+});
+const auth = { users: { repl: { password: 's3cret-pw' } }, rules: [{ user: 'repl', address: '127.0.0.1/32', method: 'scram-sha-256' as const }] };
+const primary = await Primary.open({ dir: './data/a', application: app('primary'), listen: { transport: new TcpTransport(), address: '127.0.0.1:0' }, auth });
+const standby = await Standby.open({ dir: './data/b', application: app('standby'),
+  primary: { transport: new TcpTransport(), address: primary.address!, user: 'repl', password: 's3cret-pw', applicationName: 's1' } });
+await standby.waitForConsistent(); // bootstrapped (base backup) and ready to serve reads
 
-// append() assigns each record's LSN at once; committers waiting together share one fdatasync.
-const commits = ['alice', 'bob', 'carol'].map((name) =>
-  log.append({ data: Buffer.from(`hello ${name}`), channel: 'greetings' }),
-);
-await Promise.all(commits.map(({ endLsn }) => log.waitForFlush(endLsn)));
-console.log(`durable up to ${formatLsn(log.flushedLsn)}`);
-
-// Read every record back, in order, from the oldest segment on disk.
-for await (const record of log.read(log.oldestLsn)) {
-  for (const entry of record.entries) {
-    console.log(formatLsn(record.lsn), entry.channel, Buffer.from(entry.data).toString());
-  }
-}
-await log.close();
+const { lsn } = await primary.commit([Buffer.from('hello'), Buffer.from('world')]); // durable, applied on the primary
+await standby.waitForReplay(lsn); // read-your-writes: the standby has applied it too
+const [row] = primary.replicationStatus();
+console.log(row?.applicationName, row?.state, formatLsn(standby.replayLsn ?? 0));
+await Promise.all([standby.close(), primary.close()]);

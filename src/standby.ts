@@ -5,7 +5,7 @@ import { WalshipError, abortError, isWalshipError, type ErrorCode } from './erro
 import { createLogger, type Logger } from './logger.js';
 import { LsnWaiters, type WaitOptions } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
-import { readControlFile, writeControlFile, type ControlData } from './node/control-file.js';
+import { readControlFile, removeControlFile, writeControlFile, type ControlData } from './node/control-file.js';
 import { checkNodeObjects, checkTransport, nodeStorageSchema, storageOf } from './node/node-options.js';
 import { applyBatch } from './node/replayer.js';
 import { SnapshotStore, type WrittenSnapshot } from './node/snapshot-store.js';
@@ -15,7 +15,7 @@ import type { BaseBackupBeginMessage, BaseBackupEndMessage, IdentifySystemResult
 import type { MessageStream } from './protocol/message-stream.js';
 import { connectReplication } from './protocol/replication-client.js';
 import { WalReceiver } from './replication/wal-receiver.js';
-import type { Storage } from './storage/storage.js';
+import type { Storage, StorageLock } from './storage/storage.js';
 import type { Transport } from './transport/transport.js';
 import type { SyncMode } from './wal/wal-log.js';
 import { WalLog } from './wal/wal-log.js';
@@ -141,7 +141,7 @@ export interface StandbyEvents {
 }
 
 /** Errors that retrying the connection cannot fix: the standby stops with them. */
-const FATAL: readonly ErrorCode[] = ['SYSTEM_ID_MISMATCH', 'WAL_FORMAT', 'BASE_BACKUP_REQUIRED', 'WAL_REMOVED', 'WAL_CORRUPT', 'WAL_SYNC_FAILED', 'APPLY_FAILED', 'READ_ONLY', 'INVALID_OPTIONS'];
+const FATAL: readonly ErrorCode[] = ['WAL_LOCKED', 'SYSTEM_ID_MISMATCH', 'WAL_FORMAT', 'BASE_BACKUP_REQUIRED', 'WAL_REMOVED', 'WAL_CORRUPT', 'WAL_SYNC_FAILED', 'APPLY_FAILED', 'READ_ONLY', 'INVALID_OPTIONS'];
 
 /**
  * A read-only follower. It receives the primary's WAL into its own log (written and fsynced
@@ -163,6 +163,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
   #state: StandbyState = 'connecting';
   #failure: WalshipError | null = null;
   #consistent = false;
+  /** Position 1 once consistent: waiters for consistency reuse the LSN waiters. */
+  readonly #consistency = new LsnWaiters(0);
   #lastReplayTimestamp: Date | null = null;
   #receiver: WalReceiver | null = null;
   #conn: MessageStream<'client'> | null = null;
@@ -171,6 +173,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
   #replaying: Promise<void> | null = null;
   #running: Promise<void> | null = null;
   #closing: Promise<void> | null = null;
+  /** Whether the current connection got anywhere (WAL arrived, a base backup completed). */
+  #progressed = false;
 
   private constructor(storage: Storage, options: StandbyOptions & typeof STANDBY_DEFAULTS) {
     super();
@@ -197,10 +201,14 @@ export class Standby extends EventEmitter<StandbyEvents> {
       throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: retryMinDelayMs must not exceed retryMaxDelayMs');
     }
     const storage = storageOf(options);
-    await storage.prepare();
+    await storage.prepare().catch((err: unknown) => {
+      throw new WalshipError('WAL_IO', `cannot prepare ${storage.description}: ${(err as Error).message}`, { cause: err });
+    });
     const standby = new Standby(storage, settings);
     const control = await readControlFile(storage);
     if (control !== null) await standby.#openLocal(control);
+    // A new directory another node is using (bootstrapping it, say) is refused now, not in the background.
+    else await releaseLock(storage, await lockStorage(storage));
     standby.#running = standby.#run();
     return standby;
   }
@@ -254,13 +262,31 @@ export class Standby extends EventEmitter<StandbyEvents> {
    * `lsn` a commit on the primary returned). Only on a hot standby (`HOT_STANDBY_OFF`).
    */
   waitForReplay(lsn: Lsn, options: WaitOptions = {}): Promise<void> {
-    assertLsn(lsn);
+    try {
+      assertLsn(lsn);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (!this.#options.hotStandby) {
       return Promise.reject(new WalshipError('HOT_STANDBY_OFF', 'this is a warm standby (hotStandby: false); it serves nothing until promoted'));
     }
     if (this.#failure !== null) return Promise.reject(this.#failure);
     if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
     return this.#replayed.wait(lsn, options);
+  }
+
+  /**
+   * Resolves once the standby is bootstrapped and replay has reached a consistent point, when
+   * a hot standby's application may start serving reads (at once if it already has).
+   * `HOT_STANDBY_OFF` on a warm standby.
+   */
+  waitForConsistent(options: WaitOptions = {}): Promise<void> {
+    if (!this.#options.hotStandby) {
+      return Promise.reject(new WalshipError('HOT_STANDBY_OFF', 'this is a warm standby (hotStandby: false); it serves nothing until promoted'));
+    }
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+    return this.#consistency.wait(1, options);
   }
 
   /** A standby is read-only: every commit is refused with `READ_ONLY`. */
@@ -274,6 +300,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
    * states its own state is durable up to there; without, walship stores its `snapshot()`.
    */
   async checkpoint(lsn?: Lsn): Promise<{ lsn: Lsn; snapshot: boolean }> {
+    if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the standby is closed');
     const log = this.#log;
     const control = this.#control;
     if (log === null || control === null) throw new WalshipError('INVALID_ARGUMENT', 'the standby has not bootstrapped yet');
@@ -319,6 +346,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
       await this.#replaying?.catch(() => undefined);
       await this.#log?.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
       this.#replayed.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+      this.#consistency.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
       this.#state = 'closed';
       this.#emitSafely('state:change', { state: 'closed' });
     })();
@@ -389,6 +417,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     const control = this.#control;
     if (this.#consistent || control === null || this.#replayed.position < control.consistentLsn) return;
     this.#consistent = true;
+    this.#consistency.advance(1);
     this.#debug('consistent recovery state reached at %s', formatLsn(this.#replayed.position));
     if (this.#options.hotStandby) this.#emitSafely('consistent', { lsn: this.#replayed.position });
   }
@@ -401,9 +430,9 @@ export class Standby extends EventEmitter<StandbyEvents> {
     let delay: number = this.#options.retryMinDelayMs;
     while (!signal.aborted && this.#failure === null) {
       let error: WalshipError | null = null;
-      let streamed = false;
+      this.#progressed = false;
       try {
-        streamed = await this.#session();
+        await this.#session();
       } catch (err) {
         error = isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err, transient: true });
       } finally {
@@ -417,7 +446,9 @@ export class Standby extends EventEmitter<StandbyEvents> {
         this.#fail(error);
         break;
       }
-      if (streamed) delay = this.#options.retryMinDelayMs;
+      // Back-off grows over consecutive fruitless attempts only: a connection that carried WAL
+      // and then broke is retried at once (after the shortest delay).
+      if (this.#progressed) delay = this.#options.retryMinDelayMs;
       this.#setState('disconnected');
       if (error !== null) this.#debug.error('replication connection ended: %s (retrying in %d ms)', error.message, delay);
       this.#emitSafely('primary:disconnected', { error, retryInMs: delay });
@@ -426,8 +457,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
     }
   }
 
-  /** One connection: identify, bootstrap if needed, stream. Resolves true if WAL arrived. */
-  async #session(): Promise<boolean> {
+  /** One connection: identify, bootstrap if needed, stream; sets `#progressed` when it gets somewhere. */
+  async #session(): Promise<void> {
     const o = this.#options;
     const signal = this.#abort.signal;
     this.#setState('connecting');
@@ -456,10 +487,9 @@ export class Standby extends EventEmitter<StandbyEvents> {
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
     });
     this.#receiver = receiver;
-    let streamed = false;
     let caughtUp = false;
     receiver.on('wal:flushed', ({ flushLsn }) => {
-      streamed = true;
+      this.#progressed = true;
       if (!caughtUp && flushLsn >= identity.flushLsn) {
         caughtUp = true;
         this.#emitSafely('wal:caught-up', { receiveLsn: flushLsn });
@@ -475,11 +505,14 @@ export class Standby extends EventEmitter<StandbyEvents> {
     } catch (err) {
       // A new standby without a restore hook asked for WAL the primary no longer has.
       if (isWalshipError(err, 'WAL_REMOVED') && this.#control?.checkpoint === null && log.flushedLsn <= log.oldestLsn) {
-        throw new WalshipError('BASE_BACKUP_REQUIRED', `the primary no longer has its WAL from the beginning (${err.message}); this standby's application has no restore() hook, so it cannot start from a base backup`);
+        // Nothing was ever received: undo the bootstrap, so that the directory is new again and
+        // a reopen with a restore() hook (or seeding it with primary.baseBackup()) works.
+        await removeControlFile(this.#storage).catch((e: unknown) => this.#debug.error('undoing the bootstrap: %s', (e as Error).message));
+        const why = this.#app.restore === undefined ? "this standby's application has no restore() hook, so it cannot start from a base backup" : 'reopen the standby to bootstrap it from a base backup';
+        throw new WalshipError('BASE_BACKUP_REQUIRED', `the primary no longer has its WAL from the beginning (${err.message}); ${why}`);
       }
       throw err;
     }
-    return streamed;
   }
 
   /** IDENTIFY_SYSTEM: the primary must belong to this standby's cluster. */
@@ -504,18 +537,26 @@ export class Standby extends EventEmitter<StandbyEvents> {
 
   /** A new standby: a base backup when the application can restore one, else the WAL from its start. */
   async #bootstrap(conn: MessageStream<'client'>, identity: IdentifySystemResultMessage): Promise<void> {
-    const lock = await this.#storage.lock();
+    const lock = await lockStorage(this.#storage);
     let control: ControlData;
     try {
+      // Another standby opened on the same new directory may have bootstrapped it meanwhile.
+      if ((await readControlFile(this.#storage)) !== null) {
+        throw new WalshipError('WAL_LOCKED', `${this.#storage.description} was bootstrapped by another node while this standby was connecting`);
+      }
       if (this.#app.restore !== undefined) {
         control = await this.#receiveBaseBackup(conn, identity);
       } else {
         control = { systemId: identity.systemId, segmentSize: identity.segmentSize, timeline: identity.timeline, checkpoint: null, consistentLsn: 0 };
       }
       await writeControlFile(this.#storage, control);
-    } finally {
-      await lock.release();
+      // Snapshots an interrupted earlier bootstrap left behind belong to nothing.
+      await this.#snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
+    } catch (err) {
+      await lock.release().catch(() => undefined);
+      throw err;
     }
+    await releaseLock(this.#storage, lock);
     await this.#openLocal(control);
   }
 
@@ -553,6 +594,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
       }
     };
     const written = await this.#snapshots.write(begin.startLsn, begin.timeline, chunks, { signal: this.#abort.signal, verify });
+    this.#progressed = true;
     await this.#expect(conn, 'readyForCommand');
     const endLsn = (end as BaseBackupEndMessage | null)?.endLsn ?? begin.startLsn;
     this.#emitSafely('base-backup:done', { lsn: begin.startLsn, size: written.size });
@@ -586,6 +628,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     this.#abort.abort();
     this.#conn?.destroy();
     this.#replayed.fail(error);
+    this.#consistency.fail(error);
     this.#setState('failed');
     this.#emitSafely('standby:failed', { error });
   }
@@ -602,5 +645,23 @@ export class Standby extends EventEmitter<StandbyEvents> {
     } catch (err) {
       this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
     }
+  }
+}
+
+/** Takes the directory's lock; failures other than `WAL_LOCKED` are `WAL_IO`. */
+async function lockStorage(storage: Storage): Promise<StorageLock> {
+  try {
+    return await storage.lock();
+  } catch (err) {
+    if (isWalshipError(err)) throw err;
+    throw new WalshipError('WAL_IO', `cannot lock ${storage.description}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function releaseLock(storage: Storage, lock: StorageLock): Promise<void> {
+  try {
+    await lock.release();
+  } catch (err) {
+    throw new WalshipError('WAL_IO', `cannot unlock ${storage.description}: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -38,26 +38,61 @@ export async function readControlFile(storage: Storage): Promise<ControlData | n
     throw new WalshipError('WAL_IO', `cannot open ${CONTROL_FILE} in ${storage.description}: ${(err as Error).message}`, { cause: err });
   }
   try {
-    const size = await file.size();
     const damaged = (why: string): WalshipError =>
       new WalshipError('WAL_CORRUPT', `${CONTROL_FILE} in ${storage.description} is damaged (${why}); restore the node from a base backup`);
-    if (size < HEADER || size > MAX_BYTES) throw damaged(`size ${size}`);
-    const buf = Buffer.alloc(size);
-    await file.read(buf, 0, size, 0);
+    let buf: Buffer;
+    try {
+      const size = await file.size();
+      if (size < HEADER || size > MAX_BYTES) throw damaged(`size ${size}`);
+      buf = Buffer.alloc(size);
+      if ((await file.read(buf, 0, size, 0)) !== size) throw damaged('short read');
+    } catch (err) {
+      if (err instanceof WalshipError) throw err;
+      throw new WalshipError('WAL_IO', `cannot read ${CONTROL_FILE} in ${storage.description}: ${(err as Error).message}`, { cause: err });
+    }
     const length = buf.readUInt32LE(4);
-    if (length !== size - HEADER || crc32c.calculate(buf.subarray(4)) !== buf.readUInt32LE(0)) throw damaged('checksum mismatch');
-    const parsed = JSON.parse(buf.subarray(HEADER).toString('utf8')) as ControlData & { format: number };
-    if (parsed.format !== FORMAT) throw new WalshipError('WAL_FORMAT', `${CONTROL_FILE} has format ${parsed.format}; this walship reads format ${FORMAT}`);
+    if (length !== buf.length - HEADER || crc32c.calculate(buf.subarray(4)) !== buf.readUInt32LE(0)) throw damaged('checksum mismatch');
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(buf.subarray(HEADER).toString('utf8'));
+    } catch {
+      throw damaged('not JSON');
+    }
+    const format = (parsed as { format?: unknown } | null)?.format;
+    if (typeof format === 'number' && format !== FORMAT) {
+      throw new WalshipError('WAL_FORMAT', `${CONTROL_FILE} has format ${format}; this walship reads format ${FORMAT}`);
+    }
+    const data = parsed as ControlData & { format: unknown };
+    if (format !== FORMAT || !isControlData(data)) throw damaged('unexpected content');
     return {
-      systemId: parsed.systemId,
-      segmentSize: parsed.segmentSize,
-      timeline: parsed.timeline,
-      checkpoint: parsed.checkpoint,
-      consistentLsn: parsed.consistentLsn,
+      systemId: data.systemId,
+      segmentSize: data.segmentSize,
+      timeline: data.timeline,
+      checkpoint: data.checkpoint === null ? null : { lsn: data.checkpoint.lsn, snapshot: data.checkpoint.snapshot },
+      consistentLsn: data.consistentLsn,
     };
   } finally {
-    await file.close();
+    await file.close().catch(() => undefined);
   }
+}
+
+/** The shape check of a parsed control file: a checksum only proves the bytes are what was written. */
+function isControlData(value: unknown): value is ControlData {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const v = value as Record<string, unknown>;
+  const isLsn = (x: unknown): boolean => Number.isSafeInteger(x) && (x as number) >= 0;
+  const checkpoint = v['checkpoint'] as Record<string, unknown> | null | undefined;
+  return (
+    typeof v['systemId'] === 'string' &&
+    /^[0-9a-f]{16}$/.test(v['systemId']) &&
+    Number.isSafeInteger(v['segmentSize']) &&
+    (v['segmentSize'] as number) > 0 &&
+    Number.isSafeInteger(v['timeline']) &&
+    (v['timeline'] as number) >= 1 &&
+    isLsn(v['consistentLsn']) &&
+    (checkpoint === null ||
+      (typeof checkpoint === 'object' && checkpoint !== undefined && isLsn(checkpoint['lsn']) && typeof checkpoint['snapshot'] === 'boolean'))
+  );
 }
 
 /**
@@ -86,5 +121,17 @@ export async function writeControlFile(storage: Storage, data: ControlData): Pro
     await storage.syncDirectory();
   } catch (err) {
     throw new WalshipError('WAL_IO', `cannot write ${CONTROL_FILE} in ${storage.description}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Removes the control file durably (undoing a bootstrap that never received anything); a missing one is fine. */
+export async function removeControlFile(storage: Storage): Promise<void> {
+  try {
+    await storage.remove(CONTROL_FILE).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    });
+    await storage.syncDirectory();
+  } catch (err) {
+    throw new WalshipError('WAL_IO', `cannot remove ${CONTROL_FILE} in ${storage.description}: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -56,7 +56,7 @@ export class SnapshotStore {
       options.verify?.(written);
       await this.#io('write', () => file.write(encodeHeader(lsn, timeline, size, crc), 0));
       await this.#io('sync', () => file.datasync());
-      await file.close();
+      await this.#io('close', () => file.close());
       await this.#io('rename', () => this.storage.rename(PARTIAL, snapshotName(lsn, timeline)));
       await this.#io('sync', () => this.storage.syncDirectory());
       done = true;
@@ -86,26 +86,31 @@ export class SnapshotStore {
   /** Opens and verifies a snapshot file. A damaged one is `WAL_CORRUPT`. */
   async open(name: string): Promise<Snapshot> {
     const storage = this.storage;
-    const file = await this.#io('open', () => storage.open(name, { readOnly: true }));
+    const io = <T>(what: string, op: () => Promise<T>): Promise<T> => this.#io(what, op);
+    const named = NAME.exec(name);
+    const file = await io('open', () => storage.open(name, { readOnly: true }));
     try {
       const header = Buffer.alloc(HEADER);
-      const got = await file.read(header, 0, HEADER, 0);
+      const got = await io('read', () => file.read(header, 0, HEADER, 0));
       const decoded = got === HEADER ? decodeHeader(header) : null;
       if (decoded === null) throw corrupt(storage, name, 'bad header');
-      let crc = 0;
-      for await (const chunk of readChunks(file, decoded.size)) crc = crc32c.calculate(chunk, crc);
-      if (crc !== decoded.crc) throw corrupt(storage, name, 'checksum mismatch');
-      const { lsn, timeline, size } = decoded;
+      if (named !== null && (Number.parseInt(named[1] ?? '', 16) !== decoded.timeline || Number.parseInt(named[2] ?? '', 16) !== decoded.lsn)) {
+        throw corrupt(storage, name, `its header says timeline ${decoded.timeline}, LSN ${decoded.lsn.toString(16).toUpperCase()}`);
+      }
+      // The whole file is checked before anyone is given it.
+      for await (const chunk of checkedChunks(storage, name, file, decoded.size, decoded.crc, io)) void chunk;
+      const { lsn, timeline, size, crc } = decoded;
       const snapshot: Snapshot = {
         lsn,
         timeline,
         size,
+        // Read again from the file, and checked again: damage after open() is still caught.
         async *chunks() {
-          const f = await storage.open(name, { readOnly: true });
+          const f = await io('open', () => storage.open(name, { readOnly: true }));
           try {
-            yield* readChunks(f, size);
+            yield* checkedChunks(storage, name, f, size, crc, io);
           } finally {
-            await f.close();
+            await f.close().catch(() => undefined);
           }
         },
         async bytes() {
@@ -116,7 +121,7 @@ export class SnapshotStore {
       };
       return snapshot;
     } finally {
-      await file.close();
+      await file.close().catch(() => undefined);
     }
   }
 
@@ -162,14 +167,29 @@ function corrupt(storage: Storage, name: string, why: string): WalshipError {
   return new WalshipError('WAL_CORRUPT', `snapshot ${name} in ${storage.description} is damaged (${why})`);
 }
 
-async function* readChunks(file: StorageFile, size: number): AsyncGenerator<Buffer> {
+/**
+ * The snapshot's data in chunks of at most 1 MiB; a short file or a checksum mismatch
+ * (checked once the last chunk was read, before it is yielded) is `WAL_CORRUPT`.
+ */
+async function* checkedChunks(
+  storage: Storage,
+  name: string,
+  file: StorageFile,
+  size: number,
+  expectedCrc: number,
+  io: <T>(what: string, op: () => Promise<T>) => Promise<T>,
+): AsyncGenerator<Buffer> {
+  let crc = 0;
   for (let offset = 0; offset < size; ) {
     const buf = Buffer.allocUnsafe(Math.min(CHUNK, size - offset));
-    const got = await file.read(buf, 0, buf.length, HEADER + offset);
-    if (got !== buf.length) throw new WalshipError('WAL_CORRUPT', `snapshot ${file.name} is shorter than its header says`);
+    const got = await io('read', () => file.read(buf, 0, buf.length, HEADER + offset));
+    if (got !== buf.length) throw corrupt(storage, name, 'shorter than its header says');
+    crc = crc32c.calculate(buf, crc);
     offset += got;
+    if (offset === size && crc !== expectedCrc) throw corrupt(storage, name, 'checksum mismatch');
     yield buf;
   }
+  if (size === 0 && expectedCrc !== 0) throw corrupt(storage, name, 'checksum mismatch');
 }
 
 function encodeHeader(lsn: Lsn, timeline: number, size: number, crc: number): Buffer {

@@ -1,6 +1,6 @@
 import type { Application } from '../application.js';
-import { WalshipError } from '../errors.js';
-import { formatLsn, type Lsn } from '../lsn.js';
+import { WalshipError, isWalshipError } from '../errors.js';
+import { formatLsn, isLsn, type Lsn } from '../lsn.js';
 import type { WalLog } from '../wal/wal-log.js';
 import type { ControlData } from './control-file.js';
 import type { SnapshotStore } from './snapshot-store.js';
@@ -12,14 +12,28 @@ import type { SnapshotStore } from './snapshot-store.js';
  */
 export async function restoreApplication(app: Application, log: WalLog, control: ControlData, snapshots: SnapshotStore): Promise<Lsn> {
   let start: Lsn | null = null;
-  if (app.appliedLsn !== undefined) start = await app.appliedLsn();
+  if (app.appliedLsn !== undefined) {
+    try {
+      start = await app.appliedLsn();
+    } catch (err) {
+      throw hookFailed('appliedLsn', err);
+    }
+    if (start !== null && !isLsn(start)) {
+      throw new WalshipError('APPLY_FAILED', `the application's appliedLsn() returned ${String(start)}; it must return an LSN (a non-negative safe integer) or null`);
+    }
+  }
   if (start === null && control.checkpoint !== null) {
     const { lsn, snapshot } = control.checkpoint;
     if (snapshot) {
       if (app.restore === undefined) {
         throw new WalshipError('INVALID_OPTIONS', `the last checkpoint (${formatLsn(lsn)}) is a snapshot, but the application has no restore() hook to load it`);
       }
-      await app.restore(await snapshots.at(lsn));
+      const snapshot = await snapshots.at(lsn);
+      try {
+        await app.restore(snapshot);
+      } catch (err) {
+        throw hookFailed('restore', err);
+      }
       start = lsn;
     } else if (app.appliedLsn === undefined) {
       start = lsn;
@@ -33,4 +47,12 @@ export async function restoreApplication(app: Application, log: WalLog, control:
     );
   }
   return start;
+}
+
+/** The application's own hook threw while walship brought its state back: `APPLY_FAILED`, the original as `cause`. */
+function hookFailed(hook: 'restore' | 'appliedLsn', err: unknown): WalshipError {
+  // walship's own errors (reading the snapshot failed: WAL_IO, WAL_CORRUPT) keep their code.
+  if (isWalshipError(err)) return err;
+  const why = err instanceof Error ? err.message : String(err);
+  return new WalshipError('APPLY_FAILED', `the application's ${hook}() failed: ${why}`, { cause: err });
 }

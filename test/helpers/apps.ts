@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Application, CommittedBatch, Lsn, Snapshot, SnapshotData } from '../../src/index.js';
 
 /** One applied batch, reduced to what tests compare: its position and its entries as hex. */
@@ -50,4 +51,43 @@ export class PlainApp implements Application {
 /** Waits (polling, no deadline of its own) until `condition` holds. */
 export async function until(condition: () => boolean, pollMs = 5): Promise<void> {
   while (!condition()) await new Promise((resolve) => setTimeout(resolve, pollMs));
+}
+
+/**
+ * A state machine for large runs: a chained SHA-256 over every applied batch (position and
+ * entries), so two nodes applied the same sequence exactly when their digests and counts
+ * are equal, without keeping the batches. Its snapshot is the chain's current value.
+ */
+export class DigestApp implements Application {
+  count = 0;
+  lastLsn: Lsn = 0;
+  digest = Buffer.alloc(32);
+
+  apply(batch: CommittedBatch): void {
+    if (batch.lsn <= this.lastLsn) throw new Error(`batch ${batch.lsn} applied out of order after ${this.lastLsn}`);
+    const hash = createHash('sha256').update(this.digest);
+    const header = Buffer.alloc(8);
+    header.writeDoubleLE(batch.lsn);
+    hash.update(header);
+    for (const entry of batch.entries) hash.update(entry.data);
+    this.digest = hash.digest();
+    this.count++;
+    this.lastLsn = batch.lsn;
+  }
+
+  async snapshot(): Promise<SnapshotData> {
+    return Buffer.from(JSON.stringify({ count: this.count, lastLsn: this.lastLsn, digest: this.digest.toString('hex') }));
+  }
+
+  async restore(snapshot: Snapshot): Promise<void> {
+    const state = JSON.parse((await snapshot.bytes()).toString()) as { count: number; lastLsn: Lsn; digest: string };
+    this.count = state.count;
+    this.lastLsn = state.lastLsn;
+    this.digest = Buffer.from(state.digest, 'hex');
+  }
+
+  /** Count, position and digest in one comparable string. */
+  get state(): string {
+    return `${this.count}@${this.lastLsn}:${this.digest.toString('hex')}`;
+  }
 }

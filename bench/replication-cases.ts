@@ -1,0 +1,213 @@
+/**
+ * Replication benchmark cases: a Primary in this process and its standbys in another
+ * (bench/replication-peer.mjs), both on the compiled package, over TcpTransport on
+ * loopback, with fdatasync on both sides and asynchronous replication.
+ *
+ * - throughput: committers push 8 KiB batches (8 rows of 1 KiB) as fast as the primary takes
+ *   them; timed from the first commit until every standby has replayed the last one;
+ * - catch-up: a standby is stopped while the primary accumulates WAL of 1 KiB rows, then
+ *   restarted; timed from its start until it has received, and replayed, the primary's end;
+ * - apply latency: commits at a fixed rate; each batch carries its commit time, and the
+ *   standby records how long after it its application had applied the batch.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type * as Walship from '../src/index.js';
+import { percentileOfSorted, type RunResult } from './stats.js';
+
+const W = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof Walship;
+const PEER = fileURLToPath(new URL('./replication-peer.mjs', import.meta.url));
+
+/** One row, and rows per batch: PostgreSQL's comparison used 1 KB rows. */
+export const ROW_BYTES = 1024;
+export const ROWS_PER_BATCH = 8;
+const COMMITTERS = 64;
+
+const now = (): number => performance.timeOrigin + performance.now();
+
+class CountingApp {
+  batches = 0;
+  apply(): void {
+    this.batches++;
+  }
+  async snapshot(): Promise<Uint8Array> {
+    return Buffer.from(String(this.batches));
+  }
+  async restore(snapshot: Walship.Snapshot): Promise<void> {
+    this.batches = Number((await snapshot.bytes()).toString());
+  }
+}
+
+/** The standby process. */
+class Peer {
+  readonly #child: ChildProcess;
+  readonly #replies: unknown[] = [];
+  /** Askers waiting for their reply: the peer answers each command in the order it came. */
+  readonly #waiting: ((reply: unknown) => void)[] = [];
+
+  private constructor(child: ChildProcess) {
+    this.#child = child;
+    child.on('message', (reply) => {
+      const resolve = this.#waiting.shift();
+      if (resolve !== undefined) resolve(reply);
+      else this.#replies.push(reply);
+    });
+  }
+
+  static async start(): Promise<Peer> {
+    const peer = new Peer(fork(PEER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    await peer.#reply();
+    return peer;
+  }
+
+  async ask<T>(message: object): Promise<T> {
+    const reply = this.#reply();
+    this.#child.send(message);
+    return (await reply) as T;
+  }
+
+  async close(): Promise<void> {
+    const exited = once(this.#child, 'exit');
+    await this.ask({ cmd: 'close' });
+    await exited;
+  }
+
+  #reply(): Promise<unknown> {
+    if (this.#replies.length > 0) return Promise.resolve(this.#replies.shift());
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+}
+
+async function openPrimary(dir: string): Promise<Walship.Primary> {
+  return W.Primary.open({
+    dir,
+    application: new CountingApp(),
+    synchronousCommit: 'local',
+    listen: { transport: new W.TcpTransport(), address: '127.0.0.1:0' },
+    auth: { rules: [{ user: 'bench', address: '127.0.0.1/32', method: 'trust' }] },
+  });
+}
+
+/** A batch of rows; the first 8 bytes carry the commit time (epoch ms) when `stamp` is set. */
+function makeBatch(stamp: boolean): Buffer[] {
+  const rows = Array.from({ length: ROWS_PER_BATCH }, () => Buffer.alloc(ROW_BYTES, 0x61));
+  if (stamp) (rows[0] as Buffer).writeDoubleLE(now(), 0);
+  return rows;
+}
+
+/** `COMMITTERS` loops committing until `bytes` of rows are in; resolves with the batch count. */
+async function commitBytes(primary: Walship.Primary, bytes: number): Promise<number> {
+  const batches = Math.ceil(bytes / (ROW_BYTES * ROWS_PER_BATCH));
+  let issued = 0;
+  const rows = makeBatch(false);
+  await Promise.all(
+    Array.from({ length: COMMITTERS }, async () => {
+      while (issued < batches) {
+        issued++;
+        await primary.commit(rows);
+      }
+    }),
+  );
+  return batches;
+}
+
+/** Throughput to `standbys` standbys: `bytes` of rows, timed until all have replayed them. */
+export async function replicationThroughput(base: string, standbys: number, bytes: number): Promise<RunResult> {
+  const dir = path.join(base, `throughput-${standbys}`);
+  const primary = await openPrimary(path.join(dir, 'primary'));
+  const peer = await Peer.start();
+  try {
+    const dirs = Array.from({ length: standbys }, (_, i) => path.join(dir, `standby${i + 1}`));
+    await peer.ask({ cmd: 'open', address: primary.address, dirs });
+    const started = now();
+    const batches = await commitBytes(primary, bytes);
+    const { replayedAt } = await peer.ask<{ replayedAt: number }>({ cmd: 'wait', lsn: primary.currentLsn });
+    const seconds = (replayedAt - started) / 1000;
+    return { opsPerSec: batches / seconds, bytesPerSec: (batches * ROWS_PER_BATCH * ROW_BYTES) / seconds, p50Us: NaN, p99Us: NaN, syncsPerSec: NaN };
+  } finally {
+    await peer.close();
+    await primary.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** What a catch-up run measured: WAL bytes over the time to receive them, and to replay them. */
+export interface CatchUpResult {
+  readonly walBytes: number;
+  readonly receiveBytesPerSec: number;
+  readonly replayBytesPerSec: number;
+}
+
+/** A standby restarted `bytes` of WAL behind its primary. */
+export async function catchUp(base: string, bytes: number): Promise<CatchUpResult> {
+  const dir = path.join(base, 'catch-up');
+  const primary = await openPrimary(path.join(dir, 'primary'));
+  const standbyDir = path.join(dir, 'standby');
+  try {
+    const first = await Peer.start();
+    await first.ask({ cmd: 'open', address: primary.address, dirs: [standbyDir] });
+    await first.close();
+    const from = primary.currentLsn;
+    await commitBytes(primary, bytes);
+    const to = primary.currentLsn;
+    const peer = await Peer.start();
+    try {
+      const started = now();
+      const opened = peer.ask({ cmd: 'open', address: primary.address, dirs: [standbyDir], wait: false });
+      const { receivedAt, replayedAt } = await peer.ask<{ receivedAt: number; replayedAt: number }>({ cmd: 'wait', lsn: to });
+      await opened;
+      const walBytes = to - from;
+      return {
+        walBytes,
+        receiveBytesPerSec: walBytes / ((receivedAt - started) / 1000),
+        replayBytesPerSec: walBytes / ((replayedAt - started) / 1000),
+      };
+    } finally {
+      await peer.close();
+    }
+  } finally {
+    await primary.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Apply latency on one standby while the primary commits `rate` batches per second for `durationMs`. */
+export async function applyLatency(base: string, rate: number, durationMs: number): Promise<RunResult> {
+  const dir = path.join(base, 'latency');
+  const primary = await openPrimary(path.join(dir, 'primary'));
+  const peer = await Peer.start();
+  try {
+    await peer.ask({ cmd: 'open', address: primary.address, dirs: [path.join(dir, 'standby')] });
+    const started = performance.now();
+    const inFlight = new Set<Promise<unknown>>();
+    let sent = 0;
+    for (let elapsed = 0; elapsed < durationMs; elapsed = performance.now() - started) {
+      while (sent < (elapsed * rate) / 1000) {
+        const commit = primary.commit(makeBatch(true));
+        inFlight.add(commit);
+        void commit.finally(() => inFlight.delete(commit));
+        sent++;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    await Promise.all(inFlight);
+    await peer.ask({ cmd: 'wait', lsn: primary.currentLsn });
+    const { latencies } = await peer.ask<{ latencies: number[] }>({ cmd: 'latency' });
+    const sorted = Float64Array.from(latencies).sort();
+    const seconds = durationMs / 1000;
+    return {
+      opsPerSec: sorted.length / seconds,
+      bytesPerSec: (sorted.length * ROWS_PER_BATCH * ROW_BYTES) / seconds,
+      p50Us: percentileOfSorted(sorted, 0.5),
+      p99Us: percentileOfSorted(sorted, 0.99),
+      syncsPerSec: NaN,
+    };
+  } finally {
+    await peer.close();
+    await primary.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * The standby side of the replication benchmark, in its own process as standbys are, on the
+ * compiled package (dist/): `node bench/replication-peer.mjs`, driven over IPC by
+ * bench/replication-cases.ts with messages
+ *
+ * - `{ cmd: 'open', address, dirs }`: opens one Standby per directory (trust auth, a
+ *   counting application), answers `{ opened }` once each is streaming;
+ * - `{ cmd: 'wait', lsn }`: answers `{ receivedAt, replayedAt }` (epoch ms) once every standby
+ *   has received, then replayed, up to `lsn`;
+ * - `{ cmd: 'latency' }`: answers the apply latencies recorded since the last ask: from the
+ *   commit call on the primary (an epoch-ms stamp in the first 8 bytes of each batch's first
+ *   entry, 0 for none) to the end of `apply` on each standby, in microseconds;
+ * - `{ cmd: 'close' }`: closes the standbys, answers `{ closed }`, and exits.
+ */
+import { Standby, TcpTransport } from '../dist/index.js';
+
+const now = () => performance.timeOrigin + performance.now();
+let standbys = [];
+let latencies = [];
+let queue = Promise.resolve();
+
+class CountingApp {
+  batches = 0;
+  apply(batch) {
+    this.batches++;
+    const first = batch.entries[0]?.data;
+    if (first !== undefined && first.length >= 8) {
+      const stamp = Buffer.from(first.buffer, first.byteOffset, 8).readDoubleLE(0);
+      if (stamp > 0) latencies.push((now() - stamp) * 1000);
+    }
+  }
+  async snapshot() {
+    return Buffer.from(String(this.batches));
+  }
+  async restore(snapshot) {
+    this.batches = Number((await snapshot.bytes()).toString());
+  }
+}
+
+async function until(condition) {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 1));
+  return now();
+}
+
+process.on('message', async (message) => {
+  switch (message.cmd) {
+    case 'open': {
+      const opening = Promise.all(
+        message.dirs.map((dir, i) =>
+          Standby.open({
+            dir,
+            application: new CountingApp(),
+            primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: `s${i + 1}` },
+            statusIntervalMs: 1000,
+          }),
+        ),
+      );
+      // Commands are answered in order: a 'wait' sent right after this 'open' waits for it.
+      queue = opening.then(async (opened) => {
+        standbys = opened;
+        if (message.wait !== false) for (const standby of standbys) await until(() => standby.state === 'streaming' && standby.consistent);
+      });
+      await queue;
+      process.send({ opened: standbys.length });
+      break;
+    }
+    case 'wait': {
+      await queue;
+      const receivedAt = await until(() => standbys.every((s) => (s.receiveLsn ?? 0) >= message.lsn));
+      const replayedAt = await until(() => standbys.every((s) => (s.replayLsn ?? 0) >= message.lsn));
+      process.send({ receivedAt, replayedAt });
+      break;
+    }
+    case 'latency': {
+      process.send({ latencies });
+      latencies = [];
+      break;
+    }
+    case 'close': {
+      await Promise.all(standbys.map((s) => s.close()));
+      process.send({ closed: true });
+      process.disconnect();
+      break;
+    }
+  }
+});
+process.send({ ready: true });

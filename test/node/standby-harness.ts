@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import { Primary, Standby, isWalshipError, type Application, type PrimaryOptions, type StandbyEvents, type StandbyOptions, type Storage, type Transport } from '../../src/index.js';
+import { MemoryStorage } from '../../src/testing/index.js';
+import type { AppliedBatch } from '../helpers/apps.js';
+import { SMALL_SEGMENT, payload, within } from '../helpers/wal.js';
+
+export const PASSWORD = 'pw-1234567';
+export const AUTH = { users: { repl: { password: PASSWORD } }, rules: [{ user: 'repl', address: 'all', method: 'scram-sha-256' as const }] };
+
+/** A generous guard: a wait that should take milliseconds fails the test instead of hanging it. */
+export const HANG_MS = 60_000;
+
+/** A primary listening on `transport` (MemoryStorage and small segments unless told otherwise). */
+export async function openPrimary(application: Application, transport: Transport, address: string, options: Partial<PrimaryOptions> = {}): Promise<Primary> {
+  return Primary.open({
+    ...(options.dir === undefined ? { storage: options.storage ?? new MemoryStorage() } : {}),
+    segmentSize: SMALL_SEGMENT,
+    authFailureDelayMs: 0,
+    ...options,
+    application,
+    listen: { transport, address },
+    auth: AUTH,
+  });
+}
+
+/** Standby options pointing at `primary`, with quick retries. */
+export function standbyOptions(
+  primary: Primary | string,
+  transport: Transport,
+  application: Application,
+  where: { storage: Storage } | { dir: string },
+  extra: Partial<StandbyOptions> = {},
+): StandbyOptions {
+  const address = typeof primary === 'string' ? primary : (primary.address as string);
+  return {
+    ...where,
+    application,
+    primary: { transport, address, user: 'repl', password: PASSWORD, applicationName: 's1' },
+    statusIntervalMs: 100,
+    retryMinDelayMs: 5,
+    retryMaxDelayMs: 50,
+    ...extra,
+  };
+}
+
+/** Everything a standby emits, in order. */
+export interface Recorded {
+  readonly name: keyof StandbyEvents;
+  readonly payload: Record<string, unknown>;
+}
+
+const EVENT_NAMES: readonly (keyof StandbyEvents)[] = [
+  'state:change',
+  'primary:connected',
+  'primary:disconnected',
+  'wal:caught-up',
+  'consistent',
+  'base-backup:progress',
+  'base-backup:done',
+  'apply:error',
+  'standby:failed',
+];
+
+export function record(standby: Standby): Recorded[] {
+  const events: Recorded[] = [];
+  for (const name of EVENT_NAMES) {
+    standby.on(name, (payload: unknown) => events.push({ name, payload: payload as Record<string, unknown> }));
+  }
+  return events;
+}
+
+export function named(events: readonly Recorded[], name: keyof StandbyEvents): Record<string, unknown>[] {
+  return events.filter((e) => e.name === name).map((e) => e.payload);
+}
+
+/** Resolves with the payload of the next `name` event that satisfies `accept`. */
+export function nextEvent<E extends keyof StandbyEvents>(
+  standby: Standby,
+  name: E,
+  accept: (payload: Parameters<StandbyEvents[E]>[0]) => boolean = () => true,
+): Promise<Parameters<StandbyEvents[E]>[0]> {
+  return new Promise((resolve) => {
+    const listener = (payload: Parameters<StandbyEvents[E]>[0]): void => {
+      if (!accept(payload)) return;
+      standby.off(name, listener as never);
+      resolve(payload);
+    };
+    standby.on(name, listener as never);
+  });
+}
+
+/** Waits (with a hang guard) until the standby has replayed everything the primary committed. */
+export async function caughtUp(standby: Standby, primary: Primary, what = 'the standby to catch up'): Promise<void> {
+  const target = primary.currentLsn;
+  await within(
+    (async () => {
+      while ((standby.replayLsn ?? -1) < target) {
+        if (standby.state === 'failed') throw standby.failure ?? new Error('failed');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })(),
+    HANG_MS,
+    what,
+  );
+}
+
+/** Commits `count` batches of one or two entries; returns the last commit's end LSN. */
+export async function commitMany(primary: Primary, from: number, count: number, size = 700): Promise<number> {
+  let lsn = 0;
+  for (let i = from; i < from + count; i++) {
+    const entries = i % 3 === 0 ? [payload(i, size), payload(i + 1, 17)] : [payload(i, size + (i % 13))];
+    lsn = (await primary.commit(entries)).lsn;
+  }
+  return lsn;
+}
+
+/** Two applications applied the same batches at the same positions. */
+export function sameSequence(actual: readonly AppliedBatch[], expected: readonly AppliedBatch[], what = 'applied sequence'): void {
+  assert.equal(actual.length, expected.length, `${what}: ${actual.length} batches, expected ${expected.length}`);
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i];
+    const e = expected[i];
+    if (a?.lsn !== e?.lsn || JSON.stringify(a?.entries) !== JSON.stringify(e?.entries)) {
+      assert.fail(`${what}: batch ${i} differs: ${JSON.stringify(a?.lsn)} vs ${JSON.stringify(e?.lsn)}`);
+    }
+  }
+}
+
+/** Every file's bytes, for "nothing was written" comparisons. */
+export function contents(storage: MemoryStorage): Map<string, string> {
+  return new Map(storage.fileNames().map((name) => [name, Buffer.from(storage.readFile(name)).toString('hex')]));
+}
+
+export async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    return isWalshipError(err) ? err.code : `uncoded ${String(err)}`;
+  }
+  return 'resolved';
+}
