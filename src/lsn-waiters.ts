@@ -15,15 +15,21 @@ export interface WaitOptions {
   readonly timeoutMs?: number;
 }
 
+/** Abandoned waiters tolerated in the heap before it is compacted. */
+const MIN_COMPACT = 64;
+
 /**
  * Promises that resolve once a position reaches an LSN: replay waits, commit waits. Waiters
  * sit in a binary min-heap by LSN, so adding one and releasing each costs O(log n), however
- * many wait; an advance never scans waiters it does not release.
+ * many wait; an advance never scans waiters it does not release. Waiters abandoned by an
+ * abort or a timeout are compacted away once they make up half of the heap, so a client
+ * that keeps timing out on a far LSN does not grow memory until the position gets there.
  */
 export class LsnWaiters {
-  readonly #heap: Waiter[] = [];
+  #heap: Waiter[] = [];
   #position: Lsn;
   #failure: unknown = null;
+  #abandoned = 0;
 
   constructor(position: Lsn) {
     this.#position = position;
@@ -33,7 +39,13 @@ export class LsnWaiters {
     return this.#position;
   }
 
+  /** Waiters still waiting. */
   get size(): number {
+    return this.#heap.length - this.#abandoned;
+  }
+
+  /** Waiters held in memory: those waiting plus abandoned ones not yet compacted away. */
+  get held(): number {
     return this.#heap.length;
   }
 
@@ -45,7 +57,6 @@ export class LsnWaiters {
     if (signal?.aborted) return Promise.reject(abortError(signal));
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
-      const onAbort = (): void => settle(abortError(signal as AbortSignal));
       const settle = (error?: unknown): void => {
         if (waiter.settled) return;
         waiter.settled = true;
@@ -54,11 +65,19 @@ export class LsnWaiters {
         if (error === undefined) resolve();
         else reject(error);
       };
+      // Given up while still in the heap: counted, and compacted away in bulk.
+      const abandon = (error: unknown): void => {
+        if (waiter.settled) return;
+        settle(error);
+        this.#abandoned++;
+        if (this.#abandoned >= MIN_COMPACT && this.#abandoned * 2 >= this.#heap.length) this.#compact();
+      };
+      const onAbort = (): void => abandon(abortError(signal as AbortSignal));
       const waiter: Waiter = { lsn, resolve: () => settle(), reject: (error) => settle(error), settled: false };
       this.#push(waiter);
       signal?.addEventListener('abort', onAbort, { once: true });
       if (timeoutMs !== undefined) {
-        timer = setTimeout(() => settle(new WalshipError('TIMEOUT', `waited ${timeoutMs} ms for ${formatLsn(lsn)}; reached ${formatLsn(this.#position)}`)), timeoutMs);
+        timer = setTimeout(() => abandon(new WalshipError('TIMEOUT', `waited ${timeoutMs} ms for ${formatLsn(lsn)}; reached ${formatLsn(this.#position)}`)), timeoutMs);
       }
     });
   }
@@ -68,15 +87,32 @@ export class LsnWaiters {
     if (position <= this.#position) return;
     this.#position = position;
     const heap = this.#heap;
-    while (heap.length > 0 && (heap[0] as Waiter).lsn <= position) (this.#pop() as Waiter).resolve();
+    while (heap.length > 0 && (heap[0] as Waiter).lsn <= position) this.#release(this.#pop() as Waiter);
     // Abandoned waiters (aborted, timed out) are dropped when they reach the top.
-    while (heap.length > 0 && (heap[0] as Waiter).settled) this.#pop();
+    while (heap.length > 0 && (heap[0] as Waiter).settled) this.#release(this.#pop() as Waiter);
   }
 
   /** Rejects every waiter, and every later wait, with `error`. */
   fail(error: unknown): void {
     this.#failure = error;
-    for (const waiter of this.#heap.splice(0)) waiter.reject(error);
+    const waiters = this.#heap;
+    this.#heap = [];
+    this.#abandoned = 0;
+    for (const waiter of waiters) waiter.reject(error);
+  }
+
+  /** Settles a waiter taken off the heap, keeping the count of abandoned ones right. */
+  #release(waiter: Waiter): void {
+    if (waiter.settled) this.#abandoned--;
+    else waiter.resolve();
+  }
+
+  /** Drops every abandoned waiter and rebuilds the heap (O(n), paid for by the abandons). */
+  #compact(): void {
+    const live = this.#heap.filter((waiter) => !waiter.settled);
+    this.#heap = [];
+    this.#abandoned = 0;
+    for (const waiter of live) this.#push(waiter);
   }
 
   #push(waiter: Waiter): void {

@@ -173,6 +173,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   #pause: Promise<void> | null = null;
   #failure: WalshipError | null = null;
   #closing: Promise<void> | null = null;
+  /** The checkpoint in progress (or the last one); close() waits for it. */
+  #checkpointing: Promise<unknown> = Promise.resolve();
 
   private constructor(log: WalLog, app: Application, storage: Storage, control: ControlData, appliedLsn: Lsn, options: PrimaryOptions & typeof PRIMARY_DEFAULTS) {
     super();
@@ -293,8 +295,12 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       return Promise.reject(err);
     }
     const committed = { lsn: result.endLsn, startLsn: result.lsn };
+    let batch: readonly EntryInput[] = Array.isArray(entries) ? entries : [entries as EntryInput];
+    // The caller may reuse its buffers once commit() settles; when that can happen before
+    // the batch is applied, apply a copy, so the application sees what the WAL holds.
+    if (level === 'off' || options.signal !== undefined) batch = copyEntries(batch);
     const applied = new Promise<void>((resolve, reject) => {
-      const pending: Pending = { result, entries: Array.isArray(entries) ? entries : [entries as EntryInput], flushed: false, dropped: null, resolve, reject };
+      const pending: Pending = { result, entries: batch, flushed: false, dropped: null, resolve, reject };
       this.#queue.push(pending);
       this.#log.waitForFlush(result).then(
         () => {
@@ -347,8 +353,15 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    * states that it has made its own state durable up to there. Without it, walship takes
    * the application's `snapshot()` and stores it in the data directory.
    */
-  async checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
-    if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the primary is shutting down');
+  checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
+    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the primary is shutting down'));
+    // One at a time: each rewrites the control file and the snapshot's partial file.
+    const run = this.#checkpointing.catch(() => undefined).then(() => this.#checkpoint(lsn));
+    this.#checkpointing = run;
+    return run;
+  }
+
+  async #checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
     if (this.#failure !== null) throw this.#failure;
     let checkpoint: { lsn: Lsn; snapshot: boolean };
     if (lsn !== undefined) {
@@ -380,6 +393,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    * the WAL, which the standby streams from the snapshot's position when it opens.
    */
   async baseBackup(target: { dir?: string; storage?: Storage }): Promise<BaseBackupResult> {
+    if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the primary is shutting down');
     if ((target.dir === undefined) === (target.storage === undefined)) {
       throw new WalshipError('INVALID_ARGUMENT', 'baseBackup() needs exactly one of "dir" and "storage"');
     }
@@ -411,6 +425,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      await this.#checkpointing.catch(() => undefined);
       await this.#log.flush().catch(() => undefined);
       while (this.#queue.length > 0 && this.#failure === null) await this.#applied.wait(this.#log.flushedLsn).catch(() => undefined);
       await this.#service?.close(this.#log.flushedLsn, this.#options.walSenderTimeoutMs);
@@ -543,6 +558,20 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
     }
   }
+}
+
+/** The entries with their bytes copied into one new buffer. */
+function copyEntries(entries: readonly EntryInput[]): EntryInput[] {
+  let size = 0;
+  for (const entry of entries) size += (entry instanceof Uint8Array ? entry : entry.data).length;
+  const copy = Buffer.allocUnsafe(size);
+  let at = 0;
+  return entries.map((entry) => {
+    const data = entry instanceof Uint8Array ? entry : entry.data;
+    copy.set(data, at);
+    const view = copy.subarray(at, (at += data.length));
+    return entry instanceof Uint8Array || entry.channel === undefined ? view : { data: view, channel: entry.channel };
+  });
 }
 
 function toEntry(entry: EntryInput): { data: Uint8Array; channel?: string } {

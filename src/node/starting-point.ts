@@ -39,7 +39,17 @@ export async function restoreApplication(app: Application, log: WalLog, control:
       start = lsn;
     }
   }
-  start ??= log.oldestLsn;
+  if (start === null) {
+    // No state at all: replay must start where the log began (segment 1), and that WAL must still be there.
+    start = log.segmentSize;
+    if (log.oldestLsn > start) {
+      throw new WalshipError(
+        'WAL_REMOVED',
+        `the application has no state to start from, and the WAL before ${formatLsn(log.oldestLsn)} has been removed: replaying only the rest would lose batches (restore the application from a snapshot)`,
+      );
+    }
+    start = log.oldestLsn;
+  }
   if (start < log.oldestLsn) {
     throw new WalshipError(
       'WAL_REMOVED',

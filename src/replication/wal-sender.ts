@@ -56,6 +56,8 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
   #lastHeard = Date.now();
   readonly #lag = new LagTracker();
   #done: Promise<void> | null = null;
+  /** Set when the standby went silent for `walSenderTimeoutMs`: run() rejects with it. */
+  #timedOut: WalshipError | null = null;
 
   constructor(conn: MessageStream<'server'>, log: WalLog, startLsn: Lsn, options: WalSenderOptions = {}) {
     super();
@@ -148,13 +150,17 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
     const listening = this.#listen();
     const sending = this.#send();
     try {
-      await Promise.race([sending, listening]);
-    } catch (err) {
-      if (!this.#abort.signal.aborted) {
-        const error = isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err });
-        this.#debug.error('sender stopped: %s', error.message);
-        throw error;
+      try {
+        await Promise.race([sending, listening]);
+      } catch (err) {
+        // stop() aborts on purpose; a timeout aborts too, but is the connection's error.
+        if (!this.#abort.signal.aborted) {
+          const error = isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err });
+          this.#debug.error('sender stopped: %s', error.message);
+          throw error;
+        }
       }
+      if (this.#timedOut !== null) throw this.#timedOut;
     } finally {
       clearInterval(heartbeat);
       this.#abort.abort();
@@ -170,9 +176,12 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
       maxChunkBytes: this.#options.maxMessageBytes,
     });
     for await (const { startLsn, data } of chunks) {
-      const fits = this.#conn.send({ kind: 'walData', startLsn, walEnd: this.#log.flushedLsn, sendTime: nowMicros(), data });
+      const walEnd = this.#log.flushedLsn;
+      const fits = this.#conn.send({ kind: 'walData', startLsn, walEnd, sendTime: nowMicros(), data });
       this.#sentLsn = startLsn + data.length;
-      this.#lag.sent(this.#sentLsn, Date.now());
+      // As PostgreSQL's walsender: the flushed end, timed when first seen, approximates when
+      // that WAL was flushed, so a standby catching up shows how far behind it really is.
+      this.#lag.sent(walEnd, Date.now());
       if (this.#state === 'catchup' && this.#sentLsn >= this.#log.flushedLsn) this.#setState('streaming');
       // Backpressure: a standby that stops reading stops us here, holding one message.
       if (!fits) await this.#conn.drained();
@@ -202,7 +211,8 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
     const silent = Date.now() - this.#lastHeard;
     if (silent >= this.#options.walSenderTimeoutMs) {
       this.#debug.error('terminating walsender: no reply from the standby for %d ms', silent);
-      this.#conn.fail(new WalshipError('TIMEOUT', `terminating walsender process due to replication timeout (${silent} ms)`, { transient: true }));
+      this.#timedOut = new WalshipError('TIMEOUT', `terminating walsender process due to replication timeout (${silent} ms)`, { transient: true });
+      this.#conn.fail(this.#timedOut);
       this.#abort.abort();
     } else if (silent >= this.#options.walSenderTimeoutMs / 2) {
       this.#keepalive(true);

@@ -315,6 +315,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     } finally {
       session.backup = null;
       session.state = 'startup';
+      if (conn.failure === null) this.#emitSafely('sender:state', { ...event, state: 'startup' });
     }
   }
 

@@ -1,0 +1,294 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { isWalshipError, Primary, WalLog, type Application, type PrimaryOptions, type ReplicationStatusRow, type SnapshotData, type WalshipError } from '../../src/index.js';
+import { connectReplication } from '../../src/protocol/replication-client.js';
+import { WalReceiver } from '../../src/replication/wal-receiver.js';
+import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
+import { RecordingApp } from '../helpers/apps.js';
+import { payload, within } from '../helpers/wal.js';
+import { TRUST_REPL, eventually, expectMessage, nextEvent, rawStandby, receiveUntil, report } from './primary-helpers.js';
+
+const SEGMENT = 64 * 1024;
+
+type Disconnected = { applicationName: string; clientAddress: string | null; error: WalshipError | null };
+
+async function openServing(net: MemoryNetwork, application: Application, extra: Partial<PrimaryOptions> = {}): Promise<Primary> {
+  return Primary.open({
+    storage: new MemoryStorage(),
+    application,
+    segmentSize: SEGMENT,
+    listen: { transport: net.transport('primary'), address: 'primary:0' },
+    auth: TRUST_REPL,
+    ...extra,
+  });
+}
+
+function onlyRow(primary: Primary): ReplicationStatusRow {
+  const rows = primary.replicationStatus();
+  assert.equal(rows.length, 1, `one standby row expected, got ${rows.length}`);
+  return rows[0] as ReplicationStatusRow;
+}
+
+/** An application whose snapshot stream waits for `open()` before yielding its bytes. */
+class GatedSnapshotApp extends RecordingApp {
+  #release: (() => void) | null = null;
+  readonly #gate = new Promise<void>((resolve) => (this.#release = resolve));
+
+  open(): void {
+    this.#release?.();
+  }
+
+  override async snapshot(): Promise<SnapshotData> {
+    const bytes = (await super.snapshot()) as Buffer;
+    const gate = this.#gate;
+    return (async function* () {
+      await gate;
+      yield bytes;
+    })();
+  }
+}
+
+describe('Primary: WAL senders', () => {
+  it('maxWalSenders: the extra standby gets TOO_MANY_WAL_SENDERS, and a freed place is reused', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(net, new RecordingApp(), { maxWalSenders: 1 });
+    const address = primary.address as string;
+    const disconnects: Disconnected[] = [];
+    primary.on('standby:disconnected', (event) => disconnects.push(event));
+    const first = await rawStandby(net.transport('s1'), address, 'first');
+    await eventually(() => primary.replicationStatus().length === 1, 10_000, 'the first standby');
+
+    const second = await rawStandby(net.transport('s2'), address, 'second');
+    second.send({ kind: 'identifySystem' });
+    const refusal = await within(second.next(), 10_000, "the second standby's answer");
+    assert.equal(refusal?.kind, 'error');
+    assert.equal(refusal?.kind === 'error' ? refusal.code : null, 'TOO_MANY_WAL_SENDERS');
+    await eventually(() => disconnects.length === 1, 10_000, 'the refusal event');
+    assert.equal(disconnects[0]?.applicationName, 'second');
+    assert.ok(isWalshipError(disconnects[0]?.error, 'TOO_MANY_WAL_SENDERS'));
+
+    // A real receiver is refused with the same code.
+    const replica = await WalLog.open({ storage: new MemoryStorage(), role: 'replica', segmentSize: SEGMENT });
+    const conn = await connectReplication({ transport: net.transport('s3'), address, user: 'repl', applicationName: 'third' });
+    await assert.rejects(within(new WalReceiver(conn, replica).run(), 10_000, 'the refusal'), (err: unknown) => isWalshipError(err, 'TOO_MANY_WAL_SENDERS'));
+    assert.deepEqual(primary.replicationStatus().map((r) => r.applicationName), ['first']);
+
+    // The first one leaves: its place is free again.
+    first.send({ kind: 'terminate' });
+    await eventually(() => primary.replicationStatus().length === 0, 10_000, 'the first standby to leave');
+    const again = await rawStandby(net.transport('s4'), address, 'fourth');
+    again.send({ kind: 'identifySystem' });
+    await expectMessage(again, 'identifySystemResult');
+    assert.deepEqual(primary.replicationStatus().map((r) => r.applicationName), ['fourth']);
+    await replica.close();
+    await within(primary.close(), 20_000, 'close');
+  });
+
+  it('walSenderTimeoutMs: a standby that goes silent while streaming is cut off with TIMEOUT', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(net, new RecordingApp(), { walSenderTimeoutMs: 200 });
+    await primary.commit(Buffer.from('x'));
+    const disconnected = nextEvent(primary, 'standby:disconnected');
+    const conn = await rawStandby(net.transport('s1'), primary.address as string, 'silent');
+    conn.send({ kind: 'startReplication', slotName: '', startLsn: primary.flushLsn, timeline: primary.timeline });
+    await expectMessage(conn, 'replicationStarted');
+    // From here on the standby says nothing, not even to the keepalives that ask it to.
+    const event = await within(disconnected, 20_000, 'the timeout');
+    assert.equal(event.applicationName, 'silent');
+    assert.ok(isWalshipError(event.error, 'TIMEOUT'), String(event.error));
+    assert.equal(primary.replicationStatus().length, 0);
+    // The standby is told why, and its connection ends.
+    const seen: string[] = [];
+    for (;;) {
+      const message = await within(conn.next(), 10_000, 'the end of the connection').catch(() => null);
+      if (message === null) break;
+      seen.push(message.kind === 'error' ? `error:${message.code}` : message.kind);
+    }
+    assert.ok(seen.includes('keepalive'), `keepalives asked for a reply first: ${seen.join()}`);
+    assert.equal(seen.at(-1), 'error:TIMEOUT');
+    await within(primary.close(), 20_000, 'close');
+  });
+
+  it('walSenderTimeoutMs: a standby that never sends a command is cut off with TIMEOUT', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(net, new RecordingApp(), { walSenderTimeoutMs: 200 });
+    const disconnected = nextEvent(primary, 'standby:disconnected');
+    await rawStandby(net.transport('s1'), primary.address as string, 'idle');
+    const event = await within(disconnected, 20_000, 'the timeout');
+    assert.ok(isWalshipError(event.error, 'TIMEOUT'), String(event.error));
+    await within(primary.close(), 20_000, 'close');
+  });
+
+  it('keepalives keep a quiet but healthy standby connected', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(net, new RecordingApp(), { walSenderTimeoutMs: 1500 });
+    const disconnects: Disconnected[] = [];
+    primary.on('standby:disconnected', (event) => disconnects.push(event));
+    const replica = await WalLog.open({ storage: new MemoryStorage(), role: 'replica', segmentSize: SEGMENT });
+    const conn = await connectReplication({ transport: net.transport('s1'), address: primary.address as string, user: 'repl', applicationName: 'quiet' });
+    // It would report only every minute; the sender's keepalives make it answer sooner.
+    const receiver = new WalReceiver(conn, replica, { statusIntervalMs: 60_000 });
+    const running = receiver.run();
+    await primary.commit(Buffer.from('x'));
+    const replies = new Set<number>();
+    await eventually(
+      () => {
+        const time = primary.replicationStatus()[0]?.replyTime?.getTime();
+        if (time !== undefined) replies.add(time);
+        return replies.size >= 3;
+      },
+      30_000,
+      'replies to keepalives',
+    );
+    assert.deepEqual(disconnects, []);
+    await receiver.stop();
+    await running;
+    await replica.close();
+    await within(primary.close(), 20_000, 'close');
+  });
+
+  it('a bad start position or timeline ends that standby alone, with a coded error', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(net, new RecordingApp());
+    await primary.commit(Buffer.from('x'));
+    const ahead = await rawStandby(net.transport('s1'), primary.address as string, 'ahead');
+    ahead.send({ kind: 'startReplication', slotName: '', startLsn: primary.flushLsn + 1024, timeline: 1 });
+    const a = await within(ahead.next(), 10_000, 'the answer');
+    assert.equal(a?.kind === 'error' ? a.code : a?.kind, 'INVALID_ARGUMENT');
+    const other = await rawStandby(net.transport('s2'), primary.address as string, 'other-timeline');
+    other.send({ kind: 'startReplication', slotName: '', startLsn: primary.wal.oldestLsn, timeline: 7 });
+    const b = await within(other.next(), 10_000, 'the answer');
+    assert.equal(b?.kind === 'error' ? b.code : b?.kind, 'INVALID_ARGUMENT');
+    await eventually(() => primary.replicationStatus().length === 0, 10_000, 'both gone');
+    await primary.commit(Buffer.from('still committing'));
+    await within(primary.close(), 20_000, 'close');
+  });
+});
+
+describe('Primary.replicationStatus', () => {
+  it('shows each standby as pg_stat_replication does: states, positions, lags, reply time', async () => {
+    const net = new MemoryNetwork();
+    const app = new GatedSnapshotApp();
+    const primary = await openServing(net, app);
+    for (let i = 0; i < 20; i++) await primary.commit(payload(i, 1000));
+    assert.deepEqual(primary.replicationStatus(), []);
+    const states: string[] = [];
+    primary.on('sender:state', ({ state, applicationName }) => {
+      assert.equal(applicationName, 'reporter');
+      states.push(state);
+    });
+    let caughtUp = 0;
+    primary.on('standby:caught-up', () => caughtUp++);
+    const connected = nextEvent(primary, 'standby:connected');
+    const conn = await rawStandby(net.transport('s1', { ip: '10.1.2.3' }), primary.address as string, 'reporter');
+    assert.deepEqual(await within(connected, 10_000, 'standby:connected'), { applicationName: 'reporter', clientAddress: '10.1.2.3' });
+
+    let row = onlyRow(primary);
+    assert.equal(row.applicationName, 'reporter');
+    assert.equal(row.user, 'repl');
+    assert.equal(row.clientAddress, '10.1.2.3');
+    assert.equal(row.state, 'startup');
+    assert.ok(row.backendStart instanceof Date);
+    assert.deepEqual(
+      [row.sentLsn, row.writeLsn, row.flushLsn, row.replayLsn, row.writeLagMs, row.flushLagMs, row.replayLagMs, row.replyTime],
+      [null, null, null, null, null, null, null, null],
+    );
+    assert.equal(row.syncPriority, 0);
+    assert.equal(row.syncState, 'async');
+
+    conn.send({ kind: 'identifySystem' });
+    const identity = await expectMessage(conn, 'identifySystemResult');
+    assert.deepEqual(identity, { kind: 'identifySystemResult', systemId: primary.systemId, timeline: 1, flushLsn: primary.flushLsn, segmentSize: SEGMENT });
+    await expectMessage(conn, 'readyForCommand');
+
+    // A base backup shows as 'backup' while it runs.
+    conn.send({ kind: 'baseBackup', label: 'seed', maxRate: 0 });
+    await eventually(() => onlyRow(primary).state === 'backup', 10_000, "the 'backup' state");
+    app.open();
+    const begin = await expectMessage(conn, 'baseBackupBegin');
+    assert.equal(begin.startLsn, primary.appliedLsn);
+    let backupBytes = 0;
+    for (;;) {
+      const message = await within(conn.next(), 10_000, 'the backup');
+      if (message?.kind === 'baseBackupChunk') backupBytes += message.data.length;
+      else {
+        assert.equal(message?.kind, 'baseBackupEnd');
+        break;
+      }
+    }
+    assert.ok(backupBytes > 0);
+    await expectMessage(conn, 'readyForCommand');
+    assert.equal(onlyRow(primary).state, 'startup');
+
+    // Streaming from the start: catchup until everything flushed was sent, then streaming.
+    const oldest = primary.wal.oldestLsn;
+    conn.send({ kind: 'startReplication', slotName: '', startLsn: oldest, timeline: 1 });
+    await expectMessage(conn, 'replicationStarted');
+    const end = await receiveUntil(conn, oldest, primary.flushLsn);
+    await eventually(() => onlyRow(primary).state === 'streaming', 10_000, 'streaming');
+    assert.deepEqual(states, ['backup', 'startup', 'catchup', 'streaming']);
+    assert.equal(caughtUp, 1);
+    row = onlyRow(primary);
+    assert.equal(row.sentLsn, end);
+    assert.equal(row.replyTime, null);
+
+    // Written and flushed, not yet applied: write and flush lags are known, replay lag is not.
+    report(conn, end, end, oldest);
+    await eventually(() => onlyRow(primary).flushLsn === end, 10_000, 'the first report');
+    row = onlyRow(primary);
+    assert.deepEqual([row.writeLsn, row.flushLsn, row.replayLsn], [end, end, oldest]);
+    assert.ok(row.replyTime instanceof Date);
+    assert.ok(row.writeLagMs !== null && row.writeLagMs >= 0);
+    assert.ok(row.flushLagMs !== null && row.flushLagMs >= 0);
+    assert.equal(row.replayLagMs, null);
+
+    report(conn, end, end, end);
+    await eventually(() => onlyRow(primary).replayLsn === end, 10_000, 'the second report');
+    row = onlyRow(primary);
+    assert.ok(row.replayLagMs !== null && row.replayLagMs >= 0);
+    assert.ok(row.writeLagMs !== null);
+
+    // Caught up twice in a row: idle, so the lags are cleared rather than left stale.
+    report(conn, end, end, end);
+    await eventually(() => onlyRow(primary).replayLagMs === null, 10_000, 'lags to clear');
+    row = onlyRow(primary);
+    assert.deepEqual([row.writeLagMs, row.flushLagMs, row.replayLagMs], [null, null, null]);
+
+    // New traffic is measured again, even though this report is again caught up.
+    const { lsn } = await primary.commit(Buffer.from('more'));
+    const end2 = await receiveUntil(conn, end, lsn);
+    report(conn, end2, end2, end2);
+    await eventually(() => onlyRow(primary).flushLsn === end2, 10_000, 'the report of new WAL');
+    row = onlyRow(primary);
+    assert.equal(row.sentLsn, end2);
+    assert.ok(row.writeLagMs !== null && row.flushLagMs !== null && row.replayLagMs !== null, JSON.stringify(row));
+
+    const disconnected = nextEvent(primary, 'standby:disconnected');
+    conn.send({ kind: 'terminate' });
+    const gone = await within(disconnected, 10_000, 'standby:disconnected');
+    assert.equal(gone.error, null);
+    assert.deepEqual(primary.replicationStatus(), []);
+    await within(primary.close(), 20_000, 'close');
+  });
+
+  it('a WalReceiver standby reaches streaming with its write, flush and replay positions at the end', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(net, new RecordingApp());
+    for (let i = 0; i < 50; i++) await primary.commit(payload(i, 2000));
+    const replica = await WalLog.open({ storage: new MemoryStorage(), role: 'replica', segmentSize: SEGMENT });
+    const conn = await connectReplication({ transport: net.transport('s1'), address: primary.address as string, user: 'repl', applicationName: 'walreceiver' });
+    const receiver = new WalReceiver(conn, replica, { statusIntervalMs: 50 });
+    const running = receiver.run();
+    for (let i = 50; i < 80; i++) await primary.commit(payload(i, 2000));
+    await eventually(() => primary.replicationStatus()[0]?.replayLsn === primary.flushLsn, 20_000, 'the standby to report the end');
+    const row = onlyRow(primary);
+    assert.equal(row.state, 'streaming');
+    assert.deepEqual([row.sentLsn, row.writeLsn, row.flushLsn, row.replayLsn], [primary.flushLsn, primary.flushLsn, primary.flushLsn, primary.flushLsn]);
+    // Idle and caught up: the standby's periodic reports clear the lags.
+    await eventually(() => onlyRow(primary).writeLagMs === null, 20_000, 'lags to clear when idle');
+    await receiver.stop();
+    await running;
+    await replica.close();
+    await within(primary.close(), 20_000, 'close');
+  });
+});
