@@ -6,6 +6,9 @@ import type { MessageStream } from '../protocol/message-stream.js';
 import type { WalLog } from '../wal/wal-log.js';
 import { nowMicros } from './wal-sender.js';
 
+/** Received WAL not yet durable beyond which the receiver stops reading, until half of it is. */
+const MAX_UNFLUSHED_BYTES = 32 * 1024 * 1024;
+
 /** Options of {@link WalReceiver}. */
 export interface WalReceiverOptions {
   /** Report progress at least this often, as `wal_receiver_status_interval`. @defaultValue 10 000 */
@@ -28,7 +31,9 @@ export interface WalReceiverEvents {
  * stream from the log's own end, writes every `walData` at its LSN, makes it durable, and
  * reports write, flush and apply positions after each flush, every `statusIntervalMs`, and
  * whenever the sender asks. WAL that does not continue exactly where the log ends is a
- * protocol error: nothing is ever written out of place.
+ * protocol error: nothing is ever written out of place. While more than 32 MiB of received
+ * WAL is not yet durable it stops reading, so a slow disk holds the sender back instead of
+ * filling memory.
  */
 export class WalReceiver extends EventEmitter<WalReceiverEvents> {
   readonly #conn: MessageStream<'client'>;
@@ -83,6 +88,9 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
           }
           log.writeBytes(message.startLsn, message.data);
           flushing ??= this.#flushAll().finally(flushDone);
+          // Bounded memory: stop reading (TCP then holds the sender back) while too much of
+          // the received WAL is not durable yet.
+          if (log.insertLsn - log.flushedLsn > MAX_UNFLUSHED_BYTES) await log.waitForFlush(log.insertLsn - MAX_UNFLUSHED_BYTES / 2);
         } else if (message.kind === 'keepalive') {
           if (message.replyRequested) this.#report(false);
         } else if (message.kind === 'error') {

@@ -363,9 +363,13 @@ class NodeStorageFile implements StorageFile {
     await this.handle.datasync();
   }
 
-  async allocate(size: number): Promise<void> {
+  async allocate(size: number, options: { sparse?: boolean } = {}): Promise<void> {
     let current = (await this.handle.stat()).size;
     if (current >= size) return;
+    if (options.sparse === true) {
+      await this.handle.truncate(size);
+      return;
+    }
     zeros ??= Buffer.alloc(ZERO_CHUNK_SIZE);
     while (current < size) {
       const chunk = Math.min(size - current, zeros.length);

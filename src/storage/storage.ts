@@ -70,8 +70,12 @@ export interface StorageFile {
   writev?(buffers: readonly Uint8Array[], position: number): Promise<void>;
   /** Makes this file's written bytes durable (fdatasync). */
   datasync(): Promise<void>;
-  /** Extends the file with zero bytes so that it is at least `size` bytes long. */
-  allocate(size: number): Promise<void>;
+  /**
+   * Extends the file with zero bytes so that it is at least `size` bytes long. With `sparse`
+   * the storage may leave the zeros unwritten (a file-system hole): much cheaper now, but
+   * later writes there must allocate space, so they cost more and can fail with `ENOSPC`.
+   */
+  allocate(size: number, options?: { sparse?: boolean }): Promise<void>;
   /** The file's current size in bytes. */
   size(): Promise<number>;
   /** Closes the file; closing twice is harmless. */

@@ -4,8 +4,9 @@ import { segmentFileName } from './segment-name.js';
 
 /**
  * The segment files of one timeline on disk: creating them ahead of need (zero-filled, so
- * later fdatasyncs write data only, not allocation metadata), recycling removed ones into
- * future names instead of deleting them, and keeping the writer's file handles.
+ * later fdatasyncs write data only, not allocation metadata, or sparse: see
+ * {@link SegmentFiles.sparse}), recycling removed ones into future names instead of deleting
+ * them, and keeping the writer's file handles.
  *
  * Every create, rename and remove goes through one queue, so they never interleave, and
  * each is followed by a directory fsync before the segment is used or reported gone.
@@ -25,6 +26,11 @@ export class SegmentFiles {
     readonly timeline: number,
     readonly recycleLimit: number,
     private readonly log: Logger,
+    /**
+     * Create segments as holes instead of writing their zeros. A replica catching up writes
+     * whole segments at disk speed, and zero-filling first would write every byte twice.
+     */
+    readonly sparse = false,
   ) {}
 
   name(segno: number): string {
@@ -76,7 +82,7 @@ export class SegmentFiles {
     const temp = `${name}.tmp`;
     const file = await this.storage.open(temp, { create: true });
     try {
-      await file.allocate(this.segmentSize);
+      await file.allocate(this.segmentSize, { sparse: this.sparse });
       await file.datasync();
     } catch (err) {
       await file.close().catch(() => undefined);

@@ -62,7 +62,8 @@ export interface WalLogOptions {
    * {@link WalLog.writeBytes} (a standby's): `append()` is refused with `READ_ONLY`, nothing of
    * its own is ever written into it (no shutdown record), so it stays byte-identical to its
    * source, and recovery ends it at the first bad record, since its records' stamps are its
-   * upstream's: what follows is fetched again from upstream.
+   * upstream's: what follows is fetched again from upstream. Its new segments are created
+   * sparse rather than zero-filled, since catching up writes every byte of them anyway.
    * @defaultValue 'primary'
    */
   role?: 'primary' | 'replica';
@@ -210,6 +211,10 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   #tailWatchers = new Set<() => void>();
   #writerScheduled = false;
   #writer: Promise<void> | null = null;
+  /** The writer's fdatasync in flight, if any. */
+  #syncing: Promise<void> | null = null;
+  /** Set while the writer waits for its sync: lets new pending bytes wake it. */
+  #wakeWriter: (() => void) | null = null;
   #dirty = new Set<number>();
   /** The end of WAL when the log was opened: a clean close writes a shutdown record only after appends. */
   readonly #openedAt: Lsn;
@@ -290,7 +295,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       () => recoverEnd(storage, segnos, segmentSize, timeline, config.role === 'primary', firstSegno),
       'recovering',
     );
-    const files = new SegmentFiles(storage, segmentSize, timeline, config.recycleSegments, log);
+    const files = new SegmentFiles(storage, segmentSize, timeline, config.recycleSegments, log, config.role === 'replica');
     for (const segno of segnos) files.present.add(segno);
     if (found.staleSegments.length > 0) {
       log('removing segments %o past the end of WAL', found.staleSegments);
@@ -668,6 +673,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   // ---- the writer: one write and one fdatasync for every committer waiting together ----
 
   #scheduleWriter(): void {
+    this.#wakeWriter?.();
     if (this.#writerScheduled || this.#writer !== null || this.#state === 'failed') return;
     this.#writerScheduled = true;
     // Let every committer of this turn of the event loop append before the write starts.
@@ -689,19 +695,52 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     }
   }
 
+  /**
+   * Writes and syncs in rounds until nothing is left to do. A round's fdatasync runs while
+   * the next round's bytes are written, so the disk need not wait for the writer; a sync
+   * covers only what was written before it started, and one runs at a time.
+   */
   async #writeRounds(forceSync: boolean): Promise<void> {
-    for (;;) {
-      if (this.#failure !== null) return;
-      const wantSync = forceSync || this.#waiters.length > 0;
-      if (this.#runs.length === 0 && !(wantSync && this.#needsSync(forceSync))) return;
-      if (!wantSync && this.#pendingBytes < WRITE_THRESHOLD) return;
-      const runs = this.#runs;
-      this.#runs = [];
-      this.#pendingBytes = 0;
-      await this.#writeRuns(runs);
-      if (wantSync) await this.#syncWritten(forceSync);
-      this.#advanceFlushed(wantSync);
-      if (forceSync && this.#runs.length === 0) return;
+    try {
+      for (;;) {
+        if (this.#failure !== null) return;
+        const wantSync = forceSync || this.#waiters.length > 0;
+        if (wantSync && this.#syncing === null && this.#needsSync(forceSync)) {
+          this.#syncing = this.#syncRound(forceSync).finally(() => {
+            this.#syncing = null;
+          });
+        }
+        // While a sync runs, small writes gain nothing: they wait for the next sync anyway.
+        if (this.#runs.length > 0 && (this.#pendingBytes >= WRITE_THRESHOLD || (wantSync && this.#syncing === null))) {
+          const runs = this.#runs;
+          this.#runs = [];
+          this.#pendingBytes = 0;
+          await this.#writeRuns(runs);
+          if (!wantSync) this.#advanceFlushed(false);
+        } else if (this.#syncing !== null) {
+          // Wake for new bytes to write as well: the disk should not wait for them after the sync.
+          const syncing = this.#syncing;
+          await new Promise<void>((resolve) => {
+            this.#wakeWriter = resolve;
+            void syncing.then(resolve);
+          });
+          this.#wakeWriter = null;
+        } else {
+          return;
+        }
+      }
+    } finally {
+      await this.#syncing;
+    }
+  }
+
+  /** One sync of what is written now, then acknowledges it; never rejects (failures stop the log). */
+  async #syncRound(force: boolean): Promise<void> {
+    try {
+      await this.#syncWritten(force);
+      this.#advanceFlushed(true);
+    } catch (err) {
+      this.#fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', `the WAL writer failed: ${describe(err)}`, { cause: err }));
     }
   }
 
@@ -827,7 +866,10 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       for (const segno of this.#dirty) if (segno < currentSegno) await this.#files.closeWriter(segno);
       return;
     }
-    for (const segno of [...this.#dirty].sort((a, b) => a - b)) {
+    // Writes made while this sync runs mark their segments dirty again for the next one.
+    const dirty = [...this.#dirty].sort((a, b) => a - b);
+    this.#dirty.clear();
+    for (const segno of dirty) {
       const name = segmentFileName(this.timeline, segno, this.segmentSize);
       try {
         await (await this.#files.forWrite(segno)).datasync();
@@ -837,7 +879,6 @@ export class WalLog extends EventEmitter<WalLogEvents> {
         this.#fail(new WalshipError('WAL_SYNC_FAILED', `fdatasync of segment ${name} failed; the log has stopped: ${describe(err)}`, { cause: err }));
         return;
       }
-      this.#dirty.delete(segno);
       if (segno < currentSegno) await this.#files.closeWriter(segno);
     }
     this.#syncedLsn = target;

@@ -97,6 +97,19 @@ describe('NodeStorage', () => {
     await storage.prepare();
   }));
 
+  it('allocate() writes the zeros to disk; with sparse it leaves a hole', withTempDir(async (dir) => {
+    const storage = new NodeStorage(dir);
+    const size = 4 * 1024 * 1024;
+    for (const sparse of [false, true]) {
+      const file = await storage.open(`f${sparse}`, { create: true });
+      await file.allocate(size, { sparse });
+      await file.close();
+    }
+    // st_blocks counts 512-byte units actually allocated.
+    assert.ok((await fs.stat(path.join(dir, 'ffalse'))).blocks * 512 >= size, 'zero-filled');
+    assert.ok((await fs.stat(path.join(dir, 'ftrue'))).blocks * 512 < size / 2, 'sparse');
+  }));
+
   it('list() shows regular files only, the lock file included', withTempDir(async (dir) => {
     const storage = new NodeStorage(dir);
     await fs.mkdir(path.join(dir, 'subdir'));

@@ -175,6 +175,22 @@ export function storageContract(name: string, make: () => Promise<StorageFixture
       await file.close();
     }));
 
+    it('a sparse allocate reads back as zeros like any other, and keeps written bytes', withStorage(async (storage) => {
+      const file = await storage.open('a', { create: true });
+      await file.write(bytes('keep'), 0);
+      await file.allocate(3 * 1024 * 1024, { sparse: true });
+      assert.equal(await file.size(), 3 * 1024 * 1024);
+      await file.write(bytes('mid'), 2 * 1024 * 1024);
+      await file.allocate(100, { sparse: true });
+      assert.equal(await file.size(), 3 * 1024 * 1024);
+      const whole = await readAt(file, 0, 3 * 1024 * 1024);
+      assert.deepEqual(whole.subarray(0, 4), bytes('keep'));
+      assert.deepEqual(whole.subarray(2 * 1024 * 1024, 2 * 1024 * 1024 + 3), bytes('mid'));
+      whole.fill(0, 2 * 1024 * 1024, 2 * 1024 * 1024 + 3);
+      assert.ok(whole.subarray(4).every((byte) => byte === 0));
+      await file.close();
+    }));
+
     it('datasync and syncDirectory resolve', withStorage(async (storage) => {
       const file = await storage.open('a', { create: true });
       await file.write(bytes('x'), 0);
