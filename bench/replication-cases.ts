@@ -58,7 +58,7 @@ class Peer {
   }
 
   static async start(): Promise<Peer> {
-    const peer = new Peer(fork(PEER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    const peer = new Peer(fork(PEER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: process.env.PEER_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/peerprof'] : [] }));
     await peer.#reply();
     return peer;
   }
@@ -139,6 +139,10 @@ export interface CatchUpResult {
   readonly walBytes: number;
   readonly receiveBytesPerSec: number;
   readonly replayBytesPerSec: number;
+  readonly seconds: number;
+  /** CPU time (user + system) each process used meanwhile: what the 2 cores spent. */
+  readonly primaryCpuSeconds: number;
+  readonly standbyCpuSeconds: number;
 }
 
 /** A standby restarted `bytes` of WAL behind its primary. */
@@ -155,15 +159,21 @@ export async function catchUp(base: string, bytes: number): Promise<CatchUpResul
     const to = primary.currentLsn;
     const peer = await Peer.start();
     try {
+      const cpuBefore = process.cpuUsage();
       const started = now();
       const opened = peer.ask({ cmd: 'open', address: primary.address, dirs: [standbyDir], wait: false });
-      const { receivedAt, replayedAt } = await peer.ask<{ receivedAt: number; replayedAt: number }>({ cmd: 'wait', lsn: to });
+      const { receivedAt, replayedAt, cpu, faults } = await peer.ask<{ receivedAt: number; replayedAt: number; cpu: NodeJS.CpuUsage; faults: number }>({ cmd: 'wait', lsn: to });
+      const primaryCpu = process.cpuUsage(cpuBefore);
       await opened;
       const walBytes = to - from;
       return {
         walBytes,
         receiveBytesPerSec: walBytes / ((receivedAt - started) / 1000),
         replayBytesPerSec: walBytes / ((replayedAt - started) / 1000),
+        seconds: (replayedAt - started) / 1000,
+        primaryCpuSeconds: (primaryCpu.user + primaryCpu.system) / 1e6,
+        standbyCpuSeconds: (cpu.user + cpu.system) / 1e6,
+        ...(process.env.CPU_SPLIT ? { standbyUser: cpu.user / 1e6, standbySystem: cpu.system / 1e6, standbyFaults: faults, primaryFaults: process.resourceUsage().minorPageFault, primaryUser: primaryCpu.user / 1e6, primarySystem: primaryCpu.system / 1e6 } : {}),
       };
     } finally {
       await peer.close();

@@ -52,6 +52,7 @@ process.on('message', async (message) => {
             application: new CountingApp(),
             primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: `s${i + 1}` },
             statusIntervalMs: 1000,
+            ...(process.env.PEER_SYNC ? { sync: process.env.PEER_SYNC } : {}),
           }),
         ),
       );
@@ -68,7 +69,7 @@ process.on('message', async (message) => {
       await queue;
       const receivedAt = await until(() => standbys.every((s) => (s.receiveLsn ?? 0) >= message.lsn));
       const replayedAt = await until(() => standbys.every((s) => (s.replayLsn ?? 0) >= message.lsn));
-      process.send({ receivedAt, replayedAt });
+      process.send({ receivedAt, replayedAt, cpu: process.cpuUsage(), faults: process.resourceUsage().minorPageFault });
       break;
     }
     case 'latency': {

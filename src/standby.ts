@@ -398,7 +398,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
 
   /** Applies the local WAL from `start`, following it as it grows. */
   async #replay(log: WalLog, start: Lsn): Promise<void> {
-    for await (const record of log.read(start, { follow: true, signal: this.#abort.signal })) {
+    for await (const record of log.read(start, { follow: true, signal: this.#abort.signal, reuseBuffers: true })) {
       while (this.#pause !== null) await this.#pause;
       if (this.#abort.signal.aborted) return;
       this.#applying = applyBatch(this.#app, record.endLsn, record.lsn, record.timeline, record.entries);

@@ -36,7 +36,7 @@ export async function replay(
   from: Lsn,
   options: { follow: boolean; signal?: AbortSignal; onApplied: (lsn: Lsn) => void },
 ): Promise<void> {
-  const records = log.read(from, { follow: options.follow, ...(options.signal === undefined ? {} : { signal: options.signal }) });
+  const records = log.read(from, { follow: options.follow, reuseBuffers: true, ...(options.signal === undefined ? {} : { signal: options.signal }) });
   for await (const record of records) {
     await applyBatch(app, record.endLsn, record.lsn, record.timeline, record.entries);
     options.onApplied(record.endLsn);

@@ -175,17 +175,29 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
       signal: this.#abort.signal,
       maxChunkBytes: this.#options.maxMessageBytes,
     });
-    for await (const { startLsn, data } of chunks) {
-      const walEnd = this.#log.flushedLsn;
-      const fits = this.#conn.send({ kind: 'walData', startLsn, walEnd, sendTime: nowMicros(), data });
-      this.#sentLsn = startLsn + data.length;
-      // As PostgreSQL's walsender: the flushed end, timed when first seen, approximates when
-      // that WAL was flushed, so a standby catching up shows how far behind it really is.
-      this.#lag.sent(walEnd, Date.now());
-      if (this.#state === 'catchup' && this.#sentLsn >= this.#log.flushedLsn) this.#setState('streaming');
-      // Backpressure: a standby that stops reading stops us here, holding one message.
-      if (!fits) await this.#conn.drained();
-      if (this.#conn.failure !== null) throw this.#conn.failure;
+    // Read ahead: the next chunk comes off the disk while this one drains into the socket, so
+    // a catching-up standby never waits for a read. At most two messages are held.
+    let next = chunks.next();
+    try {
+      for (;;) {
+        const chunk = await next;
+        if (chunk.done === true) return;
+        next = chunks.next();
+        const { startLsn, data } = chunk.value;
+        const walEnd = this.#log.flushedLsn;
+        const fits = this.#conn.send({ kind: 'walData', startLsn, walEnd, sendTime: nowMicros(), data });
+        this.#sentLsn = startLsn + data.length;
+        // As PostgreSQL's walsender: the flushed end, timed when first seen, approximates when
+        // that WAL was flushed, so a standby catching up shows how far behind it really is.
+        this.#lag.sent(walEnd, Date.now());
+        if (this.#state === 'catchup' && this.#sentLsn >= this.#log.flushedLsn) this.#setState('streaming');
+        // Backpressure: a standby that stops reading stops us here.
+        if (!fits) await this.#conn.drained();
+        if (this.#conn.failure !== null) throw this.#conn.failure;
+      }
+    } finally {
+      // The read-ahead ends with the abort signal; its outcome no longer matters.
+      next.catch(() => undefined);
     }
   }
 

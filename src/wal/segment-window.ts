@@ -29,6 +29,11 @@ export class SegmentWindow {
     return offset - this.#start;
   }
 
+  /** Whether `[offset, offset + length)` is already in the window. */
+  has(offset: number, length: number): boolean {
+    return offset >= this.#start && offset + length <= this.#start + this.#length;
+  }
+
   /**
    * Makes `[offset, offset + length)` available, reading at most up to `limit` (a segment
    * offset, default the segment's end). Resolves false when the file ends before that.

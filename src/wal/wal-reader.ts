@@ -29,6 +29,13 @@ export interface ReadOptions {
    * @defaultValue 1 MiB
    */
   chunkSize?: number;
+  /**
+   * Read every chunk into the same buffer instead of a new one: less memory traffic and
+   * garbage, but entry data are then valid only until the next record is read (copy what
+   * you keep). Replay uses it; the application's `apply` contract already says so.
+   * @defaultValue false
+   */
+  reuseBuffers?: boolean;
 }
 
 /** A committed batch read back from the log. */
@@ -95,9 +102,9 @@ export class WalReader {
           if (!(await awaitMore(log, horizon, follow, signal))) return;
           continue;
         }
-        const window = await this.#enter(segno, pos);
+        const window = this.#segno === segno && this.#window !== null ? this.#window : await this.#enter(segno, pos);
         const limit = Math.min(size, horizon - segno * size);
-        await this.#ensure(window, segno, offset, RECORD_HEADER_SIZE, limit);
+        if (!window.has(offset, RECORD_HEADER_SIZE)) await this.#ensure(window, segno, offset, RECORD_HEADER_SIZE, limit);
         const header = readRecordHeader(window.buf, window.index(offset));
         const reason = checkRecordHeader(header, pos, size - offset);
         if (reason === null && pos + header.length > horizon) {
@@ -110,7 +117,7 @@ export class WalReader {
           }
           throw new WalCorruptError(log.segmentName(pos), offset, reason);
         }
-        await this.#ensure(window, segno, offset, header.length, limit);
+        if (!window.has(offset, header.length)) await this.#ensure(window, segno, offset, header.length, limit);
         const index = window.index(offset);
         if (!checkRecordCrc(window.buf, index, header)) {
           throw new WalCorruptError(log.segmentName(pos), offset, 'record checksum mismatch');
@@ -139,7 +146,6 @@ export class WalReader {
 
   /** Opens segment `segno` (checking its header) unless it is already open. */
   async #enter(segno: number, pos: Lsn): Promise<SegmentWindow> {
-    if (this.#segno === segno && this.#window !== null) return this.#window;
     await this.#file?.close().catch(() => undefined);
     this.#file = null;
     this.#window = null;
@@ -153,7 +159,7 @@ export class WalReader {
     }
     this.#file = file;
     this.#segno = segno;
-    const window = new SegmentWindow(file, this.log.segmentSize, this.options.chunkSize ?? DEFAULT_CHUNK, true);
+    const window = new SegmentWindow(file, this.log.segmentSize, this.options.chunkSize ?? DEFAULT_CHUNK, this.options.reuseBuffers !== true);
     await this.#ensure(window, segno, 0, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE);
     const header = readSegmentHeader(window.buf, window.index(0));
     if (header === null || header.startLsn !== segno * this.log.segmentSize || header.timeline !== this.log.timeline) {
@@ -164,16 +170,16 @@ export class WalReader {
   }
 
   async #ensure(window: SegmentWindow, segno: number, offset: number, length: number, limit: number): Promise<void> {
-    const name = this.log.segmentName(segno * this.log.segmentSize);
     let complete: boolean;
     try {
       complete = await window.ensure(offset, length, Math.max(limit, offset + length));
     } catch (err) {
       assertNotRemoved(this.log, segno * this.log.segmentSize);
+      const name = this.log.segmentName(segno * this.log.segmentSize);
       throw new WalshipError('WAL_IO', `reading segment ${name} failed: ${(err as Error).message}`, { cause: err });
     }
     // A segment removed or recycled during the read may have handed us foreign bytes.
     assertNotRemoved(this.log, segno * this.log.segmentSize);
-    if (!complete) throw new WalCorruptError(name, offset, 'segment file is shorter than the log');
+    if (!complete) throw new WalCorruptError(this.log.segmentName(segno * this.log.segmentSize), offset, 'segment file is shorter than the log');
   }
 }
