@@ -20,6 +20,7 @@ import { percentileOfSorted, type RunResult } from './stats.js';
 
 const W = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof Walship;
 const PEER = fileURLToPath(new URL('./replication-peer.mjs', import.meta.url));
+const RAW_PIPE_PEER = fileURLToPath(new URL('./raw-pipe-peer.mjs', import.meta.url));
 
 /** One row, and rows per batch: PostgreSQL's comparison used 1 KB rows. */
 export const ROW_BYTES = 1024;
@@ -162,7 +163,7 @@ export async function catchUp(base: string, bytes: number): Promise<CatchUpResul
       const cpuBefore = process.cpuUsage();
       const started = now();
       const opened = peer.ask({ cmd: 'open', address: primary.address, dirs: [standbyDir], wait: false });
-      const { receivedAt, replayedAt, cpu, faults } = await peer.ask<{ receivedAt: number; replayedAt: number; cpu: NodeJS.CpuUsage; faults: number }>({ cmd: 'wait', lsn: to });
+      const { receivedAt, replayedAt, cpu } = await peer.ask<{ receivedAt: number; replayedAt: number; cpu: NodeJS.CpuUsage }>({ cmd: 'wait', lsn: to });
       const primaryCpu = process.cpuUsage(cpuBefore);
       await opened;
       const walBytes = to - from;
@@ -173,7 +174,6 @@ export async function catchUp(base: string, bytes: number): Promise<CatchUpResul
         seconds: (replayedAt - started) / 1000,
         primaryCpuSeconds: (primaryCpu.user + primaryCpu.system) / 1e6,
         standbyCpuSeconds: (cpu.user + cpu.system) / 1e6,
-        ...(process.env.CPU_SPLIT ? { standbyUser: cpu.user / 1e6, standbySystem: cpu.system / 1e6, standbyFaults: faults, primaryFaults: process.resourceUsage().minorPageFault, primaryUser: primaryCpu.user / 1e6, primarySystem: primaryCpu.system / 1e6 } : {}),
       };
     } finally {
       await peer.close();
@@ -181,6 +181,55 @@ export async function catchUp(base: string, bytes: number): Promise<CatchUpResul
   } finally {
     await primary.close();
     await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The raw limit of catch-up on this machine: `bytes` read from a file with plain node:fs in
+ * 1 MiB reads, sent over a loopback socket to a second process that writes them to a new
+ * file with an fdatasync every 8 MiB (bench/raw-pipe-peer.mjs): what a standby's
+ * receive path costs without walship.
+ */
+export async function rawCatchUp(base: string, bytes: number): Promise<CatchUpResult> {
+  const source = path.join(base, 'raw-pipe-source');
+  const MiB = 1024 * 1024;
+  const handle = await fs.open(source, 'w');
+  const fill = Buffer.alloc(MiB, 0x61);
+  for (let at = 0; at < bytes; at += MiB) await handle.write(fill, 0, MiB, at);
+  await handle.datasync();
+  await handle.close();
+  const net = await import('node:net');
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as import('node:net').AddressInfo;
+  const connected = once(server, 'connection') as Promise<[import('node:net').Socket]>;
+  const peer = fork(RAW_PIPE_PEER, [String(port), path.join(base, 'raw-pipe-target'), String(bytes)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const reply = once(peer, 'message') as Promise<[{ bytesPerSec: number; ok: boolean; cpu: NodeJS.CpuUsage }]>;
+  const [socket] = await connected;
+  const cpuBefore = process.cpuUsage();
+  const reader = await fs.open(source, 'r');
+  try {
+    for (let at = 0; at < bytes; at += MiB) {
+      const buf = Buffer.allocUnsafe(MiB);
+      await reader.read(buf, 0, MiB, at);
+      if (!socket.write(buf)) await once(socket, 'drain');
+    }
+    socket.end();
+    const [result] = await reply;
+    const cpu = process.cpuUsage(cpuBefore);
+    if (!result.ok) throw new Error('the raw pipe lost bytes');
+    return {
+      walBytes: bytes,
+      receiveBytesPerSec: result.bytesPerSec,
+      replayBytesPerSec: result.bytesPerSec,
+      seconds: bytes / result.bytesPerSec,
+      primaryCpuSeconds: (cpu.user + cpu.system) / 1e6,
+      standbyCpuSeconds: (result.cpu.user + result.cpu.system) / 1e6,
+    };
+  } finally {
+    await reader.close();
+    server.close();
+    await fs.rm(source, { force: true });
   }
 }
 

@@ -21,7 +21,7 @@ import { BENCH_RECYCLE_SEGMENTS, openSteadyLog, restock } from './steady-log.js'
 import { formatCompact, formatInt, formatMBps, formatRatio, formatTable, type Row } from './table.js';
 import { YIELD_EVERY, measureAppends, measureCommits } from './wal-cases.js';
 import { createTlsFixtures } from '../test/transport/tls-fixtures.js';
-import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, replicationThroughput, type CatchUpResult } from './replication-cases.js';
+import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, rawCatchUp, replicationThroughput, type CatchUpResult } from './replication-cases.js';
 import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';
 
 interface Settings {
@@ -471,6 +471,7 @@ interface ReplicationResults {
   readonly toOne: CaseSummary;
   readonly toThree: CaseSummary;
   readonly catchUps: readonly CatchUpResult[];
+  readonly rawCatchUps: readonly CatchUpResult[];
   readonly latency: CaseSummary;
 }
 
@@ -478,6 +479,7 @@ async function replicationSection(base: string, settings: Settings): Promise<Rep
   const raw = { socket: [] as RunResult[], disk: [] as RunResult[], sync: [] as RunResult[] };
   const runs = { one: [] as RunResult[], three: [] as RunResult[], latency: [] as RunResult[] };
   const catchUps: CatchUpResult[] = [];
+  const rawCatchUps: CatchUpResult[] = [];
   progress('replication: warm-up');
   await replicationThroughput(base, 1, Math.min(settings.replicationBytes, 64 * 1024 * 1024));
   for (let run = 1; run <= settings.replicationRuns; run++) {
@@ -491,6 +493,8 @@ async function replicationSection(base: string, settings: Settings): Promise<Rep
     runs.one.push(await replicationThroughput(base, 1, settings.replicationBytes));
     progress(`replication: → 3 standbys, ${label}`);
     runs.three.push(await replicationThroughput(base, 3, settings.replicationBytes));
+    progress(`replication: raw catch-up limit (file → socket → file + fdatasync), ${label}`);
+    rawCatchUps.push(await rawCatchUp(base, settings.catchUpBytes));
     progress(`replication: catch-up of a standby ${settings.catchUpBytes / 2 ** 20} MiB behind, ${label}`);
     catchUps.push(await catchUp(base, settings.catchUpBytes));
     progress(`replication: apply latency at ${LATENCY_RATE} commits/s, ${label}`);
@@ -503,6 +507,7 @@ async function replicationSection(base: string, settings: Settings): Promise<Rep
     toOne: summarize(runs.one),
     toThree: summarize(runs.three),
     catchUps,
+    rawCatchUps,
     latency: summarize(runs.latency),
   };
 }
@@ -511,11 +516,20 @@ function medianCatchUp(results: ReplicationResults, key: 'receiveBytesPerSec' | 
   return median(results.catchUps.map((c) => c[key]));
 }
 
+/** Per run: walship's replayed catch-up MB/s ÷ the raw pipe's MB/s measured right before it. */
+function catchUpVsRaw(results: ReplicationResults): number[] {
+  return pairedRatios(
+    results.catchUps.map((c) => c.replayBytesPerSec),
+    results.rawCatchUps.map((c) => c.receiveBytesPerSec),
+  );
+}
+
 function printReplicationSection(results: ReplicationResults, settings: Settings): void {
   const socket = results.rawSocket.median.bytesPerSec;
   const disk = results.rawDisk.median.bytesPerSec;
   const vsLimits = (r: RunResult): string => `${formatRatio(r.bytesPerSec / Math.min(socket, disk))} of min(socket, disk)`;
-  const catchRow = (label: string, bps: number): Row => [label, '', formatMBps(bps), '', '', `${formatRatio(bps / disk)} disk, PG ${formatMBps(label.includes('receive') ? PG_CATCH_UP.receive : PG_CATCH_UP.overall)}`];
+  const rawPipe = median(results.rawCatchUps.map((c) => c.receiveBytesPerSec));
+  const catchRow = (label: string, bps: number): Row => [label, '', formatMBps(bps), '', '', `${formatRatio(bps / rawPipe)} raw pipe; PG ${formatMBps(label.includes('receive') ? PG_CATCH_UP.receive : PG_CATCH_UP.overall)}`];
   const batch = `${ROWS_PER_BATCH} × ${ROW_BYTES / 1024} KiB rows`;
   console.log(`
 5. Replication — Primary → standbys in a second process over TcpTransport (loopback), fdatasync on both sides, asynchronous`);
@@ -526,6 +540,7 @@ function printReplicationSection(results: ReplicationResults, settings: Settings
       ...rows(`raw: ${RAW_SYNC_WRITE / 1024} KiB write + fdatasync`, results.rawSync, 'limit', settings),
       ...rows(`walship → 1 standby, batches of ${batch}`, results.toOne, vsLimits(results.toOne.median), settings),
       ...rows(`walship → 3 standbys, batches of ${batch}`, results.toThree, vsLimits(results.toThree.median), settings),
+      ['raw: file → socket → second process → file, fdatasync every 8 MiB', '', formatMBps(rawPipe), '', '', 'limit (catch-up)'],
       catchRow(`catch-up ${settings.catchUpBytes / 2 ** 20} MiB behind: received`, medianCatchUp(results, 'receiveBytesPerSec')),
       catchRow(`catch-up ${settings.catchUpBytes / 2 ** 20} MiB behind: replayed`, medianCatchUp(results, 'replayBytesPerSec')),
       ...rows(`apply latency at ${LATENCY_RATE} commits/s (commit → standby apply)`, results.latency, `p50 ${formatRatio(results.latency.median.p50Us / results.rawSync.median.p50Us, 1)}× raw fdatasync`, settings),
@@ -538,7 +553,12 @@ function printReplicationSection(results: ReplicationResults, settings: Settings
       `   until it has received (flushed) and replayed the primary's end. PostgreSQL 15 here: ${formatMBps(PG_CATCH_UP.overall)} overall (receive ${formatMBps(PG_CATCH_UP.receive)}, replay ${formatMBps(PG_CATCH_UP.replay)}).`,
       `   Latency: each batch carries its commit time; the standby's application records when it applied it. The path holds two`,
       `   fdatasyncs (primary, standby), so one raw fdatasync p50 (${formatInt(results.rawSync.median.p50Us)} µs) is not reachable; it is the unit, not the limit.`,
-      `   catch-up per run (received / replayed MB/s): ${results.catchUps.map((c) => `${formatMBps(c.receiveBytesPerSec)} / ${formatMBps(c.replayBytesPerSec)}`).join(', ')}`,
+      `   catch-up per run (raw pipe / walship received / replayed MB/s): ${results.catchUps
+        .map((c, i) => `${formatMBps(results.rawCatchUps[i]?.receiveBytesPerSec ?? Number.NaN)} / ${formatMBps(c.receiveBytesPerSec)} / ${formatMBps(c.replayBytesPerSec)}`)
+        .join(', ')}; replayed ÷ raw per run: ${ratioList(catchUpVsRaw(results))}`,
+      `   CPU seconds per catch-up run (primary + standby process; 2 cores): ${results.catchUps
+        .map((c) => `${c.primaryCpuSeconds.toFixed(1)} + ${c.standbyCpuSeconds.toFixed(1)} in ${c.seconds.toFixed(1)} s`)
+        .join(', ')}; raw pipe: ${results.rawCatchUps.map((c) => `${c.primaryCpuSeconds.toFixed(1)} + ${c.standbyCpuSeconds.toFixed(1)}`).join(', ')}`,
     ].join('\n'),
   );
 }
@@ -549,7 +569,7 @@ function replicationTargets(results: ReplicationResults): Target[] {
     {
       description: `catch-up of a standby behind by a lot of WAL ≥ ${formatMBps(TARGET_CATCH_UP)} MB/s until replayed, fdatasync on`,
       met: replay >= TARGET_CATCH_UP,
-      measured: `${formatMBps(replay)} MB/s replayed, ${formatMBps(medianCatchUp(results, 'receiveBytesPerSec'))} MB/s received (PostgreSQL 15: ${formatMBps(PG_CATCH_UP.overall)} / ${formatMBps(PG_CATCH_UP.receive)})`,
+      measured: `${formatMBps(replay)} MB/s replayed, ${formatMBps(medianCatchUp(results, 'receiveBytesPerSec'))} MB/s received (PostgreSQL 15: ${formatMBps(PG_CATCH_UP.overall)} / ${formatMBps(PG_CATCH_UP.receive)}); ${formatRatio(median(catchUpVsRaw(results)))} of the raw pipe measured alongside`,
     },
   ];
 }
