@@ -61,8 +61,8 @@ export const ERROR_CODES = {
     action: 'Transient: retry with back-off (standbys do this by themselves).',
   },
   TIMEOUT: {
-    when: 'A connect or handshake did not complete within its time limit.',
-    action: 'Transient: check the network and the peer, then retry.',
+    when: 'A connect or handshake did not complete within its time limit, or a standby heard nothing from its primary for `walReceiverTimeoutMs` (or a primary from its standby for `walSenderTimeoutMs`).',
+    action: 'Transient: check the network and the peer, then retry (standbys reconnect by themselves).',
   },
   TLS_FAILED: {
     when: 'A TLS handshake failed, e.g. the server’s certificate is not trusted or does not match its name, or a required client certificate is missing.',
@@ -74,7 +74,7 @@ export const ERROR_CODES = {
   },
   PROTOCOL_VERSION: {
     when: 'The peers speak different replication protocol versions; the message names both.',
-    action: 'Upgrade the older side.',
+    action: 'Upgrade the older side. A standby stops instead of retrying.',
   },
   AUTH_FAILED: {
     when: 'Authentication failed: wrong password, unknown user, no matching rule or a `reject` rule. The reason is never told to the client.',
@@ -93,12 +93,16 @@ export const ERROR_CODES = {
     action: 'Transient: the standby retries by itself. Raise `maxWalSenders` if more standbys should connect at once.',
   },
   BASE_BACKUP_REQUIRED: {
-    when: 'A new standby cannot start from the primary\'s WAL alone (its oldest WAL is gone) and its application has no `restore` hook.',
+    when: 'A new standby cannot start from the primary\'s WAL alone (its oldest WAL is gone) and cannot get a base backup: its application has no `restore` hook, or the primary\'s has no `snapshot` hook.',
     action: 'Give the application `snapshot` (on the primary) and `restore` (on the standby) hooks, or seed the standby with `primary.baseBackup()`.',
   },
+  BASE_BACKUP_UNAVAILABLE: {
+    when: "A base backup was asked of a primary whose application has no `snapshot` hook, so it cannot make one.",
+    action: 'A new standby streams the WAL from its beginning instead; give the primary\'s application a `snapshot` hook to serve base backups.',
+  },
   BASE_BACKUP_FAILED: {
-    when: 'A base backup could not be taken or received: the primary\'s application has no `snapshot` hook, it threw, or the data did not match its size or checksum.',
-    action: 'The standby keeps nothing of the failed attempt and retries; fix the hook if it is missing or failing.',
+    when: 'A base backup could not be taken or received: the application\'s `snapshot` threw, or the data did not match its size or checksum.',
+    action: 'The standby keeps nothing of the failed attempt and retries; fix the failing hook.',
   },
   APPLY_FAILED: {
     when: 'The application\'s `apply` threw. Replay stops on that node; the batch is the `cause`\'s context.',
@@ -107,6 +111,22 @@ export const ERROR_CODES = {
   HOT_STANDBY_OFF: {
     when: 'A read-side call (such as `waitForReplay`) was made on a warm standby (`hotStandby: false`), which serves nothing until promoted.',
     action: 'Open the standby with `hotStandby: true` to serve reads.',
+  },
+  INVALID_SLOT_NAME: {
+    when: 'A replication slot name is not 1 to 63 lower-case letters, digits or underscores.',
+    action: 'Choose a name such as `node_a_slot`. Nothing was created or changed.',
+  },
+  SLOT_EXISTS: {
+    when: 'A replication slot was created with the name of one that already exists.',
+    action: 'Use the existing slot, or drop it first if it belongs to a standby that is gone.',
+  },
+  SLOT_ACTIVE: {
+    when: 'A replication slot is in use by another connection: a second standby tried to stream from it, or it was dropped or advanced while in use.',
+    action: 'Give each standby its own slot; to drop or advance a slot, stop the standby using it first (its name is in `activeApplicationName`).',
+  },
+  SLOT_NOT_FOUND: {
+    when: 'No replication slot has the given name.',
+    action: 'Create the slot first (`createSlot`), or check the name against the list of slots.',
   },
 } as const satisfies Record<string, { when: string; action: string }>;
 

@@ -170,6 +170,10 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   #address: string | null = null;
   #draining = false;
   #applying: Promise<void> | null = null;
+  /** Settled by the drain once no commit is queued and no apply runs (see {@link #whenIdle}). */
+  #idle: { promise: Promise<void>; resolve: () => void } | null = null;
+  /** Positions of the base backups `baseBackup()` is writing: their standbys will stream from there. */
+  readonly #backupsInProgress = new Set<{ lsn: Lsn }>();
   #pause: Promise<void> | null = null;
   #failure: WalshipError | null = null;
   #closing: Promise<void> | null = null;
@@ -242,7 +246,14 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     return this.#control.systemId;
   }
 
-  /** The end of the WAL: everything committed so far (`pg_current_wal_lsn()`). */
+  /**
+   * The end of the WAL (`pg_current_wal_lsn()`): the end of every batch committed so far,
+   * including commits still waiting for their flush (with `synchronousCommit: 'off'` they have
+   * resolved already). It is not necessarily durable (see {@link flushLsn}), and it can move
+   * back: when a full disk (`ENOSPC`) fails commits, it returns to where the first failed
+   * one began, and the next commit takes its place. After `close()` it includes the shutdown
+   * record.
+   */
   get currentLsn(): Lsn {
     return this.#log.insertLsn;
   }
@@ -404,35 +415,78 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       const names = (await storage.list()).filter((name) => !name.startsWith('walship.lock'));
       if (names.length > 0) throw new WalshipError('INVALID_ARGUMENT', `the base backup's target ${storage.description} is not empty`);
       const backup = await this.#baseBackupData();
-      const written = await new SnapshotStore(storage).write(backup.lsn, backup.timeline, backup.data);
-      await writeControlFile(storage, {
-        systemId: this.systemId,
-        segmentSize: this.#log.segmentSize,
-        timeline: backup.timeline,
-        checkpoint: { lsn: backup.lsn, snapshot: true },
-        consistentLsn: backup.lsn,
-      });
-      return { lsn: backup.lsn, timeline: backup.timeline, size: written.size };
+      // Until it is written, checkpoints keep the WAL its standby will stream from.
+      const inProgress = { lsn: backup.lsn };
+      this.#backupsInProgress.add(inProgress);
+      try {
+        const written = await new SnapshotStore(storage).write(backup.lsn, backup.timeline, backup.data);
+        await writeControlFile(storage, {
+          systemId: this.systemId,
+          segmentSize: this.#log.segmentSize,
+          timeline: backup.timeline,
+          checkpoint: { lsn: backup.lsn, snapshot: true },
+          consistentLsn: backup.lsn,
+        });
+        return { lsn: backup.lsn, timeline: backup.timeline, size: written.size };
+      } finally {
+        this.#backupsInProgress.delete(inProgress);
+      }
     } finally {
       await lock.release();
     }
   }
 
   /**
-   * Fast shutdown: refuses new commits, waits for those in flight to be durable and applied,
-   * lets connected standbys receive all of the WAL (each gets at most `walSenderTimeoutMs`
-   * to confirm), then closes the WAL. Leaves no timer or socket behind.
+   * Fast shutdown: refuses new commits, waits for those in flight to be durable and applied
+   * (or to fail), seals the WAL with its shutdown record (PostgreSQL's shutdown checkpoint),
+   * lets connected standbys receive all of it, shutdown record included (each gets at most
+   * `walSenderTimeoutMs` to confirm), then closes the WAL. Leaves no timer or socket behind.
+   * Rejects, after all of that, if stopping the standbys' connections failed.
    */
   close(): Promise<void> {
-    this.#closing ??= (async () => {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    let error: unknown = null;
+    try {
       await this.#checkpointing.catch(() => undefined);
       await this.#log.flush().catch(() => undefined);
-      while (this.#queue.length > 0 && this.#failure === null) await this.#applied.wait(this.#log.flushedLsn).catch(() => undefined);
+      await this.#whenIdle();
+      await this.#log.seal().catch((err: unknown) => this.#debug.error('sealing the WAL: %s', (err as Error).message));
       await this.#service?.close(this.#log.flushedLsn, this.#options.walSenderTimeoutMs);
+    } catch (err) {
+      error = err;
+      this.#debug.error('closing: %s', (err as Error).message);
+    } finally {
       await this.#log.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
       this.#applied.fail(new WalshipError('WAL_CLOSED', 'the primary is closed'));
-    })();
-    return this.#closing;
+    }
+    if (error !== null) throw error;
+  }
+
+  /** Resolves once no commit is queued and no apply runs (at once if so now). */
+  #whenIdle(): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    if (this.#idle === null) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.#idle = { promise, resolve };
+    }
+    return this.#idle.promise;
+  }
+
+  #isIdle(): boolean {
+    return this.#queue.length === 0 && !this.#draining;
+  }
+
+  /** Settles {@link #whenIdle}'s promise when the primary has become idle. */
+  #checkIdle(): void {
+    if (this.#idle === null || !this.#isIdle()) return;
+    const { resolve } = this.#idle;
+    this.#idle = null;
+    resolve();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -458,7 +512,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         ...(settings.logPrefix === undefined ? {} : { logPrefix: settings.logPrefix }),
       },
     );
-    for (const event of ['standby:connected', 'standby:disconnected', 'sender:state', 'standby:caught-up'] as const) {
+    for (const event of ['standby:connected', 'standby:disconnected', 'standby:refused', 'sender:state', 'standby:caught-up'] as const) {
       service.on(event, (payload: unknown) => this.#emitSafely(event, payload as never));
     }
     service.server.on('auth:failed', (event) => this.#emitSafely('auth:failed', event));
@@ -470,7 +524,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   /** A snapshot for a standby: fails with `BASE_BACKUP_FAILED` when the application cannot take one. */
   async #baseBackupData(): Promise<BaseBackupData> {
     if (this.#app.snapshot === undefined) {
-      throw new WalshipError('BASE_BACKUP_FAILED', "the primary's application has no snapshot() hook, so it cannot make a base backup");
+      throw new WalshipError('BASE_BACKUP_UNAVAILABLE', "the primary's application has no snapshot() hook, so it cannot make a base backup");
     }
     try {
       return await this.#takeSnapshot();
@@ -505,6 +559,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       this.#draining = false;
       const head = this.#queue[0];
       if (head !== undefined && (head.flushed || head.dropped !== null) && this.#failure === null) this.#drain();
+      else this.#checkIdle();
     });
   }
 
@@ -542,11 +597,18 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     this.#debug.error('primary stopped: %s', error.message);
     for (const pending of this.#queue.splice(0)) pending.reject(error);
     this.#applied.fail(error);
+    this.#checkIdle();
   }
 
-  /** Removes WAL that no checkpoint and no connected standby needs any more. */
+  /**
+   * Removes WAL that no checkpoint, no connected standby and no base backup in progress needs
+   * any more (without slots, as PostgreSQL: a disconnected standby may find its WAL gone).
+   */
   async #removeOldWal(checkpointLsn: Lsn): Promise<void> {
-    const keepFrom = Math.min(checkpointLsn, ...this.replicationStatus().map((row) => row.flushLsn ?? row.sentLsn ?? 0));
+    const needed = [checkpointLsn, ...[...this.#backupsInProgress].map((b) => b.lsn)];
+    const standbys = this.#service?.retainedLsn() ?? null;
+    if (standbys !== null) needed.push(standbys);
+    const keepFrom = Math.min(...needed);
     const removed = await this.#log.removeSegmentsBefore(keepFrom);
     if (removed.length > 0) this.#debug('checkpoint removed %d WAL segments before %s', removed.length, formatLsn(keepFrom));
   }

@@ -14,7 +14,7 @@ import { compileOptions, withDefaults, type OptionsValidator } from './options.j
 import type { BaseBackupBeginMessage, BaseBackupEndMessage, IdentifySystemResultMessage, ServerMessage } from './protocol/messages.js';
 import type { MessageStream } from './protocol/message-stream.js';
 import { connectReplication } from './protocol/replication-client.js';
-import { WalReceiver } from './replication/wal-receiver.js';
+import { SendTimes, WalReceiver } from './replication/wal-receiver.js';
 import type { Storage, StorageLock } from './storage/storage.js';
 import type { Transport } from './transport/transport.js';
 import type { SyncMode } from './wal/wal-log.js';
@@ -50,7 +50,11 @@ export interface StandbyOptions {
   readonly hotStandby?: boolean;
   /** Report progress to the primary at least this often (`wal_receiver_status_interval`). @defaultValue 10 000 */
   readonly statusIntervalMs?: number;
-  /** End the connection when the primary has been silent this long (`wal_receiver_timeout`). @defaultValue 60 000 */
+  /**
+   * `wal_receiver_timeout`: a primary silent for half of this is asked for a reply; silent for
+   * all of it, the connection is ended (`TIMEOUT`) and the standby reconnects. It also limits
+   * each wait for the primary's answer while connecting and during a base backup. @defaultValue 60 000
+   */
   readonly walReceiverTimeoutMs?: number;
   /** First wait before reconnecting; doubles after each failure. @defaultValue 100 */
   readonly retryMinDelayMs?: number;
@@ -141,7 +145,28 @@ export interface StandbyEvents {
 }
 
 /** Errors that retrying the connection cannot fix: the standby stops with them. */
-const FATAL: readonly ErrorCode[] = ['WAL_LOCKED', 'SYSTEM_ID_MISMATCH', 'WAL_FORMAT', 'BASE_BACKUP_REQUIRED', 'WAL_REMOVED', 'WAL_CORRUPT', 'WAL_SYNC_FAILED', 'APPLY_FAILED', 'READ_ONLY', 'INVALID_OPTIONS'];
+const FATAL: readonly ErrorCode[] = [
+  'WAL_LOCKED',
+  'SYSTEM_ID_MISMATCH',
+  'WAL_FORMAT',
+  'PROTOCOL_VERSION',
+  'BASE_BACKUP_REQUIRED',
+  'WAL_REMOVED',
+  'WAL_CORRUPT',
+  'WAL_SYNC_FAILED',
+  'APPLY_FAILED',
+  'READ_ONLY',
+  'INVALID_OPTIONS',
+];
+
+/**
+ * The primary refused a base backup because its application has no `snapshot()` hook: a
+ * condition that retrying cannot change. Told apart by the code and the primary's wording
+ * (see `Primary`'s base backup source) until the protocol has a code of its own for it.
+ */
+function primaryHasNoSnapshotHook(err: unknown): boolean {
+  return isWalshipError(err, 'BASE_BACKUP_UNAVAILABLE');
+}
 
 /**
  * A read-only follower. It receives the primary's WAL into its own log (written and fsynced
@@ -165,7 +190,18 @@ export class Standby extends EventEmitter<StandbyEvents> {
   #consistent = false;
   /** Position 1 once consistent: waiters for consistency reuse the LSN waiters. */
   readonly #consistency = new LsnWaiters(0);
-  #lastReplayTimestamp: Date | null = null;
+  /** The primary's send time (ms since the epoch) of the WAL holding the last replayed batch's end. */
+  #lastReplayTime: number | null = null;
+  /** Send times of the WAL received, kept across reconnects until replay has used them. */
+  readonly #sendTimes = new SendTimes();
+  /** The flushed end at which replay last caught up and told the primary (once per flush). */
+  #reportedFlushLsn: Lsn = -1;
+  /** Set while `open()` runs: a `consistent` reached then is emitted after it returns. */
+  #opening = false;
+  /** The primary said it cannot make a base backup (no `snapshot()` hook): bootstrap from its WAL instead. */
+  #noBaseBackup = false;
+  /** Checkpoints run one at a time, and close() waits for the one in progress. */
+  #checkpointing: Promise<unknown> = Promise.resolve();
   #receiver: WalReceiver | null = null;
   #conn: MessageStream<'client'> | null = null;
   #applying: Promise<void> | null = null;
@@ -205,10 +241,16 @@ export class Standby extends EventEmitter<StandbyEvents> {
       throw new WalshipError('WAL_IO', `cannot prepare ${storage.description}: ${(err as Error).message}`, { cause: err });
     });
     const standby = new Standby(storage, settings);
-    const control = await readControlFile(storage);
-    if (control !== null) await standby.#openLocal(control);
-    // A new directory another node is using (bootstrapping it, say) is refused now, not in the background.
-    else await releaseLock(storage, await lockStorage(storage));
+    standby.#opening = true;
+    try {
+      const control = await readControlFile(storage);
+      if (control !== null) await standby.#openLocal(control);
+      // A new directory another node is using (bootstrapping it, say) is refused now, not in the background.
+      else await releaseLock(storage, await lockStorage(storage));
+    } finally {
+      // Events of the open itself reach listeners attached right after `await Standby.open()`.
+      setImmediate(() => (standby.#opening = false));
+    }
     standby.#running = standby.#run();
     return standby;
   }
@@ -242,9 +284,20 @@ export class Standby extends EventEmitter<StandbyEvents> {
     return this.#log === null ? null : this.#replayed.position;
   }
 
-  /** When the last batch was replayed (`pg_last_xact_replay_timestamp()` as seen by the standby). */
+  /**
+   * The primary's clock time when it sent the WAL that holds the end of the last batch
+   * replayed, the nearest walship has to PostgreSQL's `pg_last_xact_replay_timestamp()` (a
+   * commit's time on the primary): the primary sends WAL once it is flushed, so this is a
+   * little after that batch was committed (much later when the standby was catching up, as
+   * the WAL was sent late), and `Date.now() - lastReplayTimestamp` shows how far replay is
+   * behind the primary's clock, counting every delay from shipping to applying. When the
+   * standby is far behind (thousands of WAL messages received but not replayed), the time may
+   * be that of a slightly earlier message. It does not move while there is nothing new to
+   * replay. `null` until the standby has replayed a batch it received since it was opened:
+   * batches replayed from local WAL received before a restart carry no send time.
+   */
   get lastReplayTimestamp(): Date | null {
-    return this.#lastReplayTimestamp;
+    return this.#lastReplayTime === null ? null : new Date(this.#lastReplayTime);
   }
 
   /** Whether replay has reached a consistent point. */
@@ -299,21 +352,36 @@ export class Standby extends EventEmitter<StandbyEvents> {
    * replays only what follows, and older local WAL can go. With `lsn`, the application
    * states its own state is durable up to there; without, walship stores its `snapshot()`.
    */
-  async checkpoint(lsn?: Lsn): Promise<{ lsn: Lsn; snapshot: boolean }> {
+  checkpoint(lsn?: Lsn): Promise<{ lsn: Lsn; snapshot: boolean }> {
+    try {
+      if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the standby is closed');
+      if (this.#log === null || this.#control === null) throw new WalshipError('INVALID_ARGUMENT', 'the standby has not bootstrapped yet');
+      if (lsn !== undefined) {
+        assertLsn(lsn);
+        if (lsn > this.#replayed.position) {
+          throw new WalshipError('INVALID_ARGUMENT', `cannot checkpoint at ${formatLsn(lsn)}: replay has reached only ${formatLsn(this.#replayed.position)}`);
+        }
+      } else if (this.#app.snapshot === undefined) {
+        throw new WalshipError('INVALID_ARGUMENT', 'checkpoint() without an lsn takes a snapshot, and the application has no snapshot() hook');
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    // One at a time: each rewrites the control file (through the same temporary file) and
+    // may remove WAL, so a slower earlier one must never land after a later one.
+    const run = this.#checkpointing.catch(() => undefined).then(() => this.#checkpoint(lsn));
+    this.#checkpointing = run;
+    return run;
+  }
+
+  async #checkpoint(lsn: Lsn | undefined): Promise<{ lsn: Lsn; snapshot: boolean }> {
     if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the standby is closed');
-    const log = this.#log;
-    const control = this.#control;
-    if (log === null || control === null) throw new WalshipError('INVALID_ARGUMENT', 'the standby has not bootstrapped yet');
+    const log = this.#log as WalLog;
     let checkpoint: { lsn: Lsn; snapshot: boolean };
     if (lsn !== undefined) {
-      assertLsn(lsn);
-      if (lsn > this.#replayed.position) {
-        throw new WalshipError('INVALID_ARGUMENT', `cannot checkpoint at ${formatLsn(lsn)}: replay has reached only ${formatLsn(this.#replayed.position)}`);
-      }
       checkpoint = { lsn, snapshot: false };
     } else {
-      const snapshot = this.#app.snapshot;
-      if (snapshot === undefined) throw new WalshipError('INVALID_ARGUMENT', 'checkpoint() without an lsn takes a snapshot, and the application has no snapshot() hook');
+      const snapshot = this.#app.snapshot as NonNullable<Application['snapshot']>;
       while (this.#pause !== null) await this.#pause;
       let resume!: () => void;
       this.#pause = new Promise((resolve) => (resume = resolve));
@@ -328,6 +396,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
         resume();
       }
     }
+    // Read after the awaits: the control data as it is now, not as it was when this began.
+    const control = this.#control as ControlData;
     if (control.checkpoint !== null && control.checkpoint.lsn > checkpoint.lsn) return control.checkpoint;
     this.#control = { ...control, checkpoint };
     await writeControlFile(this.#storage, this.#control);
@@ -344,6 +414,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
       await this.#receiver?.stop().catch(() => undefined);
       await this.#running?.catch(() => undefined);
       await this.#replaying?.catch(() => undefined);
+      await this.#checkpointing.catch(() => undefined);
       await this.#log?.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
       this.#replayed.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
       this.#consistency.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
@@ -407,9 +478,17 @@ export class Standby extends EventEmitter<StandbyEvents> {
       } finally {
         this.#applying = null;
       }
-      this.#lastReplayTimestamp = new Date();
+      const sent = this.#sendTimes.timeFor(record.endLsn);
+      if (sent !== null) this.#lastReplayTime = sent / 1000;
       this.#replayed.advance(record.endLsn);
       this.#checkConsistent();
+      // Replay has caught up with what is flushed: tell the primary now (once per flush), so
+      // it learns the apply position without waiting for the next status interval.
+      const flushed = log.flushedLsn;
+      if (record.endLsn >= flushed && flushed > this.#reportedFlushLsn && this.#receiver !== null) {
+        this.#reportedFlushLsn = flushed;
+        this.#receiver.reportNow();
+      }
     }
   }
 
@@ -418,8 +497,17 @@ export class Standby extends EventEmitter<StandbyEvents> {
     if (this.#consistent || control === null || this.#replayed.position < control.consistentLsn) return;
     this.#consistent = true;
     this.#consistency.advance(1);
-    this.#debug('consistent recovery state reached at %s', formatLsn(this.#replayed.position));
-    if (this.#options.hotStandby) this.#emitSafely('consistent', { lsn: this.#replayed.position });
+    const lsn = this.#replayed.position;
+    this.#debug('consistent recovery state reached at %s', formatLsn(lsn));
+    if (!this.#options.hotStandby) return;
+    if (!this.#opening) {
+      this.#emitSafely('consistent', { lsn });
+      return;
+    }
+    // Reached while open() runs: nobody can listen yet. Emitted once open() has returned.
+    setImmediate(() => {
+      if (this.#closing === null) this.#emitSafely('consistent', { lsn });
+    });
   }
 
   // -------------------------------------------------------------------------------------
@@ -462,6 +550,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     const o = this.#options;
     const signal = this.#abort.signal;
     this.#setState('connecting');
+    if (this.#control === null) await this.#resumeBootstrap();
     const p = o.primary;
     const timeout = AbortSignal.timeout(p.connectTimeoutMs ?? 10_000);
     const conn = await connectReplication({
@@ -478,10 +567,25 @@ export class Standby extends EventEmitter<StandbyEvents> {
     if (signal.aborted) throw abortError(signal);
     const identity = await this.#identify(conn);
     this.#emitSafely('primary:connected', { address: p.address, systemId: identity.systemId });
-    if (this.#control === null) await this.#bootstrap(conn, identity);
+    if (this.#control === null) {
+      try {
+        await this.#bootstrap(conn, identity);
+      } catch (err) {
+        if (this.#noBaseBackup || !primaryHasNoSnapshotHook(err)) throw err;
+        // Retrying cannot change that: stream the primary's WAL from its beginning instead, as
+        // a standby without restore() does, on a new connection (the primary closed this one).
+        this.#noBaseBackup = true;
+        this.#debug("the primary cannot make a base backup (its application has no snapshot() hook): bootstrapping from its WAL's beginning");
+        conn.destroy();
+        this.#conn = null;
+        return this.#session();
+      }
+    }
     const log = this.#log as WalLog;
     const receiver = new WalReceiver(conn, log, {
       statusIntervalMs: o.statusIntervalMs,
+      receiverTimeoutMs: o.walReceiverTimeoutMs,
+      sendTimes: this.#sendTimes,
       appliedLsn: () => this.#replayed.position,
       ...(p.slotName === undefined ? {} : { slotName: p.slotName }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
@@ -508,7 +612,12 @@ export class Standby extends EventEmitter<StandbyEvents> {
         // Nothing was ever received: undo the bootstrap, so that the directory is new again and
         // a reopen with a restore() hook (or seeding it with primary.baseBackup()) works.
         await removeControlFile(this.#storage).catch((e: unknown) => this.#debug.error('undoing the bootstrap: %s', (e as Error).message));
-        const why = this.#app.restore === undefined ? "this standby's application has no restore() hook, so it cannot start from a base backup" : 'reopen the standby to bootstrap it from a base backup';
+        const why =
+          this.#app.restore === undefined
+            ? "this standby's application has no restore() hook, so it cannot start from a base backup"
+            : this.#noBaseBackup
+              ? "a base backup is needed, and the primary's application has no snapshot() hook to make one"
+              : 'reopen the standby to bootstrap it from a base backup';
         throw new WalshipError('BASE_BACKUP_REQUIRED', `the primary no longer has its WAL from the beginning (${err.message}); ${why}`);
       }
       throw err;
@@ -544,13 +653,33 @@ export class Standby extends EventEmitter<StandbyEvents> {
       if ((await readControlFile(this.#storage)) !== null) {
         throw new WalshipError('WAL_LOCKED', `${this.#storage.description} was bootstrapped by another node while this standby was connecting`);
       }
-      if (this.#app.restore !== undefined) {
+      if (this.#app.restore !== undefined && !this.#noBaseBackup) {
         control = await this.#receiveBaseBackup(conn, identity);
       } else {
         control = { systemId: identity.systemId, segmentSize: identity.segmentSize, timeline: identity.timeline, checkpoint: null, consistentLsn: 0 };
       }
       await writeControlFile(this.#storage, control);
       // Snapshots an interrupted earlier bootstrap left behind belong to nothing.
+      await this.#snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
+    } catch (err) {
+      await lock.release().catch(() => undefined);
+      throw err;
+    }
+    await releaseLock(this.#storage, lock);
+    await this.#openLocal(control);
+  }
+
+  /**
+   * A bootstrap that wrote the control file and then failed (opening the log or cleaning up
+   * hit a transient error) is finished, not started again: the directory is this standby's.
+   */
+  async #resumeBootstrap(): Promise<void> {
+    const control = await readControlFile(this.#storage);
+    if (control === null) return;
+    this.#debug('finishing an earlier bootstrap of %s', this.#storage.description);
+    // Locked: a directory another node has opened meanwhile is WAL_LOCKED, and its files are left alone.
+    const lock = await lockStorage(this.#storage);
+    try {
       await this.#snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
     } catch (err) {
       await lock.release().catch(() => undefined);

@@ -13,10 +13,21 @@ const MAX_UNFLUSHED_BYTES = 32 * 1024 * 1024;
 export interface WalReceiverOptions {
   /** Report progress at least this often, as `wal_receiver_status_interval`. @defaultValue 10 000 */
   readonly statusIntervalMs?: number;
+  /**
+   * `wal_receiver_timeout`: after half of it without any message from the sender, ask it for
+   * a reply (a status update with `replyRequested`, which it answers with a keepalive); after
+   * all of it, end the connection with a transient `TIMEOUT`. 0 disables. @defaultValue 60 000
+   */
+  readonly receiverTimeoutMs?: number;
   /** The replication slot to stream from; none by default. */
   readonly slotName?: string;
   /** The position the application has applied, reported as the apply LSN. @defaultValue the flushed position */
   readonly appliedLsn?: () => Lsn;
+  /**
+   * Where to remember the sender's send time of each WAL message received. Pass one that
+   * outlives the connection (a standby keeps one across reconnects). @defaultValue a new one
+   */
+  readonly sendTimes?: SendTimes;
   readonly logPrefix?: string;
 }
 
@@ -27,10 +38,86 @@ export interface WalReceiverEvents {
 }
 
 /**
+ * The sender's clock time of recently received WAL: for each `walData` message, the LSN
+ * where it ends and its `sendTime` (when the sender sent that WAL, which it had flushed).
+ * {@link timeFor} answers, for the end of a record, the send time of the message that
+ * completed it. Bounded: when `capacity` messages are remembered, the two oldest are merged
+ * into one that ends where the second ended and keeps the first one's (earlier) time, so a
+ * far-behind reader gets a slightly early answer rather than none. Lookups must come in LSN
+ * order (replay order): each one forgets the messages wholly before it.
+ */
+export class SendTimes {
+  readonly #ends: Float64Array;
+  readonly #times: Float64Array;
+  #head = 0;
+  #size = 0;
+  /** What is remembered covers the LSNs after `#floor` up to the newest message's end; null before any message. */
+  #floor: Lsn | null = null;
+
+  constructor(readonly capacity = 4096) {
+    if (!Number.isSafeInteger(capacity) || capacity < 2) throw new WalshipError('INVALID_ARGUMENT', `SendTimes capacity must be an integer >= 2, got ${String(capacity)}`);
+    this.#ends = new Float64Array(capacity);
+    this.#times = new Float64Array(capacity);
+  }
+
+  /** How many messages are remembered. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * Remembers that the WAL from `startLsn` to `endLsn` was sent at `sendTime` (microseconds
+   * since the epoch). WAL that does not continue where the last message ended (or that goes
+   * back) starts the memory afresh.
+   */
+  record(startLsn: Lsn, endLsn: Lsn, sendTime: number): void {
+    if (endLsn <= startLsn) return;
+    const last = this.#size > 0 ? this.#endAt(this.#size - 1) : this.#floor;
+    if (startLsn !== last) {
+      this.#head = 0;
+      this.#size = 0;
+      this.#floor = startLsn;
+    }
+    if (this.#size === this.capacity) {
+      // Merge the two oldest: the second's range, the first's (earlier) time.
+      const second = (this.#head + 1) % this.capacity;
+      this.#times[second] = this.#times[this.#head] as number;
+      this.#head = second;
+      this.#size--;
+    }
+    const at = (this.#head + this.#size) % this.capacity;
+    this.#ends[at] = endLsn;
+    this.#times[at] = sendTime;
+    this.#size++;
+  }
+
+  /**
+   * The send time (microseconds since the epoch) of the first remembered message whose end is
+   * at or after `endLsn`: the one that carried the end of a record ending there. `null` for
+   * WAL received before this memory began (or beyond what it has seen).
+   */
+  timeFor(endLsn: Lsn): number | null {
+    if (this.#floor === null || endLsn <= this.#floor) return null;
+    while (this.#size > 0 && this.#endAt(0) < endLsn) {
+      this.#floor = this.#endAt(0);
+      this.#head = (this.#head + 1) % this.capacity;
+      this.#size--;
+    }
+    return this.#size === 0 ? null : (this.#times[this.#head] as number);
+  }
+
+  #endAt(i: number): Lsn {
+    return this.#ends[(this.#head + i) % this.capacity] as number;
+  }
+}
+
+/**
  * Receives WAL from a primary (or a cascading standby) into a replica {@link WalLog}: asks to
  * stream from the log's own end, writes every `walData` at its LSN, makes it durable, and
- * reports write, flush and apply positions after each flush, every `statusIntervalMs`, and
- * whenever the sender asks. WAL that does not continue exactly where the log ends is a
+ * reports write, flush and apply positions after each flush, every `statusIntervalMs`,
+ * whenever the sender asks, and when told to ({@link reportNow}). A sender silent for
+ * `receiverTimeoutMs` ends the connection (`TIMEOUT`), after one request for a reply at half
+ * of it, as PostgreSQL's walreceiver does. WAL that does not continue exactly where the log ends is a
  * protocol error: nothing is ever written out of place. While more than 32 MiB of received
  * WAL is not yet durable it stops reading, so a slow disk holds the sender back instead of
  * filling memory.
@@ -38,18 +125,42 @@ export interface WalReceiverEvents {
 export class WalReceiver extends EventEmitter<WalReceiverEvents> {
   readonly #conn: MessageStream<'client'>;
   readonly #log: WalLog;
-  readonly #options: WalReceiverOptions & { statusIntervalMs: number };
+  readonly #options: WalReceiverOptions & { statusIntervalMs: number; receiverTimeoutMs: number };
   readonly #debug: Logger;
+  readonly #sendTimes: SendTimes;
   #done: Promise<void> | null = null;
   #stopped = false;
+  /** Whether the sender has started streaming (status updates are only valid then). */
+  #streaming = false;
+  /** Whether the receiver is waiting for the sender (not busy with its own disk). */
+  #reading = false;
+  /** When the sender was last heard from, or the receiver last began to wait for it (ms). */
+  #lastHeard = 0;
+  /** Whether a reply was requested in the current silence. */
+  #pinged = false;
 
   constructor(conn: MessageStream<'client'>, log: WalLog, options: WalReceiverOptions = {}) {
     super();
     if (log.role !== 'replica') throw new WalshipError('INVALID_ARGUMENT', 'a WalReceiver writes into a replica log');
     this.#conn = conn;
     this.#log = log;
-    this.#options = { statusIntervalMs: 10_000, ...options };
+    this.#options = { statusIntervalMs: 10_000, receiverTimeoutMs: 60_000, ...options };
+    this.#sendTimes = options.sendTimes ?? new SendTimes();
     this.#debug = createLogger('standby:receiver', options.logPrefix);
+  }
+
+  /** The send times of the WAL received (see {@link SendTimes}). */
+  get sendTimes(): SendTimes {
+    return this.#sendTimes;
+  }
+
+  /**
+   * Sends a status update now (write, flush and apply positions), e.g. once the application
+   * has applied everything flushed, so the sender learns the apply position without waiting
+   * for the next `statusIntervalMs`. Does nothing before streaming starts or after it ended.
+   */
+  reportNow(): void {
+    if (this.#streaming && !this.#stopped) this.#report(false);
   }
 
   /** Streams until the connection ends or {@link stop}; rejects with the connection's error. */
@@ -68,25 +179,31 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
 
   async #run(): Promise<void> {
     const log = this.#log;
-    this.#conn.send({ kind: 'startReplication', slotName: this.#options.slotName ?? '', startLsn: log.insertLsn, timeline: log.timeline });
-    const started = await this.#conn.next();
-    if (started === null) throw new WalshipError('CONNECTION_FAILED', 'the sender closed the connection before streaming', { transient: true });
-    if (started.kind === 'error') throw new WalshipError(started.code, started.message);
-    if (started.kind !== 'replicationStarted') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${started.kind} message; expected replicationStarted`);
-    const status = setInterval(() => this.#report(false), this.#options.statusIntervalMs);
+    const timeoutMs = this.#options.receiverTimeoutMs;
+    // One periodic check of the sender's silence (not a timer per message).
+    const watchdog = timeoutMs > 0 ? setInterval(() => this.#checkTimeout(), Math.max(10, Math.floor(timeoutMs / 4))) : undefined;
+    let status: NodeJS.Timeout | undefined;
     let flushing: Promise<void> | null = null;
     const flushDone = (): void => {
       flushing = null;
     };
     try {
+      this.#conn.send({ kind: 'startReplication', slotName: this.#options.slotName ?? '', startLsn: log.insertLsn, timeline: log.timeline });
+      const started = await this.#receive();
+      if (started === null) throw new WalshipError('CONNECTION_FAILED', 'the sender closed the connection before streaming', { transient: true });
+      if (started.kind === 'error') throw new WalshipError(started.code, started.message);
+      if (started.kind !== 'replicationStarted') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${started.kind} message; expected replicationStarted`);
+      this.#streaming = true;
+      status = setInterval(() => this.#report(false), this.#options.statusIntervalMs);
       for (;;) {
-        const message = await this.#conn.next();
+        const message = await this.#receive();
         if (message === null) return;
         if (message.kind === 'walData') {
           if (message.startLsn !== log.insertLsn) {
             throw new WalshipError('PROTOCOL_ERROR', `WAL data starts at ${formatLsn(message.startLsn)}, but the log continues at ${formatLsn(log.insertLsn)}`);
           }
           log.writeBytes(message.startLsn, message.data);
+          this.#sendTimes.record(message.startLsn, message.startLsn + message.data.length, message.sendTime);
           flushing ??= this.#flushAll().finally(flushDone);
           // Bounded memory: stop reading (TCP then holds the sender back) while too much of
           // the received WAL is not durable yet.
@@ -108,8 +225,42 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
       this.#conn.destroy();
       throw error;
     } finally {
+      this.#streaming = false;
+      clearInterval(watchdog);
       clearInterval(status);
       await (flushing as Promise<void> | null)?.catch(() => undefined);
+    }
+  }
+
+  /** The next message from the sender; the silence watchdog counts only while we wait here. */
+  async #receive(): ReturnType<MessageStream<'client'>['next']> {
+    this.#lastHeard = Date.now();
+    this.#reading = true;
+    try {
+      const message = await this.#conn.next();
+      this.#lastHeard = Date.now();
+      this.#pinged = false;
+      return message;
+    } finally {
+      this.#reading = false;
+    }
+  }
+
+  /**
+   * The watchdog: the sender has been silent for half the timeout, ask it for a reply; for
+   * all of it, end the connection. Time the receiver spends on its own disk (not reading)
+   * is not the sender's silence.
+   */
+  #checkTimeout(): void {
+    if (!this.#reading) return;
+    const silent = Date.now() - this.#lastHeard;
+    const timeoutMs = this.#options.receiverTimeoutMs;
+    if (silent >= timeoutMs) {
+      this.#debug.error('terminating walreceiver due to timeout: nothing from the sender for %d ms', silent);
+      this.#conn.fail(new WalshipError('TIMEOUT', `terminating walreceiver due to timeout: nothing from the sender for ${silent} ms (receiverTimeoutMs ${timeoutMs})`, { transient: true }));
+    } else if (silent >= timeoutMs / 2 && !this.#pinged && this.#streaming) {
+      this.#pinged = true;
+      this.#report(true);
     }
   }
 

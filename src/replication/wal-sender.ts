@@ -50,6 +50,7 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
   readonly #options: Required<Omit<WalSenderOptions, 'logPrefix'>>;
   readonly #debug: Logger;
   readonly #abort = new AbortController();
+  readonly #startLsn: Lsn;
   #state: WalSenderState = 'startup';
   #sentLsn: Lsn;
   #progress: StandbyProgress | null = null;
@@ -63,13 +64,18 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
     super();
     this.#conn = conn;
     this.#log = log;
-    this.#sentLsn = startLsn;
+    this.#startLsn = this.#sentLsn = startLsn;
     this.#options = { ...DEFAULTS, ...options };
     this.#debug = createLogger('primary:sender', options.logPrefix);
   }
 
   get state(): WalSenderState {
     return this.#state;
+  }
+
+  /** Where the standby asked to start: it needs the WAL from here until it reports a flush. */
+  get startLsn(): Lsn {
+    return this.#startLsn;
   }
 
   /** End of the WAL sent so far. */
@@ -151,7 +157,9 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
     const sending = this.#send();
     try {
       try {
-        await Promise.race([sending, listening]);
+        // The log's end (sealed at shutdown) ends the sending, not the connection: the standby
+        // still reports that it flushed the last WAL, which stop() (after finish()) waits for.
+        await Promise.race([sending.then(() => listening), listening]);
       } catch (err) {
         // stop() aborts on purpose; a timeout aborts too, but is the connection's error.
         if (!this.#abort.signal.aborted) {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EventEmitter } from 'eventemitter3';
 import type { SnapshotData } from '../application.js';
-import { WalshipError, isWalshipError } from '../errors.js';
+import { WalshipError, abortError, isWalshipError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import type { Lsn } from '../lsn.js';
 import type { CompiledAuth } from '../protocol/auth-rules.js';
@@ -64,8 +64,12 @@ export interface StandbyConnectionEvent {
 
 /** Events of a {@link WalService} (re-emitted by `Primary`). */
 export interface WalServiceEvents {
+  /** An authenticated standby got a WAL sender; a `standby:disconnected` follows when it leaves. */
   'standby:connected': (event: StandbyConnectionEvent) => void;
+  /** A connected standby left; `error` says why, `null` when it ended the connection itself. */
   'standby:disconnected': (event: StandbyConnectionEvent & { readonly error: WalshipError | null }) => void;
+  /** An authenticated standby was turned away (`TOO_MANY_WAL_SENDERS`); it never counted as connected. */
+  'standby:refused': (event: StandbyConnectionEvent & { readonly error: WalshipError }) => void;
   /** A sender changed state (`pg_stat_replication.state`). */
   'sender:state': (event: StandbyConnectionEvent & { readonly state: WalSenderState | 'backup' }) => void;
   /** A standby caught up with the primary: its sender moved from `catchup` to `streaming`. */
@@ -86,6 +90,8 @@ export interface WalServiceOptions {
 }
 
 const BACKUP_CHUNK_BYTES = 1024 * 1024;
+/** PostgreSQL's `MAX_RATE` range (32 kB/s .. 1 GB/s), in bytes per second; 0 means unlimited. */
+export const BASE_BACKUP_MAX_RATE = Object.freeze({ min: 32 * 1024, max: 1024 * 1024 * 1024 });
 
 interface Session {
   readonly info: ServerSession;
@@ -93,6 +99,8 @@ interface Session {
   state: WalSenderState | 'backup';
   sender: WalSender | null;
   backup: AbortController | null;
+  /** The position of the base backup sent on this connection: the standby streams from there next. */
+  backupLsn: Lsn | null;
 }
 
 /**
@@ -159,13 +167,32 @@ export class WalService extends EventEmitter<WalServiceEvents> {
   }
 
   /**
+   * The oldest WAL a connected standby still needs, or null when none needs any: for each
+   * streaming standby the position it last reported flushed (before its first report, where it
+   * asked to start), and for each connection that took a base backup the backup's position.
+   */
+  retainedLsn(): Lsn | null {
+    let oldest: Lsn | null = null;
+    for (const s of this.#sessions) {
+      for (const lsn of [s.backupLsn, s.sender === null ? null : (s.sender.progress?.flushLsn ?? s.sender.startLsn)]) {
+        if (lsn !== null && (oldest === null || lsn < oldest)) oldest = lsn;
+      }
+    }
+    return oldest;
+  }
+
+  /**
    * Fast shutdown: stops accepting connections, lets every streaming standby receive WAL up
    * to `endLsn` (waiting at most `timeoutMs` for each to confirm it flushed), and ends every
-   * other connection.
+   * other connection. A failure to stop listening is thrown after all of that.
    */
   async close(endLsn: Lsn, timeoutMs: number): Promise<void> {
     this.#closing = true;
-    await this.#server.close();
+    let error: unknown = null;
+    await this.#server.close().catch((err: unknown) => {
+      error = err;
+      this.#debug.error('closing the listener: %s', (err as Error).message);
+    });
     await Promise.all(
       [...this.#sessions].map(async (s) => {
         s.backup?.abort();
@@ -174,6 +201,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       }),
     );
     await Promise.all([...this.#running]);
+    if (error !== null) throw error;
   }
 
   #accept(info: ServerSession): void {
@@ -187,10 +215,10 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       );
       this.#debug.error('refused %s (%s): %s', info.applicationName, info.peer.description, error.message);
       info.conn.fail(error);
-      this.#emitSafely('standby:disconnected', { ...event, error });
+      this.#emitSafely('standby:refused', { ...event, error });
       return;
     }
-    const session: Session = { info, started: new Date(), state: 'startup', sender: null, backup: null };
+    const session: Session = { info, started: new Date(), state: 'startup', sender: null, backup: null, backupLsn: null };
     this.#sessions.add(session);
     this.#emitSafely('standby:connected', event);
     const running = this.#serve(session).then(
@@ -260,6 +288,8 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       ...(this.#options.logPrefix === undefined ? {} : { logPrefix: `${this.#options.logPrefix} ${applicationName}` }),
     });
     session.sender = sender;
+    // From here the sender's start (then the standby's reports) says which WAL it still needs.
+    session.backupLsn = null;
     const event = { applicationName, clientAddress: session.info.peer.remoteAddress ?? null };
     sender.on('state:change', ({ state }) => {
       const previous = session.state;
@@ -272,29 +302,54 @@ export class WalService extends EventEmitter<WalServiceEvents> {
 
   async #sendBaseBackup(session: Session, label: string, maxRate: number): Promise<void> {
     const { conn, applicationName } = session.info;
+    if (maxRate !== 0 && (maxRate < BASE_BACKUP_MAX_RATE.min || maxRate > BASE_BACKUP_MAX_RATE.max)) {
+      const error = new WalshipError(
+        'INVALID_ARGUMENT',
+        `maxRate ${maxRate} is out of the range of valid values (${BASE_BACKUP_MAX_RATE.min} .. ${BASE_BACKUP_MAX_RATE.max} bytes per second, or 0 for no limit)`,
+      );
+      conn.fail(error);
+      throw error;
+    }
     const abort = new AbortController();
+    const { signal } = abort;
     session.backup = abort;
     session.state = 'backup';
     const event = { applicationName, clientAddress: session.info.peer.remoteAddress ?? null };
     this.#emitSafely('sender:state', { ...event, state: 'backup' });
+    /** Why the backup cannot go on: the connection's failure, or the shutdown. */
+    const stopped = (): WalshipError => conn.failure ?? new WalshipError('ABORTED', 'the base backup was cancelled by shutdown');
+    let pieces: ReturnType<typeof snapshotPieces> | null = null;
     try {
       let backup: BaseBackupData;
       try {
         backup = await this.#source.baseBackup();
       } catch (err) {
-        const error = isWalshipError(err, 'BASE_BACKUP_FAILED')
+        const error = isWalshipError(err, 'BASE_BACKUP_FAILED') || isWalshipError(err, 'BASE_BACKUP_UNAVAILABLE')
           ? err
           : new WalshipError('BASE_BACKUP_FAILED', `could not take a base backup: ${(err as Error).message}`, { cause: err });
         conn.fail(error);
         throw error;
       }
+      session.backupLsn = backup.lsn;
       conn.send({ kind: 'baseBackupBegin', startLsn: backup.lsn, timeline: backup.timeline, label, totalBytes: backup.size });
       const hash = createHash('sha256');
       const began = Date.now();
       let offset = 0;
-      for await (const piece of backup.data instanceof Uint8Array ? [backup.data] : backup.data) {
+      pieces = snapshotPieces(backup.data, signal);
+      for (;;) {
+        let piece: Uint8Array | null;
+        try {
+          piece = await pieces.next();
+        } catch (err) {
+          if (signal.aborted || conn.failure !== null) throw stopped();
+          // The application's stream failed: the standby must hear why, not just lose the connection.
+          const error = new WalshipError('BASE_BACKUP_FAILED', `the application's snapshot stream failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+          conn.fail(error);
+          throw error;
+        }
+        if (piece === null) break;
         for (let at = 0; at < piece.length; at += BACKUP_CHUNK_BYTES) {
-          if (abort.signal.aborted || conn.failure !== null) throw conn.failure ?? new WalshipError('ABORTED', 'the base backup was cancelled by shutdown');
+          if (signal.aborted || conn.failure !== null) throw stopped();
           const data = piece.subarray(at, Math.min(piece.length, at + BACKUP_CHUNK_BYTES));
           hash.update(data);
           const fits = conn.send(baseBackupChunk(offset, data));
@@ -302,7 +357,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
           if (!fits) await conn.drained();
           if (maxRate > 0) {
             const due = began + (offset / maxRate) * 1000;
-            if (due > Date.now()) await sleep(due - Date.now());
+            if (due > Date.now()) await sleep(due - Date.now(), undefined, { signal }).catch(() => undefined);
           }
         }
       }
@@ -313,6 +368,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       }
       conn.send({ kind: 'baseBackupEnd', totalBytes: offset, sha256: hash.digest(), endLsn: backup.lsn });
     } finally {
+      pieces?.close();
       session.backup = null;
       session.state = 'startup';
       if (conn.failure === null) this.#emitSafely('sender:state', { ...event, state: 'startup' });
@@ -326,4 +382,50 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
     }
   }
+}
+
+/**
+ * The snapshot's pieces one at a time (null at the end), each wait raced with `signal`: an
+ * application stream that never yields must not hold up shutdown. Anything that is not a
+ * `Uint8Array` counts as the stream failing. `close()` lets the application's stream go.
+ */
+function snapshotPieces(data: SnapshotData, signal: AbortSignal): { next(): Promise<Uint8Array | null>; close(): void } {
+  if (data instanceof Uint8Array) {
+    let done = false;
+    return { next: async () => (done ? null : ((done = true), data)), close: () => undefined };
+  }
+  const iterator = data[Symbol.asyncIterator]();
+  let finished = false;
+  return {
+    async next() {
+      if (signal.aborted) throw abortError(signal);
+      const next = iterator.next();
+      // Once the abort wins the race, a late failure of the stream concerns no one.
+      next.catch(() => undefined);
+      let onAbort!: () => void;
+      const aborted = new Promise<never>((_, reject) => {
+        onAbort = () => reject(abortError(signal));
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+      try {
+        const step = await Promise.race([next, aborted]);
+        if (step.done === true) {
+          finished = true;
+          return null;
+        }
+        if (!(step.value instanceof Uint8Array)) throw new TypeError(`a snapshot piece must be a Uint8Array, got ${typeof step.value}`);
+        return step.value;
+      } catch (err) {
+        if (!signal.aborted) finished = true;
+        throw err;
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+      }
+    },
+    close() {
+      // Not awaited: a stream stuck in next() may never answer.
+      if (!finished) void Promise.resolve(iterator.return?.()).catch(() => undefined);
+      finished = true;
+    },
+  };
 }

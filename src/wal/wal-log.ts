@@ -166,7 +166,8 @@ const RUN_SIZE = 1024 * 1024;
 /** Pending bytes that make the writer start a background write even without a flush request. */
 const WRITE_THRESHOLD = 1024 * 1024;
 
-type State = 'open' | 'closing' | 'closed' | 'failed';
+/** `sealing`/`sealed`: {@link WalLog.seal} refuses appends; readers go on (see there). */
+type State = 'open' | 'sealing' | 'sealed' | 'closing' | 'closed' | 'failed';
 
 /**
  * A segmented, checksummed write-ahead log with group commit.
@@ -193,6 +194,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   #state: State = 'open';
   #failure: WalshipError | null = null;
   #closing: Promise<void> | null = null;
+  #sealing: Promise<void> | null = null;
   readonly #lock: StorageLock;
   readonly #files: SegmentFiles;
   readonly #log: Logger;
@@ -359,9 +361,14 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     return this.#pendingBytes;
   }
 
-  /** True once the log is closed or stopped after a fatal error. */
+  /** True once the log is closed (or closing) or stopped after a fatal error; a sealed log is not closed. */
   get closed(): boolean {
-    return this.#state !== 'open';
+    return this.#state !== 'open' && !this.#isSealed();
+  }
+
+  /** True once {@link seal} was called (and the log is not closed): no appends, readers go on. */
+  get sealed(): boolean {
+    return this.#isSealed();
   }
 
   /** The fatal error that stopped the log, if any. */
@@ -582,7 +589,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
    */
   read(from: Lsn, options: ReadOptions = {}): AsyncIterableIterator<WalRecord> {
     assertLsn(from, 'from');
-    this.#assertOpen();
+    this.#assertReadable();
     return new WalReader(this, from, options).records();
   }
 
@@ -593,7 +600,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
    */
   readBytes(from: Lsn, options: ReadBytesOptions = {}): AsyncIterableIterator<WalChunk> {
     assertLsn(from, 'from');
-    this.#assertOpen();
+    this.#assertReadable();
     return readWalBytes(this, from, options);
   }
 
@@ -621,6 +628,41 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   }
 
   /**
+   * Ends writing without closing (a primary's shutdown checkpoint, shipped to its standbys
+   * before they disconnect): refuses further appends with `WAL_CLOSED`, flushes what was
+   * appended, and, on a primary log that took appends since it was opened, appends and
+   * flushes the shutdown record that {@link close} would write. Readers, new and running,
+   * keep working; followers end at the sealed end instead of waiting. A later
+   * {@link close} writes no second shutdown record, so a sealed-then-closed log is on disk
+   * exactly like a closed one. Idempotent; concurrent calls share one promise. Rejects like
+   * `close` when appends were lost (`WAL_IO` after `ENOSPC`) or the log stopped, and with
+   * `WAL_CLOSED` once `close()` was called.
+   */
+  seal(): Promise<void> {
+    if (this.#closing !== null) return Promise.reject(this.#closedError());
+    if (this.#sealing === null) {
+      if (this.#state !== 'open') return Promise.reject(this.#closedError());
+      this.#sealing = this.#seal();
+    }
+    return this.#sealing;
+  }
+
+  async #seal(): Promise<void> {
+    this.#state = 'sealing';
+    try {
+      await this.#writeShutdown();
+    } finally {
+      if (this.#state === 'sealing') this.#state = 'sealed';
+      // Followers waiting at the end learn that nothing more will come.
+      this.#notifyTail();
+    }
+  }
+
+  #isSealed(): boolean {
+    return this.#state === 'sealing' || this.#state === 'sealed';
+  }
+
+  /**
    * Flushes what was appended, closes every file and releases the directory lock.
    * Idempotent; concurrent calls share one promise.
    */
@@ -635,18 +677,13 @@ export class WalLog extends EventEmitter<WalLogEvents> {
 
   async #close(): Promise<void> {
     let error: unknown = null;
+    // A seal wrote the shutdown record already (its error went to the seal's caller).
+    await this.#sealing?.catch(() => undefined);
+    if (this.#state === 'sealed') this.#state = 'closing';
     if (this.#state === 'open') {
       this.#state = 'closing';
-      const drops = this.#drops.length;
       try {
-        await this.#drain();
-        if (this.role === 'primary' && this.#insertLsn > this.#openedAt && this.#drops.length === drops) {
-          // Seal the log: the marker's stamp proves everything before it was durable.
-          this.#appendMarker(RECORD_SHUTDOWN);
-          await this.#drain();
-        }
-        // Appends dropped while closing (ENOSPC) were lost: close must say so.
-        if (this.#drops.length > drops) error = this.#drops[this.#drops.length - 1]?.error ?? null;
+        await this.#writeShutdown();
       } catch (err) {
         error = err;
       }
@@ -658,6 +695,21 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     await this.#lock.release().catch((err: unknown) => this.#log.error('releasing the lock failed: %s', describe(err)));
     this.#log('closed');
     if (error !== null) throw error;
+  }
+
+  /**
+   * Close's (and seal's) writing: drains, then seals the log with a shutdown record, whose
+   * stamp proves everything before it was durable. Throws when appends were dropped meanwhile.
+   */
+  async #writeShutdown(): Promise<void> {
+    const drops = this.#drops.length;
+    await this.#drain();
+    if (this.role === 'primary' && this.#insertLsn > this.#openedAt && this.#drops.length === drops) {
+      this.#appendMarker(RECORD_SHUTDOWN);
+      await this.#drain();
+    }
+    // Appends dropped while closing (ENOSPC) were lost: close must say so.
+    if (this.#drops.length > drops) throw this.#drops[this.#drops.length - 1]?.error;
   }
 
   /** Writes and syncs everything pending, whatever the sync mode (close makes data durable). */
@@ -932,24 +984,29 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     if (this.#state !== 'open') throw this.#closedError();
   }
 
+  #assertReadable(): void {
+    if (this.#state !== 'open' && !this.#isSealed()) throw this.#closedError();
+  }
+
   #closedError(): WalshipError {
     if (this.#failure !== null) {
       return new WalshipError('WAL_CLOSED', `the log stopped after an error: ${this.#failure.message}`, { cause: this.#failure });
     }
+    if (this.#isSealed()) return new WalshipError('WAL_CLOSED', 'the log is sealed (shut down): it takes no more appends');
     return new WalshipError('WAL_CLOSED', 'the log is closed');
   }
 
   // ---- the live tail, for readers ----
 
   /**
-   * Resolves when the flushed end moves past `lsn` (true), or the log closes (false).
+   * Resolves when the flushed end moves past `lsn` (true), or the log is sealed or closes (false).
    * Rejects with the failure if the log stopped, or `ABORTED` if `signal` aborts.
    * @internal
    */
   waitForTail(lsn: Lsn, signal?: AbortSignal): Promise<boolean> {
     if (this.#flushedLsn > lsn) return Promise.resolve(true);
     if (this.#failure !== null) return Promise.reject(this.#closedError());
-    if (this.#state === 'closed') return Promise.resolve(false);
+    if (this.#state === 'closed' || this.#state === 'sealed') return Promise.resolve(false);
     if (signal?.aborted) return Promise.reject(abortError(signal));
     return new Promise<boolean>((resolve, reject) => {
       const onAbort = (): void => {
@@ -957,7 +1014,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
         reject(abortError(signal as AbortSignal));
       };
       const check = (): void => {
-        if (this.#flushedLsn <= lsn && this.#state !== 'closed' && this.#failure === null) return;
+        if (this.#flushedLsn <= lsn && this.#state !== 'closed' && this.#state !== 'sealed' && this.#failure === null) return;
         this.#tailWatchers.delete(check);
         signal?.removeEventListener('abort', onAbort);
         if (this.#failure !== null) reject(this.#closedError());

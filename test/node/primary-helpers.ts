@@ -19,6 +19,7 @@ export class GatedStorage implements Storage {
   readonly inner: MemoryStorage;
   #gate: Promise<void> | null = null;
   #open: (() => void) | null = null;
+  #syncDelayMs = 0;
 
   constructor(inner = new MemoryStorage()) {
     this.inner = inner;
@@ -31,6 +32,14 @@ export class GatedStorage implements Storage {
   /** From now on, every datasync waits for {@link release}. */
   hold(): void {
     this.#gate ??= new Promise((resolve) => (this.#open = resolve));
+  }
+
+  /**
+   * From now on every datasync first waits `ms` on a timer, as real fdatasyncs complete in a
+   * later turn of the event loop (a MemoryStorage one completes at once).
+   */
+  delaySyncs(ms: number): void {
+    this.#syncDelayMs = ms;
   }
 
   release(): void {
@@ -65,6 +74,7 @@ export class GatedStorage implements Storage {
       read: (buffer, offset, length, position) => file.read(buffer, offset, length, position),
       write: (data, position) => file.write(data, position),
       datasync: async () => {
+        if (this.#syncDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.#syncDelayMs));
         while (this.#gate !== null) await this.#gate;
         return file.datasync();
       },

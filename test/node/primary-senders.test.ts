@@ -33,12 +33,15 @@ function onlyRow(primary: Primary): ReplicationStatusRow {
 class GatedSnapshotApp extends RecordingApp {
   #release: (() => void) | null = null;
   readonly #gate = new Promise<void>((resolve) => (this.#release = resolve));
+  /** How many snapshots were taken. */
+  snapshots = 0;
 
   open(): void {
     this.#release?.();
   }
 
   override async snapshot(): Promise<SnapshotData> {
+    this.snapshots++;
     const bytes = (await super.snapshot()) as Buffer;
     const gate = this.#gate;
     return (async function* () {
@@ -53,19 +56,25 @@ describe('Primary: WAL senders', () => {
     const net = new MemoryNetwork();
     const primary = await openServing(net, new RecordingApp(), { maxWalSenders: 1 });
     const address = primary.address as string;
+    const connects: string[] = [];
     const disconnects: Disconnected[] = [];
+    const refusals: Disconnected[] = [];
+    primary.on('standby:connected', (event) => connects.push(event.applicationName));
     primary.on('standby:disconnected', (event) => disconnects.push(event));
+    primary.on('standby:refused', (event) => refusals.push(event));
     const first = await rawStandby(net.transport('s1'), address, 'first');
     await eventually(() => primary.replicationStatus().length === 1, 10_000, 'the first standby');
 
-    const second = await rawStandby(net.transport('s2'), address, 'second');
+    const second = await rawStandby(net.transport('s2', { ip: '10.9.9.9' }), address, 'second');
     second.send({ kind: 'identifySystem' });
     const refusal = await within(second.next(), 10_000, "the second standby's answer");
     assert.equal(refusal?.kind, 'error');
     assert.equal(refusal?.kind === 'error' ? refusal.code : null, 'TOO_MANY_WAL_SENDERS');
-    await eventually(() => disconnects.length === 1, 10_000, 'the refusal event');
-    assert.equal(disconnects[0]?.applicationName, 'second');
-    assert.ok(isWalshipError(disconnects[0]?.error, 'TOO_MANY_WAL_SENDERS'));
+    // Refused, not disconnected: it never counted as connected.
+    await eventually(() => refusals.length === 1, 10_000, 'the refusal event');
+    assert.equal(refusals[0]?.applicationName, 'second');
+    assert.equal(refusals[0]?.clientAddress, '10.9.9.9');
+    assert.ok(isWalshipError(refusals[0]?.error, 'TOO_MANY_WAL_SENDERS'));
 
     // A real receiver is refused with the same code.
     const replica = await WalLog.open({ storage: new MemoryStorage(), role: 'replica', segmentSize: SEGMENT });
@@ -82,6 +91,9 @@ describe('Primary: WAL senders', () => {
     assert.deepEqual(primary.replicationStatus().map((r) => r.applicationName), ['fourth']);
     await replica.close();
     await within(primary.close(), 20_000, 'close');
+    assert.deepEqual(refusals.map((e) => e.applicationName), ['second', 'third']);
+    assert.deepEqual(connects, ['first', 'fourth']);
+    assert.deepEqual(disconnects.map((e) => e.applicationName), ['first', 'fourth']);
   });
 
   it('walSenderTimeoutMs: a standby that goes silent while streaming is cut off with TIMEOUT', async () => {
@@ -289,6 +301,206 @@ describe('Primary.replicationStatus', () => {
     await receiver.stop();
     await running;
     await replica.close();
+    await within(primary.close(), 20_000, 'close');
+  });
+});
+
+/** An application whose snapshot is `data` (a buffer, or a stream made by the function). */
+function snapshotApp(data: () => SnapshotData): Application {
+  return {
+    apply: () => undefined,
+    snapshot: async () => data(),
+  };
+}
+
+/** Reads base backup messages until `kind` arrives; fails on anything else but chunks. */
+async function backupUntil(conn: Awaited<ReturnType<typeof rawStandby>>, kind: 'baseBackupChunk' | 'baseBackupEnd' | 'error') {
+  for (;;) {
+    const message = await within(conn.next(), 20_000, `a ${kind} message`);
+    if (message === null) throw new Error(`the connection ended while waiting for ${kind}`);
+    if (message.kind === kind) return message;
+    if (message.kind !== 'baseBackupChunk' && message.kind !== 'baseBackupBegin') throw new Error(`unexpected ${message.kind} while waiting for ${kind}`);
+  }
+}
+
+describe('Primary: base backups over the replication protocol', () => {
+  it("refuses a maxRate outside PostgreSQL's range (32 kB/s .. 1 GB/s; 0 is unlimited) with INVALID_ARGUMENT", async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(net, new RecordingApp());
+    for (const maxRate of [1, 32 * 1024 - 1, 1024 * 1024 * 1024 + 1, 0xffffffff]) {
+      const disconnected = nextEvent(primary, 'standby:disconnected');
+      const conn = await rawStandby(net.transport('s1'), primary.address as string, 'throttled');
+      conn.send({ kind: 'baseBackup', label: 'x', maxRate });
+      const answer = await within(conn.next(), 10_000, 'the answer');
+      assert.equal(answer?.kind === 'error' ? answer.code : answer?.kind, 'INVALID_ARGUMENT', `maxRate ${maxRate}`);
+      assert.match(answer?.kind === 'error' ? answer.message : '', /maxRate/);
+      assert.ok(isWalshipError((await within(disconnected, 10_000, 'standby:disconnected')).error, 'INVALID_ARGUMENT'));
+    }
+    // The bounds themselves are fine.
+    for (const maxRate of [32 * 1024, 1024 * 1024 * 1024]) {
+      const conn = await rawStandby(net.transport('s1'), primary.address as string, 'throttled');
+      conn.send({ kind: 'baseBackup', label: 'x', maxRate });
+      await backupUntil(conn, 'baseBackupEnd');
+      await expectMessage(conn, 'readyForCommand');
+      conn.send({ kind: 'terminate' });
+    }
+    await within(primary.close(), 20_000, 'close');
+  });
+
+  it('close() does not wait for a throttled base backup to finish', async () => {
+    const net = new MemoryNetwork();
+    // 8 MiB at 32 kB/s would take over four minutes.
+    const primary = await openServing(net, snapshotApp(() => Buffer.alloc(8 * 1024 * 1024, 7)));
+    const conn = await rawStandby(net.transport('s1'), primary.address as string, 'throttled');
+    conn.send({ kind: 'baseBackup', label: 'x', maxRate: 32 * 1024 });
+    await backupUntil(conn, 'baseBackupChunk');
+    const disconnected = nextEvent(primary, 'standby:disconnected');
+    await within(primary.close(), 20_000, 'close during a throttled base backup');
+    await within(disconnected, 10_000, 'standby:disconnected');
+    assert.deepEqual(primary.replicationStatus(), []);
+  });
+
+  it("close() does not wait for an application's snapshot stream that never yields", async () => {
+    const net = new MemoryNetwork();
+    let finished = false;
+    const primary = await openServing(
+      net,
+      snapshotApp(() =>
+        (async function* () {
+          try {
+            yield Buffer.from('the first piece');
+            await new Promise(() => undefined);
+          } finally {
+            finished = true;
+          }
+        })(),
+      ),
+    );
+    const conn = await rawStandby(net.transport('s1'), primary.address as string, 'stuck');
+    conn.send({ kind: 'baseBackup', label: 'x', maxRate: 0 });
+    await backupUntil(conn, 'baseBackupChunk');
+    await eventually(() => primary.replicationStatus()[0]?.state === 'backup', 10_000, "the 'backup' state");
+    await within(primary.close(), 20_000, 'close during a stuck snapshot stream');
+    assert.deepEqual(primary.replicationStatus(), []);
+    // A generator stuck in an await cannot run its finally; nothing more is asked of it.
+    assert.equal(finished, false);
+  });
+
+  it('a snapshot stream that throws midway reaches the standby as BASE_BACKUP_FAILED', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(
+      net,
+      snapshotApp(() =>
+        (async function* () {
+          yield Buffer.alloc(2 * 1024 * 1024, 1);
+          throw new Error('the snapshot file vanished');
+        })(),
+      ),
+    );
+    const disconnected = nextEvent(primary, 'standby:disconnected');
+    const conn = await rawStandby(net.transport('s1'), primary.address as string, 'unlucky');
+    conn.send({ kind: 'baseBackup', label: 'x', maxRate: 0 });
+    const failure = await backupUntil(conn, 'error');
+    assert.equal(failure.kind === 'error' ? failure.code : null, 'BASE_BACKUP_FAILED');
+    assert.match(failure.kind === 'error' ? failure.message : '', /the snapshot file vanished/);
+    const event = await within(disconnected, 10_000, 'standby:disconnected');
+    assert.ok(isWalshipError(event.error, 'BASE_BACKUP_FAILED'), String(event.error));
+    // So does a piece that is not bytes.
+    const odd = new MemoryNetwork();
+    const other = await openServing(odd, snapshotApp(() => (async function* () { yield 'text' as unknown as Uint8Array; })()));
+    const conn2 = await rawStandby(odd.transport('s1'), other.address as string, 'odd');
+    conn2.send({ kind: 'baseBackup', label: 'x', maxRate: 0 });
+    const failure2 = await backupUntil(conn2, 'error');
+    assert.equal(failure2.kind === 'error' ? failure2.code : null, 'BASE_BACKUP_FAILED');
+    await within(primary.close(), 20_000, 'close');
+    await within(other.close(), 20_000, 'close');
+  });
+});
+
+describe('Primary: WAL retention at checkpoints', () => {
+  /** Commits `count` batches of 8000 bytes (about eight per 64 KiB segment). */
+  async function fill(primary: Primary, from: number, count: number): Promise<void> {
+    for (let i = from; i < from + count; i++) await primary.commit(payload(i, 8000));
+  }
+  const segmentStart = (lsn: number): number => Math.floor(lsn / SEGMENT) * SEGMENT;
+
+  it('keeps the WAL a streaming standby asked for until it reports a flush, then from what it flushed', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(net, new RecordingApp());
+    await fill(primary, 0, 40);
+    const start = primary.wal.oldestLsn;
+    const conn = await rawStandby(net.transport('s1'), primary.address as string, 'quiet');
+    conn.send({ kind: 'startReplication', slotName: '', startLsn: start, timeline: primary.timeline });
+    await expectMessage(conn, 'replicationStarted');
+    // All of it is sent, but the standby has not said it has anything.
+    await receiveUntil(conn, start, primary.flushLsn);
+    assert.equal(onlyRow(primary).sentLsn, primary.flushLsn);
+    await primary.checkpoint(primary.appliedLsn);
+    assert.equal(primary.wal.oldestLsn, start, 'the WAL from where the standby asked to start is kept');
+
+    const flushed = 3 * SEGMENT + 1000;
+    report(conn, flushed, flushed, flushed);
+    await eventually(() => onlyRow(primary).flushLsn === flushed, 10_000, 'the report');
+    await primary.checkpoint(primary.appliedLsn);
+    assert.equal(primary.wal.oldestLsn, 3 * SEGMENT, 'the WAL before what the standby flushed goes');
+    conn.send({ kind: 'terminate' });
+    await eventually(() => primary.replicationStatus().length === 0, 10_000, 'the standby to leave');
+    await primary.checkpoint(primary.appliedLsn);
+    assert.equal(primary.wal.oldestLsn, segmentStart(primary.appliedLsn), 'with no standby, the checkpoint decides');
+    await within(primary.close(), 20_000, 'close');
+  });
+
+  it('keeps the WAL from the position of a base backup being sent; an idle connection keeps none', async () => {
+    const net = new MemoryNetwork();
+    const app = new GatedSnapshotApp();
+    const primary = await openServing(net, app);
+    await fill(primary, 0, 20);
+    const idle = await rawStandby(net.transport('s0'), primary.address as string, 'idle');
+    const conn = await rawStandby(net.transport('s1'), primary.address as string, 'new-standby');
+    conn.send({ kind: 'baseBackup', label: 'seed', maxRate: 0 });
+    await eventually(() => app.snapshots === 1, 10_000, 'the snapshot');
+    const backupLsn = primary.appliedLsn;
+    assert.ok(segmentStart(backupLsn) > primary.wal.oldestLsn, 'the backup starts after the oldest segment');
+    await fill(primary, 20, 30);
+    await primary.checkpoint(primary.appliedLsn);
+    assert.equal(primary.wal.oldestLsn, segmentStart(backupLsn));
+
+    // The standby restores it and streams from its position; its reports take over.
+    app.open();
+    const begin = await expectMessage(conn, 'baseBackupBegin');
+    assert.equal(begin.startLsn, backupLsn);
+    await backupUntil(conn, 'baseBackupEnd');
+    await expectMessage(conn, 'readyForCommand');
+    await primary.checkpoint(primary.appliedLsn);
+    assert.equal(primary.wal.oldestLsn, segmentStart(backupLsn), 'kept until the standby streams');
+    conn.send({ kind: 'startReplication', slotName: '', startLsn: backupLsn, timeline: primary.timeline });
+    await expectMessage(conn, 'replicationStarted');
+    const end = await receiveUntil(conn, backupLsn, primary.flushLsn);
+    report(conn, end, end, end);
+    await eventually(() => primary.replicationStatus().find((r) => r.applicationName === 'new-standby')?.flushLsn === end, 10_000, 'the report');
+    await primary.checkpoint(primary.appliedLsn);
+    assert.equal(primary.wal.oldestLsn, segmentStart(primary.appliedLsn));
+    idle.send({ kind: 'terminate' });
+    conn.send({ kind: 'terminate' });
+    await within(primary.close(), 20_000, 'close');
+  });
+
+  it('keeps the WAL from the position of a baseBackup() being written', async () => {
+    const app = new GatedSnapshotApp();
+    const primary = await Primary.open({ storage: new MemoryStorage(), application: app, segmentSize: SEGMENT });
+    await fill(primary, 0, 20);
+    const backupLsn = primary.appliedLsn;
+    const target = new MemoryStorage();
+    const writing = primary.baseBackup({ storage: target });
+    await eventually(() => app.snapshots === 1, 10_000, 'the snapshot');
+    await fill(primary, 20, 30);
+    await primary.checkpoint(primary.appliedLsn);
+    assert.equal(primary.wal.oldestLsn, segmentStart(backupLsn));
+    app.open();
+    const written = await within(writing, 20_000, 'the base backup');
+    assert.equal(written.lsn, backupLsn);
+    await primary.checkpoint(primary.appliedLsn);
+    assert.equal(primary.wal.oldestLsn, segmentStart(primary.appliedLsn));
     await within(primary.close(), 20_000, 'close');
   });
 });

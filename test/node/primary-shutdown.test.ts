@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { isWalshipError, Primary, TcpTransport, WalLog, type Lsn, type Transport } from '../../src/index.js';
+import { isWalshipError, Primary, TcpTransport, WalLog, type Application, type Lsn, type Transport } from '../../src/index.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
 import { WalReceiver } from '../../src/replication/wal-receiver.js';
 import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
@@ -29,6 +29,47 @@ function batches(records: Awaited<ReturnType<typeof readAll>>): Array<[Lsn, stri
   return records.map((r) => [r.lsn, r.entries.map((e) => Buffer.from(e.data).toString('hex'))]);
 }
 
+/** The log's durable bytes from its oldest segment on, as a sender ships them. */
+async function allBytes(log: WalLog): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of log.readBytes(log.oldestLsn)) chunks.push(chunk.data);
+  return Buffer.concat(chunks);
+}
+
+/** Runs the shutdown child with `args`; `message(key)` waits for its JSON line holding `key`. */
+function startChild(args: string[]) {
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  // One iterator for all reads: leaving a for-await loop would close the interface.
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const message = (key: string) =>
+    within(
+      (async () => {
+        for (let line = await lines.next(); line.done !== true; line = await lines.next()) {
+          const parsed = JSON.parse(line.value) as Record<string, unknown>;
+          if (key in parsed) return parsed;
+        }
+        throw new Error(`the child ended without "${key}": ${stderr}`);
+      })(),
+      60_000,
+      `the child's "${key}"`,
+    );
+  return {
+    message,
+    /** Resolves once the child exited by itself (a hang guard fails the wait otherwise). */
+    exited: async () => {
+      const result = await within(exited, 30_000, 'the child to exit by itself');
+      return { ...result, stderr };
+    },
+    /** Kills the child if it is still running (a failed test must not leave it spinning). */
+    kill: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
 describe('Primary fast shutdown', () => {
   it('close() sends the remaining WAL to a connected standby before it closes', async () => {
     const net = new MemoryNetwork();
@@ -45,12 +86,16 @@ describe('Primary fast shutdown', () => {
     const states: string[] = [];
     primary.on('sender:state', ({ state }) => states.push(state));
     await within(primary.close(), 30_000, 'close');
-    assert.ok(replica.flushedLsn >= last, `the standby flushed ${replica.flushedLsn} of ${last}`);
+    // Everything, the shutdown record after the last commit included (PostgreSQL ships its shutdown checkpoint).
+    assert.ok(primary.flushLsn > last, 'the closed WAL ends with its shutdown record');
+    assert.equal(replica.flushedLsn, primary.flushLsn, `the standby flushed ${replica.flushedLsn} of ${primary.flushLsn}`);
     assert.deepEqual(states, ['stopping']);
     await within(standby.running, 10_000, 'the receiver to end');
     assert.equal(primary.replicationStatus().length, 0);
-    // Byte for byte the same batches.
+    // Byte for byte the same log, and the same batches.
     const reopened = await WalLog.open({ storage, segmentSize: SEGMENT });
+    assert.equal(reopened.flushedLsn, replica.flushedLsn);
+    assert.ok((await allBytes(replica)).equals(await allBytes(reopened)), 'the standby holds the same bytes');
     assert.deepEqual(batches(await readAll(replica)), batches(await readAll(reopened)));
     await reopened.close();
     await replica.close();
@@ -104,7 +149,8 @@ describe('Primary fast shutdown', () => {
       let last: Lsn = 0;
       for (let i = 200; i < 300; i++) last = (await primary.commit(payload(i, 3000), { synchronousCommit: 'off' })).lsn;
       await within(primary.close(), 30_000, 'close');
-      assert.ok(replica.flushedLsn >= last);
+      assert.ok(primary.flushLsn > last, 'the closed WAL ends with its shutdown record');
+      assert.equal(replica.flushedLsn, primary.flushLsn, `the standby flushed ${replica.flushedLsn} of ${primary.flushLsn}`);
       await within(standby.running, 10_000, 'the receiver to end');
       await replica.close();
       const primaryLog = await WalLog.open({ dir: a.dir });
@@ -123,40 +169,89 @@ describe('Primary fast shutdown', () => {
   it('a process with a primary and a connected standby exits on its own after close()', async () => {
     const data = await tempDir();
     const standbyDir = await tempDir();
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, data.dir], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    // One iterator for all reads: leaving a for-await loop would close the interface.
-    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-    const message = (key: string) =>
-      within(
-        (async () => {
-          for (let line = await lines.next(); line.done !== true; line = await lines.next()) {
-            const parsed = JSON.parse(line.value) as Record<string, unknown>;
-            if (key in parsed) return parsed;
-          }
-          throw new Error(`the child ended without "${key}": ${stderr}`);
-        })(),
-        60_000,
-        `the child's "${key}"`,
-      );
+    const child = startChild([data.dir]);
     let replica: WalLog | null = null;
     try {
-      const { address } = (await message('address')) as { address: string };
+      const { address } = (await child.message('address')) as { address: string };
       replica = await WalLog.open({ dir: standbyDir.dir, role: 'replica', segmentSize: SEGMENT });
       const standby = await startStandby(new TcpTransport(), address, replica);
-      const { lastLsn } = (await message('closed')) as { lastLsn: number };
-      const { code, signal } = await within(exited, 30_000, 'the child to exit by itself');
+      const { lastLsn, flushLsn } = (await child.message('closed')) as { lastLsn: number; flushLsn: number };
+      const { code, signal, stderr } = await child.exited();
       assert.deepEqual({ code, signal }, { code: 0, signal: null }, stderr);
-      assert.ok(replica.flushedLsn >= lastLsn, `the standby flushed ${replica.flushedLsn} of ${lastLsn}`);
+      assert.ok(flushLsn > lastLsn, 'the closed WAL ends with its shutdown record');
+      assert.equal(replica.flushedLsn, flushLsn, `the standby flushed ${replica.flushedLsn} of ${flushLsn}`);
       const ended = await within(standby.running, 10_000, 'the receiver to end');
       assert.ok(ended === undefined || isWalshipError(ended), String(ended));
     } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      child.kill();
       await replica?.close();
       await data.cleanup();
       await standbyDir.cleanup();
     }
+  });
+
+  it('close() returns when a commit waits for its fdatasync while a later one fails with ENOSPC during close', async () => {
+    // In a child process: a close() that spins would starve this process's timers too.
+    const child = startChild(['-', 'enospc-in-close']);
+    try {
+      const done = (await child.message('closed')) as { commits: number; fits: { lsn?: Lsn }; spills: { code?: string }; records: number; end: Lsn };
+      const { code, signal, stderr } = await child.exited();
+      assert.deepEqual({ code, signal }, { code: 0, signal: null }, stderr);
+      assert.ok(done.fits.lsn !== undefined, `the commit that fits was acknowledged: ${JSON.stringify(done.fits)}`);
+      assert.equal(done.spills.code, 'WAL_IO');
+      // The reopened log holds the acknowledged commits, the last one at the end; nothing of the failed one.
+      assert.equal(done.records, done.commits + 1);
+      assert.equal(done.end, done.fits.lsn);
+    } finally {
+      child.kill();
+    }
+  });
+
+  it('close() waits for an asynchronous apply in progress', async () => {
+    const events: string[] = [];
+    const app: Application = {
+      async apply() {
+        events.push('apply started');
+        // Long enough that a close() that does not wait would be done first.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        events.push('apply finished');
+      },
+    };
+    const primary = await Primary.open({ storage: new MemoryStorage(), application: app, segmentSize: SEGMENT });
+    const commit = primary.commit(Buffer.from('x')).then(() => events.push('commit resolved'));
+    await eventually(() => events.includes('apply started'), 10_000, 'the apply to start');
+    await within(primary.close(), 20_000, 'close');
+    events.push('closed');
+    await commit;
+    assert.deepEqual(events, ['apply started', 'apply finished', 'commit resolved', 'closed']);
+  });
+
+  it('close() closes the WAL (and releases its lock) even when stopping the listener fails, then reports that', async () => {
+    const net = new MemoryNetwork();
+    const inner = net.transport('primary');
+    const transport: Transport = {
+      name: 'listener-close-fails',
+      connect: (address, options) => inner.connect(address, options),
+      listen: async (address, onConnection, options) => {
+        const listener = await inner.listen(address, onConnection, options);
+        return {
+          address: listener.address,
+          close: async () => {
+            await listener.close();
+            throw new Error('the listener would not close');
+          },
+        };
+      },
+    };
+    const storage = new MemoryStorage();
+    const primary = await Primary.open({ storage, application: new PlainApp(), segmentSize: SEGMENT, listen: { transport, address: 'primary:0' }, auth: TRUST_REPL });
+    const { lsn } = await primary.commit(payload(1, 100));
+    await assert.rejects(within(primary.close(), 20_000, 'close'), /the listener would not close/);
+    assert.ok(primary.wal.closed);
+    // The lock was released and the WAL closed cleanly: the directory opens again, with the commit.
+    const app = new PlainApp();
+    const reopened = await within(Primary.open({ storage, application: app, segmentSize: SEGMENT }), 20_000, 'reopening');
+    assert.deepEqual(app.applied.map((b) => b.lsn), [lsn]);
+    await reopened.close();
   });
 });

@@ -547,7 +547,7 @@ describe('Primary.baseBackup', () => {
 
       const plain = await open(new MemoryStorage(), new PlainApp());
       await plain.commit(Buffer.from('x'));
-      await assert.rejects(plain.baseBackup({ dir: join(root.dir, 'empty') }), isCode('BASE_BACKUP_FAILED'));
+      await assert.rejects(plain.baseBackup({ dir: join(root.dir, 'empty') }), isCode('BASE_BACKUP_UNAVAILABLE'));
       await plain.close();
     } finally {
       await root.cleanup();

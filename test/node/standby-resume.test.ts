@@ -243,9 +243,15 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     await primary.close();
   });
 
-  it('a primary that cannot make a base backup: BASE_BACKUP_FAILED, retried, nothing kept', async () => {
+  it('a primary whose snapshot() fails: BASE_BACKUP_FAILED, retried, nothing kept', async () => {
     const net = new MemoryNetwork();
-    const primary = await openPrimary({ apply: () => undefined }, net.transport('primary'), 'primary:1');
+    const failing = {
+      apply: () => undefined,
+      snapshot: async (): Promise<never> => {
+        throw new Error('the state is busy');
+      },
+    };
+    const primary = await openPrimary(failing, net.transport('primary'), 'primary:1');
     await commitMany(primary, 0, 5);
     const storage = new MemoryStorage();
     const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage }, { retryMinDelayMs: 5, retryMaxDelayMs: 10 }));

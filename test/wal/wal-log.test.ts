@@ -256,6 +256,94 @@ for (const kind of storageKinds) {
       await cleanup();
     });
 
+    it('seal(): writes the shutdown record, refuses appends with WAL_CLOSED; readers, followers too, end there', () =>
+      withLog(async (log) => {
+        const a = log.append(Buffer.from('a'));
+        // Followers started before the seal: records and raw bytes.
+        const records = (async () => {
+          const seen: string[] = [];
+          for await (const record of log.read(a.lsn, { follow: true })) seen.push(...texts([record]));
+          return seen;
+        })();
+        const bytes = (async () => {
+          let end = log.oldestLsn;
+          for await (const chunk of log.readBytes(log.oldestLsn, { follow: true })) {
+            assert.equal(chunk.startLsn, end);
+            end += chunk.data.length;
+          }
+          return end;
+        })();
+        const b = log.append(Buffer.from('b'));
+        const seals = [log.seal(), log.seal()];
+        assert.equal(seals[0], seals[1], 'concurrent seals share one promise');
+        assert.throws(() => log.append(Buffer.from('late')), (err) => isWalshipError(err, 'WAL_CLOSED'));
+        await Promise.all(seals);
+        assert.equal(log.sealed, true);
+        assert.equal(log.closed, false);
+        // Everything appended is durable, followed by the 32-byte shutdown record.
+        assert.equal(log.flushedLsn, b.endLsn + 32);
+        assert.equal(log.insertLsn, log.flushedLsn);
+        assert.deepEqual(await within(records, 10_000, 'the record follower to end'), ['a', 'b']);
+        assert.equal(await within(bytes, 10_000, 'the byte follower to end'), log.flushedLsn);
+        // New readers work, and a follower from the end ends at once.
+        assert.deepEqual(texts(await readAll(log)), ['a', 'b']);
+        const tail = [];
+        for await (const chunk of log.readBytes(log.flushedLsn, { follow: true })) tail.push(chunk);
+        assert.deepEqual(tail, []);
+        assert.throws(() => log.append(Buffer.from('late')), (err) => isWalshipError(err, 'WAL_CLOSED'));
+        await log.seal();
+        await log.close();
+        assert.equal(log.closed, true);
+        assert.equal(log.sealed, false);
+        assert.equal(log.flushedLsn, b.endLsn + 32, 'close wrote no second shutdown record');
+        await assert.rejects(log.seal(), (err) => isWalshipError(err, 'WAL_CLOSED'));
+      }));
+
+    it('seal() of a log without appends since it was opened writes nothing, as close() does', () =>
+      withLog(async (log) => {
+        const start = log.insertLsn;
+        await log.seal();
+        assert.equal(log.flushedLsn, start);
+        assert.equal(log.insertLsn, start);
+      }));
+
+    it('a sealed-then-closed log is on disk exactly what a closed one is, and reopens the same', async () => {
+      const results: { files: Map<string, string>; records: string[]; end: number }[] = [];
+      for (const seal of [true, false]) {
+        const { storage, cleanup } = await kind.make();
+        try {
+          const log = await openLog(storage);
+          for (let i = 0; i < 10; i++) log.append(payload(i, 9000));
+          await log.flush();
+          log.append(Buffer.from('unflushed'));
+          if (seal) await log.seal();
+          await log.close();
+          const files = new Map<string, string>();
+          for (const name of (await storage.list()).filter((n) => n !== 'walship.lock').sort()) {
+            const file = await storage.open(name, { readOnly: true });
+            const buf = Buffer.alloc(await file.size());
+            await file.read(buf, 0, buf.length, 0);
+            await file.close();
+            files.set(name, buf.toString('hex'));
+          }
+          const reopened = await openLog(storage);
+          results.push({ files, records: texts(await readAll(reopened)), end: reopened.insertLsn });
+          await reopened.close();
+        } finally {
+          await cleanup();
+        }
+      }
+      const [sealed, closed] = results;
+      assert.deepEqual([...(sealed?.files.keys() ?? [])], [...(closed?.files.keys() ?? [])]);
+      assert.ok(
+        [...(sealed?.files ?? [])].every(([name, hex]) => closed?.files.get(name) === hex),
+        'every file has the same bytes',
+      );
+      assert.equal(sealed?.end, closed?.end);
+      assert.deepEqual(sealed?.records, closed?.records);
+      assert.equal(sealed?.records.at(-1), 'unflushed');
+    });
+
     it('with sync none, flushes without fdatasync and still reads back', () =>
       withLog(
         async (log, storage) => {
