@@ -543,7 +543,7 @@ function printReplicationSection(results: ReplicationResults, settings: Settings
       ['raw: file → socket → second process → file, fdatasync every 8 MiB', '', formatMBps(rawPipe), '', '', 'limit (catch-up)'],
       catchRow(`catch-up ${settings.catchUpBytes / 2 ** 20} MiB behind: received`, medianCatchUp(results, 'receiveBytesPerSec')),
       catchRow(`catch-up ${settings.catchUpBytes / 2 ** 20} MiB behind: replayed`, medianCatchUp(results, 'replayBytesPerSec')),
-      ...rows(`apply latency at ${LATENCY_RATE} commits/s (commit → standby apply)`, results.latency, `p50 ${formatRatio(results.latency.median.p50Us / results.rawSync.median.p50Us, 1)}× raw fdatasync`, settings),
+      ...rows(`apply latency at ${LATENCY_RATE} commits/s (commit → standby apply)`, results.latency, `p50 ${formatRatio(results.latency.median.p50Us / results.rawSync.median.p50Us, 1)} raw fdatasync`, settings),
     ]),
   );
   console.log(
