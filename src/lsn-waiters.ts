@@ -8,7 +8,7 @@ interface Waiter {
   settled: boolean;
 }
 
-/** Options of {@link LsnWaiters.wait}. */
+/** Options of a wait for a position: `waitForReplay`, `waitForConsistent`, `waitForApply`. */
 export interface WaitOptions {
   readonly signal?: AbortSignal;
   /** Give up with `TIMEOUT` after this long. */

@@ -62,7 +62,7 @@ export interface StandbyConnectionEvent {
   readonly clientAddress: string | null;
 }
 
-/** Events of a {@link WalService} (re-emitted by `Primary`). */
+/** Events of the WAL service that serves standbys (re-emitted by `Primary`). */
 export interface WalServiceEvents {
   /** An authenticated standby got a WAL sender; a `standby:disconnected` follows when it leaves. */
   'standby:connected': (event: StandbyConnectionEvent) => void;
