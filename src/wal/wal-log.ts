@@ -725,7 +725,9 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   // ---- the writer: one write and one fdatasync for every committer waiting together ----
 
   #scheduleWriter(): void {
-    this.#wakeWriter?.();
+    // A writer waiting on a sync only acts on a full write's worth of bytes (it re-checks
+    // everything when the sync ends), so new committers alone need not wake it.
+    if (this.#pendingBytes >= WRITE_THRESHOLD) this.#wakeWriter?.();
     if (this.#writerScheduled || this.#writer !== null || this.#state === 'failed') return;
     this.#writerScheduled = true;
     // Let every committer of this turn of the event loop append before the write starts.
