@@ -11,10 +11,14 @@ export type {
   CheckpointResult,
   CommitOptions,
   CommitResult,
+  CreateSlotOptions,
   PrimaryEvents,
   PrimaryOptions,
+  SlotInvalidatedEvent,
   SynchronousCommit,
 } from './primary.js';
+export type { ReplicationSlotRow, SlotInfo } from './slots/slot-manager.js';
+export type { SlotAvailability, WalStatus } from './slots/retention.js';
 export { Standby, STANDBY_DEFAULTS, standbyOptionsSchema } from './standby.js';
 export type { BaseBackupProgressEvent, StandbyEvents, StandbyOptions, StandbyPrimaryOptions, StandbyState } from './standby.js';
 export type { Application, CommittedBatch, Snapshot, SnapshotData } from './application.js';

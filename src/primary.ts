@@ -14,6 +14,8 @@ import { compileOptions, withDefaults, type OptionsValidator } from './options.j
 import { authOptionsSchema, compileAuth, type AuthOptions } from './protocol/auth-rules.js';
 import type { AuthFailedEvent, ConnectionErrorEvent } from './protocol/replication-server.js';
 import { WalService, type BaseBackupData, type ReplicationStatusRow, type WalServiceEvents } from './replication/wal-service.js';
+import { RETENTION_DEFAULTS, type RetentionState } from './slots/retention.js';
+import { SlotManager, WAL_REMOVED_REASON, type ReplicationSlotRow, type SlotInfo } from './slots/slot-manager.js';
 import type { Storage } from './storage/storage.js';
 import type { Transport } from './transport/transport.js';
 import type { EntryInput } from './wal/wal-log.js';
@@ -59,6 +61,32 @@ export interface PrimaryOptions {
   readonly authFailureDelayMs?: number;
   /** A prefix for this node's `debug` lines. */
   readonly logPrefix?: string;
+  /**
+   * Bytes of WAL behind the current position that checkpoints always keep, slot or no slot
+   * (`wal_keep_size`). @defaultValue 0
+   */
+  readonly walKeepSize?: number;
+  /**
+   * The most WAL, in bytes behind the current position, that replication slots may hold
+   * (`max_slot_wal_keep_size`); a slot further behind is invalidated at the checkpoint that
+   * would remove its WAL. −1 is unlimited. @defaultValue −1
+   */
+  readonly maxSlotWalKeepSize?: number;
+}
+
+/** Options of {@link Primary.createSlot}. */
+export interface CreateSlotOptions {
+  /** Reserve WAL at once, from the current flushed position (else at the slot's first use). @defaultValue false */
+  readonly reserveWal?: boolean;
+}
+
+/** Payload of `slot:invalidated`. */
+export interface SlotInvalidatedEvent {
+  readonly slotName: string;
+  /** Why: `wal_removed` (it fell more than `maxSlotWalKeepSize` behind). */
+  readonly reason: string;
+  /** The restart position it held, now given up. */
+  readonly restartLsn: Lsn;
 }
 
 /** Defaults of {@link PrimaryOptions}. */
@@ -67,6 +95,8 @@ export const PRIMARY_DEFAULTS = Object.freeze({
   maxWalSenders: 10,
   walSenderTimeoutMs: 60_000,
   maxWalMessageBytes: 1024 * 1024,
+  walKeepSize: RETENTION_DEFAULTS.walKeepSize,
+  maxSlotWalKeepSize: RETENTION_DEFAULTS.maxSlotWalKeepSize,
 });
 
 const LEVELS = ['off', 'local', 'remote_write', 'on', 'remote_apply'] as const;
@@ -86,6 +116,8 @@ export const primaryOptionsSchema = Object.freeze({
     maxWalMessageBytes: { type: 'integer', minimum: 4096, maximum: 16 * 1024 * 1024 },
     handshakeTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
     authFailureDelayMs: { type: 'integer', minimum: 0, maximum: 60_000 },
+    walKeepSize: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+    maxSlotWalKeepSize: { type: 'integer', minimum: -1, maximum: Number.MAX_SAFE_INTEGER },
   },
 });
 
@@ -140,6 +172,8 @@ export interface PrimaryEvents extends WalServiceEvents {
   'connection:error': (event: ConnectionErrorEvent) => void;
   /** The WAL failed: `fatal` when the primary stopped (a failed fsync), else some commits failed (disk full). */
   'wal:error': (event: { readonly error: WalshipError; readonly fatal: boolean }) => void;
+  /** A checkpoint invalidated a replication slot (too far behind); its standby, if connected, was ended. */
+  'slot:invalidated': (event: SlotInvalidatedEvent) => void;
 }
 
 interface Pending {
@@ -158,6 +192,7 @@ interface Pending {
  */
 export class Primary extends EventEmitter<PrimaryEvents> {
   readonly #log: WalLog;
+  readonly #slots: SlotManager;
   readonly #app: Application;
   readonly #storage: Storage;
   readonly #snapshots: SnapshotStore;
@@ -180,9 +215,10 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   /** The checkpoint in progress (or the last one); close() waits for it. */
   #checkpointing: Promise<unknown> = Promise.resolve();
 
-  private constructor(log: WalLog, app: Application, storage: Storage, control: ControlData, appliedLsn: Lsn, options: PrimaryOptions & typeof PRIMARY_DEFAULTS) {
+  private constructor(log: WalLog, slots: SlotManager, app: Application, storage: Storage, control: ControlData, appliedLsn: Lsn, options: PrimaryOptions & typeof PRIMARY_DEFAULTS) {
     super();
     this.#log = log;
+    this.#slots = slots;
     this.#app = app;
     this.#storage = storage;
     this.#snapshots = new SnapshotStore(storage);
@@ -223,6 +259,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         control = { systemId: newSystemId(), segmentSize: log.segmentSize, timeline: log.timeline, checkpoint: null, consistentLsn: 0 };
         await writeControlFile(storage, control);
       }
+      const slots = await SlotManager.open(storage);
       const snapshots = new SnapshotStore(storage);
       const start = await restoreApplication(options.application, log, control, snapshots);
       if (start > log.flushedLsn) {
@@ -230,7 +267,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       }
       let applied = start;
       await replay(log, options.application, start, { follow: false, onApplied: (lsn) => (applied = lsn) });
-      primary = new Primary(log, options.application, storage, control, Math.max(applied, start), settings);
+      primary = new Primary(log, slots, options.application, storage, control, Math.max(applied, start), settings);
       if (options.listen !== undefined && auth !== null) await primary.#listen(options.listen, auth, settings);
       primary.#debug('open: system %s, WAL %s … %s, applied up to %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(applied));
       return primary;
@@ -359,6 +396,67 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   }
 
   /**
+   * Creates a physical replication slot, durably (`pg_create_physical_replication_slot`). With
+   * `reserveWal` it holds WAL from the current flushed position at once; otherwise from where
+   * its standby first starts streaming. `INVALID_SLOT_NAME`, `SLOT_EXISTS`.
+   */
+  async createSlot(name: string, options: CreateSlotOptions = {}): Promise<SlotInfo> {
+    this.#assertUsable();
+    if (typeof options !== 'object' || options === null) throw new WalshipError('INVALID_ARGUMENT', 'createSlot() options must be an object');
+    const unknown = Object.keys(options).filter((k) => k !== 'reserveWal');
+    if (unknown.length > 0) throw new WalshipError('INVALID_ARGUMENT', `createSlot() options has unknown option "${unknown[0]}"`);
+    if (options.reserveWal !== undefined && typeof options.reserveWal !== 'boolean') {
+      throw new WalshipError('INVALID_ARGUMENT', `createSlot() options.reserveWal must be a boolean, got ${typeof options.reserveWal}`);
+    }
+    return this.#slots.create(name, options.reserveWal === true ? { reserveAt: this.#log.flushedLsn } : {});
+  }
+
+  /** Drops a replication slot, durably. `SLOT_NOT_FOUND`; `SLOT_ACTIVE` while a standby streams with it. */
+  async dropSlot(name: string): Promise<void> {
+    this.#assertUsable();
+    await this.#slots.drop(name);
+  }
+
+  /**
+   * Moves an inactive slot's `restartLsn` forward to `lsn` (`pg_replication_slot_advance`),
+   * never past the flushed end of the WAL and never back, and persists it. Resolves with the
+   * new `restartLsn`. `SLOT_ACTIVE` while a standby streams with it; `WAL_REMOVED` once lost.
+   */
+  async advanceSlot(name: string, lsn: Lsn): Promise<Lsn> {
+    this.#assertUsable();
+    assertLsn(lsn);
+    if (this.#slots.has(name) && this.#slots.get(name).restartLsn === null && Math.min(lsn, this.#log.flushedLsn) < this.#log.oldestLsn) {
+      throw new WalshipError('WAL_REMOVED', `replication slot "${name}" cannot reserve WAL from ${formatLsn(lsn)}: the oldest WAL left is at ${formatLsn(this.#log.oldestLsn)}`);
+    }
+    const restartLsn = this.#slots.advance(name, { flushLsn: this.#log.flushedLsn, lsn });
+    await this.#slots.flush();
+    return restartLsn;
+  }
+
+  /** `pg_replication_slots`: every slot, by name, with its `walStatus` and `safeWalSize`. */
+  slots(): ReplicationSlotRow[] {
+    return this.#slots.list(this.#retentionState());
+  }
+
+  /** Rejects calls that change the node once it is closing or has failed. */
+  #assertUsable(): void {
+    if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the primary is shutting down');
+    if (this.#failure !== null) throw this.#failure;
+  }
+
+  /** Where the WAL stands, for the retention rules. */
+  #retentionState(checkpointLsn: Lsn | null = this.#control.checkpoint?.lsn ?? null): RetentionState {
+    return {
+      segmentSize: this.#log.segmentSize,
+      currentLsn: this.#log.flushedLsn,
+      oldestLsn: this.#log.oldestLsn,
+      checkpointLsn,
+      walKeepSize: this.#options.walKeepSize,
+      maxSlotWalKeepSize: this.#options.maxSlotWalKeepSize,
+    };
+  }
+
+  /**
    * Records how far the application's state is durable, so that a restart replays only what
    * follows and older WAL can go (PostgreSQL's checkpoint). With `lsn`, the application
    * states that it has made its own state durable up to there. Without it, walship takes
@@ -456,6 +554,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       await this.#whenIdle();
       await this.#log.seal().catch((err: unknown) => this.#debug.error('sealing the WAL: %s', (err as Error).message));
       await this.#service?.close(this.#log.flushedLsn, this.#options.walSenderTimeoutMs);
+      // The positions the standbys confirmed last survive the restart (PostgreSQL saves slots at shutdown).
+      await this.#slots.flush();
     } catch (err) {
       error = err;
       this.#debug.error('closing: %s', (err as Error).message);
@@ -499,6 +599,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         log: this.#log,
         systemId: this.systemId,
         baseBackup: () => this.#baseBackupData(),
+        slots: this.#slots,
       },
       {
         transport: listen.transport,
@@ -601,11 +702,23 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   }
 
   /**
-   * Removes WAL that no checkpoint, no connected standby and no base backup in progress needs
-   * any more (without slots, as PostgreSQL: a disconnected standby may find its WAL gone).
+   * Removes WAL that no checkpoint, no replication slot (within `maxSlotWalKeepSize`), no
+   * `walKeepSize`, no connected standby and no base backup in progress needs any more. The
+   * slots decide first, durably ({@link SlotManager.planWalRemoval}): a slot too far behind is
+   * invalidated, announced, and its connection ended before any of its WAL goes.
    */
   async #removeOldWal(checkpointLsn: Lsn): Promise<void> {
-    const needed = [checkpointLsn, ...[...this.#backupsInProgress].map((b) => b.lsn)];
+    const plan = await this.#slots.planWalRemoval(this.#retentionState(checkpointLsn));
+    for (const slot of plan.invalidated) {
+      this.#debug.error('replication slot %s invalidated: it held WAL from %s, beyond maxSlotWalKeepSize', slot.slotName, formatLsn(slot.restartLsn));
+      const error = new WalshipError(
+        'WAL_REMOVED',
+        `replication slot "${slot.slotName}" was invalidated (${WAL_REMOVED_REASON}): it held WAL from ${formatLsn(slot.restartLsn)}, more than maxSlotWalKeepSize behind`,
+      );
+      this.#service?.terminateSlotHolder(slot.slotName, error);
+      this.#emitSafely('slot:invalidated', { slotName: slot.slotName, reason: WAL_REMOVED_REASON, restartLsn: slot.restartLsn });
+    }
+    const needed = [plan.keepFromLsn, ...[...this.#backupsInProgress].map((b) => b.lsn)];
     const standbys = this.#service?.retainedLsn() ?? null;
     if (standbys !== null) needed.push(standbys);
     const keepFrom = Math.min(...needed);

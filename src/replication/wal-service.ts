@@ -4,11 +4,13 @@ import { EventEmitter } from 'eventemitter3';
 import type { SnapshotData } from '../application.js';
 import { WalshipError, abortError, isWalshipError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
-import type { Lsn } from '../lsn.js';
+import { formatLsn, type Lsn } from '../lsn.js';
 import type { CompiledAuth } from '../protocol/auth-rules.js';
 import { baseBackupChunk } from '../protocol/messages.js';
 import { ReplicationServer, type ServerSession } from '../protocol/replication-server.js';
+import type { SlotHandle, SlotManager } from '../slots/slot-manager.js';
 import type { Transport } from '../transport/transport.js';
+import { assertNotRemoved } from '../wal/tail.js';
 import type { WalLog } from '../wal/wal-log.js';
 import type { Lags } from './lag-tracker.js';
 import { WalSender, type WalSenderState } from './wal-sender.js';
@@ -19,6 +21,8 @@ export interface WalSource {
   readonly systemId: string;
   /** The application's state and the LSN it includes; throws `BASE_BACKUP_FAILED` when it cannot. */
   baseBackup(): Promise<BaseBackupData>;
+  /** The node's replication slots; without them a standby asking for a slot gets `SLOT_NOT_FOUND`. */
+  readonly slots?: SlotManager;
 }
 
 /** A snapshot of the application with the position it includes. */
@@ -101,6 +105,8 @@ interface Session {
   backup: AbortController | null;
   /** The position of the base backup sent on this connection: the standby streams from there next. */
   backupLsn: Lsn | null;
+  /** The replication slot this connection streams with, while it holds it. */
+  slot: SlotHandle | null;
 }
 
 /**
@@ -174,11 +180,29 @@ export class WalService extends EventEmitter<WalServiceEvents> {
   retainedLsn(): Lsn | null {
     let oldest: Lsn | null = null;
     for (const s of this.#sessions) {
+      // A connection whose slot was invalidated is being terminated: it holds nothing.
+      if (s.slot !== null && s.slot.invalidationReason !== null) continue;
       for (const lsn of [s.backupLsn, s.sender === null ? null : (s.sender.progress?.flushLsn ?? s.sender.startLsn)]) {
         if (lsn !== null && (oldest === null || lsn < oldest)) oldest = lsn;
       }
     }
     return oldest;
+  }
+
+  /**
+   * Ends the connection streaming with replication slot `slotName`, if one does, telling the
+   * standby `error` (used when the slot was invalidated, so that the slot is released).
+   * Returns whether a connection was ended.
+   */
+  terminateSlotHolder(slotName: string, error: WalshipError): boolean {
+    let ended = false;
+    for (const s of this.#sessions) {
+      if (s.slot?.slotName !== slotName || s.slot.released) continue;
+      this.#debug.error('terminating the sender of %s: %s', s.info.applicationName, error.message);
+      s.info.conn.fail(error);
+      ended = true;
+    }
+    return ended;
   }
 
   /**
@@ -218,7 +242,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       this.#emitSafely('standby:refused', { ...event, error });
       return;
     }
-    const session: Session = { info, started: new Date(), state: 'startup', sender: null, backup: null, backupLsn: null };
+    const session: Session = { info, started: new Date(), state: 'startup', sender: null, backup: null, backupLsn: null, slot: null };
     this.#sessions.add(session);
     this.#emitSafely('standby:connected', event);
     const running = this.#serve(session).then(
@@ -231,6 +255,8 @@ export class WalService extends EventEmitter<WalServiceEvents> {
 
   #ended(session: Session, error: WalshipError | null): void {
     this.#sessions.delete(session);
+    session.slot?.release();
+    session.slot = null;
     session.info.conn.destroy();
     if (error !== null) this.#debug.error('standby %s disconnected: %s', session.info.applicationName, error.message);
     this.#emitSafely('standby:disconnected', { applicationName: session.info.applicationName, clientAddress: session.info.peer.remoteAddress ?? null, error });
@@ -272,16 +298,12 @@ export class WalService extends EventEmitter<WalServiceEvents> {
   async #stream(session: Session, startLsn: Lsn, timeline: number, slotName: string): Promise<void> {
     const { conn, applicationName } = session.info;
     const log = this.#source.log;
-    if (slotName !== '') {
-      const error = new WalshipError('INVALID_ARGUMENT', `replication slot "${slotName}" does not exist (this primary has no slots yet)`);
-      conn.fail(error);
-      throw error;
-    }
     if (timeline !== log.timeline) {
       const error = new WalshipError('INVALID_ARGUMENT', `requested timeline ${timeline} is not this server's timeline ${log.timeline}`);
       conn.fail(error);
       throw error;
     }
+    if (slotName !== '') session.slot = this.#acquireSlot(session, slotName, startLsn);
     const sender = new WalSender(conn, log, startLsn, {
       walSenderTimeoutMs: this.#options.walSenderTimeoutMs,
       maxMessageBytes: this.#options.maxMessageBytes,
@@ -291,6 +313,20 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     // From here the sender's start (then the standby's reports) says which WAL it still needs.
     session.backupLsn = null;
     const event = { applicationName, clientAddress: session.info.peer.remoteAddress ?? null };
+    const slot = session.slot;
+    if (slot !== null) {
+      sender.on('standby:progress', ({ flushLsn }) => {
+        if (slot.released) return;
+        try {
+          // Never past what the standby reported flushed, nor past what it was sent.
+          slot.advance(Math.min(flushLsn, sender.sentLsn));
+        } catch (err) {
+          // The slot was invalidated under this connection: it must stop streaming.
+          const error = isWalshipError(err) ? err : new WalshipError('WAL_REMOVED', String(err), { cause: err });
+          conn.fail(error);
+        }
+      });
+    }
     sender.on('state:change', ({ state }) => {
       const previous = session.state;
       session.state = state;
@@ -298,6 +334,39 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       if (previous === 'catchup' && state === 'streaming') this.#emitSafely('standby:caught-up', event);
     });
     await sender.run();
+  }
+
+  /**
+   * Takes replication slot `slotName` for this connection (`SLOT_NOT_FOUND`, `SLOT_ACTIVE`,
+   * `WAL_REMOVED` for a lost slot, each sent to the standby). A slot that has not reserved WAL
+   * reserves it where the standby starts.
+   */
+  #acquireSlot(session: Session, slotName: string, startLsn: Lsn): SlotHandle {
+    const { conn, applicationName } = session.info;
+    const slots = this.#source.slots;
+    let handle: SlotHandle | null = null;
+    try {
+      if (slots === undefined) throw new WalshipError('SLOT_NOT_FOUND', `replication slot "${slotName}" does not exist (this node has no slots)`);
+      handle = slots.acquire(slotName, applicationName);
+      if (handle.restartLsn === null) {
+        const log = this.#source.log;
+        if (startLsn > log.flushedLsn) {
+          throw new WalshipError(
+            'INVALID_ARGUMENT',
+            `requested starting point ${formatLsn(startLsn)} is ahead of the WAL flush position ${formatLsn(log.flushedLsn)}`,
+          );
+        }
+        // Never reserve WAL that is gone: the slot would be born lost.
+        assertNotRemoved(log, startLsn);
+        handle.advance(startLsn);
+      }
+      return handle;
+    } catch (err) {
+      handle?.release();
+      const error = isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err });
+      conn.fail(error);
+      throw error;
+    }
   }
 
   async #sendBaseBackup(session: Session, label: string, maxRate: number): Promise<void> {
