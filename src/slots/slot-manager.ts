@@ -34,7 +34,7 @@ export interface AdvanceTarget {
 export interface SlotInfo {
   readonly slotName: string;
   readonly slotType: 'physical';
-  /** True while a connection holds the slot (see {@link SlotManager.acquire}). */
+  /** True while a connection (a streaming standby) holds the slot. */
   readonly active: boolean;
   /** The application name of the connection holding the slot; null when inactive. */
   readonly activeApplicationName: string | null;
