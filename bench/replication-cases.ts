@@ -29,7 +29,8 @@ const COMMITTERS = 64;
 
 const now = (): number => performance.timeOrigin + performance.now();
 
-class CountingApp {
+/** An application that only counts batches; its snapshot is the count. */
+export class CountingApp {
   batches = 0;
   apply(): void {
     this.batches++;
@@ -100,7 +101,7 @@ function makeBatch(stamp: boolean): Buffer[] {
 }
 
 /** `COMMITTERS` loops committing until `bytes` of rows are in; resolves with the batch count. */
-async function commitBytes(primary: Walship.Primary, bytes: number): Promise<number> {
+export async function commitBytes(primary: Walship.Primary, bytes: number): Promise<number> {
   const batches = Math.ceil(bytes / (ROW_BYTES * ROWS_PER_BATCH));
   let issued = 0;
   const rows = makeBatch(false);
