@@ -135,6 +135,6 @@ export type {
   ReplicationServerOptions,
   ServerSession,
 } from './protocol/replication-server.js';
-export { connectReplication } from './protocol/replication-client.js';
-export type { ConnectReplicationOptions } from './protocol/replication-client.js';
+export { connectReplication, createReplicationSlot, dropReplicationSlot } from './protocol/replication-client.js';
+export type { ConnectReplicationOptions, CreatedSlot } from './protocol/replication-client.js';
 export type { AuthFailure, AuthFailureReason, AuthenticatedPeer } from './protocol/handshake.js';

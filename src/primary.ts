@@ -397,8 +397,9 @@ export class Primary extends EventEmitter<PrimaryEvents> {
 
   /**
    * Creates a physical replication slot, durably (`pg_create_physical_replication_slot`). With
-   * `reserveWal` it holds WAL from the current flushed position at once; otherwise from where
-   * its standby first starts streaming. `INVALID_SLOT_NAME`, `SLOT_EXISTS`.
+   * `reserveWal` it holds WAL at once from where the primary's application has applied (as
+   * PostgreSQL reserves from its last redo point), so that a base backup taken next is covered;
+   * otherwise from where its standby first starts streaming. `INVALID_SLOT_NAME`, `SLOT_EXISTS`.
    */
   async createSlot(name: string, options: CreateSlotOptions = {}): Promise<SlotInfo> {
     this.#assertUsable();
@@ -408,7 +409,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     if (options.reserveWal !== undefined && typeof options.reserveWal !== 'boolean') {
       throw new WalshipError('INVALID_ARGUMENT', `createSlot() options.reserveWal must be a boolean, got ${typeof options.reserveWal}`);
     }
-    return this.#slots.create(name, options.reserveWal === true ? { reserveAt: this.#log.flushedLsn } : {});
+    // The applied position is never past the flushed one, nor before the oldest WAL kept.
+    return this.#slots.create(name, options.reserveWal === true ? { reserveAt: Math.min(this.#applied.position, this.#log.flushedLsn) } : {});
   }
 
   /** Drops a replication slot, durably. `SLOT_NOT_FOUND`; `SLOT_ACTIVE` while a standby streams with it. */
@@ -600,6 +602,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         systemId: this.systemId,
         baseBackup: () => this.#baseBackupData(),
         slots: this.#slots,
+        createSlot: (name, { reserveWal }) => this.createSlot(name, { reserveWal }),
       },
       {
         transport: listen.transport,

@@ -9,11 +9,12 @@ import { readControlFile, removeControlFile, writeControlFile, type ControlData 
 import { checkNodeObjects, checkTransport, nodeStorageSchema, storageOf } from './node/node-options.js';
 import { applyBatch } from './node/replayer.js';
 import { SnapshotStore, type WrittenSnapshot } from './node/snapshot-store.js';
+import { removeLeftovers, removeLocalState } from './node/local-state.js';
 import { restoreApplication } from './node/starting-point.js';
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
 import type { BaseBackupBeginMessage, BaseBackupEndMessage, IdentifySystemResultMessage, ServerMessage } from './protocol/messages.js';
 import type { MessageStream } from './protocol/message-stream.js';
-import { connectReplication } from './protocol/replication-client.js';
+import { connectReplication, createReplicationSlot, dropReplicationSlot } from './protocol/replication-client.js';
 import { SendTimes, WalReceiver } from './replication/wal-receiver.js';
 import type { Storage, StorageLock } from './storage/storage.js';
 import type { Transport } from './transport/transport.js';
@@ -31,6 +32,13 @@ export interface StandbyPrimaryOptions {
   readonly applicationName: string;
   /** A replication slot on the primary to stream from. */
   readonly slotName?: string;
+  /**
+   * Create `slotName` on the primary if it does not exist yet (reserving WAL at once), before
+   * the base backup of a new standby, so that the primary keeps every WAL segment the standby
+   * will need (`pg_basebackup --create-slot`). Remove it with `close({ dropSlot: true })`.
+   * @defaultValue false
+   */
+  readonly createSlot?: boolean;
   /** `'scram-sha-256'` refuses a primary that does not prove it knows the password. @defaultValue 'scram-sha-256' with a password */
   readonly requireAuth?: 'scram-sha-256' | 'none';
   /** Limit for connecting and authenticating. @defaultValue 10 000 */
@@ -97,6 +105,7 @@ export const standbyOptionsSchema = Object.freeze({
         password: { type: 'string', minLength: 1 },
         applicationName: { type: 'string', maxLength: 255 },
         slotName: { type: 'string', pattern: '^[a-z0-9_]{1,63}$' },
+        createSlot: { type: 'boolean' },
         requireAuth: { enum: ['scram-sha-256', 'none'] },
         connectTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
       },
@@ -140,6 +149,15 @@ export interface StandbyEvents {
   'base-backup:done': (event: { readonly lsn: Lsn; readonly size: number }) => void;
   /** The application's `apply` threw: replay stopped; the batch is retried when the standby is reopened. */
   'apply:error': (event: { readonly error: WalshipError }) => void;
+  /**
+   * The primary no longer has WAL this standby needs (its replication slot was invalidated,
+   * or it fell behind `walKeepSize`): the standby discards its local WAL and state and
+   * bootstraps again from a base backup, which the application `restore()`s. Only a standby
+   * whose application has a `restore()` hook does; any other stops with `WAL_REMOVED`.
+   */
+  rebootstrap: (event: { readonly error: WalshipError; readonly receiveLsn: Lsn }) => void;
+  /** `createSlot` created the replication slot on the primary. */
+  'slot:created': (event: { readonly slotName: string; readonly restartLsn: Lsn | null }) => void;
   /** The standby stopped for good (`state` is `failed`). */
   'standby:failed': (event: { readonly error: WalshipError }) => void;
 }
@@ -211,6 +229,14 @@ export class Standby extends EventEmitter<StandbyEvents> {
   #closing: Promise<void> | null = null;
   /** Whether the current connection got anywhere (WAL arrived, a base backup completed). */
   #progressed = false;
+  /** Stops replay of the local WAL open now (when the standby closes, or bootstraps again). */
+  #replayAbort: AbortController | null = null;
+  /** `createSlot`: the slot is known to exist on the primary (created, or found), since the last bootstrap. */
+  #slotReady = false;
+  /** Bootstrapped again after `WAL_REMOVED`, and no WAL has streamed since. */
+  #rebootstrapped = false;
+  /** `createSlot` after bootstrapping again: drop the slot (it may be invalidated) and create it anew. */
+  #recreateSlot = false;
 
   private constructor(storage: Storage, options: StandbyOptions & typeof STANDBY_DEFAULTS) {
     super();
@@ -233,6 +259,9 @@ export class Standby extends EventEmitter<StandbyEvents> {
     checkNodeObjects('Standby', options);
     checkTransport('Standby.primary.transport', options.primary.transport);
     const settings = withDefaults(STANDBY_DEFAULTS, options);
+    if (options.primary.createSlot === true && options.primary.slotName === undefined) {
+      throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: primary.createSlot needs primary.slotName');
+    }
     if (settings.retryMinDelayMs > settings.retryMaxDelayMs) {
       throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: retryMinDelayMs must not exceed retryMaxDelayMs');
     }
@@ -376,6 +405,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
 
   async #checkpoint(lsn: Lsn | undefined): Promise<{ lsn: Lsn; snapshot: boolean }> {
     if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the standby is closed');
+    if (this.#log === null) throw new WalshipError('INVALID_ARGUMENT', 'the standby is bootstrapping again; it has no local state to checkpoint');
     const log = this.#log as WalLog;
     let checkpoint: { lsn: Lsn; snapshot: boolean };
     if (lsn !== undefined) {
@@ -406,8 +436,14 @@ export class Standby extends EventEmitter<StandbyEvents> {
     return checkpoint;
   }
 
-  /** Stops streaming and replay, and closes the local WAL. Leaves no timer or socket behind. */
-  close(): Promise<void> {
+  /**
+   * Stops streaming and replay, and closes the local WAL. Leaves no timer or socket behind.
+   * With `dropSlot`, it then connects to the primary once more and drops its replication slot
+   * there (waiting until the primary has let go of it), for a standby leaving for good; a
+   * failure to do so rejects, after everything else is closed.
+   */
+  close(options: { dropSlot?: boolean } = {}): Promise<void> {
+    const dropSlot = options.dropSlot === true;
     this.#closing ??= (async () => {
       this.#abort.abort();
       this.#conn?.destroy();
@@ -420,8 +456,31 @@ export class Standby extends EventEmitter<StandbyEvents> {
       this.#consistency.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
       this.#state = 'closed';
       this.#emitSafely('state:change', { state: 'closed' });
+      if (dropSlot) await this.#dropSlotOnPrimary();
     })();
     return this.#closing;
+  }
+
+  /** `close({ dropSlot: true })`: DROP_REPLICATION_SLOT … WAIT on a connection of its own. */
+  async #dropSlotOnPrimary(): Promise<void> {
+    const p = this.#options.primary;
+    if (p.slotName === undefined) throw new WalshipError('INVALID_ARGUMENT', 'close({ dropSlot: true }): this standby has no primary.slotName');
+    const conn = await connectReplication({
+      transport: p.transport,
+      address: p.address,
+      user: p.user,
+      applicationName: p.applicationName,
+      handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
+      signal: AbortSignal.timeout(p.connectTimeoutMs ?? 10_000),
+      ...(p.password === undefined ? {} : { password: p.password }),
+      ...(p.requireAuth === undefined ? {} : { requireAuth: p.requireAuth }),
+    });
+    try {
+      await dropReplicationSlot(conn, p.slotName, { wait: true, timeoutMs: this.#options.walReceiverTimeoutMs });
+      this.#debug('dropped replication slot %s on the primary', p.slotName);
+    } finally {
+      conn.destroy();
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -458,8 +517,11 @@ export class Standby extends EventEmitter<StandbyEvents> {
     this.#log = log;
     this.#replayed.advance(start);
     this.#checkConsistent();
-    this.#replaying = this.#replay(log, start).catch((err: unknown) => {
-      if (this.#abort.signal.aborted) return;
+    const replayAbort = new AbortController();
+    this.#replayAbort = replayAbort;
+    const signal = AbortSignal.any([this.#abort.signal, replayAbort.signal]);
+    this.#replaying = this.#replay(log, start, signal).catch((err: unknown) => {
+      if (signal.aborted) return;
       const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
       if (error.code === 'APPLY_FAILED') this.#emitSafely('apply:error', { error });
       this.#fail(error);
@@ -468,10 +530,10 @@ export class Standby extends EventEmitter<StandbyEvents> {
   }
 
   /** Applies the local WAL from `start`, following it as it grows. */
-  async #replay(log: WalLog, start: Lsn): Promise<void> {
-    for await (const record of log.read(start, { follow: true, signal: this.#abort.signal, reuseBuffers: true })) {
+  async #replay(log: WalLog, start: Lsn, signal: AbortSignal): Promise<void> {
+    for await (const record of log.read(start, { follow: true, signal, reuseBuffers: true })) {
       while (this.#pause !== null) await this.#pause;
-      if (this.#abort.signal.aborted) return;
+      if (signal.aborted) return;
       this.#applying = applyBatch(this.#app, record.endLsn, record.lsn, record.timeline, record.entries);
       try {
         await this.#applying;
@@ -529,6 +591,19 @@ export class Standby extends EventEmitter<StandbyEvents> {
         this.#receiver = null;
       }
       if (signal.aborted || this.#failure !== null) break;
+      if (error !== null && error.code === 'WAL_REMOVED' && this.#control !== null) {
+        const why = this.#cannotBootstrapAgain();
+        if (why === null) {
+          try {
+            await this.#bootstrapAgain(error);
+            continue;
+          } catch (err) {
+            error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+          }
+        } else {
+          error = new WalshipError('WAL_REMOVED', `${error.message}; ${why}`, { cause: error });
+        }
+      }
       if (error !== null && FATAL.includes(error.code)) {
         this.#emitSafely('primary:disconnected', { error, retryInMs: null });
         this.#fail(error);
@@ -567,6 +642,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     if (signal.aborted) throw abortError(signal);
     const identity = await this.#identify(conn);
     this.#emitSafely('primary:connected', { address: p.address, systemId: identity.systemId });
+    if (p.createSlot === true && !this.#slotReady) await this.#createSlot(conn, p.slotName as string);
     if (this.#control === null) {
       try {
         await this.#bootstrap(conn, identity);
@@ -594,6 +670,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     let caughtUp = false;
     receiver.on('wal:flushed', ({ flushLsn }) => {
       this.#progressed = true;
+      this.#rebootstrapped = false;
       if (!caughtUp && flushLsn >= identity.flushLsn) {
         caughtUp = true;
         this.#emitSafely('wal:caught-up', { receiveLsn: flushLsn });
@@ -622,6 +699,63 @@ export class Standby extends EventEmitter<StandbyEvents> {
       }
       throw err;
     }
+  }
+
+  /** Why this standby cannot bootstrap again after `WAL_REMOVED`, or null when it can. */
+  #cannotBootstrapAgain(): string | null {
+    const remedy = 'give it a replication slot on the primary (or a larger walKeepSize there) and bootstrap it anew in an empty directory';
+    if (this.#app.restore === undefined) return `its application has no restore() hook, so this standby cannot bootstrap again from a base backup: ${remedy}`;
+    if (this.#noBaseBackup) return `the primary's application has no snapshot() hook to make a base backup: ${remedy}`;
+    if (this.#rebootstrapped) {
+      return 'it bootstrapped again from a base backup and the primary still refuses to stream: if its replication slot was invalidated, drop and recreate it (or set createSlot)';
+    }
+    return null;
+  }
+
+  /**
+   * After `WAL_REMOVED`: stops replay, closes and removes the local WAL, snapshots and control
+   * file, so that the next connection bootstraps the directory from a base backup. With
+   * `createSlot`, the slot (invalidated, maybe) is dropped and created again first.
+   */
+  async #bootstrapAgain(error: WalshipError): Promise<void> {
+    const log = this.#log as WalLog;
+    const receiveLsn = log.flushedLsn;
+    this.#debug.error('the primary removed WAL this standby needs (%s): bootstrapping again from a base backup', error.message);
+    this.#emitSafely('rebootstrap', { error, receiveLsn });
+    this.#rebootstrapped = true;
+    this.#slotReady = false;
+    this.#recreateSlot = true;
+    this.#replayAbort?.abort();
+    await this.#replaying?.catch(() => undefined);
+    await this.#checkpointing.catch(() => undefined);
+    this.#log = null;
+    this.#control = null;
+    this.#replaying = null;
+    await log.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
+    await removeLocalState(this.#storage);
+  }
+
+  /**
+   * `createSlot`: creates the slot on the primary, reserving WAL now; one that exists is used as
+   * it is, unless the standby is bootstrapping again (the slot may be invalidated): then it is
+   * dropped and created anew.
+   */
+  async #createSlot(conn: MessageStream<'client'>, slotName: string): Promise<void> {
+    const timeoutMs = this.#options.walReceiverTimeoutMs;
+    if (this.#recreateSlot) {
+      await dropReplicationSlot(conn, slotName, { wait: true, timeoutMs }).catch((err: unknown) => {
+        if (!isWalshipError(err, 'SLOT_NOT_FOUND')) throw err;
+      });
+    }
+    try {
+      const created = await createReplicationSlot(conn, slotName, { reserveWal: true, timeoutMs });
+      this.#debug('created replication slot %s on the primary', slotName);
+      this.#emitSafely('slot:created', created);
+    } catch (err) {
+      if (!isWalshipError(err, 'SLOT_EXISTS')) throw err;
+    }
+    this.#slotReady = true;
+    this.#recreateSlot = false;
   }
 
   /** IDENTIFY_SYSTEM: the primary must belong to this standby's cluster. */
@@ -653,6 +787,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
       if ((await readControlFile(this.#storage)) !== null) {
         throw new WalshipError('WAL_LOCKED', `${this.#storage.description} was bootstrapped by another node while this standby was connecting`);
       }
+      // WAL and snapshots of a state this directory was discarding when it crashed.
+      await removeLeftovers(this.#storage);
       if (this.#app.restore !== undefined && !this.#noBaseBackup) {
         control = await this.#receiveBaseBackup(conn, identity);
       } else {

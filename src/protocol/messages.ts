@@ -116,6 +116,26 @@ export interface StartReplicationMessage {
   readonly timeline: number;
 }
 
+/**
+ * Creates a physical replication slot on the server (CREATE_REPLICATION_SLOT … PHYSICAL);
+ * answered with {@link ReplicationSlotCreatedMessage} and `readyForCommand`.
+ */
+export interface CreateReplicationSlotMessage {
+  readonly kind: 'createReplicationSlot';
+  /** 1 to 63 bytes: lower-case letters, digits and underscore (checked by the server). */
+  readonly slotName: string;
+  /** Reserve WAL at once (RESERVE_WAL), instead of where the first standby using it starts. */
+  readonly reserveWal: boolean;
+}
+
+/** Drops a replication slot on the server (DROP_REPLICATION_SLOT); answered with `readyForCommand`. */
+export interface DropReplicationSlotMessage {
+  readonly kind: 'dropReplicationSlot';
+  readonly slotName: string;
+  /** Wait until the slot is no longer in use (WAIT), instead of failing with `SLOT_ACTIVE`. */
+  readonly wait: boolean;
+}
+
 /** Asks for a base backup (BASE_BACKUP). */
 export interface BaseBackupMessage {
   readonly kind: 'baseBackup';
@@ -206,6 +226,14 @@ export interface IdentifySystemResultMessage {
   readonly segmentSize: number;
 }
 
+/** The answer to {@link CreateReplicationSlotMessage}. */
+export interface ReplicationSlotCreatedMessage {
+  readonly kind: 'replicationSlotCreated';
+  readonly slotName: string;
+  /** Where the slot holds WAL from; `null` when it has not reserved any yet. */
+  readonly restartLsn: Lsn | null;
+}
+
 /** The answer to {@link TimelineHistoryMessage}. */
 export interface TimelineHistoryResultMessage {
   readonly kind: 'timelineHistoryResult';
@@ -292,6 +320,8 @@ export type ClientMessage =
   | IdentifySystemMessage
   | TimelineHistoryMessage
   | StartReplicationMessage
+  | CreateReplicationSlotMessage
+  | DropReplicationSlotMessage
   | BaseBackupMessage
   | StandbyStatusUpdateMessage
   | HotStandbyFeedbackMessage
@@ -306,6 +336,7 @@ export type ServerMessage =
   | ErrorMessage
   | ReadyForCommandMessage
   | IdentifySystemResultMessage
+  | ReplicationSlotCreatedMessage
   | TimelineHistoryResultMessage
   | ReplicationStartedMessage
   | WalDataMessage
@@ -690,6 +721,8 @@ const SPECS: SpecTable = {
     from: 'client',
     fields: { slotName: string(L.maxSlotNameBytes), startLsn: u64, timeline },
   },
+  createReplicationSlot: { type: code('C'), from: 'client', fields: { slotName: string(L.maxSlotNameBytes, 1), reserveWal: bool } },
+  dropReplicationSlot: { type: code('D'), from: 'client', fields: { slotName: string(L.maxSlotNameBytes, 1), wait: bool } },
   baseBackup: { type: code('B'), from: 'client', fields: { label: string(L.maxNameBytes), maxRate: u32 } },
   standbyStatusUpdate: {
     type: code('r'),
@@ -716,6 +749,7 @@ const SPECS: SpecTable = {
     from: 'server',
     fields: { systemId: string(16, 16, SYSTEM_ID), timeline, flushLsn: u64, segmentSize: u32 },
   },
+  replicationSlotCreated: { type: code('o'), from: 'server', fields: { slotName: string(L.maxSlotNameBytes, 1), restartLsn: optionalU64 } },
   timelineHistoryResult: {
     type: code('t'),
     from: 'server',

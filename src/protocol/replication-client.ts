@@ -2,7 +2,8 @@ import { WalshipError, isWalshipError } from '../errors.js';
 import type { Transport } from '../transport/transport.js';
 import { clientHandshake } from './handshake.js';
 import { MessageStream } from './message-stream.js';
-import type { StartupOption } from './messages.js';
+import type { Lsn } from '../lsn.js';
+import type { ServerMessage, StartupOption } from './messages.js';
 
 /** Options of {@link connectReplication}. */
 export interface ConnectReplicationOptions {
@@ -49,4 +50,60 @@ export async function connectReplication(options: ConnectReplicationOptions): Pr
     ...(signal === undefined ? {} : { signal }),
   });
   return conn;
+}
+
+/** What CREATE_REPLICATION_SLOT answered. */
+export interface CreatedSlot {
+  readonly slotName: string;
+  /** Where the slot holds WAL from; `null` when it reserves none until a standby streams with it. */
+  readonly restartLsn: Lsn | null;
+}
+
+/**
+ * CREATE_REPLICATION_SLOT on an authenticated connection: a physical slot on the server,
+ * reserving WAL at once when `reserveWal`. The server's refusal (`INVALID_SLOT_NAME`,
+ * `SLOT_EXISTS`, …) is thrown with its code and leaves the connection usable.
+ */
+export async function createReplicationSlot(conn: MessageStream<'client'>, slotName: string, options: { reserveWal?: boolean; timeoutMs?: number } = {}): Promise<CreatedSlot> {
+  conn.send({ kind: 'createReplicationSlot', slotName, reserveWal: options.reserveWal === true });
+  const answer = await commandAnswer(conn, 'replicationSlotCreated', options.timeoutMs);
+  return { slotName: answer.slotName, restartLsn: answer.restartLsn };
+}
+
+/**
+ * DROP_REPLICATION_SLOT on an authenticated connection. With `wait`, the server waits until
+ * no standby uses the slot; without, a slot in use is `SLOT_ACTIVE`. A refusal leaves the
+ * connection usable.
+ */
+export async function dropReplicationSlot(conn: MessageStream<'client'>, slotName: string, options: { wait?: boolean; timeoutMs?: number } = {}): Promise<void> {
+  conn.send({ kind: 'dropReplicationSlot', slotName, wait: options.wait === true });
+  await commandAnswer(conn, null, options.timeoutMs);
+}
+
+/**
+ * Reads a command's answer (`kind`, or nothing for `null`) and the `readyForCommand` after
+ * it. An error the server sent followed by `readyForCommand` is the command's failure.
+ */
+async function commandAnswer<K extends ServerMessage['kind']>(conn: MessageStream<'client'>, kind: K | null, timeoutMs = 60_000): Promise<Extract<ServerMessage, { kind: K }>> {
+  const next = async (): Promise<ServerMessage> => {
+    const message = await conn.next({ timeoutMs });
+    if (message === null) throw new WalshipError('CONNECTION_FAILED', 'the server closed the connection', { transient: true });
+    return message;
+  };
+  let message = await next();
+  if (message.kind === 'error') {
+    const error = new WalshipError(message.code, `the server reported: ${message.message}`);
+    // A refused command is followed by readyForCommand; a fatal error by the end of the connection.
+    const after = await conn.next({ timeoutMs }).catch(() => null);
+    if (after !== null && after.kind !== 'readyForCommand') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${after.kind} message after an error; expected readyForCommand`);
+    throw error;
+  }
+  let answer = message;
+  if (kind !== null) {
+    if (message.kind !== kind) throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message; expected ${kind}`);
+    message = await next();
+  }
+  if (message.kind !== 'readyForCommand') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message; expected readyForCommand`);
+  if (kind === null) answer = message;
+  return answer as Extract<ServerMessage, { kind: K }>;
 }

@@ -6,9 +6,9 @@ import { WalshipError, abortError, isWalshipError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { CompiledAuth } from '../protocol/auth-rules.js';
-import { baseBackupChunk } from '../protocol/messages.js';
+import { baseBackupChunk, type CreateReplicationSlotMessage, type DropReplicationSlotMessage } from '../protocol/messages.js';
 import { ReplicationServer, type ServerSession } from '../protocol/replication-server.js';
-import type { SlotHandle, SlotManager } from '../slots/slot-manager.js';
+import type { SlotHandle, SlotInfo, SlotManager } from '../slots/slot-manager.js';
 import type { Transport } from '../transport/transport.js';
 import { assertNotRemoved } from '../wal/tail.js';
 import type { WalLog } from '../wal/wal-log.js';
@@ -23,6 +23,11 @@ export interface WalSource {
   baseBackup(): Promise<BaseBackupData>;
   /** The node's replication slots; without them a standby asking for a slot gets `SLOT_NOT_FOUND`. */
   readonly slots?: SlotManager;
+  /**
+   * Creates a slot for a standby that asked over the protocol (CREATE_REPLICATION_SLOT); the
+   * node decides where a slot that reserves WAL at once starts. Absent: such requests are refused.
+   */
+  createSlot?(name: string, options: { reserveWal: boolean }): Promise<SlotInfo>;
 }
 
 /** A snapshot of the application with the position it includes. */
@@ -94,6 +99,10 @@ export interface WalServiceOptions {
 }
 
 const BACKUP_CHUNK_BYTES = 1024 * 1024;
+/** How often DROP_REPLICATION_SLOT … WAIT looks again whether the slot is still in use. */
+const DROP_WAIT_POLL_MS = 50;
+/** Errors that fail a slot command, not the connection: the standby can go on (PostgreSQL's ERROR). */
+const SLOT_COMMAND_ERRORS = new Set(['INVALID_SLOT_NAME', 'SLOT_EXISTS', 'SLOT_ACTIVE', 'SLOT_NOT_FOUND', 'INVALID_ARGUMENT']);
 /** PostgreSQL's `MAX_RATE` range (32 kB/s .. 1 GB/s), in bytes per second; 0 means unlimited. */
 export const BASE_BACKUP_MAX_RATE = Object.freeze({ min: 32 * 1024, max: 1024 * 1024 * 1024 });
 
@@ -287,6 +296,11 @@ export class WalService extends EventEmitter<WalServiceEvents> {
           await this.#sendBaseBackup(session, command.label, command.maxRate);
           conn.send({ kind: 'readyForCommand' });
           break;
+        case 'createReplicationSlot':
+        case 'dropReplicationSlot':
+          await this.#slotCommand(session, command);
+          conn.send({ kind: 'readyForCommand' });
+          break;
         case 'startReplication':
           return this.#stream(session, command.startLsn, command.timeline, command.slotName);
         default:
@@ -366,6 +380,41 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       const error = isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err });
       conn.fail(error);
       throw error;
+    }
+  }
+
+  /**
+   * CREATE_REPLICATION_SLOT / DROP_REPLICATION_SLOT from a standby. A refused command (bad
+   * name, slot exists, in use, unknown) is answered with an error and the connection stays
+   * usable, as in PostgreSQL; DROP … WAIT waits until the slot is free.
+   */
+  async #slotCommand(session: Session, command: CreateReplicationSlotMessage | DropReplicationSlotMessage): Promise<void> {
+    const { conn } = session.info;
+    const source = this.#source;
+    try {
+      if (source.slots === undefined) throw new WalshipError('SLOT_NOT_FOUND', 'this node has no replication slots');
+      if (command.kind === 'createReplicationSlot') {
+        if (source.createSlot === undefined) throw new WalshipError('INVALID_ARGUMENT', 'this node does not create replication slots for standbys');
+        const slot = await source.createSlot(command.slotName, { reserveWal: command.reserveWal });
+        this.#debug('%s created replication slot %s', session.info.applicationName, slot.slotName);
+        conn.send({ kind: 'replicationSlotCreated', slotName: slot.slotName, restartLsn: slot.restartLsn });
+        return;
+      }
+      let closed = false;
+      void conn.closed.then(() => (closed = true));
+      for (;;) {
+        try {
+          await source.slots.drop(command.slotName);
+          this.#debug('%s dropped replication slot %s', session.info.applicationName, command.slotName);
+          return;
+        } catch (err) {
+          if (!command.wait || !isWalshipError(err, 'SLOT_ACTIVE') || this.#closing || closed) throw err;
+          await sleep(DROP_WAIT_POLL_MS);
+        }
+      }
+    } catch (err) {
+      if (!isWalshipError(err) || !SLOT_COMMAND_ERRORS.has(err.code)) throw err;
+      conn.send({ kind: 'error', code: err.code, message: err.message });
     }
   }
 

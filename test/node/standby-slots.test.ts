@@ -1,0 +1,274 @@
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import {
+  createReplicationSlot,
+  dropReplicationSlot,
+  isWalshipError,
+  Primary,
+  Standby,
+  type ErrorCode,
+  type Lsn,
+  type PrimaryOptions,
+  type ReplicationSlotRow,
+} from '../../src/index.js';
+import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
+import { RecordingApp } from '../helpers/apps.js';
+import { payload, within } from '../helpers/wal.js';
+import { eventually, rawStandby, TRUST_REPL } from './primary-helpers.js';
+import { HANG_MS, nextEvent, standbyOptions } from './standby-harness.js';
+
+// Slots a standby manages itself over the replication protocol (createSlot, close({ dropSlot })),
+// and a standby bootstrapping again when the primary no longer has the WAL it needs (#5).
+
+const SEGMENT = 64 * 1024;
+
+async function openPrimary(net: MemoryNetwork, extra: Partial<PrimaryOptions> = {}): Promise<{ primary: Primary; app: RecordingApp }> {
+  const app = new RecordingApp();
+  const primary = await Primary.open({
+    storage: new MemoryStorage(),
+    application: app,
+    segmentSize: SEGMENT,
+    recycleSegments: 0,
+    listen: { transport: net.transport('primary'), address: 'primary:0' },
+    auth: TRUST_REPL,
+    ...extra,
+  });
+  return { primary, app };
+}
+
+/** Commits 8 KB batches until the WAL reaches `lsn`. */
+async function commitUntil(primary: Primary, lsn: Lsn): Promise<void> {
+  for (let i = 0; primary.flushLsn < lsn; i++) await primary.commit(payload(i, 8000));
+}
+
+function slotRow(primary: Primary, name: string): ReplicationSlotRow | undefined {
+  return primary.slots().find((r) => r.slotName === name);
+}
+
+async function rejectsCode(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => isWalshipError(err, code) || assert.fail(`expected ${code}, got ${String(err)}`));
+}
+
+/** Waits until the standby has replayed everything the primary has committed. */
+async function replayedAll(standby: Standby, primary: Primary, what: string): Promise<void> {
+  await within(standby.waitForReplay(primary.currentLsn), HANG_MS, what);
+}
+
+/** Standbys a test opened: closed after it, so that a failed test leaves none reconnecting. */
+const opened = new Set<Standby>();
+afterEach(async () => {
+  await Promise.all([...opened].map((s) => s.close().catch(() => undefined)));
+  opened.clear();
+});
+
+async function openStandby(net: MemoryNetwork, primary: Primary, app: RecordingApp, storage: MemoryStorage, extra: Record<string, unknown> = {}): Promise<Standby> {
+  const options = standbyOptions(primary, net.transport('s1'), app, { storage });
+  const { password: _, ...withoutPassword } = options.primary;
+  const standby = await Standby.open({ ...options, primary: { ...withoutPassword, ...extra } });
+  opened.add(standby);
+  return standby;
+}
+
+describe('slot commands over the replication protocol', () => {
+  it('creates and drops slots, refusing bad requests without ending the connection', async () => {
+    const net = new MemoryNetwork();
+    const { primary } = await openPrimary(net);
+    try {
+      await commitUntil(primary, 3 * SEGMENT);
+      const conn = await rawStandby(net.transport('tool'), primary.address as string, 'tool');
+      const created = await createReplicationSlot(conn, 'from_tool', { reserveWal: true });
+      assert.deepEqual(created, { slotName: 'from_tool', restartLsn: primary.appliedLsn }, 'reserves WAL from where the application applied');
+      assert.equal(slotRow(primary, 'from_tool')?.restartLsn, primary.appliedLsn, 'the primary lists the slot');
+      assert.deepEqual(await createReplicationSlot(conn, 'lazy'), { slotName: 'lazy', restartLsn: null }, 'without reserveWal nothing is reserved');
+
+      await rejectsCode(createReplicationSlot(conn, 'from_tool'), 'SLOT_EXISTS');
+      await rejectsCode(createReplicationSlot(conn, 'Bad-Name'), 'INVALID_SLOT_NAME');
+      await rejectsCode(dropReplicationSlot(conn, 'nope'), 'SLOT_NOT_FOUND');
+      // Each refusal left the connection usable.
+      conn.send({ kind: 'identifySystem' });
+      const identity = await within(conn.next(), HANG_MS, 'identifySystemResult');
+      assert.equal(identity?.kind, 'identifySystemResult', 'the connection still answers commands');
+      assert.equal((await conn.next())?.kind, 'readyForCommand', 'and is ready for the next');
+
+      await dropReplicationSlot(conn, 'lazy');
+      assert.deepEqual(primary.slots().map((r) => r.slotName), ['from_tool'], 'dropped over the protocol');
+      conn.destroy();
+    } finally {
+      await primary.close();
+    }
+  });
+
+  it('DROP … WAIT waits until the standby using the slot leaves; without WAIT it is SLOT_ACTIVE', async () => {
+    const net = new MemoryNetwork();
+    const { primary } = await openPrimary(net);
+    const storage = new MemoryStorage();
+    const standby = await openStandby(net, primary, new RecordingApp(), storage, { slotName: 'held', createSlot: true });
+    try {
+      await commitUntil(primary, 2 * SEGMENT);
+      await replayedAll(standby, primary, 'the standby to catch up');
+      await eventually(() => slotRow(primary, 'held')?.active === true, HANG_MS, 'the standby to stream with its slot');
+      const conn = await rawStandby(net.transport('tool'), primary.address as string, 'tool');
+      await rejectsCode(dropReplicationSlot(conn, 'held'), 'SLOT_ACTIVE');
+      let dropped = false;
+      const drop = dropReplicationSlot(conn, 'held', { wait: true }).then(() => (dropped = true));
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      assert.equal(dropped, false, 'the drop waits while the slot is in use');
+      await standby.close();
+      await within(drop, HANG_MS, 'the drop to finish once the standby left');
+      assert.equal(slotRow(primary, 'held'), undefined, 'the slot is gone');
+      conn.destroy();
+    } finally {
+      await standby.close();
+      await primary.close();
+    }
+  });
+});
+
+describe('Standby createSlot and close({ dropSlot })', () => {
+  it('creates its slot before the base backup, reuses it after a restart, and drops it when leaving', async () => {
+    const net = new MemoryNetwork();
+    const { primary, app } = await openPrimary(net);
+    const storage = new MemoryStorage();
+    try {
+      await commitUntil(primary, 2 * SEGMENT);
+      const standbyApp = new RecordingApp();
+      let standby = await openStandby(net, primary, standbyApp, storage, { slotName: 'sb1', createSlot: true });
+      const created = await within(nextEvent(standby, 'slot:created'), HANG_MS, 'slot:created');
+      assert.equal(created.slotName, 'sb1', 'the event names the slot');
+      assert.ok(created.restartLsn !== null && created.restartLsn <= primary.appliedLsn, 'the slot reserved WAL at once');
+      await replayedAll(standby, primary, 'the standby to catch up');
+      assert.equal(standbyApp.restores, 1, 'the new standby bootstrapped from a base backup');
+      await eventually(() => slotRow(primary, 'sb1')?.activeApplicationName === 's1', HANG_MS, 'the standby to stream with the slot it created');
+      await standby.close();
+
+      // Down for a while: the slot keeps the WAL, checkpoints notwithstanding.
+      await commitUntil(primary, 6 * SEGMENT);
+      await primary.checkpoint();
+      const again: string[] = [];
+      standby = await openStandby(net, primary, standbyApp, storage, { slotName: 'sb1', createSlot: true });
+      standby.on('slot:created', (e) => again.push(e.slotName));
+      standby.on('rebootstrap', () => again.push('rebootstrap'));
+      await replayedAll(standby, primary, 'the restarted standby to catch up');
+      assert.deepEqual(again, [], 'an existing slot is used as it is, and nothing was bootstrapped again');
+      assert.equal(standbyApp.applied.length, app.applied.length, 'the standby applied every batch');
+
+      await standby.close({ dropSlot: true });
+      assert.equal(slotRow(primary, 'sb1'), undefined, 'close({ dropSlot: true }) dropped the slot on the primary');
+    } finally {
+      await primary.close();
+    }
+  });
+
+  it('refuses createSlot without slotName', async () => {
+    const net = new MemoryNetwork();
+    await rejectsCode(
+      Standby.open({
+        storage: new MemoryStorage(),
+        application: new RecordingApp(),
+        primary: { transport: net.transport('s1'), address: 'primary:0', user: 'repl', applicationName: 's1', createSlot: true },
+      }),
+      'INVALID_OPTIONS',
+    );
+  });
+});
+
+describe('bootstrapping again after WAL_REMOVED', () => {
+  it('a standby whose slot was invalidated re-creates it, bootstraps from a base backup and says so', async () => {
+    const net = new MemoryNetwork();
+    const { primary, app } = await openPrimary(net, { maxSlotWalKeepSize: 2 * SEGMENT });
+    const storage = new MemoryStorage();
+    try {
+      await commitUntil(primary, 2 * SEGMENT);
+      const standbyApp = new RecordingApp();
+      let standby = await openStandby(net, primary, standbyApp, storage, { slotName: 'sb1', createSlot: true });
+      await replayedAll(standby, primary, 'the standby to catch up');
+      await standby.checkpoint();
+      await standby.close();
+
+      const invalidated = new Promise((resolve) => primary.once('slot:invalidated', resolve));
+      for (let i = 0; i < 4; i++) {
+        await commitUntil(primary, primary.flushLsn + 2 * SEGMENT);
+        await primary.checkpoint();
+      }
+      await within(invalidated, HANG_MS, 'slot:invalidated');
+      assert.equal(slotRow(primary, 'sb1')?.walStatus, 'lost', 'the slot is lost');
+
+      standby = await openStandby(net, primary, standbyApp, storage, { slotName: 'sb1', createSlot: true });
+      const events: string[] = [];
+      standby.on('rebootstrap', (e) => events.push(`rebootstrap ${e.error.code}`));
+      standby.on('slot:created', () => events.push('slot:created'));
+      await eventually(() => events.length >= 2, HANG_MS, 'the standby to bootstrap again');
+      await replayedAll(standby, primary, 'the standby to catch up after bootstrapping again');
+      assert.deepEqual(events, ['rebootstrap WAL_REMOVED', 'slot:created'], 'it said why, then re-created its slot');
+      // Restored: from the first backup, from its checkpoint at the reopen, from the second backup.
+      assert.equal(standbyApp.restores, 3, 'the state came from a second base backup');
+      assert.deepEqual(standbyApp.applied, app.applied, 'the standby has exactly the primary state');
+      await eventually(() => slotRow(primary, 'sb1')?.active === true, HANG_MS, 'the standby to stream with its new slot');
+      assert.equal(slotRow(primary, 'sb1')?.walStatus, 'reserved', 'the new slot holds WAL again');
+      await standby.close();
+    } finally {
+      await primary.close();
+    }
+  });
+
+  it('a standby without a slot that fell behind walKeepSize bootstraps again', async () => {
+    const net = new MemoryNetwork();
+    const { primary, app } = await openPrimary(net);
+    const storage = new MemoryStorage();
+    try {
+      await commitUntil(primary, 2 * SEGMENT);
+      const standbyApp = new RecordingApp();
+      let standby = await openStandby(net, primary, standbyApp, storage);
+      await replayedAll(standby, primary, 'the standby to catch up');
+      await standby.close();
+      await commitUntil(primary, 6 * SEGMENT);
+      await primary.checkpoint();
+
+      standby = await openStandby(net, primary, standbyApp, storage);
+      const rebootstrap = within(nextEvent(standby, 'rebootstrap'), HANG_MS, 'rebootstrap');
+      assert.equal((await rebootstrap).error.code, 'WAL_REMOVED', 'the reason is the removed WAL');
+      await replayedAll(standby, primary, 'the standby to catch up after bootstrapping again');
+      assert.deepEqual(standbyApp.applied, app.applied, 'the standby has exactly the primary state');
+      await standby.close();
+      // The directory was rebuilt: it reopens as an ordinary standby.
+      standby = await openStandby(net, primary, standbyApp, storage);
+      standby.on('rebootstrap', () => assert.fail('the rebuilt directory must not bootstrap again'));
+      await commitUntil(primary, primary.flushLsn + 1000);
+      await replayedAll(standby, primary, 'the reopened standby to catch up');
+      // Restored: from the first backup, from it again at the reopen, from the second backup,
+      // and now from that one (the directory's own checkpoint), with no further bootstrap.
+      assert.equal(standbyApp.restores, 4, 'reopening restored from its own checkpointed state');
+      await standby.close();
+    } finally {
+      await primary.close();
+    }
+  });
+
+  it('with an invalidated slot it did not create, it stops after one attempt with a clear WAL_REMOVED', async () => {
+    const net = new MemoryNetwork();
+    const { primary } = await openPrimary(net, { maxSlotWalKeepSize: 2 * SEGMENT });
+    const storage = new MemoryStorage();
+    try {
+      await primary.createSlot('given');
+      await commitUntil(primary, 2 * SEGMENT);
+      let standby = await openStandby(net, primary, new RecordingApp(), storage, { slotName: 'given' });
+      await replayedAll(standby, primary, 'the standby to catch up');
+      await standby.close();
+      for (let i = 0; i < 4; i++) {
+        await commitUntil(primary, primary.flushLsn + 2 * SEGMENT);
+        await primary.checkpoint();
+      }
+      assert.equal(slotRow(primary, 'given')?.walStatus, 'lost', 'the slot is lost');
+      standby = await openStandby(net, primary, new RecordingApp(), storage, { slotName: 'given' });
+      let rebootstraps = 0;
+      standby.on('rebootstrap', () => rebootstraps++);
+      const failed = await within(nextEvent(standby, 'standby:failed'), HANG_MS, 'standby:failed');
+      assert.equal(failed.error.code, 'WAL_REMOVED', 'it stops with WAL_REMOVED');
+      assert.match(failed.error.message, /drop and recreate it/, 'saying what to do');
+      assert.equal(rebootstraps, 1, 'after bootstrapping again once');
+      await standby.close();
+    } finally {
+      await primary.close();
+    }
+  });
+});
