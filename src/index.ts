@@ -17,8 +17,10 @@ export type {
   SlotInvalidatedEvent,
   SynchronousCommit,
 } from './primary.js';
-export type { ReplicationSlotRow, SlotInfo } from './slots/slot-manager.js';
-export type { SlotAvailability, WalStatus } from './slots/retention.js';
+export { SlotManager, assertSlotName } from './slots/slot-manager.js';
+export type { AdvanceTarget, InvalidatedSlot, NewSlotOptions, ReplicationSlotRow, SlotHandle, SlotInfo, SlotManagerOptions, WalRemovalPlan } from './slots/slot-manager.js';
+export { RETENTION_DEFAULTS, decideRetention, slotAvailability } from './slots/retention.js';
+export type { RetentionDecision, RetentionSettings, RetentionState, SlotAvailability, SlotHold, WalStatus } from './slots/retention.js';
 export { Standby, STANDBY_DEFAULTS, standbyOptionsSchema } from './standby.js';
 export type { BaseBackupProgressEvent, StandbyEvents, StandbyOptions, StandbyPrimaryOptions, StandbyState } from './standby.js';
 export type { Application, CommittedBatch, Snapshot, SnapshotData } from './application.js';
@@ -118,6 +120,9 @@ export type {
   ServerMessage,
   StandbyStatusUpdateMessage,
   StartReplicationMessage,
+  CreateReplicationSlotMessage,
+  DropReplicationSlotMessage,
+  ReplicationSlotCreatedMessage,
   StartupMessage,
   StartupOption,
   TerminateMessage,

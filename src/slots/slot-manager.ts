@@ -11,7 +11,7 @@ export interface SlotManagerOptions {
 }
 
 /** Options of {@link SlotManager.create}. */
-export interface CreateSlotOptions {
+export interface NewSlotOptions {
   /**
    * Reserve WAL from this position at once (PostgreSQL's `immediately_reserve`; pass the
    * current position). Without it the slot holds nothing until its first advance.
@@ -172,7 +172,7 @@ export class SlotManager {
   }
 
   /** Creates a slot, durably. `INVALID_SLOT_NAME`, `SLOT_EXISTS`; `WAL_REMOVED` when `reserveAt` is WAL being removed. */
-  async create(name: string, options: CreateSlotOptions = {}): Promise<SlotInfo> {
+  async create(name: string, options: NewSlotOptions = {}): Promise<SlotInfo> {
     assertSlotName(name);
     const unknown = Object.keys(options).filter((k) => k !== 'reserveAt');
     if (unknown.length > 0) throw new WalshipError('INVALID_ARGUMENT', `create() options has unknown option "${unknown[0]}"`);

@@ -5,6 +5,7 @@ import {
   dropReplicationSlot,
   isWalshipError,
   Primary,
+  SlotManager,
   Standby,
   type ErrorCode,
   type Lsn,
@@ -267,6 +268,33 @@ describe('bootstrapping again after WAL_REMOVED', () => {
       assert.match(failed.error.message, /drop and recreate it/, 'saying what to do');
       assert.equal(rebootstraps, 1, 'after bootstrapping again once');
       await standby.close();
+    } finally {
+      await primary.close();
+    }
+  });
+});
+
+describe('slots on a standby for its own downstreams', () => {
+  it('a SlotManager lives in a standby directory, across restarts and bootstrapping again', async () => {
+    const net = new MemoryNetwork();
+    const { primary } = await openPrimary(net);
+    const storage = new MemoryStorage();
+    try {
+      await commitUntil(primary, 2 * SEGMENT);
+      const app = new RecordingApp();
+      let standby = await openStandby(net, primary, app, storage);
+      await replayedAll(standby, primary, 'the standby to catch up');
+      const slots = await SlotManager.open(storage);
+      await slots.create('downstream', { reserveAt: standby.replayLsn as Lsn });
+      await standby.close();
+
+      await commitUntil(primary, 6 * SEGMENT);
+      await primary.checkpoint();
+      standby = await openStandby(net, primary, app, storage);
+      await within(nextEvent(standby, 'rebootstrap'), HANG_MS, 'rebootstrap');
+      await replayedAll(standby, primary, 'the standby to catch up after bootstrapping again');
+      const reopened = await SlotManager.open(storage);
+      assert.ok(reopened.has('downstream'), "the standby's own slots survive its restart and its new bootstrap");
     } finally {
       await primary.close();
     }
