@@ -128,6 +128,10 @@ export const ERROR_CODES = {
     when: 'No replication slot has the given name.',
     action: 'Create the slot first (`createSlot`), or check the name against the list of slots.',
   },
+  SYNC_REP_CANCELED: {
+    when: 'A commit stopped waiting for its synchronous standbys (its `signal` or `timeoutMs`, or the primary shutting down). The batch is committed locally and will stay committed, but the standbys have not confirmed it (PostgreSQL’s “canceling wait for synchronous replication” warning); it is never rolled back.',
+    action: 'Treat the batch as durable on the primary only. Wait for it elsewhere (`waitForReplay` on a standby) if you need it replicated, and check that enough synchronous standbys are connected.',
+  },
 } as const satisfies Record<string, { when: string; action: string }>;
 
 /** A stable error code; see the README's table for each code's meaning. */

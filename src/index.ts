@@ -14,9 +14,15 @@ export type {
   CreateSlotOptions,
   PrimaryEvents,
   PrimaryOptions,
+  ReloadOptions,
   SlotInvalidatedEvent,
   SynchronousCommit,
 } from './primary.js';
+export { parseSynchronousStandbyNames, formatSynchronousStandbyNames, syncPriorityOf, SyncStandbyNamesError } from './replication/sync-standby-names.js';
+export type { SyncMethod, SyncStandbyConfig } from './replication/sync-standby-names.js';
+export { releasePositions, syncStates, syncStandbys } from './replication/sync-standbys.js';
+export type { StandbySyncStatus, SyncReleasePositions, SyncStandbyInput, SyncSenderState, SyncState } from './replication/sync-standbys.js';
+export type { SyncStandbysEvent, SyncWaitMode } from './replication/sync-rep.js';
 export { SlotManager, assertSlotName } from './slots/slot-manager.js';
 export type { AdvanceTarget, InvalidatedSlot, NewSlotOptions, ReplicationSlotRow, SlotHandle, SlotInfo, SlotManagerOptions, WalRemovalPlan } from './slots/slot-manager.js';
 export { RETENTION_DEFAULTS, decideRetention, slotAvailability } from './slots/retention.js';

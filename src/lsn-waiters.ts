@@ -92,6 +92,18 @@ export class LsnWaiters {
     while (heap.length > 0 && (heap[0] as Waiter).settled) this.#release(this.#pop() as Waiter);
   }
 
+  /**
+   * Resolves every waiter now, whatever its LSN, leaving the position where it is (later
+   * waits still wait for it): for a condition that stopped applying, e.g. synchronous
+   * replication turned off.
+   */
+  releaseAll(): void {
+    const waiters = this.#heap;
+    this.#heap = [];
+    this.#abandoned = 0;
+    for (const waiter of waiters) waiter.resolve();
+  }
+
   /** Rejects every waiter, and every later wait, with `error`. */
   fail(error: unknown): void {
     this.#failure = error;

@@ -14,6 +14,8 @@ import { compileOptions, withDefaults, type OptionsValidator } from './options.j
 import { authOptionsSchema, compileAuth, type AuthOptions } from './protocol/auth-rules.js';
 import type { AuthFailedEvent, ConnectionErrorEvent } from './protocol/replication-server.js';
 import { WalService, type BaseBackupData, type ReplicationStatusRow, type WalServiceEvents } from './replication/wal-service.js';
+import { SyncRep, type SyncStandbysEvent, type SyncWaitMode } from './replication/sync-rep.js';
+import { parseSynchronousStandbyNames, type SyncStandbyConfig } from './replication/sync-standby-names.js';
 import { RETENTION_DEFAULTS, type RetentionState } from './slots/retention.js';
 import { SlotManager, WAL_REMOVED_REASON, type ReplicationSlotRow, type SlotInfo } from './slots/slot-manager.js';
 import type { Storage } from './storage/storage.js';
@@ -22,10 +24,13 @@ import type { EntryInput } from './wal/wal-log.js';
 import { WalLog, type AppendResult, type SyncMode } from './wal/wal-log.js';
 
 /**
- * When a commit counts as done (PostgreSQL's `synchronous_commit`). `off` resolves before the
- * local flush: a crash can lose the last commits (never corrupt the log). `local` and `on`
- * wait for the local flush. The remote levels wait for standbys once synchronous standbys
- * are configured; without them they mean `local`, as in PostgreSQL.
+ * When a commit counts as done (PostgreSQL's `synchronous_commit`). `off` resolves once the
+ * batch is in the log, before the local flush: a crash of the primary (or of its machine)
+ * within about one group-commit flush can lose the last such commits, never corrupt the log,
+ * and never a commit at another level that followed them. `local` waits for the local flush.
+ * With `synchronousStandbyNames` set, `remote_write`, `on` and `remote_apply` also wait until
+ * the synchronous standbys have written, flushed or applied the batch; without it they mean
+ * `local`, as in PostgreSQL.
  */
 export type SynchronousCommit = 'off' | 'local' | 'remote_write' | 'on' | 'remote_apply';
 
@@ -43,6 +48,12 @@ export interface PrimaryOptions {
   readonly auth?: AuthOptions;
   /** The default commit level. @defaultValue 'on' */
   readonly synchronousCommit?: SynchronousCommit;
+  /**
+   * The standbys commits wait for (`synchronous_standby_names`): `FIRST n (s1, s2, …)`,
+   * `ANY n (s1, s2, …)`, `n (…)`, `s1, s2` (FIRST 1), `*`; names match the standbys'
+   * `applicationName`. Empty: no synchronous replication. @defaultValue ''
+   */
+  readonly synchronousStandbyNames?: string;
   /** Standby connections allowed at once (`max_wal_senders`). @defaultValue 10 */
   readonly maxWalSenders?: number;
   /** End a standby's connection after this long without a message from it (`wal_sender_timeout`). @defaultValue 60 000 */
@@ -92,6 +103,7 @@ export interface SlotInvalidatedEvent {
 /** Defaults of {@link PrimaryOptions}. */
 export const PRIMARY_DEFAULTS = Object.freeze({
   synchronousCommit: 'on' as SynchronousCommit,
+  synchronousStandbyNames: '',
   maxWalSenders: 10,
   walSenderTimeoutMs: 60_000,
   maxWalMessageBytes: 1024 * 1024,
@@ -100,6 +112,14 @@ export const PRIMARY_DEFAULTS = Object.freeze({
 });
 
 const LEVELS = ['off', 'local', 'remote_write', 'on', 'remote_apply'] as const;
+/** What each level waits for the synchronous standbys to have done, if anything. */
+const SYNC_WAIT_MODES: Readonly<Record<SynchronousCommit, SyncWaitMode | null>> = Object.freeze({
+  off: null,
+  local: null,
+  remote_write: 'write',
+  on: 'flush',
+  remote_apply: 'apply',
+});
 
 /** JSON schema of {@link PrimaryOptions} (objects with methods are checked separately). */
 export const primaryOptionsSchema = Object.freeze({
@@ -111,6 +131,7 @@ export const primaryOptionsSchema = Object.freeze({
     listen: endpointSchema,
     auth: authOptionsSchema,
     synchronousCommit: { enum: LEVELS },
+    synchronousStandbyNames: { type: 'string', maxLength: 65_536 },
     maxWalSenders: { type: 'integer', minimum: 0, maximum: 1024 },
     walSenderTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
     maxWalMessageBytes: { type: 'integer', minimum: 4096, maximum: 16 * 1024 * 1024 },
@@ -127,8 +148,20 @@ const validateOptions: OptionsValidator<PrimaryOptions> = compileOptions('Primar
 export interface CommitOptions {
   /** This commit's level, overriding the primary's default. */
   readonly synchronousCommit?: SynchronousCommit;
-  /** Stops waiting (`ABORTED`). The batch stays committed: it is in the log and will be applied. */
+  /**
+   * Stops waiting. The batch stays committed either way: while the primary still flushes or
+   * applies it the wait ends with `ABORTED`; while it waits for synchronous standbys, with
+   * `SYNC_REP_CANCELED` (committed locally, not confirmed by the standbys).
+   */
   readonly signal?: AbortSignal;
+  /** Limit for the wait for synchronous standbys, ended with `SYNC_REP_CANCELED`. */
+  readonly timeoutMs?: number;
+}
+
+/** What {@link Primary.reload} can change while the primary runs. */
+export interface ReloadOptions {
+  readonly synchronousStandbyNames?: string;
+  readonly synchronousCommit?: SynchronousCommit;
 }
 
 /** What {@link Primary.commit} resolves with. */
@@ -174,6 +207,8 @@ export interface PrimaryEvents extends WalServiceEvents {
   'wal:error': (event: { readonly error: WalshipError; readonly fatal: boolean }) => void;
   /** A checkpoint invalidated a replication slot (too far behind); its standby, if connected, was ended. */
   'slot:invalidated': (event: SlotInvalidatedEvent) => void;
+  /** The set of synchronous (or quorum) standbys that commits wait for changed. */
+  'sync:standbys': (event: SyncStandbysEvent) => void;
 }
 
 interface Pending {
@@ -199,6 +234,9 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   readonly #options: PrimaryOptions & typeof PRIMARY_DEFAULTS;
   readonly #debug: Logger;
   readonly #applied: LsnWaiters;
+  readonly #syncRep: SyncRep;
+  /** The default commit level; `reload()` changes it. */
+  #synchronousCommit: SynchronousCommit;
   readonly #queue: Pending[] = [];
   #control: ControlData;
   #service: WalService | null = null;
@@ -215,8 +253,20 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   /** The checkpoint in progress (or the last one); close() waits for it. */
   #checkpointing: Promise<unknown> = Promise.resolve();
 
-  private constructor(log: WalLog, slots: SlotManager, app: Application, storage: Storage, control: ControlData, appliedLsn: Lsn, options: PrimaryOptions & typeof PRIMARY_DEFAULTS) {
+  private constructor(
+    log: WalLog,
+    slots: SlotManager,
+    app: Application,
+    storage: Storage,
+    control: ControlData,
+    appliedLsn: Lsn,
+    options: PrimaryOptions & typeof PRIMARY_DEFAULTS,
+    syncConfig: SyncStandbyConfig | null,
+  ) {
     super();
+    this.#syncRep = new SyncRep(syncConfig);
+    this.#syncRep.on('sync:standbys', (event) => this.#emitSafely('sync:standbys', event));
+    this.#synchronousCommit = options.synchronousCommit;
     this.#log = log;
     this.#slots = slots;
     this.#app = app;
@@ -242,6 +292,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     checkNodeObjects('Primary', options);
     if (options.listen !== undefined) checkTransport('Primary.listen.transport', options.listen.transport);
     const settings = withDefaults(PRIMARY_DEFAULTS, options);
+    const syncConfig = parseSynchronousStandbyNames(settings.synchronousStandbyNames);
     const auth = options.listen === undefined ? null : await compileAuth(options.auth);
     const storage = storageOf(options);
     const log = await WalLog.open({
@@ -267,7 +318,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       }
       let applied = start;
       await replay(log, options.application, start, { follow: false, onApplied: (lsn) => (applied = lsn) });
-      primary = new Primary(log, slots, options.application, storage, control, Math.max(applied, start), settings);
+      primary = new Primary(log, slots, options.application, storage, control, Math.max(applied, start), settings, syncConfig);
       if (options.listen !== undefined && auth !== null) await primary.#listen(options.listen, auth, settings);
       primary.#debug('open: system %s, WAL %s … %s, applied up to %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(applied));
       return primary;
@@ -326,15 +377,19 @@ export class Primary extends EventEmitter<PrimaryEvents> {
 
   /**
    * Commits one atomic batch. Resolves once it is durable at the requested level and the
-   * primary's own application has applied it (for `off`: as soon as it is in the log).
-   * Concurrent commits share one write and one fsync.
+   * primary's own application has applied it (for `off`: as soon as it is in the log); at
+   * the remote levels, also once the synchronous standbys confirmed it (waiting as long as it
+   * takes: never silently less). Concurrent commits share one write and one fsync.
    */
   commit(entries: EntryInput | readonly EntryInput[], options: CommitOptions = {}): Promise<CommitResult> {
     if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the primary is shutting down; no new commits'));
     if (this.#failure !== null) return Promise.reject(this.#failure);
-    const level = options.synchronousCommit ?? this.#options.synchronousCommit;
+    const level = options.synchronousCommit ?? this.#synchronousCommit;
     if (!LEVELS.includes(level)) {
       return Promise.reject(new WalshipError('INVALID_ARGUMENT', `synchronousCommit must be one of ${LEVELS.join(', ')}; got ${String(level)}`));
+    }
+    if (options.timeoutMs !== undefined && !(Number.isInteger(options.timeoutMs) && options.timeoutMs >= 0)) {
+      return Promise.reject(new WalshipError('INVALID_ARGUMENT', `timeoutMs must be a non-negative integer; got ${String(options.timeoutMs)}`));
     }
     let result: AppendResult;
     try {
@@ -366,15 +421,27 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       return Promise.resolve(committed);
     }
     const { signal } = options;
+    const mode = SYNC_WAIT_MODES[level];
+    if (mode !== null && this.#syncRep.config !== null) {
+      const local = signal === undefined ? applied : this.#localWait(applied, signal, result.endLsn);
+      // Registered once durable and applied here: standbys receive only flushed WAL, so none
+      // can have confirmed it earlier, and a cancel from then on means "committed locally".
+      return local.then(() => this.#syncRep.wait(result.endLsn, mode, options)).then(() => committed);
+    }
     if (signal === undefined) return applied.then(() => committed);
-    return new Promise<CommitResult>((resolve, reject) => {
-      if (signal.aborted) return reject(abortedWait(signal, result.endLsn));
-      const onAbort = (): void => reject(abortedWait(signal, result.endLsn));
+    return this.#localWait(applied, signal, result.endLsn).then(() => committed);
+  }
+
+  /** `applied`, or `ABORTED` as soon as `signal` fires (the batch stays committed). */
+  #localWait(applied: Promise<void>, signal: AbortSignal, endLsn: Lsn): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (signal.aborted) return reject(abortedWait(signal, endLsn));
+      const onAbort = (): void => reject(abortedWait(signal, endLsn));
       signal.addEventListener('abort', onAbort, { once: true });
       applied.then(
         () => {
           signal.removeEventListener('abort', onAbort);
-          resolve(committed);
+          resolve();
         },
         (err: unknown) => {
           signal.removeEventListener('abort', onAbort);
@@ -382,6 +449,31 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         },
       );
     });
+  }
+
+  /**
+   * Changes the synchronous replication settings while the primary runs (PostgreSQL's reload
+   * of `synchronous_standby_names` and `synchronous_commit`). Waiting commits are re-evaluated
+   * at once: clearing the names releases all of them. `INVALID_OPTIONS` changes nothing.
+   */
+  reload(options: ReloadOptions): void {
+    this.#assertUsable();
+    if (typeof options !== 'object' || options === null) throw new WalshipError('INVALID_OPTIONS', 'reload() options must be an object');
+    const unknown = Object.keys(options).filter((k) => k !== 'synchronousStandbyNames' && k !== 'synchronousCommit');
+    if (unknown.length > 0) throw new WalshipError('INVALID_OPTIONS', `reload() cannot change "${unknown[0]}" (only synchronousStandbyNames and synchronousCommit)`);
+    const { synchronousCommit, synchronousStandbyNames } = options;
+    if (synchronousCommit !== undefined && !LEVELS.includes(synchronousCommit)) {
+      throw new WalshipError('INVALID_OPTIONS', `reload(): synchronousCommit must be one of ${LEVELS.join(', ')}; got ${String(synchronousCommit)}`);
+    }
+    if (synchronousStandbyNames !== undefined && typeof synchronousStandbyNames !== 'string') {
+      throw new WalshipError('INVALID_OPTIONS', `reload(): synchronousStandbyNames must be a string; got ${typeof synchronousStandbyNames}`);
+    }
+    const config = synchronousStandbyNames === undefined ? undefined : parseSynchronousStandbyNames(synchronousStandbyNames);
+    if (synchronousCommit !== undefined) this.#synchronousCommit = synchronousCommit;
+    if (config !== undefined) {
+      this.#debug('synchronousStandbyNames is now %s', config === null ? "'' (off)" : config.text);
+      this.#syncRep.reload(config, this.#service?.syncInputs() ?? []);
+    }
   }
 
   /** Resolves once the primary's application has applied everything up to `lsn`. */
@@ -550,6 +642,9 @@ export class Primary extends EventEmitter<PrimaryEvents> {
 
   async #close(): Promise<void> {
     let error: unknown = null;
+    // Commits waiting for standbys stop waiting: they are committed locally (PostgreSQL
+    // cancels these waits when it shuts down).
+    this.#syncRep.cancelAll('the primary is shutting down');
     try {
       await this.#checkpointing.catch(() => undefined);
       await this.#log.flush().catch(() => undefined);
@@ -611,6 +706,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         maxWalSenders: settings.maxWalSenders,
         walSenderTimeoutMs: settings.walSenderTimeoutMs,
         maxMessageBytes: settings.maxWalMessageBytes,
+        syncRep: this.#syncRep,
         ...(settings.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: settings.handshakeTimeoutMs }),
         ...(settings.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: settings.authFailureDelayMs }),
         ...(settings.logPrefix === undefined ? {} : { logPrefix: settings.logPrefix }),
@@ -701,6 +797,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     this.#debug.error('primary stopped: %s', error.message);
     for (const pending of this.#queue.splice(0)) pending.reject(error);
     this.#applied.fail(error);
+    this.#syncRep.cancelAll(`the primary stopped: ${error.message}`);
     this.#checkIdle();
   }
 

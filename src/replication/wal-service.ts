@@ -13,6 +13,8 @@ import type { Transport } from '../transport/transport.js';
 import { assertNotRemoved } from '../wal/tail.js';
 import type { WalLog } from '../wal/wal-log.js';
 import type { Lags } from './lag-tracker.js';
+import type { SyncRep } from './sync-rep.js';
+import type { SyncStandbyInput } from './sync-standbys.js';
 import { WalSender, type WalSenderState } from './wal-sender.js';
 
 /** What a node serving WAL offers its standbys. */
@@ -58,8 +60,9 @@ export interface ReplicationStatusRow {
   readonly writeLagMs: number | null;
   readonly flushLagMs: number | null;
   readonly replayLagMs: number | null;
-  /** 0: not a candidate for synchronous standby (until synchronous replication is configured). */
+  /** Its priority as a synchronous standby (`sync_priority`): its place in `synchronousStandbyNames`, 0 when not listed. */
   readonly syncPriority: number;
+  /** `sync_state`: `sync` / `quorum` when commits wait for it, `potential` when listed but not (yet) chosen. */
   readonly syncState: 'async' | 'potential' | 'sync' | 'quorum';
   /** When the standby's last status report arrived. */
   readonly replyTime: Date | null;
@@ -96,6 +99,8 @@ export interface WalServiceOptions {
   readonly handshakeTimeoutMs?: number;
   readonly authFailureDelayMs?: number;
   readonly logPrefix?: string;
+  /** Synchronous replication: told of every standby report, connect and leave. */
+  readonly syncRep?: SyncRep;
 }
 
 const BACKUP_CHUNK_BYTES = 1024 * 1024;
@@ -108,6 +113,8 @@ export const BASE_BACKUP_MAX_RATE = Object.freeze({ min: 32 * 1024, max: 1024 * 
 
 interface Session {
   readonly info: ServerSession;
+  /** The lowest index free when it connected (PostgreSQL's walsender slot): ties between sync standbys go to the lower. */
+  readonly index: number;
   readonly started: Date;
   state: WalSenderState | 'backup';
   sender: WalSender | null;
@@ -160,8 +167,11 @@ export class WalService extends EventEmitter<WalServiceEvents> {
 
   /** One row per connected standby. */
   status(): ReplicationStatusRow[] {
-    return [...this.#sessions].map((s) => {
+    const sessions = [...this.#sessions];
+    const sync = this.#options.syncRep?.states(this.syncInputs()) ?? [];
+    return sessions.map((s, i) => {
       const progress = s.sender?.progress ?? null;
+      const syncStatus = sync[i];
       const lags: Lags = s.sender?.lags ?? { writeLagMs: null, flushLagMs: null, replayLagMs: null };
       return {
         applicationName: s.info.applicationName,
@@ -174,11 +184,31 @@ export class WalService extends EventEmitter<WalServiceEvents> {
         flushLsn: progress?.flushLsn ?? null,
         replayLsn: progress?.applyLsn ?? null,
         ...lags,
-        syncPriority: 0,
-        syncState: 'async' as const,
+        syncPriority: syncStatus?.syncPriority ?? 0,
+        syncState: syncStatus?.syncState ?? 'async',
         replyTime: progress === null ? null : new Date(progress.replyTime),
       };
     });
+  }
+
+  /** The connected standbys as synchronous replication sees them, in the order of {@link status}. */
+  syncInputs(): SyncStandbyInput[] {
+    return [...this.#sessions].map((s) => {
+      const progress = s.sender?.progress ?? null;
+      return {
+        slot: s.index,
+        applicationName: s.info.applicationName,
+        state: s.state,
+        writeLsn: progress?.writeLsn ?? null,
+        flushLsn: progress?.flushLsn ?? null,
+        applyLsn: progress?.applyLsn ?? null,
+      };
+    });
+  }
+
+  /** Tells synchronous replication that a standby reported, changed state, came or left. */
+  #syncChanged(): void {
+    this.#options.syncRep?.update(this.syncInputs());
   }
 
   /**
@@ -251,7 +281,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       this.#emitSafely('standby:refused', { ...event, error });
       return;
     }
-    const session: Session = { info, started: new Date(), state: 'startup', sender: null, backup: null, backupLsn: null, slot: null };
+    const session: Session = { info, index: this.#freeIndex(), started: new Date(), state: 'startup', sender: null, backup: null, backupLsn: null, slot: null };
     this.#sessions.add(session);
     this.#emitSafely('standby:connected', event);
     const running = this.#serve(session).then(
@@ -262,8 +292,18 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     void running.finally(() => this.#running.delete(running));
   }
 
+  /** The lowest sender index no connected session has. */
+  #freeIndex(): number {
+    const taken = new Set([...this.#sessions].map((s) => s.index));
+    let index = 0;
+    while (taken.has(index)) index++;
+    return index;
+  }
+
   #ended(session: Session, error: WalshipError | null): void {
     this.#sessions.delete(session);
+    // A synchronous standby that left: the next one takes over at once.
+    if (session.sender !== null) this.#syncChanged();
     session.slot?.release();
     session.slot = null;
     session.info.conn.destroy();
@@ -341,9 +381,12 @@ export class WalService extends EventEmitter<WalServiceEvents> {
         }
       });
     }
+    // Every report may release waiting commits.
+    sender.on('standby:progress', () => this.#syncChanged());
     sender.on('state:change', ({ state }) => {
       const previous = session.state;
       session.state = state;
+      this.#syncChanged();
       this.#emitSafely('sender:state', { ...event, state });
       if (previous === 'catchup' && state === 'streaming') this.#emitSafely('standby:caught-up', event);
     });

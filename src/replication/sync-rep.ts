@@ -1,0 +1,121 @@
+import { EventEmitter } from 'eventemitter3';
+import { WalshipError, isWalshipError } from '../errors.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import { LsnWaiters } from '../lsn-waiters.js';
+import type { SyncStandbyConfig } from './sync-standby-names.js';
+import { releasePositions, syncSetKey, syncStates, type StandbySyncStatus, type SyncStandbyInput } from './sync-standbys.js';
+
+/** What a synchronous commit waits for its standbys to have done: written, flushed or applied. */
+export type SyncWaitMode = 'write' | 'flush' | 'apply';
+
+/** Payload of `sync:standbys`. */
+export interface SyncStandbysEvent {
+  /** The application names of the standbys commits now wait for (`sync` or `quorum`), in sender order. */
+  readonly standbys: readonly string[];
+}
+
+/** Events of {@link SyncRep}. */
+export interface SyncRepEvents {
+  /** The set of synchronous (or quorum) standbys changed. */
+  'sync:standbys': (event: SyncStandbysEvent) => void;
+}
+
+/** Options of a wait for synchronous standbys. */
+export interface SyncWaitOptions {
+  readonly signal?: AbortSignal;
+  readonly timeoutMs?: number;
+}
+
+/**
+ * Synchronous replication's waiting commits (PostgreSQL's `syncrep.c`). Commits wait in one
+ * min-heap per mode ({@link LsnWaiters}): a standby's status report recomputes the release
+ * positions from the connected standbys (O(k log k) in their number) and releases, in LSN
+ * order, exactly the commits those positions reach, at O(log n) each; no report ever scans
+ * the waiting commits. Released positions only move forward, as PostgreSQL's do.
+ */
+export class SyncRep extends EventEmitter<SyncRepEvents> {
+  #config: SyncStandbyConfig | null;
+  readonly #waiters: Record<SyncWaitMode, LsnWaiters> = { write: new LsnWaiters(0), flush: new LsnWaiters(0), apply: new LsnWaiters(0) };
+  #key = '[]';
+  #canceled: WalshipError | null = null;
+
+  constructor(config: SyncStandbyConfig | null) {
+    super();
+    this.#config = config;
+  }
+
+  /** The configuration in force; `null` when synchronous replication is off. */
+  get config(): SyncStandbyConfig | null {
+    return this.#config;
+  }
+
+  /** Commits waiting, per mode. */
+  get waiting(): Record<SyncWaitMode, number> {
+    return { write: this.#waiters.write.size, flush: this.#waiters.flush.size, apply: this.#waiters.apply.size };
+  }
+
+  /**
+   * Resolves once the synchronous standbys have reached `lsn` in `mode`; at once when
+   * synchronous replication is off. `signal`, `timeoutMs` and {@link cancelAll} end the wait
+   * with `SYNC_REP_CANCELED`.
+   */
+  wait(lsn: Lsn, mode: SyncWaitMode, options: SyncWaitOptions = {}): Promise<void> {
+    if (this.#canceled !== null) return Promise.reject(this.#canceled);
+    if (this.#config === null) return Promise.resolve();
+    return this.#waiters[mode].wait(lsn, options).catch((err: unknown) => {
+      if (isWalshipError(err, 'SYNC_REP_CANCELED')) throw err;
+      const why = isWalshipError(err, 'TIMEOUT') ? `after ${options.timeoutMs} ms` : 'by its signal';
+      throw new WalshipError(
+        'SYNC_REP_CANCELED',
+        `canceled the wait for synchronous replication ${why}: the batch ending at ${formatLsn(lsn)} is committed locally but might not have been replicated to the standby`,
+        { cause: err },
+      );
+    });
+  }
+
+  /**
+   * Recomputes from the connected standbys' last reports (call it on each status report and
+   * whenever a standby connects, changes state or leaves): releases the commits the positions
+   * now reach, and emits `sync:standbys` when the set of synchronous standbys changed.
+   */
+  update(standbys: readonly SyncStandbyInput[]): void {
+    const config = this.#config;
+    const released = releasePositions(config, standbys);
+    if (released.write !== null) this.#waiters.write.advance(released.write);
+    if (released.flush !== null) this.#waiters.flush.advance(released.flush);
+    if (released.apply !== null) this.#waiters.apply.advance(released.apply);
+    const states = config === null ? [] : syncStates(config, standbys);
+    const key = syncSetKey(states);
+    if (key === this.#key) return;
+    this.#key = key;
+    const standbyNames = states
+      .filter((s) => s.syncState === 'sync' || s.syncState === 'quorum')
+      .sort((a, b) => a.slot - b.slot)
+      .map((s) => s.applicationName);
+    this.emit('sync:standbys', { standbys: standbyNames });
+  }
+
+  /** `sync_priority` and `sync_state` of each standby, as `pg_stat_replication` shows them. */
+  states(standbys: readonly SyncStandbyInput[]): StandbySyncStatus[] {
+    return syncStates(this.#config, standbys);
+  }
+
+  /**
+   * A new configuration, in force at once: `null` (synchronous replication off) releases every
+   * waiting commit; otherwise {@link update} with the standbys re-evaluates the waiters.
+   */
+  reload(config: SyncStandbyConfig | null, standbys: readonly SyncStandbyInput[]): void {
+    this.#config = config;
+    if (config === null) for (const waiters of Object.values(this.#waiters)) waiters.releaseAll();
+    this.update(standbys);
+  }
+
+  /** Ends every wait, and every later one, with `SYNC_REP_CANCELED` (shutdown). */
+  cancelAll(reason: string): void {
+    this.#canceled = new WalshipError(
+      'SYNC_REP_CANCELED',
+      `canceled the wait for synchronous replication (${reason}): the commit is committed locally but might not have been replicated to the standby`,
+    );
+    for (const waiters of Object.values(this.#waiters)) waiters.fail(this.#canceled);
+  }
+}

@@ -1,0 +1,343 @@
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import { isWalshipError, Primary, Standby, TcpTransport, type ErrorCode, type Lsn, type PrimaryOptions, type ReplicationStatusRow, type SynchronousCommit } from '../../src/index.js';
+import type { MessageStream } from '../../src/protocol/message-stream.js';
+import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
+import { RecordingApp } from '../helpers/apps.js';
+import { tempDir } from '../helpers/temp-dir.js';
+import { payload, within } from '../helpers/wal.js';
+import { eventually, nextEvent, rawStandby, report, TRUST_REPL } from './primary-helpers.js';
+import { HANG_MS } from './standby-harness.js';
+
+// Synchronous replication (#6): sync states as pg_stat_replication shows them, each level's
+// release point, cancel, reload, shutdown, and a real standby over TCP.
+
+const primaries = new Set<Primary>();
+const connections = new Set<MessageStream<'client'>>();
+afterEach(async () => {
+  for (const conn of connections) conn.destroy();
+  connections.clear();
+  await Promise.all([...primaries].map((p) => p.close().catch(() => undefined)));
+  primaries.clear();
+});
+
+async function openPrimary(net: MemoryNetwork, extra: Partial<PrimaryOptions> = {}): Promise<Primary> {
+  const primary = await Primary.open({
+    storage: new MemoryStorage(),
+    application: new RecordingApp(),
+    segmentSize: 64 * 1024,
+    listen: { transport: net.transport('primary'), address: 'primary:0' },
+    auth: TRUST_REPL,
+    ...extra,
+  });
+  primaries.add(primary);
+  return primary;
+}
+
+/**
+ * A hand-driven standby: it streams from the primary's flushed end, reads everything sent (so
+ * the sender never stalls), and reports exactly the positions the test tells it to.
+ */
+interface TestStandby {
+  readonly name: string;
+  readonly conn: MessageStream<'client'>;
+  /** The end of the WAL received so far. */
+  received(): Lsn;
+  report(write: Lsn, flush: Lsn, apply: Lsn): void;
+  /** Reports everything received as written, flushed and applied. */
+  confirmAll(): void;
+}
+
+async function connectStandby(net: MemoryNetwork, primary: Primary, name: string): Promise<TestStandby> {
+  const conn = await rawStandby(net.transport(name), primary.address as string, name);
+  connections.add(conn);
+  const start = primary.flushLsn;
+  conn.send({ kind: 'startReplication', slotName: '', startLsn: start, timeline: primary.timeline });
+  let end = start;
+  void (async () => {
+    for (;;) {
+      const message = await conn.next().catch(() => null);
+      if (message === null || message.kind === 'error') return;
+      if (message.kind === 'walData') end = message.startLsn + message.data.length;
+    }
+  })();
+  const standby: TestStandby = {
+    name,
+    conn,
+    received: () => end,
+    report: (write, flush, apply) => report(conn, write, flush, apply),
+    confirmAll: () => report(conn, end, end, end),
+  };
+  standby.confirmAll();
+  return standby;
+}
+
+function row(primary: Primary, name: string): ReplicationStatusRow {
+  const rows = primary.replicationStatus().filter((r) => r.applicationName === name);
+  assert.equal(rows.length, 1, `one row for ${name}`);
+  return rows[0] as ReplicationStatusRow;
+}
+
+function syncTable(primary: Primary): string[] {
+  return primary
+    .replicationStatus()
+    .map((r) => `${r.applicationName} ${r.syncPriority} ${r.syncState}`)
+    .sort();
+}
+
+/** Waits until every named standby is a streaming candidate (its first report arrived). */
+async function streaming(primary: Primary, names: readonly string[]): Promise<void> {
+  await eventually(
+    () => names.every((n) => primary.replicationStatus().some((r) => r.applicationName === n && r.state === 'streaming' && r.flushLsn !== null)),
+    HANG_MS,
+    `${names.join(', ')} to stream`,
+  );
+}
+
+/** A commit and whether it has settled, to check that it is still waiting. */
+function track<T>(promise: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
+  let settled = false;
+  promise.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  return { promise, settled: () => settled };
+}
+
+/** Lets the event loop run a little: replies in flight arrive, a wrongly released commit would settle. */
+const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 50));
+
+async function rejectsCode(promise: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    if (!isWalshipError(err, code)) assert.fail(`expected ${code}, got ${String(err)}`);
+    if (message !== undefined) assert.match(err.message, message, 'the error message');
+    return true;
+  });
+}
+
+describe('synchronous standbys as pg_stat_replication shows them', () => {
+  it('FIRST 2 (s1, s2, s3) with s1..s4: s1 and s2 sync, s3 potential, s4 async; s3 takes over when s1 leaves', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 2 (s1, s2, s3)' });
+    const changes: string[][] = [];
+    primary.on('sync:standbys', (e) => changes.push([...e.standbys]));
+    await primary.commit(payload(1, 100), { synchronousCommit: 'local' });
+    const standbys = [];
+    for (const name of ['s1', 's2', 's3', 's4']) standbys.push(await connectStandby(net, primary, name));
+    await streaming(primary, ['s1', 's2', 's3', 's4']);
+    assert.deepEqual(syncTable(primary), ['s1 1 sync', 's2 2 sync', 's3 3 potential', 's4 0 async'], 'the documented example');
+    assert.deepEqual(changes.at(-1), ['s1', 's2'], 'sync:standbys named the sync pair');
+
+    standbys[0]?.conn.destroy();
+    await eventually(() => primary.replicationStatus().length === 3, HANG_MS, 's1 to be gone');
+    assert.deepEqual(syncTable(primary), ['s2 2 sync', 's3 3 sync', 's4 0 async'], 'the potential standby took over at once');
+    assert.deepEqual(changes.at(-1), ['s2', 's3'], 'and the change was announced');
+  });
+
+  it('ANY 2 (s1, s2, s3) with s1..s4: the listed ones are quorum with priority 1', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openPrimary(net, { synchronousStandbyNames: 'ANY 2 (s1, s2, s3)' });
+    await primary.commit(payload(1, 100), { synchronousCommit: 'local' });
+    for (const name of ['s1', 's2', 's3', 's4']) await connectStandby(net, primary, name);
+    await streaming(primary, ['s1', 's2', 's3', 's4']);
+    assert.deepEqual(syncTable(primary), ['s1 1 quorum', 's2 1 quorum', 's3 1 quorum', 's4 0 async'], 'the documented example');
+  });
+
+  it("'*', duplicates, reconnect order and more sync standbys asked for than connected", async () => {
+    const net = new MemoryNetwork();
+    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (*)' });
+    await primary.commit(payload(1, 100), { synchronousCommit: 'local' });
+    const a = await connectStandby(net, primary, 'a');
+    await connectStandby(net, primary, 'b');
+    await streaming(primary, ['a', 'b']);
+    assert.deepEqual(syncTable(primary), ['a 1 sync', 'b 1 potential'], "'*' matches everyone; the first connected wins the tie");
+    a.conn.destroy();
+    await eventually(() => primary.replicationStatus().length === 1, HANG_MS, 'a to be gone');
+    await connectStandby(net, primary, 'a');
+    await streaming(primary, ['a', 'b']);
+    // a took the lowest free sender index again: it wins the tie again, as in PostgreSQL.
+    assert.deepEqual(syncTable(primary), ['a 1 sync', 'b 1 potential'], 'a reconnected into the lower sender index');
+
+    primary.reload({ synchronousStandbyNames: 'FIRST 3 (x, b, b, a)' });
+    assert.deepEqual(syncTable(primary), ['a 4 sync', 'b 2 sync'], 'fewer candidates than asked for: all are sync; a duplicate counts at its first place');
+    const waiting = track(primary.commit(payload(2, 100)));
+    await settle();
+    assert.equal(waiting.settled(), false, 'with fewer than 3 sync standbys, commits wait');
+    primary.reload({ synchronousStandbyNames: '' });
+    await within(waiting.promise, HANG_MS, 'the commit released by clearing the names');
+    assert.deepEqual(syncTable(primary), ['a 0 async', 'b 0 async'], 'no synchronous replication: all async');
+  });
+});
+
+describe('what each level waits for', () => {
+  it('remote_write waits for write, on for flush, remote_apply for apply; local and off for no standby', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (s1)' });
+    await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
+    const s1 = await connectStandby(net, primary, 's1');
+    await streaming(primary, ['s1']);
+    const base = primary.flushLsn;
+    s1.report(base, base, base);
+
+    const commits = new Map<SynchronousCommit, ReturnType<typeof track<{ lsn: Lsn }>>>();
+    for (const level of ['remote_write', 'on', 'remote_apply'] as const) commits.set(level, track(primary.commit(payload(1, 100), { synchronousCommit: level })));
+    await primary.commit(payload(2, 100), { synchronousCommit: 'local' });
+    await primary.commit(payload(3, 100), { synchronousCommit: 'off' });
+    const end = primary.flushLsn;
+    await eventually(() => s1.received() >= end, HANG_MS, 'the WAL to reach s1');
+    await settle();
+    for (const [level, c] of commits) assert.equal(c.settled(), false, `${level} waits while s1 confirmed nothing`);
+
+    s1.report(end, base, base);
+    await within(commits.get('remote_write')?.promise as Promise<unknown>, HANG_MS, 'remote_write released by the write position');
+    await settle();
+    assert.equal(commits.get('on')?.settled(), false, 'on still waits: written is not flushed');
+    assert.equal(commits.get('remote_apply')?.settled(), false, 'remote_apply still waits');
+
+    s1.report(end, end, base);
+    await within(commits.get('on')?.promise as Promise<unknown>, HANG_MS, 'on released by the flush position');
+    await settle();
+    assert.equal(commits.get('remote_apply')?.settled(), false, 'remote_apply still waits: flushed is not applied');
+
+    s1.report(end, end, end);
+    await within(commits.get('remote_apply')?.promise as Promise<unknown>, HANG_MS, 'remote_apply released by the apply position');
+  });
+
+  it('a commit is released exactly at its own end: a report just short of it releases only those before', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openPrimary(net, { synchronousStandbyNames: 's1' });
+    await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
+    const s1 = await connectStandby(net, primary, 's1');
+    await streaming(primary, ['s1']);
+    const first = track(primary.commit(payload(1, 100)));
+    const second = track(primary.commit(payload(2, 100)));
+    const a = await primary.waitForApply(primary.currentLsn).then(() => primary.flushLsn);
+    await eventually(() => s1.received() >= a, HANG_MS, 'the WAL to reach s1');
+    // The first commit ends where the second begins: report one byte short of the second's end.
+    s1.report(a - 1, a - 1, a - 1);
+    await within(first.promise, HANG_MS, 'the first commit');
+    await settle();
+    assert.equal(second.settled(), false, 'a report one byte short of a commit does not release it');
+    s1.report(a, a, a);
+    await within(second.promise, HANG_MS, 'the second commit');
+  });
+
+  it('ANY 1 (s1, s2) releases at the better one; FIRST 2 (s1, s2) at the worse', async () => {
+    for (const [names, waitsFor] of [
+      ['ANY 1 (s1, s2)', 's2'],
+      ['FIRST 2 (s1, s2)', 'both'],
+    ] as const) {
+      const net = new MemoryNetwork();
+      const primary = await openPrimary(net, { synchronousStandbyNames: names });
+      await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
+      const s1 = await connectStandby(net, primary, 's1');
+      const s2 = await connectStandby(net, primary, 's2');
+      await streaming(primary, ['s1', 's2']);
+      const commit = track(primary.commit(payload(1, 100)));
+      const end = await primary.waitForApply(primary.currentLsn).then(() => primary.currentLsn);
+      await eventually(() => s1.received() >= end && s2.received() >= end, HANG_MS, 'the WAL to reach both');
+      s2.confirmAll();
+      await settle();
+      assert.equal(commit.settled(), waitsFor === 's2', `${names}: s2 alone ${waitsFor === 's2' ? 'releases' : 'does not release'} the commit`);
+      s1.confirmAll();
+      await within(commit.promise, HANG_MS, `${names}: the commit once both confirmed`);
+    }
+  });
+});
+
+describe('cancel, reload and shutdown', () => {
+  it('a signal or timeoutMs ends the wait with SYNC_REP_CANCELED; the batch stays committed and applied', async () => {
+    const net = new MemoryNetwork();
+    const app = new RecordingApp();
+    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (s1)', application: app });
+    const abort = new AbortController();
+    const commit = primary.commit(payload(1, 100), { signal: abort.signal });
+    await eventually(() => app.applied.length === 1, HANG_MS, 'the batch to be applied locally');
+    abort.abort();
+    await rejectsCode(commit, 'SYNC_REP_CANCELED', /committed locally but might not have been replicated/);
+    await rejectsCode(primary.commit(payload(2, 100), { timeoutMs: 20 }), 'SYNC_REP_CANCELED', /after 20 ms/);
+    assert.equal(app.applied.length, 2, 'both batches are committed and applied: a cancel is never a rollback');
+    assert.equal(primary.appliedLsn, primary.flushLsn, 'and durable');
+  });
+
+  it('reload: invalid names change nothing; a new list re-evaluates the waiters at once', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (s1)' });
+    await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
+    const s2 = await connectStandby(net, primary, 's2');
+    await streaming(primary, ['s2']);
+    const waiting = track(primary.commit(payload(1, 100)));
+    const end = await primary.waitForApply(primary.currentLsn).then(() => primary.currentLsn);
+    await eventually(() => s2.received() >= end, HANG_MS, 'the WAL to reach s2');
+    s2.confirmAll();
+    await settle();
+    assert.equal(waiting.settled(), false, 's2 is not synchronous');
+
+    assert.throws(() => primary.reload({ synchronousStandbyNames: 'FIRST 1 (s2' }), (err: unknown) => isWalshipError(err, 'INVALID_OPTIONS') && /position 12/.test(err.message));
+    assert.throws(() => primary.reload({ synchronousCommit: 'sometimes' as never }), (err: unknown) => isWalshipError(err, 'INVALID_OPTIONS'));
+    assert.throws(() => primary.reload({ walKeepSize: 1 } as never), (err: unknown) => isWalshipError(err, 'INVALID_OPTIONS'));
+    await settle();
+    assert.equal(waiting.settled(), false, 'a refused reload changed nothing');
+
+    primary.reload({ synchronousStandbyNames: 'FIRST 1 (s2)' });
+    await within(waiting.promise, HANG_MS, 'released at once by the reload, from the report s2 already sent');
+
+    primary.reload({ synchronousCommit: 'local' });
+    await within(primary.commit(payload(2, 100)), HANG_MS, "the default level is now 'local': no wait");
+  });
+
+  it('an invalid synchronousStandbyNames is INVALID_OPTIONS with the position, and nothing is created', async () => {
+    const storage = new MemoryStorage();
+    await rejectsCode(
+      Primary.open({ storage, application: new RecordingApp(), synchronousStandbyNames: 'ANY 0 (s1)' }),
+      'INVALID_OPTIONS',
+      /must be greater than zero/,
+    );
+    await rejectsCode(Primary.open({ storage, application: new RecordingApp(), synchronousStandbyNames: 'FIRST 2 s1' }), 'INVALID_OPTIONS', /position 9/);
+    assert.deepEqual(storage.fileNames(), [], 'nothing was written');
+  });
+
+  it('fast shutdown ends waiting commits with SYNC_REP_CANCELED', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (s1)' });
+    const commit = primary.commit(payload(1, 100));
+    await primary.waitForApply(primary.currentLsn);
+    await primary.close();
+    await rejectsCode(commit, 'SYNC_REP_CANCELED', /shutting down/);
+  });
+});
+
+describe('synchronous replication with a real standby over TCP', () => {
+  it('on resolves once the standby flushed the batch, remote_apply once it replayed it', async () => {
+    const { dir, cleanup } = await tempDir();
+    const app = new RecordingApp();
+    const primary = await Primary.open({
+      dir: `${dir}/primary`,
+      application: app,
+      segmentSize: 1024 * 1024,
+      listen: { transport: new TcpTransport(), address: '127.0.0.1:0' },
+      auth: TRUST_REPL,
+      synchronousStandbyNames: 'FIRST 1 (s1)',
+    });
+    primaries.add(primary);
+    const standby = await Standby.open({
+      dir: `${dir}/s1`,
+      application: new RecordingApp(),
+      primary: { transport: new TcpTransport(), address: primary.address as string, user: 'repl', applicationName: 's1' },
+      statusIntervalMs: 1000,
+    });
+    try {
+      await within(nextEvent(primary, 'sync:standbys', (e) => e.standbys.includes('s1')), HANG_MS, 's1 to become synchronous');
+      for (let i = 0; i < 50; i++) {
+        const { lsn } = await primary.commit(payload(i, 100 + i), { synchronousCommit: i % 2 === 0 ? 'on' : 'remote_apply' });
+        assert.ok((standby.receiveLsn ?? 0) >= lsn, `commit ${i}: the standby has flushed it when the commit resolves`);
+        if (i % 2 === 1) assert.ok((standby.replayLsn ?? 0) >= lsn, `commit ${i}: the standby has replayed it (remote_apply)`);
+      }
+      assert.equal(row(primary, 's1').syncState, 'sync', 's1 is the sync standby');
+    } finally {
+      await standby.close();
+      await primary.close();
+      await cleanup();
+    }
+  });
+});
