@@ -51,6 +51,7 @@ export type {
   WalErrorEvent,
   WalLogEvents,
   WalLogOptions,
+  WriteEvent,
 } from './wal/wal-log.js';
 export type { ReadOptions, WalRecord } from './wal/wal-reader.js';
 export type { ReadBytesOptions, WalChunk } from './wal/wal-byte-reader.js';

@@ -130,6 +130,8 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
   readonly #sendTimes: SendTimes;
   #done: Promise<void> | null = null;
   #stopped = false;
+  /** The write position last reported: a report on each write only when it moved. */
+  #reportedWriteLsn: Lsn = -1;
   /** Whether the sender has started streaming (status updates are only valid then). */
   #streaming = false;
   /** Whether the receiver is waiting for the sender (not busy with its own disk). */
@@ -187,6 +189,12 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
     const flushDone = (): void => {
       flushing = null;
     };
+    // Written (not yet flushed) WAL is reported at once, as PostgreSQL's walreceiver does:
+    // commits waiting with remote_write need not wait for this standby's fdatasync.
+    const onWrite = (): void => {
+      if (this.#streaming && !this.#stopped && log.writtenLsn > this.#reportedWriteLsn) this.#report(false);
+    };
+    log.on('write', onWrite);
     try {
       this.#conn.send({ kind: 'startReplication', slotName: this.#options.slotName ?? '', startLsn: log.insertLsn, timeline: log.timeline });
       const started = await this.#receive();
@@ -225,6 +233,7 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
       this.#conn.destroy();
       throw error;
     } finally {
+      log.off('write', onWrite);
       this.#streaming = false;
       clearInterval(watchdog);
       clearInterval(status);
@@ -282,9 +291,10 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
 
   #report(replyRequested: boolean): void {
     const flushLsn = this.#log.flushedLsn;
+    this.#reportedWriteLsn = this.#log.writtenLsn;
     this.#conn.send({
       kind: 'standbyStatusUpdate',
-      writeLsn: this.#log.writtenLsn,
+      writeLsn: this.#reportedWriteLsn,
       flushLsn,
       applyLsn: this.#options.appliedLsn?.() ?? flushLsn,
       sendTime: nowMicros(),

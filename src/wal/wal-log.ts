@@ -123,6 +123,12 @@ export interface FlushEvent {
   readonly flushedLsn: Lsn;
 }
 
+/** Payload of the `write` event. */
+export interface WriteEvent {
+  /** The new end of what was handed to the OS (not necessarily durable yet). */
+  readonly writtenLsn: Lsn;
+}
+
 /** Payload of the `segment:removed` event. */
 export interface SegmentRemovedEvent {
   /** File names of the removed segments. */
@@ -139,6 +145,8 @@ export interface WalErrorEvent {
 /** Events of a {@link WalLog}. */
 export interface WalLogEvents {
   flush: (event: FlushEvent) => void;
+  /** Bytes were handed to the OS (a standby reports its write position on it: `remote_write`). */
+  write: (event: WriteEvent) => void;
   'segment:removed': (event: SegmentRemovedEvent) => void;
   error: (event: WalErrorEvent) => void;
 }
@@ -868,6 +876,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       }
     }
     if (!(await flush())) return;
+    this.#emitSafely('write', { writtenLsn: this.#writtenLsn });
     for (const run of runs) if (!run.raw && run.buf.length === RUN_SIZE && this.#spare.length < 4) this.#spare.push(run.buf);
   }
 

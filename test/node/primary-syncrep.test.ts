@@ -6,7 +6,7 @@ import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, within } from '../helpers/wal.js';
-import { eventually, nextEvent, rawStandby, report, TRUST_REPL } from './primary-helpers.js';
+import { eventually, GatedStorage, nextEvent, rawStandby, report, TRUST_REPL } from './primary-helpers.js';
 import { HANG_MS } from './standby-harness.js';
 
 // Synchronous replication (#6): sync states as pg_stat_replication shows them, each level's
@@ -304,6 +304,34 @@ describe('cancel, reload and shutdown', () => {
     await primary.waitForApply(primary.currentLsn);
     await primary.close();
     await rejectsCode(commit, 'SYNC_REP_CANCELED', /shutting down/);
+  });
+});
+
+describe('a real standby reports its write position before its fdatasync', () => {
+  it('remote_write resolves while the standby cannot fsync; on waits for it', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (s1)' });
+    const storage = new GatedStorage();
+    const standby = await Standby.open({
+      storage,
+      application: new RecordingApp(),
+      primary: { transport: net.transport('s1'), address: primary.address as string, user: 'repl', applicationName: 's1' },
+      statusIntervalMs: 60_000,
+    });
+    try {
+      await within(nextEvent(primary, 'sync:standbys', (e) => e.standbys.includes('s1')), HANG_MS, 's1 to become synchronous');
+      await within(primary.commit(payload(0, 100)), HANG_MS, 'a commit with the standby fsyncing');
+      storage.hold();
+      const flushed = track(primary.commit(payload(1, 100), { synchronousCommit: 'on' }));
+      const { lsn } = await within(primary.commit(payload(2, 100), { synchronousCommit: 'remote_write' }), HANG_MS, 'remote_write while the standby cannot fsync');
+      assert.ok((standby.receiveLsn ?? 0) < lsn, 'the standby has not flushed the batch that remote_write released');
+      assert.equal(flushed.settled(), false, 'on waits for the standby to flush');
+      storage.release();
+      await within(flushed.promise, HANG_MS, 'on, once the standby flushed');
+    } finally {
+      storage.release();
+      await standby.close();
+    }
   });
 });
 
