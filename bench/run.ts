@@ -23,6 +23,7 @@ import { YIELD_EVERY, measureAppends, measureCommits } from './wal-cases.js';
 import { createTlsFixtures } from '../test/transport/tls-fixtures.js';
 import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, rawCatchUp, replicationThroughput, type CatchUpResult } from './replication-cases.js';
 import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';
+import { REMOTE_LEVELS, SYNC_LEVELS, SYNC_REP_ENTRY_BYTES, SyncRepSetup } from './sync-rep-cases.js';
 
 interface Settings {
   readonly name: 'full' | 'quick';
@@ -43,6 +44,9 @@ interface Settings {
   readonly catchUpBytes: number;
   readonly latencyMs: number;
   readonly replicationRuns: number;
+  /** Synchronous replication: length of each measured case, and rounds. */
+  readonly syncRepMs: number;
+  readonly syncRepRuns: number;
   readonly verbose: boolean;
 }
 
@@ -61,6 +65,8 @@ const FULL = {
   catchUpBytes: 1024 * 1024 * 1024,
   latencyMs: 5000,
   replicationRuns: 3,
+  syncRepMs: 2000,
+  syncRepRuns: 3,
 } as const;
 
 const QUICK = {
@@ -78,6 +84,8 @@ const QUICK = {
   catchUpBytes: 256 * 1024 * 1024,
   latencyMs: 2000,
   replicationRuns: 1,
+  syncRepMs: 1000,
+  syncRepRuns: 1,
 } as const;
 
 const SMALL = 100;
@@ -574,6 +582,210 @@ function replicationTargets(results: ReplicationResults): Target[] {
   ];
 }
 
+// ---- 6. synchronous replication ----
+
+type SyncLevel = (typeof SYNC_LEVELS)[number];
+
+/** The setups, each one Primary (its `synchronousStandbyNames`) with its standbys in one peer process. */
+const SYNC_SETUPS: readonly { readonly names: string; readonly standbys: number; readonly levels: readonly SyncLevel[] }[] = [
+  { names: 'FIRST 1 (s1)', standbys: 1, levels: SYNC_LEVELS },
+  { names: 'ANY 1 (s1, s2)', standbys: 2, levels: REMOTE_LEVELS },
+  { names: 'FIRST 2 (s1, s2)', standbys: 2, levels: REMOTE_LEVELS },
+];
+const SYNC_COMMITTERS = [1, 16] as const;
+/** Issue #6: walship's commits/s ≥ this many times PostgreSQL 15's, level for level, per committer count. */
+const TARGET_VS_PG: Readonly<Record<number, number>> = { 1: 2, 16: 3 };
+/** PostgreSQL 15 on this machine (issue #6): median commits/s at 1 and 16 clients, one 100-byte insert per transaction. */
+const PG_SYNC_REP: Readonly<Record<string, Partial<Record<SyncLevel, readonly [number, number]>>>> = {
+  'FIRST 1 (s1)': { off: [13_400, 62_700], local: [3_480, 18_000], remote_write: [2_680, 15_600], on: [2_020, 13_600], remote_apply: [2_000, 12_800] },
+  'ANY 1 (s1, s2)': { on: [1_660, 11_750] },
+  'FIRST 2 (s1, s2)': { on: [1_620, 10_450] },
+};
+/** The fdatasync rate and latency of the disk in PostgreSQL's run (issue #6). */
+const PG_FDATASYNC = { opsPerSec: 7_300, p50Us: 138 };
+const SYNC_RAW_SYNC_MS = 1000;
+const SYNC_ROUND_TRIP_MS = 500;
+
+const syncKey = (names: string, level: SyncLevel, committers: number): string => `${names} | ${level} | ${committers}`;
+
+function pgSyncRep(names: string, level: SyncLevel, committers: number): number {
+  const figures = PG_SYNC_REP[names]?.[level];
+  if (figures === undefined) return Number.NaN;
+  return committers === 1 ? figures[0] : figures[1];
+}
+
+interface SyncRepResults {
+  readonly rawSync: CaseSummary;
+  readonly rawRoundTrip: CaseSummary;
+  /** Per {@link syncKey}. */
+  readonly cases: ReadonlyMap<string, CaseSummary>;
+  /** Per setup and level (remote levels, and local as the control): commits the standbys had not confirmed when they resolved. */
+  readonly waitChecks: readonly { readonly names: string; readonly level: SyncLevel; readonly unconfirmed: number }[];
+}
+/** Commits per level of the check that the remote levels wait. */
+const SYNC_WAIT_CHECK_COMMITS = 100;
+
+async function syncRepSection(base: string, settings: Settings): Promise<SyncRepResults> {
+  const dir = path.join(base, 'sync-rep');
+  const rawFile = path.join(base, 'sync-rep-raw-preallocated');
+  const runs = new Map<string, RunResult[]>();
+  const rawSync: RunResult[] = [];
+  const rawRoundTrip: RunResult[] = [];
+  const setups: SyncRepSetup[] = [];
+  const waitChecks: { names: string; level: SyncLevel; unconfirmed: number }[] = [];
+  try {
+    progress('sync rep: pre-allocated file for the raw fdatasync limit');
+    await createZeroFilled(rawFile, PREALLOCATED_SIZE);
+    for (const [i, s] of SYNC_SETUPS.entries()) {
+      progress(`sync rep: opening a primary with '${s.names}' and ${s.standbys} standby(s) in a peer process`);
+      setups.push(await SyncRepSetup.open(path.join(dir, `setup${i + 1}`), s.names, s.standbys));
+    }
+    progress('sync rep: warm-up');
+    await measureRawSync({ file: rawFile, writeSize: RAW_SYNC_WRITE, durationMs: settings.warmupMs, wrapAt: PREALLOCATED_SIZE });
+    for (const [i, setup] of setups.entries()) {
+      for (const level of SYNC_SETUPS[i]?.levels ?? []) {
+        await setup.settle();
+        await setup.measure(level, 16, settings.warmupMs);
+      }
+      progress(`sync rep: checking that the remote levels wait for the standbys under '${setup.names}'`);
+      for (const level of ['local', ...REMOTE_LEVELS] as const) {
+        await setup.settle();
+        waitChecks.push({ names: setup.names, level, unconfirmed: await setup.unconfirmedCommits(level, SYNC_WAIT_CHECK_COMMITS) });
+      }
+    }
+    for (let run = 1; run <= settings.syncRepRuns; run++) {
+      const label = `run ${run}/${settings.syncRepRuns}`;
+      progress(`sync rep: raw fdatasync and socket round trips, ${label}`);
+      rawSync.push(await measureRawSync({ file: rawFile, writeSize: RAW_SYNC_WRITE, durationMs: SYNC_RAW_SYNC_MS, wrapAt: PREALLOCATED_SIZE }));
+      rawRoundTrip.push(await rawRoundTrips(SYNC_ROUND_TRIP_MS));
+      for (const [i, setup] of setups.entries()) {
+        for (const level of SYNC_SETUPS[i]?.levels ?? []) {
+          for (const committers of SYNC_COMMITTERS) {
+            await setup.settle();
+            progress(`sync rep: '${setup.names}', ${level}, ${committers} committer(s), ${label}`);
+            const key = syncKey(setup.names, level, committers);
+            const result = await setup.measure(level, committers, settings.syncRepMs);
+            runs.set(key, [...(runs.get(key) ?? []), result]);
+          }
+        }
+      }
+    }
+  } finally {
+    for (const setup of setups) await setup.close().catch((err: unknown) => console.error(`closing '${setup.names}': ${(err as Error).message}`));
+    await fs.rm(dir, { recursive: true, force: true });
+    await fs.rm(rawFile, { force: true });
+  }
+  return {
+    rawSync: summarize(rawSync),
+    rawRoundTrip: summarize(rawRoundTrip),
+    cases: new Map([...runs].map(([key, r]) => [key, summarize(r)])),
+    waitChecks,
+  };
+}
+
+function printSyncRepSection(results: SyncRepResults, settings: Settings): void {
+  const headers: Row = ['case', 'commits/s', 'p50 µs', 'p99 µs', 'PG 15 commits/s', 'vs PG 15', '÷ disk', 'target'];
+  const raw = results.rawSync.median;
+  // This run's disk against the disk of PostgreSQL's run: "÷ disk" divides "vs PG 15" by it.
+  const disk = raw.opsPerSec / PG_FDATASYNC.opsPerSec;
+  const line = (label: string, r: RunResult, pg: number, target: string): Row => [
+    label,
+    formatInt(r.opsPerSec),
+    formatInt(r.p50Us),
+    formatInt(r.p99Us),
+    formatInt(pg),
+    formatRatio(r.opsPerSec / pg),
+    formatRatio(r.opsPerSec / pg / disk),
+    target,
+  ];
+  const table: Row[] = [
+    [`raw: ${RAW_SYNC_WRITE / 1024} KiB write + fdatasync, pre-allocated (limit)`, formatInt(raw.opsPerSec), formatInt(raw.p50Us), formatInt(raw.p99Us), formatInt(PG_FDATASYNC.opsPerSec), formatRatio(disk), '', ''],
+    ...(settings.verbose ? results.rawSync.runs.map((r, i) => line(`  run ${i + 1}`, r, PG_FDATASYNC.opsPerSec, '').slice(0, 6)) : []),
+    ['raw: node:net 64 B ping-pong (limit)', formatInt(results.rawRoundTrip.median.opsPerSec), formatInt(results.rawRoundTrip.median.p50Us), formatInt(results.rawRoundTrip.median.p99Us), '', '', '', ''],
+  ];
+  const notes: string[] = [];
+  for (const setup of SYNC_SETUPS) {
+    for (const level of setup.levels) {
+      for (const committers of SYNC_COMMITTERS) {
+        const summary = results.cases.get(syncKey(setup.names, level, committers));
+        if (summary === undefined) continue;
+        const pg = pgSyncRep(setup.names, level, committers);
+        const goal = TARGET_VS_PG[committers] ?? Number.NaN;
+        const target = Number.isNaN(pg) ? '' : `≥ ${goal}×: ${summary.median.opsPerSec / pg >= goal ? 'met' : 'NOT MET'}`;
+        const label = `${setup.names}, ${level}, ${committers} committer${committers === 1 ? '' : 's'}`;
+        table.push(line(label, summary.median, pg, target));
+        if (settings.verbose) summary.runs.forEach((r, i) => table.push(line(`  run ${i + 1}`, r, pg, '')));
+      }
+    }
+  }
+  // Whether the remote levels wait is checked directly (waitChecks), not inferred from their
+  // speed: with a standby streaming, local itself runs well below the raw fdatasync rate.
+  for (const setup of SYNC_SETUPS) {
+    for (const committers of SYNC_COMMITTERS) {
+      const write = results.cases.get(syncKey(setup.names, 'remote_write', committers))?.median.opsPerSec ?? Number.NaN;
+      const on = results.cases.get(syncKey(setup.names, 'on', committers))?.median.opsPerSec ?? Number.NaN;
+      if (committers === 1 && write <= 1.1 * on) {
+        notes.push(`   '${setup.names}': remote_write (${formatInt(write)}/s) is no faster than on (${formatInt(on)}/s) at 1 committer (PostgreSQL: ${formatRatio(2_680 / 2_020)} faster with one standby, where its walreceiver replies after writing, before its fdatasync).`);
+      }
+    }
+  }
+  const failedChecks = results.waitChecks.filter((c) => c.level !== 'local' && c.unconfirmed > 0);
+  const localCheck = results.waitChecks.filter((c) => c.level === 'local').map((c) => c.unconfirmed);
+  notes.unshift(
+    failedChecks.length === 0
+      ? `   wait check: of ${SYNC_WAIT_CHECK_COMMITS} commits per remote level and setup, every one had been confirmed by the standbys it waits for when it resolved`
+      : `   WAIT CHECK FAILED: commits resolved before the standbys confirmed them: ${failedChecks.map((c) => `'${c.names}' ${c.level} ${c.unconfirmed}/${SYNC_WAIT_CHECK_COMMITS}`).join(', ')}`,
+    `   (replicationStatus() read after each commit; control: at local, ${localCheck.join(' / ')} of ${SYNC_WAIT_CHECK_COMMITS} were not yet flushed by the standbys).`,
+  );
+  const flushLine = SYNC_SETUPS.flatMap((setup) =>
+    setup.levels.map((level) => {
+      const m = results.cases.get(syncKey(setup.names, level, 16))?.median;
+      return m === undefined ? '' : `${setup.names} ${level} ${(m.opsPerSec / m.syncsPerSec).toFixed(1)}`;
+    }),
+  ).filter((s) => s !== '');
+  console.log(
+    `\n6. Synchronous replication — Primary → standbys in a second process over TcpTransport (loopback), fdatasync on both sides; one ${SYNC_REP_ENTRY_BYTES} B entry per commit, ${settings.syncRepMs / 1000} s per case`,
+  );
+  console.log(formatTable(headers, table));
+  console.log(
+    [
+      `   One Primary per setup (its synchronousStandbyNames); the level is set per commit (commit(entry, { synchronousCommit })).`,
+      `   Committers loop on await commit(); p50/p99: one commit, call to resolution. At off a commit resolves without I/O, so each`,
+      `   committer yields one event-loop turn (setImmediate) after it; the turn is not counted in its latency. Between cases, untimed:`,
+      `   the standbys replay everything, the primary checkpoints (its segments are recycled), and every standby is sync/quorum again.`,
+      `   limits (same run, median of ${settings.syncRepRuns} round(s)): one raw fdatasync ${formatInt(raw.p50Us)} µs p50, ${formatInt(raw.opsPerSec)}/s (PostgreSQL's run: ${formatInt(PG_FDATASYNC.opsPerSec)}/s, ${PG_FDATASYNC.p50Us} µs:`,
+      `   this disk does ${formatRatio(disk)} of its fdatasyncs; "÷ disk" is "vs PG 15" divided by that, for context; the targets use "vs PG 15");`,
+      `   one loopback round trip ${formatInt(results.rawRoundTrip.median.p50Us)} µs p50. A commit at on pays at least one fdatasync on each side and one round trip.`,
+      `   PostgreSQL 15 (issue #6): median commits/s, 1 client / 16 clients, one 100-byte insert per transaction. Targets: ≥ ${TARGET_VS_PG[1]}× at 1`,
+      `   committer, ≥ ${TARGET_VS_PG[16]}× at 16, level for level, where PostgreSQL has a figure.`,
+      `   commits per primary WAL flush at 16 committers: ${flushLine.join(', ')}`,
+      ...notes,
+    ].join('\n'),
+  );
+}
+
+function syncRepTargets(results: SyncRepResults): Target[] {
+  return SYNC_COMMITTERS.map((committers) => {
+    const goal = TARGET_VS_PG[committers] ?? Number.NaN;
+    const ratios: string[] = [];
+    let met = true;
+    for (const setup of SYNC_SETUPS) {
+      for (const level of setup.levels) {
+        const pg = pgSyncRep(setup.names, level, committers);
+        if (Number.isNaN(pg)) continue;
+        const ratio = (results.cases.get(syncKey(setup.names, level, committers))?.median.opsPerSec ?? Number.NaN) / pg;
+        if (!(ratio >= goal)) met = false;
+        ratios.push(`${setup.standbys === 1 ? '' : `${setup.names} `}${level} ${formatRatio(ratio)}`);
+      }
+    }
+    return {
+      description: `${committers} committer${committers === 1 ? '' : 's'}: commits/s ≥ ${goal}× PostgreSQL 15, level for level`,
+      met,
+      measured: ratios.join(', '),
+    };
+  });
+}
+
 // ---- summary ----
 
 interface Target {
@@ -651,11 +863,13 @@ async function main(): Promise<void> {
     const commits = await commitSection(base, settings);
     const transports = await transportSection(settings);
     const replication = await replicationSection(base, settings);
+    const syncRep = await syncRepSection(base, settings);
     clearProgress();
     printAppendSection(appends, settings);
     printCommitSections(commits, settings);
     printTransportSection(transports, settings);
     printReplicationSection(replication, settings);
+    printSyncRepSection(syncRep, settings);
 
     console.log('\nTargets (issue #2)');
     for (const t of targets(appends, commits)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
@@ -663,6 +877,8 @@ async function main(): Promise<void> {
     for (const t of transportTargets(transports)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
     console.log('\nTargets (issue #4)');
     for (const t of replicationTargets(replication)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
+    console.log('\nTargets (issue #6)');
+    for (const t of syncRepTargets(syncRep)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
     console.log(`\nfinished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     clearProgress();
