@@ -15,6 +15,9 @@ export interface WaitOptions {
   readonly timeoutMs?: number;
 }
 
+/** The longest timer Node runs as asked (a longer one fires after 1 ms). */
+export const MAX_TIMEOUT_MS = 2_147_483_647;
+
 /** Abandoned waiters tolerated in the heap before it is compacted. */
 const MIN_COMPACT = 64;
 
@@ -52,8 +55,12 @@ export class LsnWaiters {
   /** Resolves once the position is at or past `lsn`. */
   wait(lsn: Lsn, options: WaitOptions = {}): Promise<void> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
+    const { timeoutMs } = options;
+    if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && timeoutMs >= 0 && timeoutMs <= MAX_TIMEOUT_MS)) {
+      return Promise.reject(new WalshipError('INVALID_ARGUMENT', `timeoutMs must be an integer from 0 to ${MAX_TIMEOUT_MS}; got ${String(timeoutMs)}`));
+    }
     if (lsn <= this.#position) return Promise.resolve();
-    const { signal, timeoutMs } = options;
+    const { signal } = options;
     if (signal?.aborted) return Promise.reject(abortError(signal));
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
@@ -80,6 +87,14 @@ export class LsnWaiters {
         timer = setTimeout(() => abandon(new WalshipError('TIMEOUT', `waited ${timeoutMs} ms for ${formatLsn(lsn)}; reached ${formatLsn(this.#position)}`)), timeoutMs);
       }
     });
+  }
+
+  /**
+   * Moves the position back to `position` (a state replaced by an older one), keeping every
+   * waiter: each waits for an LSN past the old position, so past the new one too.
+   */
+  rewind(position: Lsn): void {
+    if (position < this.#position) this.#position = position;
   }
 
   /** Moves the position forward (never back) and releases every waiter it reaches, in LSN order. */

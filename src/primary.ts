@@ -3,7 +3,7 @@ import { EventEmitter } from 'eventemitter3';
 import type { Application, SnapshotData } from './application.js';
 import { WalshipError, isWalshipError } from './errors.js';
 import { createLogger, type Logger } from './logger.js';
-import { LsnWaiters } from './lsn-waiters.js';
+import { LsnWaiters, MAX_TIMEOUT_MS } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
 import { checkNodeObjects, checkTransport, endpointSchema, nodeStorageSchema, storageOf } from './node/node-options.js';
 import { readControlFile, writeControlFile, type ControlData } from './node/control-file.js';
@@ -112,6 +112,7 @@ export const PRIMARY_DEFAULTS = Object.freeze({
 });
 
 const LEVELS = ['off', 'local', 'remote_write', 'on', 'remote_apply'] as const;
+const MAX_STANDBY_NAMES_LENGTH = 65_536;
 /** What each level waits for the synchronous standbys to have done, if anything. */
 const SYNC_WAIT_MODES: Readonly<Record<SynchronousCommit, SyncWaitMode | null>> = Object.freeze({
   off: null,
@@ -131,7 +132,7 @@ export const primaryOptionsSchema = Object.freeze({
     listen: endpointSchema,
     auth: authOptionsSchema,
     synchronousCommit: { enum: LEVELS },
-    synchronousStandbyNames: { type: 'string', maxLength: 65_536 },
+    synchronousStandbyNames: { type: 'string', maxLength: MAX_STANDBY_NAMES_LENGTH },
     maxWalSenders: { type: 'integer', minimum: 0, maximum: 1024 },
     walSenderTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
     maxWalMessageBytes: { type: 'integer', minimum: 4096, maximum: 16 * 1024 * 1024 },
@@ -388,8 +389,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     if (!LEVELS.includes(level)) {
       return Promise.reject(new WalshipError('INVALID_ARGUMENT', `synchronousCommit must be one of ${LEVELS.join(', ')}; got ${String(level)}`));
     }
-    if (options.timeoutMs !== undefined && !(Number.isInteger(options.timeoutMs) && options.timeoutMs >= 0)) {
-      return Promise.reject(new WalshipError('INVALID_ARGUMENT', `timeoutMs must be a non-negative integer; got ${String(options.timeoutMs)}`));
+    if (options.timeoutMs !== undefined && !(Number.isInteger(options.timeoutMs) && options.timeoutMs >= 0 && options.timeoutMs <= MAX_TIMEOUT_MS)) {
+      return Promise.reject(new WalshipError('INVALID_ARGUMENT', `timeoutMs must be an integer from 0 to ${MAX_TIMEOUT_MS}; got ${String(options.timeoutMs)}`));
     }
     let result: AppendResult;
     try {
@@ -465,8 +466,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     if (synchronousCommit !== undefined && !LEVELS.includes(synchronousCommit)) {
       throw new WalshipError('INVALID_OPTIONS', `reload(): synchronousCommit must be one of ${LEVELS.join(', ')}; got ${String(synchronousCommit)}`);
     }
-    if (synchronousStandbyNames !== undefined && typeof synchronousStandbyNames !== 'string') {
-      throw new WalshipError('INVALID_OPTIONS', `reload(): synchronousStandbyNames must be a string; got ${typeof synchronousStandbyNames}`);
+    if (synchronousStandbyNames !== undefined && (typeof synchronousStandbyNames !== 'string' || synchronousStandbyNames.length > MAX_STANDBY_NAMES_LENGTH)) {
+      throw new WalshipError('INVALID_OPTIONS', `reload(): synchronousStandbyNames must be a string of at most ${MAX_STANDBY_NAMES_LENGTH} characters`);
     }
     const config = synchronousStandbyNames === undefined ? undefined : parseSynchronousStandbyNames(synchronousStandbyNames);
     if (synchronousCommit !== undefined) this.#synchronousCommit = synchronousCommit;
@@ -503,6 +504,22 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     }
     // The applied position is never past the flushed one, nor before the oldest WAL kept.
     return this.#slots.create(name, options.reserveWal === true ? { reserveAt: Math.min(this.#applied.position, this.#log.flushedLsn) } : {});
+  }
+
+  /**
+   * CREATE_REPLICATION_SLOT from a standby: like {@link createSlot}, or reserving from
+   * `reserveFrom` (where the standby resumes), which must still be in the WAL.
+   */
+  async #createSlotFor(name: string, reserveWal: boolean, reserveFrom: Lsn | null): Promise<SlotInfo> {
+    if (!reserveWal || reserveFrom === null) return this.createSlot(name, { reserveWal });
+    this.#assertUsable();
+    if (reserveFrom > this.#log.flushedLsn) {
+      throw new WalshipError('INVALID_ARGUMENT', `cannot reserve WAL from ${formatLsn(reserveFrom)}: it is ahead of the WAL flush position ${formatLsn(this.#log.flushedLsn)}`);
+    }
+    if (reserveFrom < this.#log.oldestLsn) {
+      throw new WalshipError('WAL_REMOVED', `replication slot "${name}" cannot reserve WAL from ${formatLsn(reserveFrom)}: the oldest WAL left is at ${formatLsn(this.#log.oldestLsn)}`);
+    }
+    return this.#slots.create(name, { reserveAt: reserveFrom });
   }
 
   /** Drops a replication slot, durably. `SLOT_NOT_FOUND`; `SLOT_ACTIVE` while a standby streams with it. */
@@ -697,7 +714,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         systemId: this.systemId,
         baseBackup: () => this.#baseBackupData(),
         slots: this.#slots,
-        createSlot: (name, { reserveWal }) => this.createSlot(name, { reserveWal }),
+        createSlot: (name, { reserveWal, reserveFrom }) => this.#createSlotFor(name, reserveWal, reserveFrom),
       },
       {
         transport: listen.transport,

@@ -152,8 +152,9 @@ export interface StandbyEvents {
   /**
    * The primary no longer has WAL this standby needs (its replication slot was invalidated,
    * or it fell behind `walKeepSize`): the standby discards its local WAL and state and
-   * bootstraps again from a base backup, which the application `restore()`s. Only a standby
-   * whose application has a `restore()` hook does; any other stops with `WAL_REMOVED`.
+   * bootstraps again from a base backup, which the application `restore()`s. Until that state
+   * is consistent again (`consistent` fires), `readable` is false. Only a standby whose
+   * application has a `restore()` hook does; any other stops with `WAL_REMOVED`.
    */
   rebootstrap: (event: { readonly error: WalshipError; readonly receiveLsn: Lsn }) => void;
   /** `createSlot` created the replication slot on the primary. */
@@ -161,6 +162,9 @@ export interface StandbyEvents {
   /** The standby stopped for good (`state` is `failed`). */
   'standby:failed': (event: { readonly error: WalshipError }) => void;
 }
+
+/** While replay runs behind the received WAL, it reports its position at most this often. */
+const APPLY_REPORT_INTERVAL_MS = 5;
 
 /** Errors that retrying the connection cannot fix: the standby stops with them. */
 const FATAL: readonly ErrorCode[] = [
@@ -214,6 +218,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
   readonly #sendTimes = new SendTimes();
   /** The flushed end at which replay last caught up and told the primary (once per flush). */
   #reportedFlushLsn: Lsn = -1;
+  /** When replay last reported its position (ms since the epoch). */
+  #applyReportedAt = 0;
   /** Set while `open()` runs: a `consistent` reached then is emitted after it returns. */
   #opening = false;
   /** The primary said it cannot make a base backup (no `snapshot()` hook): bootstrap from its WAL instead. */
@@ -233,10 +239,18 @@ export class Standby extends EventEmitter<StandbyEvents> {
   #replayAbort: AbortController | null = null;
   /** `createSlot`: the slot is known to exist on the primary (created, or found), since the last bootstrap. */
   #slotReady = false;
-  /** Bootstrapped again after `WAL_REMOVED`, and no WAL has streamed since. */
-  #rebootstrapped = false;
+  /**
+   * The primary answered `WAL_REMOVED` to START_REPLICATION right after a base backup on the
+   * same connection, which held that WAL: the refusal is not about WAL (an invalidated
+   * slot), and bootstrapping again cannot help.
+   */
+  #refusedAfterBackup: WalshipError | null = null;
   /** `createSlot` after bootstrapping again: drop the slot (it may be invalidated) and create it anew. */
   #recreateSlot = false;
+  /** `close({ dropSlot: true })` in progress or done. */
+  #droppingSlot: Promise<void> | null = null;
+  /** The cluster this directory belonged to: still checked while it bootstraps again. */
+  #cluster: { readonly systemId: string; readonly segmentSize: number } | null = null;
 
   private constructor(storage: Storage, options: StandbyOptions & typeof STANDBY_DEFAULTS) {
     super();
@@ -443,7 +457,9 @@ export class Standby extends EventEmitter<StandbyEvents> {
    * failure to do so rejects, after everything else is closed.
    */
   close(options: { dropSlot?: boolean } = {}): Promise<void> {
-    const dropSlot = options.dropSlot === true;
+    if (options.dropSlot === true && this.#options.primary.slotName === undefined) {
+      return Promise.reject(new WalshipError('INVALID_ARGUMENT', 'close({ dropSlot: true }): this standby has no primary.slotName'));
+    }
     this.#closing ??= (async () => {
       this.#abort.abort();
       this.#conn?.destroy();
@@ -456,31 +472,39 @@ export class Standby extends EventEmitter<StandbyEvents> {
       this.#consistency.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
       this.#state = 'closed';
       this.#emitSafely('state:change', { state: 'closed' });
-      if (dropSlot) await this.#dropSlotOnPrimary();
     })();
-    return this.#closing;
+    if (options.dropSlot !== true) return this.#closing;
+    // Once, whether or not an earlier close() asked for it.
+    this.#droppingSlot ??= this.#closing.then(() => this.#dropSlotOnPrimary());
+    return this.#droppingSlot;
   }
 
   /** `close({ dropSlot: true })`: DROP_REPLICATION_SLOT … WAIT on a connection of its own. */
   async #dropSlotOnPrimary(): Promise<void> {
+    const slotName = this.#options.primary.slotName as string;
+    const conn = await this.#connect(undefined);
+    try {
+      await dropReplicationSlot(conn, slotName, { wait: true, timeoutMs: this.#options.walReceiverTimeoutMs });
+      this.#debug('dropped replication slot %s on the primary', slotName);
+    } finally {
+      conn.destroy();
+    }
+  }
+
+  /** Connects and authenticates to the primary, within `connectTimeoutMs` (and `signal`). */
+  #connect(signal: AbortSignal | undefined): Promise<MessageStream<'client'>> {
     const p = this.#options.primary;
-    if (p.slotName === undefined) throw new WalshipError('INVALID_ARGUMENT', 'close({ dropSlot: true }): this standby has no primary.slotName');
-    const conn = await connectReplication({
+    const timeout = AbortSignal.timeout(p.connectTimeoutMs ?? 10_000);
+    return connectReplication({
       transport: p.transport,
       address: p.address,
       user: p.user,
       applicationName: p.applicationName,
       handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
-      signal: AbortSignal.timeout(p.connectTimeoutMs ?? 10_000),
+      signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
       ...(p.password === undefined ? {} : { password: p.password }),
       ...(p.requireAuth === undefined ? {} : { requireAuth: p.requireAuth }),
     });
-    try {
-      await dropReplicationSlot(conn, p.slotName, { wait: true, timeoutMs: this.#options.walReceiverTimeoutMs });
-      this.#debug('dropped replication slot %s on the primary', p.slotName);
-    } finally {
-      conn.destroy();
-    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -514,7 +538,10 @@ export class Standby extends EventEmitter<StandbyEvents> {
       if (fatal) this.#fail(error);
     });
     this.#control = control;
+    this.#cluster = { systemId: control.systemId, segmentSize: control.segmentSize };
     this.#log = log;
+    // After bootstrapping again the restored state may be older than what was replayed before.
+    this.#replayed.rewind(start);
     this.#replayed.advance(start);
     this.#checkConsistent();
     const replayAbort = new AbortController();
@@ -544,11 +571,14 @@ export class Standby extends EventEmitter<StandbyEvents> {
       if (sent !== null) this.#lastReplayTime = sent / 1000;
       this.#replayed.advance(record.endLsn);
       this.#checkConsistent();
-      // Replay has caught up with what is flushed: tell the primary now (once per flush), so
-      // it learns the apply position without waiting for the next status interval.
+      // Tell the primary the apply position (remote_apply commits wait for it) without
+      // waiting for the status interval: at once when replay has caught up with what is
+      // flushed (once per flush), and every few ms while it runs behind a steady stream.
       const flushed = log.flushedLsn;
-      if (record.endLsn >= flushed && flushed > this.#reportedFlushLsn && this.#receiver !== null) {
-        this.#reportedFlushLsn = flushed;
+      const now = Date.now();
+      if (this.#receiver !== null && ((record.endLsn >= flushed && flushed > this.#reportedFlushLsn) || now - this.#applyReportedAt >= APPLY_REPORT_INTERVAL_MS)) {
+        if (record.endLsn >= flushed) this.#reportedFlushLsn = flushed;
+        this.#applyReportedAt = now;
         this.#receiver.reportNow();
       }
     }
@@ -592,7 +622,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
       }
       if (signal.aborted || this.#failure !== null) break;
       if (error !== null && error.code === 'WAL_REMOVED' && this.#control !== null) {
-        const why = this.#cannotBootstrapAgain();
+        const why = this.#cannotBootstrapAgain(error);
         if (why === null) {
           try {
             await this.#bootstrapAgain(error);
@@ -627,22 +657,13 @@ export class Standby extends EventEmitter<StandbyEvents> {
     this.#setState('connecting');
     if (this.#control === null) await this.#resumeBootstrap();
     const p = o.primary;
-    const timeout = AbortSignal.timeout(p.connectTimeoutMs ?? 10_000);
-    const conn = await connectReplication({
-      transport: p.transport,
-      address: p.address,
-      user: p.user,
-      applicationName: p.applicationName,
-      handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
-      signal: AbortSignal.any([signal, timeout]),
-      ...(p.password === undefined ? {} : { password: p.password }),
-      ...(p.requireAuth === undefined ? {} : { requireAuth: p.requireAuth }),
-    });
+    const conn = await this.#connect(signal);
     this.#conn = conn;
     if (signal.aborted) throw abortError(signal);
     const identity = await this.#identify(conn);
     this.#emitSafely('primary:connected', { address: p.address, systemId: identity.systemId });
     if (p.createSlot === true && !this.#slotReady) await this.#createSlot(conn, p.slotName as string);
+    const backupOnThisConnection = this.#control === null && this.#app.restore !== undefined && !this.#noBaseBackup;
     if (this.#control === null) {
       try {
         await this.#bootstrap(conn, identity);
@@ -668,9 +689,10 @@ export class Standby extends EventEmitter<StandbyEvents> {
     });
     this.#receiver = receiver;
     let caughtUp = false;
+    let started = false;
+    receiver.on('streaming:started', () => (started = true));
     receiver.on('wal:flushed', ({ flushLsn }) => {
       this.#progressed = true;
-      this.#rebootstrapped = false;
       if (!caughtUp && flushLsn >= identity.flushLsn) {
         caughtUp = true;
         this.#emitSafely('wal:caught-up', { receiveLsn: flushLsn });
@@ -697,18 +719,24 @@ export class Standby extends EventEmitter<StandbyEvents> {
               : 'reopen the standby to bootstrap it from a base backup';
         throw new WalshipError('BASE_BACKUP_REQUIRED', `the primary no longer has its WAL from the beginning (${err.message}); ${why}`);
       }
+      if (isWalshipError(err, 'WAL_REMOVED') && backupOnThisConnection && !started) {
+        this.#refusedAfterBackup = new WalshipError(
+          'WAL_REMOVED',
+          `${err.message}; the primary refuses to stream right after sending a base backup on the same connection, so the WAL is not what is missing: if the replication slot was invalidated, drop and recreate it (or set createSlot)`,
+          { cause: err },
+        );
+        throw this.#refusedAfterBackup;
+      }
       throw err;
     }
   }
 
   /** Why this standby cannot bootstrap again after `WAL_REMOVED`, or null when it can. */
-  #cannotBootstrapAgain(): string | null {
+  #cannotBootstrapAgain(error: WalshipError): string | null {
     const remedy = 'give it a replication slot on the primary (or a larger walKeepSize there) and bootstrap it anew in an empty directory';
     if (this.#app.restore === undefined) return `its application has no restore() hook, so this standby cannot bootstrap again from a base backup: ${remedy}`;
     if (this.#noBaseBackup) return `the primary's application has no snapshot() hook to make a base backup: ${remedy}`;
-    if (this.#rebootstrapped) {
-      return 'it bootstrapped again from a base backup and the primary still refuses to stream: if its replication slot was invalidated, drop and recreate it (or set createSlot)';
-    }
+    if (error === this.#refusedAfterBackup) return 'bootstrapping again cannot help';
     return null;
   }
 
@@ -722,9 +750,11 @@ export class Standby extends EventEmitter<StandbyEvents> {
     const receiveLsn = log.flushedLsn;
     this.#debug.error('the primary removed WAL this standby needs (%s): bootstrapping again from a base backup', error.message);
     this.#emitSafely('rebootstrap', { error, receiveLsn });
-    this.#rebootstrapped = true;
     this.#slotReady = false;
     this.#recreateSlot = true;
+    // The application's state is about to be replaced: not readable until consistent again.
+    this.#consistent = false;
+    this.#consistency.rewind(0);
     this.#replayAbort?.abort();
     await this.#replaying?.catch(() => undefined);
     await this.#checkpointing.catch(() => undefined);
@@ -732,7 +762,13 @@ export class Standby extends EventEmitter<StandbyEvents> {
     this.#control = null;
     this.#replaying = null;
     await log.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
-    await removeLocalState(this.#storage);
+    // Locked: another node must not open the directory while its files go.
+    const lock = await lockStorage(this.#storage);
+    try {
+      await removeLocalState(this.#storage);
+    } finally {
+      await lock.release().catch(() => undefined);
+    }
   }
 
   /**
@@ -748,7 +784,11 @@ export class Standby extends EventEmitter<StandbyEvents> {
       });
     }
     try {
-      const created = await createReplicationSlot(conn, slotName, { reserveWal: true, timeoutMs });
+      // A new (or discarded) directory is bootstrapped next, from a base backup the slot must
+      // cover: the primary reserves from its applied position. One with local state resumes
+      // from its own end, which may be older: the slot reserves from there.
+      const log = this.#log;
+      const created = await createReplicationSlot(conn, slotName, { reserveWal: true, timeoutMs, ...(log === null ? {} : { reserveFrom: log.insertLsn }) });
       this.#debug('created replication slot %s on the primary', slotName);
       this.#emitSafely('slot:created', created);
     } catch (err) {
@@ -763,7 +803,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     conn.send({ kind: 'identifySystem' });
     const result = await this.#expect(conn, 'identifySystemResult');
     await this.#expect(conn, 'readyForCommand');
-    const control = this.#control;
+    const control = this.#control ?? this.#cluster;
     if (control !== null) {
       if (result.systemId !== control.systemId) {
         throw new WalshipError(

@@ -9,7 +9,7 @@ const LOCAL_STATE = /^(?:[0-9A-F]{24}(?:\.tmp)?|snapshot-[0-9A-F]{8}-[0-9A-F]{16
  * Forgets a standby's local state so that its directory is new again: the control file goes
  * first (from then on the directory counts as never bootstrapped, whatever a crash leaves),
  * then the WAL segments and snapshots. The slots file and the lock are kept. Call it with the
- * directory's WAL closed and its lock held or free.
+ * directory's WAL closed and its lock held, so that no other node opens it meanwhile.
  */
 export async function removeLocalState(storage: Storage): Promise<void> {
   await removeControlFile(storage);

@@ -126,6 +126,11 @@ export interface CreateReplicationSlotMessage {
   readonly slotName: string;
   /** Reserve WAL at once (RESERVE_WAL), instead of where the first standby using it starts. */
   readonly reserveWal: boolean;
+  /**
+   * With `reserveWal`: reserve from this position (a standby that already has WAL up to
+   * here), which the server must still have; `null` lets the server choose.
+   */
+  readonly reserveFrom: Lsn | null;
 }
 
 /** Drops a replication slot on the server (DROP_REPLICATION_SLOT); answered with `readyForCommand`. */
@@ -721,7 +726,7 @@ const SPECS: SpecTable = {
     from: 'client',
     fields: { slotName: string(L.maxSlotNameBytes), startLsn: u64, timeline },
   },
-  createReplicationSlot: { type: code('C'), from: 'client', fields: { slotName: string(L.maxSlotNameBytes, 1), reserveWal: bool } },
+  createReplicationSlot: { type: code('C'), from: 'client', fields: { slotName: string(L.maxSlotNameBytes, 1), reserveWal: bool, reserveFrom: optionalU64 } },
   dropReplicationSlot: { type: code('D'), from: 'client', fields: { slotName: string(L.maxSlotNameBytes, 1), wait: bool } },
   baseBackup: { type: code('B'), from: 'client', fields: { label: string(L.maxNameBytes), maxRate: u32 } },
   standbyStatusUpdate: {

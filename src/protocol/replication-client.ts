@@ -61,11 +61,16 @@ export interface CreatedSlot {
 
 /**
  * CREATE_REPLICATION_SLOT on an authenticated connection: a physical slot on the server,
- * reserving WAL at once when `reserveWal`. The server's refusal (`INVALID_SLOT_NAME`,
+ * reserving WAL at once when `reserveWal` (from `reserveFrom` if given: `WAL_REMOVED` when
+ * the server no longer has it). The server's refusal (`INVALID_SLOT_NAME`,
  * `SLOT_EXISTS`, …) is thrown with its code and leaves the connection usable.
  */
-export async function createReplicationSlot(conn: MessageStream<'client'>, slotName: string, options: { reserveWal?: boolean; timeoutMs?: number } = {}): Promise<CreatedSlot> {
-  conn.send({ kind: 'createReplicationSlot', slotName, reserveWal: options.reserveWal === true });
+export async function createReplicationSlot(
+  conn: MessageStream<'client'>,
+  slotName: string,
+  options: { reserveWal?: boolean; reserveFrom?: Lsn; timeoutMs?: number } = {},
+): Promise<CreatedSlot> {
+  conn.send({ kind: 'createReplicationSlot', slotName, reserveWal: options.reserveWal === true, reserveFrom: options.reserveFrom ?? null });
   const answer = await commandAnswer(conn, 'replicationSlotCreated', options.timeoutMs);
   return { slotName: answer.slotName, restartLsn: answer.restartLsn };
 }

@@ -3,7 +3,7 @@ import { WalshipError, isWalshipError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { LsnWaiters } from '../lsn-waiters.js';
 import type { SyncStandbyConfig } from './sync-standby-names.js';
-import { releasePositions, syncSetKey, syncStates, type StandbySyncStatus, type SyncStandbyInput } from './sync-standbys.js';
+import { releasePositions, syncMembers, syncSetKey, syncStates, type StandbySyncStatus, type SyncStandbyInput } from './sync-standbys.js';
 
 /** What a synchronous commit waits for its standbys to have done: written, flushed or applied. */
 export type SyncWaitMode = 'write' | 'flush' | 'apply';
@@ -88,11 +88,7 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
     const key = syncSetKey(states);
     if (key === this.#key) return;
     this.#key = key;
-    const standbyNames = states
-      .filter((s) => s.syncState === 'sync' || s.syncState === 'quorum')
-      .sort((a, b) => a.slot - b.slot)
-      .map((s) => s.applicationName);
-    this.emit('sync:standbys', { standbys: standbyNames });
+    this.emit('sync:standbys', { standbys: syncMembers(states).map((s) => s.applicationName) });
   }
 
   /** `sync_priority` and `sync_state` of each standby, as `pg_stat_replication` shows them. */

@@ -130,11 +130,12 @@ export function releasePositions(config: SyncStandbyConfig | null, standbys: rea
  * slots and application names, in slot order. Pass it the result of {@link syncStates}.
  */
 export function syncSetKey(states: readonly StandbySyncStatus[]): string {
-  const members = states
-    .filter((s) => s.syncState === 'sync' || s.syncState === 'quorum')
-    .sort((a, b) => a.slot - b.slot)
-    .map((s) => [s.slot, s.applicationName]);
-  return JSON.stringify(members);
+  return JSON.stringify(syncMembers(states).map((s) => [s.slot, s.applicationName]));
+}
+
+/** The standbys commits wait for (`sync` or `quorum`), in slot order. */
+export function syncMembers(states: readonly StandbySyncStatus[]): StandbySyncStatus[] {
+  return states.filter((s) => s.syncState === 'sync' || s.syncState === 'quorum').sort((a, b) => a.slot - b.slot);
 }
 
 interface Candidate<T> {

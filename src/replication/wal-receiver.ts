@@ -33,6 +33,8 @@ export interface WalReceiverOptions {
 
 /** Events of a {@link WalReceiver}. */
 export interface WalReceiverEvents {
+  /** The sender accepted START_REPLICATION: streaming has begun. */
+  'streaming:started': (event: { readonly startLsn: Lsn }) => void;
   /** New WAL is durable in the local log. */
   'wal:flushed': (event: { readonly flushLsn: Lsn }) => void;
 }
@@ -202,6 +204,7 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
       if (started.kind === 'error') throw new WalshipError(started.code, started.message);
       if (started.kind !== 'replicationStarted') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${started.kind} message; expected replicationStarted`);
       this.#streaming = true;
+      this.#safeEmit('streaming:started', { startLsn: started.startLsn });
       status = setInterval(() => this.#report(false), this.#options.statusIntervalMs);
       for (;;) {
         const message = await this.#receive();

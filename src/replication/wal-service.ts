@@ -29,7 +29,7 @@ export interface WalSource {
    * Creates a slot for a standby that asked over the protocol (CREATE_REPLICATION_SLOT); the
    * node decides where a slot that reserves WAL at once starts. Absent: such requests are refused.
    */
-  createSlot?(name: string, options: { reserveWal: boolean }): Promise<SlotInfo>;
+  createSlot?(name: string, options: { reserveWal: boolean; reserveFrom: Lsn | null }): Promise<SlotInfo>;
 }
 
 /** A snapshot of the application with the position it includes. */
@@ -60,7 +60,11 @@ export interface ReplicationStatusRow {
   readonly writeLagMs: number | null;
   readonly flushLagMs: number | null;
   readonly replayLagMs: number | null;
-  /** Its priority as a synchronous standby (`sync_priority`): its place in `synchronousStandbyNames`, 0 when not listed. */
+  /**
+   * Its priority as a synchronous standby (`sync_priority`): its place in
+   * `synchronousStandbyNames` (1 for every listed standby under `ANY`), 0 when not listed or
+   * before its first report of a flush position.
+   */
   readonly syncPriority: number;
   /** `sync_state`: `sync` / `quorum` when commits wait for it, `potential` when listed but not (yet) chosen. */
   readonly syncState: 'async' | 'potential' | 'sync' | 'quorum';
@@ -107,7 +111,7 @@ const BACKUP_CHUNK_BYTES = 1024 * 1024;
 /** How often DROP_REPLICATION_SLOT … WAIT looks again whether the slot is still in use. */
 const DROP_WAIT_POLL_MS = 50;
 /** Errors that fail a slot command, not the connection: the standby can go on (PostgreSQL's ERROR). */
-const SLOT_COMMAND_ERRORS = new Set(['INVALID_SLOT_NAME', 'SLOT_EXISTS', 'SLOT_ACTIVE', 'SLOT_NOT_FOUND', 'INVALID_ARGUMENT']);
+const SLOT_COMMAND_ERRORS = new Set(['INVALID_SLOT_NAME', 'SLOT_EXISTS', 'SLOT_ACTIVE', 'SLOT_NOT_FOUND', 'INVALID_ARGUMENT', 'WAL_REMOVED']);
 /** PostgreSQL's `MAX_RATE` range (32 kB/s .. 1 GB/s), in bytes per second; 0 means unlimited. */
 export const BASE_BACKUP_MAX_RATE = Object.freeze({ min: 32 * 1024, max: 1024 * 1024 * 1024 });
 
@@ -195,13 +199,16 @@ export class WalService extends EventEmitter<WalServiceEvents> {
   syncInputs(): SyncStandbyInput[] {
     return [...this.#sessions].map((s) => {
       const progress = s.sender?.progress ?? null;
+      // A standby cannot have WAL it was not sent: a report past that counts up to it only.
+      const sent = s.sender?.sentLsn ?? 0;
+      const upToSent = (lsn: Lsn | undefined): Lsn | null => (lsn === undefined ? null : Math.min(lsn, sent));
       return {
         slot: s.index,
         applicationName: s.info.applicationName,
         state: s.state,
-        writeLsn: progress?.writeLsn ?? null,
-        flushLsn: progress?.flushLsn ?? null,
-        applyLsn: progress?.applyLsn ?? null,
+        writeLsn: upToSent(progress?.writeLsn),
+        flushLsn: upToSent(progress?.flushLsn),
+        applyLsn: upToSent(progress?.applyLsn),
       };
     });
   }
@@ -435,14 +442,14 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     const { conn } = session.info;
     const source = this.#source;
     try {
-      if (source.slots === undefined) throw new WalshipError('SLOT_NOT_FOUND', 'this node has no replication slots');
       if (command.kind === 'createReplicationSlot') {
         if (source.createSlot === undefined) throw new WalshipError('INVALID_ARGUMENT', 'this node does not create replication slots for standbys');
-        const slot = await source.createSlot(command.slotName, { reserveWal: command.reserveWal });
+        const slot = await source.createSlot(command.slotName, { reserveWal: command.reserveWal, reserveFrom: command.reserveFrom });
         this.#debug('%s created replication slot %s', session.info.applicationName, slot.slotName);
         conn.send({ kind: 'replicationSlotCreated', slotName: slot.slotName, restartLsn: slot.restartLsn });
         return;
       }
+      if (source.slots === undefined) throw new WalshipError('SLOT_NOT_FOUND', `replication slot "${command.slotName}" does not exist (this node has no slots)`);
       let closed = false;
       void conn.closed.then(() => (closed = true));
       for (;;) {

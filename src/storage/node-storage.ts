@@ -326,10 +326,11 @@ class NodeStorageLock implements StorageLock {
  * the WAL's tail (a group commit's write, a sender reading what was just flushed) moves
  * through the page cache in microseconds, less than the hop to a pool thread and back, which
  * on a busy machine is most of a commit's latency outside fdatasync (measured: 480 → 375 µs
- * per 1-committer commit with a standby streaming; 1,810 → 2,440 commits/s). Larger
- * transfers (catch-up, snapshots) and every fdatasync stay on the pool. The price: a small
- * read that misses the page cache (old WAL after a restart) holds the event loop for one
- * disk read.
+ * per 1-committer commit with a standby streaming; 1,810 → 2,440 commits/s). Every
+ * fdatasync and every larger transfer stays on the pool; with the default segment size and
+ * WAL message size, catch-up and snapshot transfers are larger. The price: a small read
+ * that misses the page cache (old WAL after a restart, or every read of a log with 64 KiB
+ * segments) holds the event loop for one disk read.
  */
 const INLINE_IO_BYTES = 64 * 1024;
 
@@ -426,10 +427,6 @@ async function writeExclusive(file: string, content: Uint8Array): Promise<void> 
   await handle.close();
 }
 
-/**
- * Writes all of `data` at `position`, looping on short writes. A failure rethrows the
- * original error with `bytesWritten`: how many bytes of `data` reached the file.
- */
 /** The handle's descriptor; `EBADF`, as the pool's calls give, once it is closed (its fd is then −1). */
 function openFd(handle: FileHandle): number {
   if (handle.fd < 0) throw Object.assign(new Error('EBADF: bad file descriptor (the file is closed)'), { code: 'EBADF', errno: -9 });
@@ -457,6 +454,10 @@ function writeFullyInline(handle: FileHandle, buffers: readonly Uint8Array[], po
   }
 }
 
+/**
+ * Writes all of `data` at `position`, looping on short writes. A failure rethrows the
+ * original error with `bytesWritten`: how many bytes of `data` reached the file.
+ */
 async function writeFully(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {
   let written = 0;
   try {

@@ -257,6 +257,10 @@ describe('cancel, reload and shutdown', () => {
     await rejectsCode(commit, 'SYNC_REP_CANCELED', /committed locally but might not have been replicated/);
     await rejectsCode(primary.commit(payload(2, 100), { timeoutMs: 20 }), 'SYNC_REP_CANCELED', /after 20 ms/);
     assert.equal(app.applied.length, 2, 'both batches are committed and applied: a cancel is never a rollback');
+    // Node fires a longer timer after 1 ms: refused rather than canceled at once.
+    await rejectsCode(primary.commit(payload(3, 100), { timeoutMs: 2 ** 31 }), 'INVALID_ARGUMENT', /timeoutMs must be an integer from 0 to 2147483647/);
+    await rejectsCode(primary.waitForApply(primary.currentLsn + 1, { timeoutMs: 2 ** 31 }), 'INVALID_ARGUMENT');
+    assert.equal(app.applied.length, 2, 'a refused commit appends nothing');
     assert.equal(primary.appliedLsn, primary.flushLsn, 'and durable');
   });
 

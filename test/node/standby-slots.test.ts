@@ -11,6 +11,7 @@ import {
   type Lsn,
   type PrimaryOptions,
   type ReplicationSlotRow,
+  type Snapshot,
 } from '../../src/index.js';
 import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
@@ -295,6 +296,120 @@ describe('slots on a standby for its own downstreams', () => {
       await replayedAll(standby, primary, 'the standby to catch up after bootstrapping again');
       const reopened = await SlotManager.open(storage);
       assert.ok(reopened.has('downstream'), "the standby's own slots survive its restart and its new bootstrap");
+    } finally {
+      await primary.close();
+    }
+  });
+});
+
+describe('review regressions (slots and bootstrapping again)', () => {
+  it('createSlot on a standby that already has WAL reserves from where it resumes', async () => {
+    const net = new MemoryNetwork();
+    const { primary } = await openPrimary(net);
+    const storage = new MemoryStorage();
+    const app = new RecordingApp();
+    try {
+      await commitUntil(primary, 2 * SEGMENT);
+      let standby = await openStandby(net, primary, app, storage);
+      await replayedAll(standby, primary, 'the standby to catch up');
+      await standby.close();
+      await commitUntil(primary, 5 * SEGMENT);
+
+      standby = await openStandby(net, primary, app, storage, { slotName: 'sb1', createSlot: true });
+      const resumeAt = standby.receiveLsn as Lsn;
+      let rebootstraps = 0;
+      standby.on('rebootstrap', () => rebootstraps++);
+      // Cut off right after creating the slot, before streaming: only the slot holds the WAL.
+      standby.once('slot:created', () => {
+        net.partition(['s1'], ['primary']);
+        net.reset('s1', 'primary');
+      });
+      const created = await within(nextEvent(standby, 'slot:created'), HANG_MS, 'slot:created');
+      assert.equal(created.restartLsn, resumeAt, 'the slot reserves from the standby resume point, not the primary position');
+      await primary.checkpoint();
+      net.heal();
+      await replayedAll(standby, primary, 'the standby to catch up through its slot');
+      assert.equal(rebootstraps, 0, 'the slot kept the WAL: no bootstrapping again');
+    } finally {
+      await primary.close();
+    }
+  });
+
+  it('a second WAL_REMOVED after bootstrapping again against an idle primary bootstraps again', async () => {
+    const net = new MemoryNetwork();
+    const { primary } = await openPrimary(net);
+    const storage = new MemoryStorage();
+    const app = new RecordingApp();
+    try {
+      await commitUntil(primary, 2 * SEGMENT);
+      let standby = await openStandby(net, primary, app, storage);
+      await replayedAll(standby, primary, 'the standby to catch up');
+      await standby.close();
+      await commitUntil(primary, 6 * SEGMENT);
+      await primary.checkpoint();
+      standby = await openStandby(net, primary, app, storage);
+      await within(nextEvent(standby, 'rebootstrap'), HANG_MS, 'the first rebootstrap');
+      await replayedAll(standby, primary, 'the standby to catch up after bootstrapping again');
+      net.partition(['s1'], ['primary']);
+      net.reset('s1', 'primary');
+      await commitUntil(primary, primary.flushLsn + 6 * SEGMENT);
+      await primary.checkpoint();
+      const failed = nextEvent(standby, 'standby:failed').then((e) => `failed: ${e.error.message}`);
+      const again = nextEvent(standby, 'rebootstrap').then(() => 'bootstrapped again');
+      net.heal();
+      assert.equal(await within(Promise.race([failed, again]), HANG_MS, 'the outcome'), 'bootstrapped again', 'a new WAL_REMOVED is handled like the first');
+      await replayedAll(standby, primary, 'the standby to catch up again');
+    } finally {
+      await primary.close();
+    }
+  });
+
+  it('while bootstrapping again the standby is not readable until consistent again', async () => {
+    const net = new MemoryNetwork();
+    const { primary } = await openPrimary(net);
+    const storage = new MemoryStorage();
+    class ProbeApp extends RecordingApp {
+      standby: Standby | null = null;
+      readonly seen: string[] = [];
+      override async restore(snapshot: Snapshot): Promise<void> {
+        if (this.standby !== null) this.seen.push(`restore: readable=${this.standby.readable} consistent=${this.standby.consistent}`);
+        await super.restore(snapshot);
+      }
+    }
+    const app = new ProbeApp();
+    try {
+      await commitUntil(primary, 2 * SEGMENT);
+      let standby = await openStandby(net, primary, app, storage);
+      await replayedAll(standby, primary, 'the standby to catch up');
+      await standby.close();
+      await commitUntil(primary, 6 * SEGMENT);
+      await primary.checkpoint();
+      standby = await openStandby(net, primary, app, storage);
+      app.standby = standby;
+      const consistentAgain = nextEvent(standby, 'consistent');
+      await within(nextEvent(standby, 'rebootstrap'), HANG_MS, 'rebootstrap');
+      await within(consistentAgain, HANG_MS, 'consistent again');
+      await replayedAll(standby, primary, 'the standby to catch up');
+      assert.deepEqual(app.seen, ['restore: readable=false consistent=false'], 'the new state was restored while nothing was served');
+      assert.equal(standby.readable, true, 'readable again once consistent');
+    } finally {
+      await primary.close();
+    }
+  });
+
+  it('close({ dropSlot: true }) after a plain close() still drops the slot', async () => {
+    const net = new MemoryNetwork();
+    const { primary } = await openPrimary(net);
+    try {
+      await commitUntil(primary, SEGMENT + 1000);
+      const standby = await openStandby(net, primary, new RecordingApp(), new MemoryStorage(), { slotName: 'sb1', createSlot: true });
+      await replayedAll(standby, primary, 'the standby to catch up');
+      const first = standby.close();
+      await standby.close({ dropSlot: true });
+      await first;
+      assert.equal(slotRow(primary, 'sb1'), undefined, 'the slot was dropped');
+      const bare = await openStandby(net, primary, new RecordingApp(), new MemoryStorage());
+      await rejectsCode(bare.close({ dropSlot: true }), 'INVALID_ARGUMENT');
     } finally {
       await primary.close();
     }

@@ -24,7 +24,7 @@ const CORPUS: Message[] = [
   { kind: 'identifySystem' },
   { kind: 'timelineHistory', timeline: 2 },
   { kind: 'startReplication', slotName: 'slot_1', startLsn: 0x1_0000_0000, timeline: 1 },
-  { kind: 'createReplicationSlot', slotName: 'slot_1', reserveWal: false },
+  { kind: 'createReplicationSlot', slotName: 'slot_1', reserveWal: false, reserveFrom: null },
   { kind: 'dropReplicationSlot', slotName: 'slot_1', wait: true },
   { kind: 'baseBackup', label: 'b', maxRate: 1000 },
   { kind: 'standbyStatusUpdate', writeLsn: 30, flushLsn: 20, applyLsn: 10, sendTime: 1e15, replyRequested: false },

@@ -87,7 +87,7 @@ const EXAMPLES: Message[] = [
   { kind: 'identifySystem' },
   { kind: 'timelineHistory', timeline: 0xffffffff },
   { kind: 'startReplication', slotName: '', startLsn: 0, timeline: 1 },
-  { kind: 'createReplicationSlot', slotName: 's'.repeat(63), reserveWal: true },
+  { kind: 'createReplicationSlot', slotName: 's'.repeat(63), reserveWal: true, reserveFrom: MAX_LSN },
   { kind: 'dropReplicationSlot', slotName: 'standby_1', wait: false },
   { kind: 'baseBackup', label: 'nightly 🌙', maxRate: 0 },
   { kind: 'standbyStatusUpdate', writeLsn: MAX_LSN, flushLsn: 2 ** 32, applyLsn: 2 ** 32 - 1, sendTime: 1_700_000_000_000_000, replyRequested: true },
@@ -140,7 +140,7 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
   fc.constant({ kind: 'identifySystem' as const }),
   rec({ kind: fc.constant('timelineHistory' as const), timeline: timelineArb }),
   rec({ kind: fc.constant('startReplication' as const), slotName: textArb(63), startLsn: lsnArb, timeline: timelineArb }),
-  rec({ kind: fc.constant('createReplicationSlot' as const), slotName: textArb(63, 1), reserveWal: fc.boolean() }),
+  rec({ kind: fc.constant('createReplicationSlot' as const), slotName: textArb(63, 1), reserveWal: fc.boolean(), reserveFrom: fc.option(lsnArb, { nil: null }) }),
   rec({ kind: fc.constant('dropReplicationSlot' as const), slotName: textArb(63, 1), wait: fc.boolean() }),
   rec({ kind: fc.constant('baseBackup' as const), label: textArb(40), maxRate: u32Arb }),
   rec({
