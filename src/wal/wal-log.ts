@@ -209,6 +209,9 @@ export class WalLog extends EventEmitter<WalLogEvents> {
 
   #insertLsn: Lsn;
   #writtenLsn: Lsn;
+  /** A `write` event is scheduled; the written end it last announced. */
+  #writeAnnounced = false;
+  #announcedWrittenLsn: Lsn = -1;
   #flushedLsn: Lsn;
   /** Highest LSN made durable by a real fdatasync; stamped into records (see record.ts). */
   #syncedLsn: Lsn;
@@ -796,6 +799,23 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     }
   }
 
+  /**
+   * Emits `write` for what was just written, one turn of the event loop later: by then the
+   * writer has handed the fdatasync to the thread pool, so a listener's work (a standby's
+   * report on the socket) runs alongside the sync instead of delaying its start.
+   */
+  #announceWritten(): void {
+    if (this.#writeAnnounced) return;
+    this.#writeAnnounced = true;
+    setImmediate(() => {
+      this.#writeAnnounced = false;
+      if (this.#writtenLsn > this.#announcedWrittenLsn) {
+        this.#announcedWrittenLsn = this.#writtenLsn;
+        this.#emitSafely('write', { writtenLsn: this.#writtenLsn });
+      }
+    });
+  }
+
   /** One sync of what is written now, then acknowledges it; never rejects (failures stop the log). */
   async #syncRound(force: boolean): Promise<void> {
     try {
@@ -876,7 +896,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       }
     }
     if (!(await flush())) return;
-    this.#emitSafely('write', { writtenLsn: this.#writtenLsn });
+    this.#announceWritten();
     for (const run of runs) if (!run.raw && run.buf.length === RUN_SIZE && this.#spare.length < 4) this.#spare.push(run.buf);
   }
 
