@@ -3,8 +3,9 @@
  * compiled package (dist/): `node bench/replication-peer.mjs`, driven over IPC by
  * bench/replication-cases.ts with messages
  *
- * - `{ cmd: 'open', address, dirs }`: opens one Standby per directory (trust auth, a
- *   counting application), answers `{ opened }` once each is streaming;
+ * - `{ cmd: 'open', address, dirs, names? }`: opens one Standby per directory (trust auth, a
+ *   counting application; application names `names[i]`, else s1, s2, …), answers `{ opened }`
+ *   once each is streaming;
  * - `{ cmd: 'wait', lsn }`: answers `{ receivedAt, replayedAt }` (epoch ms) once every standby
  *   has received, then replayed, up to `lsn`;
  * - `{ cmd: 'latency' }`: answers the apply latencies recorded since the last ask: from the
@@ -50,7 +51,7 @@ process.on('message', async (message) => {
           Standby.open({
             dir,
             application: new CountingApp(),
-            primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: `s${i + 1}` },
+            primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: message.names?.[i] ?? `s${i + 1}` },
             statusIntervalMs: 1000,
             ...(process.env.PEER_SYNC ? { sync: process.env.PEER_SYNC } : {}),
           }),

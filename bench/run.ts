@@ -586,7 +586,7 @@ function replicationTargets(results: ReplicationResults): Target[] {
 
 type SyncLevel = (typeof SYNC_LEVELS)[number];
 
-/** The setups, each one Primary (its `synchronousStandbyNames`) with its standbys in one peer process. */
+/** The setups, each one Primary (its `synchronousStandbyNames`) with each standby in a peer process of its own. */
 const SYNC_SETUPS: readonly { readonly names: string; readonly standbys: number; readonly levels: readonly SyncLevel[] }[] = [
   { names: 'FIRST 1 (s1)', standbys: 1, levels: SYNC_LEVELS },
   { names: 'ANY 1 (s1, s2)', standbys: 2, levels: REMOTE_LEVELS },
@@ -637,7 +637,7 @@ async function syncRepSection(base: string, settings: Settings): Promise<SyncRep
     progress('sync rep: pre-allocated file for the raw fdatasync limit');
     await createZeroFilled(rawFile, PREALLOCATED_SIZE);
     for (const [i, s] of SYNC_SETUPS.entries()) {
-      progress(`sync rep: opening a primary with '${s.names}' and ${s.standbys} standby(s) in a peer process`);
+      progress(`sync rep: opening a primary with '${s.names}' and ${s.standbys} standby(s), each in a peer process`);
       setups.push(await SyncRepSetup.open(path.join(dir, `setup${i + 1}`), s.names, s.standbys));
     }
     progress('sync rep: warm-up');
@@ -744,7 +744,7 @@ function printSyncRepSection(results: SyncRepResults, settings: Settings): void 
     }),
   ).filter((s) => s !== '');
   console.log(
-    `\n6. Synchronous replication — Primary → standbys in a second process over TcpTransport (loopback), fdatasync on both sides; one ${SYNC_REP_ENTRY_BYTES} B entry per commit, ${settings.syncRepMs / 1000} s per case`,
+    `\n6. Synchronous replication — Primary → standbys, each in a process of its own, over TcpTransport (loopback), fdatasync on both sides; one ${SYNC_REP_ENTRY_BYTES} B entry per commit, ${settings.syncRepMs / 1000} s per case`,
   );
   console.log(formatTable(headers, table));
   console.log(

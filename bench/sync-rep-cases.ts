@@ -1,10 +1,10 @@
 /**
  * Synchronous replication benchmark cases (issue #6): a Primary in this process with
- * `synchronousStandbyNames` set, its standbys in a second process (bench/replication-peer.mjs,
- * application names s1, s2, …), both on the compiled package, over TcpTransport on loopback,
+ * `synchronousStandbyNames` set, each of its standbys in a process of its own
+ * (bench/replication-peer.mjs, application names s1, s2, …), all on the compiled package, over TcpTransport on loopback,
  * fdatasync on both sides. Committers loop on `primary.commit(entry, { synchronousCommit })`
  * with one 100-byte entry per commit (PostgreSQL's figure: one 100-byte insert per
- * transaction), so one primary and its peer serve every level of a setup.
+ * transaction), so one primary and its peers serve every level of a setup.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -78,20 +78,20 @@ async function until(condition: () => boolean, what: () => string): Promise<void
 }
 
 /**
- * One setup: a primary with `synchronousStandbyNames` and a peer process running `standbys`
- * standbys (s1, s2, …), opened once and measured at every level asked for.
+ * One setup: a primary with `synchronousStandbyNames` and `standbys` standbys (s1, s2, …),
+ * each in a peer process of its own, opened once and measured at every level asked for.
  */
 export class SyncRepSetup {
   readonly names: string;
   readonly standbys: number;
   readonly #primary: Walship.Primary;
-  readonly #peer: Peer;
+  readonly #peers: readonly Peer[];
 
-  private constructor(names: string, standbys: number, primary: Walship.Primary, peer: Peer) {
+  private constructor(names: string, standbys: number, primary: Walship.Primary, peers: readonly Peer[]) {
     this.names = names;
     this.standbys = standbys;
     this.#primary = primary;
-    this.#peer = peer;
+    this.#peers = peers;
   }
 
   /**
@@ -110,16 +110,18 @@ export class SyncRepSetup {
       listen: { transport: new W.TcpTransport(), address: '127.0.0.1:0' },
       auth: { rules: [{ user: 'bench', address: '127.0.0.1/32', method: 'trust' }] },
     });
-    let peer: Peer | null = null;
+    // One process per standby, as standbys run on their own machines: in one process they
+    // would share one event loop, and ANY would wait for the slower of the two.
+    const peers: Peer[] = [];
     try {
-      peer = await Peer.start();
+      for (let i = 0; i < standbys; i++) peers.push(await Peer.start());
       const dirs = Array.from({ length: standbys }, (_, i) => path.join(dir, `s${i + 1}`));
-      await peer.ask({ cmd: 'open', address: primary.address, dirs });
-      const setup = new SyncRepSetup(names, standbys, primary, peer);
+      await Promise.all(peers.map((peer, i) => peer.ask({ cmd: 'open', address: primary.address, dirs: [dirs[i]], names: [`s${i + 1}`] })));
+      const setup = new SyncRepSetup(names, standbys, primary, peers);
       await setup.#waitForSync();
       return setup;
     } catch (err) {
-      await peer?.close().catch(() => undefined);
+      for (const peer of peers) await peer.close().catch(() => undefined);
       await primary.close().catch(() => undefined);
       throw err;
     }
@@ -231,7 +233,7 @@ export class SyncRepSetup {
   /** Closes the standbys, then the primary. */
   async close(): Promise<void> {
     try {
-      await this.#peer.close();
+      for (const peer of this.#peers) await peer.close();
     } finally {
       await this.#primary.close();
     }
