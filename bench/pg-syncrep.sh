@@ -43,7 +43,7 @@ pq "create table t(id bigint, v text)"
 echo "insert into t values (1, repeat('x', 100));" > $D/insert.sql
 chown postgres:postgres $D/insert.sql
 sleep 1
-echo "fdatasync (pg_test_fsync, 8 KiB, one write + fdatasync): $(asp $B/pg_test_fsync -s 2 -f $D/fsync.tmp 2>/dev/null | awk '/fdatasync/ {print $(NF-3), $(NF-2), $(NF-1), $NF; exit}')"
+echo "pg_test_fsync, one 8 KiB write + fdatasync: $(asp $B/pg_test_fsync -s 2 -f $D/fsync.tmp 2>/dev/null | awk '/fdatasync .*ops\/sec/ {print $2, $3, $4, $5; exit}')"
 
 names() {
   pq "alter system set synchronous_standby_names = '$1'" && pq "select pg_reload_conf()" >/dev/null
