@@ -191,8 +191,8 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
     const flushDone = (): void => {
       flushing = null;
     };
-    // Written (not yet flushed) WAL is reported at once, as PostgreSQL's walreceiver does:
-    // commits waiting with remote_write need not wait for this standby's fdatasync.
+    // Written (not yet flushed) WAL is reported as soon as the log announces it, while its fdatasync runs,
+    // as PostgreSQL's walreceiver does: commits waiting with remote_write need not wait for that fdatasync.
     const onWrite = (): void => {
       if (this.#streaming && !this.#stopped && log.writtenLsn > this.#reportedWriteLsn) this.#report(false);
     };
