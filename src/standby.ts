@@ -719,6 +719,18 @@ export class Standby extends EventEmitter<StandbyEvents> {
               : 'reopen the standby to bootstrap it from a base backup';
         throw new WalshipError('BASE_BACKUP_REQUIRED', `the primary no longer has its WAL from the beginning (${err.message}); ${why}`);
       }
+      if (isWalshipError(err, 'WAL_REMOVED') && !started && p.slotName !== undefined && p.createSlot !== true && !backupOnThisConnection) {
+        // Refused at the start with a slot this standby does not manage: if the WAL is still
+        // there, the slot was invalidated, and wiping the local state would not help.
+        if (await this.#walStillThere(log.insertLsn, log.timeline)) {
+          this.#refusedAfterBackup = new WalshipError(
+            'WAL_REMOVED',
+            `${err.message}; the primary still has the WAL from ${formatLsn(log.insertLsn)}, so it is replication slot "${p.slotName}" that refuses (invalidated, or unable to reserve WAL the primary is letting go): drop and recreate it (or set createSlot), or stream without it; this standby's local state is kept`,
+            { cause: err },
+          );
+          throw this.#refusedAfterBackup;
+        }
+      }
       if (isWalshipError(err, 'WAL_REMOVED') && backupOnThisConnection && !started) {
         this.#refusedAfterBackup = new WalshipError(
           'WAL_REMOVED',
@@ -796,6 +808,24 @@ export class Standby extends EventEmitter<StandbyEvents> {
     }
     this.#slotReady = true;
     this.#recreateSlot = false;
+  }
+
+  /**
+   * Whether the primary would stream from `lsn` without a slot: START_REPLICATION on a
+   * connection of its own, ended at once. False when it answers `WAL_REMOVED`; any other
+   * failure is thrown.
+   */
+  async #walStillThere(lsn: Lsn, timeline: number): Promise<boolean> {
+    const conn = await this.#connect(this.#abort.signal);
+    try {
+      conn.send({ kind: 'startReplication', slotName: '', startLsn: lsn, timeline });
+      const answer = await conn.next({ signal: this.#abort.signal, timeoutMs: this.#options.walReceiverTimeoutMs });
+      if (answer?.kind === 'replicationStarted') return true;
+      if (answer?.kind === 'error' && answer.code === 'WAL_REMOVED') return false;
+      throw new WalshipError('PROTOCOL_ERROR', `unexpected ${answer === null ? 'end of the connection' : answer.kind} while checking whether the primary still has ${formatLsn(lsn)}`);
+    } finally {
+      conn.destroy();
+    }
   }
 
   /** IDENTIFY_SYSTEM: the primary must belong to this standby's cluster. */

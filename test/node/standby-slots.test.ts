@@ -273,6 +273,56 @@ describe('bootstrapping again after WAL_REMOVED', () => {
       await primary.close();
     }
   });
+
+  it('with an invalidated slot it did not create while the WAL is still there, it stops without discarding anything', async () => {
+    const net = new MemoryNetwork();
+    const { primary } = await openPrimary(net, { maxSlotWalKeepSize: 2 * SEGMENT });
+    const storage = new MemoryStorage();
+    const app = new RecordingApp();
+    let holder: Awaited<ReturnType<typeof rawStandby>> | null = null;
+    try {
+      await primary.createSlot('given');
+      await commitUntil(primary, 2 * SEGMENT);
+      let standby = await openStandby(net, primary, app, storage, { slotName: 'given' });
+      await replayedAll(standby, primary, 'the standby to catch up');
+      await standby.close();
+      const resumeAt = primary.flushLsn;
+      // Another standby, connected without a slot and reading from there, keeps that WAL on
+      // the primary while the slot, past maxSlotWalKeepSize, may no longer.
+      holder = await rawStandby(net.transport('holder'), primary.address as string, 'holder');
+      const conn = holder;
+      conn.send({ kind: 'startReplication', slotName: '', startLsn: resumeAt, timeline: primary.timeline });
+      void (async () => {
+        while ((await conn.next().catch(() => null)) !== null);
+      })();
+      await eventually(() => primary.replicationStatus().some((r) => r.applicationName === 'holder' && r.sentLsn !== null), HANG_MS, 'the holder to stream');
+      for (let i = 0; i < 3; i++) {
+        await commitUntil(primary, primary.flushLsn + 2 * SEGMENT);
+        await primary.checkpoint();
+      }
+      assert.equal(slotRow(primary, 'given')?.walStatus, 'lost', 'the slot is lost');
+      assert.ok(primary.wal.oldestLsn <= resumeAt, 'walKeepSize kept the WAL the standby needs');
+      standby = await openStandby(net, primary, app, storage, { slotName: 'given' });
+      let rebootstraps = 0;
+      standby.on('rebootstrap', () => rebootstraps++);
+      const failed = await within(nextEvent(standby, 'standby:failed'), HANG_MS, 'standby:failed');
+      assert.equal(failed.error.code, 'WAL_REMOVED', 'it stops with WAL_REMOVED');
+      assert.match(failed.error.message, /replication slot "given" that refuses .*drop and recreate it/, 'naming the slot and what to do');
+      assert.equal(rebootstraps, 0, 'nothing was discarded');
+      await standby.close();
+
+      // Its local state is intact: without the lost slot it resumes where it was.
+      await primary.dropSlot('given');
+      const restores = app.restores;
+      standby = await openStandby(net, primary, app, storage);
+      standby.on('rebootstrap', () => assert.fail('the standby resumes without a new bootstrap'));
+      await replayedAll(standby, primary, 'the standby to resume from its own WAL');
+      assert.ok(app.restores <= restores + 1, 'it resumed from its own state (at most its local checkpoint was restored)');
+    } finally {
+      holder?.destroy();
+      await primary.close();
+    }
+  });
 });
 
 describe('slots on a standby for its own downstreams', () => {
