@@ -43,8 +43,8 @@ export class CountingApp {
   }
 }
 
-/** The standby process. */
-class Peer {
+/** A standby process (bench/replication-peer.mjs), driven over IPC. */
+export class Peer {
   readonly #child: ChildProcess;
   readonly #replies: unknown[] = [];
   /** Askers waiting for their reply: the peer answers each command in the order it came. */
@@ -72,6 +72,7 @@ class Peer {
   }
 
   async close(): Promise<void> {
+    if (this.#child.exitCode !== null) return;
     const exited = once(this.#child, 'exit');
     await this.ask({ cmd: 'close' });
     await exited;

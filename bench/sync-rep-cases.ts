@@ -6,18 +6,14 @@
  * with one 100-byte entry per commit (PostgreSQL's figure: one 100-byte insert per
  * transaction), so one primary and its peers serve every level of a setup.
  */
-import { fork, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type * as Walship from '../src/index.js';
 import type { SynchronousCommit } from '../src/index.js';
-import { CountingApp } from './replication-cases.js';
+import { CountingApp, Peer } from './replication-cases.js';
 import { LatencyRecorder, type RunResult } from './stats.js';
 import { BENCH_RECYCLE_SEGMENTS, yieldToEventLoop } from './steady-log.js';
 
 const W = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof Walship;
-const PEER = fileURLToPath(new URL('./replication-peer.mjs', import.meta.url));
 
 /** Bytes of the one entry of each commit. */
 export const SYNC_REP_ENTRY_BYTES = 100;
@@ -28,46 +24,6 @@ export const REMOTE_LEVELS = ['remote_write', 'on', 'remote_apply'] as const sat
 
 /** How long to wait for standbys to become synchronous, or to catch up between cases. */
 const SETTLE_TIMEOUT_MS = 60_000;
-
-/** The standby process: answers each IPC command in the order it came. */
-class Peer {
-  readonly #child: ChildProcess;
-  readonly #replies: unknown[] = [];
-  readonly #waiting: ((reply: unknown) => void)[] = [];
-
-  private constructor(child: ChildProcess) {
-    this.#child = child;
-    child.on('message', (reply) => {
-      const resolve = this.#waiting.shift();
-      if (resolve !== undefined) resolve(reply);
-      else this.#replies.push(reply);
-    });
-  }
-
-  static async start(): Promise<Peer> {
-    const peer = new Peer(fork(PEER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-    await peer.#reply();
-    return peer;
-  }
-
-  async ask<T>(message: object): Promise<T> {
-    const reply = this.#reply();
-    this.#child.send(message);
-    return (await reply) as T;
-  }
-
-  async close(): Promise<void> {
-    if (this.#child.exitCode !== null) return;
-    const exited = once(this.#child, 'exit');
-    await this.ask({ cmd: 'close' });
-    await exited;
-  }
-
-  #reply(): Promise<unknown> {
-    if (this.#replies.length > 0) return Promise.resolve(this.#replies.shift());
-    return new Promise((resolve) => this.#waiting.push(resolve));
-  }
-}
 
 async function until(condition: () => boolean, what: () => string): Promise<void> {
   const deadline = performance.now() + SETTLE_TIMEOUT_MS;

@@ -3,8 +3,9 @@ import { describe, it } from 'node:test';
 import crc32c from 'fast-crc32c';
 import { NodeStorage, isWalshipError, type Storage } from '../../src/index.js';
 import { CONTROL_FILE, readControlFile, writeControlFile, type ControlData } from '../../src/node/control-file.js';
-import { MemoryStorage, seededRandom, type CrashOptions } from '../../src/testing/index.js';
+import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { CRASH_MODES } from '../helpers/crashes.js';
 
 const OLD: ControlData = { systemId: '0123456789abcdef', segmentSize: 65536, timeline: 1, checkpoint: null, consistentLsn: 0 };
 const NEW: ControlData = {
@@ -15,15 +16,6 @@ const NEW: ControlData = {
   consistentLsn: 1_300_000,
 };
 
-/** Crash patterns: what survives of unsynced bytes and of unsynced creates/renames/removes. */
-const CRASHES: readonly CrashOptions[] = [
-  { unsyncedWrites: 'lose', unsyncedMetadata: 'lose' },
-  { unsyncedWrites: 'keep', unsyncedMetadata: 'keep' },
-  { unsyncedWrites: 'keep', unsyncedMetadata: 'lose' },
-  { unsyncedWrites: 'lose', unsyncedMetadata: 'keep' },
-  { unsyncedWrites: 'torn', unsyncedMetadata: 'prefix' },
-  { unsyncedWrites: 'sectors', unsyncedMetadata: 'prefix' },
-];
 
 /** A control file's bytes as the format lays them out: crc, length, JSON. */
 function encode(json: string): Buffer {
@@ -74,7 +66,7 @@ describe('control file', () => {
     }
   });
 
-  for (const crash of CRASHES) {
+  for (const crash of CRASH_MODES) {
     it(`a crash at any step of a replace leaves the old or the new file (${crash.unsyncedWrites}/${crash.unsyncedMetadata})`, async () => {
       for (const hadOld of [true, false]) {
         let completed = false;

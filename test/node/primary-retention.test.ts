@@ -22,6 +22,7 @@ import { tempDir } from '../helpers/temp-dir.js';
 import { payload, within } from '../helpers/wal.js';
 import { DurableApp, TRUST_REPL, eventually, expectMessage, rawStandby, receiveUntil, report } from './primary-helpers.js';
 import { HANG_MS, caughtUp, named, openPrimary as openServingPrimary, record, sameSequence, standbyOptions } from './standby-harness.js';
+import { CRASH_MODES } from '../helpers/crashes.js';
 
 // WAL retention on the primary, end to end (#5): what checkpoints remove and keep for
 // replication slots and for standbys without one, a crash at every storage step of a
@@ -84,14 +85,6 @@ async function failureCode(standby: Standby, what: string): Promise<string> {
 // ---------------------------------------------------------------------------------------
 // Case 1: a crash at every storage step of a checkpoint
 
-const CRASH_MODES: readonly Omit<CrashOptions, 'random'>[] = [
-  { unsyncedWrites: 'lose', unsyncedMetadata: 'lose' },
-  { unsyncedWrites: 'keep', unsyncedMetadata: 'keep' },
-  { unsyncedWrites: 'keep', unsyncedMetadata: 'lose' },
-  { unsyncedWrites: 'lose', unsyncedMetadata: 'keep' },
-  { unsyncedWrites: 'torn', unsyncedMetadata: 'prefix' },
-  { unsyncedWrites: 'sectors', unsyncedMetadata: 'prefix' },
-];
 
 /**
  * - `held`: the slot's position was persisted at creation; the checkpoint removes the WAL before it.

@@ -71,6 +71,14 @@ async function openStandby(net: MemoryNetwork, primary: Primary, app: RecordingA
   return standby;
 }
 
+/** A standby that streamed 2 segments' worth of WAL, caught up, and was stopped. */
+async function caughtUpThenStopped(net: MemoryNetwork, primary: Primary, app: RecordingApp, storage: MemoryStorage, extra: Record<string, unknown> = {}): Promise<void> {
+  await commitUntil(primary, 2 * SEGMENT);
+  const standby = await openStandby(net, primary, app, storage, extra);
+  await replayedAll(standby, primary, 'the standby to catch up');
+  await standby.close();
+}
+
 describe('slot commands over the replication protocol', () => {
   it('creates and drops slots, refusing bad requests without ending the connection', async () => {
     const net = new MemoryNetwork();
@@ -252,16 +260,13 @@ describe('bootstrapping again after WAL_REMOVED', () => {
     const storage = new MemoryStorage();
     try {
       await primary.createSlot('given');
-      await commitUntil(primary, 2 * SEGMENT);
-      let standby = await openStandby(net, primary, new RecordingApp(), storage, { slotName: 'given' });
-      await replayedAll(standby, primary, 'the standby to catch up');
-      await standby.close();
+      await caughtUpThenStopped(net, primary, new RecordingApp(), storage, { slotName: 'given' });
       for (let i = 0; i < 4; i++) {
         await commitUntil(primary, primary.flushLsn + 2 * SEGMENT);
         await primary.checkpoint();
       }
       assert.equal(slotRow(primary, 'given')?.walStatus, 'lost', 'the slot is lost');
-      standby = await openStandby(net, primary, new RecordingApp(), storage, { slotName: 'given' });
+      const standby = await openStandby(net, primary, new RecordingApp(), storage, { slotName: 'given' });
       let rebootstraps = 0;
       standby.on('rebootstrap', () => rebootstraps++);
       const failed = await within(nextEvent(standby, 'standby:failed'), HANG_MS, 'standby:failed');
@@ -282,10 +287,7 @@ describe('bootstrapping again after WAL_REMOVED', () => {
     let holder: Awaited<ReturnType<typeof rawStandby>> | null = null;
     try {
       await primary.createSlot('given');
-      await commitUntil(primary, 2 * SEGMENT);
-      let standby = await openStandby(net, primary, app, storage, { slotName: 'given' });
-      await replayedAll(standby, primary, 'the standby to catch up');
-      await standby.close();
+      await caughtUpThenStopped(net, primary, app, storage, { slotName: 'given' });
       const resumeAt = primary.flushLsn;
       // Another standby, connected without a slot and reading from there, keeps that WAL on
       // the primary while the slot, past maxSlotWalKeepSize, may no longer.
@@ -302,7 +304,7 @@ describe('bootstrapping again after WAL_REMOVED', () => {
       }
       assert.equal(slotRow(primary, 'given')?.walStatus, 'lost', 'the slot is lost');
       assert.ok(primary.wal.oldestLsn <= resumeAt, 'walKeepSize kept the WAL the standby needs');
-      standby = await openStandby(net, primary, app, storage, { slotName: 'given' });
+      let standby = await openStandby(net, primary, app, storage, { slotName: 'given' });
       let rebootstraps = 0;
       standby.on('rebootstrap', () => rebootstraps++);
       const failed = await within(nextEvent(standby, 'standby:failed'), HANG_MS, 'standby:failed');
@@ -359,13 +361,10 @@ describe('review regressions (slots and bootstrapping again)', () => {
     const storage = new MemoryStorage();
     const app = new RecordingApp();
     try {
-      await commitUntil(primary, 2 * SEGMENT);
-      let standby = await openStandby(net, primary, app, storage);
-      await replayedAll(standby, primary, 'the standby to catch up');
-      await standby.close();
+      await caughtUpThenStopped(net, primary, app, storage);
       await commitUntil(primary, 5 * SEGMENT);
 
-      standby = await openStandby(net, primary, app, storage, { slotName: 'sb1', createSlot: true });
+      const standby = await openStandby(net, primary, app, storage, { slotName: 'sb1', createSlot: true });
       const resumeAt = standby.receiveLsn as Lsn;
       let rebootstraps = 0;
       standby.on('rebootstrap', () => rebootstraps++);
@@ -391,13 +390,10 @@ describe('review regressions (slots and bootstrapping again)', () => {
     const storage = new MemoryStorage();
     const app = new RecordingApp();
     try {
-      await commitUntil(primary, 2 * SEGMENT);
-      let standby = await openStandby(net, primary, app, storage);
-      await replayedAll(standby, primary, 'the standby to catch up');
-      await standby.close();
+      await caughtUpThenStopped(net, primary, app, storage);
       await commitUntil(primary, 6 * SEGMENT);
       await primary.checkpoint();
-      standby = await openStandby(net, primary, app, storage);
+      const standby = await openStandby(net, primary, app, storage);
       await within(nextEvent(standby, 'rebootstrap'), HANG_MS, 'the first rebootstrap');
       await replayedAll(standby, primary, 'the standby to catch up after bootstrapping again');
       net.partition(['s1'], ['primary']);
@@ -428,13 +424,10 @@ describe('review regressions (slots and bootstrapping again)', () => {
     }
     const app = new ProbeApp();
     try {
-      await commitUntil(primary, 2 * SEGMENT);
-      let standby = await openStandby(net, primary, app, storage);
-      await replayedAll(standby, primary, 'the standby to catch up');
-      await standby.close();
+      await caughtUpThenStopped(net, primary, app, storage);
       await commitUntil(primary, 6 * SEGMENT);
       await primary.checkpoint();
-      standby = await openStandby(net, primary, app, storage);
+      const standby = await openStandby(net, primary, app, storage);
       app.standby = standby;
       const consistentAgain = nextEvent(standby, 'consistent');
       await within(nextEvent(standby, 'rebootstrap'), HANG_MS, 'rebootstrap');

@@ -5,8 +5,9 @@ import { NodeStorage, isWalshipError, type ErrorCode, type Storage } from '../..
 import type { RetentionState } from '../../src/slots/retention.js';
 import { SLOTS_FILE } from '../../src/slots/slot-file.js';
 import { SlotManager, WAL_REMOVED_REASON } from '../../src/slots/slot-manager.js';
-import { MemoryStorage, seededRandom, type CrashOptions } from '../../src/testing/index.js';
+import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { CRASH_MODES } from '../helpers/crashes.js';
 
 /** A WAL far from every slot in these tests: only list() needs one, for walStatus. */
 const WAL: RetentionState = {
@@ -18,15 +19,6 @@ const WAL: RetentionState = {
   maxSlotWalKeepSize: -1,
 };
 
-/** Crash patterns: what survives of unsynced bytes and of unsynced creates/renames/removes. */
-const CRASHES: readonly CrashOptions[] = [
-  { unsyncedWrites: 'lose', unsyncedMetadata: 'lose' },
-  { unsyncedWrites: 'keep', unsyncedMetadata: 'keep' },
-  { unsyncedWrites: 'keep', unsyncedMetadata: 'lose' },
-  { unsyncedWrites: 'lose', unsyncedMetadata: 'keep' },
-  { unsyncedWrites: 'torn', unsyncedMetadata: 'prefix' },
-  { unsyncedWrites: 'sectors', unsyncedMetadata: 'prefix' },
-];
 
 /** A clock that ticks one second per reading, from a fixed start. */
 function fakeClock(): () => Date {
@@ -434,7 +426,7 @@ describe('SlotManager', () => {
     ];
     const BEFORE: Array<[string, number | null, string | null]> = [['a', 3000, null], ['lost', null, 'wal_removed']];
 
-    for (const crash of CRASHES) {
+    for (const crash of CRASH_MODES) {
       it(`a crash at any step of any change leaves the old or the new slots (${crash.unsyncedWrites}/${crash.unsyncedMetadata})`, async () => {
         for (const { what, run, after } of MUTATIONS) {
           let completed = false;

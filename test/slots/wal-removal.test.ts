@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import { WalLog, isWalshipError, segmentFileName, type ErrorCode, type Storage } from '../../src/index.js';
 import { decideRetention, type RetentionState } from '../../src/slots/retention.js';
 import { SlotManager, WAL_REMOVED_REASON } from '../../src/slots/slot-manager.js';
-import { MemoryStorage, seededRandom, type CrashOptions } from '../../src/testing/index.js';
+import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
+import { CRASH_MODES } from '../helpers/crashes.js';
 
 // How slots and WAL removal fit together on one storage: the order that keeps every slot's
 // WAL through a crash at any point.
@@ -11,14 +12,6 @@ import { MemoryStorage, seededRandom, type CrashOptions } from '../../src/testin
 const S = 64 * 1024;
 const at = (segno: number, offset = 0): number => segno * S + offset;
 
-const CRASHES: readonly CrashOptions[] = [
-  { unsyncedWrites: 'lose', unsyncedMetadata: 'lose' },
-  { unsyncedWrites: 'keep', unsyncedMetadata: 'keep' },
-  { unsyncedWrites: 'keep', unsyncedMetadata: 'lose' },
-  { unsyncedWrites: 'lose', unsyncedMetadata: 'keep' },
-  { unsyncedWrites: 'torn', unsyncedMetadata: 'prefix' },
-  { unsyncedWrites: 'sectors', unsyncedMetadata: 'prefix' },
-];
 
 /** A log on `storage` with segments 1 to 8 flushed (and segment 9 begun). */
 async function filledLog(storage: Storage): Promise<WalLog> {
@@ -183,7 +176,7 @@ describe('slots and WAL removal', () => {
     await log.close();
   });
 
-  for (const crash of CRASHES) {
+  for (const crash of CRASH_MODES) {
     it(`after a crash at any step of planning and removing, every slot's WAL is still there (${crash.unsyncedWrites}/${crash.unsyncedMetadata})`, async () => {
       let completed = false;
       for (let n = 1; !completed; n++) {
