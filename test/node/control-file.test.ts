@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import crc32c from 'fast-crc32c';
-import { NodeStorage, isWalshipError, type Storage } from '../../src/index.js';
+import { NodeStorage, isWalshipError } from '../../src/index.js';
 import { CONTROL_FILE, readControlFile, writeControlFile, type ControlData } from '../../src/node/control-file.js';
 import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
+import { encodeJsonFile, putFile } from '../helpers/json-file.js';
 
 const OLD: ControlData = { systemId: '0123456789abcdef', segmentSize: 65536, timeline: 1, checkpoint: null, consistentLsn: 0 };
 const NEW: ControlData = {
@@ -17,23 +17,7 @@ const NEW: ControlData = {
 };
 
 
-/** A control file's bytes as the format lays them out: crc, length, JSON. */
-function encode(json: string): Buffer {
-  const body = Buffer.from(json, 'utf8');
-  const buf = Buffer.alloc(8 + body.length);
-  buf.writeUInt32LE(body.length, 4);
-  body.copy(buf, 8);
-  buf.writeUInt32LE(crc32c.calculate(buf.subarray(4)), 0);
-  return buf;
-}
 
-async function put(storage: Storage, name: string, bytes: Uint8Array): Promise<void> {
-  const file = await storage.open(name, { create: true });
-  await file.write(bytes, 0);
-  await file.datasync();
-  await file.close();
-  await storage.syncDirectory();
-}
 
 async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
@@ -133,22 +117,22 @@ describe('control file', () => {
   });
 
   it('a truncated, empty, oversized or garbled file is WAL_CORRUPT; another format is WAL_FORMAT', async () => {
-    const good = encode(JSON.stringify({ format: 1, ...NEW }));
+    const good = encodeJsonFile(JSON.stringify({ format: 1, ...NEW }));
     const cases: Array<[string, Uint8Array, string]> = [
       ['empty', Buffer.alloc(0), 'WAL_CORRUPT'],
       ['header only', good.subarray(0, 8), 'WAL_CORRUPT'],
       ['truncated', good.subarray(0, good.length - 3), 'WAL_CORRUPT'],
       ['zeros', Buffer.alloc(good.length), 'WAL_CORRUPT'],
       ['oversized', Buffer.alloc(1024 * 1024), 'WAL_CORRUPT'],
-      ['a valid checksum over something that is not JSON', encode('not json {'), 'WAL_CORRUPT'],
-      ['a valid checksum over JSON of the wrong shape', encode(JSON.stringify({ format: 1, systemId: 7 })), 'WAL_CORRUPT'],
-      ['a valid checksum over a JSON array', encode('[1,2,3]'), 'WAL_CORRUPT'],
-      ['a negative checkpoint', encode(JSON.stringify({ format: 1, ...NEW, checkpoint: { lsn: -1, snapshot: true } })), 'WAL_CORRUPT'],
-      ['another format', encode(JSON.stringify({ format: 2, ...NEW })), 'WAL_FORMAT'],
+      ['a valid checksum over something that is not JSON', encodeJsonFile('not json {'), 'WAL_CORRUPT'],
+      ['a valid checksum over JSON of the wrong shape', encodeJsonFile(JSON.stringify({ format: 1, systemId: 7 })), 'WAL_CORRUPT'],
+      ['a valid checksum over a JSON array', encodeJsonFile('[1,2,3]'), 'WAL_CORRUPT'],
+      ['a negative checkpoint', encodeJsonFile(JSON.stringify({ format: 1, ...NEW, checkpoint: { lsn: -1, snapshot: true } })), 'WAL_CORRUPT'],
+      ['another format', encodeJsonFile(JSON.stringify({ format: 2, ...NEW })), 'WAL_FORMAT'],
     ];
     for (const [what, bytes, code] of cases) {
       const storage = new MemoryStorage();
-      await put(storage, CONTROL_FILE, bytes);
+      await putFile(storage, CONTROL_FILE, bytes);
       await assert.rejects(readControlFile(storage), (err: unknown) => {
         assert.ok(isWalshipError(err, code as never), `${what}: expected ${code}, got ${String(err)}`);
         return true;
@@ -156,7 +140,7 @@ describe('control file', () => {
     }
     // The helper's encoding is the real one.
     const storage = new MemoryStorage();
-    await put(storage, CONTROL_FILE, good);
+    await putFile(storage, CONTROL_FILE, good);
     assert.deepEqual(await readControlFile(storage), NEW);
   });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { WalLog, type Storage } from '../../src/index.js';
+import { WalLog } from '../../src/index.js';
 import { compileAuth } from '../../src/protocol/auth-rules.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
 import { ReplicationServer } from '../../src/protocol/replication-server.js';
@@ -9,6 +9,7 @@ import { WalSender } from '../../src/replication/wal-sender.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { payload, within } from '../helpers/wal.js';
+import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
 
 const MIB = 1024 * 1024;
 /** wal-receiver.ts's MAX_UNFLUSHED_BYTES. */
@@ -16,29 +17,6 @@ const BOUND = 32 * MIB;
 /** WalSender's default maxMessageBytes: the receiver may take one more message before it stops. */
 const MESSAGE = 1 * MIB;
 
-/** Holds every fdatasync of a segment file until `stop()`. */
-function holdDatasyncs(storage: Storage): { stop(): void } {
-  let held: (() => void)[] = [];
-  let holding = true;
-  const open = storage.open.bind(storage);
-  storage.open = async (name, options) => {
-    const file = await open(name, options);
-    if (name.endsWith('.tmp')) return file;
-    const datasync = file.datasync.bind(file);
-    file.datasync = async () => {
-      if (holding) await new Promise<void>((go) => held.push(go));
-      await datasync();
-    };
-    return file;
-  };
-  return {
-    stop() {
-      holding = false;
-      for (const go of held) go();
-      held = [];
-    },
-  };
-}
 
 async function until(condition: () => boolean, what: string): Promise<void> {
   await within((async () => {

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import crc32c from 'fast-crc32c';
 import { NodeStorage, isWalshipError, type ErrorCode, type Storage } from '../../src/index.js';
 import type { RetentionState } from '../../src/slots/retention.js';
 import { SLOTS_FILE } from '../../src/slots/slot-file.js';
@@ -8,6 +7,7 @@ import { SlotManager, WAL_REMOVED_REASON } from '../../src/slots/slot-manager.js
 import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
+import { encodeJsonFile, putFile } from '../helpers/json-file.js';
 
 /** A WAL far from every slot in these tests: only list() needs one, for walStatus. */
 const WAL: RetentionState = {
@@ -45,22 +45,7 @@ async function rejectsCode(promise: Promise<unknown>, code: ErrorCode, what = ''
   });
 }
 
-function encode(json: string): Buffer {
-  const body = Buffer.from(json, 'utf8');
-  const buf = Buffer.alloc(8 + body.length);
-  buf.writeUInt32LE(body.length, 4);
-  body.copy(buf, 8);
-  buf.writeUInt32LE(crc32c.calculate(buf.subarray(4)), 0);
-  return buf;
-}
 
-async function put(storage: Storage, name: string, bytes: Uint8Array): Promise<void> {
-  const file = await storage.open(name, { create: true });
-  await file.write(bytes, 0);
-  await file.datasync();
-  await file.close();
-  await storage.syncDirectory();
-}
 
 /**
  * A view of `inner` whose first `operation` waits until `open()` is called; `reached`
@@ -333,28 +318,28 @@ describe('SlotManager', () => {
 
     it('a truncated, garbled or wrongly shaped file is WAL_CORRUPT; another format is WAL_FORMAT', async () => {
       const slot = { name: 'a', restartLsn: 5, invalidationReason: null };
-      const good = encode(JSON.stringify({ format: 1, slots: [slot] }));
+      const good = encodeJsonFile(JSON.stringify({ format: 1, slots: [slot] }));
       const cases: Array<[string, Uint8Array, ErrorCode]> = [
         ['empty', Buffer.alloc(0), 'WAL_CORRUPT'],
         ['header only', good.subarray(0, 8), 'WAL_CORRUPT'],
         ['truncated', good.subarray(0, good.length - 2), 'WAL_CORRUPT'],
         ['zeros', Buffer.alloc(good.length), 'WAL_CORRUPT'],
         ['oversized', Buffer.alloc(2 * 1024 * 1024), 'WAL_CORRUPT'],
-        ['not JSON', encode('{ nope'), 'WAL_CORRUPT'],
-        ['no slots array', encode(JSON.stringify({ format: 1 })), 'WAL_CORRUPT'],
-        ['a bad name', encode(JSON.stringify({ format: 1, slots: [{ ...slot, name: 'A' }] })), 'WAL_CORRUPT'],
-        ['a negative LSN', encode(JSON.stringify({ format: 1, slots: [{ ...slot, restartLsn: -1 }] })), 'WAL_CORRUPT'],
-        ['lost yet holding WAL', encode(JSON.stringify({ format: 1, slots: [{ ...slot, invalidationReason: 'x' }] })), 'WAL_CORRUPT'],
-        ['a name twice', encode(JSON.stringify({ format: 1, slots: [slot, slot] })), 'WAL_CORRUPT'],
-        ['another format', encode(JSON.stringify({ format: 2, slots: [] })), 'WAL_FORMAT'],
+        ['not JSON', encodeJsonFile('{ nope'), 'WAL_CORRUPT'],
+        ['no slots array', encodeJsonFile(JSON.stringify({ format: 1 })), 'WAL_CORRUPT'],
+        ['a bad name', encodeJsonFile(JSON.stringify({ format: 1, slots: [{ ...slot, name: 'A' }] })), 'WAL_CORRUPT'],
+        ['a negative LSN', encodeJsonFile(JSON.stringify({ format: 1, slots: [{ ...slot, restartLsn: -1 }] })), 'WAL_CORRUPT'],
+        ['lost yet holding WAL', encodeJsonFile(JSON.stringify({ format: 1, slots: [{ ...slot, invalidationReason: 'x' }] })), 'WAL_CORRUPT'],
+        ['a name twice', encodeJsonFile(JSON.stringify({ format: 1, slots: [slot, slot] })), 'WAL_CORRUPT'],
+        ['another format', encodeJsonFile(JSON.stringify({ format: 2, slots: [] })), 'WAL_FORMAT'],
       ];
       for (const [what, bytes, code] of cases) {
         const storage = new MemoryStorage();
-        await put(storage, SLOTS_FILE, bytes);
+        await putFile(storage, SLOTS_FILE, bytes);
         await rejectsCode(SlotManager.open(storage), code, what);
       }
       const storage = new MemoryStorage();
-      await put(storage, SLOTS_FILE, good);
+      await putFile(storage, SLOTS_FILE, good);
       assert.deepEqual(stored(await SlotManager.open(storage)), [['a', 5, null]]);
     });
 
@@ -373,7 +358,7 @@ describe('SlotManager', () => {
         const slots = await SlotManager.open(storage);
         await slots.create('a', { reserveAt: 5000 });
         // A first write leaves no temporary file to remove: make one so 'remove' is exercised.
-        await put(storage, `${SLOTS_FILE}.tmp`, Buffer.from('stale'));
+        await putFile(storage, `${SLOTS_FILE}.tmp`, Buffer.from('stale'));
         storage.injectFault({ operation, code: operation === 'write' ? 'ENOSPC' : 'EIO' });
         await assert.rejects(slots.create('b', { reserveAt: 1000 }), (err: unknown) => {
           assert.ok(isWalshipError(err, 'WAL_IO'), `${operation}: ${String(err)}`);

@@ -2,49 +2,14 @@ import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { WalLog, isWalshipError, type AppendResult, type Storage, type WalChunk } from '../../src/index.js';
+import { WalLog, isWalshipError, type AppendResult, type WalChunk } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, readAll, within } from '../helpers/wal.js';
+import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
 
 const SEGMENT = 4 * 1024 * 1024;
 
-/**
- * Holds every fdatasync of a segment file (not of segments being created) until
- * `release()`, which lets the held ones finish, or fail with `error`.
- */
-function holdDatasyncs(storage: Storage): { readonly waiting: number; release(error?: Error): void; stop(): void } {
-  let held: { go: () => void; fail: (error: Error) => void }[] = [];
-  let holding = true;
-  const open = storage.open.bind(storage);
-  storage.open = async (name, options) => {
-    const file = await open(name, options);
-    if (name.endsWith('.tmp')) return file;
-    const datasync = file.datasync.bind(file);
-    file.datasync = async () => {
-      if (holding) {
-        await new Promise<void>((go, fail) => held.push({ go, fail }));
-      }
-      await datasync();
-    };
-    return file;
-  };
-  const release = (error?: Error): void => {
-    const now = held;
-    held = [];
-    for (const h of now) if (error === undefined) h.go(); else h.fail(error);
-  };
-  return {
-    get waiting() {
-      return held.length;
-    },
-    release,
-    stop() {
-      holding = false;
-      release();
-    },
-  };
-}
 
 async function until(condition: () => boolean, what: string): Promise<void> {
   await within(
