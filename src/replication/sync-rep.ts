@@ -3,7 +3,10 @@ import { WalshipError, isWalshipError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { LsnWaiters } from '../lsn-waiters.js';
 import type { SyncStandbyConfig } from './sync-standby-names.js';
-import { releasePositions, syncMembers, syncSetKey, syncStates, type StandbySyncStatus, type SyncStandbyInput } from './sync-standbys.js';
+import { syncMembers, syncOverview, syncSetKey, syncStates, type StandbySyncStatus, type SyncStandbyInput } from './sync-standbys.js';
+
+/** {@link syncSetKey} of no synchronous standbys. */
+const NO_MEMBERS = syncSetKey([]);
 
 /** What a synchronous commit waits for its standbys to have done: written, flushed or applied. */
 export type SyncWaitMode = 'write' | 'flush' | 'apply';
@@ -36,7 +39,7 @@ export interface SyncWaitOptions {
 export class SyncRep extends EventEmitter<SyncRepEvents> {
   #config: SyncStandbyConfig | null;
   readonly #waiters: Record<SyncWaitMode, LsnWaiters> = { write: new LsnWaiters(0), flush: new LsnWaiters(0), apply: new LsnWaiters(0) };
-  #key = '[]';
+  #key = NO_MEMBERS;
   #canceled: WalshipError | null = null;
 
   constructor(config: SyncStandbyConfig | null) {
@@ -47,6 +50,14 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   /** The configuration in force; `null` when synchronous replication is off. */
   get config(): SyncStandbyConfig | null {
     return this.#config;
+  }
+
+  /**
+   * Whether standby reports matter now: synchronous replication is on, or its being turned
+   * off has yet to be announced (`sync:standbys` with no standbys).
+   */
+  get listening(): boolean {
+    return this.#config !== null || this.#key !== NO_MEMBERS;
   }
 
   /** Commits waiting, per mode. */
@@ -79,13 +90,12 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
    * now reach, and emits `sync:standbys` when the set of synchronous standbys changed.
    */
   update(standbys: readonly SyncStandbyInput[]): void {
-    const config = this.#config;
-    const released = releasePositions(config, standbys);
-    if (released.write !== null) this.#waiters.write.advance(released.write);
-    if (released.flush !== null) this.#waiters.flush.advance(released.flush);
-    if (released.apply !== null) this.#waiters.apply.advance(released.apply);
-    const states = config === null ? [] : syncStates(config, standbys);
-    const key = syncSetKey(states);
+    if (!this.listening) return;
+    const { states, release } = syncOverview(this.#config, standbys);
+    if (release.write !== null) this.#waiters.write.advance(release.write);
+    if (release.flush !== null) this.#waiters.flush.advance(release.flush);
+    if (release.apply !== null) this.#waiters.apply.advance(release.apply);
+    const key = syncSetKey(this.#config === null ? [] : states);
     if (key === this.#key) return;
     this.#key = key;
     this.emit('sync:standbys', { standbys: syncMembers(states).map((s) => s.applicationName) });

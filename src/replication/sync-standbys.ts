@@ -91,7 +91,18 @@ export function syncStandbys<T extends SyncStandbyInput>(config: SyncStandbyConf
  */
 export function syncStates(config: SyncStandbyConfig | null, standbys: readonly SyncStandbyInput[]): StandbySyncStatus[] {
   checkStandbys(standbys);
-  const chosen = new Set(chooseSync(config, standbys).map((c) => c.standby.slot));
+  return statesOf(config, standbys, chooseSync(config, standbys));
+}
+
+/** {@link syncStates} and {@link releasePositions} at once: one check, one choice (for each status report). */
+export function syncOverview(config: SyncStandbyConfig | null, standbys: readonly SyncStandbyInput[]): { states: StandbySyncStatus[]; release: SyncReleasePositions } {
+  checkStandbys(standbys);
+  const chosen = chooseSync(config, standbys);
+  return { states: statesOf(config, standbys, chosen), release: releaseOf(config, chosen) };
+}
+
+function statesOf(config: SyncStandbyConfig | null, standbys: readonly SyncStandbyInput[], candidates: readonly Candidate<SyncStandbyInput>[]): StandbySyncStatus[] {
+  const chosen = new Set(candidates.map((c) => c.standby.slot));
   const label: SyncState = config?.method === 'any' ? 'quorum' : 'sync';
   return standbys.map((s) => {
     const syncPriority = valid(s.flushLsn) ? priorityOf(config, s) : 0;
@@ -113,9 +124,11 @@ export function syncStates(config: SyncStandbyConfig | null, standbys: readonly 
  */
 export function releasePositions(config: SyncStandbyConfig | null, standbys: readonly SyncStandbyInput[]): SyncReleasePositions {
   checkStandbys(standbys);
-  if (config === null) return NO_RELEASE;
-  const chosen = chooseSync(config, standbys);
-  if (chosen.length < config.num) return NO_RELEASE;
+  return releaseOf(config, chooseSync(config, standbys));
+}
+
+function releaseOf(config: SyncStandbyConfig | null, chosen: readonly Candidate<SyncStandbyInput>[]): SyncReleasePositions {
+  if (config === null || chosen.length < config.num) return NO_RELEASE;
   const writes = chosen.map((c) => c.standby.writeLsn ?? 0);
   const flushes = chosen.map((c) => c.standby.flushLsn ?? 0);
   const applies = chosen.map((c) => c.standby.applyLsn ?? 0);

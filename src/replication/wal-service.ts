@@ -215,7 +215,10 @@ export class WalService extends EventEmitter<WalServiceEvents> {
 
   /** Tells synchronous replication that a standby reported, changed state, came or left. */
   #syncChanged(): void {
-    this.#options.syncRep?.update(this.syncInputs());
+    const syncRep = this.#options.syncRep;
+    // Most primaries run without synchronous standbys: no inputs to build on every report.
+    if (syncRep === undefined || !syncRep.listening) return;
+    syncRep.update(this.syncInputs());
   }
 
   /**
