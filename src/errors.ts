@@ -88,6 +88,14 @@ export const ERROR_CODES = {
     when: 'A standby reached a primary whose system id differs from its own: they belong to different clusters.',
     action: 'Point the standby at the right primary, or give it an empty directory so it bootstraps from this one. Nothing was written.',
   },
+  STANDBY_DIRECTORY: {
+    when: "`Primary.open` was given a standby's data directory (its control file says it is in recovery). Writing there would fork the cluster's history at the same positions.",
+    action: 'Open it with `Standby.open`; to make it writable, promote the standby. Nothing was written.',
+  },
+  WAL_DIVERGED: {
+    when: "A standby's WAL is not on its upstream's history: the bytes it holds before the position it streams from differ from the upstream's at the same positions (another node wrote there), or a former primary's directory was opened as a standby and its WAL cannot be shown to be a prefix of its upstream's.",
+    action: 'The standby stops and keeps its directory as it is. Give it an empty directory (it bootstraps from its upstream), or point it at the node whose history it holds.',
+  },
   TOO_MANY_WAL_SENDERS: {
     when: 'A standby connected while the primary already ran `maxWalSenders` WAL senders (streaming or base backups).',
     action: 'Transient: the standby retries by itself. Raise `maxWalSenders` if more standbys should connect at once.',

@@ -6,7 +6,7 @@ import { createLogger, type Logger } from './logger.js';
 import { LsnWaiters, MAX_TIMEOUT_MS } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
 import { checkNodeObjects, checkTransport, endpointSchema, nodeStorageSchema, storageOf } from './node/node-options.js';
-import { readControlFile, writeControlFile, type ControlData } from './node/control-file.js';
+import { isRecoveryState, readControlFile, writeControlFile, type ControlData, type NodeState } from './node/control-file.js';
 import { applyBatch, replay } from './node/replayer.js';
 import { SnapshotStore } from './node/snapshot-store.js';
 import { restoreApplication } from './node/starting-point.js';
@@ -296,6 +296,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     const syncConfig = parseSynchronousStandbyNames(settings.synchronousStandbyNames);
     const auth = options.listen === undefined ? null : await compileAuth(options.auth);
     const storage = storageOf(options);
+    // Before the WAL is opened (which may repair its tail): a standby's directory stays untouched.
+    refuseStandbyDirectory(storage, await readControlFile(storage));
     const log = await WalLog.open({
       storage,
       ...(options.segmentSize === undefined ? {} : { segmentSize: options.segmentSize }),
@@ -305,10 +307,15 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     });
     let primary: Primary | null = null;
     try {
+      // Read again under the WAL's lock: another process may have bootstrapped a standby here meanwhile.
       let control = await readControlFile(storage);
+      refuseStandbyDirectory(storage, control);
       if (control === null) {
         // A new node (or a directory a bare WalLog wrote): the cluster gets its identity now.
-        control = { systemId: newSystemId(), segmentSize: log.segmentSize, timeline: log.timeline, checkpoint: null, consistentLsn: 0 };
+        control = { state: 'in-production', systemId: newSystemId(), segmentSize: log.segmentSize, timeline: log.timeline, checkpoint: null, consistentLsn: 0 };
+        await writeControlFile(storage, control);
+      } else if (control.state !== 'in-production') {
+        control = { ...control, state: 'in-production' };
         await writeControlFile(storage, control);
       }
       const slots = await SlotManager.open(storage);
@@ -630,6 +637,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       try {
         const written = await new SnapshotStore(storage).write(backup.lsn, backup.timeline, backup.data);
         await writeControlFile(storage, {
+          // A standby's directory: Primary.open refuses it, Standby.open streams from here.
+          state: 'shut-down-in-recovery',
           systemId: this.systemId,
           segmentSize: this.#log.segmentSize,
           timeline: backup.timeline,
@@ -670,6 +679,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       await this.#service?.close(this.#log.flushedLsn, this.#options.walSenderTimeoutMs);
       // The positions the standbys confirmed last survive the restart (PostgreSQL saves slots at shutdown).
       await this.#slots.flush();
+      // Only a clean shutdown says so; a failed primary stays "in production" (it crashed).
+      if (this.#failure === null) await this.#setState('shut-down');
     } catch (err) {
       error = err;
       this.#debug.error('closing: %s', (err as Error).message);
@@ -678,6 +689,12 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       this.#applied.fail(new WalshipError('WAL_CLOSED', 'the primary is closed'));
     }
     if (error !== null) throw error;
+  }
+
+  /** Records the node's state in the control file (crash-safe: the old or the new state survives). */
+  async #setState(state: NodeState): Promise<void> {
+    this.#control = { ...this.#control, state };
+    await writeControlFile(this.#storage, this.#control);
   }
 
   /** Resolves once no commit is queued and no apply runs (at once if so now). */
@@ -872,6 +889,18 @@ function toEntry(entry: EntryInput): { data: Uint8Array; channel?: string } {
 
 function abortedWait(signal: AbortSignal, lsn: Lsn): WalshipError {
   return new WalshipError('ABORTED', `stopped waiting for the commit at ${formatLsn(lsn)}; it is in the log and will be applied`, { cause: signal.reason });
+}
+
+/**
+ * `STANDBY_DIRECTORY` for a directory whose control file says it belongs to a standby: a
+ * primary writing there would give positions the standby already holds a second history.
+ */
+function refuseStandbyDirectory(storage: Storage, control: ControlData | null): void {
+  if (control === null || !isRecoveryState(control.state)) return;
+  throw new WalshipError(
+    'STANDBY_DIRECTORY',
+    `${storage.description} belongs to a standby (its control file says "${control.state}"): opening it as a primary would write WAL at positions its upstream also writes. Open it with Standby.open; a standby becomes writable by promotion`,
+  );
 }
 
 /** A random, non-zero 64-bit cluster identity. */

@@ -5,7 +5,7 @@ import { WalshipError, abortError, isWalshipError, type ErrorCode } from './erro
 import { createLogger, type Logger } from './logger.js';
 import { LsnWaiters, type WaitOptions } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
-import { readControlFile, removeControlFile, writeControlFile, type ControlData } from './node/control-file.js';
+import { isRecoveryState, readControlFile, removeControlFile, writeControlFile, type ControlData, type NodeState } from './node/control-file.js';
 import { checkNodeObjects, checkTransport, nodeStorageSchema, storageOf } from './node/node-options.js';
 import { applyBatch } from './node/replayer.js';
 import { SnapshotStore, type WrittenSnapshot } from './node/snapshot-store.js';
@@ -170,6 +170,7 @@ const APPLY_REPORT_INTERVAL_MS = 5;
 const FATAL: readonly ErrorCode[] = [
   'WAL_LOCKED',
   'SYSTEM_ID_MISMATCH',
+  'WAL_DIVERGED',
   'WAL_FORMAT',
   'PROTOCOL_VERSION',
   'BASE_BACKUP_REQUIRED',
@@ -467,6 +468,9 @@ export class Standby extends EventEmitter<StandbyEvents> {
       await this.#running?.catch(() => undefined);
       await this.#replaying?.catch(() => undefined);
       await this.#checkpointing.catch(() => undefined);
+      if (this.#log !== null && this.#failure === null && this.#control?.state === 'in-recovery') {
+        await this.#setControlState('shut-down-in-recovery').catch((err: unknown) => this.#debug.error('recording the shutdown: %s', (err as Error).message));
+      }
       await this.#log?.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
       this.#replayed.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
       this.#consistency.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
@@ -662,6 +666,14 @@ export class Standby extends EventEmitter<StandbyEvents> {
     if (signal.aborted) throw abortError(signal);
     const identity = await this.#identify(conn);
     this.#emitSafely('primary:connected', { address: p.address, systemId: identity.systemId });
+    if (this.#log !== null && this.#log.insertLsn > identity.flushLsn) {
+      // A standby ahead of its upstream (one that streamed from another node) waits for it.
+      throw new WalshipError(
+        'CONNECTION_FAILED',
+        `the upstream's WAL ends at ${formatLsn(identity.flushLsn)}, behind this standby's at ${formatLsn(this.#log.insertLsn)}: waiting for it to catch up`,
+        { transient: true },
+      );
+    }
     if (p.createSlot === true && !this.#slotReady) await this.#createSlot(conn, p.slotName as string);
     const backupOnThisConnection = this.#control === null && this.#app.restore !== undefined && !this.#noBaseBackup;
     if (this.#control === null) {
@@ -684,13 +696,18 @@ export class Standby extends EventEmitter<StandbyEvents> {
       receiverTimeoutMs: o.walReceiverTimeoutMs,
       sendTimes: this.#sendTimes,
       appliedLsn: () => this.#replayed.position,
+      historyFrom: this.#control?.consistentLsn ?? 0,
       ...(p.slotName === undefined ? {} : { slotName: p.slotName }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
     });
     this.#receiver = receiver;
     let caughtUp = false;
     let started = false;
-    receiver.on('streaming:started', () => (started = true));
+    let lineage: Promise<void> = Promise.resolve();
+    receiver.on('streaming:started', ({ historyChecked }) => {
+      started = true;
+      if (this.#control?.state !== 'in-recovery') lineage = this.#recordRecovery(historyChecked, receiver);
+    });
     receiver.on('wal:flushed', ({ flushLsn }) => {
       this.#progressed = true;
       if (!caughtUp && flushLsn >= identity.flushLsn) {
@@ -705,7 +722,9 @@ export class Standby extends EventEmitter<StandbyEvents> {
     }
     try {
       await receiver.run();
+      await lineage;
     } catch (err) {
+      await lineage.catch(() => undefined);
       // A new standby without a restore hook asked for WAL the primary no longer has.
       if (isWalshipError(err, 'WAL_REMOVED') && this.#control?.checkpoint === null && log.flushedLsn <= log.oldestLsn) {
         // Nothing was ever received: undo the bootstrap, so that the directory is new again and
@@ -818,7 +837,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
   async #walStillThere(lsn: Lsn, timeline: number): Promise<boolean> {
     const conn = await this.#connect(this.#abort.signal);
     try {
-      conn.send({ kind: 'startReplication', slotName: '', startLsn: lsn, timeline });
+      conn.send({ kind: 'startReplication', slotName: '', startLsn: lsn, timeline, checkFrom: null, checkCrc: 0 });
       const answer = await conn.next({ signal: this.#abort.signal, timeoutMs: this.#options.walReceiverTimeoutMs });
       if (answer?.kind === 'replicationStarted') return true;
       if (answer?.kind === 'error' && answer.code === 'WAL_REMOVED') return false;
@@ -862,7 +881,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
       if (this.#app.restore !== undefined && !this.#noBaseBackup) {
         control = await this.#receiveBaseBackup(conn, identity);
       } else {
-        control = { systemId: identity.systemId, segmentSize: identity.segmentSize, timeline: identity.timeline, checkpoint: null, consistentLsn: 0 };
+        control = { state: 'in-recovery', systemId: identity.systemId, segmentSize: identity.segmentSize, timeline: identity.timeline, checkpoint: null, consistentLsn: 0 };
       }
       await writeControlFile(this.#storage, control);
       // Snapshots an interrupted earlier bootstrap left behind belong to nothing.
@@ -935,6 +954,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     this.#emitSafely('base-backup:done', { lsn: begin.startLsn, size: written.size });
     this.#debug('base backup of %d bytes at %s received', written.size, formatLsn(begin.startLsn));
     return {
+      state: 'in-recovery',
       systemId: identity.systemId,
       segmentSize: identity.segmentSize,
       timeline: begin.timeline,
@@ -954,6 +974,34 @@ export class Standby extends EventEmitter<StandbyEvents> {
     const message = await this.#next(conn);
     if (message.kind !== kind) throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message; expected ${kind}`);
     return message as Extract<ServerMessage, { kind: K }>;
+  }
+
+  /**
+   * Streaming has started: the control file says "in recovery" from now on (written here, not
+   * at open, so that a standby refused by its upstream changes nothing). A former primary's
+   * directory becomes a standby's only when its upstream compared its last WAL bytes with its
+   * own and they matched (its WAL is a prefix of the upstream's); with nothing left to compare
+   * it stops with `WAL_DIVERGED`.
+   */
+  async #recordRecovery(historyChecked: boolean, receiver: WalReceiver): Promise<void> {
+    const formerPrimary = !isRecoveryState((this.#control as ControlData).state);
+    if (formerPrimary && !historyChecked) {
+      const error = new WalshipError(
+        'WAL_DIVERGED',
+        `${this.#storage.description} belonged to a primary, and its upstream could not compare its WAL with its own (it no longer has the WAL before ${formatLsn((this.#log as WalLog).insertLsn)}): it may hold WAL its upstream never had. Bootstrap this standby in an empty directory`,
+      );
+      await receiver.stop();
+      throw error;
+    }
+    await this.#setControlState('in-recovery');
+    if (formerPrimary) this.#debug("this former primary's WAL is a prefix of its upstream's: it is a standby now");
+  }
+
+  /** Records the node's state in the control file (crash-safe: the old or the new state survives). */
+  async #setControlState(state: NodeState): Promise<void> {
+    const control = { ...(this.#control as ControlData), state };
+    await writeControlFile(this.#storage, control);
+    this.#control = control;
   }
 
   #fail(error: WalshipError): void {

@@ -7,15 +7,40 @@ import type { Storage } from '../storage/storage.js';
 export const CONTROL_FILE = 'walship.control';
 const SPEC: JsonFileSpec = {
   name: CONTROL_FILE,
-  format: 1,
+  // 2: the node's state (in production, in recovery, shut down) is recorded.
+  format: 2,
   // Far more than the JSON ever needs.
   maxBytes: 64 * 1024,
   repairHint: 'restore the node from a base backup',
   enospcTransient: false,
 };
 
+/**
+ * What the node is, as PostgreSQL's `pg_control` records it (`DBState`): a primary
+ * (`in-production`, `shut-down` after a clean close) or a standby (`in-recovery`,
+ * `shut-down-in-recovery`). Written at every change, so that a standby's directory is never
+ * opened as a primary, nor a former primary's as a standby without a lineage check.
+ */
+export type NodeState = 'in-production' | 'shut-down' | 'in-recovery' | 'shut-down-in-recovery';
+
+const NODE_STATES: readonly NodeState[] = ['in-production', 'shut-down', 'in-recovery', 'shut-down-in-recovery'];
+
+/** Whether a node in `state` is a standby (it replays WAL from upstream and writes none of its own). */
+export function isRecoveryState(state: NodeState): boolean {
+  switch (state) {
+    case 'in-recovery':
+    case 'shut-down-in-recovery':
+      return true;
+    case 'in-production':
+    case 'shut-down':
+      return false;
+  }
+}
+
 /** What a node's control file records (PostgreSQL's `pg_control`, the part walship needs). */
 export interface ControlData {
+  /** What the node is: a primary or a standby, running or shut down. */
+  readonly state: NodeState;
   /** The cluster's identity (16 hex digits): chosen by the first primary, copied by standbys. */
   readonly systemId: string;
   /** The WAL's segment size (a standby's must equal its primary's). */
@@ -37,6 +62,7 @@ export async function readControlFile(storage: Storage): Promise<ControlData | n
   if (data === null) return null;
   if (!isControlData(data)) throw damaged(SPEC, storage, 'unexpected content');
   return {
+    state: data.state,
     systemId: data.systemId,
     segmentSize: data.segmentSize,
     timeline: data.timeline,
@@ -52,6 +78,7 @@ function isControlData(value: unknown): value is ControlData {
   const isLsn = (x: unknown): boolean => Number.isSafeInteger(x) && (x as number) >= 0;
   const checkpoint = v['checkpoint'] as Record<string, unknown> | null | undefined;
   return (
+    NODE_STATES.includes(v['state'] as NodeState) &&
     typeof v['systemId'] === 'string' &&
     /^[0-9a-f]{16}$/.test(v['systemId']) &&
     Number.isSafeInteger(v['segmentSize']) &&

@@ -21,7 +21,7 @@ import { FRAME_HEADER_BYTES, type Frame } from './frame-reader.js';
  */
 
 /** The protocol version this code speaks. Peers must agree on `major`; `minor` additions are backwards compatible. */
-export const PROTOCOL_VERSION = Object.freeze({ major: 1, minor: 0 });
+export const PROTOCOL_VERSION = Object.freeze({ major: 2, minor: 0 });
 
 /** Which side of a connection sends a message: clients are standbys, servers are primaries (or cascading standbys). */
 export type ProtocolSide = 'client' | 'server';
@@ -114,6 +114,14 @@ export interface StartReplicationMessage {
   readonly slotName: string;
   readonly startLsn: Lsn;
   readonly timeline: number;
+  /**
+   * The lineage check: where the standby's last WAL bytes before `startLsn` begin (at most
+   * 64 KiB back, within one segment), `null` when it has none. The server streams only when
+   * its own bytes over `[checkFrom, startLsn)` have the CRC-32C `checkCrc`: WAL another node
+   * wrote at the same positions is never continued.
+   */
+  readonly checkFrom: Lsn | null;
+  readonly checkCrc: number;
 }
 
 /**
@@ -254,6 +262,12 @@ export interface ReplicationStartedMessage {
   readonly kind: 'replicationStarted';
   readonly timeline: number;
   readonly startLsn: Lsn;
+  /**
+   * Whether the server compared the standby's last bytes with its own (they matched, or it
+   * would have refused with `WAL_DIVERGED`); false when there was nothing to compare, or the
+   * server no longer has those bytes.
+   */
+  readonly historyChecked: boolean;
 }
 
 /** WAL bytes starting at `startLsn` (PostgreSQL's XLogData). */
@@ -724,7 +738,7 @@ const SPECS: SpecTable = {
   startReplication: {
     type: code('R'),
     from: 'client',
-    fields: { slotName: string(L.maxSlotNameBytes), startLsn: u64, timeline },
+    fields: { slotName: string(L.maxSlotNameBytes), startLsn: u64, timeline, checkFrom: optionalU64, checkCrc: u32 },
   },
   createReplicationSlot: { type: code('C'), from: 'client', fields: { slotName: string(L.maxSlotNameBytes, 1), reserveWal: bool, reserveFrom: optionalU64 } },
   dropReplicationSlot: { type: code('D'), from: 'client', fields: { slotName: string(L.maxSlotNameBytes, 1), wait: bool } },
@@ -760,7 +774,7 @@ const SPECS: SpecTable = {
     from: 'server',
     fields: { timeline, fileName: string(L.maxNameBytes), content: bytes(L.maxHistoryBytes) },
   },
-  replicationStarted: { type: code('s'), from: 'server', fields: { timeline, startLsn: u64 } },
+  replicationStarted: { type: code('s'), from: 'server', fields: { timeline, startLsn: u64, historyChecked: bool } },
   walData: {
     type: code('w'),
     from: 'server',

@@ -4,6 +4,7 @@ import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import type { WalLog } from '../wal/wal-log.js';
+import { historyCheckOf } from './history-check.js';
 import { nowMicros } from './wal-sender.js';
 
 /** Received WAL not yet durable beyond which the receiver stops reading, until half of it is. */
@@ -28,13 +29,22 @@ export interface WalReceiverOptions {
    * outlives the connection (a standby keeps one across reconnects). @defaultValue a new one
    */
   readonly sendTimes?: SendTimes;
+  /**
+   * Where the log begins to hold the upstream's bytes (a standby bootstrapped from a base
+   * backup holds none before the backup's position): the lineage check sent with
+   * START_REPLICATION compares only bytes from here on. @defaultValue 0
+   */
+  readonly historyFrom?: Lsn;
   readonly logPrefix?: string;
 }
 
 /** Events of a {@link WalReceiver}. */
 export interface WalReceiverEvents {
-  /** The sender accepted START_REPLICATION: streaming has begun. */
-  'streaming:started': (event: { readonly startLsn: Lsn }) => void;
+  /**
+   * The sender accepted START_REPLICATION: streaming has begun. `historyChecked`: the sender
+   * compared this log's last bytes with its own, and they are the same history.
+   */
+  'streaming:started': (event: { readonly startLsn: Lsn; readonly historyChecked: boolean }) => void;
   /** New WAL is durable in the local log. */
   'wal:flushed': (event: { readonly flushLsn: Lsn }) => void;
 }
@@ -198,13 +208,17 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
     };
     log.on('write', onWrite);
     try {
-      this.#conn.send({ kind: 'startReplication', slotName: this.#options.slotName ?? '', startLsn: log.insertLsn, timeline: log.timeline });
+      // The lineage check covers only durable bytes: the start must be durable too.
+      if (log.flushedLsn < log.insertLsn) await log.flush();
+      const startLsn = log.insertLsn;
+      const check = await historyCheckOf(log, startLsn, this.#options.historyFrom ?? 0);
+      this.#conn.send({ kind: 'startReplication', slotName: this.#options.slotName ?? '', startLsn, timeline: log.timeline, ...check });
       const started = await this.#receive();
       if (started === null) throw new WalshipError('CONNECTION_FAILED', 'the sender closed the connection before streaming', { transient: true });
       if (started.kind === 'error') throw new WalshipError(started.code, started.message);
       if (started.kind !== 'replicationStarted') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${started.kind} message; expected replicationStarted`);
       this.#streaming = true;
-      this.#safeEmit('streaming:started', { startLsn: started.startLsn });
+      this.#safeEmit('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
       status = setInterval(() => this.#report(false), this.#options.statusIntervalMs);
       for (;;) {
         const message = await this.#receive();

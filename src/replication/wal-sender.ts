@@ -4,6 +4,7 @@ import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import { assertNotRemoved } from '../wal/tail.js';
+import { verifyHistory, type HistoryCheck } from './history-check.js';
 import { LagTracker, type Lags } from './lag-tracker.js';
 import type { WalLog } from '../wal/wal-log.js';
 
@@ -25,6 +26,10 @@ export interface WalSenderOptions {
   readonly walSenderTimeoutMs?: number;
   /** WAL bytes per message. @defaultValue 1 MiB */
   readonly maxMessageBytes?: number;
+  /** The standby's lineage check from START_REPLICATION; none by default. */
+  readonly historyCheck?: HistoryCheck;
+  /** Where this node's log begins to hold the cluster's WAL (see {@link verifyHistory}). @defaultValue 0 */
+  readonly historyFrom?: Lsn;
   readonly logPrefix?: string;
 }
 
@@ -34,7 +39,7 @@ export interface WalSenderEvents {
   'standby:progress': (event: StandbyProgress & Lags) => void;
 }
 
-const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024 };
+const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0 };
 
 /**
  * Streams a primary's durable WAL to one standby over an authenticated connection, from the
@@ -150,7 +155,17 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
       this.#conn.fail(error);
       throw error;
     }
-    this.#conn.send({ kind: 'replicationStarted', timeline: this.#log.timeline, startLsn: this.#sentLsn });
+    let historyChecked: boolean;
+    try {
+      // Never continue a standby whose last bytes are not this node's: its WAL has another history.
+      historyChecked = (await verifyHistory(this.#log, this.#options.historyFrom, this.#sentLsn, this.#options.historyCheck)) === true;
+    } catch (err) {
+      const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+      this.#debug.error('refusing to stream from %s: %s', formatLsn(this.#sentLsn), error.message);
+      this.#conn.fail(error);
+      throw error;
+    }
+    this.#conn.send({ kind: 'replicationStarted', timeline: this.#log.timeline, startLsn: this.#sentLsn, historyChecked });
     this.#setState(this.#sentLsn < this.#log.flushedLsn ? 'catchup' : 'streaming');
     const heartbeat = setInterval(() => this.#heartbeat(), Math.max(10, this.#options.walSenderTimeoutMs / 4));
     const listening = this.#listen();

@@ -6,7 +6,7 @@ import { WalshipError, abortError, isWalshipError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { CompiledAuth } from '../protocol/auth-rules.js';
-import { baseBackupChunk, type CreateReplicationSlotMessage, type DropReplicationSlotMessage } from '../protocol/messages.js';
+import { baseBackupChunk, type CreateReplicationSlotMessage, type DropReplicationSlotMessage, type StartReplicationMessage } from '../protocol/messages.js';
 import { ReplicationServer, type ServerSession } from '../protocol/replication-server.js';
 import type { SlotHandle, SlotInfo, SlotManager } from '../slots/slot-manager.js';
 import type { Transport } from '../transport/transport.js';
@@ -30,6 +30,12 @@ export interface WalSource {
    * node decides where a slot that reserves WAL at once starts. Absent: such requests are refused.
    */
   createSlot?(name: string, options: { reserveWal: boolean; reserveFrom: Lsn | null }): Promise<SlotInfo>;
+  /**
+   * Where the log begins to hold the cluster's WAL, byte for byte: 0 on a primary; on a
+   * standby bootstrapped from a base backup, the backup's position. Lineage checks compare
+   * nothing before it. @defaultValue 0
+   */
+  historyFrom?(): Lsn;
 }
 
 /** A snapshot of the application with the position it includes. */
@@ -352,14 +358,15 @@ export class WalService extends EventEmitter<WalServiceEvents> {
           conn.send({ kind: 'readyForCommand' });
           break;
         case 'startReplication':
-          return this.#stream(session, command.startLsn, command.timeline, command.slotName);
+          return this.#stream(session, command);
         default:
           throw new WalshipError('PROTOCOL_ERROR', `unexpected ${command.kind} message; expected a replication command`);
       }
     }
   }
 
-  async #stream(session: Session, startLsn: Lsn, timeline: number, slotName: string): Promise<void> {
+  async #stream(session: Session, command: StartReplicationMessage): Promise<void> {
+    const { startLsn, timeline, slotName } = command;
     const { conn, applicationName } = session.info;
     const log = this.#source.log;
     if (timeline !== log.timeline) {
@@ -371,6 +378,8 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     const sender = new WalSender(conn, log, startLsn, {
       walSenderTimeoutMs: this.#options.walSenderTimeoutMs,
       maxMessageBytes: this.#options.maxMessageBytes,
+      historyCheck: { checkFrom: command.checkFrom, checkCrc: command.checkCrc },
+      historyFrom: this.#source.historyFrom?.() ?? 0,
       ...(this.#options.logPrefix === undefined ? {} : { logPrefix: `${this.#options.logPrefix} ${applicationName}` }),
     });
     session.sender = sender;

@@ -7,8 +7,11 @@ import { tempDir } from '../helpers/temp-dir.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
 import { encodeJsonFile, putFile } from '../helpers/json-file.js';
 
-const OLD: ControlData = { systemId: '0123456789abcdef', segmentSize: 65536, timeline: 1, checkpoint: null, consistentLsn: 0 };
+// OLD and NEW differ in every field, the node's state included: the crash tests below cover a
+// state change (a standby's directory becoming a primary's) as much as a checkpoint.
+const OLD: ControlData = { state: 'in-recovery', systemId: '0123456789abcdef', segmentSize: 65536, timeline: 1, checkpoint: null, consistentLsn: 0 };
 const NEW: ControlData = {
+  state: 'in-production',
   systemId: '0123456789abcdef',
   segmentSize: 65536,
   timeline: 3,
@@ -51,7 +54,7 @@ describe('control file', () => {
   });
 
   for (const crash of CRASH_MODES) {
-    it(`a crash at any step of a replace leaves the old or the new file (${crash.unsyncedWrites}/${crash.unsyncedMetadata})`, async () => {
+    it(`a crash at any step of a replace (a state change, a checkpoint) leaves the old or the new file (${crash.unsyncedWrites}/${crash.unsyncedMetadata})`, async () => {
       for (const hadOld of [true, false]) {
         let completed = false;
         for (let n = 1; !completed; n++) {
@@ -117,7 +120,7 @@ describe('control file', () => {
   });
 
   it('a truncated, empty, oversized or garbled file is WAL_CORRUPT; another format is WAL_FORMAT', async () => {
-    const good = encodeJsonFile(JSON.stringify({ format: 1, ...NEW }));
+    const good = encodeJsonFile(JSON.stringify({ format: 2, ...NEW }));
     const cases: Array<[string, Uint8Array, string]> = [
       ['empty', Buffer.alloc(0), 'WAL_CORRUPT'],
       ['header only', good.subarray(0, 8), 'WAL_CORRUPT'],
@@ -125,10 +128,11 @@ describe('control file', () => {
       ['zeros', Buffer.alloc(good.length), 'WAL_CORRUPT'],
       ['oversized', Buffer.alloc(1024 * 1024), 'WAL_CORRUPT'],
       ['a valid checksum over something that is not JSON', encodeJsonFile('not json {'), 'WAL_CORRUPT'],
-      ['a valid checksum over JSON of the wrong shape', encodeJsonFile(JSON.stringify({ format: 1, systemId: 7 })), 'WAL_CORRUPT'],
+      ['a valid checksum over JSON of the wrong shape', encodeJsonFile(JSON.stringify({ format: 2, systemId: 7 })), 'WAL_CORRUPT'],
       ['a valid checksum over a JSON array', encodeJsonFile('[1,2,3]'), 'WAL_CORRUPT'],
-      ['a negative checkpoint', encodeJsonFile(JSON.stringify({ format: 1, ...NEW, checkpoint: { lsn: -1, snapshot: true } })), 'WAL_CORRUPT'],
-      ['another format', encodeJsonFile(JSON.stringify({ format: 2, ...NEW })), 'WAL_FORMAT'],
+      ['a negative checkpoint', encodeJsonFile(JSON.stringify({ format: 2, ...NEW, checkpoint: { lsn: -1, snapshot: true } })), 'WAL_CORRUPT'],
+      ['a format-1 file (no node state)', encodeJsonFile(JSON.stringify({ format: 1, ...NEW })), 'WAL_FORMAT'],
+      ['an unknown node state', encodeJsonFile(JSON.stringify({ format: 2, ...NEW, state: 'promoting' })), 'WAL_CORRUPT'],
     ];
     for (const [what, bytes, code] of cases) {
       const storage = new MemoryStorage();

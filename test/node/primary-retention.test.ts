@@ -137,7 +137,7 @@ async function prepare(scenario: Scenario, recycleSegments: number): Promise<Pre
   // A standby streams with the slot, reports a flush and leaves: the slot moved in memory only.
   assert.ok(net !== null, 'the streamed scenario listens');
   const conn = await rawStandby(net.transport('s1'), primary.address as string, 's1');
-  conn.send({ kind: 'startReplication', slotName: 'keep', startLsn: held, timeline: primary.timeline });
+  conn.send({ kind: 'startReplication', slotName: 'keep', startLsn: held, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
   await expectMessage(conn, 'replicationStarted');
   const end = await receiveUntil(conn, held, primary.flushLsn);
   report(conn, end, MOVED_TO, MOVED_TO);

@@ -102,7 +102,7 @@ describe('Primary: WAL senders', () => {
     await primary.commit(Buffer.from('x'));
     const disconnected = nextEvent(primary, 'standby:disconnected');
     const conn = await rawStandby(net.transport('s1'), primary.address as string, 'silent');
-    conn.send({ kind: 'startReplication', slotName: '', startLsn: primary.flushLsn, timeline: primary.timeline });
+    conn.send({ kind: 'startReplication', slotName: '', startLsn: primary.flushLsn, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
     await expectMessage(conn, 'replicationStarted');
     // From here on the standby says nothing, not even to the keepalives that ask it to.
     const event = await within(disconnected, 20_000, 'the timeout');
@@ -164,11 +164,11 @@ describe('Primary: WAL senders', () => {
     const primary = await openServing(net, new RecordingApp());
     await primary.commit(Buffer.from('x'));
     const ahead = await rawStandby(net.transport('s1'), primary.address as string, 'ahead');
-    ahead.send({ kind: 'startReplication', slotName: '', startLsn: primary.flushLsn + 1024, timeline: 1 });
+    ahead.send({ kind: 'startReplication', slotName: '', startLsn: primary.flushLsn + 1024, timeline: 1, checkFrom: null, checkCrc: 0 });
     const a = await within(ahead.next(), 10_000, 'the answer');
     assert.equal(a?.kind === 'error' ? a.code : a?.kind, 'INVALID_ARGUMENT');
     const other = await rawStandby(net.transport('s2'), primary.address as string, 'other-timeline');
-    other.send({ kind: 'startReplication', slotName: '', startLsn: primary.wal.oldestLsn, timeline: 7 });
+    other.send({ kind: 'startReplication', slotName: '', startLsn: primary.wal.oldestLsn, timeline: 7, checkFrom: null, checkCrc: 0 });
     const b = await within(other.next(), 10_000, 'the answer');
     assert.equal(b?.kind === 'error' ? b.code : b?.kind, 'INVALID_ARGUMENT');
     await eventually(() => primary.replicationStatus().length === 0, 10_000, 'both gone');
@@ -234,7 +234,7 @@ describe('Primary.replicationStatus', () => {
 
     // Streaming from the start: catchup until everything flushed was sent, then streaming.
     const oldest = primary.wal.oldestLsn;
-    conn.send({ kind: 'startReplication', slotName: '', startLsn: oldest, timeline: 1 });
+    conn.send({ kind: 'startReplication', slotName: '', startLsn: oldest, timeline: 1, checkFrom: null, checkCrc: 0 });
     await expectMessage(conn, 'replicationStarted');
     const end = await receiveUntil(conn, oldest, primary.flushLsn);
     await eventually(() => onlyRow(primary).state === 'streaming', 10_000, 'streaming');
@@ -430,7 +430,7 @@ describe('Primary: WAL retention at checkpoints', () => {
     await fill(primary, 0, 40);
     const start = primary.wal.oldestLsn;
     const conn = await rawStandby(net.transport('s1'), primary.address as string, 'quiet');
-    conn.send({ kind: 'startReplication', slotName: '', startLsn: start, timeline: primary.timeline });
+    conn.send({ kind: 'startReplication', slotName: '', startLsn: start, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
     await expectMessage(conn, 'replicationStarted');
     // All of it is sent, but the standby has not said it has anything.
     await receiveUntil(conn, start, primary.flushLsn);
@@ -473,7 +473,7 @@ describe('Primary: WAL retention at checkpoints', () => {
     await expectMessage(conn, 'readyForCommand');
     await primary.checkpoint(primary.appliedLsn);
     assert.equal(primary.wal.oldestLsn, segmentStart(backupLsn), 'kept until the standby streams');
-    conn.send({ kind: 'startReplication', slotName: '', startLsn: backupLsn, timeline: primary.timeline });
+    conn.send({ kind: 'startReplication', slotName: '', startLsn: backupLsn, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
     await expectMessage(conn, 'replicationStarted');
     const end = await receiveUntil(conn, backupLsn, primary.flushLsn);
     report(conn, end, end, end);

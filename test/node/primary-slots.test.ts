@@ -48,7 +48,7 @@ async function rejectsCode(promise: Promise<unknown>, code: ErrorCode): Promise<
 /** Starts streaming with `slotName` from `startLsn` and waits for the primary's answer. */
 async function startWithSlot(primary: Primary, net: MemoryNetwork, name: string, slotName: string, startLsn: Lsn): Promise<MessageStream<'client'>> {
   const conn = await rawStandby(net.transport(name), primary.address as string, name);
-  conn.send({ kind: 'startReplication', slotName, startLsn, timeline: primary.timeline });
+  conn.send({ kind: 'startReplication', slotName, startLsn, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
   return conn;
 }
 

@@ -349,7 +349,7 @@ class Scenario {
     }
     const stream = await rawStandby(this.net.transport(`c${id}`, { ip }), this.primary.address as string, standby.name);
     c.stream = stream;
-    stream.send({ kind: 'startReplication', slotName: '', startLsn: from, timeline: this.primary.timeline });
+    stream.send({ kind: 'startReplication', slotName: '', startLsn: from, timeline: this.primary.timeline, checkFrom: null, checkCrc: 0 });
     void this.drain(c);
     return c;
   }

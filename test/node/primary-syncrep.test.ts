@@ -52,7 +52,7 @@ async function connectStandby(net: MemoryNetwork, primary: Primary, name: string
   const conn = await rawStandby(net.transport(name), primary.address as string, name);
   connections.add(conn);
   const start = primary.flushLsn;
-  conn.send({ kind: 'startReplication', slotName: '', startLsn: start, timeline: primary.timeline });
+  conn.send({ kind: 'startReplication', slotName: '', startLsn: start, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
   let end = start;
   void (async () => {
     for (;;) {

@@ -293,7 +293,7 @@ describe('bootstrapping again after WAL_REMOVED', () => {
       // the primary while the slot, past maxSlotWalKeepSize, may no longer.
       holder = await rawStandby(net.transport('holder'), primary.address as string, 'holder');
       const conn = holder;
-      conn.send({ kind: 'startReplication', slotName: '', startLsn: resumeAt, timeline: primary.timeline });
+      conn.send({ kind: 'startReplication', slotName: '', startLsn: resumeAt, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
       void (async () => {
         while ((await conn.next().catch(() => null)) !== null);
       })();

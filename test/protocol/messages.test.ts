@@ -86,7 +86,7 @@ const EXAMPLES: Message[] = [
   { kind: 'saslResponse', data: Buffer.alloc(0) },
   { kind: 'identifySystem' },
   { kind: 'timelineHistory', timeline: 0xffffffff },
-  { kind: 'startReplication', slotName: '', startLsn: 0, timeline: 1 },
+  { kind: 'startReplication', slotName: '', startLsn: 0x2_0040, timeline: 1, checkFrom: 0x2_0020, checkCrc: 0xdeadbeef },
   { kind: 'createReplicationSlot', slotName: 's'.repeat(63), reserveWal: true, reserveFrom: MAX_LSN },
   { kind: 'dropReplicationSlot', slotName: 'standby_1', wait: false },
   { kind: 'baseBackup', label: 'nightly 🌙', maxRate: 0 },
@@ -102,7 +102,7 @@ const EXAMPLES: Message[] = [
   { kind: 'identifySystemResult', systemId: '0123456789abcdef', timeline: 3, flushLsn: 0x16_b374d848, segmentSize: 16777216 },
   { kind: 'replicationSlotCreated', slotName: 'standby_1', restartLsn: null },
   { kind: 'timelineHistoryResult', timeline: 2, fileName: '00000002.history', content: Buffer.from('1\t0/3000000\tpromoted\n') },
-  { kind: 'replicationStarted', timeline: 1, startLsn: 4096 },
+  { kind: 'replicationStarted', timeline: 1, startLsn: 4096, historyChecked: true },
   { kind: 'walData', startLsn: 2 ** 53 - 3, walEnd: MAX_LSN, sendTime: 5, data: Buffer.from([9, 8, 7]) },
   { kind: 'keepalive', walEnd: 0x1_0000_0002, sendTime: 3, replyRequested: false },
   { kind: 'endOfTimeline', nextTimeline: 2, switchLsn: 0x300_0000 },
@@ -139,7 +139,7 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
   rec({ kind: fc.constant('saslResponse' as const), data: bytesArb(64) }),
   fc.constant({ kind: 'identifySystem' as const }),
   rec({ kind: fc.constant('timelineHistory' as const), timeline: timelineArb }),
-  rec({ kind: fc.constant('startReplication' as const), slotName: textArb(63), startLsn: lsnArb, timeline: timelineArb }),
+  rec({ kind: fc.constant('startReplication' as const), slotName: textArb(63), startLsn: lsnArb, timeline: timelineArb, checkFrom: fc.option(lsnArb, { nil: null }), checkCrc: u32Arb }),
   rec({ kind: fc.constant('createReplicationSlot' as const), slotName: textArb(63, 1), reserveWal: fc.boolean(), reserveFrom: fc.option(lsnArb, { nil: null }) }),
   rec({ kind: fc.constant('dropReplicationSlot' as const), slotName: textArb(63, 1), wait: fc.boolean() }),
   rec({ kind: fc.constant('baseBackup' as const), label: textArb(40), maxRate: u32Arb }),
@@ -168,7 +168,7 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
   }),
   rec({ kind: fc.constant('replicationSlotCreated' as const), slotName: textArb(63, 1), restartLsn: fc.option(lsnArb, { nil: null }) }),
   rec({ kind: fc.constant('timelineHistoryResult' as const), timeline: timelineArb, fileName: textArb(40), content: bytesArb(200) }),
-  rec({ kind: fc.constant('replicationStarted' as const), timeline: timelineArb, startLsn: lsnArb }),
+  rec({ kind: fc.constant('replicationStarted' as const), timeline: timelineArb, startLsn: lsnArb, historyChecked: fc.boolean() }),
   fc
     .record({ startLsn: lsnArb, walEnd: lsnArb, sendTime: lsnArb, data: bytesArb(1024) })
     .map((m) => ({ kind: 'walData' as const, ...m, startLsn: Math.min(m.startLsn, 2 ** 53 - m.data.length) })),
@@ -193,7 +193,7 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
 describe('protocol messages: round trips', () => {
   it('has one example of every kind, each with its own type byte per direction', () => {
     assert.deepEqual(new Set(EXAMPLES.map((m) => m.kind)), new Set(Object.keys(MESSAGE_TYPES)));
-    assert.deepEqual(PROTOCOL_VERSION, { major: 1, minor: 0 });
+    assert.deepEqual(PROTOCOL_VERSION, { major: 2, minor: 0 });
     const client = EXAMPLES.filter((m) => sideOf(m.kind) === 'client').map((m) => MESSAGE_TYPES[m.kind]);
     const server = new Set(EXAMPLES.filter((m) => sideOf(m.kind) === 'server').map((m) => MESSAGE_TYPES[m.kind]));
     assert.equal(new Set(client).size, client.length);
@@ -278,7 +278,7 @@ describe('protocol messages: round trips', () => {
         applicationName: name,
         options: Array.from({ length: L.maxOptions }, (_, i) => ({ key: String(i).padStart(L.maxSlotNameBytes, 'k'), value: 'v'.repeat(L.maxOptionValueBytes) })),
       },
-      { kind: 'startReplication', slotName: 's'.repeat(L.maxSlotNameBytes), startLsn: MAX_LSN, timeline: 0xffffffff },
+      { kind: 'startReplication', slotName: 's'.repeat(L.maxSlotNameBytes), startLsn: MAX_LSN, timeline: 0xffffffff, checkFrom: null, checkCrc: 0 },
       { kind: 'authSasl', mechanisms: Array.from({ length: L.maxMechanisms }, (_, i) => `${i}`.padEnd(L.maxMechanismBytes, 'M')) },
       { kind: 'error', code: 'PROTOCOL_ERROR', message: '😀'.repeat(L.maxErrorMessageBytes / 4) },
       { kind: 'timelineHistoryResult', timeline: 1, fileName: name, content: Buffer.alloc(L.maxHistoryBytes, 1) },
@@ -440,7 +440,7 @@ describe('protocol messages: encoding validates', () => {
     ['data beyond 2^53', { ...wal, startLsn: MAX_LSN, data: Buffer.alloc(2) }, /walData: data ends beyond LSN 2\^53/],
     ['oversized data', { ...wal, data: Buffer.alloc(16 * 1024 * 1024 + 1) }, /walData: data must be at most 16777216 bytes/],
     ['timeline 0', { kind: 'timelineHistory', timeline: 0 }, /timelineHistory: timeline must be an integer from 1 to 4294967295, got 0/],
-    ['timeline too big', { kind: 'replicationStarted', timeline: 2 ** 32, startLsn: 0 }, /replicationStarted: timeline must be an integer/],
+    ['timeline too big', { kind: 'replicationStarted', timeline: 2 ** 32, startLsn: 0, historyChecked: false }, /replicationStarted: timeline must be an integer/],
     ['u16 overflow', { kind: 'startup', protocolMajor: 65536, protocolMinor: 0, user: 'u', applicationName: '', options: [] }, /startup: protocolMajor must be an integer from 0 to 65535/],
     ['empty user', { kind: 'startup', protocolMajor: 1, protocolMinor: 0, user: '', applicationName: '', options: [] }, /startup: user must be 1 to 255 bytes of UTF-8, got 0/],
     ['long user (bytes, not characters)', { kind: 'startup', protocolMajor: 1, protocolMinor: 0, user: 'é'.repeat(128), applicationName: '', options: [] }, /startup: user must be 1 to 255 bytes of UTF-8, got 256/],

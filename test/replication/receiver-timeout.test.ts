@@ -36,7 +36,7 @@ async function scriptedSender(script: Script) {
     void (async () => {
       const request = await conn.next().catch(() => null);
       if (request?.kind !== 'startReplication') return conn.destroy();
-      conn.send({ kind: 'replicationStarted', timeline: request.timeline, startLsn: request.startLsn });
+      conn.send({ kind: 'replicationStarted', timeline: request.timeline, startLsn: request.startLsn, historyChecked: false });
       const listening = (async () => {
         for (;;) {
           const message = await conn.next().catch(() => null);
