@@ -359,7 +359,12 @@ export class WalService extends EventEmitter<WalServiceEvents> {
           break;
         case 'startReplication':
           return this.#stream(session, command);
-        default:
+        // Handshake messages after the handshake, and streaming replies before streaming.
+        case 'startup':
+        case 'saslInitialResponse':
+        case 'saslResponse':
+        case 'standbyStatusUpdate':
+        case 'hotStandbyFeedback':
           throw new WalshipError('PROTOCOL_ERROR', `unexpected ${command.kind} message; expected a replication command`);
       }
     }

@@ -506,18 +506,20 @@ class CaseContext {
   /** Follows a promise that may yield a stream, so that the stream is cleaned up whatever the case does. */
   outcome<T>(promise: Promise<T>): { promise: Promise<T>; readonly settled: boolean } {
     const state = { settled: false, promise };
-    state.promise = promise.then(
-      (value) => {
-        state.settled = true;
-        if (isDuplex(value)) this.side(value);
-        return value;
-      },
-      (err: unknown) => {
-        state.settled = true;
-        throw err;
-      },
+    // Handled where it is made: a case that stops waiting must not leave an unhandled rejection behind.
+    state.promise = handled(
+      promise.then(
+        (value) => {
+          state.settled = true;
+          if (isDuplex(value)) this.side(value);
+          return value;
+        },
+        (err: unknown) => {
+          state.settled = true;
+          throw err;
+        },
+      ),
     );
-    handled(state.promise);
     return state;
   }
 

@@ -18,7 +18,13 @@ export class RecordingApp implements Application {
   /** Makes `apply` throw for the batch at this position (once it is reached). */
   failAt: Lsn | null = null;
 
-  apply(batch: CommittedBatch): void {
+  // Typed as the interface has it, so that subclasses may apply later (after a gate opens).
+  apply(batch: CommittedBatch): void | Promise<void> {
+    this.recordBatch(batch);
+  }
+
+  /** What `apply` does, always synchronously: for subclasses that count or check around it. */
+  protected recordBatch(batch: CommittedBatch): void {
     if (this.failAt !== null && batch.lsn >= this.failAt) throw new Error(`refusing the batch at ${batch.lsn}`);
     const last = this.applied.at(-1);
     if (last !== undefined && batch.lsn <= last.lsn) throw new Error(`batch ${batch.lsn} applied out of order after ${last.lsn}`);

@@ -175,6 +175,19 @@ describe('Primary: WAL senders', () => {
     await primary.commit(Buffer.from('still committing'));
     await within(primary.close(), 20_000, 'close');
   });
+
+  it('a streaming reply before START_REPLICATION ends that standby with PROTOCOL_ERROR', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(net, new RecordingApp());
+    const disconnected = nextEvent(primary, 'standby:disconnected');
+    const conn = await rawStandby(net.transport('s1'), primary.address as string, 'early-report');
+    report(conn, 0, 0, 0);
+    const event = await within(disconnected, 10_000, 'the disconnect');
+    assert.equal(event.applicationName, 'early-report', 'the standby that sent the reply is the one disconnected');
+    assert.ok(isWalshipError(event.error, 'PROTOCOL_ERROR'), `a protocol error expected, got ${String(event.error)}`);
+    assert.equal(primary.replicationStatus().length, 0, 'no standby row is left behind');
+    await within(primary.close(), 20_000, 'close');
+  });
 });
 
 describe('Primary.replicationStatus', () => {

@@ -38,7 +38,7 @@ class CountingApp extends RecordingApp {
   applies = 0;
   restoredFrom: Snapshot[] = [];
   override apply(batch: CommittedBatch): void {
-    super.apply(batch);
+    this.recordBatch(batch);
     this.applies++;
   }
   override async restore(snapshot: Snapshot): Promise<void> {
