@@ -1,27 +1,39 @@
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'eventemitter3';
-import type { Application, SnapshotData } from './application.js';
-import { WalshipError, isWalshipError } from './errors.js';
+import { WalshipError } from './errors.js';
+import { SafeEmitter } from './events.js';
 import { createLogger, type Logger } from './logger.js';
-import { LsnWaiters, MAX_TIMEOUT_MS } from './lsn-waiters.js';
+import { MAX_TIMEOUT_MS } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
-import { checkNodeObjects, checkTransport, endpointSchema, nodeStorageSchema, storageOf } from './node/node-options.js';
-import { isRecoveryState, readControlFile, writeControlFile, type ControlData, type NodeState } from './node/control-file.js';
-import { applyBatch, replay } from './node/replayer.js';
-import { SnapshotStore } from './node/snapshot-store.js';
-import { restoreApplication } from './node/starting-point.js';
+import { ownedEntries } from './node/applier.js';
+import type { CheckpointResult } from './node/checkpointer.js';
+import { isRecoveryState, readControlFile, writeControlFile, type ControlData } from './node/control-file.js';
+import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } from './node/node-core.js';
+import {
+  SERVE_DEFAULTS,
+  checkNodeObjects,
+  checkTransport,
+  nodeSchema,
+  nodeStorageSchema,
+  serveSchema,
+  storageOf,
+  validateCreateSlot,
+  type CreateSlotOptions,
+  type NodeOptions,
+  type ServeOptions,
+} from './node/node-options.js';
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
-import { authOptionsSchema, compileAuth, type AuthOptions } from './protocol/auth-rules.js';
-import type { AuthFailedEvent, ConnectionErrorEvent } from './protocol/replication-server.js';
-import { WalService, type BaseBackupData, type ReplicationStatusRow, type WalServiceEvents } from './replication/wal-service.js';
+import { compileAuth } from './protocol/auth-rules.js';
+import type { ReplicationStatusRow } from './replication/wal-service.js';
 import { SyncRep, type SyncStandbysEvent, type SyncWaitMode } from './replication/sync-rep.js';
 import { parseSynchronousStandbyNames, type SyncStandbyConfig } from './replication/sync-standby-names.js';
-import { RETENTION_DEFAULTS, type RetentionState } from './slots/retention.js';
-import { SlotManager, WAL_REMOVED_REASON, type ReplicationSlotRow, type SlotInfo } from './slots/slot-manager.js';
+import { SlotManager, type ReplicationSlotRow, type SlotInfo } from './slots/slot-manager.js';
 import type { Storage } from './storage/storage.js';
-import type { Transport } from './transport/transport.js';
-import type { EntryInput } from './wal/wal-log.js';
-import { WalLog, type AppendResult, type SyncMode } from './wal/wal-log.js';
+import type { WalEntry } from './wal/record.js';
+import { WalLog, type AppendResult, type EntryInput } from './wal/wal-log.js';
+
+export type { CheckpointResult } from './node/checkpointer.js';
+export type { CreateSlotOptions } from './node/node-options.js';
+export type { BaseBackupResult, SlotInvalidatedEvent } from './node/node-core.js';
 
 /**
  * When a commit counts as done (PostgreSQL's `synchronous_commit`). `off` resolves once the
@@ -35,17 +47,7 @@ import { WalLog, type AppendResult, type SyncMode } from './wal/wal-log.js';
 export type SynchronousCommit = 'off' | 'local' | 'remote_write' | 'on' | 'remote_apply';
 
 /** Options of {@link Primary.open}. Give `dir` or `storage`. */
-export interface PrimaryOptions {
-  /** The data directory (WAL segments, control file, snapshots); created if missing. */
-  readonly dir?: string;
-  /** Where the node's files live; `MemoryStorage` for simulations. */
-  readonly storage?: Storage;
-  /** The state machine that applies committed batches. */
-  readonly application: Application;
-  /** Where standbys connect. Without it the primary serves no one. */
-  readonly listen?: { readonly transport: Transport; readonly address: string };
-  /** Who may connect for replication. Leaving it out lets no one in. */
-  readonly auth?: AuthOptions;
+export interface PrimaryOptions extends NodeOptions, ServeOptions {
   /** The default commit level. @defaultValue 'on' */
   readonly synchronousCommit?: SynchronousCommit;
   /**
@@ -54,61 +56,15 @@ export interface PrimaryOptions {
    * `applicationName`. Empty: no synchronous replication. @defaultValue ''
    */
   readonly synchronousStandbyNames?: string;
-  /** Standby connections allowed at once (`max_wal_senders`). @defaultValue 10 */
-  readonly maxWalSenders?: number;
-  /** End a standby's connection after this long without a message from it (`wal_sender_timeout`). @defaultValue 60 000 */
-  readonly walSenderTimeoutMs?: number;
-  /** WAL bytes per message to a standby; also about the bytes in flight per standby beyond the transport's buffer. @defaultValue 1 MiB */
-  readonly maxWalMessageBytes?: number;
   /** Segment size of a new WAL (a power of two, 64 KiB – 1 GiB). @defaultValue 16 MiB */
   readonly segmentSize?: number;
-  /** `none` skips fsync: unsafe, for tests and benchmarks. @defaultValue 'fdatasync' */
-  readonly sync?: SyncMode;
-  /** Removed segments kept for reuse. @defaultValue 4 */
-  readonly recycleSegments?: number;
-  /** Limit for a standby's authentication. @defaultValue 10 000 */
-  readonly handshakeTimeoutMs?: number;
-  /** Delay before a failed authentication is answered. @defaultValue 250 */
-  readonly authFailureDelayMs?: number;
-  /** A prefix for this node's `debug` lines. */
-  readonly logPrefix?: string;
-  /**
-   * Bytes of WAL behind the current position that checkpoints always keep, slot or no slot
-   * (`wal_keep_size`). @defaultValue 0
-   */
-  readonly walKeepSize?: number;
-  /**
-   * The most WAL, in bytes behind the current position, that replication slots may hold
-   * (`max_slot_wal_keep_size`); a slot further behind is invalidated at the checkpoint that
-   * would remove its WAL. −1 is unlimited. @defaultValue −1
-   */
-  readonly maxSlotWalKeepSize?: number;
-}
-
-/** Options of {@link Primary.createSlot}. */
-export interface CreateSlotOptions {
-  /** Reserve WAL at once, from the current flushed position (else at the slot's first use). @defaultValue false */
-  readonly reserveWal?: boolean;
-}
-
-/** Payload of `slot:invalidated`. */
-export interface SlotInvalidatedEvent {
-  readonly slotName: string;
-  /** Why: `wal_removed` (it fell more than `maxSlotWalKeepSize` behind). */
-  readonly reason: string;
-  /** The restart position it held, now given up. */
-  readonly restartLsn: Lsn;
 }
 
 /** Defaults of {@link PrimaryOptions}. */
 export const PRIMARY_DEFAULTS = Object.freeze({
+  ...SERVE_DEFAULTS,
   synchronousCommit: 'on' as SynchronousCommit,
   synchronousStandbyNames: '',
-  maxWalSenders: 10,
-  walSenderTimeoutMs: 60_000,
-  maxWalMessageBytes: 1024 * 1024,
-  walKeepSize: RETENTION_DEFAULTS.walKeepSize,
-  maxSlotWalKeepSize: RETENTION_DEFAULTS.maxSlotWalKeepSize,
 });
 
 const LEVELS = ['off', 'local', 'remote_write', 'on', 'remote_apply'] as const;
@@ -128,21 +84,25 @@ export const primaryOptionsSchema = Object.freeze({
   additionalProperties: false,
   required: ['application'],
   properties: {
-    ...nodeStorageSchema,
-    listen: endpointSchema,
-    auth: authOptionsSchema,
+    ...nodeSchema,
+    ...serveSchema,
+    segmentSize: nodeStorageSchema.segmentSize,
     synchronousCommit: { enum: LEVELS },
     synchronousStandbyNames: { type: 'string', maxLength: MAX_STANDBY_NAMES_LENGTH },
-    maxWalSenders: { type: 'integer', minimum: 0, maximum: 1024 },
-    walSenderTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
-    maxWalMessageBytes: { type: 'integer', minimum: 4096, maximum: 16 * 1024 * 1024 },
-    handshakeTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
-    authFailureDelayMs: { type: 'integer', minimum: 0, maximum: 60_000 },
-    walKeepSize: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
-    maxSlotWalKeepSize: { type: 'integer', minimum: -1, maximum: Number.MAX_SAFE_INTEGER },
   },
 });
 
+/** JSON schema of {@link ReloadOptions}. */
+export const reloadOptionsSchema = Object.freeze({
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    synchronousCommit: primaryOptionsSchema.properties.synchronousCommit,
+    synchronousStandbyNames: primaryOptionsSchema.properties.synchronousStandbyNames,
+  },
+});
+
+const validateReload: OptionsValidator<ReloadOptions> = compileOptions('reload()', reloadOptionsSchema);
 const validateOptions: OptionsValidator<PrimaryOptions> = compileOptions('Primary', primaryOptionsSchema);
 
 /** Options of {@link Primary.commit}. */
@@ -173,23 +133,6 @@ export interface CommitResult {
   readonly startLsn: Lsn;
 }
 
-/** What a checkpoint recorded. */
-export interface CheckpointResult {
-  /** The application's state is durable up to here; replay after a restart starts here. */
-  readonly lsn: Lsn;
-  /** Whether walship stored a snapshot for it (else the application keeps its state itself). */
-  readonly snapshot: boolean;
-}
-
-/** What {@link Primary.baseBackup} wrote. */
-export interface BaseBackupResult {
-  /** The snapshot includes every batch up to here; the standby streams from here. */
-  readonly lsn: Lsn;
-  readonly timeline: number;
-  /** Snapshot bytes. */
-  readonly size: number;
-}
-
 /** Payload of `apply:error`. */
 export interface ApplyErrorEvent {
   /** `APPLY_FAILED`, with the application's exception as `cause`. */
@@ -197,24 +140,20 @@ export interface ApplyErrorEvent {
 }
 
 /** Events of a {@link Primary}. */
-export interface PrimaryEvents extends WalServiceEvents {
+export interface PrimaryEvents extends NodeEvents {
   /** The application's `apply` threw; the primary stops applying and committing. */
   'apply:error': (event: ApplyErrorEvent) => void;
-  /** A standby failed to authenticate. */
-  'auth:failed': (event: AuthFailedEvent) => void;
-  /** A connection failed before or during its handshake. */
-  'connection:error': (event: ConnectionErrorEvent) => void;
   /** The WAL failed: `fatal` when the primary stopped (a failed fsync), else some commits failed (disk full). */
   'wal:error': (event: { readonly error: WalshipError; readonly fatal: boolean }) => void;
-  /** A checkpoint invalidated a replication slot (too far behind); its standby, if connected, was ended. */
-  'slot:invalidated': (event: SlotInvalidatedEvent) => void;
   /** The set of synchronous (or quorum) standbys that commits wait for changed. */
   'sync:standbys': (event: SyncStandbysEvent) => void;
 }
 
 interface Pending {
   readonly result: AppendResult;
-  readonly entries: readonly EntryInput[];
+  readonly entries: readonly WalEntry[];
+  /** The entries are walship's own copy (the applier need not copy them again). */
+  readonly copied: boolean;
   flushed: boolean;
   dropped: unknown;
   resolve: () => void;
@@ -222,71 +161,47 @@ interface Pending {
 }
 
 /**
- * The read/write node. Commits append batches to the WAL (group-committed), the
- * application applies them in LSN order once durable, and every connected standby receives
- * the WAL through its own sender.
+ * The read/write node: the writer role over a {@link NodeCore}. Commits append batches to the
+ * WAL (group-committed), the application applies them in LSN order once durable, and every
+ * connected standby receives the WAL through its own sender.
  */
-export class Primary extends EventEmitter<PrimaryEvents> {
+export class Primary extends SafeEmitter<PrimaryEvents> {
+  readonly #core: NodeCore;
   readonly #log: WalLog;
-  readonly #slots: SlotManager;
-  readonly #app: Application;
-  readonly #storage: Storage;
-  readonly #snapshots: SnapshotStore;
   readonly #options: PrimaryOptions & typeof PRIMARY_DEFAULTS;
   readonly #debug: Logger;
-  readonly #applied: LsnWaiters;
   readonly #syncRep: SyncRep;
   /** The default commit level; `reload()` changes it. */
   #synchronousCommit: SynchronousCommit;
   readonly #queue: Pending[] = [];
-  #control: ControlData;
-  #service: WalService | null = null;
-  #address: string | null = null;
   #draining = false;
-  #applying: Promise<void> | null = null;
   /** Settled by the drain once no commit is queued and no apply runs (see {@link #whenIdle}). */
   #idle: { promise: Promise<void>; resolve: () => void } | null = null;
-  /** Positions of the base backups `baseBackup()` is writing: their standbys will stream from there. */
-  readonly #backupsInProgress = new Set<{ lsn: Lsn }>();
-  #pause: Promise<void> | null = null;
   #failure: WalshipError | null = null;
   #closing: Promise<void> | null = null;
-  /** The checkpoint in progress (or the last one); close() waits for it. */
-  #checkpointing: Promise<unknown> = Promise.resolve();
 
-  private constructor(
-    log: WalLog,
-    slots: SlotManager,
-    app: Application,
-    storage: Storage,
-    control: ControlData,
-    appliedLsn: Lsn,
-    options: PrimaryOptions & typeof PRIMARY_DEFAULTS,
-    syncConfig: SyncStandbyConfig | null,
-  ) {
+  private constructor(core: NodeCore, log: WalLog, options: PrimaryOptions & typeof PRIMARY_DEFAULTS, syncConfig: SyncStandbyConfig | null) {
     super();
-    this.#syncRep = new SyncRep(syncConfig);
-    this.#syncRep.on('sync:standbys', (event) => this.#emitSafely('sync:standbys', event));
-    this.#synchronousCommit = options.synchronousCommit;
+    this.#core = core;
     this.#log = log;
-    this.#slots = slots;
-    this.#app = app;
-    this.#storage = storage;
-    this.#snapshots = new SnapshotStore(storage);
-    this.#control = control;
     this.#options = options;
-    this.#applied = new LsnWaiters(appliedLsn);
+    this.#synchronousCommit = options.synchronousCommit;
     this.#debug = createLogger('primary', options.logPrefix);
+    this.emitterLog = this.#debug;
+    this.#syncRep = new SyncRep(syncConfig);
+    this.#syncRep.on('sync:standbys', (event) => this.emitSafely('sync:standbys', event));
+    for (const event of NODE_EVENT_NAMES) core.on(event, (payload: unknown) => this.emitSafely(event, payload as never));
     log.on('error', ({ error, fatal }) => {
       if (fatal) this.#fail(error);
-      this.#emitSafely('wal:error', { error, fatal });
+      this.emitSafely('wal:error', { error, fatal });
     });
   }
 
   /**
    * Opens (or creates) a primary: validates the options (nothing is created when they are
    * invalid), recovers the WAL, brings the application to its last state by replaying the
-   * batches after its checkpoint, and starts listening for standbys.
+   * batches after its checkpoint, and starts listening for standbys. A standby's directory is
+   * refused with `STANDBY_DIRECTORY`, untouched.
    */
   static async open(options: PrimaryOptions): Promise<Primary> {
     validateOptions(options);
@@ -305,6 +220,14 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       ...(options.recycleSegments === undefined ? {} : { recycleSegments: options.recycleSegments }),
       ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
     });
+    const core = new NodeCore({
+      storage,
+      application: options.application,
+      entryBuffers: settings.entryBuffers,
+      walKeepSize: settings.walKeepSize,
+      maxSlotWalKeepSize: settings.maxSlotWalKeepSize,
+      ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
+    });
     let primary: Primary | null = null;
     try {
       // Read again under the WAL's lock: another process may have bootstrapped a standby here meanwhile.
@@ -319,16 +242,26 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         await writeControlFile(storage, control);
       }
       const slots = await SlotManager.open(storage);
-      const snapshots = new SnapshotStore(storage);
-      const start = await restoreApplication(options.application, log, control, snapshots);
+      const start = await core.attach({ control, log, slots });
       if (start > log.flushedLsn) {
         throw new WalshipError('WAL_CORRUPT', `the application's state is at ${formatLsn(start)}, past the end of the WAL at ${formatLsn(log.flushedLsn)}: WAL it had applied is lost`);
       }
-      let applied = start;
-      await replay(log, options.application, start, { follow: false, onApplied: (lsn) => (applied = lsn) });
-      primary = new Primary(log, slots, options.application, storage, control, Math.max(applied, start), settings, syncConfig);
-      if (options.listen !== undefined && auth !== null) await primary.#listen(options.listen, auth, settings);
-      primary.#debug('open: system %s, WAL %s … %s, applied up to %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(applied));
+      await core.applier.follow(log, start, { follow: false });
+      primary = new Primary(core, log, settings, syncConfig);
+      if (options.listen !== undefined && auth !== null) {
+        await core.serve({
+          transport: options.listen.transport,
+          address: options.listen.address,
+          auth,
+          maxWalSenders: settings.maxWalSenders,
+          walSenderTimeoutMs: settings.walSenderTimeoutMs,
+          maxWalMessageBytes: settings.maxWalMessageBytes,
+          syncRep: primary.#syncRep,
+          ...(settings.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: settings.handshakeTimeoutMs }),
+          ...(settings.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: settings.authFailureDelayMs }),
+        });
+      }
+      primary.#debug('open: system %s, WAL %s … %s, applied up to %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(core.applier.position));
       return primary;
     } catch (err) {
       if (primary !== null) await primary.close().catch(() => undefined);
@@ -339,7 +272,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
 
   /** The cluster's identity, shared by all its standbys (16 hex digits). */
   get systemId(): string {
-    return this.#control.systemId;
+    return this.#core.systemId;
   }
 
   /**
@@ -361,7 +294,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
 
   /** Where the application's state is: the `lsn` of the last batch it applied. */
   get appliedLsn(): Lsn {
-    return this.#applied.position;
+    return this.#core.applier.position;
   }
 
   get timeline(): number {
@@ -370,7 +303,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
 
   /** The address standbys connect to, once listening. */
   get address(): string | null {
-    return this.#address;
+    return this.#core.address;
   }
 
   /** The WAL (read-only use: readers, positions). */
@@ -406,12 +339,13 @@ export class Primary extends EventEmitter<PrimaryEvents> {
       return Promise.reject(err);
     }
     const committed = { lsn: result.endLsn, startLsn: result.lsn };
-    let batch: readonly EntryInput[] = Array.isArray(entries) ? entries : [entries as EntryInput];
-    // The caller may reuse its buffers once commit() settles; when that can happen before
-    // the batch is applied, apply a copy, so the application sees what the WAL holds.
-    if (level === 'off' || options.signal !== undefined) batch = copyEntries(batch);
+    let batch = (Array.isArray(entries) ? entries : [entries as EntryInput]).map(toEntry);
+    // The caller may reuse its buffers once commit() settles; when that can happen before the
+    // batch is applied, apply a copy (taken now), so the application sees what the WAL holds.
+    const copied = level === 'off' || options.signal !== undefined;
+    if (copied) batch = ownedEntries(batch);
     const applied = new Promise<void>((resolve, reject) => {
-      const pending: Pending = { result, entries: batch, flushed: false, dropped: null, resolve, reject };
+      const pending: Pending = { result, entries: batch, copied, flushed: false, dropped: null, resolve, reject };
       this.#queue.push(pending);
       this.#log.waitForFlush(result).then(
         () => {
@@ -466,33 +400,25 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    */
   reload(options: ReloadOptions): void {
     this.#assertUsable();
-    if (typeof options !== 'object' || options === null) throw new WalshipError('INVALID_OPTIONS', 'reload() options must be an object');
-    const unknown = Object.keys(options).filter((k) => k !== 'synchronousStandbyNames' && k !== 'synchronousCommit');
-    if (unknown.length > 0) throw new WalshipError('INVALID_OPTIONS', `reload() cannot change "${unknown[0]}" (only synchronousStandbyNames and synchronousCommit)`);
+    validateReload(options);
     const { synchronousCommit, synchronousStandbyNames } = options;
-    if (synchronousCommit !== undefined && !LEVELS.includes(synchronousCommit)) {
-      throw new WalshipError('INVALID_OPTIONS', `reload(): synchronousCommit must be one of ${LEVELS.join(', ')}; got ${String(synchronousCommit)}`);
-    }
-    if (synchronousStandbyNames !== undefined && (typeof synchronousStandbyNames !== 'string' || synchronousStandbyNames.length > MAX_STANDBY_NAMES_LENGTH)) {
-      throw new WalshipError('INVALID_OPTIONS', `reload(): synchronousStandbyNames must be a string of at most ${MAX_STANDBY_NAMES_LENGTH} characters`);
-    }
     const config = synchronousStandbyNames === undefined ? undefined : parseSynchronousStandbyNames(synchronousStandbyNames);
     if (synchronousCommit !== undefined) this.#synchronousCommit = synchronousCommit;
     if (config !== undefined) {
       this.#debug('synchronousStandbyNames is now %s', config === null ? "'' (off)" : config.text);
-      this.#syncRep.reload(config, this.#service?.syncInputs() ?? []);
+      this.#syncRep.reload(config, this.#core.service?.syncInputs() ?? []);
     }
   }
 
   /** Resolves once the primary's application has applied everything up to `lsn`. */
   waitForApply(lsn: Lsn, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<void> {
     assertLsn(lsn);
-    return this.#applied.wait(lsn, options);
+    return this.#core.applier.wait(lsn, options);
   }
 
   /** `pg_stat_replication`: one row per connected standby. */
   replicationStatus(): ReplicationStatusRow[] {
-    return this.#service?.status() ?? [];
+    return this.#core.replicationStatus();
   }
 
   /**
@@ -503,36 +429,14 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    */
   async createSlot(name: string, options: CreateSlotOptions = {}): Promise<SlotInfo> {
     this.#assertUsable();
-    if (typeof options !== 'object' || options === null) throw new WalshipError('INVALID_ARGUMENT', 'createSlot() options must be an object');
-    const unknown = Object.keys(options).filter((k) => k !== 'reserveWal');
-    if (unknown.length > 0) throw new WalshipError('INVALID_ARGUMENT', `createSlot() options has unknown option "${unknown[0]}"`);
-    if (options.reserveWal !== undefined && typeof options.reserveWal !== 'boolean') {
-      throw new WalshipError('INVALID_ARGUMENT', `createSlot() options.reserveWal must be a boolean, got ${typeof options.reserveWal}`);
-    }
-    // The applied position is never past the flushed one, nor before the oldest WAL kept.
-    return this.#slots.create(name, options.reserveWal === true ? { reserveAt: Math.min(this.#applied.position, this.#log.flushedLsn) } : {});
-  }
-
-  /**
-   * CREATE_REPLICATION_SLOT from a standby: like {@link createSlot}, or reserving from
-   * `reserveFrom` (where the standby resumes), which must still be in the WAL.
-   */
-  async #createSlotFor(name: string, reserveWal: boolean, reserveFrom: Lsn | null): Promise<SlotInfo> {
-    if (!reserveWal || reserveFrom === null) return this.createSlot(name, { reserveWal });
-    this.#assertUsable();
-    if (reserveFrom > this.#log.flushedLsn) {
-      throw new WalshipError('INVALID_ARGUMENT', `cannot reserve WAL from ${formatLsn(reserveFrom)}: it is ahead of the WAL flush position ${formatLsn(this.#log.flushedLsn)}`);
-    }
-    if (reserveFrom < this.#log.oldestLsn) {
-      throw new WalshipError('WAL_REMOVED', `replication slot "${name}" cannot reserve WAL from ${formatLsn(reserveFrom)}: the oldest WAL left is at ${formatLsn(this.#log.oldestLsn)}`);
-    }
-    return this.#slots.create(name, { reserveAt: reserveFrom });
+    validateCreateSlot(options);
+    return this.#core.createSlot(name, { reserveWal: options.reserveWal === true, reserveFrom: null });
   }
 
   /** Drops a replication slot, durably. `SLOT_NOT_FOUND`; `SLOT_ACTIVE` while a standby streams with it. */
   async dropSlot(name: string): Promise<void> {
     this.#assertUsable();
-    await this.#slots.drop(name);
+    await this.#core.dropSlot(name);
   }
 
   /**
@@ -542,36 +446,18 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    */
   async advanceSlot(name: string, lsn: Lsn): Promise<Lsn> {
     this.#assertUsable();
-    assertLsn(lsn);
-    if (this.#slots.has(name) && this.#slots.get(name).restartLsn === null && Math.min(lsn, this.#log.flushedLsn) < this.#log.oldestLsn) {
-      throw new WalshipError('WAL_REMOVED', `replication slot "${name}" cannot reserve WAL from ${formatLsn(lsn)}: the oldest WAL left is at ${formatLsn(this.#log.oldestLsn)}`);
-    }
-    const restartLsn = this.#slots.advance(name, { flushLsn: this.#log.flushedLsn, lsn });
-    await this.#slots.flush();
-    return restartLsn;
+    return this.#core.advanceSlot(name, lsn);
   }
 
   /** `pg_replication_slots`: every slot, by name, with its `walStatus` and `safeWalSize`. */
   slots(): ReplicationSlotRow[] {
-    return this.#slots.list(this.#retentionState());
+    return this.#core.slotRows();
   }
 
   /** Rejects calls that change the node once it is closing or has failed. */
   #assertUsable(): void {
     if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the primary is shutting down');
     if (this.#failure !== null) throw this.#failure;
-  }
-
-  /** Where the WAL stands, for the retention rules. */
-  #retentionState(checkpointLsn: Lsn | null = this.#control.checkpoint?.lsn ?? null): RetentionState {
-    return {
-      segmentSize: this.#log.segmentSize,
-      currentLsn: this.#log.flushedLsn,
-      oldestLsn: this.#log.oldestLsn,
-      checkpointLsn,
-      walKeepSize: this.#options.walKeepSize,
-      maxSlotWalKeepSize: this.#options.maxSlotWalKeepSize,
-    };
   }
 
   /**
@@ -582,36 +468,8 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    */
   checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
     if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the primary is shutting down'));
-    // One at a time: each rewrites the control file and the snapshot's partial file.
-    const run = this.#checkpointing.catch(() => undefined).then(() => this.#checkpoint(lsn));
-    this.#checkpointing = run;
-    return run;
-  }
-
-  async #checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
-    if (this.#failure !== null) throw this.#failure;
-    let checkpoint: { lsn: Lsn; snapshot: boolean };
-    if (lsn !== undefined) {
-      assertLsn(lsn);
-      if (lsn > this.#applied.position) {
-        throw new WalshipError('INVALID_ARGUMENT', `cannot checkpoint at ${formatLsn(lsn)}: the application has applied only up to ${formatLsn(this.#applied.position)}`);
-      }
-      checkpoint = { lsn, snapshot: false };
-    } else {
-      if (this.#app.snapshot === undefined) {
-        throw new WalshipError('INVALID_ARGUMENT', 'checkpoint() without an lsn takes a snapshot, and the application has no snapshot() hook; pass the lsn up to which its state is durable');
-      }
-      const backup = await this.#takeSnapshot();
-      await this.#snapshots.write(backup.lsn, backup.timeline, backup.data);
-      checkpoint = { lsn: backup.lsn, snapshot: true };
-    }
-    const previous = this.#control.checkpoint;
-    if (previous !== null && previous.lsn > checkpoint.lsn) return previous;
-    this.#control = { ...this.#control, checkpoint };
-    await writeControlFile(this.#storage, this.#control);
-    await this.#snapshots.removeOlderThan(checkpoint.snapshot ? checkpoint.lsn : Number.MAX_SAFE_INTEGER).catch(() => undefined);
-    await this.#removeOldWal(checkpoint.lsn);
-    return checkpoint;
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    return this.#core.checkpoint(lsn);
   }
 
   /**
@@ -621,37 +479,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
    */
   async baseBackup(target: { dir?: string; storage?: Storage }): Promise<BaseBackupResult> {
     if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the primary is shutting down');
-    if ((target.dir === undefined) === (target.storage === undefined)) {
-      throw new WalshipError('INVALID_ARGUMENT', 'baseBackup() needs exactly one of "dir" and "storage"');
-    }
-    const storage = storageOf(target);
-    await storage.prepare();
-    const lock = await storage.lock();
-    try {
-      const names = (await storage.list()).filter((name) => !name.startsWith('walship.lock'));
-      if (names.length > 0) throw new WalshipError('INVALID_ARGUMENT', `the base backup's target ${storage.description} is not empty`);
-      const backup = await this.#baseBackupData();
-      // Until it is written, checkpoints keep the WAL its standby will stream from.
-      const inProgress = { lsn: backup.lsn };
-      this.#backupsInProgress.add(inProgress);
-      try {
-        const written = await new SnapshotStore(storage).write(backup.lsn, backup.timeline, backup.data);
-        await writeControlFile(storage, {
-          // A standby's directory: Primary.open refuses it, Standby.open streams from here.
-          state: 'shut-down-in-recovery',
-          systemId: this.systemId,
-          segmentSize: this.#log.segmentSize,
-          timeline: backup.timeline,
-          checkpoint: { lsn: backup.lsn, snapshot: true },
-          consistentLsn: backup.lsn,
-        });
-        return { lsn: backup.lsn, timeline: backup.timeline, size: written.size };
-      } finally {
-        this.#backupsInProgress.delete(inProgress);
-      }
-    } finally {
-      await lock.release();
-    }
+    return this.#core.writeBaseBackup(target);
   }
 
   /**
@@ -671,30 +499,23 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     // Commits waiting for standbys stop waiting: they are committed locally (PostgreSQL
     // cancels these waits when it shuts down).
     this.#syncRep.cancelAll('the primary is shutting down');
+    const core = this.#core;
     try {
-      await this.#checkpointing.catch(() => undefined);
+      await core.checkpointer.settled();
       await this.#log.flush().catch(() => undefined);
       await this.#whenIdle();
       await this.#log.seal().catch((err: unknown) => this.#debug.error('sealing the WAL: %s', (err as Error).message));
-      await this.#service?.close(this.#log.flushedLsn, this.#options.walSenderTimeoutMs);
-      // The positions the standbys confirmed last survive the restart (PostgreSQL saves slots at shutdown).
-      await this.#slots.flush();
+      await core.stopServing(this.#log.flushedLsn, this.#options.walSenderTimeoutMs);
       // Only a clean shutdown says so; a failed primary stays "in production" (it crashed).
-      if (this.#failure === null) await this.#setState('shut-down');
+      if (this.#failure === null) await core.writeControl({ ...core.control, state: 'shut-down' });
     } catch (err) {
       error = err;
       this.#debug.error('closing: %s', (err as Error).message);
     } finally {
-      await this.#log.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
-      this.#applied.fail(new WalshipError('WAL_CLOSED', 'the primary is closed'));
+      await core.close();
+      core.applier.fail(new WalshipError('WAL_CLOSED', 'the primary is closed'));
     }
     if (error !== null) throw error;
-  }
-
-  /** Records the node's state in the control file (crash-safe: the old or the new state survives). */
-  async #setState(state: NodeState): Promise<void> {
-    this.#control = { ...this.#control, state };
-    await writeControlFile(this.#storage, this.#control);
   }
 
   /** Resolves once no commit is queued and no apply runs (at once if so now). */
@@ -724,67 +545,6 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     await this.close();
   }
 
-  async #listen(listen: { transport: Transport; address: string }, auth: Awaited<ReturnType<typeof compileAuth>>, settings: PrimaryOptions & typeof PRIMARY_DEFAULTS): Promise<void> {
-    const service = new WalService(
-      {
-        log: this.#log,
-        systemId: this.systemId,
-        baseBackup: () => this.#baseBackupData(),
-        slots: this.#slots,
-        createSlot: (name, { reserveWal, reserveFrom }) => this.#createSlotFor(name, reserveWal, reserveFrom),
-      },
-      {
-        transport: listen.transport,
-        address: listen.address,
-        auth,
-        maxWalSenders: settings.maxWalSenders,
-        walSenderTimeoutMs: settings.walSenderTimeoutMs,
-        maxMessageBytes: settings.maxWalMessageBytes,
-        syncRep: this.#syncRep,
-        ...(settings.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: settings.handshakeTimeoutMs }),
-        ...(settings.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: settings.authFailureDelayMs }),
-        ...(settings.logPrefix === undefined ? {} : { logPrefix: settings.logPrefix }),
-      },
-    );
-    for (const event of ['standby:connected', 'standby:disconnected', 'standby:refused', 'sender:state', 'standby:caught-up'] as const) {
-      service.on(event, (payload: unknown) => this.#emitSafely(event, payload as never));
-    }
-    service.server.on('auth:failed', (event) => this.#emitSafely('auth:failed', event));
-    service.server.on('connection:error', (event) => this.#emitSafely('connection:error', event));
-    this.#service = service;
-    this.#address = await service.listen();
-  }
-
-  /** A snapshot for a standby: fails with `BASE_BACKUP_FAILED` when the application cannot take one. */
-  async #baseBackupData(): Promise<BaseBackupData> {
-    if (this.#app.snapshot === undefined) {
-      throw new WalshipError('BASE_BACKUP_UNAVAILABLE', "the primary's application has no snapshot() hook, so it cannot make a base backup");
-    }
-    try {
-      return await this.#takeSnapshot();
-    } catch (err) {
-      if (isWalshipError(err)) throw err;
-      throw new WalshipError('BASE_BACKUP_FAILED', `the application's snapshot() failed: ${(err as Error).message}`, { cause: err });
-    }
-  }
-
-  /** Pauses applying (after the batch in progress) while the application takes its snapshot. */
-  async #takeSnapshot(): Promise<{ lsn: Lsn; timeline: number; size: number | null; data: SnapshotData }> {
-    const snapshot = this.#app.snapshot as () => Promise<SnapshotData>;
-    while (this.#pause !== null) await this.#pause;
-    let resume!: () => void;
-    this.#pause = new Promise((resolve) => (resume = resolve));
-    try {
-      await this.#applying;
-      const lsn = this.#applied.position;
-      const data = await snapshot.call(this.#app);
-      return { lsn, timeline: this.#log.timeline, size: data instanceof Uint8Array ? data.length : null, data };
-    } finally {
-      this.#pause = null;
-      resume();
-    }
-  }
-
   /** Applies durable batches in LSN order; one drain runs at a time. */
   #drain(): void {
     if (this.#draining) return;
@@ -798,6 +558,7 @@ export class Primary extends EventEmitter<PrimaryEvents> {
   }
 
   async #drainLoop(): Promise<void> {
+    const applier = this.#core.applier;
     for (let head = this.#queue[0]; head !== undefined && (head.flushed || head.dropped !== null); head = this.#queue[0]) {
       if (this.#failure !== null) return;
       this.#queue.shift();
@@ -805,21 +566,16 @@ export class Primary extends EventEmitter<PrimaryEvents> {
         head.reject(head.dropped);
         continue;
       }
-      while (this.#pause !== null) await this.#pause;
       const { result } = head;
-      this.#applying = applyBatch(this.#app, result.endLsn, result.lsn, this.#log.timeline, head.entries.map(toEntry));
       try {
-        await this.#applying;
+        await applier.apply({ lsn: result.endLsn, startLsn: result.lsn, timeline: this.#log.timeline, entries: head.entries }, { private: head.copied });
       } catch (err) {
         const error = err as WalshipError;
         head.reject(error);
-        this.#emitSafely('apply:error', { error });
+        this.emitSafely('apply:error', { error });
         this.#fail(error);
         return;
-      } finally {
-        this.#applying = null;
       }
-      this.#applied.advance(result.endLsn);
       head.resolve();
     }
   }
@@ -830,60 +586,13 @@ export class Primary extends EventEmitter<PrimaryEvents> {
     this.#failure = error;
     this.#debug.error('primary stopped: %s', error.message);
     for (const pending of this.#queue.splice(0)) pending.reject(error);
-    this.#applied.fail(error);
+    this.#core.applier.fail(error);
     this.#syncRep.cancelAll(`the primary stopped: ${error.message}`);
     this.#checkIdle();
   }
-
-  /**
-   * Removes WAL that no checkpoint, no replication slot (within `maxSlotWalKeepSize`), no
-   * `walKeepSize`, no connected standby and no base backup in progress needs any more. The
-   * slots decide first, durably ({@link SlotManager.planWalRemoval}): a slot too far behind is
-   * invalidated, announced, and its connection ended before any of its WAL goes.
-   */
-  async #removeOldWal(checkpointLsn: Lsn): Promise<void> {
-    const plan = await this.#slots.planWalRemoval(this.#retentionState(checkpointLsn));
-    for (const slot of plan.invalidated) {
-      this.#debug.error('replication slot %s invalidated: it held WAL from %s, beyond maxSlotWalKeepSize', slot.slotName, formatLsn(slot.restartLsn));
-      const error = new WalshipError(
-        'WAL_REMOVED',
-        `replication slot "${slot.slotName}" was invalidated (${WAL_REMOVED_REASON}): it held WAL from ${formatLsn(slot.restartLsn)}, more than maxSlotWalKeepSize behind`,
-      );
-      this.#service?.terminateSlotHolder(slot.slotName, error);
-      this.#emitSafely('slot:invalidated', { slotName: slot.slotName, reason: WAL_REMOVED_REASON, restartLsn: slot.restartLsn });
-    }
-    const needed = [plan.keepFromLsn, ...[...this.#backupsInProgress].map((b) => b.lsn)];
-    const standbys = this.#service?.retainedLsn() ?? null;
-    if (standbys !== null) needed.push(standbys);
-    const keepFrom = Math.min(...needed);
-    const removed = await this.#log.removeSegmentsBefore(keepFrom);
-    if (removed.length > 0) this.#debug('checkpoint removed %d WAL segments before %s', removed.length, formatLsn(keepFrom));
-  }
-
-  #emitSafely<E extends keyof PrimaryEvents>(event: E, payload: Parameters<PrimaryEvents[E]>[0]): void {
-    try {
-      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
-    } catch (err) {
-      this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
-    }
-  }
 }
 
-/** The entries with their bytes copied into one new buffer. */
-function copyEntries(entries: readonly EntryInput[]): EntryInput[] {
-  let size = 0;
-  for (const entry of entries) size += (entry instanceof Uint8Array ? entry : entry.data).length;
-  const copy = Buffer.allocUnsafe(size);
-  let at = 0;
-  return entries.map((entry) => {
-    const data = entry instanceof Uint8Array ? entry : entry.data;
-    copy.set(data, at);
-    const view = copy.subarray(at, (at += data.length));
-    return entry instanceof Uint8Array || entry.channel === undefined ? view : { data: view, channel: entry.channel };
-  });
-}
-
-function toEntry(entry: EntryInput): { data: Uint8Array; channel?: string } {
+function toEntry(entry: EntryInput): WalEntry {
   return entry instanceof Uint8Array ? { data: entry } : entry;
 }
 

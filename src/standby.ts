@@ -1,24 +1,37 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EventEmitter } from 'eventemitter3';
 import type { Application } from './application.js';
 import { WalshipError, abortError, isWalshipError, type ErrorCode } from './errors.js';
+import { SafeEmitter } from './events.js';
 import { createLogger, type Logger } from './logger.js';
 import { LsnWaiters, type WaitOptions } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
+import type { CheckpointResult } from './node/checkpointer.js';
 import { isRecoveryState, readControlFile, removeControlFile, writeControlFile, type ControlData, type NodeState } from './node/control-file.js';
-import { checkNodeObjects, checkTransport, nodeStorageSchema, storageOf } from './node/node-options.js';
-import { applyBatch } from './node/replayer.js';
-import { SnapshotStore, type WrittenSnapshot } from './node/snapshot-store.js';
+import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } from './node/node-core.js';
+import {
+  SERVE_DEFAULTS,
+  checkNodeObjects,
+  checkTransport,
+  nodeSchema,
+  serveSchema,
+  storageOf,
+  validateCreateSlot,
+  type CreateSlotOptions,
+  type NodeOptions,
+  type ServeOptions,
+} from './node/node-options.js';
+import type { WrittenSnapshot } from './node/snapshot-store.js';
 import { removeLeftovers, removeLocalState } from './node/local-state.js';
-import { restoreApplication } from './node/starting-point.js';
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
+import { compileAuth, type CompiledAuth } from './protocol/auth-rules.js';
 import type { BaseBackupBeginMessage, BaseBackupEndMessage, IdentifySystemResultMessage, ServerMessage } from './protocol/messages.js';
 import type { MessageStream } from './protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot } from './protocol/replication-client.js';
 import { SendTimes, WalReceiver } from './replication/wal-receiver.js';
+import type { ReplicationStatusRow } from './replication/wal-service.js';
+import { SlotManager, type ReplicationSlotRow, type SlotInfo } from './slots/slot-manager.js';
 import type { Storage, StorageLock } from './storage/storage.js';
 import type { Transport } from './transport/transport.js';
-import type { SyncMode } from './wal/wal-log.js';
 import { WalLog } from './wal/wal-log.js';
 
 /** Where and how a standby connects to its primary (PostgreSQL's `primary_conninfo`). */
@@ -45,11 +58,12 @@ export interface StandbyPrimaryOptions {
   readonly connectTimeoutMs?: number;
 }
 
-/** Options of {@link Standby.open}. Give `dir` or `storage`. */
-export interface StandbyOptions {
-  readonly dir?: string;
-  readonly storage?: Storage;
-  readonly application: Application;
+/**
+ * Options of {@link Standby.open}. Give `dir` or `storage`. With `listen` (and `auth`) the
+ * standby serves standbys of its own (cascading replication): it streams them the WAL it has
+ * received and flushed, serves base backups and keeps replication slots, as a primary does.
+ */
+export interface StandbyOptions extends NodeOptions, ServeOptions {
   readonly primary: StandbyPrimaryOptions;
   /**
    * Hot standby: the application may serve reads once the standby is `consistent`.
@@ -68,13 +82,11 @@ export interface StandbyOptions {
   readonly retryMinDelayMs?: number;
   /** Longest wait between reconnects (`wal_retrieve_retry_interval`). @defaultValue 5 000 */
   readonly retryMaxDelayMs?: number;
-  readonly sync?: SyncMode;
-  readonly recycleSegments?: number;
-  readonly logPrefix?: string;
 }
 
 /** Defaults of {@link StandbyOptions}. */
 export const STANDBY_DEFAULTS = Object.freeze({
+  ...SERVE_DEFAULTS,
   hotStandby: true,
   statusIntervalMs: 10_000,
   walReceiverTimeoutMs: 60_000,
@@ -88,12 +100,8 @@ export const standbyOptionsSchema = Object.freeze({
   additionalProperties: false,
   required: ['application', 'primary'],
   properties: {
-    dir: nodeStorageSchema.dir,
-    storage: nodeStorageSchema.storage,
-    application: nodeStorageSchema.application,
-    sync: nodeStorageSchema.sync,
-    recycleSegments: nodeStorageSchema.recycleSegments,
-    logPrefix: nodeStorageSchema.logPrefix,
+    ...nodeSchema,
+    ...serveSchema,
     primary: {
       type: 'object',
       additionalProperties: false,
@@ -135,7 +143,7 @@ export interface BaseBackupProgressEvent {
 }
 
 /** Events of a {@link Standby}. */
-export interface StandbyEvents {
+export interface StandbyEvents extends NodeEvents {
   'state:change': (event: { readonly state: StandbyState }) => void;
   /** Connected and authenticated to the primary. */
   'primary:connected': (event: { readonly address: string; readonly systemId: string }) => void;
@@ -198,15 +206,14 @@ function primaryHasNoSnapshotHook(err: unknown): boolean {
  * its log ends. Opened on an empty directory, it first bootstraps from the primary: a base
  * backup when the application can `restore()`, else the whole WAL from its beginning.
  */
-export class Standby extends EventEmitter<StandbyEvents> {
+export class Standby extends SafeEmitter<StandbyEvents> {
+  readonly #core: NodeCore;
   readonly #storage: Storage;
   readonly #app: Application;
   readonly #options: StandbyOptions & typeof STANDBY_DEFAULTS;
-  readonly #snapshots: SnapshotStore;
   readonly #debug: Logger;
   readonly #abort = new AbortController();
-  readonly #replayed = new LsnWaiters(0);
-  #control: ControlData | null = null;
+  /** The local WAL, once bootstrapped (null again while bootstrapping anew). */
   #log: WalLog | null = null;
   #state: StandbyState = 'connecting';
   #failure: WalshipError | null = null;
@@ -225,12 +232,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
   #opening = false;
   /** The primary said it cannot make a base backup (no `snapshot()` hook): bootstrap from its WAL instead. */
   #noBaseBackup = false;
-  /** Checkpoints run one at a time, and close() waits for the one in progress. */
-  #checkpointing: Promise<unknown> = Promise.resolve();
   #receiver: WalReceiver | null = null;
   #conn: MessageStream<'client'> | null = null;
-  #applying: Promise<void> | null = null;
-  #pause: Promise<void> | null = null;
   #replaying: Promise<void> | null = null;
   #running: Promise<void> | null = null;
   #closing: Promise<void> | null = null;
@@ -258,8 +261,17 @@ export class Standby extends EventEmitter<StandbyEvents> {
     this.#storage = storage;
     this.#app = options.application;
     this.#options = options;
-    this.#snapshots = new SnapshotStore(storage);
     this.#debug = createLogger('standby', options.logPrefix);
+    this.emitterLog = this.#debug;
+    this.#core = new NodeCore({
+      storage,
+      application: options.application,
+      entryBuffers: options.entryBuffers,
+      walKeepSize: options.walKeepSize,
+      maxSlotWalKeepSize: options.maxSlotWalKeepSize,
+      ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
+    });
+    for (const event of NODE_EVENT_NAMES) this.#core.on(event, (payload: unknown) => this.emitSafely(event, payload as never));
   }
 
   /**
@@ -280,6 +292,8 @@ export class Standby extends EventEmitter<StandbyEvents> {
     if (settings.retryMinDelayMs > settings.retryMaxDelayMs) {
       throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: retryMinDelayMs must not exceed retryMaxDelayMs');
     }
+    if (options.listen !== undefined) checkTransport('Standby.listen.transport', options.listen.transport);
+    const auth = options.listen === undefined ? null : await compileAuth(options.auth);
     const storage = storageOf(options);
     await storage.prepare().catch((err: unknown) => {
       throw new WalshipError('WAL_IO', `cannot prepare ${storage.description}: ${(err as Error).message}`, { cause: err });
@@ -291,12 +305,35 @@ export class Standby extends EventEmitter<StandbyEvents> {
       if (control !== null) await standby.#openLocal(control);
       // A new directory another node is using (bootstrapping it, say) is refused now, not in the background.
       else await releaseLock(storage, await lockStorage(storage));
+      if (options.listen !== undefined && auth !== null) await standby.#serve(options.listen, auth);
+    } catch (err) {
+      await standby.close().catch(() => undefined);
+      throw err;
     } finally {
       // Events of the open itself reach listeners attached right after `await Standby.open()`.
       setImmediate(() => (standby.#opening = false));
     }
     standby.#running = standby.#run();
     return standby;
+  }
+
+  /**
+   * Cascading replication: serves standbys of its own. They are asynchronous (a cascading
+   * standby ignores synchronous replication, as PostgreSQL's does) and receive only WAL this
+   * standby has flushed; while it has no local state (bootstrapping) they are refused and retry.
+   */
+  async #serve(listen: { transport: Transport; address: string }, auth: CompiledAuth): Promise<void> {
+    const o = this.#options;
+    await this.#core.serve({
+      transport: listen.transport,
+      address: listen.address,
+      auth,
+      maxWalSenders: o.maxWalSenders,
+      walSenderTimeoutMs: o.walSenderTimeoutMs,
+      maxWalMessageBytes: o.maxWalMessageBytes,
+      ...(o.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: o.handshakeTimeoutMs }),
+      ...(o.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: o.authFailureDelayMs }),
+    });
   }
 
   get state(): StandbyState {
@@ -313,6 +350,11 @@ export class Standby extends EventEmitter<StandbyEvents> {
     return this.#control?.systemId ?? null;
   }
 
+  /** Where its downstream standbys connect, when it serves them (`listen`). */
+  get address(): string | null {
+    return this.#core.address;
+  }
+
   /** The timeline being replayed, once known. */
   get timeline(): number | null {
     return this.#log?.timeline ?? this.#control?.timeline ?? null;
@@ -325,7 +367,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
 
   /** The end of the last batch replayed (`pg_last_wal_replay_lsn()`). */
   get replayLsn(): Lsn | null {
-    return this.#log === null ? null : this.#replayed.position;
+    return this.#log === null ? null : this.#core.applier.position;
   }
 
   /**
@@ -369,7 +411,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     }
     if (this.#failure !== null) return Promise.reject(this.#failure);
     if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
-    return this.#replayed.wait(lsn, options);
+    return this.#core.applier.wait(lsn, options);
   }
 
   /**
@@ -393,62 +435,63 @@ export class Standby extends EventEmitter<StandbyEvents> {
 
   /**
    * A restartpoint: records how far the application's state is durable so that a restart
-   * replays only what follows, and older local WAL can go. With `lsn`, the application
-   * states its own state is durable up to there; without, walship stores its `snapshot()`.
+   * replays only what follows, and older local WAL can go: all that no replication slot of its
+   * own, `walKeepSize` or downstream standby still needs. With `lsn`, the application states
+   * its own state is durable up to there; without, walship stores its `snapshot()`.
    */
-  checkpoint(lsn?: Lsn): Promise<{ lsn: Lsn; snapshot: boolean }> {
-    try {
-      if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the standby is closed');
-      if (this.#log === null || this.#control === null) throw new WalshipError('INVALID_ARGUMENT', 'the standby has not bootstrapped yet');
-      if (lsn !== undefined) {
-        assertLsn(lsn);
-        if (lsn > this.#replayed.position) {
-          throw new WalshipError('INVALID_ARGUMENT', `cannot checkpoint at ${formatLsn(lsn)}: replay has reached only ${formatLsn(this.#replayed.position)}`);
-        }
-      } else if (this.#app.snapshot === undefined) {
-        throw new WalshipError('INVALID_ARGUMENT', 'checkpoint() without an lsn takes a snapshot, and the application has no snapshot() hook');
-      }
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    // One at a time: each rewrites the control file (through the same temporary file) and
-    // may remove WAL, so a slower earlier one must never land after a later one.
-    const run = this.#checkpointing.catch(() => undefined).then(() => this.#checkpoint(lsn));
-    this.#checkpointing = run;
-    return run;
+  checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
+    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+    return this.#core.checkpoint(lsn);
   }
 
-  async #checkpoint(lsn: Lsn | undefined): Promise<{ lsn: Lsn; snapshot: boolean }> {
+  /** `pg_stat_replication` of a cascading standby: one row per connected downstream standby. */
+  replicationStatus(): ReplicationStatusRow[] {
+    return this.#core.replicationStatus();
+  }
+
+  /**
+   * Creates a replication slot on this standby, for a downstream standby (see
+   * `Primary.createSlot`): with `reserveWal` it holds this standby's WAL from where its
+   * application has applied.
+   */
+  async createSlot(name: string, options: CreateSlotOptions = {}): Promise<SlotInfo> {
+    this.#assertUsable();
+    validateCreateSlot(options);
+    return this.#core.createSlot(name, { reserveWal: options.reserveWal === true, reserveFrom: null });
+  }
+
+  /** Drops a replication slot of this standby. `SLOT_NOT_FOUND`; `SLOT_ACTIVE` while a downstream streams with it. */
+  async dropSlot(name: string): Promise<void> {
+    this.#assertUsable();
+    await this.#core.dropSlot(name);
+  }
+
+  /** Moves an inactive slot of this standby forward (see `Primary.advanceSlot`). */
+  async advanceSlot(name: string, lsn: Lsn): Promise<Lsn> {
+    this.#assertUsable();
+    return this.#core.advanceSlot(name, lsn);
+  }
+
+  /** `pg_replication_slots` of this standby. */
+  slots(): ReplicationSlotRow[] {
+    if (!this.#core.attached) return [];
+    return this.#core.slotRows();
+  }
+
+  /**
+   * Writes a ready-to-open standby directory from this standby (`pg_basebackup` from a
+   * standby): its application's snapshot at its replay position.
+   */
+  async baseBackup(target: { dir?: string; storage?: Storage }): Promise<BaseBackupResult> {
+    this.#assertUsable();
+    return this.#core.writeBaseBackup(target);
+  }
+
+  /** Calls that need local state: `WAL_CLOSED` once closing, the failure once failed, `INVALID_ARGUMENT` before bootstrap. */
+  #assertUsable(): void {
     if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the standby is closed');
-    if (this.#log === null) throw new WalshipError('INVALID_ARGUMENT', 'the standby is bootstrapping again; it has no local state to checkpoint');
-    const log = this.#log as WalLog;
-    let checkpoint: { lsn: Lsn; snapshot: boolean };
-    if (lsn !== undefined) {
-      checkpoint = { lsn, snapshot: false };
-    } else {
-      const snapshot = this.#app.snapshot as NonNullable<Application['snapshot']>;
-      while (this.#pause !== null) await this.#pause;
-      let resume!: () => void;
-      this.#pause = new Promise((resolve) => (resume = resolve));
-      try {
-        await this.#applying?.catch(() => undefined);
-        const at = this.#replayed.position;
-        const data = await snapshot.call(this.#app);
-        await this.#snapshots.write(at, log.timeline, data);
-        checkpoint = { lsn: at, snapshot: true };
-      } finally {
-        this.#pause = null;
-        resume();
-      }
-    }
-    // Read after the awaits: the control data as it is now, not as it was when this began.
-    const control = this.#control as ControlData;
-    if (control.checkpoint !== null && control.checkpoint.lsn > checkpoint.lsn) return control.checkpoint;
-    this.#control = { ...control, checkpoint };
-    await writeControlFile(this.#storage, this.#control);
-    if (checkpoint.snapshot) await this.#snapshots.removeOlderThan(checkpoint.lsn).catch(() => undefined);
-    await log.removeSegmentsBefore(checkpoint.lsn);
-    return checkpoint;
+    if (this.#failure !== null) throw this.#failure;
+    if (!this.#core.attached) throw new WalshipError('INVALID_ARGUMENT', 'the standby has not bootstrapped yet');
   }
 
   /**
@@ -467,15 +510,19 @@ export class Standby extends EventEmitter<StandbyEvents> {
       await this.#receiver?.stop().catch(() => undefined);
       await this.#running?.catch(() => undefined);
       await this.#replaying?.catch(() => undefined);
-      await this.#checkpointing.catch(() => undefined);
+      const core = this.#core;
+      await core.checkpointer.settled();
+      // Downstream standbys get what this standby has flushed, each at most walSenderTimeoutMs to confirm.
+      if (this.#log !== null) await core.stopServing(this.#log.flushedLsn, this.#options.walSenderTimeoutMs).catch((err: unknown) => this.#debug.error('closing the WAL service: %s', (err as Error).message));
+      else await core.stopServing(0, 0).catch((err: unknown) => this.#debug.error('closing the WAL service: %s', (err as Error).message));
       if (this.#log !== null && this.#failure === null && this.#control?.state === 'in-recovery') {
         await this.#setControlState('shut-down-in-recovery').catch((err: unknown) => this.#debug.error('recording the shutdown: %s', (err as Error).message));
       }
-      await this.#log?.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
-      this.#replayed.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+      await core.close();
+      core.applier.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
       this.#consistency.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
       this.#state = 'closed';
-      this.#emitSafely('state:change', { state: 'closed' });
+      this.emitSafely('state:change', { state: 'closed' });
     })();
     if (options.dropSlot !== true) return this.#closing;
     // Once, whether or not an earlier close() asked for it.
@@ -518,7 +565,12 @@ export class Standby extends EventEmitter<StandbyEvents> {
   // -------------------------------------------------------------------------------------
   // Local state
 
-  /** Opens the local WAL, brings the application to its last state and starts replay. */
+  /** The control data of the local state, once bootstrapped. */
+  get #control(): ControlData | null {
+    return this.#core.attached ? this.#core.control : null;
+  }
+
+  /** Opens the local WAL and slots, brings the application to its last state and starts replay. */
   async #openLocal(control: ControlData): Promise<void> {
     const o = this.#options;
     const log = await WalLog.open({
@@ -533,7 +585,9 @@ export class Standby extends EventEmitter<StandbyEvents> {
     });
     let start: Lsn;
     try {
-      start = await restoreApplication(this.#app, log, control, this.#snapshots);
+      const slots = await SlotManager.open(this.#storage);
+      // After bootstrapping again the restored state may be older than what was replayed before.
+      start = await this.#core.attach({ control, log, slots });
     } catch (err) {
       await log.close().catch(() => undefined);
       throw err;
@@ -541,68 +595,53 @@ export class Standby extends EventEmitter<StandbyEvents> {
     log.on('error', ({ error, fatal }) => {
       if (fatal) this.#fail(error);
     });
-    this.#control = control;
     this.#cluster = { systemId: control.systemId, segmentSize: control.segmentSize };
     this.#log = log;
-    // After bootstrapping again the restored state may be older than what was replayed before.
-    this.#replayed.rewind(start);
-    this.#replayed.advance(start);
     this.#checkConsistent();
     const replayAbort = new AbortController();
     this.#replayAbort = replayAbort;
     const signal = AbortSignal.any([this.#abort.signal, replayAbort.signal]);
-    this.#replaying = this.#replay(log, start, signal).catch((err: unknown) => {
+    this.#replaying = this.#core.applier.follow(log, start, { follow: true, signal, onApplied: (lsn) => this.#replayed(log, lsn) }).catch((err: unknown) => {
       if (signal.aborted) return;
       const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
-      if (error.code === 'APPLY_FAILED') this.#emitSafely('apply:error', { error });
+      if (error.code === 'APPLY_FAILED') this.emitSafely('apply:error', { error });
       this.#fail(error);
     });
     this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
   }
 
-  /** Applies the local WAL from `start`, following it as it grows. */
-  async #replay(log: WalLog, start: Lsn, signal: AbortSignal): Promise<void> {
-    for await (const record of log.read(start, { follow: true, signal, reuseBuffers: true })) {
-      while (this.#pause !== null) await this.#pause;
-      if (signal.aborted) return;
-      this.#applying = applyBatch(this.#app, record.endLsn, record.lsn, record.timeline, record.entries);
-      try {
-        await this.#applying;
-      } finally {
-        this.#applying = null;
-      }
-      const sent = this.#sendTimes.timeFor(record.endLsn);
-      if (sent !== null) this.#lastReplayTime = sent / 1000;
-      this.#replayed.advance(record.endLsn);
-      this.#checkConsistent();
-      // Tell the primary the apply position (remote_apply commits wait for it) without
-      // waiting for the status interval: at once when replay has caught up with what is
-      // flushed (once per flush), and every few ms while it runs behind a steady stream.
-      const flushed = log.flushedLsn;
-      const now = Date.now();
-      if (this.#receiver !== null && ((record.endLsn >= flushed && flushed > this.#reportedFlushLsn) || now - this.#applyReportedAt >= APPLY_REPORT_INTERVAL_MS)) {
-        if (record.endLsn >= flushed) this.#reportedFlushLsn = flushed;
-        this.#applyReportedAt = now;
-        this.#receiver.reportNow();
-      }
+  /** Replay applied the batch ending at `lsn`: its send time, consistency, and the apply report. */
+  #replayed(log: WalLog, lsn: Lsn): void {
+    const sent = this.#sendTimes.timeFor(lsn);
+    if (sent !== null) this.#lastReplayTime = sent / 1000;
+    this.#checkConsistent();
+    // Tell the primary the apply position (remote_apply commits wait for it) without
+    // waiting for the status interval: at once when replay has caught up with what is
+    // flushed (once per flush), and every few ms while it runs behind a steady stream.
+    const flushed = log.flushedLsn;
+    const now = Date.now();
+    if (this.#receiver !== null && ((lsn >= flushed && flushed > this.#reportedFlushLsn) || now - this.#applyReportedAt >= APPLY_REPORT_INTERVAL_MS)) {
+      if (lsn >= flushed) this.#reportedFlushLsn = flushed;
+      this.#applyReportedAt = now;
+      this.#receiver.reportNow();
     }
   }
 
   #checkConsistent(): void {
     const control = this.#control;
-    if (this.#consistent || control === null || this.#replayed.position < control.consistentLsn) return;
+    if (this.#consistent || control === null || this.#core.applier.position < control.consistentLsn) return;
     this.#consistent = true;
     this.#consistency.advance(1);
-    const lsn = this.#replayed.position;
+    const lsn = this.#core.applier.position;
     this.#debug('consistent recovery state reached at %s', formatLsn(lsn));
     if (!this.#options.hotStandby) return;
     if (!this.#opening) {
-      this.#emitSafely('consistent', { lsn });
+      this.emitSafely('consistent', { lsn });
       return;
     }
     // Reached while open() runs: nobody can listen yet. Emitted once open() has returned.
     setImmediate(() => {
-      if (this.#closing === null) this.#emitSafely('consistent', { lsn });
+      if (this.#closing === null) this.emitSafely('consistent', { lsn });
     });
   }
 
@@ -639,7 +678,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
         }
       }
       if (error !== null && FATAL.includes(error.code)) {
-        this.#emitSafely('primary:disconnected', { error, retryInMs: null });
+        this.emitSafely('primary:disconnected', { error, retryInMs: null });
         this.#fail(error);
         break;
       }
@@ -648,7 +687,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
       if (this.#progressed) delay = this.#options.retryMinDelayMs;
       this.#setState('disconnected');
       if (error !== null) this.#debug.error('replication connection ended: %s (retrying in %d ms)', error.message, delay);
-      this.#emitSafely('primary:disconnected', { error, retryInMs: delay });
+      this.emitSafely('primary:disconnected', { error, retryInMs: delay });
       await sleep(delay, undefined, { signal }).catch(() => undefined);
       delay = Math.min(delay * 2, this.#options.retryMaxDelayMs);
     }
@@ -665,7 +704,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     this.#conn = conn;
     if (signal.aborted) throw abortError(signal);
     const identity = await this.#identify(conn);
-    this.#emitSafely('primary:connected', { address: p.address, systemId: identity.systemId });
+    this.emitSafely('primary:connected', { address: p.address, systemId: identity.systemId });
     if (this.#log !== null && this.#log.insertLsn > identity.flushLsn) {
       // A standby ahead of its upstream (one that streamed from another node) waits for it.
       throw new WalshipError(
@@ -695,7 +734,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
       statusIntervalMs: o.statusIntervalMs,
       receiverTimeoutMs: o.walReceiverTimeoutMs,
       sendTimes: this.#sendTimes,
-      appliedLsn: () => this.#replayed.position,
+      appliedLsn: () => this.#core.applier.position,
       historyFrom: this.#control?.consistentLsn ?? 0,
       ...(p.slotName === undefined ? {} : { slotName: p.slotName }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
@@ -712,13 +751,13 @@ export class Standby extends EventEmitter<StandbyEvents> {
       this.#progressed = true;
       if (!caughtUp && flushLsn >= identity.flushLsn) {
         caughtUp = true;
-        this.#emitSafely('wal:caught-up', { receiveLsn: flushLsn });
+        this.emitSafely('wal:caught-up', { receiveLsn: flushLsn });
       }
     });
     this.#setState('streaming');
     if (log.flushedLsn >= identity.flushLsn) {
       caughtUp = true;
-      this.#emitSafely('wal:caught-up', { receiveLsn: log.flushedLsn });
+      this.emitSafely('wal:caught-up', { receiveLsn: log.flushedLsn });
     }
     try {
       await receiver.run();
@@ -780,7 +819,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     const log = this.#log as WalLog;
     const receiveLsn = log.flushedLsn;
     this.#debug.error('the primary removed WAL this standby needs (%s): bootstrapping again from a base backup', error.message);
-    this.#emitSafely('rebootstrap', { error, receiveLsn });
+    this.emitSafely('rebootstrap', { error, receiveLsn });
     this.#slotReady = false;
     this.#recreateSlot = true;
     // The application's state is about to be replaced: not readable until consistent again.
@@ -788,11 +827,10 @@ export class Standby extends EventEmitter<StandbyEvents> {
     this.#consistency.rewind(0);
     this.#replayAbort?.abort();
     await this.#replaying?.catch(() => undefined);
-    await this.#checkpointing.catch(() => undefined);
     this.#log = null;
-    this.#control = null;
     this.#replaying = null;
-    await log.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
+    // Downstream standbys are let go (they reconnect, and are refused until the new state is there).
+    await this.#core.detach(new WalshipError('CONNECTION_FAILED', 'the upstream standby is bootstrapping again from a base backup', { transient: true }));
     // Locked: another node must not open the directory while its files go.
     const lock = await lockStorage(this.#storage);
     try {
@@ -821,7 +859,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
       const log = this.#log;
       const created = await createReplicationSlot(conn, slotName, { reserveWal: true, timeoutMs, ...(log === null ? {} : { reserveFrom: log.insertLsn }) });
       this.#debug('created replication slot %s on the primary', slotName);
-      this.#emitSafely('slot:created', created);
+      this.emitSafely('slot:created', created);
     } catch (err) {
       if (!isWalshipError(err, 'SLOT_EXISTS')) throw err;
     }
@@ -885,7 +923,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
       }
       await writeControlFile(this.#storage, control);
       // Snapshots an interrupted earlier bootstrap left behind belong to nothing.
-      await this.#snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
+      await this.#core.snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
     } catch (err) {
       await lock.release().catch(() => undefined);
       throw err;
@@ -905,7 +943,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     // Locked: a directory another node has opened meanwhile is WAL_LOCKED, and its files are left alone.
     const lock = await lockStorage(this.#storage);
     try {
-      await this.#snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
+      await this.#core.snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
     } catch (err) {
       await lock.release().catch(() => undefined);
       throw err;
@@ -924,7 +962,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
     conn.send({ kind: 'baseBackup', label: `walship standby ${this.#options.primary.applicationName}`.slice(0, 255), maxRate: 0 });
     const begin: BaseBackupBeginMessage = await this.#expect(conn, 'baseBackupBegin');
     let end: BaseBackupEndMessage | null = null;
-    const emit = (receivedBytes: number): void => this.#emitSafely('base-backup:progress', { receivedBytes, totalBytes: begin.totalBytes });
+    const emit = (receivedBytes: number): void => this.emitSafely('base-backup:progress', { receivedBytes, totalBytes: begin.totalBytes });
     const chunks = async function* (this: Standby): AsyncGenerator<Uint8Array> {
       let offset = 0;
       for (;;) {
@@ -947,11 +985,11 @@ export class Standby extends EventEmitter<StandbyEvents> {
         throw new WalshipError('BASE_BACKUP_FAILED', `the base backup does not match its checksum (${written.size} bytes received, ${last.totalBytes} announced)`);
       }
     };
-    const written = await this.#snapshots.write(begin.startLsn, begin.timeline, chunks, { signal: this.#abort.signal, verify });
+    const written = await this.#core.snapshots.write(begin.startLsn, begin.timeline, chunks, { signal: this.#abort.signal, verify });
     this.#progressed = true;
     await this.#expect(conn, 'readyForCommand');
     const endLsn = (end as BaseBackupEndMessage | null)?.endLsn ?? begin.startLsn;
-    this.#emitSafely('base-backup:done', { lsn: begin.startLsn, size: written.size });
+    this.emitSafely('base-backup:done', { lsn: begin.startLsn, size: written.size });
     this.#debug('base backup of %d bytes at %s received', written.size, formatLsn(begin.startLsn));
     return {
       state: 'in-recovery',
@@ -999,9 +1037,7 @@ export class Standby extends EventEmitter<StandbyEvents> {
 
   /** Records the node's state in the control file (crash-safe: the old or the new state survives). */
   async #setControlState(state: NodeState): Promise<void> {
-    const control = { ...(this.#control as ControlData), state };
-    await writeControlFile(this.#storage, control);
-    this.#control = control;
+    await this.#core.writeControl({ ...this.#core.control, state });
   }
 
   #fail(error: WalshipError): void {
@@ -1010,24 +1046,16 @@ export class Standby extends EventEmitter<StandbyEvents> {
     this.#debug.error('standby stopped: %s', error.message);
     this.#abort.abort();
     this.#conn?.destroy();
-    this.#replayed.fail(error);
+    this.#core.applier.fail(error);
     this.#consistency.fail(error);
     this.#setState('failed');
-    this.#emitSafely('standby:failed', { error });
+    this.emitSafely('standby:failed', { error });
   }
 
   #setState(state: StandbyState): void {
     if (this.#state === state || this.#state === 'failed' || this.#state === 'closed') return;
     this.#state = state;
-    this.#emitSafely('state:change', { state });
-  }
-
-  #emitSafely<E extends keyof StandbyEvents>(event: E, payload: Parameters<StandbyEvents[E]>[0]): void {
-    try {
-      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
-    } catch (err) {
-      this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
-    }
+    this.emitSafely('state:change', { state });
   }
 }
 

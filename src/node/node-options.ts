@@ -1,9 +1,76 @@
+import type { Application } from '../application.js';
 import { isApplication } from '../application.js';
 import { WalshipError } from '../errors.js';
 import { NodeStorage } from '../storage/node-storage.js';
 import { isStorage, type Storage } from '../storage/storage.js';
+import { compileOptions, type OptionsValidator } from '../options.js';
+import { authOptionsSchema, type AuthOptions } from '../protocol/auth-rules.js';
+import { RETENTION_DEFAULTS } from '../slots/retention.js';
 import type { Transport } from '../transport/transport.js';
 import { SEGMENT_SIZES } from '../wal/segment-name.js';
+import type { SyncMode } from '../wal/wal-log.js';
+import type { EntryBuffers } from './applier.js';
+
+/** Options every node has: where its files live, the application, and how its WAL is written. */
+export interface NodeOptions {
+  /** The data directory (WAL segments, control file, snapshots, slots); created if missing. */
+  readonly dir?: string;
+  /** Where the node's files live; `MemoryStorage` for simulations. */
+  readonly storage?: Storage;
+  /** The state machine that applies committed batches. */
+  readonly application: Application;
+  /**
+   * What `apply` receives as `entry.data`: `'owned'` buffers the application may keep after
+   * `apply` returns (one copy per batch), or `'borrowed'` views valid only during `apply`
+   * (no copy). @defaultValue 'owned'
+   */
+  readonly entryBuffers?: EntryBuffers;
+  /** `none` skips fsync: unsafe, for tests and benchmarks. @defaultValue 'fdatasync' */
+  readonly sync?: SyncMode;
+  /** Removed segments kept for reuse. @defaultValue 4 */
+  readonly recycleSegments?: number;
+  /** A prefix for this node's `debug` lines. */
+  readonly logPrefix?: string;
+}
+
+/** Options of a node that serves standbys: a primary, or a cascading standby. */
+export interface ServeOptions {
+  /** Where standbys connect. Without it the node serves no one. */
+  readonly listen?: { readonly transport: Transport; readonly address: string };
+  /** Who may connect for replication. Leaving it out lets no one in. */
+  readonly auth?: AuthOptions;
+  /** Standby connections allowed at once (`max_wal_senders`). @defaultValue 10 */
+  readonly maxWalSenders?: number;
+  /** End a standby's connection after this long without a message from it (`wal_sender_timeout`). @defaultValue 60 000 */
+  readonly walSenderTimeoutMs?: number;
+  /** WAL bytes per message to a standby; also about the bytes in flight per standby beyond the transport's buffer. @defaultValue 1 MiB */
+  readonly maxWalMessageBytes?: number;
+  /** Limit for a standby's authentication. @defaultValue 10 000 */
+  readonly handshakeTimeoutMs?: number;
+  /** Delay before a failed authentication is answered. @defaultValue 250 */
+  readonly authFailureDelayMs?: number;
+  /**
+   * Bytes of WAL behind the current position that checkpoints (restartpoints) always keep,
+   * slot or no slot (`wal_keep_size`). @defaultValue 0
+   */
+  readonly walKeepSize?: number;
+  /**
+   * The most WAL, in bytes behind the current position, that replication slots may hold
+   * (`max_slot_wal_keep_size`); a slot further behind is invalidated at the checkpoint that
+   * would remove its WAL. −1 is unlimited. @defaultValue −1
+   */
+  readonly maxSlotWalKeepSize?: number;
+}
+
+/** Defaults of {@link ServeOptions} and {@link NodeOptions}. */
+export const SERVE_DEFAULTS = Object.freeze({
+  entryBuffers: 'owned' as EntryBuffers,
+  maxWalSenders: 10,
+  walSenderTimeoutMs: 60_000,
+  maxWalMessageBytes: 1024 * 1024,
+  walKeepSize: RETENTION_DEFAULTS.walKeepSize,
+  maxSlotWalKeepSize: RETENTION_DEFAULTS.maxSlotWalKeepSize,
+});
 
 /** The schema parts `Primary` and `Standby` share. Objects with methods are checked by type guards. */
 export const nodeStorageSchema = {
@@ -23,6 +90,45 @@ export const endpointSchema = {
   required: ['transport', 'address'],
   properties: { transport: {}, address: { type: 'string', minLength: 1 } },
 } as const;
+
+/** The schema parts of {@link NodeOptions}: `Primary` and `Standby` alike. */
+export const nodeSchema = {
+  dir: nodeStorageSchema.dir,
+  storage: nodeStorageSchema.storage,
+  application: nodeStorageSchema.application,
+  entryBuffers: { enum: ['owned', 'borrowed'] },
+  sync: nodeStorageSchema.sync,
+  recycleSegments: nodeStorageSchema.recycleSegments,
+  logPrefix: nodeStorageSchema.logPrefix,
+} as const;
+
+/** The schema parts of {@link ServeOptions}: a primary's and a cascading standby's. */
+export const serveSchema = {
+  listen: endpointSchema,
+  auth: authOptionsSchema,
+  maxWalSenders: { type: 'integer', minimum: 0, maximum: 1024 },
+  walSenderTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
+  maxWalMessageBytes: { type: 'integer', minimum: 4096, maximum: 16 * 1024 * 1024 },
+  handshakeTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
+  authFailureDelayMs: { type: 'integer', minimum: 0, maximum: 60_000 },
+  walKeepSize: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+  maxSlotWalKeepSize: { type: 'integer', minimum: -1, maximum: Number.MAX_SAFE_INTEGER },
+} as const;
+
+/** Options of `createSlot()` on a primary or a cascading standby. */
+export interface CreateSlotOptions {
+  /** Reserve WAL at once, from where the application has applied (else at the slot's first use). @defaultValue false */
+  readonly reserveWal?: boolean;
+}
+
+/** JSON schema of {@link CreateSlotOptions}. */
+export const createSlotOptionsSchema = Object.freeze({
+  type: 'object',
+  additionalProperties: false,
+  properties: { reserveWal: { type: 'boolean' } },
+});
+
+export const validateCreateSlot: OptionsValidator<CreateSlotOptions> = compileOptions('createSlot()', createSlotOptionsSchema);
 
 /** The checks a JSON schema cannot make: exactly one of dir/storage, and the objects' shapes. */
 export function checkNodeObjects(what: string, options: { dir?: string; storage?: unknown; application?: unknown }): void {

@@ -71,7 +71,7 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
     this.#log = log;
     this.#startLsn = this.#sentLsn = startLsn;
     this.#options = { ...DEFAULTS, ...options };
-    this.#debug = createLogger('primary:sender', options.logPrefix);
+    this.#debug = createLogger('sender', options.logPrefix);
   }
 
   get state(): WalSenderState {

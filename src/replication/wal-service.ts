@@ -154,7 +154,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     super();
     this.#source = source;
     this.#options = options;
-    this.#debug = createLogger('primary:service', options.logPrefix);
+    this.#debug = createLogger('service', options.logPrefix);
     this.#server = new ReplicationServer({
       transport: options.transport,
       address: options.address,
@@ -260,6 +260,14 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     return ended;
   }
 
+  /** Ends every connection, telling each standby `error` (the node is letting go of its WAL). */
+  terminateAll(error: WalshipError): void {
+    for (const s of this.#sessions) {
+      s.backup?.abort();
+      s.info.conn.fail(error);
+    }
+  }
+
   /**
    * Fast shutdown: stops accepting connections, lets every streaming standby receive WAL up
    * to `endLsn` (waiting at most `timeoutMs` for each to confirm it flushed), and ends every
@@ -302,7 +310,12 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     this.#emitSafely('standby:connected', event);
     const running = this.#serve(session).then(
       () => this.#ended(session, null),
-      (err: unknown) => this.#ended(session, isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err })),
+      (err: unknown) => {
+        const error = isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err });
+        // The standby hears why (a node without local state yet, say), not just a closed connection.
+        if (info.conn.failure === null) info.conn.fail(error);
+        this.#ended(session, error);
+      },
     );
     this.#running.add(running);
     void running.finally(() => this.#running.delete(running));

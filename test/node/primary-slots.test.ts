@@ -95,7 +95,7 @@ describe('Primary: replication slots', () => {
       await rejectsCode(primary.createSlot('Bad-Name'), 'INVALID_SLOT_NAME');
       await rejectsCode(primary.createSlot('x'.repeat(64)), 'INVALID_SLOT_NAME');
       await rejectsCode(primary.createSlot('plain'), 'SLOT_EXISTS');
-      await rejectsCode(primary.createSlot('other', { reserveWal: 'yes' } as never), 'INVALID_ARGUMENT');
+      await rejectsCode(primary.createSlot('other', { reserveWal: 'yes' } as never), 'INVALID_OPTIONS');
       await rejectsCode(primary.dropSlot('nope'), 'SLOT_NOT_FOUND');
       await rejectsCode(primary.advanceSlot('nope', 0), 'SLOT_NOT_FOUND');
 

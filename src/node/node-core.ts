@@ -1,0 +1,411 @@
+import type { Application } from '../application.js';
+import { WalshipError, isWalshipError } from '../errors.js';
+import { SafeEmitter } from '../events.js';
+import { createLogger, type Logger } from '../logger.js';
+import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
+import type { CompiledAuth } from '../protocol/auth-rules.js';
+import type { AuthFailedEvent, ConnectionErrorEvent } from '../protocol/replication-server.js';
+import type { SyncRep } from '../replication/sync-rep.js';
+import { WalService, type BaseBackupData, type ReplicationStatusRow, type WalServiceEvents, type WalSource } from '../replication/wal-service.js';
+import type { RetentionState } from '../slots/retention.js';
+import { WAL_REMOVED_REASON, type InvalidatedSlot, type ReplicationSlotRow, type SlotInfo, type SlotManager } from '../slots/slot-manager.js';
+import type { Storage } from '../storage/storage.js';
+import type { Transport } from '../transport/transport.js';
+import type { WalLog } from '../wal/wal-log.js';
+import { Applier, type EntryBuffers } from './applier.js';
+import { Checkpointer, type CheckpointResult } from './checkpointer.js';
+import { writeControlFile, type ControlData } from './control-file.js';
+import { SnapshotStore } from './snapshot-store.js';
+import { restoreApplication } from './starting-point.js';
+import { storageOf } from './node-options.js';
+
+/** Payload of `slot:invalidated`. */
+export interface SlotInvalidatedEvent {
+  readonly slotName: string;
+  /** Why: `wal_removed` (it fell more than `maxSlotWalKeepSize` behind). */
+  readonly reason: string;
+  /** The restart position it held, now given up. */
+  readonly restartLsn: Lsn;
+}
+
+/** What {@link NodeCore.baseBackup} wrote. */
+export interface BaseBackupResult {
+  /** The snapshot includes every batch up to here; the standby streams from here. */
+  readonly lsn: Lsn;
+  readonly timeline: number;
+  /** Snapshot bytes. */
+  readonly size: number;
+}
+
+/** Events every node emits, primary or standby: those of serving standbys, and of its slots. */
+export interface NodeEvents extends WalServiceEvents {
+  /** A standby failed to authenticate. */
+  'auth:failed': (event: AuthFailedEvent) => void;
+  /** A connection failed before or during its handshake. */
+  'connection:error': (event: ConnectionErrorEvent) => void;
+  /** A checkpoint invalidated a replication slot (too far behind); its standby, if connected, was ended. */
+  'slot:invalidated': (event: SlotInvalidatedEvent) => void;
+}
+
+/** The events a node's facade (`Primary`, `Standby`) passes on from its core. */
+export const NODE_EVENT_NAMES = [
+  'standby:connected',
+  'standby:disconnected',
+  'standby:refused',
+  'sender:state',
+  'standby:caught-up',
+  'auth:failed',
+  'connection:error',
+  'slot:invalidated',
+] as const satisfies readonly (keyof NodeEvents)[];
+
+/** What a node needs to serve standbys: where, who, and its limits. */
+export interface ServeSettings {
+  readonly transport: Transport;
+  readonly address: string;
+  readonly auth: CompiledAuth;
+  readonly maxWalSenders: number;
+  readonly walSenderTimeoutMs: number;
+  readonly maxWalMessageBytes: number;
+  readonly handshakeTimeoutMs?: number;
+  readonly authFailureDelayMs?: number;
+  /** Only a writer has synchronous standbys: a cascading standby's downstreams are asynchronous. */
+  readonly syncRep?: SyncRep;
+}
+
+/** The settings of a node's core. */
+export interface NodeCoreSettings {
+  readonly storage: Storage;
+  readonly application: Application;
+  readonly entryBuffers: EntryBuffers;
+  readonly walKeepSize: number;
+  readonly maxSlotWalKeepSize: number;
+  readonly logPrefix?: string;
+}
+
+/** The node's local state: its control data, WAL and slots, opened under the directory's lock (the WAL holds it). */
+export interface LocalState {
+  readonly control: ControlData;
+  readonly log: WalLog;
+  readonly slots: SlotManager;
+}
+
+/**
+ * What every node has, whatever its role (PostgreSQL's shared machinery: `pg_control`, the
+ * WAL, the checkpointer, the walsenders): the control file, the `WalLog`, the snapshot store
+ * and the replication slots of its data directory, the one apply path ({@link Applier}), the
+ * one checkpoint path ({@link Checkpointer}), and the WAL service that serves standbys. The
+ * writer (`Primary`) and recovery (`Standby`) roles run over it; it trusts their input.
+ *
+ * A standby's core exists before it has local state (while it bootstraps) and keeps serving
+ * through a re-bootstrap: {@link attach} and {@link detach} bring the local state in and out;
+ * meanwhile its downstreams are refused (transiently) and retry.
+ */
+export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
+  readonly storage: Storage;
+  readonly app: Application;
+  readonly snapshots: SnapshotStore;
+  readonly applier: Applier;
+  readonly checkpointer: Checkpointer;
+  readonly #settings: NodeCoreSettings;
+  readonly #debug: Logger;
+  #local: LocalState | null = null;
+  #control: ControlData | null = null;
+  #service: WalService | null = null;
+  #address: string | null = null;
+  /** Positions of the base backups being written by {@link baseBackup}: their standbys stream from there. */
+  readonly #backupsInProgress = new Set<{ lsn: Lsn }>();
+
+  constructor(settings: NodeCoreSettings) {
+    super();
+    this.#settings = settings;
+    this.storage = settings.storage;
+    this.app = settings.application;
+    this.snapshots = new SnapshotStore(settings.storage);
+    this.applier = new Applier(settings.application, 0, settings.entryBuffers);
+    this.#debug = createLogger('node', settings.logPrefix);
+    this.emitterLog = this.#debug;
+    const core = this;
+    this.checkpointer = new Checkpointer(
+      {
+        get log() {
+          return core.log;
+        },
+        get slots() {
+          return core.slots;
+        },
+        get control() {
+          return core.control;
+        },
+        snapshots: this.snapshots,
+        applier: this.applier,
+        hasSnapshotHook: settings.application.snapshot !== undefined,
+        writeControl: (control) => this.writeControl(control),
+        retentionState: (checkpointLsn) => this.retentionState(checkpointLsn),
+        heldLsns: () => this.#heldLsns(),
+        slotInvalidated: (slot, error) => this.#slotInvalidated(slot, error),
+      },
+      this.#debug,
+    );
+  }
+
+  /** Whether the node has its local state (a standby has none while it bootstraps). */
+  get attached(): boolean {
+    return this.#local !== null;
+  }
+
+  /** The node's WAL. Without local state: a transient `CONNECTION_FAILED` (for downstreams, who retry). */
+  get log(): WalLog {
+    return this.#localState().log;
+  }
+
+  get slots(): SlotManager {
+    return this.#localState().slots;
+  }
+
+  get control(): ControlData {
+    if (this.#control === null) throw this.#notReady();
+    return this.#control;
+  }
+
+  get systemId(): string {
+    return this.control.systemId;
+  }
+
+  /** Where standbys connect, once serving. */
+  get address(): string | null {
+    return this.#address;
+  }
+
+  /** The WAL service, once serving. */
+  get service(): WalService | null {
+    return this.#service;
+  }
+
+  /** Brings in the local state (opened by the role), and the application to its last state: resolves with where replay continues. */
+  async attach(local: LocalState): Promise<Lsn> {
+    const start = await restoreApplication(this.app, local.log, local.control, this.snapshots);
+    this.#local = local;
+    this.#control = local.control;
+    this.applier.reset(start);
+    return start;
+  }
+
+  /**
+   * Lets go of the local state (a standby bootstrapping again): downstream connections end
+   * (they reconnect and are refused until the new state is attached), then the WAL closes.
+   */
+  async detach(reason: WalshipError): Promise<void> {
+    const local = this.#local;
+    if (local === null) return;
+    await this.checkpointer.settled();
+    this.#service?.terminateAll(reason);
+    this.#local = null;
+    this.#control = null;
+    await local.slots.flush().catch((err: unknown) => this.#debug.error('saving the slots: %s', (err as Error).message));
+    await local.log.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
+  }
+
+  /** Replaces the control file (atomically) and the node's view of it. */
+  async writeControl(control: ControlData): Promise<void> {
+    await writeControlFile(this.storage, control);
+    this.#control = control;
+  }
+
+  /** Where the WAL stands, for the retention rules. */
+  retentionState(checkpointLsn: Lsn | null = this.control.checkpoint?.lsn ?? null): RetentionState {
+    const log = this.log;
+    return {
+      segmentSize: log.segmentSize,
+      currentLsn: log.flushedLsn,
+      oldestLsn: log.oldestLsn,
+      checkpointLsn,
+      walKeepSize: this.#settings.walKeepSize,
+      maxSlotWalKeepSize: this.#settings.maxSlotWalKeepSize,
+    };
+  }
+
+  /** A checkpoint (restartpoint on a standby): see {@link Checkpointer.run}. */
+  checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
+    if (!this.attached) return Promise.reject(new WalshipError('INVALID_ARGUMENT', 'the node has no local state yet (a standby that has not bootstrapped): nothing to checkpoint'));
+    return this.checkpointer.run(lsn);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Serving standbys (a primary's, or a cascading standby's)
+
+  /** Starts the WAL service: listens and serves IDENTIFY_SYSTEM, BASE_BACKUP, slots and streaming. */
+  async serve(settings: ServeSettings): Promise<string> {
+    const prefix = this.#settings.logPrefix;
+    const service = new WalService(this, {
+      transport: settings.transport,
+      address: settings.address,
+      auth: settings.auth,
+      maxWalSenders: settings.maxWalSenders,
+      walSenderTimeoutMs: settings.walSenderTimeoutMs,
+      maxMessageBytes: settings.maxWalMessageBytes,
+      ...(settings.syncRep === undefined ? {} : { syncRep: settings.syncRep }),
+      ...(settings.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: settings.handshakeTimeoutMs }),
+      ...(settings.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: settings.authFailureDelayMs }),
+      ...(prefix === undefined ? {} : { logPrefix: prefix }),
+    });
+    for (const event of ['standby:connected', 'standby:disconnected', 'standby:refused', 'sender:state', 'standby:caught-up'] as const) {
+      service.on(event, (payload: unknown) => this.emitSafely(event, payload as never));
+    }
+    service.server.on('auth:failed', (event) => this.emitSafely('auth:failed', event));
+    service.server.on('connection:error', (event) => this.emitSafely('connection:error', event));
+    this.#service = service;
+    this.#address = await service.listen();
+    return this.#address;
+  }
+
+  /** `pg_stat_replication`: one row per connected standby. */
+  replicationStatus(): ReplicationStatusRow[] {
+    return this.#service?.status() ?? [];
+  }
+
+  /**
+   * Fast shutdown of the service: stops listening, lets each streaming standby receive the WAL
+   * up to `endLsn` (each gets at most `timeoutMs` to confirm), ends every other connection.
+   */
+  async stopServing(endLsn: Lsn, timeoutMs: number): Promise<void> {
+    await this.#service?.close(endLsn, timeoutMs);
+  }
+
+  /** {@link WalSource.historyFrom}: a standby bootstrapped from a base backup holds the cluster's WAL from the backup's position on. */
+  historyFrom(): Lsn {
+    return this.control.consistentLsn;
+  }
+
+  /** A snapshot for a standby (BASE_BACKUP): `BASE_BACKUP_UNAVAILABLE` without a `snapshot()` hook, `BASE_BACKUP_FAILED` when it throws. */
+  async baseBackup(): Promise<BaseBackupData> {
+    if (this.app.snapshot === undefined) {
+      throw new WalshipError('BASE_BACKUP_UNAVAILABLE', "this node's application has no snapshot() hook, so it cannot make a base backup");
+    }
+    // Read before the snapshot: a standby's WAL cannot be removed under a backup in progress.
+    const timeline = this.log.timeline;
+    try {
+      const taken = await this.applier.snapshot();
+      return { lsn: taken.lsn, timeline, size: taken.size, data: taken.data };
+    } catch (err) {
+      if (isWalshipError(err)) throw err;
+      throw new WalshipError('BASE_BACKUP_FAILED', `the application's snapshot() failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * Writes a ready-to-open standby data directory (PostgreSQL's `pg_basebackup`): the
+   * application's snapshot and the control file with this cluster's identity, marked as a
+   * standby's; the standby streams the WAL from the snapshot's position when it opens.
+   */
+  async writeBaseBackup(target: { dir?: string; storage?: Storage }): Promise<BaseBackupResult> {
+    if ((target.dir === undefined) === (target.storage === undefined)) {
+      throw new WalshipError('INVALID_ARGUMENT', 'baseBackup() needs exactly one of "dir" and "storage"');
+    }
+    const storage = storageOf(target);
+    await storage.prepare();
+    const lock = await storage.lock();
+    try {
+      const names = (await storage.list()).filter((name) => !name.startsWith('walship.lock'));
+      if (names.length > 0) throw new WalshipError('INVALID_ARGUMENT', `the base backup's target ${storage.description} is not empty`);
+      const backup = await this.baseBackup();
+      // Until it is written, checkpoints keep the WAL its standby will stream from.
+      const inProgress = { lsn: backup.lsn };
+      this.#backupsInProgress.add(inProgress);
+      try {
+        const written = await new SnapshotStore(storage).write(backup.lsn, backup.timeline, backup.data);
+        await writeControlFile(storage, {
+          // A standby's directory: Primary.open refuses it, Standby.open streams from here.
+          state: 'shut-down-in-recovery',
+          systemId: this.systemId,
+          segmentSize: this.log.segmentSize,
+          timeline: backup.timeline,
+          checkpoint: { lsn: backup.lsn, snapshot: true },
+          consistentLsn: backup.lsn,
+        });
+        return { lsn: backup.lsn, timeline: backup.timeline, size: written.size };
+      } finally {
+        this.#backupsInProgress.delete(inProgress);
+      }
+    } finally {
+      await lock.release();
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Replication slots
+
+  /**
+   * Creates a physical slot, durably (also CREATE_REPLICATION_SLOT from a standby). With
+   * `reserveWal` it holds WAL at once: from `reserveFrom` (where a standby resumes, which must
+   * still be here), else from where the application has applied (PostgreSQL reserves from its
+   * last redo point), so that a base backup taken next is covered. Without, from where its
+   * standby first starts streaming.
+   */
+  async createSlot(name: string, options: { reserveWal: boolean; reserveFrom: Lsn | null }): Promise<SlotInfo> {
+    const { reserveWal, reserveFrom } = options;
+    const log = this.log;
+    if (!reserveWal) return this.slots.create(name, {});
+    // The applied position is never past the flushed one, nor before the oldest WAL kept.
+    if (reserveFrom === null) return this.slots.create(name, { reserveAt: Math.min(this.applier.position, log.flushedLsn) });
+    if (reserveFrom > log.flushedLsn) {
+      throw new WalshipError('INVALID_ARGUMENT', `cannot reserve WAL from ${formatLsn(reserveFrom)}: it is ahead of the WAL flush position ${formatLsn(log.flushedLsn)}`);
+    }
+    if (reserveFrom < log.oldestLsn) {
+      throw new WalshipError('WAL_REMOVED', `replication slot "${name}" cannot reserve WAL from ${formatLsn(reserveFrom)}: the oldest WAL left is at ${formatLsn(log.oldestLsn)}`);
+    }
+    return this.slots.create(name, { reserveAt: reserveFrom });
+  }
+
+  async dropSlot(name: string): Promise<void> {
+    await this.slots.drop(name);
+  }
+
+  /** Moves an inactive slot's `restartLsn` forward, never past the flushed end nor back; persists it. */
+  async advanceSlot(name: string, lsn: Lsn): Promise<Lsn> {
+    assertLsn(lsn);
+    const { log, slots } = this;
+    if (slots.has(name) && slots.get(name).restartLsn === null && Math.min(lsn, log.flushedLsn) < log.oldestLsn) {
+      throw new WalshipError('WAL_REMOVED', `replication slot "${name}" cannot reserve WAL from ${formatLsn(lsn)}: the oldest WAL left is at ${formatLsn(log.oldestLsn)}`);
+    }
+    const restartLsn = slots.advance(name, { flushLsn: log.flushedLsn, lsn });
+    await slots.flush();
+    return restartLsn;
+  }
+
+  /** `pg_replication_slots`. */
+  slotRows(): ReplicationSlotRow[] {
+    return this.slots.list(this.retentionState());
+  }
+
+  /** Closes the local state: waits for the checkpoint in progress, saves the slots, closes the WAL. */
+  async close(): Promise<void> {
+    await this.checkpointer.settled();
+    const local = this.#local;
+    if (local === null) return;
+    // The positions the standbys confirmed last survive the restart (PostgreSQL saves slots at shutdown).
+    await local.slots.flush().catch((err: unknown) => this.#debug.error('saving the slots: %s', (err as Error).message));
+    await local.log.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
+  }
+
+  #heldLsns(): Lsn[] {
+    const held = [...this.#backupsInProgress].map((b) => b.lsn);
+    const standbys = this.#service?.retainedLsn() ?? null;
+    if (standbys !== null) held.push(standbys);
+    return held;
+  }
+
+  #slotInvalidated(slot: InvalidatedSlot, error: WalshipError): void {
+    this.#service?.terminateSlotHolder(slot.slotName, error);
+    this.emitSafely('slot:invalidated', { slotName: slot.slotName, reason: WAL_REMOVED_REASON, restartLsn: slot.restartLsn });
+  }
+
+  #localState(): LocalState {
+    if (this.#local === null) throw this.#notReady();
+    return this.#local;
+  }
+
+  #notReady(): WalshipError {
+    return new WalshipError('CONNECTION_FAILED', 'this node has no local state yet (a standby bootstrapping): try again later', { transient: true });
+  }
+}

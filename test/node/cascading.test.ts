@@ -1,0 +1,232 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Primary, Standby, type Application, type StandbyOptions } from '../../src/index.js';
+import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
+import { RecordingApp, until } from '../helpers/apps.js';
+import { within } from '../helpers/wal.js';
+import { AUTH, HANG_MS, PASSWORD, commitMany, openPrimary, sameSequence } from './standby-harness.js';
+
+/** A standby of `upstream` (an address), which serves standbys of its own at `listenAddress` when given. */
+function nodeOptions(
+  net: MemoryNetwork,
+  name: string,
+  upstream: string,
+  app: Application,
+  storage: MemoryStorage,
+  extra: Partial<StandbyOptions> & { listenAddress?: string } = {},
+): StandbyOptions {
+  const { listenAddress, ...rest } = extra;
+  return {
+    storage,
+    application: app,
+    primary: { transport: net.transport(name), address: upstream, user: 'repl', password: PASSWORD, applicationName: name },
+    statusIntervalMs: 50,
+    retryMinDelayMs: 5,
+    retryMaxDelayMs: 50,
+    ...(listenAddress === undefined ? {} : { listen: { transport: net.transport(`${name}-server`), address: listenAddress }, auth: AUTH, authFailureDelayMs: 0 }),
+    ...rest,
+  };
+}
+
+/** Waits until `standby` has replayed up to `lsn` (or failed). */
+async function replayedTo(standby: Standby, lsn: number, what: string): Promise<void> {
+  await within(
+    until(() => {
+      if (standby.state === 'failed') throw standby.failure ?? new Error('failed');
+      return (standby.replayLsn ?? -1) >= lsn;
+    }),
+    HANG_MS,
+    what,
+  );
+}
+
+describe('cascading standbys: A → B → C', () => {
+  it('C bootstraps by base backup from B and receives every commit of A, in order, exactly once; A sees only B', async () => {
+    const net = new MemoryNetwork();
+    const appA = new RecordingApp();
+    const a = await openPrimary(appA, net.transport('a'), 'a:1');
+    const appB = new RecordingApp();
+    const appC = new RecordingApp();
+    const b = await Standby.open(nodeOptions(net, 'b', 'a:1', appB, new MemoryStorage(), { listenAddress: 'b:1' }));
+    try {
+      assert.equal(b.address, 'b:1', 'B listens');
+      await commitMany(a, 0, 40);
+      await replayedTo(b, a.currentLsn, 'B to catch up');
+      const c = await Standby.open(nodeOptions(net, 'c', 'b:1', appC, new MemoryStorage()));
+      try {
+        await commitMany(a, 40, 60);
+        await replayedTo(c, a.currentLsn, 'C to catch up through B');
+        assert.equal(appC.restores, 1, 'C started from a base backup (of B)');
+        sameSequence(appC.applied, appA.applied, "C's applied sequence");
+        sameSequence(appB.applied, appA.applied, "B's applied sequence");
+        assert.deepEqual(a.replicationStatus().map((r) => r.applicationName), ['b'], 'the primary sees only its direct standby');
+        await within(until(() => b.replicationStatus()[0]?.replayLsn === a.currentLsn), HANG_MS, "B's row for C");
+        const row = b.replicationStatus()[0];
+        assert.equal(row?.applicationName, 'c', "B shows C's row");
+        assert.equal(row?.state, 'streaming');
+        assert.equal(row?.syncState, 'async', 'a cascaded standby is asynchronous');
+      } finally {
+        await c.close();
+      }
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  });
+
+  it('with A stopped, B keeps serving reads and streams to C all that B has; C resumes when A and B go on', async () => {
+    const net = new MemoryNetwork();
+    const appA = new RecordingApp();
+    const storageA = new MemoryStorage();
+    let a = await openPrimary(appA, net.transport('a'), 'a:1', { storage: storageA });
+    const appB = new RecordingApp();
+    const appC = new RecordingApp();
+    const b = await Standby.open(nodeOptions(net, 'b', 'a:1', appB, new MemoryStorage(), { listenAddress: 'b:1' }));
+    try {
+      await commitMany(a, 0, 30);
+      await replayedTo(b, a.currentLsn, 'B to catch up');
+      await a.close();
+      assert.ok(b.readable, 'B still serves reads with its upstream down');
+      const c = await Standby.open(nodeOptions(net, 'c', 'b:1', appC, new MemoryStorage()));
+      try {
+        await replayedTo(c, b.replayLsn ?? 0, 'C to replay all that B has');
+        await within(until(() => c.receiveLsn === b.receiveLsn), HANG_MS, 'C to receive all that B has');
+        sameSequence(appC.applied, appB.applied, 'C holds what B holds');
+        // A comes back; both follow it again.
+        const appA2 = new RecordingApp();
+        a = await openPrimary(appA2, net.transport('a2'), 'a:1', { storage: storageA });
+        await commitMany(a, 30, 20);
+        await replayedTo(c, a.currentLsn, 'C to follow A again through B');
+        sameSequence(appC.applied, appA2.applied, "C's applied sequence");
+      } finally {
+        await c.close();
+      }
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  });
+
+  it('B restarts mid-stream and C resumes with no gap and no duplicate', async () => {
+    const net = new MemoryNetwork();
+    const appA = new RecordingApp();
+    const a = await openPrimary(appA, net.transport('a'), 'a:1');
+    const storageB = new MemoryStorage();
+    let b = await Standby.open(nodeOptions(net, 'b', 'a:1', new RecordingApp(), storageB, { listenAddress: 'b:1' }));
+    const appC = new RecordingApp();
+    const c = await Standby.open(nodeOptions(net, 'c', 'b:1', appC, new MemoryStorage()));
+    try {
+      for (let round = 0; round < 4; round++) {
+        const committing = commitMany(a, round * 25, 25);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        await b.close();
+        b = await Standby.open(nodeOptions(net, `b${round}`, 'a:1', new RecordingApp(), storageB, { listenAddress: 'b:1' }));
+        await committing;
+      }
+      await replayedTo(c, a.currentLsn, 'C to catch up after B restarted four times');
+      sameSequence(appC.applied, appA.applied, "C's applied sequence");
+    } finally {
+      await c.close();
+      await b.close();
+      await a.close();
+    }
+  });
+
+  it("a slot on B holds B's WAL for a stopped C through B's restartpoints; without it C would have to bootstrap again", async () => {
+    const net = new MemoryNetwork();
+    const appA = new RecordingApp();
+    const a = await openPrimary(appA, net.transport('a'), 'a:1', { segmentSize: 64 * 1024 });
+    const appB = new RecordingApp();
+    const b = await Standby.open(nodeOptions(net, 'b', 'a:1', appB, new MemoryStorage(), { listenAddress: 'b:1' }));
+    const storageC = new MemoryStorage();
+    const slotted = { ...nodeOptions(net, 'c', 'b:1', new RecordingApp(), storageC) };
+    const withSlot: StandbyOptions = { ...slotted, primary: { ...slotted.primary, slotName: 'c_slot', createSlot: true } };
+    let c = await Standby.open(withSlot);
+    try {
+      await commitMany(a, 0, 20);
+      await replayedTo(c, a.currentLsn, 'C to catch up');
+      assert.deepEqual(b.slots().map((s) => s.slotName), ['c_slot'], "C's slot lives on B");
+      const cAt = a.currentLsn;
+      await c.close();
+      // Far more WAL than one segment, and restartpoints on B that would remove it.
+      await commitMany(a, 20, 400, 900);
+      await replayedTo(b, a.currentLsn, 'B to catch up');
+      await b.checkpoint();
+      const row = b.slots()[0];
+      assert.ok(row !== undefined && row.restartLsn !== null && row.restartLsn <= cAt, `the slot still holds where C stopped: ${JSON.stringify(row)} vs ${cAt}`);
+      assert.notEqual(row.walStatus, 'lost', "B's restartpoint kept the WAL C needs");
+      const appC2 = new RecordingApp();
+      c = await Standby.open({ ...withSlot, application: appC2 });
+      let rebootstrapped = false;
+      c.on('rebootstrap', () => (rebootstrapped = true));
+      await replayedTo(c, a.currentLsn, 'C to resume from its slot');
+      assert.equal(rebootstrapped, false, 'C did not have to bootstrap again');
+      assert.equal(appC2.restores, 1, 'C resumed from its own last restartpoint (its base backup), not a new one');
+      sameSequence(appC2.applied, appA.applied, "C's applied sequence");
+    } finally {
+      await c.close();
+      await b.close();
+      await a.close();
+    }
+  });
+
+  it('a downstream ahead of its upstream waits for it to catch up, then streams on', async () => {
+    const net = new MemoryNetwork();
+    const appA = new RecordingApp();
+    const a = await openPrimary(appA, net.transport('a'), 'a:1');
+    const storageB = new MemoryStorage();
+    let b = await Standby.open(nodeOptions(net, 'b', 'a:1', new RecordingApp(), storageB, { listenAddress: 'b:1' }));
+    const storageC = new MemoryStorage();
+    const appC = new RecordingApp();
+    // C first follows A directly, and gets ahead of a stopped B.
+    let c = await Standby.open(nodeOptions(net, 'c', 'a:1', appC, storageC));
+    try {
+      await commitMany(a, 0, 20);
+      await replayedTo(b, a.currentLsn, 'B to catch up');
+      await b.close();
+      await commitMany(a, 20, 30);
+      await replayedTo(c, a.currentLsn, 'C to get ahead of B');
+      await c.close();
+      // C now follows B, which is behind it until B catches up with A.
+      const appC2 = new RecordingApp();
+      c = await Standby.open(nodeOptions(net, 'c2', 'b:1', appC2, storageC));
+      const waits: string[] = [];
+      c.on('primary:disconnected', ({ error }) => {
+        if (error !== null) waits.push(error.message);
+      });
+      b = await Standby.open(nodeOptions(net, 'b2', 'a:1', new RecordingApp(), storageB, { listenAddress: 'b:1', walSenderTimeoutMs: 60_000 }));
+      await commitMany(a, 50, 10);
+      await replayedTo(c, a.currentLsn, 'C to stream on through B');
+      assert.notEqual(c.state, 'failed', 'C never failed');
+      sameSequence(appC2.applied, appA.applied, "C's applied sequence");
+      // Whether C met B still behind it depends on timing; either way it only waited, never failed.
+      assert.ok(waits.every((m) => /behind this standby|nothing listens|no local state|closed|bootstrapping/.test(m)), `C only waited for B: ${waits.join('; ')}`);
+    } finally {
+      await c.close();
+      await b.close();
+      await a.close();
+    }
+  });
+
+  it('a cascading standby ignores synchronousStandbyNames: a commit on A waits only for A’s own standbys', async () => {
+    const net = new MemoryNetwork();
+    const appA = new RecordingApp();
+    const a: Primary = await openPrimary(appA, net.transport('a'), 'a:1', { synchronousStandbyNames: 'FIRST 1 (b, c)' });
+    const b = await Standby.open(nodeOptions(net, 'b', 'a:1', new RecordingApp(), new MemoryStorage(), { listenAddress: 'b:1' }));
+    const c = await Standby.open(nodeOptions(net, 'c', 'b:1', new RecordingApp(), new MemoryStorage()));
+    try {
+      const { lsn } = await within(a.commit([Buffer.from('sync')]), HANG_MS, 'a synchronous commit');
+      await replayedTo(c, lsn, 'C to replay it');
+      assert.deepEqual(
+        a.replicationStatus().map((r) => [r.applicationName, r.syncState]),
+        [['b', 'sync']],
+        'only B is a synchronous standby of A; C, behind B, is not seen by A',
+      );
+      assert.deepEqual(b.replicationStatus().map((r) => r.syncState), ['async']);
+    } finally {
+      await c.close();
+      await b.close();
+      await a.close();
+    }
+  });
+});
