@@ -30,7 +30,7 @@ export type { RetentionDecision, RetentionSettings, RetentionState, SlotAvailabi
 export { Standby, STANDBY_DEFAULTS, standbyOptionsSchema } from './standby.js';
 export type { BaseBackupProgressEvent, StandbyEvents, StandbyOptions, StandbyPrimaryOptions, StandbyState } from './standby.js';
 export type { Application, CommittedBatch, Snapshot, SnapshotData } from './application.js';
-export type { ReplicationStatusRow, StandbyConnectionEvent, WalServiceEvents } from './replication/wal-service.js';
+export type { ReplicationStatusRow, StandbyConnectionEvent, WalServiceEvents } from './replication/wal-source.js';
 export type { WalSenderState } from './replication/wal-sender.js';
 export type { WaitOptions } from './lsn-waiters.js';
 export { ERROR_CODES, WalCorruptError, WalshipError, isWalshipError } from './errors.js';

@@ -3,9 +3,12 @@ import { formatLsn, type Lsn } from './lsn.js';
 
 interface Waiter {
   readonly lsn: Lsn;
+  /** The promise's own functions; a waiter is settled through `#settle`, once. */
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
   settled: boolean;
+  /** Removes the abort listener and the timer of a wait that has them. */
+  cleanup: (() => void) | null;
 }
 
 /** Options of a wait for a position: `waitForReplay`, `waitForConsistent`, `waitForApply`. */
@@ -22,11 +25,12 @@ export const MAX_TIMEOUT_MS = 2_147_483_647;
 const MIN_COMPACT = 64;
 
 /**
- * Promises that resolve once a position reaches an LSN: replay waits, commit waits. Waiters
- * sit in a binary min-heap by LSN, so adding one and releasing each costs O(log n), however
- * many wait; an advance never scans waiters it does not release. Waiters abandoned by an
- * abort or a timeout are compacted away once they make up half of the heap, so a client
- * that keeps timing out on a far LSN does not grow memory until the position gets there.
+ * Promises that resolve once a position reaches an LSN: replay waits, commit waits, WAL
+ * flush waits. Waiters sit in a binary min-heap by LSN, so adding one and releasing each
+ * costs O(log n), however many wait; an advance never scans waiters it does not release.
+ * Waiters abandoned by an abort or a timeout are compacted away once they make up half of
+ * the heap, so a client that keeps timing out on a far LSN does not grow memory until the
+ * position gets there.
  */
 export class LsnWaiters {
   #heap: Waiter[] = [];
@@ -62,31 +66,27 @@ export class LsnWaiters {
     if (lsn <= this.#position) return Promise.resolve();
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(abortError(signal));
-    return new Promise<void>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const settle = (error?: unknown): void => {
-        if (waiter.settled) return;
-        waiter.settled = true;
+    // A plain wait allocates no closures besides the promise's: WAL flush waits come one per
+    // commit, and group commit releases dozens per fdatasync.
+    let waiter: Waiter | undefined;
+    const promise = new Promise<void>((resolve, reject) => {
+      waiter = { lsn, resolve, reject, settled: false, cleanup: null };
+    });
+    const waiting = waiter as Waiter;
+    this.#push(waiting);
+    if (signal !== undefined || timeoutMs !== undefined) {
+      const onAbort = (): void => this.#abandon(waiting, abortError(signal as AbortSignal));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => this.#abandon(waiting, new WalshipError('TIMEOUT', `waited ${timeoutMs} ms for ${formatLsn(lsn)}; reached ${formatLsn(this.#position)}`)), timeoutMs);
+      waiting.cleanup = () => {
         if (timer !== undefined) clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
-        if (error === undefined) resolve();
-        else reject(error);
       };
-      // Given up while still in the heap: counted, and compacted away in bulk.
-      const abandon = (error: unknown): void => {
-        if (waiter.settled) return;
-        settle(error);
-        this.#abandoned++;
-        if (this.#abandoned >= MIN_COMPACT && this.#abandoned * 2 >= this.#heap.length) this.#compact();
-      };
-      const onAbort = (): void => abandon(abortError(signal as AbortSignal));
-      const waiter: Waiter = { lsn, resolve: () => settle(), reject: (error) => settle(error), settled: false };
-      this.#push(waiter);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => abandon(new WalshipError('TIMEOUT', `waited ${timeoutMs} ms for ${formatLsn(lsn)}; reached ${formatLsn(this.#position)}`)), timeoutMs);
-      }
-    });
+    }
+    return promise;
   }
 
   /**
@@ -116,7 +116,27 @@ export class LsnWaiters {
     const waiters = this.#heap;
     this.#heap = [];
     this.#abandoned = 0;
-    for (const waiter of waiters) waiter.resolve();
+    for (const waiter of waiters) this.#settle(waiter);
+  }
+
+  /**
+   * Rejects every waiter for an LSN past `lsn` with `error` and keeps the others waiting,
+   * leaving the position where it is; later waits are not affected. For positions that were
+   * promised and then withdrawn: WAL dropped after `ENOSPC`, whose LSNs the next records
+   * reuse, must not release the waiters of the dropped ones. O(n log n), for rare events.
+   */
+  rejectPast(lsn: Lsn, error: unknown): void {
+    const waiters = this.#heap;
+    this.#heap = [];
+    this.#abandoned = 0;
+    const rejected: Waiter[] = [];
+    for (const waiter of waiters) {
+      // Abandoned waiters go with the rebuild.
+      if (waiter.settled) continue;
+      if (waiter.lsn > lsn) rejected.push(waiter);
+      else this.#push(waiter);
+    }
+    for (const waiter of rejected) this.#settle(waiter, error);
   }
 
   /** Rejects every waiter, and every later wait, with `error`. */
@@ -125,13 +145,30 @@ export class LsnWaiters {
     const waiters = this.#heap;
     this.#heap = [];
     this.#abandoned = 0;
-    for (const waiter of waiters) waiter.reject(error);
+    for (const waiter of waiters) this.#settle(waiter, error);
   }
 
   /** Settles a waiter taken off the heap, keeping the count of abandoned ones right. */
   #release(waiter: Waiter): void {
     if (waiter.settled) this.#abandoned--;
-    else waiter.resolve();
+    else this.#settle(waiter);
+  }
+
+  /** Resolves a waiter, or rejects it with `error`; once. */
+  #settle(waiter: Waiter, error?: unknown): void {
+    if (waiter.settled) return;
+    waiter.settled = true;
+    waiter.cleanup?.();
+    if (error === undefined) waiter.resolve();
+    else waiter.reject(error);
+  }
+
+  /** Gives a waiter up (abort, timeout) while it is still in the heap: counted, and compacted away in bulk. */
+  #abandon(waiter: Waiter, error: unknown): void {
+    if (waiter.settled) return;
+    this.#settle(waiter, error);
+    this.#abandoned++;
+    if (this.#abandoned >= MIN_COMPACT && this.#abandoned * 2 >= this.#heap.length) this.#compact();
   }
 
   /** Drops every abandoned waiter and rebuilds the heap (O(n), paid for by the abandons). */

@@ -23,7 +23,7 @@ import {
 } from './node/node-options.js';
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
 import { compileAuth } from './protocol/auth-rules.js';
-import type { ReplicationStatusRow } from './replication/wal-service.js';
+import type { ReplicationStatusRow } from './replication/wal-source.js';
 import { SyncRep, type SyncStandbysEvent, type SyncWaitMode } from './replication/sync-rep.js';
 import { parseSynchronousStandbyNames, type SyncStandbyConfig } from './replication/sync-standby-names.js';
 import { SlotManager, type ReplicationSlotRow, type SlotInfo } from './slots/slot-manager.js';

@@ -28,7 +28,7 @@ import type { BaseBackupBeginMessage, BaseBackupEndMessage, IdentifySystemResult
 import type { MessageStream } from './protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot } from './protocol/replication-client.js';
 import { SendTimes, WalReceiver } from './replication/wal-receiver.js';
-import type { ReplicationStatusRow } from './replication/wal-service.js';
+import type { ReplicationStatusRow } from './replication/wal-source.js';
 import { SlotManager, type ReplicationSlotRow, type SlotInfo } from './slots/slot-manager.js';
 import type { Storage, StorageLock } from './storage/storage.js';
 import type { Transport } from './transport/transport.js';

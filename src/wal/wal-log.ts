@@ -4,26 +4,14 @@ import { createLogger, type Logger } from '../logger.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
 import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
 import { NodeStorage } from '../storage/node-storage.js';
-import { isStorage, type Storage, type StorageLock, type StorageWriteError } from '../storage/storage.js';
-import {
-  MAX_CHANNEL_BYTES,
-  RECORD_BATCH,
-  RECORD_HEADER_SIZE,
-  RECORD_SEGMENT_END,
-  RECORD_SHUTDOWN,
-  SEGMENT_HEADER_SIZE,
-  align,
-  readSegmentHeader,
-  sealRecord,
-  writeEntry,
-  writeSegmentHeader,
-  type WalEntry,
-} from './record.js';
+import { isStorage, type Storage, type StorageLock } from '../storage/storage.js';
+import { MAX_CHANNEL_BYTES, RECORD_HEADER_SIZE, RECORD_SHUTDOWN, SEGMENT_HEADER_SIZE, align, readSegmentHeader, type WalEntry } from './record.js';
 import { recoverEnd } from './recovery.js';
 import { SegmentFiles } from './segment-files.js';
 import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, segmentFileName } from './segment-name.js';
 import { readWalBytes, type ReadBytesOptions, type WalChunk } from './wal-byte-reader.js';
 import { WalReader, type ReadOptions, type WalRecord } from './wal-reader.js';
+import { WalWriter } from './wal-writer.js';
 
 /** How appended records are made durable. */
 export type SyncMode = 'fdatasync' | 'none';
@@ -154,26 +142,6 @@ export interface WalLogEvents {
 /** One entry to append: bytes, or bytes with a channel tag. */
 export type EntryInput = Uint8Array | WalEntry;
 
-interface Run {
-  startLsn: Lsn;
-  buf: Buffer;
-  used: number;
-  /** Ends with a segment-end record: the rest of its segment is unused. */
-  endsSegment: boolean;
-  /** Bytes from upstream, held as the caller's buffer: never appended to, never reused. */
-  raw: boolean;
-}
-
-interface Waiter {
-  lsn: Lsn;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-}
-
-const RUN_SIZE = 1024 * 1024;
-/** Pending bytes that make the writer start a background write even without a flush request. */
-const WRITE_THRESHOLD = 1024 * 1024;
-
 /** `sealing`/`sealed`: {@link WalLog.seal} refuses appends; readers go on (see there). */
 type State = 'open' | 'sealing' | 'sealed' | 'closing' | 'closed' | 'failed';
 
@@ -200,40 +168,17 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   readonly maxRecordSize: number;
 
   #state: State = 'open';
-  #failure: WalshipError | null = null;
   #closing: Promise<void> | null = null;
   #sealing: Promise<void> | null = null;
   readonly #lock: StorageLock;
   readonly #files: SegmentFiles;
   readonly #log: Logger;
-
-  #insertLsn: Lsn;
-  #writtenLsn: Lsn;
-  /** A `write` event is scheduled; the written end it last announced. */
-  #writeAnnounced = false;
-  #announcedWrittenLsn: Lsn = -1;
-  #flushedLsn: Lsn;
-  /** Highest LSN made durable by a real fdatasync; stamped into records (see record.ts). */
-  #syncedLsn: Lsn;
+  /** The insert position, the pending records, and the group-commit writer. */
+  readonly #writer: WalWriter;
   #oldestSegno: number;
-
-  #runs: Run[] = [];
-  #pendingBytes = 0;
-  #spare: Buffer[] = [];
-  #waiters: Waiter[] = [];
   #tailWatchers = new Set<() => void>();
-  #writerScheduled = false;
-  #writer: Promise<void> | null = null;
-  /** The writer's fdatasync in flight, if any. */
-  #syncing: Promise<void> | null = null;
-  /** Set while the writer waits for its sync: lets new pending bytes wake it. */
-  #wakeWriter: (() => void) | null = null;
-  #dirty = new Set<number>();
   /** The end of WAL when the log was opened: a clean close writes a shutdown record only after appends. */
   readonly #openedAt: Lsn;
-  /** Every drop of failed appends: from which LSN on, and why (rare: ENOSPC only). */
-  #drops: { lsn: Lsn; error: WalshipError }[] = [];
-  #lastWrittenSegno = -1;
 
   private constructor(init: {
     storage: Storage;
@@ -257,7 +202,19 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     this.sync = init.sync;
     this.role = init.role;
     this.maxRecordSize = init.segmentSize - SEGMENT_HEADER_SIZE;
-    this.#insertLsn = this.#writtenLsn = this.#flushedLsn = this.#syncedLsn = init.endLsn;
+    this.#writer = new WalWriter({
+      files: init.files,
+      log: init.log,
+      segmentSize: init.segmentSize,
+      timeline: init.timeline,
+      sync: init.sync,
+      endLsn: init.endLsn,
+      emit: (event, payload) => this.#emitSafely(event, payload),
+      notifyTail: () => this.#notifyTail(),
+      stopped: () => {
+        this.#state = 'failed';
+      },
+    });
     this.#oldestSegno = init.oldestSegno;
     this.#openedAt = init.endLsn;
   }
@@ -349,17 +306,17 @@ export class WalLog extends EventEmitter<WalLogEvents> {
 
   /** The next insert position: where the next appended record (or its segment header) goes. */
   get insertLsn(): Lsn {
-    return this.#insertLsn;
+    return this.#writer.insertLsn;
   }
 
   /** End of the bytes handed to the operating system. */
   get writtenLsn(): Lsn {
-    return this.#writtenLsn;
+    return this.#writer.writtenLsn;
   }
 
   /** End of the durable log: every record ending at or below it survives a crash. */
   get flushedLsn(): Lsn {
-    return this.#flushedLsn;
+    return this.#writer.flushedLsn;
   }
 
   /** Start of the oldest segment still on disk; readers can start here or later. */
@@ -369,7 +326,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
 
   /** Bytes appended but not yet handed to the operating system. */
   get pendingBytes(): number {
-    return this.#pendingBytes;
+    return this.#writer.pendingBytes;
   }
 
   /** True once the log is closed (or closing) or stopped after a fatal error; a sealed log is not closed. */
@@ -384,7 +341,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
 
   /** The fatal error that stopped the log, if any. */
   get failure(): WalshipError | null {
-    return this.#failure;
+    return this.#writer.failure;
   }
 
   /** The file name of the segment holding `lsn`. */
@@ -415,24 +372,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       );
     }
 
-    const lsn = this.#reserve(padded);
-    const run = this.#runFor(padded);
-    const start = run.used;
-    let at = start + RECORD_HEADER_SIZE;
-    for (const entry of entries) {
-      if (entry instanceof Uint8Array) {
-        at = writeEntry(run.buf, at, entry, undefined, 0);
-      } else {
-        const channelBytes = entry.channel === undefined ? 0 : Buffer.byteLength(entry.channel);
-        at = writeEntry(run.buf, at, entry.data, entry.channel, channelBytes);
-      }
-    }
-    sealRecord(run.buf, start, RECORD_BATCH, payload, entries.length, lsn, this.#syncedLsn);
-    run.used += padded;
-    this.#pendingBytes += padded;
-    this.#insertLsn = lsn + padded;
-    if (this.#pendingBytes >= WRITE_THRESHOLD) this.#scheduleWriter();
-    return { lsn, endLsn: lsn + padded, generation: this.#drops.length };
+    return this.#writer.append(entries, payload, padded);
   }
 
   #entrySize(entry: EntryInput | undefined, index: number): number {
@@ -452,44 +392,6 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   }
 
   /**
-   * Moves the insert position to where a record of `padded` bytes fits and returns that
-   * position, buffering a segment-end record and the next segment's header when it moves.
-   */
-  #reserve(padded: number): Lsn {
-    let lsn = this.#insertLsn;
-    let offset = lsn % this.segmentSize;
-    const room = this.segmentSize - offset;
-    if (offset !== 0 && room < padded) {
-      if (room >= RECORD_HEADER_SIZE) {
-        // Mark the rest of the segment unused; the next segment starts a new run.
-        const run = this.#runFor(RECORD_HEADER_SIZE);
-        sealRecord(run.buf, run.used, RECORD_SEGMENT_END, 0, 0, lsn, this.#syncedLsn);
-        run.used += RECORD_HEADER_SIZE;
-        run.endsSegment = true;
-        this.#pendingBytes += RECORD_HEADER_SIZE;
-      } else {
-        // Fewer bytes left than a header: readers skip them implicitly; pad with zeros.
-        const run = this.#runFor(room);
-        run.buf.fill(0, run.used, run.used + room);
-        run.used += room;
-        this.#pendingBytes += room;
-      }
-      lsn += room;
-      offset = 0;
-      this.#insertLsn = lsn;
-    }
-    if (offset === 0) {
-      const run = this.#runFor(SEGMENT_HEADER_SIZE + padded);
-      writeSegmentHeader(run.buf, run.used, this.segmentSize, this.timeline, lsn);
-      run.used += SEGMENT_HEADER_SIZE;
-      this.#pendingBytes += SEGMENT_HEADER_SIZE;
-      lsn += SEGMENT_HEADER_SIZE;
-    }
-    this.#insertLsn = lsn;
-    return lsn;
-  }
-
-  /**
    * Appends bytes received from upstream at `startLsn`, which must be this log's
    * {@link insertLsn}, on a replica log. The bytes are written as they are (they may end
    * inside a record: readers wait for the rest) and are durable once {@link waitForFlush}
@@ -501,49 +403,17 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     this.#assertOpen();
     if (this.role !== 'replica') throw new WalshipError('INVALID_ARGUMENT', 'writeBytes is for replica logs; a primary appends records');
     if (!(data instanceof Uint8Array)) throw new WalshipError('INVALID_ARGUMENT', 'writeBytes needs a Uint8Array');
-    if (startLsn !== this.#insertLsn) {
-      throw new WalshipError('INVALID_ARGUMENT', `WAL bytes start at ${formatLsn(startLsn)}, but this log continues at ${formatLsn(this.#insertLsn)}`);
+    if (startLsn !== this.#writer.insertLsn) {
+      throw new WalshipError('INVALID_ARGUMENT', `WAL bytes start at ${formatLsn(startLsn)}, but this log continues at ${formatLsn(this.#writer.insertLsn)}`);
     }
-    if (data.length === 0) return this.#insertLsn;
-    const buf = Buffer.from(data.buffer, data.byteOffset, data.length);
-    this.#runs.push({ startLsn, buf, used: buf.length, endsSegment: false, raw: true });
-    this.#pendingBytes += buf.length;
-    this.#insertLsn += buf.length;
-    if (this.#pendingBytes >= WRITE_THRESHOLD) this.#scheduleWriter();
-    return this.#insertLsn;
-  }
-
-  /** Appends a record without entries (a shutdown marker) through the normal path. */
-  #appendMarker(type: number): void {
-    const lsn = this.#reserve(RECORD_HEADER_SIZE);
-    const run = this.#runFor(RECORD_HEADER_SIZE);
-    sealRecord(run.buf, run.used, type, 0, 0, lsn, this.#syncedLsn);
-    run.used += RECORD_HEADER_SIZE;
-    this.#pendingBytes += RECORD_HEADER_SIZE;
-    this.#insertLsn = lsn + RECORD_HEADER_SIZE;
-  }
-
-  /** The run to append `bytes` to: the last one if it has room, else a new one. */
-  #runFor(bytes: number): Run {
-    const last = this.#runs[this.#runs.length - 1];
-    if (last !== undefined && !last.endsSegment && !last.raw && last.startLsn + last.used === this.#insertLsn && last.buf.length - last.used >= bytes) {
-      return last;
-    }
-    const run = this.#newRun(this.#insertLsn, bytes);
-    this.#runs.push(run);
-    return run;
-  }
-
-  #newRun(startLsn: Lsn, atLeast: number): Run {
-    const spare = this.#spare.pop();
-    const buf = spare !== undefined && spare.length >= atLeast ? spare : Buffer.allocUnsafe(Math.max(RUN_SIZE, atLeast));
-    return { startLsn, buf, used: 0, endsSegment: false, raw: false };
+    if (data.length === 0) return this.#writer.insertLsn;
+    return this.#writer.appendBytes(Buffer.from(data.buffer, data.byteOffset, data.length));
   }
 
   /** Makes everything appended so far durable; resolves with the new flushed LSN. */
   async flush(options: { signal?: AbortSignal } = {}): Promise<Lsn> {
-    await this.waitForFlush(this.#insertLsn, options);
-    return this.#flushedLsn;
+    await this.waitForFlush(this.#writer.insertLsn, options);
+    return this.#writer.flushedLsn;
   }
 
   /**
@@ -558,39 +428,21 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     assertLsn(lsn);
     if (typeof target === 'object') {
       // A drop after this append, from below its end, means the record was never written.
-      const drop = this.#drops.slice(target.generation).find((d) => d.lsn < lsn);
-      if (drop !== undefined) return Promise.reject(drop.error);
+      const dropped = this.#writer.droppedError(target.generation, lsn);
+      if (dropped !== undefined) return Promise.reject(dropped);
     }
-    if (lsn <= this.#flushedLsn) return Promise.resolve();
-    if (this.#failure !== null) return Promise.reject(this.#closedError());
+    if (lsn <= this.#writer.flushedLsn) return Promise.resolve();
+    if (this.#writer.failure !== null) return Promise.reject(this.#closedError());
     if (this.#state === 'closed') return Promise.reject(this.#closedError());
-    if (lsn > this.#insertLsn) {
+    const insertLsn = this.#writer.insertLsn;
+    if (lsn > insertLsn) {
       return Promise.reject(
-        new WalshipError('INVALID_ARGUMENT', `cannot wait for ${formatLsn(lsn)}: nothing has been appended past ${formatLsn(this.#insertLsn)}`),
+        new WalshipError('INVALID_ARGUMENT', `cannot wait for ${formatLsn(lsn)}: nothing has been appended past ${formatLsn(insertLsn)}`),
       );
     }
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(abortError(signal));
-    return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { lsn, resolve, reject };
-      if (signal !== undefined) {
-        const onAbort = (): void => {
-          this.#waiters = this.#waiters.filter((w) => w !== waiter);
-          reject(abortError(signal));
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-        waiter.resolve = () => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        };
-        waiter.reject = (err) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(err);
-        };
-      }
-      this.#waiters.push(waiter);
-      this.#scheduleWriter();
-    });
+    return this.#writer.waitForFlush(lsn, signal);
   }
 
   /**
@@ -622,14 +474,13 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   async removeSegmentsBefore(lsn: Lsn): Promise<string[]> {
     assertLsn(lsn);
     this.#assertOpen();
-    const insertSegno = Math.floor(this.#insertLsn / this.segmentSize);
-    const flushedSegno = Math.floor(this.#flushedLsn / this.segmentSize);
+    const insertSegno = Math.floor(this.#writer.insertLsn / this.segmentSize);
+    const flushedSegno = Math.floor(this.#writer.flushedLsn / this.segmentSize);
     const limit = Math.min(Math.floor(lsn / this.segmentSize), insertSegno, flushedSegno);
     if (limit <= this.#oldestSegno) return [];
     // Readers check this after every read, so they never trust bytes of a recycled file.
     this.#oldestSegno = limit;
-    // Removed segments need no sync any more (with sync 'none' they may still be dirty).
-    for (const segno of this.#dirty) if (segno < limit) this.#dirty.delete(segno);
+    this.#writer.forgetSegmentsBelow(limit);
     const removed = await wrapIo(() => this.#files.removeBelow(limit, insertSegno), 'removing segments');
     if (removed.length > 0) {
       this.#log('removed %d segments below %s', removed.length, formatLsn(limit * this.segmentSize));
@@ -700,7 +551,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       }
     }
     if (this.#state !== 'failed') this.#state = 'closed';
-    this.#rejectWaiters(() => this.#closedError());
+    this.#writer.close(this.#closedError());
     this.#notifyTail();
     await this.#files.close();
     await this.#lock.release().catch((err: unknown) => this.#log.error('releasing the lock failed: %s', describe(err)));
@@ -713,287 +564,14 @@ export class WalLog extends EventEmitter<WalLogEvents> {
    * stamp proves everything before it was durable. Throws when appends were dropped meanwhile.
    */
   async #writeShutdown(): Promise<void> {
-    const drops = this.#drops.length;
-    await this.#drain();
-    if (this.role === 'primary' && this.#insertLsn > this.#openedAt && this.#drops.length === drops) {
-      this.#appendMarker(RECORD_SHUTDOWN);
-      await this.#drain();
+    const generation = this.#writer.generation;
+    await this.#writer.drain();
+    if (this.role === 'primary' && this.#writer.insertLsn > this.#openedAt && this.#writer.generation === generation) {
+      this.#writer.appendMarker(RECORD_SHUTDOWN);
+      await this.#writer.drain();
     }
     // Appends dropped while closing (ENOSPC) were lost: close must say so.
-    if (this.#drops.length > drops) throw this.#drops[this.#drops.length - 1]?.error;
-  }
-
-  /** Writes and syncs everything pending, whatever the sync mode (close makes data durable). */
-  async #drain(): Promise<void> {
-    while (this.#writer !== null) await this.#writer;
-    if (this.#insertLsn > this.#flushedLsn || this.#syncedLsn < this.#writtenLsn) {
-      this.#writer = this.#writeLoop(true);
-      await this.#writer;
-    }
-    if (this.#failure !== null) throw this.#failure;
-  }
-
-  // ---- the writer: one write and one fdatasync for every committer waiting together ----
-
-  #scheduleWriter(): void {
-    // A writer waiting on a sync only acts on a full write's worth of bytes (it re-checks
-    // everything when the sync ends), so new committers alone need not wake it.
-    if (this.#pendingBytes >= WRITE_THRESHOLD) this.#wakeWriter?.();
-    if (this.#writerScheduled || this.#writer !== null || this.#state === 'failed') return;
-    this.#writerScheduled = true;
-    // Let every committer of this turn of the event loop append before the write starts.
-    setImmediate(() => {
-      this.#writerScheduled = false;
-      if (this.#writer === null && this.#state !== 'closed') this.#writer = this.#writeLoop(false);
-    });
-  }
-
-  async #writeLoop(forceSync: boolean): Promise<void> {
-    try {
-      await this.#writeRounds(forceSync);
-    } catch (err) {
-      // Anything unexpected in the writer stops the log rather than escaping unhandled.
-      this.#fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', `the WAL writer failed: ${describe(err)}`, { cause: err }));
-    } finally {
-      this.#writer = null;
-      if (this.#waiters.length > 0 || this.#pendingBytes >= WRITE_THRESHOLD) this.#scheduleWriter();
-    }
-  }
-
-  /**
-   * Writes and syncs in rounds until nothing is left to do. A round's fdatasync runs while
-   * the next round's bytes are written, so the disk need not wait for the writer; a sync
-   * covers only what was written before it started, and one runs at a time.
-   */
-  async #writeRounds(forceSync: boolean): Promise<void> {
-    try {
-      for (;;) {
-        if (this.#failure !== null) return;
-        const wantSync = forceSync || this.#waiters.length > 0;
-        if (wantSync && this.#syncing === null && this.#needsSync(forceSync)) {
-          this.#syncing = this.#syncRound(forceSync).finally(() => {
-            this.#syncing = null;
-          });
-        }
-        // While a sync runs, small writes gain nothing: they wait for the next sync anyway.
-        if (this.#runs.length > 0 && (this.#pendingBytes >= WRITE_THRESHOLD || (wantSync && this.#syncing === null))) {
-          const runs = this.#runs;
-          this.#runs = [];
-          this.#pendingBytes = 0;
-          await this.#writeRuns(runs);
-          if (!wantSync) this.#advanceFlushed(false);
-        } else if (this.#syncing !== null) {
-          // Wake for new bytes to write as well: the disk should not wait for them after the sync.
-          const syncing = this.#syncing;
-          await new Promise<void>((resolve) => {
-            this.#wakeWriter = resolve;
-            void syncing.then(resolve);
-          });
-          this.#wakeWriter = null;
-        } else {
-          return;
-        }
-      }
-    } finally {
-      await this.#syncing;
-    }
-  }
-
-  /**
-   * Emits `write` for what was just written, one turn of the event loop later: by then the
-   * writer has handed the fdatasync to the thread pool, so a listener's work (a standby's
-   * report on the socket) runs alongside the sync instead of delaying its start.
-   */
-  #announceWritten(): void {
-    if (this.#writeAnnounced) return;
-    this.#writeAnnounced = true;
-    setImmediate(() => {
-      this.#writeAnnounced = false;
-      if (this.#writtenLsn > this.#announcedWrittenLsn) {
-        this.#announcedWrittenLsn = this.#writtenLsn;
-        this.#emitSafely('write', { writtenLsn: this.#writtenLsn });
-      }
-    });
-  }
-
-  /** One sync of what is written now, then acknowledges it; never rejects (failures stop the log). */
-  async #syncRound(force: boolean): Promise<void> {
-    try {
-      await this.#syncWritten(force);
-      this.#advanceFlushed(true);
-    } catch (err) {
-      this.#fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', `the WAL writer failed: ${describe(err)}`, { cause: err }));
-    }
-  }
-
-  #needsSync(force: boolean): boolean {
-    return this.sync === 'fdatasync' || force ? this.#syncedLsn < this.#writtenLsn : this.#flushedLsn < this.#writtenLsn;
-  }
-
-  /**
-   * Hands the runs to the OS: the pieces that follow each other in one segment go out in one
-   * pwritev when the storage has it, so however much is pending, one call per segment.
-   */
-  async #writeRuns(runs: Run[]): Promise<void> {
-    let batch: Buffer[] = [];
-    let batchLsn = 0;
-    let batchBytes = 0;
-    let batchEndsSegment = false;
-    const flush = async (): Promise<boolean> => {
-      if (batch.length === 0) return true;
-      const segno = Math.floor(batchLsn / this.segmentSize);
-      const within = batchLsn - segno * this.segmentSize;
-      try {
-        const file = await this.#files.forWrite(segno);
-        if (segno !== this.#lastWrittenSegno) {
-          this.#lastWrittenSegno = segno;
-          this.#files.prepareAhead(segno + 1);
-        }
-        this.#dirty.add(segno);
-        if (batch.length > 1 && file.writev !== undefined) {
-          await file.writev(batch, within);
-        } else {
-          let done = 0;
-          for (const piece of batch) {
-            try {
-              await file.write(piece, within + done);
-            } catch (err) {
-              // Count from the batch start, as writev would.
-              (err as StorageWriteError).bytesWritten = done + ((err as StorageWriteError).bytesWritten ?? 0);
-              throw err;
-            }
-            done += piece.length;
-          }
-        }
-      } catch (err) {
-        await this.#abandonFrom(batchLsn, err);
-        return false;
-      }
-      this.#writtenLsn = batchLsn + batchBytes;
-      // After a segment-end record the rest of the segment counts as written.
-      if (batchEndsSegment) this.#writtenLsn = Math.ceil(this.#writtenLsn / this.segmentSize) * this.segmentSize;
-      batch = [];
-      batchBytes = 0;
-      batchEndsSegment = false;
-      return true;
-    };
-    for (const run of runs) {
-      let offset = 0;
-      while (offset < run.used) {
-        const lsn = run.startLsn + offset;
-        const within = lsn % this.segmentSize;
-        const length = Math.min(run.used - offset, this.segmentSize - within);
-        // A piece joins the batch only where the batch ends, in the same segment.
-        if (batch.length > 0 && (batchLsn + batchBytes !== lsn || within === 0) && !(await flush())) return;
-        if (batch.length === 0) batchLsn = lsn;
-        batch.push(run.buf.subarray(offset, offset + length));
-        batchBytes += length;
-        offset += length;
-      }
-      if (run.endsSegment) {
-        batchEndsSegment = true;
-        if (!(await flush())) return;
-      }
-    }
-    if (!(await flush())) return;
-    this.#announceWritten();
-    for (const run of runs) if (!run.raw && run.buf.length === RUN_SIZE && this.#spare.length < 4) this.#spare.push(run.buf);
-  }
-
-  /**
-   * A write failed at `lsn`. With `ENOSPC` the records from `lsn` on fail, bytes the write
-   * got onto disk are zeroed so they never come back, and the log goes on from `lsn`. Any
-   * other write error stops the log.
-   */
-  async #abandonFrom(lsn: Lsn, err: unknown): Promise<void> {
-    const segno = Math.floor(lsn / this.segmentSize);
-    const reached = (err as StorageWriteError).bytesWritten ?? 0;
-    const name = segmentFileName(this.timeline, segno, this.segmentSize);
-    if (errnoCode(err) !== 'ENOSPC') {
-      this.#fail(new WalshipError('WAL_IO', `writing segment ${name} failed: ${describe(err)}`, { cause: err }));
-      return;
-    }
-    if (reached > 0) {
-      try {
-        const file = await this.#files.forWrite(segno);
-        await file.write(Buffer.alloc(reached), lsn - segno * this.segmentSize);
-      } catch (zeroErr) {
-        this.#fail(new WalshipError('WAL_IO', `could not undo a partial write in ${name}: ${describe(zeroErr)}`, { cause: zeroErr }));
-        return;
-      }
-    }
-    const error = new WalshipError('WAL_IO', `no space left to write segment ${name}; the records from ${formatLsn(lsn)} on were not appended`, {
-      cause: err,
-      transient: true,
-    });
-    this.#log.error('%s', error.message);
-    this.#drops.push({ lsn, error });
-    // Everything from `lsn` on is dropped: the failed runs and whatever was appended since.
-    this.#runs = [];
-    this.#pendingBytes = 0;
-    this.#insertLsn = lsn;
-    this.#waiters = this.#waiters.filter((waiter) => {
-      if (waiter.lsn <= lsn) return true;
-      waiter.reject(error);
-      return false;
-    });
-    this.#emitSafely('error', { error, fatal: false });
-  }
-
-  async #syncWritten(force: boolean): Promise<void> {
-    if (this.#failure !== null) return;
-    const target = this.#writtenLsn;
-    const currentSegno = Math.floor(target / this.segmentSize);
-    if (this.sync === 'none' && !force) {
-      // Nothing to sync until close; just let go of the handles of finished segments.
-      for (const segno of this.#dirty) if (segno < currentSegno) await this.#files.closeWriter(segno);
-      return;
-    }
-    // Writes made while this sync runs mark their segments dirty again for the next one.
-    const dirty = [...this.#dirty].sort((a, b) => a - b);
-    this.#dirty.clear();
-    for (const segno of dirty) {
-      const name = segmentFileName(this.timeline, segno, this.segmentSize);
-      try {
-        await (await this.#files.forWrite(segno)).datasync();
-      } catch (err) {
-        // Fail-stop: after a failed fsync the kernel may have dropped the dirty pages, so
-        // retrying could "succeed" without the data. Nothing waiting is acknowledged.
-        this.#fail(new WalshipError('WAL_SYNC_FAILED', `fdatasync of segment ${name} failed; the log has stopped: ${describe(err)}`, { cause: err }));
-        return;
-      }
-      if (segno < currentSegno) await this.#files.closeWriter(segno);
-    }
-    this.#syncedLsn = target;
-  }
-
-  #advanceFlushed(synced: boolean): void {
-    if (this.#failure !== null) return;
-    const durable = this.sync === 'none' ? this.#writtenLsn : this.#syncedLsn;
-    if (!synced && this.sync === 'fdatasync') return;
-    if (durable <= this.#flushedLsn) return;
-    this.#flushedLsn = durable;
-    const ready: Waiter[] = [];
-    this.#waiters = this.#waiters.filter((waiter) => {
-      if (waiter.lsn > durable) return true;
-      ready.push(waiter);
-      return false;
-    });
-    for (const waiter of ready) waiter.resolve();
-    this.#notifyTail();
-    this.#emitSafely('flush', { flushedLsn: durable });
-  }
-
-  #fail(error: WalshipError): void {
-    if (this.#failure !== null) return;
-    this.#failure = error;
-    this.#state = 'failed';
-    this.#runs = [];
-    this.#pendingBytes = 0;
-    this.#log.error('log stopped: %s', error.message);
-    this.#rejectWaiters(() => error);
-    this.#notifyTail();
-    this.#emitSafely('error', { error, fatal: true });
+    if (this.#writer.generation > generation) throw this.#writer.lastDropError;
   }
 
   /** Listener exceptions must not break the writer (or crash the process from it). */
@@ -1005,12 +583,6 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     }
   }
 
-  #rejectWaiters(errorFor: () => unknown): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const waiter of waiters) waiter.reject(errorFor());
-  }
-
   #assertOpen(): void {
     if (this.#state !== 'open') throw this.#closedError();
   }
@@ -1020,9 +592,8 @@ export class WalLog extends EventEmitter<WalLogEvents> {
   }
 
   #closedError(): WalshipError {
-    if (this.#failure !== null) {
-      return new WalshipError('WAL_CLOSED', `the log stopped after an error: ${this.#failure.message}`, { cause: this.#failure });
-    }
+    const failure = this.#writer.failure;
+    if (failure !== null) return new WalshipError('WAL_CLOSED', `the log stopped after an error: ${failure.message}`, { cause: failure });
     if (this.#isSealed()) return new WalshipError('WAL_CLOSED', 'the log is sealed (shut down): it takes no more appends');
     return new WalshipError('WAL_CLOSED', 'the log is closed');
   }
@@ -1035,8 +606,8 @@ export class WalLog extends EventEmitter<WalLogEvents> {
    * @internal
    */
   waitForTail(lsn: Lsn, signal?: AbortSignal): Promise<boolean> {
-    if (this.#flushedLsn > lsn) return Promise.resolve(true);
-    if (this.#failure !== null) return Promise.reject(this.#closedError());
+    if (this.#writer.flushedLsn > lsn) return Promise.resolve(true);
+    if (this.#writer.failure !== null) return Promise.reject(this.#closedError());
     if (this.#state === 'closed' || this.#state === 'sealed') return Promise.resolve(false);
     if (signal?.aborted) return Promise.reject(abortError(signal));
     return new Promise<boolean>((resolve, reject) => {
@@ -1045,11 +616,11 @@ export class WalLog extends EventEmitter<WalLogEvents> {
         reject(abortError(signal as AbortSignal));
       };
       const check = (): void => {
-        if (this.#flushedLsn <= lsn && this.#state !== 'closed' && this.#state !== 'sealed' && this.#failure === null) return;
+        if (this.#writer.flushedLsn <= lsn && this.#state !== 'closed' && this.#state !== 'sealed' && this.#writer.failure === null) return;
         this.#tailWatchers.delete(check);
         signal?.removeEventListener('abort', onAbort);
-        if (this.#failure !== null) reject(this.#closedError());
-        else resolve(this.#flushedLsn > lsn);
+        if (this.#writer.failure !== null) reject(this.#closedError());
+        else resolve(this.#writer.flushedLsn > lsn);
       };
       this.#tailWatchers.add(check);
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -101,6 +101,23 @@ describe('disk full (ENOSPC)', () => {
     assert.equal((await readAll(reopened)).length, 8);
     await reopened.close();
   });
+
+  it('fails only the waiters past the drop: those of records written before it in the same round are released', async () => {
+    const storage = new MemoryStorage();
+    const log = await openLog(storage);
+    const cancel = storage.injectFault({ operation: 'allocate', code: 'ENOSPC', times: Infinity, file: /^000000010000000000000002/ });
+    // One write round: segment 1 is written, segment 2 cannot be allocated.
+    const written = Array.from({ length: 6 }, (_, i) => log.append(payload(i, 10_000)));
+    const overflow = log.append(payload(99, 20_000));
+    assert.ok(overflow.lsn >= 2 * SMALL_SEGMENT, 'the record needs segment 2');
+    const results = await Promise.allSettled([...written, overflow].map((result) => log.waitForFlush(result)));
+    assert.deepEqual(results.map((r) => r.status), [...written.map(() => 'fulfilled'), 'rejected']);
+    assert.ok(isWalshipError((results.at(-1) as PromiseRejectedResult).reason, 'WAL_IO'));
+    assert.ok(log.flushedLsn >= (written.at(-1)?.endLsn ?? Infinity));
+    assert.deepEqual((await readAll(log)).map((r) => r.lsn), written.map((w) => w.lsn));
+    cancel(); // the shutdown record needs segment 2
+    await log.close();
+  });
 });
 
 describe('write failure other than ENOSPC', () => {

@@ -93,6 +93,32 @@ describe('LsnWaiters', () => {
     await assert.rejects(waiters.wait(0), (err: unknown) => err === error);
   });
 
+  it('rejectPast() rejects the waiters past an LSN and keeps the others, and later waits, going', async () => {
+    const waiters = new LsnWaiters(0);
+    const error = new WalshipError('WAL_IO', 'dropped');
+    const outcome = (p: Promise<void>): Promise<unknown> => p.then(() => 'resolved', (err: unknown) => err);
+    const kept = [waiters.wait(5), waiters.wait(10)].map(outcome);
+    const dropped = [waiters.wait(11), waiters.wait(20, { timeoutMs: 60_000 })].map(outcome);
+    const controller = new AbortController();
+    const aborted = outcome(waiters.wait(15, { signal: controller.signal }));
+    controller.abort();
+    assert.ok(isWalshipError(await aborted, 'ABORTED'));
+    waiters.rejectPast(10, error);
+    for (const p of dropped) assert.equal(await p, error);
+    // The abandoned waiter went with the rebuild; the position did not move.
+    assert.equal(waiters.size, 2);
+    assert.equal(waiters.held, 2);
+    assert.equal(waiters.position, 0);
+    // The same LSNs waited for again are released normally, as are the kept waiters.
+    const again = outcome(waiters.wait(20));
+    waiters.advance(10);
+    for (const p of kept) assert.equal(await p, 'resolved');
+    assert.equal(await settled(again), false);
+    waiters.advance(20);
+    assert.equal(await again, 'resolved');
+    assert.equal(waiters.held, 0);
+  });
+
   it('mixed waits, aborts and advances keep the count of waiting ones exact', async () => {
     const random = mulberry32(11);
     const waiters = new LsnWaiters(0);

@@ -1,0 +1,547 @@
+import { WalshipError, errnoCode, isWalshipError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import { LsnWaiters } from '../lsn-waiters.js';
+import type { StorageWriteError } from '../storage/storage.js';
+import { RECORD_BATCH, RECORD_HEADER_SIZE, RECORD_SEGMENT_END, SEGMENT_HEADER_SIZE, sealRecord, writeEntry, writeSegmentHeader } from './record.js';
+import type { SegmentFiles } from './segment-files.js';
+import { segmentFileName } from './segment-name.js';
+import type { AppendResult, EntryInput, SyncMode, WalLogEvents } from './wal-log.js';
+
+interface Run {
+  startLsn: Lsn;
+  buf: Buffer;
+  used: number;
+  /** Ends with a segment-end record: the rest of its segment is unused. */
+  endsSegment: boolean;
+  /** Bytes from upstream, held as the caller's buffer: never appended to, never reused. */
+  raw: boolean;
+}
+
+const RUN_SIZE = 1024 * 1024;
+/** Pending bytes that make the writer start a background write even without a flush request. */
+const WRITE_THRESHOLD = 1024 * 1024;
+
+/** The events a {@link WalWriter} raises through its log. */
+type WriterEvent = 'flush' | 'write' | 'error';
+
+/** What a {@link WalWriter} needs from the log it writes for. */
+export interface WalWriterInit {
+  readonly files: SegmentFiles;
+  readonly log: Logger;
+  readonly segmentSize: number;
+  readonly timeline: number;
+  readonly sync: SyncMode;
+  /** The end of WAL found by recovery: where inserting, writing and flushing start. */
+  readonly endLsn: Lsn;
+  /** Emits one of the log's events; must not throw (listener exceptions are the log's to catch). */
+  readonly emit: <E extends WriterEvent>(event: E, payload: Parameters<WalLogEvents[E]>[0]) => void;
+  /** The flushed end moved, or the writer stopped: readers waiting at the tail look again. */
+  readonly notifyTail: () => void;
+  /** The writer stopped on a fatal error (fail-stop): the log stops too, before waiters hear of it. */
+  readonly stopped: (error: WalshipError) => void;
+}
+
+/**
+ * The write side of a {@link WalLog}: the insert position and the buffers of appended
+ * records (PostgreSQL's WAL buffers, filled by `XLogInsertRecord`), and the group-commit
+ * writer that hands them to the OS and makes them durable (`XLogWrite` and `XLogFlush`).
+ *
+ * Appends only buffer. A write round hands everything pending to the OS, one pwritev per
+ * segment, and one fdatasync per round makes it durable for every committer waiting at the
+ * time; the next round's bytes are written while that sync runs. Flush waiters sit in an
+ * {@link LsnWaiters} heap, so a flush releases the k it reaches in O(k log n). A write that
+ * fails with `ENOSPC` drops the records from its start on and the log goes on from there;
+ * any other write or sync failure stops it.
+ * @internal
+ */
+export class WalWriter {
+  readonly #files: SegmentFiles;
+  readonly #log: Logger;
+  readonly #segmentSize: number;
+  readonly #timeline: number;
+  readonly #sync: SyncMode;
+  readonly #emit: WalWriterInit['emit'];
+  readonly #notifyTail: () => void;
+  readonly #stopped: (error: WalshipError) => void;
+
+  #insertLsn: Lsn;
+  #writtenLsn: Lsn;
+  /** A `write` event is scheduled; the written end it last announced. */
+  #writeAnnounced = false;
+  #announcedWrittenLsn: Lsn = -1;
+  /** Highest LSN made durable by a real fdatasync; stamped into records (see record.ts). */
+  #syncedLsn: Lsn;
+  /** The flush waiters; their position is the flushed end of the log. */
+  readonly #flushed: LsnWaiters;
+  #failure: WalshipError | null = null;
+  /** The log closed: no write round starts any more. */
+  #closed = false;
+
+  #runs: Run[] = [];
+  #pendingBytes = 0;
+  #spare: Buffer[] = [];
+  #scheduled = false;
+  #loop: Promise<void> | null = null;
+  /** The writer's fdatasync in flight, if any. */
+  #syncing: Promise<void> | null = null;
+  /** Set while the writer waits for its sync: lets new pending bytes wake it. */
+  #wake: (() => void) | null = null;
+  #dirty = new Set<number>();
+  /** Every drop of failed appends: from which LSN on, and why (rare: ENOSPC only). */
+  #drops: { lsn: Lsn; error: WalshipError }[] = [];
+  #lastWrittenSegno = -1;
+
+  constructor(init: WalWriterInit) {
+    this.#files = init.files;
+    this.#log = init.log;
+    this.#segmentSize = init.segmentSize;
+    this.#timeline = init.timeline;
+    this.#sync = init.sync;
+    this.#emit = init.emit;
+    this.#notifyTail = init.notifyTail;
+    this.#stopped = init.stopped;
+    this.#insertLsn = this.#writtenLsn = this.#syncedLsn = init.endLsn;
+    this.#flushed = new LsnWaiters(init.endLsn);
+  }
+
+  /** The next insert position. */
+  get insertLsn(): Lsn {
+    return this.#insertLsn;
+  }
+
+  /** End of the bytes handed to the operating system. */
+  get writtenLsn(): Lsn {
+    return this.#writtenLsn;
+  }
+
+  /** End of the durable log. */
+  get flushedLsn(): Lsn {
+    return this.#flushed.position;
+  }
+
+  /** Bytes appended but not yet handed to the operating system. */
+  get pendingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  /** The fatal error that stopped the writer, if any. */
+  get failure(): WalshipError | null {
+    return this.#failure;
+  }
+
+  /** How many times failed appends were dropped (see {@link AppendResult.generation}). */
+  get generation(): number {
+    return this.#drops.length;
+  }
+
+  /** The error of the latest drop, if any. */
+  get lastDropError(): WalshipError | undefined {
+    return this.#drops[this.#drops.length - 1]?.error;
+  }
+
+  /**
+   * The error of a drop since `generation` from below `endLsn`: a record appended at that
+   * generation and ending at `endLsn` was never written (its LSNs may have been reused since).
+   */
+  droppedError(generation: number, endLsn: Lsn): WalshipError | undefined {
+    return this.#drops.slice(generation).find((d) => d.lsn < endLsn)?.error;
+  }
+
+  // ---- appending: records go into the pending runs ----
+
+  /**
+   * Buffers one batch record of `entries` (their encoded sizes add up to `payload`; the
+   * record takes `padded` bytes, which fit in a segment) and returns where it landed.
+   */
+  append(entries: readonly EntryInput[], payload: number, padded: number): AppendResult {
+    const lsn = this.#reserve(padded);
+    const run = this.#runFor(padded);
+    const start = run.used;
+    let at = start + RECORD_HEADER_SIZE;
+    for (const entry of entries) {
+      if (entry instanceof Uint8Array) {
+        at = writeEntry(run.buf, at, entry, undefined, 0);
+      } else {
+        const channelBytes = entry.channel === undefined ? 0 : Buffer.byteLength(entry.channel);
+        at = writeEntry(run.buf, at, entry.data, entry.channel, channelBytes);
+      }
+    }
+    sealRecord(run.buf, start, RECORD_BATCH, payload, entries.length, lsn, this.#syncedLsn);
+    run.used += padded;
+    this.#pendingBytes += padded;
+    this.#insertLsn = lsn + padded;
+    if (this.#pendingBytes >= WRITE_THRESHOLD) this.#schedule();
+    return { lsn, endLsn: lsn + padded, generation: this.#drops.length };
+  }
+
+  /** Buffers a record without entries (a shutdown marker). */
+  appendMarker(type: number): void {
+    const lsn = this.#reserve(RECORD_HEADER_SIZE);
+    const run = this.#runFor(RECORD_HEADER_SIZE);
+    sealRecord(run.buf, run.used, type, 0, 0, lsn, this.#syncedLsn);
+    run.used += RECORD_HEADER_SIZE;
+    this.#pendingBytes += RECORD_HEADER_SIZE;
+    this.#insertLsn = lsn + RECORD_HEADER_SIZE;
+  }
+
+  /**
+   * Buffers bytes from upstream at the insert position, as they are: `buf` is kept, not
+   * copied. Returns the new insert position.
+   */
+  appendBytes(buf: Buffer): Lsn {
+    this.#runs.push({ startLsn: this.#insertLsn, buf, used: buf.length, endsSegment: false, raw: true });
+    this.#pendingBytes += buf.length;
+    this.#insertLsn += buf.length;
+    if (this.#pendingBytes >= WRITE_THRESHOLD) this.#schedule();
+    return this.#insertLsn;
+  }
+
+  /**
+   * Moves the insert position to where a record of `padded` bytes fits and returns that
+   * position, buffering a segment-end record and the next segment's header when it moves.
+   */
+  #reserve(padded: number): Lsn {
+    let lsn = this.#insertLsn;
+    let offset = lsn % this.#segmentSize;
+    const room = this.#segmentSize - offset;
+    if (offset !== 0 && room < padded) {
+      if (room >= RECORD_HEADER_SIZE) {
+        // Mark the rest of the segment unused; the next segment starts a new run.
+        const run = this.#runFor(RECORD_HEADER_SIZE);
+        sealRecord(run.buf, run.used, RECORD_SEGMENT_END, 0, 0, lsn, this.#syncedLsn);
+        run.used += RECORD_HEADER_SIZE;
+        run.endsSegment = true;
+        this.#pendingBytes += RECORD_HEADER_SIZE;
+      } else {
+        // Fewer bytes left than a header: readers skip them implicitly; pad with zeros.
+        const run = this.#runFor(room);
+        run.buf.fill(0, run.used, run.used + room);
+        run.used += room;
+        this.#pendingBytes += room;
+      }
+      lsn += room;
+      offset = 0;
+      this.#insertLsn = lsn;
+    }
+    if (offset === 0) {
+      const run = this.#runFor(SEGMENT_HEADER_SIZE + padded);
+      writeSegmentHeader(run.buf, run.used, this.#segmentSize, this.#timeline, lsn);
+      run.used += SEGMENT_HEADER_SIZE;
+      this.#pendingBytes += SEGMENT_HEADER_SIZE;
+      lsn += SEGMENT_HEADER_SIZE;
+    }
+    this.#insertLsn = lsn;
+    return lsn;
+  }
+
+  /** The run to append `bytes` to: the last one if it has room, else a new one. */
+  #runFor(bytes: number): Run {
+    const last = this.#runs[this.#runs.length - 1];
+    if (last !== undefined && !last.endsSegment && !last.raw && last.startLsn + last.used === this.#insertLsn && last.buf.length - last.used >= bytes) {
+      return last;
+    }
+    const run = this.#newRun(this.#insertLsn, bytes);
+    this.#runs.push(run);
+    return run;
+  }
+
+  #newRun(startLsn: Lsn, atLeast: number): Run {
+    const spare = this.#spare.pop();
+    const buf = spare !== undefined && spare.length >= atLeast ? spare : Buffer.allocUnsafe(Math.max(RUN_SIZE, atLeast));
+    return { startLsn, buf, used: 0, endsSegment: false, raw: false };
+  }
+
+  // ---- waiting for durability ----
+
+  /**
+   * Resolves once the log is durable up to `lsn` (past the flushed end, at most the insert
+   * position; the log checks), starting a flush. Rejects if the records fail to reach the
+   * disk or are dropped, or with `ABORTED` if `signal` aborts.
+   */
+  waitForFlush(lsn: Lsn, signal?: AbortSignal): Promise<void> {
+    const flushed = this.#flushed.wait(lsn, signal === undefined ? {} : { signal });
+    this.#schedule();
+    return flushed;
+  }
+
+  /** Writes and syncs everything pending, whatever the sync mode (close makes data durable). */
+  async drain(): Promise<void> {
+    while (this.#loop !== null) await this.#loop;
+    if (this.#insertLsn > this.flushedLsn || this.#syncedLsn < this.#writtenLsn) {
+      this.#loop = this.#writeLoop(true);
+      await this.#loop;
+    }
+    if (this.#failure !== null) throw this.#failure;
+  }
+
+  /** Segments below `segno` were removed: they need no sync any more (with sync 'none' they may still be dirty). */
+  forgetSegmentsBelow(segno: number): void {
+    for (const dirty of this.#dirty) if (dirty < segno) this.#dirty.delete(dirty);
+  }
+
+  /** The log closed: rejects every flush waiter with `error`; no write round starts any more. */
+  close(error: WalshipError): void {
+    this.#closed = true;
+    this.#flushed.fail(error);
+  }
+
+  // ---- the writer: one write and one fdatasync for every committer waiting together ----
+
+  #schedule(): void {
+    // A writer waiting on a sync only acts on a full write's worth of bytes (it re-checks
+    // everything when the sync ends), so new committers alone need not wake it.
+    if (this.#pendingBytes >= WRITE_THRESHOLD) this.#wake?.();
+    if (this.#scheduled || this.#loop !== null || this.#failure !== null) return;
+    this.#scheduled = true;
+    // Let every committer of this turn of the event loop append before the write starts.
+    setImmediate(() => {
+      this.#scheduled = false;
+      if (this.#loop === null && !this.#closed) this.#loop = this.#writeLoop(false);
+    });
+  }
+
+  async #writeLoop(forceSync: boolean): Promise<void> {
+    try {
+      await this.#writeRounds(forceSync);
+    } catch (err) {
+      // Anything unexpected in the writer stops the log rather than escaping unhandled.
+      this.#fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', `the WAL writer failed: ${describe(err)}`, { cause: err }));
+    } finally {
+      this.#loop = null;
+      if (this.#flushed.size > 0 || this.#pendingBytes >= WRITE_THRESHOLD) this.#schedule();
+    }
+  }
+
+  /**
+   * Writes and syncs in rounds until nothing is left to do. A round's fdatasync runs while
+   * the next round's bytes are written, so the disk need not wait for the writer; a sync
+   * covers only what was written before it started, and one runs at a time.
+   */
+  async #writeRounds(forceSync: boolean): Promise<void> {
+    try {
+      for (;;) {
+        if (this.#failure !== null) return;
+        const wantSync = forceSync || this.#flushed.size > 0;
+        if (wantSync && this.#syncing === null && this.#needsSync(forceSync)) {
+          this.#syncing = this.#syncRound(forceSync).finally(() => {
+            this.#syncing = null;
+          });
+        }
+        // While a sync runs, small writes gain nothing: they wait for the next sync anyway.
+        if (this.#runs.length > 0 && (this.#pendingBytes >= WRITE_THRESHOLD || (wantSync && this.#syncing === null))) {
+          const runs = this.#runs;
+          this.#runs = [];
+          this.#pendingBytes = 0;
+          await this.#writeRuns(runs);
+          if (!wantSync) this.#advanceFlushed(false);
+        } else if (this.#syncing !== null) {
+          // Wake for new bytes to write as well: the disk should not wait for them after the sync.
+          const syncing = this.#syncing;
+          await new Promise<void>((resolve) => {
+            this.#wake = resolve;
+            void syncing.then(resolve);
+          });
+          this.#wake = null;
+        } else {
+          return;
+        }
+      }
+    } finally {
+      await this.#syncing;
+    }
+  }
+
+  /**
+   * Emits `write` for what was just written, one turn of the event loop later: by then the
+   * writer has handed the fdatasync to the thread pool, so a listener's work (a standby's
+   * report on the socket) runs alongside the sync instead of delaying its start.
+   */
+  #announceWritten(): void {
+    if (this.#writeAnnounced) return;
+    this.#writeAnnounced = true;
+    setImmediate(() => {
+      this.#writeAnnounced = false;
+      if (this.#writtenLsn > this.#announcedWrittenLsn) {
+        this.#announcedWrittenLsn = this.#writtenLsn;
+        this.#emit('write', { writtenLsn: this.#writtenLsn });
+      }
+    });
+  }
+
+  /** One sync of what is written now, then acknowledges it; never rejects (failures stop the log). */
+  async #syncRound(force: boolean): Promise<void> {
+    try {
+      await this.#syncWritten(force);
+      this.#advanceFlushed(true);
+    } catch (err) {
+      this.#fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', `the WAL writer failed: ${describe(err)}`, { cause: err }));
+    }
+  }
+
+  #needsSync(force: boolean): boolean {
+    return this.#sync === 'fdatasync' || force ? this.#syncedLsn < this.#writtenLsn : this.flushedLsn < this.#writtenLsn;
+  }
+
+  /**
+   * Hands the runs to the OS: the pieces that follow each other in one segment go out in one
+   * pwritev when the storage has it, so however much is pending, one call per segment.
+   */
+  async #writeRuns(runs: Run[]): Promise<void> {
+    let batch: Buffer[] = [];
+    let batchLsn = 0;
+    let batchBytes = 0;
+    let batchEndsSegment = false;
+    const flush = async (): Promise<boolean> => {
+      if (batch.length === 0) return true;
+      const segno = Math.floor(batchLsn / this.#segmentSize);
+      const within = batchLsn - segno * this.#segmentSize;
+      try {
+        const file = await this.#files.forWrite(segno);
+        if (segno !== this.#lastWrittenSegno) {
+          this.#lastWrittenSegno = segno;
+          this.#files.prepareAhead(segno + 1);
+        }
+        this.#dirty.add(segno);
+        if (batch.length > 1 && file.writev !== undefined) {
+          await file.writev(batch, within);
+        } else {
+          let done = 0;
+          for (const piece of batch) {
+            try {
+              await file.write(piece, within + done);
+            } catch (err) {
+              // Count from the batch start, as writev would.
+              (err as StorageWriteError).bytesWritten = done + ((err as StorageWriteError).bytesWritten ?? 0);
+              throw err;
+            }
+            done += piece.length;
+          }
+        }
+      } catch (err) {
+        await this.#abandonFrom(batchLsn, err);
+        return false;
+      }
+      this.#writtenLsn = batchLsn + batchBytes;
+      // After a segment-end record the rest of the segment counts as written.
+      if (batchEndsSegment) this.#writtenLsn = Math.ceil(this.#writtenLsn / this.#segmentSize) * this.#segmentSize;
+      batch = [];
+      batchBytes = 0;
+      batchEndsSegment = false;
+      return true;
+    };
+    for (const run of runs) {
+      let offset = 0;
+      while (offset < run.used) {
+        const lsn = run.startLsn + offset;
+        const within = lsn % this.#segmentSize;
+        const length = Math.min(run.used - offset, this.#segmentSize - within);
+        // A piece joins the batch only where the batch ends, in the same segment.
+        if (batch.length > 0 && (batchLsn + batchBytes !== lsn || within === 0) && !(await flush())) return;
+        if (batch.length === 0) batchLsn = lsn;
+        batch.push(run.buf.subarray(offset, offset + length));
+        batchBytes += length;
+        offset += length;
+      }
+      if (run.endsSegment) {
+        batchEndsSegment = true;
+        if (!(await flush())) return;
+      }
+    }
+    if (!(await flush())) return;
+    this.#announceWritten();
+    for (const run of runs) if (!run.raw && run.buf.length === RUN_SIZE && this.#spare.length < 4) this.#spare.push(run.buf);
+  }
+
+  /**
+   * A write failed at `lsn`. With `ENOSPC` the records from `lsn` on fail, bytes the write
+   * got onto disk are zeroed so they never come back, and the log goes on from `lsn`. Any
+   * other write error stops the log.
+   */
+  async #abandonFrom(lsn: Lsn, err: unknown): Promise<void> {
+    const segno = Math.floor(lsn / this.#segmentSize);
+    const reached = (err as StorageWriteError).bytesWritten ?? 0;
+    const name = segmentFileName(this.#timeline, segno, this.#segmentSize);
+    if (errnoCode(err) !== 'ENOSPC') {
+      this.#fail(new WalshipError('WAL_IO', `writing segment ${name} failed: ${describe(err)}`, { cause: err }));
+      return;
+    }
+    if (reached > 0) {
+      try {
+        const file = await this.#files.forWrite(segno);
+        await file.write(Buffer.alloc(reached), lsn - segno * this.#segmentSize);
+      } catch (zeroErr) {
+        this.#fail(new WalshipError('WAL_IO', `could not undo a partial write in ${name}: ${describe(zeroErr)}`, { cause: zeroErr }));
+        return;
+      }
+    }
+    const error = new WalshipError('WAL_IO', `no space left to write segment ${name}; the records from ${formatLsn(lsn)} on were not appended`, {
+      cause: err,
+      transient: true,
+    });
+    this.#log.error('%s', error.message);
+    this.#drops.push({ lsn, error });
+    // Everything from `lsn` on is dropped: the failed runs and whatever was appended since.
+    this.#runs = [];
+    this.#pendingBytes = 0;
+    this.#insertLsn = lsn;
+    // Their LSNs will be reused: a waiter past `lsn` must fail now, not be released by the
+    // flush of a later record that lands there.
+    this.#flushed.rejectPast(lsn, error);
+    this.#emit('error', { error, fatal: false });
+  }
+
+  async #syncWritten(force: boolean): Promise<void> {
+    if (this.#failure !== null) return;
+    const target = this.#writtenLsn;
+    const currentSegno = Math.floor(target / this.#segmentSize);
+    if (this.#sync === 'none' && !force) {
+      // Nothing to sync until close; just let go of the handles of finished segments.
+      for (const segno of this.#dirty) if (segno < currentSegno) await this.#files.closeWriter(segno);
+      return;
+    }
+    // Writes made while this sync runs mark their segments dirty again for the next one.
+    const dirty = [...this.#dirty].sort((a, b) => a - b);
+    this.#dirty.clear();
+    for (const segno of dirty) {
+      const name = segmentFileName(this.#timeline, segno, this.#segmentSize);
+      try {
+        await (await this.#files.forWrite(segno)).datasync();
+      } catch (err) {
+        // Fail-stop: after a failed fsync the kernel may have dropped the dirty pages, so
+        // retrying could "succeed" without the data. Nothing waiting is acknowledged.
+        this.#fail(new WalshipError('WAL_SYNC_FAILED', `fdatasync of segment ${name} failed; the log has stopped: ${describe(err)}`, { cause: err }));
+        return;
+      }
+      if (segno < currentSegno) await this.#files.closeWriter(segno);
+    }
+    this.#syncedLsn = target;
+  }
+
+  #advanceFlushed(synced: boolean): void {
+    if (this.#failure !== null) return;
+    const durable = this.#sync === 'none' ? this.#writtenLsn : this.#syncedLsn;
+    if (!synced && this.#sync === 'fdatasync') return;
+    if (durable <= this.flushedLsn) return;
+    // Releases the waiters it reaches, in LSN order, without looking at the others.
+    this.#flushed.advance(durable);
+    this.#notifyTail();
+    this.#emit('flush', { flushedLsn: durable });
+  }
+
+  #fail(error: WalshipError): void {
+    if (this.#failure !== null) return;
+    this.#failure = error;
+    this.#stopped(error);
+    this.#runs = [];
+    this.#pendingBytes = 0;
+    this.#log.error('log stopped: %s', error.message);
+    this.#flushed.fail(error);
+    this.#notifyTail();
+    this.#emit('error', { error, fatal: true });
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
