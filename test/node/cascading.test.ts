@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Primary, Standby, type Application, type StandbyOptions } from '../../src/index.js';
-import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
+import { Primary, Standby, segmentFileName, type Application, type StandbyOptions } from '../../src/index.js';
+import { MemoryNetwork, MemoryStorage, seededRandom } from '../../src/testing/index.js';
+import { CRASH_MODES } from '../helpers/crashes.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
 import { AUTH, HANG_MS, PASSWORD, commitMany, openPrimary, sameSequence } from './standby-harness.js';
@@ -229,4 +230,70 @@ describe('cascading standbys: A → B → C', () => {
       await a.close();
     }
   });
+
+  it("a crash at every storage step of B's restartpoint keeps the segment C's slot on B restarts from", async () => {
+    const SEGMENT = 64 * 1024;
+    const net = new MemoryNetwork();
+    const a = await openPrimary(new RecordingApp(), net.transport('a'), 'a:1', { segmentSize: SEGMENT });
+    const storageB = new MemoryStorage();
+    const b = await Standby.open(nodeOptions(net, 'b', 'a:1', new RecordingApp(), storageB, { listenAddress: 'b:1' }));
+    const base = nodeOptions(net, 'c', 'b:1', new RecordingApp(), new MemoryStorage());
+    const c = await Standby.open({ ...base, primary: { ...base.primary, slotName: 'c_slot', createSlot: true } });
+    await commitMany(a, 0, 20);
+    await replayedTo(c, a.currentLsn, 'C to catch up');
+    await c.close();
+    const held = b.slots()[0]?.restartLsn ?? null;
+    assert.ok(held !== null, "C's slot on B holds WAL");
+    const lastBatch = await commitMany(a, 20, 300, 900);
+    await replayedTo(b, a.currentLsn, 'B to catch up');
+    await b.close();
+    await a.close();
+    const needed = segmentFileName(1, Math.floor(held / SEGMENT), SEGMENT);
+    assert.ok(storageB.fileNames().includes(needed), "before the restartpoint B has C's restart segment");
+    const segmentsBefore = storageB.fileNames().filter((n) => /^[0-9A-F]{24}$/.test(n)).length;
+    assert.ok(segmentsBefore > 4, `B holds several segments (${segmentsBefore})`);
+
+    for (const [modeIndex, mode] of CRASH_MODES.entries()) {
+      for (let k = 1; ; k++) {
+        const what = `crash ${JSON.stringify(mode)} before operation ${k}`;
+        assert.ok(k < 300, `${what}: the restartpoint never completes`);
+        const storage = await copyOf(storageB);
+        // B alone (its upstream is down): only its slot and its own settings decide what it keeps.
+        const node = await Standby.open(nodeOptions(net, `b-${modeIndex}-${k}`, 'a:1', new RecordingApp(), storage));
+        // Replayed to its end, so that the restartpoint is far past C's slot.
+        await replayedTo(node, lastBatch, `${what}: the node to replay its WAL`);
+        const random = seededRandom(k * 7919 + modeIndex);
+        const crashed = storage.crashAfter(k, { ...mode, random });
+        const outcome = await node.checkpoint().then(
+          () => null,
+          (err: unknown) => err,
+        );
+        const fired = await Promise.race([crashed, new Promise<null>((resolve) => setImmediate(() => resolve(null)))]);
+        const completed = fired === null;
+        if (completed) assert.equal(outcome, null, `${what}: with no crash the restartpoint succeeds (${String(outcome)})`);
+        const survivor = fired ?? storage.crash({ ...mode, random });
+        await within(node.close().catch(() => undefined), HANG_MS, `${what}: closing the crashed node`);
+        assert.ok(survivor.fileNames().includes(needed), `${what}: C's restart segment survives`);
+        const reopened = await Standby.open(nodeOptions(net, `r-${modeIndex}-${k}`, 'a:1', new RecordingApp(), survivor));
+        const slot = reopened.slots().find((row) => row.slotName === 'c_slot');
+        assert.ok(slot !== undefined && slot.restartLsn !== null && slot.restartLsn <= held, `${what}: the slot still holds from ${held}`);
+        assert.notEqual(slot.walStatus, 'lost', `${what}: the slot is not lost`);
+        await reopened.close();
+        if (completed) break;
+      }
+    }
+  });
 });
+
+/** A copy of a closed node's directory, file by file. */
+async function copyOf(storage: MemoryStorage): Promise<MemoryStorage> {
+  const copy = new MemoryStorage();
+  for (const name of storage.fileNames()) {
+    const file = await copy.open(name, { create: true });
+    await file.write(storage.readFile(name), 0);
+    await file.datasync();
+    await file.close();
+  }
+  await copy.syncDirectory();
+  return copy;
+}
