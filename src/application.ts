@@ -16,7 +16,12 @@ export interface CommittedBatch {
   readonly startLsn: Lsn;
   /** The timeline it was committed on. */
   readonly timeline: number;
-  /** The entries, in commit order. Their `data` are views valid only during `apply`; copy what you keep. */
+  /**
+   * The entries, in commit order. With the default `entryBuffers: 'owned'` their `data` are
+   * the application's to keep after `apply` returns (one buffer per batch, never reused by
+   * walship), on a primary, a standby and in replay after a restart alike; with
+   * `entryBuffers: 'borrowed'` they are views valid only during `apply`.
+   */
   readonly entries: readonly WalEntry[];
 }
 
