@@ -44,7 +44,7 @@ export interface Snapshot {
 /**
  * The host application's state machine. walship calls `apply` with committed batches in LSN
  * order, exactly once, on the primary and on every standby; how the application's state
- * survives a restart decides where replay starts (see DESIGN.md, "The application contract"):
+ * survives a restart decides where replay starts (see the README, "Replication: `Primary` and `Standby`"):
  *
  * 1. `appliedLsn()` (state kept durably by the application): replay starts after it.
  * 2. Otherwise the latest local checkpoint: a snapshot taken by `checkpoint()` is restored
