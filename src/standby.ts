@@ -217,6 +217,8 @@ export class Standby extends SafeEmitter<StandbyEvents> {
   #log: WalLog | null = null;
   #state: StandbyState = 'connecting';
   #failure: WalshipError | null = null;
+  /** The error that ended the last connection attempt; null while streaming. */
+  #lastError: WalshipError | null = null;
   #consistent = false;
   /** Position 1 once consistent: waiters for consistency reuse the LSN waiters. */
   readonly #consistency = new LsnWaiters(0);
@@ -411,7 +413,9 @@ export class Standby extends SafeEmitter<StandbyEvents> {
     }
     if (this.#failure !== null) return Promise.reject(this.#failure);
     if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
-    return this.#core.applier.wait(lsn, options);
+    return this.#core.applier.wait(lsn, options).catch((err: unknown) => {
+      throw this.#whyWaiting(err);
+    });
   }
 
   /**
@@ -425,7 +429,29 @@ export class Standby extends SafeEmitter<StandbyEvents> {
     }
     if (this.#failure !== null) return Promise.reject(this.#failure);
     if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
-    return this.#consistency.wait(1, options);
+    return this.#consistency.wait(1, options).catch((err: unknown) => {
+      throw this.#whyWaiting(err);
+    });
+  }
+
+  /**
+   * Why the standby is not streaming: the error that ended its last attempt to connect or
+   * stream (a wrong password is `AUTH_FAILED`, an unreachable primary `CONNECTION_FAILED`, …),
+   * `null` while it streams. The standby keeps retrying such errors (a password changed on the
+   * primary, a primary that comes back heal by themselves); the ones that cannot heal stop it
+   * (see {@link failure}).
+   */
+  get lastError(): WalshipError | null {
+    return this.#lastError;
+  }
+
+  /** A wait that ended by its timeout or signal while the standby could not stream says why. */
+  #whyWaiting(err: unknown): unknown {
+    const why = this.#lastError;
+    if (why === null || !(isWalshipError(err, 'TIMEOUT') || isWalshipError(err, 'ABORTED'))) return err;
+    // TIMEOUT keeps the connection error as its cause; ABORTED keeps the signal's reason.
+    const cause = err.code === 'TIMEOUT' ? why : err.cause;
+    return new WalshipError(err.code, `${err.message}; the standby is not streaming: ${why.message}`, { cause, transient: err.transient });
   }
 
   /** A standby is read-only: every commit is refused with `READ_ONLY`. */
@@ -677,6 +703,7 @@ export class Standby extends SafeEmitter<StandbyEvents> {
           error = new WalshipError('WAL_REMOVED', `${error.message}; ${why}`, { cause: error });
         }
       }
+      if (error !== null) this.#lastError = error;
       if (error !== null && FATAL.includes(error.code)) {
         this.emitSafely('primary:disconnected', { error, retryInMs: null });
         this.#fail(error);
@@ -745,6 +772,7 @@ export class Standby extends SafeEmitter<StandbyEvents> {
     let lineage: Promise<void> = Promise.resolve();
     receiver.on('streaming:started', ({ historyChecked }) => {
       started = true;
+      this.#lastError = null;
       if (this.#control?.state !== 'in-recovery') lineage = this.#recordRecovery(historyChecked, receiver);
     });
     receiver.on('wal:flushed', ({ flushLsn }) => {
