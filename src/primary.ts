@@ -161,7 +161,7 @@ interface Pending {
 }
 
 /**
- * The read/write node: the writer role over a {@link NodeCore}. Commits append batches to the
+ * The read/write node: the writer role over the node core. Commits append batches to the
  * WAL (group-committed), the application applies them in LSN order once durable, and every
  * connected standby receives the WAL through its own sender.
  */
