@@ -152,6 +152,8 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
   #lastHeard = 0;
   /** Whether a reply was requested in the current silence. */
   #pinged = false;
+  /** The flush round in progress, if any (see {@link #flushAll}). */
+  #flushing: Promise<void> | null = null;
 
   constructor(conn: MessageStream<'client'>, log: WalLog, options: WalReceiverOptions = {}) {
     super();
@@ -197,10 +199,6 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
     // One periodic check of the sender's silence (not a timer per message).
     const watchdog = timeoutMs > 0 ? setInterval(() => this.#checkTimeout(), Math.max(10, Math.floor(timeoutMs / 4))) : undefined;
     let status: NodeJS.Timeout | undefined;
-    let flushing: Promise<void> | null = null;
-    const flushDone = (): void => {
-      flushing = null;
-    };
     // Written (not yet flushed) WAL is reported as soon as the log announces it, while its fdatasync runs,
     // as PostgreSQL's walreceiver does: commits waiting with remote_write need not wait for that fdatasync.
     const onWrite = (): void => {
@@ -229,7 +227,7 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
           }
           log.writeBytes(message.startLsn, message.data);
           this.#sendTimes.record(message.startLsn, message.startLsn + message.data.length, message.sendTime);
-          flushing ??= this.#flushAll().finally(flushDone);
+          this.#startFlushing();
           // Bounded memory: stop reading (TCP then holds the sender back) while too much of
           // the received WAL is not durable yet.
           if (log.insertLsn - log.flushedLsn > MAX_UNFLUSHED_BYTES) await log.waitForFlush(log.insertLsn - MAX_UNFLUSHED_BYTES / 2);
@@ -254,7 +252,7 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
       this.#streaming = false;
       clearInterval(watchdog);
       clearInterval(status);
-      await (flushing as Promise<void> | null)?.catch(() => undefined);
+      await this.#flushing?.catch(() => undefined);
     }
   }
 
@@ -290,12 +288,20 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
     }
   }
 
+  /** Starts {@link #flushAll} unless it runs already (or there is nothing to flush). */
+  #startFlushing(): void {
+    if (this.#flushing === null && this.#log.flushedLsn < this.#log.insertLsn) this.#flushing = this.#flushAll();
+  }
+
   /**
    * Flushes until everything written is durable, reporting after each flush: one flush at a
-   * time, and WAL that arrives meanwhile joins the next one.
+   * time, and WAL that arrives meanwhile joins the next one. It clears {@link #flushing} in the
+   * same turn as its last check: WAL handed over after that check starts a new round, and
+   * WAL handed over before it is seen by the check (never left written but unflushed).
    */
   async #flushAll(): Promise<void> {
     try {
+      // Called only with something to flush: the first await comes before the finally below.
       while (this.#log.flushedLsn < this.#log.insertLsn) {
         const flushLsn = await this.#log.flush();
         this.#report(false);
@@ -303,6 +309,8 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
       }
     } catch (err) {
       this.#conn.fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err }));
+    } finally {
+      this.#flushing = null;
     }
   }
 
