@@ -22,6 +22,26 @@ const W = (await import(new URL('../dist/index.js', import.meta.url).href)) as t
 const PEER = fileURLToPath(new URL('./replication-peer.mjs', import.meta.url));
 const RAW_PIPE_PEER = fileURLToPath(new URL('./raw-pipe-peer.mjs', import.meta.url));
 
+/** The peer processes running now: {@link killPeers} ends them when the benchmark is interrupted. */
+const running = new Set<ChildProcess>();
+
+/** Forks a peer script with an IPC channel, its output on ours, and keeps track of it until it exits. */
+function forkPeer(script: string, args: readonly string[] = [], execArgv: readonly string[] = []): ChildProcess {
+  const child = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...execArgv] });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  return child;
+}
+
+/**
+ * Ends every peer process still running (on Ctrl-C, before the temp dir is removed). Peers
+ * also exit by themselves when their IPC channel closes; this does not wait for that.
+ */
+export function killPeers(): void {
+  for (const child of running) child.kill('SIGKILL');
+  running.clear();
+}
+
 /** One row, and rows per batch: PostgreSQL's comparison used 1 KB rows. */
 export const ROW_BYTES = 1024;
 export const ROWS_PER_BATCH = 8;
@@ -60,7 +80,7 @@ export class Peer {
   }
 
   static async start(): Promise<Peer> {
-    const peer = new Peer(fork(PEER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: process.env.PEER_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/peerprof'] : [] }));
+    const peer = new Peer(forkPeer(PEER, [], process.env.PEER_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/peerprof'] : []));
     await peer.#reply();
     return peer;
   }
@@ -205,7 +225,7 @@ export async function rawCatchUp(base: string, bytes: number): Promise<CatchUpRe
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as import('node:net').AddressInfo;
   const connected = once(server, 'connection') as Promise<[import('node:net').Socket]>;
-  const peer = fork(RAW_PIPE_PEER, [String(port), path.join(base, 'raw-pipe-target'), String(bytes)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const peer = forkPeer(RAW_PIPE_PEER, [String(port), path.join(base, 'raw-pipe-target'), String(bytes)]);
   const reply = once(peer, 'message') as Promise<[{ bytesPerSec: number; ok: boolean; cpu: NodeJS.CpuUsage }]>;
   const [socket] = await connected;
   const cpuBefore = process.cpuUsage();

@@ -12,6 +12,9 @@
  *   commit call on the primary (an epoch-ms stamp in the first 8 bytes of each batch's first
  *   entry, 0 for none) to the end of `apply` on each standby, in microseconds;
  * - `{ cmd: 'close' }`: closes the standbys, answers `{ closed }`, and exits.
+ *
+ * It also exits when its IPC channel closes (the benchmark ended or was killed), so that no
+ * peer outlives the run.
  */
 import { Standby, TcpTransport } from '../dist/index.js';
 
@@ -86,4 +89,5 @@ process.on('message', async (message) => {
     }
   }
 });
+process.on('disconnect', () => process.exit(0));
 process.send({ ready: true });

@@ -21,7 +21,7 @@ import { BENCH_RECYCLE_SEGMENTS, openSteadyLog, restock } from './steady-log.js'
 import { formatCompact, formatInt, formatMBps, formatRatio, formatTable, type Row } from './table.js';
 import { YIELD_EVERY, measureAppends, measureCommits } from './wal-cases.js';
 import { createTlsFixtures } from '../test/transport/tls-fixtures.js';
-import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, rawCatchUp, replicationThroughput, type CatchUpResult } from './replication-cases.js';
+import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, killPeers, rawCatchUp, replicationThroughput, type CatchUpResult } from './replication-cases.js';
 import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';
 import { REMOTE_LEVELS, SYNC_LEVELS, SYNC_REP_ENTRY_BYTES, SyncRepSetup } from './sync-rep-cases.js';
 
@@ -836,6 +836,7 @@ async function main(): Promise<void> {
   const base = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-bench-'));
   const onSignal = (signal: NodeJS.Signals): void => {
     clearProgress();
+    killPeers();
     rmSync(base, { recursive: true, force: true });
     console.error(`interrupted (${signal}); removed ${base}`);
     process.exit(130);
@@ -880,6 +881,7 @@ async function main(): Promise<void> {
     console.log(`\nfinished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     clearProgress();
+    killPeers();
     await fs.rm(base, { recursive: true, force: true });
   }
 }
