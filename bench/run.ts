@@ -1,5 +1,6 @@
 /**
- * walship's benchmark suite: `npm run bench`, `npm run bench -- --quick`, `--verbose`.
+ * walship's benchmark suite: `npm run bench`, `npm run bench -- --quick`, `--verbose`,
+ * `--section N` (only section N; repeatable).
  *
  * Measures walship on real files next to the machine's raw limits, measured in the same
  * run on the same directory: page-cache write speed for unsynced appends, and one
@@ -48,6 +49,8 @@ interface Settings {
   readonly syncRepMs: number;
   readonly syncRepRuns: number;
   readonly verbose: boolean;
+  /** The sections to run (1–6); sections 2 and 3 are measured together. */
+  readonly sections: ReadonlySet<number>;
 }
 
 const FULL = {
@@ -112,15 +115,20 @@ const LATENCY_RATE = 1000;
 
 const HEADERS: Row = ['case', 'ops/s', 'MB/s', 'p50 µs', 'p99 µs', 'vs limit'];
 
-const USAGE = `usage: npm run bench [-- [--quick] [--verbose]]
-  --quick    fewer records and 1 s commit runs (about 1.5 minutes instead of about 6)
-  --verbose  also print every measured run, not only the medians`;
+const SECTIONS = [1, 2, 3, 4, 5, 6] as const;
+
+const USAGE = `usage: npm run bench [-- [--quick] [--verbose] [--section N ...]]
+  --quick      fewer records and 1 s commit runs (about 1.5 minutes instead of about 6)
+  --verbose    also print every measured run, not only the medians
+  --section N  run only section N (1–6; repeat it for several); 2 and 3 are measured
+               together, so either runs both`;
 
 function parseSettings(): Settings {
   const { values } = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
+      section: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -129,7 +137,21 @@ function parseSettings(): Settings {
     console.log(USAGE);
     process.exit(0);
   }
-  return { ...(values.quick === true ? QUICK : FULL), verbose: values.verbose === true };
+  const sections = new Set<number>(SECTIONS);
+  if (values.section !== undefined) {
+    sections.clear();
+    for (const text of values.section) {
+      const n = Number(text);
+      if (!SECTIONS.includes(n as (typeof SECTIONS)[number])) {
+        console.error(`unknown section '${text}': sections are ${SECTIONS.join(', ')}\n${USAGE}`);
+        process.exit(2);
+      }
+      sections.add(n);
+      // Sections 2 and 3 come from the same interleaved rounds.
+      if (n === 2 || n === 3) sections.add(2).add(3);
+    }
+  }
+  return { ...(values.quick === true ? QUICK : FULL), verbose: values.verbose === true, sections };
 }
 
 /** Progress on stderr, only when it is a terminal; the report itself goes to stdout. */
@@ -803,17 +825,22 @@ function transportTargets(transports: TransportResults): Target[] {
   ];
 }
 
-function targets(appends: AppendResults, commits: CommitResults): Target[] {
+function appendTargets(appends: AppendResults): Target[] {
   const small = appends.small.median.opsPerSec;
-  const groupRatios = commits.rateVsRaw.get(64) ?? [];
-  const group = median(groupRatios);
-  const single = median(commits.singleP50VsRaw);
   return [
     {
       description: `100 B appends/s (sync 'none') ≥ ${formatInt(TARGET_APPENDS)}`,
       met: small >= TARGET_APPENDS,
       measured: `${formatInt(small)}/s`,
     },
+  ];
+}
+
+function commitTargets(commits: CommitResults): Target[] {
+  const groupRatios = commits.rateVsRaw.get(64) ?? [];
+  const group = median(groupRatios);
+  const single = median(commits.singleP50VsRaw);
+  return [
     {
       description: `64 committers ≥ ${TARGET_GROUP_COMMIT}× the raw fdatasync rate`,
       met: group >= TARGET_GROUP_COMMIT,
@@ -843,10 +870,12 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  const run = (n: number): boolean => settings.sections.has(n);
   try {
     const started = performance.now();
     const env = describeEnvironment(base, fileURLToPath(new URL('..', import.meta.url)));
-    console.log(`walship benchmark (${settings.name} run)`);
+    const only = settings.sections.size === SECTIONS.length ? '' : `, section${settings.sections.size === 1 ? '' : 's'} ${[...settings.sections].sort((a, b) => a - b).join(', ')} only`;
+    console.log(`walship benchmark (${settings.name} run${only})`);
     const header: [string, string][] = [
       ['walship', env.commit],
       ['node', env.node],
@@ -854,30 +883,31 @@ async function main(): Promise<void> {
       ['memory', env.memory],
       ['os', env.os],
       ['temp dir', `${base} on ${env.filesystem}`],
-      ['method', `median of ${settings.appendRuns} append / ${settings.commitRuns} commit rounds after a warm-up; raw and walship runs interleaved`],
+      ['method', `medians of each section's rounds after a warm-up (${settings.appendRuns} append, ${settings.commitRuns} commit); raw and walship runs interleaved`],
     ];
     for (const [key, value] of header) console.log(`  ${key.padEnd(9)} ${value}`);
 
-    const appends = await appendSection(base, settings);
-    const commits = await commitSection(base, settings);
-    const transports = await transportSection(settings);
-    const replication = await replicationSection(base, settings);
-    const syncRep = await syncRepSection(base, settings);
+    const appends = run(1) ? await appendSection(base, settings) : null;
+    const commits = run(2) ? await commitSection(base, settings) : null;
+    const transports = run(4) ? await transportSection(settings) : null;
+    const replication = run(5) ? await replicationSection(base, settings) : null;
+    const syncRep = run(6) ? await syncRepSection(base, settings) : null;
     clearProgress();
-    printAppendSection(appends, settings);
-    printCommitSections(commits, settings);
-    printTransportSection(transports, settings);
-    printReplicationSection(replication, settings);
-    printSyncRepSection(syncRep, settings);
+    if (appends !== null) printAppendSection(appends, settings);
+    if (commits !== null) printCommitSections(commits, settings);
+    if (transports !== null) printTransportSection(transports, settings);
+    if (replication !== null) printReplicationSection(replication, settings);
+    if (syncRep !== null) printSyncRepSection(syncRep, settings);
 
-    console.log('\nTargets (issue #2)');
-    for (const t of targets(appends, commits)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
-    console.log('\nTargets (issue #3)');
-    for (const t of transportTargets(transports)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
-    console.log('\nTargets (issue #4)');
-    for (const t of replicationTargets(replication)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
-    console.log('\nTargets (issue #6)');
-    for (const t of syncRepTargets(syncRep)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
+    const printTargets = (title: string, list: readonly Target[]): void => {
+      if (list.length === 0) return;
+      console.log(`\nTargets (${title})`);
+      for (const t of list) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
+    };
+    printTargets('issue #2', [...(appends === null ? [] : appendTargets(appends)), ...(commits === null ? [] : commitTargets(commits))]);
+    printTargets('issue #3', transports === null ? [] : transportTargets(transports));
+    printTargets('issue #4', replication === null ? [] : replicationTargets(replication));
+    printTargets('issue #6', syncRep === null ? [] : syncRepTargets(syncRep));
     console.log(`\nfinished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     clearProgress();
