@@ -3,11 +3,15 @@
  * compiled package (dist/): `node bench/replication-peer.mjs`, driven over IPC by
  * bench/replication-cases.ts with messages
  *
- * - `{ cmd: 'open', address, dirs, names? }`: opens one Standby per directory (trust auth, a
- *   counting application; application names `names[i]`, else s1, s2, …), answers `{ opened }`
- *   once each is streaming;
- * - `{ cmd: 'wait', lsn }`: answers `{ receivedAt, replayedAt }` (epoch ms) once every standby
- *   has received, then replayed, up to `lsn`;
+ * - `{ cmd: 'open', address, dirs, names?, listen?, wait? }`: opens one Standby per directory
+ *   (trust auth, a counting application; application names `names[i]`, else s1, s2, …),
+ *   answers `{ opened, addresses }` once each is streaming (at once with `wait: false`). With
+ *   `listen: true` each also serves standbys of its own (cascading) on a loopback port, trust
+ *   auth for user bench; `addresses[i]` is where they connect (else null);
+ * - `{ cmd: 'wait', lsn }`: answers `{ receivedAt, replayedAt, cpu, disconnects }` (epoch ms,
+ *   this process's CPU time so far, connections to an upstream that ended since the open)
+ *   once every standby has received, then replayed, up to `lsn`;
+ * - `{ cmd: 'cpu' }`: answers `{ cpu }`, this process's CPU time so far;
  * - `{ cmd: 'latency' }`: answers the apply latencies recorded since the last ask: from the
  *   commit call on the primary (an epoch-ms stamp in the first 8 bytes of each batch's first
  *   entry, 0 for none) to the end of `apply` on each standby, in microseconds;
@@ -21,6 +25,7 @@ import { Standby, TcpTransport } from '../dist/index.js';
 const now = () => performance.timeOrigin + performance.now();
 let standbys = [];
 let latencies = [];
+let disconnects = 0;
 let queue = Promise.resolve();
 
 class CountingApp {
@@ -57,23 +62,32 @@ process.on('message', async (message) => {
             primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: message.names?.[i] ?? `s${i + 1}` },
             statusIntervalMs: 1000,
             ...(process.env.PEER_SYNC ? { sync: process.env.PEER_SYNC } : {}),
+            ...(message.listen === true
+              ? { listen: { transport: new TcpTransport(), address: '127.0.0.1:0' }, auth: { rules: [{ user: 'bench', address: '127.0.0.1/32', method: 'trust' }] } }
+              : {}),
           }),
         ),
       );
       // Commands are answered in order: a 'wait' sent right after this 'open' waits for it.
       queue = opening.then(async (opened) => {
         standbys = opened;
+        disconnects = 0;
+        for (const standby of standbys) standby.on('primary:disconnected', () => disconnects++);
         if (message.wait !== false) for (const standby of standbys) await until(() => standby.state === 'streaming' && standby.consistent);
       });
       await queue;
-      process.send({ opened: standbys.length });
+      process.send({ opened: standbys.length, addresses: standbys.map((s) => s.address) });
       break;
     }
     case 'wait': {
       await queue;
       const receivedAt = await until(() => standbys.every((s) => (s.receiveLsn ?? 0) >= message.lsn));
       const replayedAt = await until(() => standbys.every((s) => (s.replayLsn ?? 0) >= message.lsn));
-      process.send({ receivedAt, replayedAt, cpu: process.cpuUsage() });
+      process.send({ receivedAt, replayedAt, cpu: process.cpuUsage(), disconnects });
+      break;
+    }
+    case 'cpu': {
+      process.send({ cpu: process.cpuUsage() });
       break;
     }
     case 'latency': {
