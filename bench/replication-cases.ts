@@ -105,7 +105,7 @@ export class Peer {
   }
 }
 
-async function openPrimary(dir: string): Promise<Walship.Primary> {
+export async function openPrimary(dir: string): Promise<Walship.Primary> {
   return W.Primary.open({
     dir,
     application: new CountingApp(),
