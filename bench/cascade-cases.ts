@@ -31,6 +31,23 @@ interface Waited {
   readonly disconnects: number;
 }
 
+/**
+ * A standby stopped short of the WAL it waited for: neither its receive nor its replay
+ * position moved for {@link STALL_MS}. A healthy standby here moves every few milliseconds.
+ */
+export class StalledError extends Error {}
+const STALL_MS = 10_000;
+
+/** Asks `peer` to wait until its standby has received and replayed up to `lsn`; rejects with {@link StalledError} if it stalls. */
+async function waitFor(peer: Peer, lsn: number, who: string): Promise<Waited> {
+  const reply = await peer.ask<Waited | { stalled: readonly { state: string; receiveLsn: number | null; replayLsn: number | null }[] }>({ cmd: 'wait', lsn, stallMs: STALL_MS });
+  if ('stalled' in reply) {
+    const where = reply.stalled.map((s) => `${s.state}, received to ${s.receiveLsn ?? 'null'}, replayed to ${s.replayLsn ?? 'null'}`).join('; ');
+    throw new StalledError(`${who} stalled ${lsn - Math.min(...reply.stalled.map((s) => s.receiveLsn ?? 0))} bytes short of ${lsn} (${where}; nothing moved for ${STALL_MS / 1000} s)`);
+  }
+  return reply;
+}
+
 const cpuSeconds = (cpu: NodeJS.CpuUsage): number => (cpu.user + cpu.system) / 1e6;
 
 /** Starts a peer with one standby of `upstream` in `dir` (and, with `listen`, serving standbys of its own); resolves once it streams. */
@@ -86,7 +103,7 @@ export async function throughput(base: string, bytes: number, cascaded: boolean)
     const started = now();
     const batches = await commitBytes(primary, bytes);
     const end = primary.currentLsn;
-    const waited = await Promise.all(peers.map((peer) => peer.ask<Waited>({ cmd: 'wait', lsn: end })));
+    const waited = await Promise.all(peers.map((peer, i) => waitFor(peer, end, `${cascaded ? 'cascaded' : 'direct'} throughput: ${i === 0 ? 'B' : 'C'}`)));
     const primaryCpu = cpuSeconds(process.cpuUsage(primaryBefore));
     const cpuAfter = await Promise.all(peers.map(async (peer) => cpuSeconds((await peer.ask<{ cpu: NodeJS.CpuUsage }>({ cmd: 'cpu' })).cpu)));
     const onB = waited[0] as Waited;
@@ -146,7 +163,7 @@ export async function cascadedCatchUp(base: string, bytes: number, cascadedFirst
     const from = primary.currentLsn;
     await commitBytes(primary, bytes);
     const to = primary.currentLsn;
-    await b.ask<Waited>({ cmd: 'wait', lsn: to });
+    await waitFor(b, to, 'catch-up: B following A');
     const upstreamPeer = b;
     let disconnects = 0;
     /** Restarts the standby in `standbyDir` behind `upstream`; `relay` is B's peer when it goes through B. */
@@ -158,7 +175,7 @@ export async function cascadedCatchUp(base: string, bytes: number, cascadedFirst
         const cpuBefore = process.cpuUsage();
         const started = now();
         const opening = peer.ask({ cmd: 'open', address: upstream, dirs: [standbyDir], names: [name], wait: false });
-        const waited = await peer.ask<Waited>({ cmd: 'wait', lsn: to });
+        const waited = await waitFor(peer, to, `catch-up: ${name.toUpperCase()}`);
         const primaryCpu = process.cpuUsage(cpuBefore);
         const relayAfter = relay === null ? null : (await relay.ask<{ cpu: NodeJS.CpuUsage }>({ cmd: 'cpu' })).cpu;
         await opening;

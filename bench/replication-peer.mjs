@@ -8,9 +8,11 @@
  *   answers `{ opened, addresses }` once each is streaming (at once with `wait: false`). With
  *   `listen: true` each also serves standbys of its own (cascading) on a loopback port, trust
  *   auth for user bench; `addresses[i]` is where they connect (else null);
- * - `{ cmd: 'wait', lsn }`: answers `{ receivedAt, replayedAt, cpu, disconnects }` (epoch ms,
- *   this process's CPU time so far, connections to an upstream that ended since the open)
- *   once every standby has received, then replayed, up to `lsn`;
+ * - `{ cmd: 'wait', lsn, stallMs? }`: answers `{ receivedAt, replayedAt, cpu, disconnects }`
+ *   (epoch ms, this process's CPU time so far, connections to an upstream that ended since the
+ *   open) once every standby has received, then replayed, up to `lsn`. With `stallMs`, a wait
+ *   during which no standby's receive or replay position moved for that long gives up and
+ *   answers `{ stalled }` (where each standby stands) instead;
  * - `{ cmd: 'cpu' }`: answers `{ cpu }`, this process's CPU time so far;
  * - `{ cmd: 'latency' }`: answers the apply latencies recorded since the last ask: from the
  *   commit call on the primary (an epoch-ms stamp in the first 8 bytes of each batch's first
@@ -46,9 +48,28 @@ class CountingApp {
   }
 }
 
-async function until(condition) {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 1));
+/** Polls `condition` every millisecond; resolves with the time it held, or null once `stalled()` says to give up. */
+async function until(condition, stalled = () => false) {
+  while (!condition()) {
+    if (stalled()) return null;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
   return now();
+}
+
+/** Whether no standby's receive or replay position has moved for `ms` (never, without `ms`). */
+function stallWatch(ms) {
+  if (ms === undefined) return () => false;
+  let last = null;
+  let since = now();
+  return () => {
+    const positions = standbys.map((s) => `${s.receiveLsn}/${s.replayLsn}`).join(' ');
+    if (positions !== last) {
+      last = positions;
+      since = now();
+    }
+    return now() - since > ms;
+  };
 }
 
 process.on('message', async (message) => {
@@ -81,8 +102,13 @@ process.on('message', async (message) => {
     }
     case 'wait': {
       await queue;
-      const receivedAt = await until(() => standbys.every((s) => (s.receiveLsn ?? 0) >= message.lsn));
-      const replayedAt = await until(() => standbys.every((s) => (s.replayLsn ?? 0) >= message.lsn));
+      const stalled = stallWatch(message.stallMs);
+      const receivedAt = await until(() => standbys.every((s) => (s.receiveLsn ?? 0) >= message.lsn), stalled);
+      const replayedAt = receivedAt === null ? null : await until(() => standbys.every((s) => (s.replayLsn ?? 0) >= message.lsn), stalled);
+      if (replayedAt === null) {
+        process.send({ stalled: standbys.map((s) => ({ state: s.state, receiveLsn: s.receiveLsn, replayLsn: s.replayLsn })) });
+        break;
+      }
       process.send({ receivedAt, replayedAt, cpu: process.cpuUsage(), disconnects });
       break;
     }

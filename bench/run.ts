@@ -23,7 +23,7 @@ import { formatCompact, formatInt, formatMBps, formatRatio, formatTable, type Ro
 import { YIELD_EVERY, measureAppends, measureCommits } from './wal-cases.js';
 import { createTlsFixtures } from '../test/transport/tls-fixtures.js';
 import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, killPeers, rawCatchUp, replicationThroughput, type CatchUpResult } from './replication-cases.js';
-import { cascadedCatchUp, throughput, type ThroughputRun } from './cascade-cases.js';
+import { StalledError, cascadedCatchUp, throughput, type ThroughputRun } from './cascade-cases.js';
 import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';
 import { REMOTE_LEVELS, SYNC_LEVELS, SYNC_REP_ENTRY_BYTES, SyncRepSetup } from './sync-rep-cases.js';
 
@@ -835,7 +835,12 @@ interface CascadeResults {
   readonly catchUpCascaded: readonly CatchUpResult[];
   /** Upstream connections that ended during measured runs (all standbys): 0 in a clean run. */
   readonly disconnects: number;
+  /** Runs in which a standby stalled short of the end (measured again): what happened. */
+  readonly stalls: readonly string[];
 }
+
+/** Times a run is tried when a standby stalls in it (see {@link StalledError}). */
+const STALL_ATTEMPTS = 3;
 
 async function cascadeSection(base: string, settings: Settings): Promise<CascadeResults> {
   const rawOneHop: CatchUpResult[] = [];
@@ -845,10 +850,22 @@ async function cascadeSection(base: string, settings: Settings): Promise<Cascade
   const catchUpDirect: CatchUpResult[] = [];
   const catchUpCascaded: CatchUpResult[] = [];
   let disconnects = 0;
+  const stalls: string[] = [];
+  /** Runs `measure` again, fresh, when a standby stalls in it; the stall is reported. */
+  const unstalled = async <T>(label: string, measure: () => Promise<T>): Promise<T> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await measure();
+      } catch (err) {
+        if (!(err instanceof StalledError) || attempt === STALL_ATTEMPTS) throw err;
+        stalls.push(`${label}: ${err.message}`);
+      }
+    }
+  };
   progress('cascading: warm-up');
   await rawCatchUp(base, settings.cascadeCatchUpBytes);
   await rawCatchUp(base, settings.cascadeCatchUpBytes, { relay: true });
-  await throughput(base, Math.min(settings.cascadeBytes, 32 * 1024 * 1024), true);
+  await unstalled('warm-up', () => throughput(base, Math.min(settings.cascadeBytes, 32 * 1024 * 1024), true));
   for (let run = 1; run <= settings.cascadeRuns; run++) {
     const label = `run ${run}/${settings.cascadeRuns}`;
     // Each pair runs one way round in odd rounds and the other in even ones, so that a drift
@@ -866,7 +883,7 @@ async function cascadeSection(base: string, settings: Settings): Promise<Cascade
       <T>(what: string, measure: () => Promise<T>) =>
       (): Promise<T> => {
         progress(`cascading: ${what}, ${label}`);
-        return measure();
+        return unstalled(`${what}, ${label}`, measure);
       };
     const [one, two] = await pair(
       step('raw pipe, one hop', () => rawCatchUp(base, settings.cascadeCatchUpBytes)),
@@ -882,7 +899,7 @@ async function cascadeSection(base: string, settings: Settings): Promise<Cascade
     cascaded.push(c);
     disconnects += d.disconnects + c.disconnects;
     progress(`cascading: catch-up ${settings.cascadeCatchUpBytes / 2 ** 20} MiB behind, A → D and A → B → C, ${label}`);
-    const caught = await cascadedCatchUp(base, settings.cascadeCatchUpBytes, swap);
+    const caught = await unstalled(`catch-up, ${label}`, () => cascadedCatchUp(base, settings.cascadeCatchUpBytes, swap));
     catchUpDirect.push(caught.direct);
     catchUpCascaded.push(caught.cascaded);
     disconnects += caught.disconnects;
@@ -898,6 +915,7 @@ async function cascadeSection(base: string, settings: Settings): Promise<Cascade
     catchUpDirect,
     catchUpCascaded,
     disconnects,
+    stalls,
   };
 }
 
@@ -966,6 +984,9 @@ function printCascadeSection(results: CascadeResults, settings: Settings): void 
       `   CPU seconds per catch-up (sender [+ relay] + receiver; 2 cores): direct (A + D) ${cpu(results.catchUpDirect)}; cascaded (A + B + C) ${cpu(results.catchUpCascaded)}`,
       `   raw (sender [+ relay] + writer): one hop ${cpu(results.rawOneHop)}; two hops ${cpu(results.rawTwoHops)}`,
       `   upstream connections that ended during the measured runs: ${results.disconnects}`,
+      results.stalls.length === 0
+        ? '   standbys that stalled short of the end: none'
+        : `   STALLED, so measured again (no position moved for 10 s; see bench/README.md): ${results.stalls.join('; ')}`,
     ].join('\n'),
   );
 }
