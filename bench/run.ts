@@ -132,7 +132,7 @@ const HEADERS: Row = ['case', 'ops/s', 'MB/s', 'p50 µs', 'p99 µs', 'vs limit']
 const SECTIONS = [1, 2, 3, 4, 5, 6, 7] as const;
 
 const USAGE = `usage: npm run bench [-- [--quick] [--verbose] [--section N ...]]
-  --quick      fewer records and 1 s commit runs (about 2 minutes instead of about 7)
+  --quick      fewer records and 1 s commit runs (about 2 minutes instead of about 7.5)
   --verbose    also print every measured run, not only the medians
   --section N  run only section N (1–7; repeat it for several); 2 and 3 are measured
                together, so either runs both. Section 7 (cascading) alone takes about
