@@ -3,11 +3,13 @@
  * `node bench/raw-pipe-peer.mjs <port> <file> <bytes>` connects, writes what it receives
  * into <file> with plain node:fs (gathered writes at the next offset, an fdatasync every
  * 8 MiB running while the next writes go on, reading paused while more than 32 MiB is not
- * yet durable, as a standby bounds it), fdatasyncs at the end, and reports over IPC.
+ * yet durable, as a standby bounds it), fdatasyncs at the end, and reports over IPC. It
+ * exits when its IPC channel closes (the benchmark ended or was killed).
  */
 import fs from 'node:fs/promises';
 import net from 'node:net';
 
+process.on('disconnect', () => process.exit(0));
 const MiB = 1024 * 1024;
 const [port, file, bytes] = process.argv.slice(2);
 const handle = await fs.open(file, 'w');

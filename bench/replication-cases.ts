@@ -21,6 +21,27 @@ import { percentileOfSorted, type RunResult } from './stats.js';
 const W = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof Walship;
 const PEER = fileURLToPath(new URL('./replication-peer.mjs', import.meta.url));
 const RAW_PIPE_PEER = fileURLToPath(new URL('./raw-pipe-peer.mjs', import.meta.url));
+const RAW_RELAY_PEER = fileURLToPath(new URL('./raw-relay-peer.mjs', import.meta.url));
+
+/** The peer processes running now: {@link killPeers} ends them when the benchmark is interrupted. */
+const running = new Set<ChildProcess>();
+
+/** Forks a peer script with an IPC channel, its output on ours, and keeps track of it until it exits. */
+function forkPeer(script: string, args: readonly string[] = [], execArgv: readonly string[] = []): ChildProcess {
+  const child = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...execArgv] });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  return child;
+}
+
+/**
+ * Ends every peer process still running (on Ctrl-C, before the temp dir is removed). Peers
+ * also exit by themselves when their IPC channel closes; this does not wait for that.
+ */
+export function killPeers(): void {
+  for (const child of running) child.kill('SIGKILL');
+  running.clear();
+}
 
 /** One row, and rows per batch: PostgreSQL's comparison used 1 KB rows. */
 export const ROW_BYTES = 1024;
@@ -60,7 +81,7 @@ export class Peer {
   }
 
   static async start(): Promise<Peer> {
-    const peer = new Peer(fork(PEER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: process.env.PEER_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/peerprof'] : [] }));
+    const peer = new Peer(forkPeer(PEER, [], process.env.PEER_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/peerprof'] : []));
     await peer.#reply();
     return peer;
   }
@@ -84,7 +105,7 @@ export class Peer {
   }
 }
 
-async function openPrimary(dir: string): Promise<Walship.Primary> {
+export async function openPrimary(dir: string): Promise<Walship.Primary> {
   return W.Primary.open({
     dir,
     application: new CountingApp(),
@@ -146,6 +167,8 @@ export interface CatchUpResult {
   /** CPU time (user + system) each process used meanwhile: what the 2 cores spent. */
   readonly primaryCpuSeconds: number;
   readonly standbyCpuSeconds: number;
+  /** The process between them, when there is one: a cascading standby, or the raw relay. */
+  readonly relayCpuSeconds?: number;
 }
 
 /** A standby restarted `bytes` of WAL behind its primary. */
@@ -190,9 +213,12 @@ export async function catchUp(base: string, bytes: number): Promise<CatchUpResul
  * The raw limit of catch-up on this machine: `bytes` read from a file with plain node:fs in
  * 1 MiB reads, sent over a loopback socket to a second process that writes them to a new
  * file with an fdatasync every 8 MiB (bench/raw-pipe-peer.mjs): what a standby's
- * receive path costs without walship.
+ * receive path costs without walship. With `relay`, the bytes take one more hop on the way:
+ * a relay process (bench/raw-relay-peer.mjs) reads them from the first socket and writes
+ * them to a second one, which the writing process reads: the limit of a cascading standby's
+ * extra hop.
  */
-export async function rawCatchUp(base: string, bytes: number): Promise<CatchUpResult> {
+export async function rawCatchUp(base: string, bytes: number, { relay = false }: { relay?: boolean } = {}): Promise<CatchUpResult> {
   const source = path.join(base, 'raw-pipe-source');
   const MiB = 1024 * 1024;
   const handle = await fs.open(source, 'w');
@@ -205,7 +231,15 @@ export async function rawCatchUp(base: string, bytes: number): Promise<CatchUpRe
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as import('node:net').AddressInfo;
   const connected = once(server, 'connection') as Promise<[import('node:net').Socket]>;
-  const peer = fork(RAW_PIPE_PEER, [String(port), path.join(base, 'raw-pipe-target'), String(bytes)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  let sinkPort = port;
+  let relayed: Promise<[{ cpu: NodeJS.CpuUsage }]> | null = null;
+  if (relay) {
+    const middle = forkPeer(RAW_RELAY_PEER, [String(port)]);
+    const [{ port: relayPort }] = (await once(middle, 'message')) as [{ port: number }];
+    sinkPort = relayPort;
+    relayed = once(middle, 'message') as Promise<[{ cpu: NodeJS.CpuUsage }]>;
+  }
+  const peer = forkPeer(RAW_PIPE_PEER, [String(sinkPort), path.join(base, 'raw-pipe-target'), String(bytes)]);
   const reply = once(peer, 'message') as Promise<[{ bytesPerSec: number; ok: boolean; cpu: NodeJS.CpuUsage }]>;
   const [socket] = await connected;
   const cpuBefore = process.cpuUsage();
@@ -220,6 +254,7 @@ export async function rawCatchUp(base: string, bytes: number): Promise<CatchUpRe
     const [result] = await reply;
     const cpu = process.cpuUsage(cpuBefore);
     if (!result.ok) throw new Error('the raw pipe lost bytes');
+    const relayCpu = relayed === null ? null : (await relayed)[0].cpu;
     return {
       walBytes: bytes,
       receiveBytesPerSec: result.bytesPerSec,
@@ -227,6 +262,7 @@ export async function rawCatchUp(base: string, bytes: number): Promise<CatchUpRe
       seconds: bytes / result.bytesPerSec,
       primaryCpuSeconds: (cpu.user + cpu.system) / 1e6,
       standbyCpuSeconds: (result.cpu.user + result.cpu.system) / 1e6,
+      ...(relayCpu === null ? {} : { relayCpuSeconds: (relayCpu.user + relayCpu.system) / 1e6 }),
     };
   } finally {
     await reader.close();

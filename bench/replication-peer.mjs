@@ -3,21 +3,31 @@
  * compiled package (dist/): `node bench/replication-peer.mjs`, driven over IPC by
  * bench/replication-cases.ts with messages
  *
- * - `{ cmd: 'open', address, dirs, names? }`: opens one Standby per directory (trust auth, a
- *   counting application; application names `names[i]`, else s1, s2, …), answers `{ opened }`
- *   once each is streaming;
- * - `{ cmd: 'wait', lsn }`: answers `{ receivedAt, replayedAt }` (epoch ms) once every standby
- *   has received, then replayed, up to `lsn`;
+ * - `{ cmd: 'open', address, dirs, names?, listen?, wait? }`: opens one Standby per directory
+ *   (trust auth, a counting application; application names `names[i]`, else s1, s2, …),
+ *   answers `{ opened, addresses }` once each is streaming (at once with `wait: false`). With
+ *   `listen: true` each also serves standbys of its own (cascading) on a loopback port, trust
+ *   auth for user bench; `addresses[i]` is where they connect (else null);
+ * - `{ cmd: 'wait', lsn, stallMs? }`: answers `{ receivedAt, replayedAt, cpu, disconnects }`
+ *   (epoch ms, this process's CPU time so far, connections to an upstream that ended since the
+ *   open) once every standby has received, then replayed, up to `lsn`. With `stallMs`, a wait
+ *   during which no standby's receive or replay position moved for that long gives up and
+ *   answers `{ stalled }` (where each standby stands) instead;
+ * - `{ cmd: 'cpu' }`: answers `{ cpu }`, this process's CPU time so far;
  * - `{ cmd: 'latency' }`: answers the apply latencies recorded since the last ask: from the
  *   commit call on the primary (an epoch-ms stamp in the first 8 bytes of each batch's first
  *   entry, 0 for none) to the end of `apply` on each standby, in microseconds;
  * - `{ cmd: 'close' }`: closes the standbys, answers `{ closed }`, and exits.
+ *
+ * It also exits when its IPC channel closes (the benchmark ended or was killed), so that no
+ * peer outlives the run.
  */
 import { Standby, TcpTransport } from '../dist/index.js';
 
 const now = () => performance.timeOrigin + performance.now();
 let standbys = [];
 let latencies = [];
+let disconnects = 0;
 let queue = Promise.resolve();
 
 class CountingApp {
@@ -38,9 +48,28 @@ class CountingApp {
   }
 }
 
-async function until(condition) {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 1));
+/** Polls `condition` every millisecond; resolves with the time it held, or null once `stalled()` says to give up. */
+async function until(condition, stalled = () => false) {
+  while (!condition()) {
+    if (stalled()) return null;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
   return now();
+}
+
+/** Whether no standby's receive or replay position has moved for `ms` (never, without `ms`). */
+function stallWatch(ms) {
+  if (ms === undefined) return () => false;
+  let last = null;
+  let since = now();
+  return () => {
+    const positions = standbys.map((s) => `${s.receiveLsn}/${s.replayLsn}`).join(' ');
+    if (positions !== last) {
+      last = positions;
+      since = now();
+    }
+    return now() - since > ms;
+  };
 }
 
 process.on('message', async (message) => {
@@ -54,23 +83,37 @@ process.on('message', async (message) => {
             primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: message.names?.[i] ?? `s${i + 1}` },
             statusIntervalMs: 1000,
             ...(process.env.PEER_SYNC ? { sync: process.env.PEER_SYNC } : {}),
+            ...(message.listen === true
+              ? { listen: { transport: new TcpTransport(), address: '127.0.0.1:0' }, auth: { rules: [{ user: 'bench', address: '127.0.0.1/32', method: 'trust' }] } }
+              : {}),
           }),
         ),
       );
       // Commands are answered in order: a 'wait' sent right after this 'open' waits for it.
       queue = opening.then(async (opened) => {
         standbys = opened;
+        disconnects = 0;
+        for (const standby of standbys) standby.on('primary:disconnected', () => disconnects++);
         if (message.wait !== false) for (const standby of standbys) await until(() => standby.state === 'streaming' && standby.consistent);
       });
       await queue;
-      process.send({ opened: standbys.length });
+      process.send({ opened: standbys.length, addresses: standbys.map((s) => s.address) });
       break;
     }
     case 'wait': {
       await queue;
-      const receivedAt = await until(() => standbys.every((s) => (s.receiveLsn ?? 0) >= message.lsn));
-      const replayedAt = await until(() => standbys.every((s) => (s.replayLsn ?? 0) >= message.lsn));
-      process.send({ receivedAt, replayedAt, cpu: process.cpuUsage() });
+      const stalled = stallWatch(message.stallMs);
+      const receivedAt = await until(() => standbys.every((s) => (s.receiveLsn ?? 0) >= message.lsn), stalled);
+      const replayedAt = receivedAt === null ? null : await until(() => standbys.every((s) => (s.replayLsn ?? 0) >= message.lsn), stalled);
+      if (replayedAt === null) {
+        process.send({ stalled: standbys.map((s) => ({ state: s.state, receiveLsn: s.receiveLsn, replayLsn: s.replayLsn })) });
+        break;
+      }
+      process.send({ receivedAt, replayedAt, cpu: process.cpuUsage(), disconnects });
+      break;
+    }
+    case 'cpu': {
+      process.send({ cpu: process.cpuUsage() });
       break;
     }
     case 'latency': {
@@ -86,4 +129,5 @@ process.on('message', async (message) => {
     }
   }
 });
+process.on('disconnect', () => process.exit(0));
 process.send({ ready: true });

@@ -1,5 +1,6 @@
 /**
- * walship's benchmark suite: `npm run bench`, `npm run bench -- --quick`, `--verbose`.
+ * walship's benchmark suite: `npm run bench`, `npm run bench -- --quick`, `--verbose`,
+ * `--section N` (only section N; repeatable).
  *
  * Measures walship on real files next to the machine's raw limits, measured in the same
  * run on the same directory: page-cache write speed for unsynced appends, and one
@@ -21,7 +22,8 @@ import { BENCH_RECYCLE_SEGMENTS, openSteadyLog, restock } from './steady-log.js'
 import { formatCompact, formatInt, formatMBps, formatRatio, formatTable, type Row } from './table.js';
 import { YIELD_EVERY, measureAppends, measureCommits } from './wal-cases.js';
 import { createTlsFixtures } from '../test/transport/tls-fixtures.js';
-import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, rawCatchUp, replicationThroughput, type CatchUpResult } from './replication-cases.js';
+import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, killPeers, rawCatchUp, replicationThroughput, type CatchUpResult } from './replication-cases.js';
+import { StalledError, cascadedCatchUp, throughput, type ThroughputRun } from './cascade-cases.js';
 import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';
 import { REMOTE_LEVELS, SYNC_LEVELS, SYNC_REP_ENTRY_BYTES, SyncRepSetup } from './sync-rep-cases.js';
 
@@ -47,7 +49,16 @@ interface Settings {
   /** Synchronous replication: length of each measured case, and rounds. */
   readonly syncRepMs: number;
   readonly syncRepRuns: number;
+  /**
+   * Cascading: bytes of rows per throughput run, WAL the standbys catch up (and the raw pipes
+   * carry), and rounds: an even number, as each pair alternates which side runs first.
+   */
+  readonly cascadeBytes: number;
+  readonly cascadeCatchUpBytes: number;
+  readonly cascadeRuns: number;
   readonly verbose: boolean;
+  /** The sections to run (1–7); sections 2 and 3 are measured together. */
+  readonly sections: ReadonlySet<number>;
 }
 
 const FULL = {
@@ -67,6 +78,9 @@ const FULL = {
   replicationRuns: 3,
   syncRepMs: 2000,
   syncRepRuns: 3,
+  cascadeBytes: 256 * 1024 * 1024,
+  cascadeCatchUpBytes: 256 * 1024 * 1024,
+  cascadeRuns: 6,
 } as const;
 
 const QUICK = {
@@ -86,6 +100,9 @@ const QUICK = {
   replicationRuns: 1,
   syncRepMs: 1000,
   syncRepRuns: 1,
+  cascadeBytes: 64 * 1024 * 1024,
+  cascadeCatchUpBytes: 64 * 1024 * 1024,
+  cascadeRuns: 4,
 } as const;
 
 const SMALL = 100;
@@ -112,15 +129,21 @@ const LATENCY_RATE = 1000;
 
 const HEADERS: Row = ['case', 'ops/s', 'MB/s', 'p50 µs', 'p99 µs', 'vs limit'];
 
-const USAGE = `usage: npm run bench [-- [--quick] [--verbose]]
-  --quick    fewer records and 1 s commit runs (about 1.5 minutes instead of about 6)
-  --verbose  also print every measured run, not only the medians`;
+const SECTIONS = [1, 2, 3, 4, 5, 6, 7] as const;
+
+const USAGE = `usage: npm run bench [-- [--quick] [--verbose] [--section N ...]]
+  --quick      fewer records and 1 s commit runs (about 2 minutes instead of about 7.5)
+  --verbose    also print every measured run, not only the medians
+  --section N  run only section N (1–7; repeat it for several); 2 and 3 are measured
+               together, so either runs both. Section 7 (cascading) alone takes about
+               1.5 minutes, under a minute with --quick`;
 
 function parseSettings(): Settings {
   const { values } = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
+      section: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -129,7 +152,21 @@ function parseSettings(): Settings {
     console.log(USAGE);
     process.exit(0);
   }
-  return { ...(values.quick === true ? QUICK : FULL), verbose: values.verbose === true };
+  const sections = new Set<number>(SECTIONS);
+  if (values.section !== undefined) {
+    sections.clear();
+    for (const text of values.section) {
+      const n = Number(text);
+      if (!SECTIONS.includes(n as (typeof SECTIONS)[number])) {
+        console.error(`unknown section '${text}': sections are ${SECTIONS.join(', ')}\n${USAGE}`);
+        process.exit(2);
+      }
+      sections.add(n);
+      // Sections 2 and 3 come from the same interleaved rounds.
+      if (n === 2 || n === 3) sections.add(2).add(3);
+    }
+  }
+  return { ...(values.quick === true ? QUICK : FULL), verbose: values.verbose === true, sections };
 }
 
 /** Progress on stderr, only when it is a terminal; the report itself goes to stdout. */
@@ -784,6 +821,190 @@ function syncRepTargets(results: SyncRepResults): Target[] {
   });
 }
 
+// ---- 7. cascading ----
+
+interface CascadeResults {
+  /** Raw file → socket → process → file (one hop), and with a relay process in between (two hops). */
+  readonly rawOneHop: readonly CatchUpResult[];
+  readonly rawTwoHops: readonly CatchUpResult[];
+  /** Throughput A → B (replayed on B), A → B → C (replayed on C), and B's replay in the cascaded runs. */
+  readonly direct: CaseSummary;
+  readonly cascaded: CaseSummary;
+  readonly cascadedB: CaseSummary;
+  readonly directRuns: readonly ThroughputRun[];
+  readonly cascadedRuns: readonly ThroughputRun[];
+  /** Catch-up of D from A, and of C through B, per round. */
+  readonly catchUpDirect: readonly CatchUpResult[];
+  readonly catchUpCascaded: readonly CatchUpResult[];
+  /** Upstream connections that ended during measured runs (all standbys): 0 in a clean run. */
+  readonly disconnects: number;
+  /** Runs in which a standby stalled short of the end (measured again): what happened. */
+  readonly stalls: readonly string[];
+}
+
+/** Times a run is tried when a standby stalls in it (see {@link StalledError}). */
+const STALL_ATTEMPTS = 3;
+
+async function cascadeSection(base: string, settings: Settings): Promise<CascadeResults> {
+  const rawOneHop: CatchUpResult[] = [];
+  const rawTwoHops: CatchUpResult[] = [];
+  const direct: ThroughputRun[] = [];
+  const cascaded: ThroughputRun[] = [];
+  const catchUpDirect: CatchUpResult[] = [];
+  const catchUpCascaded: CatchUpResult[] = [];
+  let disconnects = 0;
+  const stalls: string[] = [];
+  /** Runs `measure` again, fresh, when a standby stalls in it; the stall is reported. */
+  const unstalled = async <T>(label: string, measure: () => Promise<T>): Promise<T> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await measure();
+      } catch (err) {
+        if (!(err instanceof StalledError) || attempt === STALL_ATTEMPTS) throw err;
+        stalls.push(`${label}: ${err.message}`);
+      }
+    }
+  };
+  progress('cascading: warm-up');
+  await rawCatchUp(base, settings.cascadeCatchUpBytes);
+  await rawCatchUp(base, settings.cascadeCatchUpBytes, { relay: true });
+  await unstalled('warm-up', () => throughput(base, Math.min(settings.cascadeBytes, 32 * 1024 * 1024), true));
+  for (let run = 1; run <= settings.cascadeRuns; run++) {
+    const label = `run ${run}/${settings.cascadeRuns}`;
+    // Each pair runs one way round in odd rounds and the other in even ones, so that a drift
+    // of the machine within a round does not favour one side of the ratio.
+    const swap = run % 2 === 0;
+    const pair = async <A, B>(first: () => Promise<A>, second: () => Promise<B>): Promise<[A, B]> => {
+      if (!swap) {
+        const a = await first();
+        return [a, await second()];
+      }
+      const b = await second();
+      return [await first(), b];
+    };
+    const step =
+      <T>(what: string, measure: () => Promise<T>) =>
+      (): Promise<T> => {
+        progress(`cascading: ${what}, ${label}`);
+        return unstalled(`${what}, ${label}`, measure);
+      };
+    const [one, two] = await pair(
+      step('raw pipe, one hop', () => rawCatchUp(base, settings.cascadeCatchUpBytes)),
+      step('raw pipe through a relay process, two hops', () => rawCatchUp(base, settings.cascadeCatchUpBytes, { relay: true })),
+    );
+    rawOneHop.push(one);
+    rawTwoHops.push(two);
+    const [d, c] = await pair(
+      step('throughput A → B', () => throughput(base, settings.cascadeBytes, false)),
+      step('throughput A → B → C', () => throughput(base, settings.cascadeBytes, true)),
+    );
+    direct.push(d);
+    cascaded.push(c);
+    disconnects += d.disconnects + c.disconnects;
+    progress(`cascading: catch-up ${settings.cascadeCatchUpBytes / 2 ** 20} MiB behind, A → D and A → B → C, ${label}`);
+    const caught = await unstalled(`catch-up, ${label}`, () => cascadedCatchUp(base, settings.cascadeCatchUpBytes, swap));
+    catchUpDirect.push(caught.direct);
+    catchUpCascaded.push(caught.cascaded);
+    disconnects += caught.disconnects;
+  }
+  return {
+    rawOneHop,
+    rawTwoHops,
+    direct: summarize(direct.map((r) => r.replayed)),
+    cascaded: summarize(cascaded.map((r) => r.replayed)),
+    cascadedB: summarize(cascaded.map((r) => r.replayedOnB)),
+    directRuns: direct,
+    cascadedRuns: cascaded,
+    catchUpDirect,
+    catchUpCascaded,
+    disconnects,
+    stalls,
+  };
+}
+
+/** Per round: the raw pipe's two-hop ÷ one-hop MB/s, the cost of one more hop without walship. */
+function rawHopRatios(results: CascadeResults): number[] {
+  return pairedRatios(
+    results.rawTwoHops.map((c) => c.receiveBytesPerSec),
+    results.rawOneHop.map((c) => c.receiveBytesPerSec),
+  );
+}
+
+/** Per round: walship's cascaded ÷ direct MB/s, throughput (replayed) or catch-up (received or replayed). */
+function walshipHopRatios(results: CascadeResults, what: 'throughput' | 'receiveBytesPerSec' | 'replayBytesPerSec'): number[] {
+  if (what === 'throughput') {
+    return pairedRatios(
+      results.cascaded.runs.map((r) => r.bytesPerSec),
+      results.direct.runs.map((r) => r.bytesPerSec),
+    );
+  }
+  return pairedRatios(
+    results.catchUpCascaded.map((c) => c[what]),
+    results.catchUpDirect.map((c) => c[what]),
+  );
+}
+
+function printCascadeSection(results: CascadeResults, settings: Settings): void {
+  const mib = `${settings.cascadeCatchUpBytes / 2 ** 20} MiB`;
+  const mbps = (list: readonly CatchUpResult[], key: 'receiveBytesPerSec' | 'replayBytesPerSec'): number => median(list.map((c) => c[key]));
+  const hop = (ratios: readonly number[]): string => `${formatRatio(median(ratios))} (hop)`;
+  const bytesRow = (label: string, bps: number, vs: string): Row => [label, '', formatMBps(bps), '', '', vs];
+  const batch = `${ROWS_PER_BATCH} × ${ROW_BYTES / 1024} KiB rows`;
+  const rawOne = mbps(results.rawOneHop, 'receiveBytesPerSec');
+  console.log(`
+7. Cascading — Primary A → standby B → standby C, each in a process of its own, over TcpTransport (loopback), fdatasync everywhere, asynchronous`);
+  console.log(
+    formatTable(HEADERS, [
+      bytesRow(`raw: file → socket → process → file, fdatasync every 8 MiB (one hop), ${mib}`, rawOne, 'limit'),
+      bytesRow(`raw: the same through a relay process (socket → process → socket, two hops)`, mbps(results.rawTwoHops, 'receiveBytesPerSec'), hop(rawHopRatios(results))),
+      ...rows(`walship A → B, batches of ${batch}, replayed on B`, results.direct, 'direct', settings),
+      ...rows(`walship A → B → C, the same, replayed on C`, results.cascaded, hop(walshipHopRatios(results, 'throughput')), settings),
+      bytesRow(`catch-up ${mib} behind, A → D: received`, mbps(results.catchUpDirect, 'receiveBytesPerSec'), `${formatRatio(mbps(results.catchUpDirect, 'receiveBytesPerSec') / rawOne)} raw one hop`),
+      bytesRow(`catch-up ${mib} behind, A → D: replayed`, mbps(results.catchUpDirect, 'replayBytesPerSec'), `${formatRatio(mbps(results.catchUpDirect, 'replayBytesPerSec') / rawOne)} raw one hop`),
+      bytesRow(`catch-up ${mib} behind, through B (A → B → C): received`, mbps(results.catchUpCascaded, 'receiveBytesPerSec'), hop(walshipHopRatios(results, 'receiveBytesPerSec'))),
+      bytesRow(`catch-up ${mib} behind, through B (A → B → C): replayed`, mbps(results.catchUpCascaded, 'replayBytesPerSec'), hop(walshipHopRatios(results, 'replayBytesPerSec'))),
+    ]),
+  );
+  const perRound = (list: readonly CatchUpResult[], key: 'receiveBytesPerSec' | 'replayBytesPerSec'): string => list.map((c) => formatMBps(c[key])).join(', ');
+  const cpu = (list: readonly CatchUpResult[]): string =>
+    list.map((c) => `${[c.primaryCpuSeconds, c.relayCpuSeconds, c.standbyCpuSeconds].filter((x) => x !== undefined).map((x) => x.toFixed(1)).join(' + ')} in ${c.seconds.toFixed(1)} s`).join(', ');
+  const throughputCpu = (list: readonly ThroughputRun[]): string => list.map((r) => `${r.cpuSeconds.map((x) => x.toFixed(1)).join(' + ')} in ${r.seconds.toFixed(1)} s`).join(', ');
+  console.log(
+    [
+      `   "(hop)": the median of the per-round ratios two hops ÷ one hop (raw), cascaded ÷ direct (walship): what the extra hop leaves.`,
+      `   Throughput: 64 committers on A commit ${settings.cascadeBytes / 2 ** 20} MiB of rows (synchronousCommit 'local'), timed until B (direct) or C (cascaded)`,
+      `   has applied the last batch; C bootstraps by base backup from B before the run. In the cascaded runs B itself replayed at`,
+      `   ${formatMBps(results.cascadedB.median.bytesPerSec)} MB/s, and C had replayed the last batch ${results.cascadedRuns.map((r) => formatInt(r.behindBMs)).join(', ')} ms after B.`,
+      `   Catch-up: C (bootstrapped from B) and D (bootstrapped from A) are stopped, A commits ${mib} of rows, B replays them; then D`,
+      `   restarts and catches up from A, and C restarts and catches up through B (the order alternates by round); MB/s of WAL.`,
+      `   Raw: the same bytes as section 5's raw pipe; two hops puts a process that reads one socket and writes a second in between.`,
+      `   Rounds alternate which side of each pair runs first. ${settings.cascadeRuns} round(s); medians.`,
+      `   per round, raw MB/s one hop / two hops: ${results.rawOneHop.map((c, i) => `${formatMBps(c.receiveBytesPerSec)} / ${formatMBps(results.rawTwoHops[i]?.receiveBytesPerSec ?? Number.NaN)}`).join(', ')}; ratios ${ratioList(rawHopRatios(results))}`,
+      `   per round, throughput MB/s direct / cascaded: ${results.direct.runs.map((r, i) => `${formatMBps(r.bytesPerSec)} / ${formatMBps(results.cascaded.runs[i]?.bytesPerSec ?? Number.NaN)}`).join(', ')}; ratios ${ratioList(walshipHopRatios(results, 'throughput'))}`,
+      `   per round, catch-up received MB/s direct: ${perRound(results.catchUpDirect, 'receiveBytesPerSec')}; cascaded: ${perRound(results.catchUpCascaded, 'receiveBytesPerSec')}`,
+      `   per round, catch-up replayed MB/s direct: ${perRound(results.catchUpDirect, 'replayBytesPerSec')}; cascaded: ${perRound(results.catchUpCascaded, 'replayBytesPerSec')}; ratios ${ratioList(walshipHopRatios(results, 'replayBytesPerSec'))}`,
+      `   CPU seconds per throughput run (2 cores): direct (A + B) ${throughputCpu(results.directRuns)}; cascaded (A + B + C) ${throughputCpu(results.cascadedRuns)}`,
+      `   CPU seconds per catch-up (sender [+ relay] + receiver; 2 cores): direct (A + D) ${cpu(results.catchUpDirect)}; cascaded (A + B + C) ${cpu(results.catchUpCascaded)}`,
+      `   raw (sender [+ relay] + writer): one hop ${cpu(results.rawOneHop)}; two hops ${cpu(results.rawTwoHops)}`,
+      `   upstream connections that ended during the measured runs: ${results.disconnects}`,
+      results.stalls.length === 0
+        ? '   standbys that stalled short of the end: none'
+        : `   STALLED, so measured again (no position moved for 10 s; see bench/README.md): ${results.stalls.join('; ')}`,
+    ].join('\n'),
+  );
+}
+
+function cascadeTargets(results: CascadeResults): Target[] {
+  const raw = rawHopRatios(results);
+  const rawMedian = median(raw);
+  const line = (what: string, ratios: readonly number[]): Target => ({
+    description: `the extra hop costs walship no more than the raw relay: ${what} cascaded ÷ direct ≥ raw two hops ÷ one hop`,
+    met: median(ratios) >= rawMedian,
+    measured: `${formatRatio(median(ratios))} vs ${formatRatio(rawMedian)} (per round: ${ratioList(ratios)} vs ${ratioList(raw)})`,
+  });
+  return [line('throughput', walshipHopRatios(results, 'throughput')), line('catch-up (replayed)', walshipHopRatios(results, 'replayBytesPerSec'))];
+}
+
 // ---- summary ----
 
 interface Target {
@@ -803,17 +1024,22 @@ function transportTargets(transports: TransportResults): Target[] {
   ];
 }
 
-function targets(appends: AppendResults, commits: CommitResults): Target[] {
+function appendTargets(appends: AppendResults): Target[] {
   const small = appends.small.median.opsPerSec;
-  const groupRatios = commits.rateVsRaw.get(64) ?? [];
-  const group = median(groupRatios);
-  const single = median(commits.singleP50VsRaw);
   return [
     {
       description: `100 B appends/s (sync 'none') ≥ ${formatInt(TARGET_APPENDS)}`,
       met: small >= TARGET_APPENDS,
       measured: `${formatInt(small)}/s`,
     },
+  ];
+}
+
+function commitTargets(commits: CommitResults): Target[] {
+  const groupRatios = commits.rateVsRaw.get(64) ?? [];
+  const group = median(groupRatios);
+  const single = median(commits.singleP50VsRaw);
+  return [
     {
       description: `64 committers ≥ ${TARGET_GROUP_COMMIT}× the raw fdatasync rate`,
       met: group >= TARGET_GROUP_COMMIT,
@@ -836,16 +1062,19 @@ async function main(): Promise<void> {
   const base = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-bench-'));
   const onSignal = (signal: NodeJS.Signals): void => {
     clearProgress();
+    killPeers();
     rmSync(base, { recursive: true, force: true });
     console.error(`interrupted (${signal}); removed ${base}`);
     process.exit(130);
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  const run = (n: number): boolean => settings.sections.has(n);
   try {
     const started = performance.now();
     const env = describeEnvironment(base, fileURLToPath(new URL('..', import.meta.url)));
-    console.log(`walship benchmark (${settings.name} run)`);
+    const only = settings.sections.size === SECTIONS.length ? '' : `, section${settings.sections.size === 1 ? '' : 's'} ${[...settings.sections].sort((a, b) => a - b).join(', ')} only`;
+    console.log(`walship benchmark (${settings.name} run${only})`);
     const header: [string, string][] = [
       ['walship', env.commit],
       ['node', env.node],
@@ -853,33 +1082,38 @@ async function main(): Promise<void> {
       ['memory', env.memory],
       ['os', env.os],
       ['temp dir', `${base} on ${env.filesystem}`],
-      ['method', `median of ${settings.appendRuns} append / ${settings.commitRuns} commit rounds after a warm-up; raw and walship runs interleaved`],
+      ['method', `medians of each section's rounds after a warm-up (${settings.appendRuns} append, ${settings.commitRuns} commit, ${settings.cascadeRuns} cascading); raw and walship runs interleaved`],
     ];
     for (const [key, value] of header) console.log(`  ${key.padEnd(9)} ${value}`);
 
-    const appends = await appendSection(base, settings);
-    const commits = await commitSection(base, settings);
-    const transports = await transportSection(settings);
-    const replication = await replicationSection(base, settings);
-    const syncRep = await syncRepSection(base, settings);
+    const appends = run(1) ? await appendSection(base, settings) : null;
+    const commits = run(2) ? await commitSection(base, settings) : null;
+    const transports = run(4) ? await transportSection(settings) : null;
+    const replication = run(5) ? await replicationSection(base, settings) : null;
+    const syncRep = run(6) ? await syncRepSection(base, settings) : null;
+    const cascade = run(7) ? await cascadeSection(base, settings) : null;
     clearProgress();
-    printAppendSection(appends, settings);
-    printCommitSections(commits, settings);
-    printTransportSection(transports, settings);
-    printReplicationSection(replication, settings);
-    printSyncRepSection(syncRep, settings);
+    if (appends !== null) printAppendSection(appends, settings);
+    if (commits !== null) printCommitSections(commits, settings);
+    if (transports !== null) printTransportSection(transports, settings);
+    if (replication !== null) printReplicationSection(replication, settings);
+    if (syncRep !== null) printSyncRepSection(syncRep, settings);
+    if (cascade !== null) printCascadeSection(cascade, settings);
 
-    console.log('\nTargets (issue #2)');
-    for (const t of targets(appends, commits)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
-    console.log('\nTargets (issue #3)');
-    for (const t of transportTargets(transports)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
-    console.log('\nTargets (issue #4)');
-    for (const t of replicationTargets(replication)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
-    console.log('\nTargets (issue #6)');
-    for (const t of syncRepTargets(syncRep)) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
+    const printTargets = (title: string, list: readonly Target[]): void => {
+      if (list.length === 0) return;
+      console.log(`\nTargets (${title})`);
+      for (const t of list) console.log(`  ${t.met ? '[met]    ' : '[NOT MET]'} ${t.description}: ${t.measured}`);
+    };
+    printTargets('issue #2', [...(appends === null ? [] : appendTargets(appends)), ...(commits === null ? [] : commitTargets(commits))]);
+    printTargets('issue #3', transports === null ? [] : transportTargets(transports));
+    printTargets('issue #4', replication === null ? [] : replicationTargets(replication));
+    printTargets('issue #6', syncRep === null ? [] : syncRepTargets(syncRep));
+    printTargets('cascading', cascade === null ? [] : cascadeTargets(cascade));
     console.log(`\nfinished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     clearProgress();
+    killPeers();
     await fs.rm(base, { recursive: true, force: true });
   }
 }
