@@ -12,6 +12,7 @@ export type {
   CommitOptions,
   CommitResult,
   CreateSlotOptions,
+  EntryBuffers,
   PrimaryEvents,
   PrimaryOptions,
   ReloadOptions,

@@ -31,6 +31,7 @@ import type { Storage } from './storage/storage.js';
 import type { WalEntry } from './wal/record.js';
 import { WalLog, type AppendResult, type EntryInput } from './wal/wal-log.js';
 
+export type { EntryBuffers } from './node/applier.js';
 export type { CheckpointResult } from './node/checkpointer.js';
 export type { CreateSlotOptions } from './node/node-options.js';
 export type { BaseBackupResult, SlotInvalidatedEvent } from './node/node-core.js';
@@ -161,9 +162,9 @@ interface Pending {
 }
 
 /**
- * The read/write node: the writer role over a {@link NodeCore}. Commits append batches to the
- * WAL (group-committed), the application applies them in LSN order once durable, and every
- * connected standby receives the WAL through its own sender.
+ * The read/write node: the writer role over the node core it shares with {@link Standby}.
+ * Commits append batches to the WAL (group-committed), the application applies them in LSN
+ * order once durable, and every connected standby receives the WAL through its own sender.
  */
 export class Primary extends SafeEmitter<PrimaryEvents> {
   readonly #core: NodeCore;

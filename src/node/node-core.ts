@@ -29,7 +29,7 @@ export interface SlotInvalidatedEvent {
   readonly restartLsn: Lsn;
 }
 
-/** What {@link NodeCore.baseBackup} wrote. */
+/** What {@link Primary.baseBackup} or {@link Standby.baseBackup} wrote. */
 export interface BaseBackupResult {
   /** The snapshot includes every batch up to here; the standby streams from here. */
   readonly lsn: Lsn;
