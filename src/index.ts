@@ -18,8 +18,8 @@ export type {
   SlotInvalidatedEvent,
   SynchronousCommit,
 } from './primary.js';
-export { parseSynchronousStandbyNames, formatSynchronousStandbyNames, syncPriorityOf, SyncStandbyNamesError } from './replication/sync-standby-names.js';
 export type { EntryBuffers } from './node/applier.js';
+export { parseSynchronousStandbyNames, formatSynchronousStandbyNames, syncPriorityOf, SyncStandbyNamesError } from './replication/sync-standby-names.js';
 export type { SyncMethod, SyncStandbyConfig } from './replication/sync-standby-names.js';
 export { releasePositions, syncStates, syncStandbys } from './replication/sync-standbys.js';
 export type { StandbySyncStatus, SyncReleasePositions, SyncStandbyInput, SyncSenderState, SyncState } from './replication/sync-standbys.js';

@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
-import { EventEmitter } from 'eventemitter3';
 import { WalshipError, isWalshipError } from '../errors.js';
+import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import type { Listener, PeerInfo, Transport } from '../transport/transport.js';
 import type { CompiledAuth } from './auth-rules.js';
@@ -58,7 +58,7 @@ const MAX_TRACKED_ADDRESSES = 10_000;
  * connection that sends garbage or fails to authenticate ends alone, with an event and a
  * log line; the server and every other connection carry on.
  */
-export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
+export class ReplicationServer extends SafeEmitter<ReplicationServerEvents> {
   readonly #options: Required<Omit<ReplicationServerOptions, 'logPrefix'>>;
   readonly #log: Logger;
   readonly #handshaking = new Set<MessageStream<'server'>>();
@@ -70,6 +70,7 @@ export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
     super();
     this.#options = { handshakeTimeoutMs: 10_000, authFailureDelayMs: 250, maxPendingConnections: 64, ...options };
     this.#log = createLogger('server', options.logPrefix);
+    this.emitterLog = this.#log;
   }
 
   /** The bound address once listening. */
@@ -112,7 +113,7 @@ export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
       const error = new WalshipError('CONNECTION_FAILED', `too many connections authenticating at once (${this.#options.maxPendingConnections})`, { transient: true });
       conn.fail(error);
       this.#log.error('refused %s: %s', peer.description, error.message);
-      this.#emitSafely('connection:error', { peer, error });
+      this.emitSafely('connection:error', { peer, error });
       return;
     }
     this.#handshaking.add(conn);
@@ -129,13 +130,13 @@ export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
           return;
         }
         this.#log('%s authenticated as %s (%s, application %s)', peer.description, authenticated.user, authenticated.method, authenticated.applicationName);
-        this.#emitSafely('session', { ...authenticated, peer, conn });
+        this.emitSafely('session', { ...authenticated, peer, conn });
       },
       (err: unknown) => {
         this.#handshaking.delete(conn);
         const error = isWalshipError(err) ? err : new WalshipError('PROTOCOL_ERROR', String(err));
         if (error.code !== 'AUTH_FAILED') this.#log.error('connection from %s failed: %s', peer.description, error.message);
-        this.#emitSafely('connection:error', { peer, error });
+        this.emitSafely('connection:error', { peer, error });
       },
     );
   }
@@ -150,15 +151,6 @@ export class ReplicationServer extends EventEmitter<ReplicationServerEvents> {
       if (oldest !== undefined) this.#failures.delete(oldest);
     }
     this.#log.error('authentication failed for user "%s" from %s: %s (failure %d from this address)', failure.user, failure.peer.description, failure.reason, count);
-    this.#emitSafely('auth:failed', { ...failure, failuresFromAddress: count });
-  }
-
-  /** Listener exceptions must not break the accept loop. */
-  #emitSafely<E extends keyof ReplicationServerEvents>(event: E, payload: Parameters<ReplicationServerEvents[E]>[0]): void {
-    try {
-      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
-    } catch (err) {
-      this.#log.error('a %s listener threw: %s', event, (err as Error).message);
-    }
+    this.emitSafely('auth:failed', { ...failure, failuresFromAddress: count });
   }
 }

@@ -1,5 +1,5 @@
-import { EventEmitter } from 'eventemitter3';
 import { WalshipError, isWalshipError } from '../errors.js';
+import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
@@ -134,7 +134,7 @@ export class SendTimes {
  * WAL is not yet durable it stops reading, so a slow disk holds the sender back instead of
  * filling memory.
  */
-export class WalReceiver extends EventEmitter<WalReceiverEvents> {
+export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
   readonly #conn: MessageStream<'client'>;
   readonly #log: WalLog;
   readonly #options: WalReceiverOptions & { statusIntervalMs: number; receiverTimeoutMs: number };
@@ -163,6 +163,7 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
     this.#options = { statusIntervalMs: 10_000, receiverTimeoutMs: 60_000, ...options };
     this.#sendTimes = options.sendTimes ?? new SendTimes();
     this.#debug = createLogger('standby:receiver', options.logPrefix);
+    this.emitterLog = this.#debug;
   }
 
   /** The send times of the WAL received (see {@link SendTimes}). */
@@ -216,7 +217,7 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
       if (started.kind === 'error') throw new WalshipError(started.code, started.message);
       if (started.kind !== 'replicationStarted') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${started.kind} message; expected replicationStarted`);
       this.#streaming = true;
-      this.#safeEmit('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
+      this.emitSafely('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
       status = setInterval(() => this.#report(false), this.#options.statusIntervalMs);
       for (;;) {
         const message = await this.#receive();
@@ -305,7 +306,7 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
       while (this.#log.flushedLsn < this.#log.insertLsn) {
         const flushLsn = await this.#log.flush();
         this.#report(false);
-        this.#safeEmit('wal:flushed', { flushLsn });
+        this.emitSafely('wal:flushed', { flushLsn });
       }
     } catch (err) {
       this.#conn.fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err }));
@@ -325,13 +326,5 @@ export class WalReceiver extends EventEmitter<WalReceiverEvents> {
       sendTime: nowMicros(),
       replyRequested,
     });
-  }
-
-  #safeEmit<E extends keyof WalReceiverEvents>(event: E, payload: Parameters<WalReceiverEvents[E]>[0]): void {
-    try {
-      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
-    } catch (err) {
-      this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
-    }
   }
 }

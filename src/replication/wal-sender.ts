@@ -1,5 +1,5 @@
-import { EventEmitter } from 'eventemitter3';
 import { WalshipError, isWalshipError } from '../errors.js';
+import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
@@ -49,7 +49,7 @@ const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, his
  * keepalive asking for a reply goes out when the standby has been silent for half of
  * `walSenderTimeoutMs`; after the whole timeout the connection is ended.
  */
-export class WalSender extends EventEmitter<WalSenderEvents> {
+export class WalSender extends SafeEmitter<WalSenderEvents> {
   readonly #conn: MessageStream<'server'>;
   readonly #log: WalLog;
   readonly #options: Required<Omit<WalSenderOptions, 'logPrefix'>>;
@@ -72,6 +72,7 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
     this.#startLsn = this.#sentLsn = startLsn;
     this.#options = { ...DEFAULTS, ...options };
     this.#debug = createLogger('sender', options.logPrefix);
+    this.emitterLog = this.#debug;
   }
 
   get state(): WalSenderState {
@@ -234,7 +235,7 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
         const { writeLsn, flushLsn, applyLsn } = message;
         this.#progress = { writeLsn, flushLsn, applyLsn, replyTime: this.#lastHeard };
         const lags = this.#lag.reported(writeLsn, flushLsn, applyLsn, this.#sentLsn, this.#lastHeard);
-        this.#safeEmit('standby:progress', { ...this.#progress, ...lags });
+        this.emitSafely('standby:progress', { ...this.#progress, ...lags });
         if (message.replyRequested) this.#keepalive(false);
       } else if (message.kind !== 'hotStandbyFeedback') {
         throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message while streaming`);
@@ -261,15 +262,7 @@ export class WalSender extends EventEmitter<WalSenderEvents> {
   #setState(state: WalSenderState): void {
     if (this.#state === state) return;
     this.#state = state;
-    this.#safeEmit('state:change', { state });
-  }
-
-  #safeEmit<E extends keyof WalSenderEvents>(event: E, payload: Parameters<WalSenderEvents[E]>[0]): void {
-    try {
-      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
-    } catch (err) {
-      this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
-    }
+    this.emitSafely('state:change', { state });
   }
 }
 

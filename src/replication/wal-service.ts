@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EventEmitter } from 'eventemitter3';
 import type { SnapshotData } from '../application.js';
 import { WalshipError, abortError, isWalshipError } from '../errors.js';
+import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { CompiledAuth } from '../protocol/auth-rules.js';
@@ -60,7 +60,7 @@ interface Session {
  * {@link WalSender} per standby that starts streaming. `maxWalSenders` bounds the number of
  * connections; the extra one is told so with `TOO_MANY_WAL_SENDERS`.
  */
-export class WalService extends EventEmitter<WalServiceEvents> {
+export class WalService extends SafeEmitter<WalServiceEvents> {
   readonly #source: WalSource;
   readonly #options: WalServiceOptions;
   readonly #server: ReplicationServer;
@@ -74,6 +74,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     this.#source = source;
     this.#options = options;
     this.#debug = createLogger('service', options.logPrefix);
+    this.emitterLog = this.#debug;
     this.#server = new ReplicationServer({
       transport: options.transport,
       address: options.address,
@@ -221,12 +222,12 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       );
       this.#debug.error('refused %s (%s): %s', info.applicationName, info.peer.description, error.message);
       info.conn.fail(error);
-      this.#emitSafely('standby:refused', { ...event, error });
+      this.emitSafely('standby:refused', { ...event, error });
       return;
     }
     const session: Session = { info, index: this.#freeIndex(), started: new Date(), state: 'startup', sender: null, backup: null, backupLsn: null, slot: null };
     this.#sessions.add(session);
-    this.#emitSafely('standby:connected', event);
+    this.emitSafely('standby:connected', event);
     const running = this.#serve(session).then(
       () => this.#ended(session, null),
       (err: unknown) => {
@@ -256,7 +257,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     session.slot = null;
     session.info.conn.destroy();
     if (error !== null) this.#debug.error('standby %s disconnected: %s', session.info.applicationName, error.message);
-    this.#emitSafely('standby:disconnected', { applicationName: session.info.applicationName, clientAddress: session.info.peer.remoteAddress ?? null, error });
+    this.emitSafely('standby:disconnected', { applicationName: session.info.applicationName, clientAddress: session.info.peer.remoteAddress ?? null, error });
   }
 
   /** Answers commands until the standby starts streaming or leaves. */
@@ -343,8 +344,8 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       const previous = session.state;
       session.state = state;
       this.#syncChanged();
-      this.#emitSafely('sender:state', { ...event, state });
-      if (previous === 'catchup' && state === 'streaming') this.#emitSafely('standby:caught-up', event);
+      this.emitSafely('sender:state', { ...event, state });
+      if (previous === 'catchup' && state === 'streaming') this.emitSafely('standby:caught-up', event);
     });
     await sender.run();
   }
@@ -432,7 +433,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
     session.backup = abort;
     session.state = 'backup';
     const event = { applicationName, clientAddress: session.info.peer.remoteAddress ?? null };
-    this.#emitSafely('sender:state', { ...event, state: 'backup' });
+    this.emitSafely('sender:state', { ...event, state: 'backup' });
     /** Why the backup cannot go on: the connection's failure, or the shutdown. */
     const stopped = (): WalshipError => conn.failure ?? new WalshipError('ABORTED', 'the base backup was cancelled by shutdown');
     let pieces: ReturnType<typeof snapshotPieces> | null = null;
@@ -488,15 +489,7 @@ export class WalService extends EventEmitter<WalServiceEvents> {
       pieces?.close();
       session.backup = null;
       session.state = 'startup';
-      if (conn.failure === null) this.#emitSafely('sender:state', { ...event, state: 'startup' });
-    }
-  }
-
-  #emitSafely<E extends keyof WalServiceEvents>(event: E, payload: Parameters<WalServiceEvents[E]>[0]): void {
-    try {
-      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
-    } catch (err) {
-      this.#debug.error('a %s listener threw: %s', event, (err as Error).message);
+      if (conn.failure === null) this.emitSafely('sender:state', { ...event, state: 'startup' });
     }
   }
 }

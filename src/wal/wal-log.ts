@@ -1,5 +1,5 @@
-import { EventEmitter } from 'eventemitter3';
 import { WalshipError, abortError, errnoCode, isWalshipError } from '../errors.js';
+import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
 import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
@@ -153,7 +153,7 @@ type State = 'open' | 'sealing' | 'sealed' | 'closing' | 'closed' | 'failed';
  * shares one write and one fdatasync. Readers iterate records from any LSN, across
  * segments, and can follow the live tail.
  */
-export class WalLog extends EventEmitter<WalLogEvents> {
+export class WalLog extends SafeEmitter<WalLogEvents> {
   /** The segment size in bytes. */
   readonly segmentSize: number;
   /** The timeline this log writes. */
@@ -197,6 +197,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     this.#lock = init.lock;
     this.#files = init.files;
     this.#log = init.log;
+    this.emitterLog = init.log;
     this.segmentSize = init.segmentSize;
     this.timeline = init.timeline;
     this.sync = init.sync;
@@ -209,7 +210,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
       timeline: init.timeline,
       sync: init.sync,
       endLsn: init.endLsn,
-      emit: (event, payload) => this.#emitSafely(event, payload),
+      emit: (event, ...args) => this.emitSafely(event, ...args),
       notifyTail: () => this.#notifyTail(),
       stopped: () => {
         this.#state = 'failed';
@@ -484,7 +485,7 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     const removed = await wrapIo(() => this.#files.removeBelow(limit, insertSegno), 'removing segments');
     if (removed.length > 0) {
       this.#log('removed %d segments below %s', removed.length, formatLsn(limit * this.segmentSize));
-      this.#emitSafely('segment:removed', { segments: removed });
+      this.emitSafely('segment:removed', { segments: removed });
     }
     return removed;
   }
@@ -572,15 +573,6 @@ export class WalLog extends EventEmitter<WalLogEvents> {
     }
     // Appends dropped while closing (ENOSPC) were lost: close must say so.
     if (this.#writer.generation > generation) throw this.#writer.lastDropError;
-  }
-
-  /** Listener exceptions must not break the writer (or crash the process from it). */
-  #emitSafely<E extends keyof WalLogEvents>(event: E, payload: Parameters<WalLogEvents[E]>[0]): void {
-    try {
-      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
-    } catch (err) {
-      this.#log.error('a %s listener threw: %s', event, describe(err));
-    }
   }
 
   #assertOpen(): void {

@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'eventemitter3';
 import { WalshipError, errnoCode, isWalshipError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
@@ -35,7 +36,7 @@ export interface WalWriterInit {
   /** The end of WAL found by recovery: where inserting, writing and flushing start. */
   readonly endLsn: Lsn;
   /** Emits one of the log's events; must not throw (listener exceptions are the log's to catch). */
-  readonly emit: <E extends WriterEvent>(event: E, payload: Parameters<WalLogEvents[E]>[0]) => void;
+  readonly emit: <E extends WriterEvent>(event: E, ...args: EventEmitter.EventArgs<WalLogEvents, E>) => void;
   /** The flushed end moved, or the writer stopped: readers waiting at the tail look again. */
   readonly notifyTail: () => void;
   /** The writer stopped on a fatal error (fail-stop): the log stops too, before waiters hear of it. */
