@@ -12,6 +12,7 @@ export type {
   CommitOptions,
   CommitResult,
   CreateSlotOptions,
+  FailedEvent,
   PrimaryEvents,
   PrimaryOptions,
   ReloadOptions,

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { WalshipError } from './errors.js';
 import { SafeEmitter } from './events.js';
+import { untilAborted, whenAborted, type CloseOptions } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
 import { MAX_TIMEOUT_MS } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
@@ -32,8 +33,9 @@ import type { WalEntry } from './wal/record.js';
 import { WalLog, type AppendResult, type EntryInput } from './wal/wal-log.js';
 
 export type { CheckpointResult } from './node/checkpointer.js';
+export type { CloseOptions } from './lifecycle.js';
 export type { CreateSlotOptions } from './node/node-options.js';
-export type { BaseBackupResult, SlotInvalidatedEvent } from './node/node-core.js';
+export type { BaseBackupResult, FailedEvent, SlotInvalidatedEvent } from './node/node-core.js';
 
 /**
  * When a commit counts as done (PostgreSQL's `synchronous_commit`). `off` resolves once the
@@ -174,11 +176,15 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
   /** The default commit level; `reload()` changes it. */
   #synchronousCommit: SynchronousCommit;
   readonly #queue: Pending[] = [];
+  /** The batch whose apply is running (taken off the queue). */
+  #applyingHead: Pending | null = null;
   #draining = false;
   /** Settled by the drain once no commit is queued and no apply runs (see {@link #whenIdle}). */
   #idle: { promise: Promise<void>; resolve: () => void } | null = null;
   #failure: WalshipError | null = null;
   #closing: Promise<void> | null = null;
+  /** Aborted by a `close({ signal })` whose signal fired: the shutdown stops waiting (immediate). */
+  readonly #immediate = new AbortController();
 
   private constructor(core: NodeCore, log: WalLog, options: PrimaryOptions & typeof PRIMARY_DEFAULTS, syncConfig: SyncStandbyConfig | null) {
     super();
@@ -488,32 +494,48 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
    * lets connected standbys receive all of it, shutdown record included (each gets at most
    * `walSenderTimeoutMs` to confirm), then closes the WAL. Leaves no timer or socket behind.
    * Rejects, after all of that, if stopping the standbys' connections failed.
+   *
+   * Once `signal` aborts (e.g. `AbortSignal.timeout(5_000)`, within a container runtime's grace
+   * period), the shutdown becomes PostgreSQL's immediate shutdown: it stops waiting for
+   * commits in flight (they are rejected with `WAL_CLOSED`; what is durable stays), for a
+   * checkpoint and for standbys' confirmations, writes no shutdown record, and closes. The
+   * next open recovers as after a crash.
    */
-  close(): Promise<void> {
+  close(options: CloseOptions = {}): Promise<void> {
+    const { signal } = options;
+    // Any call's signal can cut the shutdown short, also one made after it began.
+    if (signal !== undefined) whenAborted(signal, () => this.#immediate.abort());
     this.#closing ??= this.#close();
     return this.#closing;
   }
 
   async #close(): Promise<void> {
     let error: unknown = null;
+    const immediate = this.#immediate.signal;
     // Commits waiting for standbys stop waiting: they are committed locally (PostgreSQL
     // cancels these waits when it shuts down).
     this.#syncRep.cancelAll('the primary is shutting down');
     const core = this.#core;
     try {
-      await core.checkpointer.settled();
-      await this.#log.flush().catch(() => undefined);
-      await this.#whenIdle();
-      await this.#log.seal().catch((err: unknown) => this.#debug.error('sealing the WAL: %s', (err as Error).message));
-      await core.stopServing(this.#log.flushedLsn, this.#options.walSenderTimeoutMs);
-      // Only a clean shutdown says so; a failed primary stays "in production" (it crashed).
-      if (this.#failure === null) await core.writeControl({ ...core.control, state: 'shut-down' });
+      await untilAborted(core.checkpointer.settled(), immediate);
+      await untilAborted(this.#log.flush().catch(() => undefined), immediate);
+      await untilAborted(this.#whenIdle(), immediate);
+      if (!immediate.aborted) await this.#log.seal().catch((err: unknown) => this.#debug.error('sealing the WAL: %s', (err as Error).message));
+      await core.stopServing(this.#log.flushedLsn, this.#options.walSenderTimeoutMs, immediate);
+      // Only a clean shutdown says so; a failed primary, or an immediate shutdown, stays "in
+      // production": the next open recovers as after a crash.
+      if (this.#failure === null && !immediate.aborted) await core.writeControl({ ...core.control, state: 'shut-down' });
     } catch (err) {
       error = err;
       this.#debug.error('closing: %s', (err as Error).message);
     } finally {
-      await core.close();
-      core.applier.fail(new WalshipError('WAL_CLOSED', 'the primary is closed'));
+      if (immediate.aborted) this.#debug.error('immediate shutdown: not waiting for commits in flight, checkpoints or standbys');
+      await core.close(immediate);
+      const closed = new WalshipError('WAL_CLOSED', 'the primary is closed');
+      // The batch being applied too: an immediate shutdown does not wait for its apply.
+      for (const pending of [...(this.#applyingHead === null ? [] : [this.#applyingHead]), ...this.#queue.splice(0)]) pending.reject(closed);
+      core.applier.fail(closed);
+      this.#checkIdle();
     }
     if (error !== null) throw error;
   }
@@ -567,6 +589,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
         continue;
       }
       const { result } = head;
+      this.#applyingHead = head;
       try {
         await applier.apply({ lsn: result.endLsn, startLsn: result.lsn, timeline: this.#log.timeline, entries: head.entries }, { private: head.copied });
       } catch (err) {
@@ -575,6 +598,8 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
         this.emitSafely('apply:error', { error });
         this.#fail(error);
         return;
+      } finally {
+        this.#applyingHead = null;
       }
       head.resolve();
     }
@@ -589,6 +614,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
     this.#core.applier.fail(error);
     this.#syncRep.cancelAll(`the primary stopped: ${error.message}`);
     this.#checkIdle();
+    this.emitSafely('failed', { error });
   }
 }
 

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Application } from './application.js';
 import { WalshipError, abortError, isWalshipError, type ErrorCode } from './errors.js';
 import { SafeEmitter } from './events.js';
+import { untilAborted, whenAborted, type CloseOptions } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
 import { LsnWaiters, type WaitOptions } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
@@ -167,8 +168,6 @@ export interface StandbyEvents extends NodeEvents {
   rebootstrap: (event: { readonly error: WalshipError; readonly receiveLsn: Lsn }) => void;
   /** `createSlot` created the replication slot on the primary. */
   'slot:created': (event: { readonly slotName: string; readonly restartLsn: Lsn | null }) => void;
-  /** The standby stopped for good (`state` is `failed`). */
-  'standby:failed': (event: { readonly error: WalshipError }) => void;
 }
 
 /** While replay runs behind the received WAL, it reports its position at most this often. */
@@ -217,6 +216,8 @@ export class Standby extends SafeEmitter<StandbyEvents> {
   #log: WalLog | null = null;
   #state: StandbyState = 'connecting';
   #failure: WalshipError | null = null;
+  /** Aborted by a `close({ signal })` whose signal fired: the shutdown stops waiting. */
+  readonly #immediate = new AbortController();
   /** The error that ended the last connection attempt; null while streaming. */
   #lastError: WalshipError | null = null;
   #consistent = false;
@@ -521,30 +522,35 @@ export class Standby extends SafeEmitter<StandbyEvents> {
   }
 
   /**
-   * Stops streaming and replay, and closes the local WAL. Leaves no timer or socket behind.
-   * With `dropSlot`, it then connects to the primary once more and drops its replication slot
-   * there (waiting until the primary has let go of it), for a standby leaving for good; a
-   * failure to do so rejects, after everything else is closed.
+   * Stops streaming and replay, lets its downstream standbys receive what it has flushed (each
+   * at most `walSenderTimeoutMs` to confirm), and closes the local WAL. Leaves no timer or
+   * socket behind. With `dropSlot`, it then connects to the primary once more and drops its
+   * replication slot there (waiting until the primary has let go of it), for a standby leaving
+   * for good; a failure to do so rejects, after everything else is closed. Once `signal`
+   * aborts, it stops waiting (for an `apply` or checkpoint in progress, for downstreams).
    */
-  close(options: { dropSlot?: boolean } = {}): Promise<void> {
+  close(options: CloseOptions & { dropSlot?: boolean } = {}): Promise<void> {
     if (options.dropSlot === true && this.#options.primary.slotName === undefined) {
       return Promise.reject(new WalshipError('INVALID_ARGUMENT', 'close({ dropSlot: true }): this standby has no primary.slotName'));
     }
+    if (options.signal !== undefined) whenAborted(options.signal, () => this.#immediate.abort());
     this.#closing ??= (async () => {
+      const immediate = this.#immediate.signal;
       this.#abort.abort();
       this.#conn?.destroy();
-      await this.#receiver?.stop().catch(() => undefined);
-      await this.#running?.catch(() => undefined);
-      await this.#replaying?.catch(() => undefined);
+      await untilAborted(this.#receiver?.stop() ?? Promise.resolve(), immediate);
+      await untilAborted(this.#running ?? Promise.resolve(), immediate);
+      await untilAborted(this.#replaying ?? Promise.resolve(), immediate);
       const core = this.#core;
-      await core.checkpointer.settled();
+      await untilAborted(core.checkpointer.settled(), immediate);
       // Downstream standbys get what this standby has flushed, each at most walSenderTimeoutMs to confirm.
-      if (this.#log !== null) await core.stopServing(this.#log.flushedLsn, this.#options.walSenderTimeoutMs).catch((err: unknown) => this.#debug.error('closing the WAL service: %s', (err as Error).message));
-      else await core.stopServing(0, 0).catch((err: unknown) => this.#debug.error('closing the WAL service: %s', (err as Error).message));
-      if (this.#log !== null && this.#failure === null && this.#control?.state === 'in-recovery') {
+      await core.stopServing(this.#log?.flushedLsn ?? 0, this.#log === null ? 0 : this.#options.walSenderTimeoutMs, immediate).catch((err: unknown) => {
+        this.#debug.error('closing the WAL service: %s', (err as Error).message);
+      });
+      if (this.#log !== null && this.#failure === null && !immediate.aborted && this.#control?.state === 'in-recovery') {
         await this.#setControlState('shut-down-in-recovery').catch((err: unknown) => this.#debug.error('recording the shutdown: %s', (err as Error).message));
       }
-      await core.close();
+      await core.close(immediate);
       core.applier.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
       this.#consistency.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
       this.#state = 'closed';
@@ -1077,7 +1083,7 @@ export class Standby extends SafeEmitter<StandbyEvents> {
     this.#core.applier.fail(error);
     this.#consistency.fail(error);
     this.#setState('failed');
-    this.emitSafely('standby:failed', { error });
+    this.emitSafely('failed', { error });
   }
 
   #setState(state: StandbyState): void {

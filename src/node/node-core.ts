@@ -1,6 +1,7 @@
 import type { Application } from '../application.js';
 import { WalshipError, isWalshipError } from '../errors.js';
 import { SafeEmitter } from '../events.js';
+import { untilAborted } from '../lifecycle.js';
 import { createLogger, type Logger } from '../logger.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
 import type { CompiledAuth } from '../protocol/auth-rules.js';
@@ -38,8 +39,19 @@ export interface BaseBackupResult {
   readonly size: number;
 }
 
+/** Payload of `failed`. */
+export interface FailedEvent {
+  /** Why the node stopped: a failed fsync (`WAL_SYNC_FAILED`), an `apply` that threw (`APPLY_FAILED`), a standby's lineage (`WAL_DIVERGED`), … */
+  readonly error: WalshipError;
+}
+
 /** Events every node emits, primary or standby: those of serving standbys, and of its slots. */
 export interface NodeEvents extends WalServiceEvents {
+  /**
+   * The node stopped for good (the same event on `Primary` and `Standby`): later calls are
+   * refused with `error`, which `failure` also holds. Close and reopen it once the cause is fixed.
+   */
+  failed: (event: FailedEvent) => void;
   /** A standby failed to authenticate. */
   'auth:failed': (event: AuthFailedEvent) => void;
   /** A connection failed before or during its handshake. */
@@ -268,9 +280,10 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
   /**
    * Fast shutdown of the service: stops listening, lets each streaming standby receive the WAL
    * up to `endLsn` (each gets at most `timeoutMs` to confirm), ends every other connection.
+   * Once `signal` aborts, it stops waiting for confirmations (immediate shutdown).
    */
-  async stopServing(endLsn: Lsn, timeoutMs: number): Promise<void> {
-    await this.#service?.close(endLsn, timeoutMs);
+  async stopServing(endLsn: Lsn, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    await this.#service?.close(endLsn, timeoutMs, signal);
   }
 
   /** {@link WalSource.historyFrom}: a standby bootstrapped from a base backup holds the cluster's WAL from the backup's position on. */
@@ -379,9 +392,13 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
     return this.slots.list(this.retentionState());
   }
 
-  /** Closes the local state: waits for the checkpoint in progress, saves the slots, closes the WAL. */
-  async close(): Promise<void> {
-    await this.checkpointer.settled();
+  /**
+   * Closes the local state: waits for the checkpoint in progress (not once `signal` has
+   * aborted: immediate shutdown), saves the slots, closes the WAL.
+   */
+  async close(signal?: AbortSignal): Promise<void> {
+    if (signal === undefined) await this.checkpointer.settled();
+    else await untilAborted(this.checkpointer.settled(), signal);
     const local = this.#local;
     if (local === null) return;
     // The positions the standbys confirmed last survive the restart (PostgreSQL saves slots at shutdown).

@@ -104,19 +104,23 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
    * `timeoutMs`) for the standby to report it flushed, then ends the connection, as a
    * PostgreSQL walsender does before it exits.
    */
-  async finish(endLsn: Lsn, timeoutMs: number): Promise<void> {
+  async finish(endLsn: Lsn, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     if (this.#state !== 'startup') this.#setState('stopping');
     await new Promise<void>((resolve) => {
       const check = (): void => {
-        if ((this.#progress?.flushLsn ?? -1) < endLsn && this.#conn.failure === null && !this.#abort.signal.aborted) return;
+        if ((this.#progress?.flushLsn ?? -1) < endLsn && this.#conn.failure === null && !this.#abort.signal.aborted && signal?.aborted !== true) return;
         clearTimeout(timer);
         this.off('standby:progress', check);
+        signal?.removeEventListener('abort', check);
         resolve();
       };
       const timer = setTimeout(() => {
         this.off('standby:progress', check);
+        signal?.removeEventListener('abort', check);
         resolve();
       }, timeoutMs);
+      // Immediate shutdown: stop waiting for the standby's confirmation at once.
+      signal?.addEventListener('abort', check, { once: true });
       this.on('standby:progress', check);
       this.#done?.then(check, check);
       check();

@@ -193,7 +193,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
    * to `endLsn` (waiting at most `timeoutMs` for each to confirm it flushed), and ends every
    * other connection. A failure to stop listening is thrown after all of that.
    */
-  async close(endLsn: Lsn, timeoutMs: number): Promise<void> {
+  async close(endLsn: Lsn, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     this.#closing = true;
     let error: unknown = null;
     await this.#server.close().catch((err: unknown) => {
@@ -203,7 +203,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
     await Promise.all(
       [...this.#sessions].map(async (s) => {
         s.backup?.abort();
-        if (s.sender !== null) await s.sender.finish(endLsn, timeoutMs);
+        if (s.sender !== null) await s.sender.finish(endLsn, timeoutMs, signal);
         else s.info.conn.destroy();
       }),
     );

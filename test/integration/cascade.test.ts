@@ -47,7 +47,7 @@ describe('cascading over TCP with real directories: A → B → C', () => {
     };
     let { b, app: appB } = await openB();
     const failures: string[] = [];
-    b.on('standby:failed', ({ error }) => failures.push(`B: ${error.message}`));
+    b.on('failed', ({ error }) => failures.push(`B: ${error.message}`));
     const appC = new DigestApp();
     let c: Standby | null = null;
     try {
@@ -64,13 +64,13 @@ describe('cascading over TCP with real directories: A → B → C', () => {
             retryMinDelayMs: 10,
             retryMaxDelayMs: 200,
           });
-          c.on('standby:failed', ({ error }) => failures.push(`C: ${error.message}`));
+          c.on('failed', ({ error }) => failures.push(`C: ${error.message}`));
         }
         if (i === 50_000) {
           // B restarts mid-stream on the same address; C reconnects and resumes.
           await b.close();
           ({ b, app: appB } = await openB());
-          b.on('standby:failed', ({ error }) => failures.push(`B: ${error.message}`));
+          b.on('failed', ({ error }) => failures.push(`B: ${error.message}`));
         }
       }
       const end = a.currentLsn;

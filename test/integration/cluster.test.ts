@@ -91,7 +91,7 @@ describe('a primary and three standbys under faults', () => {
       };
       const standbys = await Promise.all([0, 1, 2].map(openStandby));
       const failures: string[] = [];
-      for (const { standby } of standbys) standby.on('standby:failed', ({ error }) => failures.push(error.message));
+      for (const { standby } of standbys) standby.on('failed', ({ error }) => failures.push(error.message));
 
       try {
         for (let i = 0; i < COMMITS; i += WINDOW) {
@@ -108,7 +108,7 @@ describe('a primary and three standbys under faults', () => {
             // A standby restarts mid-stream with a fresh (empty) application.
             await standbys[1]!.standby.close();
             standbys[1] = await openStandby(1);
-            standbys[1].standby.on('standby:failed', ({ error }) => failures.push(error.message));
+            standbys[1].standby.on('failed', ({ error }) => failures.push(error.message));
           }
           if (i === 65_000) {
             // The primary restarts mid-stream on the same address; its application replays.

@@ -58,7 +58,7 @@ const EVENT_NAMES: readonly (keyof StandbyEvents)[] = [
   'base-backup:progress',
   'base-backup:done',
   'apply:error',
-  'standby:failed',
+  'failed',
 ];
 
 export function record(standby: Standby): Recorded[] {

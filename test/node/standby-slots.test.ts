@@ -269,7 +269,7 @@ describe('bootstrapping again after WAL_REMOVED', () => {
       const standby = await openStandby(net, primary, new RecordingApp(), storage, { slotName: 'given' });
       let rebootstraps = 0;
       standby.on('rebootstrap', () => rebootstraps++);
-      const failed = await within(nextEvent(standby, 'standby:failed'), HANG_MS, 'standby:failed');
+      const failed = await within(nextEvent(standby, 'failed'), HANG_MS, 'failed');
       assert.equal(failed.error.code, 'WAL_REMOVED', 'it stops with WAL_REMOVED');
       assert.match(failed.error.message, /drop and recreate it/, 'saying what to do');
       assert.equal(rebootstraps, 1, 'after bootstrapping again once');
@@ -307,7 +307,7 @@ describe('bootstrapping again after WAL_REMOVED', () => {
       let standby = await openStandby(net, primary, app, storage, { slotName: 'given' });
       let rebootstraps = 0;
       standby.on('rebootstrap', () => rebootstraps++);
-      const failed = await within(nextEvent(standby, 'standby:failed'), HANG_MS, 'standby:failed');
+      const failed = await within(nextEvent(standby, 'failed'), HANG_MS, 'failed');
       assert.equal(failed.error.code, 'WAL_REMOVED', 'it stops with WAL_REMOVED');
       assert.match(failed.error.message, /replication slot "given" that refuses .*drop and recreate it/, 'naming the slot and what to do');
       assert.equal(rebootstraps, 0, 'nothing was discarded');
@@ -400,7 +400,7 @@ describe('review regressions (slots and bootstrapping again)', () => {
       net.reset('s1', 'primary');
       await commitUntil(primary, primary.flushLsn + 6 * SEGMENT);
       await primary.checkpoint();
-      const failed = nextEvent(standby, 'standby:failed').then((e) => `failed: ${e.error.message}`);
+      const failed = nextEvent(standby, 'failed').then((e) => `failed: ${e.error.message}`);
       const again = nextEvent(standby, 'rebootstrap').then(() => 'bootstrapped again');
       net.heal();
       assert.equal(await within(Promise.race([failed, again]), HANG_MS, 'the outcome'), 'bootstrapped again', 'a new WAL_REMOVED is handled like the first');

@@ -187,7 +187,7 @@ describe('Standby', () => {
     const storage = new MemoryStorage();
     const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new PlainApp(), { storage }));
     const events = record(standby);
-    const failed = await within(nextEvent(standby, 'standby:failed'), HANG_MS, 'the failure');
+    const failed = await within(nextEvent(standby, 'failed'), HANG_MS, 'the failure');
     assert.equal(failed.error.code, 'BASE_BACKUP_REQUIRED');
     assert.equal(standby.state, 'failed');
     assert.equal(standby.failure?.code, 'BASE_BACKUP_REQUIRED');
@@ -281,7 +281,7 @@ describe('Standby', () => {
     const events = record(standby);
     const receiveLsn = standby.receiveLsn;
     const replayLsn = standby.replayLsn;
-    const failed = await within(nextEvent(standby, 'standby:failed'), HANG_MS, 'the failure');
+    const failed = await within(nextEvent(standby, 'failed'), HANG_MS, 'the failure');
     assert.equal(failed.error.code, 'SYSTEM_ID_MISMATCH');
     assert.match(failed.error.message, new RegExp(b.systemId));
     assert.equal(standby.state, 'failed');
@@ -408,7 +408,7 @@ describe('Standby', () => {
     assert.match(String((error.cause as Error).message), /refusing the batch/);
     await until(() => standby.state === 'failed');
     assert.equal(standby.failure?.code, 'APPLY_FAILED');
-    assert.equal(named(events, 'standby:failed').length, 1);
+    assert.equal(named(events, 'failed').length, 1);
     assert.equal(standby.replayLsn, good, 'replay stopped right before the failing batch');
     assert.equal(app.lastLsn, good);
     assert.equal(standby.readable, false);
@@ -437,7 +437,7 @@ describe('Standby', () => {
     }
     const storage = new MemoryStorage();
     const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new BrokenRestore(), { storage }));
-    const failed = await within(nextEvent(standby, 'standby:failed'), HANG_MS, 'the failure');
+    const failed = await within(nextEvent(standby, 'failed'), HANG_MS, 'the failure');
     assert.equal(failed.error.code, 'APPLY_FAILED');
     assert.match(failed.error.message, /restore\(\)/);
     assert.equal((failed.error.cause as Error).message, 'cannot load this state');
