@@ -11,6 +11,7 @@ export type {
   CheckpointResult,
   CommitOptions,
   CommitResult,
+  CloseOptions,
   CreateSlotOptions,
   FailedEvent,
   PrimaryEvents,
