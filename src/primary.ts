@@ -12,7 +12,7 @@ import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } fr
 import {
   SERVE_DEFAULTS,
   checkNodeObjects,
-  checkTransport,
+  checkEndpoint,
   nodeSchema,
   nodeStorageSchema,
   serveSchema,
@@ -212,7 +212,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
   static async open(options: PrimaryOptions): Promise<Primary> {
     validateOptions(options);
     checkNodeObjects('Primary', options);
-    if (options.listen !== undefined) checkTransport('Primary.listen.transport', options.listen.transport);
+    if (options.listen !== undefined) checkEndpoint('Primary.listen', options.listen);
     const settings = withDefaults(PRIMARY_DEFAULTS, options);
     const syncConfig = parseSynchronousStandbyNames(settings.synchronousStandbyNames);
     const auth = options.listen === undefined ? null : await compileAuth(options.auth);

@@ -12,7 +12,7 @@ import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } fr
 import {
   SERVE_DEFAULTS,
   checkNodeObjects,
-  checkTransport,
+  checkEndpoint,
   nodeSchema,
   serveSchema,
   storageOf,
@@ -287,7 +287,7 @@ export class Standby extends SafeEmitter<StandbyEvents> {
   static async open(options: StandbyOptions): Promise<Standby> {
     validateOptions(options);
     checkNodeObjects('Standby', options);
-    checkTransport('Standby.primary.transport', options.primary.transport);
+    checkEndpoint('Standby.primary', options.primary);
     const settings = withDefaults(STANDBY_DEFAULTS, options);
     if (options.primary.createSlot === true && options.primary.slotName === undefined) {
       throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: primary.createSlot needs primary.slotName');
@@ -295,7 +295,7 @@ export class Standby extends SafeEmitter<StandbyEvents> {
     if (settings.retryMinDelayMs > settings.retryMaxDelayMs) {
       throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: retryMinDelayMs must not exceed retryMaxDelayMs');
     }
-    if (options.listen !== undefined) checkTransport('Standby.listen.transport', options.listen.transport);
+    if (options.listen !== undefined) checkEndpoint('Standby.listen', options.listen);
     const auth = options.listen === undefined ? null : await compileAuth(options.auth);
     const storage = storageOf(options);
     await storage.prepare().catch((err: unknown) => {

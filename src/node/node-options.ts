@@ -143,11 +143,22 @@ export function checkNodeObjects(what: string, options: { dir?: string; storage?
   }
 }
 
-/** Checks that `value` is a transport, naming the option when it is not. */
-export function checkTransport(what: string, value: unknown): asserts value is Transport {
-  const t = value as Partial<Transport> | null;
+/**
+ * Checks that `endpoint.transport` is a transport and, when the transport can tell
+ * (`checkAddress`), that `endpoint.address` is in its syntax; `INVALID_OPTIONS` names the option.
+ */
+export function checkEndpoint(what: string, endpoint: { transport: unknown; address: string }): void {
+  const t = endpoint.transport as Partial<Transport> | null;
   if (typeof t !== 'object' || t === null || typeof t.connect !== 'function' || typeof t.listen !== 'function') {
-    throw new WalshipError('INVALID_OPTIONS', `invalid options: ${what} must be a Transport (with connect() and listen())`);
+    throw new WalshipError('INVALID_OPTIONS', `invalid options: ${what}.transport must be a Transport (with connect() and listen())`);
+  }
+  if (t.checkAddress !== undefined && typeof t.checkAddress !== 'function') {
+    throw new WalshipError('INVALID_OPTIONS', `invalid options: ${what}.transport.checkAddress must be a function`);
+  }
+  try {
+    t.checkAddress?.(endpoint.address);
+  } catch (err) {
+    throw new WalshipError('INVALID_OPTIONS', `invalid options: ${what}.address: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -213,6 +213,11 @@ type TlsConfig = typeof TCP_TLS_DEFAULTS & TcpTlsOptions;
  */
 export class TcpTransport implements Transport {
   readonly name = 'tcp';
+
+  /** Throws `INVALID_ARGUMENT` unless `address` is `host:port` or `[ipv6]:port` (see {@link parseTcpAddress}). */
+  checkAddress(address: string): void {
+    parseTcpAddress(address);
+  }
   readonly #config: Config;
   readonly #tls: TlsConfig | undefined;
   readonly #clientContext: SecureContext | undefined;

@@ -26,6 +26,12 @@ export interface Transport {
   listen(address: string, onConnection: (stream: Duplex, peer: PeerInfo) => void, options?: { signal?: AbortSignal }): Promise<Listener>;
   /** Opens a stream to `address`; rejects if it cannot, or when `signal` aborts first. */
   connect(address: string, options?: { signal?: AbortSignal }): Promise<Duplex>;
+  /**
+   * Optional: throws when `address` is not in this transport's address syntax. Nodes call it
+   * when they open, so that a typo is `INVALID_OPTIONS` at once instead of a standby retrying
+   * for ever. Transports without it accept any string until they connect.
+   */
+  checkAddress?(address: string): void;
 }
 
 /** Who is on the other end of an accepted stream. */

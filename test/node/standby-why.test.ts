@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Standby, isWalshipError } from '../../src/index.js';
+import { Primary, Standby, TcpTransport, isWalshipError } from '../../src/index.js';
 import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
@@ -58,5 +58,24 @@ describe('a standby that cannot get in says why', () => {
     } finally {
       await standby.close();
     }
+  });
+
+  it('an address the transport cannot parse is INVALID_OPTIONS at open, naming the option, and nothing is created', async () => {
+    for (const address of ['primary', 'primary:99999', '::1:5432', '']) {
+      const storage = new MemoryStorage();
+      const options = standbyOptions(address, new TcpTransport(), new RecordingApp(), { storage });
+      await assert.rejects(Standby.open(options), (err: unknown) => {
+        assert.ok(isWalshipError(err, 'INVALID_OPTIONS'), `${JSON.stringify(address)}: ${String(err)}`);
+        assert.match(err.message, /Standby\.primary/, 'the message names the option');
+        return true;
+      });
+      assert.deepEqual(storage.fileNames(), [], 'nothing was created');
+    }
+    const storage = new MemoryStorage();
+    await assert.rejects(
+      Primary.open({ storage, application: new RecordingApp(), listen: { transport: new TcpTransport(), address: 'localhost' } }),
+      (err: unknown) => isWalshipError(err, 'INVALID_OPTIONS') && /Primary\.listen\.address/.test(err.message),
+    );
+    assert.deepEqual(storage.fileNames(), [], 'the primary created nothing');
   });
 });
