@@ -5,7 +5,6 @@ import { untilAborted, whenAborted, type CloseOptions } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
 import { MAX_TIMEOUT_MS } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
-import { ownedEntries } from './node/applier.js';
 import type { CheckpointResult } from './node/checkpointer.js';
 import { isRecoveryState, readControlFile, writeControlFile, type ControlData } from './node/control-file.js';
 import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } from './node/node-core.js';
@@ -25,28 +24,25 @@ import {
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
 import { compileAuth } from './protocol/auth-rules.js';
 import type { ReplicationStatusRow } from './replication/wal-source.js';
-import { SyncRep, type SyncStandbysEvent, type SyncWaitMode } from './replication/sync-rep.js';
 import { parseSynchronousStandbyNames, type SyncStandbyConfig } from './replication/sync-standby-names.js';
 import { SlotManager, type ReplicationSlotRow, type SlotInfo } from './slots/slot-manager.js';
 import type { Storage } from './storage/storage.js';
-import type { WalEntry } from './wal/record.js';
-import { WalLog, type AppendResult, type EntryInput } from './wal/wal-log.js';
+import { WalLog, type EntryInput } from './wal/wal-log.js';
+import {
+  SYNCHRONOUS_COMMIT_LEVELS,
+  WRITER_EVENT_NAMES,
+  WriterRole,
+  type CommitOptions,
+  type CommitResult,
+  type SynchronousCommit,
+  type WriterEvents,
+} from './roles/writer.js';
 
 export type { CheckpointResult } from './node/checkpointer.js';
+export type { ApplyErrorEvent, CommitOptions, CommitResult, SynchronousCommit } from './roles/writer.js';
 export type { CloseOptions } from './lifecycle.js';
 export type { CreateSlotOptions } from './node/node-options.js';
 export type { BaseBackupResult, FailedEvent, SlotInvalidatedEvent } from './node/node-core.js';
-
-/**
- * When a commit counts as done (PostgreSQL's `synchronous_commit`). `off` resolves once the
- * batch is in the log, before the local flush: a crash of the primary (or of its machine)
- * within about one group-commit flush can lose the last such commits, never corrupt the log,
- * and never a commit at another level that followed them. `local` waits for the local flush.
- * With `synchronousStandbyNames` set, `remote_write`, `on` and `remote_apply` also wait until
- * the synchronous standbys have written, flushed or applied the batch; without it they mean
- * `local`, as in PostgreSQL.
- */
-export type SynchronousCommit = 'off' | 'local' | 'remote_write' | 'on' | 'remote_apply';
 
 /** Options of {@link Primary.open}. Give `dir` or `storage`. */
 export interface PrimaryOptions extends NodeOptions, ServeOptions {
@@ -69,17 +65,8 @@ export const PRIMARY_DEFAULTS = Object.freeze({
   synchronousStandbyNames: '',
 });
 
-const LEVELS = ['off', 'local', 'remote_write', 'on', 'remote_apply'] as const;
+const LEVELS = SYNCHRONOUS_COMMIT_LEVELS;
 const MAX_STANDBY_NAMES_LENGTH = 65_536;
-/** What each level waits for the synchronous standbys to have done, if anything. */
-const SYNC_WAIT_MODES: Readonly<Record<SynchronousCommit, SyncWaitMode | null>> = Object.freeze({
-  off: null,
-  local: null,
-  remote_write: 'write',
-  on: 'flush',
-  remote_apply: 'apply',
-});
-
 /** JSON schema of {@link PrimaryOptions} (objects with methods are checked separately). */
 export const primaryOptionsSchema = Object.freeze({
   type: 'object',
@@ -107,59 +94,16 @@ export const reloadOptionsSchema = Object.freeze({
 const validateReload: OptionsValidator<ReloadOptions> = compileOptions('reload()', reloadOptionsSchema);
 const validateOptions: OptionsValidator<PrimaryOptions> = compileOptions('Primary', primaryOptionsSchema);
 
-/** Options of {@link Primary.commit}. */
-export interface CommitOptions {
-  /** This commit's level, overriding the primary's default. */
-  readonly synchronousCommit?: SynchronousCommit;
-  /**
-   * Stops waiting. The batch stays committed either way: while the primary still flushes or
-   * applies it the wait ends with `ABORTED`; while it waits for synchronous standbys, with
-   * `SYNC_REP_CANCELED` (committed locally, not confirmed by the standbys).
-   */
-  readonly signal?: AbortSignal;
-  /** Limit for the wait for synchronous standbys, ended with `SYNC_REP_CANCELED`. */
-  readonly timeoutMs?: number;
-}
-
 /** What {@link Primary.reload} can change while the primary runs. */
 export interface ReloadOptions {
   readonly synchronousStandbyNames?: string;
   readonly synchronousCommit?: SynchronousCommit;
 }
 
-/** What {@link Primary.commit} resolves with. */
-export interface CommitResult {
-  /** The position right after the batch: wait for it on a standby with `waitForReplay(lsn)`. */
-  readonly lsn: Lsn;
-  /** Where the batch's record starts. */
-  readonly startLsn: Lsn;
-}
-
-/** Payload of `apply:error`. */
-export interface ApplyErrorEvent {
-  /** `APPLY_FAILED`, with the application's exception as `cause`. */
-  readonly error: WalshipError;
-}
-
 /** Events of a {@link Primary}. */
-export interface PrimaryEvents extends NodeEvents {
-  /** The application's `apply` threw; the primary stops applying and committing. */
-  'apply:error': (event: ApplyErrorEvent) => void;
+export interface PrimaryEvents extends NodeEvents, WriterEvents {
   /** The WAL failed: `fatal` when the primary stopped (a failed fsync), else some commits failed (disk full). */
   'wal:error': (event: { readonly error: WalshipError; readonly fatal: boolean }) => void;
-  /** The set of synchronous (or quorum) standbys that commits wait for changed. */
-  'sync:standbys': (event: SyncStandbysEvent) => void;
-}
-
-interface Pending {
-  readonly result: AppendResult;
-  readonly entries: readonly WalEntry[];
-  /** The entries are walship's own copy (the applier need not copy them again). */
-  readonly copied: boolean;
-  flushed: boolean;
-  dropped: unknown;
-  resolve: () => void;
-  reject: (error: unknown) => void;
 }
 
 /**
@@ -172,16 +116,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
   readonly #log: WalLog;
   readonly #options: PrimaryOptions & typeof PRIMARY_DEFAULTS;
   readonly #debug: Logger;
-  readonly #syncRep: SyncRep;
-  /** The default commit level; `reload()` changes it. */
-  #synchronousCommit: SynchronousCommit;
-  readonly #queue: Pending[] = [];
-  /** The batch whose apply is running (taken off the queue). */
-  #applyingHead: Pending | null = null;
-  #draining = false;
-  /** Settled by the drain once no commit is queued and no apply runs (see {@link #whenIdle}). */
-  #idle: { promise: Promise<void>; resolve: () => void } | null = null;
-  #failure: WalshipError | null = null;
+  readonly #writer: WriterRole;
   #closing: Promise<void> | null = null;
   /** Aborted by a `close({ signal })` whose signal fired: the shutdown stops waiting (immediate). */
   readonly #immediate = new AbortController();
@@ -191,14 +126,13 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
     this.#core = core;
     this.#log = log;
     this.#options = options;
-    this.#synchronousCommit = options.synchronousCommit;
     this.#debug = createLogger('primary', options.logPrefix);
     this.emitterLog = this.#debug;
-    this.#syncRep = new SyncRep(syncConfig);
-    this.#syncRep.on('sync:standbys', (event) => this.emitSafely('sync:standbys', event));
+    this.#writer = new WriterRole(core, log, { synchronousCommit: options.synchronousCommit, syncConfig, ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }) });
+    for (const event of WRITER_EVENT_NAMES) this.#writer.on(event, (payload: unknown) => this.emitSafely(event, payload as never));
     for (const event of NODE_EVENT_NAMES) core.on(event, (payload: unknown) => this.emitSafely(event, payload as never));
     log.on('error', ({ error, fatal }) => {
-      if (fatal) this.#fail(error);
+      if (fatal) this.#writer.fail(error);
       this.emitSafely('wal:error', { error, fatal });
     });
   }
@@ -262,7 +196,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
           maxWalSenders: settings.maxWalSenders,
           walSenderTimeoutMs: settings.walSenderTimeoutMs,
           maxWalMessageBytes: settings.maxWalMessageBytes,
-          syncRep: primary.#syncRep,
+          syncRep: primary.#writer.syncRep,
           ...(settings.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: settings.handshakeTimeoutMs }),
           ...(settings.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: settings.authFailureDelayMs }),
         });
@@ -319,7 +253,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
 
   /** Why the primary stopped (a failed fsync, an `apply` that threw), if it did. */
   get failure(): WalshipError | null {
-    return this.#failure;
+    return this.#writer.failure;
   }
 
   /**
@@ -330,73 +264,14 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
    */
   commit(entries: EntryInput | readonly EntryInput[], options: CommitOptions = {}): Promise<CommitResult> {
     if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the primary is shutting down; no new commits'));
-    if (this.#failure !== null) return Promise.reject(this.#failure);
-    const level = options.synchronousCommit ?? this.#synchronousCommit;
+    const level = options.synchronousCommit ?? this.#writer.synchronousCommit;
     if (!LEVELS.includes(level)) {
       return Promise.reject(new WalshipError('INVALID_ARGUMENT', `synchronousCommit must be one of ${LEVELS.join(', ')}; got ${String(level)}`));
     }
     if (options.timeoutMs !== undefined && !(Number.isInteger(options.timeoutMs) && options.timeoutMs >= 0 && options.timeoutMs <= MAX_TIMEOUT_MS)) {
       return Promise.reject(new WalshipError('INVALID_ARGUMENT', `timeoutMs must be an integer from 0 to ${MAX_TIMEOUT_MS}; got ${String(options.timeoutMs)}`));
     }
-    let result: AppendResult;
-    try {
-      result = this.#log.append(entries);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    const committed = { lsn: result.endLsn, startLsn: result.lsn };
-    let batch = (Array.isArray(entries) ? entries : [entries as EntryInput]).map(toEntry);
-    // The caller may reuse its buffers once commit() settles; when that can happen before the
-    // batch is applied, apply a copy (taken now), so the application sees what the WAL holds.
-    const copied = level === 'off' || options.signal !== undefined;
-    if (copied) batch = ownedEntries(batch);
-    const applied = new Promise<void>((resolve, reject) => {
-      const pending: Pending = { result, entries: batch, copied, flushed: false, dropped: null, resolve, reject };
-      this.#queue.push(pending);
-      this.#log.waitForFlush(result).then(
-        () => {
-          pending.flushed = true;
-          this.#drain();
-        },
-        (err: unknown) => {
-          pending.dropped = err;
-          this.#drain();
-        },
-      );
-    });
-    if (level === 'off') {
-      applied.catch((err: unknown) => this.#debug.error('an asynchronous commit at %s failed: %s', formatLsn(result.lsn), (err as Error).message));
-      return Promise.resolve(committed);
-    }
-    const { signal } = options;
-    const mode = SYNC_WAIT_MODES[level];
-    if (mode !== null && this.#syncRep.config !== null) {
-      const local = signal === undefined ? applied : this.#localWait(applied, signal, result.endLsn);
-      // Registered once durable and applied here: standbys receive only flushed WAL, so none
-      // can have confirmed it earlier, and a cancel from then on means "committed locally".
-      return local.then(() => this.#syncRep.wait(result.endLsn, mode, options)).then(() => committed);
-    }
-    if (signal === undefined) return applied.then(() => committed);
-    return this.#localWait(applied, signal, result.endLsn).then(() => committed);
-  }
-
-  /** `applied`, or `ABORTED` as soon as `signal` fires (the batch stays committed). */
-  #localWait(applied: Promise<void>, signal: AbortSignal, endLsn: Lsn): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      if (signal.aborted) return reject(abortedWait(signal, endLsn));
-      const onAbort = (): void => reject(abortedWait(signal, endLsn));
-      signal.addEventListener('abort', onAbort, { once: true });
-      applied.then(
-        () => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        },
-        (err: unknown) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(err);
-        },
-      );
-    });
+    return this.#writer.commit(entries, level, options);
   }
 
   /**
@@ -408,12 +283,8 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
     this.#assertUsable();
     validateReload(options);
     const { synchronousCommit, synchronousStandbyNames } = options;
-    const config = synchronousStandbyNames === undefined ? undefined : parseSynchronousStandbyNames(synchronousStandbyNames);
-    if (synchronousCommit !== undefined) this.#synchronousCommit = synchronousCommit;
-    if (config !== undefined) {
-      this.#debug('synchronousStandbyNames is now %s', config === null ? "'' (off)" : config.text);
-      this.#syncRep.reload(config, this.#core.service?.syncInputs() ?? []);
-    }
+    const syncConfig = synchronousStandbyNames === undefined ? undefined : parseSynchronousStandbyNames(synchronousStandbyNames);
+    this.#writer.reload({ ...(synchronousCommit === undefined ? {} : { synchronousCommit }), ...(syncConfig === undefined ? {} : { syncConfig }) });
   }
 
   /** Resolves once the primary's application has applied everything up to `lsn`. */
@@ -463,7 +334,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
   /** Rejects calls that change the node once it is closing or has failed. */
   #assertUsable(): void {
     if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the primary is shutting down');
-    if (this.#failure !== null) throw this.#failure;
+    if (this.#writer.failure !== null) throw this.#writer.failure;
   }
 
   /**
@@ -474,7 +345,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
    */
   checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
     if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the primary is shutting down'));
-    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#writer.failure !== null) return Promise.reject(this.#writer.failure);
     return this.#core.checkpoint(lsn);
   }
 
@@ -514,17 +385,17 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
     const immediate = this.#immediate.signal;
     // Commits waiting for standbys stop waiting: they are committed locally (PostgreSQL
     // cancels these waits when it shuts down).
-    this.#syncRep.cancelAll('the primary is shutting down');
+    this.#writer.cancelSyncWaits('the primary is shutting down');
     const core = this.#core;
     try {
       await untilAborted(core.checkpointer.settled(), immediate);
       await untilAborted(this.#log.flush().catch(() => undefined), immediate);
-      await untilAborted(this.#whenIdle(), immediate);
+      await untilAborted(this.#writer.whenIdle(), immediate);
       if (!immediate.aborted) await this.#log.seal().catch((err: unknown) => this.#debug.error('sealing the WAL: %s', (err as Error).message));
       await core.stopServing(this.#log.flushedLsn, this.#options.walSenderTimeoutMs, immediate);
       // Only a clean shutdown says so; a failed primary, or an immediate shutdown, stays "in
       // production": the next open recovers as after a crash.
-      if (this.#failure === null && !immediate.aborted) await core.writeControl({ ...core.control, state: 'shut-down' });
+      if (this.#writer.failure === null && !immediate.aborted) await core.writeControl({ ...core.control, state: 'shut-down' });
     } catch (err) {
       error = err;
       this.#debug.error('closing: %s', (err as Error).message);
@@ -533,97 +404,15 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
       await core.close(immediate);
       const closed = new WalshipError('WAL_CLOSED', 'the primary is closed');
       // The batch being applied too: an immediate shutdown does not wait for its apply.
-      for (const pending of [...(this.#applyingHead === null ? [] : [this.#applyingHead]), ...this.#queue.splice(0)]) pending.reject(closed);
+      this.#writer.abandon(closed);
       core.applier.fail(closed);
-      this.#checkIdle();
     }
     if (error !== null) throw error;
-  }
-
-  /** Resolves once no commit is queued and no apply runs (at once if so now). */
-  #whenIdle(): Promise<void> {
-    if (this.#isIdle()) return Promise.resolve();
-    if (this.#idle === null) {
-      let resolve!: () => void;
-      const promise = new Promise<void>((r) => (resolve = r));
-      this.#idle = { promise, resolve };
-    }
-    return this.#idle.promise;
-  }
-
-  #isIdle(): boolean {
-    return this.#queue.length === 0 && !this.#draining;
-  }
-
-  /** Settles {@link #whenIdle}'s promise when the primary has become idle. */
-  #checkIdle(): void {
-    if (this.#idle === null || !this.#isIdle()) return;
-    const { resolve } = this.#idle;
-    this.#idle = null;
-    resolve();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
-
-  /** Applies durable batches in LSN order; one drain runs at a time. */
-  #drain(): void {
-    if (this.#draining) return;
-    this.#draining = true;
-    void this.#drainLoop().finally(() => {
-      this.#draining = false;
-      const head = this.#queue[0];
-      if (head !== undefined && (head.flushed || head.dropped !== null) && this.#failure === null) this.#drain();
-      else this.#checkIdle();
-    });
-  }
-
-  async #drainLoop(): Promise<void> {
-    const applier = this.#core.applier;
-    for (let head = this.#queue[0]; head !== undefined && (head.flushed || head.dropped !== null); head = this.#queue[0]) {
-      if (this.#failure !== null) return;
-      this.#queue.shift();
-      if (head.dropped !== null) {
-        head.reject(head.dropped);
-        continue;
-      }
-      const { result } = head;
-      this.#applyingHead = head;
-      try {
-        await applier.apply({ lsn: result.endLsn, startLsn: result.lsn, timeline: this.#log.timeline, entries: head.entries }, { private: head.copied });
-      } catch (err) {
-        const error = err as WalshipError;
-        head.reject(error);
-        this.emitSafely('apply:error', { error });
-        this.#fail(error);
-        return;
-      } finally {
-        this.#applyingHead = null;
-      }
-      head.resolve();
-    }
-  }
-
-  /** Stops the primary for good: every waiting and later commit gets `error`. */
-  #fail(error: WalshipError): void {
-    if (this.#failure !== null) return;
-    this.#failure = error;
-    this.#debug.error('primary stopped: %s', error.message);
-    for (const pending of this.#queue.splice(0)) pending.reject(error);
-    this.#core.applier.fail(error);
-    this.#syncRep.cancelAll(`the primary stopped: ${error.message}`);
-    this.#checkIdle();
-    this.emitSafely('failed', { error });
-  }
-}
-
-function toEntry(entry: EntryInput): WalEntry {
-  return entry instanceof Uint8Array ? { data: entry } : entry;
-}
-
-function abortedWait(signal: AbortSignal, lsn: Lsn): WalshipError {
-  return new WalshipError('ABORTED', `stopped waiting for the commit at ${formatLsn(lsn)}; it is in the log and will be applied`, { cause: signal.reason });
 }
 
 /**

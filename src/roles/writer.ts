@@ -1,0 +1,304 @@
+import { WalshipError } from '../errors.js';
+import { SafeEmitter } from '../events.js';
+import { createLogger, type Logger } from '../logger.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import { ownedEntries } from '../node/applier.js';
+import type { FailedEvent, NodeCore } from '../node/node-core.js';
+import { SyncRep, type SyncStandbysEvent, type SyncWaitMode } from '../replication/sync-rep.js';
+import type { SyncStandbyConfig } from '../replication/sync-standby-names.js';
+import type { WalEntry } from '../wal/record.js';
+import type { AppendResult, EntryInput, WalLog } from '../wal/wal-log.js';
+
+/**
+ * When a commit counts as done (PostgreSQL's `synchronous_commit`). `off` resolves once the
+ * batch is in the log, before the local flush: a crash of the primary (or of its machine)
+ * within about one group-commit flush can lose the last such commits, never corrupt the log,
+ * and never a commit at another level that followed them. `local` waits for the local flush.
+ * With `synchronousStandbyNames` set, `remote_write`, `on` and `remote_apply` also wait until
+ * the synchronous standbys have written, flushed or applied the batch; without it they mean
+ * `local`, as in PostgreSQL.
+ */
+export type SynchronousCommit = 'off' | 'local' | 'remote_write' | 'on' | 'remote_apply';
+
+/** Every commit level, weakest first. */
+export const SYNCHRONOUS_COMMIT_LEVELS = ['off', 'local', 'remote_write', 'on', 'remote_apply'] as const satisfies readonly SynchronousCommit[];
+
+/** What each level waits for the synchronous standbys to have done, if anything. */
+const SYNC_WAIT_MODES: Readonly<Record<SynchronousCommit, SyncWaitMode | null>> = Object.freeze({
+  off: null,
+  local: null,
+  remote_write: 'write',
+  on: 'flush',
+  remote_apply: 'apply',
+});
+
+/** Options of `Primary.commit`. */
+export interface CommitOptions {
+  /** This commit's level, overriding the primary's default. */
+  readonly synchronousCommit?: SynchronousCommit;
+  /**
+   * Stops waiting. The batch stays committed either way: while the primary still flushes or
+   * applies it the wait ends with `ABORTED`; while it waits for synchronous standbys, with
+   * `SYNC_REP_CANCELED` (committed locally, not confirmed by the standbys).
+   */
+  readonly signal?: AbortSignal;
+  /** Limit for the wait for synchronous standbys, ended with `SYNC_REP_CANCELED`. */
+  readonly timeoutMs?: number;
+}
+
+/** What `Primary.commit` resolves with. */
+export interface CommitResult {
+  /** The position right after the batch: wait for it on a standby with `waitForReplay(lsn)`. */
+  readonly lsn: Lsn;
+  /** Where the batch's record starts. */
+  readonly startLsn: Lsn;
+}
+
+/** Payload of `apply:error`. */
+export interface ApplyErrorEvent {
+  /** `APPLY_FAILED`, with the application's exception as `cause`. */
+  readonly error: WalshipError;
+}
+
+/** Events of the {@link WriterRole}, passed on by `Primary`. */
+export interface WriterEvents {
+  /** The application's `apply` threw; the writer stops applying and committing. */
+  'apply:error': (event: ApplyErrorEvent) => void;
+  /** The writer stopped for good. */
+  failed: (event: FailedEvent) => void;
+  /** The set of synchronous (or quorum) standbys that commits wait for changed. */
+  'sync:standbys': (event: SyncStandbysEvent) => void;
+}
+
+/** The events `Primary` passes on from its writer role. */
+export const WRITER_EVENT_NAMES = ['apply:error', 'failed', 'sync:standbys'] as const satisfies readonly (keyof WriterEvents)[];
+
+interface Pending {
+  readonly result: AppendResult;
+  readonly entries: readonly WalEntry[];
+  /** The entries are walship's own copy (the applier need not copy them again). */
+  readonly copied: boolean;
+  flushed: boolean;
+  dropped: unknown;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * The writer role over a {@link NodeCore} (PostgreSQL's backends committing, and the
+ * synchronous-replication wait): commits append batches to the WAL (group-committed by the
+ * WalLog), the core's applier applies them in LSN order once durable, and commits at the
+ * remote levels wait for the synchronous standbys. It trusts its input: `Primary` validates.
+ */
+export class WriterRole extends SafeEmitter<WriterEvents> {
+  readonly kind = 'writer';
+  readonly syncRep: SyncRep;
+  readonly #core: NodeCore;
+  readonly #log: WalLog;
+  readonly #debug: Logger;
+  readonly #queue: Pending[] = [];
+  /** The batch whose apply is running (taken off the queue). */
+  #applyingHead: Pending | null = null;
+  #draining = false;
+  /** Settled by the drain once no commit is queued and no apply runs (see {@link whenIdle}). */
+  #idle: { promise: Promise<void>; resolve: () => void } | null = null;
+  #failure: WalshipError | null = null;
+  /** The default commit level; {@link reload} changes it. */
+  #synchronousCommit: SynchronousCommit;
+
+  constructor(core: NodeCore, log: WalLog, settings: { synchronousCommit: SynchronousCommit; syncConfig: SyncStandbyConfig | null; logPrefix?: string }) {
+    super();
+    this.#core = core;
+    this.#log = log;
+    this.#synchronousCommit = settings.synchronousCommit;
+    this.#debug = createLogger('writer', settings.logPrefix);
+    this.emitterLog = this.#debug;
+    this.syncRep = new SyncRep(settings.syncConfig);
+    this.syncRep.on('sync:standbys', (event) => this.emitSafely('sync:standbys', event));
+  }
+
+  /** Why the writer stopped, if it did. */
+  get failure(): WalshipError | null {
+    return this.#failure;
+  }
+
+  /** The default commit level. */
+  get synchronousCommit(): SynchronousCommit {
+    return this.#synchronousCommit;
+  }
+
+  /**
+   * Commits one atomic batch at `level` (see `Primary.commit`). Rejects at once, without
+   * appending, after a failure.
+   */
+  commit(entries: EntryInput | readonly EntryInput[], level: SynchronousCommit, options: CommitOptions): Promise<CommitResult> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    let result: AppendResult;
+    try {
+      result = this.#log.append(entries);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const committed = { lsn: result.endLsn, startLsn: result.lsn };
+    let batch = (Array.isArray(entries) ? entries : [entries as EntryInput]).map(toEntry);
+    // The caller may reuse its buffers once commit() settles; when that can happen before the
+    // batch is applied, apply a copy (taken now), so the application sees what the WAL holds.
+    const copied = level === 'off' || options.signal !== undefined;
+    if (copied) batch = ownedEntries(batch);
+    const applied = new Promise<void>((resolve, reject) => {
+      const pending: Pending = { result, entries: batch, copied, flushed: false, dropped: null, resolve, reject };
+      this.#queue.push(pending);
+      this.#log.waitForFlush(result).then(
+        () => {
+          pending.flushed = true;
+          this.#drain();
+        },
+        (err: unknown) => {
+          pending.dropped = err;
+          this.#drain();
+        },
+      );
+    });
+    if (level === 'off') {
+      applied.catch((err: unknown) => this.#debug.error('an asynchronous commit at %s failed: %s', formatLsn(result.lsn), (err as Error).message));
+      return Promise.resolve(committed);
+    }
+    const { signal } = options;
+    const mode = SYNC_WAIT_MODES[level];
+    if (mode !== null && this.syncRep.config !== null) {
+      const local = signal === undefined ? applied : localWait(applied, signal, result.endLsn);
+      // Registered once durable and applied here: standbys receive only flushed WAL, so none
+      // can have confirmed it earlier, and a cancel from then on means "committed locally".
+      return local.then(() => this.syncRep.wait(result.endLsn, mode, options)).then(() => committed);
+    }
+    if (signal === undefined) return applied.then(() => committed);
+    return localWait(applied, signal, result.endLsn).then(() => committed);
+  }
+
+  /**
+   * PostgreSQL's reload of `synchronous_standby_names` and `synchronous_commit`: waiting
+   * commits are re-evaluated at once (`config` null releases all of them).
+   */
+  reload(settings: { synchronousCommit?: SynchronousCommit; syncConfig?: SyncStandbyConfig | null }): void {
+    if (settings.synchronousCommit !== undefined) this.#synchronousCommit = settings.synchronousCommit;
+    if (settings.syncConfig !== undefined) {
+      this.#debug('synchronousStandbyNames is now %s', settings.syncConfig === null ? "'' (off)" : settings.syncConfig.text);
+      this.syncRep.reload(settings.syncConfig, this.#core.service?.syncInputs() ?? []);
+    }
+  }
+
+  /** Commits waiting for standbys stop waiting (`SYNC_REP_CANCELED`): they are committed locally. */
+  cancelSyncWaits(why: string): void {
+    this.syncRep.cancelAll(why);
+  }
+
+  /** Resolves once no commit is queued and no apply runs (at once if so now). */
+  whenIdle(): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    if (this.#idle === null) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.#idle = { promise, resolve };
+    }
+    return this.#idle.promise;
+  }
+
+  /**
+   * An immediate shutdown: every commit still waiting to be applied, the one being applied
+   * included, is rejected with `error` (what is durable stays in the WAL).
+   */
+  abandon(error: WalshipError): void {
+    const waiting = [...(this.#applyingHead === null ? [] : [this.#applyingHead]), ...this.#queue.splice(0)];
+    for (const pending of waiting) pending.reject(error);
+    this.#checkIdle();
+  }
+
+  /** Stops the writer for good: every waiting and later commit gets `error`. */
+  fail(error: WalshipError): void {
+    if (this.#failure !== null) return;
+    this.#failure = error;
+    this.#debug.error('writer stopped: %s', error.message);
+    for (const pending of this.#queue.splice(0)) pending.reject(error);
+    this.#core.applier.fail(error);
+    this.syncRep.cancelAll(`the primary stopped: ${error.message}`);
+    this.#checkIdle();
+    this.emitSafely('failed', { error });
+  }
+
+  #isIdle(): boolean {
+    return this.#queue.length === 0 && !this.#draining;
+  }
+
+  /** Settles {@link whenIdle}'s promise when the writer has become idle. */
+  #checkIdle(): void {
+    if (this.#idle === null || !this.#isIdle()) return;
+    const { resolve } = this.#idle;
+    this.#idle = null;
+    resolve();
+  }
+
+  /** Applies durable batches in LSN order; one drain runs at a time. */
+  #drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    void this.#drainLoop().finally(() => {
+      this.#draining = false;
+      const head = this.#queue[0];
+      if (head !== undefined && (head.flushed || head.dropped !== null) && this.#failure === null) this.#drain();
+      else this.#checkIdle();
+    });
+  }
+
+  async #drainLoop(): Promise<void> {
+    const applier = this.#core.applier;
+    for (let head = this.#queue[0]; head !== undefined && (head.flushed || head.dropped !== null); head = this.#queue[0]) {
+      if (this.#failure !== null) return;
+      this.#queue.shift();
+      if (head.dropped !== null) {
+        head.reject(head.dropped);
+        continue;
+      }
+      const { result } = head;
+      this.#applyingHead = head;
+      try {
+        await applier.apply({ lsn: result.endLsn, startLsn: result.lsn, timeline: this.#log.timeline, entries: head.entries }, { private: head.copied });
+      } catch (err) {
+        const error = err as WalshipError;
+        head.reject(error);
+        this.emitSafely('apply:error', { error });
+        this.fail(error);
+        return;
+      } finally {
+        this.#applyingHead = null;
+      }
+      head.resolve();
+    }
+  }
+}
+
+/** `applied`, or `ABORTED` as soon as `signal` fires (the batch stays committed). */
+function localWait(applied: Promise<void>, signal: AbortSignal, endLsn: Lsn): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal.aborted) return reject(abortedWait(signal, endLsn));
+    const onAbort = (): void => reject(abortedWait(signal, endLsn));
+    signal.addEventListener('abort', onAbort, { once: true });
+    applied.then(
+      () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+function abortedWait(signal: AbortSignal, lsn: Lsn): WalshipError {
+  return new WalshipError('ABORTED', `stopped waiting for the commit at ${formatLsn(lsn)}; it is in the log and will be applied`, { cause: signal.reason });
+}
+
+function toEntry(entry: EntryInput): WalEntry {
+  return entry instanceof Uint8Array ? { data: entry } : entry;
+}
