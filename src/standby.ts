@@ -21,13 +21,13 @@ import {
   type NodeOptions,
   type ServeOptions,
 } from './node/node-options.js';
-import type { WrittenSnapshot } from './node/snapshot-store.js';
 import { removeLeftovers, removeLocalState } from './node/local-state.js';
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
 import { compileAuth, type CompiledAuth } from './protocol/auth-rules.js';
-import type { BaseBackupBeginMessage, BaseBackupEndMessage, IdentifySystemResultMessage, ServerMessage } from './protocol/messages.js';
+import type { IdentifySystemResultMessage, ServerMessage } from './protocol/messages.js';
 import type { MessageStream } from './protocol/message-stream.js';
-import { connectReplication, createReplicationSlot, dropReplicationSlot } from './protocol/replication-client.js';
+import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, type ReplyOptions } from './protocol/replication-client.js';
+import { receiveBaseBackup } from './replication/base-backup-receiver.js';
 import { SendTimes, WalReceiver } from './replication/wal-receiver.js';
 import type { ReplicationStatusRow } from './replication/wal-source.js';
 import { SlotManager, type ReplicationSlotRow, type SlotInfo } from './slots/slot-manager.js';
@@ -987,42 +987,21 @@ export class Standby extends SafeEmitter<StandbyEvents> {
   }
 
   /**
-   * Receives the primary's snapshot into a local snapshot file, checking each chunk's CRC,
-   * the offsets, the size and the SHA-256. Only a complete, verified snapshot is renamed
-   * into place, so an interrupted backup leaves nothing behind and simply starts over.
+   * A base backup from the primary (`pg_basebackup`), received by {@link receiveBaseBackup}
+   * into a local snapshot file: only a complete, verified snapshot is put into place, so an
+   * interrupted backup leaves nothing behind and simply starts over. Returns the control data
+   * of the new state: replay is consistent once it reaches the backup's end.
    */
   async #receiveBaseBackup(conn: MessageStream<'client'>, identity: IdentifySystemResultMessage): Promise<ControlData> {
     this.#setState('base-backup');
-    conn.send({ kind: 'baseBackup', label: `walship standby ${this.#options.primary.applicationName}`.slice(0, 255), maxRate: 0 });
-    const begin: BaseBackupBeginMessage = await this.#expect(conn, 'baseBackupBegin');
-    let end: BaseBackupEndMessage | null = null;
-    const emit = (receivedBytes: number): void => this.emitSafely('base-backup:progress', { receivedBytes, totalBytes: begin.totalBytes });
-    const chunks = async function* (this: Standby): AsyncGenerator<Uint8Array> {
-      let offset = 0;
-      for (;;) {
-        const message = await this.#next(conn);
-        if (message.kind === 'baseBackupEnd') {
-          end = message;
-          return;
-        }
-        if (message.kind !== 'baseBackupChunk') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message during a base backup`);
-        if (message.offset !== offset) throw new WalshipError('BASE_BACKUP_FAILED', `base backup chunk at offset ${message.offset}; expected ${offset}`);
-        offset += message.data.length;
-        yield message.data;
-        emit(offset);
-      }
-    }.call(this);
-    const verify = (written: WrittenSnapshot): void => {
-      const last = end as BaseBackupEndMessage | null;
-      if (last === null) throw new WalshipError('BASE_BACKUP_FAILED', 'the base backup ended without its final message');
-      if (last.totalBytes !== written.size || !written.sha256.equals(last.sha256)) {
-        throw new WalshipError('BASE_BACKUP_FAILED', `the base backup does not match its checksum (${written.size} bytes received, ${last.totalBytes} announced)`);
-      }
-    };
-    const written = await this.#core.snapshots.write(begin.startLsn, begin.timeline, chunks, { signal: this.#abort.signal, verify });
+    const { begin, end, written } = await receiveBaseBackup(conn, {
+      snapshots: this.#core.snapshots,
+      label: `walship standby ${this.#options.primary.applicationName}`.slice(0, 255),
+      ...this.#replyOptions(),
+      onProgress: (progress) => this.emitSafely('base-backup:progress', progress),
+    });
     this.#progressed = true;
     await this.#expect(conn, 'readyForCommand');
-    const endLsn = (end as BaseBackupEndMessage | null)?.endLsn ?? begin.startLsn;
     this.emitSafely('base-backup:done', { lsn: begin.startLsn, size: written.size });
     this.#debug('base backup of %d bytes at %s received', written.size, formatLsn(begin.startLsn));
     return {
@@ -1031,21 +1010,17 @@ export class Standby extends SafeEmitter<StandbyEvents> {
       segmentSize: identity.segmentSize,
       timeline: begin.timeline,
       checkpoint: { lsn: begin.startLsn, snapshot: true },
-      consistentLsn: endLsn,
+      consistentLsn: end.endLsn,
     };
   }
 
-  async #next(conn: MessageStream<'client'>): Promise<ServerMessage> {
-    const message = await conn.next({ signal: this.#abort.signal, timeoutMs: this.#options.walReceiverTimeoutMs });
-    if (message === null) throw new WalshipError('CONNECTION_FAILED', 'the primary closed the connection', { transient: true });
-    if (message.kind === 'error') throw new WalshipError(message.code, `the primary reported: ${message.message}`);
-    return message;
+  /** Waits for the primary's answers: as long as `walReceiverTimeoutMs`, until the standby stops. */
+  #replyOptions(): ReplyOptions {
+    return { signal: this.#abort.signal, timeoutMs: this.#options.walReceiverTimeoutMs, peer: 'the primary' };
   }
 
   async #expect<K extends ServerMessage['kind']>(conn: MessageStream<'client'>, kind: K): Promise<Extract<ServerMessage, { kind: K }>> {
-    const message = await this.#next(conn);
-    if (message.kind !== kind) throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message; expected ${kind}`);
-    return message as Extract<ServerMessage, { kind: K }>;
+    return expectMessage(conn, kind, this.#replyOptions());
   }
 
   /**

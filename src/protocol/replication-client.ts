@@ -85,17 +85,47 @@ export async function dropReplicationSlot(conn: MessageStream<'client'>, slotNam
   await commandAnswer(conn, null, options.timeoutMs);
 }
 
+/** How long to wait for the server's next message, and who it is in error messages. */
+export interface ReplyOptions {
+  /** Limit for each message. */
+  readonly timeoutMs: number;
+  readonly signal?: AbortSignal;
+  /** The server as error messages name it. @defaultValue 'the server' */
+  readonly peer?: string;
+}
+
+/**
+ * The server's next message, `error` messages included; the end of the connection is a
+ * transient `CONNECTION_FAILED`. Rejects as {@link MessageStream.next} does on a timeout,
+ * an abort or a failed connection.
+ */
+async function receiveMessage(conn: MessageStream<'client'>, options: ReplyOptions): Promise<ServerMessage> {
+  const { timeoutMs, signal } = options;
+  const message = await conn.next(signal === undefined ? { timeoutMs } : { signal, timeoutMs });
+  if (message === null) throw new WalshipError('CONNECTION_FAILED', `${options.peer ?? 'the server'} closed the connection`, { transient: true });
+  return message;
+}
+
+/** The server's next message; an `error` it sent is thrown with the server's code. */
+export async function nextMessage(conn: MessageStream<'client'>, options: ReplyOptions): Promise<ServerMessage> {
+  const message = await receiveMessage(conn, options);
+  if (message.kind === 'error') throw new WalshipError(message.code, `${options.peer ?? 'the server'} reported: ${message.message}`);
+  return message;
+}
+
+/** The server's next message, which must be a `kind` (`PROTOCOL_ERROR`); an `error` is thrown as {@link nextMessage} does. */
+export async function expectMessage<K extends ServerMessage['kind']>(conn: MessageStream<'client'>, kind: K, options: ReplyOptions): Promise<Extract<ServerMessage, { kind: K }>> {
+  const message = await nextMessage(conn, options);
+  if (message.kind !== kind) throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message; expected ${kind}`);
+  return message as Extract<ServerMessage, { kind: K }>;
+}
+
 /**
  * Reads a command's answer (`kind`, or nothing for `null`) and the `readyForCommand` after
  * it. An error the server sent followed by `readyForCommand` is the command's failure.
  */
 async function commandAnswer<K extends ServerMessage['kind']>(conn: MessageStream<'client'>, kind: K | null, timeoutMs = 60_000): Promise<Extract<ServerMessage, { kind: K }>> {
-  const next = async (): Promise<ServerMessage> => {
-    const message = await conn.next({ timeoutMs });
-    if (message === null) throw new WalshipError('CONNECTION_FAILED', 'the server closed the connection', { transient: true });
-    return message;
-  };
-  let message = await next();
+  let message = await receiveMessage(conn, { timeoutMs });
   if (message.kind === 'error') {
     const error = new WalshipError(message.code, `the server reported: ${message.message}`);
     // A refused command is followed by readyForCommand; a fatal error by the end of the connection.
@@ -106,7 +136,7 @@ async function commandAnswer<K extends ServerMessage['kind']>(conn: MessageStrea
   let answer = message;
   if (kind !== null) {
     if (message.kind !== kind) throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message; expected ${kind}`);
-    message = await next();
+    message = await receiveMessage(conn, { timeoutMs });
   }
   if (message.kind !== 'readyForCommand') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message; expected readyForCommand`);
   if (kind === null) answer = message;

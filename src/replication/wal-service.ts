@@ -1,21 +1,20 @@
-import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { SnapshotData } from '../application.js';
-import { WalshipError, abortError, isWalshipError } from '../errors.js';
+import { WalshipError, isWalshipError } from '../errors.js';
 import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { CompiledAuth } from '../protocol/auth-rules.js';
-import { baseBackupChunk, type CreateReplicationSlotMessage, type DropReplicationSlotMessage, type StartReplicationMessage } from '../protocol/messages.js';
+import type { CreateReplicationSlotMessage, DropReplicationSlotMessage, StartReplicationMessage } from '../protocol/messages.js';
 import { ReplicationServer, type ServerSession } from '../protocol/replication-server.js';
 import type { SlotHandle } from '../slots/slot-manager.js';
 import type { Transport } from '../transport/transport.js';
 import { assertNotRemoved } from '../wal/tail.js';
+import { checkMaxRate, sendBaseBackup } from './base-backup-sender.js';
 import type { Lags } from './lag-tracker.js';
 import type { SyncRep } from './sync-rep.js';
 import type { SyncStandbyInput } from './sync-standbys.js';
 import { WalSender, type WalSenderState } from './wal-sender.js';
-import type { BaseBackupData, ReplicationStatusRow, WalServiceEvents, WalSource } from './wal-source.js';
+import type { ReplicationStatusRow, WalServiceEvents, WalSource } from './wal-source.js';
 
 /** Options of {@link WalService}. */
 export interface WalServiceOptions {
@@ -32,13 +31,10 @@ export interface WalServiceOptions {
   readonly syncRep?: SyncRep;
 }
 
-const BACKUP_CHUNK_BYTES = 1024 * 1024;
 /** How often DROP_REPLICATION_SLOT … WAIT looks again whether the slot is still in use. */
 const DROP_WAIT_POLL_MS = 50;
 /** Errors that fail a slot command, not the connection: the standby can go on (PostgreSQL's ERROR). */
 const SLOT_COMMAND_ERRORS = new Set(['INVALID_SLOT_NAME', 'SLOT_EXISTS', 'SLOT_ACTIVE', 'SLOT_NOT_FOUND', 'INVALID_ARGUMENT', 'WAL_REMOVED']);
-/** PostgreSQL's `MAX_RATE` range (32 kB/s .. 1 GB/s), in bytes per second; 0 means unlimited. */
-export const BASE_BACKUP_MAX_RATE = Object.freeze({ min: 32 * 1024, max: 1024 * 1024 * 1024 });
 
 interface Session {
   readonly info: ServerSession;
@@ -418,75 +414,21 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
     }
   }
 
+  /**
+   * BASE_BACKUP: the snapshot is sent by {@link sendBaseBackup}; this connection shows
+   * `backup` meanwhile, and holds WAL from the snapshot's position until it streams.
+   */
   async #sendBaseBackup(session: Session, label: string, maxRate: number): Promise<void> {
     const { conn, applicationName } = session.info;
-    if (maxRate !== 0 && (maxRate < BASE_BACKUP_MAX_RATE.min || maxRate > BASE_BACKUP_MAX_RATE.max)) {
-      const error = new WalshipError(
-        'INVALID_ARGUMENT',
-        `maxRate ${maxRate} is out of the range of valid values (${BASE_BACKUP_MAX_RATE.min} .. ${BASE_BACKUP_MAX_RATE.max} bytes per second, or 0 for no limit)`,
-      );
-      conn.fail(error);
-      throw error;
-    }
+    checkMaxRate(conn, maxRate);
     const abort = new AbortController();
-    const { signal } = abort;
     session.backup = abort;
     session.state = 'backup';
     const event = { applicationName, clientAddress: session.info.peer.remoteAddress ?? null };
     this.emitSafely('sender:state', { ...event, state: 'backup' });
-    /** Why the backup cannot go on: the connection's failure, or the shutdown. */
-    const stopped = (): WalshipError => conn.failure ?? new WalshipError('ABORTED', 'the base backup was cancelled by shutdown');
-    let pieces: ReturnType<typeof snapshotPieces> | null = null;
     try {
-      let backup: BaseBackupData;
-      try {
-        backup = await this.#source.baseBackup();
-      } catch (err) {
-        const error = isWalshipError(err, 'BASE_BACKUP_FAILED') || isWalshipError(err, 'BASE_BACKUP_UNAVAILABLE')
-          ? err
-          : new WalshipError('BASE_BACKUP_FAILED', `could not take a base backup: ${(err as Error).message}`, { cause: err });
-        conn.fail(error);
-        throw error;
-      }
-      session.backupLsn = backup.lsn;
-      conn.send({ kind: 'baseBackupBegin', startLsn: backup.lsn, timeline: backup.timeline, label, totalBytes: backup.size });
-      const hash = createHash('sha256');
-      const began = Date.now();
-      let offset = 0;
-      pieces = snapshotPieces(backup.data, signal);
-      for (;;) {
-        let piece: Uint8Array | null;
-        try {
-          piece = await pieces.next();
-        } catch (err) {
-          if (signal.aborted || conn.failure !== null) throw stopped();
-          // The application's stream failed: the standby must hear why, not just lose the connection.
-          const error = new WalshipError('BASE_BACKUP_FAILED', `the application's snapshot stream failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
-          conn.fail(error);
-          throw error;
-        }
-        if (piece === null) break;
-        for (let at = 0; at < piece.length; at += BACKUP_CHUNK_BYTES) {
-          if (signal.aborted || conn.failure !== null) throw stopped();
-          const data = piece.subarray(at, Math.min(piece.length, at + BACKUP_CHUNK_BYTES));
-          hash.update(data);
-          const fits = conn.send(baseBackupChunk(offset, data));
-          offset += data.length;
-          if (!fits) await conn.drained();
-          if (maxRate > 0) {
-            const due = began + (offset / maxRate) * 1000;
-            if (due > Date.now()) await sleep(due - Date.now(), undefined, { signal }).catch(() => undefined);
-          }
-        }
-      }
-      if (backup.size !== null && backup.size !== offset) {
-        const error = new WalshipError('BASE_BACKUP_FAILED', `the snapshot announced ${backup.size} bytes but yielded ${offset}`);
-        conn.fail(error);
-        throw error;
-      }
-      conn.send({ kind: 'baseBackupEnd', totalBytes: offset, sha256: hash.digest(), endLsn: backup.lsn });
+      await sendBaseBackup(conn, this.#source, { label, maxRate, signal: abort.signal, onSnapshot: (backup) => (session.backupLsn = backup.lsn) });
     } finally {
-      pieces?.close();
       session.backup = null;
       session.state = 'startup';
       if (conn.failure === null) this.emitSafely('sender:state', { ...event, state: 'startup' });
@@ -494,48 +436,3 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
   }
 }
 
-/**
- * The snapshot's pieces one at a time (null at the end), each wait raced with `signal`: an
- * application stream that never yields must not hold up shutdown. Anything that is not a
- * `Uint8Array` counts as the stream failing. `close()` lets the application's stream go.
- */
-function snapshotPieces(data: SnapshotData, signal: AbortSignal): { next(): Promise<Uint8Array | null>; close(): void } {
-  if (data instanceof Uint8Array) {
-    let done = false;
-    return { next: async () => (done ? null : ((done = true), data)), close: () => undefined };
-  }
-  const iterator = data[Symbol.asyncIterator]();
-  let finished = false;
-  return {
-    async next() {
-      if (signal.aborted) throw abortError(signal);
-      const next = iterator.next();
-      // Once the abort wins the race, a late failure of the stream concerns no one.
-      next.catch(() => undefined);
-      let onAbort!: () => void;
-      const aborted = new Promise<never>((_, reject) => {
-        onAbort = () => reject(abortError(signal));
-        signal.addEventListener('abort', onAbort, { once: true });
-      });
-      try {
-        const step = await Promise.race([next, aborted]);
-        if (step.done === true) {
-          finished = true;
-          return null;
-        }
-        if (!(step.value instanceof Uint8Array)) throw new TypeError(`a snapshot piece must be a Uint8Array, got ${typeof step.value}`);
-        return step.value;
-      } catch (err) {
-        if (!signal.aborted) finished = true;
-        throw err;
-      } finally {
-        signal.removeEventListener('abort', onAbort);
-      }
-    },
-    close() {
-      // Not awaited: a stream stuck in next() may never answer.
-      if (!finished) void Promise.resolve(iterator.return?.()).catch(() => undefined);
-      finished = true;
-    },
-  };
-}
