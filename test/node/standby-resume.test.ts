@@ -137,7 +137,8 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     let receivedAtConnect = -1;
     standby.on('primary:connected', () => (receivedAtConnect = standby.receiveLsn ?? -1));
     let kills = 0;
-    for (let i = 0; i < 1500 && kills < 25; i++) {
+    // Bounded by kills, not by time: on a busy machine fewer commits find the connection streaming.
+    for (let i = 0; i < 20_000 && kills < 25; i++) {
       await primary.commit([payload(i, 100 + Math.floor(random() * 4000))], { synchronousCommit: i % 4 === 0 ? 'on' : 'off' });
       if (i % 7 === 0) await new Promise((resolve) => setImmediate(resolve));
       // Kill the connection once it has carried some WAL.

@@ -1,0 +1,960 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Application } from '../application.js';
+import { WalshipError, abortError, isWalshipError, type ErrorCode } from '../errors.js';
+import { SafeEmitter } from '../events.js';
+import { untilAborted, whenAborted, type CloseOptions } from '../lifecycle.js';
+import { createLogger, type Logger } from '../logger.js';
+import { LsnWaiters, type WaitOptions } from '../lsn-waiters.js';
+import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
+import { isRecoveryState, readControlFile, removeControlFile, writeControlFile, type ControlData, type NodeState } from '../node/control-file.js';
+import type { FailedEvent, NodeCore } from '../node/node-core.js';
+import { removeLeftovers, removeLocalState } from '../node/local-state.js';
+import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/messages.js';
+import type { MessageStream } from '../protocol/message-stream.js';
+import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, type ReplyOptions } from '../protocol/replication-client.js';
+import { receiveBaseBackup } from '../replication/base-backup-receiver.js';
+import { SendTimes, WalReceiver } from '../replication/wal-receiver.js';
+import { SlotManager } from '../slots/slot-manager.js';
+import type { Storage, StorageLock } from '../storage/storage.js';
+import type { Transport } from '../transport/transport.js';
+import { WalLog, type SyncMode } from '../wal/wal-log.js';
+
+/** Where and how a standby connects to its primary (PostgreSQL's `primary_conninfo`). */
+export interface StandbyPrimaryOptions {
+  readonly transport: Transport;
+  readonly address: string;
+  readonly user: string;
+  /** Never logged or reported. */
+  readonly password?: string;
+  /** How the primary knows this standby (`application_name`). */
+  readonly applicationName: string;
+  /** A replication slot on the primary to stream from. */
+  readonly slotName?: string;
+  /**
+   * Create `slotName` on the primary if it does not exist yet (reserving WAL at once), before
+   * the base backup of a new standby, so that the primary keeps every WAL segment the standby
+   * will need (`pg_basebackup --create-slot`). Remove it with `close({ dropSlot: true })`.
+   * @defaultValue false
+   */
+  readonly createSlot?: boolean;
+  /** `'scram-sha-256'` refuses a primary that does not prove it knows the password. @defaultValue 'scram-sha-256' with a password */
+  readonly requireAuth?: 'scram-sha-256' | 'none';
+  /** Limit for connecting and authenticating. @defaultValue 10 000 */
+  readonly connectTimeoutMs?: number;
+}
+
+/**
+ * What the standby is doing: `connecting` to the primary, receiving a `base-backup`,
+ * `streaming`, `disconnected` (waiting to reconnect), `failed` (stopped by an error that
+ * retrying cannot fix; see `Standby.failure`), or `closed`.
+ */
+export type StandbyState = 'connecting' | 'base-backup' | 'streaming' | 'disconnected' | 'failed' | 'closed';
+
+/**
+ * The recovery role's state as one union (each transition is one assignment, and what the
+ * role holds — a connection, a receiver, an error — exists only in the states that have it).
+ */
+export type RecoveryState =
+  | { readonly kind: 'connecting'; readonly conn: MessageStream<'client'> | null }
+  | { readonly kind: 'base-backup'; readonly conn: MessageStream<'client'> }
+  | { readonly kind: 'streaming'; readonly conn: MessageStream<'client'>; readonly receiver: WalReceiver }
+  | { readonly kind: 'disconnected'; readonly error: WalshipError | null; readonly retryInMs: number }
+  | { readonly kind: 'failed'; readonly error: WalshipError }
+  | { readonly kind: 'closed'; readonly failure: WalshipError | null };
+
+// Each state of the union is a public StandbyState, and each StandbyState a state.
+type SameKinds<A, B> = [A] extends [B] ? ([B] extends [A] ? true : never) : never;
+const kindsMatch: SameKinds<RecoveryState['kind'], StandbyState> = true;
+void kindsMatch;
+
+/** Payload of `base-backup:progress`. */
+export interface BaseBackupProgressEvent {
+  readonly receivedBytes: number;
+  /** The snapshot's size, when the primary knows it. */
+  readonly totalBytes: number | null;
+}
+
+/** Events of the {@link RecoveryRole}, passed on by `Standby` (whose `StandbyEvents` adds the node's). */
+export interface RecoveryEvents {
+  'state:change': (event: { readonly state: StandbyState }) => void;
+  /** Connected and authenticated to the primary. */
+  'primary:connected': (event: { readonly address: string; readonly systemId: string }) => void;
+  /** The connection ended; the standby reconnects unless the error is fatal. */
+  'primary:disconnected': (event: { readonly error: WalshipError | null; readonly retryInMs: number | null }) => void;
+  /** The standby has received everything the primary had flushed when it last said so. */
+  'wal:caught-up': (event: { readonly receiveLsn: Lsn }) => void;
+  /** Replay reached a consistent point: a hot standby's application may serve reads. */
+  consistent: (event: { readonly lsn: Lsn }) => void;
+  'base-backup:progress': (event: BaseBackupProgressEvent) => void;
+  'base-backup:done': (event: { readonly lsn: Lsn; readonly size: number }) => void;
+  /** The application's `apply` threw: replay stopped; the batch is retried when the standby is reopened. */
+  'apply:error': (event: { readonly error: WalshipError }) => void;
+  /**
+   * The primary no longer has WAL this standby needs (its replication slot was invalidated,
+   * or it fell behind `walKeepSize`): the standby discards its local WAL and state and
+   * bootstraps again from a base backup, which the application `restore()`s. Until that state
+   * is consistent again (`consistent` fires), `readable` is false. Only a standby whose
+   * application has a `restore()` hook does; any other stops with `WAL_REMOVED`.
+   */
+  rebootstrap: (event: { readonly error: WalshipError; readonly receiveLsn: Lsn }) => void;
+  /** `createSlot` created the replication slot on the primary. */
+  'slot:created': (event: { readonly slotName: string; readonly restartLsn: Lsn | null }) => void;
+  /** The standby stopped for good. */
+  failed: (event: FailedEvent) => void;
+}
+
+/** The events `Standby` passes on from its recovery role. */
+export const RECOVERY_EVENT_NAMES = [
+  'state:change',
+  'primary:connected',
+  'primary:disconnected',
+  'wal:caught-up',
+  'consistent',
+  'base-backup:progress',
+  'base-backup:done',
+  'apply:error',
+  'rebootstrap',
+  'slot:created',
+  'failed',
+] as const satisfies readonly (keyof RecoveryEvents)[];
+
+/** What the recovery role needs of the standby's options (validated and defaulted by `Standby`). */
+export interface RecoverySettings {
+  readonly primary: StandbyPrimaryOptions;
+  readonly hotStandby: boolean;
+  readonly statusIntervalMs: number;
+  readonly walReceiverTimeoutMs: number;
+  readonly retryMinDelayMs: number;
+  readonly retryMaxDelayMs: number;
+  readonly walSenderTimeoutMs: number;
+  readonly sync?: SyncMode;
+  readonly recycleSegments?: number;
+  readonly logPrefix?: string;
+}
+
+/** While replay runs behind the received WAL, it reports its position at most this often. */
+const APPLY_REPORT_INTERVAL_MS = 5;
+
+/** Errors that retrying the connection cannot fix: the standby stops with them. */
+const FATAL: readonly ErrorCode[] = [
+  'WAL_LOCKED',
+  'SYSTEM_ID_MISMATCH',
+  'WAL_DIVERGED',
+  'WAL_FORMAT',
+  'PROTOCOL_VERSION',
+  'BASE_BACKUP_REQUIRED',
+  'WAL_REMOVED',
+  'WAL_CORRUPT',
+  'WAL_SYNC_FAILED',
+  'APPLY_FAILED',
+  'READ_ONLY',
+  'INVALID_OPTIONS',
+];
+
+/**
+ * The primary refused a base backup because its application has no `snapshot()` hook: a
+ * condition that retrying cannot change. Told apart by the code and the primary's wording
+ * (see `Primary`'s base backup source) until the protocol has a code of its own for it.
+ */
+function primaryHasNoSnapshotHook(err: unknown): boolean {
+  return isWalshipError(err, 'BASE_BACKUP_UNAVAILABLE');
+}
+
+/**
+ * The recovery role over a {@link NodeCore} (PostgreSQL's startup process and walreceiver):
+ * it receives the upstream's WAL into the node's log (written and fsynced byte for byte),
+ * replays it through the core's applier, reports its progress, reconnects by itself after
+ * any disconnect and resumes where its log ends. A node without local state first
+ * bootstraps from the upstream: a base backup when the application can `restore()`, else the
+ * whole WAL from its beginning; after `WAL_REMOVED` it bootstraps again. It trusts its input:
+ * `Standby` validates.
+ */
+export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
+  readonly kind = 'recovery';
+  readonly #core: NodeCore;
+  readonly #storage: Storage;
+  readonly #app: Application;
+  readonly #options: RecoverySettings;
+  readonly #debug: Logger;
+  readonly #abort = new AbortController();
+  /** The local WAL, once bootstrapped (null again while bootstrapping anew). */
+  #log: WalLog | null = null;
+  /** What the role is doing, and what it holds while doing it. */
+  #state: RecoveryState = { kind: 'connecting', conn: null };
+  /** Aborted by a `close({ signal })` whose signal fired: the shutdown stops waiting. */
+  readonly #immediate = new AbortController();
+  /** The error that ended the last connection attempt; null while streaming. */
+  #lastError: WalshipError | null = null;
+  #consistent = false;
+  /** Position 1 once consistent: waiters for consistency reuse the LSN waiters. */
+  readonly #consistency = new LsnWaiters(0);
+  /** The primary's send time (ms since the epoch) of the WAL holding the last replayed batch's end. */
+  #lastReplayTime: number | null = null;
+  /** Send times of the WAL received, kept across reconnects until replay has used them. */
+  readonly #sendTimes = new SendTimes();
+  /** The flushed end at which replay last caught up and told the primary (once per flush). */
+  #reportedFlushLsn: Lsn = -1;
+  /** When replay last reported its position (ms since the epoch). */
+  #applyReportedAt = 0;
+  /** Set while `open()` runs: a `consistent` reached then is emitted after it returns. */
+  #opening = false;
+  /** The primary said it cannot make a base backup (no `snapshot()` hook): bootstrap from its WAL instead. */
+  #noBaseBackup = false;
+  #replaying: Promise<void> | null = null;
+  #running: Promise<void> | null = null;
+  #closing: Promise<void> | null = null;
+  /** Whether the current connection got anywhere (WAL arrived, a base backup completed). */
+  #progressed = false;
+  /** Stops replay of the local WAL open now (when the standby closes, or bootstraps again). */
+  #replayAbort: AbortController | null = null;
+  /** `createSlot`: the slot is known to exist on the primary (created, or found), since the last bootstrap. */
+  #slotReady = false;
+  /**
+   * The primary answered `WAL_REMOVED` to START_REPLICATION right after a base backup on the
+   * same connection, which held that WAL: the refusal is not about WAL (an invalidated
+   * slot), and bootstrapping again cannot help.
+   */
+  #refusedAfterBackup: WalshipError | null = null;
+  /** `createSlot` after bootstrapping again: drop the slot (it may be invalidated) and create it anew. */
+  #recreateSlot = false;
+  /** `close({ dropSlot: true })` in progress or done. */
+  #droppingSlot: Promise<void> | null = null;
+  /** The cluster this directory belonged to: still checked while it bootstraps again. */
+  #cluster: { readonly systemId: string; readonly segmentSize: number } | null = null;
+
+  constructor(core: NodeCore, storage: Storage, app: Application, options: RecoverySettings) {
+    super();
+    this.#core = core;
+    this.#storage = storage;
+    this.#app = app;
+    this.#options = options;
+    this.#debug = createLogger('standby', options.logPrefix);
+    this.emitterLog = this.#debug;
+  }
+
+  /**
+   * Opens what the directory holds (local state: the application is brought back to its last
+   * state and replay of the local WAL starts; events of this step are emitted after the
+   * caller's turn), or checks that a new directory is not in another node's use.
+   */
+  async prepare(): Promise<void> {
+    this.#opening = true;
+    try {
+      const control = await readControlFile(this.#storage);
+      if (control !== null) await this.#openLocal(control);
+      // A new directory another node is using (bootstrapping it, say) is refused now, not in the background.
+      else await releaseLock(this.#storage, await lockStorage(this.#storage));
+    } finally {
+      // Events of the open itself reach listeners attached right after `await Standby.open()`.
+      setImmediate(() => (this.#opening = false));
+    }
+  }
+
+  /** Starts the upstream connection loop (in the background). */
+  start(): void {
+    this.#running = this.#run();
+  }
+
+  get state(): StandbyState {
+    return this.#state.kind;
+  }
+
+  /** Why the standby stopped, when `state` is `failed` (and after it was closed). */
+  get failure(): WalshipError | null {
+    const state = this.#state;
+    switch (state.kind) {
+      case 'failed':
+        return state.error;
+      case 'closed':
+        return state.failure;
+      case 'connecting':
+      case 'base-backup':
+      case 'streaming':
+      case 'disconnected':
+        return null;
+    }
+  }
+
+  /** The connection to the upstream, while there is one. */
+  get #conn(): MessageStream<'client'> | null {
+    const state = this.#state;
+    switch (state.kind) {
+      case 'connecting':
+      case 'base-backup':
+      case 'streaming':
+        return state.conn;
+      case 'disconnected':
+      case 'failed':
+      case 'closed':
+        return null;
+    }
+  }
+
+  /** The WAL receiver, while streaming. */
+  get #receiver(): WalReceiver | null {
+    return this.#state.kind === 'streaming' ? this.#state.receiver : null;
+  }
+
+  /** The cluster's identity, once known. */
+  get systemId(): string | null {
+    return this.#control?.systemId ?? null;
+  }
+
+  get timeline(): number | null {
+    return this.#log?.timeline ?? this.#control?.timeline ?? null;
+  }
+
+  /** The end of the WAL received and flushed (`pg_last_wal_receive_lsn()`). */
+  get receiveLsn(): Lsn | null {
+    return this.#log?.flushedLsn ?? null;
+  }
+
+  /** The end of the last batch replayed (`pg_last_wal_replay_lsn()`). */
+  get replayLsn(): Lsn | null {
+    return this.#log === null ? null : this.#core.applier.position;
+  }
+
+  /**
+   * The primary's clock time when it sent the WAL that holds the end of the last batch
+   * replayed, the nearest walship has to PostgreSQL's `pg_last_xact_replay_timestamp()` (a
+   * commit's time on the primary): the primary sends WAL once it is flushed, so this is a
+   * little after that batch was committed (much later when the standby was catching up, as
+   * the WAL was sent late), and `Date.now() - lastReplayTimestamp` shows how far replay is
+   * behind the primary's clock, counting every delay from shipping to applying. When the
+   * standby is far behind (thousands of WAL messages received but not replayed), the time may
+   * be that of a slightly earlier message. It does not move while there is nothing new to
+   * replay. `null` until the standby has replayed a batch it received since it was opened:
+   * batches replayed from local WAL received before a restart carry no send time.
+   */
+  get lastReplayTimestamp(): Date | null {
+    return this.#lastReplayTime === null ? null : new Date(this.#lastReplayTime);
+  }
+
+  /** Whether replay has reached a consistent point. */
+  get consistent(): boolean {
+    return this.#consistent;
+  }
+
+  /** Whether the application may serve reads: a hot standby that is consistent. */
+  get readable(): boolean {
+    return this.#options.hotStandby && this.#consistent && this.#state.kind !== 'failed' && this.#state.kind !== 'closed';
+  }
+
+  /**
+   * Read-your-writes: resolves once this standby has replayed everything up to `lsn` (e.g. the
+   * `lsn` a commit on the primary returned). Only on a hot standby (`HOT_STANDBY_OFF`).
+   */
+  waitForReplay(lsn: Lsn, options: WaitOptions = {}): Promise<void> {
+    try {
+      assertLsn(lsn);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (!this.#options.hotStandby) {
+      return Promise.reject(new WalshipError('HOT_STANDBY_OFF', 'this is a warm standby (hotStandby: false); it serves nothing until promoted'));
+    }
+    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+    return this.#core.applier.wait(lsn, options).catch((err: unknown) => {
+      throw this.#whyWaiting(err);
+    });
+  }
+
+  /**
+   * Resolves once the standby is bootstrapped and replay has reached a consistent point, when
+   * a hot standby's application may start serving reads (at once if it already has).
+   * `HOT_STANDBY_OFF` on a warm standby.
+   */
+  waitForConsistent(options: WaitOptions = {}): Promise<void> {
+    if (!this.#options.hotStandby) {
+      return Promise.reject(new WalshipError('HOT_STANDBY_OFF', 'this is a warm standby (hotStandby: false); it serves nothing until promoted'));
+    }
+    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+    return this.#consistency.wait(1, options).catch((err: unknown) => {
+      throw this.#whyWaiting(err);
+    });
+  }
+
+  /**
+   * Why the standby is not streaming: the error that ended its last attempt to connect or
+   * stream (a wrong password is `AUTH_FAILED`, an unreachable primary `CONNECTION_FAILED`, …),
+   * `null` while it streams. The standby keeps retrying such errors (a password changed on the
+   * primary, a primary that comes back heal by themselves); the ones that cannot heal stop it
+   * (see {@link failure}).
+   */
+  get lastError(): WalshipError | null {
+    return this.#lastError;
+  }
+
+  /** A wait that ended by its timeout or signal while the standby could not stream says why. */
+  #whyWaiting(err: unknown): unknown {
+    const why = this.#lastError;
+    if (why === null || !(isWalshipError(err, 'TIMEOUT') || isWalshipError(err, 'ABORTED'))) return err;
+    // TIMEOUT keeps the connection error as its cause; ABORTED keeps the signal's reason.
+    const cause = err.code === 'TIMEOUT' ? why : err.cause;
+    return new WalshipError(err.code, `${err.message}; the standby is not streaming: ${why.message}`, { cause, transient: err.transient });
+  }
+
+  /**
+   * Stops streaming and replay, lets its downstream standbys receive what it has flushed (each
+   * at most `walSenderTimeoutMs` to confirm), and closes the local WAL. Leaves no timer or
+   * socket behind. With `dropSlot`, it then connects to the primary once more and drops its
+   * replication slot there (waiting until the primary has let go of it), for a standby leaving
+   * for good; a failure to do so rejects, after everything else is closed. Once `signal`
+   * aborts, it stops waiting (for an `apply` or checkpoint in progress, for downstreams).
+   */
+  stop(options: CloseOptions & { dropSlot?: boolean } = {}): Promise<void> {
+    if (options.dropSlot === true && this.#options.primary.slotName === undefined) {
+      return Promise.reject(new WalshipError('INVALID_ARGUMENT', 'close({ dropSlot: true }): this standby has no primary.slotName'));
+    }
+    if (options.signal !== undefined) whenAborted(options.signal, () => this.#immediate.abort());
+    this.#closing ??= (async () => {
+      const immediate = this.#immediate.signal;
+      this.#abort.abort();
+      this.#conn?.destroy();
+      await untilAborted(this.#receiver?.stop() ?? Promise.resolve(), immediate);
+      await untilAborted(this.#running ?? Promise.resolve(), immediate);
+      await untilAborted(this.#replaying ?? Promise.resolve(), immediate);
+      const core = this.#core;
+      await untilAborted(core.checkpointer.settled(), immediate);
+      // Downstream standbys get what this standby has flushed, each at most walSenderTimeoutMs to confirm.
+      await core.stopServing(this.#log?.flushedLsn ?? 0, this.#log === null ? 0 : this.#options.walSenderTimeoutMs, immediate).catch((err: unknown) => {
+        this.#debug.error('closing the WAL service: %s', (err as Error).message);
+      });
+      if (this.#log !== null && this.failure === null && !immediate.aborted && this.#control?.state === 'in-recovery') {
+        await this.#setControlState('shut-down-in-recovery').catch((err: unknown) => this.#debug.error('recording the shutdown: %s', (err as Error).message));
+      }
+      await core.close(immediate);
+      core.applier.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+      this.#consistency.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+      this.#state = { kind: 'closed', failure: this.failure };
+      this.emitSafely('state:change', { state: 'closed' });
+    })();
+    if (options.dropSlot !== true) return this.#closing;
+    // Once, whether or not an earlier close() asked for it.
+    this.#droppingSlot ??= this.#closing.then(() => this.#dropSlotOnPrimary());
+    return this.#droppingSlot;
+  }
+
+  /** `close({ dropSlot: true })`: DROP_REPLICATION_SLOT … WAIT on a connection of its own. */
+  async #dropSlotOnPrimary(): Promise<void> {
+    const slotName = this.#options.primary.slotName as string;
+    const conn = await this.#connect(undefined);
+    try {
+      await dropReplicationSlot(conn, slotName, { wait: true, timeoutMs: this.#options.walReceiverTimeoutMs });
+      this.#debug('dropped replication slot %s on the primary', slotName);
+    } finally {
+      conn.destroy();
+    }
+  }
+
+  /** Connects and authenticates to the primary, within `connectTimeoutMs` (and `signal`). */
+  #connect(signal: AbortSignal | undefined): Promise<MessageStream<'client'>> {
+    const p = this.#options.primary;
+    const timeout = AbortSignal.timeout(p.connectTimeoutMs ?? 10_000);
+    return connectReplication({
+      transport: p.transport,
+      address: p.address,
+      user: p.user,
+      applicationName: p.applicationName,
+      handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
+      signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
+      ...(p.password === undefined ? {} : { password: p.password }),
+      ...(p.requireAuth === undefined ? {} : { requireAuth: p.requireAuth }),
+    });
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Local state
+
+  /** The control data of the local state, once bootstrapped. */
+  get #control(): ControlData | null {
+    return this.#core.attached ? this.#core.control : null;
+  }
+
+  /** Opens the local WAL and slots, brings the application to its last state and starts replay. */
+  async #openLocal(control: ControlData): Promise<void> {
+    const o = this.#options;
+    const log = await WalLog.open({
+      storage: this.#storage,
+      role: 'replica',
+      segmentSize: control.segmentSize,
+      timeline: control.timeline,
+      ...(control.checkpoint === null ? {} : { startLsn: control.checkpoint.lsn }),
+      ...(o.sync === undefined ? {} : { sync: o.sync }),
+      ...(o.recycleSegments === undefined ? {} : { recycleSegments: o.recycleSegments }),
+      ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
+    });
+    let start: Lsn;
+    try {
+      const slots = await SlotManager.open(this.#storage);
+      // After bootstrapping again the restored state may be older than what was replayed before.
+      start = await this.#core.attach({ control, log, slots });
+    } catch (err) {
+      await log.close().catch(() => undefined);
+      throw err;
+    }
+    log.on('error', ({ error, fatal }) => {
+      if (fatal) this.#fail(error);
+    });
+    this.#cluster = { systemId: control.systemId, segmentSize: control.segmentSize };
+    this.#log = log;
+    this.#checkConsistent();
+    const replayAbort = new AbortController();
+    this.#replayAbort = replayAbort;
+    const signal = AbortSignal.any([this.#abort.signal, replayAbort.signal]);
+    this.#replaying = this.#core.applier.follow(log, start, { follow: true, signal, onApplied: (lsn) => this.#replayed(log, lsn) }).catch((err: unknown) => {
+      if (signal.aborted) return;
+      const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+      if (error.code === 'APPLY_FAILED') this.emitSafely('apply:error', { error });
+      this.#fail(error);
+    });
+    this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
+  }
+
+  /** Replay applied the batch ending at `lsn`: its send time, consistency, and the apply report. */
+  #replayed(log: WalLog, lsn: Lsn): void {
+    const sent = this.#sendTimes.timeFor(lsn);
+    if (sent !== null) this.#lastReplayTime = sent / 1000;
+    this.#checkConsistent();
+    // Tell the primary the apply position (remote_apply commits wait for it) without
+    // waiting for the status interval: at once when replay has caught up with what is
+    // flushed (once per flush), and every few ms while it runs behind a steady stream.
+    const flushed = log.flushedLsn;
+    const now = Date.now();
+    if (this.#receiver !== null && ((lsn >= flushed && flushed > this.#reportedFlushLsn) || now - this.#applyReportedAt >= APPLY_REPORT_INTERVAL_MS)) {
+      if (lsn >= flushed) this.#reportedFlushLsn = flushed;
+      this.#applyReportedAt = now;
+      this.#receiver.reportNow();
+    }
+  }
+
+  #checkConsistent(): void {
+    const control = this.#control;
+    if (this.#consistent || control === null || this.#core.applier.position < control.consistentLsn) return;
+    this.#consistent = true;
+    this.#consistency.advance(1);
+    const lsn = this.#core.applier.position;
+    this.#debug('consistent recovery state reached at %s', formatLsn(lsn));
+    if (!this.#options.hotStandby) return;
+    if (!this.#opening) {
+      this.emitSafely('consistent', { lsn });
+      return;
+    }
+    // Reached while open() runs: nobody can listen yet. Emitted once open() has returned.
+    setImmediate(() => {
+      if (this.#closing === null) this.emitSafely('consistent', { lsn });
+    });
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The connection loop
+
+  async #run(): Promise<void> {
+    const signal = this.#abort.signal;
+    let delay: number = this.#options.retryMinDelayMs;
+    while (!signal.aborted && this.failure === null) {
+      let error: WalshipError | null = null;
+      this.#progressed = false;
+      try {
+        await this.#session();
+      } catch (err) {
+        error = isWalshipError(err) ? err : new WalshipError('CONNECTION_FAILED', String(err), { cause: err, transient: true });
+      } finally {
+        // The next state (disconnected, failed, connecting again) lets go of it.
+        this.#conn?.destroy();
+      }
+      if (signal.aborted || this.failure !== null) break;
+      if (error !== null && error.code === 'WAL_REMOVED' && this.#control !== null) {
+        const why = this.#cannotBootstrapAgain(error);
+        if (why === null) {
+          try {
+            await this.#bootstrapAgain(error);
+            continue;
+          } catch (err) {
+            error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+          }
+        } else {
+          error = new WalshipError('WAL_REMOVED', `${error.message}; ${why}`, { cause: error });
+        }
+      }
+      if (error !== null) this.#lastError = error;
+      if (error !== null && FATAL.includes(error.code)) {
+        this.emitSafely('primary:disconnected', { error, retryInMs: null });
+        this.#fail(error);
+        break;
+      }
+      // Back-off grows over consecutive fruitless attempts only: a connection that carried WAL
+      // and then broke is retried at once (after the shortest delay).
+      if (this.#progressed) delay = this.#options.retryMinDelayMs;
+      this.#setState({ kind: 'disconnected', error, retryInMs: delay });
+      if (error !== null) this.#debug.error('replication connection ended: %s (retrying in %d ms)', error.message, delay);
+      this.emitSafely('primary:disconnected', { error, retryInMs: delay });
+      await sleep(delay, undefined, { signal }).catch(() => undefined);
+      delay = Math.min(delay * 2, this.#options.retryMaxDelayMs);
+    }
+  }
+
+  /** One connection: identify, bootstrap if needed, stream; sets `#progressed` when it gets somewhere. */
+  async #session(): Promise<void> {
+    const o = this.#options;
+    const signal = this.#abort.signal;
+    this.#setState({ kind: 'connecting', conn: null });
+    if (this.#control === null) await this.#resumeBootstrap();
+    const p = o.primary;
+    const conn = await this.#connect(signal);
+    this.#setState({ kind: 'connecting', conn });
+    if (signal.aborted) throw abortError(signal);
+    const identity = await this.#identify(conn);
+    this.emitSafely('primary:connected', { address: p.address, systemId: identity.systemId });
+    if (this.#log !== null && this.#log.insertLsn > identity.flushLsn) {
+      // A standby ahead of its upstream (one that streamed from another node) waits for it.
+      throw new WalshipError(
+        'CONNECTION_FAILED',
+        `the upstream's WAL ends at ${formatLsn(identity.flushLsn)}, behind this standby's at ${formatLsn(this.#log.insertLsn)}: waiting for it to catch up`,
+        { transient: true },
+      );
+    }
+    if (p.createSlot === true && !this.#slotReady) await this.#createSlot(conn, p.slotName as string);
+    const backupOnThisConnection = this.#control === null && this.#app.restore !== undefined && !this.#noBaseBackup;
+    if (this.#control === null) {
+      try {
+        await this.#bootstrap(conn, identity);
+      } catch (err) {
+        if (this.#noBaseBackup || !primaryHasNoSnapshotHook(err)) throw err;
+        // Retrying cannot change that: stream the primary's WAL from its beginning instead, as
+        // a standby without restore() does, on a new connection (the primary closed this one).
+        this.#noBaseBackup = true;
+        this.#debug("the primary cannot make a base backup (its application has no snapshot() hook): bootstrapping from its WAL's beginning");
+        conn.destroy();
+        this.#setState({ kind: 'connecting', conn: null });
+        return this.#session();
+      }
+    }
+    const log = this.#log as WalLog;
+    const receiver = new WalReceiver(conn, log, {
+      statusIntervalMs: o.statusIntervalMs,
+      receiverTimeoutMs: o.walReceiverTimeoutMs,
+      sendTimes: this.#sendTimes,
+      appliedLsn: () => this.#core.applier.position,
+      historyFrom: this.#control?.consistentLsn ?? 0,
+      ...(p.slotName === undefined ? {} : { slotName: p.slotName }),
+      ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
+    });
+    let caughtUp = false;
+    let started = false;
+    let lineage: Promise<void> = Promise.resolve();
+    receiver.on('streaming:started', ({ historyChecked }) => {
+      started = true;
+      this.#lastError = null;
+      if (this.#control?.state !== 'in-recovery') lineage = this.#recordRecovery(historyChecked, receiver);
+    });
+    receiver.on('wal:flushed', ({ flushLsn }) => {
+      this.#progressed = true;
+      if (!caughtUp && flushLsn >= identity.flushLsn) {
+        caughtUp = true;
+        this.emitSafely('wal:caught-up', { receiveLsn: flushLsn });
+      }
+    });
+    this.#setState({ kind: 'streaming', conn, receiver });
+    if (log.flushedLsn >= identity.flushLsn) {
+      caughtUp = true;
+      this.emitSafely('wal:caught-up', { receiveLsn: log.flushedLsn });
+    }
+    try {
+      await receiver.run();
+      await lineage;
+    } catch (err) {
+      await lineage.catch(() => undefined);
+      // A new standby without a restore hook asked for WAL the primary no longer has.
+      if (isWalshipError(err, 'WAL_REMOVED') && this.#control?.checkpoint === null && log.flushedLsn <= log.oldestLsn) {
+        // Nothing was ever received: undo the bootstrap, so that the directory is new again and
+        // a reopen with a restore() hook (or seeding it with primary.baseBackup()) works.
+        await removeControlFile(this.#storage).catch((e: unknown) => this.#debug.error('undoing the bootstrap: %s', (e as Error).message));
+        const why =
+          this.#app.restore === undefined
+            ? "this standby's application has no restore() hook, so it cannot start from a base backup"
+            : this.#noBaseBackup
+              ? "a base backup is needed, and the primary's application has no snapshot() hook to make one"
+              : 'reopen the standby to bootstrap it from a base backup';
+        throw new WalshipError('BASE_BACKUP_REQUIRED', `the primary no longer has its WAL from the beginning (${err.message}); ${why}`);
+      }
+      if (isWalshipError(err, 'WAL_REMOVED') && !started && p.slotName !== undefined && p.createSlot !== true && !backupOnThisConnection) {
+        // Refused at the start with a slot this standby does not manage: if the WAL is still
+        // there, the slot was invalidated, and wiping the local state would not help.
+        if (await this.#walStillThere(log.insertLsn, log.timeline)) {
+          this.#refusedAfterBackup = new WalshipError(
+            'WAL_REMOVED',
+            `${err.message}; the primary still has the WAL from ${formatLsn(log.insertLsn)}, so it is replication slot "${p.slotName}" that refuses (invalidated, or unable to reserve WAL the primary is letting go): drop and recreate it (or set createSlot), or stream without it; this standby's local state is kept`,
+            { cause: err },
+          );
+          throw this.#refusedAfterBackup;
+        }
+      }
+      if (isWalshipError(err, 'WAL_REMOVED') && backupOnThisConnection && !started) {
+        this.#refusedAfterBackup = new WalshipError(
+          'WAL_REMOVED',
+          `${err.message}; the primary refuses to stream right after sending a base backup on the same connection, so the WAL is not what is missing: if the replication slot was invalidated, drop and recreate it (or set createSlot)`,
+          { cause: err },
+        );
+        throw this.#refusedAfterBackup;
+      }
+      throw err;
+    }
+  }
+
+  /** Why this standby cannot bootstrap again after `WAL_REMOVED`, or null when it can. */
+  #cannotBootstrapAgain(error: WalshipError): string | null {
+    const remedy = 'give it a replication slot on the primary (or a larger walKeepSize there) and bootstrap it anew in an empty directory';
+    if (this.#app.restore === undefined) return `its application has no restore() hook, so this standby cannot bootstrap again from a base backup: ${remedy}`;
+    if (this.#noBaseBackup) return `the primary's application has no snapshot() hook to make a base backup: ${remedy}`;
+    if (error === this.#refusedAfterBackup) return 'bootstrapping again cannot help';
+    return null;
+  }
+
+  /**
+   * After `WAL_REMOVED`: stops replay, closes and removes the local WAL, snapshots and control
+   * file, so that the next connection bootstraps the directory from a base backup. With
+   * `createSlot`, the slot (invalidated, maybe) is dropped and created again first.
+   */
+  async #bootstrapAgain(error: WalshipError): Promise<void> {
+    const log = this.#log as WalLog;
+    const receiveLsn = log.flushedLsn;
+    this.#debug.error('the primary removed WAL this standby needs (%s): bootstrapping again from a base backup', error.message);
+    this.emitSafely('rebootstrap', { error, receiveLsn });
+    this.#slotReady = false;
+    this.#recreateSlot = true;
+    // The application's state is about to be replaced: not readable until consistent again.
+    this.#consistent = false;
+    this.#consistency.rewind(0);
+    this.#replayAbort?.abort();
+    await this.#replaying?.catch(() => undefined);
+    this.#log = null;
+    this.#replaying = null;
+    // Downstream standbys are let go (they reconnect, and are refused until the new state is there).
+    await this.#core.detach(new WalshipError('CONNECTION_FAILED', 'the upstream standby is bootstrapping again from a base backup', { transient: true }));
+    // Locked: another node must not open the directory while its files go.
+    const lock = await lockStorage(this.#storage);
+    try {
+      await removeLocalState(this.#storage);
+    } finally {
+      await lock.release().catch(() => undefined);
+    }
+  }
+
+  /**
+   * `createSlot`: creates the slot on the primary, reserving WAL now; one that exists is used as
+   * it is, unless the standby is bootstrapping again (the slot may be invalidated): then it is
+   * dropped and created anew.
+   */
+  async #createSlot(conn: MessageStream<'client'>, slotName: string): Promise<void> {
+    const timeoutMs = this.#options.walReceiverTimeoutMs;
+    if (this.#recreateSlot) {
+      await dropReplicationSlot(conn, slotName, { wait: true, timeoutMs }).catch((err: unknown) => {
+        if (!isWalshipError(err, 'SLOT_NOT_FOUND')) throw err;
+      });
+    }
+    try {
+      // A new (or discarded) directory is bootstrapped next, from a base backup the slot must
+      // cover: the primary reserves from its applied position. One with local state resumes
+      // from its own end, which may be older: the slot reserves from there.
+      const log = this.#log;
+      const created = await createReplicationSlot(conn, slotName, { reserveWal: true, timeoutMs, ...(log === null ? {} : { reserveFrom: log.insertLsn }) });
+      this.#debug('created replication slot %s on the primary', slotName);
+      this.emitSafely('slot:created', created);
+    } catch (err) {
+      if (!isWalshipError(err, 'SLOT_EXISTS')) throw err;
+    }
+    this.#slotReady = true;
+    this.#recreateSlot = false;
+  }
+
+  /**
+   * Whether the primary would stream from `lsn` without a slot: START_REPLICATION on a
+   * connection of its own, ended at once. False when it answers `WAL_REMOVED`; any other
+   * failure is thrown.
+   */
+  async #walStillThere(lsn: Lsn, timeline: number): Promise<boolean> {
+    const conn = await this.#connect(this.#abort.signal);
+    try {
+      conn.send({ kind: 'startReplication', slotName: '', startLsn: lsn, timeline, checkFrom: null, checkCrc: 0 });
+      const answer = await conn.next({ signal: this.#abort.signal, timeoutMs: this.#options.walReceiverTimeoutMs });
+      if (answer?.kind === 'replicationStarted') return true;
+      if (answer?.kind === 'error' && answer.code === 'WAL_REMOVED') return false;
+      throw new WalshipError('PROTOCOL_ERROR', `unexpected ${answer === null ? 'end of the connection' : answer.kind} while checking whether the primary still has ${formatLsn(lsn)}`);
+    } finally {
+      conn.destroy();
+    }
+  }
+
+  /** IDENTIFY_SYSTEM: the primary must belong to this standby's cluster. */
+  async #identify(conn: MessageStream<'client'>): Promise<IdentifySystemResultMessage> {
+    conn.send({ kind: 'identifySystem' });
+    const result = await this.#expect(conn, 'identifySystemResult');
+    await this.#expect(conn, 'readyForCommand');
+    const control = this.#control ?? this.#cluster;
+    if (control !== null) {
+      if (result.systemId !== control.systemId) {
+        throw new WalshipError(
+          'SYSTEM_ID_MISMATCH',
+          `database system identifier differs between the primary and standby: the primary's is ${result.systemId}, the standby's is ${control.systemId}`,
+        );
+      }
+      if (result.segmentSize !== control.segmentSize) {
+        throw new WalshipError('WAL_FORMAT', `the primary's WAL segment size is ${result.segmentSize} bytes, this standby's is ${control.segmentSize}`);
+      }
+    }
+    return result;
+  }
+
+  /** A new standby: a base backup when the application can restore one, else the WAL from its start. */
+  async #bootstrap(conn: MessageStream<'client'>, identity: IdentifySystemResultMessage): Promise<void> {
+    const lock = await lockStorage(this.#storage);
+    let control: ControlData;
+    try {
+      // Another standby opened on the same new directory may have bootstrapped it meanwhile.
+      if ((await readControlFile(this.#storage)) !== null) {
+        throw new WalshipError('WAL_LOCKED', `${this.#storage.description} was bootstrapped by another node while this standby was connecting`);
+      }
+      // WAL and snapshots of a state this directory was discarding when it crashed.
+      await removeLeftovers(this.#storage);
+      if (this.#app.restore !== undefined && !this.#noBaseBackup) {
+        control = await this.#receiveBaseBackup(conn, identity);
+      } else {
+        control = { state: 'in-recovery', systemId: identity.systemId, segmentSize: identity.segmentSize, timeline: identity.timeline, checkpoint: null, consistentLsn: 0 };
+      }
+      await writeControlFile(this.#storage, control);
+      // Snapshots an interrupted earlier bootstrap left behind belong to nothing.
+      await this.#core.snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
+    } catch (err) {
+      await lock.release().catch(() => undefined);
+      throw err;
+    }
+    await releaseLock(this.#storage, lock);
+    await this.#openLocal(control);
+  }
+
+  /**
+   * A bootstrap that wrote the control file and then failed (opening the log or cleaning up
+   * hit a transient error) is finished, not started again: the directory is this standby's.
+   */
+  async #resumeBootstrap(): Promise<void> {
+    const control = await readControlFile(this.#storage);
+    if (control === null) return;
+    this.#debug('finishing an earlier bootstrap of %s', this.#storage.description);
+    // Locked: a directory another node has opened meanwhile is WAL_LOCKED, and its files are left alone.
+    const lock = await lockStorage(this.#storage);
+    try {
+      await this.#core.snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
+    } catch (err) {
+      await lock.release().catch(() => undefined);
+      throw err;
+    }
+    await releaseLock(this.#storage, lock);
+    await this.#openLocal(control);
+  }
+
+  /**
+   * A base backup from the primary (`pg_basebackup`), received by {@link receiveBaseBackup}
+   * into a local snapshot file: only a complete, verified snapshot is put into place, so an
+   * interrupted backup leaves nothing behind and simply starts over. Returns the control data
+   * of the new state: replay is consistent once it reaches the backup's end.
+   */
+  async #receiveBaseBackup(conn: MessageStream<'client'>, identity: IdentifySystemResultMessage): Promise<ControlData> {
+    this.#setState({ kind: 'base-backup', conn });
+    const { begin, end, written } = await receiveBaseBackup(conn, {
+      snapshots: this.#core.snapshots,
+      label: `walship standby ${this.#options.primary.applicationName}`.slice(0, 255),
+      ...this.#replyOptions(),
+      onProgress: (progress) => this.emitSafely('base-backup:progress', progress),
+    });
+    this.#progressed = true;
+    await this.#expect(conn, 'readyForCommand');
+    this.emitSafely('base-backup:done', { lsn: begin.startLsn, size: written.size });
+    this.#debug('base backup of %d bytes at %s received', written.size, formatLsn(begin.startLsn));
+    return {
+      state: 'in-recovery',
+      systemId: identity.systemId,
+      segmentSize: identity.segmentSize,
+      timeline: begin.timeline,
+      checkpoint: { lsn: begin.startLsn, snapshot: true },
+      consistentLsn: end.endLsn,
+    };
+  }
+
+  /** Waits for the primary's answers: as long as `walReceiverTimeoutMs`, until the standby stops. */
+  #replyOptions(): ReplyOptions {
+    return { signal: this.#abort.signal, timeoutMs: this.#options.walReceiverTimeoutMs, peer: 'the primary' };
+  }
+
+  async #expect<K extends ServerMessage['kind']>(conn: MessageStream<'client'>, kind: K): Promise<Extract<ServerMessage, { kind: K }>> {
+    return expectMessage(conn, kind, this.#replyOptions());
+  }
+
+  /**
+   * Streaming has started: the control file says "in recovery" from now on (written here, not
+   * at open, so that a standby refused by its upstream changes nothing). A former primary's
+   * directory becomes a standby's only when its upstream compared its last WAL bytes with its
+   * own and they matched (its WAL is a prefix of the upstream's); with nothing left to compare
+   * it stops with `WAL_DIVERGED`.
+   */
+  async #recordRecovery(historyChecked: boolean, receiver: WalReceiver): Promise<void> {
+    const formerPrimary = !isRecoveryState((this.#control as ControlData).state);
+    if (formerPrimary && !historyChecked) {
+      const error = new WalshipError(
+        'WAL_DIVERGED',
+        `${this.#storage.description} belonged to a primary, and its upstream could not compare its WAL with its own (it no longer has the WAL before ${formatLsn((this.#log as WalLog).insertLsn)}): it may hold WAL its upstream never had. Bootstrap this standby in an empty directory`,
+      );
+      await receiver.stop();
+      throw error;
+    }
+    await this.#setControlState('in-recovery');
+    if (formerPrimary) this.#debug("this former primary's WAL is a prefix of its upstream's: it is a standby now");
+  }
+
+  /** Records the node's state in the control file (crash-safe: the old or the new state survives). */
+  async #setControlState(state: NodeState): Promise<void> {
+    await this.#core.writeControl({ ...this.#core.control, state });
+  }
+
+  #fail(error: WalshipError): void {
+    if (this.failure !== null || this.#closing !== null) return;
+    this.#debug.error('standby stopped: %s', error.message);
+    this.#abort.abort();
+    this.#conn?.destroy();
+    this.#setState({ kind: 'failed', error });
+    this.#core.applier.fail(error);
+    this.#consistency.fail(error);
+    this.emitSafely('failed', { error });
+  }
+
+  /**
+   * Moves to `next` (failed and closed are final); `state:change` fires when the kind changes
+   * (a new connection while still connecting is not a change).
+   */
+  #setState(next: RecoveryState): void {
+    const current = this.#state;
+    if (current.kind === 'failed' || current.kind === 'closed') return;
+    this.#state = next;
+    if (current.kind !== next.kind) this.emitSafely('state:change', { state: next.kind });
+  }
+}
+
+/** Takes the directory's lock; failures other than `WAL_LOCKED` are `WAL_IO`. */
+async function lockStorage(storage: Storage): Promise<StorageLock> {
+  try {
+    return await storage.lock();
+  } catch (err) {
+    if (isWalshipError(err)) throw err;
+    throw new WalshipError('WAL_IO', `cannot lock ${storage.description}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function releaseLock(storage: Storage, lock: StorageLock): Promise<void> {
+  try {
+    await lock.release();
+  } catch (err) {
+    throw new WalshipError('WAL_IO', `cannot unlock ${storage.description}: ${(err as Error).message}`, { cause: err });
+  }
+}
