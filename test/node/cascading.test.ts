@@ -5,7 +5,7 @@ import { MemoryNetwork, MemoryStorage, seededRandom } from '../../src/testing/in
 import { CRASH_MODES } from '../helpers/crashes.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
-import { AUTH, HANG_MS, PASSWORD, commitMany, openPrimary, sameSequence } from './standby-harness.js';
+import { AUTH, HANG_MS, PASSWORD, commitMany, openPrimary, sameSequence } from '../helpers/standby-harness.js';
 
 /** A standby of `upstream` (an address), which serves standbys of its own at `listenAddress` when given. */
 function nodeOptions(

@@ -5,7 +5,7 @@ import { readControlFile, writeControlFile } from '../../src/node/control-file.j
 import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { PlainApp, RecordingApp, until } from '../helpers/apps.js';
 import { SMALL_SEGMENT, payload, within } from '../helpers/wal.js';
-import { HANG_MS, caughtUp, codeOf, contents, openPrimary, sameSequence, standbyOptions } from './standby-harness.js';
+import { HANG_MS, caughtUp, codeOf, contents, openPrimary, sameSequence, standbyOptions } from '../helpers/standby-harness.js';
 
 /** A copy of a closed node's directory, file by file (as `cp -a` would make one). */
 async function copyOf(storage: MemoryStorage): Promise<MemoryStorage> {

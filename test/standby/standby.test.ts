@@ -21,7 +21,7 @@ import {
   record,
   sameSequence,
   standbyOptions,
-} from './standby-harness.js';
+} from '../helpers/standby-harness.js';
 
 /** A recording app whose `apply` waits for the test to open a gate at chosen positions. */
 class GatedApp extends RecordingApp {

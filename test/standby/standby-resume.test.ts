@@ -5,7 +5,7 @@ import { CONTROL_FILE, readControlFile } from '../../src/node/control-file.js';
 import { MemoryNetwork, MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { payload, within } from '../helpers/wal.js';
-import { HANG_MS, caughtUp, codeOf, commitMany, named, nextEvent, openPrimary, record, sameSequence, standbyOptions } from './standby-harness.js';
+import { HANG_MS, caughtUp, codeOf, commitMany, named, nextEvent, openPrimary, record, sameSequence, standbyOptions } from '../helpers/standby-harness.js';
 
 /** A recording app that checks every snapshot it is given is whole before using it. */
 class CheckingApp extends RecordingApp {

@@ -7,7 +7,7 @@ import { nowMicros } from '../../src/replication/wal-sender.js';
 import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { PlainApp, RecordingApp, until } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
-import { HANG_MS, caughtUp, commitMany, named, nextEvent, openPrimary, record, sameSequence, standbyOptions, type Recorded } from './standby-harness.js';
+import { HANG_MS, caughtUp, commitMany, named, nextEvent, openPrimary, record, sameSequence, standbyOptions, type Recorded } from '../helpers/standby-harness.js';
 
 /** A recording app whose `apply` waits while `gate` is set. */
 class GatedApp extends RecordingApp {

@@ -5,8 +5,8 @@ import type { MessageStream } from '../../src/protocol/message-stream.js';
 import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { payload, within } from '../helpers/wal.js';
-import { HANG_MS, openPrimary as openServingPrimary, standbyOptions } from './standby-harness.js';
-import { TRUST_REPL, eventually, expectMessage, nextEvent, rawStandby, receiveUntil, report } from './primary-helpers.js';
+import { HANG_MS, openPrimary as openServingPrimary, standbyOptions } from '../helpers/standby-harness.js';
+import { TRUST_REPL, eventually, expectMessage, nextEvent, rawStandby, receiveUntil, report } from '../helpers/primary-helpers.js';
 
 // Replication slots on the primary (#5): the public slot API, streaming with a slot, and
 // what slots do to WAL removal at checkpoints.

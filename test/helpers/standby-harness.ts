@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { Primary, Standby, isWalshipError, type Application, type PrimaryOptions, type StandbyEvents, type StandbyOptions, type Storage, type Transport } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
-import type { AppliedBatch } from '../helpers/apps.js';
-import { SMALL_SEGMENT, payload, within } from '../helpers/wal.js';
+import type { AppliedBatch } from './apps.js';
+import { SMALL_SEGMENT, payload, within } from './wal.js';
 
 export const PASSWORD = 'pw-1234567';
 export const AUTH = { users: { repl: { password: PASSWORD } }, rules: [{ user: 'repl', address: 'all', method: 'scram-sha-256' as const }] };

@@ -6,7 +6,7 @@ import { readControlFile } from '../../src/node/control-file.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, within } from '../helpers/wal.js';
-import { HANG_MS, caughtUp, codeOf, commitMany, named, nextEvent, openPrimary, record, sameSequence, standbyOptions } from './standby-harness.js';
+import { HANG_MS, caughtUp, codeOf, commitMany, named, nextEvent, openPrimary, record, sameSequence, standbyOptions } from '../helpers/standby-harness.js';
 
 describe('Standby over TcpTransport with real directories', () => {
   it('bootstraps an empty directory, streams, survives restarts mid-stream, and keeps the same history as the primary', async () => {

@@ -4,7 +4,7 @@ import { Standby, isWalshipError } from '../../src/index.js';
 import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
-import { HANG_MS, commitMany, openPrimary, standbyOptions } from './standby-harness.js';
+import { HANG_MS, commitMany, openPrimary, standbyOptions } from '../helpers/standby-harness.js';
 
 describe('a standby that cannot get in says why', () => {
   it('a wrong password: lastError is AUTH_FAILED, and a wait that times out carries it as its cause', async () => {

@@ -20,8 +20,8 @@ import { MemoryNetwork, MemoryStorage, seededRandom, type CrashOptions } from '.
 import { RecordingApp, type AppliedBatch } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, within } from '../helpers/wal.js';
-import { DurableApp, TRUST_REPL, eventually, expectMessage, rawStandby, receiveUntil, report } from './primary-helpers.js';
-import { HANG_MS, caughtUp, named, openPrimary as openServingPrimary, record, sameSequence, standbyOptions } from './standby-harness.js';
+import { DurableApp, TRUST_REPL, eventually, expectMessage, rawStandby, receiveUntil, report } from '../helpers/primary-helpers.js';
+import { HANG_MS, caughtUp, named, openPrimary as openServingPrimary, record, sameSequence, standbyOptions } from '../helpers/standby-harness.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
 
 // WAL retention on the primary, end to end (#5): what checkpoints remove and keep for

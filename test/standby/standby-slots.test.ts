@@ -16,8 +16,8 @@ import {
 import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { payload, within } from '../helpers/wal.js';
-import { eventually, rawStandby, TRUST_REPL } from './primary-helpers.js';
-import { HANG_MS, nextEvent, standbyOptions } from './standby-harness.js';
+import { eventually, rawStandby, TRUST_REPL } from '../helpers/primary-helpers.js';
+import { HANG_MS, nextEvent, standbyOptions } from '../helpers/standby-harness.js';
 
 // Slots a standby manages itself over the replication protocol (createSlot, close({ dropSlot })),
 // and a standby bootstrapping again when the primary no longer has the WAL it needs (#5).

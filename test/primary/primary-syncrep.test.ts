@@ -6,8 +6,8 @@ import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, within } from '../helpers/wal.js';
-import { eventually, GatedStorage, nextEvent, rawStandby, report, TRUST_REPL } from './primary-helpers.js';
-import { HANG_MS } from './standby-harness.js';
+import { eventually, GatedStorage, nextEvent, rawStandby, report, TRUST_REPL } from '../helpers/primary-helpers.js';
+import { HANG_MS } from '../helpers/standby-harness.js';
 
 // Synchronous replication (#6): sync states as pg_stat_replication shows them, each level's
 // release point, cancel, reload, shutdown, and a real standby over TCP.
