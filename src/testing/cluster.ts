@@ -75,7 +75,10 @@ export interface ClusterPrimaryOptions extends Omit<PrimaryOptions, 'listen'> {
  * `storage` the standby uses {@link Cluster.storage} of its name.
  */
 export interface ClusterStandbyOptions extends Omit<StandbyOptions, 'primary' | 'listen'> {
-  /** The node to stream from (a primary, or a standby that listens), or its address. */
+  /**
+   * The node to stream from (a primary, or a standby that listens), or its address: e.g.
+   * `cluster.address('p')` for a primary `p` that is not open yet.
+   */
   readonly upstream: Primary | Standby | string;
   /**
    * Overrides of the connection to `upstream`, e.g. `{ slotName: 's1', createSlot: true }` or
@@ -201,7 +204,7 @@ class TestCluster implements Cluster {
         ...this.#where(name, rest),
         primary: {
           transport: this.transport(name),
-          address: this.address(upstream),
+          address: typeof upstream === 'string' ? upstream : this.address(upstream),
           user: this.user,
           ...(this.#trust ? {} : { password: this.password }),
           applicationName: name,

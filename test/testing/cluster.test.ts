@@ -192,6 +192,16 @@ describe('createCluster', () => {
     await within(standby.waitForReplay(primary.currentLsn), HANG_MS, 'replay over TCP');
   });
 
+  it('a standby may be opened before its upstream, given the address the upstream will listen at', async (t) => {
+    const cluster = createCluster(t);
+    const standby = await cluster.standby('s1', { upstream: cluster.address('p'), application: new RecordingApp() });
+    await within(until(() => standby.lastError !== null), HANG_MS, 'the first failed connect');
+    assert.equal(standby.lastError?.code, 'CONNECTION_FAILED', 'nothing listens yet');
+    const primary = await cluster.primary('p', { application: new RecordingApp() });
+    await primary.commit(payload(1, 100));
+    await within(standby.waitForReplay(primary.currentLsn), HANG_MS, 'replay once the primary is there');
+  });
+
   it('address() of a node that does not listen is INVALID_ARGUMENT', async (t) => {
     const cluster = createCluster(t);
     const primary = await cluster.primary('p', { application: new RecordingApp(), listen: false });
