@@ -21,7 +21,7 @@ import { median, pairedRatios, summarize, type CaseSummary, type RunResult } fro
 import { BENCH_RECYCLE_SEGMENTS, openSteadyLog, restock } from './steady-log.js';
 import { formatCompact, formatInt, formatMBps, formatRatio, formatTable, type Row } from './table.js';
 import { YIELD_EVERY, measureAppends, measureCommits } from './wal-cases.js';
-import { createTlsFixtures } from '../test/transport/tls-fixtures.js';
+import { createTlsFixtures } from '../test/helpers/tls-fixtures.js';
 import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, killPeers, rawCatchUp, replicationThroughput, type CatchUpResult } from './replication-cases.js';
 import { StalledError, cascadedCatchUp, throughput, type ThroughputRun } from './cascade-cases.js';
 import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';

@@ -1,6 +1,8 @@
 /**
- * walship's public test kit: simulated storage that can lose power and fail on demand,
- * for durability tests of walship itself and of the applications built on it.
+ * walship's public test kit: simulated storage that can lose power and fail on demand, an
+ * in-process network with faults, and a cluster fixture that opens primaries and standbys
+ * with test defaults and closes them after each test, for durability tests of walship itself
+ * and of the applications built on it.
  * @packageDocumentation
  */
 export { MemoryStorage } from '../storage/memory-storage.js';
@@ -22,3 +24,5 @@ export type {
   TransportConformanceHarness,
 } from './transport-conformance.js';
 export { seededRandom } from './seeded-random.js';
+export { CLUSTER_DEFAULTS, createCluster } from './cluster.js';
+export type { Cluster, ClusterListen, ClusterOptions, ClusterPrimaryOptions, ClusterStandbyOptions, TeardownContext } from './cluster.js';

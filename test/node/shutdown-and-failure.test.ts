@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Primary, Standby, isWalshipError, type CommittedBatch, type FailedEvent } from '../../src/index.js';
+import { Primary, isWalshipError, type CommittedBatch, type FailedEvent } from '../../src/index.js';
 import { readControlFile } from '../../src/node/control-file.js';
-import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
+import { MemoryNetwork, MemoryStorage, createCluster } from '../../src/testing/index.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
-import { TRUST_REPL, expectMessage, rawStandby } from './primary-helpers.js';
-import { HANG_MS, commitMany, openPrimary, standbyOptions } from './standby-harness.js';
+import { TRUST_REPL, expectMessage, rawStandby } from '../helpers/primary-helpers.js';
+import { HANG_MS, commitMany } from '../helpers/standby-harness.js';
 
 /** A recording app whose `apply` never returns once `hang` is set. */
 class HangingApp extends RecordingApp {
@@ -66,12 +66,12 @@ describe('close({ signal }): a bounded shutdown', () => {
     assert.equal(await outcome, 'WAL_CLOSED', 'the commit in flight is told the primary closed');
   });
 
-  it("a standby's close({ signal }) does not wait for an apply that never returns", async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('p'), 'p:1');
+  it("a standby's close({ signal }) does not wait for an apply that never returns", async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('p', { application: new RecordingApp() });
     const app = new HangingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s'), app, { storage: new MemoryStorage() }));
-    try {
+    const standby = await cluster.standby('s', { upstream: primary, application: app });
+    {
       await commitMany(primary, 0, 3);
       await within(standby.waitForReplay(primary.currentLsn), HANG_MS, 'replay');
       app.hang = true;
@@ -79,23 +79,21 @@ describe('close({ signal }): a bounded shutdown', () => {
       await within(until(() => (standby.receiveLsn ?? 0) >= primary.currentLsn), HANG_MS, 'the standby to receive');
       await within(standby.close({ signal: AbortSignal.timeout(50) }), HANG_MS, "the standby's immediate shutdown");
       assert.equal(standby.state, 'closed');
-    } finally {
-      await primary.close();
     }
   });
 });
 
 describe('one failure event', () => {
-  it("Primary and Standby both emit 'failed' with the error, which `failure` holds", async () => {
-    const net = new MemoryNetwork();
+  it("Primary and Standby both emit 'failed' with the error, which `failure` holds", async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('p'), 'p:1');
+    const primary = await cluster.primary('p', { application: papp });
     const sapp = new RecordingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s'), sapp, { storage: new MemoryStorage() }));
+    const standby = await cluster.standby('s', { upstream: primary, application: sapp });
     const seen: [string, FailedEvent][] = [];
     primary.on('failed', (event) => seen.push(['primary', event]));
     standby.on('failed', (event) => seen.push(['standby', event]));
-    try {
+    {
       await commitMany(primary, 0, 3);
       await within(standby.waitForReplay(primary.currentLsn), HANG_MS, 'replay');
       sapp.failAt = 0;
@@ -105,9 +103,6 @@ describe('one failure event', () => {
       for (const [who, event] of seen) assert.ok(isWalshipError(event.error, 'APPLY_FAILED'), `${who}: ${String(event.error)}`);
       assert.equal(primary.failure, seen.find(([who]) => who === 'primary')?.[1].error, "the primary's failure is the event's error");
       assert.equal(standby.failure, seen.find(([who]) => who === 'standby')?.[1].error, "the standby's failure is the event's error");
-    } finally {
-      await standby.close();
-      await primary.close();
     }
   });
 });

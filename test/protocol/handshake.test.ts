@@ -12,7 +12,7 @@ import { ReplicationServer, type AuthFailedEvent, type ConnectionErrorEvent, typ
 import { scramVerifier } from '../../src/protocol/scram.js';
 import { MemoryNetwork, type MemoryTransport } from '../../src/transport/memory-transport.js';
 import { TcpTransport } from '../../src/transport/tcp-transport.js';
-import { createTlsFixtures } from '../transport/tls-fixtures.js';
+import { createTlsFixtures } from '../helpers/tls-fixtures.js';
 import { within } from '../helpers/wal.js';
 
 const PASSWORD = 's3cret-pässword';

@@ -16,7 +16,7 @@ import {
   type TcpTlsOptions,
 } from '../../src/transport/tcp-transport.js';
 import type { Listener, PeerInfo, Transport } from '../../src/transport/transport.js';
-import { createTlsFixtures, type TlsFixtures } from './tls-fixtures.js';
+import { createTlsFixtures, type TlsFixtures } from '../helpers/tls-fixtures.js';
 
 /** Generous deadline for anything that should happen promptly, even on a busy machine. */
 const DEADLINE_MS = 10_000;

@@ -10,7 +10,7 @@ import { MemoryStorage } from '../../src/testing/index.js';
 import { DigestApp, PlainApp, RecordingApp, type AppliedBatch } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, within } from '../helpers/wal.js';
-import { DurableApp, GatedStorage } from './primary-helpers.js';
+import { DurableApp, GatedStorage } from '../helpers/primary-helpers.js';
 
 const SEGMENT = 64 * 1024;
 const hex = (text: string): string => Buffer.from(text).toString('hex');

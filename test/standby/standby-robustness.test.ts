@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Standby, WalshipError, type CommittedBatch, type Storage } from '../../src/index.js';
+import { WalshipError, type CommittedBatch, type Standby, type Storage } from '../../src/index.js';
 import { CONTROL_FILE, readControlFile } from '../../src/node/control-file.js';
 import { MessageStream } from '../../src/protocol/message-stream.js';
 import { nowMicros } from '../../src/replication/wal-sender.js';
-import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
+import { createCluster, type MemoryStorage } from '../../src/testing/index.js';
 import { PlainApp, RecordingApp, until } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
-import { HANG_MS, caughtUp, commitMany, named, nextEvent, openPrimary, record, sameSequence, standbyOptions, type Recorded } from './standby-harness.js';
+import { HANG_MS, caughtUp, commitMany, named, nextEvent, record, sameSequence, type Recorded } from '../helpers/standby-harness.js';
 
 /** A recording app whose `apply` waits while `gate` is set. */
 class GatedApp extends RecordingApp {
@@ -44,18 +44,18 @@ async function stoppedOrRetried(standby: Standby, events: Recorded[]): Promise<s
 }
 
 describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, monitoring', () => {
-  it('wal_receiver_timeout: a half-open link to a quiet primary ends with a transient TIMEOUT; once the link works again the standby reconnects and catches up', async () => {
-    const net = new MemoryNetwork();
+  it('wal_receiver_timeout: a half-open link to a quiet primary ends with a transient TIMEOUT; once the link works again the standby reconnects and catches up', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1', { walSenderTimeoutMs: 10_000 });
+    const primary = await cluster.primary('primary', { application: papp, walSenderTimeoutMs: 10_000 });
     const first = await commitMany(primary, 0, 10);
     const app = new RecordingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage: new MemoryStorage() }, { walReceiverTimeoutMs: 1000 }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app, walReceiverTimeoutMs: 1000 });
     const events = record(standby);
     await within(standby.waitForReplay(first), HANG_MS, 'replay');
     assert.equal(standby.state, 'streaming');
     // Nothing goes through any more, and nothing says so: no end, no reset.
-    net.stall('s1');
+    cluster.network.stall('s1');
     const disconnected = await within(nextEvent(standby, 'primary:disconnected'), HANG_MS, 'the standby to notice the dead link');
     assert.equal(disconnected.error?.code, 'TIMEOUT');
     assert.equal(disconnected.error?.transient, true);
@@ -63,7 +63,7 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     assert.equal(standby.failure, null);
     assert.ok(['connecting', 'disconnected'].includes(standby.state), standby.state);
     await commitMany(primary, 10, 10);
-    net.resume('s1');
+    cluster.network.resume('s1');
     await caughtUp(standby, primary, 'the catch-up after the link came back');
     sameSequence(app.applied, papp.applied);
     assert.equal(standby.state, 'streaming');
@@ -72,11 +72,11 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     await primary.close();
   });
 
-  it('overlapping checkpoints run one at a time: the control file never goes back to an older one, and the standby reopens', async () => {
-    const net = new MemoryNetwork();
+  it('overlapping checkpoints run one at a time: the control file never goes back to an older one, and the standby reopens', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1', { recycleSegments: 0 });
-    const mem = new MemoryStorage();
+    const primary = await cluster.primary('primary', { application: papp, recycleSegments: 0 });
+    const mem = cluster.storage('s1');
     const storage = wrapped(mem);
     // A slow disk, on demand: the next control-file write stops at its first step until released.
     let hold: { promise: Promise<void>; open: () => void } | null = null;
@@ -90,7 +90,7 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
       }
       return mem.remove(name);
     };
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage }, { recycleSegments: 0 }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), storage, recycleSegments: 0 });
     let last = await commitMany(primary, 0, 40, 4000);
     await within(standby.waitForReplay(last), HANG_MS, 'replay');
     const slow = gate();
@@ -108,17 +108,17 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     assert.deepEqual((await readControlFile(mem))?.checkpoint, b, 'the control file holds the later checkpoint');
     await standby.close();
     const app = new RecordingApp();
-    const again = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage: mem }));
+    const again = await cluster.standby('s1', { upstream: primary, application: app });
     await commitMany(primary, 100, 5);
     await caughtUp(again, primary, 'the reopened standby');
     await again.close();
     await primary.close();
   });
 
-  it('close() waits for a checkpoint in progress before it closes the WAL', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1');
-    const mem = new MemoryStorage();
+  it('close() waits for a checkpoint in progress before it closes the WAL', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new RecordingApp() });
+    const mem = cluster.storage('s1');
     const storage = wrapped(mem);
     let hold: { promise: Promise<void>; open: () => void } | null = null;
     let held = false;
@@ -131,7 +131,7 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
       }
       return mem.remove(name);
     };
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), storage });
     const last = await commitMany(primary, 0, 20);
     await within(standby.waitForReplay(last), HANG_MS, 'replay');
     const slow = gate();
@@ -153,12 +153,12 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     await primary.close();
   });
 
-  it('a bootstrap that wrote its control file and then failed on a transient error is finished on the next attempt, not refused as WAL_LOCKED', async () => {
-    const net = new MemoryNetwork();
+  it('a bootstrap that wrote its control file and then failed on a transient error is finished on the next attempt, not refused as WAL_LOCKED', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     await commitMany(primary, 0, 30);
-    const mem = new MemoryStorage();
+    const mem = cluster.storage('s1');
     const storage = wrapped(mem);
     // The first directory listing after the control file exists (the bootstrap's clean-up) fails once.
     let failed = false;
@@ -170,7 +170,7 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
       return mem.list();
     };
     const app = new RecordingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app, storage });
     const events = record(standby);
     await caughtUp(standby, primary, 'the standby to get going after the failure');
     assert.ok(failed, 'the failure was injected');
@@ -186,14 +186,14 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     await primary.close();
   });
 
-  it("a primary whose application has no snapshot() hook: a standby with restore() streams the primary's WAL from its beginning instead of retrying forever", async () => {
-    const net = new MemoryNetwork();
+  it("a primary whose application has no snapshot() hook: a standby with restore() streams the primary's WAL from its beginning instead of retrying forever", async (t) => {
+    const cluster = createCluster(t);
     const papp = new PlainApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     await commitMany(primary, 0, 50);
-    const storage = new MemoryStorage();
+    const storage = cluster.storage('s1');
     const app = new RecordingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }, { retryMinDelayMs: 5, retryMaxDelayMs: 10 }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app, retryMinDelayMs: 5, retryMaxDelayMs: 10 });
     const events = record(standby);
     await caughtUp(standby, primary, 'the bootstrap from the WAL');
     await commitMany(primary, 50, 20);
@@ -207,14 +207,14 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     await primary.close();
   });
 
-  it('… and when that primary no longer has its early WAL: BASE_BACKUP_REQUIRED, for good, nothing kept', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new PlainApp(), net.transport('primary'), 'primary:1', { recycleSegments: 0 });
+  it('… and when that primary no longer has its early WAL: BASE_BACKUP_REQUIRED, for good, nothing kept', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new PlainApp(), recycleSegments: 0 });
     const last = await commitMany(primary, 0, 300, 900);
     await primary.checkpoint(last);
     assert.ok(primary.wal.oldestLsn > 65536, 'the primary removed its first segments');
-    const storage = new MemoryStorage();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage }, { retryMinDelayMs: 5, retryMaxDelayMs: 10 }));
+    const storage = cluster.storage('s1');
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), retryMinDelayMs: 5, retryMaxDelayMs: 10 });
     const events = record(standby);
     const settled = await within(stoppedOrRetried(standby, events), HANG_MS, 'the standby to stop or retry');
     assert.equal(settled, 'BASE_BACKUP_REQUIRED');
@@ -224,10 +224,10 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     await primary.close();
   });
 
-  it('a primary that speaks another protocol version: PROTOCOL_VERSION stops the standby at once', async () => {
-    const net = new MemoryNetwork();
+  it('a primary that speaks another protocol version: PROTOCOL_VERSION stops the standby at once', async (t) => {
+    const cluster = createCluster(t);
     let connections = 0;
-    const listener = await net.transport('primary').listen('primary:1', (stream) => {
+    const listener = await cluster.transport('primary').listen(cluster.address('primary'), (stream) => {
       connections++;
       const conn = new MessageStream(stream, 'server');
       void conn.next().then(
@@ -235,7 +235,7 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
         () => conn.destroy(),
       );
     });
-    const standby = await Standby.open(standbyOptions('primary:1', net.transport('s1'), new RecordingApp(), { storage: new MemoryStorage() }));
+    const standby = await cluster.standby('s1', { upstream: cluster.address('primary'), application: new RecordingApp() });
     const events = record(standby);
     const settled = await within(stoppedOrRetried(standby, events), HANG_MS, 'the standby to stop or retry');
     assert.equal(settled, 'PROTOCOL_VERSION');
@@ -245,16 +245,15 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     await listener.close();
   });
 
-  it('a restarted hot standby: `consistent` reaches a listener attached right after `await Standby.open()`', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1');
+  it('a restarted hot standby: `consistent` reaches a listener attached right after `await Standby.open()`', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new RecordingApp() });
     const last = await commitMany(primary, 0, 20);
-    const storage = new MemoryStorage();
-    const first = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage }));
+    const first = await cluster.standby('s1', { upstream: primary, application: new RecordingApp() });
     await within(first.waitForReplay(last), HANG_MS, 'replay');
     await first.close();
 
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp() });
     const seen: number[] = [];
     standby.on('consistent', ({ lsn }) => seen.push(lsn));
     assert.equal(standby.consistent, true, 'consistent already (restored from the local snapshot)');
@@ -267,14 +266,12 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     await primary.close();
   });
 
-  it("lastReplayTimestamp is the primary's send time of the replayed WAL, not when the standby replayed it; null after a restart until new WAL is replayed", async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1');
+  it("lastReplayTimestamp is the primary's send time of the replayed WAL, not when the standby replayed it; null after a restart until new WAL is replayed", async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new RecordingApp() });
     await commitMany(primary, 0, 10);
-    const storage = new MemoryStorage();
     const app = new GatedApp();
-    const options = standbyOptions(primary, net.transport('s1'), app, { storage });
-    const standby = await Standby.open(options);
+    const standby = await cluster.standby('s1', { upstream: primary, application: app });
     await caughtUp(standby, primary);
     const slow = gate();
     app.gate = slow.promise;
@@ -294,12 +291,11 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
 
     // Restarted without a snapshot, a standby replays its whole local WAL, received before the
     // restart: no send time is known for it.
-    const plainStorage = new MemoryStorage();
-    const plain = await Standby.open(standbyOptions(primary, net.transport('s2'), new PlainApp(), { storage: plainStorage }));
+    const plain = await cluster.standby('s2', { upstream: primary, application: new PlainApp() });
     await caughtUp(plain, primary);
     assert.notEqual(plain.lastReplayTimestamp, null);
     await plain.close();
-    const restarted = await Standby.open(standbyOptions(primary, net.transport('s2'), new PlainApp(), { storage: plainStorage }));
+    const restarted = await cluster.standby('s2', { upstream: primary, application: new PlainApp() });
     await caughtUp(restarted, primary, 'the local replay');
     assert.equal(restarted.lastReplayTimestamp, null);
     const beforeNext = nowMicros();
@@ -311,14 +307,12 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     await primary.close();
   });
 
-  it('tells the primary its apply position as soon as replay catches up, without waiting for the status interval', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1', { walSenderTimeoutMs: FOREVER });
+  it('tells the primary its apply position as soon as replay catches up, without waiting for the status interval', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new RecordingApp(), walSenderTimeoutMs: FOREVER });
     await commitMany(primary, 0, 5);
     const app = new GatedApp();
-    const standby = await Standby.open(
-      standbyOptions(primary, net.transport('s1'), app, { storage: new MemoryStorage() }, { statusIntervalMs: FOREVER, walReceiverTimeoutMs: FOREVER }),
-    );
+    const standby = await cluster.standby('s1', { upstream: primary, application: app, statusIntervalMs: FOREVER, walReceiverTimeoutMs: FOREVER });
     await caughtUp(standby, primary);
     const slow = gate();
     app.gate = slow.promise;

@@ -6,7 +6,7 @@ import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { mulberry32 } from '../helpers/random.js';
 import { within } from '../helpers/wal.js';
-import { TRUST_REPL, rawStandby, report } from './primary-helpers.js';
+import { TRUST_REPL, rawStandby, report } from '../helpers/primary-helpers.js';
 
 // Synchronous replication (#6), as a seeded property: hand-driven standbys report every
 // position themselves, connect, stall, leave and come back, the names change under them, and

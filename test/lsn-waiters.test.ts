@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isWalshipError, WalshipError } from '../../src/index.js';
-import { LsnWaiters } from '../../src/lsn-waiters.js';
-import { mulberry32 } from '../helpers/random.js';
-import { within } from '../helpers/wal.js';
+import { isWalshipError, WalshipError } from '../src/index.js';
+import { LsnWaiters } from '../src/lsn-waiters.js';
+import { mulberry32 } from './helpers/random.js';
+import { within } from './helpers/wal.js';
 
 /** Whether `promise` has settled, without waiting for it. */
 async function settled(promise: Promise<unknown>): Promise<boolean> {

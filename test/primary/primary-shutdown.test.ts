@@ -10,7 +10,7 @@ import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { PlainApp, RecordingApp } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, readAll, within } from '../helpers/wal.js';
-import { TRUST_REPL, eventually, nextEvent } from './primary-helpers.js';
+import { TRUST_REPL, eventually, nextEvent } from '../helpers/primary-helpers.js';
 
 const SEGMENT = 64 * 1024;
 const CHILD = fileURLToPath(new URL('../fixtures/primary-shutdown-child.mjs', import.meta.url));

@@ -6,7 +6,7 @@ import { WalReceiver } from '../../src/replication/wal-receiver.js';
 import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { payload, within } from '../helpers/wal.js';
-import { TRUST_REPL, eventually, expectMessage, nextEvent, rawStandby, receiveUntil, report } from './primary-helpers.js';
+import { TRUST_REPL, eventually, expectMessage, nextEvent, rawStandby, receiveUntil, report } from '../helpers/primary-helpers.js';
 
 const SEGMENT = 64 * 1024;
 

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Standby, type Primary, type Snapshot } from '../../src/index.js';
+import type { Primary, Snapshot } from '../../src/index.js';
 import { CONTROL_FILE, readControlFile } from '../../src/node/control-file.js';
-import { MemoryNetwork, MemoryStorage, seededRandom } from '../../src/testing/index.js';
+import { createCluster, MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { payload, within } from '../helpers/wal.js';
-import { HANG_MS, caughtUp, codeOf, commitMany, named, nextEvent, openPrimary, record, sameSequence, standbyOptions } from './standby-harness.js';
+import { HANG_MS, caughtUp, codeOf, commitMany, named, nextEvent, record, sameSequence } from '../helpers/standby-harness.js';
 
 /** A recording app that checks every snapshot it is given is whole before using it. */
 class CheckingApp extends RecordingApp {
@@ -39,19 +39,19 @@ function commitInBackground(primary: Primary, from: number, random: () => number
 }
 
 describe('Standby: interrupted base backups, reconnects and restarts', () => {
-  it('a connection reset in the middle of a base backup leaves nothing behind; the standby starts again by itself', async () => {
-    const net = new MemoryNetwork();
+  it('a connection reset in the middle of a base backup leaves nothing behind; the standby starts again by itself', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     for (let i = 0; i < 100; i++) await primary.commit([payload(i, 16 * 1024)]);
-    const storage = new MemoryStorage();
+    const storage = cluster.storage('s1');
     const app = new CheckingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }, { retryMinDelayMs: 20 }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app, retryMinDelayMs: 20 });
     const events = record(standby);
     let resets = 0;
     let filesAtDisconnect: string[] | null = null;
     standby.on('base-backup:progress', ({ receivedBytes, totalBytes }) => {
-      if (resets === 0 && totalBytes !== null && receivedBytes < totalBytes) resets += net.reset('s1');
+      if (resets === 0 && totalBytes !== null && receivedBytes < totalBytes) resets += cluster.network.reset('s1');
     });
     standby.once('primary:disconnected', () => (filesAtDisconnect = storage.fileNames()));
     await within(nextEvent(standby, 'consistent'), HANG_MS, 'the second base backup');
@@ -78,10 +78,10 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     await primary.close();
   });
 
-  it('a crash of the standby at any point of its bootstrap and first streaming: reopened, it completes with the same history', async () => {
-    const net = new MemoryNetwork();
+  it('a crash of the standby at any point of its bootstrap and first streaming: reopened, it completes with the same history', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     for (let i = 0; i < 30; i++) await primary.commit([payload(i, 8 * 1024)]);
     let completedWithoutCrash = false;
     for (let n = 1; !completedWithoutCrash; n += n < 40 ? 1 : 7) {
@@ -92,7 +92,7 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
       let survivor: MemoryStorage | null = null;
       void crashed.then((s) => (survivor = s));
       const writer = commitInBackground(primary, 10_000 * n, seededRandom(n), 30);
-      const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage })).catch((err: unknown) => {
+      const standby = await cluster.standby('s1', { upstream: primary, application: app, storage }).catch((err: unknown) => {
         assert.equal((err as { code?: string }).code, 'WAL_IO', `crash point ${n}: ${String(err)}`);
         return null;
       });
@@ -112,7 +112,7 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
       }
       const after = survivor as MemoryStorage;
       const fixed = new CheckingApp();
-      const again = await Standby.open(standbyOptions(primary, net.transport('s1'), fixed, { storage: after }));
+      const again = await cluster.standby('s1', { upstream: primary, application: fixed, storage: after });
       await caughtUp(again, primary, `the reopened standby (crash point ${n})`);
       sameSequence(fixed.applied, papp.applied, `crash point ${n}`);
       assert.equal(fixed.restoredSizes.length, 1, `crash point ${n}: one restore`);
@@ -125,13 +125,13 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     await primary.close();
   });
 
-  it('connections killed again and again while commits flow: no gap, no duplicate, the same history; back-off restarts after progress', async () => {
-    const net = new MemoryNetwork();
+  it('connections killed again and again while commits flow: no gap, no duplicate, the same history; back-off restarts after progress', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1', { sync: 'none' });
+    const primary = await cluster.primary('primary', { application: papp, sync: 'none' });
     await commitMany(primary, 0, 50);
     const app = new RecordingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage: new MemoryStorage() }, { retryMinDelayMs: 2, retryMaxDelayMs: 10_000 }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app, retryMinDelayMs: 2, retryMaxDelayMs: 10_000 });
     const events = record(standby);
     const random = seededRandom(42);
     let receivedAtConnect = -1;
@@ -142,7 +142,7 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
       await primary.commit([payload(i, 100 + Math.floor(random() * 4000))], { synchronousCommit: i % 4 === 0 ? 'on' : 'off' });
       if (i % 7 === 0) await new Promise((resolve) => setImmediate(resolve));
       // Kill the connection once it has carried some WAL.
-      if (standby.state === 'streaming' && (standby.receiveLsn ?? -1) > receivedAtConnect && random() < 0.3) kills += net.reset('s1') > 0 ? 1 : 0;
+      if (standby.state === 'streaming' && (standby.receiveLsn ?? -1) > receivedAtConnect && random() < 0.3) kills += cluster.network.reset('s1') > 0 ? 1 : 0;
     }
     assert.ok(kills >= 10, `only ${kills} connections were killed`);
     await primary.commit([Buffer.from('last')]);
@@ -156,18 +156,17 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     await primary.close();
   });
 
-  it('standby restarts mid-stream (close and reopen with a new application): the same history as the primary', async () => {
-    const net = new MemoryNetwork();
+  it('standby restarts mid-stream (close and reopen with a new application): the same history as the primary', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1', { sync: 'none' });
+    const primary = await cluster.primary('primary', { application: papp, sync: 'none' });
     await commitMany(primary, 0, 40);
-    const storage = new MemoryStorage();
     const random = seededRandom(7);
     const writer = commitInBackground(primary, 1000, random);
     let app = new CheckingApp();
     for (let round = 0; round < 8; round++) {
       app = new CheckingApp();
-      const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+      const standby = await cluster.standby('s1', { upstream: primary, application: app });
       const target = primary.currentLsn;
       await within(
         until(() => (standby.replayLsn ?? 0) >= target || standby.state === 'failed'),
@@ -181,23 +180,21 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     }
     await writer.stop();
     app = new CheckingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app });
     await caughtUp(standby, primary);
     sameSequence(app.applied, papp.applied);
     await standby.close();
     await primary.close();
   });
 
-  it('keeps retrying while the primary is down and resumes when it is back', async () => {
-    const net = new MemoryNetwork();
-    const primaryStorage = new MemoryStorage();
+  it('keeps retrying while the primary is down and resumes when it is back', async (t) => {
+    const cluster = createCluster(t);
     let papp = new RecordingApp();
-    let primary = await openPrimary(papp, net.transport('primary'), 'primary:1', { storage: primaryStorage });
+    let primary = await cluster.primary('primary', { application: papp });
     await commitMany(primary, 0, 30);
-    const storage = new MemoryStorage();
     const options = { retryMinDelayMs: 5, retryMaxDelayMs: 20 };
     let app = new RecordingApp();
-    let standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }, options));
+    let standby = await cluster.standby('s1', { upstream: cluster.address('primary'), application: app, ...options });
     await caughtUp(standby, primary);
     await within(until(() => standby.receiveLsn === primary.flushLsn), HANG_MS, 'receive');
     const history = papp.applied;
@@ -205,7 +202,7 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     // Restarted while its primary is down, the standby replays its local WAL by itself.
     await standby.close();
     app = new RecordingApp();
-    standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }, options));
+    standby = await cluster.standby('s1', { upstream: cluster.address('primary'), application: app, ...options });
     const events = record(standby);
     await within(until(() => app.applied.length === history.length), HANG_MS, 'local replay');
     sameSequence(app.applied, history);
@@ -214,26 +211,26 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     assert.ok(codes.every((c) => c === 'CONNECTION_FAILED'), codes.join(', '));
     assert.equal(standby.failure, null);
     papp = new RecordingApp();
-    primary = await openPrimary(papp, net.transport('primary'), 'primary:1', { storage: primaryStorage });
+    primary = await cluster.primary('primary', { application: papp });
     await commitMany(primary, 100, 30);
     await caughtUp(standby, primary);
     sameSequence(app.applied, papp.applied);
     await standby.close();
     await primary.close();
   });
-  it('close() while connecting over a stalled link, and in the middle of a base backup, returns and leaves nothing half-written', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1');
+  it('close() while connecting over a stalled link, and in the middle of a base backup, returns and leaves nothing half-written', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new RecordingApp() });
     for (let i = 0; i < 100; i++) await primary.commit([payload(i, 16 * 1024)]);
-    net.stall('s1');
-    const stalled = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage: new MemoryStorage() }));
+    cluster.network.stall('s1');
+    const stalled = await cluster.standby('s1', { upstream: primary, application: new RecordingApp() });
     await within(stalled.close(), HANG_MS, 'close() while connecting');
     assert.equal(stalled.state, 'closed');
-    net.resume('s1');
+    cluster.network.resume('s1');
 
-    const storage = new MemoryStorage();
+    const storage = cluster.storage('s2');
     const app = new CheckingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const standby = await cluster.standby('s2', { upstream: primary, application: app });
     await within(nextEvent(standby, 'base-backup:progress', (p) => p.totalBytes !== null && p.receivedBytes < p.totalBytes), HANG_MS, 'progress');
     await within(standby.close(), HANG_MS, 'close() during the base backup');
     assert.equal(standby.state, 'closed');
@@ -244,18 +241,18 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     await primary.close();
   });
 
-  it('a primary whose snapshot() fails: BASE_BACKUP_FAILED, retried, nothing kept', async () => {
-    const net = new MemoryNetwork();
+  it('a primary whose snapshot() fails: BASE_BACKUP_FAILED, retried, nothing kept', async (t) => {
+    const cluster = createCluster(t);
     const failing = {
       apply: () => undefined,
       snapshot: async (): Promise<never> => {
         throw new Error('the state is busy');
       },
     };
-    const primary = await openPrimary(failing, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: failing });
     await commitMany(primary, 0, 5);
-    const storage = new MemoryStorage();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage }, { retryMinDelayMs: 5, retryMaxDelayMs: 10 }));
+    const storage = cluster.storage('s1');
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), retryMinDelayMs: 5, retryMaxDelayMs: 10 });
     const events = record(standby);
     await within(until(() => named(events, 'primary:disconnected').length >= 3), HANG_MS, 'three attempts');
     for (const e of named(events, 'primary:disconnected')) assert.equal((e['error'] as { code: string }).code, 'BASE_BACKUP_FAILED');
@@ -265,16 +262,16 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     await primary.close();
   });
 
-  it('a damaged local snapshot or control file refuses the open (WAL_CORRUPT); a failing restore() is APPLY_FAILED; the directory stays usable', async () => {
-    const net = new MemoryNetwork();
+  it('a damaged local snapshot or control file refuses the open (WAL_CORRUPT); a failing restore() is APPLY_FAILED; the directory stays usable', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     await commitMany(primary, 0, 20);
-    const storage = new MemoryStorage();
-    const first = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage }));
+    const storage = cluster.storage('s1');
+    const first = await cluster.standby('s1', { upstream: primary, application: new RecordingApp() });
     await caughtUp(first, primary);
     await first.close();
-    const open = (app = new RecordingApp()) => Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const open = (app = new RecordingApp()) => cluster.standby('s1', { upstream: primary, application: app });
     const snapshot = storage.fileNames().find((n) => n.startsWith('snapshot-')) as string;
     storage.corrupt(snapshot, 100, (b) => b ^ 4);
     assert.equal(await codeOf(open()), 'WAL_CORRUPT');

@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { Standby, isWalshipError, type CommittedBatch, type Snapshot, type StandbyOptions } from '../../src/index.js';
 import { CONTROL_FILE, readControlFile } from '../../src/node/control-file.js';
 import { nowMicros } from '../../src/replication/wal-sender.js';
-import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
+import { createCluster, MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
 import { PlainApp, RecordingApp, until } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, within } from '../helpers/wal.js';
@@ -17,11 +17,9 @@ import {
   contents,
   named,
   nextEvent,
-  openPrimary,
   record,
   sameSequence,
-  standbyOptions,
-} from './standby-harness.js';
+} from '../helpers/standby-harness.js';
 
 /** A recording app whose `apply` waits for the test to open a gate at chosen positions. */
 class GatedApp extends RecordingApp {
@@ -52,7 +50,14 @@ describe('Standby', () => {
     const { dir, cleanup } = await tempDir();
     const net = new MemoryNetwork();
     const target = join(dir, 'standby');
-    const good = standbyOptions('p:1', net.transport('s'), new RecordingApp(), { dir: target });
+    const good: StandbyOptions = {
+      dir: target,
+      application: new RecordingApp(),
+      primary: { transport: net.transport('s'), address: 'p:1', user: 'repl', password: 'pw-1234567', applicationName: 's1' },
+      statusIntervalMs: 100,
+      retryMinDelayMs: 5,
+      retryMaxDelayMs: 50,
+    };
     const p = good.primary;
     const cases: Array<[string, unknown, RegExp]> = [
       ['an unknown option', { ...good, hotStandbyy: true }, /hotStandbyy/],
@@ -91,15 +96,15 @@ describe('Standby', () => {
     }
   });
 
-  it('bootstraps an empty directory from a base backup, then streams: the same applied sequence as the primary', async () => {
-    const net = new MemoryNetwork();
+  it('bootstraps an empty directory from a base backup, then streams: the same applied sequence as the primary', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     // About 3 MiB of snapshot (the app's JSON history): several chunks, several progress events.
     for (let i = 0; i < 90; i++) await primary.commit([payload(i, 16 * 1024)]);
-    const storage = new MemoryStorage();
+    const storage = cluster.storage('s1');
     const app = new CountingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app });
     const events = record(standby);
     // Before the bootstrap the standby knows nothing.
     assert.equal(standby.systemId, null);
@@ -156,14 +161,14 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('without a restore hook, streams the WAL from its beginning and applies all of it', async () => {
-    const net = new MemoryNetwork();
+  it('without a restore hook, streams the WAL from its beginning and applies all of it', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     await commitMany(primary, 0, 300, 900);
     const app = new PlainApp();
-    const storage = new MemoryStorage();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const storage = cluster.storage('s1');
+    const standby = await cluster.standby('s1', { upstream: primary, application: app });
     const events = record(standby);
     await caughtUp(standby, primary);
     await commitMany(primary, 300, 50);
@@ -177,15 +182,14 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('without a restore hook, fails with BASE_BACKUP_REQUIRED once the primary removed its early WAL', async () => {
-    const net = new MemoryNetwork();
+  it('without a restore hook, fails with BASE_BACKUP_REQUIRED once the primary removed its early WAL', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1', { recycleSegments: 0 });
+    const primary = await cluster.primary('primary', { application: papp, recycleSegments: 0 });
     await commitMany(primary, 0, 300, 900);
     await primary.checkpoint();
     assert.ok(primary.wal.oldestLsn > 65536, 'the primary removed its first segments');
-    const storage = new MemoryStorage();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new PlainApp(), { storage }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: new PlainApp() });
     const events = record(standby);
     const failed = await within(nextEvent(standby, 'failed'), HANG_MS, 'the failure');
     assert.equal(failed.error.code, 'BASE_BACKUP_REQUIRED');
@@ -199,24 +203,24 @@ describe('Standby', () => {
     await standby.close();
     // The directory is left as it was: reopened with a restore hook, it bootstraps from a base backup.
     const app = new RecordingApp();
-    const again = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const again = await cluster.standby('s1', { upstream: primary, application: app });
     await caughtUp(again, primary, 'the bootstrap after fixing the application');
     sameSequence(app.applied, papp.applied);
     await again.close();
     await primary.close();
   });
 
-  it('seeded by primary.baseBackup() files: starts from the local snapshot without asking for a backup, and catches up', async () => {
-    const net = new MemoryNetwork();
+  it('seeded by primary.baseBackup() files: starts from the local snapshot without asking for a backup, and catches up', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     await commitMany(primary, 0, 120);
-    const storage = new MemoryStorage();
+    const storage = cluster.storage('s1');
     const seeded = await primary.baseBackup({ storage });
     assert.equal(seeded.lsn, primary.currentLsn);
     await commitMany(primary, 120, 80);
     const app = new CountingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app });
     const events = record(standby);
     // Restored from the local snapshot while opening, before any connection.
     assert.equal(app.restores, 1);
@@ -234,10 +238,10 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('a commit on a standby is READ_ONLY, before and after the bootstrap and after close', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1');
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage: new MemoryStorage() }));
+  it('a commit on a standby is READ_ONLY, before and after the bootstrap and after close', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new RecordingApp() });
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp() });
     assert.equal(await codeOf(standby.commit([Buffer.from('x')])), 'READ_ONLY');
     await within(nextEvent(standby, 'consistent'), HANG_MS, 'consistent');
     assert.equal(await codeOf(standby.commit([Buffer.from('x')])), 'READ_ONLY');
@@ -246,11 +250,11 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('close() is idempotent, shared by concurrent callers, and later waits are WAL_CLOSED', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1');
+  it('close() is idempotent, shared by concurrent callers, and later waits are WAL_CLOSED', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new RecordingApp() });
     const lsn = await commitMany(primary, 0, 5);
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage: new MemoryStorage() }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp() });
     await within(standby.waitForReplay(lsn), HANG_MS, 'replay');
     const waiting = standby.waitForReplay(lsn + 1_000_000);
     const a = standby.close();
@@ -264,20 +268,20 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('a standby pointed at another cluster fails with SYSTEM_ID_MISMATCH and writes nothing', async () => {
-    const net = new MemoryNetwork();
-    const a = await openPrimary(new RecordingApp(), net.transport('a'), 'a:1');
-    const b = await openPrimary(new RecordingApp(), net.transport('b'), 'b:1');
+  it('a standby pointed at another cluster fails with SYSTEM_ID_MISMATCH and writes nothing', async (t) => {
+    const cluster = createCluster(t);
+    const a = await cluster.primary('a', { application: new RecordingApp() });
+    const b = await cluster.primary('b', { application: new RecordingApp() });
     await commitMany(a, 0, 30);
     await commitMany(b, 0, 60);
-    const storage = new MemoryStorage();
-    const first = await Standby.open(standbyOptions(a, net.transport('s1'), new RecordingApp(), { storage }));
+    const storage = cluster.storage('s1');
+    const first = await cluster.standby('s1', { upstream: a, application: new RecordingApp() });
     await caughtUp(first, a);
     await until(() => first.receiveLsn === a.flushLsn);
     await first.close();
     const before = contents(storage);
 
-    const standby = await Standby.open(standbyOptions(b, net.transport('s1'), new RecordingApp(), { storage }));
+    const standby = await cluster.standby('s1', { upstream: b, application: new RecordingApp() });
     const events = record(standby);
     const receiveLsn = standby.receiveLsn;
     const replayLsn = standby.replayLsn;
@@ -299,14 +303,19 @@ describe('Standby', () => {
     await b.close();
   });
 
-  it('a wrong password: AUTH_FAILED disconnects, retried with a doubling delay up to the cap; close() stops it', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1');
+  it('a wrong password: AUTH_FAILED disconnects, retried with a doubling delay up to the cap; close() stops it', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new RecordingApp() });
     let authFailures = 0;
     primary.on('auth:failed', () => authFailures++);
-    const storage = new MemoryStorage();
-    const options = standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage }, { retryMinDelayMs: 10, retryMaxDelayMs: 60 });
-    const standby = await Standby.open({ ...options, primary: { ...options.primary, password: 'wrong-password' } });
+    const storage = cluster.storage('s1');
+    const standby = await cluster.standby('s1', {
+      upstream: primary,
+      application: new RecordingApp(),
+      retryMinDelayMs: 10,
+      retryMaxDelayMs: 60,
+      connection: { password: 'wrong-password' },
+    });
     const events = record(standby);
     await within(until(() => named(events, 'primary:disconnected').length >= 6), HANG_MS, 'six failed attempts');
     const disconnects = named(events, 'primary:disconnected').slice(0, 6);
@@ -331,12 +340,12 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('hot standby: waitForReplay resolves once the batch is applied; TIMEOUT; ABORTED', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1');
+  it('hot standby: waitForReplay resolves once the batch is applied; TIMEOUT; ABORTED', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new RecordingApp() });
     const first = await commitMany(primary, 0, 10);
     const app = new GatedApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage: new MemoryStorage() }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app });
     await within(standby.waitForReplay(first), HANG_MS, 'the first batches');
     assert.ok(standby.readable);
     await standby.waitForReplay(first); // already reached: resolves at once
@@ -370,13 +379,13 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('warm standby: replays but serves nothing — no consistent event, HOT_STANDBY_OFF, not readable', async () => {
-    const net = new MemoryNetwork();
+  it('warm standby: replays but serves nothing — no consistent event, HOT_STANDBY_OFF, not readable', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     await commitMany(primary, 0, 20);
     const app = new RecordingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage: new MemoryStorage() }, { hotStandby: false }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app, hotStandby: false });
     const events = record(standby);
     await commitMany(primary, 20, 20);
     await caughtUp(standby, primary);
@@ -389,14 +398,13 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('an apply that throws stops replay at that batch (apply:error, APPLY_FAILED, failed); reopened with a fixed app, the batch is applied', async () => {
-    const net = new MemoryNetwork();
+  it('an apply that throws stops replay at that batch (apply:error, APPLY_FAILED, failed); reopened with a fixed app, the batch is applied', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     await commitMany(primary, 0, 10);
-    const storage = new MemoryStorage();
     const app = new RecordingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app });
     const events = record(standby);
     await caughtUp(standby, primary);
     const good = await commitMany(primary, 10, 5);
@@ -416,7 +424,7 @@ describe('Standby', () => {
     await standby.close();
 
     const fixed = new RecordingApp();
-    const again = await Standby.open(standbyOptions(primary, net.transport('s1'), fixed, { storage }));
+    const again = await cluster.standby('s1', { upstream: primary, application: fixed });
     await caughtUp(again, primary);
     sameSequence(fixed.applied, papp.applied);
     assert.ok(fixed.applied.some((b) => b.lsn === bad), 'the failed batch was applied after the restart');
@@ -424,9 +432,9 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('a restore() that throws during the bootstrap stops the standby with APPLY_FAILED instead of fetching backups forever', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1');
+  it('a restore() that throws during the bootstrap stops the standby with APPLY_FAILED instead of fetching backups forever', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', { application: new RecordingApp() });
     await commitMany(primary, 0, 10);
     let backups = 0;
     primary.on('sender:state', ({ state }) => (backups += state === 'backup' ? 1 : 0));
@@ -435,8 +443,7 @@ describe('Standby', () => {
         throw new Error('cannot load this state');
       }
     }
-    const storage = new MemoryStorage();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), new BrokenRestore(), { storage }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: new BrokenRestore() });
     const failed = await within(nextEvent(standby, 'failed'), HANG_MS, 'the failure');
     assert.equal(failed.error.code, 'APPLY_FAILED');
     assert.match(failed.error.message, /restore\(\)/);
@@ -446,7 +453,7 @@ describe('Standby', () => {
     await standby.close();
     // The backup is kept: reopened with a working application, the standby starts from it.
     const app = new RecordingApp();
-    const again = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const again = await cluster.standby('s1', { upstream: primary, application: app });
     assert.equal(app.restores, 1);
     await caughtUp(again, primary);
     assert.equal(backups, 1);
@@ -454,18 +461,18 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('two standbys opened on one new directory: one bootstraps it, the other stops with WAL_LOCKED', async () => {
-    const net = new MemoryNetwork();
+  it('two standbys opened on one new directory: one bootstraps it, the other stops with WAL_LOCKED', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: papp });
     for (let i = 0; i < 40; i++) await primary.commit([payload(i, 16 * 1024)]);
-    const storage = new MemoryStorage();
+    const storage = cluster.storage('s1');
     const apps = [new RecordingApp(), new RecordingApp()];
     // Both open while the primary cannot be reached yet, then race to bootstrap the directory.
-    net.stall('s1');
+    cluster.network.stall('s1');
     const standbys: Standby[] = [];
-    for (const app of apps) standbys.push(await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage })));
-    net.resume('s1');
+    for (const app of apps) standbys.push(await cluster.standby('s1', { upstream: primary, application: app }));
+    cluster.network.resume('s1');
     await within(until(() => standbys.every((s) => s.state === 'failed' || (s.replayLsn ?? 0) >= primary.currentLsn)), HANG_MS, 'both to settle');
     const states = standbys.map((s) => s.failure?.code ?? s.state).sort();
     assert.deepEqual(states, ['WAL_LOCKED', 'streaming']);
@@ -473,24 +480,24 @@ describe('Standby', () => {
     sameSequence((apps[winner] as RecordingApp).applied, papp.applied);
     assert.equal(storage.fileNames().filter((n) => n.startsWith('snapshot')).length, 1);
     // While the winner runs, a third open of the directory is refused at once.
-    assert.equal(await codeOf(Standby.open(standbyOptions(primary, net.transport('s1'), new RecordingApp(), { storage }))), 'WAL_LOCKED');
+    assert.equal(await codeOf(cluster.standby('s1', { upstream: primary, application: new RecordingApp() })), 'WAL_LOCKED');
     await Promise.all(standbys.map((s) => s.close()));
     const app = new RecordingApp();
-    const again = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const again = await cluster.standby('s1', { upstream: primary, application: app });
     await caughtUp(again, primary);
     sameSequence(app.applied, papp.applied);
     await again.close();
     await primary.close();
   });
 
-  it('checkpoint() (a restartpoint) stores a snapshot; a restart restores it and replays only what follows', async () => {
-    const net = new MemoryNetwork();
+  it('checkpoint() (a restartpoint) stores a snapshot; a restart restores it and replays only what follows', async (t) => {
+    const cluster = createCluster(t);
     const papp = new RecordingApp();
-    const primary = await openPrimary(papp, net.transport('primary'), 'primary:1', { recycleSegments: 0 });
+    const primary = await cluster.primary('primary', { application: papp, recycleSegments: 0 });
     await commitMany(primary, 0, 20);
-    const storage = new MemoryStorage();
+    const storage = cluster.storage('s1');
     const app = new RecordingApp();
-    const standby = await Standby.open(standbyOptions(primary, net.transport('s1'), app, { storage }));
+    const standby = await cluster.standby('s1', { upstream: primary, application: app });
     await caughtUp(standby, primary);
     const backup = (await readControlFile(storage))?.checkpoint?.lsn;
     await commitMany(primary, 20, 300, 900);
@@ -511,7 +518,7 @@ describe('Standby', () => {
     await standby.close();
 
     const restarted = new CountingApp();
-    const again = await Standby.open(standbyOptions(primary, net.transport('s1'), restarted, { storage }));
+    const again = await cluster.standby('s1', { upstream: primary, application: restarted });
     assert.equal(restarted.restoredFrom[0]?.lsn, restartpoint.lsn);
     await caughtUp(again, primary);
     sameSequence(restarted.applied, papp.applied);
@@ -520,15 +527,15 @@ describe('Standby', () => {
     await primary.close();
   });
 
-  it('checkpoint() is refused before the bootstrap, without a snapshot hook, and after close', async () => {
-    const net = new MemoryNetwork();
-    const nowhere = await Standby.open(standbyOptions('nowhere:1', net.transport('s1'), new RecordingApp(), { storage: new MemoryStorage() }));
+  it('checkpoint() is refused before the bootstrap, without a snapshot hook, and after close', async (t) => {
+    const cluster = createCluster(t);
+    const nowhere = await cluster.standby('s0', { upstream: 'nowhere:1', application: new RecordingApp() });
     assert.equal(await codeOf(nowhere.checkpoint()), 'INVALID_ARGUMENT');
     await nowhere.close();
 
-    const primary = await openPrimary(new RecordingApp(), net.transport('primary'), 'primary:1');
+    const primary = await cluster.primary('primary', { application: new RecordingApp() });
     const lsn = await commitMany(primary, 0, 5);
-    const plain = await Standby.open(standbyOptions(primary, net.transport('s1'), new PlainApp(), { storage: new MemoryStorage() }));
+    const plain = await cluster.standby('s1', { upstream: primary, application: new PlainApp() });
     await within(plain.waitForReplay(lsn), HANG_MS, 'replay');
     assert.equal(await codeOf(plain.checkpoint()), 'INVALID_ARGUMENT');
     assert.deepEqual(await plain.checkpoint(lsn), { lsn, snapshot: false });

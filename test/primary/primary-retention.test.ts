@@ -4,24 +4,21 @@ import { describe, it } from 'node:test';
 import {
   MIN_SEGMENT_SIZE,
   Primary,
-  Standby,
+  type Standby,
   TcpTransport,
   isWalshipError,
   segmentFileName,
   type Lsn,
   type ReplicationSlotRow,
   type SlotInvalidatedEvent,
-  type StandbyOptions,
-  type Storage,
-  type Transport,
   type WalStatus,
 } from '../../src/index.js';
-import { MemoryNetwork, MemoryStorage, seededRandom, type CrashOptions } from '../../src/testing/index.js';
+import { createCluster, MemoryNetwork, MemoryStorage, seededRandom, type Cluster, type CrashOptions, type TeardownContext } from '../../src/testing/index.js';
 import { RecordingApp, type AppliedBatch } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, within } from '../helpers/wal.js';
-import { DurableApp, TRUST_REPL, eventually, expectMessage, rawStandby, receiveUntil, report } from './primary-helpers.js';
-import { HANG_MS, caughtUp, named, openPrimary as openServingPrimary, record, sameSequence, standbyOptions } from './standby-harness.js';
+import { DurableApp, TRUST_REPL, eventually, expectMessage, rawStandby, receiveUntil, report } from '../helpers/primary-helpers.js';
+import { HANG_MS, caughtUp, named, record, sameSequence } from '../helpers/standby-harness.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
 
 // WAL retention on the primary, end to end (#5): what checkpoints remove and keep for
@@ -68,10 +65,6 @@ function assertSegmentsFrom(segments: readonly number[], first: number, end: Lsn
   const last = segOf(end);
   const expected = segments.at(-1) === last + 1 ? range(first, last + 1) : range(first, last);
   assert.deepEqual(segments, expected, `${what}: segments ${segments.join(',')}, expected ${first} to ${last} (or ${last + 1})`);
-}
-
-function withSlot(options: StandbyOptions, slotName: string): StandbyOptions {
-  return { ...options, primary: { ...options.primary, slotName } };
 }
 
 /** Waits until `standby` has stopped for good; returns its failure's code. */
@@ -232,46 +225,44 @@ async function crashAtEveryStep(scenario: Scenario, modeIndex: number, recycleSe
 // (NodeStorage) over loopback TCP.
 
 interface Setup {
-  readonly primaryWhere: { storage: Storage } | { dir: string };
-  readonly standbyWhere: { storage: Storage } | { dir: string };
-  readonly primaryTransport: Transport;
-  readonly standbyTransport: Transport;
-  readonly address: string;
+  /** The cluster of the test: nodes `primary` and `s1`. */
+  readonly cluster: Cluster;
+  /** Where `primary` and `s1` keep their files: a directory, or (none given) their cluster storage. */
+  readonly primaryWhere: { dir?: string };
+  readonly standbyWhere: { dir?: string };
   /** The primary's WAL segment numbers, from its storage's listing. */
   segments(): Promise<number[]>;
+  /** Closes the cluster, then removes its directories. */
   cleanup(): Promise<void>;
 }
 
-const SETUPS: readonly { name: string; make(): Promise<Setup> }[] = [
+const SETUPS: readonly { name: string; make(t: TeardownContext): Promise<Setup> }[] = [
   {
     name: 'MemoryStorage over MemoryTransport',
-    async make() {
-      const net = new MemoryNetwork();
-      const storage = new MemoryStorage();
+    async make(t) {
+      const cluster = createCluster(t);
       return {
-        primaryWhere: { storage },
-        standbyWhere: { storage: new MemoryStorage() },
-        primaryTransport: net.transport('primary'),
-        standbyTransport: net.transport('s1'),
-        address: 'primary:1',
-        segments: async () => segnosOf(await storage.list()),
-        cleanup: async () => undefined,
+        cluster,
+        primaryWhere: {},
+        standbyWhere: {},
+        segments: async () => segnosOf(await cluster.storage('primary').list()),
+        cleanup: () => cluster.close(),
       };
     },
   },
   {
     name: 'directories over TCP',
-    async make() {
+    async make(t) {
       const a = await tempDir();
       const b = await tempDir();
+      const cluster = createCluster(t, { transport: () => new TcpTransport(), listenAddress: () => '127.0.0.1:0' });
       return {
+        cluster,
         primaryWhere: { dir: a.dir },
         standbyWhere: { dir: b.dir },
-        primaryTransport: new TcpTransport(),
-        standbyTransport: new TcpTransport(),
-        address: '127.0.0.1:0',
         segments: async () => segnosOf(await readdir(a.dir)),
         cleanup: async () => {
+          await cluster.close();
           await a.cleanup();
           await b.cleanup();
         },
@@ -291,43 +282,31 @@ async function fallBehind(
   check: (primary: Primary, left: Lsn) => Promise<void>,
   then: (standby: Standby, primary: Primary, store: { applied: AppliedBatch[] }, papp: RecordingApp) => Promise<void>,
 ): Promise<void> {
+  const { cluster } = setup;
   const papp = new RecordingApp();
-  const primary = await openServingPrimary(papp, setup.primaryTransport, setup.address, {
-    ...setup.primaryWhere,
-    segmentSize: SEGMENT,
-    recycleSegments: 0,
-    walKeepSize,
-  });
-  try {
-    await commitUntil(primary, at(3, 30_000));
-    const store = { applied: [] as AppliedBatch[] };
-    const options = standbyOptions(primary, setup.standbyTransport, new DurableApp(store), setup.standbyWhere);
-    const first = await Standby.open(options);
-    await caughtUp(first, primary, 'the standby to catch up before it stops');
-    const left = first.receiveLsn;
-    assert.ok(left !== null && segOf(left) === 3, `the standby stopped in segment 3, at ${String(left)}`);
-    await first.close();
-    await eventually(() => primary.replicationStatus().length === 0, HANG_MS, 'the primary to see the standby go');
+  const primary = await cluster.primary('primary', { ...setup.primaryWhere, application: papp, segmentSize: SEGMENT, recycleSegments: 0, walKeepSize });
+  await commitUntil(primary, at(3, 30_000));
+  const store = { applied: [] as AppliedBatch[] };
+  const standbyOptions = { ...setup.standbyWhere, upstream: primary };
+  const first = await cluster.standby('s1', { ...standbyOptions, application: new DurableApp(store) });
+  await caughtUp(first, primary, 'the standby to catch up before it stops');
+  const left = first.receiveLsn;
+  assert.ok(left !== null && segOf(left) === 3, `the standby stopped in segment 3, at ${String(left)}`);
+  await first.close();
+  await eventually(() => primary.replicationStatus().length === 0, HANG_MS, 'the primary to see the standby go');
 
-    await commitUntil(primary, left + 4 * SEGMENT);
-    await primary.checkpoint(primary.appliedLsn);
-    await check(primary, left);
+  await commitUntil(primary, left + 4 * SEGMENT);
+  await primary.checkpoint(primary.appliedLsn);
+  await check(primary, left);
 
-    const standby = await Standby.open({ ...options, application: new DurableApp(store) });
-    try {
-      await then(standby, primary, store, papp);
-    } finally {
-      await standby.close();
-    }
-  } finally {
-    await primary.close();
-  }
+  const standby = await cluster.standby('s1', { ...standbyOptions, application: new DurableApp(store) });
+  await then(standby, primary, store, papp);
 }
 
 describe('Primary: WAL retention', () => {
   for (const kind of SETUPS) {
-    it(`without a slot, a standby further behind than walKeepSize stops with WAL_REMOVED (${kind.name})`, async () => {
-      const setup = await kind.make();
+    it(`without a slot, a standby further behind than walKeepSize stops with WAL_REMOVED (${kind.name})`, async (t) => {
+      const setup = await kind.make(t);
       try {
         await fallBehind(
           setup,
@@ -349,8 +328,8 @@ describe('Primary: WAL retention', () => {
       }
     });
 
-    it(`without a slot, a walKeepSize that covers the gap lets the same standby catch up (${kind.name})`, async () => {
-      const setup = await kind.make();
+    it(`without a slot, a walKeepSize that covers the gap lets the same standby catch up (${kind.name})`, async (t) => {
+      const setup = await kind.make(t);
       try {
         await fallBehind(
           setup,
@@ -375,16 +354,17 @@ describe('Primary: WAL retention', () => {
       }
     });
 
-    it(`a stopped standby's slot keeps every segment while it is down; after it catches up a checkpoint releases them (${kind.name})`, async () => {
-      const setup = await kind.make();
+    it(`a stopped standby's slot keeps every segment while it is down; after it catches up a checkpoint releases them (${kind.name})`, async (t) => {
+      const setup = await kind.make(t);
+      const { cluster } = setup;
       const papp = new RecordingApp();
-      const primary = await openServingPrimary(papp, setup.primaryTransport, setup.address, { ...setup.primaryWhere, segmentSize: SEGMENT, recycleSegments: 0 });
+      const primary = await cluster.primary('primary', { ...setup.primaryWhere, application: papp, segmentSize: SEGMENT, recycleSegments: 0 });
       try {
         await primary.createSlot('s1_slot');
         await commitUntil(primary, at(2, 20_000));
         const store = { applied: [] as AppliedBatch[] };
-        const options = withSlot(standbyOptions(primary, setup.standbyTransport, new DurableApp(store), setup.standbyWhere), 's1_slot');
-        const first = await Standby.open(options);
+        const standbyOptions = { ...setup.standbyWhere, upstream: primary, connection: { slotName: 's1_slot' } };
+        const first = await cluster.standby('s1', { ...standbyOptions, application: new DurableApp(store) });
         await caughtUp(first, primary, 'the standby to catch up before it stops');
         const flushed = primary.flushLsn;
         await eventually(() => slot(primary, 's1_slot').restartLsn === flushed, HANG_MS, 'the slot at the standby flush');
@@ -402,42 +382,37 @@ describe('Primary: WAL retention', () => {
         assertSegmentsFrom(kept, segOf(held), primary.flushLsn, 'the checkpoints removed segment 1 only: every segment from the slot\'s on is kept');
         assert.equal(slot(primary, 's1_slot').walStatus, 'extended', 'the slot alone keeps that WAL');
 
-        const standby = await Standby.open({ ...options, application: new DurableApp(store) });
-        try {
-          const events = record(standby);
-          await caughtUp(standby, primary, 'the standby to catch up through the kept segments');
-          assert.equal(standby.failure, null, 'no WAL_REMOVED');
-          assert.deepEqual(named(events, 'failed'), [], 'no failed event');
-          sameSequence(store.applied, papp.applied, 'the standby applied what the primary did');
-          const end = primary.flushLsn;
-          await eventually(() => slot(primary, 's1_slot').restartLsn === end, HANG_MS, 'the slot to follow the standby');
+        const standby = await cluster.standby('s1', { ...standbyOptions, application: new DurableApp(store) });
+        const events = record(standby);
+        await caughtUp(standby, primary, 'the standby to catch up through the kept segments');
+        assert.equal(standby.failure, null, 'no WAL_REMOVED');
+        assert.deepEqual(named(events, 'failed'), [], 'no failed event');
+        sameSequence(store.applied, papp.applied, 'the standby applied what the primary did');
+        const end = primary.flushLsn;
+        await eventually(() => slot(primary, 's1_slot').restartLsn === end, HANG_MS, 'the slot to follow the standby');
 
-          await primary.checkpoint(primary.appliedLsn);
-          const released = await setup.segments();
-          assertSegmentsFrom(released, segOf(primary.appliedLsn), end, 'the checkpoint released the segments the slot held');
-          assert.ok(released.length < kept.length, `fewer segments: ${released.length} after, ${kept.length} before`);
-          assert.ok(!released.includes(segOf(held)), 'the segment the slot held is gone');
-          assert.equal(slot(primary, 's1_slot').walStatus, 'reserved', 'the slot is back within what the node keeps anyway');
-        } finally {
-          await standby.close();
-        }
+        await primary.checkpoint(primary.appliedLsn);
+        const released = await setup.segments();
+        assertSegmentsFrom(released, segOf(primary.appliedLsn), end, 'the checkpoint released the segments the slot held');
+        assert.ok(released.length < kept.length, `fewer segments: ${released.length} after, ${kept.length} before`);
+        assert.ok(!released.includes(segOf(held)), 'the segment the slot held is gone');
+        assert.equal(slot(primary, 's1_slot').walStatus, 'reserved', 'the slot is back within what the node keeps anyway');
       } finally {
-        await primary.close();
         await setup.cleanup();
       }
     });
   }
 
-  it("a stopped Standby's slot goes reserved → extended → unreserved → lost, then the standby gets WAL_REMOVED", async () => {
-    const net = new MemoryNetwork();
-    const pstorage = new MemoryStorage();
-    const primary = await openServingPrimary(new RecordingApp(), net.transport('primary'), 'primary:1', {
-      storage: pstorage,
+  it("a stopped Standby's slot goes reserved → extended → unreserved → lost, then the standby gets WAL_REMOVED", async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('primary', {
+      application: new RecordingApp(),
       segmentSize: SEGMENT,
       recycleSegments: 0,
       walKeepSize: SEGMENT,
       maxSlotWalKeepSize: 4 * SEGMENT,
     });
+    const pstorage = cluster.storage('primary');
     const invalidations: SlotInvalidatedEvent[] = [];
     primary.on('slot:invalidated', (event) => invalidations.push(event));
     // Every walStatus the slot shows, each time it changes, looked at after every commit.
@@ -447,79 +422,71 @@ describe('Primary: WAL retention', () => {
       if (seen.at(-1) !== row.walStatus) seen.push(row.walStatus);
       return row;
     };
-    try {
-      await primary.createSlot('s1_slot');
-      await commitUntil(primary, at(1, 20_000));
-      const store = { applied: [] as AppliedBatch[] };
-      const options = withSlot(standbyOptions(primary, net.transport('s1'), new DurableApp(store), { storage: new MemoryStorage() }), 's1_slot');
-      const standby = await Standby.open(options);
-      await commitUntil(primary, at(2, 10_000));
-      await caughtUp(standby, primary, 'the standby to catch up');
-      const flushed = primary.flushLsn;
-      await eventually(() => slot(primary, 's1_slot').restartLsn === flushed, HANG_MS, 'the slot at the standby flush');
-      await standby.close();
-      await eventually(() => !slot(primary, 's1_slot').active, HANG_MS, 'the slot released');
-      const held = slot(primary, 's1_slot').restartLsn as Lsn;
-      const r = segOf(held);
-      const fails = at(r + 5); // (r + 1) segments + maxSlotWalKeepSize: where safeWalSize reaches 0
+    await primary.createSlot('s1_slot');
+    await commitUntil(primary, at(1, 20_000));
+    const store = { applied: [] as AppliedBatch[] };
+    const standbyOptions = { upstream: primary, connection: { slotName: 's1_slot' } };
+    const standby = await cluster.standby('s1', { ...standbyOptions, application: new DurableApp(store) });
+    await commitUntil(primary, at(2, 10_000));
+    await caughtUp(standby, primary, 'the standby to catch up');
+    const flushed = primary.flushLsn;
+    await eventually(() => slot(primary, 's1_slot').restartLsn === flushed, HANG_MS, 'the slot at the standby flush');
+    await standby.close();
+    await eventually(() => !slot(primary, 's1_slot').active, HANG_MS, 'the slot released');
+    const held = slot(primary, 's1_slot').restartLsn as Lsn;
+    const r = segOf(held);
+    const fails = at(r + 5); // (r + 1) segments + maxSlotWalKeepSize: where safeWalSize reaches 0
 
-      // The checkpoint is in the slot's segment: kept anyway.
-      await primary.checkpoint(primary.appliedLsn);
-      let row = observe();
-      assert.equal(row.walStatus, 'reserved', 'reserved while the checkpoint keeps its WAL');
-      assert.equal(row.safeWalSize, fails - primary.flushLsn, 'safeWalSize counts to maxSlotWalKeepSize past the slot\'s segment');
+    // The checkpoint is in the slot's segment: kept anyway.
+    await primary.checkpoint(primary.appliedLsn);
+    let row = observe();
+    assert.equal(row.walStatus, 'reserved', 'reserved while the checkpoint keeps its WAL');
+    assert.equal(row.safeWalSize, fails - primary.flushLsn, 'safeWalSize counts to maxSlotWalKeepSize past the slot\'s segment');
 
-      // Two segments on, a checkpoint there and walKeepSize (one segment) no longer keep it: only the slot does.
-      await commitUntil(primary, at(r + 2, SEGMENT / 2), observe);
-      await primary.checkpoint(primary.appliedLsn);
-      row = observe();
-      assert.equal(row.walStatus, 'extended', 'extended: kept only for the slot, within maxSlotWalKeepSize');
-      assert.ok((row.safeWalSize ?? 0) > 0 && row.safeWalSize === fails - primary.flushLsn, `safeWalSize ${String(row.safeWalSize)} still positive`);
-      assert.ok(pstorage.fileNames().includes(segName(r)), 'the checkpoint kept the slot\'s segment');
-      assert.ok(!pstorage.fileNames().includes(segName(r - 1)), 'and removed the one before it');
-      assert.equal(row.restartLsn, held, 'restartLsn unchanged');
+    // Two segments on, a checkpoint there and walKeepSize (one segment) no longer keep it: only the slot does.
+    await commitUntil(primary, at(r + 2, SEGMENT / 2), observe);
+    await primary.checkpoint(primary.appliedLsn);
+    row = observe();
+    assert.equal(row.walStatus, 'extended', 'extended: kept only for the slot, within maxSlotWalKeepSize');
+    assert.ok((row.safeWalSize ?? 0) > 0 && row.safeWalSize === fails - primary.flushLsn, `safeWalSize ${String(row.safeWalSize)} still positive`);
+    assert.ok(pstorage.fileNames().includes(segName(r)), 'the checkpoint kept the slot\'s segment');
+    assert.ok(!pstorage.fileNames().includes(segName(r - 1)), 'and removed the one before it');
+    assert.equal(row.restartLsn, held, 'restartLsn unchanged');
 
-      // More than maxSlotWalKeepSize behind: unreserved, though no checkpoint removed anything yet.
-      await commitUntil(primary, at(r + 5, 100), observe);
-      row = observe();
-      assert.equal(row.walStatus, 'unreserved', 'unreserved beyond maxSlotWalKeepSize');
-      assert.ok(row.safeWalSize !== null && row.safeWalSize <= 0, `safeWalSize ${String(row.safeWalSize)} is not positive`);
-      assert.equal(row.restartLsn, held, 'restartLsn unchanged while unreserved');
-      assert.ok(pstorage.fileNames().includes(segName(r)), 'the slot\'s segment is still there');
-      assert.equal(invalidations.length, 0, 'no slot:invalidated yet');
+    // More than maxSlotWalKeepSize behind: unreserved, though no checkpoint removed anything yet.
+    await commitUntil(primary, at(r + 5, 100), observe);
+    row = observe();
+    assert.equal(row.walStatus, 'unreserved', 'unreserved beyond maxSlotWalKeepSize');
+    assert.ok(row.safeWalSize !== null && row.safeWalSize <= 0, `safeWalSize ${String(row.safeWalSize)} is not positive`);
+    assert.equal(row.restartLsn, held, 'restartLsn unchanged while unreserved');
+    assert.ok(pstorage.fileNames().includes(segName(r)), 'the slot\'s segment is still there');
+    assert.equal(invalidations.length, 0, 'no slot:invalidated yet');
 
-      // The next checkpoint takes it.
-      await primary.checkpoint(primary.appliedLsn);
-      row = observe();
-      assert.equal(row.walStatus, 'lost', 'lost once the checkpoint removed its WAL');
-      assert.equal(row.restartLsn, null, 'restartLsn is null once lost');
-      assert.equal(row.safeWalSize, null, 'safeWalSize is null once lost');
-      assert.equal(row.invalidationReason, 'wal_removed', 'the invalidation reason');
-      assert.ok(!pstorage.fileNames().includes(segName(r)), 'the slot\'s segment is removed');
-      assert.deepEqual(
-        invalidations.map((e) => ({ slotName: e.slotName, reason: e.reason, restartLsn: e.restartLsn })),
-        [{ slotName: 's1_slot', reason: 'wal_removed', restartLsn: held }],
-        'one slot:invalidated with the position it held',
-      );
+    // The next checkpoint takes it.
+    await primary.checkpoint(primary.appliedLsn);
+    row = observe();
+    assert.equal(row.walStatus, 'lost', 'lost once the checkpoint removed its WAL');
+    assert.equal(row.restartLsn, null, 'restartLsn is null once lost');
+    assert.equal(row.safeWalSize, null, 'safeWalSize is null once lost');
+    assert.equal(row.invalidationReason, 'wal_removed', 'the invalidation reason');
+    assert.ok(!pstorage.fileNames().includes(segName(r)), 'the slot\'s segment is removed');
+    assert.deepEqual(
+      invalidations.map((e) => ({ slotName: e.slotName, reason: e.reason, restartLsn: e.restartLsn })),
+      [{ slotName: 's1_slot', reason: 'wal_removed', restartLsn: held }],
+      'one slot:invalidated with the position it held',
+    );
 
-      // Later checkpoints do not announce it again.
-      await commitUntil(primary, at(r + 7, 100), observe);
-      await primary.checkpoint(primary.appliedLsn);
-      observe();
-      assert.equal(invalidations.length, 1, 'slot:invalidated fired once');
-      assert.deepEqual(seen, ['reserved', 'extended', 'unreserved', 'lost'], 'walStatus went through each state in order');
+    // Later checkpoints do not announce it again.
+    await commitUntil(primary, at(r + 7, 100), observe);
+    await primary.checkpoint(primary.appliedLsn);
+    observe();
+    assert.equal(invalidations.length, 1, 'slot:invalidated fired once');
+    assert.deepEqual(seen, ['reserved', 'extended', 'unreserved', 'lost'], 'walStatus went through each state in order');
 
-      // The standby comes back to a lost slot: WAL_REMOVED is fatal.
-      const back = await Standby.open({ ...options, application: new DurableApp(store) });
-      try {
-        assert.equal(await failureCode(back, 'the standby to fail on the lost slot'), 'WAL_REMOVED', `WAL_REMOVED, not ${back.failure?.message ?? ''}`);
-        assert.equal(slot(primary, 's1_slot').active, false, 'the lost slot was not taken');
-      } finally {
-        await back.close();
-      }
-    } finally {
-      await primary.close();
-    }
+    // The standby comes back to a lost slot: WAL_REMOVED is fatal.
+    const back = await cluster.standby('s1', { ...standbyOptions, application: new DurableApp(store) });
+    assert.equal(await failureCode(back, 'the standby to fail on the lost slot'), 'WAL_REMOVED', `WAL_REMOVED, not ${back.failure?.message ?? ''}`);
+    assert.equal(slot(primary, 's1_slot').active, false, 'the lost slot was not taken');
   });
 
   for (const scenario of ['held', 'advanced', 'streamed'] as const) {

@@ -1,47 +1,14 @@
 import assert from 'node:assert/strict';
-import { Primary, Standby, isWalshipError, type Application, type PrimaryOptions, type StandbyEvents, type StandbyOptions, type Storage, type Transport } from '../../src/index.js';
-import { MemoryStorage } from '../../src/testing/index.js';
-import type { AppliedBatch } from '../helpers/apps.js';
-import { SMALL_SEGMENT, payload, within } from '../helpers/wal.js';
+import { isWalshipError, type Primary, type Standby, type StandbyEvents } from '../../src/index.js';
+import type { MemoryStorage } from '../../src/testing/index.js';
+import type { AppliedBatch } from './apps.js';
+import { payload, within } from './wal.js';
 
-export const PASSWORD = 'pw-1234567';
-export const AUTH = { users: { repl: { password: PASSWORD } }, rules: [{ user: 'repl', address: 'all', method: 'scram-sha-256' as const }] };
+// Helpers for tests of nodes that stream: the nodes themselves come from createCluster
+// (walship/testing), which opens them with test defaults and closes them after each test.
 
 /** A generous guard: a wait that should take milliseconds fails the test instead of hanging it. */
 export const HANG_MS = 60_000;
-
-/** A primary listening on `transport` (MemoryStorage and small segments unless told otherwise). */
-export async function openPrimary(application: Application, transport: Transport, address: string, options: Partial<PrimaryOptions> = {}): Promise<Primary> {
-  return Primary.open({
-    ...(options.dir === undefined ? { storage: options.storage ?? new MemoryStorage() } : {}),
-    segmentSize: SMALL_SEGMENT,
-    authFailureDelayMs: 0,
-    ...options,
-    application,
-    listen: { transport, address },
-    auth: AUTH,
-  });
-}
-
-/** Standby options pointing at `primary`, with quick retries. */
-export function standbyOptions(
-  primary: Primary | string,
-  transport: Transport,
-  application: Application,
-  where: { storage: Storage } | { dir: string },
-  extra: Partial<StandbyOptions> = {},
-): StandbyOptions {
-  const address = typeof primary === 'string' ? primary : (primary.address as string);
-  return {
-    ...where,
-    application,
-    primary: { transport, address, user: 'repl', password: PASSWORD, applicationName: 's1' },
-    statusIntervalMs: 100,
-    retryMinDelayMs: 5,
-    retryMaxDelayMs: 50,
-    ...extra,
-  };
-}
 
 /** Everything a standby emits, in order. */
 export interface Recorded {

@@ -9,7 +9,7 @@ import { MemoryNetwork } from '../../src/testing/index.js';
 import { DigestApp } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { within } from '../helpers/wal.js';
-import { TRUST_REPL, eventually, observedTransport } from './primary-helpers.js';
+import { TRUST_REPL, eventually, observedTransport } from '../helpers/primary-helpers.js';
 
 const MIB = 1024 * 1024;
 const MESSAGE_BYTES = 256 * 1024;

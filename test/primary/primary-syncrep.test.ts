@@ -1,38 +1,25 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { isWalshipError, Primary, Standby, TcpTransport, type ErrorCode, type Lsn, type PrimaryOptions, type ReplicationStatusRow, type SynchronousCommit } from '../../src/index.js';
+import { isWalshipError, Primary, TcpTransport, type ErrorCode, type Lsn, type ReplicationStatusRow, type SynchronousCommit } from '../../src/index.js';
 import type { MessageStream } from '../../src/protocol/message-stream.js';
-import { MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
+import { createCluster, MemoryStorage, type Cluster, type ClusterOptions } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, within } from '../helpers/wal.js';
-import { eventually, GatedStorage, nextEvent, rawStandby, report, TRUST_REPL } from './primary-helpers.js';
-import { HANG_MS } from './standby-harness.js';
+import { eventually, GatedStorage, nextEvent, rawStandby, report } from '../helpers/primary-helpers.js';
+import { HANG_MS } from '../helpers/standby-harness.js';
 
 // Synchronous replication (#6): sync states as pg_stat_replication shows them, each level's
 // release point, cancel, reload, shutdown, and a real standby over TCP.
 
-const primaries = new Set<Primary>();
+/** The hand-driven standbys connect as `repl` without a password. */
+const TRUST: ClusterOptions = { auth: 'trust' };
+
 const connections = new Set<MessageStream<'client'>>();
-afterEach(async () => {
+afterEach(() => {
   for (const conn of connections) conn.destroy();
   connections.clear();
-  await Promise.all([...primaries].map((p) => p.close().catch(() => undefined)));
-  primaries.clear();
 });
-
-async function openPrimary(net: MemoryNetwork, extra: Partial<PrimaryOptions> = {}): Promise<Primary> {
-  const primary = await Primary.open({
-    storage: new MemoryStorage(),
-    application: new RecordingApp(),
-    segmentSize: 64 * 1024,
-    listen: { transport: net.transport('primary'), address: 'primary:0' },
-    auth: TRUST_REPL,
-    ...extra,
-  });
-  primaries.add(primary);
-  return primary;
-}
 
 /**
  * A hand-driven standby: it streams from the primary's flushed end, reads everything sent (so
@@ -48,8 +35,8 @@ interface TestStandby {
   confirmAll(): void;
 }
 
-async function connectStandby(net: MemoryNetwork, primary: Primary, name: string): Promise<TestStandby> {
-  const conn = await rawStandby(net.transport(name), primary.address as string, name);
+async function connectStandby(cluster: Cluster, primary: Primary, name: string): Promise<TestStandby> {
+  const conn = await rawStandby(cluster.transport(name), cluster.address(primary), name);
   connections.add(conn);
   const start = primary.flushLsn;
   conn.send({ kind: 'startReplication', slotName: '', startLsn: start, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
@@ -116,14 +103,14 @@ async function rejectsCode(promise: Promise<unknown>, code: ErrorCode, message?:
 }
 
 describe('synchronous standbys as pg_stat_replication shows them', () => {
-  it('FIRST 2 (s1, s2, s3) with s1..s4: s1 and s2 sync, s3 potential, s4 async; s3 takes over when s1 leaves', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 2 (s1, s2, s3)' });
+  it('FIRST 2 (s1, s2, s3) with s1..s4: s1 and s2 sync, s3 potential, s4 async; s3 takes over when s1 leaves', async (t) => {
+    const cluster = createCluster(t, TRUST);
+    const primary = await cluster.primary('primary', { application: new RecordingApp(), synchronousStandbyNames: 'FIRST 2 (s1, s2, s3)' });
     const changes: string[][] = [];
     primary.on('sync:standbys', (e) => changes.push([...e.standbys]));
     await primary.commit(payload(1, 100), { synchronousCommit: 'local' });
     const standbys = [];
-    for (const name of ['s1', 's2', 's3', 's4']) standbys.push(await connectStandby(net, primary, name));
+    for (const name of ['s1', 's2', 's3', 's4']) standbys.push(await connectStandby(cluster, primary, name));
     await streaming(primary, ['s1', 's2', 's3', 's4']);
     assert.deepEqual(syncTable(primary), ['s1 1 sync', 's2 2 sync', 's3 3 potential', 's4 0 async'], 'the documented example');
     assert.deepEqual(changes.at(-1), ['s1', 's2'], 'sync:standbys named the sync pair');
@@ -134,26 +121,26 @@ describe('synchronous standbys as pg_stat_replication shows them', () => {
     assert.deepEqual(changes.at(-1), ['s2', 's3'], 'and the change was announced');
   });
 
-  it('ANY 2 (s1, s2, s3) with s1..s4: the listed ones are quorum with priority 1', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(net, { synchronousStandbyNames: 'ANY 2 (s1, s2, s3)' });
+  it('ANY 2 (s1, s2, s3) with s1..s4: the listed ones are quorum with priority 1', async (t) => {
+    const cluster = createCluster(t, TRUST);
+    const primary = await cluster.primary('primary', { application: new RecordingApp(), synchronousStandbyNames: 'ANY 2 (s1, s2, s3)' });
     await primary.commit(payload(1, 100), { synchronousCommit: 'local' });
-    for (const name of ['s1', 's2', 's3', 's4']) await connectStandby(net, primary, name);
+    for (const name of ['s1', 's2', 's3', 's4']) await connectStandby(cluster, primary, name);
     await streaming(primary, ['s1', 's2', 's3', 's4']);
     assert.deepEqual(syncTable(primary), ['s1 1 quorum', 's2 1 quorum', 's3 1 quorum', 's4 0 async'], 'the documented example');
   });
 
-  it("'*', duplicates, reconnect order and more sync standbys asked for than connected", async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (*)' });
+  it("'*', duplicates, reconnect order and more sync standbys asked for than connected", async (t) => {
+    const cluster = createCluster(t, TRUST);
+    const primary = await cluster.primary('primary', { application: new RecordingApp(), synchronousStandbyNames: 'FIRST 1 (*)' });
     await primary.commit(payload(1, 100), { synchronousCommit: 'local' });
-    const a = await connectStandby(net, primary, 'a');
-    await connectStandby(net, primary, 'b');
+    const a = await connectStandby(cluster, primary, 'a');
+    await connectStandby(cluster, primary, 'b');
     await streaming(primary, ['a', 'b']);
     assert.deepEqual(syncTable(primary), ['a 1 sync', 'b 1 potential'], "'*' matches everyone; the first connected wins the tie");
     a.conn.destroy();
     await eventually(() => primary.replicationStatus().length === 1, HANG_MS, 'a to be gone');
-    await connectStandby(net, primary, 'a');
+    await connectStandby(cluster, primary, 'a');
     await streaming(primary, ['a', 'b']);
     // a took the lowest free sender index again: it wins the tie again, as in PostgreSQL.
     assert.deepEqual(syncTable(primary), ['a 1 sync', 'b 1 potential'], 'a reconnected into the lower sender index');
@@ -170,11 +157,11 @@ describe('synchronous standbys as pg_stat_replication shows them', () => {
 });
 
 describe('what each level waits for', () => {
-  it('remote_write waits for write, on for flush, remote_apply for apply; local and off for no standby', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (s1)' });
+  it('remote_write waits for write, on for flush, remote_apply for apply; local and off for no standby', async (t) => {
+    const cluster = createCluster(t, TRUST);
+    const primary = await cluster.primary('primary', { application: new RecordingApp(), synchronousStandbyNames: 'FIRST 1 (s1)' });
     await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
-    const s1 = await connectStandby(net, primary, 's1');
+    const s1 = await connectStandby(cluster, primary, 's1');
     await streaming(primary, ['s1']);
     const base = primary.flushLsn;
     s1.report(base, base, base);
@@ -203,11 +190,11 @@ describe('what each level waits for', () => {
     await within(commits.get('remote_apply')?.promise as Promise<unknown>, HANG_MS, 'remote_apply released by the apply position');
   });
 
-  it('a commit is released exactly at its own end: a report just short of it releases only those before', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(net, { synchronousStandbyNames: 's1' });
+  it('a commit is released exactly at its own end: a report just short of it releases only those before', async (t) => {
+    const cluster = createCluster(t, TRUST);
+    const primary = await cluster.primary('primary', { application: new RecordingApp(), synchronousStandbyNames: 's1' });
     await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
-    const s1 = await connectStandby(net, primary, 's1');
+    const s1 = await connectStandby(cluster, primary, 's1');
     await streaming(primary, ['s1']);
     const first = track(primary.commit(payload(1, 100)));
     const second = track(primary.commit(payload(2, 100)));
@@ -222,16 +209,16 @@ describe('what each level waits for', () => {
     await within(second.promise, HANG_MS, 'the second commit');
   });
 
-  it('ANY 1 (s1, s2) releases at the better one; FIRST 2 (s1, s2) at the worse', async () => {
+  it('ANY 1 (s1, s2) releases at the better one; FIRST 2 (s1, s2) at the worse', async (t) => {
     for (const [names, waitsFor] of [
       ['ANY 1 (s1, s2)', 's2'],
       ['FIRST 2 (s1, s2)', 'both'],
     ] as const) {
-      const net = new MemoryNetwork();
-      const primary = await openPrimary(net, { synchronousStandbyNames: names });
+      const cluster = createCluster(t, TRUST);
+      const primary = await cluster.primary('primary', { application: new RecordingApp(), synchronousStandbyNames: names });
       await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
-      const s1 = await connectStandby(net, primary, 's1');
-      const s2 = await connectStandby(net, primary, 's2');
+      const s1 = await connectStandby(cluster, primary, 's1');
+      const s2 = await connectStandby(cluster, primary, 's2');
       await streaming(primary, ['s1', 's2']);
       const commit = track(primary.commit(payload(1, 100)));
       const end = await primary.waitForApply(primary.currentLsn).then(() => primary.currentLsn);
@@ -246,10 +233,10 @@ describe('what each level waits for', () => {
 });
 
 describe('cancel, reload and shutdown', () => {
-  it('a signal or timeoutMs ends the wait with SYNC_REP_CANCELED; the batch stays committed and applied', async () => {
-    const net = new MemoryNetwork();
+  it('a signal or timeoutMs ends the wait with SYNC_REP_CANCELED; the batch stays committed and applied', async (t) => {
+    const cluster = createCluster(t, TRUST);
     const app = new RecordingApp();
-    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (s1)', application: app });
+    const primary = await cluster.primary('primary', { application: app, synchronousStandbyNames: 'FIRST 1 (s1)' });
     const abort = new AbortController();
     const commit = primary.commit(payload(1, 100), { signal: abort.signal });
     await eventually(() => app.applied.length === 1, HANG_MS, 'the batch to be applied locally');
@@ -264,11 +251,11 @@ describe('cancel, reload and shutdown', () => {
     assert.equal(primary.appliedLsn, primary.flushLsn, 'and durable');
   });
 
-  it('reload: invalid names change nothing; a new list re-evaluates the waiters at once', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (s1)' });
+  it('reload: invalid names change nothing; a new list re-evaluates the waiters at once', async (t) => {
+    const cluster = createCluster(t, TRUST);
+    const primary = await cluster.primary('primary', { application: new RecordingApp(), synchronousStandbyNames: 'FIRST 1 (s1)' });
     await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
-    const s2 = await connectStandby(net, primary, 's2');
+    const s2 = await connectStandby(cluster, primary, 's2');
     await streaming(primary, ['s2']);
     const waiting = track(primary.commit(payload(1, 100)));
     const end = await primary.waitForApply(primary.currentLsn).then(() => primary.currentLsn);
@@ -301,9 +288,9 @@ describe('cancel, reload and shutdown', () => {
     assert.deepEqual(storage.fileNames(), [], 'nothing was written');
   });
 
-  it('fast shutdown ends waiting commits with SYNC_REP_CANCELED', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (s1)' });
+  it('fast shutdown ends waiting commits with SYNC_REP_CANCELED', async (t) => {
+    const cluster = createCluster(t, TRUST);
+    const primary = await cluster.primary('primary', { application: new RecordingApp(), synchronousStandbyNames: 'FIRST 1 (s1)' });
     const commit = primary.commit(payload(1, 100));
     await primary.waitForApply(primary.currentLsn);
     await primary.close();
@@ -312,16 +299,11 @@ describe('cancel, reload and shutdown', () => {
 });
 
 describe('a real standby reports its write position before its fdatasync', () => {
-  it('remote_write resolves while the standby cannot fsync; on waits for it', async () => {
-    const net = new MemoryNetwork();
-    const primary = await openPrimary(net, { synchronousStandbyNames: 'FIRST 1 (s1)' });
+  it('remote_write resolves while the standby cannot fsync; on waits for it', async (t) => {
+    const cluster = createCluster(t, TRUST);
+    const primary = await cluster.primary('primary', { application: new RecordingApp(), synchronousStandbyNames: 'FIRST 1 (s1)' });
     const storage = new GatedStorage();
-    const standby = await Standby.open({
-      storage,
-      application: new RecordingApp(),
-      primary: { transport: net.transport('s1'), address: primary.address as string, user: 'repl', applicationName: 's1' },
-      statusIntervalMs: 60_000,
-    });
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), storage, statusIntervalMs: 60_000 });
     try {
       await within(nextEvent(primary, 'sync:standbys', (e) => e.standbys.includes('s1')), HANG_MS, 's1 to become synchronous');
       await within(primary.commit(payload(0, 100)), HANG_MS, 'a commit with the standby fsyncing');
@@ -333,31 +315,19 @@ describe('a real standby reports its write position before its fdatasync', () =>
       storage.release();
       await within(flushed.promise, HANG_MS, 'on, once the standby flushed');
     } finally {
+      // Before the cluster closes the standby, whose close waits for its fdatasyncs.
       storage.release();
-      await standby.close();
     }
   });
 });
 
 describe('synchronous replication with a real standby over TCP', () => {
-  it('on resolves once the standby flushed the batch, remote_apply once it replayed it', async () => {
+  it('on resolves once the standby flushed the batch, remote_apply once it replayed it', async (t) => {
     const { dir, cleanup } = await tempDir();
+    const cluster = createCluster(t, { ...TRUST, transport: () => new TcpTransport(), listenAddress: () => '127.0.0.1:0' });
     const app = new RecordingApp();
-    const primary = await Primary.open({
-      dir: `${dir}/primary`,
-      application: app,
-      segmentSize: 1024 * 1024,
-      listen: { transport: new TcpTransport(), address: '127.0.0.1:0' },
-      auth: TRUST_REPL,
-      synchronousStandbyNames: 'FIRST 1 (s1)',
-    });
-    primaries.add(primary);
-    const standby = await Standby.open({
-      dir: `${dir}/s1`,
-      application: new RecordingApp(),
-      primary: { transport: new TcpTransport(), address: primary.address as string, user: 'repl', applicationName: 's1' },
-      statusIntervalMs: 1000,
-    });
+    const primary = await cluster.primary('primary', { application: app, dir: `${dir}/primary`, segmentSize: 1024 * 1024, synchronousStandbyNames: 'FIRST 1 (s1)' });
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), dir: `${dir}/s1`, statusIntervalMs: 1000 });
     try {
       await within(nextEvent(primary, 'sync:standbys', (e) => e.standbys.includes('s1')), HANG_MS, 's1 to become synchronous');
       for (let i = 0; i < 50; i++) {
@@ -367,8 +337,7 @@ describe('synchronous replication with a real standby over TCP', () => {
       }
       assert.equal(row(primary, 's1').syncState, 'sync', 's1 is the sync standby');
     } finally {
-      await standby.close();
-      await primary.close();
+      await cluster.close();
       await cleanup();
     }
   });

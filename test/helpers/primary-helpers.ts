@@ -5,8 +5,8 @@ import type { MessageStream } from '../../src/protocol/message-stream.js';
 import type { ServerMessage } from '../../src/protocol/messages.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
 import { MemoryStorage } from '../../src/testing/index.js';
-import type { AppliedBatch } from '../helpers/apps.js';
-import { within } from '../helpers/wal.js';
+import type { AppliedBatch } from './apps.js';
+import { within } from './wal.js';
 
 /** Lets user `repl` in from anywhere without a password: these tests are not about auth. */
 export const TRUST_REPL: AuthOptions = { rules: [{ user: 'repl', address: 'all', method: 'trust' }] };
