@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { WalshipError } from './errors.js';
-import { SafeEmitter } from './events.js';
-import { untilAborted, whenAborted, type CloseOptions } from './lifecycle.js';
+import { Lifecycle, NodeBase, untilAborted, whenAborted, type CloseOptions } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
 import { MAX_TIMEOUT_MS } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
@@ -111,13 +110,13 @@ export interface PrimaryEvents extends NodeEvents, WriterEvents {
  * WAL (group-committed), the application applies them in LSN order once durable, and every
  * connected standby receives the WAL through its own sender.
  */
-export class Primary extends SafeEmitter<PrimaryEvents> {
+export class Primary extends NodeBase<PrimaryEvents> {
   readonly #core: NodeCore;
   readonly #log: WalLog;
   readonly #options: PrimaryOptions & typeof PRIMARY_DEFAULTS;
   readonly #debug: Logger;
   readonly #writer: WriterRole;
-  #closing: Promise<void> | null = null;
+  readonly #lifecycle = new Lifecycle('primary');
   /** Aborted by a `close({ signal })` whose signal fired: the shutdown stops waiting (immediate). */
   readonly #immediate = new AbortController();
 
@@ -263,7 +262,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
    * takes: never silently less). Concurrent commits share one write and one fsync.
    */
   commit(entries: EntryInput | readonly EntryInput[], options: CommitOptions = {}): Promise<CommitResult> {
-    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the primary is shutting down; no new commits'));
+    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError('no new commits'));
     const level = options.synchronousCommit ?? this.#writer.synchronousCommit;
     if (!LEVELS.includes(level)) {
       return Promise.reject(new WalshipError('INVALID_ARGUMENT', `synchronousCommit must be one of ${LEVELS.join(', ')}; got ${String(level)}`));
@@ -333,7 +332,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
 
   /** Rejects calls that change the node once it is closing or has failed. */
   #assertUsable(): void {
-    if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the primary is shutting down');
+    this.#lifecycle.assertOpen();
     if (this.#writer.failure !== null) throw this.#writer.failure;
   }
 
@@ -344,7 +343,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
    * the application's `snapshot()` and stores it in the data directory.
    */
   checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
-    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the primary is shutting down'));
+    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
     if (this.#writer.failure !== null) return Promise.reject(this.#writer.failure);
     return this.#core.checkpoint(lsn);
   }
@@ -355,7 +354,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
    * the WAL, which the standby streams from the snapshot's position when it opens.
    */
   async baseBackup(target: { dir?: string; storage?: Storage }): Promise<BaseBackupResult> {
-    if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the primary is shutting down');
+    this.#lifecycle.assertOpen();
     return this.#core.writeBaseBackup(target);
   }
 
@@ -376,8 +375,7 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
     const { signal } = options;
     // Any call's signal can cut the shutdown short, also one made after it began.
     if (signal !== undefined) whenAborted(signal, () => this.#immediate.abort());
-    this.#closing ??= this.#close();
-    return this.#closing;
+    return this.#lifecycle.close(() => this.#close());
   }
 
   async #close(): Promise<void> {
@@ -410,9 +408,6 @@ export class Primary extends SafeEmitter<PrimaryEvents> {
     if (error !== null) throw error;
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
 }
 
 /**

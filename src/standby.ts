@@ -1,6 +1,5 @@
 import { WalshipError } from './errors.js';
-import { SafeEmitter } from './events.js';
-import type { CloseOptions } from './lifecycle.js';
+import { Lifecycle, NodeBase, type CloseOptions } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
 import type { WaitOptions } from './lsn-waiters.js';
 import { assertLsn, type Lsn } from './lsn.js';
@@ -109,11 +108,11 @@ export interface StandbyEvents extends NodeEvents, RecoveryEvents {}
  * bootstraps from the primary: a base backup when the application can `restore()`, else the
  * whole WAL from its beginning. With `listen` it serves standbys of its own (cascading).
  */
-export class Standby extends SafeEmitter<StandbyEvents> {
+export class Standby extends NodeBase<StandbyEvents> {
   readonly #core: NodeCore;
   readonly #role: RecoveryRole;
   readonly #debug: Logger;
-  #closing: Promise<void> | null = null;
+  readonly #lifecycle = new Lifecycle('standby');
 
   private constructor(storage: Storage, options: StandbyOptions & typeof STANDBY_DEFAULTS) {
     super();
@@ -262,7 +261,7 @@ export class Standby extends SafeEmitter<StandbyEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
     return this.#role.waitForReplay(lsn, options);
   }
 
@@ -272,7 +271,7 @@ export class Standby extends SafeEmitter<StandbyEvents> {
    * `HOT_STANDBY_OFF` on a warm standby.
    */
   waitForConsistent(options: WaitOptions = {}): Promise<void> {
-    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
     return this.#role.waitForConsistent(options);
   }
 
@@ -288,7 +287,7 @@ export class Standby extends SafeEmitter<StandbyEvents> {
    * its own state is durable up to there; without, walship stores its `snapshot()`.
    */
   checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
-    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
     return this.#core.checkpoint(lsn);
   }
 
@@ -337,7 +336,7 @@ export class Standby extends SafeEmitter<StandbyEvents> {
 
   /** Calls that need local state: `WAL_CLOSED` once closing, the failure once failed, `INVALID_ARGUMENT` before bootstrap. */
   #assertUsable(): void {
-    if (this.#closing !== null) throw new WalshipError('WAL_CLOSED', 'the standby is closed');
+    this.#lifecycle.assertOpen();
     const failure = this.#role.failure;
     if (failure !== null) throw failure;
     if (!this.#core.attached) throw new WalshipError('INVALID_ARGUMENT', 'the standby has not bootstrapped yet');
@@ -352,12 +351,10 @@ export class Standby extends SafeEmitter<StandbyEvents> {
    * aborts, it stops waiting (for an `apply` or checkpoint in progress, for downstreams).
    */
   close(options: CloseOptions & { dropSlot?: boolean } = {}): Promise<void> {
+    // The role's stop() shares one shutdown across calls; a later call may add a signal or dropSlot.
     const closing = this.#role.stop(options);
-    this.#closing ??= closing.catch(() => undefined);
+    void this.#lifecycle.close(() => closing.catch(() => undefined));
     return closing;
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
 }

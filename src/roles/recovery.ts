@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Application } from '../application.js';
 import { WalshipError, abortError, isWalshipError, type ErrorCode } from '../errors.js';
 import { SafeEmitter } from '../events.js';
-import { untilAborted, whenAborted, type CloseOptions } from '../lifecycle.js';
+import { Lifecycle, untilAborted, whenAborted, type CloseOptions } from '../lifecycle.js';
 import { createLogger, type Logger } from '../logger.js';
 import { LsnWaiters, type WaitOptions } from '../lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
@@ -202,7 +202,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #noBaseBackup = false;
   #replaying: Promise<void> | null = null;
   #running: Promise<void> | null = null;
-  #closing: Promise<void> | null = null;
+  readonly #lifecycle = new Lifecycle('standby');
   /** Whether the current connection got anywhere (WAL arrived, a base backup completed). */
   #progressed = false;
   /** Stops replay of the local WAL open now (when the standby closes, or bootstraps again). */
@@ -354,7 +354,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       return Promise.reject(new WalshipError('HOT_STANDBY_OFF', 'this is a warm standby (hotStandby: false); it serves nothing until promoted'));
     }
     if (this.failure !== null) return Promise.reject(this.failure);
-    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
     return this.#core.applier.wait(lsn, options).catch((err: unknown) => {
       throw this.#whyWaiting(err);
     });
@@ -370,7 +370,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       return Promise.reject(new WalshipError('HOT_STANDBY_OFF', 'this is a warm standby (hotStandby: false); it serves nothing until promoted'));
     }
     if (this.failure !== null) return Promise.reject(this.failure);
-    if (this.#closing !== null) return Promise.reject(new WalshipError('WAL_CLOSED', 'the standby is closed'));
+    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
     return this.#consistency.wait(1, options).catch((err: unknown) => {
       throw this.#whyWaiting(err);
     });
@@ -409,7 +409,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       return Promise.reject(new WalshipError('INVALID_ARGUMENT', 'close({ dropSlot: true }): this standby has no primary.slotName'));
     }
     if (options.signal !== undefined) whenAborted(options.signal, () => this.#immediate.abort());
-    this.#closing ??= (async () => {
+    const closing = this.#lifecycle.close(async () => {
       const immediate = this.#immediate.signal;
       this.#abort.abort();
       this.#conn?.destroy();
@@ -430,10 +430,10 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       this.#consistency.fail(new WalshipError('WAL_CLOSED', 'the standby is closed'));
       this.#state = { kind: 'closed', failure: this.failure };
       this.emitSafely('state:change', { state: 'closed' });
-    })();
-    if (options.dropSlot !== true) return this.#closing;
+    });
+    if (options.dropSlot !== true) return closing;
     // Once, whether or not an earlier close() asked for it.
-    this.#droppingSlot ??= this.#closing.then(() => this.#dropSlotOnPrimary());
+    this.#droppingSlot ??= closing.then(() => this.#dropSlotOnPrimary());
     return this.#droppingSlot;
   }
 
@@ -544,7 +544,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     }
     // Reached while open() runs: nobody can listen yet. Emitted once open() has returned.
     setImmediate(() => {
-      if (this.#closing === null) this.emitSafely('consistent', { lsn });
+      if (!this.#lifecycle.closing) this.emitSafely('consistent', { lsn });
     });
   }
 
@@ -919,7 +919,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   }
 
   #fail(error: WalshipError): void {
-    if (this.failure !== null || this.#closing !== null) return;
+    if (this.failure !== null || this.#lifecycle.closing) return;
     this.#debug.error('standby stopped: %s', error.message);
     this.#abort.abort();
     this.#conn?.destroy();
