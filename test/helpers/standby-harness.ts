@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { isWalshipError, type Primary, type Standby, type StandbyEvents } from '../../src/index.js';
-import type { MemoryStorage } from '../../src/testing/index.js';
+import { MemoryStorage } from '../../src/testing/index.js';
 import type { AppliedBatch } from './apps.js';
 import { payload, within } from './wal.js';
 
@@ -105,4 +105,31 @@ export async function codeOf(promise: Promise<unknown>): Promise<string> {
     return isWalshipError(err) ? err.code : `uncoded ${String(err)}`;
   }
   return 'resolved';
+}
+
+/** Waits (with a hang guard) until `standby` has replayed up to `lsn`; throws its failure if it stops. */
+export async function replayedTo(standby: Standby, lsn: number, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while ((standby.replayLsn ?? -1) < lsn) {
+        if (standby.state === 'failed') throw standby.failure ?? new Error('failed');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })(),
+    HANG_MS,
+    what,
+  );
+}
+
+/** A copy of a closed node's `MemoryStorage`, file by file (as `cp -a` would make of a directory). */
+export async function copyOf(storage: MemoryStorage): Promise<MemoryStorage> {
+  const copy = new MemoryStorage();
+  for (const name of storage.fileNames()) {
+    const file = await copy.open(name, { create: true });
+    await file.write(storage.readFile(name), 0);
+    await file.datasync();
+    await file.close();
+  }
+  await copy.syncDirectory();
+  return copy;
 }

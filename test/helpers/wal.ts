@@ -52,3 +52,15 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
   });
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
+
+/** Batch `i` of a random workload: 1–3 entries of 1–4000 bytes whose content depends on `i`. */
+export function randomBatch(i: number, random: () => number): Buffer[] {
+  const entries: Buffer[] = [];
+  const n = 1 + Math.floor(random() * 3);
+  for (let e = 0; e < n; e++) {
+    const data = Buffer.alloc(1 + Math.floor(random() * 4000), (i + e) & 0xff);
+    if (data.length >= 4) data.writeUInt32LE(i, 0);
+    entries.push(data);
+  }
+  return entries;
+}

@@ -4,24 +4,13 @@ import { Primary, Standby, TcpTransport } from '../../src/index.js';
 import { seededRandom } from '../../src/testing/index.js';
 import { DigestApp, until } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
-import { within } from '../helpers/wal.js';
+import { within, randomBatch } from '../helpers/wal.js';
 
 const COMMITS = 100_000;
 const WINDOW = 500;
 const PASSWORD = 'cascade-pw-1';
 const auth = { users: { repl: { password: PASSWORD } }, rules: [{ user: 'repl', address: 'all', method: 'scram-sha-256' as const }] };
 
-/** Batch `i`: 1–3 entries of 1–4000 bytes whose content depends on `i`. */
-function batch(i: number, random: () => number): Buffer[] {
-  const entries: Buffer[] = [];
-  const n = 1 + Math.floor(random() * 3);
-  for (let e = 0; e < n; e++) {
-    const data = Buffer.alloc(1 + Math.floor(random() * 4000), (i + e) & 0xff);
-    if (data.length >= 4) data.writeUInt32LE(i, 0);
-    entries.push(data);
-  }
-  return entries;
-}
 
 describe('cascading over TCP with real directories: A → B → C', () => {
   it('100k commits of random sizes reach C in order, exactly once; C bootstraps from B; B restarts mid-stream; with A stopped B serves reads and streams all it has to C', async () => {
@@ -52,7 +41,7 @@ describe('cascading over TCP with real directories: A → B → C', () => {
     let c: Standby | null = null;
     try {
       for (let i = 0; i < COMMITS; i += WINDOW) {
-        await Promise.all(Array.from({ length: WINDOW }, (_, k) => a.commit(batch(i + k, random))));
+        await Promise.all(Array.from({ length: WINDOW }, (_, k) => a.commit(randomBatch(i + k, random))));
         if (i === 10_000) {
           // C bootstraps from B (a base backup of B's application), after 10k commits.
           await within(b.waitForReplay(a.currentLsn), 60_000, 'B to catch up before C starts');

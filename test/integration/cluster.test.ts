@@ -5,7 +5,7 @@ import { MemoryNetwork, MemoryStorage, seededRandom } from '../../src/testing/in
 import { DigestApp } from '../helpers/apps.js';
 import { KillableTransport } from '../helpers/killable-transport.js';
 import { tempDir } from '../helpers/temp-dir.js';
-import { within } from '../helpers/wal.js';
+import { within, randomBatch } from '../helpers/wal.js';
 
 const COMMITS = 100_000;
 const WINDOW = 500;
@@ -45,17 +45,6 @@ async function tcpSetup(): Promise<Setup> {
   } as Setup & { port: number };
 }
 
-/** Batch `i`: 1–3 entries of 1–4000 bytes whose content depends on `i`. */
-function batch(i: number, random: () => number): Buffer[] {
-  const entries: Buffer[] = [];
-  const n = 1 + Math.floor(random() * 3);
-  for (let e = 0; e < n; e++) {
-    const data = Buffer.alloc(1 + Math.floor(random() * 4000), (i + e) & 0xff);
-    if (data.length >= 4) data.writeUInt32LE(i, 0);
-    entries.push(data);
-  }
-  return entries;
-}
 
 describe('a primary and three standbys under faults', () => {
   for (const [label, make] of [['MemoryTransport, MemoryStorage', memorySetup], ['TcpTransport, real directories with fdatasync', tcpSetup]] as const) {
@@ -95,7 +84,7 @@ describe('a primary and three standbys under faults', () => {
 
       try {
         for (let i = 0; i < COMMITS; i += WINDOW) {
-          await Promise.all(Array.from({ length: WINDOW }, (_, k) => primary.commit(batch(i + k, random))));
+          await Promise.all(Array.from({ length: WINDOW }, (_, k) => primary.commit(randomBatch(i + k, random))));
           if (i % 5_000 === 0) transports[Math.floor(random() * 3)]!.kill();
           if (i === 20_000) {
             // A kill storm: every standby loses its connection several times in a row.

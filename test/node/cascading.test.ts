@@ -1,23 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { segmentFileName, type Primary, type Standby } from '../../src/index.js';
-import { CLUSTER_DEFAULTS, createCluster, MemoryStorage, seededRandom } from '../../src/testing/index.js';
+import { segmentFileName, type Primary } from '../../src/index.js';
+import { CLUSTER_DEFAULTS, createCluster, seededRandom } from '../../src/testing/index.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
-import { HANG_MS, commitMany, sameSequence } from '../helpers/standby-harness.js';
+import { HANG_MS, commitMany, sameSequence, replayedTo, copyOf } from '../helpers/standby-harness.js';
 
-/** Waits until `standby` has replayed up to `lsn` (or failed). */
-async function replayedTo(standby: Standby, lsn: number, what: string): Promise<void> {
-  await within(
-    until(() => {
-      if (standby.state === 'failed') throw standby.failure ?? new Error('failed');
-      return (standby.replayLsn ?? -1) >= lsn;
-    }),
-    HANG_MS,
-    what,
-  );
-}
 
 describe('cascading standbys: A → B → C', () => {
   it('C bootstraps by base backup from B and receives every commit of A, in order, exactly once; A sees only B', async (t) => {
@@ -215,15 +204,3 @@ describe('cascading standbys: A → B → C', () => {
   });
 });
 
-/** A copy of a closed node's directory, file by file. */
-async function copyOf(storage: MemoryStorage): Promise<MemoryStorage> {
-  const copy = new MemoryStorage();
-  for (const name of storage.fileNames()) {
-    const file = await copy.open(name, { create: true });
-    await file.write(storage.readFile(name), 0);
-    await file.datasync();
-    await file.close();
-  }
-  await copy.syncDirectory();
-  return copy;
-}

@@ -5,20 +5,8 @@ import { readControlFile, writeControlFile } from '../../src/node/control-file.j
 import { createCluster, MemoryStorage } from '../../src/testing/index.js';
 import { PlainApp, RecordingApp, until } from '../helpers/apps.js';
 import { SMALL_SEGMENT, payload, within } from '../helpers/wal.js';
-import { HANG_MS, caughtUp, codeOf, contents, sameSequence } from '../helpers/standby-harness.js';
+import { HANG_MS, caughtUp, codeOf, contents, sameSequence, copyOf } from '../helpers/standby-harness.js';
 
-/** A copy of a closed node's directory, file by file (as `cp -a` would make one). */
-async function copyOf(storage: MemoryStorage): Promise<MemoryStorage> {
-  const copy = new MemoryStorage();
-  for (const name of storage.fileNames()) {
-    const file = await copy.open(name, { create: true });
-    await file.write(storage.readFile(name), 0);
-    await file.datasync();
-    await file.close();
-  }
-  await copy.syncDirectory();
-  return copy;
-}
 
 async function commitNamed(primary: Primary, names: readonly string[]): Promise<void> {
   for (const name of names) await primary.commit([Buffer.from(name)]);

@@ -1,22 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Standby, TcpTransport, isWalshipError, type Standby as StandbyNode } from '../../src/index.js';
+import { Standby, TcpTransport, isWalshipError } from '../../src/index.js';
 import { MemoryStorage, createCluster } from '../../src/testing/index.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { within } from '../helpers/wal.js';
-import { HANG_MS, commitMany, sameSequence } from '../helpers/standby-harness.js';
+import { HANG_MS, commitMany, sameSequence, replayedTo } from '../helpers/standby-harness.js';
 
-async function replayedTo(standby: StandbyNode, lsn: number, what: string): Promise<void> {
-  await within(
-    until(() => {
-      if (standby.state === 'failed') throw standby.failure ?? new Error('failed');
-      return (standby.replayLsn ?? -1) >= lsn;
-    }),
-    HANG_MS,
-    what,
-  );
-}
 
 describe('a standby serving standbys: its own slots and base backups', () => {
   it("createSlot, slots, advanceSlot and dropSlot on a standby, with the primary's codes; a downstream streams with the slot", async (t) => {
