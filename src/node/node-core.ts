@@ -13,6 +13,7 @@ import type { RetentionState } from '../slots/retention.js';
 import { WAL_REMOVED_REASON, type InvalidatedSlot, type ReplicationSlotRow, type SlotInfo, type SlotManager } from '../slots/slot-manager.js';
 import type { Storage } from '../storage/storage.js';
 import type { Transport } from '../transport/transport.js';
+import { formatTimelineHistory, historyFileName, readTimelineHistory } from '../wal/timeline-history.js';
 import type { WalLog } from '../wal/wal-log.js';
 import { Applier, type EntryBuffers } from './applier.js';
 import { Checkpointer, type CheckpointResult } from './checkpointer.js';
@@ -284,6 +285,18 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
    */
   async stopServing(endLsn: Lsn, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     await this.#service?.close(endLsn, timeoutMs, signal);
+  }
+
+  /**
+   * {@link WalSource.timelineHistory}: the history file of `timeline` from the data
+   * directory, re-encoded (checked on the way), or `null` when it has none. Timeline 1 has no
+   * file, as in PostgreSQL.
+   */
+  async timelineHistory(timeline: number): Promise<{ fileName: string; content: Uint8Array } | null> {
+    if (timeline === 1) return null;
+    const history = await readTimelineHistory(this.storage, timeline);
+    if (history === null) return null;
+    return { fileName: historyFileName(timeline), content: Buffer.from(formatTimelineHistory(history), 'utf8') };
   }
 
   /** {@link WalSource.historyFrom}: a standby bootstrapped from a base backup holds the cluster's WAL from the backup's position on. */

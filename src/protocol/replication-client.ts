@@ -85,6 +85,17 @@ export async function dropReplicationSlot(conn: MessageStream<'client'>, slotNam
   await commandAnswer(conn, null, options.timeoutMs);
 }
 
+/**
+ * TIMELINE_HISTORY on an authenticated connection: the server's history file of `timeline`
+ * (its name and bytes). A timeline the server has no history of is `INVALID_ARGUMENT`, and
+ * the connection stays usable.
+ */
+export async function fetchTimelineHistory(conn: MessageStream<'client'>, timeline: number, options: { timeoutMs?: number } = {}): Promise<{ fileName: string; content: Uint8Array }> {
+  conn.send({ kind: 'timelineHistory', timeline });
+  const answer = await commandAnswer(conn, 'timelineHistoryResult', options.timeoutMs);
+  return { fileName: answer.fileName, content: answer.content };
+}
+
 /** How long to wait for the server's next message, and who it is in error messages. */
 export interface ReplyOptions {
   /** Limit for each message. */

@@ -275,8 +275,9 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
           conn.send({ kind: 'readyForCommand' });
           break;
         case 'timelineHistory':
-          conn.fail(new WalshipError('INVALID_ARGUMENT', `could not find history of timeline ${command.timeline}`));
-          return;
+          await this.#sendTimelineHistory(session, command.timeline);
+          conn.send({ kind: 'readyForCommand' });
+          break;
         case 'baseBackup':
           await this.#sendBaseBackup(session, command.label, command.maxRate);
           conn.send({ kind: 'readyForCommand' });
@@ -377,6 +378,21 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       conn.fail(error);
       throw error;
     }
+  }
+
+  /**
+   * TIMELINE_HISTORY: the history file of `timeline`, as the node has it (PostgreSQL sends the
+   * file's bytes). A timeline it has no history of is answered with an error (`INVALID_ARGUMENT`),
+   * and the connection stays usable.
+   */
+  async #sendTimelineHistory(session: Session, timeline: number): Promise<void> {
+    const { conn } = session.info;
+    const history = (await this.#source.timelineHistory?.(timeline)) ?? null;
+    if (history === null) {
+      conn.send({ kind: 'error', code: 'INVALID_ARGUMENT', message: `could not find the history of timeline ${timeline}` });
+      return;
+    }
+    conn.send({ kind: 'timelineHistoryResult', timeline, fileName: history.fileName, content: history.content });
   }
 
   /**

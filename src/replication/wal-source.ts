@@ -30,6 +30,11 @@ export interface WalSource {
    * nothing before it. @defaultValue 0
    */
   historyFrom?(): Lsn;
+  /**
+   * TIMELINE_HISTORY: the history file of `timeline` (its name and bytes), `null` when the
+   * node has none. Absent: every request is answered with an error.
+   */
+  timelineHistory?(timeline: number): Promise<{ readonly fileName: string; readonly content: Uint8Array } | null>;
 }
 
 /** A snapshot of the application with the position it includes. */
