@@ -354,7 +354,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * the WAL, which the standby streams from the snapshot's position when it opens.
    */
   async baseBackup(target: { dir?: string; storage?: Storage }): Promise<BaseBackupResult> {
-    this.#lifecycle.assertOpen();
+    this.#assertUsable();
     return this.#core.writeBaseBackup(target);
   }
 
@@ -393,7 +393,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
       await core.stopServing(this.#log.flushedLsn, this.#options.walSenderTimeoutMs, immediate);
       // Only a clean shutdown says so; a failed primary, or an immediate shutdown, stays "in
       // production": the next open recovers as after a crash.
-      if (this.#writer.failure === null && !immediate.aborted) await core.writeControl({ ...core.control, state: 'shut-down' });
+      if (this.#writer.failure === null && !immediate.aborted) await core.updateControl((current) => ({ ...current, state: 'shut-down' }));
     } catch (err) {
       error = err;
       this.#debug.error('closing: %s', (err as Error).message);

@@ -288,6 +288,9 @@ export class Standby extends NodeBase<StandbyEvents> {
    */
   checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
     if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
+    // A standby stopped by a failed fsync or apply removes nothing and records nothing.
+    const failure = this.#role.failure;
+    if (failure !== null) return Promise.reject(failure);
     return this.#core.checkpoint(lsn);
   }
 
@@ -351,8 +354,10 @@ export class Standby extends NodeBase<StandbyEvents> {
    * aborts, it stops waiting (for an `apply` or checkpoint in progress, for downstreams).
    */
   close(options: CloseOptions & { dropSlot?: boolean } = {}): Promise<void> {
-    // The role's stop() shares one shutdown across calls; a later call may add a signal or dropSlot.
+    // The role's stop() shares one shutdown across calls; a later call may add a signal or
+    // dropSlot. A refused call (dropSlot without a slot) changes nothing.
     const closing = this.#role.stop(options);
+    if (options.dropSlot === true && this.#role.refusesDropSlot) return closing;
     void this.#lifecycle.close(() => closing.catch(() => undefined));
     return closing;
   }

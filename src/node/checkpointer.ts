@@ -24,7 +24,8 @@ export interface CheckpointHost {
   readonly applier: Applier;
   readonly hasSnapshotHook: boolean;
   readonly control: ControlData;
-  writeControl(control: ControlData): Promise<void>;
+  /** Changes the control file, one update at a time (see `NodeCore.updateControl`). */
+  updateControl(change: (current: ControlData) => ControlData): Promise<ControlData>;
   /** Where the WAL stands, for the retention rules, with the checkpoint at `checkpointLsn`. */
   retentionState(checkpointLsn: Lsn | null): RetentionState;
   /** Positions that connected standbys and base backups in progress still need. */
@@ -88,10 +89,17 @@ export class Checkpointer {
       await host.snapshots.write(taken.lsn, host.log.timeline, taken.data);
       checkpoint = { lsn: taken.lsn, snapshot: true };
     }
-    // Read after the awaits: the control data as it is now.
-    const previous = host.control.checkpoint;
-    if (previous !== null && previous.lsn > checkpoint.lsn) return previous;
-    await host.writeControl({ ...host.control, checkpoint });
+    // Decided in the update's turn: never over a newer checkpoint, never over another change.
+    let newer: CheckpointResult | null = null;
+    await host.updateControl((current) => {
+      const previous = current.checkpoint;
+      if (previous !== null && previous.lsn > checkpoint.lsn) {
+        newer = previous;
+        return current;
+      }
+      return { ...current, checkpoint };
+    });
+    if (newer !== null) return newer;
     // A checkpoint without a snapshot means the application keeps its state itself: no
     // snapshot is needed any more. With one, the older ones are.
     await host.snapshots.removeOlderThan(checkpoint.snapshot ? checkpoint.lsn : Number.MAX_SAFE_INTEGER).catch((err: unknown) => {

@@ -2,8 +2,8 @@ import { errnoCode, WalshipError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
 import { removeControlFile } from './control-file.js';
 
-/** WAL segment files and their temporary files, snapshots and the partial snapshot. */
-const LOCAL_STATE = /^(?:[0-9A-F]{24}(?:\.tmp)?|snapshot-[0-9A-F]{8}-[0-9A-F]{16}|snapshot\.partial)$/;
+/** WAL segment files and their temporary files, timeline history files, snapshots and the partial snapshot. */
+const LOCAL_STATE = /^(?:[0-9A-F]{24}(?:\.tmp)?|[0-9A-F]{8}\.history(?:\.tmp)?|snapshot-[0-9A-F]{8}-[0-9A-F]{16}|snapshot\.partial)$/;
 
 /**
  * Forgets a standby's local state so that its directory is new again: the control file goes

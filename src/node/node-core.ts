@@ -125,6 +125,8 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
   readonly #debug: Logger;
   #local: LocalState | null = null;
   #control: ControlData | null = null;
+  /** The control-file update in progress (see {@link updateControl}). */
+  #controlWrites: Promise<unknown> = Promise.resolve();
   #service: WalService | null = null;
   #address: string | null = null;
   /** Positions of the base backups being written by {@link baseBackup}: their standbys stream from there. */
@@ -154,7 +156,7 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
         snapshots: this.snapshots,
         applier: this.applier,
         hasSnapshotHook: settings.application.snapshot !== undefined,
-        writeControl: (control) => this.writeControl(control),
+        updateControl: (change) => this.updateControl(change),
         retentionState: (checkpointLsn) => this.retentionState(checkpointLsn),
         heldLsns: () => this.#heldLsns(),
         slotInvalidated: (slot, error) => this.#slotInvalidated(slot, error),
@@ -220,10 +222,20 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
     await local.log.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
   }
 
-  /** Replaces the control file (atomically) and the node's view of it. */
-  async writeControl(control: ControlData): Promise<void> {
-    await writeControlFile(this.storage, control);
-    this.#control = control;
+  /**
+   * Changes the control file: `change` gets the control data as they are when its turn comes
+   * (updates run one at a time, so none is lost to a concurrent one and no two share the
+   * temporary file), and the file is replaced atomically before the node's view moves on.
+   */
+  updateControl(change: (current: ControlData) => ControlData): Promise<ControlData> {
+    const run = this.#controlWrites.catch(() => undefined).then(async () => {
+      const next = change(this.control);
+      await writeControlFile(this.storage, next);
+      this.#control = next;
+      return next;
+    });
+    this.#controlWrites = run;
+    return run;
   }
 
   /** Where the WAL stands, for the retention rules. */

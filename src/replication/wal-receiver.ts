@@ -35,6 +35,12 @@ export interface WalReceiverOptions {
    * START_REPLICATION compares only bytes from here on. @defaultValue 0
    */
   readonly historyFrom?: Lsn;
+  /**
+   * Runs once the sender has accepted START_REPLICATION and before any WAL is written: a
+   * standby records there that its directory is a standby's, so that no upstream WAL ever
+   * lands in a directory that still says otherwise. A rejection ends the receiver with it.
+   */
+  readonly beforeStreaming?: (event: { readonly startLsn: Lsn; readonly historyChecked: boolean }) => Promise<void>;
   readonly logPrefix?: string;
 }
 
@@ -216,6 +222,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
       if (started === null) throw new WalshipError('CONNECTION_FAILED', 'the sender closed the connection before streaming', { transient: true });
       if (started.kind === 'error') throw new WalshipError(started.code, started.message);
       if (started.kind !== 'replicationStarted') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${started.kind} message; expected replicationStarted`);
+      await this.#options.beforeStreaming?.({ startLsn: started.startLsn, historyChecked: started.historyChecked });
       this.#streaming = true;
       this.emitSafely('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
       status = setInterval(() => this.#report(false), this.#options.statusIntervalMs);
@@ -223,6 +230,8 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
         const message = await this.#receive();
         if (message === null) return;
         if (message.kind === 'walData') {
+          // Stopped: nothing more is written, whatever was already on its way.
+          if (this.#stopped) return;
           if (message.startLsn !== log.insertLsn) {
             throw new WalshipError('PROTOCOL_ERROR', `WAL data starts at ${formatLsn(message.startLsn)}, but the log continues at ${formatLsn(log.insertLsn)}`);
           }

@@ -387,7 +387,15 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
    */
   async #sendTimelineHistory(session: Session, timeline: number): Promise<void> {
     const { conn } = session.info;
-    const history = (await this.#source.timelineHistory?.(timeline)) ?? null;
+    let history: { readonly fileName: string; readonly content: Uint8Array } | null;
+    try {
+      history = (await this.#source.timelineHistory?.(timeline)) ?? null;
+    } catch (err) {
+      // A damaged or unreadable file fails the command, not the connection.
+      const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+      conn.send({ kind: 'error', code: error.code, message: error.message });
+      return;
+    }
     if (history === null) {
       conn.send({ kind: 'error', code: 'INVALID_ARGUMENT', message: `could not find the history of timeline ${timeline}` });
       return;

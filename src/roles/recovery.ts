@@ -404,6 +404,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
    * for good; a failure to do so rejects, after everything else is closed. Once `signal`
    * aborts, it stops waiting (for an `apply` or checkpoint in progress, for downstreams).
    */
+  /** Whether `stop({ dropSlot: true })` is refused (the standby has no `primary.slotName`). */
+  get refusesDropSlot(): boolean {
+    return this.#options.primary.slotName === undefined;
+  }
+
   stop(options: CloseOptions & { dropSlot?: boolean } = {}): Promise<void> {
     if (options.dropSlot === true && this.#options.primary.slotName === undefined) {
       return Promise.reject(new WalshipError('INVALID_ARGUMENT', 'close({ dropSlot: true }): this standby has no primary.slotName'));
@@ -639,16 +644,18 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       sendTimes: this.#sendTimes,
       appliedLsn: () => this.#core.applier.position,
       historyFrom: this.#control?.consistentLsn ?? 0,
+      // Before any WAL is written: the directory says "standby" first (a former primary's only
+      // once its upstream confirmed its WAL is a prefix), so a crash can never leave upstream
+      // WAL in a directory that still says "primary".
+      beforeStreaming: ({ historyChecked }) => (this.#control?.state === 'in-recovery' ? Promise.resolve() : this.#recordRecovery(historyChecked)),
       ...(p.slotName === undefined ? {} : { slotName: p.slotName }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
     });
     let caughtUp = false;
     let started = false;
-    let lineage: Promise<void> = Promise.resolve();
-    receiver.on('streaming:started', ({ historyChecked }) => {
+    receiver.on('streaming:started', () => {
       started = true;
       this.#lastError = null;
-      if (this.#control?.state !== 'in-recovery') lineage = this.#recordRecovery(historyChecked, receiver);
     });
     receiver.on('wal:flushed', ({ flushLsn }) => {
       this.#progressed = true;
@@ -664,9 +671,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     }
     try {
       await receiver.run();
-      await lineage;
     } catch (err) {
-      await lineage.catch(() => undefined);
       // A new standby without a restore hook asked for WAL the primary no longer has.
       if (isWalshipError(err, 'WAL_REMOVED') && this.#control?.checkpoint === null && log.flushedLsn <= log.oldestLsn) {
         // Nothing was ever received: undo the bootstrap, so that the directory is new again and
@@ -899,15 +904,13 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
    * own and they matched (its WAL is a prefix of the upstream's); with nothing left to compare
    * it stops with `WAL_DIVERGED`.
    */
-  async #recordRecovery(historyChecked: boolean, receiver: WalReceiver): Promise<void> {
+  async #recordRecovery(historyChecked: boolean): Promise<void> {
     const formerPrimary = !isRecoveryState((this.#control as ControlData).state);
     if (formerPrimary && !historyChecked) {
-      const error = new WalshipError(
+      throw new WalshipError(
         'WAL_DIVERGED',
         `${this.#storage.description} belonged to a primary, and its upstream could not compare its WAL with its own (it no longer has the WAL before ${formatLsn((this.#log as WalLog).insertLsn)}): it may hold WAL its upstream never had. Bootstrap this standby in an empty directory`,
       );
-      await receiver.stop();
-      throw error;
     }
     await this.#setControlState('in-recovery');
     if (formerPrimary) this.#debug("this former primary's WAL is a prefix of its upstream's: it is a standby now");
@@ -915,7 +918,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /** Records the node's state in the control file (crash-safe: the old or the new state survives). */
   async #setControlState(state: NodeState): Promise<void> {
-    await this.#core.writeControl({ ...this.#core.control, state });
+    await this.#core.updateControl((current) => ({ ...current, state }));
   }
 
   #fail(error: WalshipError): void {

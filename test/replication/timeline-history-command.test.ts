@@ -13,6 +13,12 @@ describe('TIMELINE_HISTORY', () => {
     const history = branchHistory(branchHistory(FIRST_TIMELINE_HISTORY, 0x3000158, 'promoted'), 0x5000060, 'promoted again');
     await writeTimelineHistory(cluster.storage('p'), branchHistory(FIRST_TIMELINE_HISTORY, 0x3000158, 'promoted'));
     await writeTimelineHistory(cluster.storage('p'), history);
+    // A damaged file of timeline 5: its request fails, the connection does not.
+    const damaged = await cluster.storage('p').open('00000005.history', { create: true });
+    await damaged.write(Buffer.from('1\t0/10\tx\n# crc32c 00000000\n'), 0);
+    await damaged.datasync();
+    await damaged.close();
+    await cluster.storage('p').syncDirectory();
     const primary = await cluster.primary('p', { application: new RecordingApp() });
     const conn = await rawStandby(cluster.transport('client'), cluster.address(primary));
     try {
@@ -22,8 +28,9 @@ describe('TIMELINE_HISTORY', () => {
       for (const missing of [1, 7]) {
         await assert.rejects(fetchTimelineHistory(conn, missing), (err: unknown) => isWalshipError(err, 'INVALID_ARGUMENT'), `timeline ${missing} has no history file`);
       }
+      await assert.rejects(fetchTimelineHistory(conn, 5), (err: unknown) => isWalshipError(err, 'WAL_CORRUPT'), 'a damaged history file is WAL_CORRUPT');
       const again = await fetchTimelineHistory(conn, 2);
-      assert.equal(again.fileName, '00000002.history', 'the connection is still usable after a refusal');
+      assert.equal(again.fileName, '00000002.history', 'the connection is still usable after the refusals');
     } finally {
       conn.destroy();
     }
