@@ -837,6 +837,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       throw err;
     }
     await releaseLock(this.#storage, lock);
+    // Closing meanwhile (an immediate shutdown does not wait for this): open nothing after close.
+    if (this.#abort.signal.aborted) throw abortError(this.#abort.signal);
     await this.#openLocal(control);
   }
 
@@ -857,6 +859,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       throw err;
     }
     await releaseLock(this.#storage, lock);
+    // Closing meanwhile (an immediate shutdown does not wait for this): open nothing after close.
+    if (this.#abort.signal.aborted) throw abortError(this.#abort.signal);
     await this.#openLocal(control);
   }
 
