@@ -815,31 +815,23 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /** A new standby: a base backup when the application can restore one, else the WAL from its start. */
   async #bootstrap(conn: MessageStream<'client'>, identity: IdentifySystemResultMessage): Promise<void> {
-    const lock = await lockStorage(this.#storage);
-    let control: ControlData;
-    try {
+    const control = await withStorageLock(this.#storage, async (): Promise<ControlData> => {
       // Another standby opened on the same new directory may have bootstrapped it meanwhile.
       if ((await readControlFile(this.#storage)) !== null) {
         throw new WalshipError('WAL_LOCKED', `${this.#storage.description} was bootstrapped by another node while this standby was connecting`);
       }
       // WAL and snapshots of a state this directory was discarding when it crashed.
       await removeLeftovers(this.#storage);
-      if (this.#app.restore !== undefined && !this.#noBaseBackup) {
-        control = await this.#receiveBaseBackup(conn, identity);
-      } else {
-        control = { state: 'in-recovery', systemId: identity.systemId, segmentSize: identity.segmentSize, timeline: identity.timeline, checkpoint: null, consistentLsn: 0 };
-      }
-      await writeControlFile(this.#storage, control);
+      const bootstrapped: ControlData =
+        this.#app.restore !== undefined && !this.#noBaseBackup
+          ? await this.#receiveBaseBackup(conn, identity)
+          : { state: 'in-recovery', systemId: identity.systemId, segmentSize: identity.segmentSize, timeline: identity.timeline, checkpoint: null, consistentLsn: 0 };
+      await writeControlFile(this.#storage, bootstrapped);
       // Snapshots an interrupted earlier bootstrap left behind belong to nothing.
-      await this.#core.snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
-    } catch (err) {
-      await lock.release().catch(() => undefined);
-      throw err;
-    }
-    await releaseLock(this.#storage, lock);
-    // Closing meanwhile (an immediate shutdown does not wait for this): open nothing after close.
-    if (this.#abort.signal.aborted) throw abortError(this.#abort.signal);
-    await this.#openLocal(control);
+      await this.#core.snapshots.removeOlderThan(bootstrapped.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
+      return bootstrapped;
+    });
+    await this.#openLocalUnlessClosing(control);
   }
 
   /**
@@ -851,15 +843,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     if (control === null) return;
     this.#debug('finishing an earlier bootstrap of %s', this.#storage.description);
     // Locked: a directory another node has opened meanwhile is WAL_LOCKED, and its files are left alone.
-    const lock = await lockStorage(this.#storage);
-    try {
-      await this.#core.snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
-    } catch (err) {
-      await lock.release().catch(() => undefined);
-      throw err;
-    }
-    await releaseLock(this.#storage, lock);
-    // Closing meanwhile (an immediate shutdown does not wait for this): open nothing after close.
+    await withStorageLock(this.#storage, () => this.#core.snapshots.removeOlderThan(control.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER));
+    await this.#openLocalUnlessClosing(control);
+  }
+
+  /** Opens the bootstrapped state, unless the standby is closing meanwhile (an immediate shutdown does not wait for this). */
+  async #openLocalUnlessClosing(control: ControlData): Promise<void> {
     if (this.#abort.signal.aborted) throw abortError(this.#abort.signal);
     await this.#openLocal(control);
   }
@@ -956,6 +945,20 @@ async function lockStorage(storage: Storage): Promise<StorageLock> {
     if (isWalshipError(err)) throw err;
     throw new WalshipError('WAL_IO', `cannot lock ${storage.description}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** Runs `work` holding the directory's lock; the lock is released either way (a failed release after success is `WAL_IO`). */
+async function withStorageLock<T>(storage: Storage, work: () => Promise<T>): Promise<T> {
+  const lock = await lockStorage(storage);
+  let result: T;
+  try {
+    result = await work();
+  } catch (err) {
+    await lock.release().catch(() => undefined);
+    throw err;
+  }
+  await releaseLock(storage, lock);
+  return result;
 }
 
 async function releaseLock(storage: Storage, lock: StorageLock): Promise<void> {

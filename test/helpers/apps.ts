@@ -45,6 +45,16 @@ export class RecordingApp implements Application {
   }
 }
 
+/** A recording app whose `apply` waits, while `gate` is set, until the test resolves it. */
+export class GatedApp extends RecordingApp {
+  gate: Promise<void> | null = null;
+  override apply(batch: CommittedBatch): void | Promise<void> {
+    const gate = this.gate;
+    if (gate === null) return super.apply(batch);
+    return gate.then(() => super.apply(batch));
+  }
+}
+
 /** The same, without snapshot hooks: it can only replay the WAL from its beginning. */
 export class PlainApp implements Application {
   applied: AppliedBatch[] = [];

@@ -1,23 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { WalshipError, type CommittedBatch, type Standby, type Storage } from '../../src/index.js';
+import { WalshipError, type Standby, type Storage } from '../../src/index.js';
 import { CONTROL_FILE, readControlFile } from '../../src/node/control-file.js';
 import { MessageStream } from '../../src/protocol/message-stream.js';
 import { nowMicros } from '../../src/replication/wal-sender.js';
 import { createCluster, type MemoryStorage } from '../../src/testing/index.js';
-import { PlainApp, RecordingApp, until } from '../helpers/apps.js';
+import { GatedApp, PlainApp, RecordingApp, until } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
 import { HANG_MS, caughtUp, commitMany, named, nextEvent, record, sameSequence, type Recorded } from '../helpers/standby-harness.js';
-
-/** A recording app whose `apply` waits while `gate` is set. */
-class GatedApp extends RecordingApp {
-  gate: Promise<void> | null = null;
-  override apply(batch: CommittedBatch): void | Promise<void> {
-    const gate = this.gate;
-    if (gate === null) return super.apply(batch);
-    return gate.then(() => super.apply(batch));
-  }
-}
 
 /** A promise the test opens by hand. */
 function gate(): { promise: Promise<void>; open: () => void } {

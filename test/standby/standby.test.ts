@@ -6,7 +6,7 @@ import { Standby, isWalshipError, type CommittedBatch, type Snapshot, type Stand
 import { CONTROL_FILE, readControlFile } from '../../src/node/control-file.js';
 import { nowMicros } from '../../src/replication/wal-sender.js';
 import { createCluster, MemoryNetwork, MemoryStorage } from '../../src/testing/index.js';
-import { PlainApp, RecordingApp, until } from '../helpers/apps.js';
+import { GatedApp, PlainApp, RecordingApp, until } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { payload, within } from '../helpers/wal.js';
 import {
@@ -20,16 +20,6 @@ import {
   record,
   sameSequence,
 } from '../helpers/standby-harness.js';
-
-/** A recording app whose `apply` waits for the test to open a gate at chosen positions. */
-class GatedApp extends RecordingApp {
-  gate: Promise<void> | null = null;
-  override apply(batch: CommittedBatch): void | Promise<void> {
-    const gate = this.gate;
-    if (gate === null) return super.apply(batch);
-    return gate.then(() => super.apply(batch));
-  }
-}
 
 /** Counts what happens to a recording app. */
 class CountingApp extends RecordingApp {
