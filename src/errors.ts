@@ -96,6 +96,22 @@ export const ERROR_CODES = {
     when: "A standby's WAL is not on its upstream's history: the bytes it holds before the position it streams from differ from the upstream's at the same positions (another node wrote there), or a former primary's directory was opened as a standby and its WAL cannot be shown to be a prefix of its upstream's.",
     action: 'The standby stops and keeps its directory as it is. Give it an empty directory (it bootstraps from its upstream), or point it at the node whose history it holds.',
   },
+  TIMELINE_DIVERGED: {
+    when: "A standby's upstream is on a newer timeline that left this standby's timeline at a switch point, and the standby had already applied WAL past it on the old timeline (a former primary's unconfirmed tail, or an asynchronous standby ahead of the promoted one), with `rewind: false`.",
+    action: 'The standby stops with its directory untouched. Reopen it with `rewind: true` (the default) to discard that WAL (reported by the `rewind` event, kept aside on disk), or bootstrap it in an empty directory.',
+  },
+  TIMELINE_MISMATCH: {
+    when: "A standby's upstream is on a timeline behind the standby's own, or on a timeline whose history does not contain the standby's (a revived old primary, or a node of another branch): following it would undo a promotion.",
+    action: 'The standby does not follow it and keeps retrying (with several addresses, the next one). Point it at the newest primary, or give it an empty directory.',
+  },
+  NOT_IN_RECOVERY: {
+    when: '`promote()` was called on a standby that is no longer in recovery (it was promoted already), or a standby that was promoted was used after its `Primary` took over.',
+    action: 'Use the `Primary` that `promote()` resolved with (the `promoted` event carries it too).',
+  },
+  NOT_CONSISTENT: {
+    when: '`promote()` was called before the standby reached a consistent state: it has not bootstrapped yet, or has not replayed up to the end of its base backup. Promoting would expose a state no primary ever had.',
+    action: 'Wait for `consistent` (or `waitForConsistent()`) and promote again; the standby goes on streaming meanwhile.',
+  },
   TOO_MANY_WAL_SENDERS: {
     when: 'A standby connected while the primary already ran `maxWalSenders` WAL senders (streaming or base backups).',
     action: 'Transient: the standby retries by itself. Raise `maxWalSenders` if more standbys should connect at once.',

@@ -151,9 +151,12 @@ export class Primary extends NodeBase<PrimaryEvents> {
     const auth = options.listen === undefined ? null : await compileAuth(options.auth);
     const storage = storageOf(options);
     // Before the WAL is opened (which may repair its tail): a standby's directory stays untouched.
-    refuseStandbyDirectory(storage, await readControlFile(storage));
+    const recorded = await readControlFile(storage);
+    refuseStandbyDirectory(storage, recorded);
     const log = await WalLog.open({
       storage,
+      // The control file names the timeline (a promotion may have left a later one's files behind it).
+      ...(recorded === null ? {} : { timeline: recorded.timeline }),
       ...(options.segmentSize === undefined ? {} : { segmentSize: options.segmentSize }),
       ...(options.sync === undefined ? {} : { sync: options.sync }),
       ...(options.recycleSegments === undefined ? {} : { recycleSegments: options.recycleSegments }),
@@ -207,6 +210,21 @@ export class Primary extends NodeBase<PrimaryEvents> {
       else await log.close().catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * The primary over a promoted standby's core (`Standby.promote`): the core keeps its lock,
+   * its application state, its listener and its downstream connections; the writer role
+   * starts on the log's new timeline, and the standbys it serves count for synchronous
+   * replication from now on. `options` are validated by the caller.
+   * @internal
+   */
+  static afterPromotion(core: NodeCore, log: WalLog, options: PrimaryOptions): Primary {
+    const settings = withDefaults(PRIMARY_DEFAULTS, options);
+    const primary = new Primary(core, log, settings, parseSynchronousStandbyNames(settings.synchronousStandbyNames));
+    core.service?.useSyncRep(primary.#writer.syncRep);
+    primary.#debug('promoted: timeline %d, WAL %s … %s, applied up to %s', log.timeline, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(core.applier.position));
+    return primary;
   }
 
   /** The cluster's identity, shared by all its standbys (16 hex digits). */

@@ -1,4 +1,5 @@
-import { WalshipError } from './errors.js';
+import { rm, stat } from 'node:fs/promises';
+import { WalshipError, isWalshipError } from './errors.js';
 import { Lifecycle, NodeBase, type CloseOptions } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
 import type { WaitOptions } from './lsn-waiters.js';
@@ -18,6 +19,9 @@ import {
   type ServeOptions,
 } from './node/node-options.js';
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
+import { Primary, primaryOptionsSchema, type PrimaryOptions } from './primary.js';
+import { parseSynchronousStandbyNames } from './replication/sync-standby-names.js';
+import type { SynchronousCommit } from './roles/writer.js';
 import { compileAuth, type CompiledAuth } from './protocol/auth-rules.js';
 import type { ReplicationStatusRow } from './replication/wal-source.js';
 import { RECOVERY_EVENT_NAMES, RecoveryRole, type RecoveryEvents, type StandbyPrimaryOptions, type StandbyState } from './roles/recovery.js';
@@ -51,6 +55,31 @@ export interface StandbyOptions extends NodeOptions, ServeOptions {
   readonly retryMinDelayMs?: number;
   /** Longest wait between reconnects (`wal_retrieve_retry_interval`). @defaultValue 5 000 */
   readonly retryMaxDelayMs?: number;
+  /**
+   * A file path (PostgreSQL's `promote_trigger_file`): when the file appears the standby
+   * promotes itself, then removes the file. The new `Primary` comes with the `promoted` event.
+   */
+  readonly promoteTriggerFile?: string;
+}
+
+/** Options of {@link Standby.promote}. */
+export interface PromoteOptions {
+  /** The new primary's default commit level. @defaultValue 'on' */
+  readonly synchronousCommit?: SynchronousCommit;
+  /** The new primary's synchronous standbys (see `PrimaryOptions`). @defaultValue '' */
+  readonly synchronousStandbyNames?: string;
+  /** Stops waiting for replay to apply what was received; the standby then goes on as it was. */
+  readonly signal?: AbortSignal;
+}
+
+/** Payload of `promoted`. */
+export interface PromotedEvent {
+  /** The node as a primary: the object the application uses (and listens to) from now on. */
+  readonly primary: Primary;
+  /** The new timeline. */
+  readonly timeline: number;
+  /** Where it began: the end of the WAL the standby had received whole. */
+  readonly switchLsn: Lsn;
 }
 
 /** Defaults of {@link StandbyOptions}. */
@@ -92,13 +121,36 @@ export const standbyOptionsSchema = Object.freeze({
     walReceiverTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
     retryMinDelayMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
     retryMaxDelayMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
+    promoteTriggerFile: { type: 'string', minLength: 1 },
   },
 });
+
+/** JSON schema of {@link PromoteOptions} (`signal` is checked separately). */
+export const promoteOptionsSchema = Object.freeze({
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    synchronousCommit: primaryOptionsSchema.properties.synchronousCommit,
+    synchronousStandbyNames: primaryOptionsSchema.properties.synchronousStandbyNames,
+    signal: {},
+  },
+});
+
+const validatePromote: OptionsValidator<PromoteOptions> = compileOptions('promote()', promoteOptionsSchema);
+
+/** How often `promoteTriggerFile` is looked for. */
+const TRIGGER_POLL_MS = 100;
 
 const validateOptions: OptionsValidator<StandbyOptions> = compileOptions('Standby', standbyOptionsSchema);
 
 /** Events of a {@link Standby}: its recovery role's, and those of serving downstream standbys. */
-export interface StandbyEvents extends NodeEvents, RecoveryEvents {}
+export interface StandbyEvents extends NodeEvents, RecoveryEvents {
+  /**
+   * The standby was promoted (by `promote()` or `promoteTriggerFile`): `primary` is the node
+   * from now on. This is the standby's last event: listen to the `Primary` after it.
+   */
+  promoted: (event: PromotedEvent) => void;
+}
 
 /**
  * A read-only follower: the recovery role over a node core. It receives the primary's WAL
@@ -113,9 +165,17 @@ export class Standby extends NodeBase<StandbyEvents> {
   readonly #role: RecoveryRole;
   readonly #debug: Logger;
   readonly #lifecycle = new Lifecycle('standby');
+  readonly #options: StandbyOptions & typeof STANDBY_DEFAULTS;
+  /** Passes the core's and the role's events on, until the standby is promoted. */
+  readonly #forwarders: (() => void)[] = [];
+  /** The primary it became, once promoted. */
+  #primary: Primary | null = null;
+  #promoting: Promise<Primary> | null = null;
+  #trigger: NodeJS.Timeout | null = null;
 
   private constructor(storage: Storage, options: StandbyOptions & typeof STANDBY_DEFAULTS) {
     super();
+    this.#options = options;
     this.#debug = createLogger('standby', options.logPrefix);
     this.emitterLog = this.#debug;
     this.#core = new NodeCore({
@@ -127,8 +187,16 @@ export class Standby extends NodeBase<StandbyEvents> {
       ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
     });
     this.#role = new RecoveryRole(this.#core, storage, options.application, options);
-    for (const event of NODE_EVENT_NAMES) this.#core.on(event, (payload: unknown) => this.emitSafely(event, payload as never));
-    for (const event of RECOVERY_EVENT_NAMES) this.#role.on(event, (payload: unknown) => this.emitSafely(event, payload as never));
+    for (const event of NODE_EVENT_NAMES) {
+      const forward = (payload: unknown): void => void this.emitSafely(event, payload as never);
+      this.#core.on(event, forward);
+      this.#forwarders.push(() => this.#core.off(event, forward));
+    }
+    for (const event of RECOVERY_EVENT_NAMES) {
+      const forward = (payload: unknown): void => void this.emitSafely(event, payload as never);
+      this.#role.on(event, forward);
+      this.#forwarders.push(() => this.#role.off(event, forward));
+    }
   }
 
   /**
@@ -164,7 +232,96 @@ export class Standby extends NodeBase<StandbyEvents> {
       throw err;
     }
     standby.#role.start();
+    if (settings.promoteTriggerFile !== undefined) standby.#watchTrigger(settings.promoteTriggerFile, 0);
     return standby;
+  }
+
+  /**
+   * Promotes the standby to primary (PostgreSQL's `pg_promote()`): it applies everything it
+   * has received, stops streaming from its upstream, starts a new timeline (one past every
+   * timeline it knows of) with a durable history file and an end-of-recovery record, records
+   * that its directory is a primary's, and resolves with the running `Primary`, which accepts
+   * commits at once. Nothing is closed or replayed: the directory's lock, the application's
+   * state, the listener and the downstream standbys' connections carry over (they follow the
+   * new timeline). From then on this object is in state `promoted`, emits no more events, and
+   * refuses calls with `NOT_IN_RECOVERY` (`close()` does nothing): use the `Primary`.
+   *
+   * Concurrent calls share one promotion. `NOT_CONSISTENT` before the standby is consistent.
+   * A promotion that fails (an I/O error, the `signal`) before the directory says "primary"
+   * leaves the standby streaming as it was; a crash at any point leaves a directory that opens
+   * as this standby or as the new primary.
+   */
+  promote(options: PromoteOptions = {}): Promise<Primary> {
+    if (this.#primary !== null) return Promise.reject(promotedError());
+    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError('it cannot be promoted'));
+    try {
+      validatePromote(options);
+      if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+        throw new WalshipError('INVALID_OPTIONS', 'invalid promote() options: signal must be an AbortSignal');
+      }
+      parseSynchronousStandbyNames(options.synchronousStandbyNames ?? '');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.#promoting ??= this.#promote(options, 'promote()').finally(() => {
+      this.#promoting = null;
+    });
+    return this.#promoting;
+  }
+
+  async #promote(options: PromoteOptions, by: string): Promise<Primary> {
+    const { timeline, switchLsn, log } = await this.#role.promote(`promoted by ${by}`, options.signal);
+    this.#stopTrigger();
+    for (const stop of this.#forwarders) stop();
+    const primary = Primary.afterPromotion(this.#core, log, this.#primaryOptions(options));
+    this.#primary = primary;
+    this.emitSafely('promoted', { primary, timeline, switchLsn });
+    return primary;
+  }
+
+  /** The new primary's options: this standby's node and serving options, and the commit settings given to promote(). */
+  #primaryOptions(options: PromoteOptions): PrimaryOptions {
+    const o = this.#options;
+    const keep = new Set(Object.keys(primaryOptionsSchema.properties));
+    const inherited = Object.fromEntries(Object.entries(o).filter(([key, value]) => keep.has(key) && value !== undefined)) as PrimaryOptions;
+    return {
+      ...inherited,
+      ...(options.synchronousCommit === undefined ? {} : { synchronousCommit: options.synchronousCommit }),
+      ...(options.synchronousStandbyNames === undefined ? {} : { synchronousStandbyNames: options.synchronousStandbyNames }),
+    };
+  }
+
+  /** `promoteTriggerFile`: looks for the file every {@link TRIGGER_POLL_MS}; once it is there, promotes and removes it. */
+  #watchTrigger(path: string, delayMs: number): void {
+    this.#trigger = setTimeout(() => {
+      this.#trigger = null;
+      void stat(path).then(
+        () => this.#promoteByTrigger(path),
+        () => this.#watchTrigger(path, TRIGGER_POLL_MS),
+      );
+    }, delayMs);
+    this.#trigger.unref();
+  }
+
+  async #promoteByTrigger(path: string): Promise<void> {
+    if (this.#lifecycle.closing || this.#primary !== null || this.#role.failure !== null) return;
+    try {
+      this.#promoting ??= this.#promote({}, `the trigger file ${path}`).finally(() => {
+        this.#promoting = null;
+      });
+      await this.#promoting;
+      await rm(path, { force: true }).catch((err: unknown) => this.#debug.error('removing the trigger file %s: %s', path, (err as Error).message));
+    } catch (err) {
+      if (isWalshipError(err, 'NOT_IN_RECOVERY')) return;
+      this.#debug.error('promotion by the trigger file %s failed: %s', path, (err as Error).message);
+      // Looked for again after a while: the file stays until a promotion succeeds.
+      if (!this.#lifecycle.closing) this.#watchTrigger(path, this.#options.retryMaxDelayMs);
+    }
+  }
+
+  #stopTrigger(): void {
+    if (this.#trigger !== null) clearTimeout(this.#trigger);
+    this.#trigger = null;
   }
 
   /**
@@ -261,6 +418,7 @@ export class Standby extends NodeBase<StandbyEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
+    if (this.#primary !== null) return Promise.reject(promotedError());
     if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
     return this.#role.waitForReplay(lsn, options);
   }
@@ -271,6 +429,7 @@ export class Standby extends NodeBase<StandbyEvents> {
    * `HOT_STANDBY_OFF` on a warm standby.
    */
   waitForConsistent(options: WaitOptions = {}): Promise<void> {
+    if (this.#primary !== null) return Promise.reject(promotedError());
     if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
     return this.#role.waitForConsistent(options);
   }
@@ -287,6 +446,7 @@ export class Standby extends NodeBase<StandbyEvents> {
    * its own state is durable up to there; without, walship stores its `snapshot()`.
    */
   checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
+    if (this.#primary !== null) return Promise.reject(promotedError());
     if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
     // A standby stopped by a failed fsync or apply removes nothing and records nothing.
     const failure = this.#role.failure;
@@ -339,6 +499,7 @@ export class Standby extends NodeBase<StandbyEvents> {
 
   /** Calls that need local state: `WAL_CLOSED` once closing, the failure once failed, `INVALID_ARGUMENT` before bootstrap. */
   #assertUsable(): void {
+    if (this.#primary !== null) throw promotedError();
     this.#lifecycle.assertOpen();
     const failure = this.#role.failure;
     if (failure !== null) throw failure;
@@ -354,6 +515,12 @@ export class Standby extends NodeBase<StandbyEvents> {
    * aborts, it stops waiting (for an `apply` or checkpoint in progress, for downstreams).
    */
   close(options: CloseOptions & { dropSlot?: boolean } = {}): Promise<void> {
+    // A promoted standby's node belongs to its Primary: closing is the Primary's.
+    if (this.#primary !== null) return Promise.resolve();
+    // Closing during a promotion closes whichever node comes out of it.
+    const promoting = this.#promoting;
+    if (promoting !== null) return promoting.then((primary) => primary.close(options), () => this.close(options));
+    this.#stopTrigger();
     // The role's stop() shares one shutdown across calls; a later call may add a signal or
     // dropSlot. A refused call (dropSlot without a slot) changes nothing.
     const closing = this.#role.stop(options);
@@ -362,4 +529,9 @@ export class Standby extends NodeBase<StandbyEvents> {
     return closing;
   }
 
+}
+
+/** What a promoted standby's methods answer: the `Primary` owns the node now. */
+function promotedError(): WalshipError {
+  return new WalshipError('NOT_IN_RECOVERY', 'this standby was promoted: use the Primary that promote() resolved with (or the promoted event carried)');
 }

@@ -64,11 +64,14 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
   readonly #debug: Logger;
   readonly #running = new Set<Promise<void>>();
   #closing = false;
+  /** Synchronous replication, once the node writes (a promoted standby gets it then). */
+  #syncRep: SyncRep | undefined;
 
   constructor(source: WalSource, options: WalServiceOptions) {
     super();
     this.#source = source;
     this.#options = options;
+    this.#syncRep = options.syncRep;
     this.#debug = createLogger('service', options.logPrefix);
     this.emitterLog = this.#debug;
     this.#server = new ReplicationServer({
@@ -94,7 +97,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
   /** One row per connected standby. */
   status(): ReplicationStatusRow[] {
     const sessions = [...this.#sessions];
-    const sync = this.#options.syncRep?.states(this.syncInputs()) ?? [];
+    const sync = this.#syncRep?.states(this.syncInputs()) ?? [];
     return sessions.map((s, i) => {
       const progress = s.sender?.progress ?? null;
       const syncStatus = sync[i];
@@ -135,9 +138,18 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
     });
   }
 
+  /**
+   * Starts synchronous replication on a running service (a standby promoted to primary): its
+   * connected standbys count for it from now on.
+   */
+  useSyncRep(syncRep: SyncRep): void {
+    this.#syncRep = syncRep;
+    this.#syncChanged();
+  }
+
   /** Tells synchronous replication that a standby reported, changed state, came or left. */
   #syncChanged(): void {
-    const syncRep = this.#options.syncRep;
+    const syncRep = this.#syncRep;
     // Most primaries run without synchronous standbys: no inputs to build on every report.
     if (syncRep === undefined || !syncRep.listening) return;
     syncRep.update(this.syncInputs());

@@ -8,7 +8,7 @@ import { LsnWaiters, type WaitOptions } from '../lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
 import { isRecoveryState, readControlFile, removeControlFile, writeControlFile, type ControlData, type NodeState } from '../node/control-file.js';
 import type { FailedEvent, NodeCore } from '../node/node-core.js';
-import { removeLeftovers, removeLocalState } from '../node/local-state.js';
+import { removeAbandonedTimelines, removeLeftovers, removeLocalState } from '../node/local-state.js';
 import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/messages.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, type ReplyOptions } from '../protocol/replication-client.js';
@@ -17,6 +17,7 @@ import { SendTimes, WalReceiver } from '../replication/wal-receiver.js';
 import { SlotManager } from '../slots/slot-manager.js';
 import type { Storage, StorageLock } from '../storage/storage.js';
 import type { Transport } from '../transport/transport.js';
+import { branchHistory, newestTimeline, writeTimelineHistory } from '../wal/timeline-history.js';
 import { WalLog, type SyncMode } from '../wal/wal-log.js';
 
 /** Where and how a standby connects to its primary (PostgreSQL's `primary_conninfo`). */
@@ -46,9 +47,10 @@ export interface StandbyPrimaryOptions {
 /**
  * What the standby is doing: `connecting` to the primary, receiving a `base-backup`,
  * `streaming`, `disconnected` (waiting to reconnect), `failed` (stopped by an error that
- * retrying cannot fix; see `Standby.failure`), or `closed`.
+ * retrying cannot fix; see `Standby.failure`), `closed`, or `promoted` (it is a primary now:
+ * the `Primary` that `promote()` resolved with owns the node from then on).
  */
-export type StandbyState = 'connecting' | 'base-backup' | 'streaming' | 'disconnected' | 'failed' | 'closed';
+export type StandbyState = 'connecting' | 'base-backup' | 'streaming' | 'disconnected' | 'failed' | 'closed' | 'promoted';
 
 /**
  * The recovery role's state as one union (each transition is one assignment, and what the
@@ -60,12 +62,21 @@ export type RecoveryState =
   | { readonly kind: 'streaming'; readonly conn: MessageStream<'client'>; readonly receiver: WalReceiver }
   | { readonly kind: 'disconnected'; readonly error: WalshipError | null; readonly retryInMs: number }
   | { readonly kind: 'failed'; readonly error: WalshipError }
-  | { readonly kind: 'closed'; readonly failure: WalshipError | null };
+  | { readonly kind: 'closed'; readonly failure: WalshipError | null }
+  | { readonly kind: 'promoted'; readonly timeline: number; readonly switchLsn: Lsn };
 
 // Each state of the union is a public StandbyState, and each StandbyState a state.
 type SameKinds<A, B> = [A] extends [B] ? ([B] extends [A] ? true : never) : never;
 const kindsMatch: SameKinds<RecoveryState['kind'], StandbyState> = true;
 void kindsMatch;
+
+/** What a promotion leaves for the new primary: the log, on its new timeline. */
+export interface PromotedLocal {
+  readonly log: WalLog;
+  readonly timeline: number;
+  /** Where the new timeline began: the end of the WAL the standby had received whole. */
+  readonly switchLsn: Lsn;
+}
 
 /** Payload of `base-backup:progress`. */
 export interface BaseBackupProgressEvent {
@@ -177,6 +188,14 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   readonly #options: RecoverySettings;
   readonly #debug: Logger;
   readonly #abort = new AbortController();
+  /** Stops the upstream connection loop alone (a promotion); replaced when the loop starts again. */
+  #upstream = new AbortController();
+  /** Aborted when the standby closes or its upstream loop stops: every wait on the upstream ends. */
+  #upstreamSignal: AbortSignal = this.#abort.signal;
+  /** The highest timeline an upstream reported (IDENTIFY_SYSTEM): a promotion picks one past it. */
+  #upstreamTimeline = 0;
+  /** The promotion in progress (concurrent calls share it). */
+  #promoting: Promise<PromotedLocal> | null = null;
   /** The local WAL, once bootstrapped (null again while bootstrapping anew). */
   #log: WalLog | null = null;
   /** What the role is doing, and what it holds while doing it. */
@@ -252,6 +271,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /** Starts the upstream connection loop (in the background). */
   start(): void {
+    this.#upstream = new AbortController();
+    this.#upstreamSignal = AbortSignal.any([this.#abort.signal, this.#upstream.signal]);
     this.#running = this.#run();
   }
 
@@ -271,6 +292,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       case 'base-backup':
       case 'streaming':
       case 'disconnected':
+      case 'promoted':
         return null;
     }
   }
@@ -286,6 +308,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       case 'disconnected':
       case 'failed':
       case 'closed':
+      case 'promoted':
         return null;
     }
   }
@@ -481,6 +504,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   /** Opens the local WAL and slots, brings the application to its last state and starts replay. */
   async #openLocal(control: ControlData): Promise<void> {
     const o = this.#options;
+    if (isRecoveryState(control.state)) {
+      // Under the directory's lock (nobody else may be using those files).
+      const removed = await withStorageLock(this.#storage, () => removeAbandonedTimelines(this.#storage, control.timeline));
+      if (removed.length > 0) this.#debug('removed %o: an interrupted promotion or timeline switch left them', removed);
+    }
     const log = await WalLog.open({
       storage: this.#storage,
       role: 'replica',
@@ -506,6 +534,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#cluster = { systemId: control.systemId, segmentSize: control.segmentSize };
     this.#log = log;
     this.#checkConsistent();
+    this.#startReplay(log, start);
+    this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
+  }
+
+  /** Replays the local WAL from `start` through the applier, following it as WAL arrives. */
+  #startReplay(log: WalLog, start: Lsn): void {
     const replayAbort = new AbortController();
     this.#replayAbort = replayAbort;
     const signal = AbortSignal.any([this.#abort.signal, replayAbort.signal]);
@@ -515,7 +549,14 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       if (error.code === 'APPLY_FAILED') this.emitSafely('apply:error', { error });
       this.#fail(error);
     });
-    this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
+  }
+
+  /** Stops replay (waiting for the batch in progress) and returns whether it was running. */
+  async #stopReplay(): Promise<void> {
+    this.#replayAbort?.abort();
+    await this.#replaying?.catch(() => undefined);
+    this.#replaying = null;
+    this.#replayAbort = null;
   }
 
   /** Replay applied the batch ending at `lsn`: its send time, consistency, and the apply report. */
@@ -557,7 +598,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   // The connection loop
 
   async #run(): Promise<void> {
-    const signal = this.#abort.signal;
+    const signal = this.#upstreamSignal;
     let delay: number = this.#options.retryMinDelayMs;
     while (!signal.aborted && this.failure === null) {
       let error: WalshipError | null = null;
@@ -604,7 +645,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   /** One connection: identify, bootstrap if needed, stream; sets `#progressed` when it gets somewhere. */
   async #session(): Promise<void> {
     const o = this.#options;
-    const signal = this.#abort.signal;
+    const signal = this.#upstreamSignal;
     this.#setState({ kind: 'connecting', conn: null });
     if (this.#control === null) await this.#resumeBootstrap();
     const p = o.primary;
@@ -612,6 +653,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#setState({ kind: 'connecting', conn });
     if (signal.aborted) throw abortError(signal);
     const identity = await this.#identify(conn);
+    this.#upstreamTimeline = Math.max(this.#upstreamTimeline, identity.timeline);
     this.emitSafely('primary:connected', { address: p.address, systemId: identity.systemId });
     if (this.#log !== null && this.#log.insertLsn > identity.flushLsn) {
       // A standby ahead of its upstream (one that streamed from another node) waits for it.
@@ -781,10 +823,10 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
    * failure is thrown.
    */
   async #walStillThere(lsn: Lsn, timeline: number): Promise<boolean> {
-    const conn = await this.#connect(this.#abort.signal);
+    const conn = await this.#connect(this.#upstreamSignal);
     try {
       conn.send({ kind: 'startReplication', slotName: '', startLsn: lsn, timeline, checkFrom: null, checkCrc: 0 });
-      const answer = await conn.next({ signal: this.#abort.signal, timeoutMs: this.#options.walReceiverTimeoutMs });
+      const answer = await conn.next({ signal: this.#upstreamSignal, timeoutMs: this.#options.walReceiverTimeoutMs });
       if (answer?.kind === 'replicationStarted') return true;
       if (answer?.kind === 'error' && answer.code === 'WAL_REMOVED') return false;
       throw new WalshipError('PROTOCOL_ERROR', `unexpected ${answer === null ? 'end of the connection' : answer.kind} while checking whether the primary still has ${formatLsn(lsn)}`);
@@ -883,11 +925,111 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /** Waits for the primary's answers: as long as `walReceiverTimeoutMs`, until the standby stops. */
   #replyOptions(): ReplyOptions {
-    return { signal: this.#abort.signal, timeoutMs: this.#options.walReceiverTimeoutMs, peer: 'the primary' };
+    return { signal: this.#upstreamSignal, timeoutMs: this.#options.walReceiverTimeoutMs, peer: 'the primary' };
   }
 
   async #expect<K extends ServerMessage['kind']>(conn: MessageStream<'client'>, kind: K): Promise<Extract<ServerMessage, { kind: K }>> {
     return expectMessage(conn, kind, this.#replyOptions());
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Promotion
+
+  /**
+   * Promotion's recovery side (PostgreSQL's end of recovery, `StartupXLOG` after the promote
+   * signal): stops the upstream connection, applies every complete record received, cuts a
+   * trailing partial record, picks the new timeline (one past the highest known here or from
+   * an upstream), writes its history file, begins it in the log with an end-of-recovery
+   * record, and records "in production" and the timeline in the control file: from that write
+   * on the directory is a primary's. The core, its listener, downstream connections and the
+   * application stay as they are. Concurrent calls share one promotion. A promotion that fails
+   * before the control file says so leaves this standby streaming again, as it was.
+   */
+  promote(reason: string, signal?: AbortSignal): Promise<PromotedLocal> {
+    if (this.#state.kind === 'promoted') {
+      return Promise.reject(new WalshipError('NOT_IN_RECOVERY', 'this standby was promoted already: use the Primary that promote() resolved with'));
+    }
+    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError('it cannot be promoted'));
+    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.#log === null) {
+      return Promise.reject(new WalshipError('NOT_CONSISTENT', 'the standby has not bootstrapped yet: there is no state to promote'));
+    }
+    this.#promoting ??= this.#promote(reason, signal).finally(() => {
+      this.#promoting = null;
+    });
+    return this.#promoting;
+  }
+
+  async #promote(reason: string, signal: AbortSignal | undefined): Promise<PromotedLocal> {
+    const core = this.#core;
+    // The upstream goes first: nothing more is received or written from it.
+    this.#upstream.abort();
+    this.#conn?.destroy();
+    await this.#receiver?.stop();
+    await this.#running?.catch(() => undefined);
+    let recorded = false;
+    let switched = false;
+    try {
+      const log = this.#log;
+      if (log === null || this.failure !== null) throw this.failure ?? new WalshipError('NOT_CONSISTENT', 'the standby is bootstrapping again: there is no state to promote');
+      const { end: switchLsn, lastBatchEnd } = await log.endOfRecords(core.applier.position);
+      if (switchLsn < core.applier.position) {
+        throw new WalshipError(
+          'NOT_CONSISTENT',
+          `the standby's WAL ends at ${formatLsn(switchLsn)}, before the state it restored from its base backup (${formatLsn(core.applier.position)}): it must receive the WAL up to there before it can be promoted`,
+        );
+      }
+      // Everything received is applied before the node writes: the new timeline continues that state.
+      await core.applier.wait(lastBatchEnd, signal === undefined ? {} : { signal });
+      this.#checkConsistent();
+      if (!this.#consistent) {
+        throw new WalshipError(
+          'NOT_CONSISTENT',
+          `the standby has replayed up to ${formatLsn(core.applier.position)}, before its consistent point ${formatLsn((this.#control as ControlData).consistentLsn)} (the end of its base backup): promoting would expose a state no primary ever had`,
+        );
+      }
+      if (signal?.aborted) throw abortError(signal);
+      await this.#stopReplay();
+      const timeline = Math.max(await newestTimeline(this.#storage, log.timeline), this.#upstreamTimeline, log.timeline) + 1;
+      const history = branchHistory(log.history, switchLsn, reason, timeline);
+      await writeTimelineHistory(this.#storage, history);
+      switched = true;
+      await log.beginTimeline(history);
+      await core.updateControl((current) => ({ ...current, state: 'in-production', timeline }));
+      recorded = true;
+      await log.setAsideSuperseded().catch((err: unknown) => this.#debug.error('setting the old timeline aside (the next open does it): %s', (err as Error).message));
+      this.#debug('promoted: timeline %d from %s', timeline, formatLsn(switchLsn));
+      this.#state = { kind: 'promoted', timeline, switchLsn };
+      this.emitSafely('state:change', { state: 'promoted' });
+      return { log, timeline, switchLsn };
+    } catch (err) {
+      const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+      if (recorded) throw error;
+      this.#debug.error('promotion failed, going on as a standby: %s', error.message);
+      await this.#resumeAfterFailedPromotion(switched).catch((e: unknown) => {
+        this.#fail(isWalshipError(e) ? e : new WalshipError('WAL_IO', String(e), { cause: e }));
+      });
+      throw error;
+    }
+  }
+
+  /**
+   * A promotion failed before the control file recorded it: the standby goes on. When the log
+   * had begun switching, it is reopened from disk (on the timeline the control file names; the
+   * new timeline's files are removed); replay and the upstream loop start again.
+   */
+  async #resumeAfterFailedPromotion(switched: boolean): Promise<void> {
+    if (this.failure !== null || this.#lifecycle.closing) return;
+    if (switched) {
+      await this.#stopReplay();
+      const control = this.#control as ControlData;
+      this.#log = null;
+      await this.#core.detach(new WalshipError('CONNECTION_FAILED', 'the upstream standby is reopening its WAL after a failed promotion', { transient: true }));
+      await this.#openLocal(control);
+    } else if (this.#replaying === null && this.#log !== null) {
+      this.#startReplay(this.#log, this.#core.applier.position);
+    }
+    this.start();
   }
 
   /**
@@ -931,7 +1073,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
    */
   #setState(next: RecoveryState): void {
     const current = this.#state;
-    if (current.kind === 'failed' || current.kind === 'closed') return;
+    if (current.kind === 'failed' || current.kind === 'closed' || current.kind === 'promoted') return;
     this.#state = next;
     if (current.kind !== next.kind) this.emitSafely('state:change', { state: next.kind });
   }

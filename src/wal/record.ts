@@ -15,7 +15,7 @@ import type { Lsn } from '../lsn.js';
  * | --- | --- | --- |
  * | 0 | 4 | CRC-32C of bytes 4 .. length (rest of the header and the payload) |
  * | 4 | 4 | length: header + payload, without alignment padding |
- * | 8 | 1 | type: 1 batch, 2 segment end, 3 clean shutdown |
+ * | 8 | 1 | type: 1 batch, 2 segment end, 3 clean shutdown, 4 end of recovery |
  * | 9 | 3 | zero (reserved) |
  * | 12 | 4 | number of entries |
  * | 16 | 8 | the record's own LSN |
@@ -55,6 +55,18 @@ export const RECORD_SEGMENT_END = 2;
  * is recognised as corruption and not mistaken for a torn write.
  */
 export const RECORD_SHUTDOWN = 3;
+/**
+ * Record type: the end of recovery, the first record a promoted standby writes on its new
+ * timeline (PostgreSQL's `XLOG_END_OF_RECOVERY`). It carries no entries; it makes the new
+ * timeline's WAL differ from every other node's right from the switch point, so a standby
+ * that kept the old timeline's bytes past it is told apart by the lineage check.
+ */
+export const RECORD_END_OF_RECOVERY = 4;
+
+/** Whether `type` is a record without entries (segment end, shutdown, end of recovery). */
+export function isMarkerType(type: number): boolean {
+  return type === RECORD_SEGMENT_END || type === RECORD_SHUTDOWN || type === RECORD_END_OF_RECOVERY;
+}
 
 const SEGMENT_MAGIC = 0x534c4157; // 'WALS' read as little-endian u32
 const ENTRY_HEADER_SIZE = 5;
@@ -153,7 +165,7 @@ export function readRecordHeader(buf: Buffer, offset: number): RecordHeader {
 export function checkRecordHeader(header: RecordHeader, lsn: Lsn, room: number): string | null {
   if (header.length === 0 && header.crc === 0 && header.lsn === 0) return 'zeroed space';
   if (header.lsn !== lsn) return `record claims position ${header.lsn}, not ${lsn}`;
-  if (header.type === RECORD_SEGMENT_END || header.type === RECORD_SHUTDOWN) {
+  if (isMarkerType(header.type)) {
     if (header.length !== RECORD_HEADER_SIZE || header.entryCount !== 0) return 'malformed marker record';
     return header.flushedLsn > lsn ? 'flushed position beyond the record' : null;
   }

@@ -17,6 +17,7 @@ import {
 } from './record.js';
 import { segmentFileName, segmentStart } from './segment-name.js';
 import { SegmentWindow } from './segment-window.js';
+import { segmentTimeline, timelineOf, type TimelineHistory } from './timeline-history.js';
 
 /** What recovery found on disk. */
 export interface RecoveryResult {
@@ -33,8 +34,9 @@ export interface RecoveryResult {
 const CHUNK = 4 * 1024 * 1024;
 
 /**
- * Finds the end of valid WAL in the segments `segnos` (sorted, one timeline) by reading
- * every record from the oldest segment on.
+ * Finds the end of valid WAL in the segments `segnos` (sorted; each in the file of the
+ * timeline that holds it on `history`'s path) by reading every record from the oldest
+ * segment on.
  *
  * The first position that does not hold a valid record ends the log, unless a valid record
  * after it was appended when that position was already durable (its flushed stamp is past
@@ -48,7 +50,7 @@ export async function recoverEnd(
   storage: Storage,
   segnos: readonly number[],
   segmentSize: number,
-  timeline: number,
+  history: TimelineHistory,
   trustStamps = true,
   firstSegno = 1,
 ): Promise<RecoveryResult> {
@@ -58,6 +60,7 @@ export async function recoverEnd(
     return { endLsn: start, durableStamp: 0, staleSegments: [], zeroTo: start };
   }
   const present = new Set(segnos);
+  const fileName = (segno: number): string => segmentFileName(segmentTimeline(history, segno, segmentSize), segno, segmentSize);
   let durableStamp = 0;
   let end = segmentStart(first, segmentSize);
   let failure = 'segment header missing or damaged';
@@ -70,10 +73,10 @@ export async function recoverEnd(
       failure = 'segment file is missing';
       break;
     }
-    const file = await storage.open(segmentFileName(timeline, segno, segmentSize), { readOnly: true });
+    const file = await storage.open(fileName(segno), { readOnly: true });
     try {
       const window = new SegmentWindow(file, segmentSize, CHUNK, false);
-      if (!(await window.ensure(0, SEGMENT_HEADER_SIZE)) || !validHeader(window.buf, 0, segmentSize, timeline, base, segno)) {
+      if (!(await window.ensure(0, SEGMENT_HEADER_SIZE)) || !validHeader(window.buf, 0, segmentSize, timelineOf(history, base), base, fileName(segno))) {
         failure = 'segment header missing or damaged';
         break;
       }
@@ -96,7 +99,7 @@ export async function recoverEnd(
           break walk;
         }
         if (header.type === RECORD_BATCH && decodeEntries(window.buf, window.index(offset), header) === null) {
-          throw new WalCorruptError(segmentFileName(timeline, segno, segmentSize), offset, 'record payload does not match its entry count');
+          throw new WalCorruptError(fileName(segno), offset, 'record payload does not match its entry count');
         }
         tornLength = 0;
         durableStamp = Math.max(durableStamp, header.flushedLsn);
@@ -116,21 +119,21 @@ export async function recoverEnd(
     if (segno < endSegno) continue;
     const base = segmentStart(segno, segmentSize);
     const from = segno === endSegno ? end - base + 8 : 0;
-    const file = await storage.open(segmentFileName(timeline, segno, segmentSize), { readOnly: true });
+    const file = await storage.open(fileName(segno), { readOnly: true });
     try {
       const found = await scanForRecords(file, segmentSize, base, from);
       // A replica's records carry its upstream's stamps, which prove nothing about this disk.
       const proof = trustStamps ? found.find((record) => record.flushedLsn > end) : undefined;
       if (proof !== undefined) {
         throw new WalCorruptError(
-          segmentFileName(timeline, endSegno, segmentSize),
+          fileName(endSegno),
           end - segmentStart(endSegno, segmentSize),
           `${failure}; valid records follow (e.g. at ${formatLsn(proof.lsn)}) that were written after this position was durable`,
         );
       }
       if (segno === endSegno) {
         for (const record of found) zeroTo = Math.max(zeroTo, record.end);
-      } else if (found.length > 0 || (await hasOwnHeader(file, timeline, base))) {
+      } else if (found.length > 0 || (await hasOwnHeader(file, timelineOf(history, base), base))) {
         staleSegments.push(segno);
       }
     } finally {
@@ -141,10 +144,14 @@ export async function recoverEnd(
   return { endLsn: end, durableStamp, staleSegments, zeroTo };
 }
 
-function validHeader(buf: Buffer, index: number, segmentSize: number, timeline: number, base: Lsn, segno: number): boolean {
+/**
+ * Whether a segment header is this segment's: `timeline` is the one current at the segment's
+ * start (a segment where a timeline began keeps its parent's header: its first bytes are the
+ * parent's, copied).
+ */
+function validHeader(buf: Buffer, index: number, segmentSize: number, timeline: number, base: Lsn, name: string): boolean {
   const header = readSegmentHeader(buf, index);
   if (header === null) return false;
-  const name = segmentFileName(timeline, segno, segmentSize);
   if (header.formatVersion !== FORMAT_VERSION) {
     throw new WalshipError('WAL_FORMAT', `segment ${name} has on-disk format version ${header.formatVersion}; this walship reads version ${FORMAT_VERSION}`);
   }

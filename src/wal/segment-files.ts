@@ -1,9 +1,11 @@
 import type { Logger } from '../logger.js';
 import type { Storage, StorageFile } from '../storage/storage.js';
 import { segmentFileName } from './segment-name.js';
+import { segmentTimeline, type TimelineHistory } from './timeline-history.js';
 
 /**
- * The segment files of one timeline on disk: creating them ahead of need (zero-filled, so
+ * The segment files on one timeline's path on disk (each segment in the file of the timeline
+ * that holds it, see {@link segmentTimeline}): creating them ahead of need (zero-filled, so
  * later fdatasyncs write data only, not allocation metadata, or sparse: see
  * {@link SegmentFiles.sparse}), recycling removed ones into future names instead of deleting
  * them, and keeping the writer's file handles.
@@ -23,18 +25,19 @@ export class SegmentFiles {
   constructor(
     readonly storage: Storage,
     readonly segmentSize: number,
-    readonly timeline: number,
+    /** The history of the log's timeline: which file holds which segment. */
+    public history: TimelineHistory,
     readonly recycleLimit: number,
     private readonly log: Logger,
     /**
      * Create segments as holes instead of writing their zeros. A replica catching up writes
      * whole segments at disk speed, and zero-filling first would write every byte twice.
      */
-    readonly sparse = false,
+    public sparse = false,
   ) {}
 
   name(segno: number): string {
-    return segmentFileName(this.timeline, segno, this.segmentSize);
+    return segmentFileName(segmentTimeline(this.history, segno, this.segmentSize), segno, this.segmentSize);
   }
 
   /** The writer's handle on segment `segno`, creating the file first if needed. */

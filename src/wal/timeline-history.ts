@@ -97,6 +97,33 @@ export function timelineOf(history: TimelineHistory, lsn: Lsn): number {
 }
 
 /**
+ * The timeline whose segment file holds segment `segno` on the history's path: the newest
+ * timeline that had begun by the end of that segment. The segment where a timeline begins
+ * is copied into the new timeline's file up to the switch point (PostgreSQL's
+ * `XLogInitNewTimeLine`), so from there on the new timeline's file holds it.
+ */
+export function segmentTimeline(history: TimelineHistory, segno: number, segmentSize: number): number {
+  const entries = history.entries;
+  let timeline = entries[0]?.timeline ?? history.timeline;
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i] as TimelineHistoryEntry;
+    if (Math.floor(entry.switchLsn / segmentSize) > segno) break;
+    timeline = entries[i + 1]?.timeline ?? history.timeline;
+  }
+  return timeline;
+}
+
+/** Where `timeline` begins in `history`: 0 for the oldest, else its parent's switch point; `undefined` when not in it. */
+export function timelineBegin(history: TimelineHistory, timeline: number): Lsn | undefined {
+  const entries = history.entries;
+  if ((entries[0]?.timeline ?? history.timeline) === timeline) return 0;
+  for (let i = 1; i <= entries.length; i++) {
+    if ((entries[i]?.timeline ?? history.timeline) === timeline) return (entries[i - 1] as TimelineHistoryEntry).switchLsn;
+  }
+  return undefined;
+}
+
+/**
  * Where `history` left `timeline` (`tliSwitchPoint`): the ancestor's switch point, `null`
  * for the history's own timeline (still current), `undefined` when it is not in the history.
  */
@@ -116,13 +143,18 @@ export function isInHistory(history: TimelineHistory, timeline: number, lsn: Lsn
   return switchLsn === null || lsn <= switchLsn;
 }
 
-/** The history of the timeline that branches from `parent` at `switchLsn`. */
-export function branchHistory(parent: TimelineHistory, switchLsn: Lsn, reason: string): TimelineHistory {
+/**
+ * The history of the timeline `timeline` (by default the parent's plus one; a promotion takes
+ * one past every timeline it knows of) that branches from `parent` at `switchLsn`.
+ */
+export function branchHistory(parent: TimelineHistory, switchLsn: Lsn, reason: string, timeline = parent.timeline + 1): TimelineHistory {
   const last = parent.entries.at(-1);
   if (last !== undefined && switchLsn < last.switchLsn) {
     throw new WalshipError('INVALID_ARGUMENT', `a branch at ${formatLsn(switchLsn)} lies before timeline ${parent.timeline} began (${formatLsn(last.switchLsn)})`);
   }
-  return { timeline: parent.timeline + 1, entries: [...parent.entries, { timeline: parent.timeline, switchLsn, reason }] };
+  const history = { timeline, entries: [...parent.entries, { timeline: parent.timeline, switchLsn, reason }] };
+  checkHistory(history, 'cannot branch');
+  return history;
 }
 
 /** Reads the history of `timeline` from `storage`: timeline 1's is empty; a missing file for another is `null`. */

@@ -2,6 +2,7 @@ import { WalshipError, abortError } from '../errors.js';
 import type { Lsn } from '../lsn.js';
 import type { StorageFile } from '../storage/storage.js';
 import { assertNotRemoved, awaitMore } from './tail.js';
+import { switchPointOf, type TimelineHistory } from './timeline-history.js';
 import type { WalLog } from './wal-log.js';
 
 /** Options of {@link WalLog.readBytes}. */
@@ -12,6 +13,12 @@ export interface ReadBytesOptions {
   signal?: AbortSignal;
   /** Largest chunk handed out. @defaultValue 1 MiB */
   maxChunkBytes?: number;
+  /**
+   * Read this timeline's WAL: stop at the point where the log's history left it (looked up
+   * again whenever the log moves to a new timeline, so a follower of the current timeline
+   * ends where a promotion or a followed switch ended it). @defaultValue the log's timeline when reading starts
+   */
+  timeline?: number;
 }
 
 /** Durable WAL bytes exactly as they are on disk, from `startLsn` on. */
@@ -31,21 +38,31 @@ const DEFAULT_CHUNK = 1024 * 1024;
  */
 export async function* readWalBytes(log: WalLog, from: Lsn, options: ReadBytesOptions): AsyncGenerator<WalChunk, void, undefined> {
   const { signal, follow = false, maxChunkBytes = DEFAULT_CHUNK } = options;
+  const timeline = options.timeline ?? log.timeline;
   const size = log.segmentSize;
   let pos = from;
   let file: StorageFile | null = null;
   let fileSegno = -1;
+  let fileHistory: TimelineHistory | null = null;
   try {
     for (;;) {
       if (signal?.aborted) throw abortError(signal);
       assertNotRemoved(log, pos);
-      const horizon = log.flushedLsn;
+      // The timeline's end, once the log's history has left it.
+      const switchLsn = switchPointOf(log.history, timeline);
+      // Not on the log's history at all (it was rewound onto another): nothing more of it here.
+      if (switchLsn === undefined) return;
+      const end = switchLsn ?? Number.MAX_SAFE_INTEGER;
+      if (pos >= end) return;
+      const horizon = Math.min(log.flushedLsn, end);
       if (pos >= horizon) {
         if (!(await awaitMore(log, pos, follow, signal))) return;
         continue;
       }
       const segno = Math.floor(pos / size);
-      if (segno !== fileSegno) {
+      // After a timeline switch the segment may live in another timeline's file.
+      if (segno !== fileSegno || fileHistory !== log.history) {
+        fileHistory = log.history;
         await file?.close().catch(() => undefined);
         file = null;
         try {

@@ -5,10 +5,11 @@ import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
 import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
 import { NodeStorage } from '../storage/node-storage.js';
 import { isStorage, type Storage, type StorageLock } from '../storage/storage.js';
-import { MAX_CHANNEL_BYTES, RECORD_HEADER_SIZE, RECORD_SHUTDOWN, SEGMENT_HEADER_SIZE, align, readSegmentHeader, type WalEntry } from './record.js';
+import { MAX_CHANNEL_BYTES, RECORD_END_OF_RECOVERY, RECORD_HEADER_SIZE, RECORD_SHUTDOWN, SEGMENT_HEADER_SIZE, align, readSegmentHeader, type WalEntry } from './record.js';
 import { recoverEnd } from './recovery.js';
 import { SegmentFiles } from './segment-files.js';
-import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, segmentFileName } from './segment-name.js';
+import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, segmentFileName, type SegmentName } from './segment-name.js';
+import { historyFileName, readTimelineHistory, segmentTimeline, timelineOf, type TimelineHistory } from './timeline-history.js';
 import { readWalBytes, type ReadBytesOptions, type WalChunk } from './wal-byte-reader.js';
 import { WalReader, type ReadOptions, type WalRecord } from './wal-reader.js';
 import { WalWriter } from './wal-writer.js';
@@ -29,7 +30,9 @@ export interface WalLogOptions {
    */
   segmentSize?: number;
   /**
-   * The timeline whose segments this log writes and reads.
+   * The timeline whose segments this log writes and reads. Its history file
+   * (`0000000N.history`, see {@link writeTimelineHistory}) must be in the storage for a
+   * timeline after 1: it says which timeline's file holds each older segment.
    * @defaultValue the highest timeline on disk, or 1
    */
   timeline?: number;
@@ -156,18 +159,17 @@ type State = 'open' | 'sealing' | 'sealed' | 'closing' | 'closed' | 'failed';
 export class WalLog extends SafeEmitter<WalLogEvents> {
   /** The segment size in bytes. */
   readonly segmentSize: number;
-  /** The timeline this log writes. */
-  readonly timeline: number;
   /** The sync mode. */
   readonly sync: SyncMode;
-  /** `replica` when the log receives its bytes from upstream (see {@link WalLogOptions.role}). */
-  readonly role: 'primary' | 'replica';
   /** Where the files live. */
   readonly storage: Storage;
   /** Largest record (header and payload) that fits in one segment. */
   readonly maxRecordSize: number;
 
   #state: State = 'open';
+  #role: 'primary' | 'replica';
+  /** The history of the log's timeline: which timeline's file holds each segment. */
+  #history: TimelineHistory;
   #closing: Promise<void> | null = null;
   #sealing: Promise<void> | null = null;
   readonly #lock: StorageLock;
@@ -186,7 +188,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     files: SegmentFiles;
     log: Logger;
     segmentSize: number;
-    timeline: number;
+    history: TimelineHistory;
     sync: SyncMode;
     role: 'primary' | 'replica';
     endLsn: Lsn;
@@ -199,15 +201,15 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     this.#log = init.log;
     this.emitterLog = init.log;
     this.segmentSize = init.segmentSize;
-    this.timeline = init.timeline;
+    this.#history = init.history;
     this.sync = init.sync;
-    this.role = init.role;
+    this.#role = init.role;
     this.maxRecordSize = init.segmentSize - SEGMENT_HEADER_SIZE;
     this.#writer = new WalWriter({
       files: init.files,
       log: init.log,
       segmentSize: init.segmentSize,
-      timeline: init.timeline,
+      timeline: init.history.timeline,
       sync: init.sync,
       endLsn: init.endLsn,
       emit: (event, ...args) => this.emitSafely(event, ...args),
@@ -258,15 +260,24 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const segmentSize = config.segmentSize ?? (await detectSegmentSize(storage, names)) ?? DEFAULT_SEGMENT_SIZE;
     const parsed = names.flatMap((name) => parseSegmentFileName(name, segmentSize) ?? []);
     const timeline = config.timeline ?? Math.max(1, ...parsed.map((p) => p.timeline));
-    const segnos = parsed.filter((p) => p.timeline === timeline).map((p) => p.segno).sort((a, b) => a - b);
+    const history = await wrapIo(() => readTimelineHistory(storage, timeline), 'reading the timeline history');
+    if (history === null) {
+      throw new WalshipError('WAL_CORRUPT', `${historyFileName(timeline)} is missing in ${storage.description}: timeline ${timeline}'s history says where its WAL came from`);
+    }
+    await setAsideSuperseded(storage, parsed, history, segmentSize, log);
+    // Only the files on this timeline's path: older timelines' WAL past their switch points is not this log's.
+    const segnos = parsed
+      .filter((p) => p.timeline === segmentTimeline(history, p.segno, segmentSize))
+      .map((p) => p.segno)
+      .sort((a, b) => a - b);
 
     const firstSegno = config.startLsn === undefined ? 1 : Math.floor(config.startLsn / segmentSize);
     if (firstSegno < 1) throw new WalshipError('INVALID_OPTIONS', 'invalid WalLog options: WalLog.startLsn must lie in segment 1 or later');
     const found = await wrapIo(
-      () => recoverEnd(storage, segnos, segmentSize, timeline, config.role === 'primary', firstSegno),
+      () => recoverEnd(storage, segnos, segmentSize, history, config.role === 'primary', firstSegno),
       'recovering',
     );
-    const files = new SegmentFiles(storage, segmentSize, timeline, config.recycleSegments, log, config.role === 'replica');
+    const files = new SegmentFiles(storage, segmentSize, history, config.recycleSegments, log, config.role === 'replica');
     for (const segno of segnos) files.present.add(segno);
     if (found.staleSegments.length > 0) {
       log('removing segments %o past the end of WAL', found.staleSegments);
@@ -297,7 +308,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       files,
       log,
       segmentSize,
-      timeline,
+      history,
       sync: config.sync,
       role: config.role,
       endLsn: found.endLsn,
@@ -345,9 +356,29 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     return this.#writer.failure;
   }
 
-  /** The file name of the segment holding `lsn`. */
+  /** The timeline this log writes (a replica: the one it receives). */
+  get timeline(): number {
+    return this.#history.timeline;
+  }
+
+  /** The history of {@link timeline}: its ancestors and where it left each. */
+  get history(): TimelineHistory {
+    return this.#history;
+  }
+
+  /** `replica` when the log receives its bytes from upstream (see {@link WalLogOptions.role}). */
+  get role(): 'primary' | 'replica' {
+    return this.#role;
+  }
+
+  /** The timeline WAL at `lsn` belongs to, on this log's history. */
+  timelineAt(lsn: Lsn): number {
+    return timelineOf(this.#history, lsn);
+  }
+
+  /** The file name of the segment holding `lsn` (on the timeline whose file holds it). */
   segmentName(lsn: Lsn): string {
-    return segmentFileName(this.timeline, Math.floor(lsn / this.segmentSize), this.segmentSize);
+    return this.#files.name(Math.floor(lsn / this.segmentSize));
   }
 
   /**
@@ -490,6 +521,120 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     return removed;
   }
 
+  // ---- timelines ----
+
+  /**
+   * The end of the complete records from `from` (a record's start, or a segment start, at or
+   * below the end): where a new timeline can begin; and the end of the last batch before it.
+   * On a replica the received bytes may end inside a record; that partial record is not part of it.
+   */
+  async endOfRecords(from: Lsn): Promise<{ end: Lsn; lastBatchEnd: Lsn }> {
+    this.#assertReadable();
+    await this.#writer.drain();
+    const start = Math.max(from, this.oldestLsn);
+    const reader = new WalReader(this, start, { reuseBuffers: true });
+    let lastBatchEnd = start;
+    for await (const record of reader.records()) lastBatchEnd = record.endLsn;
+    let end = reader.position;
+    // The reader steps over a segment header it has not seen whole: the new timeline writes its own.
+    if (end % this.segmentSize === SEGMENT_HEADER_SIZE && this.#writer.flushedLsn < end) end -= SEGMENT_HEADER_SIZE;
+    return { end, lastBatchEnd };
+  }
+
+  /**
+   * Promotion's step in the log (PostgreSQL's `XLogInitNewTimeLine` and end-of-recovery
+   * record): a replica log becomes a primary one on `history.timeline`, whose parent must be
+   * this log's timeline, left at a switch point no later than the end of the complete records
+   * (see {@link endOfRecords}). The segment holding the switch point is copied into the new
+   * timeline's file up to there (durably, before the log uses it), bytes past it (a partial
+   * record from upstream) are dropped, segments prepared beyond it are removed, and an
+   * end-of-recovery record, flushed, is the new timeline's first record. The old timeline's
+   * file of that segment stays until {@link setAsideSuperseded} (the caller records the new
+   * timeline in between: until then the directory opens on the old timeline, as it was).
+   * Resolves with the end of the end-of-recovery record.
+   */
+  async beginTimeline(history: TimelineHistory): Promise<Lsn> {
+    this.#assertOpen();
+    if (this.#role !== 'replica') throw new WalshipError('INVALID_ARGUMENT', 'only a replica log begins a new timeline (a primary is already writing its own)');
+    const switchLsn = this.#switchPointOf(history);
+    await this.#writer.drain();
+    if (switchLsn > this.#writer.flushedLsn) {
+      throw new WalshipError('INVALID_ARGUMENT', `timeline ${history.timeline} cannot begin at ${formatLsn(switchLsn)}, past the end of the WAL at ${formatLsn(this.#writer.flushedLsn)}`);
+    }
+    await this.#switchFiles(history, switchLsn);
+    this.#role = 'primary';
+    this.#files.sparse = false;
+    this.#writer.appendMarker(RECORD_END_OF_RECOVERY);
+    await this.#writer.drain();
+    this.#log('timeline %d began at %s', history.timeline, formatLsn(switchLsn));
+    return this.#writer.insertLsn;
+  }
+
+  /**
+   * A replica follows its upstream onto `history.timeline` at the switch point, which must be
+   * this log's end: the segment holding it is copied into the new timeline's file up to there,
+   * and what is received next is written on the new timeline. As with {@link beginTimeline},
+   * the old timeline's file stays until {@link setAsideSuperseded}.
+   */
+  async followTimeline(history: TimelineHistory): Promise<void> {
+    this.#assertOpen();
+    if (this.#role !== 'replica') throw new WalshipError('INVALID_ARGUMENT', 'only a replica log follows its upstream onto a new timeline');
+    const switchLsn = this.#switchPointOf(history);
+    await this.#writer.drain();
+    if (switchLsn !== this.#writer.insertLsn) {
+      throw new WalshipError('INVALID_ARGUMENT', `timeline ${history.timeline} begins at ${formatLsn(switchLsn)}, but this log ends at ${formatLsn(this.#writer.insertLsn)}`);
+    }
+    await this.#switchFiles(history, switchLsn);
+    this.#log('following timeline %d from %s', history.timeline, formatLsn(switchLsn));
+  }
+
+  /**
+   * Renames the files of older timelines that the current one superseded to `<name>.partial`
+   * (PostgreSQL keeps the old timeline's last segment the same way): the segment holding each
+   * switch point, whose copy up to the switch point the newer timeline holds. They are never
+   * read as WAL again. {@link open} does this too.
+   */
+  async setAsideSuperseded(): Promise<void> {
+    const names = await wrapIo(() => this.storage.list(), 'listing segments');
+    const parsed = names.flatMap((name) => parseSegmentFileName(name, this.segmentSize) ?? []);
+    await setAsideSuperseded(this.storage, parsed, this.#history, this.segmentSize, this.#log);
+  }
+
+  /** The switch point of `history` away from this log's timeline (its last ancestor must be this timeline). */
+  #switchPointOf(history: TimelineHistory): Lsn {
+    const last = history.entries.at(-1);
+    if (last === undefined || last.timeline !== this.timeline || history.timeline <= this.timeline) {
+      throw new WalshipError('INVALID_ARGUMENT', `timeline ${history.timeline}'s history does not branch from this log's timeline ${this.timeline}`);
+    }
+    return last.switchLsn;
+  }
+
+  /**
+   * Moves the log onto `history` at `switchLsn`: removes the old timeline's segments past the
+   * switch point's (prepared ahead, or holding a partial record), copies the switch segment's
+   * bytes below the switch point into the new timeline's file, and restarts the writer there.
+   */
+  async #switchFiles(history: TimelineHistory, switchLsn: Lsn): Promise<void> {
+    const size = this.segmentSize;
+    const segno = Math.floor(switchLsn / size);
+    const within = switchLsn - segno * size;
+    // At a segment start the new timeline writes the segment afresh, header and all.
+    const firstGone = within === 0 ? segno : segno + 1;
+    const beyond = [...this.#files.present].filter((s) => s >= firstGone);
+    await wrapIo(() => this.#files.removeExact(beyond), 'removing segments past the switch point');
+    await this.#files.closeWriter(segno);
+    if (within > 0) {
+      const target = segmentFileName(history.timeline, segno, size);
+      await wrapIo(() => copySegmentPrefix(this.storage, this.#files.name(segno), target, within, size, this.#files.sparse), `copying segment ${target}`);
+    }
+    this.#history = history;
+    this.#files.history = history;
+    if (within === 0) this.#files.present.delete(segno);
+    else this.#files.present.add(segno);
+    this.#writer.restartAt(switchLsn, history.timeline);
+    this.#notifyTail();
+  }
+
   /**
    * Ends writing without closing (a primary's shutdown checkpoint, shipped to its standbys
    * before they disconnect): refuses further appends with `WAL_CLOSED`, flushes what was
@@ -593,7 +738,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   // ---- the live tail, for readers ----
 
   /**
-   * Resolves when the flushed end moves past `lsn` (true), or the log is sealed or closes (false).
+   * Resolves when the flushed end moves past `lsn` or the log moves to a new timeline (true), or
+   * the log is sealed or closes (false).
    * Rejects with the failure if the log stopped, or `ABORTED` if `signal` aborts.
    * @internal
    */
@@ -602,17 +748,20 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     if (this.#writer.failure !== null) return Promise.reject(this.#closedError());
     if (this.#state === 'closed' || this.#state === 'sealed') return Promise.resolve(false);
     if (signal?.aborted) return Promise.reject(abortError(signal));
+    const history = this.#history;
     return new Promise<boolean>((resolve, reject) => {
       const onAbort = (): void => {
         this.#tailWatchers.delete(check);
         reject(abortError(signal as AbortSignal));
       };
       const check = (): void => {
-        if (this.#writer.flushedLsn <= lsn && this.#state !== 'closed' && this.#state !== 'sealed' && this.#writer.failure === null) return;
+        const switched = this.#history !== history;
+        if (this.#writer.flushedLsn <= lsn && !switched && this.#state !== 'closed' && this.#state !== 'sealed' && this.#writer.failure === null) return;
         this.#tailWatchers.delete(check);
         signal?.removeEventListener('abort', onAbort);
         if (this.#writer.failure !== null) reject(this.#closedError());
-        else resolve(this.#writer.flushedLsn > lsn);
+        // A new timeline: readers look again (a sender of the old one stops at its end).
+        else resolve(this.#writer.flushedLsn > lsn || switched);
       };
       this.#tailWatchers.add(check);
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -635,6 +784,50 @@ async function wrapIo<T>(operation: () => Promise<T>, what: string): Promise<T> 
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Copies the first `length` bytes of segment file `from` into a new segment file `to`, durably:
+ * a temporary file of the whole segment size, synced, renamed into place, the directory synced.
+ */
+async function copySegmentPrefix(storage: Storage, from: string, to: string, length: number, segmentSize: number, sparse: boolean): Promise<void> {
+  const buf = Buffer.alloc(length);
+  const source = await storage.open(from, { readOnly: true });
+  try {
+    if ((await source.read(buf, 0, length, 0)) !== length) throw new Error(`segment ${from} is shorter than ${length} bytes`);
+  } finally {
+    await source.close();
+  }
+  const temp = `${to}.tmp`;
+  const file = await storage.open(temp, { create: true });
+  try {
+    await file.allocate(segmentSize, { sparse });
+    await file.write(buf, 0);
+    await file.datasync();
+  } finally {
+    await file.close();
+  }
+  await storage.rename(temp, to);
+  await storage.syncDirectory();
+}
+
+/**
+ * Renames to `<name>.partial` each older timeline's segment file that `history` superseded:
+ * the one holding the switch point away from that timeline, when a newer timeline's file holds
+ * that segment. The rename is synced before the log is used.
+ */
+async function setAsideSuperseded(storage: Storage, parsed: readonly SegmentName[], history: TimelineHistory, segmentSize: number, log: Logger): Promise<void> {
+  let renamed = false;
+  for (const entry of history.entries) {
+    const segno = Math.floor(entry.switchLsn / segmentSize);
+    if (segmentTimeline(history, segno, segmentSize) === entry.timeline) continue;
+    if (!parsed.some((p) => p.timeline === entry.timeline && p.segno === segno)) continue;
+    const name = segmentFileName(entry.timeline, segno, segmentSize);
+    await wrapIo(() => storage.rename(name, `${name}.partial`), `setting ${name} aside`);
+    log('set the superseded segment %s aside as %s.partial', name, name);
+    renamed = true;
+  }
+  if (renamed) await wrapIo(() => storage.syncDirectory(), 'syncing the directory');
 }
 
 /** The segment size recorded in the first readable segment header, if any. */

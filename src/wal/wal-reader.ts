@@ -4,12 +4,12 @@ import type { StorageFile } from '../storage/storage.js';
 import {
   RECORD_HEADER_SIZE,
   RECORD_SEGMENT_END,
-  RECORD_SHUTDOWN,
   SEGMENT_HEADER_SIZE,
   align,
   checkRecordCrc,
   checkRecordHeader,
   decodeEntries,
+  isMarkerType,
   readRecordHeader,
   readSegmentHeader,
   type WalEntry,
@@ -62,12 +62,18 @@ export class WalReader {
   #file: StorageFile | null = null;
   #window: SegmentWindow | null = null;
   #segno = -1;
+  /** The log's history when the open segment was entered. */
+  #history: WalLog['history'] | null = null;
+  /** Where reading stopped (or stands): the next record's position. */
+  position: Lsn;
 
   constructor(
     private readonly log: WalLog,
     private readonly from: Lsn,
     private readonly options: ReadOptions,
-  ) {}
+  ) {
+    this.position = from;
+  }
 
   async *records(): AsyncGenerator<WalRecord, void, undefined> {
     const { log } = this;
@@ -83,6 +89,7 @@ export class WalReader {
         if (signal?.aborted) throw abortError(signal);
         assertNotRemoved(this.log, pos);
         const horizon = log.flushedLsn;
+        this.position = pos;
         if (pos >= horizon) {
           if (!(await awaitMore(log, pos, follow, signal))) return;
           continue;
@@ -102,7 +109,8 @@ export class WalReader {
           if (!(await awaitMore(log, horizon, follow, signal))) return;
           continue;
         }
-        const window = this.#segno === segno && this.#window !== null ? this.#window : await this.#enter(segno, pos);
+        // After a timeline switch the segment may live in another timeline's file: open it anew.
+        const window = this.#segno === segno && this.#window !== null && this.#history === log.history ? this.#window : await this.#enter(segno, pos);
         const limit = Math.min(size, horizon - segno * size);
         if (!window.has(offset, RECORD_HEADER_SIZE)) await this.#ensure(window, segno, offset, RECORD_HEADER_SIZE, limit);
         const header = readRecordHeader(window.buf, window.index(offset));
@@ -126,14 +134,14 @@ export class WalReader {
           pos = (segno + 1) * size + SEGMENT_HEADER_SIZE;
           continue;
         }
-        if (header.type === RECORD_SHUTDOWN) {
+        if (isMarkerType(header.type)) {
           pos += RECORD_HEADER_SIZE;
           continue;
         }
         const entries = decodeEntries(window.buf, index, header);
         if (entries === null) throw new WalCorruptError(log.segmentName(pos), offset, 'record payload does not match its entry count');
         const endLsn = pos + align(header.length);
-        yield { lsn: pos, endLsn, timeline: log.timeline, entries };
+        yield { lsn: pos, endLsn, timeline: log.timelineAt(pos), entries };
         pos = endLsn;
       }
     } finally {
@@ -159,10 +167,12 @@ export class WalReader {
     }
     this.#file = file;
     this.#segno = segno;
+    this.#history = this.log.history;
     const window = new SegmentWindow(file, this.log.segmentSize, this.options.chunkSize ?? DEFAULT_CHUNK, this.options.reuseBuffers !== true);
     await this.#ensure(window, segno, 0, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE);
     const header = readSegmentHeader(window.buf, window.index(0));
-    if (header === null || header.startLsn !== segno * this.log.segmentSize || header.timeline !== this.log.timeline) {
+    // A segment where a timeline began keeps its parent's header (its first bytes are the parent's).
+    if (header === null || header.startLsn !== segno * this.log.segmentSize || header.timeline !== this.log.timelineAt(segno * this.log.segmentSize)) {
       throw new WalCorruptError(name, 0, 'segment header missing or damaged');
     }
     this.#window = window;

@@ -6,7 +6,6 @@ import { LsnWaiters } from '../lsn-waiters.js';
 import type { StorageWriteError } from '../storage/storage.js';
 import { RECORD_BATCH, RECORD_HEADER_SIZE, RECORD_SEGMENT_END, SEGMENT_HEADER_SIZE, sealRecord, writeEntry, writeSegmentHeader } from './record.js';
 import type { SegmentFiles } from './segment-files.js';
-import { segmentFileName } from './segment-name.js';
 import type { AppendResult, EntryInput, SyncMode, WalLogEvents } from './wal-log.js';
 
 interface Run {
@@ -60,7 +59,7 @@ export class WalWriter {
   readonly #files: SegmentFiles;
   readonly #log: Logger;
   readonly #segmentSize: number;
-  readonly #timeline: number;
+  #timeline: number;
   readonly #sync: SyncMode;
   readonly #emit: WalWriterInit['emit'];
   readonly #notifyTail: () => void;
@@ -276,6 +275,23 @@ export class WalWriter {
     if (this.#failure !== null) throw this.#failure;
   }
 
+  /**
+   * Moves the writer to `timeline`, continuing at `lsn` (promotion: the end of the valid WAL,
+   * all of it durable). Bytes past `lsn` (a partial record from upstream) are forgotten; new
+   * segments get headers of `timeline`. Nothing may be pending: the caller drained first.
+   */
+  restartAt(lsn: Lsn, timeline: number): void {
+    if (this.#runs.length > 0 || this.#loop !== null || lsn > this.flushedLsn) {
+      throw new WalshipError('INVALID_ARGUMENT', `the writer can restart only at a durable position with nothing pending (asked ${formatLsn(lsn)})`);
+    }
+    this.#timeline = timeline;
+    this.#insertLsn = this.#writtenLsn = this.#syncedLsn = lsn;
+    this.#announcedWrittenLsn = Math.min(this.#announcedWrittenLsn, lsn);
+    this.#flushed.rewind(lsn);
+    this.#dirty.clear();
+    this.#lastWrittenSegno = -1;
+  }
+
   /** Segments below `segno` were removed: they need no sync any more (with sync 'none' they may still be dirty). */
   forgetSegmentsBelow(segno: number): void {
     for (const dirty of this.#dirty) if (dirty < segno) this.#dirty.delete(dirty);
@@ -462,7 +478,7 @@ export class WalWriter {
   async #abandonFrom(lsn: Lsn, err: unknown): Promise<void> {
     const segno = Math.floor(lsn / this.#segmentSize);
     const reached = (err as StorageWriteError).bytesWritten ?? 0;
-    const name = segmentFileName(this.#timeline, segno, this.#segmentSize);
+    const name = this.#files.name(segno);
     if (errnoCode(err) !== 'ENOSPC') {
       this.#fail(new WalshipError('WAL_IO', `writing segment ${name} failed: ${describe(err)}`, { cause: err }));
       return;
@@ -505,7 +521,7 @@ export class WalWriter {
     const dirty = [...this.#dirty].sort((a, b) => a - b);
     this.#dirty.clear();
     for (const segno of dirty) {
-      const name = segmentFileName(this.#timeline, segno, this.#segmentSize);
+      const name = this.#files.name(segno);
       try {
         await (await this.#files.forWrite(segno)).datasync();
       } catch (err) {

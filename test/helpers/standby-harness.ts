@@ -133,3 +133,17 @@ export async function copyOf(storage: MemoryStorage): Promise<MemoryStorage> {
   await copy.syncDirectory();
   return copy;
 }
+
+/** Waits (with a hang guard) until the standby has received and flushed the WAL up to `lsn`. */
+export async function receivedTo(standby: Standby, lsn: number, what = 'the standby to receive the WAL'): Promise<void> {
+  await within(
+    (async () => {
+      while ((standby.receiveLsn ?? -1) < lsn) {
+        if (standby.state === 'failed') throw standby.failure ?? new Error('failed');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })(),
+    HANG_MS,
+    what,
+  );
+}

@@ -1,0 +1,159 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile, access } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { Primary, type PromotedEvent } from '../../src/index.js';
+import { createCluster } from '../../src/testing/index.js';
+import { parseTimelineHistory } from '../../src/wal/timeline-history.js';
+import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
+import { HANG_MS, codeOf, receivedTo, commitMany, nextEvent, replayedTo } from '../helpers/standby-harness.js';
+import { within } from '../helpers/wal.js';
+
+/** The first entry of an applied batch as text. */
+function text(batch: AppliedBatch | undefined): string {
+  return Buffer.from(batch?.entries[0] ?? '', 'hex').toString();
+}
+
+describe('Standby.promote', () => {
+  it('turns a standby whose primary is gone into a primary on timeline 2, with nothing replayed', async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const app = new RecordingApp();
+    const s = await cluster.standby('s', { upstream: p, application: app });
+    const last = await commitMany(p, 0, 40);
+    await replayedTo(s, last, 'the standby to replay');
+    await receivedTo(s, p.flushLsn);
+    await p.close();
+    const applied = app.applied.length;
+    const promotedEvent = nextEvent(s, 'promoted');
+    const primary = await within(s.promote(), HANG_MS, 'the promotion');
+    t.after(() => primary.close());
+    const event = (await promotedEvent) as PromotedEvent;
+    assert.equal(event.primary, primary);
+    assert.equal(event.timeline, 2);
+    assert.equal(primary.timeline, 2);
+    assert.equal(s.state, 'promoted');
+    assert.equal(app.applied.length, applied, 'no batch was applied again');
+    const { lsn } = await primary.commit([Buffer.from('after promotion')]);
+    assert.ok(lsn > event.switchLsn);
+    assert.deepEqual(text(app.applied.at(-1)), 'after promotion');
+
+    for (const call of [() => s.promote(), () => s.checkpoint(), () => s.waitForReplay(0), () => s.createSlot('x')]) {
+      assert.equal(await codeOf(call()), 'NOT_IN_RECOVERY');
+    }
+    await s.close();
+    assert.equal((await primary.commit([Buffer.from('still open')])).lsn > lsn, true, "closing the promoted Standby leaves the Primary running");
+
+    const storage = cluster.storage('s');
+    const history = parseTimelineHistory(2, Buffer.from(storage.readFile('00000002.history')).toString());
+    assert.deepEqual(history.entries.map((e) => [e.timeline, e.switchLsn]), [[1, event.switchLsn]]);
+    await primary.close();
+    const reopenedApp = new RecordingApp();
+    const reopened = await Primary.open({ storage, application: reopenedApp });
+    assert.equal(reopened.timeline, 2);
+    assert.deepEqual(
+      reopenedApp.applied.map(text),
+      app.applied.map(text),
+      'every batch of both timelines replays after a restart',
+    );
+    await reopened.close();
+  });
+
+  it('shares one promotion between concurrent calls and refuses a standby that has nothing yet', async (t) => {
+    const cluster = createCluster(t);
+    const lonely = await cluster.standby('lonely', { upstream: cluster.address('nobody'), application: new RecordingApp() });
+    assert.equal(await codeOf(lonely.promote()), 'NOT_CONSISTENT');
+    await lonely.close();
+
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
+    await replayedTo(s, await commitMany(p, 0, 5), 'the standby to replay');
+    await receivedTo(s, p.flushLsn);
+    const [a, b] = await Promise.all([s.promote(), s.promote()]);
+    t.after(() => a.close());
+    assert.equal(a, b);
+  });
+
+  it('promotes while its primary is still streaming commits, and applies everything it received first', async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const app = new RecordingApp();
+    const s = await cluster.standby('s', { upstream: p, application: app });
+    await replayedTo(s, await commitMany(p, 0, 5), 'the standby to replay');
+    let stop = false;
+    const load = (async () => {
+      for (let i = 0; !stop; i++) {
+        await p.commit([Buffer.from(`load ${i}`)], { synchronousCommit: 'local' });
+        // A steady load, not a busy loop: the simulated network shares this event loop.
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    })();
+    await until(() => app.applied.length > 50);
+    const primary = await within(s.promote(), HANG_MS, 'the promotion');
+    t.after(() => primary.close());
+    stop = true;
+    await load;
+    const switchLsn = primary.wal.history.entries[0]?.switchLsn ?? -1;
+    const texts = app.applied.map(text).filter((x) => x.startsWith('load'));
+    assert.deepEqual(texts, texts.map((_, i) => `load ${i}`), 'a gapless prefix of the old primary’s commits');
+    await primary.commit([Buffer.from('new')]);
+    const [previous, newest] = app.applied.slice(-2);
+    assert.equal(text(newest), 'new');
+    assert.ok((previous?.lsn ?? Infinity) <= switchLsn && (newest?.lsn ?? 0) > switchLsn, 'the old timeline applied up to the switch point, the new one after it');
+    assert.equal(primary.replicationStatus().length, 0);
+  });
+
+  it('refuses bad options and goes on as a standby', async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
+    await replayedTo(s, await commitMany(p, 0, 3), 'the standby to replay');
+    assert.equal(await codeOf(s.promote({ synchronousStandbyNames: 'FIRST 2 (' })), 'INVALID_OPTIONS');
+    assert.equal(await codeOf(s.promote({ bogus: 1 } as never)), 'INVALID_OPTIONS');
+    await replayedTo(s, await commitMany(p, 3, 3), 'the standby to go on replaying');
+    assert.equal(s.state, 'streaming');
+  });
+
+  it('an aborted promotion leaves the standby streaming, and it can promote later', async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
+    await replayedTo(s, await commitMany(p, 0, 3), 'the standby to replay');
+    assert.equal(await codeOf(s.promote({ signal: AbortSignal.abort() })), 'ABORTED');
+    await replayedTo(s, await commitMany(p, 3, 3), 'the standby to stream again');
+    const primary = await s.promote();
+    t.after(() => primary.close());
+    assert.equal(primary.timeline, 2);
+  });
+
+  it('promotes when the trigger file appears, then removes it', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'walship-trigger-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const trigger = join(dir, 'promote');
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp(), promoteTriggerFile: trigger });
+    await replayedTo(s, await commitMany(p, 0, 3), 'the standby to replay');
+    const promoted = nextEvent(s, 'promoted');
+    await writeFile(trigger, '');
+    const { primary } = (await within(promoted, HANG_MS, 'the promotion by trigger file')) as PromotedEvent;
+    t.after(() => primary.close());
+    await until(() => s.state === 'promoted');
+    await within(
+      (async () => {
+        for (;;) {
+          try {
+            await access(trigger);
+            await new Promise((r) => setTimeout(r, 10));
+          } catch {
+            return;
+          }
+        }
+      })(),
+      HANG_MS,
+      'the trigger file to be removed',
+    );
+    await primary.commit([Buffer.from('x')]);
+  });
+});

@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { WalLog, type Storage } from '../../src/index.js';
+import { MemoryStorage } from '../../src/testing/index.js';
+import { segmentFileName } from '../../src/wal/segment-name.js';
+import { branchHistory, writeTimelineHistory, type TimelineHistory } from '../../src/wal/timeline-history.js';
+import { SMALL_SEGMENT, openLog, payload, readAll, storageKinds, texts } from '../helpers/wal.js';
+
+/** Appends `count` batches named `${prefix}i` of `size` bytes and flushes them. */
+async function appendMany(log: WalLog, prefix: string, count: number, size = 3000): Promise<void> {
+  for (let i = 0; i < count; i++) log.append(Buffer.concat([Buffer.from(`${prefix}${i}:`), payload(i, size)]));
+  await log.flush();
+}
+
+/** Copies `source`'s durable bytes from `from` up to `to` into the replica, as a receiver does. */
+async function ship(source: WalLog, replica: WalLog, to: number, timeline = source.timeline): Promise<void> {
+  for await (const chunk of source.readBytes(replica.insertLsn, { timeline })) {
+    const end = Math.min(chunk.startLsn + chunk.data.length, to);
+    if (end <= chunk.startLsn) break;
+    replica.writeBytes(chunk.startLsn, chunk.data.subarray(0, end - chunk.startLsn));
+    if (end === to) break;
+  }
+  await replica.flush();
+}
+
+function prefixOf(records: readonly { entries: readonly { data: Uint8Array }[] }[]): string[] {
+  return texts(records as never).map((t) => t.slice(0, t.indexOf(':')));
+}
+
+/** Promotes `replica` onto timeline 2 at the end of its complete records, as Standby.promote does. */
+async function promote(storage: Storage, replica: WalLog): Promise<TimelineHistory> {
+  const { end: switchLsn } = await replica.endOfRecords(replica.oldestLsn);
+  const history = branchHistory(replica.history, switchLsn, 'test promotion');
+  await writeTimelineHistory(storage, history);
+  await replica.beginTimeline(history);
+  return history;
+}
+
+describe('timelines in the log', () => {
+  for (const kind of storageKinds) {
+    it(`a promoted replica continues on timeline 2 and reopens with both timelines' WAL (${kind.name})`, async () => {
+      const { storage: primaryStorage, cleanup: c1 } = await kind.make();
+      const { storage, cleanup: c2 } = await kind.make();
+      try {
+        const primary = await openLog(primaryStorage);
+        await appendMany(primary, 'a', 50);
+        const replica = await openLog(storage, { role: 'replica' });
+        // Everything but the last 100 bytes: the last record arrives only in part.
+        await ship(primary, replica, primary.flushedLsn - 100);
+        const history = await promote(storage, replica);
+        const switchLsn = history.entries[0]?.switchLsn as number;
+        assert.ok(switchLsn < primary.flushedLsn - 100, 'the partial record is cut');
+        assert.equal(replica.timeline, 2);
+        assert.equal(replica.role, 'primary');
+        await appendMany(replica, 'b', 40);
+        const records = await readAll(replica);
+        assert.deepEqual(prefixOf(records), [...Array.from({ length: 49 }, (_, i) => `a${i}`), ...Array.from({ length: 40 }, (_, i) => `b${i}`)]);
+        assert.ok(records.every((r) => r.timeline === (r.lsn < switchLsn ? 1 : 2)));
+        const switchSegno = Math.floor(switchLsn / SMALL_SEGMENT);
+        const names = await storage.list();
+        assert.ok(names.includes(segmentFileName(2, switchSegno, SMALL_SEGMENT)), 'the switch segment is copied to timeline 2');
+        assert.ok(names.includes(segmentFileName(1, switchSegno - 1, SMALL_SEGMENT)), 'older segments keep their timeline-1 names');
+        assert.ok(!names.some((n) => n.startsWith('00000001') && Number.parseInt(n.slice(16), 16) > switchSegno), 'no timeline-1 segment past the switch');
+        await replica.setAsideSuperseded();
+        assert.ok((await storage.list()).includes(`${segmentFileName(1, switchSegno, SMALL_SEGMENT)}.partial`));
+        await replica.close();
+        await primary.close();
+
+        const again = await openLog(storage, { timeline: 2 });
+        assert.deepEqual(prefixOf(await readAll(again)), prefixOf(records));
+        again.append(Buffer.from('c0:'));
+        await again.flush();
+        await again.close();
+      } finally {
+        await c1();
+        await c2();
+      }
+    });
+  }
+
+  it('the old timeline still opens as it was before the promotion was recorded', async () => {
+    const primaryStorage = new MemoryStorage();
+    const storage = new MemoryStorage();
+    const primary = await openLog(primaryStorage);
+    await appendMany(primary, 'a', 30);
+    const replica = await openLog(storage, { role: 'replica' });
+    await ship(primary, replica, primary.flushedLsn);
+    await promote(storage, replica);
+    await appendMany(replica, 'b', 5);
+    await replica.close();
+    // A crash before the control file said "timeline 2": the directory is the standby it was.
+    const old = await openLog(storage, { role: 'replica', timeline: 1 });
+    assert.equal(old.flushedLsn, primary.flushedLsn);
+    assert.deepEqual(prefixOf(await readAll(old)), Array.from({ length: 30 }, (_, i) => `a${i}`));
+    await old.close();
+    await primary.close();
+  });
+
+  it('a switch at a segment boundary starts the segment afresh on the new timeline', async () => {
+    const primaryStorage = new MemoryStorage();
+    const storage = new MemoryStorage();
+    const primary = await openLog(primaryStorage);
+    // Fill segment 1 exactly: records until the next would spill into segment 2.
+    while (Math.floor(primary.insertLsn / SMALL_SEGMENT) === 1) primary.append(payload(1, 4000));
+    await primary.flush();
+    const segment2 = 2 * SMALL_SEGMENT;
+    const replica = await openLog(storage, { role: 'replica' });
+    await ship(primary, replica, segment2);
+    const history = await promote(storage, replica);
+    assert.equal(history.entries[0]?.switchLsn, segment2);
+    await appendMany(replica, 'b', 3);
+    const names = await storage.list();
+    assert.ok(names.includes(segmentFileName(2, 2, SMALL_SEGMENT)));
+    assert.ok(!names.includes(segmentFileName(1, 2, SMALL_SEGMENT)));
+    await replica.close();
+    const again = await openLog(storage, { timeline: 2 });
+    assert.deepEqual(prefixOf(await readAll(again, 2 * SMALL_SEGMENT)), ['b0', 'b1', 'b2']);
+    await again.close();
+    await primary.close();
+  });
+
+  it('a replica follows the new timeline at the switch point and holds the same bytes', async () => {
+    const oldPrimaryStorage = new MemoryStorage();
+    const newPrimaryStorage = new MemoryStorage();
+    const followerStorage = new MemoryStorage();
+    const oldPrimary = await openLog(oldPrimaryStorage);
+    await appendMany(oldPrimary, 'a', 40);
+    const newPrimary = await openLog(newPrimaryStorage, { role: 'replica' });
+    await ship(oldPrimary, newPrimary, oldPrimary.flushedLsn);
+    const follower = await openLog(followerStorage, { role: 'replica' });
+    // The follower is behind: it gets the rest of timeline 1 from the new primary, historically.
+    await ship(oldPrimary, follower, 10_000);
+    const history = await promote(newPrimaryStorage, newPrimary);
+    await appendMany(newPrimary, 'b', 30);
+    const switchLsn = history.entries[0]?.switchLsn as number;
+
+    await ship(newPrimary, follower, Number.MAX_SAFE_INTEGER, 1);
+    assert.equal(follower.insertLsn, switchLsn, 'streaming timeline 1 stops at its switch point');
+    await writeTimelineHistory(followerStorage, history);
+    await follower.followTimeline(history);
+    await ship(newPrimary, follower, Number.MAX_SAFE_INTEGER, 2);
+    assert.equal(follower.flushedLsn, newPrimary.flushedLsn);
+    assert.deepEqual(prefixOf(await readAll(follower)), prefixOf(await readAll(newPrimary)));
+    const bytes = async (log: WalLog): Promise<Buffer> => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of log.readBytes(log.oldestLsn)) chunks.push(chunk.data);
+      return Buffer.concat(chunks);
+    };
+    assert.ok((await bytes(follower)).equals(await bytes(newPrimary)), 'byte-identical logs');
+    for (const log of [follower, newPrimary, oldPrimary]) await log.close();
+  });
+
+  it('a reader following the log moves onto the new timeline without a gap', async () => {
+    const oldPrimary = await openLog(new MemoryStorage());
+    await appendMany(oldPrimary, 'a', 20);
+    const storage = new MemoryStorage();
+    const replica = await openLog(storage, { role: 'replica' });
+    await ship(oldPrimary, replica, oldPrimary.flushedLsn);
+    const seen: string[] = [];
+    const abort = new AbortController();
+    const reading = (async () => {
+      for await (const record of replica.read(replica.oldestLsn, { follow: true, signal: abort.signal })) {
+        seen.push(...prefixOf([record]));
+        if (seen.length === 25) return;
+      }
+    })();
+    await promote(storage, replica);
+    await appendMany(replica, 'b', 5);
+    await reading;
+    assert.deepEqual(seen, [...Array.from({ length: 20 }, (_, i) => `a${i}`), ...Array.from({ length: 5 }, (_, i) => `b${i}`)]);
+    await replica.close();
+    await oldPrimary.close();
+  });
+
+  it('a timeline without its history file is refused', async () => {
+    const storage = new MemoryStorage();
+    const log = await openLog(storage);
+    await appendMany(log, 'a', 2);
+    await log.close();
+    await assert.rejects(openLog(storage, { timeline: 3 }), { code: 'WAL_CORRUPT', message: /00000003\.history is missing/ });
+  });
+});
