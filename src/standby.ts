@@ -24,12 +24,12 @@ import { parseSynchronousStandbyNames } from './replication/sync-standby-names.j
 import type { SynchronousCommit } from './roles/writer.js';
 import { compileAuth, type CompiledAuth } from './protocol/auth-rules.js';
 import type { ReplicationStatusRow } from './replication/wal-source.js';
-import { RECOVERY_EVENT_NAMES, RecoveryRole, type RecoveryEvents, type StandbyPrimaryOptions, type StandbyState } from './roles/recovery.js';
+import { RECOVERY_EVENT_NAMES, RecoveryRole, type RecoveryEvents, type RecoveryTargetTimeline, type StandbyPrimaryOptions, type StandbyState } from './roles/recovery.js';
 import type { ReplicationSlotRow, SlotInfo } from './slots/slot-manager.js';
 import type { Storage } from './storage/storage.js';
 import type { Transport } from './transport/transport.js';
 
-export type { BaseBackupProgressEvent, StandbyPrimaryOptions, StandbyState } from './roles/recovery.js';
+export type { BaseBackupProgressEvent, DiscardedBatch, RecoveryTargetTimeline, RewindEvent, StandbyPrimaryOptions, StandbyState } from './roles/recovery.js';
 
 /**
  * Options of {@link Standby.open}. Give `dir` or `storage`. With `listen` (and `auth`) the
@@ -55,6 +55,21 @@ export interface StandbyOptions extends NodeOptions, ServeOptions {
   readonly retryMinDelayMs?: number;
   /** Longest wait between reconnects (`wal_retrieve_retry_interval`). @defaultValue 5 000 */
   readonly retryMaxDelayMs?: number;
+  /**
+   * Which timeline to follow (`recovery_target_timeline`): `'latest'` follows its upstream onto
+   * every new timeline (after a promotion upstream) over the same connection; `'current'`
+   * stays on its own timeline; a number follows up to that timeline. @defaultValue 'latest'
+   */
+  readonly recoveryTargetTimeline?: RecoveryTargetTimeline;
+  /**
+   * When the upstream's new timeline left this node's timeline before the node's end (a former
+   * primary rejoining, or a standby ahead of the promoted one): `true` rewinds (the WAL past
+   * the switch point is set aside and reported by the `rewind` event, the application is
+   * brought back from a local snapshot or a base backup), `false` stops with
+   * `TIMELINE_DIVERGED`, the directory untouched. Nothing is ever deleted either way.
+   * @defaultValue true
+   */
+  readonly rewind?: boolean;
   /**
    * A file path (PostgreSQL's `promote_trigger_file`): when the file appears the standby
    * promotes itself, then removes the file. The new `Primary` comes with the `promoted` event.
@@ -90,6 +105,8 @@ export const STANDBY_DEFAULTS = Object.freeze({
   walReceiverTimeoutMs: 60_000,
   retryMinDelayMs: 100,
   retryMaxDelayMs: 5_000,
+  recoveryTargetTimeline: 'latest' as RecoveryTargetTimeline,
+  rewind: true,
 });
 
 /** JSON schema of {@link StandbyOptions} (objects with methods are checked separately). */
@@ -106,7 +123,7 @@ export const standbyOptionsSchema = Object.freeze({
       required: ['transport', 'address', 'user', 'applicationName'],
       properties: {
         transport: {},
-        address: { type: 'string', minLength: 1 },
+        address: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string', minLength: 1 } }] },
         user: { type: 'string', minLength: 1, maxLength: 255 },
         password: { type: 'string', minLength: 1 },
         applicationName: { type: 'string', maxLength: 255 },
@@ -122,6 +139,8 @@ export const standbyOptionsSchema = Object.freeze({
     retryMinDelayMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
     retryMaxDelayMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
     promoteTriggerFile: { type: 'string', minLength: 1 },
+    rewind: { type: 'boolean' },
+    recoveryTargetTimeline: { anyOf: [{ enum: ['latest', 'current'] }, { type: 'integer', minimum: 1, maximum: 0xffffffff }] },
   },
 });
 
@@ -142,6 +161,22 @@ const validatePromote: OptionsValidator<PromoteOptions> = compileOptions('promot
 const TRIGGER_POLL_MS = 100;
 
 const validateOptions: OptionsValidator<StandbyOptions> = compileOptions('Standby', standbyOptionsSchema);
+
+/** JSON schema of {@link ReconfigureOptions}. */
+export const reconfigureOptionsSchema = Object.freeze({
+  type: 'object',
+  additionalProperties: false,
+  required: ['primary'],
+  properties: { primary: standbyOptionsSchema.properties.primary },
+});
+
+const validateReconfigure: OptionsValidator<ReconfigureOptions> = compileOptions('reconfigure()', reconfigureOptionsSchema);
+
+/** What {@link Standby.reconfigure} changes while the standby runs. */
+export interface ReconfigureOptions {
+  /** The new upstream connection (all of it, as in {@link StandbyOptions.primary}). */
+  readonly primary: StandbyPrimaryOptions;
+}
 
 /** Events of a {@link Standby}: its recovery role's, and those of serving downstream standbys. */
 export interface StandbyEvents extends NodeEvents, RecoveryEvents {
@@ -234,6 +269,23 @@ export class Standby extends NodeBase<StandbyEvents> {
     standby.#role.start();
     if (settings.promoteTriggerFile !== undefined) standby.#watchTrigger(settings.promoteTriggerFile, 0);
     return standby;
+  }
+
+  /**
+   * Points the standby at another upstream while it runs (PostgreSQL 13+ reloading
+   * `primary_conninfo`): the current connection ends and the next one, made at once, uses the
+   * new settings. Replay, the local state and the standby's own downstream standbys are not
+   * touched. `INVALID_OPTIONS` changes nothing.
+   */
+  reconfigure(options: ReconfigureOptions): void {
+    if (this.#primary !== null) throw promotedError();
+    this.#lifecycle.assertOpen();
+    validateReconfigure(options);
+    checkEndpoint('reconfigure().primary', options.primary);
+    if (options.primary.createSlot === true && options.primary.slotName === undefined) {
+      throw new WalshipError('INVALID_OPTIONS', 'invalid reconfigure() options: primary.createSlot needs primary.slotName');
+    }
+    this.#role.reconfigure(options.primary);
   }
 
   /**

@@ -147,7 +147,7 @@ export function checkNodeObjects(what: string, options: { dir?: string; storage?
  * Checks that `endpoint.transport` is a transport and, when the transport can tell
  * (`checkAddress`), that `endpoint.address` is in its syntax; `INVALID_OPTIONS` names the option.
  */
-export function checkEndpoint(what: string, endpoint: { transport: unknown; address: string }): void {
+export function checkEndpoint(what: string, endpoint: { transport: unknown; address: string | readonly string[] }): void {
   const t = endpoint.transport as Partial<Transport> | null;
   if (typeof t !== 'object' || t === null || typeof t.connect !== 'function' || typeof t.listen !== 'function') {
     throw new WalshipError('INVALID_OPTIONS', `invalid options: ${what}.transport must be a Transport (with connect() and listen())`);
@@ -155,8 +155,10 @@ export function checkEndpoint(what: string, endpoint: { transport: unknown; addr
   if (t.checkAddress !== undefined && typeof t.checkAddress !== 'function') {
     throw new WalshipError('INVALID_OPTIONS', `invalid options: ${what}.transport.checkAddress must be a function`);
   }
+  const addresses = typeof endpoint.address === 'string' ? endpoint.address.split(',').map((a) => a.trim()) : endpoint.address;
+  if (addresses.length === 0 || addresses.some((a) => a === '')) throw new WalshipError('INVALID_OPTIONS', `invalid options: ${what}.address has an empty address`);
   try {
-    t.checkAddress?.(endpoint.address);
+    for (const address of addresses) t.checkAddress?.(address);
   } catch (err) {
     throw new WalshipError('INVALID_OPTIONS', `invalid options: ${what}.address: ${(err as Error).message}`, { cause: err });
   }

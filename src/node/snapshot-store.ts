@@ -131,6 +131,22 @@ export class SnapshotStore {
     await this.#removeIfThere(PARTIAL);
   }
 
+  /** The LSN of the newest snapshot at or below `lsn`, if any (a rewind's starting point). */
+  async newestAtOrBelow(lsn: Lsn): Promise<Lsn | null> {
+    return (await this.#list()).filter((s) => s.lsn <= lsn).at(-1)?.lsn ?? null;
+  }
+
+  /**
+   * Renames the snapshots past `lsn` to `<name>.diverged` (a rewind: they hold a state that is
+   * not on the node's new history; kept, never used again). Returns their names.
+   */
+  async setAsideAbove(lsn: Lsn): Promise<string[]> {
+    const doomed = (await this.#list()).filter((s) => s.lsn > lsn).map((s) => s.name);
+    for (const name of doomed) await this.#io('rename', () => this.storage.rename(name, `${name}.diverged`));
+    if (doomed.length > 0) await this.#io('sync', () => this.storage.syncDirectory());
+    return doomed;
+  }
+
   async #list(): Promise<{ name: string; lsn: Lsn }[]> {
     const names = await this.#io('list', () => this.storage.list());
     return names

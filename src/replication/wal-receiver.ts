@@ -41,6 +41,13 @@ export interface WalReceiverOptions {
    * lands in a directory that still says otherwise. A rejection ends the receiver with it.
    */
   readonly beforeStreaming?: (event: { readonly startLsn: Lsn; readonly historyChecked: boolean }) => Promise<void>;
+  /**
+   * The sender ended the streamed timeline at `switchLsn` (everything before it is received and
+   * flushed): the standby moves its log onto `nextTimeline` (fetching its history over the
+   * connection) and resolves true to stream it on the same connection, or false to end the
+   * receiver. Without it the receiver ends there.
+   */
+  readonly onEndOfTimeline?: (event: { readonly nextTimeline: number; readonly switchLsn: Lsn }) => Promise<boolean>;
   readonly logPrefix?: string;
 }
 
@@ -213,18 +220,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     };
     log.on('write', onWrite);
     try {
-      // The lineage check covers only durable bytes: the start must be durable too.
-      if (log.flushedLsn < log.insertLsn) await log.flush();
-      const startLsn = log.insertLsn;
-      const check = await historyCheckOf(log, startLsn, this.#options.historyFrom ?? 0);
-      this.#conn.send({ kind: 'startReplication', slotName: this.#options.slotName ?? '', startLsn, timeline: log.timeline, ...check });
-      const started = await this.#receive();
-      if (started === null) throw new WalshipError('CONNECTION_FAILED', 'the sender closed the connection before streaming', { transient: true });
-      if (started.kind === 'error') throw new WalshipError(started.code, started.message);
-      if (started.kind !== 'replicationStarted') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${started.kind} message; expected replicationStarted`);
-      await this.#options.beforeStreaming?.({ startLsn: started.startLsn, historyChecked: started.historyChecked });
-      this.#streaming = true;
-      this.emitSafely('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
+      await this.#startStreaming();
       status = setInterval(() => this.#report(false), this.#options.statusIntervalMs);
       for (;;) {
         const message = await this.#receive();
@@ -248,7 +244,8 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
         } else if (message.kind !== 'endOfTimeline') {
           throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message while streaming`);
         } else {
-          return;
+          if (this.#stopped || !(await this.#endOfTimeline(message.nextTimeline, message.switchLsn))) return;
+          await this.#startStreaming();
         }
       }
     } catch (err) {
@@ -264,6 +261,43 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
       clearInterval(status);
       await this.#flushing?.catch(() => undefined);
     }
+  }
+
+  /**
+   * START_REPLICATION on the log's timeline from its end, with the lineage check of its last
+   * bytes; resolves once the sender has started streaming.
+   */
+  async #startStreaming(): Promise<void> {
+    const log = this.#log;
+    // The lineage check covers only durable bytes: the start must be durable too.
+    if (log.flushedLsn < log.insertLsn) await log.flush();
+    const startLsn = log.insertLsn;
+    const check = await historyCheckOf(log, startLsn, this.#options.historyFrom ?? 0);
+    this.#conn.send({ kind: 'startReplication', slotName: this.#options.slotName ?? '', startLsn, timeline: log.timeline, ...check });
+    const started = await this.#receive();
+    if (started === null) throw new WalshipError('CONNECTION_FAILED', 'the sender closed the connection before streaming', { transient: true });
+    if (started.kind === 'error') throw new WalshipError(started.code, started.message);
+    if (started.kind !== 'replicationStarted') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${started.kind} message; expected replicationStarted`);
+    await this.#options.beforeStreaming?.({ startLsn: started.startLsn, historyChecked: started.historyChecked });
+    this.#streaming = true;
+    this.emitSafely('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
+  }
+
+  /**
+   * The streamed timeline ended at `switchLsn`: once everything received is durable (and ends
+   * exactly there), the standby moves onto `nextTimeline`. Resolves whether to stream it.
+   */
+  async #endOfTimeline(nextTimeline: number, switchLsn: Lsn): Promise<boolean> {
+    const log = this.#log;
+    this.#streaming = false;
+    await this.#flushing?.catch(() => undefined);
+    if (log.flushedLsn < log.insertLsn) await log.flush();
+    if (log.insertLsn !== switchLsn || nextTimeline <= log.timeline) {
+      throw new WalshipError('PROTOCOL_ERROR', `timeline ${log.timeline} ended at ${formatLsn(switchLsn)} (next: ${nextTimeline}), but this log ends at ${formatLsn(log.insertLsn)}`);
+    }
+    this.#report(false);
+    this.#debug('timeline %d ended at %s; timeline %d follows', log.timeline, formatLsn(switchLsn), nextTimeline);
+    return (await this.#options.onEndOfTimeline?.({ nextTimeline, switchLsn })) ?? false;
   }
 
   /** The next message from the sender; the silence watchdog counts only while we wait here. */

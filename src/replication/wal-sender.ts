@@ -4,6 +4,7 @@ import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import { assertNotRemoved } from '../wal/tail.js';
+import { switchPointOf } from '../wal/timeline-history.js';
 import { verifyHistory, type HistoryCheck } from './history-check.js';
 import { LagTracker, type Lags } from './lag-tracker.js';
 import type { WalLog } from '../wal/wal-log.js';
@@ -30,7 +31,15 @@ export interface WalSenderOptions {
   readonly historyCheck?: HistoryCheck;
   /** Where this node's log begins to hold the cluster's WAL (see {@link verifyHistory}). @defaultValue 0 */
   readonly historyFrom?: Lsn;
+  /** The timeline to stream; an ancestor of the log's ends at its switch point. @defaultValue the log's timeline */
+  readonly timeline?: number;
   readonly logPrefix?: string;
+}
+
+/** Where a streamed timeline ended, and which one follows (PostgreSQL's end-of-timeline result). */
+export interface EndOfTimeline {
+  readonly nextTimeline: number;
+  readonly switchLsn: Lsn;
 }
 
 /** Events of a {@link WalSender}. */
@@ -39,7 +48,7 @@ export interface WalSenderEvents {
   'standby:progress': (event: StandbyProgress & Lags) => void;
 }
 
-const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0 };
+const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0, timeline: 0 };
 
 /**
  * Streams a primary's durable WAL to one standby over an authenticated connection, from the
@@ -52,7 +61,9 @@ const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, his
 export class WalSender extends SafeEmitter<WalSenderEvents> {
   readonly #conn: MessageStream<'server'>;
   readonly #log: WalLog;
-  readonly #options: Required<Omit<WalSenderOptions, 'logPrefix'>>;
+  readonly #options: { -readonly [K in keyof Required<Omit<WalSenderOptions, 'logPrefix'>>]: Required<Omit<WalSenderOptions, 'logPrefix'>>[K] };
+  /** Set when the sending reached the end of the streamed timeline. */
+  #endOfTimeline: EndOfTimeline | null = null;
   readonly #debug: Logger;
   readonly #abort = new AbortController();
   readonly #startLsn: Lsn;
@@ -61,7 +72,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   #progress: StandbyProgress | null = null;
   #lastHeard = Date.now();
   readonly #lag = new LagTracker();
-  #done: Promise<void> | null = null;
+  #done: Promise<EndOfTimeline | null> | null = null;
   /** Set when the standby went silent for `walSenderTimeoutMs`: run() rejects with it. */
   #timedOut: WalshipError | null = null;
 
@@ -130,9 +141,12 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
 
   /**
    * Tells the standby where streaming starts and runs until the connection ends, the
-   * standby terminates, or {@link stop}; resolves then. Rejects with the connection's error.
+   * standby terminates, or {@link stop}; resolves then with null. When the streamed timeline
+   * ends (an ancestor's switch point, or the log moved to a new timeline) it resolves with
+   * where and what follows, leaving the connection open for the next command. Rejects with
+   * the connection's error.
    */
-  run(): Promise<void> {
+  run(): Promise<EndOfTimeline | null> {
     this.#done ??= this.#run();
     return this.#done;
   }
@@ -145,7 +159,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     await this.#conn.end().catch(() => undefined);
   }
 
-  async #run(): Promise<void> {
+  async #run(): Promise<EndOfTimeline | null> {
     try {
       assertNotRemoved(this.#log, this.#sentLsn);
     } catch (error) {
@@ -170,7 +184,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       this.#conn.fail(error);
       throw error;
     }
-    this.#conn.send({ kind: 'replicationStarted', timeline: this.#log.timeline, startLsn: this.#sentLsn, historyChecked });
+    this.#conn.send({ kind: 'replicationStarted', timeline: this.#timeline, startLsn: this.#sentLsn, historyChecked });
     this.#setState(this.#sentLsn < this.#log.flushedLsn ? 'catchup' : 'streaming');
     const heartbeat = setInterval(() => this.#heartbeat(), Math.max(10, this.#options.walSenderTimeoutMs / 4));
     const listening = this.#listen();
@@ -179,7 +193,8 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       try {
         // The log's end (sealed at shutdown) ends the sending, not the connection: the standby
         // still reports that it flushed the last WAL, which stop() (after finish()) waits for.
-        await Promise.race([sending.then(() => listening), listening]);
+        // The end of the timeline ends both: the connection goes back to commands.
+        await Promise.race([sending.then(() => (this.#endOfTimeline === null ? listening : undefined)), listening]);
       } catch (err) {
         // stop() aborts on purpose; a timeout aborts too, but is the connection's error.
         if (!this.#abort.signal.aborted) {
@@ -192,9 +207,11 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     } finally {
       clearInterval(heartbeat);
       this.#abort.abort();
-      this.#conn.destroy();
+      if (this.#endOfTimeline === null) this.#conn.destroy();
       await Promise.all([sending.catch(() => undefined), listening.catch(() => undefined)]);
     }
+    if (this.#endOfTimeline !== null) this.#debug('timeline %d ended at %s; timeline %d follows', this.#timeline, formatLsn(this.#endOfTimeline.switchLsn), this.#endOfTimeline.nextTimeline);
+    return this.#endOfTimeline;
   }
 
   async #send(): Promise<void> {
@@ -202,6 +219,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       follow: true,
       signal: this.#abort.signal,
       maxChunkBytes: this.#options.maxMessageBytes,
+      timeline: this.#timeline,
     });
     // Read ahead: the next chunk comes off the disk while this one drains into the socket, so
     // a catching-up standby never waits for a read. At most two messages are held.
@@ -209,7 +227,10 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     try {
       for (;;) {
         const chunk = await next;
-        if (chunk.done === true) return;
+        if (chunk.done === true) {
+          this.#endOfTimeline = this.#timelineEnd();
+          return;
+        }
         next = chunks.next();
         const { startLsn, data } = chunk.value;
         const walEnd = this.#log.flushedLsn;
@@ -227,6 +248,21 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       // The read-ahead ends with the abort signal; its outcome no longer matters.
       next.catch(() => undefined);
     }
+  }
+
+  /** The streamed timeline (0 in the options: the log's timeline when streaming starts). */
+  get #timeline(): number {
+    if (this.#options.timeline === 0) this.#options.timeline = this.#log.timeline;
+    return this.#options.timeline;
+  }
+
+  /** Where the streamed timeline ended, once everything up to its switch point was sent; null while it goes on. */
+  #timelineEnd(): EndOfTimeline | null {
+    const history = this.#log.history;
+    const switchLsn = switchPointOf(history, this.#timeline);
+    if (switchLsn === null || switchLsn === undefined || this.#sentLsn < switchLsn) return null;
+    const index = history.entries.findIndex((e) => e.timeline === this.#timeline);
+    return { nextTimeline: history.entries[index + 1]?.timeline ?? history.timeline, switchLsn };
   }
 
   /** Reads the standby's messages until it terminates or the connection ends. */

@@ -13,7 +13,8 @@ import { checkMaxRate, sendBaseBackup } from './base-backup-sender.js';
 import type { Lags } from './lag-tracker.js';
 import type { SyncRep } from './sync-rep.js';
 import type { SyncStandbyInput } from './sync-standbys.js';
-import { WalSender, type WalSenderState } from './wal-sender.js';
+import { WalSender, type EndOfTimeline, type WalSenderState } from './wal-sender.js';
+import { switchPointOf } from '../wal/timeline-history.js';
 import type { ReplicationStatusRow, WalServiceEvents, WalSource } from './wal-source.js';
 
 /** Options of {@link WalService}. */
@@ -272,6 +273,8 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
   async #serve(session: Session): Promise<void> {
     const { conn } = session.info;
     const source = this.#source;
+    /** Whether this connection streamed a timeline to its end (its late replies are let through). */
+    let streamed = false;
     for (;;) {
       const command = await conn.next({ timeoutMs: this.#options.walSenderTimeoutMs });
       if (command === null || command.kind === 'terminate') return;
@@ -299,30 +302,56 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
           await this.#slotCommand(session, command);
           conn.send({ kind: 'readyForCommand' });
           break;
-        case 'startReplication':
-          return this.#stream(session, command);
-        // Handshake messages after the handshake, and streaming replies before streaming.
+        case 'startReplication': {
+          const ended = await this.#stream(session, command);
+          if (ended === null) return;
+          // The streamed timeline ended: back to commands (TIMELINE_HISTORY, START_REPLICATION on the next).
+          streamed = true;
+          conn.send({ kind: 'endOfTimeline', nextTimeline: ended.nextTimeline, switchLsn: ended.switchLsn });
+          break;
+        }
+        // A standby's last replies of a stream that just ended at a timeline's end.
+        case 'standbyStatusUpdate':
+        case 'hotStandbyFeedback':
+          if (streamed) break;
+          throw new WalshipError('PROTOCOL_ERROR', `unexpected ${command.kind} message; expected a replication command`);
+        // Handshake messages after the handshake.
         case 'startup':
         case 'saslInitialResponse':
         case 'saslResponse':
-        case 'standbyStatusUpdate':
-        case 'hotStandbyFeedback':
           throw new WalshipError('PROTOCOL_ERROR', `unexpected ${command.kind} message; expected a replication command`);
       }
     }
   }
 
-  async #stream(session: Session, command: StartReplicationMessage): Promise<void> {
+  /**
+   * START_REPLICATION: streams `timeline` from `startLsn`. For this node's timeline that goes on
+   * until the standby leaves or the node moves to a new timeline (a promotion, or a cascading
+   * standby following its upstream); for an ancestor it ends at the switch point. Either end
+   * of a timeline resolves with the next timeline and the switch point, and the connection
+   * goes back to commands; otherwise it resolves with null once the stream is over.
+   */
+  async #stream(session: Session, command: StartReplicationMessage): Promise<EndOfTimeline | null> {
     const { startLsn, timeline, slotName } = command;
     const { conn, applicationName } = session.info;
     const log = this.#source.log;
-    if (timeline !== log.timeline) {
-      const error = new WalshipError('INVALID_ARGUMENT', `requested timeline ${timeline} is not this server's timeline ${log.timeline}`);
+    const switchLsn = switchPointOf(log.history, timeline);
+    if (switchLsn === undefined) {
+      const error = new WalshipError('TIMELINE_MISMATCH', `requested timeline ${timeline} is not in this server's history (it is on timeline ${log.timeline})`);
+      conn.fail(error);
+      throw error;
+    }
+    if (switchLsn !== null && startLsn > switchLsn) {
+      const error = new WalshipError(
+        'TIMELINE_DIVERGED',
+        `requested starting point ${formatLsn(startLsn)} on timeline ${timeline} is not in this server's history: it forked from timeline ${timeline} at ${formatLsn(switchLsn)}`,
+      );
       conn.fail(error);
       throw error;
     }
     if (slotName !== '') session.slot = this.#acquireSlot(session, slotName, startLsn);
     const sender = new WalSender(conn, log, startLsn, {
+      timeline,
       walSenderTimeoutMs: this.#options.walSenderTimeoutMs,
       maxMessageBytes: this.#options.maxMessageBytes,
       historyCheck: { checkFrom: command.checkFrom, checkCrc: command.checkCrc },
@@ -356,7 +385,17 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       this.emitSafely('sender:state', { ...event, state });
       if (previous === 'catchup' && state === 'streaming') this.emitSafely('standby:caught-up', event);
     });
-    await sender.run();
+    const ended = await sender.run();
+    if (ended !== null) {
+      // As PostgreSQL's walsender at the end of START_REPLICATION: the slot is let go until the next one.
+      session.slot?.release();
+      session.slot = null;
+      session.sender = null;
+      session.backupLsn = sender.sentLsn;
+      session.state = 'startup';
+      this.#syncChanged();
+    }
+    return ended;
   }
 
   /**

@@ -11,19 +11,26 @@ import type { FailedEvent, NodeCore } from '../node/node-core.js';
 import { removeAbandonedTimelines, removeLeftovers, removeLocalState } from '../node/local-state.js';
 import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/messages.js';
 import type { MessageStream } from '../protocol/message-stream.js';
-import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, type ReplyOptions } from '../protocol/replication-client.js';
+import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
 import { receiveBaseBackup } from '../replication/base-backup-receiver.js';
 import { SendTimes, WalReceiver } from '../replication/wal-receiver.js';
 import { SlotManager } from '../slots/slot-manager.js';
 import type { Storage, StorageLock } from '../storage/storage.js';
 import type { Transport } from '../transport/transport.js';
-import { branchHistory, newestTimeline, writeTimelineHistory } from '../wal/timeline-history.js';
+import { branchHistory, historyFileName, newestTimeline, parseTimelineHistory, switchPointOf, writeTimelineHistory, type TimelineHistory } from '../wal/timeline-history.js';
+import type { WalEntry } from '../wal/record.js';
 import { WalLog, type SyncMode } from '../wal/wal-log.js';
 
 /** Where and how a standby connects to its primary (PostgreSQL's `primary_conninfo`). */
 export interface StandbyPrimaryOptions {
   readonly transport: Transport;
-  readonly address: string;
+  /**
+   * Where the upstream listens. Several addresses (a list, or one string with commas, as
+   * libpq's multi-host connection strings) are all tried at each connection: the standby
+   * streams from the one on the newest timeline its history allows (the first such in the
+   * list), so after a failover it finds the promoted node by itself.
+   */
+  readonly address: string | readonly string[];
   readonly user: string;
   /** Never logged or reported. */
   readonly password?: string;
@@ -78,6 +85,35 @@ export interface PromotedLocal {
   readonly switchLsn: Lsn;
 }
 
+/** A batch a rewind discarded: where it was, and its entries (copies the application may keep). */
+export interface DiscardedBatch {
+  readonly lsn: Lsn;
+  readonly endLsn: Lsn;
+  readonly entries: readonly WalEntry[];
+}
+
+/** Payload of `rewind`. */
+export interface RewindEvent {
+  /** The timeline the discarded WAL was written on. */
+  readonly timeline: number;
+  /** Where the upstream's history left that timeline: everything from here was discarded. */
+  readonly switchLsn: Lsn;
+  /** Where the discarded WAL ended. */
+  readonly endLsn: Lsn;
+  /** The discarded batches, in LSN order (at most 64 MiB of entries; see `complete`). */
+  readonly batches: readonly DiscardedBatch[];
+  /** False when there was more than 64 MiB: the rest is in the set-aside files. */
+  readonly complete: boolean;
+  /** The segment files set aside as `<name>.diverged` (kept, never replayed). */
+  readonly setAside: readonly string[];
+  /**
+   * How the application got back onto the shared history: it had applied nothing discarded
+   * (`wal`), its newest local snapshot at or below `switchLsn` and the WAL after it
+   * (`snapshot`), or a base backup from the upstream (`base-backup`; `rebootstrap` follows).
+   */
+  readonly restoredFrom: 'wal' | 'snapshot' | 'base-backup';
+}
+
 /** Payload of `base-backup:progress`. */
 export interface BaseBackupProgressEvent {
   readonly receivedBytes: number;
@@ -108,6 +144,15 @@ export interface RecoveryEvents {
    * application has a `restore()` hook does; any other stops with `WAL_REMOVED`.
    */
   rebootstrap: (event: { readonly error: WalshipError; readonly receiveLsn: Lsn }) => void;
+  /**
+   * The node held WAL past the point where its upstream's history left its timeline (a former
+   * primary's unconfirmed tail, or an asynchronous standby ahead of the promoted one) and
+   * rewound: the event says exactly what was discarded, so the application can re-submit or
+   * reconcile it.
+   */
+  rewind: (event: RewindEvent) => void;
+  /** The standby moved onto its upstream's new timeline at `switchLsn` (after a promotion upstream). */
+  'timeline:switch': (event: { readonly timeline: number; readonly switchLsn: Lsn }) => void;
   /** `createSlot` created the replication slot on the primary. */
   'slot:created': (event: { readonly slotName: string; readonly restartLsn: Lsn | null }) => void;
   /** The standby stopped for good. */
@@ -126,12 +171,22 @@ export const RECOVERY_EVENT_NAMES = [
   'apply:error',
   'rebootstrap',
   'slot:created',
+  'timeline:switch',
+  'rewind',
   'failed',
 ] as const satisfies readonly (keyof RecoveryEvents)[];
+
+/**
+ * Which timeline a standby follows (PostgreSQL's `recovery_target_timeline`): `latest`, every
+ * timeline its upstream moves to; `current`, only the one it is on; a number, up to that one.
+ */
+export type RecoveryTargetTimeline = 'latest' | 'current' | number;
 
 /** What the recovery role needs of the standby's options (validated and defaulted by `Standby`). */
 export interface RecoverySettings {
   readonly primary: StandbyPrimaryOptions;
+  readonly recoveryTargetTimeline: RecoveryTargetTimeline;
+  readonly rewind: boolean;
   readonly hotStandby: boolean;
   readonly statusIntervalMs: number;
   readonly walReceiverTimeoutMs: number;
@@ -151,6 +206,7 @@ const FATAL: readonly ErrorCode[] = [
   'WAL_LOCKED',
   'SYSTEM_ID_MISMATCH',
   'WAL_DIVERGED',
+  'TIMELINE_DIVERGED',
   'WAL_FORMAT',
   'PROTOCOL_VERSION',
   'BASE_BACKUP_REQUIRED',
@@ -185,13 +241,17 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   readonly #core: NodeCore;
   readonly #storage: Storage;
   readonly #app: Application;
-  readonly #options: RecoverySettings;
+  #options: RecoverySettings;
   readonly #debug: Logger;
   readonly #abort = new AbortController();
   /** Stops the upstream connection loop alone (a promotion); replaced when the loop starts again. */
   #upstream = new AbortController();
   /** Aborted when the standby closes or its upstream loop stops: every wait on the upstream ends. */
   #upstreamSignal: AbortSignal = this.#abort.signal;
+  /** The upstream address of the current (or last) connection: the first one until a connection chose. */
+  #upstreamAddress: string;
+  /** Aborted to cut a reconnect delay short (after `reconfigure`). */
+  #retryNow: AbortController | null = null;
   /** The highest timeline an upstream reported (IDENTIFY_SYSTEM): a promotion picks one past it. */
   #upstreamTimeline = 0;
   /** The promotion in progress (concurrent calls share it). */
@@ -247,6 +307,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#storage = storage;
     this.#app = app;
     this.#options = options;
+    this.#upstreamAddress = upstreamAddresses(options.primary.address)[0] as string;
     this.#debug = createLogger('standby', options.logPrefix);
     this.emitterLog = this.#debug;
   }
@@ -477,13 +538,13 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     }
   }
 
-  /** Connects and authenticates to the primary, within `connectTimeoutMs` (and `signal`). */
-  #connect(signal: AbortSignal | undefined): Promise<MessageStream<'client'>> {
+  /** Connects and authenticates to the upstream at `address`, within `connectTimeoutMs` (and `signal`). */
+  #connect(signal: AbortSignal | undefined, address = this.#upstreamAddress): Promise<MessageStream<'client'>> {
     const p = this.#options.primary;
     const timeout = AbortSignal.timeout(p.connectTimeoutMs ?? 10_000);
     return connectReplication({
       transport: p.transport,
-      address: p.address,
+      address,
       user: p.user,
       applicationName: p.applicationName,
       handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
@@ -491,6 +552,62 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       ...(p.password === undefined ? {} : { password: p.password }),
       ...(p.requireAuth === undefined ? {} : { requireAuth: p.requireAuth }),
     });
+  }
+
+  /** The upstream's addresses, in the order given. */
+  get #addresses(): string[] {
+    return upstreamAddresses(this.#options.primary.address);
+  }
+
+  /**
+   * Connects to the upstream and identifies it. With several addresses, it connects to all of
+   * them and keeps the one on the newest timeline that is not behind this standby's (the first
+   * such in the list); the others are closed.
+   */
+  async #connectUpstream(signal: AbortSignal): Promise<{ conn: MessageStream<'client'>; identity: IdentifySystemResultMessage; address: string }> {
+    const addresses = this.#addresses;
+    const attempt = async (address: string): Promise<{ conn: MessageStream<'client'>; identity: IdentifySystemResultMessage; address: string }> => {
+      const conn = await this.#connect(signal, address);
+      try {
+        this.#setState({ kind: 'connecting', conn });
+        return { conn, identity: await this.#identify(conn), address };
+      } catch (err) {
+        conn.destroy();
+        throw err;
+      }
+    };
+    if (addresses.length === 1) return attempt(addresses[0] as string);
+    const results = await Promise.allSettled(addresses.map(attempt));
+    const own = this.#log?.timeline ?? 0;
+    let best: { conn: MessageStream<'client'>; identity: IdentifySystemResultMessage; address: string } | null = null;
+    let error: unknown = null;
+    for (const result of results) {
+      if (result.status === 'rejected') {
+        error ??= result.reason;
+        continue;
+      }
+      const candidate = result.value;
+      if (candidate.identity.timeline >= own && (best === null || candidate.identity.timeline > best.identity.timeline)) best = candidate;
+    }
+    for (const result of results) if (result.status === 'fulfilled' && result.value !== best) result.value.conn.destroy();
+    if (best !== null) return best;
+    if (results.some((r) => r.status === 'fulfilled')) {
+      throw new WalshipError('TIMELINE_MISMATCH', `every reachable upstream (${addresses.join(', ')}) is on a timeline behind this standby's timeline ${own}`, { transient: true });
+    }
+    throw error;
+  }
+
+  /**
+   * Changes the upstream connection while the standby runs (PostgreSQL reloading
+   * `primary_conninfo`): the current connection ends and the next one uses `primary`. Replay,
+   * the local state and downstream standbys are untouched.
+   */
+  reconfigure(primary: StandbyPrimaryOptions): void {
+    this.#options = { ...this.#options, primary };
+    this.#upstreamAddress = upstreamAddresses(primary.address)[0] as string;
+    this.#debug('upstream reconfigured: %s', this.#addresses.join(', '));
+    this.#conn?.destroy();
+    this.#retryNow?.abort();
   }
 
   // -------------------------------------------------------------------------------------
@@ -637,8 +754,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       this.#setState({ kind: 'disconnected', error, retryInMs: delay });
       if (error !== null) this.#debug.error('replication connection ended: %s (retrying in %d ms)', error.message, delay);
       this.emitSafely('primary:disconnected', { error, retryInMs: delay });
-      await sleep(delay, undefined, { signal }).catch(() => undefined);
-      delay = Math.min(delay * 2, this.#options.retryMaxDelayMs);
+      const retryNow = new AbortController();
+      this.#retryNow = retryNow;
+      await sleep(delay, undefined, { signal: AbortSignal.any([signal, retryNow.signal]) }).catch(() => undefined);
+      this.#retryNow = null;
+      delay = retryNow.signal.aborted ? this.#options.retryMinDelayMs : Math.min(delay * 2, this.#options.retryMaxDelayMs);
     }
   }
 
@@ -649,13 +769,16 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#setState({ kind: 'connecting', conn: null });
     if (this.#control === null) await this.#resumeBootstrap();
     const p = o.primary;
-    const conn = await this.#connect(signal);
+    const { conn, identity, address } = await this.#connectUpstream(signal);
+    this.#upstreamAddress = address;
     this.#setState({ kind: 'connecting', conn });
     if (signal.aborted) throw abortError(signal);
-    const identity = await this.#identify(conn);
     this.#upstreamTimeline = Math.max(this.#upstreamTimeline, identity.timeline);
-    this.emitSafely('primary:connected', { address: p.address, systemId: identity.systemId });
-    if (this.#log !== null && this.#log.insertLsn > identity.flushLsn) {
+    this.emitSafely('primary:connected', { address, systemId: identity.systemId });
+    if (this.#log !== null && identity.timeline !== this.#log.timeline) {
+      const divergedAt = await this.#checkUpstreamTimeline(conn, this.#log, identity.timeline);
+      if (divergedAt !== null && (await this.#rewind(this.#log, divergedAt, identity.timeline)) === 'bootstrap-again') return;
+    } else if (this.#log !== null && this.#log.insertLsn > identity.flushLsn) {
       // A standby ahead of its upstream (one that streamed from another node) waits for it.
       throw new WalshipError(
         'CONNECTION_FAILED',
@@ -690,6 +813,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       // once its upstream confirmed its WAL is a prefix), so a crash can never leave upstream
       // WAL in a directory that still says "primary".
       beforeStreaming: ({ historyChecked }) => (this.#control?.state === 'in-recovery' ? Promise.resolve() : this.#recordRecovery(historyChecked)),
+      onEndOfTimeline: ({ nextTimeline, switchLsn }) => this.#followTimeline(conn, log, nextTimeline, switchLsn),
       ...(p.slotName === undefined ? {} : { slotName: p.slotName }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
     });
@@ -835,6 +959,122 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     }
   }
 
+  /**
+   * An upstream on another timeline than this standby's: one behind it, or whose history does
+   * not contain it, is never followed (`TIMELINE_MISMATCH`, retried); one whose history left
+   * this standby's timeline before the standby's end means the standby holds WAL that is not
+   * on the new timeline: with `rewind` it resolves with the switch point to rewind to, else
+   * `TIMELINE_DIVERGED`. Otherwise (null) the standby streams the rest of its timeline, and the
+   * sender's end of timeline moves it on (see {@link #followTimeline}).
+   */
+  async #checkUpstreamTimeline(conn: MessageStream<'client'>, log: WalLog, upstream: number): Promise<Lsn | null> {
+    const own = log.timeline;
+    if (upstream < own) {
+      throw new WalshipError('TIMELINE_MISMATCH', `the upstream is on timeline ${upstream}, behind this standby's timeline ${own}: it is never followed (a former primary, or a node of an older branch)`, { transient: true });
+    }
+    const history = await this.#fetchHistory(conn, upstream);
+    const switchLsn = switchPointOf(history, own);
+    if (switchLsn === undefined || !extendsHistory(history, log.history)) {
+      throw new WalshipError('TIMELINE_MISMATCH', `the upstream's timeline ${upstream} did not come from this standby's timeline ${own} (its history: ${describeHistory(history)})`, { transient: true });
+    }
+    if (switchLsn === null || log.insertLsn <= switchLsn) return null;
+    if (!this.#options.rewind) {
+      throw new WalshipError(
+        'TIMELINE_DIVERGED',
+        `this standby's WAL on timeline ${own} reaches ${formatLsn(log.insertLsn)} (replayed up to ${formatLsn(this.#core.applier.position)}), past ${formatLsn(switchLsn)}, where the upstream's timeline ${upstream} left timeline ${own}: it holds WAL that is not on the upstream's history (rewind: false)`,
+      );
+    }
+    return switchLsn;
+  }
+
+  /**
+   * Rewinds this node onto its upstream's history (walship's `pg_rewind`, done by the node
+   * itself): the local WAL past `switchLsn` is cut back and set aside (`.diverged` files, never
+   * deleted), and the application, if it applied any of it, is brought back to a state on the
+   * shared history: the newest local snapshot at or below `switchLsn` plus local WAL up to it,
+   * or else a base backup from the upstream. The `rewind` event reports exactly what was
+   * discarded. A former primary's directory says "standby" before anything is cut. Resolves
+   * `continue` (stream on this connection) or `bootstrap-again` (the next connection takes a
+   * base backup).
+   */
+  async #rewind(log: WalLog, switchLsn: Lsn, upstream: number): Promise<'continue' | 'bootstrap-again'> {
+    const core = this.#core;
+    const timeline = log.timeline;
+    const endLsn = log.insertLsn;
+    await this.#stopReplay();
+    const applied = core.applier.position;
+    let restoredFrom: RewindEvent['restoredFrom'] = 'wal';
+    let snapshotLsn: Lsn | null = null;
+    if (applied > switchLsn) {
+      // An application that keeps its own durable state (appliedLsn) cannot be taken back by walship.
+      const canRestore = this.#app.restore !== undefined && this.#app.appliedLsn === undefined;
+      snapshotLsn = canRestore ? await core.snapshots.newestAtOrBelow(switchLsn) : null;
+      if (snapshotLsn !== null && snapshotLsn >= log.oldestLsn) restoredFrom = 'snapshot';
+      else if (this.#app.restore !== undefined && !this.#noBaseBackup) restoredFrom = 'base-backup';
+      else {
+        this.#startReplay(log, applied);
+        throw new WalshipError(
+          'TIMELINE_DIVERGED',
+          `this node applied WAL up to ${formatLsn(applied)} on timeline ${timeline}, past ${formatLsn(switchLsn)}, where the upstream's timeline ${upstream} left it, and cannot rewind its application: ${this.#app.restore === undefined ? 'it has no restore() hook' : "the upstream's application cannot make a base backup"}`,
+        );
+      }
+    }
+    if (!isRecoveryState((this.#control as ControlData).state)) await this.#setControlState('in-recovery');
+    const { batches, complete } = await discardedBatches(log, switchLsn);
+    // Downstream standbys may hold what is discarded: they reconnect and find out for themselves.
+    core.service?.terminateAll(new WalshipError('CONNECTION_FAILED', 'the upstream standby is rewinding onto a new timeline', { transient: true }));
+    const setAside = await log.discardFrom(switchLsn);
+    this.#debug.error('rewound from %s to %s on timeline %d (%d batches discarded); the application starts from %s', formatLsn(endLsn), formatLsn(switchLsn), timeline, batches.length, restoredFrom);
+    if (restoredFrom === 'snapshot') {
+      await core.snapshots.setAsideAbove(switchLsn);
+      const control = await core.updateControl((current) => ({ ...current, checkpoint: { lsn: snapshotLsn as Lsn, snapshot: true } }));
+      this.#log = null;
+      await core.detach(new WalshipError('CONNECTION_FAILED', 'the upstream standby is rewinding', { transient: true }));
+      await this.#openLocal(control);
+    } else if (restoredFrom === 'wal') {
+      this.#startReplay(log, applied);
+    }
+    this.emitSafely('rewind', { timeline, switchLsn, endLsn, batches, complete, setAside, restoredFrom });
+    if (restoredFrom === 'base-backup') {
+      await this.#bootstrapAgain(new WalshipError('TIMELINE_DIVERGED', `rewinding: no local snapshot at or below ${formatLsn(switchLsn)} to start the application from`));
+      return 'bootstrap-again';
+    }
+    return 'continue';
+  }
+
+  /** TIMELINE_HISTORY over `conn`: the upstream's history of `timeline`, parsed and checked. */
+  async #fetchHistory(conn: MessageStream<'client'>, timeline: number): Promise<TimelineHistory> {
+    const { content } = await fetchTimelineHistory(conn, timeline, { timeoutMs: this.#options.walReceiverTimeoutMs });
+    return parseTimelineHistory(timeline, Buffer.from(content).toString('utf8'), `the upstream's ${historyFileName(timeline)}`);
+  }
+
+  /**
+   * The upstream ended this standby's timeline at `switchLsn` (its log ends exactly there) and
+   * `nextTimeline` follows: unless `recoveryTargetTimeline` keeps it where it is, the standby
+   * fetches the new timeline's history, writes it, moves its log onto it and records the
+   * timeline in the control file, before any WAL of it is received. Resolves whether to stream it.
+   */
+  async #followTimeline(conn: MessageStream<'client'>, log: WalLog, nextTimeline: number, switchLsn: Lsn): Promise<boolean> {
+    const target = this.#options.recoveryTargetTimeline;
+    if (target === 'current' || (typeof target === 'number' && nextTimeline > target)) {
+      throw new WalshipError(
+        'TIMELINE_MISMATCH',
+        `the upstream moved on to timeline ${nextTimeline} at ${formatLsn(switchLsn)}; recoveryTargetTimeline ${JSON.stringify(target)} keeps this standby on timeline ${log.timeline}`,
+        { transient: true },
+      );
+    }
+    const history = await this.#fetchHistory(conn, nextTimeline);
+    if (switchPointOf(history, log.timeline) !== switchLsn || !extendsHistory(history, log.history)) {
+      throw new WalshipError('TIMELINE_MISMATCH', `the upstream's history of timeline ${nextTimeline} (${describeHistory(history)}) does not continue timeline ${log.timeline} at ${formatLsn(switchLsn)}`);
+    }
+    await writeTimelineHistory(this.#storage, history);
+    await log.followTimeline(history);
+    await this.#core.updateControl((current) => ({ ...current, timeline: nextTimeline }));
+    this.#debug('following timeline %d from %s', nextTimeline, formatLsn(switchLsn));
+    this.emitSafely('timeline:switch', { timeline: nextTimeline, switchLsn });
+    return true;
+  }
+
   /** IDENTIFY_SYSTEM: the primary must belong to this standby's cluster. */
   async #identify(conn: MessageStream<'client'>): Promise<IdentifySystemResultMessage> {
     conn.send({ kind: 'identifySystem' });
@@ -868,6 +1108,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
         this.#app.restore !== undefined && !this.#noBaseBackup
           ? await this.#receiveBaseBackup(conn, identity)
           : { state: 'in-recovery', systemId: identity.systemId, segmentSize: identity.segmentSize, timeline: identity.timeline, checkpoint: null, consistentLsn: 0 };
+      // A timeline after 1 comes with its history (which timeline's files hold the older WAL).
+      if (bootstrapped.timeline > 1) await writeTimelineHistory(this.#storage, await this.#fetchHistory(conn, bootstrapped.timeline));
       await writeControlFile(this.#storage, bootstrapped);
       // Snapshots an interrupted earlier bootstrap left behind belong to nothing.
       await this.#core.snapshots.removeOlderThan(bootstrapped.checkpoint?.lsn ?? Number.MAX_SAFE_INTEGER);
@@ -1109,4 +1351,41 @@ async function releaseLock(storage: Storage, lock: StorageLock): Promise<void> {
   } catch (err) {
     throw new WalshipError('WAL_IO', `cannot unlock ${storage.description}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** The addresses of `primary.address`: a list, or one string with commas. */
+export function upstreamAddresses(address: string | readonly string[]): string[] {
+  const list = typeof address === 'string' ? address.split(',') : [...address];
+  return list.map((a) => a.trim()).filter((a) => a !== '');
+}
+
+/** Whether `history` continues `base`: every ancestor of `base`, with the same switch points, and `base`'s timeline. */
+function extendsHistory(history: TimelineHistory, base: TimelineHistory): boolean {
+  if (history.entries.length < base.entries.length) return false;
+  for (const [i, entry] of base.entries.entries()) {
+    const other = history.entries[i];
+    if (other === undefined || other.timeline !== entry.timeline || other.switchLsn !== entry.switchLsn) return false;
+  }
+  return history.entries[base.entries.length]?.timeline === base.timeline || history.timeline === base.timeline;
+}
+
+/** A history as `1 → 2 at 0/3000158 → 3`. */
+function describeHistory(history: TimelineHistory): string {
+  return [...history.entries.map((e) => `${e.timeline} until ${formatLsn(e.switchLsn)}`), `${history.timeline}`].join(', then ');
+}
+
+/** At most this many bytes of discarded entries are reported by `rewind`. */
+const MAX_REWIND_REPORT_BYTES = 64 * 1024 * 1024;
+
+/** The batches of `log` from `from` (a record boundary) to its end, up to {@link MAX_REWIND_REPORT_BYTES}. */
+async function discardedBatches(log: WalLog, from: Lsn): Promise<{ batches: DiscardedBatch[]; complete: boolean }> {
+  const batches: DiscardedBatch[] = [];
+  let bytes = 0;
+  for await (const record of log.read(from)) {
+    const size = record.entries.reduce((n, e) => n + e.data.length, 0);
+    if (bytes + size > MAX_REWIND_REPORT_BYTES) return { batches, complete: false };
+    bytes += size;
+    batches.push({ lsn: record.lsn, endLsn: record.endLsn, entries: record.entries.map((e) => ({ ...e, data: Buffer.from(e.data) })) });
+  }
+  return { batches, complete: true };
 }

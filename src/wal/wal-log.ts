@@ -589,6 +589,48 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   }
 
   /**
+   * A rewind (walship's `pg_rewind`): a replica log whose end lies past `lsn`, a record
+   * boundary of the WAL it shares with its upstream, is cut back to `lsn`. Nothing is deleted:
+   * the segments past `lsn`'s are renamed `<name>.diverged`, and the segment holding `lsn` is
+   * copied to `<name>.diverged` before its bytes past `lsn` are zeroed, all durably. Readers
+   * must be stopped first. Resolves with the names set aside.
+   */
+  async discardFrom(lsn: Lsn): Promise<string[]> {
+    assertLsn(lsn);
+    this.#assertOpen();
+    if (this.#role !== 'replica') throw new WalshipError('INVALID_ARGUMENT', 'only a replica log is cut back (a rewind)');
+    await this.#writer.drain();
+    const end = this.#writer.insertLsn;
+    if (lsn >= end) return [];
+    if (lsn < this.oldestLsn) throw new WalshipError('WAL_REMOVED', `cannot cut the log back to ${formatLsn(lsn)}: its WAL begins at ${formatLsn(this.oldestLsn)}`);
+    const size = this.segmentSize;
+    const segno = Math.floor(lsn / size);
+    const within = lsn - segno * size;
+    const aside: string[] = [];
+    await wrapIo(async () => {
+      for (const s of [...this.#files.present].filter((s) => s > segno || (s === segno && within === 0)).sort((a, b) => a - b)) {
+        await this.#files.closeWriter(s);
+        this.#files.present.delete(s);
+        const name = this.#files.name(s);
+        await this.storage.rename(name, `${name}.diverged`);
+        aside.push(name);
+      }
+      if (within > 0) {
+        const name = this.#files.name(segno);
+        await copySegmentPrefix(this.storage, name, `${name}.diverged`, size, size, true);
+        const file = await this.#files.forWrite(segno);
+        await file.write(Buffer.alloc(size - within), within);
+        await file.datasync();
+        aside.push(name);
+      }
+      await this.storage.syncDirectory();
+    }, 'setting the discarded WAL aside');
+    this.#writer.restartAt(lsn, this.timeline);
+    this.#log('cut back from %s to %s; set aside %o', formatLsn(end), formatLsn(lsn), aside);
+    return aside;
+  }
+
+  /**
    * Renames the files of older timelines that the current one superseded to `<name>.partial`
    * (PostgreSQL keeps the old timeline's last segment the same way): the segment holding each
    * switch point, whose copy up to the switch point the newer timeline holds. They are never

@@ -25,6 +25,9 @@ const EVENT_NAMES: readonly (keyof StandbyEvents)[] = [
   'base-backup:progress',
   'base-backup:done',
   'apply:error',
+  'timeline:switch',
+  'rewind',
+  'promoted',
   'failed',
 ];
 

@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Primary, Standby } from '../../src/index.js';
+import { createCluster } from '../../src/testing/index.js';
+import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
+import { HANG_MS, codeOf, commitMany, nextEvent, receivedTo, record, named, replayedTo } from '../helpers/standby-harness.js';
+import { within } from '../helpers/wal.js';
+
+function texts(batches: readonly AppliedBatch[]): string[] {
+  return batches.map((b) => b.entries.join('+'));
+}
+
+/** Waits until `standby` has given up on its last connection attempt with `code` (it keeps retrying). */
+async function lastErrorIs(standby: Standby, code: string): Promise<void> {
+  await within(until(() => standby.lastError?.code === code || standby.state === 'failed'), HANG_MS, `lastError ${code}`);
+  assert.equal(standby.lastError?.code, code, `${standby.failure?.message ?? standby.lastError?.message}`);
+}
+
+describe('failover', () => {
+  it('a second standby finds the promoted one through its address list and follows timeline 2 with every commit', async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const app1 = new RecordingApp();
+    const s1 = await cluster.standby('s1', { upstream: p, application: app1, listen: true });
+    const app2 = new RecordingApp();
+    const s2 = await cluster.standby('s2', { upstream: p, application: app2, connection: { address: [cluster.address('p'), cluster.address('s1')] } });
+    const end = await commitMany(p, 0, 60);
+    await receivedTo(s1, p.flushLsn);
+    await replayedTo(s2, end, 's2 to replay');
+    await p.close();
+    const primary = await within(s1.promote(), HANG_MS, 'the promotion');
+    t.after(() => primary.close());
+    const switched = nextEvent(s2, 'timeline:switch');
+    const after = await commitMany(primary, 100, 20);
+    assert.deepEqual(await within(switched, HANG_MS, 's2 to follow'), { timeline: 2, switchLsn: primary.wal.history.entries[0]?.switchLsn });
+    await replayedTo(s2, after, 's2 to replay the new timeline');
+    assert.equal(s2.timeline, 2);
+    assert.deepEqual(texts(app2.applied), texts(app1.applied), 's2 applied exactly what the new primary did');
+  });
+
+  it('a cascaded standby follows its promoted upstream over the same connection (A → B → C)', async (t) => {
+    const cluster = createCluster(t);
+    const a = await cluster.primary('a', { application: new RecordingApp() });
+    const appB = new RecordingApp();
+    const b = await cluster.standby('b', { upstream: a, application: appB, listen: true });
+    const appC = new RecordingApp();
+    const c = await cluster.standby('c', { upstream: b, application: appC });
+    const end = await commitMany(a, 0, 30);
+    await replayedTo(c, end, 'c to replay');
+    await receivedTo(b, a.flushLsn);
+    await a.close();
+    const events = record(c);
+    const primary = await within(b.promote(), HANG_MS, 'the promotion of b');
+    t.after(() => primary.close());
+    const after = await commitMany(primary, 100, 10);
+    await replayedTo(c, after, 'c to replay timeline 2');
+    assert.equal(c.timeline, 2);
+    assert.deepEqual(named(events, 'primary:connected'), [], 'c never reconnected');
+    assert.deepEqual(named(events, 'primary:disconnected'), [], 'c never lost its connection');
+    assert.equal(named(events, 'timeline:switch').length, 1);
+    assert.deepEqual(texts(appC.applied), texts(appB.applied));
+    assert.equal(primary.replicationStatus().length, 1, 'the downstream connection carried over');
+  });
+
+  it('refuses to follow an upstream behind its timeline (TIMELINE_MISMATCH) and keeps retrying', async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const s1 = await cluster.standby('s1', { upstream: p, application: new RecordingApp(), listen: true });
+    await receivedTo(s1, await commitMany(p, 0, 5));
+    await p.close();
+    const primary = await s1.promote();
+    t.after(() => primary.close());
+    const s2 = await cluster.standby('s2', { upstream: primary, application: new RecordingApp() });
+    await replayedTo(s2, await commitMany(primary, 10, 5), 's2 to replay timeline 2');
+    await s2.close();
+    // The old primary comes back (still on timeline 1): a standby on timeline 2 never follows it.
+    const revived = await cluster.primary('p', { application: new RecordingApp() });
+    t.after(() => revived.close());
+    const s2again = await cluster.standby('s2', { upstream: revived, application: new RecordingApp() });
+    await lastErrorIs(s2again, 'TIMELINE_MISMATCH');
+    assert.notEqual(s2again.state, 'failed');
+    // With both addresses it picks the newest timeline.
+    s2again.reconfigure({ primary: { transport: cluster.transport('s2'), address: `${cluster.address('p')},${cluster.address('s1')}`, user: cluster.user, password: cluster.password, applicationName: 's2' } });
+    await replayedTo(s2again, await commitMany(primary, 20, 3), 's2 to stream from the new primary again');
+  });
+
+  it('a standby that received WAL past the switch point stops with TIMELINE_DIVERGED, its directory untouched', async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const s1 = await cluster.standby('s1', { upstream: p, application: new RecordingApp(), listen: true });
+    const s2 = await cluster.standby('s2', { upstream: p, application: new RecordingApp(), rewind: false });
+    await receivedTo(s1, await commitMany(p, 0, 5));
+    // S1 falls behind; S2 keeps receiving: S2 will hold WAL the promoted S1 never had.
+    cluster.network.partition(['s1'], ['p']);
+    const ahead = await commitMany(p, 10, 5);
+    await replayedTo(s2, ahead, 's2 to apply what s1 never got');
+    // Immediately: a fast shutdown would wait for the partitioned S1 to confirm.
+    await p.close({ signal: AbortSignal.abort() });
+    const primary = await s1.promote();
+    t.after(() => primary.close());
+    const before = await s2.checkpoint().then(() => cluster.storage('s2').fileNames().sort());
+    s2.reconfigure({ primary: { transport: cluster.transport('s2'), address: cluster.address('s1'), user: cluster.user, password: cluster.password, applicationName: 's2' } });
+    await within(nextEvent(s2, 'failed'), HANG_MS, 's2 to stop');
+    assert.equal(s2.failure?.code, 'TIMELINE_DIVERGED');
+    assert.match(s2.failure?.message ?? '', /past 0\/[0-9A-F]+, where the upstream's timeline 2 left timeline 1/);
+    assert.deepEqual(cluster.storage('s2').fileNames().sort(), before, 'nothing written or removed');
+  });
+
+  it("recoveryTargetTimeline 'current' stays on its timeline", async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const s1 = await cluster.standby('s1', { upstream: p, application: new RecordingApp(), listen: true });
+    const s2 = await cluster.standby('s2', { upstream: s1, application: new RecordingApp(), recoveryTargetTimeline: 'current' });
+    await replayedTo(s2, await commitMany(p, 0, 5), 's2 to replay');
+    await receivedTo(s1, p.flushLsn);
+    await p.close();
+    const primary = await s1.promote();
+    t.after(() => primary.close());
+    await commitMany(primary, 10, 3);
+    await lastErrorIs(s2, 'TIMELINE_MISMATCH');
+    assert.equal(s2.timeline, 1);
+    assert.equal(await codeOf(Promise.resolve().then(() => s2.reconfigure({ primary: { bogus: true } as never }))), 'INVALID_OPTIONS');
+  });
+});
+
+export type { Primary };
