@@ -90,6 +90,11 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     return this.#state;
   }
 
+  /** The timeline this sender streams. */
+  get timeline(): number {
+    return this.#timeline;
+  }
+
   /** Where the standby asked to start: it needs the WAL from here until it reports a flush. */
   get startLsn(): Lsn {
     return this.#startLsn;

@@ -110,6 +110,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
         state: s.state,
         backendStart: s.started,
         sentLsn: s.sender?.sentLsn ?? null,
+        timeline: s.sender?.timeline ?? null,
         writeLsn: progress?.writeLsn ?? null,
         flushLsn: progress?.flushLsn ?? null,
         replayLsn: progress?.applyLsn ?? null,

@@ -59,6 +59,8 @@ export interface ReplicationStatusRow {
   /** When the connection was authenticated. */
   readonly backendStart: Date;
   readonly sentLsn: Lsn | null;
+  /** The timeline being streamed to it (an older one while it catches up to a switch point); null when not streaming. */
+  readonly timeline: number | null;
   readonly writeLsn: Lsn | null;
   readonly flushLsn: Lsn | null;
   readonly replayLsn: Lsn | null;

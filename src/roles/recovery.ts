@@ -294,6 +294,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
    * slot), and bootstrapping again cannot help.
    */
   #refusedAfterBackup: WalshipError | null = null;
+  /** Bootstrapping again: the application still holds the state it had, so only a base backup can replace it. */
+  #applicationHoldsState = false;
   /** `createSlot` after bootstrapping again: drop the slot (it may be invalidated) and create it anew. */
   #recreateSlot = false;
   /** `close({ dropSlot: true })` in progress or done. */
@@ -793,6 +795,13 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
         await this.#bootstrap(conn, identity);
       } catch (err) {
         if (this.#noBaseBackup || !primaryHasNoSnapshotHook(err)) throw err;
+        if (this.#applicationHoldsState) {
+          // Streaming the WAL from its beginning would apply it on top of the state the application still holds.
+          throw new WalshipError(
+            'BASE_BACKUP_REQUIRED',
+            `this node must start its application afresh from a base backup (${(err as Error).message}), and the upstream's application has no snapshot() hook to make one: give the upstream's application a snapshot() hook, or bootstrap this node in an empty directory`,
+          );
+        }
         // Retrying cannot change that: stream the primary's WAL from its beginning instead, as
         // a standby without restore() does, on a new connection (the primary closed this one).
         this.#noBaseBackup = true;
@@ -894,6 +903,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const receiveLsn = log.flushedLsn;
     this.#debug.error('the primary removed WAL this standby needs (%s): bootstrapping again from a base backup', error.message);
     this.emitSafely('rebootstrap', { error, receiveLsn });
+    this.#applicationHoldsState = true;
     this.#slotReady = false;
     this.#recreateSlot = true;
     // The application's state is about to be replaced: not readable until consistent again.
@@ -1152,6 +1162,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       onProgress: (progress) => this.emitSafely('base-backup:progress', progress),
     });
     this.#progressed = true;
+    this.#applicationHoldsState = false;
     await this.#expect(conn, 'readyForCommand');
     this.emitSafely('base-backup:done', { lsn: begin.startLsn, size: written.size });
     this.#debug('base backup of %d bytes at %s received', written.size, formatLsn(begin.startLsn));

@@ -59,7 +59,7 @@ describe('failover', () => {
     assert.deepEqual(named(events, 'primary:disconnected'), [], 'c never lost its connection');
     assert.equal(named(events, 'timeline:switch').length, 1);
     assert.deepEqual(texts(appC.applied), texts(appB.applied));
-    assert.equal(primary.replicationStatus().length, 1, 'the downstream connection carried over');
+    assert.deepEqual(primary.replicationStatus().map((row) => [row.applicationName, row.timeline]), [['c', 2]], 'the downstream connection carried over, now on timeline 2');
   });
 
   it('refuses to follow an upstream behind its timeline (TIMELINE_MISMATCH) and keeps retrying', async (t) => {

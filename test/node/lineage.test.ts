@@ -49,6 +49,36 @@ describe('lineage: a node knows what it is', () => {
     await again.close();
   });
 
+  it('the repro done the supported way: the standby is promoted, and the two histories never mix', async (t) => {
+    const cluster = createCluster(t);
+    const a = await cluster.primary('a', { application: new RecordingApp() });
+    await commitNamed(a, range('a', 0, 10));
+    // RecordingApp: its snapshots make base backups (the old primary rejoins through one).
+    const s = await cluster.standby('s', { upstream: a, application: new RecordingApp(), listen: true });
+    await caughtUp(s, a);
+    await until(() => (s.receiveLsn ?? 0) >= a.flushLsn);
+    // Promoted while A still runs (the split brain the repro made by hand): S starts timeline 2.
+    const promoted = await s.promote();
+    t.after(() => promoted.close());
+    assert.equal(promoted.timeline, 2);
+    await commitNamed(promoted, range('b', 0, 3));
+    await commitNamed(a, range('a', 11, 14));
+    // A standby given both finds the newest timeline, and never applies A's later WAL.
+    const appT = new PlainApp();
+    const tNode = await cluster.standby('t', { upstream: a, application: appT, connection: { address: [cluster.address('a'), cluster.address('s')] } });
+    await until(() => (tNode.replayLsn ?? 0) >= promoted.currentLsn && tNode.timeline === 2);
+    assert.deepEqual(names(appT), [...range('a', 0, 10), ...range('b', 0, 3)]);
+    // A, the old primary, rejoins: what it wrote after the switch point is reported and set aside.
+    await a.close();
+    // Its application can restore() a base backup: it has no snapshot before the switch point.
+    const appA = new RecordingApp();
+    const rejoined = await cluster.standby('a', { upstream: promoted, application: appA });
+    const rewind = await within(new Promise<{ batches: readonly { entries: readonly { data: Uint8Array }[] }[] }>((resolve) => rejoined.once('rewind', resolve)), HANG_MS, 'the rewind');
+    assert.deepEqual(rewind.batches.map((b) => Buffer.from(b.entries[0]?.data ?? []).toString()), range('a', 11, 14));
+    await until(() => (rejoined.replayLsn ?? 0) >= promoted.currentLsn && rejoined.timeline === 2);
+    assert.deepEqual(names(appA as unknown as PlainApp), [...range('a', 0, 10), ...range('b', 0, 3)]);
+  });
+
   it('WAL another node wrote at the same positions is never continued: WAL_DIVERGED, and the directory is kept', async (t) => {
     const cluster = createCluster(t);
     const a = await cluster.primary('a', { application: new RecordingApp() });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { RewindEvent } from '../../src/index.js';
 import { createCluster } from '../../src/testing/index.js';
-import { RecordingApp, type AppliedBatch } from '../helpers/apps.js';
+import { PlainApp, RecordingApp, type AppliedBatch } from '../helpers/apps.js';
 import { HANG_MS, commitMany, nextEvent, receivedTo, replayedTo } from '../helpers/standby-harness.js';
 import { within } from '../helpers/wal.js';
 
@@ -94,6 +94,25 @@ describe('rewind', () => {
     assert.equal(event.batches.length, 2);
     await replayedTo(rejoined, await commitMany(primary, 100, 3), 'the rejoined node to follow');
     assert.deepEqual(texts(rejoinApp.applied), texts(app1.applied));
+    assert.ok(cluster.storage('p').fileNames().some((n) => n.endsWith('.diverged')), 'the discarded WAL is kept');
+  });
+
+  it("stops (BASE_BACKUP_REQUIRED) rather than replay on top of its state when the new primary cannot make a base backup", async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    // No snapshot() hook on the standby that becomes primary: it cannot make base backups.
+    const s1 = await cluster.standby('s1', { upstream: p, application: new PlainApp(), listen: true });
+    await receivedTo(s1, await commitMany(p, 0, 6));
+    cluster.network.partition(['s1'], ['p']);
+    await commitMany(p, 20, 2);
+    await p.close({ signal: AbortSignal.abort() });
+    const primary = await s1.promote();
+    t.after(() => primary.close());
+    cluster.network.heal();
+    const app = new RecordingApp();
+    const rejoined = await cluster.standby('p', { upstream: cluster.address('s1'), application: app });
+    await within(nextEvent(rejoined, 'failed'), HANG_MS, 'the refusal');
+    assert.equal(rejoined.failure?.code, 'BASE_BACKUP_REQUIRED');
     assert.ok(cluster.storage('p').fileNames().some((n) => n.endsWith('.diverged')), 'the discarded WAL is kept');
   });
 
