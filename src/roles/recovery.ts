@@ -104,7 +104,7 @@ export interface RewindEvent {
   readonly batches: readonly DiscardedBatch[];
   /** False when there was more than 64 MiB: the rest is in the set-aside files. */
   readonly complete: boolean;
-  /** The segment files set aside as `<name>.diverged` (kept, never replayed). */
+  /** The segments holding the discarded WAL, each set aside as `<name>.diverged` (kept, never replayed). */
   readonly setAside: readonly string[];
   /**
    * How the application got back onto the shared history: it had applied nothing discarded
@@ -1002,8 +1002,9 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
    * itself): the local WAL past `switchLsn` is cut back and set aside (`.diverged` files, never
    * deleted), and the application, if it applied any of it, is brought back to a state on the
    * shared history: the newest local snapshot at or below `switchLsn` plus local WAL up to it,
-   * or else a base backup from the upstream. The `rewind` event reports exactly what was
-   * discarded. A former primary's directory says "standby" before anything is cut. Resolves
+   * or else a base backup from the upstream. The `rewind` event reports exactly what is
+   * discarded, before the cut (a crash in between reports it again: at least once). A former
+   * primary's directory says "standby" before anything is cut. Resolves
    * `continue` (stream on this connection) or `bootstrap-again` (the next connection takes a
    * base backup).
    */
@@ -1031,9 +1032,14 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     }
     if (!isRecoveryState((this.#control as ControlData).state)) await this.#setControlState('in-recovery');
     const { batches, complete } = await discardedBatches(log, switchLsn);
+    // Told before anything is cut: a crash after the cut would leave nothing to tell it again
+    // (the log then ends at the switch point). So the report comes at least once.
+    const segments = Array.from({ length: Math.floor(Math.max(endLsn - 1, switchLsn) / log.segmentSize) - Math.floor(switchLsn / log.segmentSize) + 1 }, (_, i) => switchLsn + i * log.segmentSize);
+    const setAside = segments.map((lsn) => log.segmentName(lsn));
+    this.emitSafely('rewind', { timeline, switchLsn, endLsn, batches, complete, setAside, restoredFrom });
     // Downstream standbys may hold what is discarded: they reconnect and find out for themselves.
     core.service?.terminateAll(new WalshipError('CONNECTION_FAILED', 'the upstream standby is rewinding onto a new timeline', { transient: true }));
-    const setAside = await log.discardFrom(switchLsn);
+    await log.discardFrom(switchLsn);
     this.#debug.error('rewound from %s to %s on timeline %d (%d batches discarded); the application starts from %s', formatLsn(endLsn), formatLsn(switchLsn), timeline, batches.length, restoredFrom);
     if (restoredFrom === 'snapshot') {
       await core.snapshots.setAsideAbove(switchLsn);
@@ -1044,7 +1050,6 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     } else if (restoredFrom === 'wal') {
       this.#startReplay(log, applied);
     }
-    this.emitSafely('rewind', { timeline, switchLsn, endLsn, batches, complete, setAside, restoredFrom });
     if (restoredFrom === 'base-backup') {
       await this.#bootstrapAgain(new WalshipError('TIMELINE_DIVERGED', `rewinding: no local snapshot at or below ${formatLsn(switchLsn)} to start the application from`));
       return 'bootstrap-again';
