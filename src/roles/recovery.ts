@@ -256,6 +256,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #upstreamTimeline = 0;
   /** The promotion in progress (concurrent calls share it). */
   #promoting: Promise<PromotedLocal> | null = null;
+  /**
+   * The log is beginning a promotion's timeline: a write or fdatasync error there (fatal for
+   * the log) fails the promotion, not the standby, which reopens its log from disk
+   * ({@link #resumeAfterFailedPromotion}; the new timeline's file is abandoned).
+   */
+  #beginningTimeline = false;
   /** The local WAL, once bootstrapped (null again while bootstrapping anew). */
   #log: WalLog | null = null;
   /** What the role is doing, and what it holds while doing it. */
@@ -648,7 +654,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       throw err;
     }
     log.on('error', ({ error, fatal }) => {
-      if (fatal) this.#fail(error);
+      if (fatal && !this.#beginningTimeline) this.#fail(error);
     });
     this.#cluster = { systemId: control.systemId, segmentSize: control.segmentSize };
     this.#log = log;
@@ -1252,7 +1258,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       const history = branchHistory(log.history, switchLsn, reason, timeline);
       await writeTimelineHistory(this.#storage, history);
       switched = true;
-      await log.beginTimeline(history);
+      this.#beginningTimeline = true;
+      try {
+        await log.beginTimeline(history);
+      } finally {
+        this.#beginningTimeline = false;
+      }
       await core.updateControl((current) => ({ ...current, state: 'in-production', timeline }));
       recorded = true;
       await log.setAsideSuperseded().catch((err: unknown) => this.#debug.error('setting the old timeline aside (the next open does it): %s', (err as Error).message));

@@ -127,6 +127,29 @@ describe('Standby.promote', () => {
     assert.equal(primary.timeline, 2);
   });
 
+  for (const operation of ['write', 'datasync'] as const) {
+    it(`a failed ${operation} of the new timeline's first record fails the promotion, not the standby: it streams again and promotes later`, async (t) => {
+      const cluster = createCluster(t);
+      const appP = new RecordingApp();
+      const p = await cluster.primary('p', { application: appP });
+      const app = new RecordingApp();
+      const s = await cluster.standby('s', { upstream: p, application: app });
+      await replayedTo(s, await commitMany(p, 0, 5), 'the standby to replay');
+      await receivedTo(s, p.flushLsn);
+      // The log's writer stops at such an error (fail-stop); here it is the abandoned timeline's file.
+      const cancel = cluster.storage('s').injectFault({ operation, code: 'EIO', file: /^00000002[0-9A-F]{16}$/ });
+      assert.equal(await codeOf(s.promote()), operation === 'write' ? 'WAL_IO' : 'WAL_SYNC_FAILED');
+      cancel();
+      assert.notEqual(s.state, 'failed', `the standby goes on (${String(s.failure)})`);
+      await replayedTo(s, await commitMany(p, 5, 5), 'the standby to stream again');
+      const primary = await within(s.promote(), HANG_MS, 'the second promotion');
+      t.after(() => primary.close());
+      assert.equal(primary.timeline, 2);
+      await primary.commit([Buffer.from('after')]);
+      assert.deepEqual(app.applied.slice(0, -1), appP.applied);
+    });
+  }
+
   it('promotes when the trigger file appears, then removes it', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'walship-trigger-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
