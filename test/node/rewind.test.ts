@@ -39,8 +39,8 @@ describe('rewind', () => {
     assert.equal(event.restoredFrom, 'snapshot');
     assert.equal(event.complete, true);
     assert.deepEqual(discardedTexts(event), onlyS2, 'exactly the batches the new primary never had');
-    assert.ok(event.setAside.length > 0 && event.setAside.every((name) => cluster.storage('s2').fileNames().includes(`${name}.diverged`)), 'set aside, not deleted');
     await replayedTo(s2, await commitMany(primary, 100, 5), 's2 to follow timeline 2');
+    assert.ok(event.setAside.length > 0 && event.setAside.every((name) => cluster.storage('s2').fileNames().includes(`${name}.diverged`)), 'set aside, not deleted');
     assert.equal(s2.timeline, 2);
     assert.deepEqual(texts(app2.applied), texts(app1.applied), "s2's state is the new primary's");
   });

@@ -170,7 +170,7 @@ describe('Primary: WAL senders', () => {
     const other = await rawStandby(net.transport('s2'), primary.address as string, 'other-timeline');
     other.send({ kind: 'startReplication', slotName: '', startLsn: primary.wal.oldestLsn, timeline: 7, checkFrom: null, checkCrc: 0 });
     const b = await within(other.next(), 10_000, 'the answer');
-    assert.equal(b?.kind === 'error' ? b.code : b?.kind, 'INVALID_ARGUMENT');
+    assert.equal(b?.kind === 'error' ? b.code : b?.kind, 'TIMELINE_MISMATCH', 'a timeline not on its history');
     await eventually(() => primary.replicationStatus().length === 0, 10_000, 'both gone');
     await primary.commit(Buffer.from('still committing'));
     await within(primary.close(), 20_000, 'close');
