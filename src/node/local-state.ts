@@ -1,6 +1,9 @@
 import { errnoCode, WalshipError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
 import { removeControlFile } from './control-file.js';
+import { RECORD_HEADER_SIZE } from '../wal/record.js';
+import { parseSegmentFileName } from '../wal/segment-name.js';
+import { readTimelineHistory } from '../wal/timeline-history.js';
 
 /** WAL segment files (set-aside `.partial` ones too) and their temporary files, timeline history files, snapshots and the partial snapshot. */
 const LOCAL_STATE = /^(?:[0-9A-F]{24}(?:\.tmp|\.partial)?|[0-9A-F]{8}\.history(?:\.tmp)?|snapshot-[0-9A-F]{8}-[0-9A-F]{16}|snapshot\.partial)$/;
@@ -37,25 +40,58 @@ export async function removeLeftovers(storage: Storage): Promise<void> {
 /**
  * A standby's directory on `timeline` (its control file's) holds no files of later timelines
  * but what an interrupted promotion, or an interrupted switch to its upstream's new timeline,
- * wrote before the control file recorded it: a history file and the copy of one segment, none
- * of it anything this node does not also hold on `timeline`. They are removed, so that a later
- * timeline of that number (its upstream's, say) is never mixed with them.
+ * wrote before the control file recorded it (or after, when the promotion failed and the
+ * control file was put back): a history file, and the segment holding the switch point,
+ * renamed onto the later timeline. That segment is moved back, its end-of-recovery record at
+ * the switch point zeroed (nothing else was written there before the control file recorded
+ * the promotion); anything else of a later timeline is removed, so that a later timeline of
+ * that number (its upstream's, say) is never mixed with them. Returns what it removed or moved.
  */
-export async function removeAbandonedTimelines(storage: Storage, timeline: number): Promise<string[]> {
+export async function removeAbandonedTimelines(storage: Storage, timeline: number, segmentSize: number): Promise<string[]> {
   try {
-    const later = (name: string): boolean => {
-      const match = /^([0-9A-F]{8})(?:[0-9A-F]{16}(?:\.tmp)?|\.history(?:\.tmp)?)$/.exec(name);
-      return match !== null && Number.parseInt(match[1] as string, 16) > timeline;
-    };
-    const names = (await storage.list()).filter(later);
-    for (const name of names) {
-      await storage.remove(name).catch((err: unknown) => {
-        if (errnoCode(err) !== 'ENOENT') throw err;
-      });
+    const names = await storage.list();
+    const tli = (name: string): number => Number.parseInt(name.slice(0, 8), 16);
+    const segments = names.filter((name) => /^[0-9A-F]{24}$/.test(name) && tli(name) > timeline);
+    const histories = names.filter((name) => /^[0-9A-F]{8}\.history(?:\.tmp)?$/.test(name) && tli(name) > timeline);
+    const touched: string[] = [];
+    for (const name of segments) {
+      const own = `${hex8(timeline)}${name.slice(8)}`;
+      const history = names.includes(own) ? null : await readTimelineHistory(storage, tli(name)).catch(() => null);
+      const switchLsn = history?.entries.find((e) => e.timeline === timeline)?.switchLsn;
+      const segno = parseSegmentFileName(name, segmentSize)?.segno;
+      if (switchLsn !== undefined && segno !== undefined && Math.floor(switchLsn / segmentSize) === segno && switchLsn % segmentSize !== 0) {
+        const file = await storage.open(name);
+        try {
+          const within = switchLsn % segmentSize;
+          await file.write(Buffer.alloc(Math.min(RECORD_HEADER_SIZE, segmentSize - within)), within);
+          await file.datasync();
+        } finally {
+          await file.close();
+        }
+        await storage.rename(name, own);
+      } else {
+        await removeIfThere(storage, name);
+      }
+      touched.push(name);
     }
-    if (names.length > 0) await storage.syncDirectory();
-    return names;
+    for (const name of [...histories, ...names.filter((n) => /^[0-9A-F]{24}\.tmp$/.test(n) && tli(n) > timeline)]) {
+      await removeIfThere(storage, name);
+      touched.push(name);
+    }
+    if (touched.length > 0) await storage.syncDirectory();
+    return touched;
   } catch (err) {
+    if (err instanceof WalshipError) throw err;
     throw new WalshipError('WAL_IO', `cannot clear abandoned timelines in ${storage.description}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+function hex8(value: number): string {
+  return value.toString(16).toUpperCase().padStart(8, '0');
+}
+
+async function removeIfThere(storage: Storage, name: string): Promise<void> {
+  await storage.remove(name).catch((err: unknown) => {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  });
 }

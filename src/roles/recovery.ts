@@ -631,7 +631,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const o = this.#options;
     if (isRecoveryState(control.state)) {
       // Under the directory's lock (nobody else may be using those files).
-      const removed = await withStorageLock(this.#storage, () => removeAbandonedTimelines(this.#storage, control.timeline));
+      const removed = await withStorageLock(this.#storage, () => removeAbandonedTimelines(this.#storage, control.timeline, control.segmentSize));
       if (removed.length > 0) this.#debug('removed %o: an interrupted promotion or timeline switch left them', removed);
     }
     const log = await WalLog.open({
@@ -1089,8 +1089,16 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       throw new WalshipError('TIMELINE_MISMATCH', `the upstream's history of timeline ${nextTimeline} (${describeHistory(history)}) does not continue timeline ${log.timeline} at ${formatLsn(switchLsn)}`);
     }
     await writeTimelineHistory(this.#storage, history);
-    await log.followTimeline(history);
+    await log.removeSegmentsPast(switchLsn);
     await this.#core.updateControl((current) => ({ ...current, timeline: nextTimeline }));
+    try {
+      await log.followTimeline(history);
+    } catch (err) {
+      // The control file names the new timeline: the standby stops; reopened, it finds the segment in place.
+      const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+      this.#fail(error);
+      throw error;
+    }
     this.#debug('following timeline %d from %s', nextTimeline, formatLsn(switchLsn));
     this.emitSafely('timeline:switch', { timeline: nextTimeline, switchLsn });
     return true;
@@ -1257,16 +1265,27 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       const timeline = Math.max(await newestTimeline(this.#storage, log.timeline), this.#upstreamTimeline, log.timeline) + 1;
       const history = branchHistory(log.history, switchLsn, reason, timeline);
       await writeTimelineHistory(this.#storage, history);
+      // Segments prepared past the switch point go now: the control file's directory sync covers it.
+      await log.removeSegmentsPast(switchLsn);
+      // The commit point: from this write on the directory opens as the new primary (the open
+      // moves the switch segment into place if the rename below did not survive a crash).
+      const before = core.control;
+      await core.updateControl((current) => ({ ...current, state: 'in-production', timeline }));
       switched = true;
       this.#beginningTimeline = true;
       try {
         await log.beginTimeline(history);
+      } catch (err) {
+        // Not a primary after all: the directory says "standby" again, then reopens as one
+        // (a failure to say so stops the standby: reopened, the directory is the new primary's).
+        await core.updateControl(() => before).catch((revertError: unknown) => {
+          this.#fail(isWalshipError(revertError) ? revertError : new WalshipError('WAL_IO', String(revertError), { cause: revertError }));
+        });
+        throw err;
       } finally {
         this.#beginningTimeline = false;
       }
-      await core.updateControl((current) => ({ ...current, state: 'in-production', timeline }));
       recorded = true;
-      await log.setAsideSuperseded().catch((err: unknown) => this.#debug.error('setting the old timeline aside (the next open does it): %s', (err as Error).message));
       this.#debug('promoted: timeline %d from %s', timeline, formatLsn(switchLsn));
       this.#state = { kind: 'promoted', timeline, switchLsn };
       this.emitSafely('state:change', { state: 'promoted' });

@@ -137,15 +137,16 @@ export class SegmentFiles {
     });
   }
 
-  /** Deletes segment files (recovery uses this for stale segments past the end of WAL). */
-  removeExact(segnos: readonly number[]): Promise<void> {
+  /** Deletes segment files (recovery uses this for stale segments past the end of WAL, a promotion for those prepared past its switch point). */
+  removeExact(segnos: readonly number[], options: { syncDirectory?: boolean } = {}): Promise<void> {
     return this.#serialized(async () => {
       for (const s of segnos) {
         this.present.delete(s);
         await this.closeWriter(s);
         await this.storage.remove(this.name(s));
       }
-      await this.storage.syncDirectory();
+      // Without the sync a crash may bring them back: only for files that hold nothing needed.
+      if (segnos.length > 0 && options.syncDirectory !== false) await this.storage.syncDirectory();
     });
   }
 

@@ -8,7 +8,7 @@ import { isStorage, type Storage, type StorageLock } from '../storage/storage.js
 import { MAX_CHANNEL_BYTES, RECORD_END_OF_RECOVERY, RECORD_HEADER_SIZE, RECORD_SHUTDOWN, SEGMENT_HEADER_SIZE, align, readSegmentHeader, type WalEntry } from './record.js';
 import { recoverEnd } from './recovery.js';
 import { SegmentFiles } from './segment-files.js';
-import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, segmentFileName, type SegmentName } from './segment-name.js';
+import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, segmentFileName } from './segment-name.js';
 import { historyFileName, readTimelineHistory, segmentTimeline, timelineOf, type TimelineHistory } from './timeline-history.js';
 import { readWalBytes, type ReadBytesOptions, type WalChunk } from './wal-byte-reader.js';
 import { WalReader, type ReadOptions, type WalRecord } from './wal-reader.js';
@@ -179,6 +179,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   readonly #writer: WalWriter;
   #oldestSegno: number;
   #tailWatchers = new Set<() => void>();
+  /** File work that goes on after the call that started it (see {@link #keepPartial}); close waits for it. */
+  readonly #background = new Set<Promise<void>>();
   /** The end of WAL when the log was opened: a clean close writes a shutdown record only after appends. */
   readonly #openedAt: Lsn;
 
@@ -264,9 +266,11 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     if (history === null) {
       throw new WalshipError('WAL_CORRUPT', `${historyFileName(timeline)} is missing in ${storage.description}: timeline ${timeline}'s history says where its WAL came from`);
     }
-    await setAsideSuperseded(storage, parsed, history, segmentSize, log);
+    const placed = (await setAsideSuperseded(storage, names, history, segmentSize, log))
+      ? (await wrapIo(() => storage.list(), 'listing segments')).flatMap((name) => parseSegmentFileName(name, segmentSize) ?? [])
+      : parsed;
     // Only the files on this timeline's path: older timelines' WAL past their switch points is not this log's.
-    const segnos = parsed
+    const segnos = placed
       .filter((p) => p.timeline === segmentTimeline(history, p.segno, segmentSize))
       .map((p) => p.segno)
       .sort((a, b) => a - b);
@@ -545,13 +549,16 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    * Promotion's step in the log (PostgreSQL's `XLogInitNewTimeLine` and end-of-recovery
    * record): a replica log becomes a primary one on `history.timeline`, whose parent must be
    * this log's timeline, left at a switch point no later than the end of the complete records
-   * (see {@link endOfRecords}). The segment holding the switch point is copied into the new
-   * timeline's file up to there (durably, before the log uses it), bytes past it (a partial
-   * record from upstream) are dropped, segments prepared beyond it are removed, and an
-   * end-of-recovery record, flushed, is the new timeline's first record. The old timeline's
-   * file of that segment stays until {@link setAsideSuperseded} (the caller records the new
-   * timeline in between: until then the directory opens on the old timeline, as it was).
-   * Resolves with the end of the end-of-recovery record.
+   * (see {@link endOfRecords}). The segment holding the switch point moves to the new
+   * timeline's file name (renamed, not copied: its bytes below the switch point are the
+   * parent's), bytes past the switch point (a partial record from upstream) are overwritten,
+   * segments prepared beyond it are removed, and an end-of-recovery record, flushed, is the
+   * new timeline's first record. The caller records the new timeline (the control file)
+   * before calling this, and the directory sync of that write makes the rename durable before
+   * anything else; a directory whose control file still names the old timeline gets the
+   * segment back at open (`removeAbandonedTimelines`). Resolves with the end of the
+   * end-of-recovery record; a copy of the old timeline's segment up to the switch point is
+   * then kept aside as `<old name>.partial` in the background.
    */
   async beginTimeline(history: TimelineHistory): Promise<Lsn> {
     this.#assertOpen();
@@ -561,20 +568,22 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     if (switchLsn > this.#writer.flushedLsn) {
       throw new WalshipError('INVALID_ARGUMENT', `timeline ${history.timeline} cannot begin at ${formatLsn(switchLsn)}, past the end of the WAL at ${formatLsn(this.#writer.flushedLsn)}`);
     }
+    const parent = this.timeline;
     await this.#switchFiles(history, switchLsn);
     this.#role = 'primary';
     this.#files.sparse = false;
     this.#writer.appendMarker(RECORD_END_OF_RECOVERY);
     await this.#writer.drain();
     this.#log('timeline %d began at %s', history.timeline, formatLsn(switchLsn));
+    this.#keepPartial(parent, switchLsn);
     return this.#writer.insertLsn;
   }
 
   /**
    * A replica follows its upstream onto `history.timeline` at the switch point, which must be
-   * this log's end: the segment holding it is copied into the new timeline's file up to there,
-   * and what is received next is written on the new timeline. As with {@link beginTimeline},
-   * the old timeline's file stays until {@link setAsideSuperseded}.
+   * this log's end: the segment holding it moves to the new timeline's file name (as in
+   * {@link beginTimeline}, after the caller recorded the new timeline), and what is received
+   * next is written on the new timeline.
    */
   async followTimeline(history: TimelineHistory): Promise<void> {
     this.#assertOpen();
@@ -586,6 +595,88 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     }
     await this.#switchFiles(history, switchLsn);
     this.#log('following timeline %d from %s', history.timeline, formatLsn(switchLsn));
+  }
+
+  /**
+   * Removes the segments past the one holding `lsn` (and that one when `lsn` is its start):
+   * segments prepared ahead, or holding a partial record from upstream, none of which a new
+   * timeline beginning at `lsn` keeps. Not synced: the caller's next directory sync (a
+   * promotion's control-file write) makes it durable, and a crash that brings them back leaves
+   * files past the end of the WAL, which nothing reads.
+   */
+  async removeSegmentsPast(lsn: Lsn): Promise<void> {
+    const segno = Math.floor(lsn / this.segmentSize);
+    // At a segment start the new timeline writes the segment afresh, header and all.
+    const firstGone = lsn % this.segmentSize === 0 ? segno : segno + 1;
+    const beyond = [...this.#files.present].filter((s) => s >= firstGone);
+    if (beyond.length === 0) return;
+    await wrapIo(() => this.#files.removeExact(beyond, { syncDirectory: false }), 'removing segments past the switch point');
+  }
+
+  /**
+   * Keeps the old timeline's last segment up to the switch point as `<name>.partial`
+   * (PostgreSQL keeps it the same way, for archives), copied from the new timeline's file in the
+   * background; {@link close} waits for it. Best effort: a crash before it is done leaves no
+   * `.partial`, and the same bytes are in the new timeline's file.
+   */
+  #keepPartial(parent: number, switchLsn: Lsn): void {
+    const segno = Math.floor(switchLsn / this.segmentSize);
+    const within = switchLsn - segno * this.segmentSize;
+    if (within === 0) return;
+    const name = segmentFileName(parent, segno, this.segmentSize);
+    const copying = copySegmentPrefix(this.storage, this.#files.name(segno), `${name}.partial`, within, this.segmentSize, true).catch((err: unknown) =>
+      this.#log.error('keeping %s.partial: %s', name, describe(err)),
+    );
+    this.#background.add(copying);
+    void copying.finally(() => this.#background.delete(copying));
+  }
+
+  /**
+   * Renames the files of older timelines that the current one superseded to `<name>.partial`:
+   * the segment holding a switch point, still under its old timeline's name, when a newer
+   * timeline's file holds that segment (a directory written before walship moved such
+   * segments, or by hand). They are never read as WAL again. {@link open} does this too.
+   */
+  async setAsideSuperseded(): Promise<void> {
+    const names = await wrapIo(() => this.storage.list(), 'listing segments');
+    await setAsideSuperseded(this.storage, names, this.#history, this.segmentSize, this.#log);
+  }
+
+  /** The switch point of `history` away from this log's timeline (its last ancestor must be this timeline). */
+  #switchPointOf(history: TimelineHistory): Lsn {
+    const last = history.entries.at(-1);
+    if (last === undefined || last.timeline !== this.timeline || history.timeline <= this.timeline) {
+      throw new WalshipError('INVALID_ARGUMENT', `timeline ${history.timeline}'s history does not branch from this log's timeline ${this.timeline}`);
+    }
+    return last.switchLsn;
+  }
+
+  /**
+   * Moves the log onto `history` at `switchLsn`: removes the old timeline's segments past the
+   * switch point's (prepared ahead, or holding a partial record), renames the switch segment
+   * to the new timeline's name, and restarts the writer there. No directory sync: the
+   * caller's control-file write (before) and the open's repair (`removeAbandonedTimelines`)
+   * make the rename safe.
+   */
+  async #switchFiles(history: TimelineHistory, switchLsn: Lsn): Promise<void> {
+    const size = this.segmentSize;
+    const segno = Math.floor(switchLsn / size);
+    const within = switchLsn - segno * size;
+    await this.removeSegmentsPast(switchLsn);
+    await this.#files.closeWriter(segno);
+    if (within > 0) {
+      const from = this.#files.name(segno);
+      const to = segmentFileName(history.timeline, segno, size);
+      await wrapIo(() => this.storage.rename(from, to), `moving segment ${from} to ${to}`);
+    }
+    this.#history = history;
+    this.#files.history = history;
+    if (within === 0) this.#files.present.delete(segno);
+    else this.#files.present.add(segno);
+    // The next segment is prepared when the writer reaches it: a background zero-fill now would
+    // compete with the promotion's own syncs.
+    this.#writer.restartAt(switchLsn, history.timeline, segno);
+    this.#notifyTail();
   }
 
   /**
@@ -628,53 +719,6 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     this.#writer.restartAt(lsn, this.timeline);
     this.#log('cut back from %s to %s; set aside %o', formatLsn(end), formatLsn(lsn), aside);
     return aside;
-  }
-
-  /**
-   * Renames the files of older timelines that the current one superseded to `<name>.partial`
-   * (PostgreSQL keeps the old timeline's last segment the same way): the segment holding each
-   * switch point, whose copy up to the switch point the newer timeline holds. They are never
-   * read as WAL again. {@link open} does this too.
-   */
-  async setAsideSuperseded(): Promise<void> {
-    const names = await wrapIo(() => this.storage.list(), 'listing segments');
-    const parsed = names.flatMap((name) => parseSegmentFileName(name, this.segmentSize) ?? []);
-    await setAsideSuperseded(this.storage, parsed, this.#history, this.segmentSize, this.#log);
-  }
-
-  /** The switch point of `history` away from this log's timeline (its last ancestor must be this timeline). */
-  #switchPointOf(history: TimelineHistory): Lsn {
-    const last = history.entries.at(-1);
-    if (last === undefined || last.timeline !== this.timeline || history.timeline <= this.timeline) {
-      throw new WalshipError('INVALID_ARGUMENT', `timeline ${history.timeline}'s history does not branch from this log's timeline ${this.timeline}`);
-    }
-    return last.switchLsn;
-  }
-
-  /**
-   * Moves the log onto `history` at `switchLsn`: removes the old timeline's segments past the
-   * switch point's (prepared ahead, or holding a partial record), copies the switch segment's
-   * bytes below the switch point into the new timeline's file, and restarts the writer there.
-   */
-  async #switchFiles(history: TimelineHistory, switchLsn: Lsn): Promise<void> {
-    const size = this.segmentSize;
-    const segno = Math.floor(switchLsn / size);
-    const within = switchLsn - segno * size;
-    // At a segment start the new timeline writes the segment afresh, header and all.
-    const firstGone = within === 0 ? segno : segno + 1;
-    const beyond = [...this.#files.present].filter((s) => s >= firstGone);
-    await wrapIo(() => this.#files.removeExact(beyond), 'removing segments past the switch point');
-    await this.#files.closeWriter(segno);
-    if (within > 0) {
-      const target = segmentFileName(history.timeline, segno, size);
-      await wrapIo(() => copySegmentPrefix(this.storage, this.#files.name(segno), target, within, size, this.#files.sparse), `copying segment ${target}`);
-    }
-    this.#history = history;
-    this.#files.history = history;
-    if (within === 0) this.#files.present.delete(segno);
-    else this.#files.present.add(segno);
-    this.#writer.restartAt(switchLsn, history.timeline);
-    this.#notifyTail();
   }
 
   /**
@@ -739,6 +783,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       }
     }
     if (this.#state !== 'failed') this.#state = 'closed';
+    await Promise.all(this.#background);
     this.#writer.close(this.#closedError());
     this.#notifyTail();
     await this.#files.close();
@@ -854,22 +899,43 @@ async function copySegmentPrefix(storage: Storage, from: string, to: string, len
 }
 
 /**
- * Renames to `<name>.partial` each older timeline's segment file that `history` superseded:
- * the one holding the switch point away from that timeline, when a newer timeline's file holds
- * that segment. The rename is synced before the log is used.
+ * Puts each switch segment of `history` in its place: the segment holding a switch point
+ * belongs in the newer timeline's file. When that file is missing and the older timeline's is
+ * there (a promotion or a switch recorded in the control file, whose rename of the segment a
+ * crash undid), the older one is renamed into place; when both are there, the older one is
+ * set aside as `<name>.partial`. A missing `.partial` (a crash before the promotion's
+ * background copy finished) is copied from the newer file up to the switch point. Synced
+ * before the log is used. Resolves whether a segment file was moved or set aside.
  */
-async function setAsideSuperseded(storage: Storage, parsed: readonly SegmentName[], history: TimelineHistory, segmentSize: number, log: Logger): Promise<void> {
-  let renamed = false;
+async function setAsideSuperseded(storage: Storage, names: readonly string[], history: TimelineHistory, segmentSize: number, log: Logger): Promise<boolean> {
+  let changed = false;
+  const parsed = names.flatMap((name) => parseSegmentFileName(name, segmentSize) ?? []);
+  const has = (timeline: number, segno: number): boolean => parsed.some((p) => p.timeline === timeline && p.segno === segno);
   for (const entry of history.entries) {
     const segno = Math.floor(entry.switchLsn / segmentSize);
-    if (segmentTimeline(history, segno, segmentSize) === entry.timeline) continue;
-    if (!parsed.some((p) => p.timeline === entry.timeline && p.segno === segno)) continue;
+    const within = entry.switchLsn % segmentSize;
+    const holder = segmentTimeline(history, segno, segmentSize);
+    if (holder === entry.timeline) continue;
     const name = segmentFileName(entry.timeline, segno, segmentSize);
-    await wrapIo(() => storage.rename(name, `${name}.partial`), `setting ${name} aside`);
-    log('set the superseded segment %s aside as %s.partial', name, name);
-    renamed = true;
+    const target = segmentFileName(holder, segno, segmentSize);
+    if (has(entry.timeline, segno)) {
+      if (within !== 0 && !has(holder, segno)) {
+        await wrapIo(() => storage.rename(name, target), `moving ${name} to ${target}`);
+        log('moved the switch segment %s to %s', name, target);
+      } else {
+        await wrapIo(() => storage.rename(name, `${name}.partial`), `setting ${name} aside`);
+        log('set the superseded segment %s aside as %s.partial', name, name);
+        continue;
+      }
+      changed = true;
+    }
+    if (within !== 0 && !names.includes(`${name}.partial`) && (has(holder, segno) || changed)) {
+      await wrapIo(() => copySegmentPrefix(storage, target, `${name}.partial`, within, segmentSize, true), `keeping ${name}.partial`);
+      log('kept the old timeline\'s switch segment as %s.partial', name);
+    }
   }
-  if (renamed) await wrapIo(() => storage.syncDirectory(), 'syncing the directory');
+  if (changed) await wrapIo(() => storage.syncDirectory(), 'syncing the directory');
+  return changed;
 }
 
 /** The segment size recorded in the first readable segment header, if any. */

@@ -277,10 +277,11 @@ export class WalWriter {
 
   /**
    * Moves the writer to `timeline`, continuing at `lsn` (promotion: the end of the valid WAL,
-   * all of it durable). Bytes past `lsn` (a partial record from upstream) are forgotten; new
+   * all of it durable); `preparedSegno` is a segment whose successor is not to be prepared
+   * ahead when the writer first writes into it. Bytes past `lsn` (a partial record from upstream) are forgotten; new
    * segments get headers of `timeline`. Nothing may be pending: the caller drained first.
    */
-  restartAt(lsn: Lsn, timeline: number): void {
+  restartAt(lsn: Lsn, timeline: number, preparedSegno = -1): void {
     if (this.#runs.length > 0 || this.#loop !== null || lsn > this.flushedLsn) {
       throw new WalshipError('INVALID_ARGUMENT', `the writer can restart only at a durable position with nothing pending (asked ${formatLsn(lsn)})`);
     }
@@ -289,7 +290,8 @@ export class WalWriter {
     this.#announcedWrittenLsn = Math.min(this.#announcedWrittenLsn, lsn);
     this.#flushed.rewind(lsn);
     this.#dirty.clear();
-    this.#lastWrittenSegno = -1;
+    // Writing into `preparedSegno` starts no preparation of the next segment.
+    this.#lastWrittenSegno = preparedSegno;
   }
 
   /** Segments below `segno` were removed: they need no sync any more (with sync 'none' they may still be dirty). */

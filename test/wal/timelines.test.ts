@@ -4,6 +4,7 @@ import { WalLog, type Storage } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { segmentFileName } from '../../src/wal/segment-name.js';
 import { branchHistory, writeTimelineHistory, type TimelineHistory } from '../../src/wal/timeline-history.js';
+import { removeAbandonedTimelines } from '../../src/node/local-state.js';
 import { SMALL_SEGMENT, openLog, payload, readAll, storageKinds, texts } from '../helpers/wal.js';
 
 /** Appends `count` batches named `${prefix}i` of `size` bytes and flushes them. */
@@ -88,7 +89,9 @@ describe('timelines in the log', () => {
     await promote(storage, replica);
     await appendMany(replica, 'b', 5);
     await replica.close();
-    // A crash before the control file said "timeline 2": the directory is the standby it was.
+    // A crash before the control file said "timeline 2": the standby's open moves the switch
+    // segment back (cutting the end-of-recovery record), and the directory is the standby it was.
+    await removeAbandonedTimelines(storage, 1, SMALL_SEGMENT);
     const old = await openLog(storage, { role: 'replica', timeline: 1 });
     assert.equal(old.flushedLsn, primary.flushedLsn);
     assert.deepEqual(prefixOf(await readAll(old)), Array.from({ length: 30 }, (_, i) => `a${i}`));
