@@ -16,7 +16,7 @@
  *
  * The PostgreSQL side is bench/pg-promote.sh, run by {@link runPostgres}.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -218,9 +218,21 @@ export interface PostgresRun {
   readonly samples: ReadonlyMap<string, readonly number[]>;
 }
 
+/** The bench/pg-promote.sh running now, if any: {@link stopPostgres} ends it when the benchmark is interrupted. */
+let running: ChildProcess | null = null;
+
+/** Sends SIGTERM to bench/pg-promote.sh if it runs: its exit trap stops its servers and removes its directory. */
+export function stopPostgres(): void {
+  running?.kill('SIGTERM');
+}
+
 /** Runs bench/pg-promote.sh with `runs` promotions per case; rejects with its error output when it fails. */
 export async function runPostgres(runs: number): Promise<PostgresRun> {
   const child = spawn('bash', [PG_SCRIPT], { env: { ...process.env, RUNS: String(runs) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  running = child;
+  child.once('exit', () => {
+    if (running === child) running = null;
+  });
   let out = '';
   let err = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));

@@ -26,7 +26,7 @@ import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, killPeers, rawCatchUp
 import { StalledError, cascadedCatchUp, throughput, type ThroughputRun } from './cascade-cases.js';
 import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';
 import { REMOTE_LEVELS, SYNC_LEVELS, SYNC_REP_ENTRY_BYTES, SyncRepSetup } from './sync-rep-cases.js';
-import { LOAD_ENTRY_BYTES, LOAD_RATE, LOAD_WARM_MS, WARM_BATCHES, postgresUnavailable, promotion, runPostgres, type PromotionCase, type PromotionRun } from './promote-cases.js';
+import { LOAD_ENTRY_BYTES, LOAD_RATE, LOAD_WARM_MS, WARM_BATCHES, postgresUnavailable, promotion, runPostgres, stopPostgres, type PromotionCase, type PromotionRun } from './promote-cases.js';
 
 interface Settings {
   readonly name: 'full' | 'quick';
@@ -1256,6 +1256,7 @@ async function main(): Promise<void> {
   const onSignal = (signal: NodeJS.Signals): void => {
     clearProgress();
     killPeers();
+    stopPostgres();
     rmSync(base, { recursive: true, force: true });
     console.error(`interrupted (${signal}); removed ${base}`);
     process.exit(130);
