@@ -140,7 +140,7 @@ const HEADERS: Row = ['case', 'ops/s', 'MB/s', 'p50 µs', 'p99 µs', 'vs limit']
 const SECTIONS = [1, 2, 3, 4, 5, 6, 7, 8] as const;
 
 const USAGE = `usage: npm run bench [-- [--quick] [--verbose] [--section N ...]]
-  --quick      fewer records and 1 s commit runs (about 2 minutes instead of about 7.5)
+  --quick      fewer records and 1 s commit runs (about 4 minutes instead of about 13.5)
   --verbose    also print every measured run, not only the medians
   --section N  run only section N (1–8; repeat it for several); 2 and 3 are measured
                together, so either runs both. Section 7 (cascading) alone takes about
@@ -1153,9 +1153,9 @@ function printPromotionSection(results: PromotionResults, settings: Settings): v
     `   (idle: committing nothing). Timed in S's process from calling promote() to the first commit([100 B], { synchronousCommit: 'local' }) on the`,
     `   Primary it resolved with having resolved. ${settings.promoteRounds} round(s) of ${settings.promotionsPerRound} promotions per case, cases interleaved; "vs" is PG's p50 ÷ walship's (× faster).`,
     `   promote() alone (idle): p50 ${ms(f.promoteOnly.p50)}, p99 ${ms(f.promoteOnly.p99)} ms; the first commit after it: p50 ${ms(spreadOf(all('idle').map((r) => r.firstCommitMs - r.promoteMs)).p50)} ms.`,
-    `   Loaded: P commits ${formatInt(LOAD_RATE)}/s (one ${LOAD_ENTRY_BYTES} B entry each, 'local', open-loop from this process) from ${LOAD_WARM_MS} ms before the promotion; P took ${loaded
-      .map((r) => formatCompact(r.loadRate))
-      .join(', ')} commits/s; received but not replayed when S began promoting: p50 ${formatInt(spreadOf(loaded.map((r) => r.backlog)).p50)} B, max ${formatInt(spreadOf(loaded.map((r) => r.backlog)).max)} B.`,
+    `   Loaded: P commits ${formatInt(LOAD_RATE)}/s (one ${LOAD_ENTRY_BYTES} B entry each, 'local', open-loop from this process) from ${LOAD_WARM_MS} ms before the promotion; P took ${formatInt(spreadOf(loaded.map((r) => r.loadRate)).min)}–${formatInt(
+      spreadOf(loaded.map((r) => r.loadRate)).max,
+    )} commits/s; received but not replayed when S began promoting: p50 ${formatInt(spreadOf(loaded.map((r) => r.backlog)).p50)} B, max ${formatInt(spreadOf(loaded.map((r) => r.backlog)).max)} B.`,
     `   Follow: S listens, S2 streams from S (cascading); the first commit on S carries the promotion's start time, S2's application records when it applied it`,
     `   (two processes' clocks); waitForReplay(lsn) on S2 confirms it. After S's commit resolved: p50 ${ms(spreadOf(follow.flatMap((r) => r.followAfterCommitMs ?? [])).p50)} ms. S's own promote → commit with S2 attached: p50 ${ms(spreadOf(follow.map((r) => r.firstCommitMs)).p50)} ms.`,
     `   raw: the minimum durable work of a promotion (history file, control file, one record) with plain node:fs calls in the bench's directory.`,
