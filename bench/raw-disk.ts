@@ -144,3 +144,60 @@ export async function measureRawSequentialSync(options: {
     syncsPerSec: syncs / seconds,
   };
 }
+
+/** Writes `data` to a new file `name` in `dir` through `name.tmp`: write, datasync, close, rename, fsync of the directory. */
+async function writeFileDurably(dir: string, name: string, data: Buffer): Promise<void> {
+  const temp = `${dir}/${name}.tmp`;
+  const handle = await fs.open(temp, 'w');
+  try {
+    await writeFully(handle, data, 0);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  await fs.rename(temp, `${dir}/${name}`);
+  const directory = await fs.open(dir, 'r');
+  try {
+    await directory.sync();
+  } finally {
+    await directory.close();
+  }
+}
+
+/**
+ * The minimum durable work of a promotion, done with plain `node:fs` calls in `dir`, timed
+ * once per sample (ms): a new history file of `historyBytes` and a control file of
+ * `controlBytes`, each written to a temporary file, fdatasynced, renamed into place with an
+ * fsync of the directory; then one record of `recordBytes` written at the next offset of a
+ * pre-allocated file (the WAL segment) and fdatasynced. `dir` must hold
+ * `preallocated`, a zero-filled file of at least `samples × recordBytes` bytes.
+ */
+export async function measureRawPromotion(options: {
+  dir: string;
+  preallocated: string;
+  samples: number;
+  historyBytes: number;
+  controlBytes: number;
+  recordBytes: number;
+}): Promise<number[]> {
+  const { dir, preallocated, samples, historyBytes, controlBytes, recordBytes } = options;
+  const history = Buffer.alloc(historyBytes, 0x68);
+  const control = Buffer.alloc(controlBytes, 0x63);
+  const record = Buffer.alloc(recordBytes, 0x72);
+  const wal = await fs.open(preallocated, 'r+');
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < samples; i++) {
+      await fs.rm(`${dir}/history`, { force: true });
+      const start = performance.now();
+      await writeFileDurably(dir, 'history', history);
+      await writeFileDurably(dir, 'control', control);
+      await writeFully(wal, record, i * recordBytes);
+      await wal.datasync();
+      times.push(performance.now() - start);
+    }
+  } finally {
+    await wal.close();
+  }
+  return times;
+}

@@ -17,7 +17,18 @@
  * - `{ cmd: 'latency' }`: answers the apply latencies recorded since the last ask: from the
  *   commit call on the primary (an epoch-ms stamp in the first 8 bytes of each batch's first
  *   entry, 0 for none) to the end of `apply` on each standby, in microseconds;
- * - `{ cmd: 'close' }`: closes the standbys, answers `{ closed }`, and exits.
+ * - `{ cmd: 'promote', entryBytes? }` (section 8): promotes the first standby and commits one
+ *   entry of `entryBytes` (default 100) on the `Primary` it resolves with, at
+ *   `synchronousCommit: 'local'`; the entry's first 8 bytes carry the epoch ms at which the
+ *   promotion began, so a standby downstream records (`latency`) when it applied it, counted
+ *   from then. Answers `{ started, promotedAt, committedAt, lsn, timeline, switchLsn, backlog }`
+ *   (epoch ms; `lsn` the commit's end; `backlog` the bytes received but not replayed when the
+ *   promotion began), or `{ error }`;
+ * - `{ cmd: 'replayed', lsn, timeoutMs }` (section 8): `waitForReplay(lsn)` on every standby;
+ *   answers `{ replayedAt, latencies }` (epoch ms, and the apply latencies recorded since the
+ *   last ask), or `{ error, states }` when it timed out or failed;
+ * - `{ cmd: 'close' }`: closes the standbys (and the primaries they were promoted to), answers
+ *   `{ closed }`, and exits.
  *
  * It also exits when its IPC channel closes (the benchmark ended or was killed), so that no
  * peer outlives the run.
@@ -26,6 +37,8 @@ import { Standby, TcpTransport } from '../dist/index.js';
 
 const now = () => performance.timeOrigin + performance.now();
 let standbys = [];
+/** The primaries that `promote` made of standbys: closing them is the peer's, not the standby's. */
+let promoted = [];
 let latencies = [];
 let disconnects = 0;
 let queue = Promise.resolve();
@@ -121,8 +134,41 @@ process.on('message', async (message) => {
       latencies = [];
       break;
     }
+    case 'promote': {
+      await queue;
+      const standby = standbys[0];
+      const entry = Buffer.alloc(message.entryBytes ?? 100, 0x61);
+      const backlog = (standby.receiveLsn ?? 0) - (standby.replayLsn ?? 0);
+      latencies = [];
+      const started = now();
+      entry.writeDoubleLE(started, 0);
+      try {
+        const primary = await standby.promote();
+        const promotedAt = now();
+        promoted.push(primary);
+        const { lsn } = await primary.commit([entry], { synchronousCommit: 'local' });
+        const committedAt = now();
+        const switchLsn = primary.wal.history.entries.at(-1)?.switchLsn ?? null;
+        process.send({ started, promotedAt, committedAt, lsn, timeline: primary.timeline, switchLsn, backlog });
+      } catch (err) {
+        process.send({ error: `${err.code ?? ''} ${err.message}` });
+      }
+      break;
+    }
+    case 'replayed': {
+      await queue;
+      try {
+        await Promise.all(standbys.map((s) => s.waitForReplay(message.lsn, { timeoutMs: message.timeoutMs })));
+        process.send({ replayedAt: now(), latencies });
+      } catch (err) {
+        const states = standbys.map((s) => ({ state: s.state, timeline: s.timeline, receiveLsn: s.receiveLsn, replayLsn: s.replayLsn, failure: s.failure?.message ?? null }));
+        process.send({ error: `${err.code ?? ''} ${err.message}`, states });
+      }
+      latencies = [];
+      break;
+    }
     case 'close': {
-      await Promise.all(standbys.map((s) => s.close()));
+      await Promise.all([...standbys.map((s) => s.close()), ...promoted.map((p) => p.close())]);
       process.send({ closed: true });
       process.disconnect();
       break;

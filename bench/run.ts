@@ -16,8 +16,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { describeEnvironment } from './environment.js';
-import { PREALLOCATED_SIZE, createZeroFilled, measureRawBufferedWrite, measureRawSequentialSync, measureRawSync } from './raw-disk.js';
-import { median, pairedRatios, summarize, type CaseSummary, type RunResult } from './stats.js';
+import { PREALLOCATED_SIZE, createZeroFilled, measureRawBufferedWrite, measureRawPromotion, measureRawSequentialSync, measureRawSync } from './raw-disk.js';
+import { median, pairedRatios, percentileOfSorted, summarize, type CaseSummary, type RunResult } from './stats.js';
 import { BENCH_RECYCLE_SEGMENTS, openSteadyLog, restock } from './steady-log.js';
 import { formatCompact, formatInt, formatMBps, formatRatio, formatTable, type Row } from './table.js';
 import { YIELD_EVERY, measureAppends, measureCommits } from './wal-cases.js';
@@ -26,6 +26,7 @@ import { ROWS_PER_BATCH, ROW_BYTES, applyLatency, catchUp, killPeers, rawCatchUp
 import { StalledError, cascadedCatchUp, throughput, type ThroughputRun } from './cascade-cases.js';
 import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';
 import { REMOTE_LEVELS, SYNC_LEVELS, SYNC_REP_ENTRY_BYTES, SyncRepSetup } from './sync-rep-cases.js';
+import { LOAD_ENTRY_BYTES, LOAD_RATE, LOAD_WARM_MS, WARM_BATCHES, postgresUnavailable, promotion, runPostgres, stopPostgres, type PromotionCase, type PromotionRun } from './promote-cases.js';
 
 interface Settings {
   readonly name: 'full' | 'quick';
@@ -56,8 +57,11 @@ interface Settings {
   readonly cascadeBytes: number;
   readonly cascadeCatchUpBytes: number;
   readonly cascadeRuns: number;
+  /** Promotion: rounds, and promotions per case in each (walship's, the raw limit's and PostgreSQL's alike). */
+  readonly promoteRounds: number;
+  readonly promotionsPerRound: number;
   readonly verbose: boolean;
-  /** The sections to run (1–7); sections 2 and 3 are measured together. */
+  /** The sections to run (1–8); sections 2 and 3 are measured together. */
   readonly sections: ReadonlySet<number>;
 }
 
@@ -81,6 +85,8 @@ const FULL = {
   cascadeBytes: 256 * 1024 * 1024,
   cascadeCatchUpBytes: 256 * 1024 * 1024,
   cascadeRuns: 6,
+  promoteRounds: 4,
+  promotionsPerRound: 5,
 } as const;
 
 const QUICK = {
@@ -103,6 +109,8 @@ const QUICK = {
   cascadeBytes: 64 * 1024 * 1024,
   cascadeCatchUpBytes: 64 * 1024 * 1024,
   cascadeRuns: 4,
+  promoteRounds: 2,
+  promotionsPerRound: 3,
 } as const;
 
 const SMALL = 100;
@@ -129,14 +137,16 @@ const LATENCY_RATE = 1000;
 
 const HEADERS: Row = ['case', 'ops/s', 'MB/s', 'p50 µs', 'p99 µs', 'vs limit'];
 
-const SECTIONS = [1, 2, 3, 4, 5, 6, 7] as const;
+const SECTIONS = [1, 2, 3, 4, 5, 6, 7, 8] as const;
 
 const USAGE = `usage: npm run bench [-- [--quick] [--verbose] [--section N ...]]
-  --quick      fewer records and 1 s commit runs (about 2 minutes instead of about 7.5)
+  --quick      fewer records and 1 s commit runs (about 4 minutes instead of about 13.5)
   --verbose    also print every measured run, not only the medians
-  --section N  run only section N (1–7; repeat it for several); 2 and 3 are measured
+  --section N  run only section N (1–8; repeat it for several); 2 and 3 are measured
                together, so either runs both. Section 7 (cascading) alone takes about
-               1.5 minutes, under a minute with --quick`;
+               1.5 minutes, under a minute with --quick. Section 8 (promotion) also runs
+               bench/pg-promote.sh (PostgreSQL 15) when run as root with PostgreSQL 15
+               installed (BENCH_SKIP_PG=1 skips it)`;
 
 function parseSettings(): Settings {
   const { values } = parseArgs({
@@ -1005,6 +1015,189 @@ function cascadeTargets(results: CascadeResults): Target[] {
   return [line('throughput', walshipHopRatios(results, 'throughput')), line('catch-up (replayed)', walshipHopRatios(results, 'replayBytesPerSec'))];
 }
 
+// ---- 8. promotion ----
+
+/** Issue #12: promote → first accepted commit ≥ this many times faster than PostgreSQL 15 measured in the same run (p50). */
+const TARGET_PROMOTE_VS_PG = 7;
+/** PostgreSQL 15 on this machine (issue #12): `pg_ctl promote` → first accepted write, median and range, ms. */
+const PG_PROMOTE_ISSUE = { p50: 37.6, min: 29, max: 44 };
+/** The raw promotion's files: a history file's and a control file's size, and one WAL record (a 100-byte entry). */
+const RAW_PROMOTION = { historyBytes: 64, controlBytes: 256, recordBytes: 144 };
+
+interface PromotionResults {
+  readonly runs: ReadonlyMap<PromotionCase, readonly PromotionRun[]>;
+  /** The raw promotion's samples, ms. */
+  readonly raw: readonly number[];
+  /** PostgreSQL's samples by bench/pg-promote.sh's keys, ms; empty when it did not run. */
+  readonly pg: ReadonlyMap<string, readonly number[]>;
+  readonly pgLines: readonly string[];
+  /** Why PostgreSQL did not run (or stopped), or null. */
+  readonly pgNote: string | null;
+  /** Why S2 did not follow the new timeline, when it did not (the follow case then stops). */
+  readonly followError: string | null;
+}
+
+async function promotionSection(base: string, settings: Settings): Promise<PromotionResults> {
+  const kinds: readonly PromotionCase[] = ['idle', 'loaded', 'follow'];
+  const runs = new Map<PromotionCase, PromotionRun[]>(kinds.map((k) => [k, []]));
+  const raw: number[] = [];
+  const pg = new Map<string, number[]>();
+  const pgLines: string[] = [];
+  let pgNote = postgresUnavailable();
+  let followError: string | null = null;
+  const rawDir = path.join(base, 'raw-promotion');
+  await fs.mkdir(rawDir, { recursive: true });
+  const preallocated = path.join(rawDir, 'wal');
+  await createZeroFilled(preallocated, PREALLOCATED_SIZE);
+  const rawSamples = (samples: number): Promise<number[]> => measureRawPromotion({ dir: rawDir, preallocated, samples, ...RAW_PROMOTION });
+  try {
+    progress('promotion: warm-up');
+    await rawSamples(3);
+    await promotion(base, 'idle');
+    await promotion(base, 'loaded');
+    for (let round = 1; round <= settings.promoteRounds; round++) {
+      for (let i = 1; i <= settings.promotionsPerRound; i++) {
+        const label = `round ${round}/${settings.promoteRounds}, promotion ${i}/${settings.promotionsPerRound}`;
+        raw.push(...(await rawSamples(1)));
+        for (const kind of kinds) {
+          if (kind === 'follow' && followError !== null) continue;
+          progress(`promotion: ${kind}, ${label}`);
+          const run = await promotion(base, kind);
+          runs.get(kind)?.push(run);
+          if (run.followError !== null) followError = run.followError;
+        }
+      }
+      if (pgNote === null) {
+        progress(`promotion: PostgreSQL 15 (bench/pg-promote.sh, ${settings.promotionsPerRound} per case), round ${round}/${settings.promoteRounds}`);
+        try {
+          const result = await runPostgres(settings.promotionsPerRound);
+          for (const [key, values] of result.samples) pg.set(key, [...(pg.get(key) ?? []), ...values]);
+          pgLines.push(...result.lines.map((line) => `round ${round}: ${line}`));
+        } catch (err) {
+          pgNote = `bench/pg-promote.sh failed in round ${round}: ${(err as Error).message}`;
+        }
+      }
+    }
+  } finally {
+    await fs.rm(rawDir, { recursive: true, force: true });
+  }
+  return { runs, raw, pg, pgLines, pgNote, followError };
+}
+
+interface Spread {
+  readonly n: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+/** Nearest-rank p50 and p99, min and max of `values` (ms). */
+function spreadOf(values: readonly number[]): Spread {
+  const sorted = Float64Array.from(values).sort();
+  return { n: sorted.length, p50: percentileOfSorted(sorted, 0.5), p99: percentileOfSorted(sorted, 0.99), min: sorted[0] ?? Number.NaN, max: sorted[sorted.length - 1] ?? Number.NaN };
+}
+
+const ms = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '–');
+
+function promotionFigures(results: PromotionResults): {
+  idle: Spread;
+  loaded: Spread;
+  follow: Spread;
+  promoteOnly: Spread;
+  raw: Spread;
+  pgIdle: Spread;
+  pgLoaded: Spread;
+} {
+  const of = (kind: PromotionCase, pick: (r: PromotionRun) => number | null): Spread =>
+    spreadOf((results.runs.get(kind) ?? []).flatMap((r) => pick(r) ?? []));
+  return {
+    idle: of('idle', (r) => r.firstCommitMs),
+    loaded: of('loaded', (r) => r.firstCommitMs),
+    follow: of('follow', (r) => r.followMs),
+    promoteOnly: of('idle', (r) => r.promoteMs),
+    raw: spreadOf(results.raw),
+    pgIdle: spreadOf(results.pg.get('idle') ?? []),
+    pgLoaded: spreadOf(results.pg.get('loaded') ?? []),
+  };
+}
+
+function printPromotionSection(results: PromotionResults, settings: Settings): void {
+  const f = promotionFigures(results);
+  const pgOf = (key: string): Spread => spreadOf(results.pg.get(key) ?? []);
+  const vs = (pgSpread: Spread, mine: Spread): string => (pgSpread.n === 0 || mine.n === 0 ? '' : `${formatRatio(pgSpread.p50 / mine.p50, 1)} PG`);
+  const both = (...parts: string[]): string => parts.filter((p) => p !== '').join('; ');
+  const row = (label: string, s: Spread, note: string): Row => [label, String(s.n), ms(s.p50), ms(s.p99), ms(s.min), ms(s.max), note];
+  const pgFollow = pgOf('cascade-follow');
+  const table: Row[] = [
+    row(`raw: history file + control file (each tmp, fdatasync, rename, fsync dir) + one ${RAW_PROMOTION.recordBytes} B record + fdatasync`, f.raw, 'limit'),
+    row(`walship, idle standby: promote() → first commit resolved`, f.idle, both(`${formatRatio(f.idle.p50 / f.raw.p50, 1)} raw`, vs(f.pgIdle, f.idle))),
+    row(`walship, standby receiving ${formatInt(LOAD_RATE)} commits/s: the same`, f.loaded, both(`${formatRatio(f.loaded.p50 / f.raw.p50, 1)} raw`, vs(f.pgLoaded, f.loaded))),
+    row(`walship, cascading S2 of S: promote() → S2 applied S's first commit`, f.follow, vs(pgFollow, f.follow)),
+  ];
+  if (results.pg.size > 0) {
+    table.push(
+      row('PostgreSQL 15, idle standby: pg_ctl promote -W → first INSERT accepted', f.pgIdle, ''),
+      row(`PostgreSQL 15, standby receiving ${formatInt(LOAD_RATE)} inserts/s (pgbench -R): the same`, f.pgLoaded, ''),
+      row('PostgreSQL 15, cascading S2 of S: pg_ctl promote → the row visible on S2', pgFollow, ''),
+      row('PostgreSQL 15, primary stopped, S2 re-pointed at S: the same', pgOf('repoint-follow'), 'for context'),
+    );
+  }
+  console.log(`\n8. Promotion — Primary P (this process) → standby S (peer process), TcpTransport on loopback, real files, fdatasync; ms`);
+  console.log(formatTable(['case', 'n', 'p50', 'p99', 'min', 'max', 'vs'], table));
+  const all = (kind: PromotionCase): readonly PromotionRun[] => results.runs.get(kind) ?? [];
+  const loaded = all('loaded');
+  const follow = all('follow');
+  const notes = [
+    `   Each promotion in fresh directories: P opened, S bootstrapped from it (base backup), ${WARM_BATCHES} batches of 8 × 1 KiB committed and replayed; P stays up`,
+    `   (idle: committing nothing). Timed in S's process from calling promote() to the first commit([100 B], { synchronousCommit: 'local' }) on the`,
+    `   Primary it resolved with having resolved. ${settings.promoteRounds} round(s) of ${settings.promotionsPerRound} promotions per case, cases interleaved; "vs" is PG's p50 ÷ walship's (× faster).`,
+    `   promote() alone (idle): p50 ${ms(f.promoteOnly.p50)}, p99 ${ms(f.promoteOnly.p99)} ms; the first commit after it: p50 ${ms(spreadOf(all('idle').map((r) => r.firstCommitMs - r.promoteMs)).p50)} ms.`,
+    `   Loaded: P commits ${formatInt(LOAD_RATE)}/s (one ${LOAD_ENTRY_BYTES} B entry each, 'local', open-loop from this process) from ${LOAD_WARM_MS} ms before the promotion; P took ${formatInt(spreadOf(loaded.map((r) => r.loadRate)).min)}–${formatInt(
+      spreadOf(loaded.map((r) => r.loadRate)).max,
+    )} commits/s; received but not replayed when S began promoting: p50 ${formatInt(spreadOf(loaded.map((r) => r.backlog)).p50)} B, max ${formatInt(spreadOf(loaded.map((r) => r.backlog)).max)} B.`,
+    `   Follow: S listens, S2 streams from S (cascading); the first commit on S carries the promotion's start time, S2's application records when it applied it`,
+    `   (two processes' clocks); waitForReplay(lsn) on S2 confirms it. After S's commit resolved: p50 ${ms(spreadOf(follow.flatMap((r) => r.followAfterCommitMs ?? [])).p50)} ms. S's own promote → commit with S2 attached: p50 ${ms(spreadOf(follow.map((r) => r.firstCommitMs)).p50)} ms.`,
+    `   raw: the minimum durable work of a promotion (history file, control file, one record) with plain node:fs calls in the bench's directory.`,
+  ];
+  if (results.followError !== null) notes.push(`   S2 DID NOT FOLLOW the new timeline (so the follow case stopped after its first try): ${results.followError}`);
+  if (results.pg.size > 0) {
+    notes.push(
+      `   PostgreSQL: bench/pg-promote.sh (a fresh pg_basebackup per promotion, fsync on, the primary up; the clock starts just before pg_ctl promote -W,`,
+      `   a libpq client retries the INSERT every 200 µs on an open connection). pg_ctl itself: p50 ${ms(pgOf('idle-pgctl').p50)} ms. pgbench's -R ${formatInt(LOAD_RATE)} inserts on the primary`,
+      `   in the loaded case; after S's first INSERT, the row visible on S2: cascading p50 ${ms(pgOf('cascade-follow-after-commit').p50)} ms, re-pointed p50 ${ms(pgOf('repoint-follow-after-commit').p50)} ms.`,
+      `   PostgreSQL 15 in the issue: ${PG_PROMOTE_ISSUE.p50} ms (${PG_PROMOTE_ISSUE.min}–${PG_PROMOTE_ISSUE.max}).`,
+    );
+  }
+  if (results.pgNote !== null) notes.push(`   PostgreSQL not run in this run (${results.pgNote}): compared with the issue's ${PG_PROMOTE_ISSUE.p50} ms instead.`);
+  if (settings.verbose) {
+    for (const kind of ['idle', 'loaded', 'follow'] as const) {
+      notes.push(
+        `   walship ${kind}, promote → commit ms: ${all(kind)
+          .map((r) => ms(r.firstCommitMs) + (kind === 'follow' ? ` (S2 ${ms(r.followMs ?? Number.NaN)})` : kind === 'loaded' ? ` (backlog ${formatInt(r.backlog)} B)` : ''))
+          .join(', ')}`,
+      );
+    }
+    notes.push(`   raw ms: ${results.raw.map(ms).join(', ')}`, ...results.pgLines.map((line) => `   PG ${line}`));
+  }
+  console.log(notes.join('\n'));
+}
+
+function promotionTargets(results: PromotionResults): Target[] {
+  const f = promotionFigures(results);
+  const line = (what: string, mine: Spread, pgSpread: Spread): Target => {
+    const ranHere = pgSpread.n > 0;
+    const pgP50 = ranHere ? pgSpread.p50 : PG_PROMOTE_ISSUE.p50;
+    const ratio = pgP50 / mine.p50;
+    return {
+      description: `promote → first accepted commit, ${what}: p50 ≥ ${TARGET_PROMOTE_VS_PG}× faster than PostgreSQL 15 ${ranHere ? 'in the same run' : "(the issue's figure: not run here)"}`,
+      met: ratio >= TARGET_PROMOTE_VS_PG,
+      measured: `${formatRatio(ratio, 1)} (walship p50 ${ms(mine.p50)} ms, p99 ${ms(mine.p99)} ms; PostgreSQL p50 ${ms(pgP50)} ms${ranHere ? `, p99 ${ms(pgSpread.p99)} ms` : ''}; raw limit p50 ${ms(f.raw.p50)} ms)`,
+    };
+  };
+  return [line('idle standby', f.idle, f.pgIdle), line(`standby receiving ${formatInt(LOAD_RATE)} commits/s`, f.loaded, f.pgLoaded)];
+}
+
 // ---- summary ----
 
 interface Target {
@@ -1063,6 +1256,7 @@ async function main(): Promise<void> {
   const onSignal = (signal: NodeJS.Signals): void => {
     clearProgress();
     killPeers();
+    stopPostgres();
     rmSync(base, { recursive: true, force: true });
     console.error(`interrupted (${signal}); removed ${base}`);
     process.exit(130);
@@ -1082,7 +1276,7 @@ async function main(): Promise<void> {
       ['memory', env.memory],
       ['os', env.os],
       ['temp dir', `${base} on ${env.filesystem}`],
-      ['method', `medians of each section's rounds after a warm-up (${settings.appendRuns} append, ${settings.commitRuns} commit, ${settings.cascadeRuns} cascading); raw and walship runs interleaved`],
+      ['method', `medians of each section's rounds after a warm-up (${settings.appendRuns} append, ${settings.commitRuns} commit, ${settings.cascadeRuns} cascading; promotion: p50/p99 of ${settings.promoteRounds * settings.promotionsPerRound} each); raw and walship runs interleaved`],
     ];
     for (const [key, value] of header) console.log(`  ${key.padEnd(9)} ${value}`);
 
@@ -1092,6 +1286,7 @@ async function main(): Promise<void> {
     const replication = run(5) ? await replicationSection(base, settings) : null;
     const syncRep = run(6) ? await syncRepSection(base, settings) : null;
     const cascade = run(7) ? await cascadeSection(base, settings) : null;
+    const promotions = run(8) ? await promotionSection(base, settings) : null;
     clearProgress();
     if (appends !== null) printAppendSection(appends, settings);
     if (commits !== null) printCommitSections(commits, settings);
@@ -1099,6 +1294,7 @@ async function main(): Promise<void> {
     if (replication !== null) printReplicationSection(replication, settings);
     if (syncRep !== null) printSyncRepSection(syncRep, settings);
     if (cascade !== null) printCascadeSection(cascade, settings);
+    if (promotions !== null) printPromotionSection(promotions, settings);
 
     const printTargets = (title: string, list: readonly Target[]): void => {
       if (list.length === 0) return;
@@ -1110,6 +1306,7 @@ async function main(): Promise<void> {
     printTargets('issue #4', replication === null ? [] : replicationTargets(replication));
     printTargets('issue #6', syncRep === null ? [] : syncRepTargets(syncRep));
     printTargets('cascading', cascade === null ? [] : cascadeTargets(cascade));
+    printTargets('issue #12', promotions === null ? [] : promotionTargets(promotions));
     console.log(`\nfinished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     clearProgress();
