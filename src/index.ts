@@ -68,6 +68,7 @@ export {
   segmentFileName,
 } from './wal/segment-name.js';
 export type { SegmentName } from './wal/segment-name.js';
+export type { TimelineHistory, TimelineHistoryEntry } from './wal/timeline-history.js';
 export { MEMORY_NETWORK_DEFAULTS, MemoryNetwork, MemoryTransport, memoryNetworkOptionsSchema, memoryTransportOptionsSchema } from './transport/memory-transport.js';
 export type { MemoryEndpointOptions, MemoryNetworkOptions, MemoryTransportOptions } from './transport/memory-transport.js';
 export {

@@ -31,8 +31,8 @@ export interface WalLogOptions {
   segmentSize?: number;
   /**
    * The timeline whose segments this log writes and reads. Its history file
-   * (`0000000N.history`, see {@link writeTimelineHistory}) must be in the storage for a
-   * timeline after 1: it says which timeline's file holds each older segment.
+   * (`0000000N.history`, written by a promotion) must be in the storage for a timeline after
+   * 1: it says which timeline's file holds each older segment.
    * @defaultValue the highest timeline on disk, or 1
    */
   timeline?: number;
