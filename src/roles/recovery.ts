@@ -1088,7 +1088,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     if (switchPointOf(history, log.timeline) !== switchLsn || !extendsHistory(history, log.history)) {
       throw new WalshipError('TIMELINE_MISMATCH', `the upstream's history of timeline ${nextTimeline} (${describeHistory(history)}) does not continue timeline ${log.timeline} at ${formatLsn(switchLsn)}`);
     }
-    await writeTimelineHistory(this.#storage, history);
+    await writeTimelineHistory(this.#storage, history, { syncDirectory: false });
     await log.removeSegmentsPast(switchLsn);
     await this.#core.updateControl((current) => ({ ...current, timeline: nextTimeline }));
     try {
@@ -1237,8 +1237,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     // The upstream goes first: nothing more is received or written from it.
     this.#upstream.abort();
     this.#conn?.destroy();
+    const started = performance.now();
+    const lap = (): string => (performance.now() - started).toFixed(1);
     await this.#receiver?.stop();
     await this.#running?.catch(() => undefined);
+    const stopped = lap();
     let recorded = false;
     let switched = false;
     try {
@@ -1262,15 +1265,19 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       }
       if (signal?.aborted) throw abortError(signal);
       await this.#stopReplay();
+      const applied = lap();
       const timeline = Math.max(await newestTimeline(this.#storage, log.timeline), this.#upstreamTimeline, log.timeline) + 1;
       const history = branchHistory(log.history, switchLsn, reason, timeline);
-      await writeTimelineHistory(this.#storage, history);
+      // Its rename is made durable by the control file's directory sync below, before which it is not needed.
+      await writeTimelineHistory(this.#storage, history, { syncDirectory: false });
+      const historyWritten = lap();
       // Segments prepared past the switch point go now: the control file's directory sync covers it.
       await log.removeSegmentsPast(switchLsn);
       // The commit point: from this write on the directory opens as the new primary (the open
       // moves the switch segment into place if the rename below did not survive a crash).
       const before = core.control;
       await core.updateControl((current) => ({ ...current, state: 'in-production', timeline }));
+      const controlWritten = lap();
       switched = true;
       this.#beginningTimeline = true;
       try {
@@ -1286,7 +1293,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
         this.#beginningTimeline = false;
       }
       recorded = true;
-      this.#debug('promoted: timeline %d from %s', timeline, formatLsn(switchLsn));
+      this.#debug('promoted: timeline %d from %s in %s ms (upstream stopped %s, applied %s, history %s, control file %s)', timeline, formatLsn(switchLsn), lap(), stopped, applied, historyWritten, controlWritten);
       this.#state = { kind: 'promoted', timeline, switchLsn };
       this.emitSafely('state:change', { state: 'promoted' });
       return { log, timeline, switchLsn };

@@ -187,9 +187,11 @@ export async function readTimelineHistory(storage: Storage, timeline: number): P
 
 /**
  * Writes the history file of `history.timeline` durably: a temporary file, synced, renamed
- * into place, the directory synced (a crash leaves no file or the whole file).
+ * into place, the directory synced (a crash leaves no file or the whole file). With
+ * `syncDirectory: false` the rename is made durable by the caller's next directory sync (a
+ * promotion's control-file write, which must not be durable without it, comes right after).
  */
-export async function writeTimelineHistory(storage: Storage, history: TimelineHistory): Promise<void> {
+export async function writeTimelineHistory(storage: Storage, history: TimelineHistory, options: { syncDirectory?: boolean } = {}): Promise<void> {
   const name = historyFileName(history.timeline);
   const data = Buffer.from(formatTimelineHistory(history), 'utf8');
   const temp = `${name}.tmp`;
@@ -205,7 +207,7 @@ export async function writeTimelineHistory(storage: Storage, history: TimelineHi
       await file.close();
     }
     await storage.rename(temp, name);
-    await storage.syncDirectory();
+    if (options.syncDirectory !== false) await storage.syncDirectory();
   } catch (err) {
     throw ioError('write', name, storage, err);
   }

@@ -92,6 +92,9 @@ export const walLogOptionsSchema = Object.freeze({
   },
 });
 
+/** How long after a promotion the old timeline's `.partial` copy starts. */
+const PARTIAL_COPY_DELAY_MS = 1000;
+
 const validateOptions: OptionsValidator<WalLogOptions> = compileOptions('WalLog', walLogOptionsSchema);
 
 /** Where an appended record landed. */
@@ -181,6 +184,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   #tailWatchers = new Set<() => void>();
   /** File work that goes on after the call that started it (see {@link #keepPartial}); close waits for it. */
   readonly #background = new Set<Promise<void>>();
+  /** The `.partial` copy waiting to start (see {@link #keepPartial}). */
+  #pendingPartial: NodeJS.Timeout | null = null;
   /** The end of WAL when the log was opened: a clean close writes a shutdown record only after appends. */
   readonly #openedAt: Lsn;
 
@@ -616,19 +621,28 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   /**
    * Keeps the old timeline's last segment up to the switch point as `<name>.partial`
    * (PostgreSQL keeps it the same way, for archives), copied from the new timeline's file in the
-   * background; {@link close} waits for it. Best effort: a crash before it is done leaves no
-   * `.partial`, and the same bytes are in the new timeline's file.
+   * background a moment after the promotion; {@link close} waits for a copy under way. A
+   * crash or close before it is done leaves it to the next {@link open}; meanwhile the same
+   * bytes are in the new timeline's file.
    */
   #keepPartial(parent: number, switchLsn: Lsn): void {
     const segno = Math.floor(switchLsn / this.segmentSize);
     const within = switchLsn - segno * this.segmentSize;
     if (within === 0) return;
     const name = segmentFileName(parent, segno, this.segmentSize);
-    const copying = copySegmentPrefix(this.storage, this.#files.name(segno), `${name}.partial`, within, this.segmentSize, true).catch((err: unknown) =>
-      this.#log.error('keeping %s.partial: %s', name, describe(err)),
-    );
-    this.#background.add(copying);
-    void copying.finally(() => this.#background.delete(copying));
+    const source = this.#files.name(segno);
+    // A moment later: the copy's writes and sync would slow the new primary's first commits.
+    const timer = setTimeout(() => {
+      this.#pendingPartial = null;
+      if (this.#state !== 'open' && !this.#isSealed()) return;
+      const copying = copySegmentPrefix(this.storage, source, `${name}.partial`, within, this.segmentSize, true).catch((err: unknown) =>
+        this.#log.error('keeping %s.partial: %s', name, describe(err)),
+      );
+      this.#background.add(copying);
+      void copying.finally(() => this.#background.delete(copying));
+    }, PARTIAL_COPY_DELAY_MS);
+    timer.unref();
+    this.#pendingPartial = timer;
   }
 
   /**
@@ -783,6 +797,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       }
     }
     if (this.#state !== 'failed') this.#state = 'closed';
+    if (this.#pendingPartial !== null) clearTimeout(this.#pendingPartial);
     await Promise.all(this.#background);
     this.#writer.close(this.#closedError());
     this.#notifyTail();

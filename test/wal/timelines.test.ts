@@ -59,7 +59,7 @@ describe('timelines in the log', () => {
         assert.ok(records.every((r) => r.timeline === (r.lsn < switchLsn ? 1 : 2)));
         const switchSegno = Math.floor(switchLsn / SMALL_SEGMENT);
         const names = await storage.list();
-        assert.ok(names.includes(segmentFileName(2, switchSegno, SMALL_SEGMENT)), 'the switch segment is copied to timeline 2');
+        assert.ok(names.includes(segmentFileName(2, switchSegno, SMALL_SEGMENT)), 'the switch segment is moved to timeline 2');
         assert.ok(names.includes(segmentFileName(1, switchSegno - 1, SMALL_SEGMENT)), 'older segments keep their timeline-1 names');
         assert.ok(!names.some((n) => n.startsWith('00000001') && Number.parseInt(n.slice(16), 16) > switchSegno), 'no timeline-1 segment past the switch');
         await replica.setAsideSuperseded();
