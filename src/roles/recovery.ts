@@ -15,11 +15,16 @@ import { connectReplication, createReplicationSlot, dropReplicationSlot, expectM
 import { receiveBaseBackup } from '../replication/base-backup-receiver.js';
 import { SendTimes, WalReceiver } from '../replication/wal-receiver.js';
 import { SlotManager } from '../slots/slot-manager.js';
-import type { Storage, StorageLock } from '../storage/storage.js';
+import type { Storage } from '../storage/storage.js';
 import type { Transport } from '../transport/transport.js';
 import { branchHistory, historyFileName, newestTimeline, parseTimelineHistory, switchPointOf, writeTimelineHistory, type TimelineHistory } from '../wal/timeline-history.js';
-import type { WalEntry } from '../wal/record.js';
 import { WalLog, type SyncMode } from '../wal/wal-log.js';
+import { lockStorage, releaseLock, withStorageLock } from '../node/storage-lock.js';
+import { describeHistory, extendsHistory, upstreamAddresses } from './upstream.js';
+import { discardedBatches, type RewindEvent } from './rewind.js';
+
+export type { DiscardedBatch, RewindEvent } from './rewind.js';
+export { upstreamAddresses } from './upstream.js';
 
 /** Where and how a standby connects to its primary (PostgreSQL's `primary_conninfo`). */
 export interface StandbyPrimaryOptions {
@@ -83,35 +88,6 @@ export interface PromotedLocal {
   readonly timeline: number;
   /** Where the new timeline began: the end of the WAL the standby had received whole. */
   readonly switchLsn: Lsn;
-}
-
-/** A batch a rewind discarded: where it was, and its entries (copies the application may keep). */
-export interface DiscardedBatch {
-  readonly lsn: Lsn;
-  readonly endLsn: Lsn;
-  readonly entries: readonly WalEntry[];
-}
-
-/** Payload of `rewind`. */
-export interface RewindEvent {
-  /** The timeline the discarded WAL was written on. */
-  readonly timeline: number;
-  /** Where the upstream's history left that timeline: everything from here was discarded. */
-  readonly switchLsn: Lsn;
-  /** Where the discarded WAL ended. */
-  readonly endLsn: Lsn;
-  /** The discarded batches, in LSN order (at most 64 MiB of entries; see `complete`). */
-  readonly batches: readonly DiscardedBatch[];
-  /** False when there was more than 64 MiB: the rest is in the set-aside files. */
-  readonly complete: boolean;
-  /** The segments holding the discarded WAL, each set aside as `<name>.diverged` (kept, never replayed). */
-  readonly setAside: readonly string[];
-  /**
-   * How the application got back onto the shared history: it had applied nothing discarded
-   * (`wal`), its newest local snapshot at or below `switchLsn` and the WAL after it
-   * (`snapshot`), or a base backup from the upstream (`base-backup`; `rebootstrap` follows).
-   */
-  readonly restoredFrom: 'wal' | 'snapshot' | 'base-backup';
 }
 
 /** Payload of `base-backup:progress`. */
@@ -1372,73 +1348,4 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#state = next;
     if (current.kind !== next.kind) this.emitSafely('state:change', { state: next.kind });
   }
-}
-
-/** Takes the directory's lock; failures other than `WAL_LOCKED` are `WAL_IO`. */
-async function lockStorage(storage: Storage): Promise<StorageLock> {
-  try {
-    return await storage.lock();
-  } catch (err) {
-    if (isWalshipError(err)) throw err;
-    throw new WalshipError('WAL_IO', `cannot lock ${storage.description}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-/** Runs `work` holding the directory's lock; the lock is released either way (a failed release after success is `WAL_IO`). */
-async function withStorageLock<T>(storage: Storage, work: () => Promise<T>): Promise<T> {
-  const lock = await lockStorage(storage);
-  let result: T;
-  try {
-    result = await work();
-  } catch (err) {
-    await lock.release().catch(() => undefined);
-    throw err;
-  }
-  await releaseLock(storage, lock);
-  return result;
-}
-
-async function releaseLock(storage: Storage, lock: StorageLock): Promise<void> {
-  try {
-    await lock.release();
-  } catch (err) {
-    throw new WalshipError('WAL_IO', `cannot unlock ${storage.description}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-/** The addresses of `primary.address`: a list, or one string with commas. */
-export function upstreamAddresses(address: string | readonly string[]): string[] {
-  const list = typeof address === 'string' ? address.split(',') : [...address];
-  return list.map((a) => a.trim()).filter((a) => a !== '');
-}
-
-/** Whether `history` continues `base`: every ancestor of `base`, with the same switch points, and `base`'s timeline. */
-function extendsHistory(history: TimelineHistory, base: TimelineHistory): boolean {
-  if (history.entries.length < base.entries.length) return false;
-  for (const [i, entry] of base.entries.entries()) {
-    const other = history.entries[i];
-    if (other === undefined || other.timeline !== entry.timeline || other.switchLsn !== entry.switchLsn) return false;
-  }
-  return history.entries[base.entries.length]?.timeline === base.timeline || history.timeline === base.timeline;
-}
-
-/** A history as `1 → 2 at 0/3000158 → 3`. */
-function describeHistory(history: TimelineHistory): string {
-  return [...history.entries.map((e) => `${e.timeline} until ${formatLsn(e.switchLsn)}`), `${history.timeline}`].join(', then ');
-}
-
-/** At most this many bytes of discarded entries are reported by `rewind`. */
-const MAX_REWIND_REPORT_BYTES = 64 * 1024 * 1024;
-
-/** The batches of `log` from `from` (a record boundary) to its end, up to {@link MAX_REWIND_REPORT_BYTES}. */
-async function discardedBatches(log: WalLog, from: Lsn): Promise<{ batches: DiscardedBatch[]; complete: boolean }> {
-  const batches: DiscardedBatch[] = [];
-  let bytes = 0;
-  for await (const record of log.read(from)) {
-    const size = record.entries.reduce((n, e) => n + e.data.length, 0);
-    if (bytes + size > MAX_REWIND_REPORT_BYTES) return { batches, complete: false };
-    bytes += size;
-    batches.push({ lsn: record.lsn, endLsn: record.endLsn, entries: record.entries.map((e) => ({ ...e, data: Buffer.from(e.data) })) });
-  }
-  return { batches, complete: true };
 }
