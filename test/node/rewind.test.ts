@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import type { RewindEvent } from '../../src/index.js';
-import { createCluster } from '../../src/testing/index.js';
+import { describe, it, type TestContext } from 'node:test';
+import type { Application, Primary, RewindEvent } from '../../src/index.js';
+import { createCluster, type Cluster } from '../../src/testing/index.js';
 import { PlainApp, RecordingApp, type AppliedBatch } from '../helpers/apps.js';
 import { HANG_MS, commitMany, nextEvent, receivedTo, replayedTo } from '../helpers/standby-harness.js';
 import { within } from '../helpers/wal.js';
@@ -12,6 +12,29 @@ function texts(batches: readonly AppliedBatch[]): string[] {
 
 function discardedTexts(event: RewindEvent): string[] {
   return event.batches.map((b) => b.entries.map((e) => Buffer.from(e.data).toString('hex')).join('+'));
+}
+
+/**
+ * P and its standby S1 (listening); S1 receives `shared` commits, then is cut off while P
+ * commits `tail` more that S1 never gets; P dies (immediately), S1 is promoted, the network
+ * heals. Returns the new primary (closed when the test ends) and S1's application.
+ */
+async function oldPrimaryWithTail(
+  t: TestContext,
+  cluster: Cluster,
+  options: { shared: number; tail: number; s1App?: Application },
+): Promise<{ primary: Primary; app1: Application }> {
+  const p = await cluster.primary('p', { application: new RecordingApp() });
+  const app1 = options.s1App ?? new RecordingApp();
+  const s1 = await cluster.standby('s1', { upstream: p, application: app1, listen: true });
+  await receivedTo(s1, await commitMany(p, 0, options.shared));
+  cluster.network.partition(['s1'], ['p']);
+  await commitMany(p, 20, options.tail);
+  await p.close({ signal: AbortSignal.abort() });
+  const primary = await s1.promote();
+  t.after(() => primary.close());
+  cluster.network.heal();
+  return { primary, app1 };
 }
 
 describe('rewind', () => {
@@ -76,17 +99,8 @@ describe('rewind', () => {
 
   it('without a snapshot before the switch point it takes a base backup from the new primary', async (t) => {
     const cluster = createCluster(t);
-    const appP = new RecordingApp();
-    const p = await cluster.primary('p', { application: appP });
     const app1 = new RecordingApp();
-    const s1 = await cluster.standby('s1', { upstream: p, application: app1, listen: true });
-    await receivedTo(s1, await commitMany(p, 0, 6));
-    cluster.network.partition(['s1'], ['p']);
-    await commitMany(p, 20, 2);
-    await p.close({ signal: AbortSignal.abort() });
-    const primary = await s1.promote();
-    t.after(() => primary.close());
-    cluster.network.heal();
+    const { primary } = await oldPrimaryWithTail(t, cluster, { shared: 6, tail: 2, s1App: app1 });
     const rejoinApp = new RecordingApp();
     const rejoined = await cluster.standby('p', { upstream: cluster.address('s1'), application: rejoinApp });
     const event = (await within(nextEvent(rejoined, 'rewind'), HANG_MS, 'the rewind')) as RewindEvent;
@@ -99,16 +113,8 @@ describe('rewind', () => {
 
   it("stops (BASE_BACKUP_REQUIRED) rather than replay on top of its state when the new primary cannot make a base backup", async (t) => {
     const cluster = createCluster(t);
-    const p = await cluster.primary('p', { application: new RecordingApp() });
     // No snapshot() hook on the standby that becomes primary: it cannot make base backups.
-    const s1 = await cluster.standby('s1', { upstream: p, application: new PlainApp(), listen: true });
-    await receivedTo(s1, await commitMany(p, 0, 6));
-    cluster.network.partition(['s1'], ['p']);
-    await commitMany(p, 20, 2);
-    await p.close({ signal: AbortSignal.abort() });
-    const primary = await s1.promote();
-    t.after(() => primary.close());
-    cluster.network.heal();
+    await oldPrimaryWithTail(t, cluster, { shared: 6, tail: 2, s1App: new PlainApp() });
     const app = new RecordingApp();
     const rejoined = await cluster.standby('p', { upstream: cluster.address('s1'), application: app });
     await within(nextEvent(rejoined, 'failed'), HANG_MS, 'the refusal');
@@ -147,15 +153,7 @@ describe('rewind', () => {
 
   it('with rewind: false a former primary stops with TIMELINE_DIVERGED and keeps its directory', async (t) => {
     const cluster = createCluster(t);
-    const p = await cluster.primary('p', { application: new RecordingApp() });
-    const s1 = await cluster.standby('s1', { upstream: p, application: new RecordingApp(), listen: true });
-    await receivedTo(s1, await commitMany(p, 0, 4));
-    cluster.network.partition(['s1'], ['p']);
-    await commitMany(p, 20, 2);
-    await p.close({ signal: AbortSignal.abort() });
-    const primary = await s1.promote();
-    t.after(() => primary.close());
-    cluster.network.heal();
+    await oldPrimaryWithTail(t, cluster, { shared: 4, tail: 2 });
     const before = cluster.storage('p').fileNames().sort();
     const rejoined = await cluster.standby('p', { upstream: cluster.address('s1'), application: new RecordingApp(), rewind: false });
     await within(nextEvent(rejoined, 'failed'), HANG_MS, 'the refusal');
