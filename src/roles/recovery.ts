@@ -20,7 +20,7 @@ import type { Transport } from '../transport/transport.js';
 import { branchHistory, historyFileName, newestTimeline, parseTimelineHistory, switchPointOf, writeTimelineHistory, type TimelineHistory } from '../wal/timeline-history.js';
 import { WalLog, type SyncMode } from '../wal/wal-log.js';
 import { lockStorage, releaseLock, withStorageLock } from '../node/storage-lock.js';
-import { describeHistory, extendsHistory, upstreamAddresses } from './upstream.js';
+import { describeHistory, extendsHistory, sameHistory, upstreamAddresses } from './upstream.js';
 import { discardedBatches, type RewindEvent } from './rewind.js';
 
 export type { DiscardedBatch, RewindEvent } from './rewind.js';
@@ -88,6 +88,14 @@ export interface PromotedLocal {
   readonly timeline: number;
   /** Where the new timeline began: the end of the WAL the standby had received whole. */
   readonly switchLsn: Lsn;
+}
+
+/** An upstream reached while choosing among several addresses, and how it fits the standby's history. */
+interface Candidate {
+  readonly conn: MessageStream<'client'>;
+  readonly identity: IdentifySystemResultMessage;
+  readonly address: string;
+  readonly fit: 'follows' | 'rewinds' | 'refused';
 }
 
 /** Payload of `base-backup:progress`. */
@@ -544,17 +552,23 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   }
 
   /**
-   * Connects to the upstream and identifies it. With several addresses, it connects to all of
-   * them and keeps the one on the newest timeline that is not behind this standby's (the first
-   * such in the list); the others are closed.
+   * Connects to the upstream and identifies it. With several addresses it connects to all of
+   * them and keeps the one on the newest timeline its history allows (the first such in the
+   * list): an upstream whose history contains this standby's timeline and leaves it no earlier
+   * than the standby's end comes before one that would make it rewind; on one timeline, one
+   * holding the WAL up to the standby's end before one behind it; one behind the standby's
+   * timeline, or off its history, is never chosen. The others are closed.
    */
   async #connectUpstream(signal: AbortSignal): Promise<{ conn: MessageStream<'client'>; identity: IdentifySystemResultMessage; address: string }> {
     const addresses = this.#addresses;
-    const attempt = async (address: string): Promise<{ conn: MessageStream<'client'>; identity: IdentifySystemResultMessage; address: string }> => {
+    const log = this.#log;
+    const attempt = async (address: string): Promise<Candidate> => {
       const conn = await this.#connect(signal, address);
       try {
         this.#setState({ kind: 'connecting', conn });
-        return { conn, identity: await this.#identify(conn), address };
+        const identity = await this.#identify(conn);
+        const fit = addresses.length === 1 || log === null ? 'follows' : await this.#fitOf(conn, log, identity.timeline);
+        return { conn, identity, address, fit };
       } catch (err) {
         conn.destroy();
         throw err;
@@ -562,23 +576,45 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     };
     if (addresses.length === 1) return attempt(addresses[0] as string);
     const results = await Promise.allSettled(addresses.map(attempt));
-    const own = this.#log?.timeline ?? 0;
-    let best: { conn: MessageStream<'client'>; identity: IdentifySystemResultMessage; address: string } | null = null;
+    const rank = (c: Candidate): number => (c.fit === 'follows' ? 2 : c.fit === 'rewinds' ? 1 : 0);
+    // On the same timeline, one that has the WAL up to this standby's end comes before one behind it.
+    const holds = (c: Candidate): boolean => log === null || c.identity.timeline !== log.timeline || c.identity.flushLsn >= log.insertLsn;
+    const better = (c: Candidate, than: Candidate): boolean =>
+      rank(c) !== rank(than) ? rank(c) > rank(than) : c.identity.timeline !== than.identity.timeline ? c.identity.timeline > than.identity.timeline : holds(c) && !holds(than);
+    let best: Candidate | null = null;
     let error: unknown = null;
     for (const result of results) {
       if (result.status === 'rejected') {
         error ??= result.reason;
         continue;
       }
-      const candidate = result.value;
-      if (candidate.identity.timeline >= own && (best === null || candidate.identity.timeline > best.identity.timeline)) best = candidate;
+      const c = result.value;
+      if (rank(c) === 0) continue;
+      if (best === null || better(c, best)) best = c;
     }
     for (const result of results) if (result.status === 'fulfilled' && result.value !== best) result.value.conn.destroy();
     if (best !== null) return best;
     if (results.some((r) => r.status === 'fulfilled')) {
-      throw new WalshipError('TIMELINE_MISMATCH', `every reachable upstream (${addresses.join(', ')}) is on a timeline behind this standby's timeline ${own}`, { transient: true });
+      throw new WalshipError('TIMELINE_MISMATCH', `no reachable upstream (${addresses.join(', ')}) is on a timeline this standby's history allows (it is on timeline ${log?.timeline ?? 0})`, { transient: true });
     }
     throw error;
+  }
+
+  /**
+   * How an upstream on `timeline` fits this standby's history: `follows` (its history contains
+   * the standby's timeline, left no earlier than the standby's end, or it is on the same
+   * timeline with the same history), `rewinds` (left before the standby's end), or `refused`
+   * (behind, or another history). Asks for its history over `conn`.
+   */
+  async #fitOf(conn: MessageStream<'client'>, log: WalLog, timeline: number): Promise<Candidate['fit']> {
+    const own = log.timeline;
+    if (timeline < own) return 'refused';
+    if (timeline === own && own === 1) return 'follows';
+    const history = await this.#fetchHistory(conn, timeline);
+    if (timeline === own) return sameHistory(history, log.history) ? 'follows' : 'refused';
+    const switchLsn = switchPointOf(history, own);
+    if (switchLsn === undefined || !extendsHistory(history, log.history)) return 'refused';
+    return switchLsn === null || log.insertLsn <= switchLsn ? 'follows' : 'rewinds';
   }
 
   /**
@@ -759,10 +795,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     if (signal.aborted) throw abortError(signal);
     this.#upstreamTimeline = Math.max(this.#upstreamTimeline, identity.timeline);
     this.emitSafely('primary:connected', { address, systemId: identity.systemId });
-    if (this.#log !== null && identity.timeline !== this.#log.timeline) {
+    if (this.#log !== null && (identity.timeline !== this.#log.timeline || this.#log.timeline > 1)) {
       const divergedAt = await this.#checkUpstreamTimeline(conn, this.#log, identity.timeline);
       if (divergedAt !== null && (await this.#rewind(this.#log, divergedAt, identity.timeline)) === 'bootstrap-again') return;
-    } else if (this.#log !== null && this.#log.insertLsn > identity.flushLsn) {
+    }
+    if (this.#log !== null && identity.timeline === this.#log.timeline && this.#log.insertLsn > identity.flushLsn) {
       // A standby ahead of its upstream (one that streamed from another node) waits for it.
       throw new WalshipError(
         'CONNECTION_FAILED',
@@ -965,6 +1002,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       throw new WalshipError('TIMELINE_MISMATCH', `the upstream is on timeline ${upstream}, behind this standby's timeline ${own}: it is never followed (a former primary, or a node of an older branch)`, { transient: true });
     }
     const history = await this.#fetchHistory(conn, upstream);
+    if (upstream === own) {
+      // The same timeline number with another history: a node of another promotion.
+      if (sameHistory(history, log.history)) return null;
+      throw new WalshipError('TIMELINE_MISMATCH', `the upstream's timeline ${upstream} has another history (${describeHistory(history)}) than this standby's (${describeHistory(log.history)}): it was promoted elsewhere`, { transient: true });
+    }
     const switchLsn = switchPointOf(history, own);
     if (switchLsn === undefined || !extendsHistory(history, log.history)) {
       throw new WalshipError('TIMELINE_MISMATCH', `the upstream's timeline ${upstream} did not come from this standby's timeline ${own} (its history: ${describeHistory(history)})`, { transient: true });

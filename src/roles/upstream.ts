@@ -23,3 +23,8 @@ export function extendsHistory(history: TimelineHistory, base: TimelineHistory):
 export function describeHistory(history: TimelineHistory): string {
   return [...history.entries.map((e) => `${e.timeline} until ${formatLsn(e.switchLsn)}`), `${history.timeline}`].join(', then ');
 }
+
+/** Whether two histories of the same timeline are the same: the same ancestors, left at the same points. */
+export function sameHistory(a: TimelineHistory, b: TimelineHistory): boolean {
+  return a.timeline === b.timeline && a.entries.length === b.entries.length && a.entries.every((e, i) => e.timeline === b.entries[i]?.timeline && e.switchLsn === b.entries[i]?.switchLsn);
+}

@@ -84,6 +84,34 @@ describe('failover', () => {
     await replayedTo(s2again, await commitMany(primary, 20, 3), 's2 to stream from the new primary again');
   });
 
+  it('among several addresses it picks the one its history allows, not a node promoted elsewhere', async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const rogue = await cluster.standby('r', { upstream: p, application: new RecordingApp(), listen: true });
+    const app1 = new RecordingApp();
+    const s1 = await cluster.standby('s1', { upstream: p, application: app1, listen: true });
+    const app2 = new RecordingApp();
+    // R is listed before S1: a standby stays with the upstream it chose, so P comes first.
+    const s2 = await cluster.standby('s2', { upstream: p, application: app2, connection: { address: [cluster.address('p'), cluster.address('r'), cluster.address('s1')] } });
+    await receivedTo(rogue, await commitMany(p, 0, 5));
+    // R falls behind; S1 and S2 get more: R's timeline 2 would leave timeline 1 before S2's end.
+    cluster.network.partition(['r'], ['p']);
+    const end = await commitMany(p, 10, 5);
+    await receivedTo(s1, p.flushLsn);
+    await replayedTo(s2, end, 's2 to replay');
+    await p.close({ signal: AbortSignal.abort() });
+    const rogueAsPrimary = await rogue.promote();
+    t.after(() => rogueAsPrimary.close());
+    await commitMany(rogueAsPrimary, 100, 3);
+    const primary = await s1.promote();
+    t.after(() => primary.close());
+    const events = record(s2);
+    await replayedTo(s2, await commitMany(primary, 200, 3), 's2 to follow s1 (listed second)');
+    assert.equal(s2.timeline, 2);
+    assert.deepEqual(named(events, 'rewind'), [], 'nothing was rewound');
+    assert.deepEqual(texts(app2.applied), texts(app1.applied), "s2 holds s1's history, not r's");
+  });
+
   it('a standby that received WAL past the switch point stops with TIMELINE_DIVERGED, its directory untouched', async (t) => {
     const cluster = createCluster(t);
     const p = await cluster.primary('p', { application: new RecordingApp() });
