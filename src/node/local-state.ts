@@ -2,7 +2,7 @@ import { errnoCode, WalshipError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
 import { removeControlFile } from './control-file.js';
 import { RECORD_HEADER_SIZE } from '../wal/record.js';
-import { parseSegmentFileName } from '../wal/segment-name.js';
+import { parseSegmentFileName, segmentFileName } from '../wal/segment-name.js';
 import { readTimelineHistory } from '../wal/timeline-history.js';
 
 /** WAL segment files (set-aside `.partial` ones too) and their temporary files, timeline history files, snapshots and the partial snapshot. */
@@ -26,11 +26,7 @@ export async function removeLocalState(storage: Storage): Promise<void> {
 export async function removeLeftovers(storage: Storage): Promise<void> {
   try {
     const names = (await storage.list()).filter((name) => LOCAL_STATE.test(name));
-    for (const name of names) {
-      await storage.remove(name).catch((err: unknown) => {
-        if (errnoCode(err) !== 'ENOENT') throw err;
-      });
-    }
+    for (const name of names) await removeIfThere(storage, name);
     if (names.length > 0) await storage.syncDirectory();
   } catch (err) {
     throw new WalshipError('WAL_IO', `cannot clear ${storage.description}: ${(err as Error).message}`, { cause: err });
@@ -55,11 +51,11 @@ export async function removeAbandonedTimelines(storage: Storage, timeline: numbe
     const histories = names.filter((name) => /^[0-9A-F]{8}\.history(?:\.tmp)?$/.test(name) && tli(name) > timeline);
     const touched: string[] = [];
     for (const name of segments) {
-      const own = `${hex8(timeline)}${name.slice(8)}`;
-      const history = names.includes(own) ? null : await readTimelineHistory(storage, tli(name)).catch(() => null);
-      const switchLsn = history?.entries.find((e) => e.timeline === timeline)?.switchLsn;
       const segno = parseSegmentFileName(name, segmentSize)?.segno;
-      if (switchLsn !== undefined && segno !== undefined && Math.floor(switchLsn / segmentSize) === segno && switchLsn % segmentSize !== 0) {
+      const own = segno === undefined ? null : segmentFileName(timeline, segno, segmentSize);
+      const history = own === null || names.includes(own) ? null : await readTimelineHistory(storage, tli(name)).catch(() => null);
+      const switchLsn = history?.entries.find((e) => e.timeline === timeline)?.switchLsn;
+      if (own !== null && switchLsn !== undefined && Math.floor(switchLsn / segmentSize) === segno && switchLsn % segmentSize !== 0) {
         const file = await storage.open(name);
         try {
           const within = switchLsn % segmentSize;
@@ -84,10 +80,6 @@ export async function removeAbandonedTimelines(storage: Storage, timeline: numbe
     if (err instanceof WalshipError) throw err;
     throw new WalshipError('WAL_IO', `cannot clear abandoned timelines in ${storage.description}: ${(err as Error).message}`, { cause: err });
   }
-}
-
-function hex8(value: number): string {
-  return value.toString(16).toUpperCase().padStart(8, '0');
 }
 
 async function removeIfThere(storage: Storage, name: string): Promise<void> {

@@ -163,3 +163,28 @@ export class SegmentFiles {
     return result;
   }
 }
+
+/**
+ * Copies the first `length` bytes of segment file `from` into a new segment file `to`, durably:
+ * a temporary file of the whole segment size, synced, renamed into place, the directory synced.
+ */
+export async function copySegmentPrefix(storage: Storage, from: string, to: string, length: number, segmentSize: number, sparse: boolean): Promise<void> {
+  const buf = Buffer.alloc(length);
+  const source = await storage.open(from, { readOnly: true });
+  try {
+    if ((await source.read(buf, 0, length, 0)) !== length) throw new Error(`segment ${from} is shorter than ${length} bytes`);
+  } finally {
+    await source.close();
+  }
+  const temp = `${to}.tmp`;
+  const file = await storage.open(temp, { create: true });
+  try {
+    await file.allocate(segmentSize, { sparse });
+    await file.write(buf, 0);
+    await file.datasync();
+  } finally {
+    await file.close();
+  }
+  await storage.rename(temp, to);
+  await storage.syncDirectory();
+}

@@ -7,7 +7,7 @@ import { NodeStorage } from '../storage/node-storage.js';
 import { isStorage, type Storage, type StorageLock } from '../storage/storage.js';
 import { MAX_CHANNEL_BYTES, RECORD_END_OF_RECOVERY, RECORD_HEADER_SIZE, RECORD_SHUTDOWN, SEGMENT_HEADER_SIZE, align, readSegmentHeader, type WalEntry } from './record.js';
 import { recoverEnd } from './recovery.js';
-import { SegmentFiles } from './segment-files.js';
+import { SegmentFiles, copySegmentPrefix } from './segment-files.js';
 import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, segmentFileName } from './segment-name.js';
 import { historyFileName, readTimelineHistory, segmentTimeline, timelineOf, type TimelineHistory } from './timeline-history.js';
 import { readWalBytes, type ReadBytesOptions, type WalChunk } from './wal-byte-reader.js';
@@ -886,31 +886,6 @@ async function wrapIo<T>(operation: () => Promise<T>, what: string): Promise<T> 
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-/**
- * Copies the first `length` bytes of segment file `from` into a new segment file `to`, durably:
- * a temporary file of the whole segment size, synced, renamed into place, the directory synced.
- */
-async function copySegmentPrefix(storage: Storage, from: string, to: string, length: number, segmentSize: number, sparse: boolean): Promise<void> {
-  const buf = Buffer.alloc(length);
-  const source = await storage.open(from, { readOnly: true });
-  try {
-    if ((await source.read(buf, 0, length, 0)) !== length) throw new Error(`segment ${from} is shorter than ${length} bytes`);
-  } finally {
-    await source.close();
-  }
-  const temp = `${to}.tmp`;
-  const file = await storage.open(temp, { create: true });
-  try {
-    await file.allocate(segmentSize, { sparse });
-    await file.write(buf, 0);
-    await file.datasync();
-  } finally {
-    await file.close();
-  }
-  await storage.rename(temp, to);
-  await storage.syncDirectory();
 }
 
 /**

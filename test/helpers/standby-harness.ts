@@ -1,3 +1,4 @@
+import { RECOVERY_EVENT_NAMES } from '../../src/roles/recovery.js';
 import assert from 'node:assert/strict';
 import { isWalshipError, type Primary, type Standby, type StandbyEvents } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
@@ -16,20 +17,8 @@ export interface Recorded {
   readonly payload: Record<string, unknown>;
 }
 
-const EVENT_NAMES: readonly (keyof StandbyEvents)[] = [
-  'state:change',
-  'primary:connected',
-  'primary:disconnected',
-  'wal:caught-up',
-  'consistent',
-  'base-backup:progress',
-  'base-backup:done',
-  'apply:error',
-  'timeline:switch',
-  'rewind',
-  'promoted',
-  'failed',
-];
+// Every event the standby passes on from its recovery role, and its last one.
+const EVENT_NAMES: readonly (keyof StandbyEvents)[] = [...RECOVERY_EVENT_NAMES, 'promoted'];
 
 export function record(standby: Standby): Recorded[] {
   const events: Recorded[] = [];
