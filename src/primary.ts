@@ -6,6 +6,8 @@ import { MAX_TIMEOUT_MS } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
 import type { CheckpointResult } from './node/checkpointer.js';
 import { isRecoveryState, readControlFile, writeControlFile, type ControlData } from './node/control-file.js';
+import { restoreTimelineHistory } from './node/local-state.js';
+import { withStorageLock } from './node/storage-lock.js';
 import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } from './node/node-core.js';
 import {
   SERVE_DEFAULTS,
@@ -153,6 +155,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
     // Before the WAL is opened (which may repair its tail): a standby's directory stays untouched.
     const recorded = await readControlFile(storage);
     refuseStandbyDirectory(storage, recorded);
+    if (recorded !== null) await withStorageLock(storage, () => restoreTimelineHistory(storage, recorded));
     const log = await WalLog.open({
       storage,
       // The control file names the timeline (a promotion may have left a later one's files behind it).

@@ -1,15 +1,18 @@
 import { WalshipError, errnoCode } from '../errors.js';
 import type { Lsn } from '../lsn.js';
-import { damaged, readJsonFile, writeJsonFile, type JsonFileSpec } from '../storage/json-file.js';
+import { damaged, type JsonFileSpec } from '../storage/json-file.js';
 import type { Storage } from '../storage/storage.js';
+import { readTwoCopyFile, writeTwoCopyFile } from '../storage/two-copy-file.js';
+import type { TimelineHistory, TimelineHistoryEntry } from '../wal/timeline-history.js';
 
 /** The node's control file: its identity and where its application's state is durable. */
 export const CONTROL_FILE = 'walship.control';
 const SPEC: JsonFileSpec = {
   name: CONTROL_FILE,
-  // 2: the node's state (in production, in recovery, shut down) is recorded.
+  // 2: the node's state (in production, in recovery, shut down) is recorded. The two-copy
+  // layout (and `switchedFrom`) left the format as it was: older files are still read.
   format: 2,
-  // Far more than the JSON ever needs.
+  // The two-copy file's size, or an older single-copy one's (far more than its JSON needs).
   maxBytes: 64 * 1024,
   repairHint: 'restore the node from a base backup',
   enospcTransient: false,
@@ -48,6 +51,14 @@ export interface ControlData {
   /** The timeline the node's WAL is on. */
   readonly timeline: number;
   /**
+   * Where {@link timeline} branched off (the last entry of its history: the parent timeline,
+   * the switch point, the reason), recorded with it by a promotion or a switch to an upstream's
+   * new timeline. The timeline's history file is written after the control file, and rebuilt
+   * from this and the parent's history file when a crash came first. Absent on timeline 1, and
+   * in control files of older walship versions, whose history files were written first.
+   */
+  readonly switchedFrom?: TimelineHistoryEntry;
+  /**
    * The latest checkpoint: the application's state is durable up to `lsn`, kept by the
    * application itself (`snapshot: false`) or in the local snapshot file of that LSN.
    */
@@ -56,9 +67,19 @@ export interface ControlData {
   readonly consistentLsn: Lsn;
 }
 
+/** The longest switch reason {@link ControlData.switchedFrom} keeps (a history file's reason can be far longer). */
+const MAX_SWITCH_REASON = 1024;
+
+/** {@link ControlData.switchedFrom} for a node moving onto `history.timeline` (timeline 1 has none). */
+export function switchedFromOf(history: TimelineHistory): Pick<ControlData, 'switchedFrom'> {
+  const last = history.entries.at(-1);
+  if (last === undefined) return {};
+  return { switchedFrom: { timeline: last.timeline, switchLsn: last.switchLsn, reason: last.reason.slice(0, MAX_SWITCH_REASON) } };
+}
+
 /** Reads the control file; `null` when there is none (a new node). A damaged one is `WAL_CORRUPT`. */
 export async function readControlFile(storage: Storage): Promise<ControlData | null> {
-  const data = await readJsonFile(storage, SPEC);
+  const data = await readTwoCopyFile(storage, SPEC);
   if (data === null) return null;
   if (!isControlData(data)) throw damaged(SPEC, storage, 'unexpected content');
   return {
@@ -66,6 +87,7 @@ export async function readControlFile(storage: Storage): Promise<ControlData | n
     systemId: data.systemId,
     segmentSize: data.segmentSize,
     timeline: data.timeline,
+    ...(data.switchedFrom === undefined ? {} : { switchedFrom: { ...data.switchedFrom } }),
     checkpoint: data.checkpoint === null ? null : { lsn: data.checkpoint.lsn, snapshot: data.checkpoint.snapshot },
     consistentLsn: data.consistentLsn,
   };
@@ -77,6 +99,7 @@ function isControlData(value: unknown): value is ControlData {
   const v = value as Record<string, unknown>;
   const isLsn = (x: unknown): boolean => Number.isSafeInteger(x) && (x as number) >= 0;
   const checkpoint = v['checkpoint'] as Record<string, unknown> | null | undefined;
+  const switchedFrom = v['switchedFrom'] as Record<string, unknown> | undefined;
   return (
     NODE_STATES.includes(v['state'] as NodeState) &&
     typeof v['systemId'] === 'string' &&
@@ -86,14 +109,26 @@ function isControlData(value: unknown): value is ControlData {
     Number.isSafeInteger(v['timeline']) &&
     (v['timeline'] as number) >= 1 &&
     isLsn(v['consistentLsn']) &&
+    (switchedFrom === undefined ||
+      (typeof switchedFrom === 'object' &&
+        switchedFrom !== null &&
+        Number.isSafeInteger(switchedFrom['timeline']) &&
+        (switchedFrom['timeline'] as number) >= 1 &&
+        (switchedFrom['timeline'] as number) < (v['timeline'] as number) &&
+        isLsn(switchedFrom['switchLsn']) &&
+        typeof switchedFrom['reason'] === 'string')) &&
     (checkpoint === null ||
       (typeof checkpoint === 'object' && checkpoint !== undefined && isLsn(checkpoint['lsn']) && typeof checkpoint['snapshot'] === 'boolean'))
   );
 }
 
-/** Replaces the control file atomically and durably: a crash at any point leaves the old file or the new one. */
+/**
+ * Updates the control file durably, in place (two copies, see `storage/two-copy-file.ts`): a
+ * crash at any point leaves the old content or the new one. It syncs no directory: a caller
+ * whose renames must be durable first syncs the directory itself.
+ */
 export function writeControlFile(storage: Storage, data: ControlData): Promise<void> {
-  return writeJsonFile(storage, SPEC, data);
+  return writeTwoCopyFile(storage, SPEC, data);
 }
 
 /** Removes the control file durably (undoing a bootstrap that never received anything); a missing one is fine. */

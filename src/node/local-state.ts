@@ -1,9 +1,9 @@
 import { errnoCode, WalshipError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
-import { removeControlFile } from './control-file.js';
+import { removeControlFile, type ControlData } from './control-file.js';
 import { RECORD_HEADER_SIZE } from '../wal/record.js';
 import { parseSegmentFileName, segmentFileName } from '../wal/segment-name.js';
-import { readTimelineHistory } from '../wal/timeline-history.js';
+import { branchHistory, historyFileName, readTimelineHistory, writeTimelineHistory } from '../wal/timeline-history.js';
 
 /** WAL segment files (set-aside `.partial` ones too) and their temporary files, timeline history files, snapshots and the partial snapshot. */
 const LOCAL_STATE = /^(?:[0-9A-F]{24}(?:\.tmp|\.partial)?|[0-9A-F]{8}\.history(?:\.tmp)?|snapshot-[0-9A-F]{8}-[0-9A-F]{16}|snapshot\.partial)$/;
@@ -80,6 +80,28 @@ export async function removeAbandonedTimelines(storage: Storage, timeline: numbe
     if (err instanceof WalshipError) throw err;
     throw new WalshipError('WAL_IO', `cannot clear abandoned timelines in ${storage.description}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * Writes the history file of the control file's timeline when a crash lost it: a promotion or a
+ * switch to an upstream's new timeline records the timeline with its history entry
+ * (`switchedFrom`) in the control file first and writes the file after. The file is rebuilt
+ * from that entry and the parent timeline's history file, which was on disk before. Returns
+ * whether it wrote it. Call it with the directory's lock held, before the WAL is opened.
+ */
+export async function restoreTimelineHistory(storage: Storage, control: ControlData): Promise<boolean> {
+  const from = control.switchedFrom;
+  if (control.timeline === 1 || from === undefined) return false;
+  if ((await readTimelineHistory(storage, control.timeline)) !== null) return false;
+  const parent = await readTimelineHistory(storage, from.timeline);
+  if (parent === null) {
+    throw new WalshipError(
+      'WAL_CORRUPT',
+      `${historyFileName(control.timeline)} and ${historyFileName(from.timeline)} are missing in ${storage.description}: timeline ${control.timeline}'s history cannot be rebuilt; restore the node from a base backup`,
+    );
+  }
+  await writeTimelineHistory(storage, branchHistory(parent, from.switchLsn, from.reason, control.timeline));
+  return true;
 }
 
 async function removeIfThere(storage: Storage, name: string): Promise<void> {

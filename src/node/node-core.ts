@@ -13,7 +13,7 @@ import type { RetentionState } from '../slots/retention.js';
 import { WAL_REMOVED_REASON, type InvalidatedSlot, type ReplicationSlotRow, type SlotInfo, type SlotManager } from '../slots/slot-manager.js';
 import type { Storage } from '../storage/storage.js';
 import type { Transport } from '../transport/transport.js';
-import { formatTimelineHistory, historyFileName, readTimelineHistory } from '../wal/timeline-history.js';
+import { ancestorHistory, formatTimelineHistory, historyFileName, readTimelineHistory } from '../wal/timeline-history.js';
 import type { WalLog } from '../wal/wal-log.js';
 import { Applier, type EntryBuffers } from './applier.js';
 import { Checkpointer, type CheckpointResult } from './checkpointer.js';
@@ -300,13 +300,15 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
   }
 
   /**
-   * {@link WalSource.timelineHistory}: the history file of `timeline` from the data
-   * directory, re-encoded (checked on the way), or `null` when it has none. Timeline 1 has no
-   * file, as in PostgreSQL.
+   * {@link WalSource.timelineHistory}: the history file of `timeline`, or `null` when there is
+   * none. The log's own timeline and its ancestors are answered from its history in memory (a
+   * switch writes the file in the background); other timelines from the data directory's
+   * files, checked on the way. Timeline 1 has no file, as in PostgreSQL.
    */
   async timelineHistory(timeline: number): Promise<{ fileName: string; content: Uint8Array } | null> {
     if (timeline === 1) return null;
-    const history = await readTimelineHistory(this.storage, timeline);
+    const known = this.#local === null ? null : ancestorHistory(this.#local.log.history, timeline);
+    const history = known ?? (await readTimelineHistory(this.storage, timeline));
     if (history === null) return null;
     return { fileName: historyFileName(timeline), content: Buffer.from(formatTimelineHistory(history), 'utf8') };
   }

@@ -6,9 +6,9 @@ import { Lifecycle, untilAborted, whenAborted, type CloseOptions } from '../life
 import { createLogger, type Logger } from '../logger.js';
 import { LsnWaiters, type WaitOptions } from '../lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
-import { isRecoveryState, readControlFile, removeControlFile, writeControlFile, type ControlData, type NodeState } from '../node/control-file.js';
+import { isRecoveryState, readControlFile, removeControlFile, switchedFromOf, writeControlFile, type ControlData, type NodeState } from '../node/control-file.js';
 import type { FailedEvent, NodeCore } from '../node/node-core.js';
-import { removeAbandonedTimelines, removeLeftovers, removeLocalState } from '../node/local-state.js';
+import { removeAbandonedTimelines, restoreTimelineHistory, removeLeftovers, removeLocalState } from '../node/local-state.js';
 import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/messages.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
@@ -641,11 +641,13 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   /** Opens the local WAL and slots, brings the application to its last state and starts replay. */
   async #openLocal(control: ControlData): Promise<void> {
     const o = this.#options;
-    if (isRecoveryState(control.state)) {
-      // Under the directory's lock (nobody else may be using those files).
-      const removed = await withStorageLock(this.#storage, () => removeAbandonedTimelines(this.#storage, control.timeline, control.segmentSize));
+    // Under the directory's lock (nobody else may be using those files).
+    await withStorageLock(this.#storage, async () => {
+      if (await restoreTimelineHistory(this.#storage, control)) this.#debug('wrote the history file of timeline %d, which a crash lost', control.timeline);
+      if (!isRecoveryState(control.state)) return;
+      const removed = await removeAbandonedTimelines(this.#storage, control.timeline, control.segmentSize);
       if (removed.length > 0) this.#debug('removed %o: an interrupted promotion or timeline switch left them', removed);
-    }
+    });
     const log = await WalLog.open({
       storage: this.#storage,
       role: 'replica',
@@ -1106,9 +1108,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     if (switchPointOf(history, log.timeline) !== switchLsn || !extendsHistory(history, log.history)) {
       throw new WalshipError('TIMELINE_MISMATCH', `the upstream's history of timeline ${nextTimeline} (${describeHistory(history)}) does not continue timeline ${log.timeline} at ${formatLsn(switchLsn)}`);
     }
-    await writeTimelineHistory(this.#storage, history, { syncDirectory: false });
+    // The control file records the new timeline's history entry: the log writes the history
+    // file itself once it switches (rebuilt at open from the entry and this timeline's file).
+    await log.historyFileWritten();
     await log.removeSegmentsPast(switchLsn);
-    await this.#core.updateControl((current) => ({ ...current, timeline: nextTimeline }));
+    await this.#core.updateControl((current) => ({ ...current, timeline: nextTimeline, ...switchedFromOf(history) }));
     try {
       await log.followTimeline(history);
     } catch (err) {
@@ -1286,15 +1290,17 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       const applied = lap();
       const timeline = Math.max(await newestTimeline(this.#storage, log.timeline), this.#upstreamTimeline, log.timeline) + 1;
       const history = branchHistory(log.history, switchLsn, reason, timeline);
-      // Its rename is made durable by the control file's directory sync below, before which it is not needed.
-      await writeTimelineHistory(this.#storage, history, { syncDirectory: false });
-      const historyWritten = lap();
-      // Segments prepared past the switch point go now: the control file's directory sync covers it.
+      // The new history extends this timeline's file, which must be on disk (it is, unless a switch just wrote it).
+      await log.historyFileWritten();
+      // Segments prepared past the switch point: a crash that brings them back leaves files past the WAL's end, which nothing reads.
       await log.removeSegmentsPast(switchLsn);
-      // The commit point: from this write on the directory opens as the new primary (the open
-      // moves the switch segment into place if the rename below did not survive a crash).
+      const prepared = lap();
+      // The commit point: from this write on the directory opens as the new primary. The
+      // control file records the new timeline's history entry, so the history file is written
+      // after it, in the background (an open rebuilds it if a crash came first), and an open
+      // moves the switch segment into place if the rename below did not survive a crash.
       const before = core.control;
-      await core.updateControl((current) => ({ ...current, state: 'in-production', timeline }));
+      await core.updateControl((current) => ({ ...current, state: 'in-production', timeline, ...switchedFromOf(history) }));
       const controlWritten = lap();
       switched = true;
       this.#beginningTimeline = true;
@@ -1303,15 +1309,20 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       } catch (err) {
         // Not a primary after all: the directory says "standby" again, then reopens as one
         // (a failure to say so stops the standby: reopened, the directory is the new primary's).
-        await core.updateControl(() => before).catch((revertError: unknown) => {
-          this.#fail(isWalshipError(revertError) ? revertError : new WalshipError('WAL_IO', String(revertError), { cause: revertError }));
-        });
+        // The new timeline's history file goes first: the open that moves the switch segment
+        // back under the old timeline's name reads the switch point from it.
+        await log
+          .historyFileWritten()
+          .then(() => core.updateControl(() => before))
+          .catch((revertError: unknown) => {
+            this.#fail(isWalshipError(revertError) ? revertError : new WalshipError('WAL_IO', String(revertError), { cause: revertError }));
+          });
         throw err;
       } finally {
         this.#beginningTimeline = false;
       }
       recorded = true;
-      this.#debug('promoted: timeline %d from %s in %s ms (upstream stopped %s, applied %s, history %s, control file %s)', timeline, formatLsn(switchLsn), lap(), stopped, applied, historyWritten, controlWritten);
+      this.#debug('promoted: timeline %d from %s in %s ms (upstream stopped %s, applied %s, prepared %s, control file %s)', timeline, formatLsn(switchLsn), lap(), stopped, applied, prepared, controlWritten);
       this.#state = { kind: 'promoted', timeline, switchLsn };
       this.emitSafely('state:change', { state: 'promoted' });
       return { log, timeline, switchLsn };

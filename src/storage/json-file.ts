@@ -1,5 +1,6 @@
 import crc32c from 'fast-crc32c';
 import { WalshipError, errnoCode } from '../errors.js';
+import { replaceFileDurably } from './replace-file.js';
 import type { Storage } from './storage.js';
 
 /**
@@ -23,6 +24,12 @@ const HEADER = 8;
 
 /** Reads the file: its parsed JSON (format checked), or `null` when there is none. */
 export async function readJsonFile(storage: Storage, spec: JsonFileSpec): Promise<Record<string, unknown> | null> {
+  const buf = await readFileBytes(storage, spec);
+  return buf === null ? null : decodeJsonFile(buf, spec, storage);
+}
+
+/** The file's bytes (at most `spec.maxBytes`, else `WAL_CORRUPT`), or `null` when there is none. */
+export async function readFileBytes(storage: Storage, spec: JsonFileSpec): Promise<Buffer | null> {
   let file;
   try {
     file = await storage.open(spec.name, { readOnly: true });
@@ -31,36 +38,43 @@ export async function readJsonFile(storage: Storage, spec: JsonFileSpec): Promis
     throw ioError(spec, 'open', storage, err);
   }
   try {
-    let buf: Buffer;
-    try {
-      const size = await file.size();
-      if (size < HEADER || size > spec.maxBytes) throw damaged(spec, storage, `size ${size}`);
-      buf = Buffer.alloc(size);
-      if ((await file.read(buf, 0, size, 0)) !== size) throw damaged(spec, storage, 'short read');
-    } catch (err) {
-      if (err instanceof WalshipError) throw err;
-      throw ioError(spec, 'read', storage, err);
-    }
-    if (buf.readUInt32LE(4) !== buf.length - HEADER || crc32c.calculate(buf.subarray(4)) !== buf.readUInt32LE(0)) {
-      throw damaged(spec, storage, 'checksum mismatch');
-    }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(buf.subarray(HEADER).toString('utf8'));
-    } catch {
-      throw damaged(spec, storage, 'not JSON');
-    }
-    const format = (parsed as { format?: unknown } | null)?.format;
-    if (typeof format === 'number' && format !== spec.format) {
-      throw new WalshipError('WAL_FORMAT', `${spec.name} has format ${format}; this walship reads format ${spec.format}`);
-    }
-    if (format !== spec.format || typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw damaged(spec, storage, 'unexpected content');
-    }
-    return parsed as Record<string, unknown>;
+    const size = await file.size();
+    if (size < HEADER || size > spec.maxBytes) throw damaged(spec, storage, `size ${size}`);
+    const buf = Buffer.alloc(size);
+    if ((await file.read(buf, 0, size, 0)) !== size) throw damaged(spec, storage, 'short read');
+    return buf;
+  } catch (err) {
+    if (err instanceof WalshipError) throw err;
+    throw ioError(spec, 'read', storage, err);
   } finally {
     await file.close().catch(() => undefined);
   }
+}
+
+/** The parsed JSON of a whole file's bytes (checksum and `format` checked); `WAL_CORRUPT` when damaged. */
+export function decodeJsonFile(buf: Buffer, spec: JsonFileSpec, storage: Storage): Record<string, unknown> {
+  if (buf.length < HEADER || buf.readUInt32LE(4) !== buf.length - HEADER || crc32c.calculate(buf.subarray(4)) !== buf.readUInt32LE(0)) {
+    throw damaged(spec, storage, 'checksum mismatch');
+  }
+  return parseJsonBody(buf.subarray(HEADER), spec, storage);
+}
+
+/** Parses checksummed JSON bytes and checks their `format`. */
+export function parseJsonBody(bytes: Buffer, spec: JsonFileSpec, storage: Storage): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw damaged(spec, storage, 'not JSON');
+  }
+  const format = (parsed as { format?: unknown } | null)?.format;
+  if (typeof format === 'number' && format !== spec.format) {
+    throw new WalshipError('WAL_FORMAT', `${spec.name} has format ${format}; this walship reads format ${spec.format}`);
+  }
+  if (format !== spec.format || typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw damaged(spec, storage, 'unexpected content');
+  }
+  return parsed as Record<string, unknown>;
 }
 
 /** Replaces the file with `body` (plus its `format`), atomically and durably. */
@@ -70,21 +84,8 @@ export async function writeJsonFile(storage: Storage, spec: JsonFileSpec, body: 
   buf.writeUInt32LE(json.length, 4);
   json.copy(buf, HEADER);
   buf.writeUInt32LE(crc32c.calculate(buf.subarray(4)), 0);
-  const temp = `${spec.name}.tmp`;
   try {
-    // A temporary file left by a crash is stale: start afresh.
-    await storage.remove(temp).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    });
-    const file = await storage.open(temp, { create: true, exclusive: true });
-    try {
-      await file.write(buf, 0);
-      await file.datasync();
-    } finally {
-      await file.close();
-    }
-    await storage.rename(temp, spec.name);
-    await storage.syncDirectory();
+    await replaceFileDurably(storage, spec.name, buf);
   } catch (err) {
     throw ioError(spec, 'write', storage, err);
   }
@@ -95,7 +96,7 @@ export function damaged(spec: JsonFileSpec, storage: Storage, why: string): Wals
   return new WalshipError('WAL_CORRUPT', `${spec.name} in ${storage.description} is damaged (${why}); ${spec.repairHint}`);
 }
 
-function ioError(spec: JsonFileSpec, what: string, storage: Storage, err: unknown): WalshipError {
+export function ioError(spec: JsonFileSpec, what: string, storage: Storage, err: unknown): WalshipError {
   return new WalshipError('WAL_IO', `cannot ${what} ${spec.name} in ${storage.description}: ${(err as Error).message}`, {
     cause: err,
     transient: spec.enospcTransient && errnoCode(err) === 'ENOSPC',

@@ -115,6 +115,11 @@ export class MemoryStorage implements Storage {
     return this.disk.operationCount;
   }
 
+  /** Whether this storage crashed ({@link crash}, {@link crashAfter}): every operation on it fails. */
+  get crashed(): boolean {
+    return this.disk.dead;
+  }
+
   async prepare(): Promise<void> {
     this.disk.enter();
   }

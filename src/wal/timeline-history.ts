@@ -2,6 +2,7 @@ import crc32c from 'fast-crc32c';
 import { WalshipError, errnoCode } from '../errors.js';
 import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
 import type { Storage } from '../storage/storage.js';
+import { replaceFileDurably } from '../storage/replace-file.js';
 
 /**
  * Timeline history files, as PostgreSQL keeps them (`timeline.c`): when a standby is
@@ -157,6 +158,13 @@ export function branchHistory(parent: TimelineHistory, switchLsn: Lsn, reason: s
   return history;
 }
 
+/** The history of `timeline` when it is `history`'s own timeline or one of its ancestors (a prefix of it), else `null`. */
+export function ancestorHistory(history: TimelineHistory, timeline: number): TimelineHistory | null {
+  if (timeline === history.timeline) return history;
+  const at = history.entries.findIndex((entry) => entry.timeline === timeline);
+  return at < 0 ? null : { timeline, entries: history.entries.slice(0, at) };
+}
+
 /** Reads the history of `timeline` from `storage`: timeline 1's is empty; a missing file for another is `null`. */
 export async function readTimelineHistory(storage: Storage, timeline: number): Promise<TimelineHistory | null> {
   if (timeline === 1) return FIRST_TIMELINE_HISTORY;
@@ -194,20 +202,8 @@ export async function readTimelineHistory(storage: Storage, timeline: number): P
 export async function writeTimelineHistory(storage: Storage, history: TimelineHistory, options: { syncDirectory?: boolean } = {}): Promise<void> {
   const name = historyFileName(history.timeline);
   const data = Buffer.from(formatTimelineHistory(history), 'utf8');
-  const temp = `${name}.tmp`;
   try {
-    await storage.remove(temp).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    });
-    const file = await storage.open(temp, { create: true, exclusive: true });
-    try {
-      await file.write(data, 0);
-      await file.datasync();
-    } finally {
-      await file.close();
-    }
-    await storage.rename(temp, name);
-    if (options.syncDirectory !== false) await storage.syncDirectory();
+    await replaceFileDurably(storage, name, data, options);
   } catch (err) {
     throw ioError('write', name, storage, err);
   }

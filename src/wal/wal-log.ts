@@ -9,7 +9,7 @@ import { MAX_CHANNEL_BYTES, RECORD_END_OF_RECOVERY, RECORD_HEADER_SIZE, RECORD_S
 import { recoverEnd } from './recovery.js';
 import { SegmentFiles, copySegmentPrefix } from './segment-files.js';
 import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, segmentFileName } from './segment-name.js';
-import { historyFileName, readTimelineHistory, segmentTimeline, timelineOf, type TimelineHistory } from './timeline-history.js';
+import { historyFileName, readTimelineHistory, segmentTimeline, timelineOf, writeTimelineHistory, type TimelineHistory } from './timeline-history.js';
 import { readWalBytes, type ReadBytesOptions, type WalChunk } from './wal-byte-reader.js';
 import { WalReader, type ReadOptions, type WalRecord } from './wal-reader.js';
 import { WalWriter } from './wal-writer.js';
@@ -92,8 +92,12 @@ export const walLogOptionsSchema = Object.freeze({
   },
 });
 
-/** How long after a promotion the old timeline's `.partial` copy starts. */
-const PARTIAL_COPY_DELAY_MS = 1000;
+/**
+ * How long after a switch the files it leaves for later are written: the old timeline's
+ * `.partial` copy and the new timeline's history file. Not during the switch, nor under the
+ * first commits after it, whose fdatasyncs would wait for the same journal commit.
+ */
+const AFTER_SWITCH_DELAY_MS = 1000;
 
 const validateOptions: OptionsValidator<WalLogOptions> = compileOptions('WalLog', walLogOptionsSchema);
 
@@ -186,6 +190,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   readonly #background = new Set<Promise<void>>();
   /** The `.partial` copy waiting to start (see {@link #keepPartial}). */
   #pendingPartial: NodeJS.Timeout | null = null;
+  /** The history file a switch left to write (see {@link historyFileWritten}), until it is on disk. */
+  #historyFile: PendingHistoryFile | null = null;
   /** The end of WAL when the log was opened: a clean close writes a shutdown record only after appends. */
   readonly #openedAt: Lsn;
 
@@ -574,6 +580,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       throw new WalshipError('INVALID_ARGUMENT', `timeline ${history.timeline} cannot begin at ${formatLsn(switchLsn)}, past the end of the WAL at ${formatLsn(this.#writer.flushedLsn)}`);
     }
     const parent = this.timeline;
+    this.#writeHistoryFile(history);
     await this.#switchFiles(history, switchLsn);
     this.#role = 'primary';
     this.#files.sparse = false;
@@ -598,8 +605,61 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     if (switchLsn !== this.#writer.insertLsn) {
       throw new WalshipError('INVALID_ARGUMENT', `timeline ${history.timeline} begins at ${formatLsn(switchLsn)}, but this log ends at ${formatLsn(this.#writer.insertLsn)}`);
     }
+    this.#writeHistoryFile(history);
     await this.#switchFiles(history, switchLsn);
     this.#log('following timeline %d from %s', history.timeline, formatLsn(switchLsn));
+  }
+
+  /**
+   * Resolves once the current timeline's history file is durable: at once, unless a switch
+   * ({@link beginTimeline}, {@link followTimeline}) left it to write (it is written now if it
+   * has not been yet, and again if that failed; a failure rejects, `WAL_IO`). Call it before
+   * recording a timeline past this one: its history extends this file.
+   */
+  async historyFileWritten(): Promise<void> {
+    const pending = this.#historyFile;
+    if (pending === null) return;
+    let error = await this.#startHistoryFile(pending);
+    if (error !== null) {
+      pending.writing = null;
+      error = await this.#startHistoryFile(pending);
+    }
+    if (error !== null) throw error;
+    if (this.#historyFile === pending) this.#historyFile = null;
+  }
+
+  /**
+   * Leaves the history file of the timeline a switch moves onto to write a moment later: its
+   * content is recorded already (the caller's control file, from which an open rebuilds a file
+   * a crash lost), and until the file is there the history is served from memory.
+   */
+  #writeHistoryFile(history: TimelineHistory): void {
+    if (this.#historyFile !== null) void this.#startHistoryFile(this.#historyFile);
+    const pending: PendingHistoryFile = { history, timer: null, writing: null };
+    pending.timer = setTimeout(() => void this.#startHistoryFile(pending), AFTER_SWITCH_DELAY_MS);
+    pending.timer.unref();
+    this.#historyFile = pending;
+  }
+
+  /** Starts writing `pending` unless it is under way; resolves with the error when it failed, else null. {@link close} waits for it. */
+  #startHistoryFile(pending: PendingHistoryFile): Promise<unknown> {
+    if (pending.timer !== null) clearTimeout(pending.timer);
+    pending.timer = null;
+    if (pending.writing === null) {
+      const { history } = pending;
+      const writing = writeTimelineHistory(this.storage, history).then(
+        () => null,
+        (error: unknown) => {
+          this.#log.error('writing %s: %s', historyFileName(history.timeline), describe(error));
+          return error;
+        },
+      );
+      pending.writing = writing;
+      const done = writing.then(() => undefined);
+      this.#background.add(done);
+      void done.finally(() => this.#background.delete(done));
+    }
+    return pending.writing;
   }
 
   /**
@@ -640,7 +700,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       );
       this.#background.add(copying);
       void copying.finally(() => this.#background.delete(copying));
-    }, PARTIAL_COPY_DELAY_MS);
+    }, AFTER_SWITCH_DELAY_MS);
     timer.unref();
     this.#pendingPartial = timer;
   }
@@ -798,6 +858,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     }
     if (this.#state !== 'failed') this.#state = 'closed';
     if (this.#pendingPartial !== null) clearTimeout(this.#pendingPartial);
+    // The history file is the directory's (the next open would write it otherwise): written now.
+    if (this.#historyFile !== null) void this.#startHistoryFile(this.#historyFile);
     await Promise.all(this.#background);
     this.#writer.close(this.#closedError());
     this.#notifyTail();
@@ -884,6 +946,13 @@ async function wrapIo<T>(operation: () => Promise<T>, what: string): Promise<T> 
   }
 }
 
+/** A history file a switch left to write: waiting for its timer, or being written. */
+interface PendingHistoryFile {
+  readonly history: TimelineHistory;
+  timer: NodeJS.Timeout | null;
+  writing: Promise<unknown> | null;
+}
+
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -894,8 +963,9 @@ function describe(err: unknown): string {
  * there (a promotion or a switch recorded in the control file, whose rename of the segment a
  * crash undid), the older one is renamed into place; when both are there, the older one is
  * set aside as `<name>.partial`. A missing `.partial` (a crash before the promotion's
- * background copy finished) is copied from the newer file up to the switch point. Synced
- * before the log is used. Resolves whether a segment file was moved or set aside.
+ * background copy finished) is copied from the newer file up to the switch point. Files of an
+ * ancestor timeline past its switch point's segment are removed. Synced before the log is
+ * used. Resolves whether a segment file was moved, set aside or removed.
  */
 async function setAsideSuperseded(storage: Storage, names: readonly string[], history: TimelineHistory, segmentSize: number, log: Logger): Promise<boolean> {
   let changed = false;
@@ -923,6 +993,17 @@ async function setAsideSuperseded(storage: Storage, names: readonly string[], hi
       await wrapIo(() => copySegmentPrefix(storage, target, `${name}.partial`, within, segmentSize, true), `keeping ${name}.partial`);
       log('kept the old timeline\'s switch segment as %s.partial', name);
     }
+  }
+  // An ancestor's files past its switch point's segment hold none of the history (segments
+  // prepared ahead, or a partial record from upstream): removed before the switch was
+  // recorded, but not durably, so a crash may bring them back.
+  for (const { timeline, segno } of parsed) {
+    const entry = history.entries.find((e) => e.timeline === timeline);
+    if (entry === undefined || segno <= Math.floor(entry.switchLsn / segmentSize)) continue;
+    const name = segmentFileName(timeline, segno, segmentSize);
+    await wrapIo(() => storage.remove(name), `removing ${name}`);
+    log('removed %s, past the switch point of timeline %d', name, timeline);
+    changed = true;
   }
   if (changed) await wrapIo(() => storage.syncDirectory(), 'syncing the directory');
   return changed;

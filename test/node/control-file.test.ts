@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { NodeStorage, isWalshipError } from '../../src/index.js';
 import { CONTROL_FILE, readControlFile, writeControlFile, type ControlData } from '../../src/node/control-file.js';
+import { COPY_BYTES } from '../../src/storage/two-copy-file.js';
 import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
@@ -18,9 +19,7 @@ const NEW: ControlData = {
   checkpoint: { lsn: 1_234_567, snapshot: true },
   consistentLsn: 1_300_000,
 };
-
-
-
+const NEXT: ControlData = { ...NEW, state: 'shut-down', checkpoint: { lsn: 2_000_000, snapshot: false } };
 
 async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
@@ -54,69 +53,144 @@ describe('control file', () => {
   });
 
   for (const crash of CRASH_MODES) {
-    it(`a crash at any step of a replace (a state change, a checkpoint) leaves the old or the new file (${crash.unsyncedWrites}/${crash.unsyncedMetadata})`, async () => {
-      for (const hadOld of [true, false]) {
+    it(`a crash at any step of an update (a state change, a checkpoint) leaves the old content or the new (${crash.unsyncedWrites}/${crash.unsyncedMetadata})`, async () => {
+      // Before the update: no file (it is created), a file of older walship (single copy, replaced
+      // whole), and two-copy files after one, two and three updates (the copies' sequence
+      // numbers differ in every way an in-place update meets).
+      const before: ReadonlyArray<readonly ControlData[]> = [[], [OLD], [NEW, OLD], [OLD, NEW, OLD]];
+      for (const [i, earlier] of [...before.entries(), [before.length, null] as const]) {
+        const legacy = earlier === null;
         let completed = false;
         for (let n = 1; !completed; n++) {
           assert.ok(n < 100, 'the write never completed');
           const storage = new MemoryStorage();
-          if (hadOld) await writeControlFile(storage, OLD);
+          if (legacy) await putFile(storage, CONTROL_FILE, encodeJsonFile(JSON.stringify({ format: 2, ...OLD })));
+          for (const data of earlier ?? []) await writeControlFile(storage, data);
+          const old = legacy ? OLD : (earlier.at(-1) ?? null);
           const crashed = storage.crashAfter(n, { ...crash, random: seededRandom(n) });
-          const writing = writeControlFile(storage, NEW).then(
+          const error = await writeControlFile(storage, NEXT).then(
             () => null,
             (err: unknown) => err,
           );
-          const error = await writing;
           if (error === null) {
             completed = true;
-            storage.crash({ ...crash, random: seededRandom(n) });
+            // The crash may have come at the write's last step (closing the file), after it was durable.
+            if (!storage.crashed) storage.crash({ ...crash, random: seededRandom(n) });
           } else {
             assert.ok(isWalshipError(error, 'WAL_IO'), `a failed write is WAL_IO, got ${String(error)}`);
           }
           const survivor = await crashed;
           const found = await readControlFile(survivor);
-          const allowed = completed ? [NEW] : hadOld ? [OLD, NEW] : [null, NEW];
+          const allowed = completed ? [NEXT] : [old, NEXT];
           assert.ok(
             allowed.some((a) => JSON.stringify(a) === JSON.stringify(found)),
-            `after a crash before operation ${n}: ${JSON.stringify(found)}`,
+            `case ${i}: after a crash before operation ${n}: ${JSON.stringify(found)}`,
           );
-          // A leftover temporary file does not disturb the next replace.
+          // Whatever the crash left, the next update works and is what is read.
           await writeControlFile(survivor, OLD);
           assert.deepEqual(await readControlFile(survivor), OLD);
-          assert.deepEqual(survivor.fileNames(), [CONTROL_FILE]);
+          await writeControlFile(survivor, NEW);
+          assert.deepEqual(await readControlFile(survivor), NEW);
+          // At most a temporary file of a replace the crash cut short is left.
+          assert.deepEqual(survivor.fileNames().filter((name) => name !== `${CONTROL_FILE}.tmp`), [CONTROL_FILE]);
         }
       }
     });
   }
 
-  it('a failed write leaves the old file and is WAL_IO with the cause', async () => {
-    for (const operation of ['open', 'write', 'datasync', 'rename', 'syncDirectory'] as const) {
+  it('an update is two small writes in place, each fdatasynced: no rename, no directory sync', async () => {
+    const storage = new MemoryStorage();
+    await writeControlFile(storage, OLD);
+    const counted = storage.operationCount;
+    await writeControlFile(storage, NEW);
+    // open, read, write, datasync, write, datasync, close
+    assert.equal(storage.operationCount - counted, 7);
+    assert.deepEqual(await readControlFile(storage), NEW);
+    assert.equal(storage.readFile(CONTROL_FILE).length, 2 * COPY_BYTES);
+  });
+
+  it('a failed in-place update falls back to replacing the file whole; when that fails too it is WAL_IO and the old content stays', async () => {
+    for (const [operation, nth] of [['read', 1], ['write', 1], ['write', 2], ['datasync', 1], ['datasync', 2]] as const) {
+      {
+        const storage = new MemoryStorage();
+        await writeControlFile(storage, OLD);
+        // Only the in-place update fails: the whole-file replace after it succeeds.
+        storage.injectFault({ operation, code: 'EIO', nth, file: CONTROL_FILE });
+        await writeControlFile(storage, NEW);
+        assert.deepEqual(await readControlFile(storage), NEW, `${operation} #${nth}`);
+        assert.equal(storage.readFile(CONTROL_FILE).length, 2 * COPY_BYTES);
+      }
+    }
+    for (const operation of ['open', 'write', 'datasync'] as const) {
       const storage = new MemoryStorage();
       await writeControlFile(storage, OLD);
-      storage.injectFault({ operation, code: 'EIO' });
+      const heal = storage.injectFault({ operation, code: 'EIO', times: Infinity });
       await assert.rejects(writeControlFile(storage, NEW), (err: unknown) => {
         assert.ok(isWalshipError(err, 'WAL_IO'), `${operation}: ${String(err)}`);
         assert.equal(((err as Error).cause as { code?: string }).code, 'EIO');
         return true;
       });
+      heal();
       const found = await readControlFile(storage);
-      // A failed syncDirectory comes after the rename: the new file is in place, not yet durable.
-      assert.deepEqual(found, operation === 'syncDirectory' ? NEW : OLD, operation);
+      // After a failed fdatasync the copy written first may be read (not durable), as on a real disk.
+      const allowed = operation === 'datasync' ? [OLD, NEW] : [OLD];
+      assert.ok(allowed.some((a) => JSON.stringify(a) === JSON.stringify(found)), `${operation}: ${JSON.stringify(found)}`);
+    }
+    // An in-place update renames nothing and syncs no directory.
+    for (const operation of ['rename', 'syncDirectory'] as const) {
+      const storage = new MemoryStorage();
+      await writeControlFile(storage, OLD);
+      storage.injectFault({ operation, code: 'EIO', times: Infinity });
+      await writeControlFile(storage, NEW);
+      assert.deepEqual(await readControlFile(storage), NEW);
     }
   });
 
-  it('a flipped byte anywhere is WAL_CORRUPT', async () => {
+  it('one damaged copy loses nothing; a flipped byte in both copies is WAL_CORRUPT', async () => {
     const storage = new MemoryStorage();
+    await writeControlFile(storage, OLD);
     await writeControlFile(storage, NEW);
-    const size = storage.readFile(CONTROL_FILE).length;
-    for (let offset = 0; offset < size; offset++) {
+    const used = storage.readFile(CONTROL_FILE).subarray(0, COPY_BYTES).findLastIndex((b) => b !== 0) + 1;
+    for (let offset = 0; offset < used; offset++) {
       for (const mask of [0x01, 0x80]) {
         storage.corrupt(CONTROL_FILE, offset, (b) => b ^ mask);
+        assert.deepEqual(await readControlFile(storage), NEW, `copy 1 damaged at ${offset}`);
+        storage.corrupt(CONTROL_FILE, COPY_BYTES + offset, (b) => b ^ mask);
         await rejectsWith(readControlFile(storage), 'WAL_CORRUPT');
         storage.corrupt(CONTROL_FILE, offset, (b) => b ^ mask);
+        assert.deepEqual(await readControlFile(storage), NEW, `copy 2 damaged at ${offset}`);
+        storage.corrupt(CONTROL_FILE, COPY_BYTES + offset, (b) => b ^ mask);
       }
     }
     assert.deepEqual(await readControlFile(storage), NEW);
+    // An update over a damaged copy writes that copy first, then the good one.
+    storage.corrupt(CONTROL_FILE, 30, (b) => b ^ 1);
+    await writeControlFile(storage, OLD);
+    assert.deepEqual(await readControlFile(storage), OLD);
+    storage.corrupt(CONTROL_FILE, 30, (b) => b ^ 1);
+    assert.deepEqual(await readControlFile(storage), OLD);
+  });
+
+  it('a file written by older walship (one copy) is read, and replaced by two copies at the next update', async () => {
+    const storage = new MemoryStorage();
+    await putFile(storage, CONTROL_FILE, encodeJsonFile(JSON.stringify({ format: 2, ...OLD })));
+    assert.deepEqual(await readControlFile(storage), OLD);
+    await writeControlFile(storage, NEW);
+    assert.deepEqual(await readControlFile(storage), NEW);
+    assert.equal(storage.readFile(CONTROL_FILE).length, 2 * COPY_BYTES);
+    assert.deepEqual(storage.fileNames(), [CONTROL_FILE]);
+  });
+
+  it('records where the timeline branched, and refuses one that does not branch from an earlier timeline', async () => {
+    const storage = new MemoryStorage();
+    const promoted: ControlData = { ...NEW, switchedFrom: { timeline: 2, switchLsn: 1_234_000, reason: 'x'.repeat(3000) } };
+    await writeControlFile(storage, promoted);
+    assert.deepEqual(await readControlFile(storage), promoted);
+    await rejectsWith(writeControlFile(storage, { ...NEW, switchedFrom: { timeline: 1, switchLsn: 0, reason: 'x'.repeat(9000) } }), 'INVALID_ARGUMENT');
+    assert.deepEqual(await readControlFile(storage), promoted);
+    const unbranched = new MemoryStorage();
+    await putFile(unbranched, CONTROL_FILE, encodeJsonFile(JSON.stringify({ format: 2, ...NEW, switchedFrom: { timeline: 3, switchLsn: 0, reason: '' } })));
+    await rejectsWith(readControlFile(unbranched), 'WAL_CORRUPT');
   });
 
   it('a truncated, empty, oversized or garbled file is WAL_CORRUPT; another format is WAL_FORMAT', async () => {

@@ -46,9 +46,11 @@ describe('Standby.promote', () => {
     assert.equal((await primary.commit([Buffer.from('still open')])).lsn > lsn, true, "closing the promoted Standby leaves the Primary running");
 
     const storage = cluster.storage('s');
+    assert.deepEqual(primary.wal.history.entries.map((e) => [e.timeline, e.switchLsn]), [[1, event.switchLsn]]);
+    // The history file is written a moment after the promotion, and at the latest by close().
+    await primary.close();
     const history = parseTimelineHistory(2, Buffer.from(storage.readFile('00000002.history')).toString());
     assert.deepEqual(history.entries.map((e) => [e.timeline, e.switchLsn]), [[1, event.switchLsn]]);
-    await primary.close();
     const reopenedApp = new RecordingApp();
     const reopened = await Primary.open({ storage, application: reopenedApp });
     assert.equal(reopened.timeline, 2);

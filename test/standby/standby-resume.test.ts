@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Primary, Snapshot } from '../../src/index.js';
 import { CONTROL_FILE, readControlFile } from '../../src/node/control-file.js';
+import { COPY_BYTES } from '../../src/storage/two-copy-file.js';
 import { createCluster, MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { RecordingApp, until } from '../helpers/apps.js';
 import { payload, within } from '../helpers/wal.js';
@@ -276,9 +277,12 @@ describe('Standby: interrupted base backups, reconnects and restarts', () => {
     storage.corrupt(snapshot, 100, (b) => b ^ 4);
     assert.equal(await codeOf(open()), 'WAL_CORRUPT');
     storage.corrupt(snapshot, 100, (b) => b ^ 4);
+    // The control file keeps two copies: it takes both damaged to refuse the open.
     storage.corrupt(CONTROL_FILE, 20, (b) => b ^ 4);
+    storage.corrupt(CONTROL_FILE, COPY_BYTES + 20, (b) => b ^ 4);
     assert.equal(await codeOf(open()), 'WAL_CORRUPT');
     storage.corrupt(CONTROL_FILE, 20, (b) => b ^ 4);
+    storage.corrupt(CONTROL_FILE, COPY_BYTES + 20, (b) => b ^ 4);
     class Broken extends RecordingApp {
       override async restore(): Promise<void> {
         throw new Error('nope');

@@ -71,14 +71,14 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     // A slow disk, on demand: the next control-file write stops at its first step until released.
     let hold: { promise: Promise<void>; open: () => void } | null = null;
     let held = false;
-    storage.remove = async (name) => {
-      if (hold !== null && name === `${CONTROL_FILE}.tmp`) {
+    storage.open = async (name, options) => {
+      if (hold !== null && name === CONTROL_FILE && options?.readOnly !== true) {
         const h = hold;
         hold = null;
         held = true;
         await h.promise;
       }
-      return mem.remove(name);
+      return mem.open(name, options);
     };
     const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), storage, recycleSegments: 0 });
     let last = await commitMany(primary, 0, 40, 4000);
@@ -112,14 +112,14 @@ describe('Standby: timeouts, checkpoints, bootstrap recovery, permanent errors, 
     const storage = wrapped(mem);
     let hold: { promise: Promise<void>; open: () => void } | null = null;
     let held = false;
-    storage.remove = async (name) => {
-      if (hold !== null && name === `${CONTROL_FILE}.tmp`) {
+    storage.open = async (name, options) => {
+      if (hold !== null && name === CONTROL_FILE && options?.readOnly !== true) {
         const h = hold;
         hold = null;
         held = true;
         await h.promise;
       }
-      return mem.remove(name);
+      return mem.open(name, options);
     };
     const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), storage });
     const last = await commitMany(primary, 0, 20);

@@ -3,8 +3,9 @@ import { describe, it } from 'node:test';
 import { WalLog, type Storage } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { segmentFileName } from '../../src/wal/segment-name.js';
-import { branchHistory, writeTimelineHistory, type TimelineHistory } from '../../src/wal/timeline-history.js';
-import { removeAbandonedTimelines } from '../../src/node/local-state.js';
+import { FIRST_TIMELINE_HISTORY, branchHistory, readTimelineHistory, writeTimelineHistory, type TimelineHistory } from '../../src/wal/timeline-history.js';
+import { switchedFromOf, type ControlData } from '../../src/node/control-file.js';
+import { removeAbandonedTimelines, restoreTimelineHistory } from '../../src/node/local-state.js';
 import { SMALL_SEGMENT, openLog, payload, readAll, storageKinds, texts } from '../helpers/wal.js';
 
 /** Appends `count` batches named `${prefix}i` of `size` bytes and flushes them. */
@@ -181,5 +182,66 @@ describe('timelines in the log', () => {
     await appendMany(log, 'a', 2);
     await log.close();
     await assert.rejects(openLog(storage, { timeline: 3 }), { code: 'WAL_CORRUPT', message: /00000003\.history is missing/ });
+  });
+
+  it('a switch writes the new history file a moment later, at once when asked (historyFileWritten) or on close', async () => {
+    for (const ask of [true, false]) {
+      const primaryStorage = new MemoryStorage();
+      const storage = new MemoryStorage();
+      const primary = await openLog(primaryStorage);
+      await appendMany(primary, 'a', 5);
+      const replica = await openLog(storage, { role: 'replica' });
+      await ship(primary, replica, primary.flushedLsn);
+      const history = branchHistory(replica.history, replica.insertLsn, 'test promotion');
+      await replica.beginTimeline(history);
+      assert.ok(!storage.fileNames().includes('00000002.history'), 'not written during the switch');
+      if (ask) {
+        await replica.historyFileWritten();
+        assert.ok(storage.fileNames().includes('00000002.history'));
+      }
+      await replica.close();
+      assert.deepEqual(await readTimelineHistory(storage, 2), history);
+      await primary.close();
+    }
+  });
+
+  it('historyFileWritten writes the file again when the background write failed, and rejects while it cannot', async () => {
+    const primaryStorage = new MemoryStorage();
+    const storage = new MemoryStorage();
+    const primary = await openLog(primaryStorage);
+    await appendMany(primary, 'a', 5);
+    const replica = await openLog(storage, { role: 'replica' });
+    await ship(primary, replica, primary.flushedLsn);
+    const history = branchHistory(replica.history, replica.insertLsn, 'test promotion');
+    await replica.beginTimeline(history);
+    const heal = storage.injectFault({ operation: 'open', code: 'EIO', file: /history/, times: Infinity });
+    await assert.rejects(replica.historyFileWritten(), { code: 'WAL_IO' });
+    await assert.rejects(replica.historyFileWritten(), { code: 'WAL_IO' });
+    heal();
+    await replica.historyFileWritten();
+    assert.deepEqual(await readTimelineHistory(storage, 2), history);
+    await replica.close();
+    await primary.close();
+  });
+
+  it("restoreTimelineHistory rebuilds a history file a crash lost from the control file's switchedFrom and the parent's file", async () => {
+    const storage = new MemoryStorage();
+    const two = branchHistory(FIRST_TIMELINE_HISTORY, 1000, 'first');
+    const three = branchHistory(two, 5000, 'second');
+    await writeTimelineHistory(storage, two);
+    const control: ControlData = { state: 'in-production', systemId: '0123456789abcdef', segmentSize: SMALL_SEGMENT, timeline: 3, checkpoint: null, consistentLsn: 0 };
+    // Without switchedFrom (older walship, which wrote the file first), nothing is rebuilt.
+    assert.equal(await restoreTimelineHistory(storage, control), false);
+    const recorded = { ...control, ...switchedFromOf(three) };
+    assert.equal(await restoreTimelineHistory(storage, recorded), true);
+    assert.deepEqual(await readTimelineHistory(storage, 3), three);
+    assert.equal(await restoreTimelineHistory(storage, recorded), false, 'a file that is there is kept');
+    // Without the parent's file there is nothing to rebuild it from.
+    const bare = new MemoryStorage();
+    await assert.rejects(restoreTimelineHistory(bare, recorded), { code: 'WAL_CORRUPT', message: /00000003\.history and 00000002\.history are missing/ });
+    // Timeline 2 branches from timeline 1, whose history is empty and has no file.
+    const fromOne = { ...control, timeline: 2, ...switchedFromOf(two) };
+    assert.equal(await restoreTimelineHistory(bare, fromOne), true);
+    assert.deepEqual(await readTimelineHistory(bare, 2), two);
   });
 });
