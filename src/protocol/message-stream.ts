@@ -19,7 +19,11 @@ const WAL_DATA_HEADER_BYTES = 28;
 export interface MessageStreamOptions {
   /** Largest frame accepted from the peer. @defaultValue 16 MiB + 64 */
   maxFrameBytes?: number;
-  /** Received bytes buffered ahead of the reader before the stream is paused. @defaultValue 4 MiB */
+  /**
+   * Decoded messages held ahead of the reader before the stream is paused, counted by what
+   * they hold (see {@link queuedSize}). Beyond it, at most the rest of one received chunk stays
+   * undecoded and a frame still arriving at most `maxFrameBytes`. @defaultValue 4 MiB
+   */
   readAheadBytes?: number;
 }
 
@@ -34,8 +38,10 @@ const DEFAULT_READ_AHEAD = 4 * 1024 * 1024;
  * Protocol messages over a transport's byte stream, for one side of a connection: `server`
  * reads client messages and sends server messages, `client` the reverse.
  *
- * Reading is pull-based: {@link next} returns the next message, and the stream is paused
- * while more than `readAheadBytes` wait unread, so a slow consumer bounds memory. A
+ * Reading is pull-based: {@link next} returns the next message. Received frames are decoded
+ * only while fewer than `readAheadBytes` of messages wait unread; then the stream is paused
+ * and the rest of the chunk stays undecoded until the reader catches up, so a slow consumer,
+ * or a peer that sends without reading, bounds memory (see {@link setReadAhead}). A
  * malformed frame fails the connection with `PROTOCOL_ERROR`: the peer is told (best
  * effort) and the stream destroyed; nothing else is affected.
  */
@@ -43,8 +49,10 @@ export class MessageStream<Side extends 'client' | 'server'> {
   readonly #stream: Duplex;
   readonly #side: Side;
   readonly #reader: FrameReader;
-  readonly #readAhead: number;
+  #readAhead: number;
   readonly #queue: Incoming<Side>[] = [];
+  /** What each queued message counts for (parallel to #queue). */
+  readonly #queueSizes: number[] = [];
   #queuedBytes = 0;
   #waiter: { resolve: (msg: Incoming<Side> | null) => void; reject: (err: unknown) => void } | null = null;
   #failure: WalshipError | null = null;
@@ -95,12 +103,8 @@ export class MessageStream<Side extends 'client' | 'server'> {
    * Rejects with the connection's failure, `TIMEOUT` after `timeoutMs`, or `ABORTED`.
    */
   next(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<Incoming<Side> | null> {
-    const queued = this.#queue.shift();
-    if (queued !== undefined) {
-      this.#queuedBytes -= sizeOf(queued);
-      this.#maybeResume();
-      return Promise.resolve(queued);
-    }
+    const queued = this.#dequeue();
+    if (queued !== undefined) return Promise.resolve(queued);
     if (this.#failure !== null) return Promise.reject(this.#failure);
     if (this.#ended) return Promise.resolve(null);
     if (this.#waiter !== null) return Promise.reject(new WalshipError('INVALID_ARGUMENT', 'next() is already waiting'));
@@ -145,6 +149,21 @@ export class MessageStream<Side extends 'client' | 'server'> {
     });
   }
 
+  /**
+   * Changes the read-ahead bound (`readAheadBytes`): a server keeps it small while a peer
+   * authenticates, and sets what an authenticated session may queue afterwards.
+   */
+  setReadAhead(bytes: number): void {
+    this.#readAhead = bytes;
+    this.#fill();
+    this.#maybeResume();
+  }
+
+  /** Decoded messages waiting for {@link next}, counted as for the read-ahead bound. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
   /** Sends a message; returns false when the stream's buffer is full (then await {@link drained}). */
   send(message: Outgoing<Side>): boolean {
     if (this.#stream.destroyed || this.#stream.writableEnded) return false;
@@ -158,17 +177,32 @@ export class MessageStream<Side extends 'client' | 'server'> {
     return ok;
   }
 
-  /** Resolves when the stream can take more data (at once if it can now). */
-  drained(): Promise<void> {
+  /**
+   * Resolves when the stream can take more data (at once if it can now, or once it closed).
+   * With `timeoutMs`, rejects with a transient `TIMEOUT` when the peer has not read what was
+   * sent by then.
+   */
+  drained(options: { timeoutMs?: number } = {}): Promise<void> {
     if (!this.#stream.writableNeedDrain || this.#stream.destroyed) return Promise.resolve();
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
       const done = (): void => {
-        this.#stream.off('drain', done);
-        this.#stream.off('close', done);
+        this.#stream.off('drain', settle);
+        this.#stream.off('close', settle);
+        if (timer !== undefined) clearTimeout(timer);
+      };
+      const settle = (): void => {
+        done();
         resolve();
       };
-      this.#stream.on('drain', done);
-      this.#stream.on('close', done);
+      this.#stream.on('drain', settle);
+      this.#stream.on('close', settle);
+      if (options.timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          done();
+          reject(new WalshipError('TIMEOUT', `the peer has not read what was sent within ${options.timeoutMs} ms`, { transient: true }));
+        }, options.timeoutMs);
+      }
     });
   }
 
@@ -206,29 +240,57 @@ export class MessageStream<Side extends 'client' | 'server'> {
     if (this.#failure !== null) return;
     try {
       this.#reader.push(chunk);
-      if (this.#side === 'server') {
-        for (let frame = this.#reader.next(); frame !== null; frame = this.#reader.next()) {
-          this.#enqueue(decodeMessage(frame, 'client') as Incoming<Side>);
-        }
-      } else {
-        // WAL data is taken in pieces as it arrives: a frame spanning socket chunks is never copied.
-        for (let item = this.#reader.nextPiece(WAL_DATA_TYPE, WAL_DATA_HEADER_BYTES); item !== null; item = this.#reader.nextPiece(WAL_DATA_TYPE, WAL_DATA_HEADER_BYTES)) {
-          this.#enqueue(('header' in item ? this.#walDataPiece(item) : decodeMessage(item, 'server')) as Incoming<Side>);
-        }
-      }
     } catch (err) {
-      this.fail(isWalshipError(err) ? err : new WalshipError('PROTOCOL_ERROR', `undecodable message: ${(err as Error).message}`, { cause: err }));
+      this.#failDecoding(err);
       return;
     }
-    // Only decoded, unread messages count: a frame still arriving is bounded by maxFrameBytes,
-    // and pausing for it could stall the stream before the frame completes.
+    this.#fill();
+    // A frame still arriving does not count: it is bounded by maxFrameBytes, and pausing for
+    // it could stall the stream before the frame completes.
     if (this.#queuedBytes > this.#readAhead) this.#stream.pause();
     this.#settle();
   }
 
-  #enqueue(message: Incoming<Side>): void {
+  /** Decodes received frames into the queue while it is within the read-ahead bound. */
+  #fill(): void {
+    if (this.#failure !== null) return;
+    try {
+      while (this.#queuedBytes <= this.#readAhead) {
+        if (this.#side === 'server') {
+          const frame = this.#reader.next();
+          if (frame === null) return;
+          this.#enqueue(decodeMessage(frame, 'client') as Incoming<Side>, queuedSize(frame.body.length));
+        } else {
+          // WAL data is taken in pieces as it arrives: a frame spanning socket chunks is never copied.
+          const item = this.#reader.nextPiece(WAL_DATA_TYPE, WAL_DATA_HEADER_BYTES);
+          if (item === null) return;
+          if ('header' in item) this.#enqueue(this.#walDataPiece(item) as Incoming<Side>, item.data.length + QUEUED_MESSAGE_BYTES);
+          else this.#enqueue(decodeMessage(item, 'server') as Incoming<Side>, queuedSize(item.body.length));
+        }
+      }
+    } catch (err) {
+      this.#failDecoding(err);
+    }
+  }
+
+  #failDecoding(err: unknown): void {
+    this.fail(isWalshipError(err) ? err : new WalshipError('PROTOCOL_ERROR', `undecodable message: ${(err as Error).message}`, { cause: err }));
+  }
+
+  #enqueue(message: Incoming<Side>, size: number): void {
     this.#queue.push(message);
-    this.#queuedBytes += sizeOf(message);
+    this.#queueSizes.push(size);
+    this.#queuedBytes += size;
+  }
+
+  /** The next queued message, if any; decoding and reading go on as the queue empties. */
+  #dequeue(): Incoming<Side> | undefined {
+    const message = this.#queue.shift();
+    if (message === undefined) return undefined;
+    this.#queuedBytes -= this.#queueSizes.shift() as number;
+    this.#fill();
+    this.#maybeResume();
+    return message;
   }
 
   /** A `walData` message for one piece of a frame that is still arriving; its header is checked on the first piece. */
@@ -242,16 +304,15 @@ export class MessageStream<Side extends 'client' | 'server'> {
   }
 
   #maybeResume(): void {
-    if (this.#stream.isPaused() && this.#queuedBytes <= this.#readAhead) this.#stream.resume();
+    if (this.#failure === null && this.#stream.isPaused() && this.#queuedBytes <= this.#readAhead) this.#stream.resume();
   }
 
   #settle(): void {
     const waiter = this.#waiter;
     if (waiter === null) return;
     this.#waiter = null;
-    const queued = this.#queue.shift();
+    const queued = this.#dequeue();
     if (queued !== undefined) {
-      this.#queuedBytes -= sizeOf(queued);
       waiter.resolve(queued);
     } else if (this.#failure !== null) {
       waiter.reject(this.#failure);
@@ -263,10 +324,16 @@ export class MessageStream<Side extends 'client' | 'server'> {
   }
 }
 
-/** Approximate bytes a queued message holds, for the read-ahead bound. */
-function sizeOf(message: ClientMessage | ServerMessage): number {
-  const data = (message as { data?: Uint8Array }).data;
-  return (data?.length ?? 0) + 5;
+/** What any queued message counts for beyond its content: the object, its fields, its queue slot. */
+const QUEUED_MESSAGE_BYTES = 256;
+
+/**
+ * What a decoded message from a frame body of `bodyBytes` counts for in the read-ahead bound:
+ * twice the body (strings decode to up to two bytes a character, numbers to eight bytes each
+ * from eight on the wire, arrays and views add their own) plus the object itself.
+ */
+function queuedSize(bodyBytes: number): number {
+  return 2 * bodyBytes + QUEUED_MESSAGE_BYTES;
 }
 
 /** `text` cut to at most `maxBytes` UTF-8 bytes, on a character boundary. */

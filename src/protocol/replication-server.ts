@@ -49,6 +49,12 @@ export interface ReplicationServerOptions {
 /** Largest frame a client may send: its biggest message (a startup with every option) is about 40 KiB. */
 const MAX_CLIENT_FRAME_BYTES = 64 * 1024;
 
+/**
+ * What an authenticated session may have decoded and waiting (commands, status updates,
+ * feedback): far more than a standby ever sends ahead of the server.
+ */
+export const SESSION_READ_AHEAD_BYTES = 256 * 1024;
+
 /** How many addresses' failure counts are remembered; the oldest are forgotten first. */
 const MAX_TRACKED_ADDRESSES = 10_000;
 
@@ -108,7 +114,9 @@ export class ReplicationServer extends SafeEmitter<ReplicationServerEvents> {
     }
     // No client message is anywhere near this big; a peer that declares more is cut off
     // before it can make an unauthenticated connection hold megabytes.
-    const conn = new MessageStream(stream, 'server', { maxFrameBytes: MAX_CLIENT_FRAME_BYTES });
+    // While it authenticates a peer gets one decoded message ahead: the handshake is strictly
+    // question and answer, and whatever else it sends waits undecoded (a chunk at most).
+    const conn = new MessageStream(stream, 'server', { maxFrameBytes: MAX_CLIENT_FRAME_BYTES, readAheadBytes: 0 });
     if (this.#handshaking.size >= this.#options.maxPendingConnections) {
       const error = new WalshipError('CONNECTION_FAILED', `too many connections authenticating at once (${this.#options.maxPendingConnections})`, { transient: true });
       conn.fail(error);
@@ -129,6 +137,7 @@ export class ReplicationServer extends SafeEmitter<ReplicationServerEvents> {
           conn.destroy();
           return;
         }
+        conn.setReadAhead(SESSION_READ_AHEAD_BYTES);
         this.#log('%s authenticated as %s (%s, application %s)', peer.description, authenticated.user, authenticated.method, authenticated.applicationName);
         this.emitSafely('session', { ...authenticated, peer, conn });
       },

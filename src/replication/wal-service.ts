@@ -277,6 +277,10 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
     /** Whether this connection streamed a timeline to its end (its late replies are let through). */
     let streamed = false;
     for (;;) {
+      // One command at a time, each answer read by the client before the next command is: a
+      // client that sends commands without reading the answers holds one answer here, and
+      // the rest of what it sends waits unread in its connection (bounded by the read-ahead).
+      await conn.drained({ timeoutMs: this.#options.walSenderTimeoutMs });
       const command = await conn.next({ timeoutMs: this.#options.walSenderTimeoutMs });
       if (command === null || command.kind === 'terminate') return;
       switch (command.kind) {

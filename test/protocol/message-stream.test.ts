@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { PassThrough } from 'node:stream';
+import { Duplex, PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { isWalshipError } from '../../src/index.js';
@@ -95,5 +95,55 @@ describe('MessageStream receiving WAL data in pieces', () => {
     const conn = new MessageStream(stream, 'client');
     stream.write(frame.subarray(0, 600));
     return assert.rejects(conn.next().then(() => conn.next()), (err) => isWalshipError(err, 'PROTOCOL_ERROR'));
+  });
+
+  it('decodes only while the queue is within the read-ahead bound, counting what each message holds, and pauses the peer', async () => {
+    const stream = new PassThrough();
+    const conn = new MessageStream(stream, 'server', { readAheadBytes: 16 * 1024 });
+    // 1 KiB horizons: once counted as 5 bytes each, so a blocked reader queued everything sent.
+    const frame = encodeMessage({ kind: 'hotStandbyFeedback', sendTime: 0, horizon: Buffer.alloc(1024, 3) });
+    const sent = 500;
+    stream.write(Buffer.concat(Array.from({ length: sent }, () => frame)));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(stream.isPaused(), 'the stream is paused');
+    // At most one message past the bound is decoded; the rest waits as received bytes.
+    assert.ok(conn.queuedBytes <= 16 * 1024 + 2 * frame.length + 256, `queued ${conn.queuedBytes}`);
+    assert.ok(conn.queuedBytes >= 16 * 1024, `queued ${conn.queuedBytes}`);
+    // Reading on decodes the rest: nothing is lost.
+    for (let i = 0; i < sent; i++) assert.equal((await conn.next())?.kind, 'hotStandbyFeedback');
+    assert.equal(conn.queuedBytes, 0);
+    assert.ok(!stream.isPaused(), 'reading resumed');
+  });
+
+  it('with a read-ahead of 0 holds one decoded message, and setReadAhead lets more through', async () => {
+    const stream = new PassThrough();
+    const conn = new MessageStream(stream, 'server', { readAheadBytes: 0 });
+    const frame = encodeMessage({ kind: 'identifySystem' });
+    stream.write(Buffer.concat(Array.from({ length: 100 }, () => frame)));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(stream.isPaused());
+    assert.equal(conn.queuedBytes, 256, 'one empty message');
+    conn.setReadAhead(1024);
+    assert.ok(conn.queuedBytes > 1024 && conn.queuedBytes <= 1024 + 256, `queued ${conn.queuedBytes}`);
+    for (let i = 0; i < 100; i++) assert.equal((await conn.next())?.kind, 'identifySystem');
+  });
+
+  it('drained({ timeoutMs }) rejects with TIMEOUT when the peer does not read', async () => {
+    // A peer that takes nothing until told to.
+    const unread: Array<() => void> = [];
+    const stream = new Duplex({
+      highWaterMark: 16,
+      read() {},
+      write(_chunk, _encoding, callback) {
+        unread.push(callback);
+      },
+    });
+    const conn = new MessageStream(stream, 'server');
+    conn.send({ kind: 'identifySystemResult', systemId: '0123456789abcdef', timeline: 1, flushLsn: 0, segmentSize: 16 * 1024 * 1024 });
+    await assert.rejects(conn.drained({ timeoutMs: 20 }), (err) => isWalshipError(err, 'TIMEOUT'));
+    const draining = conn.drained({ timeoutMs: 60_000 });
+    for (const callback of unread.splice(0)) callback();
+    await draining;
+    assert.equal(stream.listenerCount('drain'), 0, 'no listener is left behind');
   });
 });
