@@ -12,6 +12,7 @@ import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } fr
 import {
   SERVE_DEFAULTS,
   checkNodeObjects,
+  authenticationLimitsOf,
   checkEndpoint,
   nodeSchema,
   nodeStorageSchema,
@@ -202,8 +203,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
           walSenderTimeoutMs: settings.walSenderTimeoutMs,
           maxWalMessageBytes: settings.maxWalMessageBytes,
           syncRep: primary.#writer.syncRep,
-          ...(settings.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: settings.handshakeTimeoutMs }),
-          ...(settings.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: settings.authFailureDelayMs }),
+          authenticationLimits: authenticationLimitsOf(settings),
         });
       }
       primary.#debug('open: system %s, WAL %s … %s, applied up to %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(core.applier.position));

@@ -9,6 +9,7 @@ import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } fr
 import {
   SERVE_DEFAULTS,
   checkNodeObjects,
+  authenticationLimitsOf,
   checkEndpoint,
   nodeSchema,
   serveSchema,
@@ -389,8 +390,7 @@ export class Standby extends NodeBase<StandbyEvents> {
       maxWalSenders: o.maxWalSenders,
       walSenderTimeoutMs: o.walSenderTimeoutMs,
       maxWalMessageBytes: o.maxWalMessageBytes,
-      ...(o.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: o.handshakeTimeoutMs }),
-      ...(o.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: o.authFailureDelayMs }),
+      authenticationLimits: authenticationLimitsOf(o),
     });
   }
 

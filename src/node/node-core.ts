@@ -5,7 +5,7 @@ import { untilAborted } from '../lifecycle.js';
 import { createLogger, type Logger } from '../logger.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
 import type { CompiledAuth } from '../protocol/auth-rules.js';
-import type { AuthFailedEvent, ConnectionErrorEvent } from '../protocol/replication-server.js';
+import type { AuthFailedEvent, AuthenticationLimits, ConnectionErrorEvent } from '../protocol/replication-server.js';
 import type { SyncRep } from '../replication/sync-rep.js';
 import { WalService } from '../replication/wal-service.js';
 import type { BaseBackupData, ReplicationStatusRow, WalServiceEvents, WalSource } from '../replication/wal-source.js';
@@ -81,8 +81,7 @@ export interface ServeSettings {
   readonly maxWalSenders: number;
   readonly walSenderTimeoutMs: number;
   readonly maxWalMessageBytes: number;
-  readonly handshakeTimeoutMs?: number;
-  readonly authFailureDelayMs?: number;
+  readonly authenticationLimits: AuthenticationLimits;
   /** Only a writer has synchronous standbys: a cascading standby's downstreams are asynchronous. */
   readonly syncRep?: SyncRep;
 }
@@ -271,8 +270,7 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
       walSenderTimeoutMs: settings.walSenderTimeoutMs,
       maxMessageBytes: settings.maxWalMessageBytes,
       ...(settings.syncRep === undefined ? {} : { syncRep: settings.syncRep }),
-      ...(settings.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: settings.handshakeTimeoutMs }),
-      ...(settings.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: settings.authFailureDelayMs }),
+      authenticationLimits: settings.authenticationLimits,
       ...(prefix === undefined ? {} : { logPrefix: prefix }),
     });
     for (const event of ['standby:connected', 'standby:disconnected', 'standby:refused', 'sender:state', 'standby:caught-up'] as const) {

@@ -5,6 +5,7 @@ import { NodeStorage } from '../storage/node-storage.js';
 import { isStorage, type Storage } from '../storage/storage.js';
 import { compileOptions, type OptionsValidator } from '../options.js';
 import { authOptionsSchema, type AuthOptions } from '../protocol/auth-rules.js';
+import type { AuthenticationLimits } from '../protocol/replication-server.js';
 import { RETENTION_DEFAULTS } from '../slots/retention.js';
 import type { Transport } from '../transport/transport.js';
 import { SEGMENT_SIZES } from '../wal/segment-name.js';
@@ -45,10 +46,18 @@ export interface ServeOptions {
   readonly walSenderTimeoutMs?: number;
   /** WAL bytes per message to a standby; also about the bytes in flight per standby beyond the transport's buffer. @defaultValue 1 MiB */
   readonly maxWalMessageBytes?: number;
-  /** Limit for a standby's authentication. @defaultValue 10 000 */
+  /** Limit for a standby's authentication (`authentication_timeout`). @defaultValue 10 000 */
   readonly handshakeTimeoutMs?: number;
   /** Delay before a failed authentication is answered. @defaultValue 250 */
   readonly authFailureDelayMs?: number;
+  /**
+   * Connections authenticating at once. A new connection beyond it takes the place of the one
+   * that has done least (one already refused, else the one least far in its handshake and
+   * silent longest), so idle sockets never keep a standby out. @defaultValue 64
+   */
+  readonly maxAuthenticatingConnections?: number;
+  /** Connections authenticating at once from one address (beyond it, that address's give way as above). @defaultValue 8 */
+  readonly maxAuthenticatingPerAddress?: number;
   /**
    * Bytes of WAL behind the current position that checkpoints (restartpoints) always keep,
    * slot or no slot (`wal_keep_size`). @defaultValue 0
@@ -111,6 +120,8 @@ export const serveSchema = {
   maxWalMessageBytes: { type: 'integer', minimum: 4096, maximum: 16 * 1024 * 1024 },
   handshakeTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
   authFailureDelayMs: { type: 'integer', minimum: 0, maximum: 60_000 },
+  maxAuthenticatingConnections: { type: 'integer', minimum: 1, maximum: 65_536 },
+  maxAuthenticatingPerAddress: { type: 'integer', minimum: 1, maximum: 65_536 },
   walKeepSize: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
   maxSlotWalKeepSize: { type: 'integer', minimum: -1, maximum: Number.MAX_SAFE_INTEGER },
 } as const;
@@ -166,4 +177,13 @@ export function checkEndpoint(what: string, endpoint: { transport: unknown; addr
 
 export function storageOf(options: { dir?: string; storage?: Storage }): Storage {
   return options.storage ?? new NodeStorage(options.dir as string);
+}
+
+/** The authentication limits among a node's options, as the replication server takes them. */
+export function authenticationLimitsOf(options: ServeOptions): AuthenticationLimits {
+  const limits: { -readonly [K in keyof AuthenticationLimits]: AuthenticationLimits[K] } = {};
+  for (const key of ['handshakeTimeoutMs', 'authFailureDelayMs', 'maxAuthenticatingConnections', 'maxAuthenticatingPerAddress'] as const) {
+    if (options[key] !== undefined) limits[key] = options[key];
+  }
+  return limits;
 }

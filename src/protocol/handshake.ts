@@ -35,6 +35,8 @@ export interface ServerHandshakeOptions {
   readonly failureDelayMs: number;
   /** Called (before the delayed answer) when authentication fails. */
   readonly onFailure: (failure: AuthFailure) => void;
+  /** Called for each handshake message received from the client. */
+  readonly onMessage?: () => void;
 }
 
 /** The one message every authentication failure gets, so a client learns nothing about why. */
@@ -58,6 +60,7 @@ export async function serverHandshake(
   const next = async () => {
     const message = await conn.next({ timeoutMs: Math.max(1, deadline - Date.now()) });
     if (message === null) throw new WalshipError('CONNECTION_FAILED', 'the client closed the connection during the handshake', { transient: true });
+    options.onMessage?.();
     return message;
   };
   try {

@@ -21,7 +21,7 @@ export interface MessageStreamOptions {
   maxFrameBytes?: number;
   /**
    * Decoded messages held ahead of the reader before the stream is paused, counted by what
-   * they hold (see {@link queuedSize}). Beyond it, at most the rest of one received chunk stays
+   * they hold (twice the frame plus 256 bytes). Beyond it, at most the rest of one received chunk stays
    * undecoded and a frame still arriving at most `maxFrameBytes`. @defaultValue 4 MiB
    */
   readAheadBytes?: number;

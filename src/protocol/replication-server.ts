@@ -32,18 +32,40 @@ export interface ReplicationServerEvents {
   'connection:error': (event: ConnectionErrorEvent) => void;
 }
 
-/** Options of {@link ReplicationServer}. */
-export interface ReplicationServerOptions {
-  readonly transport: Transport;
-  readonly address: string;
-  readonly auth: CompiledAuth;
-  /** @defaultValue 10 000 */
+/** Limits on connections that have not authenticated yet (a primary's and a cascading standby's options). */
+export interface AuthenticationLimits {
+  /** The whole handshake must finish within this time (`authentication_timeout`). @defaultValue 10 000 */
   readonly handshakeTimeoutMs?: number;
   /** Delay before an authentication failure is answered. @defaultValue 250 */
   readonly authFailureDelayMs?: number;
-  /** Connections allowed to be authenticating at once; more are refused at once. @defaultValue 64 */
-  readonly maxPendingConnections?: number;
+  /**
+   * Connections authenticating at once. A new connection beyond it takes the place of the one
+   * that has done least: one already refused (waiting out `authFailureDelayMs`), else the one
+   * that got least far in the handshake and has been silent longest. @defaultValue 64
+   */
+  readonly maxAuthenticatingConnections?: number;
+  /** Connections authenticating at once from one address; beyond it, as above among that address's. @defaultValue 8 */
+  readonly maxAuthenticatingPerAddress?: number;
+}
+
+/** Options of {@link ReplicationServer}. */
+export interface ReplicationServerOptions extends AuthenticationLimits {
+  readonly transport: Transport;
+  readonly address: string;
+  readonly auth: CompiledAuth;
   readonly logPrefix?: string;
+}
+
+/** A connection authenticating: how far it got, for choosing which one makes room. */
+interface Pending {
+  readonly conn: MessageStream<'server'>;
+  readonly address: string;
+  /** Handshake messages received from the client. */
+  received: number;
+  /** When the client last sent a byte (or connected). */
+  heardAt: number;
+  /** Authentication failed: only its delayed answer is left. */
+  refused: boolean;
 }
 
 /** Largest frame a client may send: its biggest message (a startup with every option) is about 40 KiB. */
@@ -54,6 +76,13 @@ const MAX_CLIENT_FRAME_BYTES = 64 * 1024;
  * feedback): far more than a standby ever sends ahead of the server.
  */
 export const SESSION_READ_AHEAD_BYTES = 256 * 1024;
+
+/** Whether `a` has done less than `b` toward authenticating (it gives way first). */
+function leastDone(a: Pending, b: Pending): boolean {
+  if (a.refused !== b.refused) return a.refused;
+  if (a.received !== b.received) return a.received < b.received;
+  return a.heardAt < b.heardAt;
+}
 
 /** How many addresses' failure counts are remembered; the oldest are forgotten first. */
 const MAX_TRACKED_ADDRESSES = 10_000;
@@ -67,14 +96,14 @@ const MAX_TRACKED_ADDRESSES = 10_000;
 export class ReplicationServer extends SafeEmitter<ReplicationServerEvents> {
   readonly #options: Required<Omit<ReplicationServerOptions, 'logPrefix'>>;
   readonly #log: Logger;
-  readonly #handshaking = new Set<MessageStream<'server'>>();
+  readonly #handshaking = new Map<MessageStream<'server'>, Pending>();
   readonly #failures = new Map<string, number>();
   #listener: Listener | null = null;
   #closing: Promise<void> | null = null;
 
   constructor(options: ReplicationServerOptions) {
     super();
-    this.#options = { handshakeTimeoutMs: 10_000, authFailureDelayMs: 250, maxPendingConnections: 64, ...options };
+    this.#options = { handshakeTimeoutMs: 10_000, authFailureDelayMs: 250, maxAuthenticatingConnections: 64, maxAuthenticatingPerAddress: 8, ...options };
     this.#log = createLogger('server', options.logPrefix);
     this.emitterLog = this.#log;
   }
@@ -101,8 +130,8 @@ export class ReplicationServer extends SafeEmitter<ReplicationServerEvents> {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.#listener?.close();
-      for (const conn of this.#handshaking) conn.destroy();
-      await Promise.all([...this.#handshaking].map((conn) => conn.closed));
+      for (const conn of this.#handshaking.keys()) conn.destroy();
+      await Promise.all([...this.#handshaking.keys()].map((conn) => conn.closed));
     })();
     return this.#closing;
   }
@@ -117,22 +146,28 @@ export class ReplicationServer extends SafeEmitter<ReplicationServerEvents> {
     // While it authenticates a peer gets one decoded message ahead: the handshake is strictly
     // question and answer, and whatever else it sends waits undecoded (a chunk at most).
     const conn = new MessageStream(stream, 'server', { maxFrameBytes: MAX_CLIENT_FRAME_BYTES, readAheadBytes: 0 });
-    if (this.#handshaking.size >= this.#options.maxPendingConnections) {
-      const error = new WalshipError('CONNECTION_FAILED', `too many connections authenticating at once (${this.#options.maxPendingConnections})`, { transient: true });
-      conn.fail(error);
-      this.#log.error('refused %s: %s', peer.description, error.message);
-      this.emitSafely('connection:error', { peer, error });
-      return;
-    }
-    this.#handshaking.add(conn);
+    const pending: Pending = { conn, address: peer.remoteAddress ?? peer.description, received: 0, heardAt: performance.now(), refused: false };
+    this.#makeRoom(pending.address);
+    this.#handshaking.set(conn, pending);
+    const heard = (): void => {
+      pending.heardAt = performance.now();
+    };
+    stream.on('data', heard);
     serverHandshake(conn, peer, {
       auth: this.#options.auth,
       timeoutMs: this.#options.handshakeTimeoutMs,
       failureDelayMs: this.#options.authFailureDelayMs,
-      onFailure: (failure) => this.#onAuthFailure(failure),
+      onFailure: (failure) => {
+        pending.refused = true;
+        this.#onAuthFailure(failure);
+      },
+      onMessage: () => {
+        pending.received++;
+      },
     }).then(
       (authenticated) => {
         this.#handshaking.delete(conn);
+        stream.off('data', heard);
         if (this.#closing !== null) {
           conn.destroy();
           return;
@@ -148,6 +183,27 @@ export class ReplicationServer extends SafeEmitter<ReplicationServerEvents> {
         this.emitSafely('connection:error', { peer, error });
       },
     );
+  }
+
+  /**
+   * Makes room for a new connection from `address` when its address, or the server, has as
+   * many authenticating as allowed: the connection that has done least gives way (one already
+   * refused, then the fewest handshake messages received, then the longest silent), so that
+   * sockets held open without a word never keep a standby out; an honest client answers each
+   * step of the handshake at once.
+   */
+  #makeRoom(address: string): void {
+    const all = [...this.#handshaking.values()];
+    const fromAddress = all.filter((p) => p.address === address);
+    const among =
+      fromAddress.length >= this.#options.maxAuthenticatingPerAddress ? fromAddress : all.length >= this.#options.maxAuthenticatingConnections ? all : null;
+    if (among === null || among.length === 0) return;
+    const least = among.reduce((a, b) => (leastDone(b, a) ? b : a));
+    this.#handshaking.delete(least.conn);
+    const limit = among === fromAddress ? `${this.#options.maxAuthenticatingPerAddress} from ${address}` : `${this.#options.maxAuthenticatingConnections}`;
+    const error = new WalshipError('CONNECTION_FAILED', `too many connections authenticating at once (${limit}): this one gave way to a newer one`, { transient: true });
+    this.#log.error('dropped a connection from %s that was authenticating: %s', least.address, error.message);
+    least.conn.fail(error);
   }
 
   #onAuthFailure(failure: AuthFailure): void {

@@ -5,7 +5,7 @@ import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { CompiledAuth } from '../protocol/auth-rules.js';
 import type { CreateReplicationSlotMessage, DropReplicationSlotMessage, StartReplicationMessage } from '../protocol/messages.js';
-import { ReplicationServer, type ServerSession } from '../protocol/replication-server.js';
+import { ReplicationServer, type AuthenticationLimits, type ServerSession } from '../protocol/replication-server.js';
 import type { SlotHandle } from '../slots/slot-manager.js';
 import type { Transport } from '../transport/transport.js';
 import { assertNotRemoved } from '../wal/tail.js';
@@ -25,8 +25,7 @@ export interface WalServiceOptions {
   readonly maxWalSenders: number;
   readonly walSenderTimeoutMs: number;
   readonly maxMessageBytes: number;
-  readonly handshakeTimeoutMs?: number;
-  readonly authFailureDelayMs?: number;
+  readonly authenticationLimits?: AuthenticationLimits;
   readonly logPrefix?: string;
   /** Synchronous replication: told of every standby report, connect and leave. */
   readonly syncRep?: SyncRep;
@@ -79,8 +78,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       transport: options.transport,
       address: options.address,
       auth: options.auth,
-      ...(options.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: options.handshakeTimeoutMs }),
-      ...(options.authFailureDelayMs === undefined ? {} : { authFailureDelayMs: options.authFailureDelayMs }),
+      ...options.authenticationLimits,
       ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
     });
     this.#server.on('session', (session) => this.#accept(session));

@@ -306,24 +306,87 @@ describe('protocol hardening', () => {
     await h.close();
   });
 
-  it('refuses connections beyond maxPendingConnections while others authenticate', async () => {
-    const net = new MemoryNetwork();
-    const server = new ReplicationServer({
-      transport: net.transport('primary'),
-      address: 'p',
-      auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
-      maxPendingConnections: 2,
-      handshakeTimeoutMs: 5000,
+  describe('connections authenticating at once', () => {
+    async function limitedServer(limits: { maxAuthenticatingConnections?: number; maxAuthenticatingPerAddress?: number }) {
+      const net = new MemoryNetwork();
+      const server = new ReplicationServer({
+        transport: net.transport('primary'),
+        address: 'p',
+        auth: await compileAuth({ users: { repl: { password: 'pw' } }, rules: [{ user: 'repl', address: 'all', method: 'scram-sha-256' }] }),
+        handshakeTimeoutMs: 60_000,
+        authFailureDelayMs: 60_000,
+        ...limits,
+      });
+      const errors: ConnectionErrorEvent[] = [];
+      const sessions: ServerSession[] = [];
+      server.on('connection:error', (e) => errors.push(e));
+      server.on('session', (session) => sessions.push(session));
+      await server.listen();
+      /** A connection from `ip` that sends nothing; `closed` says once the server dropped it. */
+      const silent = async (ip: string) => {
+        const stream = await net.transport(`c${Math.random()}`, { ip }).connect('p');
+        stream.on('error', () => {});
+        let closed = false;
+        stream.on('close', () => (closed = true));
+        stream.resume();
+        return { stream, closed: () => closed };
+      };
+      const login = (ip: string, password = 'pw') =>
+        connectReplication({ transport: net.transport(`s${Math.random()}`, { ip }), address: 'p', user: 'repl', password, applicationName: 'standby' });
+      return { server, errors, sessions, silent, login };
+    }
+
+    it('a standby gets in however many silent sockets are held: the longest silent gives way', async () => {
+      const h = await limitedServer({ maxAuthenticatingConnections: 4, maxAuthenticatingPerAddress: 100 });
+      const idle: Array<Awaited<ReturnType<typeof h.silent>>> = [];
+      for (let i = 0; i < 20; i++) idle.push(await h.silent(`10.0.0.${i}`));
+      // Room was made for each newcomer: the oldest silent ones are gone, four are left.
+      await within(waitFor(() => idle.filter((c) => c.closed()).length === 16), 2000, 'the oldest silent sockets to be dropped');
+      assert.deepEqual(
+        idle.map((c) => c.closed()),
+        idle.map((_, i) => i < 16),
+      );
+      assert.ok(h.errors.every((e) => e.error.code === 'CONNECTION_FAILED' && /gave way/.test(e.error.message)));
+      for (let i = 0; i < 5; i++) {
+        const conn = await within(h.login('10.1.0.1'), 5000, 'a standby to log in');
+        await conn.end();
+      }
+      assert.equal(h.sessions.length, 5);
+      for (const c of idle) c.stream.destroy();
+      await h.server.close();
     });
-    const errors: ConnectionErrorEvent[] = [];
-    server.on('connection:error', (e) => errors.push(e));
-    await server.listen();
-    const silent = await Promise.all([1, 2, 3].map(() => net.transport(`c${Math.random()}`).connect('p')));
-    for (const s of silent) s.on('error', () => {});
-    await within(waitFor(() => errors.length === 1), 2000, 'the third connection to be refused');
-    assert.equal(errors[0]?.error.code, 'CONNECTION_FAILED');
-    for (const s of silent) s.destroy();
-    await server.close();
+
+    it('one address holds at most maxAuthenticatingPerAddress; its own oldest give way, not other addresses', async () => {
+      const h = await limitedServer({ maxAuthenticatingConnections: 64, maxAuthenticatingPerAddress: 3 });
+      const other = await h.silent('10.0.0.9');
+      const idle: Array<Awaited<ReturnType<typeof h.silent>>> = [];
+      for (let i = 0; i < 10; i++) idle.push(await h.silent('10.0.0.1'));
+      await within(waitFor(() => idle.filter((c) => c.closed()).length === 7), 2000, 'the address to be held to three');
+      assert.equal(other.closed(), false, 'another address keeps its connection');
+      const conn = await within(h.login('10.0.0.1'), 5000, 'a standby behind the same address to log in');
+      await conn.end();
+      for (const c of [other, ...idle]) c.stream.destroy();
+      await h.server.close();
+    });
+
+    it('a connection already refused gives way before one that is still authenticating', async () => {
+      const h = await limitedServer({ maxAuthenticatingConnections: 2, maxAuthenticatingPerAddress: 100 });
+      // A wrong password: refused, its answer delayed (authFailureDelayMs) while it holds a place.
+      const guessing = h.login('10.0.0.1', 'wrong').then(
+        () => null,
+        (err: unknown) => err,
+      );
+      await within(waitFor(() => h.server.authFailures('10.0.0.1') === 1), 5000, 'the failed login');
+      // A silent one arrives later than the refused one, yet the refused one goes first.
+      const idle = await h.silent('10.0.0.2');
+      const conn = await within(h.login('10.0.0.3'), 5000, 'a standby to log in');
+      const error = await within(guessing, 5000, 'the refused login to end');
+      assert.ok(isWalshipError(error as Error, 'CONNECTION_FAILED'), String(error));
+      assert.equal(idle.closed(), false);
+      await conn.end();
+      idle.stream.destroy();
+      await h.server.close();
+    });
   });
 
   it('a message larger than the read-ahead bound still arrives (no stall while it is assembled)', async () => {
