@@ -41,13 +41,19 @@ export interface SendBaseBackupOptions {
   readonly maxRate: number;
   /** Stops the backup (the node shuts down): it then fails with `ABORTED` unless the connection failed first. */
   readonly signal: AbortSignal;
+  /**
+   * A standby that reads nothing of the backup for this long fails it with `TIMEOUT` (the
+   * backup holds WAL from its position: a client must not hold it by not reading).
+   */
+  readonly drainTimeoutMs: number;
   /** The snapshot was taken: called before anything of it is sent (the WAL from its position must be kept). */
   readonly onSnapshot?: (backup: BaseBackupData) => void;
 }
 
 /**
  * Answers BASE_BACKUP on `conn`: takes a snapshot from `source` and sends it in chunks,
- * waiting for the transport to drain and pacing itself to `maxRate`, then the size and
+ * waiting for the transport to drain (at most `drainTimeoutMs` each time) and pacing itself
+ * to `maxRate`, then the size and
  * SHA-256 of what was sent. A failure the standby must hear about (no snapshot, a failing
  * application stream, a size other than announced) fails the connection with it before it
  * is thrown.
@@ -92,7 +98,14 @@ export async function sendBaseBackup(conn: MessageStream<'server'>, source: Pick
         hash.update(data);
         const fits = conn.send(baseBackupChunk(offset, data));
         offset += data.length;
-        if (!fits) await conn.drained();
+        if (!fits) {
+          try {
+            await conn.drained({ timeoutMs: options.drainTimeoutMs });
+          } catch (err) {
+            conn.fail(err as WalshipError);
+            throw err;
+          }
+        }
         if (maxRate > 0) {
           const due = began + (offset / maxRate) * 1000;
           if (due > Date.now()) await sleep(due - Date.now(), undefined, { signal }).catch(() => undefined);

@@ -505,7 +505,13 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
     const event = { applicationName, clientAddress: session.info.peer.remoteAddress ?? null };
     this.emitSafely('sender:state', { ...event, state: 'backup' });
     try {
-      await sendBaseBackup(conn, this.#source, { label, maxRate, signal: abort.signal, onSnapshot: (backup) => (session.backupLsn = backup.lsn) });
+      await sendBaseBackup(conn, this.#source, {
+        label,
+        maxRate,
+        signal: abort.signal,
+        drainTimeoutMs: this.#options.walSenderTimeoutMs,
+        onSnapshot: (backup) => (session.backupLsn = backup.lsn),
+      });
     } finally {
       session.backup = null;
       session.state = 'startup';

@@ -360,6 +360,20 @@ describe('Primary: base backups over the replication protocol', () => {
     await within(primary.close(), 20_000, 'close');
   });
 
+  it('a client that requests a base backup and reads none of it is dropped after walSenderTimeoutMs, releasing what the backup held', async () => {
+    const net = new MemoryNetwork();
+    const primary = await openServing(net, snapshotApp(() => Buffer.alloc(8 * 1024 * 1024, 7)), { walSenderTimeoutMs: 300 });
+    const conn = await rawStandby(net.transport('s1'), primary.address as string, 'sleeper');
+    const disconnected = nextEvent(primary, 'standby:disconnected');
+    conn.send({ kind: 'baseBackup', label: 'x', maxRate: 0 });
+    // It never reads again: the primary's writes back up, and it waits for them no longer than the timeout.
+    const { error } = await within(disconnected, 20_000, 'standby:disconnected');
+    assert.ok(isWalshipError(error, 'TIMEOUT'), String(error));
+    assert.deepEqual(primary.replicationStatus(), []);
+    conn.destroy();
+    await within(primary.close(), 20_000, 'close');
+  });
+
   it('close() does not wait for a throttled base backup to finish', async () => {
     const net = new MemoryNetwork();
     // 8 MiB at 32 kB/s would take over four minutes.
