@@ -177,6 +177,8 @@ export interface RecoverySettings {
   readonly retryMinDelayMs: number;
   readonly retryMaxDelayMs: number;
   readonly walSenderTimeoutMs: number;
+  /** For the slots this standby keeps for its own downstream standbys. */
+  readonly maxReplicationSlots: number;
   readonly sync?: SyncMode;
   readonly recycleSegments?: number;
   readonly logPrefix?: string;
@@ -660,7 +662,10 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     });
     let start: Lsn;
     try {
-      const slots = await SlotManager.open(this.#storage);
+      const slots = await SlotManager.open(this.#storage, {
+        maxReplicationSlots: o.maxReplicationSlots,
+        ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
+      });
       // After bootstrapping again the restored state may be older than what was replayed before.
       start = await this.#core.attach({ control, log, slots });
     } catch (err) {

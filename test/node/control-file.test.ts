@@ -186,7 +186,7 @@ describe('control file', () => {
     const promoted: ControlData = { ...NEW, switchedFrom: { timeline: 2, switchLsn: 1_234_000, reason: 'x'.repeat(3000) } };
     await writeControlFile(storage, promoted);
     assert.deepEqual(await readControlFile(storage), promoted);
-    await rejectsWith(writeControlFile(storage, { ...NEW, switchedFrom: { timeline: 1, switchLsn: 0, reason: 'x'.repeat(9000) } }), 'INVALID_ARGUMENT');
+    await rejectsWith(writeControlFile(storage, { ...NEW, switchedFrom: { timeline: 1, switchLsn: 0, reason: 'x'.repeat(9000) } }), 'FILE_TOO_LARGE');
     assert.deepEqual(await readControlFile(storage), promoted);
     const unbranched = new MemoryStorage();
     await putFile(unbranched, CONTROL_FILE, encodeJsonFile(JSON.stringify({ format: 2, ...NEW, switchedFrom: { timeline: 3, switchLsn: 0, reason: '' } })));
