@@ -28,6 +28,10 @@ export const ERROR_CODES = {
     when: 'An appended batch does not fit in one WAL segment (records never span segments).',
     action: 'Split the batch, or open the log with a larger `segmentSize`. Nothing was appended.',
   },
+  FILE_TOO_LARGE: {
+    when: 'walship refused to write one of its own files because it could not read it back: a timeline history file over 1 MiB (a promotion, or a switch to an upstream’s new timeline, on a history that can grow no more), `walship.slots` over 1 MiB, or a control-file copy over 8 KiB. Nothing was written or recorded.',
+    action: 'A standby whose promotion or timeline switch failed so goes on as it was; its timeline’s history is full (hundreds of promotions or more), so build a new cluster from a new primary in an empty directory. For `walship.slots` (a directory of older walship holding more slots than `maxReplicationSlots`), drop slots.',
+  },
   READ_ONLY: {
     when: 'A write was attempted on a log (or node) that only receives WAL from upstream: a replica log, a standby.',
     action: 'Write on the primary; a standby becomes writable only when promoted.',
@@ -151,6 +155,10 @@ export const ERROR_CODES = {
   SLOT_NOT_FOUND: {
     when: 'No replication slot has the given name.',
     action: 'Create the slot first (`createSlot`), or check the name against the list of slots.',
+  },
+  SLOT_LIMIT_REACHED: {
+    when: 'A replication slot was to be created (`createSlot`, or CREATE_REPLICATION_SLOT from a standby or a tool) while the node already has `maxReplicationSlots` slots (PostgreSQL’s “all replication slots are in use”).',
+    action: 'Drop a slot that is no longer needed, or raise `maxReplicationSlots`. Nothing was created; a replication connection that asked stays usable.',
   },
   SYNC_REP_CANCELED: {
     when: 'A commit stopped waiting for its synchronous standbys (its `signal` or `timeoutMs`, or the primary shutting down). The batch is committed locally and will stay committed, but the standbys have not confirmed it (PostgreSQL’s “canceling wait for synchronous replication” warning); it is never rolled back.',

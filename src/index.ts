@@ -26,7 +26,7 @@ export type { SyncMethod, SyncStandbyConfig } from './replication/sync-standby-n
 export { releasePositions, syncStates, syncStandbys } from './replication/sync-standbys.js';
 export type { StandbySyncStatus, SyncReleasePositions, SyncStandbyInput, SyncSenderState, SyncState } from './replication/sync-standbys.js';
 export type { SyncStandbysEvent, SyncWaitMode } from './replication/sync-rep.js';
-export { SlotManager, assertSlotName } from './slots/slot-manager.js';
+export { MAX_REPLICATION_SLOTS_CAP, SLOT_DEFAULTS, SlotManager, assertSlotName } from './slots/slot-manager.js';
 export type { AdvanceTarget, InvalidatedSlot, NewSlotOptions, ReplicationSlotRow, SlotHandle, SlotInfo, SlotManagerOptions, WalRemovalPlan } from './slots/slot-manager.js';
 export { RETENTION_DEFAULTS, decideRetention, slotAvailability } from './slots/retention.js';
 export type { RetentionDecision, RetentionSettings, RetentionState, SlotAvailability, SlotHold, WalStatus } from './slots/retention.js';

@@ -187,7 +187,10 @@ export class Primary extends NodeBase<PrimaryEvents> {
         control = { ...control, state: 'in-production' };
         await writeControlFile(storage, control);
       }
-      const slots = await SlotManager.open(storage);
+      const slots = await SlotManager.open(storage, {
+        maxReplicationSlots: settings.maxReplicationSlots,
+        ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
+      });
       const start = await core.attach({ control, log, slots });
       if (start > log.flushedLsn) {
         throw new WalshipError('WAL_CORRUPT', `the application's state is at ${formatLsn(start)}, past the end of the WAL at ${formatLsn(log.flushedLsn)}: WAL it had applied is lost`);

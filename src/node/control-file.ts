@@ -3,7 +3,7 @@ import type { Lsn } from '../lsn.js';
 import { damaged, type JsonFileSpec } from '../storage/json-file.js';
 import type { Storage } from '../storage/storage.js';
 import { readTwoCopyFile, writeTwoCopyFile } from '../storage/two-copy-file.js';
-import type { TimelineHistory, TimelineHistoryEntry } from '../wal/timeline-history.js';
+import { clipReason, type TimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history.js';
 
 /** The node's control file: its identity and where its application's state is durable. */
 export const CONTROL_FILE = 'walship.control';
@@ -67,14 +67,11 @@ export interface ControlData {
   readonly consistentLsn: Lsn;
 }
 
-/** The longest switch reason {@link ControlData.switchedFrom} keeps (a history file's reason can be far longer). */
-const MAX_SWITCH_REASON = 1024;
-
 /** {@link ControlData.switchedFrom} for a node moving onto `history.timeline` (timeline 1 has none). */
 export function switchedFromOf(history: TimelineHistory): Pick<ControlData, 'switchedFrom'> {
   const last = history.entries.at(-1);
   if (last === undefined) return {};
-  return { switchedFrom: { timeline: last.timeline, switchLsn: last.switchLsn, reason: last.reason.slice(0, MAX_SWITCH_REASON) } };
+  return { switchedFrom: { timeline: last.timeline, switchLsn: last.switchLsn, reason: clipReason(last.reason) } };
 }
 
 /** Reads the control file; `null` when there is none (a new node). A damaged one is `WAL_CORRUPT`. */

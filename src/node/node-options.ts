@@ -7,6 +7,7 @@ import { compileOptions, type OptionsValidator } from '../options.js';
 import { authOptionsSchema, type AuthOptions } from '../protocol/auth-rules.js';
 import type { AuthenticationLimits } from '../protocol/replication-server.js';
 import { RETENTION_DEFAULTS } from '../slots/retention.js';
+import { MAX_REPLICATION_SLOTS_CAP, SLOT_DEFAULTS } from '../slots/slot-manager.js';
 import type { Transport } from '../transport/transport.js';
 import { SEGMENT_SIZES } from '../wal/segment-name.js';
 import type { SyncMode } from '../wal/wal-log.js';
@@ -69,6 +70,14 @@ export interface ServeOptions {
    * would remove its WAL. −1 is unlimited. @defaultValue −1
    */
   readonly maxSlotWalKeepSize?: number;
+  /**
+   * The most replication slots the node keeps (`max_replication_slots`), created locally
+   * (`createSlot`) or by standbys and tools over the protocol (CREATE_REPLICATION_SLOT): one
+   * more is `SLOT_LIMIT_REACHED`. At most 1024, which keeps `walship.slots` far below what it
+   * reads back. A directory already holding more (the limit was lowered) opens with every
+   * slot; none can be created until enough are dropped. @defaultValue 10
+   */
+  readonly maxReplicationSlots?: number;
 }
 
 /** Defaults of {@link ServeOptions} and {@link NodeOptions}. */
@@ -79,6 +88,7 @@ export const SERVE_DEFAULTS = Object.freeze({
   maxWalMessageBytes: 1024 * 1024,
   walKeepSize: RETENTION_DEFAULTS.walKeepSize,
   maxSlotWalKeepSize: RETENTION_DEFAULTS.maxSlotWalKeepSize,
+  maxReplicationSlots: SLOT_DEFAULTS.maxReplicationSlots,
 });
 
 /** The schema parts `Primary` and `Standby` share. Objects with methods are checked by type guards. */
@@ -124,6 +134,7 @@ export const serveSchema = {
   maxAuthenticatingPerAddress: { type: 'integer', minimum: 1, maximum: 65_536 },
   walKeepSize: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
   maxSlotWalKeepSize: { type: 'integer', minimum: -1, maximum: Number.MAX_SAFE_INTEGER },
+  maxReplicationSlots: { type: 'integer', minimum: 0, maximum: MAX_REPLICATION_SLOTS_CAP },
 } as const;
 
 /** Options of `createSlot()` on a primary or a cascading standby. */

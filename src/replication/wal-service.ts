@@ -34,7 +34,16 @@ export interface WalServiceOptions {
 /** How often DROP_REPLICATION_SLOT … WAIT looks again whether the slot is still in use. */
 const DROP_WAIT_POLL_MS = 50;
 /** Errors that fail a slot command, not the connection: the standby can go on (PostgreSQL's ERROR). */
-const SLOT_COMMAND_ERRORS = new Set(['INVALID_SLOT_NAME', 'SLOT_EXISTS', 'SLOT_ACTIVE', 'SLOT_NOT_FOUND', 'INVALID_ARGUMENT', 'WAL_REMOVED']);
+const SLOT_COMMAND_ERRORS = new Set([
+  'INVALID_SLOT_NAME',
+  'SLOT_EXISTS',
+  'SLOT_ACTIVE',
+  'SLOT_NOT_FOUND',
+  'SLOT_LIMIT_REACHED',
+  'FILE_TOO_LARGE',
+  'INVALID_ARGUMENT',
+  'WAL_REMOVED',
+]);
 
 interface Session {
   readonly info: ServerSession;
@@ -459,8 +468,9 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
 
   /**
    * CREATE_REPLICATION_SLOT / DROP_REPLICATION_SLOT from a standby. A refused command (bad
-   * name, slot exists, in use, unknown) is answered with an error and the connection stays
-   * usable, as in PostgreSQL; DROP … WAIT waits until the slot is free.
+   * name, slot exists, in use, unknown, `maxReplicationSlots` reached) is answered with an
+   * error and the connection stays usable, as in PostgreSQL; DROP … WAIT waits until the slot
+   * is free.
    */
   async #slotCommand(session: Session, command: CreateReplicationSlotMessage | DropReplicationSlotMessage): Promise<void> {
     const { conn } = session.info;

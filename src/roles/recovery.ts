@@ -17,7 +17,7 @@ import { SendTimes, WalReceiver } from '../replication/wal-receiver.js';
 import { SlotManager } from '../slots/slot-manager.js';
 import type { Storage } from '../storage/storage.js';
 import type { Transport } from '../transport/transport.js';
-import { branchHistory, historyFileName, newestTimeline, parseTimelineHistory, switchPointOf, writeTimelineHistory, type TimelineHistory } from '../wal/timeline-history.js';
+import { branchHistory, formatTimelineHistory, historyFileName, newestTimeline, parseTimelineHistory, switchPointOf, writeTimelineHistory, type TimelineHistory } from '../wal/timeline-history.js';
 import { WalLog, type SyncMode } from '../wal/wal-log.js';
 import { lockStorage, releaseLock, withStorageLock } from '../node/storage-lock.js';
 import { describeHistory, extendsHistory, sameHistory, upstreamAddresses } from './upstream.js';
@@ -177,6 +177,8 @@ export interface RecoverySettings {
   readonly retryMinDelayMs: number;
   readonly retryMaxDelayMs: number;
   readonly walSenderTimeoutMs: number;
+  /** For the slots this standby keeps for its own downstream standbys. */
+  readonly maxReplicationSlots: number;
   readonly sync?: SyncMode;
   readonly recycleSegments?: number;
   readonly logPrefix?: string;
@@ -660,7 +662,10 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     });
     let start: Lsn;
     try {
-      const slots = await SlotManager.open(this.#storage);
+      const slots = await SlotManager.open(this.#storage, {
+        maxReplicationSlots: o.maxReplicationSlots,
+        ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
+      });
       // After bootstrapping again the restored state may be older than what was replayed before.
       start = await this.#core.attach({ control, log, slots });
     } catch (err) {
@@ -1083,10 +1088,16 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     return 'continue';
   }
 
-  /** TIMELINE_HISTORY over `conn`: the upstream's history of `timeline`, parsed and checked. */
+  /**
+   * TIMELINE_HISTORY over `conn`: the upstream's history of `timeline`, parsed and checked. One
+   * this standby could not write as its own file (`FILE_TOO_LARGE`: longer than walship reads
+   * back once formatted here) is refused now, before a timeline switch records anything.
+   */
   async #fetchHistory(conn: MessageStream<'client'>, timeline: number): Promise<TimelineHistory> {
     const { content } = await fetchTimelineHistory(conn, timeline, { timeoutMs: this.#options.walReceiverTimeoutMs });
-    return parseTimelineHistory(timeline, Buffer.from(content).toString('utf8'), `the upstream's ${historyFileName(timeline)}`);
+    const history = parseTimelineHistory(timeline, Buffer.from(content).toString('utf8'), `the upstream's ${historyFileName(timeline)}`);
+    formatTimelineHistory(history);
+    return history;
   }
 
   /**

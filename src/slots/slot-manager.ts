@@ -1,14 +1,39 @@
-import { WalshipError } from '../errors.js';
+import { WalshipError, isWalshipError } from '../errors.js';
+import { createLogger } from '../logger.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
 import type { Storage } from '../storage/storage.js';
 import { decideRetention, slotAvailability, type RetentionDecision, type RetentionState, type SlotAvailability, type SlotHold } from './retention.js';
-import { SLOT_NAME, readSlotsFile, writeSlotsFile, type PersistedSlot } from './slot-file.js';
+import { INVALIDATION_REASON, SLOT_NAME, readSlotsFile, writeSlotsFile, type PersistedSlot } from './slot-file.js';
+
+/**
+ * The most replication slots a node may be configured for (the greatest `maxReplicationSlots`):
+ * that many slots with the longest names and reasons take under a fifth of what the slots
+ * file's reader accepts (`MAX_PERSISTED_SLOT_BYTES` × 1024 = 180 KiB of 1 MiB).
+ */
+export const MAX_REPLICATION_SLOTS_CAP = 1024;
+
+/** Defaults of {@link SlotManagerOptions}. */
+export const SLOT_DEFAULTS = Object.freeze({
+  /** PostgreSQL's `max_replication_slots` default. */
+  maxReplicationSlots: 10,
+});
 
 /** Options of {@link SlotManager.open}. */
 export interface SlotManagerOptions {
   /** The clock for `inactiveSince`. @defaultValue `() => new Date()` */
   readonly now?: () => Date;
+  /**
+   * The most slots the node keeps (PostgreSQL's `max_replication_slots`): creating one more is
+   * `SLOT_LIMIT_REACHED`. An integer from 0 to {@link MAX_REPLICATION_SLOTS_CAP}. A file holding
+   * more slots (the limit was lowered) still opens with every slot; none can be created until
+   * enough are dropped. @defaultValue 10
+   */
+  readonly maxReplicationSlots?: number;
+  /** A prefix for the `walship:slots` log lines (the node's `logPrefix`). */
+  readonly logPrefix?: string;
 }
+
+const OPTION_NAMES: readonly string[] = ['now', 'maxReplicationSlots', 'logPrefix'];
 
 /** Options of {@link SlotManager.create}. */
 export interface NewSlotOptions {
@@ -100,6 +125,8 @@ const DROPPING: Holder = Object.freeze({ applicationName: null });
 export class SlotManager {
   readonly #storage: Storage;
   readonly #now: () => Date;
+  /** `maxReplicationSlots`. */
+  readonly #limit: number;
   readonly #slots = new Map<string, Slot>();
   /** The file's content as last written successfully (or read). */
   #durable: readonly PersistedSlot[];
@@ -109,9 +136,10 @@ export class SlotManager {
   #horizon: Lsn = 0;
   #queue: Promise<unknown> = Promise.resolve();
 
-  private constructor(storage: Storage, durable: readonly PersistedSlot[], now: () => Date) {
+  private constructor(storage: Storage, durable: readonly PersistedSlot[], now: () => Date, limit: number) {
     this.#storage = storage;
     this.#now = now;
+    this.#limit = limit;
     this.#durable = durable;
     const openedAt = now();
     for (const s of durable) {
@@ -119,15 +147,45 @@ export class SlotManager {
     }
   }
 
-  /** Loads the slots of `storage` (none when it has no slots file). A damaged file is `WAL_CORRUPT`. */
+  /**
+   * Loads the slots of `storage` (none when it has no slots file). A damaged file is
+   * `WAL_CORRUPT`. Every slot in the file is kept, even beyond `maxReplicationSlots`.
+   */
   static async open(storage: Storage, options: SlotManagerOptions = {}): Promise<SlotManager> {
-    const unknown = Object.keys(options).filter((k) => k !== 'now');
+    const unknown = Object.keys(options).filter((k) => !OPTION_NAMES.includes(k));
     if (unknown.length > 0) throw new WalshipError('INVALID_OPTIONS', `SlotManager options has unknown option "${unknown[0]}"`);
     if (options.now !== undefined && typeof options.now !== 'function') {
       throw new WalshipError('INVALID_OPTIONS', 'SlotManager options.now must be a function returning a Date');
     }
+    const limit: unknown = options.maxReplicationSlots === undefined ? SLOT_DEFAULTS.maxReplicationSlots : options.maxReplicationSlots;
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 0 || limit > MAX_REPLICATION_SLOTS_CAP) {
+      throw new WalshipError('INVALID_OPTIONS', `SlotManager options.maxReplicationSlots must be an integer from 0 to ${MAX_REPLICATION_SLOTS_CAP}, got ${String(limit)}`);
+    }
+    if (options.logPrefix !== undefined && typeof options.logPrefix !== 'string') {
+      throw new WalshipError('INVALID_OPTIONS', 'SlotManager options.logPrefix must be a string');
+    }
     const durable = await readSlotsFile(storage);
-    return new SlotManager(storage, durable, options.now ?? (() => new Date()));
+    if (durable.length > limit) {
+      // Never dropped: each may be all that keeps a standby's WAL. New ones wait until enough go.
+      createLogger('slots', options.logPrefix).error(
+        '%s holds %d replication slots, more than maxReplicationSlots (%d): all are kept, and no slot can be created until fewer than %d remain (drop some, or raise maxReplicationSlots)',
+        storage.description,
+        durable.length,
+        limit,
+        limit,
+      );
+    }
+    return new SlotManager(storage, durable, options.now ?? (() => new Date()), limit);
+  }
+
+  /** How many slots this node may have (`maxReplicationSlots`); {@link SlotManager.size} may exceed it after the limit was lowered. */
+  get maxReplicationSlots(): number {
+    return this.#limit;
+  }
+
+  /** How many slots exist (slots being dropped included, until the drop is durable). */
+  get size(): number {
+    return this.#slots.size;
   }
 
   /**
@@ -171,7 +229,11 @@ export class SlotManager {
     return [...oldest].map(([name, restartLsn]) => ({ name, restartLsn }));
   }
 
-  /** Creates a slot, durably. `INVALID_SLOT_NAME`, `SLOT_EXISTS`; `WAL_REMOVED` when `reserveAt` is WAL being removed. */
+  /**
+   * Creates a slot, durably. `INVALID_SLOT_NAME`, `SLOT_EXISTS`; `SLOT_LIMIT_REACHED` when
+   * `maxReplicationSlots` slots exist (nothing is written); `WAL_REMOVED` when `reserveAt` is
+   * WAL being removed.
+   */
   async create(name: string, options: NewSlotOptions = {}): Promise<SlotInfo> {
     assertSlotName(name);
     const unknown = Object.keys(options).filter((k) => k !== 'reserveAt');
@@ -180,6 +242,13 @@ export class SlotManager {
     if (reserveAt !== null) assertLsn(reserveAt, 'reserveAt');
     return this.#serially(async () => {
       if (this.#slots.has(name)) throw new WalshipError('SLOT_EXISTS', `replication slot "${name}" already exists`);
+      // Counted here, in the queue: creates and drops before this one have settled.
+      if (this.#slots.size >= this.#limit) {
+        throw new WalshipError(
+          'SLOT_LIMIT_REACHED',
+          `cannot create replication slot "${name}": all replication slots are in use (${this.#slots.size} of maxReplicationSlots ${this.#limit}); drop one, or raise maxReplicationSlots`,
+        );
+      }
       if (reserveAt !== null) this.#assertReservable(name, reserveAt);
       await this.#persist([...this.#snapshot(), { name, restartLsn: reserveAt, invalidationReason: null }]);
       const slot: Slot = { name, restartLsn: reserveAt, invalidationReason: null, holder: null, inactiveSince: this.#now() };
@@ -267,11 +336,15 @@ export class SlotManager {
 
   /**
    * Invalidates a slot, durably: it stops holding WAL, its `restartLsn` becomes null and
-   * `invalidationReason` records why. Invalidating a lost slot again changes nothing.
+   * `invalidationReason` records why: 1 to 63 lower-case letters, digits and underscores, as
+   * PostgreSQL's reasons (`wal_removed`, `idle_timeout`, …). Invalidating a lost slot again
+   * changes nothing.
    */
   async invalidate(name: string, reason: string): Promise<void> {
     assertSlotName(name);
-    if (typeof reason !== 'string' || reason === '') throw new WalshipError('INVALID_ARGUMENT', 'invalidate() needs a reason');
+    if (typeof reason !== 'string' || !INVALIDATION_REASON.test(reason)) {
+      throw new WalshipError('INVALID_ARGUMENT', 'invalidate() needs a reason of 1 to 63 lower-case letters, digits and underscores (such as wal_removed)');
+    }
     return this.#serially(async () => {
       const slot = this.#find(name);
       if (slot.invalidationReason !== null) return;
@@ -355,7 +428,13 @@ export class SlotManager {
   /** Writes `content` as the slots file; until that succeeds, it and the old file may each be what a crash leaves. */
   async #persist(content: readonly PersistedSlot[]): Promise<void> {
     this.#uncertain.push(content);
-    await writeSlotsFile(this.#storage, content);
+    try {
+      await writeSlotsFile(this.#storage, content);
+    } catch (err) {
+      // Refused before anything was written: that content cannot be what a crash leaves.
+      if (isWalshipError(err, 'FILE_TOO_LARGE')) this.#uncertain.pop();
+      throw err;
+    }
     this.#durable = content;
     this.#uncertain = [];
   }

@@ -77,9 +77,16 @@ export function parseJsonBody(bytes: Buffer, spec: JsonFileSpec, storage: Storag
   return parsed as Record<string, unknown>;
 }
 
-/** Replaces the file with `body` (plus its `format`), atomically and durably. */
+/**
+ * Replaces the file with `body` (plus its `format`), atomically and durably. A file longer
+ * than `spec.maxBytes`, which {@link readFileBytes} would refuse, is not written:
+ * `FILE_TOO_LARGE`, and the old file stays as it was.
+ */
 export async function writeJsonFile(storage: Storage, spec: JsonFileSpec, body: object): Promise<void> {
   const json = Buffer.from(JSON.stringify({ format: spec.format, ...body }), 'utf8');
+  if (HEADER + json.length > spec.maxBytes) {
+    throw new WalshipError('FILE_TOO_LARGE', `${spec.name} would take ${HEADER + json.length} bytes, more than the ${spec.maxBytes} walship reads back; nothing was written`);
+  }
   const buf = Buffer.alloc(HEADER + json.length);
   buf.writeUInt32LE(json.length, 4);
   json.copy(buf, HEADER);

@@ -52,12 +52,14 @@ export async function readTwoCopyFile(storage: Storage, spec: JsonFileSpec): Pro
  * the old content or the new. A missing file, one in the older layout, one with no valid copy
  * or one whose in-place update failed is replaced whole instead (temporary file, rename,
  * directory sync), so that a failed fdatasync never leaves the next update trusting a copy
- * that is not on disk.
+ * that is not on disk. JSON longer than {@link MAX_TWO_COPY_JSON_BYTES}, which a read
+ * would refuse, is `FILE_TOO_LARGE` and nothing is written.
  */
 export async function writeTwoCopyFile(storage: Storage, spec: JsonFileSpec, body: object): Promise<void> {
   const json = Buffer.from(JSON.stringify({ format: spec.format, ...body }), 'utf8');
   if (json.length > MAX_TWO_COPY_JSON_BYTES) {
-    throw new WalshipError('INVALID_ARGUMENT', `${spec.name} would take ${json.length} bytes of JSON, more than the ${MAX_TWO_COPY_JSON_BYTES} a copy holds`);
+    // A copy's reader refuses a longer JSON (decodeCopy): it is never written.
+    throw new WalshipError('FILE_TOO_LARGE', `${spec.name} would take ${json.length} bytes of JSON, more than the ${MAX_TWO_COPY_JSON_BYTES} a copy holds; nothing was written`);
   }
   if (await updateInPlace(storage, spec, json)) return;
   const whole = Buffer.alloc(FILE_BYTES);

@@ -30,8 +30,18 @@ export interface TimelineHistory {
 /** The history of timeline 1, which has no ancestors. */
 export const FIRST_TIMELINE_HISTORY: TimelineHistory = Object.freeze({ timeline: 1, entries: Object.freeze([]) });
 
-/** Longest history file walship reads (a PostgreSQL cluster with thousands of promotions stays far below). */
+/**
+ * Longest history file walship reads, and so writes (a PostgreSQL cluster with thousands of
+ * promotions stays far below): a history that would be longer is `FILE_TOO_LARGE` when it is
+ * formatted, before any file is written. It is also what TIMELINE_HISTORY carries at most
+ * (`PROTOCOL_LIMITS.maxHistoryBytes`).
+ */
 export const MAX_HISTORY_BYTES = 1024 * 1024;
+/**
+ * Longest reason a new history entry keeps, in characters ({@link branchHistory} cuts longer
+ * ones, as the control file's `switchedFrom` does): one promotion adds at most about 3 KiB.
+ */
+export const MAX_SWITCH_REASON = 1024;
 const MAX_TIMELINE = 0xffffffff;
 const CHECKSUM = /^# crc32c ([0-9a-f]{8})[ \t\r]*$/m;
 
@@ -41,11 +51,23 @@ export function historyFileName(timeline: number): string {
   return `${timeline.toString(16).toUpperCase().padStart(8, '0')}.history`;
 }
 
-/** The file text of `history` (the checksum line last). */
+/**
+ * The file text of `history` (the checksum line last). A text longer than
+ * {@link MAX_HISTORY_BYTES} in UTF-8, which no reader would take, is `FILE_TOO_LARGE`.
+ */
 export function formatTimelineHistory(history: TimelineHistory): string {
   checkHistory(history, 'cannot write');
   const lines = history.entries.map((e) => `${e.timeline}\t${formatLsn(e.switchLsn)}\t${oneLine(e.reason)}\n`).join('');
-  return `${lines}# crc32c ${crc32c.calculate(Buffer.from(lines, 'utf8')).toString(16).padStart(8, '0')}\n`;
+  const linesBytes = Buffer.from(lines, 'utf8');
+  const text = `${lines}# crc32c ${crc32c.calculate(linesBytes).toString(16).padStart(8, '0')}\n`;
+  // The checksum line is 18 bytes.
+  if (linesBytes.length + 18 > MAX_HISTORY_BYTES) {
+    throw new WalshipError(
+      'FILE_TOO_LARGE',
+      `the history file of timeline ${history.timeline} would take ${linesBytes.length + 18} bytes (${history.entries.length} entries), more than the ${MAX_HISTORY_BYTES} walship reads back: this history can grow no more`,
+    );
+  }
+  return text;
 }
 
 /**
@@ -146,16 +168,27 @@ export function isInHistory(history: TimelineHistory, timeline: number, lsn: Lsn
 
 /**
  * The history of the timeline `timeline` (by default the parent's plus one; a promotion takes
- * one past every timeline it knows of) that branches from `parent` at `switchLsn`.
+ * one past every timeline it knows of) that branches from `parent` at `switchLsn`, its reason
+ * cut to {@link MAX_SWITCH_REASON} characters. A history whose file would be longer than
+ * {@link MAX_HISTORY_BYTES} is `FILE_TOO_LARGE`: a promotion finds out here, before it
+ * records anything.
  */
 export function branchHistory(parent: TimelineHistory, switchLsn: Lsn, reason: string, timeline = parent.timeline + 1): TimelineHistory {
   const last = parent.entries.at(-1);
   if (last !== undefined && switchLsn < last.switchLsn) {
     throw new WalshipError('INVALID_ARGUMENT', `a branch at ${formatLsn(switchLsn)} lies before timeline ${parent.timeline} began (${formatLsn(last.switchLsn)})`);
   }
-  const history = { timeline, entries: [...parent.entries, { timeline: parent.timeline, switchLsn, reason }] };
+  const history = { timeline, entries: [...parent.entries, { timeline: parent.timeline, switchLsn, reason: clipReason(reason) }] };
   checkHistory(history, 'cannot branch');
+  formatTimelineHistory(history);
   return history;
+}
+
+/** `reason` cut to {@link MAX_SWITCH_REASON} characters, never inside a surrogate pair. */
+export function clipReason(reason: string): string {
+  if (reason.length <= MAX_SWITCH_REASON) return reason;
+  const end = /[\ud800-\udbff]/.test(reason.charAt(MAX_SWITCH_REASON - 1)) ? MAX_SWITCH_REASON - 1 : MAX_SWITCH_REASON;
+  return reason.slice(0, end);
 }
 
 /** The history of `timeline` when it is `history`'s own timeline or one of its ancestors (a prefix of it), else `null`. */

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { NodeStorage, isWalshipError } from '../../src/index.js';
-import { CONTROL_FILE, readControlFile, writeControlFile, type ControlData } from '../../src/node/control-file.js';
-import { COPY_BYTES } from '../../src/storage/two-copy-file.js';
+import { CONTROL_FILE, readControlFile, switchedFromOf, writeControlFile, type ControlData } from '../../src/node/control-file.js';
+import type { JsonFileSpec } from '../../src/storage/json-file.js';
+import { COPY_BYTES, MAX_TWO_COPY_JSON_BYTES, readTwoCopyFile, writeTwoCopyFile } from '../../src/storage/two-copy-file.js';
+import { MAX_SWITCH_REASON, branchHistory } from '../../src/wal/timeline-history.js';
 import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
@@ -186,7 +188,7 @@ describe('control file', () => {
     const promoted: ControlData = { ...NEW, switchedFrom: { timeline: 2, switchLsn: 1_234_000, reason: 'x'.repeat(3000) } };
     await writeControlFile(storage, promoted);
     assert.deepEqual(await readControlFile(storage), promoted);
-    await rejectsWith(writeControlFile(storage, { ...NEW, switchedFrom: { timeline: 1, switchLsn: 0, reason: 'x'.repeat(9000) } }), 'INVALID_ARGUMENT');
+    await rejectsWith(writeControlFile(storage, { ...NEW, switchedFrom: { timeline: 1, switchLsn: 0, reason: 'x'.repeat(9000) } }), 'FILE_TOO_LARGE');
     assert.deepEqual(await readControlFile(storage), promoted);
     const unbranched = new MemoryStorage();
     await putFile(unbranched, CONTROL_FILE, encodeJsonFile(JSON.stringify({ format: 2, ...NEW, switchedFrom: { timeline: 3, switchLsn: 0, reason: '' } })));
@@ -230,5 +232,44 @@ describe('control file', () => {
       await rejectsWith(readControlFile(storage), 'WAL_IO');
     }
     assert.deepEqual(await readControlFile(storage), NEW);
+  });
+
+  describe('size: walship writes only what it reads back', () => {
+    it("JSON of exactly a copy's room is written and read back; one byte more is FILE_TOO_LARGE and the old content stays", async () => {
+      const spec: JsonFileSpec = { name: 'test.twocopy', format: 1, maxBytes: 64 * 1024, repairHint: 'none', enospcTransient: false };
+      const pad = 'x'.repeat(MAX_TWO_COPY_JSON_BYTES - JSON.stringify({ format: 1, pad: '' }).length);
+      const { dir, cleanup } = await tempDir();
+      try {
+        for (const storage of [new MemoryStorage(), new NodeStorage(dir)]) {
+          await storage.prepare();
+          await writeTwoCopyFile(storage, spec, { pad });
+          assert.deepEqual(await readTwoCopyFile(storage, spec), { format: 1, pad }, 'the fullest copy reads back');
+          await rejectsWith(writeTwoCopyFile(storage, spec, { pad: `${pad}x` }), 'FILE_TOO_LARGE');
+          assert.deepEqual(await readTwoCopyFile(storage, spec), { format: 1, pad }, 'the old content stays');
+        }
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('the largest control data walship makes (the longest switch reason, the largest numbers) fits a copy and reads back', async () => {
+      // Control characters take 6 bytes each in JSON (\u0001): the widest a reason can be.
+      const parent = { timeline: 0xfffffffe, entries: [] };
+      const history = branchHistory(parent, Number.MAX_SAFE_INTEGER, '\u0001'.repeat(MAX_SWITCH_REASON * 3));
+      const largest: ControlData = {
+        state: 'shut-down-in-recovery',
+        systemId: 'ffffffffffffffff',
+        segmentSize: 1024 * 1024 * 1024,
+        timeline: 0xffffffff,
+        ...switchedFromOf(history),
+        checkpoint: { lsn: Number.MAX_SAFE_INTEGER, snapshot: false },
+        consistentLsn: Number.MAX_SAFE_INTEGER,
+      };
+      const bytes = Buffer.byteLength(JSON.stringify({ format: 2, ...largest }));
+      assert.ok(bytes <= MAX_TWO_COPY_JSON_BYTES - 1000, `${bytes} bytes leave room in a copy`);
+      const storage = new MemoryStorage();
+      await writeControlFile(storage, largest);
+      assert.deepEqual(await readControlFile(storage), largest);
+    });
   });
 });

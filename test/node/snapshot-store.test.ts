@@ -111,6 +111,27 @@ describe('snapshot store', () => {
     }
   });
 
+  it('its file names and headers hold the largest LSN and timeline; sizes are bounded only by the disk (read back in chunks)', async () => {
+    // Nothing caps a snapshot's size but Number.MAX_SAFE_INTEGER (its header's u64 is checked
+    // against it): the reader streams it in 1 MiB chunks, so whatever was written reads back.
+    const { dir, cleanup } = await tempDir();
+    try {
+      for (const storage of [new MemoryStorage(), new NodeStorage(dir)] as Storage[]) {
+        await storage.prepare();
+        const store = new SnapshotStore(storage);
+        const data = bytes(MiB + 3, 5);
+        await store.write(Number.MAX_SAFE_INTEGER, 0xffffffff, data);
+        assert.deepEqual(snapshotFiles(await storage.list()), [snapshotName(Number.MAX_SAFE_INTEGER, 0xffffffff)]);
+        const found = await store.at(Number.MAX_SAFE_INTEGER);
+        assert.deepEqual([found.lsn, found.timeline, found.size], [Number.MAX_SAFE_INTEGER, 0xffffffff, data.length]);
+        assert.equal(sha(await found.bytes()), sha(data));
+        assert.equal(await store.newestAtOrBelow(Number.MAX_SAFE_INTEGER), Number.MAX_SAFE_INTEGER);
+      }
+    } finally {
+      await cleanup();
+    }
+  });
+
   it('an aborted, refused or failing write leaves no snapshot and no partial file', async () => {
     const storage = new MemoryStorage();
     const store = new SnapshotStore(storage);

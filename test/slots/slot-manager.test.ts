@@ -250,13 +250,16 @@ describe('SlotManager', () => {
       (err: unknown) => isWalshipError(err, 'WAL_REMOVED') && /wal_removed/.test((err as Error).message),
     );
     throwsCode(() => slots.advance('s', { flushLsn: 5000 }), 'WAL_REMOVED');
-    await slots.invalidate('s', 'another reason'); // a no-op: the first reason stays
+    await slots.invalidate('s', 'another_reason'); // a no-op: the first reason stays
     const [row] = slots.list(WAL);
     assert.deepEqual([row?.restartLsn, row?.invalidationReason, row?.walStatus, row?.safeWalSize], [null, 'wal_removed', 'lost', null]);
     assert.deepEqual(slots.retentionHolds(), [{ name: 's', restartLsn: null }]);
     assert.deepEqual(stored(await SlotManager.open(storage)), [['s', null, 'wal_removed']]);
     await rejectsCode(slots.invalidate('nope', 'x'), 'SLOT_NOT_FOUND');
-    await rejectsCode(slots.invalidate('s', ''), 'INVALID_ARGUMENT');
+    // A reason is 1 to 63 of a name's characters, as PostgreSQL's: its place in the file is bounded.
+    for (const reason of ['', 'another reason', 'r'.repeat(64), 'Wal_removed', 7]) {
+      await rejectsCode(slots.invalidate('s', reason as string), 'INVALID_ARGUMENT');
+    }
     // A lost slot can still be dropped.
     await slots.drop('s');
     assert.deepEqual(slots.list(WAL), []);

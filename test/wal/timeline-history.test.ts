@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { isWalshipError } from '../../src/index.js';
+import { NodeStorage, isWalshipError } from '../../src/index.js';
+import { switchedFromOf } from '../../src/node/control-file.js';
 import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import {
   FIRST_TIMELINE_HISTORY,
+  MAX_HISTORY_BYTES,
+  MAX_SWITCH_REASON,
   branchHistory,
   formatTimelineHistory,
   historyFileName,
@@ -18,6 +21,8 @@ import {
   type TimelineHistory,
 } from '../../src/wal/timeline-history.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
+import { tempDir } from '../helpers/temp-dir.js';
+import { historyOfSize } from '../helpers/timeline-history.js';
 
 /** A history: ancestors 1..n-1 with rising switch points. */
 const historyArb = fc
@@ -140,5 +145,52 @@ describe('timeline history files', () => {
     assert.equal(await newestTimeline(storage, 1), 3, 'timelines 2 and 3 exist');
     assert.deepEqual(await readTimelineHistory(storage, 1), FIRST_TIMELINE_HISTORY, "timeline 1's history is empty");
     assert.equal(await readTimelineHistory(storage, 7), null, 'a missing file');
+  });
+
+  describe('size: walship writes only what it reads back', () => {
+    it(`a history file of exactly ${MAX_HISTORY_BYTES} bytes is written and read back; one byte more is FILE_TOO_LARGE and writes nothing`, async () => {
+      const largest = historyOfSize(MAX_HISTORY_BYTES);
+      assert.equal(Buffer.byteLength(formatTimelineHistory(largest)), MAX_HISTORY_BYTES);
+      const tooLarge = historyOfSize(MAX_HISTORY_BYTES + 1);
+      assert.equal(codeOf(() => formatTimelineHistory(tooLarge)), 'FILE_TOO_LARGE', 'formatting');
+      const { dir, cleanup } = await tempDir();
+      try {
+        for (const storage of [new MemoryStorage(), new NodeStorage(dir)]) {
+          await storage.prepare();
+          await writeTimelineHistory(storage, largest);
+          assert.deepEqual(await readTimelineHistory(storage, largest.timeline), largest, 'the largest file reads back');
+          const other = { ...tooLarge, timeline: tooLarge.timeline + 1 };
+          await assert.rejects(writeTimelineHistory(storage, other), (err: unknown) => isWalshipError(err, 'FILE_TOO_LARGE') || assert.fail(String(err)));
+          assert.deepEqual(
+            (await storage.list()).filter((n) => n.endsWith('.history') || n.endsWith('.tmp')),
+            [historyFileName(largest.timeline)],
+            'nothing written for the refused one',
+          );
+        }
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('a history that can grow no more refuses the next branch with FILE_TOO_LARGE (a promotion finds out before it records anything)', () => {
+      // A branch adds one line: "<timeline>\t<switch point>\t<reason>\n".
+      const full = historyOfSize(MAX_HISTORY_BYTES - 10);
+      assert.equal(codeOf(() => branchHistory(full, 0x5000, 'promoted by promote()')), 'FILE_TOO_LARGE');
+      const roomy = historyOfSize(MAX_HISTORY_BYTES - 200);
+      const grown = branchHistory(roomy, 0x5000, 'promoted by promote()');
+      assert.ok(Buffer.byteLength(formatTimelineHistory(grown)) <= MAX_HISTORY_BYTES, 'one that fits is made');
+    });
+
+    it(`a new entry keeps at most ${MAX_SWITCH_REASON} characters of its reason, never half a surrogate pair, as the control file does`, () => {
+      const long = 'p'.repeat(MAX_SWITCH_REASON + 500);
+      const grown = branchHistory(FIRST_TIMELINE_HISTORY, 0x100, long);
+      assert.equal(grown.entries[0]?.reason, long.slice(0, MAX_SWITCH_REASON));
+      assert.deepEqual(switchedFromOf(grown).switchedFrom, grown.entries[0], 'the control file records the same entry');
+      // A pair straddling the cut is left out whole: the file's UTF-8 keeps the same text.
+      const straddling = `${'p'.repeat(MAX_SWITCH_REASON - 1)}\u{1F600}tail`;
+      const cut = branchHistory(FIRST_TIMELINE_HISTORY, 0x100, straddling);
+      assert.equal(cut.entries[0]?.reason, 'p'.repeat(MAX_SWITCH_REASON - 1));
+      assert.deepEqual(parseTimelineHistory(2, formatTimelineHistory(cut)), cut, 'reads back as it was made');
+    });
   });
 });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WalLog, isWalshipError, type Storage, type WalRecord } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
+import { MAX_CHANNEL_BYTES } from '../../src/wal/record.js';
 import { SMALL_SEGMENT, openLog, payload, readAll, storageKinds, texts, within } from '../helpers/wal.js';
 
 for (const kind of storageKinds) {
@@ -84,6 +85,36 @@ for (const kind of storageKinds) {
         const records = await readAll(log);
         assert.deepEqual(records.map((r) => r.lsn), [fits.lsn, after.lsn]);
       }));
+
+    it('reads back after a reopen the largest record it accepts (the longest channel included); one byte more is RECORD_TOO_LARGE', async () => {
+      const { storage, cleanup } = await kind.make();
+      try {
+        const log = await openLog(storage);
+        const channel = 'c'.repeat(MAX_CHANNEL_BYTES);
+        // A record header, then one entry: its 5-byte header, the channel, the data.
+        const data = Buffer.alloc(log.maxRecordSize - 32 - 5 - MAX_CHANNEL_BYTES, 7);
+        assert.throws(() => log.append({ data: Buffer.alloc(data.length + 1), channel }), (err) => isWalshipError(err, 'RECORD_TOO_LARGE'));
+        log.append(Buffer.from('before'));
+        const largest = log.append({ data, channel });
+        assert.equal(largest.endLsn - largest.lsn, log.maxRecordSize, 'the record fills a whole segment after its header');
+        log.append(Buffer.from('after'));
+        await log.flush();
+        await log.close();
+        const reopened = await openLog(storage);
+        try {
+          const records = await readAll(reopened);
+          assert.deepEqual(records.map((r) => r.entries.length), [1, 1, 1]);
+          const entry = records[1]?.entries[0];
+          assert.equal(entry?.channel, channel);
+          assert.ok(entry !== undefined && Buffer.from(entry.data).equals(data), 'the data reads back whole');
+          assert.deepEqual(texts([records[0], records[2]] as WalRecord[]), ['before', 'after']);
+        } finally {
+          await reopened.close();
+        }
+      } finally {
+        await cleanup();
+      }
+    });
 
     it('rejects bad entries with INVALID_ARGUMENT and appends nothing', () =>
       withLog(async (log) => {
