@@ -25,6 +25,18 @@ async function ship(source: WalLog, replica: WalLog, to: number, timeline = sour
   await replica.flush();
 }
 
+/** A replica of five batches just promoted onto timeline 2 (its history file not written yet), and its primary. */
+async function promotedReplica(): Promise<{ primary: WalLog; replica: WalLog; storage: MemoryStorage; history: TimelineHistory }> {
+  const storage = new MemoryStorage();
+  const primary = await openLog(new MemoryStorage());
+  await appendMany(primary, 'a', 5);
+  const replica = await openLog(storage, { role: 'replica' });
+  await ship(primary, replica, primary.flushedLsn);
+  const history = branchHistory(replica.history, replica.insertLsn, 'test promotion');
+  await replica.beginTimeline(history);
+  return { primary, replica, storage, history };
+}
+
 function prefixOf(records: readonly { entries: readonly { data: Uint8Array }[] }[]): string[] {
   return texts(records as never).map((t) => t.slice(0, t.indexOf(':')));
 }
@@ -186,14 +198,7 @@ describe('timelines in the log', () => {
 
   it('a switch writes the new history file a moment later, at once when asked (historyFileWritten) or on close', async () => {
     for (const ask of [true, false]) {
-      const primaryStorage = new MemoryStorage();
-      const storage = new MemoryStorage();
-      const primary = await openLog(primaryStorage);
-      await appendMany(primary, 'a', 5);
-      const replica = await openLog(storage, { role: 'replica' });
-      await ship(primary, replica, primary.flushedLsn);
-      const history = branchHistory(replica.history, replica.insertLsn, 'test promotion');
-      await replica.beginTimeline(history);
+      const { primary, replica, storage, history } = await promotedReplica();
       assert.ok(!storage.fileNames().includes('00000002.history'), 'not written during the switch');
       if (ask) {
         await replica.historyFileWritten();
@@ -206,14 +211,7 @@ describe('timelines in the log', () => {
   });
 
   it('historyFileWritten writes the file again when the background write failed, and rejects while it cannot', async () => {
-    const primaryStorage = new MemoryStorage();
-    const storage = new MemoryStorage();
-    const primary = await openLog(primaryStorage);
-    await appendMany(primary, 'a', 5);
-    const replica = await openLog(storage, { role: 'replica' });
-    await ship(primary, replica, primary.flushedLsn);
-    const history = branchHistory(replica.history, replica.insertLsn, 'test promotion');
-    await replica.beginTimeline(history);
+    const { primary, replica, storage, history } = await promotedReplica();
     const heal = storage.injectFault({ operation: 'open', code: 'EIO', file: /history/, times: Infinity });
     await assert.rejects(replica.historyFileWritten(), { code: 'WAL_IO' });
     await assert.rejects(replica.historyFileWritten(), { code: 'WAL_IO' });
