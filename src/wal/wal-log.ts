@@ -294,10 +294,6 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     );
     const files = new SegmentFiles(storage, segmentSize, history, config.recycleSegments, log, config.role === 'replica');
     for (const segno of segnos) files.present.add(segno);
-    if (found.staleSegments.length > 0) {
-      log('removing segments %o past the end of WAL', found.staleSegments);
-      await wrapIo(() => files.removeExact(found.staleSegments), 'removing stale segments');
-    }
     const endSegno = Math.floor(found.endLsn / segmentSize);
     if (found.zeroTo > found.endLsn) {
       log('zeroing the discarded tail %s..%s', formatLsn(found.endLsn), formatLsn(found.zeroTo));
@@ -773,7 +769,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const within = lsn - segno * size;
     const aside: string[] = [];
     await wrapIo(async () => {
-      for (const s of [...this.#files.present].filter((s) => s > segno || (s === segno && within === 0)).sort((a, b) => a - b)) {
+      // The highest first: a crash that keeps only some of the renames leaves no hole in the WAL.
+      for (const s of [...this.#files.present].filter((s) => s > segno || (s === segno && within === 0)).sort((a, b) => b - a)) {
         await this.#files.closeWriter(s);
         this.#files.present.delete(s);
         const name = this.#files.name(s);
@@ -791,6 +788,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       await this.storage.syncDirectory();
     }, 'setting the discarded WAL aside');
     this.#writer.restartAt(lsn, this.timeline);
+    aside.sort();
     this.#log('cut back from %s to %s; set aside %o', formatLsn(end), formatLsn(lsn), aside);
     return aside;
   }
