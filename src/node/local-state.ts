@@ -1,4 +1,4 @@
-import { errnoCode, WalshipError } from '../errors.js';
+import { errnoCode, WalCorruptError, WalshipError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
 import { DISCARD_MARKER, removeControlFile, type ControlData } from './control-file.js';
 import { RECORD_HEADER_SIZE } from '../wal/record.js';
@@ -59,22 +59,41 @@ export async function removeAbandonedTimelines(storage: Storage, timeline: numbe
     const tli = (name: string): number => Number.parseInt(name.slice(0, 8), 16);
     const segments = names.filter((name) => /^[0-9A-F]{24}$/.test(name) && tli(name) > timeline);
     const histories = names.filter((name) => /^[0-9A-F]{8}\.history(?:\.tmp)?$/.test(name) && tli(name) > timeline);
-    const touched: string[] = [];
+    // Decided for every file first: a refusal changes nothing.
+    const plan: { name: string; backTo: string | null; within: number }[] = [];
     for (const name of segments) {
       const segno = parseSegmentFileName(name, segmentSize)?.segno;
       const own = segno === undefined ? null : segmentFileName(timeline, segno, segmentSize);
-      const history = own === null || names.includes(own) ? null : await readTimelineHistory(storage, tli(name)).catch(() => null);
+      let history = null;
+      if (own !== null && !names.includes(own)) {
+        // The file may hold this timeline's WAL below the switch point: moved back, never
+        // removed, which needs the switch point. A failed promotion wrote the history file
+        // before it put the control file back, so a missing one is damage (a damaged one is
+        // WAL_CORRUPT from the read).
+        history = await readTimelineHistory(storage, tli(name));
+        if (history === null) {
+          throw new WalCorruptError(
+            name,
+            0,
+            `${historyFileName(tli(name))} is missing, so where timeline ${tli(name)} left timeline ${timeline} is unknown, and ${own} is not there: this file may hold its WAL; nothing was changed (restore the history file, or give the standby an empty directory)`,
+          );
+        }
+      }
       const switchLsn = history?.entries.find((e) => e.timeline === timeline)?.switchLsn;
-      if (own !== null && switchLsn !== undefined && Math.floor(switchLsn / segmentSize) === segno && switchLsn % segmentSize !== 0) {
+      const moveBack = own !== null && switchLsn !== undefined && Math.floor(switchLsn / segmentSize) === segno && switchLsn % segmentSize !== 0;
+      plan.push({ name, backTo: moveBack ? own : null, within: moveBack ? switchLsn % segmentSize : 0 });
+    }
+    const touched: string[] = [];
+    for (const { name, backTo, within } of plan) {
+      if (backTo !== null) {
         const file = await storage.open(name);
         try {
-          const within = switchLsn % segmentSize;
           await file.write(Buffer.alloc(Math.min(RECORD_HEADER_SIZE, segmentSize - within)), within);
           await file.datasync();
         } finally {
           await file.close();
         }
-        await storage.rename(name, own);
+        await storage.rename(name, backTo);
       } else {
         await removeIfThere(storage, name);
       }

@@ -188,6 +188,33 @@ for (const kind of kinds) {
     });
   });
 
+  describe(`a lost snapshot (${kind.name})`, () => {
+    it("a primary whose checkpoint's snapshot is gone is refused (WAL_CORRUPT), its WAL kept", async (t) => {
+      const cluster = createCluster(t);
+      const p = await kind.place(cluster, t, 'p');
+      const primary = await cluster.primary('p', { application: new RecordingApp(), ...p.options });
+      await commitMany(primary, 0, 20);
+      await primary.checkpoint();
+      await commitMany(primary, 100, 20);
+      await primary.checkpoint();
+      await primary.close();
+      const snapshots = (await p.storage.list()).filter((name) => name.startsWith('snapshot-')).sort();
+      assert.equal(snapshots.length, 1, 'a checkpoint removes the older snapshots');
+      await p.storage.remove(snapshots[0] as string);
+      await p.storage.syncDirectory();
+      const before = await contents(p.storage);
+      before.delete('walship.control');
+      await assert.rejects(cluster.primary('p', { application: new RecordingApp(), ...p.options }), (err) => {
+        assert.ok(isWalshipError(err, 'WAL_CORRUPT'), String(err));
+        assert.match(err.message, /snapshot of the last checkpoint .* is missing/);
+        return true;
+      });
+      const after = await contents(p.storage);
+      after.delete('walship.control');
+      assert.deepEqual(after, before, 'no segment or other file was removed or rewritten');
+    });
+  });
+
   describe(`a lost walship.control (${kind.name})`, () => {
     it('a primary with WAL but no control file is refused, nothing written; its standby waits; rebuildControlFile brings back the same cluster', async (t) => {
       const { cluster, primary, standby, papp, sapp, p } = await clusterWithWal(t, kind, () => new RecordingApp());

@@ -100,6 +100,26 @@ describe('timelines in the log', () => {
     await primary.close();
   });
 
+  it("an abandoned timeline's switch segment is never removed for want of its history file: refused, nothing changed", async () => {
+    const primaryStorage = new MemoryStorage();
+    const storage = new MemoryStorage();
+    const primary = await openLog(primaryStorage);
+    await appendMany(primary, 'a', 30);
+    const replica = await openLog(storage, { role: 'replica' });
+    await ship(primary, replica, primary.flushedLsn);
+    await promote(storage, replica);
+    await replica.close();
+    await storage.remove('00000002.history');
+    const before = storage.fileNames();
+    await assert.rejects(removeAbandonedTimelines(storage, 1, SMALL_SEGMENT), (err) => {
+      assert.ok(err instanceof WalCorruptError, String(err));
+      assert.match(err.message, /00000002\.history is missing/);
+      return true;
+    });
+    assert.deepEqual(storage.fileNames(), before, 'the segment holding timeline 1\'s WAL is still there');
+    await primary.close();
+  });
+
   it("an ancestor's file past its switch segment is removed at open only when it holds no WAL of its own", async () => {
     const storage = new MemoryStorage();
     const log = await openLog(storage);
