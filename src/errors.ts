@@ -53,8 +53,8 @@ export const ERROR_CODES = {
     action: 'Check the device, then reopen the log; never assume the unflushed records are safe.',
   },
   WAL_CORRUPT: {
-    when: 'A record or segment header failed its checksum or checks and valid records follow it: damage in the middle of the log, never a torn tail. `segment` and `offset` name the place.',
-    action: 'Restore the segment from a standby or an archive. walship never skips or applies a damaged record.',
+    when: 'A record or segment header failed its checksum or checks and valid WAL follows it, or a segment file is missing between segments that hold WAL: damage in the middle of the log, never a torn tail. `segment` and `offset` name the place (the message names the intact segments after it). Also a damaged control file, history file or snapshot, or a missing one that the node needs.',
+    action: 'Nothing was changed on disk. Restore the named file (from a standby, an archive or a backup) and open again. A standby can instead be given an empty directory: it bootstraps from its upstream. To give up the WAL after a missing or damaged segment instead (its commits are lost), move the later segments the message names out of the directory. walship never skips or applies a damaged record.',
   },
   WAL_REMOVED: {
     when: 'A read asked for WAL in a segment that has already been removed.',
@@ -95,6 +95,10 @@ export const ERROR_CODES = {
   STANDBY_DIRECTORY: {
     when: "`Primary.open` was given a standby's data directory (its control file says it is in recovery). Writing there would fork the cluster's history at the same positions.",
     action: 'Open it with `Standby.open`; to make it writable, promote the standby. Nothing was written.',
+  },
+  CONTROL_FILE_MISSING: {
+    when: '`Primary.open` or `Standby.open` found no `walship.control` in a directory that holds a node\'s files (WAL segments, snapshots, timeline history files, slots): the control file was deleted or lost. Opening it as a new node would give its WAL a new system id (every standby would stop with `SYSTEM_ID_MISMATCH`), or discard it. The message says what was found.',
+    action: 'Nothing was written. For a primary, rebuild the control file from the WAL with `rebuildControlFile({ dir, systemId })`, the system id being its standbys\' (`standby.systemId`), then open it again. Give a standby an empty directory: it bootstraps from its upstream. To start a new cluster, empty the directory.',
   },
   WAL_DIVERGED: {
     when: "A standby's WAL is not on its upstream's history: the bytes it holds before the position it streams from differ from the upstream's at the same positions (another node wrote there), or a former primary's directory was opened as a standby and its WAL cannot be shown to be a prefix of its upstream's.",

@@ -21,6 +21,8 @@ export type {
   SynchronousCommit,
 } from './primary.js';
 export type { EntryBuffers } from './node/applier.js';
+export { rebuildControlFile, rebuildControlFileOptionsSchema } from './node/rebuild-control-file.js';
+export type { RebuildControlFileOptions, RebuiltControlFile } from './node/rebuild-control-file.js';
 export { parseSynchronousStandbyNames, formatSynchronousStandbyNames, syncPriorityOf, SyncStandbyNamesError } from './replication/sync-standby-names.js';
 export type { SyncMethod, SyncStandbyConfig } from './replication/sync-standby-names.js';
 export { releasePositions, syncStates, syncStandbys } from './replication/sync-standbys.js';

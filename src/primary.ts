@@ -1,12 +1,12 @@
-import { randomBytes } from 'node:crypto';
 import { WalshipError } from './errors.js';
 import { Lifecycle, NodeBase, untilAborted, whenAborted, type CloseOptions } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
 import { MAX_TIMEOUT_MS } from './lsn-waiters.js';
 import { assertLsn, formatLsn, type Lsn } from './lsn.js';
 import type { CheckpointResult } from './node/checkpointer.js';
-import { isRecoveryState, readControlFile, writeControlFile, type ControlData } from './node/control-file.js';
+import { isRecoveryState, newSystemId, readControlFile, writeControlFile, type ControlData } from './node/control-file.js';
 import { restoreTimelineHistory } from './node/local-state.js';
+import { refuseMissingControlFile } from './node/missing-control-file.js';
 import { withStorageLock } from './node/storage-lock.js';
 import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } from './node/node-core.js';
 import {
@@ -143,7 +143,10 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * Opens (or creates) a primary: validates the options (nothing is created when they are
    * invalid), recovers the WAL, brings the application to its last state by replaying the
    * batches after its checkpoint, and starts listening for standbys. A standby's directory is
-   * refused with `STANDBY_DIRECTORY`, untouched.
+   * refused with `STANDBY_DIRECTORY`, and a directory that holds WAL (or snapshots, history
+   * files, slots) but no `walship.control` with `CONTROL_FILE_MISSING` (see
+   * {@link rebuildControlFile}), both untouched. A WAL cut in the middle (a missing or damaged
+   * segment followed by intact ones) is `WAL_CORRUPT`, and nothing is deleted.
    */
   static async open(options: PrimaryOptions): Promise<Primary> {
     validateOptions(options);
@@ -156,6 +159,8 @@ export class Primary extends NodeBase<PrimaryEvents> {
     // Before the WAL is opened (which may repair its tail): a standby's directory stays untouched.
     const recorded = await readControlFile(storage);
     refuseStandbyDirectory(storage, recorded);
+    // A directory with a node's files but no control file lost it: never made a new cluster.
+    if (recorded === null) await refuseMissingControlFile(storage, 'primary');
     if (recorded !== null) await withStorageLock(storage, () => restoreTimelineHistory(storage, recorded));
     const log = await WalLog.open({
       storage,
@@ -180,7 +185,9 @@ export class Primary extends NodeBase<PrimaryEvents> {
       let control = await readControlFile(storage);
       refuseStandbyDirectory(storage, control);
       if (control === null) {
-        // A new node (or a directory a bare WalLog wrote): the cluster gets its identity now.
+        // Another process may have written there since the check above; WalLog.open wrote nothing in a new directory.
+        await refuseMissingControlFile(storage, 'primary');
+        // A new node: the cluster gets its identity now.
         control = { state: 'in-production', systemId: newSystemId(), segmentSize: log.segmentSize, timeline: log.timeline, checkpoint: null, consistentLsn: 0 };
         await writeControlFile(storage, control);
       } else if (control.state !== 'in-production') {
@@ -444,12 +451,4 @@ function refuseStandbyDirectory(storage: Storage, control: ControlData | null): 
     'STANDBY_DIRECTORY',
     `${storage.description} belongs to a standby (its control file says "${control.state}"): opening it as a primary would write WAL at positions its upstream also writes. Open it with Standby.open; a standby becomes writable by promotion`,
   );
-}
-
-/** A random, non-zero 64-bit cluster identity. */
-function newSystemId(): string {
-  for (;;) {
-    const id = randomBytes(8).toString('hex');
-    if (id !== '0000000000000000') return id;
-  }
 }

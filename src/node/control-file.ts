@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { WalshipError, errnoCode } from '../errors.js';
 import type { Lsn } from '../lsn.js';
 import { damaged, type JsonFileSpec } from '../storage/json-file.js';
@@ -67,6 +68,14 @@ export interface ControlData {
   readonly consistentLsn: Lsn;
 }
 
+/** A random, non-zero 64-bit cluster identity (PostgreSQL's database system identifier). */
+export function newSystemId(): string {
+  for (;;) {
+    const id = randomBytes(8).toString('hex');
+    if (id !== '0000000000000000') return id;
+  }
+}
+
 /** {@link ControlData.switchedFrom} for a node moving onto `history.timeline` (timeline 1 has none). */
 export function switchedFromOf(history: TimelineHistory): Pick<ControlData, 'switchedFrom'> {
   const last = history.entries.at(-1);
@@ -128,9 +137,23 @@ export function writeControlFile(storage: Storage, data: ControlData): Promise<v
   return writeTwoCopyFile(storage, SPEC, data);
 }
 
-/** Removes the control file durably (undoing a bootstrap that never received anything); a missing one is fine. */
+/**
+ * Written (durably) before a standby removes its control file to discard its local state, and
+ * removed once the rest is gone (`removeLeftovers`, `src/node/local-state.ts`): it tells the
+ * files an interrupted discard left, which the next bootstrap removes, from those of a directory
+ * whose control file was lost, which is refused (`CONTROL_FILE_MISSING`).
+ */
+export const DISCARD_MARKER = 'walship.discarding';
+
+/**
+ * Removes the control file durably (a standby discarding its state, or undoing a bootstrap that
+ * never received anything), after writing {@link DISCARD_MARKER}; a missing one is fine.
+ */
 export async function removeControlFile(storage: Storage): Promise<void> {
   try {
+    const marker = await storage.open(DISCARD_MARKER, { create: true });
+    await marker.close();
+    await storage.syncDirectory();
     await storage.remove(CONTROL_FILE).catch((err: unknown) => {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });

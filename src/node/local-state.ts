@@ -1,6 +1,6 @@
-import { errnoCode, WalshipError } from '../errors.js';
+import { errnoCode, WalCorruptError, WalshipError } from '../errors.js';
 import type { Storage } from '../storage/storage.js';
-import { removeControlFile, type ControlData } from './control-file.js';
+import { DISCARD_MARKER, removeControlFile, type ControlData } from './control-file.js';
 import { RECORD_HEADER_SIZE } from '../wal/record.js';
 import { parseSegmentFileName, segmentFileName } from '../wal/segment-name.js';
 import { branchHistory, historyFileName, readTimelineHistory, writeTimelineHistory } from '../wal/timeline-history.js';
@@ -10,8 +10,9 @@ const LOCAL_STATE = /^(?:[0-9A-F]{24}(?:\.tmp|\.partial)?|[0-9A-F]{8}\.history(?
 
 /**
  * Forgets a standby's local state so that its directory is new again: the control file goes
- * first (from then on the directory counts as never bootstrapped, whatever a crash leaves),
- * then the WAL segments and snapshots. The slots file and the lock are kept. Call it with the
+ * first, after the `walship.discarding` marker is written (from then on the directory counts as
+ * never bootstrapped, whatever a crash leaves, and what it still holds as leftovers), then the
+ * WAL segments and snapshots, then the marker. The slots file and the lock are kept. Call it with the
  * directory's WAL closed and its lock held, so that no other node opens it meanwhile.
  */
 export async function removeLocalState(storage: Storage): Promise<void> {
@@ -21,13 +22,22 @@ export async function removeLocalState(storage: Storage): Promise<void> {
 
 /**
  * Removes WAL segments and snapshots that a directory without a control file still holds: what
- * an interrupted {@link removeLocalState} left behind. They belong to nothing.
+ * an interrupted {@link removeLocalState} left behind (with its `walship.discarding` marker), or
+ * an interrupted bootstrap (snapshots, history files). They belong to nothing. A bootstrap
+ * calls it only after `refuseMissingControlFile` found no WAL of a node whose control file was
+ * lost.
  */
 export async function removeLeftovers(storage: Storage): Promise<void> {
   try {
-    const names = (await storage.list()).filter((name) => LOCAL_STATE.test(name));
+    const all = await storage.list();
+    const names = all.filter((name) => LOCAL_STATE.test(name));
     for (const name of names) await removeIfThere(storage, name);
     if (names.length > 0) await storage.syncDirectory();
+    // Last: until the files are gone, it says they are an interrupted discard's.
+    if (all.includes(DISCARD_MARKER)) {
+      await removeIfThere(storage, DISCARD_MARKER);
+      await storage.syncDirectory();
+    }
   } catch (err) {
     throw new WalshipError('WAL_IO', `cannot clear ${storage.description}: ${(err as Error).message}`, { cause: err });
   }
@@ -49,22 +59,41 @@ export async function removeAbandonedTimelines(storage: Storage, timeline: numbe
     const tli = (name: string): number => Number.parseInt(name.slice(0, 8), 16);
     const segments = names.filter((name) => /^[0-9A-F]{24}$/.test(name) && tli(name) > timeline);
     const histories = names.filter((name) => /^[0-9A-F]{8}\.history(?:\.tmp)?$/.test(name) && tli(name) > timeline);
-    const touched: string[] = [];
+    // Decided for every file first: a refusal changes nothing.
+    const plan: { name: string; backTo: string | null; within: number }[] = [];
     for (const name of segments) {
       const segno = parseSegmentFileName(name, segmentSize)?.segno;
       const own = segno === undefined ? null : segmentFileName(timeline, segno, segmentSize);
-      const history = own === null || names.includes(own) ? null : await readTimelineHistory(storage, tli(name)).catch(() => null);
+      let history = null;
+      if (own !== null && !names.includes(own)) {
+        // The file may hold this timeline's WAL below the switch point: moved back, never
+        // removed, which needs the switch point. A failed promotion wrote the history file
+        // before it put the control file back, so a missing one is damage (a damaged one is
+        // WAL_CORRUPT from the read).
+        history = await readTimelineHistory(storage, tli(name));
+        if (history === null) {
+          throw new WalCorruptError(
+            name,
+            0,
+            `${historyFileName(tli(name))} is missing, so where timeline ${tli(name)} left timeline ${timeline} is unknown, and ${own} is not there: this file may hold its WAL; nothing was changed (restore the history file, or give the standby an empty directory)`,
+          );
+        }
+      }
       const switchLsn = history?.entries.find((e) => e.timeline === timeline)?.switchLsn;
-      if (own !== null && switchLsn !== undefined && Math.floor(switchLsn / segmentSize) === segno && switchLsn % segmentSize !== 0) {
+      const moveBack = own !== null && switchLsn !== undefined && Math.floor(switchLsn / segmentSize) === segno && switchLsn % segmentSize !== 0;
+      plan.push({ name, backTo: moveBack ? own : null, within: moveBack ? switchLsn % segmentSize : 0 });
+    }
+    const touched: string[] = [];
+    for (const { name, backTo, within } of plan) {
+      if (backTo !== null) {
         const file = await storage.open(name);
         try {
-          const within = switchLsn % segmentSize;
           await file.write(Buffer.alloc(Math.min(RECORD_HEADER_SIZE, segmentSize - within)), within);
           await file.datasync();
         } finally {
           await file.close();
         }
-        await storage.rename(name, own);
+        await storage.rename(name, backTo);
       } else {
         await removeIfThere(storage, name);
       }

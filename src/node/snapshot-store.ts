@@ -78,8 +78,15 @@ export class SnapshotStore {
 
   /** The snapshot taken at `lsn`; a missing one is `WAL_CORRUPT` (the control file names it). */
   async at(lsn: Lsn): Promise<Snapshot> {
-    const found = (await this.#list()).find((s) => s.lsn === lsn);
-    if (found === undefined) throw new WalshipError('WAL_CORRUPT', `the snapshot of the last checkpoint (at LSN ${lsn.toString(16).toUpperCase()}) is missing from ${this.storage.description}`);
+    const all = await this.#list();
+    const found = all.find((s) => s.lsn === lsn);
+    if (found === undefined) {
+      const others = all.length === 0 ? 'it holds no other snapshot' : `it holds ${all.map((s) => s.name).join(', ')}`;
+      throw new WalshipError(
+        'WAL_CORRUPT',
+        `the snapshot of the last checkpoint (at LSN ${lsn.toString(16).toUpperCase()}) is missing from ${this.storage.description} (${others}); nothing was changed: restore the file, or give a standby an empty directory`,
+      );
+    }
     return this.open(found.name);
   }
 

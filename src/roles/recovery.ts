@@ -9,6 +9,7 @@ import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
 import { isRecoveryState, readControlFile, removeControlFile, switchedFromOf, writeControlFile, type ControlData, type NodeState } from '../node/control-file.js';
 import type { FailedEvent, NodeCore } from '../node/node-core.js';
 import { removeAbandonedTimelines, restoreTimelineHistory, removeLeftovers, removeLocalState } from '../node/local-state.js';
+import { refuseMissingControlFile } from '../node/missing-control-file.js';
 import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/messages.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
@@ -198,6 +199,7 @@ const FATAL: readonly ErrorCode[] = [
   'BASE_BACKUP_REQUIRED',
   'WAL_REMOVED',
   'WAL_CORRUPT',
+  'CONTROL_FILE_MISSING',
   'WAL_SYNC_FAILED',
   'APPLY_FAILED',
   'READ_ONLY',
@@ -316,8 +318,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     try {
       const control = await readControlFile(this.#storage);
       if (control !== null) await this.#openLocal(control);
-      // A new directory another node is using (bootstrapping it, say) is refused now, not in the background.
-      else await releaseLock(this.#storage, await lockStorage(this.#storage));
+      else {
+        // WAL without a control file that lost it is refused now (a bootstrap would discard it).
+        await refuseMissingControlFile(this.#storage, 'standby');
+        // A new directory another node is using (bootstrapping it, say) is refused now, not in the background.
+        await releaseLock(this.#storage, await lockStorage(this.#storage));
+      }
     } finally {
       // Events of the open itself reach listeners attached right after `await Standby.open()`.
       setImmediate(() => (this.#opening = false));
@@ -1164,7 +1170,9 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       if ((await readControlFile(this.#storage)) !== null) {
         throw new WalshipError('WAL_LOCKED', `${this.#storage.description} was bootstrapped by another node while this standby was connecting`);
       }
-      // WAL and snapshots of a state this directory was discarding when it crashed.
+      // WAL and snapshots of a state this directory was discarding when it crashed (never WAL
+      // whose control file was lost: refused, as at open).
+      await refuseMissingControlFile(this.#storage, 'standby');
       await removeLeftovers(this.#storage);
       const bootstrapped: ControlData =
         this.#app.restore !== undefined && !this.#noBaseBackup

@@ -25,8 +25,6 @@ export interface RecoveryResult {
   endLsn: Lsn;
   /** The highest "flushed at append" stamp of any valid record: everything below it was durable once. */
   durableStamp: Lsn;
-  /** Segments past the end that hold bytes of the discarded tail and must be deleted. */
-  staleSegments: number[];
   /** Bytes of the discarded tail in the end segment, to be zeroed: `[endLsn, zeroTo)`. */
   zeroTo: Lsn;
 }
@@ -38,13 +36,18 @@ const CHUNK = 4 * 1024 * 1024;
  * timeline that holds it on `history`'s path) by reading every record from the oldest
  * segment on.
  *
- * The first position that does not hold a valid record ends the log, unless a valid record
- * after it was appended when that position was already durable (its flushed stamp is past
- * the position): then the bad bytes are damage to acknowledged data and recovery refuses
- * with `WAL_CORRUPT`, naming segment and offset. Otherwise they are a torn tail, written
- * in the last, unacknowledged flush, and are discarded. With `trustStamps` false (a
- * replica, whose records carry its upstream's stamps) the first bad position always ends
- * the log: what follows is fetched again from upstream.
+ * The first position that does not hold a valid record ends the log: a torn tail, written in
+ * the last, unacknowledged flush, whose bytes are discarded (zeroed). Unless it is not the end:
+ * - valid WAL (its own segment header, or a valid record) in a later segment: a segment is
+ *   written only once the one before it is durable (`WalWriter`'s `#syncBefore`, PostgreSQL's
+ *   rule), so a crash never leaves a hole before a later segment's WAL. A missing segment file,
+ *   or a damaged header or record, followed by such a segment is `WAL_CORRUPT`, naming the
+ *   place and the intact segments after it, on a primary and a replica alike.
+ * - in the same segment, a valid record appended when that position was already durable (its
+ *   flushed stamp is past the position): damage to acknowledged data, `WAL_CORRUPT`. With
+ *   `trustStamps` false (a replica, whose records carry its upstream's stamps) this proof is
+ *   not used: what follows in that segment is fetched again from upstream.
+ * Recovery never deletes a segment: refusing changes nothing on disk.
  */
 export async function recoverEnd(
   storage: Storage,
@@ -57,7 +60,7 @@ export async function recoverEnd(
   const first = segnos[0];
   if (first === undefined) {
     const start = segmentStart(firstSegno, segmentSize);
-    return { endLsn: start, durableStamp: 0, staleSegments: [], zeroTo: start };
+    return { endLsn: start, durableStamp: 0, zeroTo: start };
   }
   const present = new Set(segnos);
   const fileName = (segno: number): string => segmentFileName(segmentTimeline(history, segno, segmentSize), segno, segmentSize);
@@ -111,37 +114,61 @@ export async function recoverEnd(
     }
   }
 
-  // The log ends at `end`. Look past it for records that prove the bad bytes were durable.
-  const staleSegments: number[] = [];
-  let zeroTo = end + tornLength;
   const endSegno = Math.floor(end / segmentSize);
+  // A segment is written only once the one before it is durable (the writer's #syncBefore), so
+  // a torn tail lies in the last segment that holds WAL. Valid WAL in a later segment means the
+  // log was cut short in the middle (a missing file, a damaged header or record), not torn by
+  // a crash: refuse, changing nothing, rather than drop the intact segments after it.
+  const intact: string[] = [];
   for (const segno of segnos) {
-    if (segno < endSegno) continue;
+    if (segno <= endSegno) continue;
     const base = segmentStart(segno, segmentSize);
-    const from = segno === endSegno ? end - base + 8 : 0;
     const file = await storage.open(fileName(segno), { readOnly: true });
     try {
-      const found = await scanForRecords(file, segmentSize, base, from);
-      // A replica's records carry its upstream's stamps, which prove nothing about this disk.
-      const proof = trustStamps ? found.find((record) => record.flushedLsn > end) : undefined;
-      if (proof !== undefined) {
-        throw new WalCorruptError(
-          fileName(endSegno),
-          end - segmentStart(endSegno, segmentSize),
-          `${failure}; valid records follow (e.g. at ${formatLsn(proof.lsn)}) that were written after this position was durable`,
-        );
-      }
-      if (segno === endSegno) {
-        for (const record of found) zeroTo = Math.max(zeroTo, record.end);
-      } else if (found.length > 0 || (await hasOwnHeader(file, timelineOf(history, base), base))) {
-        staleSegments.push(segno);
+      if ((await hasOwnHeader(file, timelineOf(history, base), base)) || (await scanForRecords(file, segmentSize, base, 0)).length > 0) {
+        intact.push(fileName(segno));
       }
     } finally {
       await file.close();
     }
   }
+  if (intact.length > 0) {
+    throw new WalCorruptError(
+      fileName(endSegno),
+      end - segmentStart(endSegno, segmentSize),
+      `${failure}, but ${describeSegments(intact)} after it hold${intact.length === 1 ? 's' : ''} valid WAL: the log is cut in the middle, not torn at its end by a crash; nothing was changed`,
+    );
+  }
+
+  // Look past the end, in its segment, for records that prove the bad bytes were durable.
+  let zeroTo = end + tornLength;
+  if (present.has(endSegno)) {
+    const base = segmentStart(endSegno, segmentSize);
+    const file = await storage.open(fileName(endSegno), { readOnly: true });
+    try {
+      const found = await scanForRecords(file, segmentSize, base, end - base + 8);
+      // A replica's records carry its upstream's stamps, which prove nothing about this disk.
+      const proof = trustStamps ? found.find((record) => record.flushedLsn > end) : undefined;
+      if (proof !== undefined) {
+        throw new WalCorruptError(
+          fileName(endSegno),
+          end - base,
+          `${failure}; valid records follow (e.g. at ${formatLsn(proof.lsn)}) that were written after this position was durable`,
+        );
+      }
+      for (const record of found) zeroTo = Math.max(zeroTo, record.end);
+    } finally {
+      await file.close();
+    }
+  }
   zeroTo = Math.min(zeroTo, segmentStart(endSegno + 1, segmentSize));
-  return { endLsn: end, durableStamp, staleSegments, zeroTo };
+  return { endLsn: end, durableStamp, zeroTo };
+}
+
+/** File names for a message: all of a few, else the first and last few and how many. */
+export function describeSegments(names: readonly string[]): string {
+  if (names.length <= 6) return names.length === 1 ? `segment ${names[0]}` : `segments ${names.join(', ')}`;
+  return `${names.length} segments (${names.slice(0, 3).join(', ')}, …, ${names.slice(-2).join(', ')})`;
 }
 
 /**

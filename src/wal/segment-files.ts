@@ -137,10 +137,14 @@ export class SegmentFiles {
     });
   }
 
-  /** Deletes segment files (recovery uses this for stale segments past the end of WAL, a promotion for those prepared past its switch point). */
+  /**
+   * Deletes segment files past the end of the WAL (a promotion's, prepared past its switch
+   * point), the highest first: a crash that keeps only some of the removals leaves no hole below
+   * a segment still there (recovery refuses a hole followed by WAL).
+   */
   removeExact(segnos: readonly number[], options: { syncDirectory?: boolean } = {}): Promise<void> {
     return this.#serialized(async () => {
-      for (const s of segnos) {
+      for (const s of [...segnos].sort((a, b) => b - a)) {
         this.present.delete(s);
         await this.closeWriter(s);
         await this.storage.remove(this.name(s));

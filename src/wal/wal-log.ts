@@ -1,4 +1,4 @@
-import { WalshipError, abortError, errnoCode, isWalshipError } from '../errors.js';
+import { WalCorruptError, WalshipError, abortError, errnoCode, isWalshipError } from '../errors.js';
 import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
@@ -52,8 +52,9 @@ export interface WalLogOptions {
    * `replica` makes a log that receives its bytes from upstream through
    * {@link WalLog.writeBytes} (a standby's): `append()` is refused with `READ_ONLY`, nothing of
    * its own is ever written into it (no shutdown record), so it stays byte-identical to its
-   * source, and recovery ends it at the first bad record, since its records' stamps are its
-   * upstream's: what follows is fetched again from upstream. Its new segments are created
+   * source, and recovery ends it at the first bad record of its last segment, since its
+   * records' stamps are its upstream's: what follows is fetched again from upstream (a bad
+   * spot followed by a later segment holding WAL is `WAL_CORRUPT`, as on a primary). Its new segments are created
    * sparse rather than zero-filled, since catching up writes every byte of them anyway.
    * @defaultValue 'primary'
    */
@@ -237,7 +238,10 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
 
   /**
    * Opens (or creates) a log: takes the directory lock, finds the end of valid WAL,
-   * discards a torn tail, and refuses damage in the middle with `WAL_CORRUPT`.
+   * discards a torn tail, and refuses damage in the middle with `WAL_CORRUPT`: a damaged
+   * record before one written after it was durable, or a missing or damaged segment followed
+   * by a segment that holds WAL. Refusing changes nothing on disk; no segment is ever deleted
+   * at open except an ancestor timeline's empty ones past its switch point.
    */
   static async open(options: WalLogOptions): Promise<WalLog> {
     validateOptions(options);
@@ -294,10 +298,6 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     );
     const files = new SegmentFiles(storage, segmentSize, history, config.recycleSegments, log, config.role === 'replica');
     for (const segno of segnos) files.present.add(segno);
-    if (found.staleSegments.length > 0) {
-      log('removing segments %o past the end of WAL', found.staleSegments);
-      await wrapIo(() => files.removeExact(found.staleSegments), 'removing stale segments');
-    }
     const endSegno = Math.floor(found.endLsn / segmentSize);
     if (found.zeroTo > found.endLsn) {
       log('zeroing the discarded tail %s..%s', formatLsn(found.endLsn), formatLsn(found.zeroTo));
@@ -773,7 +773,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const within = lsn - segno * size;
     const aside: string[] = [];
     await wrapIo(async () => {
-      for (const s of [...this.#files.present].filter((s) => s > segno || (s === segno && within === 0)).sort((a, b) => a - b)) {
+      // The highest first: a crash that keeps only some of the renames leaves no hole in the WAL.
+      for (const s of [...this.#files.present].filter((s) => s > segno || (s === segno && within === 0)).sort((a, b) => b - a)) {
         await this.#files.closeWriter(s);
         this.#files.present.delete(s);
         const name = this.#files.name(s);
@@ -791,6 +792,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       await this.storage.syncDirectory();
     }, 'setting the discarded WAL aside');
     this.#writer.restartAt(lsn, this.timeline);
+    aside.sort();
     this.#log('cut back from %s to %s; set aside %o', formatLsn(end), formatLsn(lsn), aside);
     return aside;
   }
@@ -971,6 +973,22 @@ async function setAsideSuperseded(storage: Storage, names: readonly string[], hi
   let changed = false;
   const parsed = names.flatMap((name) => parseSegmentFileName(name, segmentSize) ?? []);
   const has = (timeline: number, segno: number): boolean => parsed.some((p) => p.timeline === timeline && p.segno === segno);
+  // An ancestor's files past its switch point's segment (removed below) must hold no WAL of
+  // their own: checked before anything is changed.
+  const pastSwitch: { name: string; timeline: number }[] = [];
+  for (const { timeline, segno } of parsed) {
+    const entry = history.entries.find((e) => e.timeline === timeline);
+    if (entry === undefined || segno <= Math.floor(entry.switchLsn / segmentSize)) continue;
+    const name = segmentFileName(timeline, segno, segmentSize);
+    if (await wrapIo(() => holdsOwnHeader(storage, name, segno * segmentSize), `reading ${name}`)) {
+      throw new WalCorruptError(
+        name,
+        0,
+        `it holds WAL of timeline ${timeline} past the point where timeline ${history.timeline}'s history left it (${formatLsn(entry.switchLsn)}); nothing was changed: if that WAL is not needed, move the file aside (e.g. to ${name}.diverged)`,
+      );
+    }
+    pastSwitch.push({ name, timeline });
+  }
   for (const entry of history.entries) {
     const segno = Math.floor(entry.switchLsn / segmentSize);
     const within = entry.switchLsn % segmentSize;
@@ -996,17 +1014,27 @@ async function setAsideSuperseded(storage: Storage, names: readonly string[], hi
   }
   // An ancestor's files past its switch point's segment hold none of the history (segments
   // prepared ahead, or a partial record from upstream): removed before the switch was
-  // recorded, but not durably, so a crash may bring them back.
-  for (const { timeline, segno } of parsed) {
-    const entry = history.entries.find((e) => e.timeline === timeline);
-    if (entry === undefined || segno <= Math.floor(entry.switchLsn / segmentSize)) continue;
-    const name = segmentFileName(timeline, segno, segmentSize);
+  // recorded, but not durably, so a crash may bring them back. One with WAL of its own (its own
+  // segment header) is none of those: refused, not deleted (a rewind sets such WAL aside first).
+  for (const { name, timeline } of pastSwitch) {
     await wrapIo(() => storage.remove(name), `removing ${name}`);
     log('removed %s, past the switch point of timeline %d', name, timeline);
     changed = true;
   }
   if (changed) await wrapIo(() => storage.syncDirectory(), 'syncing the directory');
   return changed;
+}
+
+/** Whether segment file `name` starts with a valid segment header of its own position. */
+async function holdsOwnHeader(storage: Storage, name: string, base: Lsn): Promise<boolean> {
+  const buf = Buffer.alloc(SEGMENT_HEADER_SIZE);
+  const file = await storage.open(name, { readOnly: true });
+  try {
+    if ((await file.read(buf, 0, SEGMENT_HEADER_SIZE, 0)) < SEGMENT_HEADER_SIZE) return false;
+  } finally {
+    await file.close();
+  }
+  return readSegmentHeader(buf, 0)?.startLsn === base;
 }
 
 /** The segment size recorded in the first readable segment header, if any. */

@@ -49,7 +49,8 @@ export interface WalWriterInit {
  *
  * Appends only buffer. A write round hands everything pending to the OS, one pwritev per
  * segment, and one fdatasync per round makes it durable for every committer waiting at the
- * time; the next round's bytes are written while that sync runs. Flush waiters sit in an
+ * time; the next round's bytes are written while that sync runs, except that nothing is
+ * written into a segment before the segments below it are durable. Flush waiters sit in an
  * {@link LsnWaiters} heap, so a flush releases the k it reaches in O(k log n). A write that
  * fails with `ENOSPC` drops the records from its start on and the log goes on from there;
  * any other write or sync failure stops it.
@@ -415,6 +416,8 @@ export class WalWriter {
       if (batch.length === 0) return true;
       const segno = Math.floor(batchLsn / this.#segmentSize);
       const within = batchLsn - segno * this.#segmentSize;
+      // The segments before this one are durable before a byte of it is written (see #syncBefore).
+      if (!(await this.#syncBefore(segno))) return false;
       try {
         const file = await this.#files.forWrite(segno);
         if (segno !== this.#lastWrittenSegno) {
@@ -470,6 +473,31 @@ export class WalWriter {
     if (!(await flush())) return;
     this.#announceWritten();
     for (const run of runs) if (!run.raw && run.buf.length === RUN_SIZE && this.#spare.length < 4) this.#spare.push(run.buf);
+  }
+
+  /**
+   * Makes everything written before segment `segno` durable before the writer writes into it:
+   * PostgreSQL's `XLogWrite` fsyncs a finished segment before it writes the next one, and its
+   * walreceiver flushes when it moves to the next segment. So a crash tears only the last
+   * segment that holds WAL, and recovery can tell a torn tail (nothing valid after it) from
+   * damage followed by intact segments (`WAL_CORRUPT`), on a replica too, whose records carry
+   * its upstream's flush stamps. Costs at most one extra fdatasync per segment. With `sync:
+   * 'none'` nothing is synced and nothing is promised. Resolves false if the log stopped.
+   */
+  async #syncBefore(segno: number): Promise<boolean> {
+    if (this.#sync !== 'fdatasync') return true;
+    // Writes are contiguous: what lies before the segment was written already.
+    const needed = Math.min(segno * this.#segmentSize, this.#writtenLsn);
+    while (this.#syncedLsn < needed) {
+      if (this.#failure !== null) return false;
+      if (this.#syncing === null) {
+        this.#syncing = this.#syncRound(false).finally(() => {
+          this.#syncing = null;
+        });
+      }
+      await this.#syncing;
+    }
+    return this.#failure === null;
   }
 
   /**

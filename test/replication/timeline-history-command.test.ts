@@ -11,6 +11,9 @@ describe('TIMELINE_HISTORY', () => {
   it("answers with the node's history file; a timeline it has no history of is an error that keeps the connection", async (t) => {
     const cluster = createCluster(t, { auth: 'trust' });
     const history = branchHistory(branchHistory(FIRST_TIMELINE_HISTORY, 0x3000158, 'promoted'), 0x5000060, 'promoted again');
+    // History files are a node's: written into a directory that has its control file (a new
+    // directory holding them would be refused with CONTROL_FILE_MISSING).
+    await (await cluster.primary('p', { application: new RecordingApp() })).close();
     await writeTimelineHistory(cluster.storage('p'), branchHistory(FIRST_TIMELINE_HISTORY, 0x3000158, 'promoted'));
     await writeTimelineHistory(cluster.storage('p'), history);
     // A damaged file of timeline 5: its request fails, the connection does not.

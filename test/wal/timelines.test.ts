@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { WalLog, type Storage } from '../../src/index.js';
+import { WalCorruptError, WalLog, type Storage } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { segmentFileName } from '../../src/wal/segment-name.js';
 import { FIRST_TIMELINE_HISTORY, branchHistory, readTimelineHistory, writeTimelineHistory, type TimelineHistory } from '../../src/wal/timeline-history.js';
@@ -110,6 +110,50 @@ describe('timelines in the log', () => {
     assert.deepEqual(prefixOf(await readAll(old)), Array.from({ length: 30 }, (_, i) => `a${i}`));
     await old.close();
     await primary.close();
+  });
+
+  it("an abandoned timeline's switch segment is never removed for want of its history file: refused, nothing changed", async () => {
+    const primaryStorage = new MemoryStorage();
+    const storage = new MemoryStorage();
+    const primary = await openLog(primaryStorage);
+    await appendMany(primary, 'a', 30);
+    const replica = await openLog(storage, { role: 'replica' });
+    await ship(primary, replica, primary.flushedLsn);
+    await promote(storage, replica);
+    await replica.close();
+    await storage.remove('00000002.history');
+    const before = storage.fileNames();
+    await assert.rejects(removeAbandonedTimelines(storage, 1, SMALL_SEGMENT), (err) => {
+      assert.ok(err instanceof WalCorruptError, String(err));
+      assert.match(err.message, /00000002\.history is missing/);
+      return true;
+    });
+    assert.deepEqual(storage.fileNames(), before, 'the segment holding timeline 1\'s WAL is still there');
+    await primary.close();
+  });
+
+  it("an ancestor's file past its switch segment is removed at open only when it holds no WAL of its own", async () => {
+    const storage = new MemoryStorage();
+    const log = await openLog(storage);
+    const first = log.append(payload(0, 100));
+    await appendMany(log, 'a', 30);
+    await log.close();
+    // Timeline 2 left timeline 1 in segment 1, but timeline 1's segment 2 holds WAL: not a
+    // segment prepared ahead. Refused, and nothing is moved or removed.
+    await writeTimelineHistory(storage, branchHistory(FIRST_TIMELINE_HISTORY, first.endLsn, 'test'));
+    const before = storage.fileNames();
+    const segment2 = segmentFileName(1, 2, SMALL_SEGMENT);
+    await assert.rejects(openLog(storage, { timeline: 2 }), (err) => {
+      assert.ok(err instanceof WalCorruptError, String(err));
+      assert.equal(err.segment, segment2);
+      return true;
+    });
+    assert.deepEqual(storage.fileNames(), before, 'nothing was moved or removed');
+    // Without a header of its own (prepared ahead, zero-filled) it is removed as before.
+    storage.corrupt(segment2, 4, () => 0);
+    const moved = await openLog(storage, { timeline: 2 });
+    assert.equal(storage.fileNames().includes(segment2), false);
+    await moved.close();
   });
 
   it('a switch at a segment boundary starts the segment afresh on the new timeline', async () => {
