@@ -3,7 +3,7 @@ import { WalshipError, errnoCode, isWalshipError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { LsnWaiters } from '../lsn-waiters.js';
-import type { StorageWriteError } from '../storage/storage.js';
+import type { StorageFile, StorageWriteError } from '../storage/storage.js';
 import { RECORD_BATCH, RECORD_HEADER_SIZE, RECORD_SEGMENT_END, SEGMENT_HEADER_SIZE, sealRecord, writeEntry, writeSegmentHeader } from './record.js';
 import type { SegmentFiles } from './segment-files.js';
 import type { AppendResult, EntryInput, SyncMode, WalLogEvents } from './wal-log.js';
@@ -50,9 +50,11 @@ export interface WalWriterInit {
  * Appends only buffer. A write round hands everything pending to the OS, one pwritev per
  * segment, and one fdatasync per round makes it durable for every committer waiting at the
  * time; the next round's bytes are written while that sync runs. Flush waiters sit in an
- * {@link LsnWaiters} heap, so a flush releases the k it reaches in O(k log n). A write that
- * fails with `ENOSPC` drops the records from its start on and the log goes on from there;
- * any other write or sync failure stops it.
+ * {@link LsnWaiters} heap, so a flush releases the k it reaches in O(k log n).
+ *
+ * `ENOSPC`, from a write or from preparing the segment it goes to, drops the records from
+ * the failed write's start on and the log goes on from there (see {@link #dropFrom}); any
+ * other write or preparation failure and any sync failure stops it.
  * @internal
  */
 export class WalWriter {
@@ -413,34 +415,7 @@ export class WalWriter {
     let batchEndsSegment = false;
     const flush = async (): Promise<boolean> => {
       if (batch.length === 0) return true;
-      const segno = Math.floor(batchLsn / this.#segmentSize);
-      const within = batchLsn - segno * this.#segmentSize;
-      try {
-        const file = await this.#files.forWrite(segno);
-        if (segno !== this.#lastWrittenSegno) {
-          this.#lastWrittenSegno = segno;
-          this.#files.prepareAhead(segno + 1);
-        }
-        this.#dirty.add(segno);
-        if (batch.length > 1 && file.writev !== undefined) {
-          await file.writev(batch, within);
-        } else {
-          let done = 0;
-          for (const piece of batch) {
-            try {
-              await file.write(piece, within + done);
-            } catch (err) {
-              // Count from the batch start, as writev would.
-              (err as StorageWriteError).bytesWritten = done + ((err as StorageWriteError).bytesWritten ?? 0);
-              throw err;
-            }
-            done += piece.length;
-          }
-        }
-      } catch (err) {
-        await this.#abandonFrom(batchLsn, err);
-        return false;
-      }
+      if (!(await this.#writeBatch(batchLsn, batch))) return false;
       this.#writtenLsn = batchLsn + batchBytes;
       // After a segment-end record the rest of the segment counts as written.
       if (batchEndsSegment) this.#writtenLsn = Math.ceil(this.#writtenLsn / this.#segmentSize) * this.#segmentSize;
@@ -473,13 +448,62 @@ export class WalWriter {
   }
 
   /**
-   * A write failed at `lsn`. With `ENOSPC` the records from `lsn` on fail, bytes the write
-   * got onto disk are zeroed so they never come back, and the log goes on from `lsn`. Any
-   * other write error stops the log.
+   * Writes `pieces` (within one segment) at `lsn`. False when they were not written: the
+   * records from `lsn` on were dropped, or the log stopped.
    */
-  async #abandonFrom(lsn: Lsn, err: unknown): Promise<void> {
+  async #writeBatch(lsn: Lsn, pieces: readonly Buffer[]): Promise<boolean> {
     const segno = Math.floor(lsn / this.#segmentSize);
-    const reached = (err as StorageWriteError).bytesWritten ?? 0;
+    const within = lsn - segno * this.#segmentSize;
+    let file: StorageFile;
+    try {
+      file = await this.#files.forWrite(segno);
+    } catch (err) {
+      // Creating the segment failed (a zero-fill, a rename): nothing of these records reached
+      // any file, whatever the error says it wrote.
+      this.#segmentUnavailable(lsn, err);
+      return false;
+    }
+    if (segno !== this.#lastWrittenSegno) {
+      this.#lastWrittenSegno = segno;
+      this.#files.prepareAhead(segno + 1);
+    }
+    this.#dirty.add(segno);
+    try {
+      await writeAll(file, pieces, within);
+    } catch (err) {
+      await this.#writeFailed(file, lsn, (err as StorageWriteError).bytesWritten ?? 0, err);
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * Segment `lsn` falls in could not be created or opened. With `ENOSPC` the records from
+   * `lsn` on fail and the log goes on from there; any other failure stops the log.
+   */
+  #segmentUnavailable(lsn: Lsn, err: unknown): void {
+    const name = this.#files.name(Math.floor(lsn / this.#segmentSize));
+    if (errnoCode(err) !== 'ENOSPC') {
+      this.#fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', `preparing segment ${name} failed: ${describe(err)}`, { cause: err }));
+      return;
+    }
+    const message = `no space left to prepare segment ${name}; the records from ${formatLsn(lsn)} on were not appended`;
+    this.#dropFrom(lsn, new WalshipError('WAL_IO', message, { cause: err, transient: true }));
+  }
+
+  /**
+   * The write of the records from `lsn` failed after `reached` of their bytes got into `file`.
+   * With `ENOSPC` those bytes are overwritten with zeros and synced before the records are
+   * reported failed, so they can never come back, not even after a crash; then the records
+   * from `lsn` on are dropped. Any other write error stops the log.
+   *
+   * The undo writes only where the failed write wrote, so a file system that overwrites in
+   * place needs no new space for it. When it fails all the same (a copy-on-write file system
+   * can need space for any write), the bytes stay in the file and the records may come back:
+   * their outcome is unknown, and the log stops (fatal) rather than report them not appended.
+   */
+  async #writeFailed(file: StorageFile, lsn: Lsn, reached: number, err: unknown): Promise<void> {
+    const segno = Math.floor(lsn / this.#segmentSize);
     const name = this.#files.name(segno);
     if (errnoCode(err) !== 'ENOSPC') {
       this.#fail(new WalshipError('WAL_IO', `writing segment ${name} failed: ${describe(err)}`, { cause: err }));
@@ -487,17 +511,29 @@ export class WalWriter {
     }
     if (reached > 0) {
       try {
-        const file = await this.#files.forWrite(segno);
         await file.write(Buffer.alloc(reached), lsn - segno * this.#segmentSize);
-      } catch (zeroErr) {
-        this.#fail(new WalshipError('WAL_IO', `could not undo a partial write in ${name}: ${describe(zeroErr)}`, { cause: zeroErr }));
+      } catch (undoErr) {
+        this.#fail(new WalshipError('WAL_IO', `could not undo a partial write in ${name}: ${describe(undoErr)}`, { cause: undoErr }));
         return;
       }
+      if (this.#sync === 'fdatasync') {
+        try {
+          await file.datasync();
+        } catch (syncErr) {
+          this.#fail(new WalshipError('WAL_SYNC_FAILED', `fdatasync of segment ${name} failed; the log has stopped: ${describe(syncErr)}`, { cause: syncErr }));
+          return;
+        }
+      }
     }
-    const error = new WalshipError('WAL_IO', `no space left to write segment ${name}; the records from ${formatLsn(lsn)} on were not appended`, {
-      cause: err,
-      transient: true,
-    });
+    const message = `no space left to write segment ${name}; the records from ${formatLsn(lsn)} on were not appended`;
+    this.#dropFrom(lsn, new WalshipError('WAL_IO', message, { cause: err, transient: true }));
+  }
+
+  /**
+   * Appends from `lsn` on failed with `error` (transient: `ENOSPC`): their records are
+   * dropped, pending and later ones alike, and the log goes on from `lsn`, which it reuses.
+   */
+  #dropFrom(lsn: Lsn, error: WalshipError): void {
     this.#log.error('%s', error.message);
     this.#drops.push({ lsn, error });
     // Everything from `lsn` on is dropped: the failed runs and whatever was appended since.
@@ -558,6 +594,28 @@ export class WalWriter {
     this.#flushed.fail(error);
     this.#notifyTail();
     this.#emit('error', { error, fatal: true });
+  }
+}
+
+/**
+ * Writes `buffers` back to back at `position`: one pwritev when the storage has it, else one
+ * write each, with the storage's failure contract (`bytesWritten` counts from `position`).
+ */
+async function writeAll(file: StorageFile, buffers: readonly Buffer[], position: number): Promise<void> {
+  if (buffers.length > 1 && file.writev !== undefined) {
+    await file.writev(buffers, position);
+    return;
+  }
+  let done = 0;
+  for (const buffer of buffers) {
+    try {
+      await file.write(buffer, position + done);
+    } catch (err) {
+      // Count from `position`, as writev would.
+      (err as StorageWriteError).bytesWritten = done + ((err as StorageWriteError).bytesWritten ?? 0);
+      throw err;
+    }
+    done += buffer.length;
   }
 }
 
