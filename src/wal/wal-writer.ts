@@ -21,6 +21,12 @@ interface Run {
 const RUN_SIZE = 1024 * 1024;
 /** Pending bytes that make the writer start a background write even without a flush request. */
 const WRITE_THRESHOLD = 1024 * 1024;
+/**
+ * Every write starts at a multiple of this (the usual file-system block and page size): the
+ * written part of the block where the last write ended is written again, from memory, ahead
+ * of the new bytes (see {@link WalWriter}).
+ */
+export const TAIL_BLOCK_SIZE = 4096;
 
 /** The events a {@link WalWriter} raises through its log. */
 type WriterEvent = 'flush' | 'write' | 'error';
@@ -51,6 +57,13 @@ export interface WalWriterInit {
  * segment, and one fdatasync per round makes it durable for every committer waiting at the
  * time; the next round's bytes are written while that sync runs. Flush waiters sit in an
  * {@link LsnWaiters} heap, so a flush releases the k it reaches in O(k log n).
+ *
+ * Like PostgreSQL, which writes its last WAL page again in full with each write, a write
+ * starts at the beginning of the 4 KiB block holding the written end: the block's earlier
+ * bytes, already flushed, go out again from memory ahead of the new ones. A file system that
+ * loses a block when a write into it fails (seen with ext4 without a journal on a thin device)
+ * gets it back, whole, from the next write that succeeds, before anything after it counts
+ * as durable.
  *
  * `ENOSPC`, from a write or from preparing the segment it goes to, drops the records from
  * the failed write's start on and the log goes on from there (see {@link #dropFrom}); any
@@ -90,6 +103,10 @@ export class WalWriter {
   /** Set while the writer waits for its sync: lets new pending bytes wake it. */
   #wake: (() => void) | null = null;
   #dirty = new Set<number>();
+  /** The bytes from the start of the block holding {@link #tailLsn} up to it (see {@link TAIL_BLOCK_SIZE}). */
+  readonly #tail = Buffer.alloc(TAIL_BLOCK_SIZE);
+  /** Where the bytes in {@link #tail} end: the written end, or -1 when they are to be read from the file. */
+  #tailLsn: Lsn = -1;
   /** Every drop of failed appends: from which LSN on, and why (rare: ENOSPC only). */
   #drops: { lsn: Lsn; error: WalshipError }[] = [];
   #lastWrittenSegno = -1;
@@ -292,6 +309,7 @@ export class WalWriter {
     this.#announcedWrittenLsn = Math.min(this.#announcedWrittenLsn, lsn);
     this.#flushed.rewind(lsn);
     this.#dirty.clear();
+    this.#tailLsn = -1;
     // Writing into `preparedSegno` starts no preparation of the next segment.
     this.#lastWrittenSegno = preparedSegno;
   }
@@ -415,7 +433,7 @@ export class WalWriter {
     let batchEndsSegment = false;
     const flush = async (): Promise<boolean> => {
       if (batch.length === 0) return true;
-      if (!(await this.#writeBatch(batchLsn, batch))) return false;
+      if (!(await this.#writeBatch(batchLsn, batch, batchBytes))) return false;
       this.#writtenLsn = batchLsn + batchBytes;
       // After a segment-end record the rest of the segment counts as written.
       if (batchEndsSegment) this.#writtenLsn = Math.ceil(this.#writtenLsn / this.#segmentSize) * this.#segmentSize;
@@ -448,10 +466,11 @@ export class WalWriter {
   }
 
   /**
-   * Writes `pieces` (within one segment) at `lsn`. False when they were not written: the
-   * records from `lsn` on were dropped, or the log stopped.
+   * Writes `pieces` (`bytes` in all, within one segment) at `lsn`, behind the written part of
+   * the block they begin in. False when they were not written: the records from `lsn` on were
+   * dropped, or the log stopped.
    */
-  async #writeBatch(lsn: Lsn, pieces: readonly Buffer[]): Promise<boolean> {
+  async #writeBatch(lsn: Lsn, pieces: readonly Buffer[], bytes: number): Promise<boolean> {
     const segno = Math.floor(lsn / this.#segmentSize);
     const within = lsn - segno * this.#segmentSize;
     let file: StorageFile;
@@ -468,13 +487,62 @@ export class WalWriter {
       this.#files.prepareAhead(segno + 1);
     }
     this.#dirty.add(segno);
+    const prefix = await this.#blockBefore(file, lsn, within);
     try {
-      await writeAll(file, pieces, within);
+      await writeAll(file, prefix === null || prefix.length === 0 ? pieces : [prefix, ...pieces], within - (prefix?.length ?? 0));
     } catch (err) {
-      await this.#writeFailed(file, lsn, (err as StorageWriteError).bytesWritten ?? 0, err);
+      const reached = ((err as StorageWriteError).bytesWritten ?? 0) - (prefix?.length ?? 0);
+      await this.#writeFailed(file, lsn, prefix ?? Buffer.alloc(0), Math.max(0, reached), err);
       return false;
     }
+    this.#keepTail(lsn, pieces, bytes, prefix !== null);
     return true;
+  }
+
+  /**
+   * The written bytes of the block that `lsn` (at `within` in `file`) falls in, before it: from
+   * memory, or read back once after an open or a restart. Null when they cannot be read: the
+   * new bytes then go out alone, as they did before walship rewrote the block.
+   */
+  async #blockBefore(file: StorageFile, lsn: Lsn, within: number): Promise<Buffer | null> {
+    const length = lsn % TAIL_BLOCK_SIZE;
+    if (this.#tailLsn === lsn || length === 0) return this.#tail.subarray(0, length);
+    try {
+      if ((await file.read(this.#tail, 0, length, within - length)) === length) {
+        this.#tailLsn = lsn;
+        return this.#tail.subarray(0, length);
+      }
+    } catch (err) {
+      this.#log('reading back the start of the block at %s failed: %s', formatLsn(lsn - length), describe(err));
+    }
+    this.#tailLsn = -1;
+    return null;
+  }
+
+  /** `pieces` were written from `lsn`, ending at `lsn + bytes`: keeps the written part of the block the end falls in. */
+  #keepTail(lsn: Lsn, pieces: readonly Buffer[], bytes: number, hadPrefix: boolean): void {
+    const end = lsn + bytes;
+    const blockStart = end - (end % TAIL_BLOCK_SIZE);
+    // Where the block starts in the pieces; before them, its bytes are the prefix, in #tail already.
+    let skip = blockStart - lsn;
+    let into = 0;
+    if (skip < 0) {
+      if (!hadPrefix) {
+        this.#tailLsn = -1;
+        return;
+      }
+      into = -skip;
+      skip = 0;
+    }
+    for (const piece of pieces) {
+      if (skip >= piece.length) {
+        skip -= piece.length;
+        continue;
+      }
+      into += piece.copy(this.#tail, into, skip);
+      skip = 0;
+    }
+    this.#tailLsn = end;
   }
 
   /**
@@ -492,17 +560,18 @@ export class WalWriter {
   }
 
   /**
-   * The write of the records from `lsn` failed after `reached` of their bytes got into `file`.
-   * With `ENOSPC` those bytes are overwritten with zeros and synced before the records are
-   * reported failed, so they can never come back, not even after a crash; then the records
-   * from `lsn` on are dropped. Any other write error stops the log.
+   * The write of the records from `lsn` (behind `prefix`, the block's earlier bytes) failed
+   * after `reached` of their bytes got into `file`. With `ENOSPC` those bytes are overwritten
+   * with zeros, `prefix` again ahead of them, and synced before the records are reported
+   * failed, so they can never come back, not even after a crash; then the records from `lsn`
+   * on are dropped. Any other write error stops the log.
    *
    * The undo writes only where the failed write wrote, so a file system that overwrites in
    * place needs no new space for it. When it fails all the same (a copy-on-write file system
    * can need space for any write), the bytes stay in the file and the records may come back:
    * their outcome is unknown, and the log stops (fatal) rather than report them not appended.
    */
-  async #writeFailed(file: StorageFile, lsn: Lsn, reached: number, err: unknown): Promise<void> {
+  async #writeFailed(file: StorageFile, lsn: Lsn, prefix: Buffer, reached: number, err: unknown): Promise<void> {
     const segno = Math.floor(lsn / this.#segmentSize);
     const name = this.#files.name(segno);
     if (errnoCode(err) !== 'ENOSPC') {
@@ -511,7 +580,8 @@ export class WalWriter {
     }
     if (reached > 0) {
       try {
-        await file.write(Buffer.alloc(reached), lsn - segno * this.#segmentSize);
+        const zeros = Buffer.alloc(reached);
+        await writeAll(file, prefix.length > 0 ? [prefix, zeros] : [zeros], lsn - segno * this.#segmentSize - prefix.length);
       } catch (undoErr) {
         this.#fail(new WalshipError('WAL_IO', `could not undo a partial write in ${name}: ${describe(undoErr)}`, { cause: undoErr }));
         return;

@@ -12,6 +12,7 @@ import {
   type WalErrorEvent,
 } from '../../src/index.js';
 import { MemoryStorage, seededRandom, type MemoryStorageFault, type MemoryStorageFaultOperation } from '../../src/testing/index.js';
+import { TAIL_BLOCK_SIZE } from '../../src/wal/wal-writer.js';
 import { RecordingApp, type AppliedBatch } from '../helpers/apps.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
 import { payload } from '../helpers/wal.js';
@@ -86,6 +87,15 @@ function hooked(inner: Storage, hooks: Hooks): Storage {
       };
     },
   };
+}
+
+/** Each write starts a block, or goes on where the one before it ended (MemoryStorage has no writev). */
+function assertRoundsStartBlocks(writes: readonly { position: number; length: number }[]): void {
+  let end = -1;
+  for (const { position, length } of writes) {
+    assert.ok(position % TAIL_BLOCK_SIZE === 0 || position === end, `a write at ${position} neither starts a block nor follows the one before (ending at ${end})`);
+    end = position + length;
+  }
 }
 
 /** One run of the workload, with `fault` injected right after the primary opened. */
@@ -229,7 +239,7 @@ function variants(operation: MemoryStorageFaultOperation): Omit<MemoryStorageFau
     // A zero-fill that stops part-way reports the zeros it wrote (the bug of #13: they were
     // taken for WAL bytes, "undone", and the log stopped).
     return [
-      { ...base, times: Infinity, bytesWritten: 4101 },
+      { ...base, times: Infinity, bytesWritten: TAIL_BLOCK_SIZE + 5 },
       { ...base, bytesWritten: 5000 },
     ];
   }
@@ -292,9 +302,11 @@ describe('ENOSPC on the WAL path', () => {
     await log.waitForFlush(safe);
     const events: WalErrorEvent[] = [];
     log.on('error', (event) => events.push(event));
-    // The write gets 100 bytes into the file; the undo (zeros over them) fails as well.
-    storage.injectFault({ operation: 'write', code: 'ENOSPC', bytesWritten: 100 });
-    storage.injectFault({ operation: 'write', code: 'ENOSPC', nth: 2 });
+    // A write round writes the block's earlier bytes (one call here: MemoryStorage has no
+    // writev), then the record, which gets 100 bytes into the file; the undo, which writes
+    // the earlier bytes again and then zeros over those 100, fails as well.
+    storage.injectFault({ operation: 'write', code: 'ENOSPC', nth: 2, bytesWritten: 100 });
+    storage.injectFault({ operation: 'write', code: 'ENOSPC', nth: 3 });
     const lost = log.append(payload(1, 300));
     await assert.rejects(log.waitForFlush(lost), (err) => isWalshipError(err, 'WAL_IO') && !err.transient && /could not undo/.test(err.message));
     assert.deepEqual(events.map((e) => e.fatal), [true]);
@@ -324,6 +336,76 @@ describe('ENOSPC on the WAL path', () => {
     const texts: string[] = [];
     for await (const record of reopened.read(reopened.oldestLsn)) texts.push(...record.entries.map((e) => Buffer.from(e.data).toString()));
     assert.ok(texts.includes('still appending'));
+    await reopened.close();
+  });
+
+  it('rewrites the written part of the last block with each write, so a block the file system lost on a failed write comes back', async () => {
+    // A file system that loses the block a failed write went to (ext4 without a journal on a
+    // thin device), durably: here the failing write zeroes its whole 4 KiB block and syncs.
+    const inner = new MemoryStorage();
+    let loseBlock = false;
+    const writes: { name: string; position: number; length: number }[] = [];
+    const storage = hooked(inner, {
+      async write(file, data, position) {
+        writes.push({ name: file.name, position, length: data.length });
+        if (!loseBlock) return file.write(data, position);
+        loseBlock = false;
+        const start = position - (position % TAIL_BLOCK_SIZE);
+        await file.write(Buffer.alloc(TAIL_BLOCK_SIZE), start);
+        await file.datasync();
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', bytesWritten: 0 });
+      },
+    });
+    const log = await WalLog.open({ storage, segmentSize: SEGMENT });
+    const a = log.append(Buffer.from('acknowledged before the failure'));
+    await log.waitForFlush(a);
+    assert.notEqual(a.endLsn % TAIL_BLOCK_SIZE, 0, 'the record ends inside a block');
+    const written = writes.length;
+    loseBlock = true;
+    const b = log.append(Buffer.from('failed'));
+    await assert.rejects(log.waitForFlush(b), (err) => isWalshipError(err, 'WAL_IO') && err.transient);
+    const c = log.append(Buffer.from('after the failure'));
+    assert.equal(c.lsn, b.lsn);
+    await log.waitForFlush(c);
+
+    const survivor = inner.crash({ unsyncedWrites: 'lose', unsyncedMetadata: 'lose' });
+    await log.close().catch(() => undefined);
+    const reopened = await WalLog.open({ storage: survivor, segmentSize: SEGMENT });
+    const texts: string[] = [];
+    for await (const record of reopened.read(reopened.oldestLsn)) texts.push(...record.entries.map((e) => Buffer.from(e.data).toString()));
+    assert.deepEqual(texts, ['acknowledged before the failure', 'after the failure']);
+    await reopened.close();
+    assertRoundsStartBlocks(writes.slice(written));
+  });
+
+  it('reads the last block back once after an open, and rewrites it from then on', async () => {
+    const inner = new MemoryStorage();
+    const first = await WalLog.open({ storage: inner, segmentSize: SEGMENT });
+    await first.waitForFlush(first.append(Buffer.from('one')));
+    await first.close();
+    let reads = 0;
+    const writes: { position: number; length: number }[] = [];
+    const storage = hooked(inner, {
+      before: (operation) => {
+        if (operation === 'read') reads++;
+      },
+      write: (file, data, position) => {
+        writes.push({ position, length: data.length });
+        return file.write(data, position);
+      },
+    });
+    const log = await WalLog.open({ storage, segmentSize: SEGMENT });
+    const readsAtOpen = reads;
+    await log.waitForFlush(log.append(Buffer.from('two')));
+    await log.waitForFlush(log.append(Buffer.from('three')));
+    assert.equal(reads - readsAtOpen, 1, 'one read of the block start, at the first write');
+    assert.equal(writes.length, 4, 'two rounds of two writes (no writev): the block start, then the record');
+    assertRoundsStartBlocks(writes);
+    await log.close();
+    const reopened = await WalLog.open({ storage: inner, segmentSize: SEGMENT });
+    const texts: string[] = [];
+    for await (const record of reopened.read(reopened.oldestLsn)) texts.push(...record.entries.map((e) => Buffer.from(e.data).toString()));
+    assert.deepEqual(texts, ['one', 'two', 'three']);
     await reopened.close();
   });
 });
