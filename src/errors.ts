@@ -45,7 +45,7 @@ export const ERROR_CODES = {
     action: 'Open the log again; recovery keeps every record whose flush resolved.',
   },
   WAL_IO: {
-    when: 'A storage call failed, e.g. `ENOSPC` (disk full) while writing. The original error is the `cause`.',
+    when: 'A storage call failed, e.g. `ENOSPC` (disk full) while writing WAL or creating a segment. The original error is the `cause`.',
     action: 'For `ENOSPC` free space and retry (the error is transient); the appends that needed the space failed and the log stays readable.',
   },
   WAL_SYNC_FAILED: {

@@ -68,7 +68,12 @@ export interface MemoryStorageFault {
   times?: number;
   /** Only operations on this file name (or names matching it) match; a rename matches either name. */
   file?: string | RegExp;
-  /** For write faults: how many leading bytes reach the file before the error. @defaultValue 0 */
+  /**
+   * For write faults: how many leading bytes reach the file before the error. For allocate
+   * faults: by how many bytes the file grows before the error, as when a zero-fill runs out
+   * of space part-way (`NodeStorage` allocates by writing zeros). The error carries it as
+   * `bytesWritten`. @defaultValue 0
+   */
   bytesWritten?: number;
 }
 
@@ -614,7 +619,13 @@ class MemoryStorageFile implements StorageFile {
   async allocate(size: number): Promise<void> {
     this.enter('allocate');
     checkPosition(size, 'size');
-    this.disk.failOnFault('allocate', [this.name], 'write', this.name);
+    const fault = this.disk.takeFault('allocate', [this.name]);
+    if (fault !== undefined) {
+      const from = this.inode.current.size;
+      const reached = this.readOnly ? 0 : Math.min(fault.bytesWritten, Math.max(0, size - from));
+      this.inode.extend(from + reached);
+      throw Object.assign(injectedError(fault, 'write', this.name), { bytesWritten: reached });
+    }
     if (size <= this.inode.current.size) return;
     if (this.readOnly) throw systemError('EBADF', 'write', this.name);
     this.inode.extend(size);

@@ -93,8 +93,18 @@ export class SegmentFiles {
       throw err;
     }
     await file.close();
+    // A failure from here on leaves the full temporary file for the next attempt, which then
+    // needs no new space (a disk full of WAL may have none to give).
     await this.storage.rename(temp, name);
-    await this.storage.syncDirectory();
+    try {
+      await this.storage.syncDirectory();
+    } catch (err) {
+      // The name may not be durable, and a later sync that succeeds need not cover a change
+      // an earlier one failed on: back under the temporary name, so the next attempt renames
+      // (and syncs) afresh.
+      await this.storage.rename(name, temp).catch(() => undefined);
+      throw err;
+    }
     this.present.add(segno);
     this.log('created segment %s', name);
   }
@@ -109,10 +119,7 @@ export class SegmentFiles {
     return this.#serialized(async () => {
       const doomed = [...this.present].filter((s) => s < segno).sort((a, b) => a - b);
       if (doomed.length === 0) return [];
-      for (const s of doomed) {
-        this.present.delete(s);
-        await this.closeWriter(s);
-      }
+      for (const s of doomed) await this.closeWriter(s);
       const names: string[] = [];
       const recycled: number[] = [];
       for (const s of doomed) {
@@ -128,6 +135,8 @@ export class SegmentFiles {
           await this.storage.remove(name);
           this.log('removed segment %s', name);
         }
+        // Only now: after a failure (ENOSPC on a rename) the rest stay listed, for the next call.
+        this.present.delete(s);
         names.push(name);
       }
       await this.storage.syncDirectory();

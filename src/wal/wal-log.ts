@@ -524,9 +524,10 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const insertSegno = Math.floor(this.#writer.insertLsn / this.segmentSize);
     const flushedSegno = Math.floor(this.#writer.flushedLsn / this.segmentSize);
     const limit = Math.min(Math.floor(lsn / this.segmentSize), insertSegno, flushedSegno);
-    if (limit <= this.#oldestSegno) return [];
+    // A removal that failed part-way (ENOSPC on a recycling rename) left files to remove still.
+    if (limit <= this.#oldestSegno && ![...this.#files.present].some((s) => s < limit)) return [];
     // Readers check this after every read, so they never trust bytes of a recycled file.
-    this.#oldestSegno = limit;
+    this.#oldestSegno = Math.max(this.#oldestSegno, limit);
     this.#writer.forgetSegmentsBelow(limit);
     const removed = await wrapIo(() => this.#files.removeBelow(limit, insertSegno), 'removing segments');
     if (removed.length > 0) {

@@ -3,7 +3,7 @@ import { WalshipError, errnoCode, isWalshipError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { LsnWaiters } from '../lsn-waiters.js';
-import type { StorageWriteError } from '../storage/storage.js';
+import type { StorageFile, StorageWriteError } from '../storage/storage.js';
 import { RECORD_BATCH, RECORD_HEADER_SIZE, RECORD_SEGMENT_END, SEGMENT_HEADER_SIZE, sealRecord, writeEntry, writeSegmentHeader } from './record.js';
 import type { SegmentFiles } from './segment-files.js';
 import type { AppendResult, EntryInput, SyncMode, WalLogEvents } from './wal-log.js';
@@ -21,6 +21,12 @@ interface Run {
 const RUN_SIZE = 1024 * 1024;
 /** Pending bytes that make the writer start a background write even without a flush request. */
 const WRITE_THRESHOLD = 1024 * 1024;
+/**
+ * Every write starts at a multiple of this (the usual file-system block and page size): the
+ * written part of the block where the last write ended is written again, from memory, ahead
+ * of the new bytes (see {@link WalWriter}).
+ */
+export const TAIL_BLOCK_SIZE = 4096;
 
 /** The events a {@link WalWriter} raises through its log. */
 type WriterEvent = 'flush' | 'write' | 'error';
@@ -51,9 +57,18 @@ export interface WalWriterInit {
  * segment, and one fdatasync per round makes it durable for every committer waiting at the
  * time; the next round's bytes are written while that sync runs, except that nothing is
  * written into a segment before the segments below it are durable. Flush waiters sit in an
- * {@link LsnWaiters} heap, so a flush releases the k it reaches in O(k log n). A write that
- * fails with `ENOSPC` drops the records from its start on and the log goes on from there;
- * any other write or sync failure stops it.
+ * {@link LsnWaiters} heap, so a flush releases the k it reaches in O(k log n).
+ *
+ * Like PostgreSQL, which writes its last WAL page again in full with each write, a write
+ * starts at the beginning of the 4 KiB block holding the written end: the block's earlier
+ * bytes, already flushed, go out again from memory ahead of the new ones. A file system that
+ * loses a block when a write into it fails (seen with ext4 without a journal on a thin device)
+ * gets it back, whole, from the next write that succeeds, before anything after it counts
+ * as durable.
+ *
+ * `ENOSPC`, from a write or from preparing the segment it goes to, drops the records from
+ * the failed write's start on and the log goes on from there (see {@link #dropFrom}); any
+ * other write or preparation failure and any sync failure stops it.
  * @internal
  */
 export class WalWriter {
@@ -89,6 +104,10 @@ export class WalWriter {
   /** Set while the writer waits for its sync: lets new pending bytes wake it. */
   #wake: (() => void) | null = null;
   #dirty = new Set<number>();
+  /** The bytes from the start of the block holding {@link #tailLsn} up to it (see {@link TAIL_BLOCK_SIZE}). */
+  readonly #tail = Buffer.alloc(TAIL_BLOCK_SIZE);
+  /** Where the bytes in {@link #tail} end: the written end, or -1 when they are to be read from the file. */
+  #tailLsn: Lsn = -1;
   /** Every drop of failed appends: from which LSN on, and why (rare: ENOSPC only). */
   #drops: { lsn: Lsn; error: WalshipError }[] = [];
   #lastWrittenSegno = -1;
@@ -291,6 +310,7 @@ export class WalWriter {
     this.#announcedWrittenLsn = Math.min(this.#announcedWrittenLsn, lsn);
     this.#flushed.rewind(lsn);
     this.#dirty.clear();
+    this.#tailLsn = -1;
     // Writing into `preparedSegno` starts no preparation of the next segment.
     this.#lastWrittenSegno = preparedSegno;
   }
@@ -414,36 +434,9 @@ export class WalWriter {
     let batchEndsSegment = false;
     const flush = async (): Promise<boolean> => {
       if (batch.length === 0) return true;
-      const segno = Math.floor(batchLsn / this.#segmentSize);
-      const within = batchLsn - segno * this.#segmentSize;
       // The segments before this one are durable before a byte of it is written (see #syncBefore).
-      if (!(await this.#syncBefore(segno))) return false;
-      try {
-        const file = await this.#files.forWrite(segno);
-        if (segno !== this.#lastWrittenSegno) {
-          this.#lastWrittenSegno = segno;
-          this.#files.prepareAhead(segno + 1);
-        }
-        this.#dirty.add(segno);
-        if (batch.length > 1 && file.writev !== undefined) {
-          await file.writev(batch, within);
-        } else {
-          let done = 0;
-          for (const piece of batch) {
-            try {
-              await file.write(piece, within + done);
-            } catch (err) {
-              // Count from the batch start, as writev would.
-              (err as StorageWriteError).bytesWritten = done + ((err as StorageWriteError).bytesWritten ?? 0);
-              throw err;
-            }
-            done += piece.length;
-          }
-        }
-      } catch (err) {
-        await this.#abandonFrom(batchLsn, err);
-        return false;
-      }
+      if (!(await this.#syncBefore(Math.floor(batchLsn / this.#segmentSize)))) return false;
+      if (!(await this.#writeBatch(batchLsn, batch, batchBytes))) return false;
       this.#writtenLsn = batchLsn + batchBytes;
       // After a segment-end record the rest of the segment counts as written.
       if (batchEndsSegment) this.#writtenLsn = Math.ceil(this.#writtenLsn / this.#segmentSize) * this.#segmentSize;
@@ -501,13 +494,113 @@ export class WalWriter {
   }
 
   /**
-   * A write failed at `lsn`. With `ENOSPC` the records from `lsn` on fail, bytes the write
-   * got onto disk are zeroed so they never come back, and the log goes on from `lsn`. Any
-   * other write error stops the log.
+   * Writes `pieces` (`bytes` in all, within one segment) at `lsn`, behind the written part of
+   * the block they begin in. False when they were not written: the records from `lsn` on were
+   * dropped, or the log stopped.
    */
-  async #abandonFrom(lsn: Lsn, err: unknown): Promise<void> {
+  async #writeBatch(lsn: Lsn, pieces: readonly Buffer[], bytes: number): Promise<boolean> {
     const segno = Math.floor(lsn / this.#segmentSize);
-    const reached = (err as StorageWriteError).bytesWritten ?? 0;
+    const within = lsn - segno * this.#segmentSize;
+    let file: StorageFile;
+    try {
+      file = await this.#files.forWrite(segno);
+    } catch (err) {
+      // Creating the segment failed (a zero-fill, a rename): nothing of these records reached
+      // any file, whatever the error says it wrote.
+      this.#segmentUnavailable(lsn, err);
+      return false;
+    }
+    if (segno !== this.#lastWrittenSegno) {
+      this.#lastWrittenSegno = segno;
+      this.#files.prepareAhead(segno + 1);
+    }
+    this.#dirty.add(segno);
+    const prefix = await this.#blockBefore(file, lsn, within);
+    try {
+      await writeAll(file, prefix === null || prefix.length === 0 ? pieces : [prefix, ...pieces], within - (prefix?.length ?? 0));
+    } catch (err) {
+      const reached = ((err as StorageWriteError).bytesWritten ?? 0) - (prefix?.length ?? 0);
+      await this.#writeFailed(file, lsn, prefix ?? Buffer.alloc(0), Math.max(0, reached), err);
+      return false;
+    }
+    this.#keepTail(lsn, pieces, bytes, prefix !== null);
+    return true;
+  }
+
+  /**
+   * The written bytes of the block that `lsn` (at `within` in `file`) falls in, before it: from
+   * memory, or read back once after an open or a restart. Null when they cannot be read: the
+   * new bytes then go out alone, as they did before walship rewrote the block.
+   */
+  async #blockBefore(file: StorageFile, lsn: Lsn, within: number): Promise<Buffer | null> {
+    const length = lsn % TAIL_BLOCK_SIZE;
+    if (this.#tailLsn === lsn || length === 0) return this.#tail.subarray(0, length);
+    try {
+      if ((await file.read(this.#tail, 0, length, within - length)) === length) {
+        this.#tailLsn = lsn;
+        return this.#tail.subarray(0, length);
+      }
+    } catch (err) {
+      this.#log('reading back the start of the block at %s failed: %s', formatLsn(lsn - length), describe(err));
+    }
+    this.#tailLsn = -1;
+    return null;
+  }
+
+  /** `pieces` were written from `lsn`, ending at `lsn + bytes`: keeps the written part of the block the end falls in. */
+  #keepTail(lsn: Lsn, pieces: readonly Buffer[], bytes: number, hadPrefix: boolean): void {
+    const end = lsn + bytes;
+    const blockStart = end - (end % TAIL_BLOCK_SIZE);
+    // Where the block starts in the pieces; before them, its bytes are the prefix, in #tail already.
+    let skip = blockStart - lsn;
+    let into = 0;
+    if (skip < 0) {
+      if (!hadPrefix) {
+        this.#tailLsn = -1;
+        return;
+      }
+      into = -skip;
+      skip = 0;
+    }
+    for (const piece of pieces) {
+      if (skip >= piece.length) {
+        skip -= piece.length;
+        continue;
+      }
+      into += piece.copy(this.#tail, into, skip);
+      skip = 0;
+    }
+    this.#tailLsn = end;
+  }
+
+  /**
+   * Segment `lsn` falls in could not be created or opened. With `ENOSPC` the records from
+   * `lsn` on fail and the log goes on from there; any other failure stops the log.
+   */
+  #segmentUnavailable(lsn: Lsn, err: unknown): void {
+    const name = this.#files.name(Math.floor(lsn / this.#segmentSize));
+    if (errnoCode(err) !== 'ENOSPC') {
+      this.#fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', `preparing segment ${name} failed: ${describe(err)}`, { cause: err }));
+      return;
+    }
+    const message = `no space left to prepare segment ${name}; the records from ${formatLsn(lsn)} on were not appended`;
+    this.#dropFrom(lsn, new WalshipError('WAL_IO', message, { cause: err, transient: true }));
+  }
+
+  /**
+   * The write of the records from `lsn` (behind `prefix`, the block's earlier bytes) failed
+   * after `reached` of their bytes got into `file`. With `ENOSPC` those bytes are overwritten
+   * with zeros, `prefix` again ahead of them, and synced before the records are reported
+   * failed, so they can never come back, not even after a crash; then the records from `lsn`
+   * on are dropped. Any other write error stops the log.
+   *
+   * The undo writes only where the failed write wrote, so a file system that overwrites in
+   * place needs no new space for it. When it fails all the same (a copy-on-write file system
+   * can need space for any write), the bytes stay in the file and the records may come back:
+   * their outcome is unknown, and the log stops (fatal) rather than report them not appended.
+   */
+  async #writeFailed(file: StorageFile, lsn: Lsn, prefix: Buffer, reached: number, err: unknown): Promise<void> {
+    const segno = Math.floor(lsn / this.#segmentSize);
     const name = this.#files.name(segno);
     if (errnoCode(err) !== 'ENOSPC') {
       this.#fail(new WalshipError('WAL_IO', `writing segment ${name} failed: ${describe(err)}`, { cause: err }));
@@ -515,17 +608,30 @@ export class WalWriter {
     }
     if (reached > 0) {
       try {
-        const file = await this.#files.forWrite(segno);
-        await file.write(Buffer.alloc(reached), lsn - segno * this.#segmentSize);
-      } catch (zeroErr) {
-        this.#fail(new WalshipError('WAL_IO', `could not undo a partial write in ${name}: ${describe(zeroErr)}`, { cause: zeroErr }));
+        const zeros = Buffer.alloc(reached);
+        await writeAll(file, prefix.length > 0 ? [prefix, zeros] : [zeros], lsn - segno * this.#segmentSize - prefix.length);
+      } catch (undoErr) {
+        this.#fail(new WalshipError('WAL_IO', `could not undo a partial write in ${name}: ${describe(undoErr)}`, { cause: undoErr }));
         return;
       }
+      if (this.#sync === 'fdatasync') {
+        try {
+          await file.datasync();
+        } catch (syncErr) {
+          this.#fail(new WalshipError('WAL_SYNC_FAILED', `fdatasync of segment ${name} failed; the log has stopped: ${describe(syncErr)}`, { cause: syncErr }));
+          return;
+        }
+      }
     }
-    const error = new WalshipError('WAL_IO', `no space left to write segment ${name}; the records from ${formatLsn(lsn)} on were not appended`, {
-      cause: err,
-      transient: true,
-    });
+    const message = `no space left to write segment ${name}; the records from ${formatLsn(lsn)} on were not appended`;
+    this.#dropFrom(lsn, new WalshipError('WAL_IO', message, { cause: err, transient: true }));
+  }
+
+  /**
+   * Appends from `lsn` on failed with `error` (transient: `ENOSPC`): their records are
+   * dropped, pending and later ones alike, and the log goes on from `lsn`, which it reuses.
+   */
+  #dropFrom(lsn: Lsn, error: WalshipError): void {
     this.#log.error('%s', error.message);
     this.#drops.push({ lsn, error });
     // Everything from `lsn` on is dropped: the failed runs and whatever was appended since.
@@ -586,6 +692,28 @@ export class WalWriter {
     this.#flushed.fail(error);
     this.#notifyTail();
     this.#emit('error', { error, fatal: true });
+  }
+}
+
+/**
+ * Writes `buffers` back to back at `position`: one pwritev when the storage has it, else one
+ * write each, with the storage's failure contract (`bytesWritten` counts from `position`).
+ */
+async function writeAll(file: StorageFile, buffers: readonly Buffer[], position: number): Promise<void> {
+  if (buffers.length > 1 && file.writev !== undefined) {
+    await file.writev(buffers, position);
+    return;
+  }
+  let done = 0;
+  for (const buffer of buffers) {
+    try {
+      await file.write(buffer, position + done);
+    } catch (err) {
+      // Count from `position`, as writev would.
+      (err as StorageWriteError).bytesWritten = done + ((err as StorageWriteError).bytesWritten ?? 0);
+      throw err;
+    }
+    done += buffer.length;
   }
 }
 

@@ -744,6 +744,20 @@ describe('MemoryStorage', () => {
       assert.equal(text(storage.crash({ unsyncedWrites: 'lose' }).readFile('f')), '--------');
     });
 
+    it('a failed allocate with bytesWritten k grows the file by k bytes at most, unsynced, and says so', async () => {
+      const storage = new MemoryStorage();
+      const file = await durableFile(storage);
+      await file.write(bytes('ab'), 0);
+      await file.datasync();
+      storage.injectFault({ operation: 'allocate', code: 'ENOSPC', bytesWritten: 3 });
+      await assert.rejects(file.allocate(100), isInjected('ENOSPC', 3));
+      assert.equal(await file.size(), 5);
+      storage.injectFault({ operation: 'allocate', code: 'ENOSPC', bytesWritten: 100 });
+      await assert.rejects(file.allocate(8), isInjected('ENOSPC', 3));
+      assert.equal(await file.size(), 8);
+      assert.equal(storage.crash({ unsyncedWrites: 'lose' }).readFile('f').length, 2);
+    });
+
     it('a failed datasync makes nothing durable', async () => {
       const storage = new MemoryStorage();
       const file = await durableFile(storage);
