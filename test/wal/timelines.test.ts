@@ -25,14 +25,19 @@ async function ship(source: WalLog, replica: WalLog, to: number, timeline = sour
   await replica.flush();
 }
 
-/** A replica of five batches just promoted onto timeline 2 (its history file not written yet), and its primary. */
-async function promotedReplica(): Promise<{ primary: WalLog; replica: WalLog; storage: MemoryStorage; history: TimelineHistory }> {
+/**
+ * A replica of `batches` batches ('a0', 'a1', …) just promoted onto timeline 2, and its primary.
+ * With `historyFirst` its history file is written before the switch (as the tests of the
+ * abandoned-timeline repair need); without, the log writes it later, as promotion does.
+ */
+async function promotedReplica(options: { batches?: number; historyFirst?: boolean } = {}): Promise<{ primary: WalLog; replica: WalLog; storage: MemoryStorage; history: TimelineHistory }> {
   const storage = new MemoryStorage();
   const primary = await openLog(new MemoryStorage());
-  await appendMany(primary, 'a', 5);
+  await appendMany(primary, 'a', options.batches ?? 5);
   const replica = await openLog(storage, { role: 'replica' });
   await ship(primary, replica, primary.flushedLsn);
   const history = branchHistory(replica.history, replica.insertLsn, 'test promotion');
+  if (options.historyFirst === true) await writeTimelineHistory(storage, history);
   await replica.beginTimeline(history);
   return { primary, replica, storage, history };
 }
@@ -93,13 +98,7 @@ describe('timelines in the log', () => {
   }
 
   it('the old timeline still opens as it was before the promotion was recorded', async () => {
-    const primaryStorage = new MemoryStorage();
-    const storage = new MemoryStorage();
-    const primary = await openLog(primaryStorage);
-    await appendMany(primary, 'a', 30);
-    const replica = await openLog(storage, { role: 'replica' });
-    await ship(primary, replica, primary.flushedLsn);
-    await promote(storage, replica);
+    const { primary, replica, storage } = await promotedReplica({ batches: 30, historyFirst: true });
     await appendMany(replica, 'b', 5);
     await replica.close();
     // A crash before the control file said "timeline 2": the standby's open moves the switch
@@ -113,13 +112,7 @@ describe('timelines in the log', () => {
   });
 
   it("an abandoned timeline's switch segment is never removed for want of its history file: refused, nothing changed", async () => {
-    const primaryStorage = new MemoryStorage();
-    const storage = new MemoryStorage();
-    const primary = await openLog(primaryStorage);
-    await appendMany(primary, 'a', 30);
-    const replica = await openLog(storage, { role: 'replica' });
-    await ship(primary, replica, primary.flushedLsn);
-    await promote(storage, replica);
+    const { primary, replica, storage } = await promotedReplica({ batches: 30, historyFirst: true });
     await replica.close();
     await storage.remove('00000002.history');
     const before = storage.fileNames();
