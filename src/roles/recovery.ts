@@ -1129,7 +1129,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     // file itself once it switches (rebuilt at open from the entry and this timeline's file).
     await log.historyFileWritten();
     await log.removeSegmentsPast(switchLsn);
-    await this.#core.updateControl((current) => ({ ...current, timeline: nextTimeline, ...switchedFromOf(history) }));
+    await this.#recordOrStop(() => this.#core.updateControl((current) => ({ ...current, timeline: nextTimeline, ...switchedFromOf(history) })));
     try {
       await log.followTimeline(history);
     } catch (err) {
@@ -1319,7 +1319,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       // after it, in the background (an open rebuilds it if a crash came first), and an open
       // moves the switch segment into place if the rename below did not survive a crash.
       const before = core.control;
-      await core.updateControl((current) => ({ ...current, state: 'in-production', timeline, ...switchedFromOf(history) }));
+      await this.#recordOrStop(() => core.updateControl((current) => ({ ...current, state: 'in-production', timeline, ...switchedFromOf(history) })));
       const controlWritten = lap();
       switched = true;
       this.#beginningTimeline = true;
@@ -1347,7 +1347,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       return { log, timeline, switchLsn };
     } catch (err) {
       const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
-      if (recorded) throw error;
+      if (recorded || this.failure !== null) throw error;
       this.#debug.error('promotion failed, going on as a standby: %s', error.message);
       await this.#resumeAfterFailedPromotion(switched).catch((e: unknown) => {
         this.#fail(isWalshipError(e) ? e : new WalshipError('WAL_IO', String(e), { cause: e }));
@@ -1392,6 +1392,22 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     }
     await this.#setControlState('in-recovery');
     if (formerPrimary) this.#debug("this former primary's WAL is a prefix of its upstream's: it is a standby now");
+  }
+
+  /**
+   * Runs `write`, a control-file update that moves the node onto a new timeline. When it fails
+   * its outcome is unknown (the new control data may be on disk, or come back after a
+   * restart): the standby neither goes on as it was nor acts as if it had moved, it stops, and
+   * its next open finds what the directory is (PostgreSQL panics on a failed `pg_control` write).
+   */
+  async #recordOrStop(write: () => Promise<unknown>): Promise<void> {
+    try {
+      await write();
+    } catch (err) {
+      const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+      this.#fail(error);
+      throw error;
+    }
   }
 
   /** Records the node's state in the control file (crash-safe: the old or the new state survives). */

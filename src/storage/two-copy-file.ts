@@ -49,10 +49,11 @@ export async function readTwoCopyFile(storage: Storage, spec: JsonFileSpec): Pro
 
 /**
  * Updates the file to `body` (plus its `format`) in place, durably: a crash at any point leaves
- * the old content or the new. A missing file, one in the older layout, one with no valid copy
- * or one whose in-place update failed is replaced whole instead (temporary file, rename,
- * directory sync), so that a failed fdatasync never leaves the next update trusting a copy
- * that is not on disk. JSON longer than {@link MAX_TWO_COPY_JSON_BYTES}, which a read
+ * the old content or the new. A missing file, one in the older layout, one with no valid copy,
+ * one whose in-place update fails and one whose previous update failed (in this process) is
+ * replaced whole instead (temporary file, rename, directory sync), so that a failed fdatasync
+ * or directory sync never leaves the next update trusting what it reads back. A rejected
+ * update's outcome is unknown: the old content or the new may be what a restart finds. JSON longer than {@link MAX_TWO_COPY_JSON_BYTES}, which a read
  * would refuse, is `FILE_TOO_LARGE` and nothing is written.
  */
 export async function writeTwoCopyFile(storage: Storage, spec: JsonFileSpec, body: object): Promise<void> {
@@ -61,17 +62,26 @@ export async function writeTwoCopyFile(storage: Storage, spec: JsonFileSpec, bod
     // A copy's reader refuses a longer JSON (decodeCopy): it is never written.
     throw new WalshipError('FILE_TOO_LARGE', `${spec.name} would take ${json.length} bytes of JSON, more than the ${MAX_TWO_COPY_JSON_BYTES} a copy holds; nothing was written`);
   }
-  if (await updateInPlace(storage, spec, json)) return;
+  const uncertain = uncertainFiles.get(storage);
+  if (uncertain?.has(spec.name) !== true && (await updateInPlace(storage, spec, json))) return;
   const whole = Buffer.alloc(FILE_BYTES);
   const copy = encodeCopy(json, 1);
   copy.copy(whole, 0);
   copy.copy(whole, COPY_BYTES);
   try {
     await replaceFileDurably(storage, spec.name, whole);
+    uncertain?.delete(spec.name);
   } catch (err) {
+    // What is on disk is not known now (a copy, or a rename, may or may not be): until a
+    // replace succeeds, no update trusts the copies it reads back.
+    if (uncertain === undefined) uncertainFiles.set(storage, new Set([spec.name]));
+    else uncertain.add(spec.name);
     throw ioError(spec, 'write', storage, err);
   }
 }
+
+/** Files of a storage whose last update failed: the next one replaces them whole (see {@link writeTwoCopyFile}). */
+const uncertainFiles = new WeakMap<Storage, Set<string>>();
 
 /** The in-place update; false when the file must be replaced whole instead (see {@link writeTwoCopyFile}). */
 async function updateInPlace(storage: Storage, spec: JsonFileSpec, json: Buffer): Promise<boolean> {
@@ -87,10 +97,14 @@ async function updateInPlace(storage: Storage, spec: JsonFileSpec, json: Buffer)
     if ((await file.read(buf, 0, FILE_BYTES, 0)) !== FILE_BYTES || !isTwoCopyLayout(buf)) return false;
     const newest = newestCopy(buf);
     if (newest === null) return false;
-    // First the copy that does not hold the newest content (either, when both do).
+    // First the copy that does not hold the newest content. When both do, the copy of the
+    // sequence number's parity: the one the previous update wrote second, so that if that
+    // update's second fdatasync failed (the copy reads back from the cache, maybe not on disk)
+    // the copy it made durable first is not the one overwritten first.
+    const seq = newest.seq + 1;
     const other = newest.index === 0 ? 1 : 0;
-    const first = decodeCopy(buf, other)?.seq === newest.seq ? 0 : other;
-    const copy = encodeCopy(json, newest.seq + 1);
+    const first = decodeCopy(buf, other)?.seq === newest.seq ? seq % 2 : other;
+    const copy = encodeCopy(json, seq);
     await file.write(copy, first * COPY_BYTES);
     await file.datasync();
     await file.write(copy, (1 - first) * COPY_BYTES);

@@ -148,6 +148,48 @@ describe('control file', () => {
     }
   });
 
+  it("an update whose copies tie writes first the copy of its sequence number's parity: the one the previous update wrote second", async () => {
+    const storage = new MemoryStorage();
+    const firstWrites: number[] = [];
+    const traced = Object.create(storage) as MemoryStorage;
+    traced.open = async (name, options) => {
+      const file = await storage.open(name, options);
+      if (name !== CONTROL_FILE) return file;
+      let writes = 0;
+      const write = file.write.bind(file);
+      file.write = async (data, position) => {
+        if (writes++ === 0) firstWrites.push(position);
+        return write(data, position);
+      };
+      return file;
+    };
+    await writeControlFile(traced, OLD); // created whole: both copies sequence 1
+    for (const data of [NEW, OLD, NEW, OLD]) await writeControlFile(traced, data);
+    // Sequences 2, 3, 4, 5: copy 0, 1, 0, 1 first.
+    assert.deepEqual(firstWrites.slice(-4), [0, COPY_BYTES, 0, COPY_BYTES]);
+    assert.deepEqual(await readControlFile(storage), OLD);
+  });
+
+  it('after a failed update the next one replaces the file whole (it trusts no copy it reads back), then updates go in place again', async () => {
+    const storage = new MemoryStorage();
+    await writeControlFile(storage, OLD);
+    // The second fdatasync fails, and the whole-file replace after it too.
+    const heal = storage.injectFault({ operation: 'datasync', code: 'EIO', nth: 2, times: Infinity });
+    await rejectsWith(writeControlFile(storage, NEW), 'WAL_IO');
+    heal();
+    const traceRenames: string[] = [];
+    const rename = storage.rename.bind(storage);
+    storage.rename = async (from, to) => {
+      traceRenames.push(to);
+      return rename(from, to);
+    };
+    await writeControlFile(storage, NEXT);
+    assert.deepEqual(traceRenames, [CONTROL_FILE], 'replaced whole');
+    await writeControlFile(storage, OLD);
+    assert.deepEqual(traceRenames, [CONTROL_FILE], 'in place again');
+    assert.deepEqual(await readControlFile(storage), OLD);
+  });
+
   it('one damaged copy loses nothing; a flipped byte in both copies is WAL_CORRUPT', async () => {
     const storage = new MemoryStorage();
     await writeControlFile(storage, OLD);

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { Primary, type PromotedEvent } from '../../src/index.js';
 import { createCluster } from '../../src/testing/index.js';
 import { parseTimelineHistory } from '../../src/wal/timeline-history.js';
+import { readControlFile } from '../../src/node/control-file.js';
 import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
 import { HANG_MS, codeOf, receivedTo, commitMany, nextEvent, replayedTo } from '../helpers/standby-harness.js';
 import { within } from '../helpers/wal.js';
@@ -151,6 +152,34 @@ describe('Standby.promote', () => {
       assert.deepEqual(app.applied.slice(0, -1), appP.applied);
     });
   }
+
+  it("a failed control-file write at the promotion's commit point stops the standby (its outcome is unknown); the reopened directory is one or the other", async (t) => {
+    const cluster = createCluster(t);
+    const appP = new RecordingApp();
+    const p = await cluster.primary('p', { application: appP });
+    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
+    await replayedTo(s, await commitMany(p, 0, 5), 'the standby to replay');
+    await receivedTo(s, p.flushLsn);
+    const storage = cluster.storage('s');
+    // Every fdatasync of the control file fails: the in-place update and the whole-file replace.
+    const cancel = storage.injectFault({ operation: 'datasync', code: 'EIO', file: /^walship\.control/, times: Infinity });
+    assert.equal(await codeOf(s.promote()), 'WAL_IO');
+    cancel();
+    assert.equal(s.state, 'failed', 'the standby stopped');
+    assert.equal(s.failure?.code, 'WAL_IO');
+    await s.close();
+    const control = await readControlFile(storage);
+    if (control?.state === 'in-production') {
+      const primary = await Primary.open({ storage, application: new RecordingApp() });
+      assert.equal(primary.timeline, 2);
+      await primary.close();
+    } else {
+      assert.equal(control?.timeline, 1);
+      const again = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
+      await replayedTo(again, await commitMany(p, 5, 5), 'the reopened standby to stream');
+      await again.close();
+    }
+  });
 
   it('promotes when the trigger file appears, then removes it', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'walship-trigger-'));
