@@ -622,7 +622,17 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     if (timeline === own) return sameHistory(history, log.history) ? 'follows' : 'refused';
     const switchLsn = switchPointOf(history, own);
     if (switchLsn === undefined || !extendsHistory(history, log.history)) return 'refused';
-    return switchLsn === null || log.insertLsn <= switchLsn ? 'follows' : 'rewinds';
+    return switchLsn === null || this.#historyEnd(log) <= switchLsn ? 'follows' : 'rewinds';
+  }
+
+  /**
+   * How far this standby's history reaches on its timeline: the end of its WAL, or where its
+   * application is when that lies further (a standby bootstrapped from a base backup holds
+   * state past its WAL until it has streamed up to there). An upstream whose timeline left
+   * this one before it cannot be followed without taking something back.
+   */
+  #historyEnd(log: WalLog): Lsn {
+    return Math.max(log.insertLsn, this.#core.applier.position);
   }
 
   /**
@@ -1024,7 +1034,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     if (switchLsn === undefined || !extendsHistory(history, log.history)) {
       throw new WalshipError('TIMELINE_MISMATCH', `the upstream's timeline ${upstream} did not come from this standby's timeline ${own} (its history: ${describeHistory(history)})`, { transient: true });
     }
-    if (switchLsn === null || log.insertLsn <= switchLsn) return null;
+    if (switchLsn === null || this.#historyEnd(log) <= switchLsn) return null;
     if (!this.#options.rewind) {
       throw new WalshipError(
         'TIMELINE_DIVERGED',
@@ -1124,6 +1134,15 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const history = await this.#fetchHistory(conn, nextTimeline);
     if (switchPointOf(history, log.timeline) !== switchLsn || !extendsHistory(history, log.history)) {
       throw new WalshipError('TIMELINE_MISMATCH', `the upstream's history of timeline ${nextTimeline} (${describeHistory(history)}) does not continue timeline ${log.timeline} at ${formatLsn(switchLsn)}`);
+    }
+    if (this.#historyEnd(log) > switchLsn) {
+      // Its application holds state past the switch point (from a base backup): following would
+      // continue that state with WAL of another history. The next connection rewinds, or stops.
+      throw new WalshipError(
+        'TIMELINE_MISMATCH',
+        `the upstream's timeline ${nextTimeline} leaves timeline ${log.timeline} at ${formatLsn(switchLsn)}, before this standby's state (${formatLsn(this.#core.applier.position)}): it is not followed as it is`,
+        { transient: true },
+      );
     }
     // The control file records the new timeline's history entry: the log writes the history
     // file itself once it switches (rebuilt at open from the entry and this timeline's file).

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import type { Primary, Standby } from '../../src/index.js';
 import { createCluster } from '../../src/testing/index.js';
 import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
-import { HANG_MS, codeOf, commitMany, nextEvent, receivedTo, record, named, replayedTo } from '../helpers/standby-harness.js';
+import { HANG_MS, codeOf, commitMany, nextEvent, receivedTo, record, named, replayedTo, sameSequence } from '../helpers/standby-harness.js';
 import { within } from '../helpers/wal.js';
 
 function texts(batches: readonly AppliedBatch[]): string[] {
@@ -110,6 +110,58 @@ describe('failover', () => {
     assert.equal(s2.timeline, 2);
     assert.deepEqual(named(events, 'rewind'), [], 'nothing was rewound');
     assert.deepEqual(texts(app2.applied), texts(app1.applied), "s2 holds s1's history, not r's");
+  });
+
+  it("a standby whose state came from a base backup past a node's switch point does not follow that node, though its WAL would allow it", async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const rogue = await cluster.standby('r', { upstream: p, application: new RecordingApp(), listen: true });
+    const app1 = new RecordingApp();
+    const s1 = await cluster.standby('s1', { upstream: p, application: app1, listen: true });
+    await receivedTo(rogue, await commitMany(p, 0, 5));
+    cluster.network.partition(['r'], ['p']);
+    const end = await commitMany(p, 10, 5);
+    await receivedTo(s1, p.flushLsn);
+    // S2 bootstraps only now: its application starts past R's future switch point, its WAL before it.
+    const app2 = new RecordingApp();
+    const s2 = await cluster.standby('s2', { upstream: p, application: app2, connection: { address: [cluster.address('p'), cluster.address('r'), cluster.address('s1')] } });
+    await replayedTo(s2, end, 's2 to replay');
+    await p.close({ signal: AbortSignal.abort() });
+    const rogueAsPrimary = await rogue.promote();
+    t.after(() => rogueAsPrimary.close());
+    await commitMany(rogueAsPrimary, 100, 3);
+    const primary = await s1.promote();
+    t.after(() => primary.close());
+    const events = record(s2);
+    await replayedTo(s2, await commitMany(primary, 200, 3), 's2 to follow s1 (listed after r)');
+    assert.equal(s2.timeline, 2);
+    assert.deepEqual(named(events, 'rewind'), [], 'nothing was rewound');
+    assert.deepEqual(texts(app2.applied).slice(-3), texts(app1.applied).slice(-3), "s2 continues s1's history, not r's");
+  });
+
+  it('a standby streaming from a node whose new timeline leaves before its state does not follow it over the connection: it rewinds its application', async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const appR = new RecordingApp();
+    const rogue = await cluster.standby('r', { upstream: p, application: appR, listen: true });
+    await receivedTo(rogue, await commitMany(p, 0, 5));
+    cluster.network.partition(['r'], ['p']);
+    const end = await commitMany(p, 10, 5);
+    const app2 = new RecordingApp();
+    const s2 = await cluster.standby('s2', { upstream: p, application: app2 });
+    await replayedTo(s2, end, 's2 to replay');
+    await p.close({ signal: AbortSignal.abort() });
+    // S2 streams from R while R is still a standby on timeline 1, behind S2's state.
+    s2.reconfigure({ primary: { transport: cluster.transport('s2'), address: cluster.address('r'), user: cluster.user, password: cluster.password, applicationName: 's2' } });
+    await within(until(() => s2.state === 'streaming'), HANG_MS, 's2 to stream from r');
+    const events = record(s2);
+    const rogueAsPrimary = await rogue.promote();
+    t.after(() => rogueAsPrimary.close());
+    const { lsn } = await rogueAsPrimary.commit([Buffer.from('on r')]);
+    // (A position on R's timeline 2 can lie below S2's position on timeline 1: wait for the batch.)
+    await within(until(() => app2.lastLsn === lsn && s2.timeline === 2), HANG_MS, "s2 to take r's history");
+    assert.equal(named(events, 'rewind').length, 1, 'its application was taken back, with an event');
+    sameSequence(app2.applied, appR.applied, "s2 holds r's history");
   });
 
   it('a standby that received WAL past the switch point stops with TIMELINE_DIVERGED, its directory untouched', async (t) => {
