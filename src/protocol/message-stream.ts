@@ -231,9 +231,14 @@ export class MessageStream<Side extends 'client' | 'server'> {
     this.#settle();
   }
 
-  /** Destroys the stream at once. */
+  /**
+   * Destroys the stream at once. A pending or later {@link next} rejects at once (transient
+   * `CONNECTION_FAILED`), not when the transport reports the close: nothing more is read.
+   */
   destroy(): void {
     this.#stream.destroy();
+    this.#failure ??= new WalshipError('CONNECTION_FAILED', 'the connection was closed', { transient: true });
+    this.#settle();
   }
 
   #onData(chunk: Buffer): void {

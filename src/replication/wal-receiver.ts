@@ -199,11 +199,20 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     return this.#done;
   }
 
-  /** Tells the sender we are done and ends the connection. */
-  async stop(): Promise<void> {
+  /**
+   * Tells the sender we are done and ends the connection; resolves once it has closed and the
+   * receiver wrote its last bytes. With `waitForClose: false` the connection is destroyed and
+   * only the receiver is waited for (a promotion: nothing more from upstream is written, and
+   * the socket's close need not hold it up).
+   */
+  async stop(options: { waitForClose?: boolean } = {}): Promise<void> {
     this.#stopped = true;
-    this.#conn.send({ kind: 'terminate' });
-    await this.#conn.end().catch(() => undefined);
+    if (options.waitForClose === false) {
+      this.#conn.destroy();
+    } else {
+      this.#conn.send({ kind: 'terminate' });
+      await this.#conn.end().catch(() => undefined);
+    }
     await this.#done?.catch(() => undefined);
   }
 

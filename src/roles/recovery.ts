@@ -1299,7 +1299,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#conn?.destroy();
     const started = performance.now();
     const lap = (): string => (performance.now() - started).toFixed(1);
-    await this.#receiver?.stop();
+    // The receiver's last write is waited for; the socket's close is not.
+    await this.#receiver?.stop({ waitForClose: false });
     await this.#running?.catch(() => undefined);
     const stopped = lap();
     let recorded = false;
