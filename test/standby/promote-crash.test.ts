@@ -172,6 +172,17 @@ async function settled(value: () => unknown): Promise<void> {
   }
 }
 
+/** A primary P and a standby S streaming from it (bootstrapped from P while still empty). */
+async function streamingPair(t: TestContext): Promise<{ cluster: Cluster; appP: RecordingApp; p: Primary; storageS: MemoryStorage; s: Standby }> {
+  const cluster = createCluster(t);
+  const appP = new RecordingApp();
+  const p = await cluster.primary('p', { application: appP });
+  const storageS = cluster.storage('s');
+  const s = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
+  await streaming(s);
+  return { cluster, appP, p, storageS, s };
+}
+
 /** Opens copies of a closed standby's directory, its upstream gone. */
 function reopening(cluster: Cluster, closed: MemoryStorage, subject: Subject): (what: string) => Promise<Attempt> {
   return async (what) => {
@@ -332,12 +343,7 @@ describe('a crash at every storage step of Standby.promote', () => {
   const EVERY_MODE: SweepPlan = { full: new Set(CRASH_MODES.keys()), sample: 1, seed: 1 };
 
   it('leaves the standby or the promoted primary, never neither and never both (switch point mid-segment)', async (t) => {
-    const cluster = createCluster(t);
-    const appP = new RecordingApp();
-    const p = await cluster.primary('p', { application: appP });
-    const storageS = cluster.storage('s');
-    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
-    await streaming(s);
+    const { cluster, appP, p, storageS, s } = await streamingPair(t);
     await commitMany(p, 0, 120);
     assert.ok(p.currentLsn > SEGMENT * 2, `the WAL spans more than one segment (${p.currentLsn})`);
     await replayedTo(s, p.currentLsn, 'the standby to replay');
@@ -354,12 +360,7 @@ describe('a crash at every storage step of Standby.promote', () => {
   });
 
   it('leaves the standby or the promoted primary (switch point at a segment boundary)', async (t) => {
-    const cluster = createCluster(t);
-    const appP = new RecordingApp();
-    const p = await cluster.primary('p', { application: appP });
-    const storageS = cluster.storage('s');
-    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
-    await streaming(s);
+    const { cluster, appP, p, storageS, s } = await streamingPair(t);
     await commitMany(p, 0, 100);
     // One batch whose record ends exactly at the end of the segment.
     if (SEGMENT - (p.currentLsn % SEGMENT) < ONE_ENTRY_OVERHEAD + 64) await commitMany(p, 100, 1, 100);
