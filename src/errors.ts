@@ -60,6 +60,14 @@ export const ERROR_CODES = {
     when: 'A read asked for WAL in a segment that has already been removed.',
     action: 'Start from `oldestLsn` or later, or fetch the history elsewhere (a base backup, the archive).',
   },
+  ARCHIVE_CONFLICT: {
+    when: 'An archiver was asked to put a file under a name that already holds different content: two clusters (or two timelines that were never told apart) share one archive, or an archived file was changed.',
+    action: 'Nothing was overwritten. Give each cluster its own archive; if a file in the archive was damaged, compare it with the node’s copy and remove the wrong one by hand.',
+  },
+  ARCHIVE_FAILED: {
+    when: 'A call to an archiver failed (its error is the `cause`): a put, get or list threw, or took longer than its deadline. Archiving retries with back-off; a standby restoring from the archive tries again at its next poll.',
+    action: 'Check the archive (credentials, space, network). Commits go on; WAL not yet archived stays on the primary’s disk until it is (see `archiverStatus()`).',
+  },
   CONNECTION_FAILED: {
     when: 'A transport could not connect (refused, unreachable, reset) or a connection broke. The original error is the `cause`.',
     action: 'Transient: retry with back-off (standbys do this by themselves).',
