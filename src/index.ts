@@ -21,6 +21,8 @@ export type {
   SynchronousCommit,
 } from './primary.js';
 export type { EntryBuffers } from './node/applier.js';
+export { ARCHIVE_DEFAULTS, ARCHIVE_RETRY_MAX_MS, ARCHIVE_RETRY_MIN_MS } from './node/wal-archiver.js';
+export type { ArchiveDoneEvent, ArchiveFailedEvent, ArchiveOptions, ArchiverStatus } from './node/wal-archiver.js';
 export { rebuildControlFile, rebuildControlFileOptionsSchema } from './node/rebuild-control-file.js';
 export type { RebuildControlFileOptions, RebuiltControlFile } from './node/rebuild-control-file.js';
 export { parseSynchronousStandbyNames, formatSynchronousStandbyNames, syncPriorityOf, SyncStandbyNamesError } from './replication/sync-standby-names.js';

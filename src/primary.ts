@@ -9,6 +9,7 @@ import { restoreTimelineHistory } from './node/local-state.js';
 import { refuseMissingControlFile } from './node/missing-control-file.js';
 import { withStorageLock } from './node/storage-lock.js';
 import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } from './node/node-core.js';
+import type { ArchiverStatus } from './node/wal-archiver.js';
 import {
   SERVE_DEFAULTS,
   checkNodeObjects,
@@ -177,6 +178,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
       entryBuffers: settings.entryBuffers,
       walKeepSize: settings.walKeepSize,
       maxSlotWalKeepSize: settings.maxSlotWalKeepSize,
+      ...(options.archive === undefined ? {} : { archive: options.archive }),
       ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
     });
     let primary: Primary | null = null;
@@ -377,6 +379,21 @@ export class Primary extends NodeBase<PrimaryEvents> {
     if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
     if (this.#writer.failure !== null) return Promise.reject(this.#writer.failure);
     return this.#core.checkpoint(lsn);
+  }
+
+  /**
+   * Ends the current WAL segment now and makes it durable (PostgreSQL's `pg_switch_wal()`):
+   * with archiving on, it goes to the archive at once. Resolves with the end of the segment
+   * it ended, or `null` when the segment held no WAL yet.
+   */
+  async switchWal(): Promise<Lsn | null> {
+    this.#assertUsable();
+    return this.#log.switchSegment();
+  }
+
+  /** The archiver's progress (PostgreSQL's `pg_stat_archiver`) and what is still to archive (`archive` option). */
+  archiverStatus(): ArchiverStatus {
+    return this.#core.archiverStatus();
   }
 
   /**

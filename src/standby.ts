@@ -6,6 +6,7 @@ import type { WaitOptions } from './lsn-waiters.js';
 import { assertLsn, type Lsn } from './lsn.js';
 import type { CheckpointResult } from './node/checkpointer.js';
 import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } from './node/node-core.js';
+import type { ArchiverStatus } from './node/wal-archiver.js';
 import {
   SERVE_DEFAULTS,
   checkNodeObjects,
@@ -220,6 +221,7 @@ export class Standby extends NodeBase<StandbyEvents> {
       entryBuffers: options.entryBuffers,
       walKeepSize: options.walKeepSize,
       maxSlotWalKeepSize: options.maxSlotWalKeepSize,
+      ...(options.archive === undefined ? {} : { archive: options.archive }),
       ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
     });
     this.#role = new RecoveryRole(this.#core, storage, options.application, options);
@@ -532,6 +534,11 @@ export class Standby extends NodeBase<StandbyEvents> {
   async advanceSlot(name: string, lsn: Lsn): Promise<Lsn> {
     this.#assertUsable();
     return this.#core.advanceSlot(name, lsn);
+  }
+
+  /** The archiver's progress and what is still to archive (`archive.mode` `'always'`; see `Primary.archiverStatus`). */
+  archiverStatus(): ArchiverStatus {
+    return this.#core.archiverStatus();
   }
 
   /** `pg_replication_slots` of this standby. */

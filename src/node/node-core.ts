@@ -20,6 +20,7 @@ import { Checkpointer, type CheckpointResult } from './checkpointer.js';
 import { writeControlFile, type ControlData } from './control-file.js';
 import { SnapshotStore } from './snapshot-store.js';
 import { restoreApplication } from './starting-point.js';
+import { WalArchiver, type ArchiveDoneEvent, type ArchiveFailedEvent, type ArchiveOptions, type ArchiverStatus } from './wal-archiver.js';
 import { storageOf } from './node-options.js';
 
 /** Payload of `slot:invalidated`. */
@@ -59,6 +60,10 @@ export interface NodeEvents extends WalServiceEvents {
   'connection:error': (event: ConnectionErrorEvent) => void;
   /** A checkpoint invalidated a replication slot (too far behind); its standby, if connected, was ended. */
   'slot:invalidated': (event: SlotInvalidatedEvent) => void;
+  /** A WAL file is in the archive (`archive` option). */
+  'archive:done': (event: ArchiveDoneEvent) => void;
+  /** Putting a WAL file into the archive failed; it is tried again after `retryInMs`. */
+  'archive:failed': (event: ArchiveFailedEvent) => void;
 }
 
 /** The events a node's facade (`Primary`, `Standby`) passes on from its core. */
@@ -71,6 +76,8 @@ export const NODE_EVENT_NAMES = [
   'auth:failed',
   'connection:error',
   'slot:invalidated',
+  'archive:done',
+  'archive:failed',
 ] as const satisfies readonly (keyof NodeEvents)[];
 
 /** What a node needs to serve standbys: where, who, and its limits. */
@@ -93,6 +100,8 @@ export interface NodeCoreSettings {
   readonly entryBuffers: EntryBuffers;
   readonly walKeepSize: number;
   readonly maxSlotWalKeepSize: number;
+  /** Continuous archiving of the node's WAL, when on. */
+  readonly archive?: ArchiveOptions;
   readonly logPrefix?: string;
 }
 
@@ -130,6 +139,8 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
   #address: string | null = null;
   /** Positions of the base backups being written by {@link baseBackup}: their standbys stream from there. */
   readonly #backupsInProgress = new Set<{ lsn: Lsn }>();
+  /** Archives the WAL while local state is attached (`archive` option). */
+  #archiver: WalArchiver | null = null;
 
   constructor(settings: NodeCoreSettings) {
     super();
@@ -203,6 +214,7 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
     this.#local = local;
     this.#control = local.control;
     this.applier.reset(start);
+    await this.#startArchiving(local.log);
     return start;
   }
 
@@ -215,6 +227,7 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
     if (local === null) return;
     await this.checkpointer.settled();
     this.#service?.terminateAll(reason);
+    await this.#stopArchiving();
     this.#local = null;
     this.#control = null;
     await local.slots.flush().catch((err: unknown) => this.#debug.error('saving the slots: %s', (err as Error).message));
@@ -424,6 +437,7 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
   async close(signal?: AbortSignal): Promise<void> {
     if (signal === undefined) await this.checkpointer.settled();
     else await untilAborted(this.checkpointer.settled(), signal);
+    await this.#stopArchiving();
     const local = this.#local;
     if (local === null) return;
     // The positions the standbys confirmed last survive the restart (PostgreSQL saves slots at shutdown).
@@ -431,8 +445,51 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
     await local.log.close().catch((err: unknown) => this.#debug.error('closing the WAL: %s', (err as Error).message));
   }
 
+  /** `pg_stat_archiver`, and what is still to archive. */
+  archiverStatus(): ArchiverStatus {
+    return (
+      this.#archiver?.status() ?? {
+        mode: this.#settings.archive?.mode === 'off' || this.#settings.archive === undefined ? 'off' : this.#settings.archive.mode,
+        archivedCount: 0,
+        lastArchivedWal: null,
+        lastArchivedTime: null,
+        failedCount: 0,
+        lastFailedWal: null,
+        lastFailedTime: null,
+        lastFailedError: null,
+        pendingCount: 0,
+        oldestPendingWal: null,
+      }
+    );
+  }
+
+  async #startArchiving(log: WalLog): Promise<void> {
+    const options = this.#settings.archive;
+    if (options === undefined || options.mode === 'off' || options.archiver === undefined) return;
+    const archiver = new WalArchiver(
+      {
+        storage: this.storage,
+        log,
+        done: (event) => this.emitSafely('archive:done', event),
+        failed: (event) => this.emitSafely('archive:failed', event),
+      },
+      { ...options, mode: options.mode, archiver: options.archiver },
+      createLogger('archiver', this.#settings.logPrefix),
+    );
+    await archiver.start();
+    this.#archiver = archiver;
+  }
+
+  async #stopArchiving(): Promise<void> {
+    const archiver = this.#archiver;
+    this.#archiver = null;
+    await archiver?.stop();
+  }
+
   #heldLsns(): Lsn[] {
     const held = [...this.#backupsInProgress].map((b) => b.lsn);
+    const unarchived = this.#archiver?.keepFromLsn() ?? Infinity;
+    if (Number.isFinite(unarchived)) held.push(unarchived);
     const standbys = this.#service?.retainedLsn() ?? null;
     if (standbys !== null) held.push(standbys);
     return held;

@@ -11,7 +11,9 @@ import { MAX_REPLICATION_SLOTS_CAP, SLOT_DEFAULTS } from '../slots/slot-manager.
 import type { Transport } from '../transport/transport.js';
 import { SEGMENT_SIZES } from '../wal/segment-name.js';
 import type { SyncMode } from '../wal/wal-log.js';
+import { isArchiver } from '../archive/archiver.js';
 import type { EntryBuffers } from './applier.js';
+import { archiveOptionsSchema, type ArchiveOptions } from './wal-archiver.js';
 
 /** Options every node has: where its files live, the application, and how its WAL is written. */
 export interface NodeOptions {
@@ -33,6 +35,12 @@ export interface NodeOptions {
   readonly recycleSegments?: number;
   /** A prefix for this node's `debug` lines. */
   readonly logPrefix?: string;
+  /**
+   * Continuous archiving (PostgreSQL's `archive_mode`, `archive_command`, `archive_timeout`):
+   * the node puts its completed WAL segments and timeline history files into `archiver`, and
+   * removes no WAL until the archive holds it. @defaultValue `{ mode: 'off' }`
+   */
+  readonly archive?: ArchiveOptions;
 }
 
 /** Options of a node that serves standbys: a primary, or a cascading standby. */
@@ -119,6 +127,7 @@ export const nodeSchema = {
   sync: nodeStorageSchema.sync,
   recycleSegments: nodeStorageSchema.recycleSegments,
   logPrefix: nodeStorageSchema.logPrefix,
+  archive: archiveOptionsSchema,
 } as const;
 
 /** The schema parts of {@link ServeOptions}: a primary's and a cascading standby's. */
@@ -153,7 +162,7 @@ export const createSlotOptionsSchema = Object.freeze({
 export const validateCreateSlot: OptionsValidator<CreateSlotOptions> = compileOptions('createSlot()', createSlotOptionsSchema);
 
 /** The checks a JSON schema cannot make: exactly one of dir/storage, and the objects' shapes. */
-export function checkNodeObjects(what: string, options: { dir?: string; storage?: unknown; application?: unknown }): void {
+export function checkNodeObjects(what: string, options: { dir?: string; storage?: unknown; application?: unknown; archive?: ArchiveOptions }): void {
   if ((options.dir === undefined) === (options.storage === undefined)) {
     throw new WalshipError('INVALID_OPTIONS', `invalid ${what} options: give exactly one of "dir" and "storage"`);
   }
@@ -162,6 +171,10 @@ export function checkNodeObjects(what: string, options: { dir?: string; storage?
   }
   if (!isApplication(options.application)) {
     throw new WalshipError('INVALID_OPTIONS', `invalid ${what} options: ${what}.application must be an object with an apply() method (and optional appliedLsn, snapshot, restore functions)`);
+  }
+  const archive = options.archive;
+  if (archive !== undefined && archive.mode !== 'off' && !isArchiver(archive.archiver)) {
+    throw new WalshipError('INVALID_OPTIONS', `invalid ${what} options: ${what}.archive.archiver must implement Archiver (put, get, list, and optional remove) when archive.mode is "${archive.mode}"`);
   }
 }
 

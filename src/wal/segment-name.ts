@@ -67,3 +67,22 @@ export function segmentOf(lsn: Lsn, segmentSize: number): number {
 export function segmentStart(segno: number, segmentSize: number): Lsn {
   return segno * segmentSize;
 }
+
+/** A WAL file that goes to an archive: a segment, the `.partial` copy of a timeline's last segment, or a timeline history file. */
+export type WalFileName =
+  | { readonly kind: 'segment' | 'partial'; readonly timeline: number; readonly segno: number }
+  | { readonly kind: 'history'; readonly timeline: number };
+
+const HISTORY_NAME = /^([0-9A-F]{8})\.history$/;
+
+/** Parses the name of a file an archive holds (see {@link WalFileName}); `null` for any other name. */
+export function parseWalFileName(name: string, segmentSize: number): WalFileName | null {
+  const history = HISTORY_NAME.exec(name);
+  if (history !== null) {
+    const timeline = Number.parseInt(history[1] as string, 16);
+    return timeline === 0 ? null : { kind: 'history', timeline };
+  }
+  const partial = name.endsWith('.partial');
+  const segment = parseSegmentFileName(partial ? name.slice(0, -'.partial'.length) : name, segmentSize);
+  return segment === null ? null : { kind: partial ? 'partial' : 'segment', ...segment };
+}

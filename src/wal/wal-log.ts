@@ -134,6 +134,12 @@ export interface SegmentRemovedEvent {
   readonly segments: readonly string[];
 }
 
+/** Payload of the `file:kept` event. */
+export interface FileKeptEvent {
+  /** The file's name: a timeline history file (`0000000N.history`) or a `.partial` segment. */
+  readonly name: string;
+}
+
 /** Payload of the `error` event. */
 export interface WalErrorEvent {
   readonly error: WalshipError;
@@ -147,6 +153,8 @@ export interface WalLogEvents {
   /** Bytes were handed to the OS (a standby reports its write position on it: `remote_write`). */
   write: (event: WriteEvent) => void;
   'segment:removed': (event: SegmentRemovedEvent) => void;
+  /** A timeline switch's history file, or the old timeline's `.partial` segment, is durable in the directory (for the archiver). */
+  'file:kept': (event: FileKeptEvent) => void;
   error: (event: WalErrorEvent) => void;
 }
 
@@ -457,6 +465,21 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     return this.#writer.appendBytes(Buffer.from(data.buffer, data.byteOffset, data.length));
   }
 
+  /**
+   * Ends the current segment early and makes it durable, so that it can be archived now
+   * (PostgreSQL's `pg_switch_wal`, and `archive_timeout`): the next record starts the next
+   * segment. Resolves with the end of the segment that was ended, or `null` when the segment
+   * held no record yet (nothing to switch from). Only on a primary log.
+   */
+  async switchSegment(): Promise<Lsn | null> {
+    this.#assertOpen();
+    if (this.role === 'replica') throw new WalshipError('READ_ONLY', 'this log is a replica: it ends its segments where its upstream did');
+    if (!this.#writer.switchSegment()) return null;
+    const end = this.#writer.insertLsn;
+    await this.waitForFlush(end);
+    return end;
+  }
+
   /** Makes everything appended so far durable; resolves with the new flushed LSN. */
   async flush(options: { signal?: AbortSignal } = {}): Promise<Lsn> {
     await this.waitForFlush(this.#writer.insertLsn, options);
@@ -649,7 +672,10 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     if (pending.writing === null) {
       const { history } = pending;
       const writing = writeTimelineHistory(this.storage, history).then(
-        () => null,
+        () => {
+          this.emitSafely('file:kept', { name: historyFileName(history.timeline) });
+          return null;
+        },
         (error: unknown) => {
           this.#log.error('writing %s: %s', historyFileName(history.timeline), describe(error));
           return error;
@@ -696,8 +722,9 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const timer = setTimeout(() => {
       this.#pendingPartial = null;
       if (this.#state !== 'open' && !this.#isSealed()) return;
-      const copying = copySegmentPrefix(this.storage, source, `${name}.partial`, within, this.segmentSize, true).catch((err: unknown) =>
-        this.#log.error('keeping %s.partial: %s', name, describe(err)),
+      const copying = copySegmentPrefix(this.storage, source, `${name}.partial`, within, this.segmentSize, true).then(
+        () => this.emitSafely('file:kept', { name: `${name}.partial` }),
+        (err: unknown) => this.#log.error('keeping %s.partial: %s', name, describe(err)),
       );
       this.#background.add(copying);
       void copying.finally(() => this.#background.delete(copying));

@@ -206,6 +206,32 @@ export class WalWriter {
   }
 
   /**
+   * Ends the segment holding the insert position early (PostgreSQL's `XLOG_SWITCH`, for
+   * `archive_timeout`): a segment-end record, after which the next record starts the next
+   * segment. False, and nothing buffered, when the segment holds no record yet.
+   */
+  switchSegment(): boolean {
+    const offset = this.#insertLsn % this.#segmentSize;
+    if (offset <= SEGMENT_HEADER_SIZE) return false;
+    const room = this.#segmentSize - offset;
+    // A segment-end record needs a header's room; fewer bytes left are skipped by readers anyway.
+    if (room >= RECORD_HEADER_SIZE) {
+      const run = this.#runFor(RECORD_HEADER_SIZE);
+      sealRecord(run.buf, run.used, RECORD_SEGMENT_END, 0, 0, this.#insertLsn, this.#syncedLsn);
+      run.used += RECORD_HEADER_SIZE;
+      run.endsSegment = true;
+      this.#pendingBytes += RECORD_HEADER_SIZE;
+    } else {
+      const run = this.#runFor(room);
+      run.buf.fill(0, run.used, run.used + room);
+      run.used += room;
+      this.#pendingBytes += room;
+    }
+    this.#insertLsn += room;
+    return true;
+  }
+
+  /**
    * Buffers bytes from upstream at the insert position, as they are: `buf` is kept, not
    * copied. Returns the new insert position.
    */
