@@ -1,4 +1,5 @@
 import { rm, stat } from 'node:fs/promises';
+import { isArchiver, type Archiver } from './archive/archiver.js';
 import { WalshipError, isWalshipError } from './errors.js';
 import { Lifecycle, NodeBase, type CloseOptions } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
@@ -6,7 +7,7 @@ import type { WaitOptions } from './lsn-waiters.js';
 import { assertLsn, type Lsn } from './lsn.js';
 import type { CheckpointResult } from './node/checkpointer.js';
 import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } from './node/node-core.js';
-import type { ArchiverStatus } from './node/wal-archiver.js';
+import { ARCHIVE_DEFAULTS, type ArchiverStatus } from './node/wal-archiver.js';
 import {
   SERVE_DEFAULTS,
   checkNodeObjects,
@@ -39,7 +40,23 @@ export type { BaseBackupProgressEvent, DiscardedBatch, RecoveryTargetTimeline, R
  * received and flushed, serves base backups and keeps replication slots, as a primary does.
  */
 export interface StandbyOptions extends NodeOptions, ServeOptions {
-  readonly primary: StandbyPrimaryOptions;
+  /**
+   * The upstream to stream from (`primary_conninfo`). Without it, `restore` is required: the
+   * standby is a file-based log-shipping standby and gets its WAL from the archive alone.
+   */
+  readonly primary?: StandbyPrimaryOptions;
+  /**
+   * Where to restore WAL from (`restore_command`, as an object): before streaming, the standby
+   * restores every segment the archive has past its WAL's end (following newer timelines whose
+   * history files it holds, as `recoveryTargetTimeline` allows), then streams; when streaming
+   * fails (and when the primary no longer has the WAL it needs), it goes back to the archive.
+   * Without `primary`, it looks in the archive every `restoreIntervalMs`. Each segment is
+   * checked whole before it is written; the standby never shows data from WAL it has not
+   * restored or received.
+   */
+  readonly restore?: Archiver;
+  /** How long a standby waits before looking in the archive again when it had nothing new (`wal_retrieve_retry_interval`). @defaultValue 5 000 */
+  readonly restoreIntervalMs?: number;
   /**
    * Hot standby: the application may serve reads once the standby is `consistent`.
    * Warm standby (`false`): it serves nothing until promoted. @defaultValue true
@@ -109,13 +126,14 @@ export const STANDBY_DEFAULTS = Object.freeze({
   retryMaxDelayMs: 5_000,
   recoveryTargetTimeline: 'latest' as RecoveryTargetTimeline,
   rewind: true,
+  restoreIntervalMs: 5_000,
 });
 
 /** JSON schema of {@link StandbyOptions} (objects with methods are checked separately). */
 export const standbyOptionsSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
-  required: ['application', 'primary'],
+  required: ['application'],
   properties: {
     ...nodeSchema,
     ...serveSchema,
@@ -135,6 +153,8 @@ export const standbyOptionsSchema = Object.freeze({
         connectTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
       },
     },
+    restore: {},
+    restoreIntervalMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
     hotStandby: { type: 'boolean' },
     statusIntervalMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
     walReceiverTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
@@ -224,7 +244,10 @@ export class Standby extends NodeBase<StandbyEvents> {
       ...(options.archive === undefined ? {} : { archive: options.archive }),
       ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
     });
-    this.#role = new RecoveryRole(this.#core, storage, options.application, options);
+    this.#role = new RecoveryRole(this.#core, storage, options.application, {
+      ...options,
+      archiveCallTimeoutMs: options.archive?.callTimeoutMs ?? ARCHIVE_DEFAULTS.callTimeoutMs,
+    });
     for (const event of NODE_EVENT_NAMES) {
       const forward = (payload: unknown): void => void this.emitSafely(event, payload as never);
       this.#core.on(event, forward);
@@ -247,9 +270,15 @@ export class Standby extends NodeBase<StandbyEvents> {
   static async open(options: StandbyOptions): Promise<Standby> {
     validateOptions(options);
     checkNodeObjects('Standby', options);
-    checkEndpoint('Standby.primary', options.primary);
+    if (options.primary === undefined && options.restore === undefined) {
+      throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: give "primary" (to stream), "restore" (an archiver, to restore from an archive), or both');
+    }
+    if (options.restore !== undefined && !isArchiver(options.restore)) {
+      throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: Standby.restore must implement Archiver (put, get, list, and optional remove)');
+    }
+    if (options.primary !== undefined) checkEndpoint('Standby.primary', options.primary);
     const settings = withDefaults(STANDBY_DEFAULTS, options);
-    if (options.primary.createSlot === true && options.primary.slotName === undefined) {
+    if (options.primary?.createSlot === true && options.primary.slotName === undefined) {
       throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: primary.createSlot needs primary.slotName');
     }
     if (settings.retryMinDelayMs > settings.retryMaxDelayMs) {

@@ -23,6 +23,8 @@ import { WalLog, type SyncMode } from '../wal/wal-log.js';
 import { lockStorage, releaseLock, withStorageLock } from '../node/storage-lock.js';
 import { describeHistory, extendsHistory, sameHistory, upstreamAddresses } from './upstream.js';
 import { discardedBatches, type RewindEvent } from './rewind.js';
+import { restoreFromArchive } from './archive-restore.js';
+import type { Archiver } from '../archive/archiver.js';
 
 export type { DiscardedBatch, RewindEvent } from './rewind.js';
 export { upstreamAddresses } from './upstream.js';
@@ -59,11 +61,12 @@ export interface StandbyPrimaryOptions {
 
 /**
  * What the standby is doing: `connecting` to the primary, receiving a `base-backup`,
- * `streaming`, `disconnected` (waiting to reconnect), `failed` (stopped by an error that
+ * `streaming`, `restoring` WAL from the archive (`restore`), `disconnected` (waiting to
+ * reconnect, or to look in the archive again), `failed` (stopped by an error that
  * retrying cannot fix; see `Standby.failure`), `closed`, or `promoted` (it is a primary now:
  * the `Primary` that `promote()` resolved with owns the node from then on).
  */
-export type StandbyState = 'connecting' | 'base-backup' | 'streaming' | 'disconnected' | 'failed' | 'closed' | 'promoted';
+export type StandbyState = 'connecting' | 'base-backup' | 'streaming' | 'restoring' | 'disconnected' | 'failed' | 'closed' | 'promoted';
 
 /**
  * The recovery role's state as one union (each transition is one assignment, and what the
@@ -73,6 +76,7 @@ export type RecoveryState =
   | { readonly kind: 'connecting'; readonly conn: MessageStream<'client'> | null }
   | { readonly kind: 'base-backup'; readonly conn: MessageStream<'client'> }
   | { readonly kind: 'streaming'; readonly conn: MessageStream<'client'>; readonly receiver: WalReceiver }
+  | { readonly kind: 'restoring' }
   | { readonly kind: 'disconnected'; readonly error: WalshipError | null; readonly retryInMs: number }
   | { readonly kind: 'failed'; readonly error: WalshipError }
   | { readonly kind: 'closed'; readonly failure: WalshipError | null }
@@ -138,6 +142,8 @@ export interface RecoveryEvents {
   rewind: (event: RewindEvent) => void;
   /** The standby moved onto its upstream's new timeline at `switchLsn` (after a promotion upstream). */
   'timeline:switch': (event: { readonly timeline: number; readonly switchLsn: Lsn }) => void;
+  /** A WAL segment (or its part before a switch point) was restored from the archive (`restore`) into the standby's WAL, up to `endLsn`. */
+  'archive:restored': (event: { readonly name: string; readonly endLsn: Lsn }) => void;
   /** `createSlot` created the replication slot on the primary. */
   'slot:created': (event: { readonly slotName: string; readonly restartLsn: Lsn | null }) => void;
   /** The standby stopped for good. */
@@ -157,6 +163,7 @@ export const RECOVERY_EVENT_NAMES = [
   'rebootstrap',
   'slot:created',
   'timeline:switch',
+  'archive:restored',
   'rewind',
   'failed',
 ] as const satisfies readonly (keyof RecoveryEvents)[];
@@ -169,7 +176,14 @@ export type RecoveryTargetTimeline = 'latest' | 'current' | number;
 
 /** What the recovery role needs of the standby's options (validated and defaulted by `Standby`). */
 export interface RecoverySettings {
-  readonly primary: StandbyPrimaryOptions;
+  /** The upstream to stream from; without it the standby restores from the archive alone. */
+  readonly primary?: StandbyPrimaryOptions;
+  /** Where to restore WAL from (`restore`): before streaming, and whenever streaming fails. */
+  readonly restore?: Archiver;
+  /** How long to wait before looking in the archive again when it had nothing new (`wal_retrieve_retry_interval`). */
+  readonly restoreIntervalMs: number;
+  /** The longest one archiver call may take. */
+  readonly archiveCallTimeoutMs: number;
   readonly recoveryTargetTimeline: RecoveryTargetTimeline;
   readonly rewind: boolean;
   readonly hotStandby: boolean;
@@ -303,7 +317,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#storage = storage;
     this.#app = app;
     this.#options = options;
-    this.#upstreamAddress = upstreamAddresses(options.primary.address)[0] as string;
+    this.#upstreamAddress = options.primary === undefined ? '' : (upstreamAddresses(options.primary.address)[0] as string);
     this.#debug = createLogger('standby', options.logPrefix);
     this.emitterLog = this.#debug;
   }
@@ -318,7 +332,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     try {
       const control = await readControlFile(this.#storage);
       if (control !== null) await this.#openLocal(control);
-      else {
+      else if (this.#options.primary === undefined) {
+        throw new WalshipError(
+          'BASE_BACKUP_REQUIRED',
+          `${this.#storage.description} holds no standby, and a standby without a primary can only restore WAL from its archive onto a base backup: write one there first (primary.baseBackup({ dir }))`,
+        );
+      } else {
         // WAL without a control file that lost it is refused now (a bootstrap would discard it).
         await refuseMissingControlFile(this.#storage, 'standby');
         // A new directory another node is using (bootstrapping it, say) is refused now, not in the background.
@@ -352,6 +371,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       case 'connecting':
       case 'base-backup':
       case 'streaming':
+      case 'restoring':
       case 'disconnected':
       case 'promoted':
         return null;
@@ -366,6 +386,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       case 'base-backup':
       case 'streaming':
         return state.conn;
+      case 'restoring':
       case 'disconnected':
       case 'failed':
       case 'closed':
@@ -490,11 +511,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
    */
   /** Whether `stop({ dropSlot: true })` is refused (the standby has no `primary.slotName`). */
   get refusesDropSlot(): boolean {
-    return this.#options.primary.slotName === undefined;
+    return this.#options.primary?.slotName === undefined;
   }
 
   stop(options: CloseOptions & { dropSlot?: boolean } = {}): Promise<void> {
-    if (options.dropSlot === true && this.#options.primary.slotName === undefined) {
+    if (options.dropSlot === true && this.#options.primary?.slotName === undefined) {
       return Promise.reject(new WalshipError('INVALID_ARGUMENT', 'close({ dropSlot: true }): this standby has no primary.slotName'));
     }
     if (options.signal !== undefined) whenAborted(options.signal, () => this.#immediate.abort());
@@ -528,7 +549,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /** `close({ dropSlot: true })`: DROP_REPLICATION_SLOT … WAIT on a connection of its own. */
   async #dropSlotOnPrimary(): Promise<void> {
-    const slotName = this.#options.primary.slotName as string;
+    const slotName = this.#upstreamOptions.slotName as string;
     const conn = await this.#connect(undefined);
     try {
       await dropReplicationSlot(conn, slotName, { wait: true, timeoutMs: this.#options.walReceiverTimeoutMs });
@@ -540,7 +561,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /** Connects and authenticates to the upstream at `address`, within `connectTimeoutMs` (and `signal`). */
   #connect(signal: AbortSignal | undefined, address = this.#upstreamAddress): Promise<MessageStream<'client'>> {
-    const p = this.#options.primary;
+    const p = this.#upstreamOptions;
     const timeout = AbortSignal.timeout(p.connectTimeoutMs ?? 10_000);
     return connectReplication({
       transport: p.transport,
@@ -556,7 +577,14 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /** The upstream's addresses, in the order given. */
   get #addresses(): string[] {
-    return upstreamAddresses(this.#options.primary.address);
+    return this.#options.primary === undefined ? [] : upstreamAddresses(this.#options.primary.address);
+  }
+
+  /** The upstream's options; only asked for when there is an upstream. */
+  get #upstreamOptions(): StandbyPrimaryOptions {
+    const p = this.#options.primary;
+    if (p === undefined) throw new WalshipError('INVALID_ARGUMENT', 'this standby has no primary: it restores from its archive alone');
+    return p;
   }
 
   /**
@@ -763,6 +791,17 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     while (!signal.aborted && this.failure === null) {
       let error: WalshipError | null = null;
       this.#progressed = false;
+      // The archive first: what it has is restored before streaming starts, and again each
+      // time streaming ends (PostgreSQL's loop: archive, then pg_wal, then the stream).
+      error = await this.#restoreStep();
+      if (signal.aborted || this.failure !== null) break;
+      if (this.#options.primary === undefined) {
+        // An archive-only standby looks again after restoreIntervalMs.
+        if (this.#state.kind !== 'restoring') this.#setState({ kind: 'restoring' });
+        if (error !== null) this.#lastError = error;
+        await this.#pause(this.#progressed ? 0 : this.#options.restoreIntervalMs, signal);
+        continue;
+      }
       try {
         await this.#session();
       } catch (err) {
@@ -772,6 +811,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
         this.#conn?.destroy();
       }
       if (signal.aborted || this.failure !== null) break;
+      if (error !== null && error.code === 'WAL_REMOVED' && this.#options.restore !== undefined && this.#log !== null) {
+        // The primary no longer has it: the archive may (PostgreSQL's standby goes back to it).
+        const restoring = await this.#restoreStep();
+        if (this.#progressed) continue;
+        if (restoring !== null) this.#debug.error('the archive could not help either: %s', restoring.message);
+      }
       if (error !== null && error.code === 'WAL_REMOVED' && this.#control !== null) {
         const why = this.#cannotBootstrapAgain(error);
         if (why === null) {
@@ -797,11 +842,54 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       this.#setState({ kind: 'disconnected', error, retryInMs: delay });
       if (error !== null) this.#debug.error('replication connection ended: %s (retrying in %d ms)', error.message, delay);
       this.emitSafely('primary:disconnected', { error, retryInMs: delay });
-      const retryNow = new AbortController();
-      this.#retryNow = retryNow;
-      await sleep(delay, undefined, { signal: AbortSignal.any([signal, retryNow.signal]) }).catch(() => undefined);
-      this.#retryNow = null;
-      delay = retryNow.signal.aborted ? this.#options.retryMinDelayMs : Math.min(delay * 2, this.#options.retryMaxDelayMs);
+      const cut = await this.#pause(delay, signal);
+      delay = cut ? this.#options.retryMinDelayMs : Math.min(delay * 2, this.#options.retryMaxDelayMs);
+    }
+  }
+
+  /** Waits `ms` (less if `reconfigure` cuts it short, which it resolves true for). */
+  async #pause(ms: number, signal: AbortSignal): Promise<boolean> {
+    const retryNow = new AbortController();
+    this.#retryNow = retryNow;
+    await sleep(ms, undefined, { signal: AbortSignal.any([signal, retryNow.signal]) }).catch(() => undefined);
+    this.#retryNow = null;
+    return retryNow.signal.aborted;
+  }
+
+  /**
+   * Restores what the archive has (`restore`), when the standby has local state; sets
+   * `#progressed` when it restored anything. Resolves with the error that stopped it (the
+   * archive failed, or holds WAL this standby cannot use), or null; a fatal one fails the standby.
+   */
+  async #restoreStep(): Promise<WalshipError | null> {
+    const archiver = this.#options.restore;
+    const log = this.#log;
+    if (archiver === undefined || log === null) return null;
+    try {
+      const restored = await restoreFromArchive({
+        archiver,
+        storage: this.#storage,
+        log,
+        recoveryTargetTimeline: this.#options.recoveryTargetTimeline,
+        callTimeoutMs: this.#options.archiveCallTimeoutMs,
+        signal: this.#upstreamSignal,
+        debug: this.#debug,
+        follow: (history) => this.#moveOntoTimeline(log, history),
+        beforeWrite: (overlapChecked) => (this.#control?.state === 'in-recovery' ? Promise.resolve() : this.#recordRecovery(overlapChecked)),
+        restored: (name, endLsn) => {
+          if (this.#state.kind !== 'restoring') this.#setState({ kind: 'restoring' });
+          this.#debug('restored %s from the archive, up to %s', name, formatLsn(endLsn));
+          this.emitSafely('archive:restored', { name, endLsn });
+        },
+      });
+      if (restored > 0) this.#progressed = true;
+      return null;
+    } catch (err) {
+      if (this.#upstreamSignal.aborted) return null;
+      const error = isWalshipError(err) ? err : new WalshipError('ARCHIVE_FAILED', String(err), { cause: err });
+      if (FATAL.includes(error.code)) this.#fail(error);
+      else this.#debug.error('restoring from the archive: %s', error.message);
+      return error;
     }
   }
 
@@ -811,7 +899,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const signal = this.#upstreamSignal;
     this.#setState({ kind: 'connecting', conn: null });
     if (this.#control === null) await this.#resumeBootstrap();
-    const p = o.primary;
+    const p = this.#upstreamOptions;
     const { conn, identity, address } = await this.#connectUpstream(signal);
     this.#upstreamAddress = address;
     this.#setState({ kind: 'connecting', conn });
@@ -1135,6 +1223,19 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     if (switchPointOf(history, log.timeline) !== switchLsn || !extendsHistory(history, log.history)) {
       throw new WalshipError('TIMELINE_MISMATCH', `the upstream's history of timeline ${nextTimeline} (${describeHistory(history)}) does not continue timeline ${log.timeline} at ${formatLsn(switchLsn)}`);
     }
+    await this.#moveOntoTimeline(log, history);
+    return true;
+  }
+
+  /**
+   * Moves the standby onto `history`'s timeline, which left the log's timeline at its switch
+   * point, where the log ends (from the stream's end of timeline, or the archive): the control
+   * file records it, then the log follows. Refused (`TIMELINE_MISMATCH`, transient) when the
+   * application's state is past the switch point.
+   */
+  async #moveOntoTimeline(log: WalLog, history: TimelineHistory): Promise<void> {
+    const nextTimeline = history.timeline;
+    const switchLsn = switchPointOf(history, log.timeline) as Lsn;
     if (this.#historyEnd(log) > switchLsn) {
       // Its application holds state past the switch point (from a base backup): following would
       // continue that state with WAL of another history. The next connection rewinds, or stops.
@@ -1159,7 +1260,6 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     }
     this.#debug('following timeline %d from %s', nextTimeline, formatLsn(switchLsn));
     this.emitSafely('timeline:switch', { timeline: nextTimeline, switchLsn });
-    return true;
   }
 
   /** IDENTIFY_SYSTEM: the primary must belong to this standby's cluster. */
@@ -1236,7 +1336,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#setState({ kind: 'base-backup', conn });
     const { begin, end, written } = await receiveBaseBackup(conn, {
       snapshots: this.#core.snapshots,
-      label: `walship standby ${this.#options.primary.applicationName}`.slice(0, 255),
+      label: `walship standby ${this.#upstreamOptions.applicationName}`.slice(0, 255),
       ...this.#replyOptions(),
       onProgress: (progress) => this.emitSafely('base-backup:progress', progress),
     });

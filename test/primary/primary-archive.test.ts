@@ -14,6 +14,7 @@ import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { eventually } from '../helpers/primary-helpers.js';
 import { payload } from '../helpers/wal.js';
+import { TestArchive } from '../helpers/test-archive.js';
 
 // Continuous archiving on a primary (#14): every completed segment goes to the archive, in
 // order, survives restarts and crashes as pending work, and no WAL is removed before it is
@@ -22,42 +23,6 @@ import { payload } from '../helpers/wal.js';
 const SEGMENT = MIN_SEGMENT_SIZE;
 const segName = (segno: number, timeline = 1): string => segmentFileName(timeline, segno, SEGMENT);
 const WAIT_MS = 20_000;
-
-/** An archive in memory with switches for failure: every call can fail, or wait for a gate. */
-class TestArchive implements Archiver {
-  readonly files = new Map<string, Buffer>();
-  readonly puts: string[] = [];
-  failing: ((name: string) => boolean) | null = null;
-  #gate: Promise<void> | null = null;
-  #open: (() => void) | null = null;
-
-  hold(): void {
-    this.#gate ??= new Promise((resolve) => (this.#open = resolve));
-  }
-
-  release(): void {
-    this.#open?.();
-    this.#gate = null;
-  }
-
-  async put(name: string, data: Uint8Array): Promise<void> {
-    while (this.#gate !== null) await this.#gate;
-    this.puts.push(name);
-    if (this.failing?.(name) === true) throw new Error(`put of ${name} refused by the test`);
-    const existing = this.files.get(name);
-    if (existing !== undefined && !existing.equals(data)) throw new WalshipError('ARCHIVE_CONFLICT', `${name} differs`);
-    this.files.set(name, Buffer.from(data));
-  }
-
-  async get(name: string): Promise<Uint8Array | null> {
-    const data = this.files.get(name);
-    return data === undefined ? null : Buffer.from(data);
-  }
-
-  async list(prefix = ''): Promise<string[]> {
-    return [...this.files.keys()].filter((name) => name.startsWith(prefix));
-  }
-}
 
 function openPrimary(storage: MemoryStorage, archiver: Archiver, options: Partial<ArchiveOptions> = {}): Promise<Primary> {
   return Primary.open({

@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { MIN_SEGMENT_SIZE, Primary, Standby, segmentFileName, type Lsn } from '../../src/index.js';
+import { createCluster, MemoryStorage } from '../../src/testing/index.js';
+import { RecordingApp } from '../helpers/apps.js';
+import { TestArchive } from '../helpers/test-archive.js';
+import { HANG_MS, codeOf, commitMany, named, record, replayedTo, sameSequence } from '../helpers/standby-harness.js';
+import { within } from '../helpers/wal.js';
+
+// Standbys that restore WAL from an archive (#14): archive-only (file-based log shipping),
+// archive then stream, back to the archive when the primary no longer has the WAL.
+
+const SEGMENT = MIN_SEGMENT_SIZE;
+const segName = (segno: number, timeline = 1): string => segmentFileName(timeline, segno, SEGMENT);
+
+async function archivingPrimary(archive: TestArchive, storage = new MemoryStorage()): Promise<{ primary: Primary; app: RecordingApp; storage: MemoryStorage }> {
+  const app = new RecordingApp();
+  const primary = await Primary.open({ storage, application: app, segmentSize: SEGMENT, synchronousCommit: 'local', archive: { mode: 'on', archiver: archive } });
+  return { primary, app, storage };
+}
+
+/** The highest segment end the archive holds, on timeline 1. */
+function archivedEnd(archive: TestArchive): Lsn {
+  let end = 0;
+  for (const name of archive.files.keys()) {
+    if (!/^[0-9A-F]{24}$/.test(name)) continue;
+    const segno = Number.parseInt(name.slice(16), 16) + Number.parseInt(name.slice(8, 16), 16) * (2 ** 32 / SEGMENT);
+    end = Math.max(end, (segno + 1) * SEGMENT);
+  }
+  return end;
+}
+
+describe('Standby restoring from an archive', () => {
+  it('an archive-only standby catches up from a base backup and follows, never ahead of the archive', async (t) => {
+    const archive = new TestArchive();
+    const { primary, app } = await archivingPrimary(archive);
+    t.after(() => primary.close());
+    await commitMany(primary, 0, 20);
+    const backup = new MemoryStorage();
+    const { lsn: backupLsn } = await primary.baseBackup({ storage: backup });
+    const standbyApp = new RecordingApp();
+    const standby = await Standby.open({ storage: backup, application: standbyApp, restore: archive, restoreIntervalMs: 10 });
+    t.after(() => standby.close());
+    const events = record(standby);
+    // Whatever it has replayed was in the archive (never data from a segment not yet archived).
+    let overrun: string | null = null;
+    const check = setInterval(() => {
+      const replayed = standby.replayLsn ?? 0;
+      if (replayed > Math.max(backupLsn, archivedEnd(archive)) && overrun === null) overrun = `replayed ${replayed} past the archive's end ${archivedEnd(archive)}`;
+    }, 1);
+    t.after(() => clearInterval(check));
+    const end = await commitMany(primary, 20, 300);
+    assert.ok((standby.replayLsn ?? 0) < end, 'not everything is archived yet');
+    await primary.switchWal();
+    await replayedTo(standby, end, 'the standby to restore up to the switched segment');
+    const more = await commitMany(primary, 320, 100);
+    await primary.switchWal();
+    await replayedTo(standby, more, 'the standby to follow the next segments');
+    clearInterval(check);
+    assert.equal(overrun, null);
+    sameSequence(standbyApp.applied, app.applied, 'the snapshot, then every restored batch');
+    assert.equal(standby.state, 'restoring');
+    assert.ok(named(events, 'archive:restored').length >= 3);
+    assert.deepEqual(named(events, 'primary:connected'), []);
+  });
+
+  it('an archive-only standby needs a base backup: an empty directory is BASE_BACKUP_REQUIRED', async () => {
+    assert.equal(await codeOf(Standby.open({ storage: new MemoryStorage(), application: new RecordingApp(), restore: new TestArchive() })), 'BASE_BACKUP_REQUIRED');
+    assert.equal(await codeOf(Standby.open({ storage: new MemoryStorage(), application: new RecordingApp() } as never)), 'INVALID_OPTIONS');
+    assert.equal(await codeOf(Standby.open({ storage: new MemoryStorage(), application: new RecordingApp(), restore: {} as never })), 'INVALID_OPTIONS');
+  });
+
+  it('a damaged segment in the archive is refused whole (ARCHIVE_FAILED) and restored once the archive holds a good copy', async (t) => {
+    const archive = new TestArchive();
+    const { primary, app } = await archivingPrimary(archive);
+    t.after(() => primary.close());
+    await commitMany(primary, 0, 5);
+    const backup = new MemoryStorage();
+    await primary.baseBackup({ storage: backup });
+    const end = await commitMany(primary, 5, 200);
+    await primary.switchWal();
+    const damagedName = segName(Math.floor(end / SEGMENT));
+    await within(
+      (async () => {
+        while (!archive.files.has(damagedName)) await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      HANG_MS,
+      'the last segment archived',
+    );
+    const good = archive.files.get(damagedName) as Buffer;
+    const bad = Buffer.from(good);
+    // In the payload of the segment's first record (past the segment's last record nothing is checked: nothing is used).
+    bad[100] = (bad[100] as number) ^ 0xff;
+    archive.files.set(damagedName, bad);
+    const standbyApp = new RecordingApp();
+    const standby = await Standby.open({ storage: backup, application: standbyApp, restore: archive, restoreIntervalMs: 10 });
+    t.after(() => standby.close());
+    await within(
+      (async () => {
+        while (standby.lastError?.code !== 'ARCHIVE_FAILED') await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      HANG_MS,
+      'the damaged segment refused',
+    );
+    assert.match(standby.lastError?.message ?? '', new RegExp(damagedName));
+    assert.ok((standby.replayLsn ?? 0) < Math.floor(end / SEGMENT) * SEGMENT + 1, 'nothing of the damaged segment applied');
+    archive.files.set(damagedName, good);
+    await replayedTo(standby, end, 'the good copy restored');
+    sameSequence(standbyApp.applied, app.applied);
+  });
+
+  it('archive + streaming: a standby keeps up through a lost primary connection, and through WAL_REMOVED from the archive', async (t) => {
+    const cluster = createCluster(t);
+    const archive = new TestArchive();
+    const app = new RecordingApp();
+    const primary = await cluster.primary('p', { application: app, synchronousCommit: 'local', archive: { mode: 'on', archiver: archive } });
+    await commitMany(primary, 0, 10);
+    const standbyApp = new RecordingApp();
+    const storage = cluster.storage('s1');
+    let standby = await cluster.standby('s1', { upstream: primary, application: standbyApp, restore: archive, restoreIntervalMs: 10 });
+    let end = await commitMany(primary, 10, 50);
+    await replayedTo(standby, end, 'streaming');
+    // The standby goes away; the primary moves on, archives, and removes the WAL it no longer needs.
+    await standby.close();
+    end = await commitMany(primary, 60, 400);
+    await primary.switchWal();
+    await within(
+      (async () => {
+        while (primary.archiverStatus().pendingCount > 0 || archivedEnd(archive) < end) await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      HANG_MS,
+      'everything archived',
+    );
+    await primary.checkpoint(primary.appliedLsn);
+    assert.ok(primary.wal.oldestLsn > (standby.receiveLsn ?? 0), 'the primary no longer has what the standby needs');
+    standby = await cluster.standby('s1', { upstream: primary, application: standbyApp, storage, restore: archive, restoreIntervalMs: 10 });
+    const events = record(standby);
+    const after = await commitMany(primary, 460, 20);
+    await replayedTo(standby, after, 'restored from the archive, then streamed');
+    assert.deepEqual(named(events, 'rebootstrap'), [], 'never bootstrapped again');
+    assert.ok(named(events, 'archive:restored').length > 0);
+    assert.equal(standby.state, 'streaming');
+    sameSequence(standbyApp.applied, app.applied);
+  });
+
+  it("archive.mode 'always' on a standby archives what it receives; one archive shared with the primary holds each segment once", async (t) => {
+    const cluster = createCluster(t);
+    const archive = new TestArchive();
+    const primary = await cluster.primary('p', { application: new RecordingApp(), synchronousCommit: 'local', archive: { mode: 'on', archiver: archive } });
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), archive: { mode: 'always', archiver: archive } });
+    await standby.waitForConsistent();
+    const end = await commitMany(primary, 0, 400);
+    await primary.switchWal();
+    await replayedTo(standby, end, 'streaming');
+    const last = segName(Math.floor(end / SEGMENT));
+    await within(
+      (async () => {
+        while (standby.archiverStatus().lastArchivedWal !== last || primary.archiverStatus().lastArchivedWal !== last) await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      HANG_MS,
+      'both archived the last segment',
+    );
+    assert.equal(primary.archiverStatus().failedCount, 0);
+    assert.equal(standby.archiverStatus().failedCount, 0, 'identical puts succeed');
+    assert.ok(standby.archiverStatus().archivedCount >= 3, JSON.stringify(standby.archiverStatus()) + JSON.stringify(archive.puts));
+    const puts = new Map<string, number>();
+    for (const name of archive.puts) puts.set(name, (puts.get(name) ?? 0) + 1);
+    assert.ok([...puts.values()].every((n) => n <= 2), 'each node put each segment once');
+  });
+
+  it("archive.mode 'on' on a standby archives nothing it receives", async (t) => {
+    const cluster = createCluster(t);
+    const archive = new TestArchive();
+    const primary = await cluster.primary('p', { application: new RecordingApp(), synchronousCommit: 'local' });
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), archive: { mode: 'on', archiver: archive } });
+    const end = await commitMany(primary, 0, 300);
+    await replayedTo(standby, end, 'streaming');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(archive.files.size, 0);
+    assert.equal(standby.archiverStatus().pendingCount, 0);
+  });
+});
