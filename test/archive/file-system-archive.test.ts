@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { FileSystemArchive, isTempFileName } from '../../src/archive/file-system-archive.js';
 import { isWalshipError } from '../../src/errors.js';
+import { archiverConformance } from '../../src/testing/archiver-conformance.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { within } from '../helpers/wal.js';
 
@@ -34,6 +36,19 @@ function abortingAtCheck(n: number): { signal: AbortSignal; checks: () => number
     reason: new Error(`aborted at check ${n}`),
   } as unknown as AbortSignal;
   return { signal, checks: () => checks };
+}
+
+for (const hardLinks of [true, false]) {
+  archiverConformance({
+    name: `FileSystemArchive (${hardLinks ? 'hard links' : 'lock files'})`,
+    // In a directory not made yet: the first put creates it.
+    createArchiver: async () => new FileSystemArchive(join(await mkdtemp(join(tmpdir(), 'walship-test-')), 'archive'), { hardLinks }),
+    // A second process's view of the directory.
+    openAgain: (archiver) => new FileSystemArchive((archiver as FileSystemArchive).dir, { hardLinks }),
+    cleanup: (archiver) => rm(dirname((archiver as FileSystemArchive).dir), { recursive: true, force: true }),
+    // Generous: fsyncs on a busy disk.
+    timeoutMs: 60_000,
+  });
 }
 
 describe('FileSystemArchive', () => {

@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isWalshipError } from '../../src/errors.js';
+import { archiverConformance } from '../../src/testing/archiver-conformance.js';
 import { MemoryArchive } from '../../src/testing/memory-archive.js';
 
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
 const text = (data: Uint8Array | null): string | null => (data === null ? null : new TextDecoder().decode(data));
+
+// Registered with node:test, the suite's default runner.
+archiverConformance({ name: 'MemoryArchive', createArchiver: () => new MemoryArchive(), openAgain: (archiver) => (archiver as MemoryArchive).openAgain() });
 
 describe('MemoryArchive', () => {
   it('stores copies: neither the put buffer nor a got buffer is shared with the archive', async () => {
