@@ -48,6 +48,8 @@ export { NodeStorage } from './storage/node-storage.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export { isStorage } from './storage/storage.js';
 export { isArchiver } from './archive/archiver.js';
+export { FileSystemArchive } from './archive/file-system-archive.js';
+export type { FileSystemArchiveOptions } from './archive/file-system-archive.js';
 export type { Archiver, ArchiverCallOptions } from './archive/archiver.js';
 export type { Storage, StorageFile, StorageLock, StorageOpenOptions, StorageWriteError } from './storage/storage.js';
 export { WAL_LOG_DEFAULTS, WalLog, walLogOptionsSchema } from './wal/wal-log.js';

@@ -16,13 +16,12 @@ export type {
 } from '../storage/memory-storage.js';
 export { MemoryNetwork, MemoryTransport } from '../transport/memory-transport.js';
 export { TRANSPORT_CONFORMANCE_DEFAULTS, transportConformance } from './transport-conformance.js';
-export type {
-  ConformanceAdapters,
-  ConformanceIt,
-  ConformanceTestFn,
-  TransportCapabilities,
-  TransportConformanceHarness,
-} from './transport-conformance.js';
+export type { TransportCapabilities, TransportConformanceHarness } from './transport-conformance.js';
+export type { ConformanceAdapters, ConformanceIt, ConformanceTestFn } from './conformance-runner.js';
+export { ARCHIVER_CONFORMANCE_DEFAULTS, archiverConformance } from './archiver-conformance.js';
+export type { ArchiverCapabilities, ArchiverConformanceHarness } from './archiver-conformance.js';
+export { MemoryArchive } from './memory-archive.js';
+export type { MemoryArchiveFault, MemoryArchiveOperation, MemoryArchiveOptions } from './memory-archive.js';
 export { seededRandom } from './seeded-random.js';
 export { CLUSTER_DEFAULTS, createCluster } from './cluster.js';
 export type { Cluster, ClusterListen, ClusterOptions, ClusterPrimaryOptions, ClusterStandbyOptions, TeardownContext } from './cluster.js';

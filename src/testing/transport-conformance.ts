@@ -2,10 +2,12 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createRequire } from 'node:module';
 import { WalshipError, isWalshipError } from '../errors.js';
 import type { Listener, PeerInfo, Transport } from '../transport/transport.js';
+import { conformanceRunner, handled, within, type ConformanceAdapters } from './conformance-runner.js';
 import { seededRandom } from './seeded-random.js';
+
+export type { ConformanceAdapters, ConformanceIt, ConformanceTestFn } from './conformance-runner.js';
 
 /** Optional behaviours; a case that needs one that is off is registered as skipped. */
 export interface TransportCapabilities {
@@ -39,25 +41,6 @@ export interface TransportConformanceHarness {
   timeoutMs?: number;
   /** The most a writer may accept while its peer does not read. @defaultValue 16 MiB */
   maxBufferedBytes?: number;
-}
-
-/** A test function as the suite registers it. */
-export type ConformanceTestFn = () => Promise<void> | void;
-
-/** Registers a test; `skip`, when present, registers a skipped one. */
-export interface ConformanceIt {
-  (name: string, fn: () => Promise<void>): unknown;
-  skip?: (name: string, fn: ConformanceTestFn) => unknown;
-}
-
-/**
- * The test runner's functions: `node:test`'s by default; mocha's, vitest's or jest's
- * globals work as they are (`{ describe, it }`). Mind the runner's own per-test timeout
- * (mocha's is 2 s): the volume case takes seconds.
- */
-export interface ConformanceAdapters {
-  describe?: (name: string, fn: () => void) => unknown;
-  it?: ConformanceIt;
 }
 
 /** Defaults of the numeric {@link TransportConformanceHarness} settings. */
@@ -107,13 +90,7 @@ interface Config {
  */
 export function transportConformance(harness: TransportConformanceHarness, adapters: ConformanceAdapters = {}): void {
   checkHarness(harness);
-  // node:test is loaded only when it is the runner, so that mocha or vitest users never load it.
-  const nodeTest = adapters.describe === undefined || adapters.it === undefined ? loadNodeTest() : undefined;
-  const describe = adapters.describe ?? (nodeTest as NodeTest).describe;
-  const it: ConformanceIt = adapters.it ?? (nodeTest as NodeTest).it;
-  if (typeof describe !== 'function' || typeof it !== 'function') {
-    throw new WalshipError('INVALID_ARGUMENT', 'transportConformance adapters.describe and adapters.it must be functions');
-  }
+  const runner = conformanceRunner(adapters, 'transportConformance');
   const config: Config = {
     volumeBytes: harness.volumeBytes ?? TRANSPORT_CONFORMANCE_DEFAULTS.volumeBytes,
     connections: harness.connections ?? TRANSPORT_CONFORMANCE_DEFAULTS.connections,
@@ -136,17 +113,9 @@ export function transportConformance(harness: TransportConformanceHarness, adapt
       if (!failed && problem !== undefined) throw problem;
     }
   };
-  const register = (name: string, skip: string | false, body: (ctx: CaseContext) => Promise<void>): void => {
-    if (skip === false) {
-      it(name, run(body));
-    } else if (typeof it.skip === 'function') {
-      it.skip(`[skipped: ${skip}] ${name}`, () => {});
-    } else {
-      it(`[skipped: ${skip}] ${name}`, async () => {});
-    }
-  };
+  const register = (name: string, skip: string | false, body: (ctx: CaseContext) => Promise<void>): void => runner.register(name, skip, run(body));
 
-  describe(`transport conformance: ${harness.name ?? 'transport'}`, () => {
+  runner.describe(`transport conformance: ${harness.name ?? 'transport'}`, () => {
     register('connects, exchanges bytes and describes the peer', false, basicExchange);
     register('carries bytes in order and intact in both directions at once', false, orderingAndIntegrity);
     register("a reader that stops reading stops the writer's buffering; all arrives once it reads", false, backpressure);
@@ -661,31 +630,6 @@ class CaseContext {
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-type NodeTest = typeof import('node:test');
-
-function loadNodeTest(): NodeTest {
-  return createRequire(import.meta.url)('node:test') as NodeTest;
-}
-
-/** `promise`, or a rejection naming `what` after `ms`; the timer never outlives the wait. */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-}
-
-/**
- * Marks `promise` as handled and returns it: a case may stop waiting (after a failed
- * assertion) for promises that reject later, which must not crash the process. Awaiting it
- * still throws.
- */
-function handled<T>(promise: Promise<T>): Promise<T> {
-  promise.catch(() => {});
-  return promise;
-}
 
 /** Resolves on `event`; rejects on 'error', or on 'close' before it. */
 function untilEvent(stream: Duplex, event: string): Promise<void> {
