@@ -1,5 +1,6 @@
 import { rm, stat } from 'node:fs/promises';
 import { isArchiver, type Archiver } from './archive/archiver.js';
+import { removeArchivedBefore, type ArchiveCleanup } from './roles/archive-cleanup.js';
 import { WalshipError, isWalshipError } from './errors.js';
 import { Lifecycle, NodeBase, type CloseOptions } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
@@ -57,6 +58,13 @@ export interface StandbyOptions extends NodeOptions, ServeOptions {
   readonly restore?: Archiver;
   /** How long a standby waits before looking in the archive again when it had nothing new (`wal_retrieve_retry_interval`). @defaultValue 5 000 */
   readonly restoreIntervalMs?: number;
+  /**
+   * After each restartpoint (`checkpoint()`), remove from the `restore` archive the segments
+   * older than the restartpoint's (`archive_cleanup_command` with `pg_archivecleanup`), never one
+   * a restart of this standby needs, never a history file; or call a function with the oldest
+   * segment to keep. For an archive that serves this standby alone. @defaultValue false
+   */
+  readonly archiveCleanup?: ArchiveCleanup;
   /**
    * Hot standby: the application may serve reads once the standby is `consistent`.
    * Warm standby (`false`): it serves nothing until promoted. @defaultValue true
@@ -155,6 +163,7 @@ export const standbyOptionsSchema = Object.freeze({
     },
     restore: {},
     restoreIntervalMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
+    archiveCleanup: {},
     hotStandby: { type: 'boolean' },
     statusIntervalMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
     walReceiverTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
@@ -247,6 +256,7 @@ export class Standby extends NodeBase<StandbyEvents> {
     this.#role = new RecoveryRole(this.#core, storage, options.application, {
       ...options,
       archiveCallTimeoutMs: options.archive?.callTimeoutMs ?? ARCHIVE_DEFAULTS.callTimeoutMs,
+      ...(options.archive?.archiver === undefined ? {} : { archiver: options.archive.archiver }),
     });
     for (const event of NODE_EVENT_NAMES) {
       const forward = (payload: unknown): void => void this.emitSafely(event, payload as never);
@@ -275,6 +285,12 @@ export class Standby extends NodeBase<StandbyEvents> {
     }
     if (options.restore !== undefined && !isArchiver(options.restore)) {
       throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: Standby.restore must implement Archiver (put, get, list, and optional remove)');
+    }
+    if (options.archiveCleanup !== undefined && typeof options.archiveCleanup !== 'boolean' && typeof options.archiveCleanup !== 'function') {
+      throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: archiveCleanup must be a boolean or a function');
+    }
+    if (options.archiveCleanup === true && (options.restore === undefined || typeof options.restore.remove !== 'function')) {
+      throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: archiveCleanup: true needs restore, an archiver with remove()');
     }
     if (options.primary !== undefined) checkEndpoint('Standby.primary', options.primary);
     const settings = withDefaults(STANDBY_DEFAULTS, options);
@@ -534,7 +550,32 @@ export class Standby extends NodeBase<StandbyEvents> {
     // A standby stopped by a failed fsync or apply removes nothing and records nothing.
     const failure = this.#role.failure;
     if (failure !== null) return Promise.reject(failure);
-    return this.#core.checkpoint(lsn);
+    return this.#core.checkpoint(lsn).then(async (result) => {
+      await this.#cleanArchive(result.lsn);
+      return result;
+    });
+  }
+
+  /**
+   * `archiveCleanup` after a restartpoint at `lsn`: the archive's segments before the one
+   * holding it go (or the callback is told). A failure is logged, never the checkpoint's.
+   */
+  async #cleanArchive(lsn: Lsn): Promise<void> {
+    const cleanup = this.#options.archiveCleanup;
+    const archiver = this.#options.restore;
+    if (cleanup === undefined || cleanup === false || archiver === undefined || !this.#core.attached) return;
+    const log = this.#core.log;
+    const keepSegment = log.segmentName(lsn);
+    try {
+      if (typeof cleanup === 'function') {
+        await cleanup({ keepSegment });
+        return;
+      }
+      const removed = await removeArchivedBefore(archiver, keepSegment, log.segmentSize);
+      if (removed.length > 0) this.#debug('archive cleanup: removed %d segments before %s', removed.length, keepSegment);
+    } catch (err) {
+      this.#debug.error('archive cleanup before %s: %s', keepSegment, (err as Error).message);
+    }
   }
 
   /** `pg_stat_replication` of a cascading standby: one row per connected downstream standby. */

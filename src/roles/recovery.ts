@@ -184,6 +184,8 @@ export interface RecoverySettings {
   readonly restoreIntervalMs: number;
   /** The longest one archiver call may take. */
   readonly archiveCallTimeoutMs: number;
+  /** Where this node archives (`archive.archiver`): a promotion looks there for newer timelines too. */
+  readonly archiver?: Archiver;
   readonly recoveryTargetTimeline: RecoveryTargetTimeline;
   readonly rewind: boolean;
   readonly hotStandby: boolean;
@@ -1427,7 +1429,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       if (signal?.aborted) throw abortError(signal);
       await this.#stopReplay();
       const applied = lap();
-      const timeline = Math.max(await newestTimeline(this.#storage, log.timeline), this.#upstreamTimeline, log.timeline) + 1;
+      const timeline = Math.max(await newestTimeline(this.#storage, log.timeline), this.#upstreamTimeline, log.timeline, await this.#newestArchivedTimeline(log.timeline)) + 1;
       const history = branchHistory(log.history, switchLsn, reason, timeline);
       // The new history extends this timeline's file, which must be on disk (it is, unless a switch just wrote it).
       await log.historyFileWritten();
@@ -1474,6 +1476,30 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       });
       throw error;
     }
+  }
+
+  /**
+   * The newest timeline past `from` whose history file the standby's archives hold (`restore`,
+   * and `archive.archiver`), found as PostgreSQL's `findNewestTimeLine` does: by asking for the
+   * next one until it is absent. A promotion picks one past it, so that two promotions of one
+   * cluster that share an archive never pick the same timeline. An archive that fails to answer
+   * is passed over (logged): a promotion does not wait for it.
+   */
+  async #newestArchivedTimeline(from: number): Promise<number> {
+    const archivers = new Set([this.#options.restore, this.#options.archiver].filter((a): a is Archiver => a !== undefined));
+    let newest = from;
+    for (const archiver of archivers) {
+      try {
+        for (let timeline = newest + 1; ; timeline++) {
+          const signal = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#options.archiveCallTimeoutMs)]);
+          if ((await archiver.get(historyFileName(timeline), { signal })) === null) break;
+          newest = timeline;
+        }
+      } catch (err) {
+        this.#debug.error('looking for newer timelines in the archive: %s', (err as Error).message);
+      }
+    }
+    return newest;
   }
 
   /**

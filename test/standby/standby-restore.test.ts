@@ -180,3 +180,101 @@ describe('Standby restoring from an archive', () => {
     assert.equal(standby.archiverStatus().pendingCount, 0);
   });
 });
+
+describe('Timelines through the archive', () => {
+  it('a promotion archives its history file and the .partial segment; an archive-only standby follows the new timeline; a second promotion elsewhere picks a higher timeline', async (t) => {
+    const cluster = createCluster(t);
+    const archive = new TestArchive();
+    const app = new RecordingApp();
+    const p = await cluster.primary('p', { application: app, synchronousCommit: 'local', archive: { mode: 'on', archiver: archive } });
+    const s1App = new RecordingApp();
+    const s1 = await cluster.standby('s1', { upstream: p, application: s1App, restore: archive, archive: { mode: 'on', archiver: archive } });
+    const s2 = await cluster.standby('s2', { upstream: p, application: new RecordingApp(), restore: archive, archive: { mode: 'on', archiver: archive } });
+    await Promise.all([s1.waitForConsistent(), s2.waitForConsistent()]);
+    await commitMany(p, 0, 5);
+    const backup = new MemoryStorage();
+    await p.baseBackup({ storage: backup });
+    const s3App = new RecordingApp();
+    const s3 = await Standby.open({ storage: backup, application: s3App, restore: archive, restoreIntervalMs: 10 });
+    t.after(() => s3.close());
+    const s3Events = record(s3);
+    const end = await commitMany(p, 5, 300);
+    await replayedTo(s1, end, 's1 to replay');
+    await replayedTo(s2, end, 's2 to replay');
+    await p.close();
+    const primary = await within(s1.promote(), HANG_MS, 'the promotion of s1');
+    t.after(() => primary.close());
+    assert.equal(primary.timeline, 2);
+    const switchLsn = primary.wal.history.entries[0]?.switchLsn as Lsn;
+    const after = await commitMany(primary, 1000, 200);
+    await primary.switchWal();
+    const partial = `${segName(Math.floor(switchLsn / SEGMENT))}.partial`;
+    await within(
+      (async () => {
+        while (!archive.files.has('00000002.history') || !archive.files.has(partial)) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      HANG_MS,
+      'the history file and the .partial segment archived',
+    );
+    // The history file went before any segment of timeline 2.
+    const historyAt = archive.puts.indexOf('00000002.history');
+    const firstTimeline2 = archive.puts.findIndex((name) => name.startsWith('00000002') && name !== '00000002.history');
+    assert.ok(historyAt >= 0 && historyAt < firstTimeline2, `history at ${historyAt}, first segment of timeline 2 at ${firstTimeline2}`);
+    // The archive-only standby follows timeline 2 at the switch point and replays its commits.
+    await replayedTo(s3, after, 's3 to restore timeline 2');
+    assert.equal(s3.timeline, 2);
+    assert.deepEqual(named(s3Events, 'timeline:switch'), [{ timeline: 2, switchLsn }]);
+    sameSequence(s3App.applied, s1App.applied.filter((b) => b.lsn <= after));
+    // s2 never saw timeline 2; promoted too (a split brain), it picks one past what the archive holds.
+    const other = await within(s2.promote(), HANG_MS, 'the promotion of s2');
+    t.after(() => other.close());
+    assert.equal(other.timeline, 3);
+  });
+
+  it('archiveCleanup removes the archived segments before the restartpoint, keeps history files, and the standby restarts from what is left', async (t) => {
+    const archive = new TestArchive();
+    const { primary, app } = await archivingPrimary(archive);
+    t.after(() => primary.close());
+    await commitMany(primary, 0, 5);
+    const backup = new MemoryStorage();
+    await primary.baseBackup({ storage: backup });
+    archive.files.set('00000009.history', Buffer.from('kept'));
+    let end = await commitMany(primary, 5, 500);
+    await primary.switchWal();
+    const standbyApp = new RecordingApp();
+    let standby = await Standby.open({ storage: backup, application: standbyApp, restore: archive, restoreIntervalMs: 10, archiveCleanup: true });
+    await replayedTo(standby, end, 'restored');
+    const { lsn } = await standby.checkpoint();
+    const keep = Math.floor(lsn / SEGMENT);
+    const segments = [...archive.files.keys()].filter((name) => /^[0-9A-F]{24}$/.test(name)).sort();
+    assert.equal(segments[0], segName(keep), 'everything before the restartpoint segment removed, that one kept');
+    assert.ok(archive.removed.length > 0);
+    assert.ok(archive.files.has('00000009.history'), 'history files stay');
+    await standby.close();
+    end = await commitMany(primary, 505, 100);
+    await primary.switchWal();
+    standby = await Standby.open({ storage: backup, application: standbyApp, restore: archive, restoreIntervalMs: 10 });
+    t.after(() => standby.close());
+    await replayedTo(standby, end, 'restarted from what the archive kept');
+    sameSequence(standbyApp.applied, app.applied);
+  });
+
+  it('archiveCleanup as a function is told the oldest segment to keep; true without remove() is INVALID_OPTIONS', async (t) => {
+    const archive = new TestArchive();
+    const { primary } = await archivingPrimary(archive);
+    t.after(() => primary.close());
+    const backup = new MemoryStorage();
+    await primary.baseBackup({ storage: backup });
+    const end = await commitMany(primary, 0, 200);
+    await primary.switchWal();
+    const told: string[] = [];
+    const standby = await Standby.open({ storage: backup, application: new RecordingApp(), restore: archive, restoreIntervalMs: 10, archiveCleanup: ({ keepSegment }) => void told.push(keepSegment) });
+    t.after(() => standby.close());
+    await replayedTo(standby, end, 'restored');
+    const { lsn } = await standby.checkpoint();
+    assert.deepEqual(told, [segName(Math.floor(lsn / SEGMENT))]);
+    assert.equal(archive.removed.length, 0);
+    const { remove: _, ...withoutRemove } = { ...archive, get: archive.get.bind(archive), put: archive.put.bind(archive), list: archive.list.bind(archive), remove: undefined };
+    assert.equal(await codeOf(Standby.open({ storage: new MemoryStorage(), application: new RecordingApp(), restore: withoutRemove, archiveCleanup: true })), 'INVALID_OPTIONS');
+  });
+});
