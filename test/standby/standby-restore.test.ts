@@ -278,3 +278,24 @@ describe('Timelines through the archive', () => {
     assert.equal(await codeOf(Standby.open({ storage: new MemoryStorage(), application: new RecordingApp(), restore: withoutRemove, archiveCleanup: true })), 'INVALID_OPTIONS');
   });
 });
+
+describe('archive.timeoutMs and an archive-only standby', () => {
+  it('under a trickle of commits that never fills a segment, archive.timeoutMs ends segments so that an archive-only standby replays every commit', async (t) => {
+    const archive = new TestArchive();
+    const app = new RecordingApp();
+    const primary = await Primary.open({ storage: new MemoryStorage(), application: app, segmentSize: SEGMENT, synchronousCommit: 'local', archive: { mode: 'on', archiver: archive, timeoutMs: 30 } });
+    t.after(() => primary.close());
+    const backup = new MemoryStorage();
+    await primary.baseBackup({ storage: backup });
+    const standbyApp = new RecordingApp();
+    const standby = await Standby.open({ storage: backup, application: standbyApp, restore: archive, restoreIntervalMs: 10 });
+    t.after(() => standby.close());
+    for (let i = 0; i < 4; i++) {
+      const { lsn } = await primary.commit(Buffer.from(`trickle ${i}`));
+      // Each commit alone in its segment would wait for ~64 KiB more WAL without the timeout.
+      await replayedTo(standby, lsn, `trickle commit ${i} on the archive-only standby`);
+    }
+    sameSequence(standbyApp.applied, app.applied);
+    assert.ok(primary.archiverStatus().archivedCount >= 4);
+  });
+});
