@@ -23,6 +23,7 @@ export type {
 export type { EntryBuffers } from './node/applier.js';
 export { ARCHIVE_DEFAULTS, ARCHIVE_RETRY_MAX_MS, ARCHIVE_RETRY_MIN_MS } from './node/wal-archiver.js';
 export type { ArchiveDoneEvent, ArchiveFailedEvent, ArchiveOptions, ArchiverStatus } from './node/wal-archiver.js';
+export type { ArchiveCleanup, ArchiveCleanupPoint } from './roles/archive-cleanup.js';
 export { rebuildControlFile, rebuildControlFileOptionsSchema } from './node/rebuild-control-file.js';
 export type { RebuildControlFileOptions, RebuiltControlFile } from './node/rebuild-control-file.js';
 export { parseSynchronousStandbyNames, formatSynchronousStandbyNames, syncPriorityOf, SyncStandbyNamesError } from './replication/sync-standby-names.js';
@@ -58,6 +59,7 @@ export type {
   EntryInput,
   FlushEvent,
   SegmentRemovedEvent,
+  FileKeptEvent,
   SyncMode,
   WalErrorEvent,
   WalLogEvents,

@@ -222,7 +222,11 @@ export class Primary extends NodeBase<PrimaryEvents> {
       return primary;
     } catch (err) {
       if (primary !== null) await primary.close().catch(() => undefined);
-      else await log.close().catch(() => undefined);
+      else {
+        // What the core started with the local state (the archiver) stops with it.
+        await core.close(AbortSignal.abort()).catch(() => undefined);
+        await log.close().catch(() => undefined);
+      }
       throw err;
     }
   }

@@ -332,7 +332,8 @@ export class WalArchiver {
   async #sleep(): Promise<void> {
     const retryAt = Math.min(...[...this.#backoff.values()].map((b) => b.retryAt));
     await new Promise<void>((resolve) => {
-      const timer = Number.isFinite(retryAt) ? setTimeout(resolve, Math.max(0, retryAt - Date.now())) : null;
+      // Unreferenced, as every walship timer in the background: it never keeps the host's process alive.
+      const timer = Number.isFinite(retryAt) ? setTimeout(resolve, Math.max(0, retryAt - Date.now())).unref() : null;
       this.#wake = () => {
         if (timer !== null) clearTimeout(timer);
         resolve();
@@ -354,7 +355,7 @@ export class WalArchiver {
         reject(error);
       };
     });
-    const timer = setTimeout(() => abandon(new WalshipError('ARCHIVE_FAILED', `putting ${name} into the archive took longer than ${this.#callTimeoutMs} ms`)), this.#callTimeoutMs + 1000);
+    const timer = setTimeout(() => abandon(new WalshipError('ARCHIVE_FAILED', `putting ${name} into the archive took longer than ${this.#callTimeoutMs} ms`)), this.#callTimeoutMs + 1000).unref();
     const onStop = (): void => abandon(new WalshipError('ARCHIVE_FAILED', `putting ${name} into the archive was abandoned: the node is closing`));
     this.#stop.signal.addEventListener('abort', onStop, { once: true });
     try {

@@ -185,7 +185,7 @@ async function call<T>(host: RestoreHost, what: string, run: (signal: AbortSigna
   // An archiver that ignores the signal is not waited for past the deadline.
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${host.callTimeoutMs} ms`)), host.callTimeoutMs + 1000);
+    timer = setTimeout(() => reject(new Error(`no answer within ${host.callTimeoutMs} ms`)), host.callTimeoutMs + 1000).unref();
   });
   try {
     return await Promise.race([run(signal), late]);
