@@ -1,7 +1,8 @@
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { isWalshipError } from 'walship';
+import { isWalshipError, type Archiver } from 'walship';
+import { archiverConformance } from 'walship/testing';
 import { startLocalS3, type LocalS3 } from './local-s3.js';
 import { S3Archiver, type S3ArchiverOptions } from './s3-archiver.js';
 
@@ -53,6 +54,32 @@ async function rejectsWith(promise: Promise<unknown>, code: string, what: string
   assert.equal(caught.code, code, `${what}: ${caught.message}`);
   return caught;
 }
+
+/** The bucket of each archiver the conformance suite was given, for openAgain. */
+const bucketOf = new Map<Archiver, string>();
+
+archiverConformance({
+  name: 'S3Archiver on s3rver (examples/s3-archiver)',
+  async createArchiver() {
+    const client = clientOf(s3);
+    const bucket = await s3.createBucket(client);
+    const archiver = new S3Archiver({ client, bucket, prefix: PREFIX });
+    bucketOf.set(archiver, bucket);
+    return archiver;
+  },
+  // A second node: its own client (connections, retries) on the same bucket and prefix.
+  openAgain(archiver) {
+    const bucket = bucketOf.get(archiver);
+    assert.ok(bucket !== undefined, 'openAgain() is given an archiver from createArchiver()');
+    const again = new S3Archiver({ client: clientOf(s3), bucket, prefix: PREFIX });
+    bucketOf.set(again, bucket);
+    return again;
+  },
+  cleanup(archiver) {
+    bucketOf.delete(archiver);
+  },
+  capabilities: { remove: true, abort: true },
+});
 
 describe('S3Archiver on s3rver (examples/s3-archiver)', () => {
   it('stores each file as one object under the prefix, and lists names without it', async () => {
