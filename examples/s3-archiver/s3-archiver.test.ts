@@ -1,8 +1,8 @@
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { isWalshipError, type Archiver } from 'walship';
-import { archiverConformance } from 'walship/testing';
+import { MIN_SEGMENT_SIZE, Primary, Standby, isWalshipError, segmentFileName, type Archiver, type CommittedBatch, type Snapshot } from 'walship';
+import { MemoryStorage, archiverConformance } from 'walship/testing';
 import { startLocalS3, type LocalS3 } from './local-s3.js';
 import { S3Archiver, type S3ArchiverOptions } from './s3-archiver.js';
 
@@ -200,6 +200,35 @@ describe('S3Archiver on s3rver (examples/s3-archiver)', () => {
       { step: 'initialize' },
     );
     await rejectsWith(archiver.get('000000010000000000000001', { signal: controller.signal }), 'ABORTED', 'aborted mid-body');
+  });
+
+  it('ships WAL through S3: a primary archives its segments, an archive-only standby restores and replays them', async (t) => {
+    const { bucket } = await freshArchive();
+    const archiver = () => new S3Archiver({ client: clientOf(s3), bucket, prefix: PREFIX });
+    /** An application that keeps the entries it was given, in order. */
+    const app = (seen: string[]) => ({
+      apply: ({ entries }: CommittedBatch) => void seen.push(...entries.map((e) => Buffer.from(e.data).toString())),
+      snapshot: async () => bytes(JSON.stringify(seen)),
+      restore: async (snapshot: Snapshot) => void seen.splice(0, seen.length, ...(JSON.parse((await snapshot.bytes()).toString()) as string[])),
+    });
+    const onPrimary: string[] = [];
+    const onStandby: string[] = [];
+    const primary = await Primary.open({ storage: new MemoryStorage(), application: app(onPrimary), segmentSize: MIN_SEGMENT_SIZE, archive: { mode: 'on', archiver: archiver() } });
+    t.after(() => primary.close());
+    await primary.commit([bytes('before the backup')]);
+    const backup = new MemoryStorage();
+    await primary.baseBackup({ storage: backup });
+    // No connection to the primary: everything after the backup comes from the bucket.
+    const standby = await Standby.open({ storage: backup, application: app(onStandby), restore: archiver(), restoreIntervalMs: 20 });
+    t.after(() => standby.close());
+    const { lsn } = await primary.commit([bytes('shipped'), bytes('through S3')]);
+    await primary.switchWal(); // ends the segment, which is archived once complete
+    await standby.waitForReplay(lsn, { timeoutMs: 10_000 });
+    assert.deepEqual(onStandby, ['before the backup', 'shipped', 'through S3'], 'the standby replayed what the primary committed');
+    assert.deepEqual(onPrimary, onStandby, 'in the same order');
+    const segment = segmentFileName(1, Math.floor(lsn / MIN_SEGMENT_SIZE), MIN_SEGMENT_SIZE);
+    assert.ok((await archiver().list()).includes(segment), `${segment} is in the bucket`);
+    assert.ok(primary.archiverStatus().archivedCount >= 1, 'the primary counts it archived');
   });
 
   it('checks its options and names', async () => {
