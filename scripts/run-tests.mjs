@@ -1,22 +1,34 @@
 #!/usr/bin/env node
-// Runs every test/**/*.test.ts file with node:test through the tsx loader.
+// Runs every test/**/*.test.ts file with node:test through the tsx loader, and the tests of the
+// examples that are packages of their own (examples/*/package.json) once their dependencies are
+// installed (`npm ci --prefix examples/<name>`; test/examples.test.ts fails while they are not).
 // Node 20's `node --test <dir>` would also run helper files, so the files are listed explicitly.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 function findTests(dir) {
   const found = [];
   for (const name of readdirSync(dir).sort()) {
     const path = join(dir, name);
+    if (name === 'node_modules') continue;
     if (statSync(path).isDirectory()) found.push(...findTests(path));
     else if (name.endsWith('.test.ts')) found.push(path);
   }
   return found;
 }
 
+/** The test files of the example packages whose node_modules exist. */
+function exampleTests() {
+  return readdirSync('examples')
+    .sort()
+    .map((name) => join('examples', name))
+    .filter((dir) => existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'node_modules')))
+    .flatMap((dir) => findTests(dir));
+}
+
 const filters = process.argv.slice(2);
-const files = findTests('test')
+const files = [...findTests('test'), ...exampleTests()]
   .map((file) => relative('.', file))
   .filter((file) => filters.length === 0 || filters.some((f) => file.includes(f)));
 if (files.length === 0) {

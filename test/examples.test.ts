@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
@@ -9,6 +10,14 @@ import { tempDir } from './helpers/temp-dir.js';
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const tsx = import.meta.resolve('tsx');
+const tsc = fileURLToPath(import.meta.resolve('typescript/bin/tsc'));
+
+/**
+ * The examples that are packages of their own (a package.json, a lockfile, `walship` as a
+ * dependency on the built package): scripts/run-tests.mjs runs their tests once their
+ * dependencies are installed, and the test below fails while they are not.
+ */
+const PACKAGE_EXAMPLES = ['s3-archiver'];
 
 /** Runs an example with tsx in a fresh working directory; returns its output. */
 async function runExample(file: string): Promise<string> {
@@ -43,8 +52,25 @@ describe('examples', () => {
     assert.match(out, /WAL_CORRUPT: WAL is corrupt in segment 000000010000000000000001 at offset \d+/);
   });
 
+  for (const name of PACKAGE_EXAMPLES) {
+    it(`examples/${name} is installed, so that its tests run, and type-checks against the built package`, async () => {
+      const dir = `${root}examples/${name}`;
+      assert.ok(existsSync(`${root}dist/index.js`), 'dist/ is missing: run `npm run build` (the example imports the built `walship`)');
+      assert.ok(
+        existsSync(`${dir}/node_modules`),
+        `examples/${name}/node_modules is missing, so npm test did not run its tests: run \`npm ci --prefix examples/${name}\` (see README, "Set up (three commands)")`,
+      );
+      await run(process.execPath, [tsc, '-p', `${dir}/tsconfig.json`], { cwd: root, timeout: 120_000 }).catch((err: { stdout?: string }) => {
+        assert.fail(`examples/${name} does not type-check:\n${err.stdout ?? String(err)}`);
+      });
+    });
+  }
+
   it('every example is covered here', async () => {
-    const files = (await readdir(`${root}examples`)).filter((f) => f.endsWith('.ts')).sort();
-    assert.deepEqual(files, ['demo.ts', 'quick-start.ts', 'wal-log.ts']);
+    const entries = await readdir(`${root}examples`, { withFileTypes: true });
+    const files = entries.filter((e) => e.isFile() && e.name.endsWith('.ts')).map((e) => e.name).sort();
+    assert.deepEqual(files, ['demo.ts', 'quick-start.ts', 'wal-log.ts'], 'each .ts example has a test above');
+    const packages = entries.filter((e) => e.isDirectory() && existsSync(`${root}examples/${e.name}/package.json`)).map((e) => e.name).sort();
+    assert.deepEqual(packages, [...PACKAGE_EXAMPLES].sort(), 'each example package is in PACKAGE_EXAMPLES');
   });
 });
