@@ -863,7 +863,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
    * `#progressed` when it restored anything. Resolves with the error that stopped it (the
    * archive failed, or holds WAL this standby cannot use), or null; a fatal one fails the standby.
    */
-  async #restoreStep(): Promise<WalshipError | null> {
+  async #restoreStep(signal: AbortSignal = this.#upstreamSignal): Promise<WalshipError | null> {
     const archiver = this.#options.restore;
     const log = this.#log;
     if (archiver === undefined || log === null) return null;
@@ -874,7 +874,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
         log,
         recoveryTargetTimeline: this.#options.recoveryTargetTimeline,
         callTimeoutMs: this.#options.archiveCallTimeoutMs,
-        signal: this.#upstreamSignal,
+        signal,
         debug: this.#debug,
         follow: (history) => this.#moveOntoTimeline(log, history),
         beforeWrite: (overlapChecked) => (this.#control?.state === 'in-recovery' ? Promise.resolve() : this.#recordRecovery(overlapChecked)),
@@ -887,7 +887,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       if (restored > 0) this.#progressed = true;
       return null;
     } catch (err) {
-      if (this.#upstreamSignal.aborted) return null;
+      if (signal.aborted) return null;
       const error = isWalshipError(err) ? err : new WalshipError('ARCHIVE_FAILED', String(err), { cause: err });
       if (FATAL.includes(error.code)) this.#fail(error);
       else this.#debug.error('restoring from the archive: %s', error.message);
@@ -1408,6 +1408,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     let recorded = false;
     let switched = false;
     try {
+      // What the archive has is restored first (PostgreSQL's promotion does the same; it does
+      // not wait for an archive that fails: that is logged).
+      if (this.#options.restore !== undefined && this.#log !== null) {
+        await this.#restoreStep(signal === undefined ? this.#abort.signal : AbortSignal.any([this.#abort.signal, signal]));
+      }
       const log = this.#log;
       if (log === null || this.failure !== null) throw this.failure ?? new WalshipError('NOT_CONSISTENT', 'the standby is bootstrapping again: there is no state to promote');
       const { end: switchLsn, lastBatchEnd } = await log.endOfRecords(core.applier.position);

@@ -299,3 +299,31 @@ describe('archive.timeoutMs and an archive-only standby', () => {
     assert.ok(primary.archiverStatus().archivedCount >= 4);
   });
 });
+
+describe('Promoting a standby that restores from an archive', () => {
+  it('restores what the archive holds before it promotes (PostgreSQL does too): the new primary has every archived commit', async (t) => {
+    const archive = new TestArchive();
+    const { primary, app } = await archivingPrimary(archive);
+    t.after(() => primary.close());
+    const backup = new MemoryStorage();
+    await primary.baseBackup({ storage: backup });
+    const standbyApp = new RecordingApp();
+    // It looks in the archive once at open, then not for a minute.
+    const standby = await Standby.open({ storage: backup, application: standbyApp, restore: archive, restoreIntervalMs: 60_000 });
+    const end = await commitMany(primary, 0, 300);
+    await primary.switchWal();
+    await within(
+      (async () => {
+        while (primary.archiverStatus().pendingCount > 0 || archivedEnd(archive) <= end) await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      HANG_MS,
+      'everything archived',
+    );
+    assert.ok((standby.replayLsn ?? 0) < end, 'the standby has not looked again yet');
+    await primary.close();
+    const promoted = await within(standby.promote(), HANG_MS, 'the promotion');
+    t.after(() => promoted.close());
+    assert.ok(promoted.wal.history.entries[0]?.switchLsn !== undefined && promoted.wal.history.entries[0].switchLsn > end);
+    sameSequence(standbyApp.applied, app.applied);
+  });
+});
