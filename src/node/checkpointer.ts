@@ -28,8 +28,10 @@ export interface CheckpointHost {
   updateControl(change: (current: ControlData) => ControlData): Promise<ControlData>;
   /** Where the WAL stands, for the retention rules, with the checkpoint at `checkpointLsn`. */
   retentionState(checkpointLsn: Lsn | null): RetentionState;
-  /** Positions that connected standbys and base backups in progress still need. */
+  /** Positions that connected standbys and base backups in progress still need (and the archiver: the oldest segment not archived). */
   heldLsns(): Lsn[];
+  /** Whether the archiver has still to put this file (a `.partial` segment stays until it has). */
+  archivePending(name: string): boolean;
   /** A slot was invalidated (durably): end its holder's connection and announce it. */
   slotInvalidated(slot: InvalidatedSlot, error: WalshipError): void;
 }
@@ -128,5 +130,6 @@ export class Checkpointer {
     const keepFrom = Math.min(plan.keepFromLsn, ...host.heldLsns());
     const removed = await host.log.removeSegmentsBefore(keepFrom);
     if (removed.length > 0) this.#debug('checkpoint removed %d WAL segments before %s', removed.length, formatLsn(keepFrom));
+    await host.log.removePartialsBefore(keepFrom, (name) => host.archivePending(name));
   }
 }

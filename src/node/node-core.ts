@@ -169,6 +169,7 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
         updateControl: (change) => this.updateControl(change),
         retentionState: (checkpointLsn) => this.retentionState(checkpointLsn),
         heldLsns: () => this.#heldLsns(),
+        archivePending: (name) => this.#archiver?.pending(name) ?? false,
         slotInvalidated: (slot, error) => this.#slotInvalidated(slot, error),
       },
       this.#debug,

@@ -211,6 +211,11 @@ export class WalArchiver {
     return keep;
   }
 
+  /** Whether `name` is still to be archived (marked, or about to be). */
+  pending(name: string): boolean {
+    return this.#status?.get(name) === 'ready' || this.#unmarked.has(name);
+  }
+
   status(): ArchiverStatus {
     const ready = this.#status?.ready() ?? [];
     const segments = ready.filter((name) => parseWalFileName(name, this.#host.log.segmentSize)?.kind === 'segment').sort();
@@ -258,9 +263,14 @@ export class WalArchiver {
   }
 
   #queueMark(name: string): void {
+    this.#unmarked.add(name);
     this.#serial(async () => {
       const status = this.#status as ArchiveStatus;
-      if (status.get(name) === undefined) await status.mark(name, this.#markFor());
+      try {
+        if (status.get(name) === undefined) await status.mark(name, this.#markFor());
+      } finally {
+        this.#unmarked.delete(name);
+      }
       this.#wake?.();
     });
   }

@@ -8,7 +8,7 @@ import { isStorage, type Storage, type StorageLock } from '../storage/storage.js
 import { MAX_CHANNEL_BYTES, RECORD_END_OF_RECOVERY, RECORD_HEADER_SIZE, RECORD_SHUTDOWN, SEGMENT_HEADER_SIZE, align, readSegmentHeader, type WalEntry } from './record.js';
 import { recoverEnd } from './recovery.js';
 import { SegmentFiles, copySegmentPrefix } from './segment-files.js';
-import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, segmentFileName } from './segment-name.js';
+import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, parseWalFileName, segmentFileName } from './segment-name.js';
 import { historyFileName, readTimelineHistory, segmentTimeline, timelineOf, writeTimelineHistory, type TimelineHistory } from './timeline-history.js';
 import { readWalBytes, type ReadBytesOptions, type WalChunk } from './wal-byte-reader.js';
 import { WalReader, type ReadOptions, type WalRecord } from './wal-reader.js';
@@ -558,6 +558,29 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       this.emitSafely('segment:removed', { segments: removed });
     }
     return removed;
+  }
+
+  /**
+   * Removes the `.partial` segments (a promotion's copy of the old timeline's last segment)
+   * of segments that end at or below `lsn`, except those `keep` names (the archiver's still
+   * to put), as PostgreSQL's checkpoints remove them; returns their names. Their bytes below
+   * the switch point are also in the new timeline's segment.
+   */
+  async removePartialsBefore(lsn: Lsn, keep: (name: string) => boolean): Promise<string[]> {
+    assertLsn(lsn);
+    this.#assertOpen();
+    const limit = Math.floor(lsn / this.segmentSize);
+    const names = await wrapIo(() => this.storage.list(), 'listing segments');
+    const gone = names.filter((name) => {
+      const file = parseWalFileName(name, this.segmentSize);
+      return file?.kind === 'partial' && file.segno < limit && !keep(name);
+    });
+    if (gone.length === 0) return [];
+    for (const name of gone) await wrapIo(() => this.storage.remove(name), `removing ${name}`);
+    await wrapIo(() => this.storage.syncDirectory(), 'syncing the WAL directory');
+    this.#log('removed %o', gone);
+    this.emitSafely('segment:removed', { segments: gone });
+    return gone;
   }
 
   // ---- timelines ----

@@ -327,3 +327,53 @@ describe('Promoting a standby that restores from an archive', () => {
     sameSequence(standbyApp.applied, app.applied);
   });
 });
+
+describe('The .partial segment after a promotion', () => {
+  for (const archiving of [false, true]) {
+    it(`a checkpoint past it removes the .partial segment${archiving ? ' once it is archived, not before' : ''}`, async (t) => {
+      const cluster = createCluster(t);
+      const archive = new TestArchive();
+      const p = await cluster.primary('p', { application: new RecordingApp(), synchronousCommit: 'local' });
+      const s1 = await cluster.standby('s1', { upstream: p, application: new RecordingApp(), ...(archiving ? { archive: { mode: 'on' as const, archiver: archive } } : {}) });
+      await s1.waitForConsistent();
+      const end = await commitMany(p, 0, 150);
+      await replayedTo(s1, end, 's1 to replay');
+      await p.close();
+      if (archiving) archive.failing = (name) => name.endsWith('.partial');
+      const primary = await within(s1.promote(), HANG_MS, 'the promotion');
+      t.after(() => primary.close());
+      const switchLsn = primary.wal.history.entries[0]?.switchLsn as Lsn;
+      const partial = `${segName(Math.floor(switchLsn / SEGMENT))}.partial`;
+      const storage = cluster.storage('s1');
+      await within(
+        (async () => {
+          while (!storage.fileNames().includes(partial)) await new Promise((resolve) => setTimeout(resolve, 20));
+        })(),
+        HANG_MS,
+        'the .partial segment kept',
+      );
+      await commitMany(primary, 1000, 300);
+      if (archiving) {
+        await within(
+          (async () => {
+            while (primary.archiverStatus().lastFailedWal !== partial) await new Promise((resolve) => setTimeout(resolve, 10));
+          })(),
+          HANG_MS,
+          'the .partial refused by the archive',
+        );
+        await primary.checkpoint(primary.appliedLsn);
+        assert.ok(storage.fileNames().includes(partial), 'kept while the archive does not hold it');
+        archive.failing = null;
+        await within(
+          (async () => {
+            while (!archive.files.has(partial)) await new Promise((resolve) => setTimeout(resolve, 10));
+          })(),
+          HANG_MS,
+          'the .partial archived',
+        );
+      }
+      await primary.checkpoint(primary.appliedLsn);
+      assert.ok(!storage.fileNames().includes(partial), 'removed by the checkpoint');
+    });
+  }
+});
