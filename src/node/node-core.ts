@@ -212,10 +212,11 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
   /** Brings in the local state (opened by the role), and the application to its last state: resolves with where replay continues. */
   async attach(local: LocalState): Promise<Lsn> {
     const start = await restoreApplication(this.app, local.log, local.control, this.snapshots);
+    // The archiver first: from the moment the local state is in, checkpoints ask it what to keep.
+    await this.#startArchiving(local.log);
     this.#local = local;
     this.#control = local.control;
     this.applier.reset(start);
-    await this.#startArchiving(local.log);
     return start;
   }
 
@@ -464,7 +465,22 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
     );
   }
 
-  async #startArchiving(log: WalLog): Promise<void> {
+  /**
+   * Cuts the log back to `lsn` (a rewind: `WalLog.discardFrom`) with the archiver paused, so
+   * that it never reads a segment being cut, and then forgets what it had marked from `lsn`'s
+   * segment on: that WAL is no longer this node's to archive.
+   */
+  async discardWal(lsn: Lsn): Promise<string[]> {
+    const log = this.log;
+    await this.#archiver?.stop();
+    try {
+      return await log.discardFrom(lsn);
+    } finally {
+      await this.#startArchiving(log, lsn);
+    }
+  }
+
+  async #startArchiving(log: WalLog, forgetFrom?: Lsn): Promise<void> {
     const options = this.#settings.archive;
     if (options === undefined || options.mode === 'off' || options.archiver === undefined) return;
     const archiver = new WalArchiver(
@@ -477,14 +493,22 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
       { ...options, mode: options.mode, archiver: options.archiver },
       createLogger('archiver', this.#settings.logPrefix),
     );
-    await archiver.start();
+    try {
+      await archiver.start(forgetFrom);
+    } catch (err) {
+      await archiver.stop();
+      throw isWalshipError(err) ? err : new WalshipError('WAL_IO', `starting the archiver: ${(err as Error).message}`, { cause: err });
+    }
     this.#archiver = archiver;
   }
 
+  /**
+   * Stops archiving. The stopped archiver still answers what checkpoints must keep (a
+   * checkpoint may still be running, e.g. under an immediate shutdown) until another one
+   * starts with new local state.
+   */
   async #stopArchiving(): Promise<void> {
-    const archiver = this.#archiver;
-    this.#archiver = null;
-    await archiver?.stop();
+    await this.#archiver?.stop();
   }
 
   #heldLsns(): Lsn[] {

@@ -5,7 +5,7 @@ import type { Lsn } from '../lsn.js';
 import type { Storage } from '../storage/storage.js';
 import { SEGMENT_HEADER_SIZE } from '../wal/record.js';
 import { parseWalFileName, type WalFileName } from '../wal/segment-name.js';
-import { historyFileName } from '../wal/timeline-history.js';
+import { MAX_HISTORY_BYTES, historyFileName } from '../wal/timeline-history.js';
 import type { FileKeptEvent, FlushEvent, SegmentRemovedEvent, WalLog } from '../wal/wal-log.js';
 import { ArchiveStatus, type ArchiveMark } from './archive-status.js';
 
@@ -156,15 +156,23 @@ export class WalArchiver {
     return this.#mode;
   }
 
-  /** Reads what is still to archive, marks the files completed while the node was down, and starts archiving. */
-  async start(): Promise<void> {
+  /**
+   * Reads what is still to archive, marks the files completed while the node was down, and
+   * starts archiving. With `forgetFrom` (after a rewind cut the log back there), the marks of
+   * segments from its segment on are dropped first: what they held is no longer this log's.
+   */
+  async start(forgetFrom?: Lsn): Promise<void> {
     const { storage, log } = this.#host;
     const names = await storage.list();
     const status = ArchiveStatus.load(storage, names);
     this.#status = status;
     // Markers of files that are gone (removed before their marker, or by hand) are dropped.
     const present = new Set(names);
-    for (const [name] of [...status.entries()]) if (!present.has(name)) await status.forget(name);
+    for (const [name] of [...status.entries()]) {
+      const file = parseWalFileName(name, log.segmentSize);
+      const discarded = forgetFrom !== undefined && file?.kind === 'segment' && file.segno >= Math.floor(forgetFrom / log.segmentSize);
+      if (!present.has(name) || discarded) await status.forget(name);
+    }
     const complete = Math.floor(log.flushedLsn / log.segmentSize);
     for (const name of names) {
       if (ArchiveStatus.isMarker(name) || status.get(name) !== undefined) continue;
@@ -295,12 +303,6 @@ export class WalArchiver {
       }
       try {
         await this.#archive(next);
-        this.#backoff.delete(next);
-        await (this.#status as ArchiveStatus).mark(next, 'done');
-        this.#archivedCount++;
-        this.#lastArchived = { name: next, time: new Date() };
-        this.#debug('archived %s', next);
-        this.#host.done({ name: next });
       } catch (err) {
         if (signal.aborted) return;
         if (err instanceof MissingFile) {
@@ -311,7 +313,15 @@ export class WalArchiver {
           continue;
         }
         this.#failure(next, err);
+        continue;
       }
+      this.#backoff.delete(next);
+      this.#archivedCount++;
+      this.#lastArchived = { name: next, time: new Date() };
+      this.#debug('archived %s', next);
+      this.#host.done({ name: next });
+      // The archive holds it: a marker that fails to change now only means a put again later.
+      await (this.#status as ArchiveStatus).mark(next, 'done').catch((err: unknown) => this.#debug.error('marking %s archived: %s', next, (err as Error).message));
     }
   }
 
@@ -340,7 +350,8 @@ export class WalArchiver {
 
   /** Waits until there may be something to do: a new mark, the end of a back-off, or stop. */
   async #sleep(): Promise<void> {
-    const retryAt = Math.min(...[...this.#backoff.values()].map((b) => b.retryAt));
+    const status = this.#status as ArchiveStatus;
+    const retryAt = Math.min(...[...this.#backoff].filter(([name]) => status.get(name) === 'ready').map(([, b]) => b.retryAt));
     await new Promise<void>((resolve) => {
       // Unreferenced, as every walship timer in the background: it never keeps the host's process alive.
       const timer = Number.isFinite(retryAt) ? setTimeout(resolve, Math.max(0, retryAt - Date.now())).unref() : null;
@@ -389,7 +400,8 @@ export class WalArchiver {
     });
     try {
       const size = await file.size();
-      const length = Math.min(size, log.segmentSize);
+      // A segment or `.partial` is one segment long; a history file at most MAX_HISTORY_BYTES.
+      const length = Math.min(size, Math.max(log.segmentSize, MAX_HISTORY_BYTES));
       if (this.#buffer === null || this.#buffer.length < length) this.#buffer = Buffer.allocUnsafe(Math.max(length, log.segmentSize));
       const read = await file.read(this.#buffer, 0, length, 0);
       return this.#buffer.subarray(0, read);

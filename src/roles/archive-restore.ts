@@ -57,30 +57,28 @@ export async function restoreFromArchive(host: RestoreHost): Promise<number> {
   for (;;) {
     throwIfAborted(host.signal);
     const end = log.insertLsn;
-    if (target.timeline > log.timeline) {
-      const next = nextTimeline(target, log.timeline);
-      const switchLsn = switchPointOf(target, log.timeline) as Lsn;
-      if (end === switchLsn) {
-        await host.follow(ancestorHistory(target, next) as TimelineHistory);
-        continue;
-      }
-    }
     const segno = Math.floor(end / size);
+    // The segment under the target timeline's name: one that a switch point lies in is the
+    // new timeline's, its bytes below the switch point the old one's.
     const name = segmentFileName(segmentTimeline(target, segno, size), segno, size);
     const data = await call(host, `getting ${name}`, (signal) => host.archiver.get(name, { signal }));
     if (data === null) return restored;
     const segment = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     checkSegment(segment, name, segno, size);
     const overlapChecked = await checkOverlap(host, segment, name, segno);
+    // Before anything changes: the directory says "standby" first (a timeline switch included).
     if (restored === 0) await host.beforeWrite(overlapChecked);
+    while (target.timeline > log.timeline && end === switchPointOf(target, log.timeline)) {
+      await host.follow(ancestorHistory(target, nextTimeline(target, log.timeline)) as TimelineHistory);
+    }
     // Up to the switch point when the target timeline leaves this one inside the segment.
     const switchLsn = target.timeline > log.timeline ? (switchPointOf(target, log.timeline) as Lsn) : Infinity;
     const upTo = Math.min((segno + 1) * size, switchLsn);
     const within = end - segno * size;
     log.writeBytes(end, segment.subarray(within, upTo - segno * size));
     await log.flush();
-    host.restored(name, upTo);
     restored++;
+    host.restored(name, upTo);
   }
 }
 
@@ -180,21 +178,33 @@ async function checkOverlap(host: RestoreHost, segment: Buffer, name: string, se
 }
 
 /** One archiver call under the standby's signal and the call deadline; failures are `ARCHIVE_FAILED`. */
-async function call<T>(host: RestoreHost, what: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const signal = AbortSignal.any([host.signal, AbortSignal.timeout(host.callTimeoutMs)]);
-  // An archiver that ignores the signal is not waited for past the deadline.
+function call<T>(host: RestoreHost, what: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  return archiverCall(host.signal, host.callTimeoutMs, what, run);
+}
+
+/**
+ * One archiver call under `signal` and a deadline of `timeoutMs`; a failure is
+ * `ARCHIVE_FAILED`, an abort `ABORTED`. An archiver that ignores its signal is not waited
+ * for: not once `signal` aborts, and not past the deadline.
+ */
+export async function archiverCall<T>(signal: AbortSignal, timeoutMs: number, what: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const callSignal = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
   let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${host.callTimeoutMs} ms`)), host.callTimeoutMs + 1000).unref();
+  let onAbort: (() => void) | undefined;
+  const abandoned = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs + 1000).unref();
+    onAbort = () => reject(new Error('abandoned'));
+    signal.addEventListener('abort', onAbort, { once: true });
   });
   try {
-    return await Promise.race([run(signal), late]);
+    return await Promise.race([run(callSignal), abandoned]);
   } catch (err) {
-    throwIfAborted(host.signal);
+    throwIfAborted(signal);
     if (isWalshipError(err, 'ARCHIVE_FAILED')) throw err;
     throw new WalshipError('ARCHIVE_FAILED', `${what} from the archive failed: ${(err as Error)?.message ?? String(err)}`, { cause: err, transient: true });
   } finally {
     clearTimeout(timer);
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort);
   }
 }
 

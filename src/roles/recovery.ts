@@ -23,7 +23,7 @@ import { WalLog, type SyncMode } from '../wal/wal-log.js';
 import { lockStorage, releaseLock, withStorageLock } from '../node/storage-lock.js';
 import { describeHistory, extendsHistory, sameHistory, upstreamAddresses } from './upstream.js';
 import { discardedBatches, type RewindEvent } from './rewind.js';
-import { restoreFromArchive } from './archive-restore.js';
+import { archiverCall, restoreFromArchive } from './archive-restore.js';
 import type { Archiver } from '../archive/archiver.js';
 
 export type { DiscardedBatch, RewindEvent } from './rewind.js';
@@ -1176,7 +1176,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.emitSafely('rewind', { timeline, switchLsn, endLsn, batches, complete, setAside, restoredFrom });
     // Downstream standbys may hold what is discarded: they reconnect and find out for themselves.
     core.service?.terminateAll(new WalshipError('CONNECTION_FAILED', 'the upstream standby is rewinding onto a new timeline', { transient: true }));
-    await log.discardFrom(switchLsn);
+    await core.discardWal(switchLsn);
     this.#debug.error('rewound from %s to %s on timeline %d (%d batches discarded); the application starts from %s', formatLsn(endLsn), formatLsn(switchLsn), timeline, batches.length, restoredFrom);
     if (restoredFrom === 'snapshot') {
       await core.snapshots.setAsideAbove(switchLsn);
@@ -1238,6 +1238,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   async #moveOntoTimeline(log: WalLog, history: TimelineHistory): Promise<void> {
     const nextTimeline = history.timeline;
     const switchLsn = switchPointOf(history, log.timeline) as Lsn;
+    if (!isRecoveryState((this.#control as ControlData).state)) {
+      // Never: the directory says "standby" before any WAL arrives (streaming or restored). A
+      // primary's directory recording another timeline would open as a primary on it.
+      throw new WalshipError('WAL_DIVERGED', `${this.#storage.description} still says it belongs to a primary: it does not move onto timeline ${nextTimeline}`);
+    }
     if (this.#historyEnd(log) > switchLsn) {
       // Its application holds state past the switch point (from a base backup): following would
       // continue that state with WAL of another history. The next connection rewinds, or stops.
@@ -1496,8 +1501,9 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     for (const archiver of archivers) {
       try {
         for (let timeline = newest + 1; ; timeline++) {
-          const signal = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#options.archiveCallTimeoutMs)]);
-          if ((await archiver.get(historyFileName(timeline), { signal })) === null) break;
+          const name = historyFileName(timeline);
+          const found = await archiverCall(this.#abort.signal, this.#options.archiveCallTimeoutMs, `getting ${name}`, (signal) => archiver.get(name, { signal }));
+          if (found === null) break;
           newest = timeline;
         }
       } catch (err) {

@@ -199,6 +199,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   readonly #background = new Set<Promise<void>>();
   /** The `.partial` copy waiting to start (see {@link #keepPartial}). */
   #pendingPartial: NodeJS.Timeout | null = null;
+  /** The `.partial` copy being made in the background (see {@link #keepPartial}), if any. */
+  #copyingPartial: string | null = null;
   /** The history file a switch left to write (see {@link historyFileWritten}), until it is on disk. */
   #historyFile: PendingHistoryFile | null = null;
   /** The end of WAL when the log was opened: a clean close writes a shutdown record only after appends. */
@@ -573,7 +575,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const names = await wrapIo(() => this.storage.list(), 'listing segments');
     const gone = names.filter((name) => {
       const file = parseWalFileName(name, this.segmentSize);
-      return file?.kind === 'partial' && file.segno < limit && !keep(name);
+      // Not one being made: until it is done, the archiver has not heard of it.
+      return file?.kind === 'partial' && file.segno < limit && name !== this.#copyingPartial && !keep(name);
     });
     if (gone.length === 0) return [];
     for (const name of gone) await wrapIo(() => this.storage.remove(name), `removing ${name}`);
@@ -745,12 +748,16 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const timer = setTimeout(() => {
       this.#pendingPartial = null;
       if (this.#state !== 'open' && !this.#isSealed()) return;
+      this.#copyingPartial = `${name}.partial`;
       const copying = copySegmentPrefix(this.storage, source, `${name}.partial`, within, this.segmentSize, true).then(
         () => this.emitSafely('file:kept', { name: `${name}.partial` }),
         (err: unknown) => this.#log.error('keeping %s.partial: %s', name, describe(err)),
       );
       this.#background.add(copying);
-      void copying.finally(() => this.#background.delete(copying));
+      void copying.finally(() => {
+        this.#background.delete(copying);
+        this.#copyingPartial = null;
+      });
     }, AFTER_SWITCH_DELAY_MS);
     timer.unref();
     this.#pendingPartial = timer;

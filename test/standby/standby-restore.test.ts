@@ -6,6 +6,7 @@ import { RecordingApp } from '../helpers/apps.js';
 import { TestArchive } from '../helpers/test-archive.js';
 import { HANG_MS, codeOf, commitMany, named, record, replayedTo, sameSequence } from '../helpers/standby-harness.js';
 import { within } from '../helpers/wal.js';
+import { readControlFile } from '../../src/node/control-file.js';
 
 // Standbys that restore WAL from an archive (#14): archive-only (file-based log shipping),
 // archive then stream, back to the archive when the primary no longer has the WAL.
@@ -376,4 +377,84 @@ describe('The .partial segment after a promotion', () => {
       assert.ok(!storage.fileNames().includes(partial), 'removed by the checkpoint');
     });
   }
+});
+
+describe('What the archive must match', () => {
+  it("a segment whose bytes differ from the part of it the standby already holds is refused (another cluster's WAL under the same name)", async (t) => {
+    const cluster = createCluster(t);
+    const archive = new TestArchive();
+    const p = await cluster.primary('p', { application: new RecordingApp(), synchronousCommit: 'local' });
+    const storage = cluster.storage('s1');
+    let s1 = await cluster.standby('s1', { upstream: p, application: new RecordingApp() });
+    await s1.waitForConsistent();
+    const end = await commitMany(p, 0, 150);
+    await replayedTo(s1, end, 's1 to replay');
+    const receiveLsn = s1.receiveLsn as Lsn;
+    assert.ok(receiveLsn % SEGMENT > 1024, 'the standby ends inside a segment');
+    await s1.close();
+    // Another cluster's segment of the same number, a valid one, in the archive.
+    const other = new TestArchive();
+    const { primary: p2 } = await archivingPrimary(other);
+    t.after(() => p2.close());
+    const name = segName(Math.floor(receiveLsn / SEGMENT));
+    while (!other.files.has(name)) {
+      await commitMany(p2, 0, 50, 900);
+      await p2.switchWal();
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    archive.files.set(name, other.files.get(name) as Buffer);
+    await p.close();
+    s1 = await Standby.open({ storage, application: new RecordingApp(), restore: archive, restoreIntervalMs: 10 });
+    t.after(() => s1.close());
+    await within(
+      (async () => {
+        while (s1.lastError?.code !== 'ARCHIVE_FAILED') await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      HANG_MS,
+      'the foreign segment refused',
+    );
+    assert.match(s1.lastError?.message ?? '', /differs from this standby's WAL/);
+    assert.equal(s1.receiveLsn, receiveLsn, 'nothing of it written');
+  });
+
+  it("a former primary opened as an archive-only standby records itself as a standby before it moves onto the archive's new timeline, and not while it has nothing to compare", async (t) => {
+    const cluster = createCluster(t);
+    const archive = new TestArchive();
+    const pApp = new RecordingApp();
+    const p = await cluster.primary('p', { application: pApp, synchronousCommit: 'local' });
+    const sApp = new RecordingApp();
+    const s1 = await cluster.standby('s1', { upstream: p, application: sApp, archive: { mode: 'on', archiver: archive } });
+    await s1.waitForConsistent();
+    const end = await commitMany(p, 0, 150);
+    await replayedTo(s1, end, 's1 to replay');
+    await p.close();
+    const promoted = await within(s1.promote(), HANG_MS, 'the promotion');
+    t.after(() => promoted.close());
+    await within(
+      (async () => {
+        while (!archive.files.has('00000002.history')) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      HANG_MS,
+      'the history file archived',
+    );
+    // The old primary's directory, as an archive-only standby, while no segment of timeline 2 is archived.
+    const oldStorage = cluster.storage('p');
+    let old = await Standby.open({ storage: oldStorage, application: new RecordingApp(), restore: archive, restoreIntervalMs: 10 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await old.close();
+    const control = await readControlFile(oldStorage);
+    assert.equal(control?.timeline, 1, 'still on timeline 1');
+    assert.equal(control?.state, 'shut-down', 'still a primary that was shut down');
+    // Once the switch segment is archived, it compares, says "standby", follows, and replays timeline 2.
+    const after = await commitMany(promoted, 1000, 30);
+    await promoted.switchWal();
+    const oldApp = new RecordingApp();
+    old = await Standby.open({ storage: oldStorage, application: oldApp, restore: archive, restoreIntervalMs: 10 });
+    t.after(() => old.close());
+    await replayedTo(old, after, 'the old primary to replay timeline 2');
+    assert.equal(old.timeline, 2);
+    assert.equal((await readControlFile(oldStorage))?.state, 'in-recovery');
+    sameSequence(oldApp.applied, sApp.applied.filter((b) => b.lsn <= after));
+    assert.ok(pApp.applied.length > 0);
+  });
 });
