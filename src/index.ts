@@ -66,9 +66,9 @@ export type {
   WalLogOptions,
   WriteEvent,
 } from './wal/wal-log.js';
-export type { ReadOptions, WalRecord } from './wal/wal-reader.js';
+export type { ReadOptions, RestorePointRecord, WalRecord } from './wal/wal-reader.js';
 export type { ReadBytesOptions, WalChunk } from './wal/wal-byte-reader.js';
-export { MAX_CHANNEL_BYTES, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE } from './wal/record.js';
+export { FORMAT_VERSION, MAX_CHANNEL_BYTES, MAX_RESTORE_POINT_NAME_BYTES, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE } from './wal/record.js';
 export type { WalEntry } from './wal/record.js';
 export {
   DEFAULT_SEGMENT_SIZE,

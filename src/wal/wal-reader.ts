@@ -3,13 +3,17 @@ import { formatLsn, type Lsn } from '../lsn.js';
 import type { StorageFile } from '../storage/storage.js';
 import {
   RECORD_HEADER_SIZE,
+  RECORD_RESTORE_POINT,
   RECORD_SEGMENT_END,
   SEGMENT_HEADER_SIZE,
   align,
+  checkFormatVersion,
   checkRecordCrc,
   checkRecordHeader,
   decodeEntries,
+  decodeRestorePoint,
   isMarkerType,
+  readCommitTime,
   readRecordHeader,
   readSegmentHeader,
   type WalEntry,
@@ -36,10 +40,16 @@ export interface ReadOptions {
    * @defaultValue false
    */
   reuseBuffers?: boolean;
+  /**
+   * Also yield restore points ({@link RestorePointRecord}, `kind: 'restore-point'`), in LSN
+   * order among the batches. Without it only batches are yielded. @defaultValue false
+   */
+  restorePoints?: boolean;
 }
 
 /** A committed batch read back from the log. */
 export interface WalRecord {
+  readonly kind: 'batch';
   /** Where the record starts. */
   readonly lsn: Lsn;
   /** Where it ends (the next record's LSN, unless a segment ends first). */
@@ -48,6 +58,26 @@ export interface WalRecord {
   readonly timeline: number;
   /** The batch's entries, in append order. */
   readonly entries: readonly WalEntry[];
+  /**
+   * When the batch was committed on the primary: milliseconds since the epoch (its clock at
+   * append, stored in microseconds); `null` for a batch of on-disk format 1, which has none.
+   */
+  readonly commitTime: number | null;
+}
+
+/** A named restore point read back from the log (see {@link WalLog.appendRestorePoint}). */
+export interface RestorePointRecord {
+  readonly kind: 'restore-point';
+  /** Where the record starts. */
+  readonly lsn: Lsn;
+  /** Where it ends. */
+  readonly endLsn: Lsn;
+  /** The timeline it was read from. */
+  readonly timeline: number;
+  /** Its name: 1 to 64 UTF-8 bytes. */
+  readonly name: string;
+  /** When it was made on the primary: milliseconds since the epoch. */
+  readonly time: number;
 }
 
 const DEFAULT_CHUNK = 1024 * 1024;
@@ -62,6 +92,8 @@ export class WalReader {
   #file: StorageFile | null = null;
   #window: SegmentWindow | null = null;
   #segno = -1;
+  /** The format version of the open segment (how its records are laid out). */
+  #version = 0;
   /** The log's history when the open segment was entered. */
   #history: WalLog['history'] | null = null;
   /** Where reading stopped (or stands): the next record's position. */
@@ -75,9 +107,9 @@ export class WalReader {
     this.position = from;
   }
 
-  async *records(): AsyncGenerator<WalRecord, void, undefined> {
+  async *records(): AsyncGenerator<WalRecord | RestorePointRecord, void, undefined> {
     const { log } = this;
-    const { signal, follow = false } = this.options;
+    const { signal, follow = false, restorePoints = false } = this.options;
     const size = log.segmentSize;
     let pos = this.from;
     if (pos % size === 0) pos += SEGMENT_HEADER_SIZE;
@@ -138,10 +170,18 @@ export class WalReader {
           pos += RECORD_HEADER_SIZE;
           continue;
         }
-        const entries = decodeEntries(window.buf, index, header);
-        if (entries === null) throw new WalCorruptError(log.segmentName(pos), offset, 'record payload does not match its entry count');
         const endLsn = pos + align(header.length);
-        yield { lsn: pos, endLsn, timeline: log.timelineAt(pos), entries };
+        if (header.type === RECORD_RESTORE_POINT) {
+          const point = decodeRestorePoint(window.buf, index, header, this.#version);
+          if (point === null) throw new WalCorruptError(log.segmentName(pos), offset, `malformed restore point record (format version ${this.#version})`);
+          if (restorePoints) yield { kind: 'restore-point', lsn: pos, endLsn, timeline: log.timelineAt(pos), name: point.name, time: point.micros / 1000 };
+          pos = endLsn;
+          continue;
+        }
+        const entries = decodeEntries(window.buf, index, header, this.#version);
+        if (entries === null) throw new WalCorruptError(log.segmentName(pos), offset, 'record payload does not match its entry count');
+        const micros = readCommitTime(window.buf, index, this.#version);
+        yield { kind: 'batch', lsn: pos, endLsn, timeline: log.timelineAt(pos), entries, commitTime: micros === null ? null : micros / 1000 };
         pos = endLsn;
       }
     } finally {
@@ -175,6 +215,9 @@ export class WalReader {
     if (header === null || header.startLsn !== segno * this.log.segmentSize || header.timeline !== this.log.timelineAt(segno * this.log.segmentSize)) {
       throw new WalCorruptError(name, 0, 'segment header missing or damaged');
     }
+    // A replica's later segments come from upstream after its open checked the others.
+    checkFormatVersion(header.formatVersion, name);
+    this.#version = header.formatVersion;
     this.#window = window;
     return window;
   }
