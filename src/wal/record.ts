@@ -58,7 +58,7 @@ export const FORMAT_VERSION = 2;
 export const OLDEST_FORMAT_VERSION = 1;
 /** Size of a version-2 batch's commit time, ahead of its entries. */
 export const COMMIT_TIME_SIZE = 8;
-/** Longest restore-point name in UTF-8 bytes (PostgreSQL's `MAXFNAMELEN`, 64, with its terminating zero). */
+/** Longest restore-point name in UTF-8 bytes: PostgreSQL's `MAXFNAMELEN` (64; PostgreSQL keeps one byte of it for a terminating zero, walship needs none). */
 export const MAX_RESTORE_POINT_NAME_BYTES = 64;
 /** Longest channel name in UTF-8 bytes. */
 export const MAX_CHANNEL_BYTES = 255;

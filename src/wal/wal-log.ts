@@ -82,8 +82,9 @@ export interface WalLogOptions {
   logPrefix?: string;
   /**
    * The wall clock that batches' commit times (and restore points' times) come from:
-   * milliseconds since the epoch. Read once per turn of the event loop: the records appended
-   * in one turn share its time. @defaultValue `Date.now`
+   * milliseconds since the epoch. Read once per run of synchronous code: the records appended
+   * with no `await` between them (a loop of appends, the committers one flush wakes) share
+   * its time; an `await` in between reads it anew. @defaultValue `Date.now`
    */
   clock?: () => number;
 }

@@ -133,10 +133,10 @@ export class WalWriter {
   /** The format version of the segment the insert position is in: records of this version go only into segments of it. */
   #segmentVersion: number;
   readonly #clock: () => number;
-  /** The commit time of this turn of the event loop (microseconds), or -1: read once per turn, not per record. */
-  #turnMicros = -1;
-  readonly #forgetTurnTime = (): void => {
-    this.#turnMicros = -1;
+  /** The commit time of the synchronous run appending now (microseconds), or -1: read once per run, not per record. */
+  #runMicros = -1;
+  readonly #forgetRunTime = (): void => {
+    this.#runMicros = -1;
   };
 
   constructor(init: WalWriterInit) {
@@ -201,19 +201,20 @@ export class WalWriter {
 
   /**
    * The commit time to stamp into a record appended now, in microseconds since the epoch: the
-   * clock is read once per turn of the event loop, so the commits appended together (one
-   * group) share one time and a burst of appends costs no clock call each.
+   * clock is read once per run of synchronous code (forgotten at the next microtask), so the
+   * commits appended together (the committers one flush wakes, a loop of appends) share one
+   * time and cost one clock call, while a commit after an `await` gets a time of its own.
    */
   commitMicros(): number {
-    if (this.#turnMicros < 0) {
+    if (this.#runMicros < 0) {
       const ms = this.#clock();
       if (!(ms >= 0 && ms <= MAX_CLOCK_MS)) {
         throw new WalshipError('INVALID_ARGUMENT', `the WAL's clock returned ${String(ms)}; it must return milliseconds since the epoch (as Date.now())`);
       }
-      this.#turnMicros = Math.round(ms * 1000);
-      setImmediate(this.#forgetTurnTime);
+      this.#runMicros = Math.round(ms * 1000);
+      queueMicrotask(this.#forgetRunTime);
     }
-    return this.#turnMicros;
+    return this.#runMicros;
   }
 
   /**
