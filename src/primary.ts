@@ -171,6 +171,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
       ...(options.sync === undefined ? {} : { sync: options.sync }),
       ...(options.recycleSegments === undefined ? {} : { recycleSegments: options.recycleSegments }),
       ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
+      ...(options.clock === undefined ? {} : { clock: options.clock }),
     });
     const core = new NodeCore({
       storage,

@@ -476,13 +476,22 @@ export class Standby extends NodeBase<StandbyEvents> {
   }
 
   /**
-   * The primary's clock time when it sent the WAL that holds the end of the last batch
-   * replayed, the nearest walship has to PostgreSQL's `pg_last_xact_replay_timestamp()` (see
-   * the README): `Date.now() - lastReplayTimestamp` shows how far replay is behind the
-   * primary's clock. `null` until the standby has replayed a batch it received since it was opened.
+   * The commit time of the last batch replayed (PostgreSQL's `pg_last_xact_replay_timestamp()`),
+   * by the primary's clock. `null` until the standby has replayed a batch since it was opened.
+   * For a batch written before on-disk format 2 (no commit time), the primary's send time of
+   * its WAL, when it was received since the standby was opened (see the README).
    */
   get lastReplayTimestamp(): Date | null {
     return this.#role.lastReplayTimestamp;
+  }
+
+  /**
+   * Replay lag in time: how long ago (by this node's `clock`) the last batch replayed was
+   * committed, while the standby holds received WAL it has not replayed; 0 once it has
+   * replayed everything it received; `null` before it replayed a batch with a time.
+   */
+  get replayDelayMs(): number | null {
+    return this.#role.replayDelayMs;
   }
 
   /** Whether replay has reached a consistent point. */

@@ -36,6 +36,10 @@ export class Applier {
   readonly #position: LsnWaiters;
   #applying: Promise<void> | null = null;
   #pause: Promise<void> | null = null;
+  #caughtUp = false;
+  readonly #onWait = (): void => {
+    this.#caughtUp = true;
+  };
 
   constructor(app: Application, position: Lsn, entryBuffers: EntryBuffers) {
     this.#app = app;
@@ -71,7 +75,7 @@ export class Applier {
   async apply(batch: ApplyBatch, options: { private?: boolean } = {}): Promise<void> {
     while (this.#pause !== null) await this.#pause;
     const entries = this.#entryBuffers === 'owned' && options.private !== true ? ownedEntries(batch.entries) : batch.entries;
-    this.#applying = applyTo(this.#app, { lsn: batch.lsn, startLsn: batch.startLsn, timeline: batch.timeline, entries });
+    this.#applying = applyTo(this.#app, { lsn: batch.lsn, startLsn: batch.startLsn, timeline: batch.timeline, entries, commitTime: batch.commitTime });
     try {
       await this.#applying;
     } finally {
@@ -84,14 +88,32 @@ export class Applier {
    * Applies every batch of `log` from `from` on, in LSN order. With `follow` it waits for new
    * WAL at the end (a standby's replay); without, it stops there (a primary's restart).
    */
-  async follow(log: WalLog, from: Lsn, options: { follow: boolean; signal?: AbortSignal; onApplied?: (lsn: Lsn) => void }): Promise<void> {
+  async follow(log: WalLog, from: Lsn, options: { follow: boolean; signal?: AbortSignal; onApplied?: (lsn: Lsn, commitTime: number | null) => void }): Promise<void> {
     // Read buffers are reused: `apply` gets its own copy unless the application borrows them.
-    const records = log.read(from, { follow: options.follow, reuseBuffers: true, ...(options.signal === undefined ? {} : { signal: options.signal }) });
-    for await (const record of records) {
-      if (options.signal?.aborted === true) return;
-      await this.apply({ lsn: record.endLsn, startLsn: record.lsn, timeline: record.timeline, entries: record.entries });
-      options.onApplied?.(record.endLsn);
+    const records = log.read(from, {
+      follow: options.follow,
+      reuseBuffers: true,
+      onWait: this.#onWait,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    try {
+      for await (const record of records) {
+        this.#caughtUp = false;
+        if (options.signal?.aborted === true) return;
+        await this.apply({ lsn: record.endLsn, startLsn: record.lsn, timeline: record.timeline, entries: record.entries, commitTime: record.commitTime });
+        options.onApplied?.(record.endLsn, record.commitTime);
+      }
+    } finally {
+      this.#caughtUp = false;
     }
+  }
+
+  /**
+   * Whether {@link follow} has applied every complete record of its log and waits for more
+   * (a standby's replay has caught up with the WAL it received).
+   */
+  get caughtUp(): boolean {
+    return this.#caughtUp;
   }
 
   /**

@@ -199,6 +199,7 @@ export interface RecoverySettings {
   readonly sync?: SyncMode;
   readonly recycleSegments?: number;
   readonly logPrefix?: string;
+  readonly clock?: () => number;
 }
 
 /** While replay runs behind the received WAL, it reports its position at most this often. */
@@ -277,7 +278,10 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #consistent = false;
   /** Position 1 once consistent: waiters for consistency reuse the LSN waiters. */
   readonly #consistency = new LsnWaiters(0);
-  /** The primary's send time (ms since the epoch) of the WAL holding the last replayed batch's end. */
+  /**
+   * The commit time (ms since the epoch) of the last batch replayed; for a batch of on-disk
+   * format 1, which has none, the primary's send time of the WAL holding its end, if known.
+   */
   #lastReplayTime: number | null = null;
   /** Send times of the WAL received, kept across reconnects until replay has used them. */
   readonly #sendTimes = new SendTimes();
@@ -422,19 +426,37 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   }
 
   /**
-   * The primary's clock time when it sent the WAL that holds the end of the last batch
-   * replayed, the nearest walship has to PostgreSQL's `pg_last_xact_replay_timestamp()` (a
-   * commit's time on the primary): the primary sends WAL once it is flushed, so this is a
-   * little after that batch was committed (much later when the standby was catching up, as
-   * the WAL was sent late), and `Date.now() - lastReplayTimestamp` shows how far replay is
-   * behind the primary's clock, counting every delay from shipping to applying. When the
-   * standby is far behind (thousands of WAL messages received but not replayed), the time may
-   * be that of a slightly earlier message. It does not move while there is nothing new to
-   * replay. `null` until the standby has replayed a batch it received since it was opened:
-   * batches replayed from local WAL received before a restart carry no send time.
+   * The commit time of the last batch replayed (PostgreSQL's `pg_last_xact_replay_timestamp()`):
+   * when the primary committed it, by the primary's clock, as the WAL carries it. It does not
+   * move while there is nothing new to replay. `null` until the standby has replayed a batch
+   * since it was opened. A batch written by a walship before on-disk format 2 has no commit
+   * time: for one received since the standby was opened it is the primary's clock time when it
+   * sent the WAL holding the batch's end (shortly after the commit, or later while the standby
+   * catches up), else the value stays as it was.
    */
   get lastReplayTimestamp(): Date | null {
     return this.#lastReplayTime === null ? null : new Date(this.#lastReplayTime);
+  }
+
+  /**
+   * How far replay is behind in time: this node's clock now minus {@link lastReplayTimestamp},
+   * while the standby holds received WAL it has not replayed; 0 once replay has applied
+   * everything received (the usual `CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 ELSE
+   * now() - pg_last_xact_replay_timestamp() END`). `null` before a batch with a time was
+   * replayed. It counts from the commit on the primary, so it includes shipping, and the two
+   * clocks' difference. The primary's `replayLagMs` (`replicationStatus()`) measures
+   * shipping-to-applying from the primary's side instead.
+   */
+  get replayDelayMs(): number | null {
+    const last = this.#lastReplayTime;
+    if (last === null) return null;
+    if (this.#replayCaughtUp()) return 0;
+    return Math.max(0, (this.#options.clock ?? Date.now)() - last);
+  }
+
+  /** Whether replay has applied every complete record the standby received. */
+  #replayCaughtUp(): boolean {
+    return this.#replaying !== null && this.#core.applier.caughtUp;
   }
 
   /** Whether replay has reached a consistent point. */
@@ -705,6 +727,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       ...(o.sync === undefined ? {} : { sync: o.sync }),
       ...(o.recycleSegments === undefined ? {} : { recycleSegments: o.recycleSegments }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
+      ...(o.clock === undefined ? {} : { clock: o.clock }),
     });
     let start: Lsn;
     try {
@@ -733,7 +756,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const replayAbort = new AbortController();
     this.#replayAbort = replayAbort;
     const signal = AbortSignal.any([this.#abort.signal, replayAbort.signal]);
-    this.#replaying = this.#core.applier.follow(log, start, { follow: true, signal, onApplied: (lsn) => this.#replayed(log, lsn) }).catch((err: unknown) => {
+    this.#replaying = this.#core.applier.follow(log, start, { follow: true, signal, onApplied: (lsn, commitTime) => this.#replayed(log, lsn, commitTime) }).catch((err: unknown) => {
       if (signal.aborted) return;
       const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
       if (error.code === 'APPLY_FAILED') this.emitSafely('apply:error', { error });
@@ -749,10 +772,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#replayAbort = null;
   }
 
-  /** Replay applied the batch ending at `lsn`: its send time, consistency, and the apply report. */
-  #replayed(log: WalLog, lsn: Lsn): void {
+  /** Replay applied the batch ending at `lsn` committed at `commitTime`: the replay time, consistency, and the apply report. */
+  #replayed(log: WalLog, lsn: Lsn, commitTime: number | null): void {
+    // Send times are kept (and used up) for every batch, so that a format-1 batch finds its own.
     const sent = this.#sendTimes.timeFor(lsn);
-    if (sent !== null) this.#lastReplayTime = sent / 1000;
+    if (commitTime !== null) this.#lastReplayTime = commitTime;
+    else if (sent !== null) this.#lastReplayTime = sent / 1000;
     this.#checkConsistent();
     // Tell the primary the apply position (remote_apply commits wait for it) without
     // waiting for the status interval: at once when replay has caught up with what is

@@ -52,6 +52,13 @@ export interface CommitResult {
   readonly lsn: Lsn;
   /** Where the batch's record starts. */
   readonly startLsn: Lsn;
+  /**
+   * Its commit time, as every node's application receives it (`CommittedBatch.commitTime`):
+   * milliseconds since the epoch, from the primary's `clock`. Commits appended together (no
+   * `await` between them, e.g. the committers one flush woke) share one. A standby's `recoveryTarget: { time: commitTime }` stops right after it (and
+   * any other commit of the same time).
+   */
+  readonly commitTime: number;
 }
 
 /** Payload of `apply:error`. */
@@ -139,7 +146,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    const committed = { lsn: result.endLsn, startLsn: result.lsn };
+    const committed = { lsn: result.endLsn, startLsn: result.lsn, commitTime: result.commitTime };
     let batch = (Array.isArray(entries) ? entries : [entries as EntryInput]).map(toEntry);
     // The caller may reuse its buffers once commit() settles; when that can happen before the
     // batch is applied, apply a copy (taken now), so the application sees what the WAL holds.
@@ -261,7 +268,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
       const { result } = head;
       this.#applyingHead = head;
       try {
-        await applier.apply({ lsn: result.endLsn, startLsn: result.lsn, timeline: this.#log.timeline, entries: head.entries }, { private: head.copied });
+        await applier.apply({ lsn: result.endLsn, startLsn: result.lsn, timeline: this.#log.timeline, entries: head.entries, commitTime: result.commitTime }, { private: head.copied });
       } catch (err) {
         const error = err as WalshipError;
         head.reject(error);

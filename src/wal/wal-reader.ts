@@ -45,6 +45,11 @@ export interface ReadOptions {
    * order among the batches. Without it only batches are yielded. @defaultValue false
    */
   restorePoints?: boolean;
+  /**
+   * With `follow`: called each time the reader has returned every complete record that is
+   * durable and starts waiting for more (a standby's replay has caught up with what it received).
+   */
+  onWait?: () => void;
 }
 
 /** A committed batch read back from the log. */
@@ -109,7 +114,11 @@ export class WalReader {
 
   async *records(): AsyncGenerator<WalRecord | RestorePointRecord, void, undefined> {
     const { log } = this;
-    const { signal, follow = false, restorePoints = false } = this.options;
+    const { signal, follow = false, restorePoints = false, onWait } = this.options;
+    const waitFor = (lsn: Lsn): Promise<boolean> => {
+      if (follow) onWait?.();
+      return awaitMore(log, lsn, follow, signal);
+    };
     const size = log.segmentSize;
     let pos = this.from;
     if (pos % size === 0) pos += SEGMENT_HEADER_SIZE;
@@ -123,7 +132,7 @@ export class WalReader {
         const horizon = log.flushedLsn;
         this.position = pos;
         if (pos >= horizon) {
-          if (!(await awaitMore(log, pos, follow, signal))) return;
+          if (!(await waitFor(pos))) return;
           continue;
         }
         const segno = Math.floor(pos / size);
@@ -138,7 +147,7 @@ export class WalReader {
         }
         // On a replica the durable end can fall inside a record: the rest is still to come.
         if (pos + RECORD_HEADER_SIZE > horizon) {
-          if (!(await awaitMore(log, horizon, follow, signal))) return;
+          if (!(await waitFor(horizon))) return;
           continue;
         }
         // After a timeline switch the segment may live in another timeline's file: open it anew.
@@ -148,7 +157,7 @@ export class WalReader {
         const header = readRecordHeader(window.buf, window.index(offset));
         const reason = checkRecordHeader(header, pos, size - offset);
         if (reason === null && pos + header.length > horizon) {
-          if (!(await awaitMore(log, horizon, follow, signal))) return;
+          if (!(await waitFor(horizon))) return;
           continue;
         }
         if (reason !== null) {
