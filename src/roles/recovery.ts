@@ -756,12 +756,16 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const replayAbort = new AbortController();
     this.#replayAbort = replayAbort;
     const signal = AbortSignal.any([this.#abort.signal, replayAbort.signal]);
-    this.#replaying = this.#core.applier.follow(log, start, { follow: true, signal, onApplied: (lsn, commitTime) => this.#replayed(log, lsn, commitTime) }).catch((err: unknown) => {
-      if (signal.aborted) return;
-      const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
-      if (error.code === 'APPLY_FAILED') this.emitSafely('apply:error', { error });
-      this.#fail(error);
-    });
+    const onApplied = (lsn: Lsn, commitTime: number | null): void => this.#replayed(log, lsn, commitTime);
+    this.#replaying = this.#core.applier.follow(log, start, { follow: true, signal, onApplied }).then(
+      () => undefined,
+      (err: unknown) => {
+        if (signal.aborted) return;
+        const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+        if (error.code === 'APPLY_FAILED') this.emitSafely('apply:error', { error });
+        this.#fail(error);
+      },
+    );
   }
 
   /** Stops replay (waiting for the batch in progress) and returns whether it was running. */
