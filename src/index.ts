@@ -11,6 +11,7 @@ export type {
   CheckpointResult,
   CommitOptions,
   CommitResult,
+  RestorePointResult,
   CloseOptions,
   CreateSlotOptions,
   FailedEvent,
@@ -36,7 +37,22 @@ export type { AdvanceTarget, InvalidatedSlot, NewSlotOptions, ReplicationSlotRow
 export { RETENTION_DEFAULTS, decideRetention, slotAvailability } from './slots/retention.js';
 export type { RetentionDecision, RetentionSettings, RetentionState, SlotAvailability, SlotHold, WalStatus } from './slots/retention.js';
 export { Standby, STANDBY_DEFAULTS, promoteOptionsSchema, reconfigureOptionsSchema, standbyOptionsSchema } from './standby.js';
-export type { BaseBackupProgressEvent, DiscardedBatch, RewindEvent, PromoteOptions, PromotedEvent, RecoveryTargetTimeline, ReconfigureOptions, StandbyEvents, StandbyOptions, StandbyPrimaryOptions, StandbyState } from './standby.js';
+export type {
+  BaseBackupProgressEvent,
+  DiscardedBatch,
+  RewindEvent,
+  PromoteOptions,
+  PromotedEvent,
+  RecoveryTarget,
+  RecoveryTargetAction,
+  RecoveryTargetReachedEvent,
+  RecoveryTargetTimeline,
+  ReconfigureOptions,
+  StandbyEvents,
+  StandbyOptions,
+  StandbyPrimaryOptions,
+  StandbyState,
+} from './standby.js';
 export type { Application, CommittedBatch, Snapshot, SnapshotData } from './application.js';
 export type { ReplicationStatusRow, StandbyConnectionEvent, WalServiceEvents } from './replication/wal-source.js';
 export type { WalSenderState } from './replication/wal-sender.js';

@@ -10,6 +10,16 @@ import { isRecoveryState, readControlFile, removeControlFile, switchedFromOf, wr
 import type { FailedEvent, NodeCore } from '../node/node-core.js';
 import { removeAbandonedTimelines, restoreTimelineHistory, removeLeftovers, removeLocalState } from '../node/local-state.js';
 import { refuseMissingControlFile } from '../node/missing-control-file.js';
+import {
+  RecoveryTargetCheck,
+  describeTarget,
+  findTargetStop,
+  resolveRecoveryTarget,
+  type RecoveryTarget,
+  type RecoveryTargetAction,
+  type ResolvedTarget,
+  type TargetStop,
+} from '../node/recovery-target.js';
 import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/messages.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
@@ -146,6 +156,13 @@ export interface RecoveryEvents {
   'archive:restored': (event: { readonly name: string; readonly endLsn: Lsn }) => void;
   /** `createSlot` created the replication slot on the primary. */
   'slot:created': (event: { readonly slotName: string; readonly restartLsn: Lsn | null }) => void;
+  /**
+   * Replay reached the recovery target (`recoveryTarget`) and stopped: nothing past `lsn` is
+   * applied. `action` follows: `pause` (the standby stays up, readable, and keeps receiving;
+   * `resumeReplay()` goes on), `promote` (`promoted` follows, its timeline beginning at
+   * `lsn`), `shutdown` (the standby closes).
+   */
+  'recovery-target:reached': (event: RecoveryTargetReachedEvent) => void;
   /** The standby stopped for good. */
   failed: (event: FailedEvent) => void;
 }
@@ -165,8 +182,21 @@ export const RECOVERY_EVENT_NAMES = [
   'timeline:switch',
   'archive:restored',
   'rewind',
+  'recovery-target:reached',
   'failed',
 ] as const satisfies readonly (keyof RecoveryEvents)[];
+
+/** Payload of `recovery-target:reached`. */
+export interface RecoveryTargetReachedEvent {
+  /** Where replay stopped: every batch before it is applied, none after it; a promotion's new timeline begins here. */
+  readonly lsn: Lsn;
+  /** The end of the last batch applied (`replayLsn`). */
+  readonly replayLsn: Lsn;
+  /** What the standby does now. */
+  readonly action: RecoveryTargetAction;
+  /** The target and why replay stopped here, in words. */
+  readonly reason: string;
+}
 
 /**
  * Which timeline a standby follows (PostgreSQL's `recovery_target_timeline`): `latest`, every
@@ -200,6 +230,10 @@ export interface RecoverySettings {
   readonly recycleSegments?: number;
   readonly logPrefix?: string;
   readonly clock?: () => number;
+  /** Validated by `Standby` (see {@link resolveRecoveryTarget}). */
+  readonly recoveryTarget?: RecoveryTarget;
+  readonly recoveryTargetInclusive: boolean;
+  readonly recoveryTargetAction: RecoveryTargetAction;
 }
 
 /** While replay runs behind the received WAL, it reports its position at most this often. */
@@ -300,6 +334,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #progressed = false;
   /** Stops replay of the local WAL open now (when the standby closes, or bootstraps again). */
   #replayAbort: AbortController | null = null;
+  /** The recovery target: null without one, or once `resumeReplay()` ended recovery-target mode. */
+  #target: ResolvedTarget | null;
+  /** The target check of the replay running now (disabled by `resumeReplay()`). */
+  #targetCheck: RecoveryTargetCheck | null = null;
+  /** Where replay stopped at the target, while it is paused there. */
+  #pausedAt: TargetStop | null = null;
   /** `createSlot`: the slot is known to exist on the primary (created, or found), since the last bootstrap. */
   #slotReady = false;
   /**
@@ -326,6 +366,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#upstreamAddress = options.primary === undefined ? '' : (upstreamAddresses(options.primary.address)[0] as string);
     this.#debug = createLogger('standby', options.logPrefix);
     this.emitterLog = this.#debug;
+    this.#target = options.recoveryTarget === undefined ? null : resolveRecoveryTarget(options.recoveryTarget);
   }
 
   /**
@@ -440,8 +481,9 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /**
    * How far replay is behind in time: this node's clock now minus {@link lastReplayTimestamp},
-   * while the standby holds received WAL it has not replayed; 0 once replay has applied
-   * everything received (the usual `CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 ELSE
+   * while the standby holds received WAL it has not replayed (also while replay is paused at a
+   * recovery target with WAL received past it); 0 once replay has applied everything received
+   * (the usual `CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 ELSE
    * now() - pg_last_xact_replay_timestamp() END`). `null` before a batch with a time was
    * replayed. It counts from the commit on the primary, so it includes shipping, and the two
    * clocks' difference. The primary's `replayLagMs` (`replicationStatus()`) measures
@@ -454,9 +496,55 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     return Math.max(0, (this.#options.clock ?? Date.now)() - last);
   }
 
-  /** Whether replay has applied every complete record the standby received. */
+  /** Whether replay has applied every complete record the standby received (paused at a target: nothing was received past it). */
   #replayCaughtUp(): boolean {
+    if (this.#pausedAt !== null) return (this.#log?.flushedLsn ?? 0) <= this.#pausedAt.lsn;
     return this.#replaying !== null && this.#core.applier.caughtUp;
+  }
+
+  /**
+   * Resolves once the standby has received (and flushed) WAL up to `lsn`: a stop at the target
+   * found at the start of replay (the application's state) may lie past the WAL received so far,
+   * and a promotion there needs it. Rejects with `WAL_CLOSED` once the standby closes or fails.
+   */
+  async waitForReceived(lsn: Lsn): Promise<void> {
+    const signal = this.#abort.signal;
+    while (!signal.aborted && this.failure === null) {
+      const log = this.#log;
+      if (log !== null && log.flushedLsn >= lsn) return;
+      // The next flush, or a second later (the log may be replaced: a bootstrap again).
+      const wake = new AbortController();
+      const done = (): void => wake.abort();
+      log?.on('flush', done);
+      try {
+        await sleep(1000, undefined, { signal: AbortSignal.any([signal, wake.signal]), ref: false }).catch(() => undefined);
+      } finally {
+        log?.off('flush', done);
+      }
+    }
+    throw this.failure ?? this.#lifecycle.closedError();
+  }
+
+  /** Whether replay is paused at the recovery target (`pg_is_wal_replay_paused()`). */
+  get replayPaused(): boolean {
+    return this.#pausedAt !== null;
+  }
+
+  /**
+   * Ends recovery-target mode (PostgreSQL's `pg_wal_replay_resume()`, except that the standby
+   * stays a standby): the target no longer stops replay, and replay paused at it goes on, as on
+   * any standby. Called before the target is reached, it drops the target. Idempotent.
+   */
+  resumeReplay(): void {
+    if (this.#target === null) return;
+    this.#debug('recovery-target mode ended: replay goes on past %s', describeTarget(this.#target, this.#options.recoveryTargetInclusive));
+    this.#target = null;
+    this.#targetCheck?.disable();
+    const paused = this.#pausedAt;
+    this.#pausedAt = null;
+    // A promotion under way restarts replay itself if it fails.
+    if (paused === null || this.#promoting !== null || this.#log === null || this.failure !== null || this.#lifecycle.closing) return;
+    this.#startReplay(this.#log, this.#core.applier.position);
   }
 
   /** Whether replay has reached a consistent point. */
@@ -751,21 +839,73 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
   }
 
-  /** Replays the local WAL from `start` through the applier, following it as WAL arrives. */
+  /**
+   * Replays the local WAL from `start` through the applier, following it as WAL arrives; with
+   * a recovery target, up to it (the applier's `follow` asks the target check before and after
+   * each record), and then {@link #reachedTarget}.
+   */
   #startReplay(log: WalLog, start: Lsn): void {
     const replayAbort = new AbortController();
     this.#replayAbort = replayAbort;
     const signal = AbortSignal.any([this.#abort.signal, replayAbort.signal]);
-    const onApplied = (lsn: Lsn, commitTime: number | null): void => this.#replayed(log, lsn, commitTime);
-    this.#replaying = this.#core.applier.follow(log, start, { follow: true, signal, onApplied }).then(
-      () => undefined,
-      (err: unknown) => {
-        if (signal.aborted) return;
-        const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
-        if (error.code === 'APPLY_FAILED') this.emitSafely('apply:error', { error });
-        this.#fail(error);
-      },
-    );
+    const check = this.#newTargetCheck();
+    this.#targetCheck = check;
+    this.#pausedAt = null;
+    this.#replaying = this.#core.applier
+      .follow(log, start, { follow: true, signal, onApplied: (lsn, commitTime) => this.#replayed(log, lsn, commitTime), ...(check === null ? {} : { target: check }) })
+      .then(
+        (stop) => {
+          if (stop !== null && !signal.aborted && !check?.disabled) this.#reachedTarget(stop);
+        },
+        (err: unknown) => {
+          if (signal.aborted) return;
+          const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+          if (error.code === 'APPLY_FAILED') this.emitSafely('apply:error', { error });
+          this.#fail(error);
+        },
+      );
+  }
+
+  /** A check of the recovery target for a replay starting now (null without a target). */
+  #newTargetCheck(): RecoveryTargetCheck | null {
+    if (this.#target === null) return null;
+    return new RecoveryTargetCheck(this.#target, this.#options.recoveryTargetInclusive, (this.#control as ControlData).consistentLsn);
+  }
+
+  /**
+   * Replay stopped at the recovery target: it stays there (paused; receiving goes on) and
+   * `recovery-target:reached` says so; the `Standby` carries out a `promote` or `shutdown`
+   * action. A target before the consistent point stops the standby, as PostgreSQL does
+   * ("requested recovery stop point is before consistent recovery point").
+   */
+  #reachedTarget(stop: TargetStop): void {
+    this.#checkConsistent();
+    const target = describeTarget(this.#target as ResolvedTarget, this.#options.recoveryTargetInclusive);
+    if (!this.#consistent) {
+      const consistentLsn = (this.#control as ControlData).consistentLsn;
+      this.#fail(
+        new WalshipError(
+          'RECOVERY_TARGET_BEFORE_CONSISTENT',
+          `replay reached its recovery target (${target}) ${stop.reason}, before the standby's state is consistent at ${formatLsn(consistentLsn)} (the end of its base backup): choose a later target`,
+        ),
+      );
+      return;
+    }
+    this.#pausedAt = stop;
+    const action = this.#options.recoveryTargetAction;
+    const replayLsn = this.#core.applier.position;
+    this.#debug('recovery target %s reached %s: replay stops at %s (applied up to %s); action %s', target, stop.reason, formatLsn(stop.lsn), formatLsn(replayLsn), action);
+    const event: RecoveryTargetReachedEvent = { lsn: stop.lsn, replayLsn, action, reason: `recovery target ${target} reached ${stop.reason}` };
+    // The applied position goes to the upstream now (remote_apply commits may wait for it).
+    this.#receiver?.reportNow();
+    if (!this.#opening) {
+      this.emitSafely('recovery-target:reached', event);
+      return;
+    }
+    // Reached while open() runs: nobody can listen yet. Emitted once open() has returned.
+    setImmediate(() => {
+      if (!this.#lifecycle.closing && this.#pausedAt === stop) this.emitSafely('recovery-target:reached', event);
+    });
   }
 
   /** Stops replay (waiting for the batch in progress) and returns whether it was running. */
@@ -774,6 +914,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     await this.#replaying?.catch(() => undefined);
     this.#replaying = null;
     this.#replayAbort = null;
+    this.#pausedAt = null;
   }
 
   /** Replay applied the batch ending at `lsn` committed at `commitTime`: the replay time, consistency, and the apply report. */
@@ -1074,6 +1215,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     await this.#replaying?.catch(() => undefined);
     this.#log = null;
     this.#replaying = null;
+    this.#pausedAt = null;
     // Downstream standbys are let go (they reconnect, and are refused until the new state is there).
     await this.#core.detach(new WalshipError('CONNECTION_FAILED', 'the upstream standby is bootstrapping again from a base backup', { transient: true }));
     // Locked: another node must not open the directory while its files go.
@@ -1444,7 +1586,19 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       }
       const log = this.#log;
       if (log === null || this.failure !== null) throw this.failure ?? new WalshipError('NOT_CONSISTENT', 'the standby is bootstrapping again: there is no state to promote');
-      const { end: switchLsn, lastBatchEnd } = await log.endOfRecords(core.applier.position);
+      const received = await log.endOfRecords(core.applier.position);
+      // With a recovery target in the WAL received, the new timeline begins at the target, not
+      // at the end of what was received: the same stop replay makes (or made: paused there).
+      const check = this.#newTargetCheck();
+      const found = check === null ? null : await findTargetStop(log, core.applier.position, check);
+      const switchLsn = found?.stop.lsn ?? received.end;
+      const lastBatchEnd = found?.lastBatchEnd ?? received.lastBatchEnd;
+      if (found !== null && switchLsn > log.flushedLsn) {
+        throw new WalshipError(
+          'NOT_CONSISTENT',
+          `the standby stopped at its recovery target at ${formatLsn(switchLsn)} (its application's state), but its WAL ends at ${formatLsn(log.flushedLsn)}: it must receive the WAL up to there before it can be promoted`,
+        );
+      }
       if (switchLsn < core.applier.position) {
         throw new WalshipError(
           'NOT_CONSISTENT',
@@ -1462,6 +1616,14 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       }
       if (signal?.aborted) throw abortError(signal);
       await this.#stopReplay();
+      if (found !== null && log.insertLsn > switchLsn) {
+        // WAL received past the target is never replayed on the new timeline: set aside as
+        // `.diverged` (durably, before the commit point), as a rewind does, so that no record of
+        // it can be read at its old position after a crash. Downstream standbys reading it go first.
+        core.service?.terminateAll(new WalshipError('CONNECTION_FAILED', 'the upstream standby is promoting at its recovery target', { transient: true }));
+        const aside = await log.discardFrom(switchLsn);
+        this.#debug('promoting at the recovery target %s: the WAL received past it is set aside (%o)', formatLsn(switchLsn), aside);
+      }
       const applied = lap();
       const timeline = Math.max(await newestTimeline(this.#storage, log.timeline), this.#upstreamTimeline, log.timeline, await this.#newestArchivedTimeline(log.timeline)) + 1;
       const history = branchHistory(log.history, switchLsn, reason, timeline);

@@ -61,6 +61,14 @@ export interface CommitResult {
   readonly commitTime: number;
 }
 
+/** What `Primary.createRestorePoint` resolves with. */
+export interface RestorePointResult {
+  /** The position right after the restore point's record (where `recoveryTarget: { name }` stops). */
+  readonly lsn: Lsn;
+  /** When it was made, by the primary's `clock`: milliseconds since the epoch. */
+  readonly time: number;
+}
+
 /** Payload of `apply:error`. */
 export interface ApplyErrorEvent {
   /** `APPLY_FAILED`, with the application's exception as `cause`. */
@@ -180,6 +188,23 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     }
     if (signal === undefined) return applied.then(() => committed);
     return localWait(applied, signal, result.endLsn).then(() => committed);
+  }
+
+  /**
+   * Writes a named restore point (see `Primary.createRestorePoint`): resolves once it is
+   * durable, and, when the default commit level waits for synchronous standbys, once they have
+   * written (`remote_write`) or flushed it (`on`, and `remote_apply`: a restore point is not
+   * applied, so its flush is what counts). Rejects at once after a failure; an invalid name is
+   * `INVALID_ARGUMENT`, with nothing written.
+   */
+  async createRestorePoint(name: string): Promise<RestorePointResult> {
+    if (this.#failure !== null) throw this.#failure;
+    const result = this.#log.appendRestorePoint(name);
+    await this.#log.waitForFlush(result);
+    const mode = SYNC_WAIT_MODES[this.#synchronousCommit];
+    if (mode !== null && this.syncRep.config !== null) await this.syncRep.wait(result.endLsn, mode === 'apply' ? 'flush' : mode, {});
+    this.#debug('restore point "%s" created at %s', name, formatLsn(result.lsn));
+    return { lsn: result.endLsn, time: result.commitTime };
   }
 
   /**
