@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Primary, Standby, formatLsn, isWalshipError, type Application, type CommitResult, type CommittedBatch, type Lsn, type StandbyOptions } from '../../src/index.js';
+import { Primary, Standby, formatLsn, segmentFileName, isWalshipError, type Application, type CommitResult, type CommittedBatch, type Lsn, type StandbyOptions } from '../../src/index.js';
 import { readControlFile, writeControlFile } from '../../src/node/control-file.js';
-import { createCluster, type Cluster } from '../../src/testing/index.js';
+import { MemoryStorage, createCluster, type Cluster } from '../../src/testing/index.js';
 import { RecordingApp, until } from '../helpers/apps.js';
+import { TestArchive } from '../helpers/test-archive.js';
 import { HANG_MS, codeOf, nextEvent, receivedTo, replayedTo } from '../helpers/standby-harness.js';
 import { within } from '../helpers/wal.js';
 
@@ -207,6 +208,45 @@ describe('recovery targets (point-in-time recovery)', () => {
     assert.equal(failed.error.code, 'RECOVERY_TARGET_BEFORE_CONSISTENT');
     assert.deepEqual(app.texts.map(name), names(0, 4), 'nothing past the target was applied');
     assert.equal(again.state, 'failed');
+  });
+
+  it('a restore from a base backup plus the archive stops at the target: promote at a restore point, pause at a time', async (t) => {
+    const archive = new TestArchive();
+    let now = Date.UTC(2025, 5, 1);
+    const appP = new RecordingApp();
+    const p = await Primary.open({ storage: new MemoryStorage(), application: appP, segmentSize: 64 * 1024, synchronousCommit: 'local', clock: () => now, archive: { mode: 'on', archiver: archive } });
+    t.after(() => p.close());
+    await commitRange(p, 0, 5);
+    const backups = [new MemoryStorage(), new MemoryStorage()];
+    for (const backup of backups) await p.baseBackup({ storage: backup });
+    const commits: CommitResult[] = [];
+    for (let i = 5; i < 40; i++) {
+      now += 1000;
+      commits.push(...(await commitRange(p, i, i + 1, 3000)));
+      if (i === 20) await p.createRestorePoint('before-migration');
+    }
+    await p.switchWal();
+    const last = segmentFileName(1, Math.floor((p.currentLsn - 1) / (64 * 1024)), 64 * 1024);
+    await within(until(() => archive.files.has(last)), HANG_MS, 'the archive to hold every segment');
+
+    // Restore to the restore point, then promote: the classic point-in-time recovery.
+    const app = new RecordingApp();
+    const restored = await Standby.open({ storage: backups[0] as MemoryStorage, application: app, restore: archive, restoreIntervalMs: 10, recoveryTarget: { name: 'before-migration' }, recoveryTargetAction: 'promote' });
+    t.after(() => restored.close());
+    const promoted = await within(nextEvent(restored, 'promoted'), HANG_MS, 'the promotion at the restore point');
+    t.after(() => promoted.primary.close());
+    assert.deepEqual(app.applied.map((b) => name(Buffer.from(b.entries[0] ?? '', 'hex').toString())), names(0, 21), 'the base backup, then the archive up to the restore point');
+    assert.equal(promoted.timeline, 2);
+
+    // Restore to a time, and pause there (readable).
+    const timed = new RecordingApp();
+    const at = commits[10] as CommitResult;
+    const paused = await Standby.open({ storage: backups[1] as MemoryStorage, application: timed, restore: archive, restoreIntervalMs: 10, recoveryTarget: { time: at.commitTime } });
+    t.after(() => paused.close());
+    const reached = await within(nextEvent(paused, 'recovery-target:reached'), HANG_MS, 'the target time');
+    assert.equal(reached.replayLsn, at.lsn);
+    assert.ok(paused.readable && paused.replayPaused);
+    assert.deepEqual(timed.applied.map((b) => name(Buffer.from(b.entries[0] ?? '', 'hex').toString())), names(0, 16));
   });
 
   it('refuses a bad target with INVALID_OPTIONS, naming the option, and resumeReplay() on a closed or promoted standby', async (t) => {
