@@ -147,7 +147,7 @@ export interface PromotedEvent {
   readonly primary: Primary;
   /** The new timeline. */
   readonly timeline: number;
-  /** Where it began: the end of the WAL the standby had received whole. */
+  /** Where it began: the end of the WAL the standby had received whole, or its recovery target's stop when that came first. */
   readonly switchLsn: Lsn;
 }
 
@@ -417,7 +417,9 @@ export class Standby extends NodeBase<StandbyEvents> {
 
   /**
    * Promotes the standby to primary (PostgreSQL's `pg_promote()`): it applies everything it
-   * has received, stops streaming from its upstream, starts a new timeline (one past every
+   * has received (up to its recovery target, when that is in what it received: the new
+   * timeline then begins at the target, and the WAL past it is set aside, never applied),
+   * stops streaming from its upstream, starts a new timeline (one past every
    * timeline it knows of) with a durable history file and an end-of-recovery record, records
    * that its directory is a primary's, and resolves with the running `Primary`, which accepts
    * commits at once. Nothing is closed or replayed: the directory's lock, the application's

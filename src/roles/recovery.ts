@@ -101,7 +101,7 @@ void kindsMatch;
 export interface PromotedLocal {
   readonly log: WalLog;
   readonly timeline: number;
-  /** Where the new timeline began: the end of the WAL the standby had received whole. */
+  /** Where the new timeline began: the end of the WAL the standby had received whole, or the recovery target's stop when that came first. */
   readonly switchLsn: Lsn;
 }
 
@@ -1542,8 +1542,9 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /**
    * Promotion's recovery side (PostgreSQL's end of recovery, `StartupXLOG` after the promote
-   * signal): stops the upstream connection, applies every complete record received, cuts a
-   * trailing partial record, picks the new timeline (one past the highest known here or from
+   * signal): stops the upstream connection, applies every complete record received (up to the
+   * recovery target when it is among them: then the WAL past the target is set aside and the
+   * new timeline begins at the stop), cuts a trailing partial record, picks the new timeline (one past the highest known here or from
    * an upstream), writes its history file, begins it in the log with an end-of-recovery
    * record, and records "in production" and the timeline in the control file: from that write
    * on the directory is a primary's. The core, its listener, downstream connections and the
