@@ -17,6 +17,14 @@ export interface CommittedBatch {
   /** The timeline it was committed on. */
   readonly timeline: number;
   /**
+   * When it was committed on the primary (PostgreSQL's commit timestamp): milliseconds since
+   * the epoch, as `Date.now()` gives (`new Date(batch.commitTime)` makes a `Date`), from the
+   * primary's `clock` when it appended the batch; the same on the primary, every standby and in
+   * replay after a restart, since the WAL carries it. `null` for a batch written by a walship
+   * before on-disk format 2, which recorded none.
+   */
+  readonly commitTime: number | null;
+  /**
    * The entries, in commit order. With the default `entryBuffers: 'owned'` their `data` are
    * the application's to keep after `apply` returns (one buffer per batch, never reused by
    * walship), on a primary, a standby and in replay after a restart alike; with

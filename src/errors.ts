@@ -128,6 +128,10 @@ export const ERROR_CODES = {
     when: '`promote()` was called before the standby reached a consistent state: it has not bootstrapped yet, or has not replayed up to the end of its base backup. Promoting would expose a state no primary ever had.',
     action: 'Wait for `consistent` (or `waitForConsistent()`) and promote again; the standby goes on streaming meanwhile.',
   },
+  RECOVERY_TARGET_BEFORE_CONSISTENT: {
+    when: "A standby's replay reached its `recoveryTarget` before its state was consistent: the target lies before the end of the base backup the standby started from (PostgreSQL's \"requested recovery stop point is before consistent recovery point\"). The standby stops (`failed`); nothing past the target was applied.",
+    action: 'Reopen the standby with a later target (at or after its `consistent` point), or bootstrap it from a base backup taken before the target.',
+  },
   TOO_MANY_WAL_SENDERS: {
     when: 'A standby connected while the primary already ran `maxWalSenders` WAL senders (streaming or base backups).',
     action: 'Transient: the standby retries by itself. Raise `maxWalSenders` if more standbys should connect at once.',

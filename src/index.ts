@@ -11,6 +11,7 @@ export type {
   CheckpointResult,
   CommitOptions,
   CommitResult,
+  RestorePointResult,
   CloseOptions,
   CreateSlotOptions,
   FailedEvent,
@@ -36,7 +37,22 @@ export type { AdvanceTarget, InvalidatedSlot, NewSlotOptions, ReplicationSlotRow
 export { RETENTION_DEFAULTS, decideRetention, slotAvailability } from './slots/retention.js';
 export type { RetentionDecision, RetentionSettings, RetentionState, SlotAvailability, SlotHold, WalStatus } from './slots/retention.js';
 export { Standby, STANDBY_DEFAULTS, promoteOptionsSchema, reconfigureOptionsSchema, standbyOptionsSchema } from './standby.js';
-export type { BaseBackupProgressEvent, DiscardedBatch, RewindEvent, PromoteOptions, PromotedEvent, RecoveryTargetTimeline, ReconfigureOptions, StandbyEvents, StandbyOptions, StandbyPrimaryOptions, StandbyState } from './standby.js';
+export type {
+  BaseBackupProgressEvent,
+  DiscardedBatch,
+  RewindEvent,
+  PromoteOptions,
+  PromotedEvent,
+  RecoveryTarget,
+  RecoveryTargetAction,
+  RecoveryTargetReachedEvent,
+  RecoveryTargetTimeline,
+  ReconfigureOptions,
+  StandbyEvents,
+  StandbyOptions,
+  StandbyPrimaryOptions,
+  StandbyState,
+} from './standby.js';
 export type { Application, CommittedBatch, Snapshot, SnapshotData } from './application.js';
 export type { ReplicationStatusRow, StandbyConnectionEvent, WalServiceEvents } from './replication/wal-source.js';
 export type { WalSenderState } from './replication/wal-sender.js';
@@ -66,9 +82,9 @@ export type {
   WalLogOptions,
   WriteEvent,
 } from './wal/wal-log.js';
-export type { ReadOptions, WalRecord } from './wal/wal-reader.js';
+export type { ReadOptions, RestorePointRecord, WalRecord } from './wal/wal-reader.js';
 export type { ReadBytesOptions, WalChunk } from './wal/wal-byte-reader.js';
-export { MAX_CHANNEL_BYTES, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE } from './wal/record.js';
+export { FORMAT_VERSION, MAX_CHANNEL_BYTES, MAX_RESTORE_POINT_NAME_BYTES, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE } from './wal/record.js';
 export type { WalEntry } from './wal/record.js';
 export {
   DEFAULT_SEGMENT_SIZE,

@@ -37,12 +37,13 @@ import {
   WriterRole,
   type CommitOptions,
   type CommitResult,
+  type RestorePointResult,
   type SynchronousCommit,
   type WriterEvents,
 } from './roles/writer.js';
 
 export type { CheckpointResult } from './node/checkpointer.js';
-export type { ApplyErrorEvent, CommitOptions, CommitResult, SynchronousCommit } from './roles/writer.js';
+export type { ApplyErrorEvent, CommitOptions, CommitResult, RestorePointResult, SynchronousCommit } from './roles/writer.js';
 export type { CloseOptions } from './lifecycle.js';
 export type { CreateSlotOptions } from './node/node-options.js';
 export type { BaseBackupResult, FailedEvent, SlotInvalidatedEvent } from './node/node-core.js';
@@ -171,6 +172,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
       ...(options.sync === undefined ? {} : { sync: options.sync }),
       ...(options.recycleSegments === undefined ? {} : { recycleSegments: options.recycleSegments }),
       ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
+      ...(options.clock === undefined ? {} : { clock: options.clock }),
     });
     const core = new NodeCore({
       storage,
@@ -308,6 +310,21 @@ export class Primary extends NodeBase<PrimaryEvents> {
       return Promise.reject(new WalshipError('INVALID_ARGUMENT', `timeoutMs must be an integer from 0 to ${MAX_TIMEOUT_MS}; got ${String(options.timeoutMs)}`));
     }
     return this.#writer.commit(entries, level, options);
+  }
+
+  /**
+   * Writes a named restore point into the WAL (PostgreSQL's `pg_create_restore_point`): a place
+   * a standby can stop replaying at, with `recoveryTarget: { name }` (replay stops right after
+   * it). The name is 1 to 64 UTF-8 bytes (else `INVALID_ARGUMENT`, nothing written); names need
+   * not be unique (a target stops at the first of that name). Resolves with the position right
+   * after it and its time once it is durable, and confirmed by the synchronous standbys when the
+   * default commit level waits for them (PostgreSQL only inserts it, flushed with the next
+   * commit; walship resolves once it would survive a crash, or a failover to a synchronous
+   * standby). Applications never see it as a batch.
+   */
+  createRestorePoint(name: string): Promise<RestorePointResult> {
+    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError('no new restore points'));
+    return this.#writer.createRestorePoint(name);
   }
 
   /**

@@ -28,12 +28,14 @@ import { parseSynchronousStandbyNames } from './replication/sync-standby-names.j
 import type { SynchronousCommit } from './roles/writer.js';
 import { compileAuth, type CompiledAuth } from './protocol/auth-rules.js';
 import type { ReplicationStatusRow } from './replication/wal-source.js';
-import { RECOVERY_EVENT_NAMES, RecoveryRole, type RecoveryEvents, type RecoveryTargetTimeline, type StandbyPrimaryOptions, type StandbyState } from './roles/recovery.js';
+import { RECOVERY_EVENT_NAMES, RecoveryRole, type RecoveryEvents, type RecoveryTargetReachedEvent, type RecoveryTargetTimeline, type StandbyPrimaryOptions, type StandbyState } from './roles/recovery.js';
+import { recoveryTargetSchema, resolveRecoveryTarget, type RecoveryTarget, type RecoveryTargetAction } from './node/recovery-target.js';
 import type { ReplicationSlotRow, SlotInfo } from './slots/slot-manager.js';
 import type { Storage } from './storage/storage.js';
 import type { Transport } from './transport/transport.js';
 
-export type { BaseBackupProgressEvent, DiscardedBatch, RecoveryTargetTimeline, RewindEvent, StandbyPrimaryOptions, StandbyState } from './roles/recovery.js';
+export type { BaseBackupProgressEvent, DiscardedBatch, RecoveryTargetReachedEvent, RecoveryTargetTimeline, RewindEvent, StandbyPrimaryOptions, StandbyState } from './roles/recovery.js';
+export type { RecoveryTarget, RecoveryTargetAction } from './node/recovery-target.js';
 
 /**
  * Options of {@link Standby.open}. Give `dir` or `storage`. With `listen` (and `auth`) the
@@ -89,6 +91,31 @@ export interface StandbyOptions extends NodeOptions, ServeOptions {
    */
   readonly recoveryTargetTimeline?: RecoveryTargetTimeline;
   /**
+   * Where replay stops (point-in-time recovery; PostgreSQL's `recovery_target`,
+   * `recovery_target_lsn`, `_time`, `_name`): `{ lsn }` (a position, or its `X/Y` text), `{ time }`
+   * (a `Date`, milliseconds since the epoch, or an ISO 8601 string with a time zone), `{ name }`
+   * (a restore point made by `Primary.createRestorePoint`) or `'immediate'` (as soon as the
+   * state is consistent). Replay never applies a batch past it, however much WAL arrives; what
+   * happens there is `recoveryTargetAction`. A target not reached yet is waited for: the standby
+   * keeps streaming and replaying up to it. See {@link RecoveryTarget} for the exact stop of each.
+   * @defaultValue none: replay follows the WAL to its end
+   */
+  readonly recoveryTarget?: RecoveryTarget;
+  /**
+   * `recovery_target_inclusive`, for `{ lsn }` and `{ time }`: `true` stops right after the
+   * target (the batch ending at or covering the LSN, the batches committed at the time, are
+   * applied), `false` right before it. @defaultValue true
+   */
+  readonly recoveryTargetInclusive?: boolean;
+  /**
+   * `recovery_target_action`: at the target, `'pause'` (the standby stays up and readable,
+   * goes on receiving WAL, applies nothing more until `resumeReplay()`, or promote it),
+   * `'promote'` (it promotes itself, its new timeline beginning at the target: WAL received
+   * past it is set aside, never applied), `'shutdown'` (it closes itself; reopened with the same
+   * target, it stops there again). @defaultValue 'pause'
+   */
+  readonly recoveryTargetAction?: RecoveryTargetAction;
+  /**
    * When the upstream's new timeline left this node's timeline before the node's end (a former
    * primary rejoining, or a standby ahead of the promoted one): `true` rewinds (the WAL past
    * the switch point is set aside and reported by the `rewind` event, the application is
@@ -120,7 +147,7 @@ export interface PromotedEvent {
   readonly primary: Primary;
   /** The new timeline. */
   readonly timeline: number;
-  /** Where it began: the end of the WAL the standby had received whole. */
+  /** Where it began: the end of the WAL the standby had received whole, or its recovery target's stop when that came first. */
   readonly switchLsn: Lsn;
 }
 
@@ -135,6 +162,8 @@ export const STANDBY_DEFAULTS = Object.freeze({
   recoveryTargetTimeline: 'latest' as RecoveryTargetTimeline,
   rewind: true,
   restoreIntervalMs: 5_000,
+  recoveryTargetInclusive: true,
+  recoveryTargetAction: 'pause' as RecoveryTargetAction,
 });
 
 /** JSON schema of {@link StandbyOptions} (objects with methods are checked separately). */
@@ -172,6 +201,9 @@ export const standbyOptionsSchema = Object.freeze({
     promoteTriggerFile: { type: 'string', minLength: 1 },
     rewind: { type: 'boolean' },
     recoveryTargetTimeline: { anyOf: [{ enum: ['latest', 'current'] }, { type: 'integer', minimum: 1, maximum: 0xffffffff }] },
+    recoveryTarget: recoveryTargetSchema,
+    recoveryTargetInclusive: { type: 'boolean' },
+    recoveryTargetAction: { enum: ['pause', 'promote', 'shutdown'] },
   },
 });
 
@@ -238,6 +270,12 @@ export class Standby extends NodeBase<StandbyEvents> {
   #primary: Primary | null = null;
   #promoting: Promise<Primary> | null = null;
   #trigger: NodeJS.Timeout | null = null;
+  /** `open()` has returned: a recovery-target action reached while it ran waits for it (see {@link #actOnTarget}). */
+  #opened = false;
+  /** The recovery-target action waiting for `open()` to return. */
+  #pendingAction: RecoveryTargetReachedEvent | null = null;
+  /** The recovery-target action was started: a failed promotion is not retried by itself (replay stops at the target again). */
+  #targetActed = false;
 
   private constructor(storage: Storage, options: StandbyOptions & typeof STANDBY_DEFAULTS) {
     super();
@@ -268,6 +306,8 @@ export class Standby extends NodeBase<StandbyEvents> {
       this.#role.on(event, forward);
       this.#forwarders.push(() => this.#role.off(event, forward));
     }
+    // After the forwarder: listeners hear that the target was reached before the action begins.
+    this.#role.on('recovery-target:reached', (event) => this.#actOnTarget(event));
   }
 
   /**
@@ -293,6 +333,7 @@ export class Standby extends NodeBase<StandbyEvents> {
       throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: archiveCleanup: true needs restore, an archiver with remove()');
     }
     if (options.primary !== undefined) checkEndpoint('Standby.primary', options.primary);
+    if (options.recoveryTarget !== undefined) resolveRecoveryTarget(options.recoveryTarget);
     const settings = withDefaults(STANDBY_DEFAULTS, options);
     if (options.primary?.createSlot === true && options.primary.slotName === undefined) {
       throw new WalshipError('INVALID_OPTIONS', 'invalid Standby options: primary.createSlot needs primary.slotName');
@@ -316,7 +357,45 @@ export class Standby extends NodeBase<StandbyEvents> {
     }
     standby.#role.start();
     if (settings.promoteTriggerFile !== undefined) standby.#watchTrigger(settings.promoteTriggerFile, 0);
+    standby.#opened = true;
+    const pending = standby.#pendingAction;
+    standby.#pendingAction = null;
+    // After the caller's turn, as the event itself: a listener attached right after open() hears it first.
+    if (pending !== null) setImmediate(() => standby.#actOnTarget(pending));
     return standby;
+  }
+
+  /**
+   * Carries out `recoveryTargetAction` once replay reached the target: `promote` promotes (at
+   * the target: see `RecoveryRole.promote`), `shutdown` closes the standby; `pause` has nothing
+   * more to do. Not while `open()` runs (the action waits for it), and not during a promotion or
+   * a shutdown already under way. A promotion that fails leaves the standby paused at the target
+   * (logged; `promote()` can be called again).
+   */
+  #actOnTarget(event: RecoveryTargetReachedEvent): void {
+    if (event.action === 'pause') return;
+    if (!this.#opened) {
+      this.#pendingAction = event;
+      return;
+    }
+    if (this.#lifecycle.closing || this.#primary !== null || this.#promoting !== null || !this.#role.replayPaused || this.#targetActed) return;
+    this.#targetActed = true;
+    if (event.action === 'shutdown') {
+      this.#debug('recovery target reached: shutting down');
+      void this.close().catch((err: unknown) => this.#debug.error('shutting down at the recovery target: %s', (err as Error).message));
+      return;
+    }
+    // A stop at the application's state may lie past the WAL received so far: the new timeline begins there.
+    void this.#role.waitForReceived(event.lsn).then(
+      () => {
+        if (this.#lifecycle.closing || this.#primary !== null || this.#promoting !== null || !this.#role.replayPaused) return;
+        this.#promoting = this.#promote({}, 'the recovery target').finally(() => {
+          this.#promoting = null;
+        });
+        this.#promoting.catch((err: unknown) => this.#debug.error('promotion at the recovery target failed; the standby stays paused there: %s', (err as Error).message));
+      },
+      () => undefined,
+    );
   }
 
   /**
@@ -338,7 +417,9 @@ export class Standby extends NodeBase<StandbyEvents> {
 
   /**
    * Promotes the standby to primary (PostgreSQL's `pg_promote()`): it applies everything it
-   * has received, stops streaming from its upstream, starts a new timeline (one past every
+   * has received (up to its recovery target, when that is in what it received: the new
+   * timeline then begins at the target, and the WAL past it is set aside, never applied),
+   * stops streaming from its upstream, starts a new timeline (one past every
    * timeline it knows of) with a durable history file and an end-of-recovery record, records
    * that its directory is a primary's, and resolves with the running `Primary`, which accepts
    * commits at once. Nothing is closed or replayed: the directory's lock, the application's
@@ -476,18 +557,47 @@ export class Standby extends NodeBase<StandbyEvents> {
   }
 
   /**
-   * The primary's clock time when it sent the WAL that holds the end of the last batch
-   * replayed, the nearest walship has to PostgreSQL's `pg_last_xact_replay_timestamp()` (see
-   * the README): `Date.now() - lastReplayTimestamp` shows how far replay is behind the
-   * primary's clock. `null` until the standby has replayed a batch it received since it was opened.
+   * The commit time of the last batch replayed (PostgreSQL's `pg_last_xact_replay_timestamp()`),
+   * by the primary's clock. `null` until the standby has replayed a batch since it was opened.
+   * For a batch written before on-disk format 2 (no commit time), the primary's send time of
+   * its WAL, when it was received since the standby was opened (see the README).
    */
   get lastReplayTimestamp(): Date | null {
     return this.#role.lastReplayTimestamp;
   }
 
+  /**
+   * Replay lag in time: how long ago (by this node's `clock`) the last batch replayed was
+   * committed, while the standby holds received WAL it has not replayed (paused at a recovery
+   * target included); 0 once it has replayed everything it received; `null` before it replayed
+   * a batch with a time.
+   */
+  get replayDelayMs(): number | null {
+    return this.#role.replayDelayMs;
+  }
+
   /** Whether replay has reached a consistent point. */
   get consistent(): boolean {
     return this.#role.consistent;
+  }
+
+  /** Whether replay is paused at its recovery target (PostgreSQL's `pg_is_wal_replay_paused()`). */
+  get replayPaused(): boolean {
+    return this.#role.replayPaused;
+  }
+
+  /**
+   * Ends recovery-target mode (PostgreSQL's `pg_wal_replay_resume()`): replay paused at the
+   * target goes on past it, following the WAL as any standby does; called before the target is
+   * reached, it drops the target. The standby stays a standby: PostgreSQL ends recovery (it
+   * promotes) when replay resumes at a target; here call `promote()` while paused for that, and
+   * the new timeline begins at the target. Does nothing without a target. `NOT_IN_RECOVERY`
+   * once promoted, `WAL_CLOSED` once closed.
+   */
+  resumeReplay(): void {
+    if (this.#primary !== null) throw promotedError();
+    this.#lifecycle.assertOpen();
+    this.#role.resumeReplay();
   }
 
   /** Whether the application may serve reads: a hot standby that is consistent. */

@@ -33,14 +33,14 @@ async function runExample(file: string): Promise<string> {
 describe('examples', () => {
   it('quick start: a primary and a standby on TCP, one commit applied on both', async () => {
     const out = await runExample('quick-start.ts');
-    assert.match(out, /^primary 0\/1000058 hello world$/m);
-    assert.match(out, /^standby 0\/1000058 hello world$/m);
-    assert.match(out, /^s1 streaming 0\/1000058$/m);
+    assert.match(out, /^primary 0\/1000060 hello world$/m);
+    assert.match(out, /^standby 0\/1000060 hello world$/m);
+    assert.match(out, /^s1 streaming 0\/1000060$/m);
   });
 
   it('the WalLog example writes, flushes and reads back three records', async () => {
     const out = await runExample('wal-log.ts');
-    assert.match(out, /^durable up to 0\/10000D8$/m);
+    assert.match(out, /^durable up to 0\/10000F0$/m);
     assert.match(out, /^0\/1000020 greetings hello alice$/m);
     assert.match(out, /hello carol/);
   });

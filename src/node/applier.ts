@@ -4,6 +4,7 @@ import { LsnWaiters, type WaitOptions } from '../lsn-waiters.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { WalEntry } from '../wal/record.js';
 import type { WalLog } from '../wal/wal-log.js';
+import type { RecoveryTargetCheck, TargetStop } from './recovery-target.js';
 
 /**
  * What the application's `apply` receives as `entry.data`. `owned` (the default): each batch's
@@ -36,6 +37,10 @@ export class Applier {
   readonly #position: LsnWaiters;
   #applying: Promise<void> | null = null;
   #pause: Promise<void> | null = null;
+  #caughtUp = false;
+  readonly #onWait = (): void => {
+    this.#caughtUp = true;
+  };
 
   constructor(app: Application, position: Lsn, entryBuffers: EntryBuffers) {
     this.#app = app;
@@ -71,7 +76,7 @@ export class Applier {
   async apply(batch: ApplyBatch, options: { private?: boolean } = {}): Promise<void> {
     while (this.#pause !== null) await this.#pause;
     const entries = this.#entryBuffers === 'owned' && options.private !== true ? ownedEntries(batch.entries) : batch.entries;
-    this.#applying = applyTo(this.#app, { lsn: batch.lsn, startLsn: batch.startLsn, timeline: batch.timeline, entries });
+    this.#applying = applyTo(this.#app, { lsn: batch.lsn, startLsn: batch.startLsn, timeline: batch.timeline, entries, commitTime: batch.commitTime });
     try {
       await this.#applying;
     } finally {
@@ -82,16 +87,53 @@ export class Applier {
 
   /**
    * Applies every batch of `log` from `from` on, in LSN order. With `follow` it waits for new
-   * WAL at the end (a standby's replay); without, it stops there (a primary's restart).
+   * WAL at the end (a standby's replay); without, it stops there (a primary's restart). With a
+   * `target` (a standby's recovery target) this is where replay decides what to apply: it asks
+   * the check at the start, before each record (restore points included) and after it, and
+   * resolves with the first stop the check answers, having applied nothing past it; else with
+   * null (the end, or the signal).
    */
-  async follow(log: WalLog, from: Lsn, options: { follow: boolean; signal?: AbortSignal; onApplied?: (lsn: Lsn) => void }): Promise<void> {
+  async follow(
+    log: WalLog,
+    from: Lsn,
+    options: { follow: boolean; signal?: AbortSignal; onApplied?: (lsn: Lsn, commitTime: number | null) => void; target?: RecoveryTargetCheck },
+  ): Promise<TargetStop | null> {
+    const { target } = options;
+    const atStart = target?.atStart(from) ?? null;
+    if (atStart !== null) return atStart;
     // Read buffers are reused: `apply` gets its own copy unless the application borrows them.
-    const records = log.read(from, { follow: options.follow, reuseBuffers: true, ...(options.signal === undefined ? {} : { signal: options.signal }) });
-    for await (const record of records) {
-      if (options.signal?.aborted === true) return;
-      await this.apply({ lsn: record.endLsn, startLsn: record.lsn, timeline: record.timeline, entries: record.entries });
-      options.onApplied?.(record.endLsn);
+    const records = log.read(from, {
+      follow: options.follow,
+      reuseBuffers: true,
+      onWait: this.#onWait,
+      restorePoints: target !== undefined,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    try {
+      for await (const record of records) {
+        this.#caughtUp = false;
+        if (options.signal?.aborted === true) return null;
+        const before = target?.before(record) ?? null;
+        if (before !== null) return before;
+        if (record.kind === 'batch') {
+          await this.apply({ lsn: record.endLsn, startLsn: record.lsn, timeline: record.timeline, entries: record.entries, commitTime: record.commitTime });
+          options.onApplied?.(record.endLsn, record.commitTime);
+        }
+        const after = target?.after(record) ?? null;
+        if (after !== null) return after;
+      }
+    } finally {
+      this.#caughtUp = false;
     }
+    return null;
+  }
+
+  /**
+   * Whether {@link follow} has applied every complete record of its log and waits for more
+   * (a standby's replay has caught up with the WAL it received).
+   */
+  get caughtUp(): boolean {
+    return this.#caughtUp;
   }
 
   /**

@@ -41,6 +41,12 @@ export interface NodeOptions {
    * removes no WAL until the archive holds it. @defaultValue `{ mode: 'off' }`
    */
   readonly archive?: ArchiveOptions;
+  /**
+   * The wall clock, in milliseconds since the epoch: batches' commit times come from it (on a
+   * primary, and on a standby once promoted), and a standby's `replayDelayMs` measures against
+   * it. Tests inject one to control time. @defaultValue `Date.now`
+   */
+  readonly clock?: () => number;
 }
 
 /** Options of a node that serves standbys: a primary, or a cascading standby. */
@@ -128,6 +134,7 @@ export const nodeSchema = {
   recycleSegments: nodeStorageSchema.recycleSegments,
   logPrefix: nodeStorageSchema.logPrefix,
   archive: archiveOptionsSchema,
+  clock: {},
 } as const;
 
 /** The schema parts of {@link ServeOptions}: a primary's and a cascading standby's. */
@@ -162,12 +169,15 @@ export const createSlotOptionsSchema = Object.freeze({
 export const validateCreateSlot: OptionsValidator<CreateSlotOptions> = compileOptions('createSlot()', createSlotOptionsSchema);
 
 /** The checks a JSON schema cannot make: exactly one of dir/storage, and the objects' shapes. */
-export function checkNodeObjects(what: string, options: { dir?: string; storage?: unknown; application?: unknown; archive?: ArchiveOptions }): void {
+export function checkNodeObjects(what: string, options: { dir?: string; storage?: unknown; application?: unknown; archive?: ArchiveOptions; clock?: unknown }): void {
   if ((options.dir === undefined) === (options.storage === undefined)) {
     throw new WalshipError('INVALID_OPTIONS', `invalid ${what} options: give exactly one of "dir" and "storage"`);
   }
   if (options.storage !== undefined && !isStorage(options.storage)) {
     throw new WalshipError('INVALID_OPTIONS', `invalid ${what} options: ${what}.storage must implement Storage`);
+  }
+  if (options.clock !== undefined && typeof options.clock !== 'function') {
+    throw new WalshipError('INVALID_OPTIONS', `invalid ${what} options: ${what}.clock must be a function returning milliseconds since the epoch (as Date.now)`);
   }
   if (!isApplication(options.application)) {
     throw new WalshipError('INVALID_OPTIONS', `invalid ${what} options: ${what}.application must be an object with an apply() method (and optional appliedLsn, snapshot, restore functions)`);

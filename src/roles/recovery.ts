@@ -10,6 +10,16 @@ import { isRecoveryState, readControlFile, removeControlFile, switchedFromOf, wr
 import type { FailedEvent, NodeCore } from '../node/node-core.js';
 import { removeAbandonedTimelines, restoreTimelineHistory, removeLeftovers, removeLocalState } from '../node/local-state.js';
 import { refuseMissingControlFile } from '../node/missing-control-file.js';
+import {
+  RecoveryTargetCheck,
+  describeTarget,
+  findTargetStop,
+  resolveRecoveryTarget,
+  type RecoveryTarget,
+  type RecoveryTargetAction,
+  type ResolvedTarget,
+  type TargetStop,
+} from '../node/recovery-target.js';
 import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/messages.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
@@ -91,7 +101,7 @@ void kindsMatch;
 export interface PromotedLocal {
   readonly log: WalLog;
   readonly timeline: number;
-  /** Where the new timeline began: the end of the WAL the standby had received whole. */
+  /** Where the new timeline began: the end of the WAL the standby had received whole, or the recovery target's stop when that came first. */
   readonly switchLsn: Lsn;
 }
 
@@ -146,6 +156,13 @@ export interface RecoveryEvents {
   'archive:restored': (event: { readonly name: string; readonly endLsn: Lsn }) => void;
   /** `createSlot` created the replication slot on the primary. */
   'slot:created': (event: { readonly slotName: string; readonly restartLsn: Lsn | null }) => void;
+  /**
+   * Replay reached the recovery target (`recoveryTarget`) and stopped: nothing past `lsn` is
+   * applied. `action` follows: `pause` (the standby stays up, readable, and keeps receiving;
+   * `resumeReplay()` goes on), `promote` (`promoted` follows, its timeline beginning at
+   * `lsn`), `shutdown` (the standby closes).
+   */
+  'recovery-target:reached': (event: RecoveryTargetReachedEvent) => void;
   /** The standby stopped for good. */
   failed: (event: FailedEvent) => void;
 }
@@ -165,8 +182,21 @@ export const RECOVERY_EVENT_NAMES = [
   'timeline:switch',
   'archive:restored',
   'rewind',
+  'recovery-target:reached',
   'failed',
 ] as const satisfies readonly (keyof RecoveryEvents)[];
+
+/** Payload of `recovery-target:reached`. */
+export interface RecoveryTargetReachedEvent {
+  /** Where replay stopped: every batch before it is applied, none after it; a promotion's new timeline begins here. */
+  readonly lsn: Lsn;
+  /** The end of the last batch applied (`replayLsn`). */
+  readonly replayLsn: Lsn;
+  /** What the standby does now. */
+  readonly action: RecoveryTargetAction;
+  /** The target and why replay stopped here, in words. */
+  readonly reason: string;
+}
 
 /**
  * Which timeline a standby follows (PostgreSQL's `recovery_target_timeline`): `latest`, every
@@ -199,6 +229,11 @@ export interface RecoverySettings {
   readonly sync?: SyncMode;
   readonly recycleSegments?: number;
   readonly logPrefix?: string;
+  readonly clock?: () => number;
+  /** Validated by `Standby` (see {@link resolveRecoveryTarget}). */
+  readonly recoveryTarget?: RecoveryTarget;
+  readonly recoveryTargetInclusive: boolean;
+  readonly recoveryTargetAction: RecoveryTargetAction;
 }
 
 /** While replay runs behind the received WAL, it reports its position at most this often. */
@@ -277,7 +312,10 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #consistent = false;
   /** Position 1 once consistent: waiters for consistency reuse the LSN waiters. */
   readonly #consistency = new LsnWaiters(0);
-  /** The primary's send time (ms since the epoch) of the WAL holding the last replayed batch's end. */
+  /**
+   * The commit time (ms since the epoch) of the last batch replayed; for a batch of on-disk
+   * format 1, which has none, the primary's send time of the WAL holding its end, if known.
+   */
   #lastReplayTime: number | null = null;
   /** Send times of the WAL received, kept across reconnects until replay has used them. */
   readonly #sendTimes = new SendTimes();
@@ -296,6 +334,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #progressed = false;
   /** Stops replay of the local WAL open now (when the standby closes, or bootstraps again). */
   #replayAbort: AbortController | null = null;
+  /** The recovery target: null without one, or once `resumeReplay()` ended recovery-target mode. */
+  #target: ResolvedTarget | null;
+  /** The target check of the replay running now (disabled by `resumeReplay()`). */
+  #targetCheck: RecoveryTargetCheck | null = null;
+  /** Where replay stopped at the target, while it is paused there. */
+  #pausedAt: TargetStop | null = null;
   /** `createSlot`: the slot is known to exist on the primary (created, or found), since the last bootstrap. */
   #slotReady = false;
   /**
@@ -322,6 +366,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#upstreamAddress = options.primary === undefined ? '' : (upstreamAddresses(options.primary.address)[0] as string);
     this.#debug = createLogger('standby', options.logPrefix);
     this.emitterLog = this.#debug;
+    this.#target = options.recoveryTarget === undefined ? null : resolveRecoveryTarget(options.recoveryTarget);
   }
 
   /**
@@ -422,19 +467,84 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   }
 
   /**
-   * The primary's clock time when it sent the WAL that holds the end of the last batch
-   * replayed, the nearest walship has to PostgreSQL's `pg_last_xact_replay_timestamp()` (a
-   * commit's time on the primary): the primary sends WAL once it is flushed, so this is a
-   * little after that batch was committed (much later when the standby was catching up, as
-   * the WAL was sent late), and `Date.now() - lastReplayTimestamp` shows how far replay is
-   * behind the primary's clock, counting every delay from shipping to applying. When the
-   * standby is far behind (thousands of WAL messages received but not replayed), the time may
-   * be that of a slightly earlier message. It does not move while there is nothing new to
-   * replay. `null` until the standby has replayed a batch it received since it was opened:
-   * batches replayed from local WAL received before a restart carry no send time.
+   * The commit time of the last batch replayed (PostgreSQL's `pg_last_xact_replay_timestamp()`):
+   * when the primary committed it, by the primary's clock, as the WAL carries it. It does not
+   * move while there is nothing new to replay. `null` until the standby has replayed a batch
+   * since it was opened. A batch written by a walship before on-disk format 2 has no commit
+   * time: for one received since the standby was opened it is the primary's clock time when it
+   * sent the WAL holding the batch's end (shortly after the commit, or later while the standby
+   * catches up), else the value stays as it was.
    */
   get lastReplayTimestamp(): Date | null {
     return this.#lastReplayTime === null ? null : new Date(this.#lastReplayTime);
+  }
+
+  /**
+   * How far replay is behind in time: this node's clock now minus {@link lastReplayTimestamp},
+   * while the standby holds received WAL it has not replayed (also while replay is paused at a
+   * recovery target with WAL received past it); 0 once replay has applied everything received
+   * (the usual `CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 ELSE
+   * now() - pg_last_xact_replay_timestamp() END`). `null` before a batch with a time was
+   * replayed. It counts from the commit on the primary, so it includes shipping, and the two
+   * clocks' difference. The primary's `replayLagMs` (`replicationStatus()`) measures
+   * shipping-to-applying from the primary's side instead.
+   */
+  get replayDelayMs(): number | null {
+    const last = this.#lastReplayTime;
+    if (last === null) return null;
+    if (this.#replayCaughtUp()) return 0;
+    return Math.max(0, (this.#options.clock ?? Date.now)() - last);
+  }
+
+  /** Whether replay has applied every complete record the standby received (paused at a target: nothing was received past it). */
+  #replayCaughtUp(): boolean {
+    if (this.#pausedAt !== null) return (this.#log?.flushedLsn ?? 0) <= this.#pausedAt.lsn;
+    return this.#replaying !== null && this.#core.applier.caughtUp;
+  }
+
+  /**
+   * Resolves once the standby has received (and flushed) WAL up to `lsn`: a stop at the target
+   * found at the start of replay (the application's state) may lie past the WAL received so far,
+   * and a promotion there needs it. Rejects with `WAL_CLOSED` once the standby closes or fails.
+   */
+  async waitForReceived(lsn: Lsn): Promise<void> {
+    const signal = this.#abort.signal;
+    while (!signal.aborted && this.failure === null) {
+      const log = this.#log;
+      if (log !== null && log.flushedLsn >= lsn) return;
+      // The next flush, or a second later (the log may be replaced: a bootstrap again).
+      const wake = new AbortController();
+      const done = (): void => wake.abort();
+      log?.on('flush', done);
+      try {
+        await sleep(1000, undefined, { signal: AbortSignal.any([signal, wake.signal]), ref: false }).catch(() => undefined);
+      } finally {
+        log?.off('flush', done);
+      }
+    }
+    throw this.failure ?? this.#lifecycle.closedError();
+  }
+
+  /** Whether replay is paused at the recovery target (`pg_is_wal_replay_paused()`). */
+  get replayPaused(): boolean {
+    return this.#pausedAt !== null;
+  }
+
+  /**
+   * Ends recovery-target mode (PostgreSQL's `pg_wal_replay_resume()`, except that the standby
+   * stays a standby): the target no longer stops replay, and replay paused at it goes on, as on
+   * any standby. Called before the target is reached, it drops the target. Idempotent.
+   */
+  resumeReplay(): void {
+    if (this.#target === null) return;
+    this.#debug('recovery-target mode ended: replay goes on past %s', describeTarget(this.#target, this.#options.recoveryTargetInclusive));
+    this.#target = null;
+    this.#targetCheck?.disable();
+    const paused = this.#pausedAt;
+    this.#pausedAt = null;
+    // A promotion under way restarts replay itself if it fails.
+    if (paused === null || this.#promoting !== null || this.#log === null || this.failure !== null || this.#lifecycle.closing) return;
+    this.#startReplay(this.#log, this.#core.applier.position);
   }
 
   /** Whether replay has reached a consistent point. */
@@ -705,6 +815,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       ...(o.sync === undefined ? {} : { sync: o.sync }),
       ...(o.recycleSegments === undefined ? {} : { recycleSegments: o.recycleSegments }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
+      ...(o.clock === undefined ? {} : { clock: o.clock }),
     });
     let start: Lsn;
     try {
@@ -728,16 +839,72 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
   }
 
-  /** Replays the local WAL from `start` through the applier, following it as WAL arrives. */
+  /**
+   * Replays the local WAL from `start` through the applier, following it as WAL arrives; with
+   * a recovery target, up to it (the applier's `follow` asks the target check before and after
+   * each record), and then {@link #reachedTarget}.
+   */
   #startReplay(log: WalLog, start: Lsn): void {
     const replayAbort = new AbortController();
     this.#replayAbort = replayAbort;
     const signal = AbortSignal.any([this.#abort.signal, replayAbort.signal]);
-    this.#replaying = this.#core.applier.follow(log, start, { follow: true, signal, onApplied: (lsn) => this.#replayed(log, lsn) }).catch((err: unknown) => {
-      if (signal.aborted) return;
-      const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
-      if (error.code === 'APPLY_FAILED') this.emitSafely('apply:error', { error });
-      this.#fail(error);
+    const check = this.#newTargetCheck();
+    this.#targetCheck = check;
+    this.#pausedAt = null;
+    this.#replaying = this.#core.applier
+      .follow(log, start, { follow: true, signal, onApplied: (lsn, commitTime) => this.#replayed(log, lsn, commitTime), ...(check === null ? {} : { target: check }) })
+      .then(
+        (stop) => {
+          if (stop !== null && !signal.aborted && !check?.disabled) this.#reachedTarget(stop);
+        },
+        (err: unknown) => {
+          if (signal.aborted) return;
+          const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+          if (error.code === 'APPLY_FAILED') this.emitSafely('apply:error', { error });
+          this.#fail(error);
+        },
+      );
+  }
+
+  /** A check of the recovery target for a replay starting now (null without a target). */
+  #newTargetCheck(): RecoveryTargetCheck | null {
+    if (this.#target === null) return null;
+    return new RecoveryTargetCheck(this.#target, this.#options.recoveryTargetInclusive, (this.#control as ControlData).consistentLsn);
+  }
+
+  /**
+   * Replay stopped at the recovery target: it stays there (paused; receiving goes on) and
+   * `recovery-target:reached` says so; the `Standby` carries out a `promote` or `shutdown`
+   * action. A target before the consistent point stops the standby, as PostgreSQL does
+   * ("requested recovery stop point is before consistent recovery point").
+   */
+  #reachedTarget(stop: TargetStop): void {
+    this.#checkConsistent();
+    const target = describeTarget(this.#target as ResolvedTarget, this.#options.recoveryTargetInclusive);
+    if (!this.#consistent) {
+      const consistentLsn = (this.#control as ControlData).consistentLsn;
+      this.#fail(
+        new WalshipError(
+          'RECOVERY_TARGET_BEFORE_CONSISTENT',
+          `replay reached its recovery target (${target}) ${stop.reason}, before the standby's state is consistent at ${formatLsn(consistentLsn)} (the end of its base backup): choose a later target`,
+        ),
+      );
+      return;
+    }
+    this.#pausedAt = stop;
+    const action = this.#options.recoveryTargetAction;
+    const replayLsn = this.#core.applier.position;
+    this.#debug('recovery target %s reached %s: replay stops at %s (applied up to %s); action %s', target, stop.reason, formatLsn(stop.lsn), formatLsn(replayLsn), action);
+    const event: RecoveryTargetReachedEvent = { lsn: stop.lsn, replayLsn, action, reason: `recovery target ${target} reached ${stop.reason}` };
+    // The applied position goes to the upstream now (remote_apply commits may wait for it).
+    this.#receiver?.reportNow();
+    if (!this.#opening) {
+      this.emitSafely('recovery-target:reached', event);
+      return;
+    }
+    // Reached while open() runs: nobody can listen yet. Emitted once open() has returned.
+    setImmediate(() => {
+      if (!this.#lifecycle.closing && this.#pausedAt === stop) this.emitSafely('recovery-target:reached', event);
     });
   }
 
@@ -747,12 +914,15 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     await this.#replaying?.catch(() => undefined);
     this.#replaying = null;
     this.#replayAbort = null;
+    this.#pausedAt = null;
   }
 
-  /** Replay applied the batch ending at `lsn`: its send time, consistency, and the apply report. */
-  #replayed(log: WalLog, lsn: Lsn): void {
+  /** Replay applied the batch ending at `lsn` committed at `commitTime`: the replay time, consistency, and the apply report. */
+  #replayed(log: WalLog, lsn: Lsn, commitTime: number | null): void {
+    // Send times are kept (and used up) for every batch, so that a format-1 batch finds its own.
     const sent = this.#sendTimes.timeFor(lsn);
-    if (sent !== null) this.#lastReplayTime = sent / 1000;
+    if (commitTime !== null) this.#lastReplayTime = commitTime;
+    else if (sent !== null) this.#lastReplayTime = sent / 1000;
     this.#checkConsistent();
     // Tell the primary the apply position (remote_apply commits wait for it) without
     // waiting for the status interval: at once when replay has caught up with what is
@@ -1045,6 +1215,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     await this.#replaying?.catch(() => undefined);
     this.#log = null;
     this.#replaying = null;
+    this.#pausedAt = null;
     // Downstream standbys are let go (they reconnect, and are refused until the new state is there).
     await this.#core.detach(new WalshipError('CONNECTION_FAILED', 'the upstream standby is bootstrapping again from a base backup', { transient: true }));
     // Locked: another node must not open the directory while its files go.
@@ -1376,8 +1547,9 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /**
    * Promotion's recovery side (PostgreSQL's end of recovery, `StartupXLOG` after the promote
-   * signal): stops the upstream connection, applies every complete record received, cuts a
-   * trailing partial record, picks the new timeline (one past the highest known here or from
+   * signal): stops the upstream connection, applies every complete record received (up to the
+   * recovery target when it is among them: then the WAL past the target is set aside and the
+   * new timeline begins at the stop), cuts a trailing partial record, picks the new timeline (one past the highest known here or from
    * an upstream), writes its history file, begins it in the log with an end-of-recovery
    * record, and records "in production" and the timeline in the control file: from that write
    * on the directory is a primary's. The core, its listener, downstream connections and the
@@ -1420,7 +1592,19 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       }
       const log = this.#log;
       if (log === null || this.failure !== null) throw this.failure ?? new WalshipError('NOT_CONSISTENT', 'the standby is bootstrapping again: there is no state to promote');
-      const { end: switchLsn, lastBatchEnd } = await log.endOfRecords(core.applier.position);
+      const received = await log.endOfRecords(core.applier.position);
+      // With a recovery target in the WAL received, the new timeline begins at the target, not
+      // at the end of what was received: the same stop replay makes (or made: paused there).
+      const check = this.#newTargetCheck();
+      const found = check === null ? null : await findTargetStop(log, core.applier.position, check);
+      const switchLsn = found?.stop.lsn ?? received.end;
+      const lastBatchEnd = found?.lastBatchEnd ?? received.lastBatchEnd;
+      if (found !== null && switchLsn > log.flushedLsn) {
+        throw new WalshipError(
+          'NOT_CONSISTENT',
+          `the standby stopped at its recovery target at ${formatLsn(switchLsn)} (its application's state), but its WAL ends at ${formatLsn(log.flushedLsn)}: it must receive the WAL up to there before it can be promoted`,
+        );
+      }
       if (switchLsn < core.applier.position) {
         throw new WalshipError(
           'NOT_CONSISTENT',
@@ -1438,6 +1622,14 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       }
       if (signal?.aborted) throw abortError(signal);
       await this.#stopReplay();
+      if (found !== null && log.insertLsn > switchLsn) {
+        // WAL received past the target is never replayed on the new timeline: set aside as
+        // `.diverged` (durably, before the commit point), as a rewind does, so that no record of
+        // it can be read at its old position after a crash. Downstream standbys reading it go first.
+        core.service?.terminateAll(new WalshipError('CONNECTION_FAILED', 'the upstream standby is promoting at its recovery target', { transient: true }));
+        const aside = await log.discardFrom(switchLsn);
+        this.#debug('promoting at the recovery target %s: the WAL received past it is set aside (%o)', formatLsn(switchLsn), aside);
+      }
       const applied = lap();
       const timeline = Math.max(await newestTimeline(this.#storage, log.timeline), this.#upstreamTimeline, log.timeline, await this.#newestArchivedTimeline(log.timeline)) + 1;
       const history = branchHistory(log.history, switchLsn, reason, timeline);

@@ -9,6 +9,8 @@ export interface DiscardedBatch {
   readonly lsn: Lsn;
   readonly endLsn: Lsn;
   readonly entries: readonly WalEntry[];
+  /** When it was committed (milliseconds since the epoch); `null` for a batch of on-disk format 1. */
+  readonly commitTime: number | null;
 }
 
 /** Payload of `rewind`. */
@@ -44,7 +46,7 @@ export async function discardedBatches(log: WalLog, from: Lsn): Promise<{ batche
     const size = record.entries.reduce((n, e) => n + e.data.length, 0);
     if (bytes + size > MAX_REWIND_REPORT_BYTES) return { batches, complete: false };
     bytes += size;
-    batches.push({ lsn: record.lsn, endLsn: record.endLsn, entries: record.entries.map((e) => ({ ...e, data: Buffer.from(e.data) })) });
+    batches.push({ lsn: record.lsn, endLsn: record.endLsn, entries: record.entries.map((e) => ({ ...e, data: Buffer.from(e.data) })), commitTime: record.commitTime });
   }
   return { batches, complete: true };
 }

@@ -52,6 +52,21 @@ export interface CommitResult {
   readonly lsn: Lsn;
   /** Where the batch's record starts. */
   readonly startLsn: Lsn;
+  /**
+   * Its commit time, as every node's application receives it (`CommittedBatch.commitTime`):
+   * milliseconds since the epoch, from the primary's `clock`. Commits appended together (no
+   * `await` between them, e.g. the committers one flush woke) share one. A standby's `recoveryTarget: { time: commitTime }` stops right after it (and
+   * any other commit of the same time).
+   */
+  readonly commitTime: number;
+}
+
+/** What `Primary.createRestorePoint` resolves with. */
+export interface RestorePointResult {
+  /** The position right after the restore point's record (where `recoveryTarget: { name }` stops). */
+  readonly lsn: Lsn;
+  /** When it was made, by the primary's `clock`: milliseconds since the epoch. */
+  readonly time: number;
 }
 
 /** Payload of `apply:error`. */
@@ -139,7 +154,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    const committed = { lsn: result.endLsn, startLsn: result.lsn };
+    const committed = { lsn: result.endLsn, startLsn: result.lsn, commitTime: result.commitTime };
     let batch = (Array.isArray(entries) ? entries : [entries as EntryInput]).map(toEntry);
     // The caller may reuse its buffers once commit() settles; when that can happen before the
     // batch is applied, apply a copy (taken now), so the application sees what the WAL holds.
@@ -173,6 +188,23 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     }
     if (signal === undefined) return applied.then(() => committed);
     return localWait(applied, signal, result.endLsn).then(() => committed);
+  }
+
+  /**
+   * Writes a named restore point (see `Primary.createRestorePoint`): resolves once it is
+   * durable, and, when the default commit level waits for synchronous standbys, once they have
+   * written (`remote_write`) or flushed it (`on`, and `remote_apply`: a restore point is not
+   * applied, so its flush is what counts). Rejects at once after a failure; an invalid name is
+   * `INVALID_ARGUMENT`, with nothing written.
+   */
+  async createRestorePoint(name: string): Promise<RestorePointResult> {
+    if (this.#failure !== null) throw this.#failure;
+    const result = this.#log.appendRestorePoint(name);
+    await this.#log.waitForFlush(result);
+    const mode = SYNC_WAIT_MODES[this.#synchronousCommit];
+    if (mode !== null && this.syncRep.config !== null) await this.syncRep.wait(result.endLsn, mode === 'apply' ? 'flush' : mode, {});
+    this.#debug('restore point "%s" created at %s', name, formatLsn(result.lsn));
+    return { lsn: result.endLsn, time: result.commitTime };
   }
 
   /**
@@ -261,7 +293,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
       const { result } = head;
       this.#applyingHead = head;
       try {
-        await applier.apply({ lsn: result.endLsn, startLsn: result.lsn, timeline: this.#log.timeline, entries: head.entries }, { private: head.copied });
+        await applier.apply({ lsn: result.endLsn, startLsn: result.lsn, timeline: this.#log.timeline, entries: head.entries, commitTime: result.commitTime }, { private: head.copied });
       } catch (err) {
         const error = err as WalshipError;
         head.reject(error);

@@ -1,8 +1,10 @@
 import crc32c from 'fast-crc32c';
+import { WalshipError } from '../errors.js';
 import type { Lsn } from '../lsn.js';
 
 /**
- * The on-disk format of WAL records and segment headers (format version 1).
+ * The on-disk format of WAL records and segment headers (format version 2; version 1 is still
+ * read).
  *
  * The log is one byte stream addressed by LSN. Each segment starts with a 32-byte segment
  * header; records follow, each 8-byte aligned. A record never spans segments: a record that
@@ -15,7 +17,7 @@ import type { Lsn } from '../lsn.js';
  * | --- | --- | --- |
  * | 0 | 4 | CRC-32C of bytes 4 .. length (rest of the header and the payload) |
  * | 4 | 4 | length: header + payload, without alignment padding |
- * | 8 | 1 | type: 1 batch, 2 segment end, 3 clean shutdown, 4 end of recovery |
+ * | 8 | 1 | type: 1 batch, 2 segment end, 3 clean shutdown, 4 end of recovery, 5 restore point |
  * | 9 | 3 | zero (reserved) |
  * | 12 | 4 | number of entries |
  * | 16 | 8 | the record's own LSN |
@@ -26,12 +28,22 @@ import type { Lsn } from '../lsn.js';
  * recovery tell a torn tail (bad bytes that were never acknowledged) from damage to data
  * that had been made durable before a later record was written.
  *
- * Batch payload: for each entry, a 4-byte data length, a 1-byte channel length (0: no
- * channel), the channel's UTF-8 bytes, then the data.
+ * Batch payload: in version 2, the commit time (8 bytes: microseconds since the Unix epoch,
+ * as PostgreSQL's commit timestamp, which counts microseconds since 2000); then, for each
+ * entry, a 4-byte data length, a 1-byte channel length (0: no channel), the channel's UTF-8
+ * bytes, then the data. A version-1 batch has no commit time: its entries start right after
+ * the header.
+ *
+ * Restore-point payload (type 5, version 2 only; PostgreSQL's `XLOG_RESTORE_POINT`): the time
+ * it was made (8 bytes, microseconds since the epoch), the name's length in UTF-8 bytes (1
+ * byte, 1 to {@link MAX_RESTORE_POINT_NAME_BYTES}), the name. It carries no entries.
  *
  * Segment header (32 bytes): CRC-32C of bytes 4..32, magic `WALS`, format version (2
  * bytes), log2 of the segment size (1 byte), a zero byte, timeline (4), the segment's
- * start LSN (8), eight zero bytes (reserved).
+ * start LSN (8), eight zero bytes (reserved). The version says how the segment's records
+ * are laid out, so one log may hold version-1 segments followed by version-2 ones (a log
+ * written before an upgrade): the writer never puts a version-2 record into a version-1
+ * segment, it starts the next segment first.
  */
 
 /** Size of a record header. */
@@ -40,8 +52,14 @@ export const RECORD_HEADER_SIZE = 32;
 export const SEGMENT_HEADER_SIZE = 32;
 /** Records start at multiples of this. */
 export const RECORD_ALIGNMENT = 8;
-/** The on-disk format version this code writes and reads. */
-export const FORMAT_VERSION = 1;
+/** The on-disk format version this code writes. */
+export const FORMAT_VERSION = 2;
+/** The oldest on-disk format version this code reads. */
+export const OLDEST_FORMAT_VERSION = 1;
+/** Size of a version-2 batch's commit time, ahead of its entries. */
+export const COMMIT_TIME_SIZE = 8;
+/** Longest restore-point name in UTF-8 bytes: PostgreSQL's `MAXFNAMELEN` (64; PostgreSQL keeps one byte of it for a terminating zero, walship needs none). */
+export const MAX_RESTORE_POINT_NAME_BYTES = 64;
 /** Longest channel name in UTF-8 bytes. */
 export const MAX_CHANNEL_BYTES = 255;
 
@@ -62,6 +80,12 @@ export const RECORD_SHUTDOWN = 3;
  * that kept the old timeline's bytes past it is told apart by the lineage check.
  */
 export const RECORD_END_OF_RECOVERY = 4;
+/**
+ * Record type: a named restore point (PostgreSQL's `pg_create_restore_point`), a place a
+ * standby can stop replaying at (`recoveryTarget: { name }`). It carries no entries: readers
+ * hand it to replay's target check only, never to the application. Format version 2.
+ */
+export const RECORD_RESTORE_POINT = 5;
 
 /** Whether `type` is a record without entries (segment end, shutdown, end of recovery). */
 export function isMarkerType(type: number): boolean {
@@ -70,6 +94,8 @@ export function isMarkerType(type: number): boolean {
 
 const SEGMENT_MAGIC = 0x534c4157; // 'WALS' read as little-endian u32
 const ENTRY_HEADER_SIZE = 5;
+/** A restore point's payload before its name: time (8), name length (1). */
+const RESTORE_POINT_FIXED = 9;
 const TWO_32 = 0x1_0000_0000;
 
 /** One entry of a committed batch. */
@@ -169,6 +195,11 @@ export function checkRecordHeader(header: RecordHeader, lsn: Lsn, room: number):
     if (header.length !== RECORD_HEADER_SIZE || header.entryCount !== 0) return 'malformed marker record';
     return header.flushedLsn > lsn ? 'flushed position beyond the record' : null;
   }
+  if (header.type === RECORD_RESTORE_POINT) {
+    const nameBytes = header.length - RECORD_HEADER_SIZE - RESTORE_POINT_FIXED;
+    if (header.entryCount !== 0 || nameBytes < 1 || nameBytes > MAX_RESTORE_POINT_NAME_BYTES || header.length > room) return 'malformed restore point record';
+    return header.flushedLsn > lsn ? 'flushed position beyond the record' : null;
+  }
   if (header.type !== RECORD_BATCH) return `unknown record type ${header.type}`;
   if (header.length < RECORD_HEADER_SIZE || header.length > room) return `record length ${header.length} out of range`;
   if (header.entryCount === 0) return 'batch record without entries';
@@ -181,15 +212,35 @@ export function checkRecordCrc(buf: Buffer, offset: number, header: RecordHeader
   return crc32c.calculate(buf.subarray(offset + 4, offset + header.length)) === header.crc;
 }
 
+/** Where a batch's first entry starts, from the record's start, in a segment of format `version`. */
+export function entriesOffset(version: number): number {
+  return version >= 2 ? RECORD_HEADER_SIZE + COMMIT_TIME_SIZE : RECORD_HEADER_SIZE;
+}
+
+/** Writes a version-2 batch's commit time (microseconds since the epoch) into the record starting at `offset`. */
+export function writeCommitTime(buf: Buffer, offset: number, micros: number): void {
+  writeU64(buf, offset + RECORD_HEADER_SIZE, micros);
+}
+
 /**
- * Decodes the entries of a verified batch record. The entries' data are views into `buf`
- * (no copies). Returns `null` when the payload does not parse exactly into `entryCount`
- * entries, which for a record with a valid CRC means a format error.
+ * The commit time (microseconds since the epoch) of the verified batch record at `offset` in
+ * a segment of format `version`: `null` in version 1, which has none.
  */
-export function decodeEntries(buf: Buffer, offset: number, header: RecordHeader): WalEntry[] | null {
+export function readCommitTime(buf: Buffer, offset: number, version: number): number | null {
+  return version >= 2 ? readU64(buf, offset + RECORD_HEADER_SIZE) : null;
+}
+
+/**
+ * Decodes the entries of a verified batch record in a segment of format `version`. The
+ * entries' data are views into `buf` (no copies). Returns `null` when the payload does not
+ * parse exactly into `entryCount` entries, which for a record with a valid CRC means a format
+ * error.
+ */
+export function decodeEntries(buf: Buffer, offset: number, header: RecordHeader, version: number): WalEntry[] | null {
   const end = offset + header.length;
+  let at = offset + entriesOffset(version);
+  if (at > end) return null;
   const entries: WalEntry[] = new Array(header.entryCount);
-  let at = offset + RECORD_HEADER_SIZE;
   for (let i = 0; i < header.entryCount; i++) {
     if (at + ENTRY_HEADER_SIZE > end) return null;
     const dataLength = buf.readUInt32LE(at);
@@ -206,6 +257,42 @@ export function decodeEntries(buf: Buffer, offset: number, header: RecordHeader)
     at += dataLength;
   }
   return at === end ? entries : null;
+}
+
+/** Payload size of a restore point whose name takes `nameBytes` UTF-8 bytes. */
+export function restorePointPayloadSize(nameBytes: number): number {
+  return RESTORE_POINT_FIXED + nameBytes;
+}
+
+/**
+ * Writes a restore point's payload (its time in microseconds since the epoch, its name) after
+ * the header of the record starting at `offset`; `nameBytes` is the name's UTF-8 length
+ * (1 to {@link MAX_RESTORE_POINT_NAME_BYTES}, checked by the caller).
+ */
+export function writeRestorePoint(buf: Buffer, offset: number, micros: number, name: string, nameBytes: number): void {
+  const at = offset + RECORD_HEADER_SIZE;
+  writeU64(buf, at, micros);
+  buf[at + 8] = nameBytes;
+  buf.write(name, at + RESTORE_POINT_FIXED, 'utf8');
+}
+
+/** A restore point's name and time (microseconds since the epoch). */
+export interface RestorePointPayload {
+  readonly name: string;
+  readonly micros: number;
+}
+
+/**
+ * Decodes the verified restore-point record at `offset` in a segment of format `version`;
+ * `null` when it does not parse (a restore point in a version-1 segment, a name length that
+ * disagrees with the record's), which for a record with a valid CRC means a format error.
+ */
+export function decodeRestorePoint(buf: Buffer, offset: number, header: RecordHeader, version: number): RestorePointPayload | null {
+  if (version < 2 || header.type !== RECORD_RESTORE_POINT) return null;
+  const at = offset + RECORD_HEADER_SIZE;
+  const nameBytes = buf[at + 8] as number;
+  if (nameBytes < 1 || nameBytes > MAX_RESTORE_POINT_NAME_BYTES || header.length !== RECORD_HEADER_SIZE + RESTORE_POINT_FIXED + nameBytes) return null;
+  return { name: buf.toString('utf8', at + RESTORE_POINT_FIXED, at + RESTORE_POINT_FIXED + nameBytes), micros: readU64(buf, at) };
 }
 
 /** Writes the header of the segment starting at `segmentStartLsn` into `buf` at `offset`. */
@@ -238,4 +325,11 @@ export function readSegmentHeader(buf: Buffer, offset: number): SegmentHeader | 
     timeline: buf.readUInt32LE(offset + 12),
     startLsn: readU64(buf, offset + 16),
   };
+}
+
+/** `WAL_FORMAT` for a segment (file `name`) whose format version this walship does not read. */
+export function checkFormatVersion(version: number, name: string): void {
+  if (version < OLDEST_FORMAT_VERSION || version > FORMAT_VERSION) {
+    throw new WalshipError('WAL_FORMAT', `segment ${name} has on-disk format version ${version}; this walship reads versions ${OLDEST_FORMAT_VERSION} to ${FORMAT_VERSION}`);
+  }
 }

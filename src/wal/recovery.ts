@@ -4,14 +4,17 @@ import type { Storage, StorageFile } from '../storage/storage.js';
 import {
   FORMAT_VERSION,
   RECORD_BATCH,
+  RECORD_RESTORE_POINT,
   RECORD_ALIGNMENT,
   RECORD_HEADER_SIZE,
   RECORD_SEGMENT_END,
   SEGMENT_HEADER_SIZE,
   align,
+  checkFormatVersion,
   checkRecordCrc,
   checkRecordHeader,
   decodeEntries,
+  decodeRestorePoint,
   readRecordHeader,
   readSegmentHeader,
 } from './record.js';
@@ -27,6 +30,8 @@ export interface RecoveryResult {
   durableStamp: Lsn;
   /** Bytes of the discarded tail in the end segment, to be zeroed: `[endLsn, zeroTo)`. */
   zeroTo: Lsn;
+  /** The format version of the segment holding `endLsn` (the current one when `endLsn` is a segment start). */
+  endVersion: number;
 }
 
 const CHUNK = 4 * 1024 * 1024;
@@ -60,7 +65,7 @@ export async function recoverEnd(
   const first = segnos[0];
   if (first === undefined) {
     const start = segmentStart(firstSegno, segmentSize);
-    return { endLsn: start, durableStamp: 0, zeroTo: start };
+    return { endLsn: start, durableStamp: 0, zeroTo: start, endVersion: FORMAT_VERSION };
   }
   const present = new Set(segnos);
   const fileName = (segno: number): string => segmentFileName(segmentTimeline(history, segno, segmentSize), segno, segmentSize);
@@ -68,6 +73,7 @@ export async function recoverEnd(
   let end = segmentStart(first, segmentSize);
   let failure = 'segment header missing or damaged';
   let tornLength = 0;
+  let version = FORMAT_VERSION;
 
   walk: for (let segno = first; ; segno++) {
     const base = segmentStart(segno, segmentSize);
@@ -79,10 +85,12 @@ export async function recoverEnd(
     const file = await storage.open(fileName(segno), { readOnly: true });
     try {
       const window = new SegmentWindow(file, segmentSize, CHUNK, false);
-      if (!(await window.ensure(0, SEGMENT_HEADER_SIZE)) || !validHeader(window.buf, 0, segmentSize, timelineOf(history, base), base, fileName(segno))) {
+      const headerVersion = (await window.ensure(0, SEGMENT_HEADER_SIZE)) ? validHeader(window.buf, 0, segmentSize, timelineOf(history, base), base, fileName(segno)) : null;
+      if (headerVersion === null) {
         failure = 'segment header missing or damaged';
         break;
       }
+      version = headerVersion;
       let offset = SEGMENT_HEADER_SIZE;
       while (offset + RECORD_HEADER_SIZE <= segmentSize) {
         end = base + offset;
@@ -101,8 +109,11 @@ export async function recoverEnd(
           failure = 'record checksum mismatch';
           break walk;
         }
-        if (header.type === RECORD_BATCH && decodeEntries(window.buf, window.index(offset), header) === null) {
+        if (header.type === RECORD_BATCH && decodeEntries(window.buf, window.index(offset), header, version) === null) {
           throw new WalCorruptError(fileName(segno), offset, 'record payload does not match its entry count');
+        }
+        if (header.type === RECORD_RESTORE_POINT && decodeRestorePoint(window.buf, window.index(offset), header, version) === null) {
+          throw new WalCorruptError(fileName(segno), offset, `malformed restore point record (format version ${version})`);
         }
         tornLength = 0;
         durableStamp = Math.max(durableStamp, header.flushedLsn);
@@ -162,7 +173,7 @@ export async function recoverEnd(
     }
   }
   zeroTo = Math.min(zeroTo, segmentStart(endSegno + 1, segmentSize));
-  return { endLsn: end, durableStamp, zeroTo };
+  return { endLsn: end, durableStamp, zeroTo, endVersion: end % segmentSize === 0 ? FORMAT_VERSION : version };
 }
 
 /** File names for a message: all of a few, else the first and last few and how many. */
@@ -172,20 +183,19 @@ export function describeSegments(names: readonly string[]): string {
 }
 
 /**
- * Whether a segment header is this segment's: `timeline` is the one current at the segment's
- * start (a segment where a timeline began keeps its parent's header: its first bytes are the
- * parent's, copied).
+ * The format version of a segment header that is this segment's, else null: `timeline` is the
+ * one current at the segment's start (a segment where a timeline began keeps its parent's
+ * header: its first bytes are the parent's, copied). A version this walship cannot read, or
+ * another segment size, is `WAL_FORMAT`.
  */
-function validHeader(buf: Buffer, index: number, segmentSize: number, timeline: number, base: Lsn, name: string): boolean {
+function validHeader(buf: Buffer, index: number, segmentSize: number, timeline: number, base: Lsn, name: string): number | null {
   const header = readSegmentHeader(buf, index);
-  if (header === null) return false;
-  if (header.formatVersion !== FORMAT_VERSION) {
-    throw new WalshipError('WAL_FORMAT', `segment ${name} has on-disk format version ${header.formatVersion}; this walship reads version ${FORMAT_VERSION}`);
-  }
+  if (header === null) return null;
+  checkFormatVersion(header.formatVersion, name);
   if (header.segmentSize !== segmentSize) {
     throw new WalshipError('WAL_FORMAT', `segment ${name} was written with segment size ${header.segmentSize}, not ${segmentSize}`);
   }
-  return header.timeline === timeline && header.startLsn === base;
+  return header.timeline === timeline && header.startLsn === base ? header.formatVersion : null;
 }
 
 async function hasOwnHeader(file: StorageFile, timeline: number, base: Lsn): Promise<boolean> {

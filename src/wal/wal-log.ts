@@ -5,13 +5,26 @@ import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
 import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
 import { NodeStorage } from '../storage/node-storage.js';
 import { isStorage, type Storage, type StorageLock } from '../storage/storage.js';
-import { MAX_CHANNEL_BYTES, RECORD_END_OF_RECOVERY, RECORD_HEADER_SIZE, RECORD_SHUTDOWN, SEGMENT_HEADER_SIZE, align, readSegmentHeader, type WalEntry } from './record.js';
+import {
+  COMMIT_TIME_SIZE,
+  FORMAT_VERSION,
+  MAX_CHANNEL_BYTES,
+  MAX_RESTORE_POINT_NAME_BYTES,
+  RECORD_END_OF_RECOVERY,
+  RECORD_HEADER_SIZE,
+  RECORD_SHUTDOWN,
+  SEGMENT_HEADER_SIZE,
+  align,
+  readSegmentHeader,
+  restorePointPayloadSize,
+  type WalEntry,
+} from './record.js';
 import { recoverEnd } from './recovery.js';
 import { SegmentFiles, copySegmentPrefix } from './segment-files.js';
 import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, parseWalFileName, segmentFileName } from './segment-name.js';
 import { historyFileName, readTimelineHistory, segmentTimeline, timelineOf, writeTimelineHistory, type TimelineHistory } from './timeline-history.js';
 import { readWalBytes, type ReadBytesOptions, type WalChunk } from './wal-byte-reader.js';
-import { WalReader, type ReadOptions, type WalRecord } from './wal-reader.js';
+import { WalReader, type ReadOptions, type RestorePointRecord, type WalRecord } from './wal-reader.js';
 import { WalWriter } from './wal-writer.js';
 
 /** How appended records are made durable. */
@@ -67,6 +80,13 @@ export interface WalLogOptions {
   startLsn?: Lsn;
   /** A prefix for this log's `debug` lines, to tell several logs in one process apart. */
   logPrefix?: string;
+  /**
+   * The wall clock that batches' commit times (and restore points' times) come from:
+   * milliseconds since the epoch. Read once per run of synchronous code: the records appended
+   * with no `await` between them (a loop of appends, the committers one flush wakes) share
+   * its time; an `await` in between reads it anew. @defaultValue `Date.now`
+   */
+  clock?: () => number;
 }
 
 /** Defaults of {@link WalLogOptions}. */
@@ -90,6 +110,7 @@ export const walLogOptionsSchema = Object.freeze({
     role: { enum: ['primary', 'replica'] },
     startLsn: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
     logPrefix: { type: 'string' },
+    clock: {},
   },
 });
 
@@ -114,6 +135,11 @@ export interface AppendResult {
    * record from a later one that reused its LSNs after such a drop.
    */
   readonly generation: number;
+  /**
+   * The commit time stamped into the record: milliseconds since the epoch, from the log's
+   * `clock` (whole milliseconds with `Date.now`; the format keeps microseconds).
+   */
+  readonly commitTime: number;
 }
 
 /** Payload of the `flush` event. */
@@ -216,7 +242,9 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     sync: SyncMode;
     role: 'primary' | 'replica';
     endLsn: Lsn;
+    endSegmentVersion: number;
     oldestSegno: number;
+    clock: () => number;
   }) {
     super();
     this.storage = init.storage;
@@ -236,6 +264,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       timeline: init.history.timeline,
       sync: init.sync,
       endLsn: init.endLsn,
+      endSegmentVersion: init.endSegmentVersion,
+      clock: init.clock,
       emit: (event, ...args) => this.emitSafely(event, ...args),
       notifyTail: () => this.#notifyTail(),
       stopped: () => {
@@ -260,6 +290,9 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     }
     if ((options.dir === undefined) === (options.storage === undefined)) {
       throw new WalshipError('INVALID_OPTIONS', 'invalid WalLog options: give exactly one of WalLog.dir and WalLog.storage');
+    }
+    if (options.clock !== undefined && typeof options.clock !== 'function') {
+      throw new WalshipError('INVALID_OPTIONS', 'invalid WalLog options: WalLog.clock must be a function returning milliseconds since the epoch');
     }
     const config = withDefaults(WAL_LOG_DEFAULTS, options);
     const storage = options.storage ?? new NodeStorage(options.dir as string);
@@ -337,7 +370,9 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       sync: config.sync,
       role: config.role,
       endLsn: found.endLsn,
+      endSegmentVersion: found.endVersion,
       oldestSegno,
+      clock: config.clock ?? Date.now,
     });
   }
 
@@ -418,7 +453,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const entries = single ? [batch as EntryInput] : (batch as readonly EntryInput[]);
     if (entries.length === 0) throw new WalshipError('INVALID_ARGUMENT', 'append needs at least one entry');
 
-    let payload = 0;
+    let payload = COMMIT_TIME_SIZE;
     for (let i = 0; i < entries.length; i++) payload += this.#entrySize(entries[i], i);
     const length = RECORD_HEADER_SIZE + payload;
     const padded = align(length);
@@ -429,7 +464,22 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       );
     }
 
-    return this.#writer.append(entries, payload, padded);
+    return this.#writer.append(entries, payload, padded, this.#writer.commitMicros());
+  }
+
+  /**
+   * Appends a named restore point (PostgreSQL's `pg_create_restore_point`): a record without
+   * entries that a standby can stop replaying at (`recoveryTarget: { name }`); readers skip it
+   * unless asked for restore points. The name is 1 to 64 UTF-8 bytes (`INVALID_ARGUMENT`);
+   * names need not be unique (a target stops at the first). Durable like a batch: once
+   * {@link waitForFlush} with the result resolves.
+   */
+  appendRestorePoint(name: string): AppendResult {
+    this.#assertOpen();
+    if (this.role === 'replica') throw new WalshipError('READ_ONLY', 'this log is a replica: it only receives WAL from upstream (writeBytes)');
+    const nameBytes = checkRestorePointName(name);
+    const payload = restorePointPayloadSize(nameBytes);
+    return this.#writer.appendRestorePoint(name, nameBytes, payload, align(RECORD_HEADER_SIZE + payload), this.#writer.commitMicros());
   }
 
   #entrySize(entry: EntryInput | undefined, index: number): number {
@@ -522,7 +572,9 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    * {@link oldestLsn}) in order. With `follow`, waits at the end of the durable log for
    * new records until the log closes or `signal` aborts.
    */
-  read(from: Lsn, options: ReadOptions = {}): AsyncIterableIterator<WalRecord> {
+  read(from: Lsn, options: ReadOptions & { restorePoints: true }): AsyncIterableIterator<WalRecord | RestorePointRecord>;
+  read(from: Lsn, options?: ReadOptions): AsyncIterableIterator<WalRecord>;
+  read(from: Lsn, options: ReadOptions = {}): AsyncIterableIterator<WalRecord | RestorePointRecord> {
     assertLsn(from, 'from');
     this.#assertReadable();
     return new WalReader(this, from, options).records();
@@ -630,8 +682,10 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       throw new WalshipError('INVALID_ARGUMENT', `timeline ${history.timeline} cannot begin at ${formatLsn(switchLsn)}, past the end of the WAL at ${formatLsn(this.#writer.flushedLsn)}`);
     }
     const parent = this.timeline;
+    // The new timeline's first records go into the switch segment only if it has the current format.
+    const version = await this.#segmentVersionAt(switchLsn);
     this.#writeHistoryFile(history);
-    await this.#switchFiles(history, switchLsn);
+    await this.#switchFiles(history, switchLsn, version);
     this.#role = 'primary';
     this.#files.sparse = false;
     this.#writer.appendMarker(RECORD_END_OF_RECOVERY);
@@ -790,7 +844,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    * caller's control-file write (before) and the open's repair (`removeAbandonedTimelines`)
    * make the rename safe.
    */
-  async #switchFiles(history: TimelineHistory, switchLsn: Lsn): Promise<void> {
+  async #switchFiles(history: TimelineHistory, switchLsn: Lsn, segmentVersion = FORMAT_VERSION): Promise<void> {
     const size = this.segmentSize;
     const segno = Math.floor(switchLsn / size);
     const within = switchLsn - segno * size;
@@ -807,8 +861,25 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     else this.#files.present.add(segno);
     // The next segment is prepared when the writer reaches it: a background zero-fill now would
     // compete with the promotion's own syncs.
-    this.#writer.restartAt(switchLsn, history.timeline, segno);
+    this.#writer.restartAt(switchLsn, history.timeline, segno, segmentVersion);
     this.#notifyTail();
+  }
+
+  /** The format version of the segment holding `lsn`, read from its header (the current one at a segment start, where a new header goes). */
+  async #segmentVersionAt(lsn: Lsn): Promise<number> {
+    if (lsn % this.segmentSize === 0) return FORMAT_VERSION;
+    const name = this.segmentName(lsn);
+    const buf = Buffer.alloc(SEGMENT_HEADER_SIZE);
+    const header = await wrapIo(async () => {
+      const file = await this.storage.open(name, { readOnly: true });
+      try {
+        return (await file.read(buf, 0, SEGMENT_HEADER_SIZE, 0)) === SEGMENT_HEADER_SIZE ? readSegmentHeader(buf, 0) : null;
+      } finally {
+        await file.close();
+      }
+    }, `reading the header of ${name}`);
+    if (header === null) throw new WalCorruptError(name, 0, 'segment header missing or damaged');
+    return header.formatVersion;
   }
 
   /**
@@ -1015,6 +1086,20 @@ interface PendingHistoryFile {
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * A restore point's name's UTF-8 length, checked: 1 to {@link MAX_RESTORE_POINT_NAME_BYTES}
+ * bytes of well-formed text (a lone surrogate would not read back as it was written).
+ */
+export function checkRestorePointName(name: unknown): number {
+  if (typeof name !== 'string') throw new WalshipError('INVALID_ARGUMENT', 'a restore point name must be a string');
+  const bytes = Buffer.byteLength(name);
+  if (bytes === 0 || bytes > MAX_RESTORE_POINT_NAME_BYTES) {
+    throw new WalshipError('INVALID_ARGUMENT', `a restore point name must be 1 to ${MAX_RESTORE_POINT_NAME_BYTES} UTF-8 bytes; ${JSON.stringify(name.slice(0, 80))} takes ${bytes}`);
+  }
+  if (Buffer.from(name).toString() !== name) throw new WalshipError('INVALID_ARGUMENT', 'a restore point name must be well-formed Unicode (no lone surrogates)');
+  return bytes;
 }
 
 /**

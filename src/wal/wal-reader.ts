@@ -3,13 +3,17 @@ import { formatLsn, type Lsn } from '../lsn.js';
 import type { StorageFile } from '../storage/storage.js';
 import {
   RECORD_HEADER_SIZE,
+  RECORD_RESTORE_POINT,
   RECORD_SEGMENT_END,
   SEGMENT_HEADER_SIZE,
   align,
+  checkFormatVersion,
   checkRecordCrc,
   checkRecordHeader,
   decodeEntries,
+  decodeRestorePoint,
   isMarkerType,
+  readCommitTime,
   readRecordHeader,
   readSegmentHeader,
   type WalEntry,
@@ -36,10 +40,21 @@ export interface ReadOptions {
    * @defaultValue false
    */
   reuseBuffers?: boolean;
+  /**
+   * Also yield restore points ({@link RestorePointRecord}, `kind: 'restore-point'`), in LSN
+   * order among the batches. Without it only batches are yielded. @defaultValue false
+   */
+  restorePoints?: boolean;
+  /**
+   * With `follow`: called each time the reader has returned every complete record that is
+   * durable and starts waiting for more (a standby's replay has caught up with what it received).
+   */
+  onWait?: () => void;
 }
 
 /** A committed batch read back from the log. */
 export interface WalRecord {
+  readonly kind: 'batch';
   /** Where the record starts. */
   readonly lsn: Lsn;
   /** Where it ends (the next record's LSN, unless a segment ends first). */
@@ -48,6 +63,26 @@ export interface WalRecord {
   readonly timeline: number;
   /** The batch's entries, in append order. */
   readonly entries: readonly WalEntry[];
+  /**
+   * When the batch was committed on the primary: milliseconds since the epoch (its clock at
+   * append, stored in microseconds); `null` for a batch of on-disk format 1, which has none.
+   */
+  readonly commitTime: number | null;
+}
+
+/** A named restore point read back from the log (see {@link WalLog.appendRestorePoint}). */
+export interface RestorePointRecord {
+  readonly kind: 'restore-point';
+  /** Where the record starts. */
+  readonly lsn: Lsn;
+  /** Where it ends. */
+  readonly endLsn: Lsn;
+  /** The timeline it was read from. */
+  readonly timeline: number;
+  /** Its name: 1 to 64 UTF-8 bytes. */
+  readonly name: string;
+  /** When it was made on the primary: milliseconds since the epoch. */
+  readonly time: number;
 }
 
 const DEFAULT_CHUNK = 1024 * 1024;
@@ -62,6 +97,8 @@ export class WalReader {
   #file: StorageFile | null = null;
   #window: SegmentWindow | null = null;
   #segno = -1;
+  /** The format version of the open segment (how its records are laid out). */
+  #version = 0;
   /** The log's history when the open segment was entered. */
   #history: WalLog['history'] | null = null;
   /** Where reading stopped (or stands): the next record's position. */
@@ -75,9 +112,13 @@ export class WalReader {
     this.position = from;
   }
 
-  async *records(): AsyncGenerator<WalRecord, void, undefined> {
+  async *records(): AsyncGenerator<WalRecord | RestorePointRecord, void, undefined> {
     const { log } = this;
-    const { signal, follow = false } = this.options;
+    const { signal, follow = false, restorePoints = false, onWait } = this.options;
+    const waitFor = (lsn: Lsn): Promise<boolean> => {
+      if (follow) onWait?.();
+      return awaitMore(log, lsn, follow, signal);
+    };
     const size = log.segmentSize;
     let pos = this.from;
     if (pos % size === 0) pos += SEGMENT_HEADER_SIZE;
@@ -91,7 +132,7 @@ export class WalReader {
         const horizon = log.flushedLsn;
         this.position = pos;
         if (pos >= horizon) {
-          if (!(await awaitMore(log, pos, follow, signal))) return;
+          if (!(await waitFor(pos))) return;
           continue;
         }
         const segno = Math.floor(pos / size);
@@ -106,7 +147,7 @@ export class WalReader {
         }
         // On a replica the durable end can fall inside a record: the rest is still to come.
         if (pos + RECORD_HEADER_SIZE > horizon) {
-          if (!(await awaitMore(log, horizon, follow, signal))) return;
+          if (!(await waitFor(horizon))) return;
           continue;
         }
         // After a timeline switch the segment may live in another timeline's file: open it anew.
@@ -116,7 +157,7 @@ export class WalReader {
         const header = readRecordHeader(window.buf, window.index(offset));
         const reason = checkRecordHeader(header, pos, size - offset);
         if (reason === null && pos + header.length > horizon) {
-          if (!(await awaitMore(log, horizon, follow, signal))) return;
+          if (!(await waitFor(horizon))) return;
           continue;
         }
         if (reason !== null) {
@@ -138,10 +179,18 @@ export class WalReader {
           pos += RECORD_HEADER_SIZE;
           continue;
         }
-        const entries = decodeEntries(window.buf, index, header);
-        if (entries === null) throw new WalCorruptError(log.segmentName(pos), offset, 'record payload does not match its entry count');
         const endLsn = pos + align(header.length);
-        yield { lsn: pos, endLsn, timeline: log.timelineAt(pos), entries };
+        if (header.type === RECORD_RESTORE_POINT) {
+          const point = decodeRestorePoint(window.buf, index, header, this.#version);
+          if (point === null) throw new WalCorruptError(log.segmentName(pos), offset, `malformed restore point record (format version ${this.#version})`);
+          if (restorePoints) yield { kind: 'restore-point', lsn: pos, endLsn, timeline: log.timelineAt(pos), name: point.name, time: point.micros / 1000 };
+          pos = endLsn;
+          continue;
+        }
+        const entries = decodeEntries(window.buf, index, header, this.#version);
+        if (entries === null) throw new WalCorruptError(log.segmentName(pos), offset, 'record payload does not match its entry count');
+        const micros = readCommitTime(window.buf, index, this.#version);
+        yield { kind: 'batch', lsn: pos, endLsn, timeline: log.timelineAt(pos), entries, commitTime: micros === null ? null : micros / 1000 };
         pos = endLsn;
       }
     } finally {
@@ -175,6 +224,9 @@ export class WalReader {
     if (header === null || header.startLsn !== segno * this.log.segmentSize || header.timeline !== this.log.timelineAt(segno * this.log.segmentSize)) {
       throw new WalCorruptError(name, 0, 'segment header missing or damaged');
     }
+    // A replica's later segments come from upstream after its open checked the others.
+    checkFormatVersion(header.formatVersion, name);
+    this.#version = header.formatVersion;
     this.#window = window;
     return window;
   }

@@ -4,7 +4,20 @@ import type { Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { LsnWaiters } from '../lsn-waiters.js';
 import type { StorageFile, StorageWriteError } from '../storage/storage.js';
-import { RECORD_BATCH, RECORD_HEADER_SIZE, RECORD_SEGMENT_END, SEGMENT_HEADER_SIZE, sealRecord, writeEntry, writeSegmentHeader } from './record.js';
+import {
+  COMMIT_TIME_SIZE,
+  FORMAT_VERSION,
+  RECORD_BATCH,
+  RECORD_HEADER_SIZE,
+  RECORD_RESTORE_POINT,
+  RECORD_SEGMENT_END,
+  SEGMENT_HEADER_SIZE,
+  sealRecord,
+  writeCommitTime,
+  writeEntry,
+  writeRestorePoint,
+  writeSegmentHeader,
+} from './record.js';
 import type { SegmentFiles } from './segment-files.js';
 import type { AppendResult, EntryInput, SyncMode, WalLogEvents } from './wal-log.js';
 
@@ -19,6 +32,8 @@ interface Run {
 }
 
 const RUN_SIZE = 1024 * 1024;
+/** The latest commit time a record can hold: 2^53 − 1 microseconds after the epoch (the year 2255). */
+const MAX_CLOCK_MS = Math.floor(Number.MAX_SAFE_INTEGER / 1000);
 /** Pending bytes that make the writer start a background write even without a flush request. */
 const WRITE_THRESHOLD = 1024 * 1024;
 /**
@@ -40,6 +55,10 @@ export interface WalWriterInit {
   readonly sync: SyncMode;
   /** The end of WAL found by recovery: where inserting, writing and flushing start. */
   readonly endLsn: Lsn;
+  /** The format version of the segment holding `endLsn` (the one a new segment gets when it starts there). */
+  readonly endSegmentVersion: number;
+  /** The wall clock commit times come from: milliseconds since the epoch, as `Date.now()`. */
+  readonly clock: () => number;
   /** Emits one of the log's events; must not throw (listener exceptions are the log's to catch). */
   readonly emit: <E extends WriterEvent>(event: E, ...args: EventEmitter.EventArgs<WalLogEvents, E>) => void;
   /** The flushed end moved, or the writer stopped: readers waiting at the tail look again. */
@@ -111,6 +130,14 @@ export class WalWriter {
   /** Every drop of failed appends: from which LSN on, and why (rare: ENOSPC only). */
   #drops: { lsn: Lsn; error: WalshipError }[] = [];
   #lastWrittenSegno = -1;
+  /** The format version of the segment the insert position is in: records of this version go only into segments of it. */
+  #segmentVersion: number;
+  readonly #clock: () => number;
+  /** The commit time of the synchronous run appending now (microseconds), or -1: read once per run, not per record. */
+  #runMicros = -1;
+  readonly #forgetRunTime = (): void => {
+    this.#runMicros = -1;
+  };
 
   constructor(init: WalWriterInit) {
     this.#files = init.files;
@@ -123,6 +150,8 @@ export class WalWriter {
     this.#stopped = init.stopped;
     this.#insertLsn = this.#writtenLsn = this.#syncedLsn = init.endLsn;
     this.#flushed = new LsnWaiters(init.endLsn);
+    this.#segmentVersion = init.endSegmentVersion;
+    this.#clock = init.clock;
   }
 
   /** The next insert position. */
@@ -171,14 +200,34 @@ export class WalWriter {
   // ---- appending: records go into the pending runs ----
 
   /**
-   * Buffers one batch record of `entries` (their encoded sizes add up to `payload`; the
-   * record takes `padded` bytes, which fit in a segment) and returns where it landed.
+   * The commit time to stamp into a record appended now, in microseconds since the epoch: the
+   * clock is read once per run of synchronous code (forgotten at the next microtask), so the
+   * commits appended together (the committers one flush wakes, a loop of appends) share one
+   * time and cost one clock call, while a commit after an `await` gets a time of its own.
    */
-  append(entries: readonly EntryInput[], payload: number, padded: number): AppendResult {
-    const lsn = this.#reserve(padded);
+  commitMicros(): number {
+    if (this.#runMicros < 0) {
+      const ms = this.#clock();
+      if (!(ms >= 0 && ms <= MAX_CLOCK_MS)) {
+        throw new WalshipError('INVALID_ARGUMENT', `the WAL's clock returned ${String(ms)}; it must return milliseconds since the epoch (as Date.now())`);
+      }
+      this.#runMicros = Math.round(ms * 1000);
+      queueMicrotask(this.#forgetRunTime);
+    }
+    return this.#runMicros;
+  }
+
+  /**
+   * Buffers one batch record of `entries` (their encoded sizes and the commit time add up to
+   * `payload`; the record takes `padded` bytes, which fit in a segment) stamped with
+   * `micros`, and returns where it landed.
+   */
+  append(entries: readonly EntryInput[], payload: number, padded: number, micros: number): AppendResult {
+    const lsn = this.#reserve(padded, true);
     const run = this.#runFor(padded);
     const start = run.used;
-    let at = start + RECORD_HEADER_SIZE;
+    writeCommitTime(run.buf, start, micros);
+    let at = start + RECORD_HEADER_SIZE + COMMIT_TIME_SIZE;
     for (const entry of entries) {
       if (entry instanceof Uint8Array) {
         at = writeEntry(run.buf, at, entry, undefined, 0);
@@ -192,12 +241,27 @@ export class WalWriter {
     this.#pendingBytes += padded;
     this.#insertLsn = lsn + padded;
     if (this.#pendingBytes >= WRITE_THRESHOLD) this.#schedule();
-    return { lsn, endLsn: lsn + padded, generation: this.#drops.length };
+    return { lsn, endLsn: lsn + padded, generation: this.#drops.length, commitTime: micros / 1000 };
   }
 
-  /** Buffers a record without entries (a shutdown marker). */
+  /**
+   * Buffers a restore-point record named `name` (`nameBytes` UTF-8 bytes; its payload takes
+   * `payload` bytes and the record `padded`) made at `micros`; returns where it landed.
+   */
+  appendRestorePoint(name: string, nameBytes: number, payload: number, padded: number, micros: number): AppendResult {
+    const lsn = this.#reserve(padded, true);
+    const run = this.#runFor(padded);
+    writeRestorePoint(run.buf, run.used, micros, name, nameBytes);
+    sealRecord(run.buf, run.used, RECORD_RESTORE_POINT, payload, 0, lsn, this.#syncedLsn);
+    run.used += padded;
+    this.#pendingBytes += padded;
+    this.#insertLsn = lsn + padded;
+    return { lsn, endLsn: lsn + padded, generation: this.#drops.length, commitTime: micros / 1000 };
+  }
+
+  /** Buffers a record without entries (a shutdown marker); its layout is the same in every format version. */
   appendMarker(type: number): void {
-    const lsn = this.#reserve(RECORD_HEADER_SIZE);
+    const lsn = this.#reserve(RECORD_HEADER_SIZE, false);
     const run = this.#runFor(RECORD_HEADER_SIZE);
     sealRecord(run.buf, run.used, type, 0, 0, lsn, this.#syncedLsn);
     run.used += RECORD_HEADER_SIZE;
@@ -246,12 +310,14 @@ export class WalWriter {
   /**
    * Moves the insert position to where a record of `padded` bytes fits and returns that
    * position, buffering a segment-end record and the next segment's header when it moves.
+   * A record of the current format (`current`: a batch, a restore point) never goes into a
+   * segment of an older format (a log written before an upgrade): that segment is ended first.
    */
-  #reserve(padded: number): Lsn {
+  #reserve(padded: number, current: boolean): Lsn {
     let lsn = this.#insertLsn;
     let offset = lsn % this.#segmentSize;
     const room = this.#segmentSize - offset;
-    if (offset !== 0 && room < padded) {
+    if (offset !== 0 && (room < padded || (current && this.#segmentVersion !== FORMAT_VERSION))) {
       if (room >= RECORD_HEADER_SIZE) {
         // Mark the rest of the segment unused; the next segment starts a new run.
         const run = this.#runFor(RECORD_HEADER_SIZE);
@@ -273,6 +339,7 @@ export class WalWriter {
     if (offset === 0) {
       const run = this.#runFor(SEGMENT_HEADER_SIZE + padded);
       writeSegmentHeader(run.buf, run.used, this.#segmentSize, this.#timeline, lsn);
+      this.#segmentVersion = FORMAT_VERSION;
       run.used += SEGMENT_HEADER_SIZE;
       this.#pendingBytes += SEGMENT_HEADER_SIZE;
       lsn += SEGMENT_HEADER_SIZE;
@@ -324,14 +391,16 @@ export class WalWriter {
   /**
    * Moves the writer to `timeline`, continuing at `lsn` (promotion: the end of the valid WAL,
    * all of it durable); `preparedSegno` is a segment whose successor is not to be prepared
-   * ahead when the writer first writes into it. Bytes past `lsn` (a partial record from upstream) are forgotten; new
+   * ahead when the writer first writes into it; `segmentVersion` is the format version of the
+   * segment holding `lsn`. Bytes past `lsn` (a partial record from upstream) are forgotten; new
    * segments get headers of `timeline`. Nothing may be pending: the caller drained first.
    */
-  restartAt(lsn: Lsn, timeline: number, preparedSegno = -1): void {
+  restartAt(lsn: Lsn, timeline: number, preparedSegno = -1, segmentVersion = FORMAT_VERSION): void {
     if (this.#runs.length > 0 || this.#loop !== null || lsn > this.flushedLsn) {
       throw new WalshipError('INVALID_ARGUMENT', `the writer can restart only at a durable position with nothing pending (asked ${formatLsn(lsn)})`);
     }
     this.#timeline = timeline;
+    this.#segmentVersion = segmentVersion;
     this.#insertLsn = this.#writtenLsn = this.#syncedLsn = lsn;
     this.#announcedWrittenLsn = Math.min(this.#announcedWrittenLsn, lsn);
     this.#flushed.rewind(lsn);

@@ -55,6 +55,16 @@ export class GatedApp extends RecordingApp {
   }
 }
 
+/** A recording app that also keeps each batch's commit time, by position (for the batches this process applied). */
+export class TimedApp extends GatedApp {
+  readonly commitTimes = new Map<Lsn, number | null>();
+
+  protected override recordBatch(batch: CommittedBatch): void {
+    super.recordBatch(batch);
+    this.commitTimes.set(batch.lsn, batch.commitTime);
+  }
+}
+
 /** The same, without snapshot hooks: it can only replay the WAL from its beginning. */
 export class PlainApp implements Application {
   applied: AppliedBatch[] = [];

@@ -5,9 +5,9 @@ import { HISTORY_CHECK_BYTES, historyCheckOf, verifyHistory } from '../../src/re
 import { MemoryStorage } from '../../src/testing/index.js';
 import { SMALL_SEGMENT, openLog, payload } from '../helpers/wal.js';
 
-/** A log with `count` batches of `size` bytes, flushed. */
+/** A log with `count` batches of `size` bytes, flushed; one clock for all, so that the same batches make the same bytes. */
 async function logWith(count: number, size: number, salt = 0): Promise<WalLog> {
-  const log = await openLog(new MemoryStorage());
+  const log = await openLog(new MemoryStorage(), { clock: () => 1_700_000_000_000 });
   for (let i = 0; i < count; i++) log.append([payload(i + salt, size)]);
   await log.flush();
   return log;

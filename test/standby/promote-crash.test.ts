@@ -17,8 +17,8 @@ import { HANG_MS, codeOf, commitMany, copyOf, receivedTo, replayedTo, sameSequen
 // promotion completes, in each crash mode of test/helpers/crashes.ts, and opens the survivor.
 
 const SEGMENT = CLUSTER_DEFAULTS.segmentSize;
-/** A batch of one entry of `n` bytes takes a record of 32 (header) + 5 (entry header) + n bytes. */
-const ONE_ENTRY_OVERHEAD = 37;
+/** A batch of one entry of `n` bytes takes a record of 32 (header) + 8 (commit time) + 5 (entry header) + n bytes. */
+const ONE_ENTRY_OVERHEAD = 45;
 /** The segment header that begins every segment. */
 const SEGMENT_HEADER = 32;
 

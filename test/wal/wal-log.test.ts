@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WalLog, isWalshipError, type Storage, type WalRecord } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
-import { MAX_CHANNEL_BYTES } from '../../src/wal/record.js';
+import { COMMIT_TIME_SIZE, MAX_CHANNEL_BYTES } from '../../src/wal/record.js';
 import { SMALL_SEGMENT, openLog, payload, readAll, storageKinds, texts, within } from '../helpers/wal.js';
 
 for (const kind of storageKinds) {
@@ -53,7 +53,7 @@ for (const kind of storageKinds) {
 
     it('reads records across many segment boundaries, including records that fill a segment', () =>
       withLog(async (log) => {
-        const sizes = [10, 5000, 30_000, 64 * 1024 - 32 - 32 - 5, 1, 20_000, 40_000, 7, 33_000, 33_000, 100];
+        const sizes = [10, 5000, 30_000, 64 * 1024 - 32 - 32 - COMMIT_TIME_SIZE - 5, 1, 20_000, 40_000, 7, 33_000, 33_000, 100];
         const appended = sizes.map((size, i) => ({ data: payload(i, size), at: log.append(payload(i, size)) }));
         await log.flush();
         const records = await readAll(log);
@@ -74,8 +74,8 @@ for (const kind of storageKinds) {
     it('refuses a record larger than a segment with RECORD_TOO_LARGE and stays usable', () =>
       withLog(async (log) => {
         assert.equal(log.maxRecordSize, SMALL_SEGMENT - 32);
-        const fits = log.append(Buffer.alloc(log.maxRecordSize - 32 - 5));
-        assert.throws(() => log.append(Buffer.alloc(log.maxRecordSize - 32 - 4)), (err) => isWalshipError(err, 'RECORD_TOO_LARGE'));
+        const fits = log.append(Buffer.alloc(log.maxRecordSize - 32 - COMMIT_TIME_SIZE - 5));
+        assert.throws(() => log.append(Buffer.alloc(log.maxRecordSize - 32 - COMMIT_TIME_SIZE - 4)), (err) => isWalshipError(err, 'RECORD_TOO_LARGE'));
         assert.throws(
           () => log.append([Buffer.alloc(40_000), Buffer.alloc(40_000)]),
           (err) => isWalshipError(err, 'RECORD_TOO_LARGE'),
@@ -91,8 +91,8 @@ for (const kind of storageKinds) {
       try {
         const log = await openLog(storage);
         const channel = 'c'.repeat(MAX_CHANNEL_BYTES);
-        // A record header, then one entry: its 5-byte header, the channel, the data.
-        const data = Buffer.alloc(log.maxRecordSize - 32 - 5 - MAX_CHANNEL_BYTES, 7);
+        // A record header and the commit time, then one entry: its 5-byte header, the channel, the data.
+        const data = Buffer.alloc(log.maxRecordSize - 32 - COMMIT_TIME_SIZE - 5 - MAX_CHANNEL_BYTES, 7);
         assert.throws(() => log.append({ data: Buffer.alloc(data.length + 1), channel }), (err) => isWalshipError(err, 'RECORD_TOO_LARGE'));
         log.append(Buffer.from('before'));
         const largest = log.append({ data, channel });
@@ -343,7 +343,8 @@ for (const kind of storageKinds) {
       for (const seal of [true, false]) {
         const { storage, cleanup } = await kind.make();
         try {
-          const log = await openLog(storage);
+          // One clock for both runs: the records' commit times are part of the bytes compared.
+          const log = await openLog(storage, { clock: () => 1_700_000_000_000 });
           for (let i = 0; i < 10; i++) log.append(payload(i, 9000));
           await log.flush();
           log.append(Buffer.from('unflushed'));
