@@ -3,7 +3,7 @@ import { WalshipError, isWalshipError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { Storage } from '../storage/storage.js';
-import { RECORD_HEADER_SIZE, RECORD_SEGMENT_END, SEGMENT_HEADER_SIZE, align, checkRecordCrc, checkRecordHeader, readRecordHeader, readSegmentHeader } from '../wal/record.js';
+import { RECORD_HEADER_SIZE, RECORD_SEGMENT_END, SEGMENT_HEADER_SIZE, align, checkFormatVersion, checkRecordCrc, checkRecordHeader, readRecordHeader, readSegmentHeader } from '../wal/record.js';
 import { segmentFileName } from '../wal/segment-name.js';
 import {
   ancestorHistory,
@@ -141,6 +141,8 @@ function checkSegment(buf: Buffer, name: string, segno: number, size: number): v
   const header = readSegmentHeader(buf, 0);
   if (header === null) throw bad('its header is damaged');
   if (header.segmentSize !== size || header.startLsn !== segno * size) throw bad(`its header is of a segment at ${formatLsn(header.startLsn)} of ${header.segmentSize} bytes`);
+  // A format this walship does not read (written by a newer one): `WAL_FORMAT`, as from the stream.
+  checkFormatVersion(header.formatVersion, `the archive's ${name}`);
   const start = segno * size;
   let at = SEGMENT_HEADER_SIZE;
   while (size - at >= RECORD_HEADER_SIZE) {
