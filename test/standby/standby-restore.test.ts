@@ -458,3 +458,57 @@ describe('What the archive must match', () => {
     assert.ok(pApp.applied.length > 0);
   });
 });
+
+describe('Archive and stream together', () => {
+  it('a standby cut off from its primary (a partition) goes on from the archive, then streams again once the network heals', async (t) => {
+    const cluster = createCluster(t);
+    const archive = new TestArchive();
+    const app = new RecordingApp();
+    const p = await cluster.primary('p', { application: app, synchronousCommit: 'local', archive: { mode: 'on', archiver: archive } });
+    const standbyApp = new RecordingApp();
+    const s1 = await cluster.standby('s1', { upstream: p, application: standbyApp, restore: archive, restoreIntervalMs: 10, walReceiverTimeoutMs: 300 });
+    const events = record(s1);
+    let end = await commitMany(p, 0, 50);
+    await replayedTo(s1, end, 'streaming');
+    cluster.network.partition(['s1'], ['p']);
+    end = await commitMany(p, 50, 300);
+    await p.switchWal();
+    await replayedTo(s1, end, 'the standby to go on from the archive while cut off');
+    assert.ok(named(events, 'archive:restored').length > 0, 'restored from the archive');
+    assert.notEqual(s1.state, 'streaming');
+    cluster.network.heal();
+    end = await commitMany(p, 350, 20);
+    await replayedTo(s1, end, 'streaming again');
+    await within(
+      (async () => {
+        while (s1.state !== 'streaming') await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      HANG_MS,
+      'streaming again',
+    );
+    sameSequence(standbyApp.applied, app.applied);
+  });
+
+  it("archive.mode 'always' on a standby archives what it restores too", async (t) => {
+    const source = new TestArchive();
+    const own = new TestArchive();
+    const { primary } = await archivingPrimary(source);
+    t.after(() => primary.close());
+    const backup = new MemoryStorage();
+    await primary.baseBackup({ storage: backup });
+    const end = await commitMany(primary, 0, 300);
+    await primary.switchWal();
+    const standby = await Standby.open({ storage: backup, application: new RecordingApp(), restore: source, restoreIntervalMs: 10, archive: { mode: 'always', archiver: own } });
+    t.after(() => standby.close());
+    await replayedTo(standby, end, 'restored');
+    const last = segName(Math.floor(end / SEGMENT));
+    await within(
+      (async () => {
+        while (!own.files.has(last)) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      HANG_MS,
+      'the restored segments archived again',
+    );
+    assert.ok((own.files.get(last) as Buffer).equals(source.files.get(last) as Buffer), 'the same bytes');
+  });
+});
