@@ -109,7 +109,7 @@ const FULL = {
   promoteRounds: 4,
   promotionsPerRound: 5,
   archiveSegments: 32, // 512 MiB
-  archiveRounds: 6,
+  archiveRounds: 8,
   archiveLagMs: 20_000,
   restoreRounds: 3,
 } as const;
