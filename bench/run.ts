@@ -109,7 +109,7 @@ const FULL = {
   promoteRounds: 4,
   promotionsPerRound: 5,
   archiveSegments: 32, // 512 MiB
-  archiveRounds: 8,
+  archiveRounds: 6,
   archiveLagMs: 20_000,
   restoreRounds: 3,
 } as const;
@@ -1235,6 +1235,13 @@ const ARCHIVE_TIMEOUT_MS = 1000;
 const RESTORE_INTERVAL_MS = 100;
 const TRICKLE_RATE = 10;
 const TRICKLE_BYTES = 100;
+/**
+ * Idle time before each archive throughput run (untimed). Page-cache writes on this virtual
+ * machine slowed 2–3× in some runs that came right after another run's 512 MiB (8 MiB
+ * pwrites taking 28 ms instead of 4), which made the second side of every round the slower
+ * one; a rest before each side lets both start alike.
+ */
+const ARCHIVE_REST_MS = 3000;
 
 interface ArchivingResults {
   /** Case 1, per round: walship's archiver (from the open() call) and the raw copy. */
@@ -1273,16 +1280,19 @@ async function archivingSection(base: string, settings: Settings): Promise<Archi
     progress('archiving: warm-up');
     await archiveThroughput(source, archiveDir);
     await rawArchiveCopy(source, rawDir);
+    const rest = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, ARCHIVE_REST_MS));
     for (let round = 1; round <= settings.archiveRounds; round++) {
       const label = `round ${round}/${settings.archiveRounds}`;
       const [walship, raw] = await alternate(
         round,
-        () => {
+        async () => {
           progress(`archiving: ${settings.archiveSegments} segments into a FileSystemArchive, ${label}`);
+          await rest();
           return archiveThroughput(source, archiveDir);
         },
-        () => {
+        async () => {
           progress(`archiving: raw copy of the same segments, ${label}`);
+          await rest();
           return rawArchiveCopy(source, rawDir);
         },
       );
@@ -1448,7 +1458,7 @@ function printArchivingSection(results: ArchivingResults, settings: Settings): v
       `   1. A primary's directory with ${n} complete segments (${(n * SEGMENT_BYTES) / 2 ** 20} MiB, written with archiving off, then checkpointed so that open replays nothing)`,
       `   is opened with archive { mode: 'on', archiver: FileSystemArchive }: the archiver marks each segment ready and puts them one at a time.`,
       `   open() itself (recovery's scan of the WAL) took ${results.archived.map((r) => r.openSeconds.toFixed(2)).join(', ')} s; segments archived when it resolved: ${results.archived.map((r) => r.archivedAtOpen).join(', ')}.`,
-      `   ${settings.archiveRounds} rounds after a warm-up, alternating which side goes first; "vs limit" is the median of the per-round ratios.`,
+      `   ${settings.archiveRounds} rounds after a warm-up, alternating which side goes first, each after ${ARCHIVE_REST_MS / 1000} s idle; "vs limit" is the median of the per-round ratios.`,
       `   per round MB/s, raw / walship / archiver alone: ${results.rawCopies.map((r, i) => `${formatMBps(r.bytes / r.seconds)} / ${formatMBps((results.archived[i]?.bytes ?? 0) / (results.archived[i]?.seconds ?? 0))} / ${formatMBps((results.archived[i]?.bytes ?? 0) / ((results.archived[i]?.seconds ?? 0) - (results.archived[i]?.openSeconds ?? 0)))}`).join(', ')}`,
       `   ratios to raw: open() → archived ${ratioList(f.walshipVsRaw)}; archiver alone ${ratioList(f.aloneVsRaw)}`,
       `   Page cache: both sides read the source segments just before their clock starts (no drop_caches here); resident then (fincore):`,
