@@ -8,6 +8,11 @@
  *   answers `{ opened, addresses }` once each is streaming (at once with `wait: false`). With
  *   `listen: true` each also serves standbys of its own (cascading) on a loopback port, trust
  *   auth for user bench; `addresses[i]` is where they connect (else null);
+ * - `{ cmd: 'open', restoreDir, restoreIntervalMs, dirs, wait? }` (section 9): the same, but
+ *   each is an archive-only standby (log shipping, no primary) on a base backup's directory:
+ *   `restore` is a `FileSystemArchive` on `restoreDir`, looked at again every
+ *   `restoreIntervalMs` when it had nothing new; answers once each is `restoring` and
+ *   consistent (at once with `wait: false`);
  * - `{ cmd: 'wait', lsn, stallMs? }`: answers `{ receivedAt, replayedAt, cpu, disconnects }`
  *   (epoch ms, this process's CPU time so far, connections to an upstream that ended since the
  *   open) once every standby has received, then replayed, up to `lsn`. With `stallMs`, a wait
@@ -33,7 +38,7 @@
  * It also exits when its IPC channel closes (the benchmark ended or was killed), so that no
  * peer outlives the run.
  */
-import { Standby, TcpTransport } from '../dist/index.js';
+import { FileSystemArchive, Standby, TcpTransport } from '../dist/index.js';
 
 const now = () => performance.timeOrigin + performance.now();
 let standbys = [];
@@ -88,13 +93,21 @@ function stallWatch(ms) {
 process.on('message', async (message) => {
   switch (message.cmd) {
     case 'open': {
+      // An archive-only standby has no primary: it restores from the archive alone.
+      const archiveOnly = message.restoreDir !== undefined;
+      const source = (i) =>
+        archiveOnly
+          ? { restore: new FileSystemArchive(message.restoreDir), restoreIntervalMs: message.restoreIntervalMs }
+          : {
+              primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: message.names?.[i] ?? `s${i + 1}` },
+              statusIntervalMs: 1000,
+            };
       const opening = Promise.all(
         message.dirs.map((dir, i) =>
           Standby.open({
             dir,
             application: new CountingApp(),
-            primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: message.names?.[i] ?? `s${i + 1}` },
-            statusIntervalMs: 1000,
+            ...source(i),
             ...(process.env.PEER_SYNC ? { sync: process.env.PEER_SYNC } : {}),
             ...(message.listen === true
               ? { listen: { transport: new TcpTransport(), address: '127.0.0.1:0' }, auth: { rules: [{ user: 'bench', address: '127.0.0.1/32', method: 'trust' }] } }
@@ -107,7 +120,8 @@ process.on('message', async (message) => {
         standbys = opened;
         disconnects = 0;
         for (const standby of standbys) standby.on('primary:disconnected', () => disconnects++);
-        if (message.wait !== false) for (const standby of standbys) await until(() => standby.state === 'streaming' && standby.consistent);
+        const ready = archiveOnly ? 'restoring' : 'streaming';
+        if (message.wait !== false) for (const standby of standbys) await until(() => standby.state === ready && standby.consistent);
       });
       await queue;
       process.send({ opened: standbys.length, addresses: standbys.map((s) => s.address) });

@@ -27,6 +27,18 @@ import { StalledError, cascadedCatchUp, throughput, type ThroughputRun } from '.
 import { MESSAGE_BYTES, rawRoundTrips, rawThroughput, walshipRoundTrips, walshipThroughput, type TlsSetup } from './transport-cases.js';
 import { REMOTE_LEVELS, SYNC_LEVELS, SYNC_REP_ENTRY_BYTES, SyncRepSetup } from './sync-rep-cases.js';
 import { LOAD_ENTRY_BYTES, LOAD_RATE, LOAD_WARM_MS, WARM_BATCHES, postgresUnavailable, promotion, runPostgres, stopPostgres, type PromotionCase, type PromotionRun } from './promote-cases.js';
+import {
+  SEGMENT_BYTES,
+  archiveLag,
+  archiveThroughput,
+  prepareArchiveSource,
+  prepareRestoreSource,
+  rawArchiveCopy,
+  archiveRecovery,
+  type ArchiveLagRun,
+  type ArchiveRun,
+  type RestoreRun,
+} from './archive-cases.js';
 
 interface Settings {
   readonly name: 'full' | 'quick';
@@ -60,8 +72,17 @@ interface Settings {
   /** Promotion: rounds, and promotions per case in each (walship's, the raw limit's and PostgreSQL's alike). */
   readonly promoteRounds: number;
   readonly promotionsPerRound: number;
+  /**
+   * Archiving: complete 16 MiB segments archived per throughput run, and rounds (each side
+   * once, alternating which goes first); how long the archive-only standby's trickle runs;
+   * rounds of recovery from the archive beside the streaming catch-up (`catchUpBytes` each).
+   */
+  readonly archiveSegments: number;
+  readonly archiveRounds: number;
+  readonly archiveLagMs: number;
+  readonly restoreRounds: number;
   readonly verbose: boolean;
-  /** The sections to run (1–8); sections 2 and 3 are measured together. */
+  /** The sections to run (1–9); sections 2 and 3 are measured together. */
   readonly sections: ReadonlySet<number>;
 }
 
@@ -87,6 +108,10 @@ const FULL = {
   cascadeRuns: 6,
   promoteRounds: 4,
   promotionsPerRound: 5,
+  archiveSegments: 32, // 512 MiB
+  archiveRounds: 6,
+  archiveLagMs: 20_000,
+  restoreRounds: 3,
 } as const;
 
 const QUICK = {
@@ -111,6 +136,10 @@ const QUICK = {
   cascadeRuns: 4,
   promoteRounds: 2,
   promotionsPerRound: 3,
+  archiveSegments: 8, // 128 MiB
+  archiveRounds: 2,
+  archiveLagMs: 8_000,
+  restoreRounds: 2,
 } as const;
 
 const SMALL = 100;
@@ -137,16 +166,17 @@ const LATENCY_RATE = 1000;
 
 const HEADERS: Row = ['case', 'ops/s', 'MB/s', 'p50 µs', 'p99 µs', 'vs limit'];
 
-const SECTIONS = [1, 2, 3, 4, 5, 6, 7, 8] as const;
+const SECTIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9] as const;
 
 const USAGE = `usage: npm run bench [-- [--quick] [--verbose] [--section N ...]]
-  --quick      fewer records and 1 s commit runs (about 4 minutes instead of about 13.5)
+  --quick      fewer records and 1 s commit runs (about 5 minutes instead of about 16)
   --verbose    also print every measured run, not only the medians
-  --section N  run only section N (1–8; repeat it for several); 2 and 3 are measured
+  --section N  run only section N (1–9; repeat it for several); 2 and 3 are measured
                together, so either runs both. Section 7 (cascading) alone takes about
                1.5 minutes, under a minute with --quick. Section 8 (promotion) also runs
                bench/pg-promote.sh (PostgreSQL 15) when run as root with PostgreSQL 15
-               installed (BENCH_SKIP_PG=1 skips it)`;
+               installed (BENCH_SKIP_PG=1 skips it). Section 9 (archiving) alone takes
+               about 2.5 minutes, under a minute with --quick`;
 
 function parseSettings(): Settings {
   const { values } = parseArgs({
@@ -1198,6 +1228,259 @@ function promotionTargets(results: PromotionResults): Target[] {
   return [line('idle standby', f.idle, f.pgIdle), line(`standby receiving ${formatInt(LOAD_RATE)} commits/s`, f.loaded, f.pgLoaded)];
 }
 
+// ---- 9. archiving ----
+
+/** The lag case: `archive.timeoutMs` on the primary, `restoreIntervalMs` on the archive-only standby, and the trickle. */
+const ARCHIVE_TIMEOUT_MS = 1000;
+const RESTORE_INTERVAL_MS = 100;
+const TRICKLE_RATE = 10;
+const TRICKLE_BYTES = 100;
+/**
+ * Idle time before each archive throughput run (untimed). Page-cache writes on this virtual
+ * machine slowed 2–3× in some runs that came right after another run's 512 MiB (8 MiB
+ * pwrites taking 28 ms instead of 4), which made the second side of every round the slower
+ * one; a rest before each side lets both start alike.
+ */
+const ARCHIVE_REST_MS = 3000;
+
+interface ArchivingResults {
+  /** Case 1, per round: walship's archiver (from the open() call) and the raw copy. */
+  readonly archived: readonly ArchiveRun[];
+  readonly rawCopies: readonly ArchiveRun[];
+  /** Case 2. */
+  readonly lag: ArchiveLagRun;
+  /** Case 3, per round: recovery from the archive, the streaming catch-up and the raw pipe. */
+  readonly restores: readonly RestoreRun[];
+  readonly catchUps: readonly CatchUpResult[];
+  readonly rawPipes: readonly CatchUpResult[];
+  readonly restoreSegments: number;
+}
+
+async function archivingSection(base: string, settings: Settings): Promise<ArchivingResults> {
+  const archived: ArchiveRun[] = [];
+  const rawCopies: ArchiveRun[] = [];
+  const restores: RestoreRun[] = [];
+  const catchUps: CatchUpResult[] = [];
+  const rawPipes: CatchUpResult[] = [];
+  /** Runs `first` then `second`, or the other way round in even rounds, so that drift within a round favours neither. */
+  const alternate = async <A, B>(round: number, first: () => Promise<A>, second: () => Promise<B>): Promise<[A, B]> => {
+    if (round % 2 === 1) {
+      const a = await first();
+      return [a, await second()];
+    }
+    const b = await second();
+    return [await first(), b];
+  };
+
+  progress(`archiving: writing ${settings.archiveSegments} segments with archiving off`);
+  const source = await prepareArchiveSource(base, settings.archiveSegments);
+  const archiveDir = path.join(base, 'archive-fs');
+  const rawDir = path.join(base, 'archive-raw');
+  try {
+    progress('archiving: warm-up');
+    await archiveThroughput(source, archiveDir);
+    await rawArchiveCopy(source, rawDir);
+    const rest = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, ARCHIVE_REST_MS));
+    for (let round = 1; round <= settings.archiveRounds; round++) {
+      const label = `round ${round}/${settings.archiveRounds}`;
+      const [walship, raw] = await alternate(
+        round,
+        async () => {
+          progress(`archiving: ${settings.archiveSegments} segments into a FileSystemArchive, ${label}`);
+          await rest();
+          return archiveThroughput(source, archiveDir);
+        },
+        async () => {
+          progress(`archiving: raw copy of the same segments, ${label}`);
+          await rest();
+          return rawArchiveCopy(source, rawDir);
+        },
+      );
+      archived.push(walship);
+      rawCopies.push(raw);
+    }
+  } finally {
+    await fs.rm(source.dir, { recursive: true, force: true });
+    await fs.rm(archiveDir, { recursive: true, force: true });
+    await fs.rm(rawDir, { recursive: true, force: true });
+  }
+
+  progress(`archiving: archive-only standby under a trickle of ${TRICKLE_RATE} commits/s for ${settings.archiveLagMs / 1000} s`);
+  const lag = await archiveLag(base, {
+    timeoutMs: ARCHIVE_TIMEOUT_MS,
+    restoreIntervalMs: RESTORE_INTERVAL_MS,
+    rate: TRICKLE_RATE,
+    entryBytes: TRICKLE_BYTES,
+    durationMs: settings.archiveLagMs,
+  });
+
+  const mib = `${settings.catchUpBytes / 2 ** 20} MiB`;
+  progress(`archiving: archiving ${mib} of WAL after a base backup`);
+  const restoreSource = await prepareRestoreSource(base, settings.catchUpBytes);
+  try {
+    for (let round = 1; round <= settings.restoreRounds; round++) {
+      const label = `round ${round}/${settings.restoreRounds}`;
+      const [restored, [pipe, streamed]] = await alternate(
+        round,
+        () => {
+          progress(`archiving: recovery of ${mib} from the archive, ${label}`);
+          return archiveRecovery(base, restoreSource, RESTORE_INTERVAL_MS);
+        },
+        async (): Promise<[CatchUpResult, CatchUpResult]> => {
+          progress(`archiving: raw pipe, ${label}`);
+          const p = await rawCatchUp(base, settings.catchUpBytes);
+          progress(`archiving: streaming catch-up of ${mib}, ${label}`);
+          return [p, await catchUp(base, settings.catchUpBytes)];
+        },
+      );
+      restores.push(restored);
+      rawPipes.push(pipe);
+      catchUps.push(streamed);
+    }
+  } finally {
+    await fs.rm(path.dirname(restoreSource.archiveDir), { recursive: true, force: true });
+  }
+  return { archived, rawCopies, lag, restores, catchUps, rawPipes, restoreSegments: restoreSource.segments };
+}
+
+/** walship's archiver alone: from `open()` resolved (the WAL scanned, the archiver started) until all archived. */
+const archiverAlone = (r: ArchiveRun): ArchiveRun => ({ ...r, seconds: r.seconds - r.openSeconds });
+
+function archivingFigures(results: ArchivingResults): {
+  raw: number;
+  walship: number;
+  alone: number;
+  walshipVsRaw: number[];
+  aloneVsRaw: number[];
+  putMs: number;
+  restoreVsStream: number[];
+  restoreVsPipe: number[];
+  streamVsPipe: number[];
+  restore: number;
+  stream: number;
+  pipe: number;
+  restoreSegmentMs: number;
+  modelMs: number;
+} {
+  const bps = (runs: readonly ArchiveRun[]): number[] => runs.map((r) => r.bytes / r.seconds);
+  const alone = results.archived.map(archiverAlone);
+  const replay = (list: readonly CatchUpResult[]): number[] => list.map((c) => c.replayBytesPerSec);
+  const restore = median(replay(results.restores));
+  // One segment's put and one segment's restore (with its replay), at the medians of cases 1 and 3.
+  const putMs = median(alone.map((r) => (r.seconds * 1000) / r.segments));
+  const restoreSegmentMs = (SEGMENT_BYTES / restore) * 1000;
+  return {
+    raw: median(bps(results.rawCopies)),
+    walship: median(bps(results.archived)),
+    alone: median(bps(alone)),
+    walshipVsRaw: pairedRatios(bps(results.archived), bps(results.rawCopies)),
+    aloneVsRaw: pairedRatios(bps(alone), bps(results.rawCopies)),
+    putMs,
+    restoreVsStream: pairedRatios(replay(results.restores), replay(results.catchUps)),
+    restoreVsPipe: pairedRatios(replay(results.restores), replay(results.rawPipes)),
+    streamVsPipe: pairedRatios(replay(results.catchUps), replay(results.rawPipes)),
+    restore,
+    stream: median(replay(results.catchUps)),
+    pipe: median(replay(results.rawPipes)),
+    restoreSegmentMs,
+    modelMs: ARCHIVE_TIMEOUT_MS + RESTORE_INTERVAL_MS + putMs + restoreSegmentMs,
+  };
+}
+
+function printArchivingSection(results: ArchivingResults, settings: Settings): void {
+  const f = archivingFigures(results);
+  const n = settings.archiveSegments;
+  const mib = `${settings.catchUpBytes / 2 ** 20} MiB`;
+  const lags = results.lag.lagsMs;
+  const pct = (p: number): number => percentileOfSorted(lags, p);
+  const row = (label: string, segmentsPerSec: number, bytesPerSec: number, p50: number, p99: number, max: number, vs: string): Row => [
+    label,
+    Number.isFinite(segmentsPerSec) ? segmentsPerSec.toFixed(1) : '',
+    Number.isFinite(bytesPerSec) ? formatMBps(bytesPerSec) : '',
+    Number.isFinite(p50) ? formatInt(p50) : '',
+    Number.isFinite(p99) ? formatInt(p99) : '',
+    Number.isFinite(max) ? formatInt(max) : '',
+    vs,
+  ];
+  const segs = (bps: number): number => bps / SEGMENT_BYTES;
+  const none = Number.NaN;
+  console.log(`
+9. Archiving (issue #14) — FileSystemArchive on the same disk, 16 MiB segments, fdatasync everywhere; standbys in a peer process`);
+  console.log(
+    formatTable(
+      ['case', 'segments/s', 'MB/s', 'p50 ms', 'p99 ms', 'max ms', 'vs limit'],
+      [
+        row(`raw: ${n} segment files, each read, written to a temp file + fdatasync, renamed, dir fsynced`, segs(f.raw), f.raw, none, none, none, 'limit'),
+        row(`walship: ${n} segments into a FileSystemArchive, open() → all archived`, segs(f.walship), f.walship, none, none, none, `${formatRatio(median(f.walshipVsRaw))} raw`),
+        row(`walship: the same, the archiver alone (open() resolved → all archived)`, segs(f.alone), f.alone, none, none, none, `${formatRatio(median(f.aloneVsRaw))} raw`),
+        row(
+          `model: timeoutMs ${ARCHIVE_TIMEOUT_MS} + restoreIntervalMs ${RESTORE_INTERVAL_MS} + one put ${f.putMs.toFixed(0)} + one restore ${f.restoreSegmentMs.toFixed(0)}`,
+          none,
+          none,
+          none,
+          none,
+          f.modelMs,
+          'limit (lag)',
+        ),
+        row(
+          `archive-only standby: commit → replayed, ${TRICKLE_RATE} commits/s of ${TRICKLE_BYTES} B`,
+          none,
+          none,
+          pct(0.5),
+          pct(0.99),
+          lags[lags.length - 1] ?? none,
+          `max ${formatRatio((lags[lags.length - 1] ?? none) / f.modelMs)} model`,
+        ),
+        row(`raw pipe (section 5's): file → socket → process → file, fdatasync every 8 MiB, ${mib}`, none, f.pipe, none, none, none, 'limit (catch-up)'),
+        row(`streaming catch-up ${mib} behind: replayed`, none, f.stream, none, none, none, `${formatRatio(median(f.streamVsPipe))} raw pipe`),
+        row(
+          `recovery from the archive, ${mib}: replayed`,
+          segs(f.restore),
+          f.restore,
+          none,
+          none,
+          none,
+          `${formatRatio(median(f.restoreVsStream))} streaming, ${formatRatio(median(f.restoreVsPipe))} raw pipe`,
+        ),
+      ],
+    ),
+  );
+  const mbps = (runs: readonly ArchiveRun[]): string => runs.map((r) => formatMBps(r.bytes / r.seconds)).join(', ');
+  const percent = (x: number): string => (Number.isFinite(x) ? `${(x * 100).toFixed(0)} %` : 'unknown (no fincore)');
+  const minResident = (runs: readonly { sourceResident?: number; archiveResident?: number }[]): number => Math.min(...runs.map((r) => r.sourceResident ?? r.archiveResident ?? Number.NaN));
+  const lag = results.lag;
+  const putsDuringTrickle = Float64Array.from(lag.putMs).sort();
+  const replayMB = (list: readonly CatchUpResult[]): string => list.map((c) => formatMBps(c.replayBytesPerSec)).join(', ');
+  const cpu = (list: readonly CatchUpResult[], withPrimary: boolean): string =>
+    list.map((c) => `${withPrimary ? `${c.primaryCpuSeconds.toFixed(1)} + ` : ''}${c.standbyCpuSeconds.toFixed(1)} in ${c.seconds.toFixed(1)} s`).join(', ');
+  console.log(
+    [
+      `   1. A primary's directory with ${n} complete segments (${(n * SEGMENT_BYTES) / 2 ** 20} MiB, written with archiving off, then checkpointed so that open replays nothing)`,
+      `   is opened with archive { mode: 'on', archiver: FileSystemArchive }: the archiver marks each segment ready and puts them one at a time.`,
+      `   open() itself (recovery's scan of the WAL) took ${results.archived.map((r) => r.openSeconds.toFixed(2)).join(', ')} s; segments archived when it resolved: ${results.archived.map((r) => r.archivedAtOpen).join(', ')}.`,
+      `   ${settings.archiveRounds} rounds after a warm-up, alternating which side goes first, each after ${ARCHIVE_REST_MS / 1000} s idle; "vs limit" is the median of the per-round ratios.`,
+      `   per round MB/s, raw / walship / archiver alone: ${results.rawCopies.map((r, i) => `${formatMBps(r.bytes / r.seconds)} / ${formatMBps((results.archived[i]?.bytes ?? 0) / (results.archived[i]?.seconds ?? 0))} / ${formatMBps((results.archived[i]?.bytes ?? 0) / ((results.archived[i]?.seconds ?? 0) - (results.archived[i]?.openSeconds ?? 0)))}`).join(', ')}`,
+      `   ratios to raw: open() → archived ${ratioList(f.walshipVsRaw)}; archiver alone ${ratioList(f.aloneVsRaw)}`,
+      `   Page cache: both sides read the source segments just before their clock starts (no drop_caches here); resident then (fincore):`,
+      `   walship ≥ ${percent(minResident(results.archived))}, raw ≥ ${percent(minResident(results.rawCopies))}. Writes into the archive directories are fresh files on the same disk, emptied before each run.`,
+      `   2. Primary with archive { FileSystemArchive, timeoutMs: ${ARCHIVE_TIMEOUT_MS} }, archive-only standby (restore, restoreIntervalMs ${RESTORE_INTERVAL_MS}) on its base backup, in a peer process;`,
+      `   ${lag.commits} commits of ${TRICKLE_BYTES} B at ${lag.rate.toFixed(1)}/s (open loop, 'local'), each stamped with its commit time; ${lag.segmentsArchived} segments archived meanwhile (one per timeout);`,
+      `   the primary's puts during it: p50 ${percentileOfSorted(putsDuringTrickle, 0.5).toFixed(0)} ms, max ${(putsDuringTrickle[putsDuringTrickle.length - 1] ?? Number.NaN).toFixed(0)} ms. Lag min ${(lags[0] ?? Number.NaN).toFixed(0)} ms.`,
+      `   Model: a commit waits for its segment's timeout (0 to ${ARCHIVE_TIMEOUT_MS} ms), the put, the standby's next look (0 to ${RESTORE_INTERVAL_MS} ms), and the restore + replay of 16 MiB`,
+      `   (put: case 1's archiver alone per segment; restore: case 3's replayed rate per segment); expected p50 ≈ ${(ARCHIVE_TIMEOUT_MS / 2 + RESTORE_INTERVAL_MS / 2 + f.putMs + f.restoreSegmentMs).toFixed(0)} ms.`,
+      `   3. Recovery: a base backup, then ${mib} of section 5's rows committed with archiving on (${results.restoreSegments} segments archived, written once, untimed);`,
+      `   each round an archive-only standby in a peer process opens on a fresh copy of the backup and restores; timed from its open until it has replayed the last commit.`,
+      `   The archive is read just before (resident ≥ ${percent(minResident(results.restores))}). Beside it, section 5's raw pipe and streaming catch-up of the same size, in the same round,`,
+      `   alternating which goes first. ${settings.restoreRounds} rounds; per round MB/s replayed, archive / streaming / raw pipe: ${results.restores
+        .map((r, i) => `${formatMBps(r.replayBytesPerSec)} / ${formatMBps(results.catchUps[i]?.replayBytesPerSec ?? Number.NaN)} / ${formatMBps(results.rawPipes[i]?.replayBytesPerSec ?? Number.NaN)}`)
+        .join(', ')}`,
+      `   archive ÷ streaming per round: ${ratioList(f.restoreVsStream)}; received (written + flushed) MB/s from the archive: ${results.restores.map((r) => formatMBps(r.receiveBytesPerSec)).join(', ')}`,
+      `   CPU seconds: restoring standby ${cpu(results.restores, false)}; streaming (primary + standby) ${cpu(results.catchUps, true)}; raw pipe ${cpu(results.rawPipes, true)}`,
+      ...(settings.verbose ? [`   walship runs MB/s: ${mbps(results.archived)}; raw: ${mbps(results.rawCopies)}; replayed ${replayMB(results.restores)}`, `   lags ms: ${lags.map((x) => x.toFixed(0)).join(' ')}`] : []),
+    ].join('\n'),
+  );
+}
+
 // ---- summary ----
 
 interface Target {
@@ -1276,7 +1559,7 @@ async function main(): Promise<void> {
       ['memory', env.memory],
       ['os', env.os],
       ['temp dir', `${base} on ${env.filesystem}`],
-      ['method', `medians of each section's rounds after a warm-up (${settings.appendRuns} append, ${settings.commitRuns} commit, ${settings.cascadeRuns} cascading; promotion: p50/p99 of ${settings.promoteRounds * settings.promotionsPerRound} each); raw and walship runs interleaved`],
+      ['method', `medians of each section's rounds after a warm-up (${settings.appendRuns} append, ${settings.commitRuns} commit, ${settings.cascadeRuns} cascading, ${settings.archiveRounds} archiving; promotion: p50/p99 of ${settings.promoteRounds * settings.promotionsPerRound} each); raw and walship runs interleaved`],
     ];
     for (const [key, value] of header) console.log(`  ${key.padEnd(9)} ${value}`);
 
@@ -1287,6 +1570,7 @@ async function main(): Promise<void> {
     const syncRep = run(6) ? await syncRepSection(base, settings) : null;
     const cascade = run(7) ? await cascadeSection(base, settings) : null;
     const promotions = run(8) ? await promotionSection(base, settings) : null;
+    const archiving = run(9) ? await archivingSection(base, settings) : null;
     clearProgress();
     if (appends !== null) printAppendSection(appends, settings);
     if (commits !== null) printCommitSections(commits, settings);
@@ -1295,6 +1579,7 @@ async function main(): Promise<void> {
     if (syncRep !== null) printSyncRepSection(syncRep, settings);
     if (cascade !== null) printCascadeSection(cascade, settings);
     if (promotions !== null) printPromotionSection(promotions, settings);
+    if (archiving !== null) printArchivingSection(archiving, settings);
 
     const printTargets = (title: string, list: readonly Target[]): void => {
       if (list.length === 0) return;
