@@ -125,7 +125,23 @@ export class FileSystemArchive implements Archiver {
     throwIfAborted(signal);
     const file = this.#pathOf(name);
     try {
-      return await fs.readFile(file, signal === undefined ? {} : { signal });
+      // One read of the whole file (readFile reads in 512 KiB pieces, each waiting for the
+      // thread pool: a standby restoring segments while it replays fetched at a tenth of this).
+      const handle = await fs.open(file, 'r');
+      try {
+        const { size } = await handle.stat();
+        const data = Buffer.allocUnsafe(size);
+        let at = 0;
+        while (at < size) {
+          throwIfAborted(signal);
+          const { bytesRead } = await handle.read(data, at, size - at, at);
+          if (bytesRead === 0) break;
+          at += bytesRead;
+        }
+        return at === size ? data : data.subarray(0, at);
+      } finally {
+        await handle.close();
+      }
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return null;
       if (signal?.aborted === true) throw abortError(signal);
