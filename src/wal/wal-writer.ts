@@ -277,8 +277,17 @@ export class WalWriter {
   switchSegment(): boolean {
     const offset = this.#insertLsn % this.#segmentSize;
     if (offset <= SEGMENT_HEADER_SIZE) return false;
-    const room = this.#segmentSize - offset;
-    // A segment-end record needs a header's room; fewer bytes left are skipped by readers anyway.
+    this.#insertLsn += this.#endSegment(this.#segmentSize - offset);
+    return true;
+  }
+
+  /**
+   * Buffers the end of the segment at the insert position, whose last `room` bytes stay
+   * unused: a segment-end record (the next segment starts a new run), or zeros when fewer
+   * bytes are left than a header, which readers skip. Returns `room`; the caller moves the
+   * insert position.
+   */
+  #endSegment(room: number): number {
     if (room >= RECORD_HEADER_SIZE) {
       const run = this.#runFor(RECORD_HEADER_SIZE);
       sealRecord(run.buf, run.used, RECORD_SEGMENT_END, 0, 0, this.#insertLsn, this.#syncedLsn);
@@ -291,8 +300,7 @@ export class WalWriter {
       run.used += room;
       this.#pendingBytes += room;
     }
-    this.#insertLsn += room;
-    return true;
+    return room;
   }
 
   /**
@@ -318,21 +326,7 @@ export class WalWriter {
     let offset = lsn % this.#segmentSize;
     const room = this.#segmentSize - offset;
     if (offset !== 0 && (room < padded || (current && this.#segmentVersion !== FORMAT_VERSION))) {
-      if (room >= RECORD_HEADER_SIZE) {
-        // Mark the rest of the segment unused; the next segment starts a new run.
-        const run = this.#runFor(RECORD_HEADER_SIZE);
-        sealRecord(run.buf, run.used, RECORD_SEGMENT_END, 0, 0, lsn, this.#syncedLsn);
-        run.used += RECORD_HEADER_SIZE;
-        run.endsSegment = true;
-        this.#pendingBytes += RECORD_HEADER_SIZE;
-      } else {
-        // Fewer bytes left than a header: readers skip them implicitly; pad with zeros.
-        const run = this.#runFor(room);
-        run.buf.fill(0, run.used, run.used + room);
-        run.used += room;
-        this.#pendingBytes += room;
-      }
-      lsn += room;
+      lsn += this.#endSegment(room);
       offset = 0;
       this.#insertLsn = lsn;
     }

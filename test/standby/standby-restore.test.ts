@@ -20,6 +20,17 @@ async function archivingPrimary(archive: TestArchive, storage = new MemoryStorag
   return { primary, app, storage };
 }
 
+/** Waits (with the hang guard) until `condition` holds, polling every 5 ms. */
+async function waitUntil(condition: () => boolean, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5));
+    })(),
+    HANG_MS,
+    what,
+  );
+}
+
 /** The highest segment end the archive holds, on timeline 1. */
 function archivedEnd(archive: TestArchive): Lsn {
   let end = 0;
@@ -81,13 +92,7 @@ describe('Standby restoring from an archive', () => {
     const end = await commitMany(primary, 5, 200);
     await primary.switchWal();
     const damagedName = segName(Math.floor(end / SEGMENT));
-    await within(
-      (async () => {
-        while (!archive.files.has(damagedName)) await new Promise((resolve) => setTimeout(resolve, 5));
-      })(),
-      HANG_MS,
-      'the last segment archived',
-    );
+    await waitUntil(() => archive.files.has(damagedName), 'the last segment archived');
     const good = archive.files.get(damagedName) as Buffer;
     const bad = Buffer.from(good);
     // In the payload of the segment's first record (past the segment's last record nothing is checked: nothing is used).
@@ -96,13 +101,7 @@ describe('Standby restoring from an archive', () => {
     const standbyApp = new RecordingApp();
     const standby = await Standby.open({ storage: backup, application: standbyApp, restore: archive, restoreIntervalMs: 10 });
     t.after(() => standby.close());
-    await within(
-      (async () => {
-        while (standby.lastError?.code !== 'ARCHIVE_FAILED') await new Promise((resolve) => setTimeout(resolve, 5));
-      })(),
-      HANG_MS,
-      'the damaged segment refused',
-    );
+    await waitUntil(() => standby.lastError?.code === 'ARCHIVE_FAILED', 'the damaged segment refused');
     assert.match(standby.lastError?.message ?? '', new RegExp(damagedName));
     assert.ok((standby.replayLsn ?? 0) < Math.floor(end / SEGMENT) * SEGMENT + 1, 'nothing of the damaged segment applied');
     archive.files.set(damagedName, good);
@@ -125,13 +124,7 @@ describe('Standby restoring from an archive', () => {
     await standby.close();
     end = await commitMany(primary, 60, 400);
     await primary.switchWal();
-    await within(
-      (async () => {
-        while (primary.archiverStatus().pendingCount > 0 || archivedEnd(archive) < end) await new Promise((resolve) => setTimeout(resolve, 5));
-      })(),
-      HANG_MS,
-      'everything archived',
-    );
+    await waitUntil(() => primary.archiverStatus().pendingCount === 0 && archivedEnd(archive) >= end, 'everything archived');
     await primary.checkpoint(primary.appliedLsn);
     assert.ok(primary.wal.oldestLsn > (standby.receiveLsn ?? 0), 'the primary no longer has what the standby needs');
     standby = await cluster.standby('s1', { upstream: primary, application: standbyApp, storage, restore: archive, restoreIntervalMs: 10 });
@@ -154,13 +147,7 @@ describe('Standby restoring from an archive', () => {
     await primary.switchWal();
     await replayedTo(standby, end, 'streaming');
     const last = segName(Math.floor(end / SEGMENT));
-    await within(
-      (async () => {
-        while (standby.archiverStatus().lastArchivedWal !== last || primary.archiverStatus().lastArchivedWal !== last) await new Promise((resolve) => setTimeout(resolve, 5));
-      })(),
-      HANG_MS,
-      'both archived the last segment',
-    );
+    await waitUntil(() => standby.archiverStatus().lastArchivedWal === last && primary.archiverStatus().lastArchivedWal === last, 'both archived the last segment');
     assert.equal(primary.archiverStatus().failedCount, 0);
     assert.equal(standby.archiverStatus().failedCount, 0, 'identical puts succeed');
     assert.ok(standby.archiverStatus().archivedCount >= 3, JSON.stringify(standby.archiverStatus()) + JSON.stringify(archive.puts));
@@ -210,13 +197,7 @@ describe('Timelines through the archive', () => {
     const after = await commitMany(primary, 1000, 200);
     await primary.switchWal();
     const partial = `${segName(Math.floor(switchLsn / SEGMENT))}.partial`;
-    await within(
-      (async () => {
-        while (!archive.files.has('00000002.history') || !archive.files.has(partial)) await new Promise((resolve) => setTimeout(resolve, 10));
-      })(),
-      HANG_MS,
-      'the history file and the .partial segment archived',
-    );
+    await waitUntil(() => archive.files.has('00000002.history') && archive.files.has(partial), 'the history file and the .partial segment archived');
     // The history file went before any segment of timeline 2.
     const historyAt = archive.puts.indexOf('00000002.history');
     const firstTimeline2 = archive.puts.findIndex((name) => name.startsWith('00000002') && name !== '00000002.history');
@@ -313,13 +294,7 @@ describe('Promoting a standby that restores from an archive', () => {
     const standby = await Standby.open({ storage: backup, application: standbyApp, restore: archive, restoreIntervalMs: 60_000 });
     const end = await commitMany(primary, 0, 300);
     await primary.switchWal();
-    await within(
-      (async () => {
-        while (primary.archiverStatus().pendingCount > 0 || archivedEnd(archive) <= end) await new Promise((resolve) => setTimeout(resolve, 5));
-      })(),
-      HANG_MS,
-      'everything archived',
-    );
+    await waitUntil(() => primary.archiverStatus().pendingCount === 0 && archivedEnd(archive) > end, 'everything archived');
     assert.ok((standby.replayLsn ?? 0) < end, 'the standby has not looked again yet');
     await primary.close();
     const promoted = await within(standby.promote(), HANG_MS, 'the promotion');
@@ -346,32 +321,14 @@ describe('The .partial segment after a promotion', () => {
       const switchLsn = primary.wal.history.entries[0]?.switchLsn as Lsn;
       const partial = `${segName(Math.floor(switchLsn / SEGMENT))}.partial`;
       const storage = cluster.storage('s1');
-      await within(
-        (async () => {
-          while (!storage.fileNames().includes(partial)) await new Promise((resolve) => setTimeout(resolve, 20));
-        })(),
-        HANG_MS,
-        'the .partial segment kept',
-      );
+      await waitUntil(() => storage.fileNames().includes(partial), 'the .partial segment kept');
       await commitMany(primary, 1000, 300);
       if (archiving) {
-        await within(
-          (async () => {
-            while (primary.archiverStatus().lastFailedWal !== partial) await new Promise((resolve) => setTimeout(resolve, 10));
-          })(),
-          HANG_MS,
-          'the .partial refused by the archive',
-        );
+        await waitUntil(() => primary.archiverStatus().lastFailedWal === partial, 'the .partial refused by the archive');
         await primary.checkpoint(primary.appliedLsn);
         assert.ok(storage.fileNames().includes(partial), 'kept while the archive does not hold it');
         archive.failing = null;
-        await within(
-          (async () => {
-            while (!archive.files.has(partial)) await new Promise((resolve) => setTimeout(resolve, 10));
-          })(),
-          HANG_MS,
-          'the .partial archived',
-        );
+        await waitUntil(() => archive.files.has(partial), 'the .partial archived');
       }
       await primary.checkpoint(primary.appliedLsn);
       assert.ok(!storage.fileNames().includes(partial), 'removed by the checkpoint');
@@ -406,13 +363,7 @@ describe('What the archive must match', () => {
     await p.close();
     s1 = await Standby.open({ storage, application: new RecordingApp(), restore: archive, restoreIntervalMs: 10 });
     t.after(() => s1.close());
-    await within(
-      (async () => {
-        while (s1.lastError?.code !== 'ARCHIVE_FAILED') await new Promise((resolve) => setTimeout(resolve, 5));
-      })(),
-      HANG_MS,
-      'the foreign segment refused',
-    );
+    await waitUntil(() => s1.lastError?.code === 'ARCHIVE_FAILED', 'the foreign segment refused');
     assert.match(s1.lastError?.message ?? '', /differs from this standby's WAL/);
     assert.equal(s1.receiveLsn, receiveLsn, 'nothing of it written');
   });
@@ -430,13 +381,7 @@ describe('What the archive must match', () => {
     await p.close();
     const promoted = await within(s1.promote(), HANG_MS, 'the promotion');
     t.after(() => promoted.close());
-    await within(
-      (async () => {
-        while (!archive.files.has('00000002.history')) await new Promise((resolve) => setTimeout(resolve, 10));
-      })(),
-      HANG_MS,
-      'the history file archived',
-    );
+    await waitUntil(() => archive.files.has('00000002.history'), 'the history file archived');
     // The old primary's directory, as an archive-only standby, while no segment of timeline 2 is archived.
     const oldStorage = cluster.storage('p');
     let old = await Standby.open({ storage: oldStorage, application: new RecordingApp(), restore: archive, restoreIntervalMs: 10 });
@@ -479,13 +424,7 @@ describe('Archive and stream together', () => {
     cluster.network.heal();
     end = await commitMany(p, 350, 20);
     await replayedTo(s1, end, 'streaming again');
-    await within(
-      (async () => {
-        while (s1.state !== 'streaming') await new Promise((resolve) => setTimeout(resolve, 10));
-      })(),
-      HANG_MS,
-      'streaming again',
-    );
+    await waitUntil(() => s1.state === 'streaming', 'streaming again');
     sameSequence(standbyApp.applied, app.applied);
   });
 
@@ -502,13 +441,7 @@ describe('Archive and stream together', () => {
     t.after(() => standby.close());
     await replayedTo(standby, end, 'restored');
     const last = segName(Math.floor(end / SEGMENT));
-    await within(
-      (async () => {
-        while (!own.files.has(last)) await new Promise((resolve) => setTimeout(resolve, 10));
-      })(),
-      HANG_MS,
-      'the restored segments archived again',
-    );
+    await waitUntil(() => own.files.has(last), 'the restored segments archived again');
     assert.ok((own.files.get(last) as Buffer).equals(source.files.get(last) as Buffer), 'the same bytes');
   });
 });
