@@ -3,6 +3,7 @@ import fs, { type FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { syncDirectoryAt } from '../directory-sync.js';
 import { WalshipError, abortError, errnoCode, isWalshipError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { isArchiveName, type Archiver, type ArchiverCallOptions } from './archiver.js';
@@ -448,11 +449,3 @@ function conflict(file: string, why: string): WalshipError {
   return new WalshipError('ARCHIVE_CONFLICT', `FileSystemArchive: ${file} already holds different content (${why}); nothing was overwritten`);
 }
 
-async function syncDirectoryAt(dir: string): Promise<void> {
-  const handle = await fs.open(dir, constants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}

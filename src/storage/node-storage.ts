@@ -4,6 +4,7 @@ import fs, { type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import createDebug from 'debug';
+import { syncDirectoryAt } from '../directory-sync.js';
 import { WalshipError, errnoCode } from '../errors.js';
 import type { Storage, StorageFile, StorageLock, StorageOpenOptions } from './storage.js';
 
@@ -470,15 +471,6 @@ async function writeFully(handle: FileHandle, data: Uint8Array, position: number
   } catch (err) {
     if (typeof err === 'object' && err !== null) Object.assign(err, { bytesWritten: written });
     throw err;
-  }
-}
-
-async function syncDirectoryAt(dir: string): Promise<void> {
-  const handle = await fs.open(dir, constants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

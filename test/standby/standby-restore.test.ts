@@ -20,6 +20,23 @@ async function archivingPrimary(archive: TestArchive, storage = new MemoryStorag
   return { primary, app, storage };
 }
 
+/**
+ * An archiving primary (closed after the test), `commitsFirst` commits, then a base backup:
+ * the directory an archive-only standby opens on.
+ */
+async function backedUpPrimary(
+  t: { after(fn: () => Promise<void>): unknown },
+  archive: TestArchive,
+  commitsFirst = 0,
+): Promise<{ primary: Primary; app: RecordingApp; backup: MemoryStorage; backupLsn: Lsn }> {
+  const { primary, app } = await archivingPrimary(archive);
+  t.after(() => primary.close());
+  if (commitsFirst > 0) await commitMany(primary, 0, commitsFirst);
+  const backup = new MemoryStorage();
+  const { lsn: backupLsn } = await primary.baseBackup({ storage: backup });
+  return { primary, app, backup, backupLsn };
+}
+
 /** Waits (with the hang guard) until `condition` holds, polling every 5 ms. */
 async function waitUntil(condition: () => boolean, what: string): Promise<void> {
   await within(
@@ -45,11 +62,7 @@ function archivedEnd(archive: TestArchive): Lsn {
 describe('Standby restoring from an archive', () => {
   it('an archive-only standby catches up from a base backup and follows, never ahead of the archive', async (t) => {
     const archive = new TestArchive();
-    const { primary, app } = await archivingPrimary(archive);
-    t.after(() => primary.close());
-    await commitMany(primary, 0, 20);
-    const backup = new MemoryStorage();
-    const { lsn: backupLsn } = await primary.baseBackup({ storage: backup });
+    const { primary, app, backup, backupLsn } = await backedUpPrimary(t, archive, 20);
     const standbyApp = new RecordingApp();
     const standby = await Standby.open({ storage: backup, application: standbyApp, restore: archive, restoreIntervalMs: 10 });
     t.after(() => standby.close());
@@ -84,11 +97,7 @@ describe('Standby restoring from an archive', () => {
 
   it('a damaged segment in the archive is refused whole (ARCHIVE_FAILED) and restored once the archive holds a good copy', async (t) => {
     const archive = new TestArchive();
-    const { primary, app } = await archivingPrimary(archive);
-    t.after(() => primary.close());
-    await commitMany(primary, 0, 5);
-    const backup = new MemoryStorage();
-    await primary.baseBackup({ storage: backup });
+    const { primary, app, backup } = await backedUpPrimary(t, archive, 5);
     const end = await commitMany(primary, 5, 200);
     await primary.switchWal();
     const damagedName = segName(Math.floor(end / SEGMENT));
@@ -215,11 +224,7 @@ describe('Timelines through the archive', () => {
 
   it('archiveCleanup removes the archived segments before the restartpoint, keeps history files, and the standby restarts from what is left', async (t) => {
     const archive = new TestArchive();
-    const { primary, app } = await archivingPrimary(archive);
-    t.after(() => primary.close());
-    await commitMany(primary, 0, 5);
-    const backup = new MemoryStorage();
-    await primary.baseBackup({ storage: backup });
+    const { primary, app, backup } = await backedUpPrimary(t, archive, 5);
     archive.files.set('00000009.history', Buffer.from('kept'));
     let end = await commitMany(primary, 5, 500);
     await primary.switchWal();
@@ -243,10 +248,7 @@ describe('Timelines through the archive', () => {
 
   it('archiveCleanup as a function is told the oldest segment to keep; true without remove() is INVALID_OPTIONS', async (t) => {
     const archive = new TestArchive();
-    const { primary } = await archivingPrimary(archive);
-    t.after(() => primary.close());
-    const backup = new MemoryStorage();
-    await primary.baseBackup({ storage: backup });
+    const { primary, backup } = await backedUpPrimary(t, archive);
     const end = await commitMany(primary, 0, 200);
     await primary.switchWal();
     const told: string[] = [];
@@ -285,10 +287,7 @@ describe('archive.timeoutMs and an archive-only standby', () => {
 describe('Promoting a standby that restores from an archive', () => {
   it('restores what the archive holds before it promotes (PostgreSQL does too): the new primary has every archived commit', async (t) => {
     const archive = new TestArchive();
-    const { primary, app } = await archivingPrimary(archive);
-    t.after(() => primary.close());
-    const backup = new MemoryStorage();
-    await primary.baseBackup({ storage: backup });
+    const { primary, app, backup } = await backedUpPrimary(t, archive);
     const standbyApp = new RecordingApp();
     // It looks in the archive once at open, then not for a minute.
     const standby = await Standby.open({ storage: backup, application: standbyApp, restore: archive, restoreIntervalMs: 60_000 });
@@ -431,10 +430,7 @@ describe('Archive and stream together', () => {
   it("archive.mode 'always' on a standby archives what it restores too", async (t) => {
     const source = new TestArchive();
     const own = new TestArchive();
-    const { primary } = await archivingPrimary(source);
-    t.after(() => primary.close());
-    const backup = new MemoryStorage();
-    await primary.baseBackup({ storage: backup });
+    const { primary, backup } = await backedUpPrimary(t, source);
     const end = await commitMany(primary, 0, 300);
     await primary.switchWal();
     const standby = await Standby.open({ storage: backup, application: new RecordingApp(), restore: source, restoreIntervalMs: 10, archive: { mode: 'always', archiver: own } });
