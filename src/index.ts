@@ -64,6 +64,8 @@ export type { Lsn } from './lsn.js';
 export { NodeStorage } from './storage/node-storage.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export { isStorage } from './storage/storage.js';
+export { checksumImplementation } from './checksum.js';
+export type { ChecksumImplementation } from './checksum.js';
 export { isArchiver } from './archive/archiver.js';
 export { FileSystemArchive } from './archive/file-system-archive.js';
 export type { FileSystemArchiveOptions } from './archive/file-system-archive.js';

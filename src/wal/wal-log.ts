@@ -1,3 +1,4 @@
+import { checksumImplementation } from '../checksum.js';
 import { WalCorruptError, WalshipError, abortError, errnoCode, isWalshipError } from '../errors.js';
 import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
@@ -285,6 +286,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    */
   static async open(options: WalLogOptions): Promise<WalLog> {
     validateOptions(options);
+    checksumImplementation(); // says once, on `walship:checksum`, when checksums run without the native addon
     if (options.storage !== undefined && !isStorage(options.storage)) {
       throw new WalshipError('INVALID_OPTIONS', 'invalid WalLog options: WalLog.storage must implement the Storage interface');
     }
