@@ -19,23 +19,32 @@ const tsc = fileURLToPath(import.meta.resolve('typescript/bin/tsc'));
  */
 const PACKAGE_EXAMPLES = ['s3-archiver'];
 
-/** Runs an example with tsx in a fresh working directory; returns its output. */
-async function runExample(file: string): Promise<string> {
+/** Runs an example with tsx in a working directory (a fresh one unless given); returns its output. */
+async function runExample(file: string, cwd?: string): Promise<string> {
+  if (cwd !== undefined) return (await run(process.execPath, ['--import', tsx, `${root}examples/${file}`], { cwd, timeout: 60_000 })).stdout;
   const { dir, cleanup } = await tempDir();
   try {
-    const { stdout } = await run(process.execPath, ['--import', tsx, `${root}examples/${file}`], { cwd: dir, timeout: 60_000 });
-    return stdout;
+    return await runExample(file, dir);
   } finally {
     await cleanup();
   }
 }
 
 describe('examples', () => {
-  it('quick start: a primary and a standby on TCP, one commit applied on both', async () => {
-    const out = await runExample('quick-start.ts');
-    assert.match(out, /^primary 0\/1000060 hello world$/m);
-    assert.match(out, /^standby 0\/1000060 hello world$/m);
-    assert.match(out, /^s1 streaming 0\/1000060$/m);
+  it('quick start: a primary and a standby on TCP, one commit applied on both; a rerun replays nothing', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const out = await runExample('quick-start.ts', dir);
+      assert.match(out, /^primary 0\/10060 hello world$/m);
+      assert.match(out, /^standby 0\/10060 hello world$/m);
+      assert.match(out, /^s1 streaming 0\/10060$/m);
+      // The checkpoints at its end: a second run starts from them and applies only its own commit.
+      const again = await runExample('quick-start.ts', dir);
+      assert.deepEqual(again.split('\n').filter((line) => /hello world$/.test(line)).sort(), ['primary 0/100C0 hello world', 'standby 0/100C0 hello world'], `second run:\n${again}`);
+      assert.match(again, /^s1 streaming 0\/100C0$/m);
+    } finally {
+      await cleanup();
+    }
   });
 
   it('the WalLog example writes, flushes and reads back three records', async () => {
