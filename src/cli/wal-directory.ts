@@ -3,7 +3,7 @@ import { errnoCode } from '../errors.js';
 import { CONTROL_FILE, readControlFile, type ControlData } from '../node/control-file.js';
 import { NodeStorage } from '../storage/node-storage.js';
 import { parseSegmentFileName } from '../wal/segment-name.js';
-import { historyFileName, readTimelineHistory, segmentTimeline, type TimelineHistory } from '../wal/timeline-history.js';
+import { branchHistory, historyFileName, readTimelineHistory, segmentTimeline, type TimelineHistory } from '../wal/timeline-history.js';
 import { detectSegmentSize } from '../wal/wal-log.js';
 import { CommandFailure } from './command.js';
 
@@ -50,7 +50,7 @@ export async function readWalDirectory(dir: string, timeline?: number): Promise<
   const segmentSize = control?.segmentSize ?? (await detectSegmentSize(storage, names).catch(() => undefined)) ?? null;
   const parsed = segmentSize === null ? [] : names.flatMap((name) => parseSegmentFileName(name, segmentSize) ?? []);
   const target = timeline ?? control?.timeline ?? Math.max(1, ...parsed.map((p) => p.timeline));
-  const history = await readTimelineHistory(storage, target).catch((err: unknown) => {
+  const history = await historyOf(storage, target, control).catch((err: unknown) => {
     throw new CommandFailure((err as Error).message);
   });
   if (history === null) throw new CommandFailure(`${historyFileName(target)} is missing in ${path}: without timeline ${target}'s history its WAL cannot be followed`);
@@ -65,4 +65,17 @@ export async function readWalDirectory(dir: string, timeline?: number): Promise<
     segnos: onPath.map((p) => p.segno).sort((a, b) => a - b),
     offPath: parsed.length - onPath.length,
   };
+}
+
+/**
+ * The history of `timeline` from its file; for the control file's timeline whose file is not
+ * written yet (a promotion writes it a moment after its commit point), the history the control
+ * file's `switchedFrom` and the parent's file give, as an open rebuilds it (nothing is written).
+ */
+async function historyOf(storage: NodeStorage, timeline: number, control: ControlData | null): Promise<TimelineHistory | null> {
+  const history = await readTimelineHistory(storage, timeline);
+  const from = control?.switchedFrom;
+  if (history !== null || control?.timeline !== timeline || from === undefined) return history;
+  const parent = await readTimelineHistory(storage, from.timeline);
+  return parent === null ? null : branchHistory(parent, from.switchLsn, from.reason, timeline);
 }

@@ -1,5 +1,5 @@
 import { errnoCode } from '../errors.js';
-import type { Lsn } from '../lsn.js';
+import { formatLsn, type Lsn } from '../lsn.js';
 import type { Storage, StorageFile } from '../storage/storage.js';
 import {
   FORMAT_VERSION,
@@ -142,7 +142,7 @@ export async function* scanWal(options: WalScanOptions): AsyncGenerator<ScannedR
             : header.segmentSize !== size
               ? `segment header says segment size ${header.segmentSize}, not ${size}`
               : header.startLsn !== base || header.timeline !== timelineOf(history, base)
-                ? `segment header belongs to another segment (timeline ${header.timeline}, start ${header.startLsn})`
+                ? `segment header belongs to another segment (timeline ${header.timeline}, start ${formatLsn(header.startLsn)})`
                 : null;
       if (header === null || problem !== null) {
         yield stop(0, problem ?? 'segment header missing or damaged');

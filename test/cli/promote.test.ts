@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { access } from 'node:fs/promises';
+import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { PROMOTE_SIGNAL_FILE, Primary, type PromotedEvent } from '../../src/index.js';
 import { createCluster } from '../../src/testing/index.js';
+import type { NodeStatusReport } from '../../src/cli/status.js';
 import { GatedApp, RecordingApp } from '../helpers/apps.js';
 import { HANG_MS, commitMany, nextEvent, receivedTo, replayedTo } from '../helpers/standby-harness.js';
 import { tempDir } from '../helpers/temp-dir.js';
@@ -56,6 +57,18 @@ describe('walship promote', () => {
     const again = await runCli(['promote', dir]);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /^walship promote: error: .* holds a primary \(in-production, timeline 2\), not a standby: nothing to promote\n$/);
+
+    // status reads the new timeline's history from the control file while its file is not
+    // written yet (a promotion writes it a moment after its commit point): here, removed.
+    await primary.close();
+    promoted = undefined;
+    await rm(join(dir, '00000002.history'), { force: true });
+    const status = await runCli(['status', dir, '--json']);
+    assert.equal(status.code, 0, status.stderr);
+    const report = JSON.parse(status.stdout) as NodeStatusReport;
+    assert.equal(report.timeline, 2);
+    assert.deepEqual(report.history.map((entry) => entry.timeline), [1], 'timeline 2 branched from timeline 1');
+    assert.equal(report.state, 'shut-down');
   });
 
   it('with --no-wait returns once the signal file is written, and the standby promotes by itself', async (t) => {
