@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { cp, open, readdir, readFile } from 'node:fs/promises';
+import { cp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { MIN_SEGMENT_SIZE, Primary, formatLsn, segmentFileName, type Lsn } from '../../src/index.js';
+import { MIN_SEGMENT_SIZE, Primary, WalLog, formatLsn, segmentFileName, type Lsn } from '../../src/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { lines, runCli } from './run-cli.js';
@@ -21,17 +21,30 @@ interface Written {
   readonly restorePoint: Lsn;
 }
 
-/** A primary's directory: 40 batches of two entries over three segments, a restore point, one more batch, closed cleanly. */
-async function writePrimary(t: { after: (fn: () => Promise<void>) => void }): Promise<Written> {
+/** A primary's directory: `count` batches of two entries (40: over two segments), a restore point, one more batch, closed cleanly. */
+async function writePrimary(t: { after: (fn: () => Promise<void>) => void }, count = 40): Promise<Written> {
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
   const primary = await Primary.open({ dir, application: new RecordingApp(), segmentSize: SEGMENT });
   const batches: Lsn[] = [];
-  for (let i = 0; i < 40; i++) batches.push((await primary.commit([Buffer.alloc(3000, i), Buffer.from('x')])).startLsn);
+  for (let i = 0; i < count; i++) batches.push((await primary.commit([Buffer.alloc(3000, i), Buffer.from('x')])).startLsn);
   const restorePoint = (await primary.createRestorePoint('before-cleanup')).lsn;
   batches.push((await primary.commit([Buffer.from('last')])).startLsn);
   await primary.close();
   return { dir, batches, restorePoint };
+}
+
+/** Flips one bit of the byte `at` of file `path`. */
+async function flipByte(path: string, at: number): Promise<void> {
+  const file = await open(path, 'r+');
+  try {
+    const byte = Buffer.alloc(1);
+    await file.read(byte, 0, 1, at);
+    byte[0] = (byte[0] as number) ^ 0x40;
+    await file.write(byte, 0, 1, at);
+  } finally {
+    await file.close();
+  }
 }
 
 /** The `lsn:` of each dumped batch. */
@@ -99,15 +112,7 @@ describe('walship waldump', () => {
     const segno = Math.floor(damaged / SEGMENT);
     const offset = damaged - segno * SEGMENT;
     const name = segmentFileName(1, segno, SEGMENT);
-    const file = await open(join(dir, name), 'r+');
-    try {
-      const byte = Buffer.alloc(1);
-      await file.read(byte, 0, 1, offset + 100);
-      byte[0] = (byte[0] as number) ^ 0x40;
-      await file.write(byte, 0, 1, offset + 100);
-    } finally {
-      await file.close();
-    }
+    await flipByte(join(dir, name), offset + 100);
     const result = await runCli(['waldump', dir]);
     assert.equal(result.code, 1, 'damage is exit code 1');
     assert.deepEqual(dumpedLsns(result.stdout), batches.slice(0, 25).map((lsn) => formatLsn(lsn)), 'every record before the damage, none after');
@@ -115,6 +120,39 @@ describe('walship waldump', () => {
       result.stderr,
       new RegExp(`error: WAL is corrupt at ${formatLsn(damaged)} \\(segment ${name}, offset ${offset}\\): record checksum mismatch`),
       'the damaged record\'s LSN, segment, offset and why',
+    );
+  });
+
+  it('calls a damaged last record that nothing proves durable a torn tail: the end of the WAL, exit 0', async (t) => {
+    const { dir, cleanup } = await tempDir();
+    // An open log that crashed now: its last record was never followed by one stamped past it.
+    const log = await WalLog.open({ dir, segmentSize: SEGMENT });
+    t.after(async () => {
+      await log.close().catch(() => undefined);
+      await cleanup();
+    });
+    const records = [];
+    for (let i = 0; i < 5; i++) {
+      records.push(log.append([Buffer.alloc(200, i)]));
+      await log.flush();
+    }
+    const last = records.at(-1)!;
+    await flipByte(join(dir, segmentFileName(1, 1, SEGMENT)), last.lsn - SEGMENT + 60);
+    const result = await runCli(['waldump', dir]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(dumpedLsns(result.stdout), records.slice(0, 4).map((r) => formatLsn(r.lsn)));
+    assert.match(result.stderr, new RegExp(`end of WAL at ${formatLsn(last.lsn)} \\(segment 000000010000000000000001, offset ${last.lsn - SEGMENT}\\): record checksum mismatch`));
+  });
+
+  it('reports a segment missing between segments that hold WAL as damage, exit 1', async (t) => {
+    const { dir, batches } = await writePrimary(t, 60);
+    await rm(join(dir, segmentFileName(1, 2, SEGMENT)));
+    const result = await runCli(['waldump', dir]);
+    assert.equal(result.code, 1);
+    assert.ok(dumpedLsns(result.stdout).length > 0 && dumpedLsns(result.stdout).length < batches.length, 'the records of segment 1 only');
+    assert.match(
+      result.stderr,
+      /error: WAL is corrupt at 0\/20000 \(segment 000000010000000000000002, offset 0\): segment file is missing, but segments after it hold valid WAL \(from 000000010000000000000003\)/,
     );
   });
 
