@@ -37,6 +37,7 @@ export type { AdvanceTarget, InvalidatedSlot, NewSlotOptions, ReplicationSlotRow
 export { RETENTION_DEFAULTS, decideRetention, slotAvailability } from './slots/retention.js';
 export type { RetentionDecision, RetentionSettings, RetentionState, SlotAvailability, SlotHold, WalStatus } from './slots/retention.js';
 export { Standby, STANDBY_DEFAULTS, promoteOptionsSchema, reconfigureOptionsSchema, standbyOptionsSchema } from './standby.js';
+export { PROMOTE_SIGNAL_FILE } from './node/promote-signal.js';
 export type {
   BaseBackupProgressEvent,
   DiscardedBatch,

@@ -1,4 +1,5 @@
 import { rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { isArchiver, type Archiver } from './archive/archiver.js';
 import { removeArchivedBefore, type ArchiveCleanup } from './roles/archive-cleanup.js';
 import { WalshipError, isWalshipError } from './errors.js';
@@ -8,6 +9,7 @@ import type { WaitOptions } from './lsn-waiters.js';
 import { assertLsn, type Lsn } from './lsn.js';
 import type { CheckpointResult } from './node/checkpointer.js';
 import { NODE_EVENT_NAMES, NodeCore, type BaseBackupResult, type NodeEvents } from './node/node-core.js';
+import { PROMOTE_SIGNAL_FILE } from './node/promote-signal.js';
 import { ARCHIVE_DEFAULTS, type ArchiverStatus } from './node/wal-archiver.js';
 import {
   SERVE_DEFAULTS,
@@ -127,6 +129,8 @@ export interface StandbyOptions extends NodeOptions, ServeOptions {
   /**
    * A file path (PostgreSQL's `promote_trigger_file`): when the file appears the standby
    * promotes itself, then removes the file. The new `Primary` comes with the `promoted` event.
+   * A standby opened with `dir` also watches the promote signal file `<dir>/promote`
+   * (`PROMOTE_SIGNAL_FILE`, what `walship promote` writes) the same way, with or without this.
    */
   readonly promoteTriggerFile?: string;
 }
@@ -270,6 +274,8 @@ export class Standby extends NodeBase<StandbyEvents> {
   #primary: Primary | null = null;
   #promoting: Promise<Primary> | null = null;
   #trigger: NodeJS.Timeout | null = null;
+  /** The files whose appearance promotes: `promoteTriggerFile` and `<dir>/promote` (see {@link #watchTrigger}). */
+  #triggerFiles: readonly string[] = [];
   /** `open()` has returned: a recovery-target action reached while it ran waits for it (see {@link #actOnTarget}). */
   #opened = false;
   /** The recovery-target action waiting for `open()` to return. */
@@ -347,7 +353,16 @@ export class Standby extends NodeBase<StandbyEvents> {
     await storage.prepare().catch((err: unknown) => {
       throw new WalshipError('WAL_IO', `cannot prepare ${storage.description}: ${(err as Error).message}`, { cause: err });
     });
+    const signalFile = options.dir === undefined ? undefined : join(resolve(options.dir), PROMOTE_SIGNAL_FILE);
+    // A request left from before this open (PostgreSQL's RemovePromoteSignalFiles at startup),
+    // removed before the lock is taken: one made to this node comes after it holds the lock.
+    if (signalFile !== undefined) {
+      await rm(signalFile, { force: true }).catch((err: unknown) => {
+        throw new WalshipError('WAL_IO', `cannot remove the leftover promote signal file ${signalFile}: ${(err as Error).message}`, { cause: err });
+      });
+    }
     const standby = new Standby(storage, settings);
+    standby.#triggerFiles = [settings.promoteTriggerFile, signalFile].filter((file) => file !== undefined);
     try {
       await standby.#role.prepare();
       if (options.listen !== undefined && auth !== null) await standby.#serve(options.listen, auth, settings);
@@ -356,7 +371,7 @@ export class Standby extends NodeBase<StandbyEvents> {
       throw err;
     }
     standby.#role.start();
-    if (settings.promoteTriggerFile !== undefined) standby.#watchTrigger(settings.promoteTriggerFile, 0);
+    if (standby.#triggerFiles.length > 0) standby.#watchTrigger(0);
     standby.#opened = true;
     const pending = standby.#pendingAction;
     standby.#pendingAction = null;
@@ -472,14 +487,14 @@ export class Standby extends NodeBase<StandbyEvents> {
     };
   }
 
-  /** `promoteTriggerFile`: looks for the file every {@link TRIGGER_POLL_MS}; once it is there, promotes and removes it. */
-  #watchTrigger(path: string, delayMs: number): void {
+  /**
+   * `promoteTriggerFile` and the promote signal file: looks for them every
+   * {@link TRIGGER_POLL_MS}; once one is there, promotes and removes it.
+   */
+  #watchTrigger(delayMs: number): void {
     this.#trigger = setTimeout(() => {
       this.#trigger = null;
-      void stat(path).then(
-        () => this.#promoteByTrigger(path),
-        () => this.#watchTrigger(path, TRIGGER_POLL_MS),
-      );
+      void firstExisting(this.#triggerFiles).then((path) => (path === undefined ? this.#watchTrigger(TRIGGER_POLL_MS) : this.#promoteByTrigger(path)));
     }, delayMs);
     this.#trigger.unref();
   }
@@ -496,7 +511,7 @@ export class Standby extends NodeBase<StandbyEvents> {
       if (isWalshipError(err, 'NOT_IN_RECOVERY')) return;
       this.#debug.error('promotion by the trigger file %s failed: %s', path, (err as Error).message);
       // Looked for again after a while: the file stays until a promotion succeeds.
-      if (!this.#lifecycle.closing) this.#watchTrigger(path, this.#options.retryMaxDelayMs);
+      if (!this.#lifecycle.closing) this.#watchTrigger(this.#options.retryMaxDelayMs);
     }
   }
 
@@ -773,4 +788,12 @@ export class Standby extends NodeBase<StandbyEvents> {
 /** What a promoted standby's methods answer: the `Primary` owns the node now. */
 function promotedError(): WalshipError {
   return new WalshipError('NOT_IN_RECOVERY', 'this standby was promoted: use the Primary that promote() resolved with (or the promoted event carried)');
+}
+
+/** The first of `paths` that exists, looked at in order. */
+async function firstExisting(paths: readonly string[]): Promise<string | undefined> {
+  for (const path of paths) {
+    if (await stat(path).then(() => true, () => false)) return path;
+  }
+  return undefined;
 }

@@ -288,6 +288,37 @@ function isStaleHolder(holder: LockHolder, realDir: string): boolean {
   }
 }
 
+/** Who holds a directory's lock, as its lock file says (see {@link readLockHolder}). */
+export interface LockHolderInfo {
+  readonly pid: number;
+  readonly hostname: string;
+  /** When the lock was taken (ISO 8601), as the holder wrote it. */
+  readonly createdAt: string;
+  /** Whether that process is alive: `null` when it runs on another host (it cannot be told from here). */
+  readonly alive: boolean | null;
+}
+
+/**
+ * Reads the lock file of the directory `dir` without taking the lock (for tools that look at
+ * a node's directory beside it): `null` when there is none, or when it names no process (a
+ * lock file that cannot be read as one, which the next {@link NodeStorage.lock} takes over).
+ */
+export async function readLockHolder(dir: string): Promise<LockHolderInfo | null> {
+  const content = await readLockFile(path.join(path.resolve(dir), LOCK_FILE_NAME));
+  const holder = content?.holder;
+  if (holder === undefined) return null;
+  let alive: boolean | null = null;
+  if (holder.hostname === hostname()) {
+    try {
+      process.kill(holder.pid, 0);
+      alive = true;
+    } catch (err) {
+      alive = errnoCode(err) !== 'ESRCH'; // EPERM: alive, owned by another user.
+    }
+  }
+  return { pid: holder.pid, hostname: holder.hostname, createdAt: holder.createdAt, alive };
+}
+
 function isThisProcess(holder: LockHolder): boolean {
   return holder.pid === process.pid && holder.hostname === hostname();
 }

@@ -1182,8 +1182,8 @@ async function holdsOwnHeader(storage: Storage, name: string, base: Lsn): Promis
   return readSegmentHeader(buf, 0)?.startLsn === base;
 }
 
-/** The segment size recorded in the first readable segment header, if any. */
-async function detectSegmentSize(storage: Storage, names: readonly string[]): Promise<number | undefined> {
+/** The segment size recorded in the first readable segment header among `names` (a directory's listing), if any. */
+export async function detectSegmentSize(storage: Storage, names: readonly string[]): Promise<number | undefined> {
   const buf = Buffer.alloc(SEGMENT_HEADER_SIZE);
   for (const name of names.filter((n) => /^[0-9A-F]{24}$/.test(n)).sort()) {
     const file = await storage.open(name, { readOnly: true });

@@ -3,12 +3,13 @@ import { mkdtemp, rm, writeFile, access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { Primary, type PromotedEvent } from '../../src/index.js';
+import { NodeStorage, PROMOTE_SIGNAL_FILE, Primary, type PromotedEvent } from '../../src/index.js';
 import { createCluster } from '../../src/testing/index.js';
 import { parseTimelineHistory } from '../../src/wal/timeline-history.js';
 import { readControlFile } from '../../src/node/control-file.js';
 import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
 import { HANG_MS, codeOf, receivedTo, commitMany, nextEvent, replayedTo } from '../helpers/standby-harness.js';
+import { tempDir } from '../helpers/temp-dir.js';
 import { within } from '../helpers/wal.js';
 
 /** The first entry of an applied batch as text. */
@@ -210,4 +211,54 @@ describe('Standby.promote', () => {
     );
     await primary.commit([Buffer.from('x')]);
   });
+  it('promotes when the promote signal file appears in its directory, then removes it', async (t) => {
+    const { dir, cleanup } = await tempDir();
+    const signal = join(dir, PROMOTE_SIGNAL_FILE);
+    const cluster = createCluster(t);
+    let promotedPrimary: Primary | undefined;
+    // After the cluster's own hook (hooks run in the order added): the new primary, then the directory.
+    t.after(async () => {
+      await promotedPrimary?.close();
+      await cleanup();
+    });
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp(), dir });
+    await replayedTo(s, await commitMany(p, 0, 3), 'the standby to replay');
+    const promoted = nextEvent(s, 'promoted');
+    await writeFile(signal, '');
+    const { primary, timeline } = (await within(promoted, HANG_MS, 'the promotion by the signal file')) as PromotedEvent;
+    promotedPrimary = primary;
+    assert.equal(timeline, 2);
+    assert.equal((await readControlFile(new NodeStorage(dir)))?.state, 'in-production', 'the directory records a primary');
+    await within(
+      (async () => {
+        while (await exists(signal)) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      HANG_MS,
+      'the signal file to be removed',
+    );
+    await primary.commit([Buffer.from('x')]);
+  });
+
+  it('removes a promote signal file left from before it opened, without promoting', async (t) => {
+    const { dir, cleanup } = await tempDir();
+    const signal = join(dir, PROMOTE_SIGNAL_FILE);
+    const cluster = createCluster(t);
+    t.after(cleanup);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const first = await cluster.standby('s', { upstream: p, application: new RecordingApp(), dir });
+    await replayedTo(first, await commitMany(p, 0, 3), 'the standby to replay');
+    await first.close();
+    await writeFile(signal, '');
+    const again = await cluster.standby('s', { upstream: p, application: new RecordingApp(), dir });
+    assert.equal(await exists(signal), false, 'the leftover request is gone once open() resolves');
+    await replayedTo(again, await commitMany(p, 3, 3), 'the reopened standby to replay');
+    assert.notEqual(again.state, 'promoted', 'still a standby');
+    assert.equal((await readControlFile(new NodeStorage(dir)))?.state, 'in-recovery', 'the directory still records a standby');
+  });
 });
+
+/** Whether `path` exists. */
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
+}

@@ -1,0 +1,134 @@
+import { WalCorruptError, isWalshipError } from '../errors.js';
+import { formatLsn } from '../lsn.js';
+import { isRecoveryState } from '../node/control-file.js';
+import { recoverEnd } from '../wal/recovery.js';
+import { parseSegmentFileName, segmentFileName, segmentStart } from '../wal/segment-name.js';
+import { segmentTimeline } from '../wal/timeline-history.js';
+import { scanWal, type ScanStop, type ScannedRecord } from '../wal/wal-scan.js';
+import { CommandFailure, EXIT_FAILURE, EXIT_OK, UsageError, integerArg, lsnArg, parseCommandArgs, type Command, type Io } from './command.js';
+import { readWalDirectory, type WalDirectory } from './wal-directory.js';
+
+const HELP = `Usage: walship waldump <dir> [--start LSN] [--end LSN] [--timeline N]
+
+Prints the WAL in <dir> (a node's data directory, or a directory of archived segments)
+one record per line, like pg_waldump: its LSN, length, kind (batch, segment-end, shutdown,
+end-of-recovery, restore-point), entry count and checksum status. Reads only: it takes no
+lock and writes nothing, so it runs beside a running node.
+
+It stops at the end of valid WAL, saying where and why. When the WAL is damaged there (a node
+opening the directory would refuse it with WAL_CORRUPT: a bad record or header before WAL
+that was durable, or a segment missing between segments holding WAL), it names the segment,
+offset and reason and exits with 1.
+
+Options:
+  --start LSN      first record to print (X/Y); default: the oldest WAL on disk
+  --end LSN        stop before the first record at or past this position
+  --timeline N     follow timeline N's history (default: the control file's timeline,
+                   else the newest timeline of the segment files)
+  -h, --help       this text
+
+Exit codes: 0 the WAL read up to its end (or --end), 1 damage found or the directory could
+not be read, 2 bad arguments.`;
+
+/** `walship waldump`: the records of a WAL directory, one line each (PostgreSQL's `pg_waldump`). */
+export const waldumpCommand: Command = {
+  name: 'waldump',
+  summary: 'print the WAL records of a directory, one per line, and where the valid WAL ends',
+  help: HELP,
+  async run(args, io) {
+    const { values, positionals, help } = parseCommandArgs(args, { start: { type: 'string' }, end: { type: 'string' }, timeline: { type: 'string' } }, ['<dir>']);
+    if (help) {
+      await io.out(HELP);
+      return EXIT_OK;
+    }
+    const start = typeof values['start'] === 'string' ? lsnArg('--start', values['start']) : undefined;
+    const end = typeof values['end'] === 'string' ? lsnArg('--end', values['end']) : undefined;
+    const timeline = typeof values['timeline'] === 'string' ? integerArg('--timeline', values['timeline'], 1, 0xffffffff) : undefined;
+    if (start !== undefined && end !== undefined && end <= start) throw new UsageError(`--end ${formatLsn(end)} is not past --start ${formatLsn(start)}`);
+    const wal = await readWalDirectory(positionals[0] as string, timeline);
+    const size = wal.segmentSize;
+    const oldest = wal.segnos[0];
+    if (size === null || oldest === undefined) throw new CommandFailure(`no WAL segments of timeline ${wal.history.timeline}'s history in ${wal.dir}`);
+    const from = start ?? segmentStart(oldest, size);
+    if (from < segmentStart(oldest, size)) {
+      throw new CommandFailure(`--start ${formatLsn(from)} lies before the oldest WAL in ${wal.dir}: segment ${segmentName(wal, oldest)}, from ${formatLsn(segmentStart(oldest, size))}`);
+    }
+    let first = true;
+    for await (const item of scanWal({ storage: wal.storage, segmentSize: size, history: wal.history, from, ...(end === undefined ? {} : { to: end }) })) {
+      if (item.kind === 'record') {
+        if (first && start !== undefined && item.lsn > start) await io.out(`first record is after ${formatLsn(start)}, at ${formatLsn(item.lsn)}, skipping over ${item.lsn - start} bytes`);
+        first = false;
+        await io.out(describeRecord(item));
+        continue;
+      }
+      return reportStop(wal, size, item, io);
+    }
+    return EXIT_OK;
+  },
+};
+
+/** One record as a line. */
+export function describeRecord(record: ScannedRecord): string {
+  const parts = [
+    `lsn: ${formatLsn(record.lsn)}`,
+    `len: ${record.length}`,
+    `kind: ${record.recordKind}`,
+    `entries: ${record.entryCount}`,
+    'crc: ok',
+    `tli: ${record.timeline}`,
+  ];
+  if (record.recordKind === 'batch') {
+    const committed = record.commitTime === null ? 'no commit time (format 1)' : `committed ${new Date(record.commitTime).toISOString()}`;
+    parts.push(`desc: ${record.dataBytes} data bytes, ${committed}`);
+  } else if (record.restorePoint !== null) {
+    parts.push(`desc: ${JSON.stringify(record.restorePoint.name)} made ${new Date(record.restorePoint.time).toISOString()}`);
+  }
+  return parts.join(', ');
+}
+
+/**
+ * Says where the walk stopped and whether that is the end of the WAL or damage, as a node
+ * opening the directory would decide (`recoverEnd`, from the stop's segment on): exit 1 for damage.
+ */
+async function reportStop(wal: WalDirectory, size: number, stop: ScanStop, io: Io): Promise<number> {
+  const where = `${formatLsn(stop.lsn)} (segment ${stop.segment}, offset ${stop.offset})`;
+  const stopSegno = Math.floor(stop.lsn / size);
+  const later = wal.segnos.filter((segno) => segno >= stopSegno);
+  // A standby's records carry its upstream's durability stamps, which prove nothing about this disk (see recoverEnd).
+  const trustStamps = wal.control === null || !isRecoveryState(wal.control.state);
+  let verdict: string | null = null;
+  try {
+    if (later[0] === stopSegno) {
+      await recoverEnd(wal.storage, later, size, wal.history, trustStamps, stopSegno);
+    } else if (later.length > 0) {
+      const found = await recoverEnd(wal.storage, later, size, wal.history, trustStamps, stopSegno);
+      if (found.endLsn > segmentStart(later[0] as number, size)) verdict = `${stop.reason}, but segments after it hold valid WAL (from ${segmentName(wal, later[0] as number)}): the log is cut in the middle`;
+    }
+  } catch (err) {
+    if (err instanceof WalCorruptError) verdict = err.message.slice(err.message.indexOf(': ') + 2);
+    else if (isWalshipError(err)) verdict = (err as Error).message;
+    else throw err;
+  }
+  if (verdict === null) {
+    io.err(`walship waldump: end of WAL at ${where}: ${stop.reason}`);
+    return EXIT_OK;
+  }
+  if (stop.reason === 'segment file is missing' && (await removedWhileRead(wal, size, stopSegno))) {
+    io.err(`walship waldump: error: segment ${stop.segment} was removed while it was being read (a checkpoint of the running node removed it); dump from a later --start`);
+    return EXIT_FAILURE;
+  }
+  io.err(`walship waldump: error: WAL is corrupt at ${where}: ${verdict}`);
+  return EXIT_FAILURE;
+}
+
+/** Whether every segment on the path now begins after `segno`: a running node removed it behind the walk. */
+async function removedWhileRead(wal: WalDirectory, size: number, segno: number): Promise<boolean> {
+  const names = await wal.storage.list();
+  const present = names.flatMap((name) => parseSegmentFileName(name, size) ?? []).filter((p) => p.timeline === segmentTimeline(wal.history, p.segno, size));
+  return present.length > 0 && present.every((p) => p.segno > segno) && (wal.segnos[0] ?? Infinity) <= segno;
+}
+
+function segmentName(wal: WalDirectory, segno: number): string {
+  const size = wal.segmentSize as number;
+  return segmentFileName(segmentTimeline(wal.history, segno, size), segno, size);
+}
