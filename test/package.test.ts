@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
@@ -59,6 +60,20 @@ describe('the published package', () => {
       maps++;
     }
     assert.ok(maps > 100, `only ${maps} source maps found`);
+  });
+
+  it('runs its bin as built, through a symlink as npm links bins', async () => {
+    const bin = pkg.bin?.walship;
+    assert.ok(bin !== undefined, 'package.json names the walship bin');
+    const dir = await mkdtemp(join(tmpdir(), 'walship-bin-'));
+    try {
+      await symlink(join(root, bin), join(dir, 'walship'));
+      const { stdout } = await run(process.execPath, [join(dir, 'walship'), '--help']);
+      assert.match(stdout, /^Usage: walship <command>/);
+      assert.match(stdout, /waldump/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('approves the install scripts it relies on (npm 11 allowScripts): the native CRC-32C addon', () => {
