@@ -17,7 +17,7 @@ const tsc = fileURLToPath(import.meta.resolve('typescript/bin/tsc'));
  * npm workspaces of the root package, so `npm install` installs them, and
  * scripts/run-tests.mjs runs their tests.
  */
-const PACKAGE_EXAMPLES = ['archive-shipping', 's3-archiver', 'sqlite'];
+const PACKAGE_EXAMPLES = ['archive-shipping', 'custom-transport', 's3-archiver', 'sqlite'];
 
 /** Runs an example with tsx in a fresh working directory; returns its output. */
 async function runExample(file: string): Promise<string> {
