@@ -1,7 +1,6 @@
 import { createConnection, createServer } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WalshipError } from '../../src/index.js';
-import type { Listener, PeerInfo, Transport } from '../../src/transport/transport.js';
+import { WalshipError, type Listener, type PeerInfo, type Transport } from 'walship';
 
 /**
  * A walship transport over Unix domain sockets: for a primary and standbys on one host.
@@ -11,6 +10,11 @@ import type { Listener, PeerInfo, Transport } from '../../src/transport/transpor
  */
 export class UnixSocketTransport implements Transport {
   readonly name = 'unix';
+
+  /** Nodes call this when they open, so a bad address is `INVALID_OPTIONS` at once, not a standby retrying for ever. */
+  checkAddress(path: string): void {
+    checkPath(path);
+  }
 
   async listen(path: string, onConnection: (stream: Duplex, peer: PeerInfo) => void, options: { signal?: AbortSignal } = {}): Promise<Listener> {
     checkPath(path);
@@ -60,8 +64,14 @@ export class UnixSocketTransport implements Transport {
   }
 }
 
+// sun_path holds 108 bytes on Linux and 104 on macOS, the terminating NUL included.
+const MAX_PATH_BYTES = 103;
+
 function checkPath(path: string): void {
   if (typeof path !== 'string' || path === '') throw new WalshipError('INVALID_ARGUMENT', 'a Unix socket address is a non-empty path');
+  if (Buffer.byteLength(path) > MAX_PATH_BYTES) {
+    throw new WalshipError('INVALID_ARGUMENT', `a Unix socket path has at most ${MAX_PATH_BYTES} bytes (${path} has ${Buffer.byteLength(path)}): use a shorter or a relative one`);
+  }
 }
 
 function aborted(signal: AbortSignal): WalshipError {
