@@ -19,11 +19,25 @@ const tsc = fileURLToPath(import.meta.resolve('typescript/bin/tsc'));
  */
 const PACKAGE_EXAMPLES = ['s3-archiver'];
 
-/** Runs an example with tsx in a fresh working directory; returns its output. */
-async function runExample(file: string): Promise<string> {
+/**
+ * The examples that are folders of scripts (no package.json), and the test file that runs each
+ * (`test/examples.test.ts`: this one).
+ */
+const FOLDER_EXAMPLES = { 'custom-transport': 'test/transport/custom-transport.test.ts', demo: 'test/examples.test.ts' };
+
+/**
+ * Runs an example with tsx in a fresh working directory, `walship` imported by name resolving
+ * to this repository's sources (as `npm run demo` does), and temporary files (TMPDIR) kept in
+ * that directory; returns its output.
+ */
+async function runExample(file: string, timeout = 60_000): Promise<string> {
   const { dir, cleanup } = await tempDir();
   try {
-    const { stdout } = await run(process.execPath, ['--import', tsx, `${root}examples/${file}`], { cwd: dir, timeout: 60_000 });
+    const { stdout } = await run(process.execPath, ['--conditions=walship-source', '--import', tsx, `${root}examples/${file}`], {
+      cwd: dir,
+      timeout,
+      env: { ...process.env, TMPDIR: dir },
+    });
     return stdout;
   } finally {
     await cleanup();
@@ -45,8 +59,23 @@ describe('examples', () => {
     assert.match(out, /hello carol/);
   });
 
-  it('the demo recovers every acknowledged record and refuses bit rot', async () => {
-    const out = await runExample('demo.ts');
+  it('the demo: the primary process is killed under load, a standby promoted, the other follows, the old primary rejoins, no acknowledged commit lost', async () => {
+    const out = await runExample('demo/main.ts', 150_000);
+    const at = String.raw`^\[[ \d.]+s\]`;
+    const acknowledged = /^ {2}commits acknowledged before the kill +(\d+), lost 0$/m.exec(out);
+    assert.ok(acknowledged !== null && Number(acknowledged[1]) > 0, `commits were acknowledged, none lost:\n${out}`);
+    const promoted = new RegExp(`${at} (s1|s2): promoted in \\d+ ms: primary on timeline 2 `, 'm').exec(out)?.[1];
+    assert.ok(promoted !== undefined, `a standby was promoted to timeline 2:\n${out}`);
+    const other = promoted === 's1' ? 's2' : 's1';
+    assert.match(out, new RegExp(`${at} ${other}: timeline:switch: follows timeline 2 from `, 'm'), 'the other standby switched timelines');
+    assert.match(out, new RegExp(`^ {2}other standby ${other} +follows timeline 2$`, 'm'));
+    assert.match(out, /^ {2}old primary p +rejoined as a standby on timeline 2/m);
+    assert.match(out, new RegExp(`${at} {3}p +standby +streaming +2 `, 'm'), 'the last status table shows the old primary streaming on timeline 2');
+    assert.doesNotMatch(out, /\x1b\[/, 'no escape codes without a terminal');
+  });
+
+  it('the power-loss example recovers every acknowledged record and refuses bit rot', async () => {
+    const out = await runExample('power-loss.ts');
     assert.match(out, /2000 records durable/);
     assert.match(out, /a new record went in at/);
     assert.match(out, /WAL_CORRUPT: WAL is corrupt in segment 000000010000000000000001 at offset \d+/);
@@ -65,8 +94,12 @@ describe('examples', () => {
   it('every example is covered here', async () => {
     const entries = await readdir(`${root}examples`, { withFileTypes: true });
     const files = entries.filter((e) => e.isFile() && e.name.endsWith('.ts')).map((e) => e.name).sort();
-    assert.deepEqual(files, ['demo.ts', 'quick-start.ts', 'wal-log.ts'], 'each .ts example has a test above');
-    const packages = entries.filter((e) => e.isDirectory() && existsSync(`${root}examples/${e.name}/package.json`)).map((e) => e.name).sort();
+    assert.deepEqual(files, ['power-loss.ts', 'quick-start.ts', 'wal-log.ts'], 'each .ts example has a test above');
+    const folders = entries.filter((e) => e.isDirectory());
+    const packages = folders.filter((e) => existsSync(`${root}examples/${e.name}/package.json`)).map((e) => e.name).sort();
     assert.deepEqual(packages, [...PACKAGE_EXAMPLES].sort(), 'each example package is in PACKAGE_EXAMPLES');
+    const scripts = folders.filter((e) => !packages.includes(e.name)).map((e) => e.name).sort();
+    assert.deepEqual(scripts, Object.keys(FOLDER_EXAMPLES).sort(), 'each example folder is in FOLDER_EXAMPLES');
+    for (const test of Object.values(FOLDER_EXAMPLES)) assert.ok(existsSync(`${root}${test}`), `${test} exists`);
   });
 });

@@ -1,5 +1,6 @@
 /**
- * `npm run demo`: what walship's write-ahead log promises, shown on a simulated disk.
+ * What walship's write-ahead log promises, shown on a simulated disk that loses power
+ * (`npx tsx examples/power-loss.ts`).
  *
  * 1. Committers append records and wait for them to be durable (group commit).
  * 2. More records are appended but never flushed, and the power fails mid-write.
