@@ -1,4 +1,4 @@
-import { Primary, Standby, TcpTransport, formatLsn, type CommittedBatch } from '../src/index.js';
+import { Primary, Standby, TcpTransport, formatLsn, type CommittedBatch } from 'walship';
 
 // The application: a state machine fed committed batches in LSN order, exactly once, on every node.
 const app = (node: string) => ({

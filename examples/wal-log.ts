@@ -1,4 +1,4 @@
-import { WalLog, formatLsn } from '../src/index.js';
+import { WalLog, formatLsn } from 'walship';
 
 // A segmented, checksummed write-ahead log in ./data/wal (created if missing).
 const log = await WalLog.open({ dir: './data/wal' });

@@ -19,12 +19,25 @@ const tsc = fileURLToPath(import.meta.resolve('typescript/bin/tsc'));
  */
 const PACKAGE_EXAMPLES = ['archive-shipping', 'custom-transport', 's3-archiver', 'sqlite'];
 
-/** Runs an example with tsx in a working directory (a fresh one unless given); returns its output. */
-async function runExample(file: string, cwd?: string): Promise<string> {
-  if (cwd !== undefined) return (await run(process.execPath, ['--import', tsx, `${root}examples/${file}`], { cwd, timeout: 60_000 })).stdout;
+/**
+ * The examples that are folders of scripts (no package.json), and the test file that runs each
+ * (`test/examples.test.ts`: this one).
+ */
+const FOLDER_EXAMPLES = { demo: 'test/examples.test.ts' };
+
+/**
+ * Runs an example with tsx in a working directory (a fresh one unless `cwd` is given), `walship`
+ * imported by name resolving to this repository's sources (as `npm run demo` does), and
+ * temporary files (TMPDIR) kept in that directory; returns its output.
+ */
+async function runExample(file: string, { cwd, timeout = 60_000 }: { cwd?: string; timeout?: number } = {}): Promise<string> {
+  if (cwd !== undefined) {
+    const args = ['--conditions=walship-source', '--import', tsx, `${root}examples/${file}`];
+    return (await run(process.execPath, args, { cwd, timeout, env: { ...process.env, TMPDIR: cwd } })).stdout;
+  }
   const { dir, cleanup } = await tempDir();
   try {
-    return await runExample(file, dir);
+    return await runExample(file, { cwd: dir, timeout });
   } finally {
     await cleanup();
   }
@@ -34,12 +47,12 @@ describe('examples', () => {
   it('quick start: a primary and a standby on TCP, one commit applied on both; a rerun replays nothing', async () => {
     const { dir, cleanup } = await tempDir();
     try {
-      const out = await runExample('quick-start.ts', dir);
+      const out = await runExample('quick-start.ts', { cwd: dir });
       assert.match(out, /^primary 0\/10060 hello world$/m);
       assert.match(out, /^standby 0\/10060 hello world$/m);
       assert.match(out, /^s1 streaming 0\/10060$/m);
       // The checkpoints at its end: a second run starts from them and applies only its own commit.
-      const again = await runExample('quick-start.ts', dir);
+      const again = await runExample('quick-start.ts', { cwd: dir });
       assert.deepEqual(again.split('\n').filter((line) => /hello world$/.test(line)).sort(), ['primary 0/100C0 hello world', 'standby 0/100C0 hello world'], `second run:\n${again}`);
       assert.match(again, /^s1 streaming 0\/100C0$/m);
     } finally {
@@ -54,8 +67,23 @@ describe('examples', () => {
     assert.match(out, /hello carol/);
   });
 
-  it('the demo recovers every acknowledged record and refuses bit rot', async () => {
-    const out = await runExample('demo.ts');
+  it('the demo: the primary process is killed under load, a standby promoted, the other follows, the old primary rejoins, no acknowledged commit lost', async () => {
+    const out = await runExample('demo/main.ts', { timeout: 150_000 });
+    const at = String.raw`^\[[ \d.]+s\]`;
+    const acknowledged = /^ {2}commits acknowledged before the kill +(\d+), lost 0$/m.exec(out);
+    assert.ok(acknowledged !== null && Number(acknowledged[1]) > 0, `commits were acknowledged, none lost:\n${out}`);
+    const promoted = new RegExp(`${at} (s1|s2): promoted in \\d+ ms: primary on timeline 2 `, 'm').exec(out)?.[1];
+    assert.ok(promoted !== undefined, `a standby was promoted to timeline 2:\n${out}`);
+    const other = promoted === 's1' ? 's2' : 's1';
+    assert.match(out, new RegExp(`${at} ${other}: timeline:switch: follows timeline 2 from `, 'm'), 'the other standby switched timelines');
+    assert.match(out, new RegExp(`^ {2}other standby ${other} +follows timeline 2$`, 'm'));
+    assert.match(out, /^ {2}old primary p +rejoined as a standby on timeline 2/m);
+    assert.match(out, new RegExp(`${at} {3}p +standby +streaming +2 `, 'm'), 'the last status table shows the old primary streaming on timeline 2');
+    assert.doesNotMatch(out, /\x1b\[/, 'no escape codes without a terminal');
+  });
+
+  it('the power-loss example recovers every acknowledged record and refuses bit rot', async () => {
+    const out = await runExample('power-loss.ts');
     assert.match(out, /2000 records durable/);
     assert.match(out, /a new record went in at/);
     assert.match(out, /WAL_CORRUPT: WAL is corrupt in segment 000000010000000000000001 at offset \d+/);
@@ -74,8 +102,12 @@ describe('examples', () => {
   it('every example is covered here', async () => {
     const entries = await readdir(`${root}examples`, { withFileTypes: true });
     const files = entries.filter((e) => e.isFile() && e.name.endsWith('.ts')).map((e) => e.name).sort();
-    assert.deepEqual(files, ['demo.ts', 'quick-start.ts', 'wal-log.ts'], 'each .ts example has a test above');
-    const packages = entries.filter((e) => e.isDirectory() && existsSync(`${root}examples/${e.name}/package.json`)).map((e) => e.name).sort();
+    assert.deepEqual(files, ['power-loss.ts', 'quick-start.ts', 'wal-log.ts'], 'each .ts example has a test above');
+    const folders = entries.filter((e) => e.isDirectory());
+    const packages = folders.filter((e) => existsSync(`${root}examples/${e.name}/package.json`)).map((e) => e.name).sort();
     assert.deepEqual(packages, [...PACKAGE_EXAMPLES].sort(), 'each example package is in PACKAGE_EXAMPLES');
+    const scripts = folders.filter((e) => !packages.includes(e.name)).map((e) => e.name).sort();
+    assert.deepEqual(scripts, Object.keys(FOLDER_EXAMPLES).sort(), 'each example folder is in FOLDER_EXAMPLES');
+    for (const test of Object.values(FOLDER_EXAMPLES)) assert.ok(existsSync(`${root}${test}`), `${test} exists`);
   });
 });

@@ -139,8 +139,8 @@ export class SendTimes {
 /**
  * Receives WAL from a primary (or a cascading standby) into a replica {@link WalLog}: asks to
  * stream from the log's own end, writes every `walData` at its LSN, makes it durable, and
- * reports write, flush and apply positions after each flush, every `statusIntervalMs`,
- * whenever the sender asks, and when told to ({@link reportNow}). A sender silent for
+ * reports write, flush and apply positions as soon as streaming starts, after each flush,
+ * every `statusIntervalMs`, whenever the sender asks, and when told to ({@link reportNow}). A sender silent for
  * `receiverTimeoutMs` ends the connection (`TIMEOUT`), after one request for a reply at half
  * of it, as PostgreSQL's walreceiver does. WAL that does not continue exactly where the log ends is a
  * protocol error: nothing is ever written out of place. While more than 32 MiB of received
@@ -290,6 +290,10 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     await this.#options.beforeStreaming?.({ startLsn: started.startLsn, historyChecked: started.historyChecked });
     this.#streaming = true;
     this.emitSafely('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
+    // A first report at once, as PostgreSQL's walreceiver sends its initial reply: with nothing
+    // to receive, the sender would otherwise know none of our positions (and a synchronous
+    // standby would show as async) until statusIntervalMs.
+    this.#report(false);
   }
 
   /**

@@ -92,8 +92,8 @@ describe('WalReceiver: wal_receiver_timeout, reportNow, send times', () => {
     const updates = statusUpdates(sender.heard);
     assert.deepEqual(
       updates.map((u) => u.replyRequested),
-      [true],
-      'exactly one status update, asking for a reply',
+      [false, true],
+      'the initial report as streaming starts, then exactly one status update, asking for a reply',
     );
     await sender.close();
     await replica.close();
@@ -120,7 +120,9 @@ describe('WalReceiver: wal_receiver_timeout, reportNow, send times', () => {
     // whole timeout, which the receiver survives only because every keepalive counts.
     await within(until(() => statusUpdates(sender.heard).filter((u) => u.replyRequested).length >= 3 || settled !== null), HANG_MS, 'three requests for a reply');
     assert.equal(settled, null, `the receiver ended: ${String(settled)}`);
-    assert.ok(statusUpdates(sender.heard).every((u) => u.replyRequested), 'no other status update was sent');
+    const [initial, ...later] = statusUpdates(sender.heard);
+    assert.equal(initial?.replyRequested, false, 'the initial report as streaming starts');
+    assert.ok(later.every((u) => u.replyRequested), 'no other status update was sent');
     await receiver.stop();
     await within(running, HANG_MS, 'the receiver to stop');
     assert.equal(settled, 'resolved');

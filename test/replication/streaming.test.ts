@@ -14,7 +14,7 @@ import { tempDir } from '../helpers/temp-dir.js';
 import { SMALL_SEGMENT, openLog, payload, readAll, within } from '../helpers/wal.js';
 
 /** A primary's WalLog served over `transport`: every session that asks to stream gets a WalSender. */
-async function servePrimary(log: WalLog, transport: Transport, address: string) {
+async function servePrimary(log: WalLog, transport: Transport, address: string, walSenderTimeoutMs = 5000) {
   const server = new ReplicationServer({
     transport,
     address,
@@ -25,7 +25,7 @@ async function servePrimary(log: WalLog, transport: Transport, address: string) 
     void (async () => {
       const request = await session.conn.next().catch(() => null);
       if (request?.kind !== 'startReplication') return session.conn.destroy();
-      const sender = new WalSender(session.conn, log, request.startLsn, { walSenderTimeoutMs: 5000 });
+      const sender = new WalSender(session.conn, log, request.startLsn, { walSenderTimeoutMs });
       senders.add(sender);
       await sender.run().catch(() => undefined);
       senders.delete(sender);
@@ -42,9 +42,9 @@ async function servePrimary(log: WalLog, transport: Transport, address: string) 
   };
 }
 
-async function startReceiver(replica: WalLog, transport: Transport, address: string): Promise<{ receiver: WalReceiver; conn: MessageStream<'client'>; running: Promise<void> }> {
+async function startReceiver(replica: WalLog, transport: Transport, address: string, statusIntervalMs = 50): Promise<{ receiver: WalReceiver; conn: MessageStream<'client'>; running: Promise<void> }> {
   const conn = await connectReplication({ transport, address, user: 'repl', password: 'pw-1234567', applicationName: 's1' });
-  const receiver = new WalReceiver(conn, replica, { statusIntervalMs: 50 });
+  const receiver = new WalReceiver(conn, replica, { statusIntervalMs });
   return { receiver, conn, running: receiver.run() };
 }
 
@@ -143,5 +143,36 @@ describe('streaming WAL from a primary log to a replica log', () => {
     await served.close();
     await replica.close();
     await primary.close();
+  });
+
+  it('a standby with nothing to receive reports its positions as soon as it streams, not after statusIntervalMs', async (t) => {
+    // Neither the status interval nor the sender's keepalive (half its timeout) comes within the
+    // test's deadline: only the initial report (PostgreSQL's walreceiver sends one) can.
+    const net = new MemoryNetwork();
+    const primary = await openLog(new MemoryStorage());
+    const served = await servePrimary(primary, net.transport('primary'), 'p:1', 600_000);
+    const replica = await openLog(new MemoryStorage(), { role: 'replica' });
+    const standby = await startReceiver(replica, net.transport('standby'), served.address, 600_000);
+    let polling = true; // a failed wait must not leave its loop running
+    t.after(async () => {
+      polling = false;
+      await standby.receiver.stop();
+      await served.close();
+      await replica.close();
+      await primary.close();
+    });
+    const progress = await within(
+      (async () => {
+        while (polling) {
+          const progress = [...served.senders][0]?.progress;
+          if (progress !== null && progress !== undefined) return progress;
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        return null;
+      })(),
+      20_000,
+      'the first status report',
+    );
+    assert.equal(progress?.flushLsn, replica.flushedLsn, "the report gives the standby's flushed end");
   });
 });

@@ -1,13 +1,14 @@
 /**
- * `npm run demo`: what walship's write-ahead log promises, shown on a simulated disk.
+ * What walship's write-ahead log promises, shown on a simulated disk that loses power
+ * (`npx tsx examples/power-loss.ts`).
  *
  * 1. Committers append records and wait for them to be durable (group commit).
  * 2. More records are appended but never flushed, and the power fails mid-write.
  * 3. Recovery keeps every acknowledged record, drops the torn tail, and appends go on.
  * 4. A flipped bit in the middle of the log is refused, never skipped.
  */
-import { WalLog, formatLsn, isWalshipError } from '../src/index.js';
-import { MemoryStorage } from '../src/testing/index.js';
+import { WalLog, formatLsn, isWalshipError } from 'walship';
+import { MemoryStorage } from 'walship/testing';
 
 const SEGMENT = 64 * 1024;
 
