@@ -68,9 +68,10 @@ export type { ReplicationStatusRow, StandbyConnectionEvent, WalServiceEvents } f
 export type { WalSenderState } from './replication/wal-sender.js';
 export type { WaitOptions } from './lsn-waiters.js';
 export { ERROR_CODES, WalCorruptError, WalshipError, isWalshipError } from './errors.js';
-export type { ErrorCode, WalshipErrorOptions } from './errors.js';
+export type { ErrorCode, ErrorCodeInfo, WalshipErrorOptions } from './errors.js';
 export { formatLsn, isLsn, parseLsn } from './lsn.js';
 export type { Lsn } from './lsn.js';
+export type { JsonSchema } from './options.js';
 export { NodeStorage } from './storage/node-storage.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export { isStorage } from './storage/storage.js';

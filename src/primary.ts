@@ -24,7 +24,7 @@ import {
   type NodeOptions,
   type ServeOptions,
 } from './node/node-options.js';
-import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
+import { compileOptions, withDefaults, type JsonSchema, type OptionsValidator } from './options.js';
 import { compileAuth } from './protocol/auth-rules.js';
 import type { ReplicationStatusRow } from './replication/wal-source.js';
 import { parseSynchronousStandbyNames, type SyncStandbyConfig } from './replication/sync-standby-names.js';
@@ -71,8 +71,8 @@ export const PRIMARY_DEFAULTS = Object.freeze({
 
 const LEVELS = SYNCHRONOUS_COMMIT_LEVELS;
 const MAX_STANDBY_NAMES_LENGTH = 65_536;
-/** JSON schema of {@link PrimaryOptions} (objects with methods are checked separately). */
-export const primaryOptionsSchema = Object.freeze({
+/** {@link primaryOptionsSchema} with its literal type, whose parts the other schemas reuse. */
+export const primarySchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['application'],
@@ -85,13 +85,16 @@ export const primaryOptionsSchema = Object.freeze({
   },
 });
 
+/** JSON schema of {@link PrimaryOptions} (objects with methods are checked separately). */
+export const primaryOptionsSchema: JsonSchema = primarySchema;
+
 /** JSON schema of {@link ReloadOptions}. */
 export const reloadOptionsSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
-    synchronousCommit: primaryOptionsSchema.properties.synchronousCommit,
-    synchronousStandbyNames: primaryOptionsSchema.properties.synchronousStandbyNames,
+    synchronousCommit: primarySchema.properties.synchronousCommit,
+    synchronousStandbyNames: primarySchema.properties.synchronousStandbyNames,
   },
 });
 

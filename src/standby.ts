@@ -24,8 +24,8 @@ import {
   type NodeOptions,
   type ServeOptions,
 } from './node/node-options.js';
-import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
-import { Primary, primaryOptionsSchema, type PrimaryOptions } from './primary.js';
+import { compileOptions, withDefaults, type JsonSchema, type OptionsValidator } from './options.js';
+import { Primary, primarySchema, type PrimaryOptions } from './primary.js';
 import { parseSynchronousStandbyNames } from './replication/sync-standby-names.js';
 import type { SynchronousCommit } from './roles/writer.js';
 import { compileAuth, type CompiledAuth } from './protocol/auth-rules.js';
@@ -170,8 +170,8 @@ export const STANDBY_DEFAULTS = Object.freeze({
   recoveryTargetAction: 'pause' as RecoveryTargetAction,
 });
 
-/** JSON schema of {@link StandbyOptions} (objects with methods are checked separately). */
-export const standbyOptionsSchema = Object.freeze({
+/** {@link standbyOptionsSchema} with its literal type, whose parts the other schemas reuse. */
+const standbySchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['application'],
@@ -211,13 +211,16 @@ export const standbyOptionsSchema = Object.freeze({
   },
 });
 
+/** JSON schema of {@link StandbyOptions} (objects with methods are checked separately). */
+export const standbyOptionsSchema: JsonSchema = standbySchema;
+
 /** JSON schema of {@link PromoteOptions} (`signal` is checked separately). */
-export const promoteOptionsSchema = Object.freeze({
+export const promoteOptionsSchema: JsonSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
-    synchronousCommit: primaryOptionsSchema.properties.synchronousCommit,
-    synchronousStandbyNames: primaryOptionsSchema.properties.synchronousStandbyNames,
+    synchronousCommit: primarySchema.properties.synchronousCommit,
+    synchronousStandbyNames: primarySchema.properties.synchronousStandbyNames,
     signal: {},
   },
 });
@@ -230,11 +233,11 @@ const TRIGGER_POLL_MS = 100;
 const validateOptions: OptionsValidator<StandbyOptions> = compileOptions('Standby', standbyOptionsSchema);
 
 /** JSON schema of {@link ReconfigureOptions}. */
-export const reconfigureOptionsSchema = Object.freeze({
+export const reconfigureOptionsSchema: JsonSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['primary'],
-  properties: { primary: standbyOptionsSchema.properties.primary },
+  properties: { primary: standbySchema.properties.primary },
 });
 
 const validateReconfigure: OptionsValidator<ReconfigureOptions> = compileOptions('reconfigure()', reconfigureOptionsSchema);
@@ -478,7 +481,7 @@ export class Standby extends NodeBase<StandbyEvents> {
   /** The new primary's options: this standby's node and serving options, and the commit settings given to promote(). */
   #primaryOptions(options: PromoteOptions): PrimaryOptions {
     const o = this.#options;
-    const keep = new Set(Object.keys(primaryOptionsSchema.properties));
+    const keep = new Set(Object.keys(primarySchema.properties));
     const inherited = Object.fromEntries(Object.entries(o).filter(([key, value]) => keep.has(key) && value !== undefined)) as PrimaryOptions;
     return {
       ...inherited,

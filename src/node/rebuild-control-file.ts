@@ -1,6 +1,6 @@
 import { WalshipError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
-import { compileOptions, type OptionsValidator } from '../options.js';
+import { compileOptions, type JsonSchema, type OptionsValidator } from '../options.js';
 import { isStorage, type Storage } from '../storage/storage.js';
 import { isInHistory } from '../wal/timeline-history.js';
 import { WalLog } from '../wal/wal-log.js';
@@ -49,7 +49,7 @@ export interface RebuiltControlFile {
 }
 
 /** JSON schema of {@link RebuildControlFileOptions} (`storage` is checked by a type guard). */
-export const rebuildControlFileOptionsSchema = Object.freeze({
+export const rebuildControlFileOptionsSchema: JsonSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['systemId'],

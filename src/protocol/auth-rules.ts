@@ -16,7 +16,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { inspect } from 'node:util';
 import { WalshipError } from '../errors.js';
-import { compileOptions, type OptionsValidator } from '../options.js';
+import { compileOptions, type JsonSchema, type OptionsValidator } from '../options.js';
 import {
   SCRAM_DEFAULT_ITERATIONS,
   ScramServer,
@@ -61,7 +61,7 @@ export interface CompileAuthOptions {
 export type AuthMatch = { method: AuthMethod; ruleIndex: number } | { method: 'reject'; ruleIndex: -1 };
 
 /** JSON schema of the `auth` option, for embedding in a component's options schema. */
-export const authOptionsSchema = {
+export const authOptionsSchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
   properties: {

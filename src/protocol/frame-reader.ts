@@ -1,5 +1,5 @@
 import { WalshipError } from '../errors.js';
-import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
+import { compileOptions, withDefaults, type JsonSchema, type OptionsValidator } from '../options.js';
 
 /**
  * Framing of the replication protocol. Every message on the wire is
@@ -59,7 +59,7 @@ export const FRAME_READER_DEFAULTS = Object.freeze({
 });
 
 /** JSON schema of {@link FrameReaderOptions}. */
-export const frameReaderOptionsSchema = Object.freeze({
+export const frameReaderOptionsSchema: JsonSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {

@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { Duplex } from 'node:stream';
 import { WalshipError, abortError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
-import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
+import { compileOptions, withDefaults, type JsonSchema, type OptionsValidator } from '../options.js';
 import type { Listener, PeerInfo, Transport } from './transport.js';
 
 /** Options of the {@link MemoryNetwork} constructor. */
@@ -43,7 +43,7 @@ export const MEMORY_NETWORK_DEFAULTS = Object.freeze({
 });
 
 /** JSON schema of {@link MemoryNetworkOptions}. */
-export const memoryNetworkOptionsSchema = Object.freeze({
+export const memoryNetworkOptionsSchema: JsonSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -53,7 +53,7 @@ export const memoryNetworkOptionsSchema = Object.freeze({
 });
 
 /** JSON schema of the JSON-describable {@link MemoryTransportOptions} (`network` is checked by a type guard). */
-export const memoryTransportOptionsSchema = Object.freeze({
+export const memoryTransportOptionsSchema: JsonSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {

@@ -3,7 +3,7 @@ import { WalCorruptError, WalshipError, abortError, errnoCode, isWalshipError } 
 import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
-import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
+import { compileOptions, withDefaults, type JsonSchema, type OptionsValidator } from '../options.js';
 import { NodeStorage } from '../storage/node-storage.js';
 import { isStorage, type Storage, type StorageLock } from '../storage/storage.js';
 import {
@@ -98,7 +98,7 @@ export const WAL_LOG_DEFAULTS = Object.freeze({
 });
 
 /** JSON schema of the JSON-describable {@link WalLogOptions} (`storage` is checked by a type guard). */
-export const walLogOptionsSchema = Object.freeze({
+export const walLogOptionsSchema: JsonSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
