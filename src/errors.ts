@@ -223,6 +223,7 @@ export class WalshipError extends Error {
     Object.defineProperty(this, BRAND, { value: true });
   }
 
+  /** `'WalshipError'`, for stack traces and logs; test with {@link isWalshipError}, not the name. */
   override get name(): string {
     return 'WalshipError';
   }
@@ -241,6 +242,7 @@ export class WalCorruptError extends WalshipError {
     this.offset = offset;
   }
 
+  /** `'WalCorruptError'`, for stack traces and logs. */
   override get name(): string {
     return 'WalCorruptError';
   }

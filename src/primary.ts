@@ -65,7 +65,9 @@ export interface PrimaryOptions extends NodeOptions, ServeOptions {
 /** Defaults of {@link PrimaryOptions}. */
 export const PRIMARY_DEFAULTS = Object.freeze({
   ...SERVE_DEFAULTS,
+  /** Commits wait for their local flush, and for synchronous standbys' flush when any are named. */
   synchronousCommit: 'on' as SynchronousCommit,
+  /** No synchronous standbys. */
   synchronousStandbyNames: '',
 });
 
@@ -103,7 +105,9 @@ const validateOptions: OptionsValidator<PrimaryOptions> = compileOptions('Primar
 
 /** What {@link Primary.reload} can change while the primary runs. */
 export interface ReloadOptions {
+  /** The new {@link PrimaryOptions.synchronousStandbyNames}; `''` turns synchronous replication off. Left out: unchanged. */
   readonly synchronousStandbyNames?: string;
+  /** The new default commit level ({@link PrimaryOptions.synchronousCommit}). Left out: unchanged. */
   readonly synchronousCommit?: SynchronousCommit;
 }
 
@@ -278,6 +282,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
     return this.#core.applier.position;
   }
 
+  /** The timeline the primary writes: 1 for a new cluster, one more after each promotion in its history. */
   get timeline(): number {
     return this.#log.timeline;
   }

@@ -158,15 +158,25 @@ export interface PromotedEvent {
 /** Defaults of {@link StandbyOptions}. */
 export const STANDBY_DEFAULTS = Object.freeze({
   ...SERVE_DEFAULTS,
+  /** Hot standby: the application may serve reads once the standby is consistent. */
   hotStandby: true,
+  /** A status report to the primary at least every 10 s. */
   statusIntervalMs: 10_000,
+  /** A primary silent for 30 s is asked for a reply; for 60 s, the connection is ended. */
   walReceiverTimeoutMs: 60_000,
+  /** The first reconnect waits 100 ms … */
   retryMinDelayMs: 100,
+  /** … doubling up to 5 s. */
   retryMaxDelayMs: 5_000,
+  /** Follows the newest timeline it finds. */
   recoveryTargetTimeline: 'latest' as RecoveryTargetTimeline,
+  /** A standby whose WAL diverged from its new upstream's rewinds itself. */
   rewind: true,
+  /** The archive is polled every 5 s. */
   restoreIntervalMs: 5_000,
+  /** Recovery stops right after the target, not right before it. */
   recoveryTargetInclusive: true,
+  /** Recovery pauses at its target. */
   recoveryTargetAction: 'pause' as RecoveryTargetAction,
 });
 
@@ -540,6 +550,7 @@ export class Standby extends NodeBase<StandbyEvents> {
     });
   }
 
+  /** What the standby is doing now (see {@link StandbyState}); `state:change` reports each change. */
   get state(): StandbyState {
     return this.#role.state;
   }

@@ -96,15 +96,21 @@ export interface TcpTransportOptions {
 
 /** Defaults of {@link TcpTransportOptions}. */
 export const TCP_TRANSPORT_DEFAULTS = Object.freeze({
+  /** A connect fails with `TIMEOUT` after 10 s. */
   connectTimeoutMs: 10_000,
+  /** TCP keepalive is on, so a vanished peer is noticed even on an idle connection. */
   keepAlive: true,
+  /** The first keepalive probe goes after 10 s of silence. */
   keepAliveInitialDelayMs: 10_000,
+  /** Nagle's algorithm is off: small messages (status updates, keepalives) go out at once. */
   noDelay: true,
 });
 
 /** Defaults of {@link TcpTlsOptions}. */
 export const TCP_TLS_DEFAULTS = Object.freeze({
+  /** Untrusted or missing certificates are refused. */
   rejectUnauthorized: true,
+  /** A server does not ask clients for certificates. */
   requestCert: false,
 });
 
@@ -157,6 +163,7 @@ export function isPemList(value: unknown): value is Pem | readonly Pem[] {
 export interface TcpAddress {
   /** Host name or IP address, without brackets. */
   readonly host: string;
+  /** The TCP port, 0–65535 (0 to listen on a free port; never to connect). */
   readonly port: number;
 }
 
