@@ -282,7 +282,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
     return this.#core.applier.position;
   }
 
-  /** The timeline the primary writes: 1 for a new cluster, one more after each promotion in its history. */
+  /** The timeline the primary writes: 1 for a new cluster, a new one after each promotion. */
   get timeline(): number {
     return this.#log.timeline;
   }

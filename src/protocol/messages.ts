@@ -228,7 +228,7 @@ export interface AuthOkMessage {
 export interface AuthSaslMessage {
   /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'authSasl';
-  /** The mechanisms the server accepts, in its order of preference (each 1–32 bytes); walship offers `SCRAM-SHA-256`. */
+  /** The mechanisms the server accepts (each 1–32 bytes); walship offers `SCRAM-SHA-256`. */
   readonly mechanisms: readonly string[];
 }
 

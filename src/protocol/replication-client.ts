@@ -26,7 +26,7 @@ export interface ConnectReplicationOptions {
   readonly requireAuth?: 'scram-sha-256' | 'none';
   /** Limit for the handshake after the transport connected. @defaultValue 10 000 */
   readonly handshakeTimeoutMs?: number;
-  /** Aborts the connect and the handshake (`ABORTED`). */
+  /** Cancels the connect and the handshake. */
   readonly signal?: AbortSignal;
 }
 

@@ -39,7 +39,7 @@ export interface MemoryTransportOptions extends MemoryEndpointOptions {
 
 /** Defaults of {@link MemoryNetworkOptions}. */
 export const MEMORY_NETWORK_DEFAULTS = Object.freeze({
-  /** 64 KiB in flight per direction, about a loopback socket's buffer. */
+  /** 64 KiB in flight per direction of a stream. */
   bufferBytes: 64 * 1024,
 });
 

@@ -180,7 +180,7 @@ export interface WalErrorEvent {
 
 /** Events of a {@link WalLog}. */
 export interface WalLogEvents {
-  /** Appended records are durable up to `flushedLsn`: their `flush()` promises resolve. */
+  /** The log is flushed up to `flushedLsn` (durable, unless `sync` is `'none'`). */
   flush: (event: FlushEvent) => void;
   /** Bytes were handed to the OS (a standby reports its write position on it: `remote_write`). */
   write: (event: WriteEvent) => void;
