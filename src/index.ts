@@ -71,7 +71,6 @@ export { ERROR_CODES, WalCorruptError, WalshipError, isWalshipError } from './er
 export type { ErrorCode, ErrorCodeInfo, WalshipErrorOptions } from './errors.js';
 export { formatLsn, isLsn, parseLsn } from './lsn.js';
 export type { Lsn } from './lsn.js';
-export type { JsonSchema } from './options.js';
 export { NodeStorage } from './storage/node-storage.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export { isStorage } from './storage/storage.js';

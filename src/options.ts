@@ -8,13 +8,6 @@ import { WalshipError } from './errors.js';
  */
 const ajv = new Ajv({ allErrors: true, strict: true, useDefaults: false, coerceTypes: false });
 
-/**
- * A published JSON schema of an options object (draft-07, as ajv reads it), frozen. Validate
- * configuration with it before passing it on, or embed it in your own schema; objects with
- * methods (a transport, storage, an application) are checked by type guards instead.
- */
-export type JsonSchema = { readonly [keyword: string]: unknown };
-
 /** A compiled validator that throws `INVALID_OPTIONS` naming the offending field. */
 export type OptionsValidator<T> = (options: unknown) => asserts options is T;
 

@@ -24,7 +24,7 @@ import {
   type NodeOptions,
   type ServeOptions,
 } from './node/node-options.js';
-import { compileOptions, withDefaults, type JsonSchema, type OptionsValidator } from './options.js';
+import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
 import { compileAuth } from './protocol/auth-rules.js';
 import type { ReplicationStatusRow } from './replication/wal-source.js';
 import { parseSynchronousStandbyNames, type SyncStandbyConfig } from './replication/sync-standby-names.js';
@@ -73,8 +73,8 @@ export const PRIMARY_DEFAULTS = Object.freeze({
 
 const LEVELS = SYNCHRONOUS_COMMIT_LEVELS;
 const MAX_STANDBY_NAMES_LENGTH = 65_536;
-/** {@link primaryOptionsSchema} with its literal type, whose parts the other schemas reuse. */
-export const primarySchema = Object.freeze({
+/** The literal behind {@link primaryOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const primarySchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['application'],
@@ -88,15 +88,15 @@ export const primarySchema = Object.freeze({
 });
 
 /** JSON schema of {@link PrimaryOptions} (objects with methods are checked separately). */
-export const primaryOptionsSchema: JsonSchema = primarySchema;
+export const primaryOptionsSchema: typeof primarySchema = primarySchema;
 
 /** JSON schema of {@link ReloadOptions}. */
 export const reloadOptionsSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
-    synchronousCommit: primarySchema.properties.synchronousCommit,
-    synchronousStandbyNames: primarySchema.properties.synchronousStandbyNames,
+    synchronousCommit: primaryOptionsSchema.properties.synchronousCommit,
+    synchronousStandbyNames: primaryOptionsSchema.properties.synchronousStandbyNames,
   },
 });
 

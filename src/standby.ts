@@ -24,8 +24,8 @@ import {
   type NodeOptions,
   type ServeOptions,
 } from './node/node-options.js';
-import { compileOptions, withDefaults, type JsonSchema, type OptionsValidator } from './options.js';
-import { Primary, primarySchema, type PrimaryOptions } from './primary.js';
+import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
+import { Primary, primaryOptionsSchema, type PrimaryOptions } from './primary.js';
 import { parseSynchronousStandbyNames } from './replication/sync-standby-names.js';
 import type { SynchronousCommit } from './roles/writer.js';
 import { compileAuth, type CompiledAuth } from './protocol/auth-rules.js';
@@ -180,7 +180,7 @@ export const STANDBY_DEFAULTS = Object.freeze({
   recoveryTargetAction: 'pause' as RecoveryTargetAction,
 });
 
-/** {@link standbyOptionsSchema} with its literal type, whose parts the other schemas reuse. */
+/** The literal behind {@link standbyOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
 const standbySchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
@@ -222,18 +222,21 @@ const standbySchema = Object.freeze({
 });
 
 /** JSON schema of {@link StandbyOptions} (objects with methods are checked separately). */
-export const standbyOptionsSchema: JsonSchema = standbySchema;
+export const standbyOptionsSchema: typeof standbySchema = standbySchema;
 
-/** JSON schema of {@link PromoteOptions} (`signal` is checked separately). */
-export const promoteOptionsSchema: JsonSchema = Object.freeze({
+/** The literal behind {@link promoteOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const promoteSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
-    synchronousCommit: primarySchema.properties.synchronousCommit,
-    synchronousStandbyNames: primarySchema.properties.synchronousStandbyNames,
+    synchronousCommit: primaryOptionsSchema.properties.synchronousCommit,
+    synchronousStandbyNames: primaryOptionsSchema.properties.synchronousStandbyNames,
     signal: {},
   },
 });
+
+/** JSON schema of {@link PromoteOptions} (`signal` is checked separately). */
+export const promoteOptionsSchema: typeof promoteSchema = promoteSchema;
 
 const validatePromote: OptionsValidator<PromoteOptions> = compileOptions('promote()', promoteOptionsSchema);
 
@@ -242,13 +245,16 @@ const TRIGGER_POLL_MS = 100;
 
 const validateOptions: OptionsValidator<StandbyOptions> = compileOptions('Standby', standbyOptionsSchema);
 
-/** JSON schema of {@link ReconfigureOptions}. */
-export const reconfigureOptionsSchema: JsonSchema = Object.freeze({
+/** The literal behind {@link reconfigureOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const reconfigureSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['primary'],
-  properties: { primary: standbySchema.properties.primary },
+  properties: { primary: standbyOptionsSchema.properties.primary },
 });
+
+/** JSON schema of {@link ReconfigureOptions}. */
+export const reconfigureOptionsSchema: typeof reconfigureSchema = reconfigureSchema;
 
 const validateReconfigure: OptionsValidator<ReconfigureOptions> = compileOptions('reconfigure()', reconfigureOptionsSchema);
 
@@ -491,7 +497,7 @@ export class Standby extends NodeBase<StandbyEvents> {
   /** The new primary's options: this standby's node and serving options, and the commit settings given to promote(). */
   #primaryOptions(options: PromoteOptions): PrimaryOptions {
     const o = this.#options;
-    const keep = new Set(Object.keys(primarySchema.properties));
+    const keep = new Set(Object.keys(primaryOptionsSchema.properties));
     const inherited = Object.fromEntries(Object.entries(o).filter(([key, value]) => keep.has(key) && value !== undefined)) as PrimaryOptions;
     return {
       ...inherited,

@@ -46,6 +46,7 @@ const MAIN_EXPORTS = [
   'WalshipError',
   'assertSlotName',
   'authOptionsSchema',
+  'checksumImplementation',
   'decideRetention',
   'formatLsn',
   'formatSynchronousStandbyNames',

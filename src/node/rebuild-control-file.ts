@@ -1,6 +1,6 @@
 import { WalshipError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
-import { compileOptions, type JsonSchema, type OptionsValidator } from '../options.js';
+import { compileOptions, type OptionsValidator } from '../options.js';
 import { isStorage, type Storage } from '../storage/storage.js';
 import { isInHistory } from '../wal/timeline-history.js';
 import { WalLog } from '../wal/wal-log.js';
@@ -54,8 +54,8 @@ export interface RebuiltControlFile {
   readonly walEnd: Lsn;
 }
 
-/** JSON schema of {@link RebuildControlFileOptions} (`storage` is checked by a type guard). */
-export const rebuildControlFileOptionsSchema: JsonSchema = Object.freeze({
+/** The literal behind {@link rebuildControlFileOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const rebuildControlFileSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['systemId'],
@@ -67,6 +67,9 @@ export const rebuildControlFileOptionsSchema: JsonSchema = Object.freeze({
     logPrefix: { type: 'string' },
   },
 });
+
+/** JSON schema of {@link RebuildControlFileOptions} (`storage` is checked by a type guard). */
+export const rebuildControlFileOptionsSchema: typeof rebuildControlFileSchema = rebuildControlFileSchema;
 
 const validateOptions: OptionsValidator<RebuildControlFileOptions> = compileOptions('rebuildControlFile', rebuildControlFileOptionsSchema);
 

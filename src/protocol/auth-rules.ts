@@ -16,7 +16,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { inspect } from 'node:util';
 import { WalshipError } from '../errors.js';
-import { compileOptions, type JsonSchema, type OptionsValidator } from '../options.js';
+import { compileOptions, type OptionsValidator } from '../options.js';
 import {
   SCRAM_DEFAULT_ITERATIONS,
   ScramServer,
@@ -83,8 +83,8 @@ export type AuthMatch =
       ruleIndex: -1;
     };
 
-/** JSON schema of the `auth` option, for embedding in a component's options schema. */
-export const authOptionsSchema: JsonSchema = {
+/** The literal behind {@link authOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const authSchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -115,6 +115,9 @@ export const authOptionsSchema: JsonSchema = {
     },
   },
 } as const;
+
+/** JSON schema of the `auth` option, for embedding in a component's options schema. */
+export const authOptionsSchema: typeof authSchema = authSchema;
 
 const validateAuthOptions: OptionsValidator<AuthOptions> = compileOptions('auth', authOptionsSchema);
 

@@ -1,5 +1,5 @@
 import { WalshipError } from '../errors.js';
-import { compileOptions, withDefaults, type JsonSchema, type OptionsValidator } from '../options.js';
+import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
 
 /**
  * Framing of the replication protocol. Every message on the wire is
@@ -61,14 +61,17 @@ export const FRAME_READER_DEFAULTS = Object.freeze({
   maxFrameBytes: 16 * 1024 * 1024 + 64,
 });
 
-/** JSON schema of {@link FrameReaderOptions}. */
-export const frameReaderOptionsSchema: JsonSchema = Object.freeze({
+/** The literal behind {@link frameReaderOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const frameReaderSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
     maxFrameBytes: { type: 'integer', minimum: 1, maximum: 0xffffffff },
   },
 });
+
+/** JSON schema of {@link FrameReaderOptions}. */
+export const frameReaderOptionsSchema: typeof frameReaderSchema = frameReaderSchema;
 
 const validateOptions: OptionsValidator<FrameReaderOptions> = compileOptions('FrameReader', frameReaderOptionsSchema);
 

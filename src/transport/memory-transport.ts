@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { Duplex } from 'node:stream';
 import { WalshipError, abortError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
-import { compileOptions, withDefaults, type JsonSchema, type OptionsValidator } from '../options.js';
+import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
 import type { Listener, PeerInfo, Transport } from './transport.js';
 
 /** Options of the {@link MemoryNetwork} constructor. */
@@ -43,8 +43,8 @@ export const MEMORY_NETWORK_DEFAULTS = Object.freeze({
   bufferBytes: 64 * 1024,
 });
 
-/** JSON schema of {@link MemoryNetworkOptions}. */
-export const memoryNetworkOptionsSchema: JsonSchema = Object.freeze({
+/** The literal behind {@link memoryNetworkOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const memoryNetworkSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -53,8 +53,11 @@ export const memoryNetworkOptionsSchema: JsonSchema = Object.freeze({
   },
 });
 
-/** JSON schema of the JSON-describable {@link MemoryTransportOptions} (`network` is checked by a type guard). */
-export const memoryTransportOptionsSchema: JsonSchema = Object.freeze({
+/** JSON schema of {@link MemoryNetworkOptions}. */
+export const memoryNetworkOptionsSchema: typeof memoryNetworkSchema = memoryNetworkSchema;
+
+/** The literal behind {@link memoryTransportOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const memoryTransportSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -63,6 +66,9 @@ export const memoryTransportOptionsSchema: JsonSchema = Object.freeze({
     ip: { type: ['string', 'null'] },
   },
 });
+
+/** JSON schema of the JSON-describable {@link MemoryTransportOptions} (`network` is checked by a type guard). */
+export const memoryTransportOptionsSchema: typeof memoryTransportSchema = memoryTransportSchema;
 
 const validateNetworkOptions: OptionsValidator<MemoryNetworkOptions> = compileOptions('MemoryNetwork', memoryNetworkOptionsSchema);
 const validateTransportOptions: OptionsValidator<MemoryTransportOptions> = compileOptions(

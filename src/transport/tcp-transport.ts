@@ -12,7 +12,7 @@ import {
 } from 'node:tls';
 import { WalshipError, abortError, errnoCode } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
-import { compileOptions, withDefaults, type JsonSchema, type OptionsValidator } from '../options.js';
+import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
 import type { Listener, PeerInfo, Transport } from './transport.js';
 
 /** A PEM-encoded key or certificate: a string or the bytes of one. */
@@ -117,11 +117,8 @@ export const TCP_TLS_DEFAULTS = Object.freeze({
 /** Largest delay `setTimeout` honours. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/**
- * JSON schema of {@link TcpTransportOptions}. `key`, `cert` and `ca` may be Buffers, which
- * JSON Schema cannot describe; they are checked by type guards.
- */
-export const tcpTransportOptionsSchema: JsonSchema = Object.freeze({
+/** The literal behind {@link tcpTransportOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const tcpTransportSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -146,6 +143,12 @@ export const tcpTransportOptionsSchema: JsonSchema = Object.freeze({
     },
   },
 });
+
+/**
+ * JSON schema of {@link TcpTransportOptions}. `key`, `cert` and `ca` may be Buffers, which
+ * JSON Schema cannot describe; they are checked by type guards.
+ */
+export const tcpTransportOptionsSchema: typeof tcpTransportSchema = tcpTransportSchema;
 
 const validateOptions: OptionsValidator<TcpTransportOptions> = compileOptions('TcpTransport', tcpTransportOptionsSchema);
 
