@@ -25,6 +25,7 @@ const MAIN_EXPORTS = [
   'MemoryTransport',
   'NodeStorage',
   'PRIMARY_DEFAULTS',
+  'PROMOTE_SIGNAL_FILE',
   'Primary',
   'RECORD_HEADER_SIZE',
   'RETENTION_DEFAULTS',
