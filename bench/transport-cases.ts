@@ -11,12 +11,14 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type * as Walship from '../src/index.js';
+import type * as WalshipProtocol from '../src/protocol/index.js';
 import type { TcpTransportOptions } from '../src/index.js';
 import { LatencyRecorder, type RunResult } from './stats.js';
 
 // The compiled package (npm run bench builds it first), as applications run it: at these
 // rates the per-call cost of tsx's on-the-fly transform would show in the figures.
-const { MessageStream, TcpTransport } = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof Walship;
+const { TcpTransport } = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof Walship;
+const { MessageStream } = (await import(new URL('../dist/protocol/index.js', import.meta.url).href)) as typeof WalshipProtocol;
 
 /** Size of one message: a raw write, or a walData frame including its 33-byte header. */
 export const MESSAGE_BYTES = 64 * 1024;

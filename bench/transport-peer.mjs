@@ -11,7 +11,8 @@
  * The process exits when its connection closes; with REPORT_CPU=1 it prints its CPU time.
  */
 import net from 'node:net';
-import { MessageStream, TcpTransport } from '../dist/index.js';
+import { TcpTransport } from '../dist/index.js';
+import { MessageStream } from '../dist/protocol/index.js';
 
 const [mode, ...args] = process.argv.slice(2);
 

@@ -40,6 +40,7 @@ export type SnapshotData = Uint8Array | AsyncIterable<Uint8Array>;
 export interface Snapshot {
   /** The state includes every batch up to this position; replay continues from here. */
   readonly lsn: Lsn;
+  /** The timeline `lsn` is on. */
   readonly timeline: number;
   /** Size in bytes. */
   readonly size: number;

@@ -3,11 +3,16 @@
  * Codes are the contract; messages may change between versions.
  */
 
-/**
- * The registry of error codes: what each means and what to do about it.
- * The README's table of codes is checked against this object by a unit test.
- */
-export const ERROR_CODES = {
+/** What an error code means and what to do about it, as the README's table gives them. */
+export interface ErrorCodeInfo {
+  /** When the code is thrown or emitted. */
+  readonly when: string;
+  /** What to do about it, and what state the failed call left behind. */
+  readonly action: string;
+}
+
+/** {@link ERROR_CODES} with its literal type, from which {@link ErrorCode} is derived. */
+const CODES = {
   INVALID_OPTIONS: {
     when: 'An options object failed validation: an unknown key, a wrong type or a value out of range. The message names the field.',
     action: 'Fix the named option. Nothing was opened or created.',
@@ -180,10 +185,19 @@ export const ERROR_CODES = {
     when: 'A commit stopped waiting for its synchronous standbys (its `signal` or `timeoutMs`, or the primary shutting down). The batch is committed locally and will stay committed, but the standbys have not confirmed it (PostgreSQL’s “canceling wait for synchronous replication” warning); it is never rolled back.',
     action: 'Treat the batch as durable on the primary only. Wait for it elsewhere (`waitForReplay` on a standby) if you need it replicated, and check that enough synchronous standbys are connected.',
   },
-} as const satisfies Record<string, { when: string; action: string }>;
+} as const satisfies Record<string, ErrorCodeInfo>;
 
-/** A stable error code; see the README's table for each code's meaning. */
-export type ErrorCode = keyof typeof ERROR_CODES;
+/**
+ * A stable error code; see the README's table for each code's meaning.
+ * @useDeclaredType
+ */
+export type ErrorCode = keyof typeof CODES;
+
+/**
+ * The registry of error codes: what each means and what to do about it.
+ * The README's table of codes is checked against this object by a unit test.
+ */
+export const ERROR_CODES: Readonly<Record<ErrorCode, ErrorCodeInfo>> = CODES;
 
 const BRAND = Symbol.for('walship.error');
 
@@ -209,6 +223,7 @@ export class WalshipError extends Error {
     Object.defineProperty(this, BRAND, { value: true });
   }
 
+  /** `'WalshipError'`, for stack traces and logs; test with {@link isWalshipError}, not the name. */
   override get name(): string {
     return 'WalshipError';
   }
@@ -227,6 +242,7 @@ export class WalCorruptError extends WalshipError {
     this.offset = offset;
   }
 
+  /** `'WalCorruptError'`, for stack traces and logs. */
   override get name(): string {
     return 'WalCorruptError';
   }

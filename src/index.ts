@@ -1,7 +1,16 @@
 /**
  * walship: an embeddable write-ahead-log replication library for Node.js.
  *
- * The public surface is this reviewed list; nothing is re-exported wholesale.
+ * This entry holds what an application needs: the {@link Primary} and {@link Standby}
+ * facades with their options, defaults, schemas and events, the {@link WalLog} on its own,
+ * storage, transports and the {@link Transport} contract, archivers, errors, LSN helpers,
+ * slot and `synchronous_standby_names` helpers, and {@link scramVerifier} to create
+ * credentials. The wire protocol (message codec, framing, the replication server and client,
+ * SCRAM internals) is in `walship/protocol`, for tool and transport writers; test tools are in
+ * `walship/testing`.
+ *
+ * The public surface is this reviewed list; nothing is re-exported wholesale, and
+ * `test/index.test.ts` pins the runtime exports so that an addition is deliberate.
  * @packageDocumentation
  */
 export { Primary, PRIMARY_DEFAULTS, primaryOptionsSchema } from './primary.js';
@@ -59,7 +68,7 @@ export type { ReplicationStatusRow, StandbyConnectionEvent, WalServiceEvents } f
 export type { WalSenderState } from './replication/wal-sender.js';
 export type { WaitOptions } from './lsn-waiters.js';
 export { ERROR_CODES, WalCorruptError, WalshipError, isWalshipError } from './errors.js';
-export type { ErrorCode, WalshipErrorOptions } from './errors.js';
+export type { ErrorCode, ErrorCodeInfo, WalshipErrorOptions } from './errors.js';
 export { formatLsn, isLsn, parseLsn } from './lsn.js';
 export type { Lsn } from './lsn.js';
 export { NodeStorage } from './storage/node-storage.js';
@@ -110,76 +119,9 @@ export {
 } from './transport/tcp-transport.js';
 export type { Pem, TcpAddress, TcpTlsOptions, TcpTransportOptions } from './transport/tcp-transport.js';
 export type { Listener, PeerInfo, Transport } from './transport/transport.js';
-export {
-  SCRAM_DEFAULT_ITERATIONS,
-  SCRAM_MAX_ITERATIONS,
-  SCRAM_MIN_ITERATIONS,
-  ScramClient,
-  ScramServer,
-  parseScramVerifier,
-  scramVerifier,
-} from './protocol/scram.js';
-export type { ParsedVerifier, ScramClientOptions, ScramServerFinal, ScramServerOptions, ScramVerifierOptions } from './protocol/scram.js';
-export { CompiledAuth, authOptionsSchema, compileAuth } from './protocol/auth-rules.js';
-export type { AuthMatch, AuthMethod, AuthOptions, AuthRule, AuthUsers, CompileAuthOptions } from './protocol/auth-rules.js';
-export {
-  MESSAGE_TYPES,
-  PROTOCOL_LIMITS,
-  PROTOCOL_VERSION,
-  baseBackupChunk,
-  checkChunk,
-  decodeMessage,
-  encodeMessage,
-  encodeMessageParts,
-} from './protocol/messages.js';
-export { FRAME_HEADER_BYTES, FRAME_READER_DEFAULTS, FrameReader, frameReaderOptionsSchema } from './protocol/frame-reader.js';
-export type { Frame, FramePiece, FrameReaderOptions } from './protocol/frame-reader.js';
-export type {
-  AuthOkMessage,
-  AuthSaslContinueMessage,
-  AuthSaslFinalMessage,
-  AuthSaslMessage,
-  BaseBackupBeginMessage,
-  BaseBackupChunkMessage,
-  BaseBackupEndMessage,
-  BaseBackupMessage,
-  ClientMessage,
-  EndOfTimelineMessage,
-  ErrorMessage,
-  HotStandbyFeedbackMessage,
-  IdentifySystemMessage,
-  IdentifySystemResultMessage,
-  KeepaliveMessage,
-  Message,
-  MessageKind,
-  ProtocolSide,
-  ReadyForCommandMessage,
-  ReplicationStartedMessage,
-  SaslInitialResponseMessage,
-  SaslResponseMessage,
-  ServerMessage,
-  StandbyStatusUpdateMessage,
-  StartReplicationMessage,
-  CreateReplicationSlotMessage,
-  DropReplicationSlotMessage,
-  ReplicationSlotCreatedMessage,
-  StartupMessage,
-  StartupOption,
-  TerminateMessage,
-  TimelineHistoryMessage,
-  TimelineHistoryResultMessage,
-  WalDataMessage,
-} from './protocol/messages.js';
-export { MessageStream } from './protocol/message-stream.js';
-export type { Incoming, MessageStreamOptions, Outgoing } from './protocol/message-stream.js';
-export { ReplicationServer } from './protocol/replication-server.js';
-export type {
-  AuthFailedEvent,
-  ConnectionErrorEvent,
-  ReplicationServerEvents,
-  ReplicationServerOptions,
-  ServerSession,
-} from './protocol/replication-server.js';
-export { connectReplication, createReplicationSlot, dropReplicationSlot } from './protocol/replication-client.js';
-export type { ConnectReplicationOptions, CreatedSlot } from './protocol/replication-client.js';
-export type { AuthFailure, AuthFailureReason, AuthenticatedPeer } from './protocol/handshake.js';
+export { SCRAM_DEFAULT_ITERATIONS, SCRAM_MAX_ITERATIONS, SCRAM_MIN_ITERATIONS, scramVerifier } from './protocol/scram.js';
+export type { ScramVerifierOptions } from './protocol/scram.js';
+export { authOptionsSchema } from './protocol/auth-rules.js';
+export type { AuthMethod, AuthOptions, AuthRule, AuthUsers } from './protocol/auth-rules.js';
+export type { AuthFailedEvent, ConnectionErrorEvent } from './protocol/replication-server.js';
+export type { AuthFailure, AuthFailureReason } from './protocol/handshake.js';

@@ -84,6 +84,7 @@ export abstract class NodeBase<Events extends EventEmitter.ValidEventTypes> exte
   /** Closes the node (see each class). */
   abstract close(options?: CloseOptions): Promise<void>;
 
+  /** Closes the node with default options, so that `await using` closes it at the end of its scope. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -13,6 +13,7 @@ interface Waiter {
 
 /** Options of a wait for a position: `waitForReplay`, `waitForConsistent`, `waitForApply`. */
 export interface WaitOptions {
+  /** Gives up with `ABORTED` when aborted; the position may still be reached later. */
   readonly signal?: AbortSignal;
   /** Give up with `TIMEOUT` after this long. */
   readonly timeoutMs?: number;

@@ -65,14 +65,16 @@ export interface PrimaryOptions extends NodeOptions, ServeOptions {
 /** Defaults of {@link PrimaryOptions}. */
 export const PRIMARY_DEFAULTS = Object.freeze({
   ...SERVE_DEFAULTS,
+  /** Commits wait for their local flush, and for synchronous standbys' flush when any are named. */
   synchronousCommit: 'on' as SynchronousCommit,
+  /** No synchronous standbys. */
   synchronousStandbyNames: '',
 });
 
 const LEVELS = SYNCHRONOUS_COMMIT_LEVELS;
 const MAX_STANDBY_NAMES_LENGTH = 65_536;
-/** JSON schema of {@link PrimaryOptions} (objects with methods are checked separately). */
-export const primaryOptionsSchema = Object.freeze({
+/** The literal behind {@link primaryOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const primarySchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['application'],
@@ -84,6 +86,9 @@ export const primaryOptionsSchema = Object.freeze({
     synchronousStandbyNames: { type: 'string', maxLength: MAX_STANDBY_NAMES_LENGTH },
   },
 });
+
+/** JSON schema of {@link PrimaryOptions} (objects with methods are checked separately). */
+export const primaryOptionsSchema: typeof primarySchema = primarySchema;
 
 /** JSON schema of {@link ReloadOptions}. */
 export const reloadOptionsSchema = Object.freeze({
@@ -100,7 +105,9 @@ const validateOptions: OptionsValidator<PrimaryOptions> = compileOptions('Primar
 
 /** What {@link Primary.reload} can change while the primary runs. */
 export interface ReloadOptions {
+  /** The new {@link PrimaryOptions.synchronousStandbyNames}; `''` turns synchronous replication off. Left out: unchanged. */
   readonly synchronousStandbyNames?: string;
+  /** The new default commit level ({@link PrimaryOptions.synchronousCommit}). Left out: unchanged. */
   readonly synchronousCommit?: SynchronousCommit;
 }
 
@@ -275,6 +282,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
     return this.#core.applier.position;
   }
 
+  /** The timeline the primary writes: 1 for a new cluster, a new one after each promotion. */
   get timeline(): number {
     return this.#log.timeline;
   }

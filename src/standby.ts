@@ -158,20 +158,30 @@ export interface PromotedEvent {
 /** Defaults of {@link StandbyOptions}. */
 export const STANDBY_DEFAULTS = Object.freeze({
   ...SERVE_DEFAULTS,
+  /** Hot standby: the application may serve reads once the standby is consistent. */
   hotStandby: true,
+  /** A status report to the primary at least every 10 s. */
   statusIntervalMs: 10_000,
+  /** A primary silent for 30 s is asked for a reply; for 60 s, the connection is ended. */
   walReceiverTimeoutMs: 60_000,
+  /** The first reconnect waits 100 ms … */
   retryMinDelayMs: 100,
+  /** … doubling up to 5 s. */
   retryMaxDelayMs: 5_000,
+  /** Follows the newest timeline it finds. */
   recoveryTargetTimeline: 'latest' as RecoveryTargetTimeline,
+  /** A standby whose WAL diverged from its new upstream's rewinds itself. */
   rewind: true,
+  /** The archive is polled every 5 s. */
   restoreIntervalMs: 5_000,
+  /** Recovery stops right after the target, not right before it. */
   recoveryTargetInclusive: true,
+  /** Recovery pauses at its target. */
   recoveryTargetAction: 'pause' as RecoveryTargetAction,
 });
 
-/** JSON schema of {@link StandbyOptions} (objects with methods are checked separately). */
-export const standbyOptionsSchema = Object.freeze({
+/** The literal behind {@link standbyOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const standbySchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['application'],
@@ -211,8 +221,11 @@ export const standbyOptionsSchema = Object.freeze({
   },
 });
 
-/** JSON schema of {@link PromoteOptions} (`signal` is checked separately). */
-export const promoteOptionsSchema = Object.freeze({
+/** JSON schema of {@link StandbyOptions} (objects with methods are checked separately). */
+export const standbyOptionsSchema: typeof standbySchema = standbySchema;
+
+/** The literal behind {@link promoteOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const promoteSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -222,6 +235,9 @@ export const promoteOptionsSchema = Object.freeze({
   },
 });
 
+/** JSON schema of {@link PromoteOptions} (`signal` is checked separately). */
+export const promoteOptionsSchema: typeof promoteSchema = promoteSchema;
+
 const validatePromote: OptionsValidator<PromoteOptions> = compileOptions('promote()', promoteOptionsSchema);
 
 /** How often `promoteTriggerFile` is looked for. */
@@ -229,13 +245,16 @@ const TRIGGER_POLL_MS = 100;
 
 const validateOptions: OptionsValidator<StandbyOptions> = compileOptions('Standby', standbyOptionsSchema);
 
-/** JSON schema of {@link ReconfigureOptions}. */
-export const reconfigureOptionsSchema = Object.freeze({
+/** The literal behind {@link reconfigureOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const reconfigureSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['primary'],
   properties: { primary: standbyOptionsSchema.properties.primary },
 });
+
+/** JSON schema of {@link ReconfigureOptions}. */
+export const reconfigureOptionsSchema: typeof reconfigureSchema = reconfigureSchema;
 
 const validateReconfigure: OptionsValidator<ReconfigureOptions> = compileOptions('reconfigure()', reconfigureOptionsSchema);
 
@@ -537,6 +556,7 @@ export class Standby extends NodeBase<StandbyEvents> {
     });
   }
 
+  /** What the standby is doing now (see {@link StandbyState}); `state:change` reports each change. */
   get state(): StandbyState {
     return this.#role.state;
   }

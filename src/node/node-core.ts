@@ -25,6 +25,7 @@ import { storageOf } from './node-options.js';
 
 /** Payload of `slot:invalidated`. */
 export interface SlotInvalidatedEvent {
+  /** The slot that was invalidated; it stays listed but holds no WAL, and a standby streaming from it is refused. */
   readonly slotName: string;
   /** Why: `wal_removed` (it fell more than `maxSlotWalKeepSize` behind). */
   readonly reason: string;
@@ -36,6 +37,7 @@ export interface SlotInvalidatedEvent {
 export interface BaseBackupResult {
   /** The snapshot includes every batch up to here; the standby streams from here. */
   readonly lsn: Lsn;
+  /** The timeline `lsn` is on, which the standby follows. */
   readonly timeline: number;
   /** Snapshot bytes. */
   readonly size: number;

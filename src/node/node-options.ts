@@ -52,7 +52,12 @@ export interface NodeOptions {
 /** Options of a node that serves standbys: a primary, or a cascading standby. */
 export interface ServeOptions {
   /** Where standbys connect. Without it the node serves no one. */
-  readonly listen?: { readonly transport: Transport; readonly address: string };
+  readonly listen?: {
+    /** The transport standbys connect over. */
+    readonly transport: Transport;
+    /** The address to listen on, in the transport's format (`'host:port'` for TCP; port 0 picks a free one). */
+    readonly address: string;
+  };
   /** Who may connect for replication. Leaving it out lets no one in. */
   readonly auth?: AuthOptions;
   /** Standby connections allowed at once (`max_wal_senders`). @defaultValue 10 */
@@ -96,12 +101,19 @@ export interface ServeOptions {
 
 /** Defaults of {@link ServeOptions} and {@link NodeOptions}. */
 export const SERVE_DEFAULTS = Object.freeze({
+  /** `apply` gets buffers it may keep. */
   entryBuffers: 'owned' as EntryBuffers,
+  /** Ten standby connections at once. */
   maxWalSenders: 10,
+  /** A silent standby is disconnected after 60 s. */
   walSenderTimeoutMs: 60_000,
+  /** 1 MiB of WAL per message. */
   maxWalMessageBytes: 1024 * 1024,
+  /** No WAL kept for standbys beyond what slots and archiving need. */
   walKeepSize: RETENTION_DEFAULTS.walKeepSize,
+  /** −1: slots may hold any amount of WAL. */
   maxSlotWalKeepSize: RETENTION_DEFAULTS.maxSlotWalKeepSize,
+  /** Ten replication slots. */
   maxReplicationSlots: SLOT_DEFAULTS.maxReplicationSlots,
 });
 

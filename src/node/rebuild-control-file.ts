@@ -35,21 +35,27 @@ export interface RebuildControlFileOptions {
 
 /** What {@link rebuildControlFile} wrote into the new `walship.control`. */
 export interface RebuiltControlFile {
+  /** The system id written: the one given, or a new one for `'new'`. */
   readonly systemId: string;
   /** The segment size, from the segment headers. */
   readonly segmentSize: number;
   /** The newest timeline in the directory (its history file must be there for a timeline after 1). */
   readonly timeline: number;
   /** Where replay starts: the newest snapshot on the timeline's history, `checkpointLsn`, or `null` (the oldest WAL). */
-  readonly checkpoint: { readonly lsn: Lsn; readonly snapshot: boolean } | null;
+  readonly checkpoint: {
+    /** The position replay starts from. */
+    readonly lsn: Lsn;
+    /** True when it is a snapshot's position (the application is restored from it), false for `checkpointLsn`. */
+    readonly snapshot: boolean;
+  } | null;
   /** The start of the oldest segment. */
   readonly walStart: Lsn;
   /** The end of the valid WAL. */
   readonly walEnd: Lsn;
 }
 
-/** JSON schema of {@link RebuildControlFileOptions} (`storage` is checked by a type guard). */
-export const rebuildControlFileOptionsSchema = Object.freeze({
+/** The literal behind {@link rebuildControlFileOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const rebuildControlFileSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   required: ['systemId'],
@@ -61,6 +67,9 @@ export const rebuildControlFileOptionsSchema = Object.freeze({
     logPrefix: { type: 'string' },
   },
 });
+
+/** JSON schema of {@link RebuildControlFileOptions} (`storage` is checked by a type guard). */
+export const rebuildControlFileOptionsSchema: typeof rebuildControlFileSchema = rebuildControlFileSchema;
 
 const validateOptions: OptionsValidator<RebuildControlFileOptions> = compileOptions('rebuildControlFile', rebuildControlFileOptionsSchema);
 

@@ -24,9 +24,18 @@ import { checkRestorePointName, type WalLog } from '../wal/wal-log.js';
  */
 export type RecoveryTarget =
   | 'immediate'
-  | { readonly lsn: Lsn | string }
-  | { readonly time: Date | number | string }
-  | { readonly name: string };
+  | {
+      /** `recovery_target_lsn`: an LSN or its `X/Y` text. */
+      readonly lsn: Lsn | string;
+    }
+  | {
+      /** `recovery_target_time`: a `Date`, milliseconds since the epoch, or a string with a time zone. */
+      readonly time: Date | number | string;
+    }
+  | {
+      /** `recovery_target_name`: a restore point's name. */
+      readonly name: string;
+    };
 
 /**
  * What a standby does once replay reaches its recovery target (`recovery_target_action`):

@@ -35,7 +35,12 @@ export interface ArchiveOptions {
 }
 
 /** Defaults of {@link ArchiveOptions}. */
-export const ARCHIVE_DEFAULTS = Object.freeze({ timeoutMs: 0, callTimeoutMs: 60_000 });
+export const ARCHIVE_DEFAULTS = Object.freeze({
+  /** Segments are never switched early to be archived. */
+  timeoutMs: 0,
+  /** An archiver call fails after 60 s. */
+  callTimeoutMs: 60_000,
+});
 
 /** JSON schema of {@link ArchiveOptions} (the archiver itself is checked by `isArchiver`). */
 export const archiveOptionsSchema = {
@@ -52,14 +57,19 @@ export const archiveOptionsSchema = {
 
 /** What `archiverStatus()` returns (PostgreSQL's `pg_stat_archiver`, plus what is still to do). */
 export interface ArchiverStatus {
+  /** The node's archive mode ({@link ArchiveOptions.mode}). */
   readonly mode: 'off' | 'on' | 'always';
   /** Files archived since the node started. */
   readonly archivedCount: number;
+  /** The file archived last (`last_archived_wal`); null before the first. */
   readonly lastArchivedWal: string | null;
+  /** When it was archived; null before the first. */
   readonly lastArchivedTime: Date | null;
   /** Failed attempts since the node started (each retry that fails counts). */
   readonly failedCount: number;
+  /** The file whose put failed last (`last_failed_wal`); null before any failure. */
   readonly lastFailedWal: string | null;
+  /** When that put failed; null before any failure. */
   readonly lastFailedTime: Date | null;
   /** The last failure's error (`ARCHIVE_FAILED`, `ARCHIVE_CONFLICT`). */
   readonly lastFailedError: WalshipError | null;
@@ -77,7 +87,9 @@ export interface ArchiveDoneEvent {
 
 /** Payload of `archive:failed`. */
 export interface ArchiveFailedEvent {
+  /** The file that could not be archived: a segment, a `.partial` segment or a history file. */
   readonly name: string;
+  /** `ARCHIVE_FAILED` (the archiver's error is its `cause`) or `ARCHIVE_CONFLICT`. */
   readonly error: WalshipError;
   /** How many times in a row putting this file failed. */
   readonly attempts: number;

@@ -36,15 +36,26 @@ export interface AuthRule {
   user: string;
   /** `'all'`, an IPv4 or IPv6 address (one host), or a CIDR block such as `'10.0.0.0/8'` or `'fd00::/8'`. */
   address: string;
+  /** How a matching peer authenticates: `'scram-sha-256'` with a password, `'trust'` without one, or `'reject'`. */
   method: AuthMethod;
 }
 
 /** Users by name, each with exactly one of a plain `password` or a SCRAM `verifier` (see `scramVerifier`). */
-export type AuthUsers = Record<string, { password?: string; verifier?: string }>;
+export type AuthUsers = Record<
+  string,
+  {
+    /** The plain password, turned into a verifier when the configuration is compiled; never logged. */
+    password?: string;
+    /** A SCRAM-SHA-256 verifier (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`), so the password itself is not stored. */
+    verifier?: string;
+  }
+>;
 
 /** The `auth` option. Leaving it out lets no one in. */
 export interface AuthOptions {
+  /** Who can authenticate with a password. A rule that names a user absent here never admits them by password. */
   users?: AuthUsers;
+  /** Tried in order; the first rule matching the user and the peer's address decides, and no match rejects. */
   rules?: AuthRule[];
 }
 
@@ -58,10 +69,22 @@ export interface CompileAuthOptions {
 }
 
 /** The rule that decided, or `ruleIndex: -1` when none matched (which rejects). */
-export type AuthMatch = { method: AuthMethod; ruleIndex: number } | { method: 'reject'; ruleIndex: -1 };
+export type AuthMatch =
+  | {
+      /** The matching rule's method. */
+      method: AuthMethod;
+      /** The matching rule's position in `rules`, from 0. */
+      ruleIndex: number;
+    }
+  | {
+      /** No rule matched, which rejects. */
+      method: 'reject';
+      /** -1: no rule matched. */
+      ruleIndex: -1;
+    };
 
-/** JSON schema of the `auth` option, for embedding in a component's options schema. */
-export const authOptionsSchema = {
+/** The literal behind {@link authOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const authSchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -92,6 +115,9 @@ export const authOptionsSchema = {
     },
   },
 } as const;
+
+/** JSON schema of the `auth` option, for embedding in a component's options schema. */
+export const authOptionsSchema: typeof authSchema = authSchema;
 
 const validateAuthOptions: OptionsValidator<AuthOptions> = compileOptions('auth', authOptionsSchema);
 
@@ -169,10 +195,16 @@ export class CompiledAuth {
   }
 
   /** User names and rules, without credentials. */
-  toJSON(): { users: string[]; rules: AuthRule[] } {
+  toJSON(): {
+    /** The names of the configured users. */
+    users: string[];
+    /** The rules, in order. */
+    rules: AuthRule[];
+  } {
     return { users: [...this.#verifiers.keys()], rules: this.#rules.map(({ rule }) => ({ ...rule })) };
   }
 
+  /** What `console.log` and `util.inspect` show: {@link toJSON}'s users and rules, never a verifier. */
   [inspect.custom](_depth: number, options: object): string {
     return `CompiledAuth ${inspect(this.toJSON(), options)}`;
   }

@@ -28,6 +28,7 @@ export interface Frame {
  * here so far. Pieces of one frame come in order; the last has `last: true`.
  */
 export interface FramePiece {
+  /** The message type byte (0–255). */
   readonly type: number;
   /** The first `headerBytes` of the body (the same buffer for every piece of a frame). */
   readonly header: Buffer;
@@ -37,6 +38,7 @@ export interface FramePiece {
   readonly data: Buffer;
   /** Body bytes after the header in the whole frame. */
   readonly total: number;
+  /** True on the frame's last piece: `offset + data.length === total`. */
   readonly last: boolean;
 }
 
@@ -55,17 +57,21 @@ export interface FrameReaderOptions {
 
 /** Defaults of {@link FrameReaderOptions}. */
 export const FRAME_READER_DEFAULTS = Object.freeze({
+  /** 16 MiB + 64 bytes: the largest `walData` message with its header. */
   maxFrameBytes: 16 * 1024 * 1024 + 64,
 });
 
-/** JSON schema of {@link FrameReaderOptions}. */
-export const frameReaderOptionsSchema = Object.freeze({
+/** The literal behind {@link frameReaderOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const frameReaderSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
     maxFrameBytes: { type: 'integer', minimum: 1, maximum: 0xffffffff },
   },
 });
+
+/** JSON schema of {@link FrameReaderOptions}. */
+export const frameReaderOptionsSchema: typeof frameReaderSchema = frameReaderSchema;
 
 const validateOptions: OptionsValidator<FrameReaderOptions> = compileOptions('FrameReader', frameReaderOptionsSchema);
 

@@ -7,8 +7,11 @@ import { SCRAM_MECHANISM, ScramClient } from './scram.js';
 
 /** Who authenticated on a server-side connection. */
 export interface AuthenticatedPeer {
+  /** The user the peer authenticated as (from its startup message). */
   readonly user: string;
+  /** The name the peer gave itself, matched by `synchronousStandbyNames`; may be `''`. */
   readonly applicationName: string;
+  /** The extension settings of the peer's startup message. */
   readonly options: readonly StartupOption[];
   /** The method of the rule that let the peer in. */
   readonly method: 'scram-sha-256' | 'trust';
@@ -19,8 +22,11 @@ export type AuthFailureReason = 'no matching rule' | 'rejected by rule' | 'unkno
 
 /** Details of a failed authentication, as the server's `auth:failed` event reports them. */
 export interface AuthFailure {
+  /** The user the peer claimed to be. */
   readonly user: string;
+  /** Where the connection came from. */
   readonly peer: PeerInfo;
+  /** Why it failed. The client is only told `AUTH_FAILED`. */
   readonly reason: AuthFailureReason;
   /** Index of the rule that applied, or -1 when none matched. */
   readonly ruleIndex: number;

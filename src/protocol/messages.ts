@@ -21,7 +21,12 @@ import { FRAME_HEADER_BYTES, type Frame } from './frame-reader.js';
  */
 
 /** The protocol version this code speaks. Peers must agree on `major`; `minor` additions are backwards compatible. */
-export const PROTOCOL_VERSION = Object.freeze({ major: 2, minor: 0 });
+export const PROTOCOL_VERSION = Object.freeze({
+  /** Changes when a message changes incompatibly; peers of different majors refuse each other. */
+  major: 2,
+  /** Changes when a compatible addition is made. */
+  minor: 0,
+});
 
 /** Which side of a connection sends a message: clients are standbys, servers are primaries (or cascading standbys). */
 export type ProtocolSide = 'client' | 'server';
@@ -65,8 +70,11 @@ export const PROTOCOL_LIMITS = Object.freeze({
  * naming both versions; {@link decodeMessage} therefore accepts any version numbers here.
  */
 export interface StartupMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'startup';
+  /** The {@link PROTOCOL_VERSION} major version the client speaks; the server refuses another with `PROTOCOL_VERSION`. */
   readonly protocolMajor: number;
+  /** The client's minor version (informational: minor versions are compatible). */
   readonly protocolMinor: number;
   /** The user to authenticate as (1–255 bytes). */
   readonly user: string;
@@ -78,41 +86,53 @@ export interface StartupMessage {
 
 /** One extension setting of a {@link StartupMessage}. */
 export interface StartupOption {
+  /** The setting's name: 1–63 bytes, distinct within a startup message. */
   readonly key: string;
+  /** The setting's value (≤ 1 KiB). */
   readonly value: string;
 }
 
 /** The client's first SASL message (SCRAM client-first-message). */
 export interface SaslInitialResponseMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'saslInitialResponse';
   /** The chosen mechanism, one the server offered (1–32 bytes). */
   readonly mechanism: string;
+  /** The mechanism's first message (≤ 1 KiB). */
   readonly data: Uint8Array;
 }
 
 /** A later client SASL message (SCRAM client-final-message). */
 export interface SaslResponseMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'saslResponse';
+  /** The mechanism's next message (≤ 1 KiB). */
   readonly data: Uint8Array;
 }
 
 /** Asks for the server's system id, timeline and flush LSN (IDENTIFY_SYSTEM). */
 export interface IdentifySystemMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'identifySystem';
 }
 
 /** Asks for the history file of a timeline (TIMELINE_HISTORY). */
 export interface TimelineHistoryMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'timelineHistory';
+  /** The timeline whose history file is wanted (≥ 1). */
   readonly timeline: number;
 }
 
 /** Starts streaming WAL (START_REPLICATION). */
 export interface StartReplicationMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'startReplication';
   /** The replication slot to stream from (≤ 63 bytes); `''` streams without a slot. */
   readonly slotName: string;
+  /** Where streaming starts: a walship standby asks from the end of its flushed WAL. */
   readonly startLsn: Lsn;
+  /** The timeline to stream, which the server must have in its history (≥ 1). */
   readonly timeline: number;
   /**
    * The lineage check: where the standby's last WAL bytes before `startLsn` begin (at most
@@ -121,6 +141,7 @@ export interface StartReplicationMessage {
    * wrote at the same positions is never continued.
    */
   readonly checkFrom: Lsn | null;
+  /** CRC-32C of the standby's WAL bytes over `[checkFrom, startLsn)`; 0 when `checkFrom` is `null`. */
   readonly checkCrc: number;
 }
 
@@ -129,6 +150,7 @@ export interface StartReplicationMessage {
  * answered with {@link ReplicationSlotCreatedMessage} and `readyForCommand`.
  */
 export interface CreateReplicationSlotMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'createReplicationSlot';
   /** 1 to 63 bytes: lower-case letters, digits and underscore (checked by the server). */
   readonly slotName: string;
@@ -143,7 +165,9 @@ export interface CreateReplicationSlotMessage {
 
 /** Drops a replication slot on the server (DROP_REPLICATION_SLOT); answered with `readyForCommand`. */
 export interface DropReplicationSlotMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'dropReplicationSlot';
+  /** The slot to drop: 1 to 63 bytes. */
   readonly slotName: string;
   /** Wait until the slot is no longer in use (WAIT), instead of failing with `SLOT_ACTIVE`. */
   readonly wait: boolean;
@@ -151,6 +175,7 @@ export interface DropReplicationSlotMessage {
 
 /** Asks for a base backup (BASE_BACKUP). */
 export interface BaseBackupMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'baseBackup';
   /** A label recorded with the backup (≤ 255 bytes). */
   readonly label: string;
@@ -160,9 +185,13 @@ export interface BaseBackupMessage {
 
 /** The standby's progress: what it has written, flushed and applied. */
 export interface StandbyStatusUpdateMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'standbyStatusUpdate';
+  /** End of the WAL the standby has written (not necessarily flushed). */
   readonly writeLsn: Lsn;
+  /** End of the WAL the standby has flushed to its disk; a slot's `restartLsn` follows it. */
   readonly flushLsn: Lsn;
+  /** End of the WAL the standby's application has applied. */
   readonly applyLsn: Lsn;
   /** Microseconds since the Unix epoch. */
   readonly sendTime: number;
@@ -172,6 +201,7 @@ export interface StandbyStatusUpdateMessage {
 
 /** Tells the server what the standby still needs kept (an application-defined horizon). */
 export interface HotStandbyFeedbackMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'hotStandbyFeedback';
   /** Microseconds since the Unix epoch. */
   readonly sendTime: number;
@@ -181,6 +211,7 @@ export interface HotStandbyFeedbackMessage {
 
 /** Ends the connection cleanly. */
 export interface TerminateMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'terminate';
 }
 
@@ -189,24 +220,31 @@ export interface TerminateMessage {
 
 /** Authentication succeeded. */
 export interface AuthOkMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'authOk';
 }
 
 /** The client must authenticate with SASL using one of these mechanisms (1–8). */
 export interface AuthSaslMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'authSasl';
+  /** The mechanisms the server accepts (each 1–32 bytes); walship offers `SCRAM-SHA-256`. */
   readonly mechanisms: readonly string[];
 }
 
 /** A SASL challenge (SCRAM server-first-message). */
 export interface AuthSaslContinueMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'authSaslContinue';
+  /** The mechanism's challenge (≤ 1 KiB). */
   readonly data: Uint8Array;
 }
 
 /** The last SASL message (SCRAM server-final-message, which proves the server knows the verifier). */
 export interface AuthSaslFinalMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'authSaslFinal';
+  /** The mechanism's last message (≤ 1 KiB); the client checks it before trusting the server. */
   readonly data: Uint8Array;
 }
 
@@ -217,7 +255,9 @@ export interface AuthSaslFinalMessage {
  * servers never break older clients.
  */
 export interface ErrorMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'error';
+  /** The error's code; one this version does not know arrives as `PROTOCOL_ERROR`. */
   readonly code: ErrorCode;
   /** ≤ 4 KiB. */
   readonly message: string;
@@ -225,15 +265,19 @@ export interface ErrorMessage {
 
 /** The server waits for the next command. */
 export interface ReadyForCommandMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'readyForCommand';
 }
 
 /** The answer to {@link IdentifySystemMessage}. */
 export interface IdentifySystemResultMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'identifySystemResult';
   /** The cluster's identity: 16 lower-case hexadecimal characters. */
   readonly systemId: string;
+  /** The server's current timeline. */
   readonly timeline: number;
+  /** The end of the WAL the server has flushed (on a standby: what it has received and flushed). */
   readonly flushLsn: Lsn;
   /** The WAL's segment size: a standby's log must use the same to hold the same bytes. */
   readonly segmentSize: number;
@@ -241,7 +285,9 @@ export interface IdentifySystemResultMessage {
 
 /** The answer to {@link CreateReplicationSlotMessage}. */
 export interface ReplicationSlotCreatedMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'replicationSlotCreated';
+  /** The slot's name, as asked. */
   readonly slotName: string;
   /** Where the slot holds WAL from; `null` when it has not reserved any yet. */
   readonly restartLsn: Lsn | null;
@@ -249,7 +295,9 @@ export interface ReplicationSlotCreatedMessage {
 
 /** The answer to {@link TimelineHistoryMessage}. */
 export interface TimelineHistoryResultMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'timelineHistoryResult';
+  /** The timeline the history file belongs to. */
   readonly timeline: number;
   /** ≤ 255 bytes. */
   readonly fileName: string;
@@ -259,8 +307,11 @@ export interface TimelineHistoryResultMessage {
 
 /** Streaming has started at `startLsn` on `timeline`; `walData` and `keepalive` follow. */
 export interface ReplicationStartedMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'replicationStarted';
+  /** The timeline being streamed. */
   readonly timeline: number;
+  /** Where the stream starts; the first `walData` begins here. */
   readonly startLsn: Lsn;
   /**
    * Whether the server compared the standby's last bytes with its own (they matched, or it
@@ -272,7 +323,9 @@ export interface ReplicationStartedMessage {
 
 /** WAL bytes starting at `startLsn` (PostgreSQL's XLogData). */
 export interface WalDataMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'walData';
+  /** LSN of the first byte of `data`; each message continues where the previous one ended. */
   readonly startLsn: Lsn;
   /** The server's current end of WAL, which may be ahead of this message's data. */
   readonly walEnd: Lsn;
@@ -284,7 +337,9 @@ export interface WalDataMessage {
 
 /** The server is alive (PostgreSQL's primary keepalive message). */
 export interface KeepaliveMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'keepalive';
+  /** The server's current end of WAL. */
   readonly walEnd: Lsn;
   /** Microseconds since the Unix epoch. */
   readonly sendTime: number;
@@ -294,16 +349,21 @@ export interface KeepaliveMessage {
 
 /** The streamed timeline ended at `switchLsn`; history continues on `nextTimeline`. */
 export interface EndOfTimelineMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'endOfTimeline';
+  /** The timeline that follows the one that ended. */
   readonly nextTimeline: number;
+  /** Where the ended timeline stops and `nextTimeline` branches off; the standby's WAL must end here to follow. */
   readonly switchLsn: Lsn;
 }
 
 /** A base backup starts; `baseBackupChunk` messages and one `baseBackupEnd` follow. */
 export interface BaseBackupBeginMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'baseBackupBegin';
   /** The snapshot includes every batch before this LSN. */
   readonly startLsn: Lsn;
+  /** The timeline the backup was taken on. */
   readonly timeline: number;
   /** ≤ 255 bytes. */
   readonly label: string;
@@ -313,7 +373,9 @@ export interface BaseBackupBeginMessage {
 
 /** A piece of the snapshot at byte `offset`, with its CRC-32C (see {@link baseBackupChunk}). */
 export interface BaseBackupChunkMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'baseBackupChunk';
+  /** Byte offset of `data` in the snapshot; chunks arrive in order without gaps. */
   readonly offset: number;
   /** CRC-32C of `data`; checked by both {@link encodeMessage} and {@link decodeMessage}. */
   readonly crc32c: number;
@@ -323,7 +385,9 @@ export interface BaseBackupChunkMessage {
 
 /** The base backup is complete. */
 export interface BaseBackupEndMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'baseBackupEnd';
+  /** The snapshot's size: the sum of the chunks' lengths. */
   readonly totalBytes: number;
   /** SHA-256 of the whole snapshot (32 bytes). */
   readonly sha256: Uint8Array;

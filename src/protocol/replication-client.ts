@@ -7,13 +7,17 @@ import type { ServerMessage, StartupOption } from './messages.js';
 
 /** Options of {@link connectReplication}. */
 export interface ConnectReplicationOptions {
+  /** The transport to connect over. */
   readonly transport: Transport;
+  /** The server's address, in the transport's format (`'host:port'` for TCP). */
   readonly address: string;
+  /** The user to authenticate as (1–255 bytes), matched by the server's rules. */
   readonly user: string;
   /** The password, when the server asks for SCRAM-SHA-256. Never logged or reported. */
   readonly password?: string;
   /** How this standby is known to the server (`pg_stat_replication.application_name`). */
   readonly applicationName: string;
+  /** Extension settings sent in the startup message (up to 32; keys ≤ 63 bytes, values ≤ 1 KiB). */
   readonly options?: readonly StartupOption[];
   /**
    * `'scram-sha-256'` refuses a server that does not prove it knows the verifier.
@@ -22,6 +26,7 @@ export interface ConnectReplicationOptions {
   readonly requireAuth?: 'scram-sha-256' | 'none';
   /** Limit for the handshake after the transport connected. @defaultValue 10 000 */
   readonly handshakeTimeoutMs?: number;
+  /** Cancels the connect and the handshake. */
   readonly signal?: AbortSignal;
 }
 
@@ -54,6 +59,7 @@ export async function connectReplication(options: ConnectReplicationOptions): Pr
 
 /** What CREATE_REPLICATION_SLOT answered. */
 export interface CreatedSlot {
+  /** The slot's name, as asked. */
   readonly slotName: string;
   /** Where the slot holds WAL from; `null` when it reserves none until a standby streams with it. */
   readonly restartLsn: Lsn | null;

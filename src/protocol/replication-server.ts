@@ -9,7 +9,9 @@ import { MessageStream } from './message-stream.js';
 
 /** An authenticated replication connection, handed to the code that serves its commands. */
 export interface ServerSession extends AuthenticatedPeer {
+  /** Where the connection came from. */
   readonly peer: PeerInfo;
+  /** The authenticated connection, ready for commands; the session's owner closes it. */
   readonly conn: MessageStream<'server'>;
 }
 
@@ -21,14 +23,19 @@ export interface AuthFailedEvent extends AuthFailure {
 
 /** Payload of `connection:error`: a connection that ended with an error before or during its handshake. */
 export interface ConnectionErrorEvent {
+  /** Where the connection came from. */
   readonly peer: PeerInfo;
+  /** Why it ended: `AUTH_FAILED` (after its `auth:failed` event), `TIMEOUT` (a handshake too slow), `PROTOCOL_ERROR`, `PROTOCOL_VERSION`, `CONNECTION_FAILED`. */
   readonly error: WalshipError;
 }
 
 /** Events of a {@link ReplicationServer}. */
 export interface ReplicationServerEvents {
+  /** A peer authenticated; the listener owns `session.conn` from here on. */
   session: (session: ServerSession) => void;
+  /** A peer failed to authenticate; it is told `AUTH_FAILED` after `authFailureDelayMs`. */
   'auth:failed': (event: AuthFailedEvent) => void;
+  /** A connection ended with an error before or during its handshake. */
   'connection:error': (event: ConnectionErrorEvent) => void;
 }
 
@@ -50,9 +57,13 @@ export interface AuthenticationLimits {
 
 /** Options of {@link ReplicationServer}. */
 export interface ReplicationServerOptions extends AuthenticationLimits {
+  /** The transport to listen on. */
   readonly transport: Transport;
+  /** The address to listen on, in the transport's format (`'host:port'` for TCP). */
   readonly address: string;
+  /** Who may connect, from {@link compileAuth}. */
   readonly auth: CompiledAuth;
+  /** Put in front of this server's `walship:server` debug lines, to tell two nodes in one process apart. */
   readonly logPrefix?: string;
 }
 

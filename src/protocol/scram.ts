@@ -64,9 +64,13 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 
 /** A SCRAM-SHA-256 verifier (PostgreSQL's "SCRAM secret"), as {@link parseScramVerifier} returns it. */
 export interface ParsedVerifier {
+  /** PBKDF2 iterations the password was hashed with. */
   readonly iterations: number;
+  /** The salt the client hashes the password with (sent in the server-first-message). */
   readonly salt: Buffer;
+  /** SHA-256 of the client key (32 bytes): checks the client's proof. */
   readonly storedKey: Buffer;
+  /** The server key (32 bytes): signs the server-final-message, proving the server knows the verifier. */
   readonly serverKey: Buffer;
 }
 
@@ -102,7 +106,19 @@ export interface ScramServerOptions {
 }
 
 /** The outcome of {@link ScramServer.serverFinal}: the message to send, and whether the client proved the password. */
-export type ScramServerFinal = { readonly ok: true; readonly message: string } | { readonly ok: false; readonly message: string };
+export type ScramServerFinal =
+  | {
+      /** The client proved it knows the password. */
+      readonly ok: true;
+      /** The server-final-message with the server's signature (`v=…`), to send. */
+      readonly message: string;
+    }
+  | {
+      /** The proof was wrong, or the user unknown (the two look the same to the client). */
+      readonly ok: false;
+      /** The server-final-message `e=invalid-proof`, to send. */
+      readonly message: string;
+    };
 
 type ClientState = 'start' | 'first-sent' | 'computing' | 'final-sent' | 'done' | 'failed';
 type ServerState = 'start' | 'first-sent' | 'done' | 'failed';

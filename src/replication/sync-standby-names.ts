@@ -55,6 +55,7 @@ export class SyncStandbyNamesError extends WalshipError {
     this.near = near;
   }
 
+  /** `'SyncStandbyNamesError'`, for stack traces and logs. */
   override get name(): string {
     return 'SyncStandbyNamesError';
   }

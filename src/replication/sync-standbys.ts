@@ -28,10 +28,13 @@ export interface SyncStandbyInput {
   readonly slot: number;
   /** The name the standby connected with, matched against `synchronousStandbyNames`. */
   readonly applicationName: string;
+  /** The sender's state: only a `streaming` (or `stopping`) standby can be synchronous, as in PostgreSQL. */
   readonly state: SyncSenderState;
   /** The last reported positions; `null` (or 0, PostgreSQL's invalid position) while unknown. */
   readonly writeLsn: Lsn | null;
+  /** The position the standby last reported flushed; `null` or 0 while unknown. */
   readonly flushLsn: Lsn | null;
+  /** The position the standby last reported applied; `null` or 0 while unknown. */
   readonly applyLsn: Lsn | null;
   /**
    * True for a WAL sender of a standby that is itself streaming from a standby. Such senders
@@ -46,10 +49,13 @@ export type SyncState = 'async' | 'potential' | 'sync' | 'quorum';
 
 /** One standby's row of {@link syncStates}. */
 export interface StandbySyncStatus {
+  /** The standby's WAL sender slot, as in {@link SyncStandbyInput.slot}. */
   readonly slot: number;
+  /** The name the standby connected with. */
   readonly applicationName: string;
   /** `pg_stat_replication.sync_priority`: 0 for an asynchronous standby. */
   readonly syncPriority: number;
+  /** `sync` or `quorum` when its confirmations release commits now, `potential` when it would take over from one, `async` otherwise. */
   readonly syncState: SyncState;
 }
 

@@ -58,14 +58,21 @@ export interface ReplicationStatusRow {
   readonly state: WalSenderState | 'backup';
   /** When the connection was authenticated. */
   readonly backendStart: Date;
+  /** The end of the WAL sent to it; null before streaming starts. */
   readonly sentLsn: Lsn | null;
   /** The timeline being streamed to it (an older one while it catches up to a switch point); null when not streaming. */
   readonly timeline: number | null;
+  /** The end of the WAL it reported written; null before its first report. */
   readonly writeLsn: Lsn | null;
+  /** The end of the WAL it reported flushed to its disk; null before its first report. */
   readonly flushLsn: Lsn | null;
+  /** The end of the WAL it reported applied; null before its first report. */
   readonly replayLsn: Lsn | null;
+  /** Milliseconds between this node flushing WAL and hearing the standby wrote it (`write_lag`); null when unknown or idle. */
   readonly writeLagMs: number | null;
+  /** As `writeLagMs`, up to the standby's flush (`flush_lag`). */
   readonly flushLagMs: number | null;
+  /** As `writeLagMs`, up to the standby's apply (`replay_lag`). */
   readonly replayLagMs: number | null;
   /**
    * Its priority as a synchronous standby (`sync_priority`): its place in
@@ -81,7 +88,9 @@ export interface ReplicationStatusRow {
 
 /** A standby's connection, as events report it. */
 export interface StandbyConnectionEvent {
+  /** The name the standby connected with. */
   readonly applicationName: string;
+  /** Its address, when the transport knows one (`null` over an in-memory transport). */
   readonly clientAddress: string | null;
 }
 

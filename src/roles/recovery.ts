@@ -41,6 +41,7 @@ export { upstreamAddresses } from './upstream.js';
 
 /** Where and how a standby connects to its primary (PostgreSQL's `primary_conninfo`). */
 export interface StandbyPrimaryOptions {
+  /** The transport to connect over. */
   readonly transport: Transport;
   /**
    * Where the upstream listens. Several addresses (a list, or one string with commas, as
@@ -49,6 +50,7 @@ export interface StandbyPrimaryOptions {
    * list), so after a failover it finds the promoted node by itself.
    */
   readonly address: string | readonly string[];
+  /** The user to authenticate as (1–255 bytes), matched by the primary's `auth` rules. */
   readonly user: string;
   /** Never logged or reported. */
   readonly password?: string;
@@ -115,6 +117,7 @@ interface Candidate {
 
 /** Payload of `base-backup:progress`. */
 export interface BaseBackupProgressEvent {
+  /** Snapshot bytes received and written so far. */
   readonly receivedBytes: number;
   /** The snapshot's size, when the primary knows it. */
   readonly totalBytes: number | null;
@@ -122,6 +125,7 @@ export interface BaseBackupProgressEvent {
 
 /** Events of the {@link RecoveryRole}, passed on by `Standby` (whose `StandbyEvents` adds the node's). */
 export interface RecoveryEvents {
+  /** The standby's {@link StandbyState} changed (also read as `standby.state`). */
   'state:change': (event: { readonly state: StandbyState }) => void;
   /** Connected and authenticated to the primary. */
   'primary:connected': (event: { readonly address: string; readonly systemId: string }) => void;
@@ -131,7 +135,9 @@ export interface RecoveryEvents {
   'wal:caught-up': (event: { readonly receiveLsn: Lsn }) => void;
   /** Replay reached a consistent point: a hot standby's application may serve reads. */
   consistent: (event: { readonly lsn: Lsn }) => void;
+  /** A chunk of a base backup's snapshot was received and written. */
   'base-backup:progress': (event: BaseBackupProgressEvent) => void;
+  /** A base backup's snapshot was received whole and checked; it includes every batch before `lsn`, and `size` is its bytes. */
   'base-backup:done': (event: { readonly lsn: Lsn; readonly size: number }) => void;
   /** The application's `apply` threw: replay stopped; the batch is retried when the standby is reopened. */
   'apply:error': (event: { readonly error: WalshipError }) => void;

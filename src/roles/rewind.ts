@@ -6,8 +6,11 @@ import type { WalLog } from '../wal/wal-log.js';
 
 /** A batch a rewind discarded: where it was, and its entries (copies the application may keep). */
 export interface DiscardedBatch {
+  /** Where the batch started in the discarded WAL. */
   readonly lsn: Lsn;
+  /** Where it ended. */
   readonly endLsn: Lsn;
+  /** Its entries, in append order, as `apply` would have received them. */
   readonly entries: readonly WalEntry[];
   /** When it was committed (milliseconds since the epoch); `null` for a batch of on-disk format 1. */
   readonly commitTime: number | null;

@@ -49,7 +49,9 @@ export interface RetentionState extends RetentionSettings {
 
 /** What one slot holds: its restart position, `null` when it holds nothing (not reserved, or lost). */
 export interface SlotHold {
+  /** The slot's name. */
   readonly name: string;
+  /** The oldest WAL the slot keeps; `null` when it keeps none. */
   readonly restartLsn: Lsn | null;
 }
 

@@ -57,7 +57,9 @@ export interface AdvanceTarget {
 
 /** A slot as stored (the columns of `pg_replication_slots` that need no WAL positions). */
 export interface SlotInfo {
+  /** The slot's name: 1–63 lower-case letters, digits and underscores. */
   readonly slotName: string;
+  /** Always `'physical'`: a slot holds WAL bytes, not decoded changes. */
   readonly slotType: 'physical';
   /** True while a connection (a streaming standby) holds the slot. */
   readonly active: boolean;
@@ -76,6 +78,7 @@ export interface ReplicationSlotRow extends SlotInfo, SlotAvailability {}
 
 /** A slot that {@link SlotManager.planWalRemoval} invalidated. */
 export interface InvalidatedSlot {
+  /** The slot's name. */
   readonly slotName: string;
   /** The restart position it held, now given up. */
   readonly restartLsn: Lsn;
@@ -477,10 +480,13 @@ export class SlotManager {
  * the slot, and only up to the flush position its standby reported.
  */
 export interface SlotHandle {
+  /** The held slot's name. */
   readonly slotName: string;
+  /** The application name of the connection that holds the slot. */
   readonly applicationName: string;
   /** True once released (by this handle or by {@link SlotManager.release}). */
   readonly released: boolean;
+  /** The slot's current restart position; `null` until reserved and once lost. */
   readonly restartLsn: Lsn | null;
   /** Non-null once the slot was invalidated while held: the connection must stop streaming. */
   readonly invalidationReason: string | null;

@@ -25,6 +25,7 @@ export interface ArchiverConformanceHarness {
   openAgain?(archiver: Archiver): Archiver | Promise<Archiver>;
   /** Called after every case, passed or failed, with the archiver `createArchiver` made. */
   cleanup?(archiver: Archiver): void | Promise<void>;
+  /** What the archiver cannot do; the cases needing it are registered as skipped. @defaultValue everything */
   capabilities?: ArchiverCapabilities;
   /** Deadline of every call to the archiver. @defaultValue 10000 */
   timeoutMs?: number;
@@ -34,7 +35,9 @@ export interface ArchiverConformanceHarness {
 
 /** Defaults of the numeric {@link ArchiverConformanceHarness} settings. */
 export const ARCHIVER_CONFORMANCE_DEFAULTS = Object.freeze({
+  /** Every archiver call must settle within 10 s. */
   timeoutMs: 10_000,
+  /** A 16 MiB file, the size of a default segment. */
   segmentBytes: 16 * 1024 * 1024,
 });
 

@@ -10,6 +10,7 @@ import { MemoryNetwork } from '../transport/memory-transport.js';
  * pass its per-test hook, e.g. vitest's `{ after: onTestFinished }`.
  */
 export interface TeardownContext {
+  /** Registers `fn` to run once the test is over, passed or failed. */
   after(fn: () => Promise<void>): unknown;
 }
 
@@ -40,9 +41,13 @@ export interface ClusterOptions {
 
 /** Defaults of {@link ClusterOptions}, and the quick timings every standby of a cluster gets. */
 export const CLUSTER_DEFAULTS = Object.freeze({
+  /** Standbys authenticate with SCRAM-SHA-256, as in production. */
   auth: 'scram-sha-256' as 'scram-sha-256' | 'trust',
+  /** The replication user. */
   user: 'repl',
+  /** The replication user's password. */
   password: 'walship-test-password',
+  /** 64 KiB segments, the smallest, so that tests fill, switch and remove segments quickly. */
   segmentSize: 64 * 1024,
   /** Of every serving node: a refused standby is answered at once. */
   authFailureDelayMs: 0,
@@ -58,7 +63,14 @@ export const CLUSTER_DEFAULTS = Object.freeze({
  * Where a cluster node listens: `true` for the cluster's own transport at the address
  * {@link ClusterOptions.listenAddress} gives, `false` for nowhere, or an explicit endpoint.
  */
-export type ClusterListen = boolean | { readonly transport: Transport; readonly address: string };
+export type ClusterListen =
+  | boolean
+  | {
+      /** The transport to listen on. */
+      readonly transport: Transport;
+      /** The address to listen on, in that transport's format. */
+      readonly address: string;
+    };
 
 /**
  * Options of {@link Cluster.primary}: any {@link PrimaryOptions}, which override the cluster's

@@ -7,6 +7,7 @@ export type ConformanceTestFn = () => Promise<void> | void;
 /** Registers a test; `skip`, when present, registers a skipped one. */
 export interface ConformanceIt {
   (name: string, fn: () => Promise<void>): unknown;
+  /** Registers a skipped test (`it.skip`); without it a skipped case is registered as an empty test whose name says why. */
   skip?: (name: string, fn: ConformanceTestFn) => unknown;
 }
 
@@ -16,7 +17,9 @@ export interface ConformanceIt {
  * (mocha's is 2 s): the volume cases take seconds.
  */
 export interface ConformanceAdapters {
+  /** Groups the suite's cases. @defaultValue `node:test`'s `describe` */
   describe?: (name: string, fn: () => void) => unknown;
+  /** Registers one case. @defaultValue `node:test`'s `it` */
   it?: ConformanceIt;
 }
 

@@ -32,6 +32,7 @@ export interface TransportConformanceHarness {
   unreachableAddress?(transport: Transport): string | Promise<string>;
   /** Called after every case, passed or failed, with the transport it used. */
   cleanup?(transport: Transport): void | Promise<void>;
+  /** What the transport cannot do; the cases needing it are registered as skipped. @defaultValue everything */
   capabilities?: TransportCapabilities;
   /** Bytes sent in the ordering and integrity case, both directions together. @defaultValue 256 MiB */
   volumeBytes?: number;
@@ -45,9 +46,13 @@ export interface TransportConformanceHarness {
 
 /** Defaults of the numeric {@link TransportConformanceHarness} settings. */
 export const TRANSPORT_CONFORMANCE_DEFAULTS = Object.freeze({
+  /** 256 MiB through one connection. */
   volumeBytes: 256 * 1024 * 1024,
+  /** 50 connections at once. */
   connections: 50,
+  /** 10 s for each wait. */
   timeoutMs: 10_000,
+  /** 16 MiB accepted by a writer whose peer does not read. */
   maxBufferedBytes: 16 * 1024 * 1024,
 });
 

@@ -39,11 +39,12 @@ export interface MemoryTransportOptions extends MemoryEndpointOptions {
 
 /** Defaults of {@link MemoryNetworkOptions}. */
 export const MEMORY_NETWORK_DEFAULTS = Object.freeze({
+  /** 64 KiB in flight per direction of a stream. */
   bufferBytes: 64 * 1024,
 });
 
-/** JSON schema of {@link MemoryNetworkOptions}. */
-export const memoryNetworkOptionsSchema = Object.freeze({
+/** The literal behind {@link memoryNetworkOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const memoryNetworkSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -52,8 +53,11 @@ export const memoryNetworkOptionsSchema = Object.freeze({
   },
 });
 
-/** JSON schema of the JSON-describable {@link MemoryTransportOptions} (`network` is checked by a type guard). */
-export const memoryTransportOptionsSchema = Object.freeze({
+/** JSON schema of {@link MemoryNetworkOptions}. */
+export const memoryNetworkOptionsSchema: typeof memoryNetworkSchema = memoryNetworkSchema;
+
+/** The literal behind {@link memoryTransportOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const memoryTransportSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -62,6 +66,9 @@ export const memoryTransportOptionsSchema = Object.freeze({
     ip: { type: ['string', 'null'] },
   },
 });
+
+/** JSON schema of the JSON-describable {@link MemoryTransportOptions} (`network` is checked by a type guard). */
+export const memoryTransportOptionsSchema: typeof memoryTransportSchema = memoryTransportSchema;
 
 const validateNetworkOptions: OptionsValidator<MemoryNetworkOptions> = compileOptions('MemoryNetwork', memoryNetworkOptionsSchema);
 const validateTransportOptions: OptionsValidator<MemoryTransportOptions> = compileOptions(

@@ -96,26 +96,29 @@ export interface TcpTransportOptions {
 
 /** Defaults of {@link TcpTransportOptions}. */
 export const TCP_TRANSPORT_DEFAULTS = Object.freeze({
+  /** A connect fails with `TIMEOUT` after 10 s. */
   connectTimeoutMs: 10_000,
+  /** TCP keepalive is on, so a vanished peer is noticed even on an idle connection. */
   keepAlive: true,
+  /** The first keepalive probe goes after 10 s of silence. */
   keepAliveInitialDelayMs: 10_000,
+  /** Nagle's algorithm is off: small messages (status updates, keepalives) go out at once. */
   noDelay: true,
 });
 
 /** Defaults of {@link TcpTlsOptions}. */
 export const TCP_TLS_DEFAULTS = Object.freeze({
+  /** Untrusted or missing certificates are refused. */
   rejectUnauthorized: true,
+  /** A server does not ask clients for certificates. */
   requestCert: false,
 });
 
 /** Largest delay `setTimeout` honours. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/**
- * JSON schema of {@link TcpTransportOptions}. `key`, `cert` and `ca` may be Buffers, which
- * JSON Schema cannot describe; they are checked by type guards.
- */
-export const tcpTransportOptionsSchema = Object.freeze({
+/** The literal behind {@link tcpTransportOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const tcpTransportSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -141,6 +144,12 @@ export const tcpTransportOptionsSchema = Object.freeze({
   },
 });
 
+/**
+ * JSON schema of {@link TcpTransportOptions}. `key`, `cert` and `ca` may be Buffers, which
+ * JSON Schema cannot describe; they are checked by type guards.
+ */
+export const tcpTransportOptionsSchema: typeof tcpTransportSchema = tcpTransportSchema;
+
 const validateOptions: OptionsValidator<TcpTransportOptions> = compileOptions('TcpTransport', tcpTransportOptionsSchema);
 
 /** True when `value` is a PEM string or a Buffer holding one. */
@@ -157,6 +166,7 @@ export function isPemList(value: unknown): value is Pem | readonly Pem[] {
 export interface TcpAddress {
   /** Host name or IP address, without brackets. */
   readonly host: string;
+  /** The TCP port, 0–65535 (0 to listen on a free port; never to connect). */
   readonly port: number;
 }
 

@@ -38,7 +38,9 @@ export function segmentFileName(timeline: number, segno: number, segmentSize: nu
 
 /** A parsed segment file name. */
 export interface SegmentName {
+  /** The timeline that wrote the segment (the name's first 8 hex digits). */
   readonly timeline: number;
+  /** The segment's number: its first LSN divided by the segment size. */
   readonly segno: number;
 }
 

@@ -15,15 +15,19 @@ import { replaceFileDurably } from '../storage/replace-file.js';
 
 /** One ancestor timeline in a history: WAL on `timeline` belongs to the history below `switchLsn`. */
 export interface TimelineHistoryEntry {
+  /** An ancestor timeline. */
   readonly timeline: number;
   /** Where the history left this timeline (the first position of the next one). */
   readonly switchLsn: Lsn;
+  /** Why the timeline was left, as written in the history file (e.g. a promotion's reason), on one line. */
   readonly reason: string;
 }
 
 /** The history of `timeline`: its ancestors, oldest first (empty for timeline 1). */
 export interface TimelineHistory {
+  /** The timeline this history leads to. */
   readonly timeline: number;
+  /** Its ancestors, oldest first, each with where it was left. */
   readonly entries: readonly TimelineHistoryEntry[];
 }
 

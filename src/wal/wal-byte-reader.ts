@@ -23,6 +23,7 @@ export interface ReadBytesOptions {
 
 /** Durable WAL bytes exactly as they are on disk, from `startLsn` on. */
 export interface WalChunk {
+  /** LSN of the first byte of `data`; chunks follow each other without gaps. */
   readonly startLsn: Lsn;
   /** A fresh buffer the caller may keep. */
   readonly data: Buffer;

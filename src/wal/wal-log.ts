@@ -92,13 +92,16 @@ export interface WalLogOptions {
 
 /** Defaults of {@link WalLogOptions}. */
 export const WAL_LOG_DEFAULTS = Object.freeze({
+  /** Every flush is made durable with fdatasync. */
   sync: 'fdatasync' as SyncMode,
+  /** Four removed segment files are kept for reuse. */
   recycleSegments: 4,
+  /** A log that appends its own records. */
   role: 'primary' as 'primary' | 'replica',
 });
 
-/** JSON schema of the JSON-describable {@link WalLogOptions} (`storage` is checked by a type guard). */
-export const walLogOptionsSchema = Object.freeze({
+/** The literal behind {@link walLogOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const walLogSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -114,6 +117,9 @@ export const walLogOptionsSchema = Object.freeze({
     clock: {},
   },
 });
+
+/** JSON schema of the JSON-describable {@link WalLogOptions} (`storage` is checked by a type guard). */
+export const walLogOptionsSchema: typeof walLogSchema = walLogSchema;
 
 /**
  * How long after a switch the files it leaves for later are written: the old timeline's
@@ -169,6 +175,7 @@ export interface FileKeptEvent {
 
 /** Payload of the `error` event. */
 export interface WalErrorEvent {
+  /** `WAL_SYNC_FAILED` or another storage failure when `fatal`; `WAL_IO` (transient, e.g. `ENOSPC`) when not. */
   readonly error: WalshipError;
   /** True when the log stopped (fail-stop); false when only some appends failed. */
   readonly fatal: boolean;
@@ -176,12 +183,15 @@ export interface WalErrorEvent {
 
 /** Events of a {@link WalLog}. */
 export interface WalLogEvents {
+  /** The log is flushed up to `flushedLsn` (durable, unless `sync` is `'none'`). */
   flush: (event: FlushEvent) => void;
   /** Bytes were handed to the OS (a standby reports its write position on it: `remote_write`). */
   write: (event: WriteEvent) => void;
+  /** Segment files were removed or recycled ({@link WalLog.removeSegmentsBefore}), or old timelines' `.partial` copies removed. */
   'segment:removed': (event: SegmentRemovedEvent) => void;
   /** A timeline switch's history file, or the old timeline's `.partial` segment, is durable in the directory (for the archiver). */
   'file:kept': (event: FileKeptEvent) => void;
+  /** Appends failed: after a failed fsync the log stopped (`fatal`, later calls reject with `WAL_CLOSED`); otherwise only the appends from the failure on were dropped and the log goes on. */
   error: (event: WalErrorEvent) => void;
 }
 
@@ -647,7 +657,12 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    * below the end): where a new timeline can begin; and the end of the last batch before it.
    * On a replica the received bytes may end inside a record; that partial record is not part of it.
    */
-  async endOfRecords(from: Lsn): Promise<{ end: Lsn; lastBatchEnd: Lsn }> {
+  async endOfRecords(from: Lsn): Promise<{
+    /** The end of the last complete record. */
+    end: Lsn;
+    /** The end of the last batch before `end`; the search's start (`from`, or the oldest LSN kept) when there is none. */
+    lastBatchEnd: Lsn;
+  }> {
     this.#assertReadable();
     await this.#writer.drain();
     const start = Math.max(from, this.oldestLsn);
@@ -972,6 +987,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     return this.#closing;
   }
 
+  /** {@link close}, so that `await using log = await WalLog.open(…)` closes the log. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -54,6 +54,7 @@ export interface ReadOptions {
 
 /** A committed batch read back from the log. */
 export interface WalRecord {
+  /** A batch of entries, appended and committed together. */
   readonly kind: 'batch';
   /** Where the record starts. */
   readonly lsn: Lsn;
@@ -72,6 +73,7 @@ export interface WalRecord {
 
 /** A named restore point read back from the log (see {@link WalLog.appendRestorePoint}). */
 export interface RestorePointRecord {
+  /** A named restore point ({@link Primary.createRestorePoint}). */
   readonly kind: 'restore-point';
   /** Where the record starts. */
   readonly lsn: Lsn;

@@ -3,12 +3,11 @@ import { describe, it } from 'node:test';
 import {
   Primary,
   Standby,
-  createReplicationSlot,
-  dropReplicationSlot,
   isWalshipError,
   type ErrorCode,
   type Lsn,
 } from '../../src/index.js';
+import { createReplicationSlot, dropReplicationSlot } from '../../src/protocol/index.js';
 import { SLOTS_FILE } from '../../src/slots/slot-file.js';
 import { createCluster, MemoryStorage, type ClusterOptions } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';

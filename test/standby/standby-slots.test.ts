@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  createReplicationSlot,
-  dropReplicationSlot,
   isWalshipError,
   type Primary,
   SlotManager,
@@ -13,6 +11,7 @@ import {
   type Snapshot,
   type StandbyPrimaryOptions,
 } from '../../src/index.js';
+import { createReplicationSlot, dropReplicationSlot } from '../../src/protocol/index.js';
 import { createCluster, MemoryNetwork, MemoryStorage, type Cluster, type ClusterOptions } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { payload, within } from '../helpers/wal.js';
