@@ -85,6 +85,14 @@ export interface StandbyConnectionEvent {
   readonly clientAddress: string | null;
 }
 
+/** The message on the `walship:sender:state` diagnostics channel: a WAL sender changed state. */
+export interface SenderStateDiagnostic extends StandbyConnectionEvent {
+  /** The serving node's listen address (its `address`), which tells nodes in one process apart. */
+  readonly serverAddress: string | null;
+  readonly state: WalSenderState | 'backup';
+  readonly previousState: WalSenderState | 'backup';
+}
+
 /** Events of the WAL service that serves standbys (re-emitted by `Primary`). */
 export interface WalServiceEvents {
   /** An authenticated standby got a WAL sender; a `standby:disconnected` follows when it leaves. */
