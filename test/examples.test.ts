@@ -17,7 +17,7 @@ const tsc = fileURLToPath(import.meta.resolve('typescript/bin/tsc'));
  * npm workspaces of the root package, so `npm install` installs them, and
  * scripts/run-tests.mjs runs their tests.
  */
-const PACKAGE_EXAMPLES = ['s3-archiver'];
+const PACKAGE_EXAMPLES = ['kv-store', 's3-archiver'];
 
 /** Runs an example with tsx in a fresh working directory; returns its output. */
 async function runExample(file: string): Promise<string> {
