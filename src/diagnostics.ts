@@ -14,9 +14,13 @@ import diagnosticsChannel from 'node:diagnostics_channel';
  * - `walship:promote`: a standby was promoted ({@link PromoteDiagnostic}).
  */
 export const DIAGNOSTICS_CHANNELS = Object.freeze({
+  /** A commit resolved: {@link CommitDiagnostic}. */
   commit: 'walship:commit',
+  /** A log's durable end advanced: {@link WalFlushDiagnostic}. */
   walFlush: 'walship:wal:flush',
+  /** A WAL sender changed state: {@link SenderStateDiagnostic}. */
   senderState: 'walship:sender:state',
+  /** A standby was promoted: {@link PromoteDiagnostic}. */
   promote: 'walship:promote',
 } as const);
 

@@ -35,28 +35,45 @@ export interface WalMetrics extends WalStats {
  * applied it; null when unknown, or once the standby has caught up and is idle).
  */
 export interface DownstreamMetrics {
+  /** The standby's `applicationName`. */
   readonly applicationName: string;
+  /** Its address, when the transport knows one. */
   readonly clientAddress: string | null;
+  /** Its sender's state (`pg_stat_replication.state`). */
   readonly state: ReplicationStatusRow['state'];
+  /** Whether commits wait for it (`sync_state`). */
   readonly syncState: ReplicationStatusRow['syncState'];
+  /** The end of the WAL sent to it; null before it streams. */
   readonly sentLsn: Lsn | null;
+  /** The positions it last reported written, flushed and replayed; null before its first report. */
   readonly writeLsn: Lsn | null;
+  /** See {@link writeLsn}. */
   readonly flushLsn: Lsn | null;
+  /** See {@link writeLsn}. */
   readonly replayLsn: Lsn | null;
-  /** This node's flushed end minus the standby's reported position; null before its first report. */
+  /** This node's flushed end minus the standby's reported write position; null before its first report. */
   readonly writeLagBytes: number | null;
+  /** This node's flushed end minus the standby's reported flush position. */
   readonly flushLagBytes: number | null;
+  /** This node's flushed end minus the standby's reported replay position. */
   readonly replayLagBytes: number | null;
+  /** Write lag (`write_lag`) in seconds. */
   readonly writeLagSeconds: number | null;
+  /** Flush lag (`flush_lag`) in seconds. */
   readonly flushLagSeconds: number | null;
+  /** Replay lag (`replay_lag`) in seconds. */
   readonly replayLagSeconds: number | null;
 }
 
 /** One replication slot of this node, with the WAL it holds back. */
 export interface SlotMetrics {
+  /** The slot's name. */
   readonly slotName: string;
+  /** True while a standby streams with it. */
   readonly active: boolean;
+  /** The oldest WAL it holds; null until reserved and once lost. */
   readonly restartLsn: Lsn | null;
+  /** `pg_replication_slots.wal_status` (see `slots()`). */
   readonly walStatus: WalStatus | null;
   /**
    * Bytes of WAL the slot holds back: this node's flushed end minus the slot's `restartLsn`
@@ -67,11 +84,17 @@ export interface SlotMetrics {
 
 /** The archiver's counters (from `archiverStatus()`, PostgreSQL's `pg_stat_archiver`), times in seconds since the epoch. */
 export interface ArchiverMetrics {
+  /** The `archive.mode` option (`off` without archiving). */
   readonly mode: ArchiverStatus['mode'];
+  /** Files archived since the node started. */
   readonly archivedCount: number;
+  /** Failed attempts since the node started. */
   readonly failedCount: number;
+  /** Files waiting to be archived. */
   readonly pendingCount: number;
+  /** When the last file was archived, in seconds since the epoch; null before the first. */
   readonly lastArchivedTime: number | null;
+  /** When archiving last failed, in seconds since the epoch; null if it never did. */
   readonly lastFailedTime: number | null;
 }
 
@@ -79,20 +102,27 @@ export interface ArchiverMetrics {
 interface NodeMetricsBase {
   /** The cluster's identity; null on a standby that has not met its primary yet. */
   readonly systemId: string | null;
+  /** The timeline the node writes or replays; null on a standby that does not know it yet. */
   readonly timeline: number | null;
   /** null on a standby that has no local state yet (it is bootstrapping). */
   readonly wal: WalMetrics | null;
   /** The standbys this node serves (with `listen`). */
   readonly standbys: readonly DownstreamMetrics[];
+  /** This node's replication slots. */
   readonly slots: readonly SlotMetrics[];
+  /** The archiver's counters. */
   readonly archiver: ArchiverMetrics;
 }
 
 /** `Primary.metrics()`: commit counters and latencies per level, its WAL, standbys, slots and archiver. */
 export interface PrimaryMetrics extends NodeMetricsBase {
+  /** Tells the two kinds of metrics apart. */
   readonly role: 'primary';
+  /** The cluster's identity. */
   readonly systemId: string;
+  /** The timeline it writes. */
   readonly timeline: number;
+  /** Its WAL. */
   readonly wal: WalMetrics;
   /** Where the primary's application has applied. */
   readonly appliedLsn: Lsn;
@@ -102,10 +132,15 @@ export interface PrimaryMetrics extends NodeMetricsBase {
 
 /** `Standby.metrics()`: its state, positions and replay lag, plus its WAL, downstream standbys, slots and archiver. */
 export interface StandbyMetrics extends NodeMetricsBase {
+  /** Tells the two kinds of metrics apart. */
   readonly role: 'standby';
+  /** Its state (`Standby.state`). */
   readonly state: StandbyState;
+  /** Whether replay has reached a consistent point. */
   readonly consistent: boolean;
+  /** Whether it may serve reads (a hot standby, consistent). */
   readonly readable: boolean;
+  /** Whether replay is paused at its recovery target. */
   readonly replayPaused: boolean;
   /** The end of the WAL received and written (handed to the OS); null without local state. */
   readonly receivedLsn: Lsn | null;

@@ -9,6 +9,7 @@ export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8
 
 /** One node's metrics and the labels that tell it apart from the others in the same text. */
 export interface PrometheusSource {
+  /** `primary.metrics()` or `standby.metrics()`. */
   readonly metrics: NodeMetrics;
   /** Labels added to every sample of this node (e.g. `{ node: 'a' }`); names as Prometheus allows, none that walship uses itself. */
   readonly labels?: Readonly<Record<string, string>>;

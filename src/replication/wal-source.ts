@@ -81,7 +81,9 @@ export interface ReplicationStatusRow {
 
 /** A standby's connection, as events report it. */
 export interface StandbyConnectionEvent {
+  /** The standby's `applicationName`. */
   readonly applicationName: string;
+  /** Its address, when the transport knows one. */
   readonly clientAddress: string | null;
 }
 
@@ -89,7 +91,9 @@ export interface StandbyConnectionEvent {
 export interface SenderStateDiagnostic extends StandbyConnectionEvent {
   /** The serving node's listen address (its `address`), which tells nodes in one process apart. */
   readonly serverAddress: string | null;
+  /** The sender's new state. */
   readonly state: WalSenderState | 'backup';
+  /** Its state before. */
   readonly previousState: WalSenderState | 'backup';
 }
 

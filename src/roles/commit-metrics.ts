@@ -1,6 +1,6 @@
 import { LatencyHistogram, type HistogramSnapshot } from '../latency-histogram.js';
 
-/** A commit level's counters, as {@link CommitMetrics.snapshot} reports them. */
+/** A commit level's counters, in `Primary.metrics().commits`. */
 export interface CommitLevelMetrics {
   /** Commits at this level that resolved. */
   readonly commits: number;
