@@ -31,6 +31,23 @@ export type {
   SynchronousCommit,
 } from './primary.js';
 export type { EntryBuffers } from './node/applier.js';
+export type { CommitDiagnostic } from './roles/writer.js';
+export type { PromoteDiagnostic } from './standby.js';
+export { DIAGNOSTICS_CHANNELS } from './diagnostics.js';
+export { COMMIT_LATENCY_BUCKETS } from './latency-histogram.js';
+export type { HistogramBucket, HistogramSnapshot } from './latency-histogram.js';
+export type {
+  ArchiverMetrics,
+  CommitLevelMetrics,
+  DownstreamMetrics,
+  NodeMetrics,
+  PrimaryMetrics,
+  SlotMetrics,
+  StandbyMetrics,
+  WalMetrics,
+} from './metrics/node-metrics.js';
+export { PROMETHEUS_CONTENT_TYPE, formatPrometheus } from './metrics/prometheus.js';
+export type { PrometheusSource } from './metrics/prometheus.js';
 export { ARCHIVE_DEFAULTS, ARCHIVE_RETRY_MAX_MS, ARCHIVE_RETRY_MIN_MS } from './node/wal-archiver.js';
 export type { ArchiveDoneEvent, ArchiveFailedEvent, ArchiveOptions, ArchiverStatus } from './node/wal-archiver.js';
 export type { ArchiveCleanup, ArchiveCleanupPoint } from './roles/archive-cleanup.js';
@@ -64,7 +81,7 @@ export type {
   StandbyState,
 } from './standby.js';
 export type { Application, CommittedBatch, Snapshot, SnapshotData } from './application.js';
-export type { ReplicationStatusRow, StandbyConnectionEvent, WalServiceEvents } from './replication/wal-source.js';
+export type { ReplicationStatusRow, SenderStateDiagnostic, StandbyConnectionEvent, WalServiceEvents } from './replication/wal-source.js';
 export type { WalSenderState } from './replication/wal-sender.js';
 export type { WaitOptions } from './lsn-waiters.js';
 export { ERROR_CODES, WalCorruptError, WalshipError, isWalshipError } from './errors.js';
@@ -88,6 +105,8 @@ export type {
   FlushEvent,
   SegmentRemovedEvent,
   FileKeptEvent,
+  WalFlushDiagnostic,
+  WalStats,
   SyncMode,
   WalErrorEvent,
   WalLogEvents,

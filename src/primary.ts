@@ -24,6 +24,7 @@ import {
   type NodeOptions,
   type ServeOptions,
 } from './node/node-options.js';
+import { coreMetrics, type PrimaryMetrics } from './metrics/node-metrics.js';
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
 import { compileAuth } from './protocol/auth-rules.js';
 import type { ReplicationStatusRow } from './replication/wal-source.js';
@@ -357,6 +358,26 @@ export class Primary extends NodeBase<PrimaryEvents> {
   /** `pg_stat_replication`: one row per connected standby. */
   replicationStatus(): ReplicationStatusRow[] {
     return this.#core.replicationStatus();
+  }
+
+  /**
+   * The primary's metrics as plain data: commits, errors and a latency histogram per
+   * `synchronousCommit` level (since it was opened or promoted), its WAL's positions and writer
+   * counters (bytes, writes, fdatasyncs and their time), each connected standby's lag in bytes
+   * and seconds, each slot's retained WAL, and the archiver's counters. Render them for
+   * Prometheus with `formatPrometheus`. Works after `close()` too (the last values).
+   */
+  metrics(): PrimaryMetrics {
+    const log = this.#log;
+    return {
+      role: 'primary',
+      systemId: this.#core.systemId,
+      timeline: log.timeline,
+      appliedLsn: this.#core.applier.position,
+      commits: this.#writer.commitMetrics(),
+      ...coreMetrics(this.#core),
+      wal: { insertLsn: log.insertLsn, writtenLsn: log.writtenLsn, flushedLsn: log.flushedLsn, ...log.stats() },
+    };
   }
 
   /**

@@ -1,6 +1,7 @@
 import { rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { isArchiver, type Archiver } from './archive/archiver.js';
+import { promoteChannel } from './diagnostics.js';
 import { removeArchivedBefore, type ArchiveCleanup } from './roles/archive-cleanup.js';
 import { WalshipError, isWalshipError } from './errors.js';
 import { Lifecycle, NodeBase, type CloseOptions } from './lifecycle.js';
@@ -24,6 +25,7 @@ import {
   type NodeOptions,
   type ServeOptions,
 } from './node/node-options.js';
+import { coreMetrics, type StandbyMetrics } from './metrics/node-metrics.js';
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
 import { Primary, primaryOptionsSchema, type PrimaryOptions } from './primary.js';
 import { parseSynchronousStandbyNames } from './replication/sync-standby-names.js';
@@ -264,6 +266,20 @@ export interface ReconfigureOptions {
   readonly primary: StandbyPrimaryOptions;
 }
 
+/** The message on the `walship:promote` diagnostics channel: a standby was promoted. */
+export interface PromoteDiagnostic {
+  /** The standby that was promoted (from now on in state `promoted`). */
+  readonly standby: Standby;
+  /** The primary it became. */
+  readonly primary: Primary;
+  /** The new timeline. */
+  readonly timeline: number;
+  /** Where the new timeline begins. */
+  readonly switchLsn: Lsn;
+  /** From the start of the promotion to the new primary, in milliseconds. */
+  readonly durationMs: number;
+}
+
 /** Events of a {@link Standby}: its recovery role's, and those of serving downstream standbys. */
 export interface StandbyEvents extends NodeEvents, RecoveryEvents {
   /**
@@ -485,11 +501,16 @@ export class Standby extends NodeBase<StandbyEvents> {
   }
 
   async #promote(options: PromoteOptions, by: string): Promise<Primary> {
+    const started = performance.now();
     const { timeline, switchLsn, log } = await this.#role.promote(`promoted by ${by}`, options.signal);
     this.#stopTrigger();
     for (const stop of this.#forwarders) stop();
     const primary = Primary.afterPromotion(this.#core, log, this.#primaryOptions(options));
     this.#primary = primary;
+    if (promoteChannel.hasSubscribers) {
+      const message: PromoteDiagnostic = { standby: this, primary, timeline, switchLsn, durationMs: performance.now() - started };
+      promoteChannel.publish(message);
+    }
     this.emitSafely('promoted', { primary, timeline, switchLsn });
     return primary;
   }
@@ -721,6 +742,36 @@ export class Standby extends NodeBase<StandbyEvents> {
     } catch (err) {
       this.#debug.error('archive cleanup before %s: %s', keepSegment, (err as Error).message);
     }
+  }
+
+  /**
+   * The standby's metrics as plain data: its state, received, flushed and replayed positions,
+   * replay lag in bytes and seconds, timeline, its WAL writer's counters, and (when it serves
+   * standbys, keeps slots or archives) the same downstream, slot and archiver figures as
+   * `Primary.metrics()`. Render them with `formatPrometheus`. Works in every state, also
+   * before bootstrap (no WAL figures yet) and after close.
+   */
+  metrics(): StandbyMetrics {
+    const role = this.#role;
+    const core = coreMetrics(this.#core);
+    const flushed = role.receiveLsn;
+    const replayed = role.replayLsn;
+    const delay = role.replayDelayMs;
+    return {
+      role: 'standby',
+      systemId: role.systemId,
+      timeline: role.timeline,
+      state: this.state,
+      consistent: role.consistent,
+      readable: role.readable,
+      replayPaused: role.replayPaused,
+      receivedLsn: core.wal?.writtenLsn ?? null,
+      flushedLsn: flushed,
+      replayedLsn: replayed,
+      replayLagBytes: flushed === null || replayed === null ? null : Math.max(0, flushed - replayed),
+      replayLagSeconds: delay === null ? null : delay / 1000,
+      ...core,
+    };
   }
 
   /** `pg_stat_replication` of a cascading standby: one row per connected downstream standby. */

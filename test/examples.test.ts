@@ -17,7 +17,7 @@ const tsc = fileURLToPath(import.meta.resolve('typescript/bin/tsc'));
  * npm workspaces of the root package, so `npm install` installs them, and
  * scripts/run-tests.mjs runs their tests.
  */
-const PACKAGE_EXAMPLES = ['archive-shipping', 'custom-transport', 's3-archiver', 'sqlite'];
+const PACKAGE_EXAMPLES = ['archive-shipping', 'custom-transport', 'kv-store', 's3-archiver', 'sqlite'];
 
 /**
  * The examples that are folders of scripts (no package.json), and the test file that runs each

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { senderStateChannel } from '../diagnostics.js';
 import { WalshipError, isWalshipError } from '../errors.js';
 import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
@@ -15,7 +16,7 @@ import type { SyncRep } from './sync-rep.js';
 import type { SyncStandbyInput } from './sync-standbys.js';
 import { WalSender, type EndOfTimeline, type WalSenderState } from './wal-sender.js';
 import { switchPointOf } from '../wal/timeline-history.js';
-import type { ReplicationStatusRow, WalServiceEvents, WalSource } from './wal-source.js';
+import type { ReplicationStatusRow, SenderStateDiagnostic, StandbyConnectionEvent, WalServiceEvents, WalSource } from './wal-source.js';
 
 /** Options of {@link WalService}. */
 export interface WalServiceOptions {
@@ -394,7 +395,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       const previous = session.state;
       session.state = state;
       this.#syncChanged();
-      this.emitSafely('sender:state', { ...event, state });
+      this.#senderState(event, state, previous);
       if (previous === 'catchup' && state === 'streaming') this.emitSafely('standby:caught-up', event);
     });
     const ended = await sender.run();
@@ -511,9 +512,10 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
     checkMaxRate(conn, maxRate);
     const abort = new AbortController();
     session.backup = abort;
+    const previous = session.state;
     session.state = 'backup';
     const event = { applicationName, clientAddress: session.info.peer.remoteAddress ?? null };
-    this.emitSafely('sender:state', { ...event, state: 'backup' });
+    this.#senderState(event, 'backup', previous);
     try {
       await sendBaseBackup(conn, this.#source, {
         label,
@@ -525,7 +527,16 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
     } finally {
       session.backup = null;
       session.state = 'startup';
-      if (conn.failure === null) this.emitSafely('sender:state', { ...event, state: 'startup' });
+      if (conn.failure === null) this.#senderState(event, 'startup', 'backup');
+    }
+  }
+
+  /** A sender's state changed: the `sender:state` event, and the `walship:sender:state` diagnostics message when someone listens. */
+  #senderState(event: StandbyConnectionEvent, state: WalSenderState | 'backup', previousState: WalSenderState | 'backup'): void {
+    this.emitSafely('sender:state', { ...event, state });
+    if (senderStateChannel.hasSubscribers) {
+      const message: SenderStateDiagnostic = { ...event, serverAddress: this.#server.address, state, previousState };
+      senderStateChannel.publish(message);
     }
   }
 }

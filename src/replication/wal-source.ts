@@ -94,6 +94,16 @@ export interface StandbyConnectionEvent {
   readonly clientAddress: string | null;
 }
 
+/** The message on the `walship:sender:state` diagnostics channel: a WAL sender changed state. */
+export interface SenderStateDiagnostic extends StandbyConnectionEvent {
+  /** The serving node's listen address (its `address`), which tells nodes in one process apart. */
+  readonly serverAddress: string | null;
+  /** The sender's new state. */
+  readonly state: WalSenderState | 'backup';
+  /** Its state before. */
+  readonly previousState: WalSenderState | 'backup';
+}
+
 /** Events of the WAL service that serves standbys (re-emitted by `Primary`). */
 export interface WalServiceEvents {
   /** An authenticated standby got a WAL sender; a `standby:disconnected` follows when it leaves. */

@@ -80,6 +80,12 @@ export interface StandbyPrimaryOptions {
  */
 export type StandbyState = 'connecting' | 'base-backup' | 'streaming' | 'restoring' | 'disconnected' | 'failed' | 'closed' | 'promoted';
 
+/** Every {@link StandbyState}, in the order a standby usually meets them. */
+export const STANDBY_STATES = ['connecting', 'base-backup', 'streaming', 'restoring', 'disconnected', 'failed', 'closed', 'promoted'] as const satisfies readonly StandbyState[];
+// And each StandbyState is in the list.
+const statesListed: SameKinds<(typeof STANDBY_STATES)[number], StandbyState> = true;
+void statesListed;
+
 /**
  * The recovery role's state as one union (each transition is one assignment, and what the
  * role holds — a connection, a receiver, an error — exists only in the states that have it).

@@ -1,3 +1,4 @@
+import { commitChannel } from '../diagnostics.js';
 import { WalshipError } from '../errors.js';
 import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
@@ -8,6 +9,7 @@ import { SyncRep, type SyncStandbysEvent, type SyncWaitMode } from '../replicati
 import type { SyncStandbyConfig } from '../replication/sync-standby-names.js';
 import type { WalEntry } from '../wal/record.js';
 import type { AppendResult, EntryInput, WalLog } from '../wal/wal-log.js';
+import { CommitMetrics, type CommitLevelMetrics } from './commit-metrics.js';
 
 /**
  * When a commit counts as done (PostgreSQL's `synchronous_commit`). `off` resolves once the
@@ -69,6 +71,20 @@ export interface RestorePointResult {
   readonly time: number;
 }
 
+/** The message on the `walship:commit` diagnostics channel: a commit resolved. */
+export interface CommitDiagnostic {
+  /** The primary's log (compare with `primary.wal` to tell primaries apart). */
+  readonly wal: WalLog;
+  /** The level it was committed at. */
+  readonly level: SynchronousCommit;
+  /** The position right after the batch (as `CommitResult.lsn`). */
+  readonly lsn: Lsn;
+  /** Where the batch's record starts. */
+  readonly startLsn: Lsn;
+  /** From the `commit()` call to its resolution, in milliseconds. */
+  readonly durationMs: number;
+}
+
 /** Payload of `apply:error`. */
 export interface ApplyErrorEvent {
   /** `APPLY_FAILED`, with the application's exception as `cause`. */
@@ -120,6 +136,9 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
   #failure: WalshipError | null = null;
   /** The default commit level; {@link reload} changes it. */
   #synchronousCommit: SynchronousCommit;
+  readonly #metrics = new CommitMetrics(SYNCHRONOUS_COMMIT_LEVELS);
+  /** Per level, the rejection handler that counts the error and passes it on (made once, not per commit). */
+  readonly #countRejected: Readonly<Record<SynchronousCommit, (err: unknown) => never>>;
 
   constructor(core: NodeCore, log: WalLog, settings: { synchronousCommit: SynchronousCommit; syncConfig: SyncStandbyConfig | null; logPrefix?: string }) {
     super();
@@ -130,6 +149,16 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     this.emitterLog = this.#debug;
     this.syncRep = new SyncRep(settings.syncConfig);
     this.syncRep.on('sync:standbys', (event) => this.emitSafely('sync:standbys', event));
+    const counter = (level: SynchronousCommit) => (err: unknown): never => {
+      this.#metrics.rejected(level);
+      throw err;
+    };
+    this.#countRejected = { off: counter('off'), local: counter('local'), remote_write: counter('remote_write'), on: counter('on'), remote_apply: counter('remote_apply') };
+  }
+
+  /** Commits, errors and latencies per level since the writer started. */
+  commitMetrics(): Record<SynchronousCommit, CommitLevelMetrics> {
+    return this.#metrics.snapshot();
   }
 
   /** Why the writer stopped, if it did. */
@@ -147,11 +176,16 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
    * appending, after a failure.
    */
   commit(entries: EntryInput | readonly EntryInput[], level: SynchronousCommit, options: CommitOptions): Promise<CommitResult> {
-    if (this.#failure !== null) return Promise.reject(this.#failure);
+    const started = performance.now();
+    if (this.#failure !== null) {
+      this.#metrics.rejected(level);
+      return Promise.reject(this.#failure);
+    }
     let result: AppendResult;
     try {
       result = this.#log.append(entries);
     } catch (err) {
+      this.#metrics.rejected(level);
       return Promise.reject(err);
     }
     const committed = { lsn: result.endLsn, startLsn: result.lsn, commitTime: result.commitTime };
@@ -176,18 +210,30 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     });
     if (level === 'off') {
       applied.catch((err: unknown) => this.#debug.error('an asynchronous commit at %s failed: %s', formatLsn(result.lsn), (err as Error).message));
-      return Promise.resolve(committed);
+      return Promise.resolve(this.#resolved(level, started, committed));
     }
     const { signal } = options;
     const mode = SYNC_WAIT_MODES[level];
+    const rejected = this.#countRejected[level];
     if (mode !== null && this.syncRep.config !== null) {
       const local = signal === undefined ? applied : localWait(applied, signal, result.endLsn);
       // Registered once durable and applied here: standbys receive only flushed WAL, so none
       // can have confirmed it earlier, and a cancel from then on means "committed locally".
-      return local.then(() => this.syncRep.wait(result.endLsn, mode, options)).then(() => committed);
+      return local.then(() => this.syncRep.wait(result.endLsn, mode, options)).then(() => this.#resolved(level, started, committed), rejected);
     }
-    if (signal === undefined) return applied.then(() => committed);
-    return localWait(applied, signal, result.endLsn).then(() => committed);
+    if (signal === undefined) return applied.then(() => this.#resolved(level, started, committed), rejected);
+    return localWait(applied, signal, result.endLsn).then(() => this.#resolved(level, started, committed), rejected);
+  }
+
+  /** Counts a commit that resolved (and publishes it on `walship:commit` when someone listens); returns its result. */
+  #resolved(level: SynchronousCommit, started: number, committed: CommitResult): CommitResult {
+    const ms = performance.now() - started;
+    this.#metrics.resolved(level, ms / 1000);
+    if (commitChannel.hasSubscribers) {
+      const message: CommitDiagnostic = { wal: this.#log, level, lsn: committed.lsn, startLsn: committed.startLsn, durationMs: ms };
+      commitChannel.publish(message);
+    }
+    return committed;
   }
 
   /**

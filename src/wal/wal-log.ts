@@ -155,6 +155,33 @@ export interface FlushEvent {
   readonly flushedLsn: Lsn;
 }
 
+/**
+ * What a log's writer has done since the log was opened ({@link WalLog.stats}; PostgreSQL's
+ * `pg_stat_wal`). Counters only grow.
+ */
+export interface WalStats {
+  /** WAL bytes handed to the OS: how far the written end moved (a segment's unused end counts when a segment-end record closes it). */
+  readonly bytesWritten: number;
+  /** Write calls (one `pwritev` per segment per write round). */
+  readonly writes: number;
+  /** `fdatasync` calls on the log's segments (none with `sync: 'none'` but at close). */
+  readonly syncs: number;
+  /** Time spent in those `fdatasync` calls, in seconds. */
+  readonly syncSeconds: number;
+}
+
+/** The message on the `walship:wal:flush` diagnostics channel: a log's durable end advanced. */
+export interface WalFlushDiagnostic {
+  /** The log (compare with `primary.wal` to tell nodes apart). */
+  readonly wal: WalLog;
+  /** The new durable end. */
+  readonly flushedLsn: Lsn;
+  /** How far it moved: the bytes this flush made durable. */
+  readonly bytes: number;
+  /** Time the `fdatasync` round behind it took, in milliseconds (0 with `sync: 'none'`). */
+  readonly syncMs: number;
+}
+
 /** Payload of the `write` event. */
 export interface WriteEvent {
   /** The new end of what was handed to the OS (not necessarily durable yet). */
@@ -269,6 +296,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     this.#role = init.role;
     this.maxRecordSize = init.segmentSize - SEGMENT_HEADER_SIZE;
     this.#writer = new WalWriter({
+      owner: this,
       files: init.files,
       log: init.log,
       segmentSize: init.segmentSize,
@@ -401,6 +429,11 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   /** End of the durable log: every record ending at or below it survives a crash. */
   get flushedLsn(): Lsn {
     return this.#writer.flushedLsn;
+  }
+
+  /** Bytes written, writes and fdatasyncs since the log was opened (see {@link WalStats}). */
+  stats(): WalStats {
+    return this.#writer.stats();
   }
 
   /** Start of the oldest segment still on disk; readers can start here or later. */

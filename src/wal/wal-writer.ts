@@ -1,4 +1,5 @@
 import type { EventEmitter } from 'eventemitter3';
+import { walFlushChannel } from '../diagnostics.js';
 import { WalshipError, errnoCode, isWalshipError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
@@ -19,7 +20,7 @@ import {
   writeSegmentHeader,
 } from './record.js';
 import type { SegmentFiles } from './segment-files.js';
-import type { AppendResult, EntryInput, SyncMode, WalLogEvents } from './wal-log.js';
+import type { AppendResult, EntryInput, SyncMode, WalFlushDiagnostic, WalLog, WalLogEvents, WalStats } from './wal-log.js';
 
 interface Run {
   startLsn: Lsn;
@@ -48,6 +49,8 @@ type WriterEvent = 'flush' | 'write' | 'error';
 
 /** What a {@link WalWriter} needs from the log it writes for. */
 export interface WalWriterInit {
+  /** The log this writer writes for: named in the `walship:wal:flush` diagnostics messages. */
+  readonly owner: WalLog;
   readonly files: SegmentFiles;
   readonly log: Logger;
   readonly segmentSize: number;
@@ -138,8 +141,17 @@ export class WalWriter {
   readonly #forgetRunTime = (): void => {
     this.#runMicros = -1;
   };
+  readonly #owner: WalLog;
+  // Counters for WalLog.stats(): plain numbers, so counting allocates nothing.
+  #statBytesWritten = 0;
+  #statWrites = 0;
+  #statSyncs = 0;
+  #statSyncMs = 0;
+  /** Time the last sync round spent in fdatasync (for the flush diagnostics message). */
+  #lastSyncRoundMs = 0;
 
   constructor(init: WalWriterInit) {
+    this.#owner = init.owner;
     this.#files = init.files;
     this.#log = init.log;
     this.#segmentSize = init.segmentSize;
@@ -152,6 +164,11 @@ export class WalWriter {
     this.#flushed = new LsnWaiters(init.endLsn);
     this.#segmentVersion = init.endSegmentVersion;
     this.#clock = init.clock;
+  }
+
+  /** What the writer has done since the log was opened (see `WalLog.stats`). */
+  stats(): WalStats {
+    return { bytesWritten: this.#statBytesWritten, writes: this.#statWrites, syncs: this.#statSyncs, syncSeconds: this.#statSyncMs / 1000 };
   }
 
   /** The next insert position. */
@@ -526,9 +543,11 @@ export class WalWriter {
       // The segments before this one are durable before a byte of it is written (see #syncBefore).
       if (!(await this.#syncBefore(Math.floor(batchLsn / this.#segmentSize)))) return false;
       if (!(await this.#writeBatch(batchLsn, batch, batchBytes))) return false;
+      const before = this.#writtenLsn;
       this.#writtenLsn = batchLsn + batchBytes;
       // After a segment-end record the rest of the segment counts as written.
       if (batchEndsSegment) this.#writtenLsn = Math.ceil(this.#writtenLsn / this.#segmentSize) * this.#segmentSize;
+      this.#statBytesWritten += this.#writtenLsn - before;
       batch = [];
       batchBytes = 0;
       batchEndsSegment = false;
@@ -605,6 +624,7 @@ export class WalWriter {
     }
     this.#dirty.add(segno);
     const prefix = await this.#blockBefore(file, lsn, within);
+    this.#statWrites++;
     try {
       await writeAll(file, prefix === null || prefix.length === 0 ? pieces : [prefix, ...pieces], within - (prefix?.length ?? 0));
     } catch (err) {
@@ -705,7 +725,7 @@ export class WalWriter {
       }
       if (this.#sync === 'fdatasync') {
         try {
-          await file.datasync();
+          await this.#timedSync(file);
         } catch (syncErr) {
           this.#fail(new WalshipError('WAL_SYNC_FAILED', `fdatasync of segment ${name} failed; the log has stopped: ${describe(syncErr)}`, { cause: syncErr }));
           return;
@@ -745,10 +765,11 @@ export class WalWriter {
     // Writes made while this sync runs mark their segments dirty again for the next one.
     const dirty = [...this.#dirty].sort((a, b) => a - b);
     this.#dirty.clear();
+    const roundMsBefore = this.#statSyncMs;
     for (const segno of dirty) {
       const name = this.#files.name(segno);
       try {
-        await (await this.#files.forWrite(segno)).datasync();
+        await this.#timedSync(await this.#files.forWrite(segno));
       } catch (err) {
         // Fail-stop: after a failed fsync the kernel may have dropped the dirty pages, so
         // retrying could "succeed" without the data. Nothing waiting is acknowledged.
@@ -757,18 +778,35 @@ export class WalWriter {
       }
       if (segno < currentSegno) await this.#files.closeWriter(segno);
     }
+    this.#lastSyncRoundMs = this.#statSyncMs - roundMsBefore;
     this.#syncedLsn = target;
+  }
+
+  /** One fdatasync of the log's segments, counted and timed for {@link stats}. */
+  async #timedSync(file: StorageFile): Promise<void> {
+    const started = performance.now();
+    try {
+      await file.datasync();
+    } finally {
+      this.#statSyncs++;
+      this.#statSyncMs += performance.now() - started;
+    }
   }
 
   #advanceFlushed(synced: boolean): void {
     if (this.#failure !== null) return;
     const durable = this.#sync === 'none' ? this.#writtenLsn : this.#syncedLsn;
     if (!synced && this.#sync === 'fdatasync') return;
-    if (durable <= this.flushedLsn) return;
+    const previous = this.flushedLsn;
+    if (durable <= previous) return;
     // Releases the waiters it reaches, in LSN order, without looking at the others.
     this.#flushed.advance(durable);
     this.#notifyTail();
     this.#emit('flush', { flushedLsn: durable });
+    if (walFlushChannel.hasSubscribers) {
+      const message: WalFlushDiagnostic = { wal: this.#owner, flushedLsn: durable, bytes: durable - previous, syncMs: synced ? this.#lastSyncRoundMs : 0 };
+      walFlushChannel.publish(message);
+    }
   }
 
   #fail(error: WalshipError): void {
