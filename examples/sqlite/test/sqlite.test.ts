@@ -113,6 +113,34 @@ describe('examples/sqlite', () => {
     assert.equal(standby.db.batchesApplied, 1, 'the standby applied exactly the new transaction');
   });
 
+  it("synchronousCommit 'off' (per call, and as the primary's default): execute resolves with the outcome, the row is there once", async (t) => {
+    const defer = cleanups(t);
+    const dir = await tempDir(defer);
+    // 'off' resolves commit() before the batch is even durable, let alone applied here.
+    const perCall = await SqlitePrimary.open({ dir: join(dir, 'a') });
+    defer(() => perCall.close());
+    const byDefault = await SqlitePrimary.open({ dir: join(dir, 'b'), synchronousCommit: 'off' });
+    defer(() => byDefault.close());
+    for (const [name, node, options] of [['per call', perCall, { synchronousCommit: 'off' }], ['by default', byDefault, {}]] as const) {
+      await node.execute({ sql: 'CREATE TABLE accounts (name TEXT PRIMARY KEY, balance INTEGER NOT NULL)' }, options);
+      const inserted = await Promise.all(['alice', 'bob', 'carol'].map((who, i) => node.execute({ sql: 'INSERT INTO accounts VALUES (?, ?)', params: [who, i] }, options)));
+      assert.deepEqual(inserted.map((r) => r.changes), [1, 1, 1], `${name}: each insert reports its row`);
+      assert.deepEqual(inserted.map((r) => r.lastInsertRowid), [1, 2, 3], `${name}: and its rowid`);
+      const duplicate = await node.execute({ sql: 'INSERT INTO accounts VALUES (?, ?)', params: ['alice', 9] }, options).then(
+        () => assert.fail(`${name}: a duplicate primary key must be refused`),
+        (err: unknown) => err,
+      );
+      assert.ok(duplicate instanceof TransactionRolledBackError, `${name}: rolled back: ${String(duplicate)}`);
+      assert.equal(duplicate.code, 'SQLITE_CONSTRAINT_PRIMARYKEY', `${name}: with SQLite's code`);
+      assert.deepEqual(node.query('SELECT name, balance FROM accounts ORDER BY name'), [
+        { name: 'alice', balance: 0 },
+        { name: 'bob', balance: 1 },
+        { name: 'carol', balance: 2 },
+      ], `${name}: each row once`);
+      assert.equal(node.primary.failure, null, `${name}: the primary runs on`);
+    }
+  });
+
   for (const victim of ['primary', 'standby'] as const) {
     it(`a SIGKILL of the ${victim} mid-load loses no acknowledged 'on' commit and applies none twice`, async (t) => {
       const defer = cleanups(t);
