@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -81,6 +81,39 @@ describe('examples', () => {
     assert.match(out, new RegExp(`${at} {3}p +standby +streaming +2 `, 'm'), 'the last status table shows the old primary streaming on timeline 2');
     assert.doesNotMatch(out, /\x1b\[/, 'no escape codes without a terminal');
   });
+
+  // main.ts may be SIGKILLed while a node still opens: the node must not outlive it.
+  for (const when of ['while its script loads', 'while its Primary opens'] as const) {
+    it(`a demo node exits when main.ts goes away ${when}`, async () => {
+      const { dir, cleanup } = await tempDir();
+      const config = { name: 'p', dir: `${dir}/p`, role: 'primary', password: 'pw' };
+      const child = spawn(process.execPath, ['--conditions=walship-source', '--import', tsx, `${root}examples/demo/node.ts`, JSON.stringify(config)], {
+        cwd: root,
+        stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+        env: { ...process.env, DEBUG: 'walship:storage' },
+      });
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      try {
+        // The disconnect is what the node sees of a parent that was killed.
+        if (when === 'while its script loads') child.disconnect();
+        else {
+          let stderr = '';
+          child.stderr?.on('data', (chunk: Buffer) => {
+            stderr = (stderr + chunk.toString()).slice(-1000);
+            // Primary.open has taken the directory's lock and goes on opening.
+            if (child.connected && stderr.includes('walship:storage locked')) child.disconnect();
+          });
+        }
+        const deadline = new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), 60_000).unref());
+        const ended = await Promise.race([exited, deadline]);
+        assert.deepEqual(ended, { code: 0, signal: null }, 'the node exited on its own');
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        await exited;
+        await cleanup();
+      }
+    });
+  }
 
   it('the power-loss example recovers every acknowledged record and refuses bit rot', async () => {
     const out = await runExample('power-loss.ts');

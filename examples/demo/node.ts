@@ -15,6 +15,11 @@ const send = (message: NodeMessage, then: () => void = () => {}): void => void p
 /** Ends the node, telling main.ts why in one line. */
 const die = (message: string): void => send({ kind: 'fatal', message }, () => process.exit(1));
 process.on('uncaughtException', (err) => die(err instanceof Error ? err.message : String(err)));
+// main.ts gone (it failed, or was killed): so is this node. Registered before the first await,
+// so a parent that dies while the node opens is seen; a channel that closed while this script
+// was still loading fired its event before anyone listened, so that is checked here once.
+process.on('disconnect', () => process.exit(0));
+if (!process.connected) process.exit(0);
 const store = new KvStore();
 const transport = new TcpTransport();
 // Every node serves standbys (a standby so that it can be promoted with its listener), and
@@ -125,5 +130,3 @@ process.on('message', (raw) => {
     (err: unknown) => send({ kind: 'reply', id, error: err instanceof Error ? err.message : String(err) }),
   );
 });
-// main.ts gone (it failed, or was killed): so is this node.
-process.on('disconnect', () => process.exit(0));

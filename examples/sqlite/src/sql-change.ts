@@ -22,7 +22,9 @@ export interface SqlTransaction {
 // must not depend on anything else. Transaction control, ATTACH and PRAGMA would break the one
 // SQLite transaction per WAL batch that keeps the rows and the applied LSN together.
 const CHANGE = /^\s*(insert|update|delete|replace|create|drop|alter|with)\b/i;
-// OR ROLLBACK (ON CONFLICT ROLLBACK) would end the batch's transaction; walship_applied is where the applied LSN lives.
+// OR ROLLBACK (ON CONFLICT ROLLBACK) would end the batch's transaction: refused here when spelled
+// plainly, as a courtesy (nothing is written); any other spelling, or a trigger's RAISE(ROLLBACK),
+// is refused alike on every node by SqliteApplication.apply. walship_applied is where the applied LSN lives.
 const FORBIDDEN = /\b(or|conflict)\s+rollback\b|\bwalship_applied\b/i;
 const MAX_STATEMENTS = 1000;
 

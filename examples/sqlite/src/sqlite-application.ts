@@ -50,16 +50,54 @@ export class SqliteApplication implements Application {
     return this.#batchesApplied;
   }
 
-  /** Applies one committed batch in one SQLite transaction, together with its LSN. */
+  /**
+   * Applies one committed batch in one SQLite transaction, together with its LSN.
+   *
+   * A statement can end that transaction itself: `ON CONFLICT ROLLBACK` (`INSERT OR ROLLBACK`,
+   * or a table's constraint declared so) and a trigger's `RAISE(ROLLBACK, …)` roll back
+   * everything since `BEGIN`, the earlier entries of the batch included. No check of the SQL
+   * text can rule them out (a comment between `OR` and `ROLLBACK`, a trigger created earlier),
+   * so apply() copes with them: the entry that did it is marked refused and the batch starts
+   * over from `BEGIN`, its earlier entries applied again on the same state (so with the same
+   * outcomes) and the refused one skipped. Every node meets the same entries on the same state,
+   * so every node refuses the same ones, and the batch still commits with its LSN.
+   */
   apply(batch: CommittedBatch): void {
-    const { db, setApplied } = this.#conn;
-    const outcomes: Array<[string, TransactionOutcome]> = [];
-    db.transaction(() => {
-      for (const entry of batch.entries) outcomes.push(this.#applyOne(entry.data));
-      setApplied.run(batch.lsn);
-    })();
+    // Entries (by index) whose statements rolled back the whole transaction, with the error.
+    const endedTransaction = new Map<number, Applied>();
+    let outcomes: Applied[] | null = null;
+    // Each pass either commits or marks one more entry: at most entries + 1 passes.
+    while (outcomes === null) outcomes = this.#applyBatch(batch, endedTransaction);
     this.#batchesApplied++;
-    for (const [id, outcome] of outcomes) if (this.#awaited.has(id)) this.#awaited.set(id, outcome);
+    for (const { id, outcome } of outcomes) if (this.#awaited.has(id)) this.#awaited.set(id, outcome);
+  }
+
+  /**
+   * One pass of {@link apply}: the batch's entries (those in `endedTransaction` skipped as
+   * refused) and its LSN in one SQLite transaction. Returns the outcomes once committed, or
+   * null when an entry rolled back the transaction (it is then added to `endedTransaction`).
+   * Throws, leaving nothing applied, on a failure that is this machine's (I/O, disk full).
+   */
+  #applyBatch(batch: CommittedBatch, endedTransaction: Map<number, Applied>): Applied[] | null {
+    const { db, setApplied } = this.#conn;
+    db.exec('BEGIN');
+    try {
+      const outcomes: Applied[] = [];
+      for (const [i, entry] of batch.entries.entries()) {
+        const applied = endedTransaction.get(i) ?? this.#applyOne(entry.data);
+        if (!db.inTransaction) {
+          endedTransaction.set(i, applied);
+          return null;
+        }
+        outcomes.push(applied);
+      }
+      setApplied.run(batch.lsn);
+      db.exec('COMMIT');
+      return outcomes;
+    } catch (err) {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      throw err;
+    }
   }
 
   /** The LSN of the last batch applied, from the same database as the rows. */
@@ -127,14 +165,18 @@ export class SqliteApplication implements Application {
     if (this.#conn.db.open) this.#conn.db.close();
   }
 
-  /** One transaction inside the batch's SQLite transaction, behind a savepoint it can roll back to. */
-  #applyOne(data: Uint8Array): [string, TransactionOutcome] {
+  /**
+   * One transaction inside the batch's SQLite transaction, behind a savepoint it can roll back
+   * to. When its statements rolled back the batch's transaction as well (see {@link apply}),
+   * it returns with `db.inTransaction` false, and the caller starts the batch over.
+   */
+  #applyOne(data: Uint8Array): Applied {
     const { db } = this.#conn;
     let tx;
     try {
       tx = decodeTransaction(data);
     } catch (err) {
-      return ['', { ok: false, error: err as Error }];
+      return { id: '', outcome: { ok: false, error: err as Error } };
     }
     db.exec('SAVEPOINT walship_tx');
     try {
@@ -146,14 +188,23 @@ export class SqliteApplication implements Application {
         lastInsertRowid = info.lastInsertRowid;
       }
       db.exec('RELEASE walship_tx');
-      return [tx.id, { ok: true, changes, lastInsertRowid }];
+      return { id: tx.id, outcome: { ok: true, changes, lastInsertRowid } };
     } catch (err) {
-      if (!refusedByStatements(err) || !db.inTransaction) throw err;
-      db.exec('ROLLBACK TO walship_tx');
-      db.exec('RELEASE walship_tx');
-      return [tx.id, { ok: false, error: err as Error }];
+      if (!refusedByStatements(err)) throw err;
+      // A statement that rolled back to BEGIN itself took the savepoint with it.
+      if (db.inTransaction) {
+        db.exec('ROLLBACK TO walship_tx');
+        db.exec('RELEASE walship_tx');
+      }
+      return { id: tx.id, outcome: { ok: false, error: err as Error } };
     }
   }
+}
+
+/** One entry of a batch, applied: its transaction's id ('' when it is none) and how it ended. */
+interface Applied {
+  readonly id: string;
+  readonly outcome: TransactionOutcome;
 }
 
 /**

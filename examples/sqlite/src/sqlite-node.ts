@@ -80,7 +80,8 @@ export class SqlitePrimary {
   /**
    * Commits one transaction (one statement or several, all or none) as one WAL entry at the
    * given level, and resolves once it is applied here and durable as that level asks
-   * (`remote_apply`: applied by the synchronous standbys too). Rejects with
+   * (`remote_apply`: applied by the synchronous standbys too; `off`: applied here, durable
+   * soon after, as walship's `off` is). Rejects with
    * {@link TransactionRolledBackError} when SQLite refused it, which it did on every node.
    */
   async execute(statements: SqlStatement | readonly SqlStatement[], options: CommitOptions = {}): Promise<ExecuteResult> {
@@ -89,7 +90,10 @@ export class SqlitePrimary {
     this.db.expectOutcome(tx.id);
     try {
       const { lsn, commitTime } = await this.primary.commit(entry, options);
-      // commit() resolves after the primary's own application applied the batch.
+      // At every level but 'off', commit() resolves after the primary's own application applied
+      // the batch; at 'off' it resolves once the batch is in the log, so wait for the apply here
+      // (it rejects if the primary stops first: the outcome is then unknown, not "not applied").
+      await this.primary.waitForApply(lsn);
       const outcome = this.db.takeOutcome(tx.id);
       if (outcome === null) throw new Error(`transaction ${tx.id} was committed at ${formatLsn(lsn)} but not applied`);
       if (!outcome.ok) throw new TransactionRolledBackError(outcome.error, lsn);

@@ -9,6 +9,7 @@ import { describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { TcpTransport, isWalshipError } from 'walship';
+import { encodeTransaction, type SqlStatement } from '../src/sql-change.js';
 import { SqlitePrimary, SqliteStandby, TransactionRolledBackError } from '../src/sqlite-node.js';
 
 const tsx = import.meta.resolve('tsx');
@@ -111,6 +112,109 @@ describe('examples/sqlite', () => {
     await standby.waitForReplay(after, { timeoutMs: DEADLINE_MS });
     assert.equal(standby.query(everything).length, 52, 'replication goes on');
     assert.equal(standby.db.batchesApplied, 1, 'the standby applied exactly the new transaction');
+  });
+
+  it("synchronousCommit 'off' (per call, and as the primary's default): execute resolves with the outcome, the row is there once", async (t) => {
+    const defer = cleanups(t);
+    const dir = await tempDir(defer);
+    // 'off' resolves commit() before the batch is even durable, let alone applied here.
+    const perCall = await SqlitePrimary.open({ dir: join(dir, 'a') });
+    defer(() => perCall.close());
+    const byDefault = await SqlitePrimary.open({ dir: join(dir, 'b'), synchronousCommit: 'off' });
+    defer(() => byDefault.close());
+    for (const [name, node, options] of [['per call', perCall, { synchronousCommit: 'off' }], ['by default', byDefault, {}]] as const) {
+      await node.execute({ sql: 'CREATE TABLE accounts (name TEXT PRIMARY KEY, balance INTEGER NOT NULL)' }, options);
+      const inserted = await Promise.all(['alice', 'bob', 'carol'].map((who, i) => node.execute({ sql: 'INSERT INTO accounts VALUES (?, ?)', params: [who, i] }, options)));
+      assert.deepEqual(inserted.map((r) => r.changes), [1, 1, 1], `${name}: each insert reports its row`);
+      assert.deepEqual(inserted.map((r) => r.lastInsertRowid), [1, 2, 3], `${name}: and its rowid`);
+      const duplicate = await node.execute({ sql: 'INSERT INTO accounts VALUES (?, ?)', params: ['alice', 9] }, options).then(
+        () => assert.fail(`${name}: a duplicate primary key must be refused`),
+        (err: unknown) => err,
+      );
+      assert.ok(duplicate instanceof TransactionRolledBackError, `${name}: rolled back: ${String(duplicate)}`);
+      assert.equal(duplicate.code, 'SQLITE_CONSTRAINT_PRIMARYKEY', `${name}: with SQLite's code`);
+      assert.deepEqual(node.query('SELECT name, balance FROM accounts ORDER BY name'), [
+        { name: 'alice', balance: 0 },
+        { name: 'bob', balance: 1 },
+        { name: 'carol', balance: 2 },
+      ], `${name}: each row once`);
+      assert.equal(node.primary.failure, null, `${name}: the primary runs on`);
+    }
+  });
+
+  it('a statement that rolls back the whole SQLite transaction (OR ROLLBACK in any spelling, RAISE(ROLLBACK)) is refused on every node alike; the nodes go on, restarts apply cleanly', async (t) => {
+    const defer = cleanups(t);
+    const dir = await tempDir(defer);
+    const transport = new TcpTransport();
+    const openPrimary = (address: string) => SqlitePrimary.open({ dir: join(dir, 'a'), listen: { transport, address }, auth, synchronousStandbyNames: 'replica1' });
+    let primary = await openPrimary('127.0.0.1:0');
+    defer(() => primary.close());
+    await primary.execute(
+      [
+        { sql: 'CREATE TABLE accounts (name TEXT PRIMARY KEY, balance INTEGER NOT NULL)' },
+        { sql: 'INSERT INTO accounts VALUES (?, ?)', params: ['alice', 100] },
+        { sql: 'CREATE TABLE guarded (x INTEGER)' },
+        { sql: "CREATE TRIGGER guard BEFORE INSERT ON guarded BEGIN SELECT RAISE(ROLLBACK, 'guarded takes no rows'); END" },
+      ],
+      { synchronousCommit: 'local' },
+    );
+    const address = primary.address;
+    assert.ok(address !== null, 'the primary listens');
+    const connection = { transport, address, user: 'repl', password, applicationName: 'replica1' };
+    const openStandby = () => SqliteStandby.open({ dir: join(dir, 'b'), primary: connection });
+    let standby = await openStandby();
+    defer(() => standby.close());
+    await standby.standby.waitForConsistent({ timeoutMs: DEADLINE_MS });
+
+    const refused = async (statement: SqlStatement, code: string, level: 'on' | 'remote_apply' | 'local'): Promise<TransactionRolledBackError> => {
+      const err = await primary.execute(statement, { synchronousCommit: level }).then(
+        () => assert.fail(`${statement.sql} must be refused`),
+        (error: unknown) => error,
+      );
+      assert.ok(err instanceof TransactionRolledBackError, `${statement.sql}: rolled back, not ${String(err)}`);
+      assert.equal(err.code, code, `${statement.sql}: with SQLite's code`);
+      return err;
+    };
+    // A comment between OR and ROLLBACK: SQLite's ON CONFLICT ROLLBACK ends the whole transaction.
+    await refused({ sql: 'INSERT OR/**/ROLLBACK INTO accounts VALUES (?, ?)', params: ['alice', 1] }, 'SQLITE_CONSTRAINT_PRIMARYKEY', 'on');
+    // A trigger's RAISE(ROLLBACK) does the same.
+    await refused({ sql: 'INSERT INTO guarded VALUES (?)', params: [1] }, 'SQLITE_CONSTRAINT_TRIGGER', 'remote_apply');
+    // Such an entry between others in one batch: the others apply, on both nodes.
+    const insert = (name: string): SqlStatement => ({ sql: 'INSERT INTO accounts VALUES (?, ?)', params: [name, 1] });
+    const batch = [insert('bob'), { sql: 'INSERT INTO guarded VALUES (2)' }, insert('carol'), { sql: "INSERT OR -- a line comment\nROLLBACK INTO accounts VALUES ('bob', 2)" }, insert('dave')];
+    await primary.primary.commit(
+      batch.map((statement, i) => encodeTransaction({ id: `batch-${i}`, statements: [statement] })),
+      { synchronousCommit: 'remote_apply' },
+    );
+
+    const everything = 'SELECT (SELECT json_group_array(name) FROM (SELECT name FROM accounts ORDER BY name)) AS accounts, (SELECT count(*) FROM guarded) AS guarded';
+    const expected = [{ accounts: '["alice","bob","carol","dave"]', guarded: 0 }];
+    const check = (when: string): void => {
+      assert.equal(primary.primary.failure, null, `${when}: the primary runs on`);
+      assert.equal(standby.standby.failure, null, `${when}: the standby runs on`);
+      assert.deepEqual(primary.query(everything), expected, `${when}: the primary's rows`);
+      assert.deepEqual(standby.query(everything), expected, `${when}: the standby holds what the primary holds`);
+      assert.equal(standby.db.appliedLsn(), primary.db.appliedLsn(), `${when}: both applied the same WAL`);
+    };
+    check('after the refusals');
+
+    // The standby away: it applies such entries when it is back, from the stream.
+    await standby.close();
+    const later = await refused({ sql: 'INSERT INTO guarded VALUES (3)' }, 'SQLITE_CONSTRAINT_TRIGGER', 'local');
+    standby = await openStandby();
+    await standby.waitForReplay(later.lsn, { timeoutMs: DEADLINE_MS });
+    check('after the standby applied a refusal on its return');
+
+    // Both restarted: the databases are where the WAL says, nothing fails on the way back.
+    await standby.close();
+    await primary.close();
+    primary = await openPrimary(address);
+    standby = await openStandby();
+    await standby.standby.waitForConsistent({ timeoutMs: DEADLINE_MS });
+    check('after a restart of both');
+    const { lsn } = await primary.execute(insert('erin'), { synchronousCommit: 'remote_apply' });
+    assert.equal(standby.db.appliedLsn(), lsn, 'replication goes on');
+    assert.deepEqual(standby.query('SELECT count(*) AS n FROM accounts'), [{ n: 5 }], 'with the new row');
   });
 
   for (const victim of ['primary', 'standby'] as const) {
