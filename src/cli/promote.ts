@@ -5,7 +5,7 @@ import { syncDirectoryAt } from '../directory-sync.js';
 import { CONTROL_FILE, readControlFile, type ControlData } from '../node/control-file.js';
 import { PROMOTE_SIGNAL_FILE } from '../node/promote-signal.js';
 import { NodeStorage, readLockHolder } from '../storage/node-storage.js';
-import { CommandFailure, EXIT_OK, parseCommandArgs, secondsArg, type Command } from './command.js';
+import { CommandFailure, EXIT_OK, describeError, parseCommandArgs, secondsArg, type Command } from './command.js';
 import { formatLsn } from '../lsn.js';
 
 const HELP = `Usage: walship promote <dir> [--no-wait] [--timeout SECONDS]
@@ -75,7 +75,7 @@ export const promoteCommand: Command = {
 /** The control file; a directory without one, or with one that cannot be read, is a {@link CommandFailure}. */
 async function controlOf(storage: NodeStorage): Promise<ControlData> {
   const control = await readControlFile(storage).catch((err: unknown) => {
-    throw new CommandFailure(`cannot read ${CONTROL_FILE} in ${storage.description}: ${(err as Error).message}`);
+    throw new CommandFailure(`cannot read ${CONTROL_FILE} in ${storage.description}: ${describeError(err)}`);
   });
   if (control === null) throw new CommandFailure(`${storage.description} is not a walship data directory (no ${CONTROL_FILE})`);
   return control;

@@ -5,7 +5,7 @@ import { NodeStorage } from '../storage/node-storage.js';
 import { parseSegmentFileName } from '../wal/segment-name.js';
 import { branchHistory, historyFileName, readTimelineHistory, segmentTimeline, type TimelineHistory } from '../wal/timeline-history.js';
 import { detectSegmentSize } from '../wal/wal-log.js';
-import { CommandFailure } from './command.js';
+import { CommandFailure, describeError } from './command.js';
 
 /**
  * A directory of WAL looked at read-only, for the commands that inspect one: a node's data
@@ -43,7 +43,7 @@ export async function readWalDirectory(dir: string, timeline?: number): Promise<
   });
   if (!stats.isDirectory()) throw new CommandFailure(`${path} is not a directory`);
   const control = await readControlFile(storage).catch((err: unknown) => {
-    throw new CommandFailure(`cannot read ${CONTROL_FILE} in ${path}: ${(err as Error).message}`);
+    throw new CommandFailure(`cannot read ${CONTROL_FILE} in ${path}: ${describeError(err)}`);
   });
   const names = await storage.list();
   // A segment removed between the listing and the read is skipped by trying the next name.
@@ -51,7 +51,7 @@ export async function readWalDirectory(dir: string, timeline?: number): Promise<
   const parsed = segmentSize === null ? [] : names.flatMap((name) => parseSegmentFileName(name, segmentSize) ?? []);
   const target = timeline ?? control?.timeline ?? Math.max(1, ...parsed.map((p) => p.timeline));
   const history = await historyOf(storage, target, control).catch((err: unknown) => {
-    throw new CommandFailure((err as Error).message);
+    throw new CommandFailure(describeError(err));
   });
   if (history === null) throw new CommandFailure(`${historyFileName(target)} is missing in ${path}: without timeline ${target}'s history its WAL cannot be followed`);
   const onPath = segmentSize === null ? [] : parsed.filter((p) => p.timeline === segmentTimeline(history, p.segno, segmentSize));

@@ -96,17 +96,19 @@ async function reportStop(wal: WalDirectory, size: number, stop: ScanStop, io: I
   const later = wal.segnos.filter((segno) => segno >= stopSegno);
   // A standby's records carry its upstream's durability stamps, which prove nothing about this disk (see recoverEnd).
   const trustStamps = wal.control === null || !isRecoveryState(wal.control.state);
-  let verdict: string | null = null;
+  let verdict: { code: string; text: string } | null = null;
   try {
     if (later[0] === stopSegno) {
       await recoverEnd(wal.storage, later, size, wal.history, trustStamps, stopSegno);
     } else if (later.length > 0) {
       const found = await recoverEnd(wal.storage, later, size, wal.history, trustStamps, stopSegno);
-      if (found.endLsn > segmentStart(later[0] as number, size)) verdict = `${stop.reason}, but segments after it hold valid WAL (from ${segmentName(wal, later[0] as number)}): the log is cut in the middle`;
+      if (found.endLsn > segmentStart(later[0] as number, size)) {
+        verdict = { code: 'WAL_CORRUPT', text: `${stop.reason}, but segments after it hold valid WAL (from ${segmentName(wal, later[0] as number)}): the log is cut in the middle` };
+      }
     }
   } catch (err) {
-    if (err instanceof WalCorruptError) verdict = err.message.slice(err.message.indexOf(': ') + 2);
-    else if (isWalshipError(err)) verdict = (err as Error).message;
+    if (err instanceof WalCorruptError) verdict = { code: err.code, text: err.message.slice(err.message.indexOf(': ') + 2) };
+    else if (isWalshipError(err)) verdict = { code: err.code, text: err.message };
     else throw err;
   }
   if (verdict === null) {
@@ -117,7 +119,9 @@ async function reportStop(wal: WalDirectory, size: number, stop: ScanStop, io: I
     io.err(`walship waldump: error: segment ${stop.segment} was removed while it was being read (a checkpoint of the running node removed it); dump from a later --start`);
     return EXIT_FAILURE;
   }
-  io.err(`walship waldump: error: WAL is corrupt at ${where}: ${verdict}`);
+  // The code first, as for every error the command prints: a script tells damage (WAL_CORRUPT) from WAL this walship cannot read (WAL_FORMAT).
+  const what = verdict.code === 'WAL_CORRUPT' ? 'WAL is corrupt' : 'WAL cannot be read';
+  io.err(`walship waldump: error: ${verdict.code}: ${what} at ${where}: ${verdict.text}`);
   return EXIT_FAILURE;
 }
 

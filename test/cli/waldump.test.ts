@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { cp, open, readdir, readFile, rm } from 'node:fs/promises';
+import { cp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import crc32c from 'fast-crc32c';
 import { MIN_SEGMENT_SIZE, Primary, WalLog, formatLsn, segmentFileName, type Lsn } from '../../src/index.js';
+import { SEGMENT_HEADER_SIZE } from '../../src/wal/record.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { lines, runCli } from './run-cli.js';
@@ -118,7 +120,7 @@ describe('walship waldump', () => {
     assert.deepEqual(dumpedLsns(result.stdout), batches.slice(0, 25).map((lsn) => formatLsn(lsn)), 'every record before the damage, none after');
     assert.match(
       result.stderr,
-      new RegExp(`error: WAL is corrupt at ${formatLsn(damaged)} \\(segment ${name}, offset ${offset}\\): record checksum mismatch`),
+      new RegExp(`error: WAL_CORRUPT: WAL is corrupt at ${formatLsn(damaged)} \\(segment ${name}, offset ${offset}\\): record checksum mismatch`),
       'the damaged record\'s LSN, segment, offset and why',
     );
   });
@@ -152,7 +154,7 @@ describe('walship waldump', () => {
     assert.ok(dumpedLsns(result.stdout).length > 0 && dumpedLsns(result.stdout).length < batches.length, 'the records of segment 1 only');
     assert.match(
       result.stderr,
-      /error: WAL is corrupt at 0\/20000 \(segment 000000010000000000000002, offset 0\): segment file is missing, but segments after it hold valid WAL \(from 000000010000000000000003\)/,
+      /error: WAL_CORRUPT: WAL is corrupt at 0\/20000 \(segment 000000010000000000000002, offset 0\): segment file is missing, but segments after it hold valid WAL \(from 000000010000000000000003\)/,
     );
   });
 
@@ -170,5 +172,28 @@ describe('walship waldump', () => {
     const old = await runCli(['waldump', dir, '--timeline', '1']);
     assert.equal(old.code, 0, old.stderr);
     assert.ok(!old.stdout.includes('end-of-recovery'), 'timeline 1 alone does not hold the switch');
+  });
+
+  it('prints the error code first, so a script tells WAL it cannot read (WAL_FORMAT) from damage (WAL_CORRUPT)', async (t) => {
+    const { dir } = await writePrimary(t);
+    // Segment 2's header, resealed with a format version no walship writes: intact, but unreadable.
+    const path = join(dir, segmentFileName(1, 2, SEGMENT));
+    const header = Buffer.alloc(SEGMENT_HEADER_SIZE);
+    const file = await open(path, 'r+');
+    try {
+      await file.read(header, 0, SEGMENT_HEADER_SIZE, 0);
+      header.writeUInt16LE(99, 8);
+      header.writeUInt32LE(crc32c.calculate(header.subarray(4)), 0);
+      await file.write(header, 0, SEGMENT_HEADER_SIZE, 0);
+    } finally {
+      await file.close();
+    }
+    const format = await runCli(['waldump', dir]);
+    assert.equal(format.code, 1);
+    assert.match(format.stderr, /^walship waldump: error: WAL_FORMAT: WAL cannot be read at 0\/20000 \(segment 000000010000000000000002, offset 0\): segment 000000010000000000000002 has on-disk format version 99;/m);
+    await writeFile(join(dir, '00000002.history'), 'not a history\n');
+    const history = await runCli(['waldump', dir, '--timeline', '2']);
+    assert.equal(history.code, 1);
+    assert.match(history.stderr, /^walship waldump: error: WAL_CORRUPT: timeline history file 00000002\.history in .* is damaged/m);
   });
 });
