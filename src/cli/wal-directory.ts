@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { errnoCode } from '../errors.js';
 import { CONTROL_FILE, readControlFile, type ControlData } from '../node/control-file.js';
 import { NodeStorage } from '../storage/node-storage.js';
-import { parseSegmentFileName } from '../wal/segment-name.js';
+import { parseSegmentFileName, type SegmentName } from '../wal/segment-name.js';
 import { branchHistory, historyFileName, readTimelineHistory, segmentTimeline, type TimelineHistory } from '../wal/timeline-history.js';
 import { detectSegmentSize } from '../wal/wal-log.js';
 import { CommandFailure, describeError } from './command.js';
@@ -46,10 +46,15 @@ export async function readWalDirectory(dir: string, timeline?: number): Promise<
     throw new CommandFailure(`cannot read ${CONTROL_FILE} in ${path}: ${describeError(err)}`);
   });
   const names = await storage.list();
-  // A segment removed between the listing and the read is skipped by trying the next name.
-  const segmentSize = control?.segmentSize ?? (await detectSegmentSize(storage, names).catch(() => undefined)) ?? null;
+  // A segment removed between the listing and the read is skipped by trying the next name (detectSegmentSize).
+  const segmentSize =
+    control?.segmentSize ??
+    (await detectSegmentSize(storage, names).catch((err: unknown) => {
+      throw new CommandFailure(`cannot read the segment files in ${path}: ${describeError(err)}`);
+    })) ??
+    null;
   const parsed = segmentSize === null ? [] : names.flatMap((name) => parseSegmentFileName(name, segmentSize) ?? []);
-  const target = timeline ?? control?.timeline ?? Math.max(1, ...parsed.map((p) => p.timeline));
+  const target = timeline ?? control?.timeline ?? newestTimeline(parsed);
   const history = await historyOf(storage, target, control).catch((err: unknown) => {
     throw new CommandFailure(describeError(err));
   });
@@ -65,6 +70,16 @@ export async function readWalDirectory(dir: string, timeline?: number): Promise<
     segnos: onPath.map((p) => p.segno).sort((a, b) => a - b),
     offPath: parsed.length - onPath.length,
   };
+}
+
+/**
+ * The newest timeline among `segments`, 1 without any. A loop, not `Math.max(...spread)`: an
+ * archive of small segments can list more files than a call takes arguments.
+ */
+export function newestTimeline(segments: readonly SegmentName[]): number {
+  let newest = 1;
+  for (const segment of segments) if (segment.timeline > newest) newest = segment.timeline;
+  return newest;
 }
 
 /**
