@@ -534,7 +534,12 @@ export class Standby extends NodeBase<StandbyEvents> {
   #watchTrigger(delayMs: number): void {
     this.#trigger = setTimeout(() => {
       this.#trigger = null;
-      void firstExisting(this.#triggerFiles).then((path) => (path === undefined ? this.#watchTrigger(TRIGGER_POLL_MS) : this.#promoteByTrigger(path)));
+      void firstExisting(this.#triggerFiles).then((path) => {
+        // A close() or promotion during the look found no timer to cancel: the watch ends here.
+        if (this.#triggerWatchEnded) return;
+        if (path === undefined) this.#watchTrigger(TRIGGER_POLL_MS);
+        else void this.#promoteByTrigger(path);
+      });
     }, delayMs);
     this.#trigger.unref();
   }
@@ -551,8 +556,13 @@ export class Standby extends NodeBase<StandbyEvents> {
       if (isWalshipError(err, 'NOT_IN_RECOVERY')) return;
       this.#debug.error('promotion by the trigger file %s failed: %s', path, (err as Error).message);
       // Looked for again after a while: the file stays until a promotion succeeds.
-      if (!this.#lifecycle.closing) this.#watchTrigger(this.#options.retryMaxDelayMs);
+      if (!this.#triggerWatchEnded) this.#watchTrigger(this.#options.retryMaxDelayMs);
     }
+  }
+
+  /** Whether the trigger files are no longer looked for: the standby is closing, closed or promoted. */
+  get #triggerWatchEnded(): boolean {
+    return this.#lifecycle.closing || this.#primary !== null;
   }
 
   #stopTrigger(): void {
