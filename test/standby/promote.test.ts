@@ -8,7 +8,7 @@ import { NodeStorage, PROMOTE_SIGNAL_FILE, Primary, type PromotedEvent } from '.
 import { createCluster } from '../../src/testing/index.js';
 import { parseTimelineHistory } from '../../src/wal/timeline-history.js';
 import { readControlFile } from '../../src/node/control-file.js';
-import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
+import { GatedApp, RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
 import { HANG_MS, codeOf, receivedTo, commitMany, nextEvent, replayedTo } from '../helpers/standby-harness.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { within } from '../helpers/wal.js';
@@ -256,6 +256,32 @@ describe('Standby.promote', () => {
     await replayedTo(again, await commitMany(p, 3, 3), 'the reopened standby to replay');
     assert.notEqual(again.state, 'promoted', 'still a standby');
     assert.equal((await readControlFile(new NodeStorage(dir)))?.state, 'in-recovery', 'the directory still records a standby');
+  });
+
+  it("keeps a running standby's promote request when a second open of its directory is refused (WAL_LOCKED)", async (t) => {
+    const { dir, cleanup } = await tempDir();
+    const signal = join(dir, PROMOTE_SIGNAL_FILE);
+    const cluster = createCluster(t);
+    let promotedPrimary: Primary | undefined;
+    t.after(async () => {
+      await promotedPrimary?.close();
+      await cleanup();
+    });
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    // Replay held at its first batch: the promotion (which applies everything first) cannot
+    // finish, and remove the file, before the second open has run.
+    const app = new GatedApp();
+    let openGate!: () => void;
+    app.gate = new Promise<void>((resolve) => (openGate = resolve));
+    const s = await cluster.standby('s', { upstream: p, application: app, dir });
+    await receivedTo(s, await commitMany(p, 0, 3));
+    await writeFile(signal, '');
+    assert.equal(await codeOf(cluster.standby('again', { upstream: p, application: new RecordingApp(), dir })), 'WAL_LOCKED');
+    assert.equal(await exists(signal), true, 'the refused open left the running standby\'s request in place');
+    const promoted = nextEvent(s, 'promoted');
+    openGate();
+    promotedPrimary = ((await within(promoted, HANG_MS, 'the promotion by the signal file')) as PromotedEvent).primary;
+    assert.equal(promotedPrimary.timeline, 2);
   });
 
   it('stops looking for its trigger files once closed, even when the close lands during a look', async (t) => {
