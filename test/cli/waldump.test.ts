@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import crc32c from 'fast-crc32c';
 import { MIN_SEGMENT_SIZE, Primary, WalLog, formatLsn, segmentFileName, type Lsn } from '../../src/index.js';
 import { SEGMENT_HEADER_SIZE } from '../../src/wal/record.js';
+import { main } from '../../src/cli/main.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { lines, runCli } from './run-cli.js';
@@ -196,4 +197,62 @@ describe('walship waldump', () => {
     assert.equal(history.code, 1);
     assert.match(history.stderr, /^walship waldump: error: WAL_CORRUPT: timeline history file 00000002\.history in .* is damaged/m);
   });
+
+  it('calls the end of a running primary\'s WAL the end, not damage, however its commits race the read', async (t) => {
+    const { dir, cleanup } = await tempDir();
+    const primary = await Primary.open({ dir, application: new RecordingApp(), segmentSize: SEGMENT });
+    t.after(() => primary.close());
+    t.after(cleanup);
+    // Small batches, committed one after another for as long as the dumps run: records stamped
+    // durable past wherever a dump's read ends arrive while it decides what that end is.
+    let writing = true;
+    let committed = 0;
+    const writer = (async () => {
+      while (writing) {
+        await primary.commit([Buffer.alloc(200, committed % 256)]);
+        committed++;
+      }
+    })();
+    try {
+      for (let run = 0; run < 6; run++) {
+        const before = committed;
+        const result = await runCli(['waldump', dir]);
+        assert.equal(result.code, 0, `run ${run}: ${result.stderr}`);
+        assert.match(result.stderr, /^walship waldump: end of WAL (so far )?at /, `run ${run}: the end, not damage`);
+        assert.match(result.stderr, /a node is running/, `run ${run}: says a node is writing there`);
+        assert.ok(dumpedLsns(result.stdout).length >= before, `run ${run}: every batch committed before it began`);
+      }
+    } finally {
+      writing = false;
+      await writer;
+    }
+  });
+
+  it('says a segment a running node removed while it was read was removed, and finds damage in a listing taken again', async (t) => {
+    const { dir } = await writePrimary(t, 60);
+    const names = (await readdir(dir)).filter((name) => /^[0-9A-F]{24}$/.test(name)).sort();
+    assert.ok(names.length >= 4, 'four segments or more');
+    // While the first record is printed (segment 1 open), a checkpoint removes segments 1 to 3.
+    const removed = await runMain(['waldump', dir], async (line) => {
+      if (line.includes('lsn: 0/10020,')) for (const name of names.slice(0, 3)) await rm(join(dir, name));
+    });
+    assert.equal(removed.code, 1);
+    assert.match(removed.err.join('\n'), /^walship waldump: error: segment 000000010000000000000002 was removed while it was being read \(a checkpoint of the running node removed it\); dump from a later --start$/);
+  });
+
+  it('judges a segment removed from the middle while it was read by the directory as it is now: the log is cut', async (t) => {
+    const { dir } = await writePrimary(t, 60);
+    const result = await runMain(['waldump', dir], async (line) => {
+      if (line.includes('lsn: 0/10020,')) await rm(join(dir, segmentFileName(1, 2, SEGMENT)));
+    });
+    assert.equal(result.code, 1);
+    assert.match(result.err.join('\n'), /error: WAL_CORRUPT: WAL is corrupt at 0\/20000 \(segment 000000010000000000000002, offset 0\): segment file is missing, but segments after it hold valid WAL/);
+  });
 });
+
+/** Runs `walship <args>` in this process; `onLine` sees each line printed to stdout before the command goes on. */
+async function runMain(args: readonly string[], onLine: (line: string) => Promise<void>): Promise<{ code: number; err: string[] }> {
+  const err: string[] = [];
+  const code = await main(args, { out: onLine, err: (line) => err.push(line) });
+  return { code, err };
+}
