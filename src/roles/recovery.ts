@@ -847,6 +847,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       });
       // After bootstrapping again the restored state may be older than what was replayed before.
       start = await this.#core.attach({ control, log, slots });
+      await this.#recordRunning();
     } catch (err) {
       await log.close().catch(() => undefined);
       throw err;
@@ -866,6 +867,21 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const onLocked = this.#onLocked;
     this.#onLocked = undefined;
     await onLocked?.();
+  }
+
+  /**
+   * The open holds the lock and has recovered the local WAL: a former primary's directory that
+   * says `in-production` (its primary crashed) says `shut-down` from now on, so that
+   * `in-production` means a primary process alone and `walship promote` can tell a running
+   * standby (a live lock holder) from a running primary. It stays a primary's directory (not
+   * a recovery state) until its upstream has compared its WAL (see {@link #recordRecovery});
+   * nothing else tells the two primary states apart, and a crash during the write leaves one of
+   * them. A standby's directory is not written here (PostgreSQL's startup records
+   * DB_IN_ARCHIVE_RECOVERY, but a standby refused by its upstream changes nothing here: its
+   * `in-recovery` comes with streaming).
+   */
+  async #recordRunning(): Promise<void> {
+    if ((this.#control as ControlData).state === 'in-production') await this.#setControlState('shut-down');
   }
 
   /**
