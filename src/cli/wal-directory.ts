@@ -1,9 +1,10 @@
 import { stat } from 'node:fs/promises';
 import { errnoCode } from '../errors.js';
 import { CONTROL_FILE, readControlFile, type ControlData } from '../node/control-file.js';
+import { lostTimelineHistory } from '../node/local-state.js';
 import { NodeStorage } from '../storage/node-storage.js';
 import { parseSegmentFileName, type SegmentName } from '../wal/segment-name.js';
-import { branchHistory, historyFileName, readTimelineHistory, segmentTimeline, type TimelineHistory } from '../wal/timeline-history.js';
+import { historyFileName, readTimelineHistory, segmentTimeline, type TimelineHistory } from '../wal/timeline-history.js';
 import { detectSegmentSize } from '../wal/wal-log.js';
 import { CommandFailure, describeError } from './command.js';
 
@@ -84,13 +85,11 @@ export function newestTimeline(segments: readonly SegmentName[]): number {
 
 /**
  * The history of `timeline` from its file; for the control file's timeline whose file is not
- * written yet (a promotion writes it a moment after its commit point), the history the control
- * file's `switchedFrom` and the parent's file give, as an open rebuilds it (nothing is written).
+ * written yet (a promotion writes it a moment after its commit point), the history an open
+ * would rebuild (`lostTimelineHistory`; nothing is written).
  */
 async function historyOf(storage: NodeStorage, timeline: number, control: ControlData | null): Promise<TimelineHistory | null> {
   const history = await readTimelineHistory(storage, timeline);
-  const from = control?.switchedFrom;
-  if (history !== null || control?.timeline !== timeline || from === undefined) return history;
-  const parent = await readTimelineHistory(storage, from.timeline);
-  return parent === null ? null : branchHistory(parent, from.switchLsn, from.reason, timeline);
+  if (history !== null || control === null || control.timeline !== timeline) return history;
+  return lostTimelineHistory(storage, control);
 }
