@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { cp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, open, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -156,6 +156,18 @@ describe('walship waldump', () => {
     assert.match(
       result.stderr,
       /error: WAL_CORRUPT: WAL is corrupt at 0\/20000 \(segment 000000010000000000000002, offset 0\): segment file is missing, but segments after it hold valid WAL \(from 000000010000000000000003\)/,
+    );
+  });
+
+  it('names a record cut short by a truncated segment as the walk and an open both do', async (t) => {
+    const { dir, batches } = await writePrimary(t, 60);
+    const cut = batches.find((lsn) => Math.floor(lsn / SEGMENT) === 2 && lsn % SEGMENT > 1000) as Lsn;
+    await truncate(join(dir, segmentFileName(1, 2, SEGMENT)), (cut % SEGMENT) + 100);
+    const result = await runCli(['waldump', dir]);
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr,
+      new RegExp(`error: WAL_CORRUPT: WAL is corrupt at ${formatLsn(cut)} \\(segment 000000010000000000000002, offset ${cut % SEGMENT}\\): record runs past the end of the segment file, but segment 000000010000000000000003 after it holds valid WAL`),
     );
   });
 
