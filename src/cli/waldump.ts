@@ -120,12 +120,13 @@ async function reportStop(wal: WalDirectory, size: number, stop: ScanStop, io: I
       return reportRemoved(stop, io);
     }
     if (verdict === null) {
-      io.err(`walship waldump: end of WAL at ${where}: ${stop.reason}${await runningNote(wal)}`);
+      const holder = await holderNote(wal);
+      io.err(`walship waldump: end of WAL at ${where}: ${stop.reason}${holder === '' ? '' : `; a node is running here${holder}: its WAL goes on`}`);
       return EXIT_OK;
     }
     const again = await stopAt(wal, size, stop.lsn);
     if (again === null || again.lsn > stop.lsn) {
-      io.err(`walship waldump: end of WAL so far at ${where}: ${stop.reason} when read; a node is running and has written past it since${await runningNote(wal)}`);
+      io.err(`walship waldump: end of WAL so far at ${where}: ${stop.reason} when read, and a node is running: it has written past it since${await holderNote(wal)}`);
       return EXIT_OK;
     }
     if (again.reason === SEGMENT_MISSING && again.lsn < stop.lsn && removedWhileRead(wal, await segmentsOnPath(wal, size), Math.floor(again.lsn / size))) return reportRemoved(again, io);
@@ -197,11 +198,12 @@ function removedWhileRead(wal: WalDirectory, segnos: readonly number[], segno: n
   return segnos.length > 0 && (segnos[0] as number) > segno && (wal.segnos[0] ?? Infinity) <= segno;
 }
 
-/** `' (a node is running here: pid N)'` when a live process holds the directory's lock, else nothing. */
-async function runningNote(wal: WalDirectory): Promise<string> {
+/** `' (pid N)'` when a live process holds the directory's lock (` (pid N on host)` on another host), else nothing. */
+async function holderNote(wal: WalDirectory): Promise<string> {
   if (wal.control === null) return '';
   const holder = await readLockHolder(wal.dir).catch(() => null);
-  return holder === null || holder.alive === false ? '' : `; a node is running here (pid ${holder.pid}${holder.alive === null ? ` on ${holder.hostname}` : ''}): its WAL goes on`;
+  if (holder === null || holder.alive === false) return '';
+  return holder.alive === null ? ` (pid ${holder.pid} on ${holder.hostname})` : ` (pid ${holder.pid})`;
 }
 
 function segmentName(wal: WalDirectory, segno: number): string {
