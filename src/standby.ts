@@ -318,7 +318,7 @@ export class Standby extends NodeBase<StandbyEvents> {
   /** The recovery-target action was started: a failed promotion is not retried by itself (replay stops at the target again). */
   #targetActed = false;
 
-  private constructor(storage: Storage, options: StandbyOptions & typeof STANDBY_DEFAULTS) {
+  private constructor(storage: Storage, options: StandbyOptions & typeof STANDBY_DEFAULTS, onLocked: (() => Promise<void>) | undefined) {
     super();
     this.#options = options;
     this.#debug = createLogger('standby', options.logPrefix);
@@ -336,6 +336,7 @@ export class Standby extends NodeBase<StandbyEvents> {
       ...options,
       archiveCallTimeoutMs: options.archive?.callTimeoutMs ?? ARCHIVE_DEFAULTS.callTimeoutMs,
       ...(options.archive?.archiver === undefined ? {} : { archiver: options.archive.archiver }),
+      ...(onLocked === undefined ? {} : { onLocked }),
     });
     for (const event of NODE_EVENT_NAMES) {
       const forward = (payload: unknown): void => void this.emitSafely(event, payload as never);
@@ -389,14 +390,18 @@ export class Standby extends NodeBase<StandbyEvents> {
       throw new WalshipError('WAL_IO', `cannot prepare ${storage.description}: ${(err as Error).message}`, { cause: err });
     });
     const signalFile = options.dir === undefined ? undefined : join(resolve(options.dir), PROMOTE_SIGNAL_FILE);
-    // A request left from before this open (PostgreSQL's RemovePromoteSignalFiles at startup),
-    // removed before the lock is taken: one made to this node comes after it holds the lock.
-    if (signalFile !== undefined) {
-      await rm(signalFile, { force: true }).catch((err: unknown) => {
-        throw new WalshipError('WAL_IO', `cannot remove the leftover promote signal file ${signalFile}: ${(err as Error).message}`, { cause: err });
-      });
-    }
-    const standby = new Standby(storage, settings);
+    // A request left from before this open (PostgreSQL's RemovePromoteSignalFiles, which the
+    // postmaster runs once it holds the data directory's lock): removed once this open holds
+    // the lock, before the control file says a node runs here and before the watch begins. An
+    // open refused with WAL_LOCKED never gets there, so a running node's request stays.
+    const onLocked =
+      signalFile === undefined
+        ? undefined
+        : () =>
+            rm(signalFile, { force: true }).catch((err: unknown) => {
+              throw new WalshipError('WAL_IO', `cannot remove the leftover promote signal file ${signalFile}: ${(err as Error).message}`, { cause: err });
+            });
+    const standby = new Standby(storage, settings, onLocked);
     standby.#triggerFiles = [settings.promoteTriggerFile, signalFile].filter((file) => file !== undefined);
     try {
       await standby.#role.prepare();
@@ -534,7 +539,12 @@ export class Standby extends NodeBase<StandbyEvents> {
   #watchTrigger(delayMs: number): void {
     this.#trigger = setTimeout(() => {
       this.#trigger = null;
-      void firstExisting(this.#triggerFiles).then((path) => (path === undefined ? this.#watchTrigger(TRIGGER_POLL_MS) : this.#promoteByTrigger(path)));
+      void firstExisting(this.#triggerFiles).then((path) => {
+        // A close() or promotion during the look found no timer to cancel: the watch ends here.
+        if (this.#triggerWatchEnded) return;
+        if (path === undefined) this.#watchTrigger(TRIGGER_POLL_MS);
+        else void this.#promoteByTrigger(path);
+      });
     }, delayMs);
     this.#trigger.unref();
   }
@@ -551,8 +561,13 @@ export class Standby extends NodeBase<StandbyEvents> {
       if (isWalshipError(err, 'NOT_IN_RECOVERY')) return;
       this.#debug.error('promotion by the trigger file %s failed: %s', path, (err as Error).message);
       // Looked for again after a while: the file stays until a promotion succeeds.
-      if (!this.#lifecycle.closing) this.#watchTrigger(this.#options.retryMaxDelayMs);
+      if (!this.#triggerWatchEnded) this.#watchTrigger(this.#options.retryMaxDelayMs);
     }
+  }
+
+  /** Whether the trigger files are no longer looked for: the standby is closing, closed or promoted. */
+  get #triggerWatchEnded(): boolean {
+    return this.#lifecycle.closing || this.#primary !== null;
   }
 
   #stopTrigger(): void {

@@ -5,7 +5,7 @@ import { errnoCode } from '../errors.js';
 import { archivedBefore } from '../roles/archive-cleanup.js';
 import { NodeStorage } from '../storage/node-storage.js';
 import { detectSegmentSize } from '../wal/wal-log.js';
-import { CommandFailure, EXIT_OK, UsageError, parseCommandArgs, type Command } from './command.js';
+import { CommandFailure, EXIT_OK, UsageError, describeError, parseCommandArgs, type Command } from './command.js';
 
 const HELP = `Usage: walship archive-cleanup <archive-dir> <oldest-kept-segment> [--dry-run] [--clean-backup-history]
 
@@ -51,7 +51,9 @@ export const archiveCleanupCommand: Command = {
     const names = await archive.list();
     // The archive's segments are the segment files themselves: their headers give the size
     // that positions are compared in. No readable segment means no segment to remove.
-    const segmentSize = await detectSegmentSize(new NodeStorage(archive.dir), names);
+    const segmentSize = await detectSegmentSize(new NodeStorage(archive.dir), names).catch((err: unknown) => {
+      throw new CommandFailure(`cannot read the segment files in ${archive.dir}: ${describeError(err)}`);
+    });
     if (segmentSize === undefined) {
       io.err(`walship archive-cleanup: no archived segments in ${archive.dir}: nothing to remove`);
       return EXIT_OK;

@@ -41,6 +41,17 @@ export class UsageError extends Error {}
 /** A command that could not do its work: printed as one line, exit code {@link EXIT_FAILURE}. */
 export class CommandFailure extends Error {}
 
+/**
+ * An error as one line of text for the operator: `CODE: message` for a {@link WalshipError}
+ * (its code is the stable part a script matches, e.g. `WAL_FORMAT` apart from `WAL_CORRUPT`),
+ * the message for any other error; only the message's first line.
+ */
+export function describeError(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const line = message.split('\n')[0] ?? '';
+  return isWalshipError(err) ? `${err.code}: ${line}` : line;
+}
+
 /** The parsed flags and operands of a command. */
 export interface ParsedArgs {
   /** Each flag given: a string for one that takes a value, `true` for a switch. */

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { archiveCleanupCommand } from './archive-cleanup.js';
-import { CommandFailure, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, type Command, type Io } from './command.js';
+import { CommandFailure, EXIT_FAILURE, describeError, EXIT_OK, EXIT_USAGE, UsageError, type Command, type Io } from './command.js';
 import { promoteCommand } from './promote.js';
 import { statusCommand } from './status.js';
 import { waldumpCommand } from './waldump.js';
@@ -42,8 +42,8 @@ export async function main(args: readonly string[], io: Io): Promise<number> {
       io.err(`walship ${name}: ${err.message} (see 'walship ${name} --help')`);
       return EXIT_USAGE;
     }
-    const message = err instanceof CommandFailure ? err.message : `${(err as Error).message ?? String(err)}`;
-    io.err(`walship ${name}: error: ${message.split('\n')[0] ?? ''}`);
+    const message = err instanceof CommandFailure ? (err.message.split('\n')[0] ?? '') : describeError(err);
+    io.err(`walship ${name}: error: ${message}`);
     return EXIT_FAILURE;
   }
 }

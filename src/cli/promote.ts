@@ -5,7 +5,7 @@ import { syncDirectoryAt } from '../directory-sync.js';
 import { CONTROL_FILE, readControlFile, type ControlData } from '../node/control-file.js';
 import { PROMOTE_SIGNAL_FILE } from '../node/promote-signal.js';
 import { NodeStorage, readLockHolder } from '../storage/node-storage.js';
-import { CommandFailure, EXIT_OK, parseCommandArgs, secondsArg, type Command } from './command.js';
+import { CommandFailure, EXIT_OK, describeError, parseCommandArgs, secondsArg, type Command } from './command.js';
 import { formatLsn } from '../lsn.js';
 
 const HELP = `Usage: walship promote <dir> [--no-wait] [--timeout SECONDS]
@@ -21,7 +21,8 @@ Options:
   -h, --help           this text
 
 Fails (exit 1) when <dir> is not a walship data directory, holds a primary, holds a standby
-that is not running, or the promotion does not complete in time (the signal file then stays:
+that is not running (a standby that is running says so in its control file once it holds the
+directory's lock, also a former primary's directory opened as a standby), or the promotion does not complete in time (the signal file then stays:
 the standby promotes when it can, e.g. once consistent; remove the file to cancel).`;
 
 /** How often the control file is read while waiting (pg_ctl polls too). */
@@ -43,10 +44,16 @@ export const promoteCommand: Command = {
     const storage = new NodeStorage(positionals[0] as string);
     const dir = storage.description;
     const before = await controlOf(storage);
-    if (before.state === 'in-production' || before.state === 'shut-down') {
-      throw new CommandFailure(`${dir} holds a primary (${before.state}, timeline ${before.timeline}), not a standby: nothing to promote`);
+    // A live lock holder is a running node; `in-production` is a primary process alone (a
+    // standby opened on a crashed primary's directory records `shut-down` once it holds the
+    // lock), so a live holder of any other state is a standby: `in-recovery`, or
+    // `shut-down-in-recovery` until it streams, or `shut-down` in a former primary's directory
+    // (a primary's until its upstream has compared its WAL).
+    const running = await isRunning(dir);
+    if (before.state === 'in-production' || (before.state === 'shut-down' && !running)) {
+      throw new CommandFailure(`${dir} holds a primary (${before.state}, timeline ${before.timeline}), not a running standby: nothing to promote`);
     }
-    if (before.state === 'shut-down-in-recovery' || !(await isRunning(dir))) {
+    if (!running) {
       throw new CommandFailure(`the standby in ${dir} is not running: open it (a Standby on this directory) and promote again`);
     }
     const signal = join(dir, PROMOTE_SIGNAL_FILE);
@@ -58,7 +65,8 @@ export const promoteCommand: Command = {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const control = await controlOf(storage);
-      if (control.state === 'in-production') {
+      // On a new timeline: a primary that took the directory's lock before it recorded `in-production` is not a promotion.
+      if (control.state === 'in-production' && control.timeline > before.timeline) {
         const switched = control.switchedFrom === undefined ? '' : ` (from timeline ${control.switchedFrom.timeline} at ${formatLsn(control.switchedFrom.switchLsn)})`;
         await io.out(`promoted: ${dir} is a primary on timeline ${control.timeline}${switched}`);
         return EXIT_OK;
@@ -75,7 +83,7 @@ export const promoteCommand: Command = {
 /** The control file; a directory without one, or with one that cannot be read, is a {@link CommandFailure}. */
 async function controlOf(storage: NodeStorage): Promise<ControlData> {
   const control = await readControlFile(storage).catch((err: unknown) => {
-    throw new CommandFailure(`cannot read ${CONTROL_FILE} in ${storage.description}: ${(err as Error).message}`);
+    throw new CommandFailure(`cannot read ${CONTROL_FILE} in ${storage.description}: ${describeError(err)}`);
   });
   if (control === null) throw new CommandFailure(`${storage.description} is not a walship data directory (no ${CONTROL_FILE})`);
   return control;

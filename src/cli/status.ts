@@ -12,7 +12,7 @@ import { SEGMENT_HEADER_SIZE, readSegmentHeader } from '../wal/record.js';
 import { segmentFileName, segmentStart } from '../wal/segment-name.js';
 import { segmentTimeline, timelineOf } from '../wal/timeline-history.js';
 import { scanWal } from '../wal/wal-scan.js';
-import { CommandFailure, EXIT_OK, integerArg, parseCommandArgs, type Command } from './command.js';
+import { CommandFailure, EXIT_OK, describeError, integerArg, parseCommandArgs, type Command } from './command.js';
 import { readWalDirectory, type WalDirectory } from './wal-directory.js';
 
 const HELP = `Usage: walship status <dir> [--json] [--wal-keep-size BYTES] [--max-slot-wal-keep-size BYTES]
@@ -110,7 +110,7 @@ export async function nodeStatus(dir: string, walKeepSize: number, maxSlotWalKee
       return { name: slot.name, restartLsn: slot.restartLsn === null ? null : formatLsn(slot.restartLsn), ...availability, invalidationReason: slot.invalidationReason };
     });
   } catch (err) {
-    slots = { error: (err as Error).message };
+    slots = { error: describeError(err) };
   }
   return {
     directory: wal.dir,

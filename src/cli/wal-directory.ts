@@ -1,11 +1,12 @@
 import { stat } from 'node:fs/promises';
 import { errnoCode } from '../errors.js';
 import { CONTROL_FILE, readControlFile, type ControlData } from '../node/control-file.js';
+import { lostTimelineHistory } from '../node/local-state.js';
 import { NodeStorage } from '../storage/node-storage.js';
-import { parseSegmentFileName } from '../wal/segment-name.js';
-import { branchHistory, historyFileName, readTimelineHistory, segmentTimeline, type TimelineHistory } from '../wal/timeline-history.js';
+import { parseSegmentFileName, type SegmentName } from '../wal/segment-name.js';
+import { historyFileName, readTimelineHistory, segmentTimeline, type TimelineHistory } from '../wal/timeline-history.js';
 import { detectSegmentSize } from '../wal/wal-log.js';
-import { CommandFailure } from './command.js';
+import { CommandFailure, describeError } from './command.js';
 
 /**
  * A directory of WAL looked at read-only, for the commands that inspect one: a node's data
@@ -43,15 +44,20 @@ export async function readWalDirectory(dir: string, timeline?: number): Promise<
   });
   if (!stats.isDirectory()) throw new CommandFailure(`${path} is not a directory`);
   const control = await readControlFile(storage).catch((err: unknown) => {
-    throw new CommandFailure(`cannot read ${CONTROL_FILE} in ${path}: ${(err as Error).message}`);
+    throw new CommandFailure(`cannot read ${CONTROL_FILE} in ${path}: ${describeError(err)}`);
   });
   const names = await storage.list();
-  // A segment removed between the listing and the read is skipped by trying the next name.
-  const segmentSize = control?.segmentSize ?? (await detectSegmentSize(storage, names).catch(() => undefined)) ?? null;
+  // A segment removed between the listing and the read is skipped by trying the next name (detectSegmentSize).
+  const segmentSize =
+    control?.segmentSize ??
+    (await detectSegmentSize(storage, names).catch((err: unknown) => {
+      throw new CommandFailure(`cannot read the segment files in ${path}: ${describeError(err)}`);
+    })) ??
+    null;
   const parsed = segmentSize === null ? [] : names.flatMap((name) => parseSegmentFileName(name, segmentSize) ?? []);
-  const target = timeline ?? control?.timeline ?? Math.max(1, ...parsed.map((p) => p.timeline));
+  const target = timeline ?? control?.timeline ?? newestTimeline(parsed);
   const history = await historyOf(storage, target, control).catch((err: unknown) => {
-    throw new CommandFailure((err as Error).message);
+    throw new CommandFailure(describeError(err));
   });
   if (history === null) throw new CommandFailure(`${historyFileName(target)} is missing in ${path}: without timeline ${target}'s history its WAL cannot be followed`);
   const onPath = segmentSize === null ? [] : parsed.filter((p) => p.timeline === segmentTimeline(history, p.segno, segmentSize));
@@ -68,14 +74,22 @@ export async function readWalDirectory(dir: string, timeline?: number): Promise<
 }
 
 /**
+ * The newest timeline among `segments`, 1 without any. A loop, not `Math.max(...spread)`: an
+ * archive of small segments can list more files than a call takes arguments.
+ */
+export function newestTimeline(segments: readonly SegmentName[]): number {
+  let newest = 1;
+  for (const segment of segments) if (segment.timeline > newest) newest = segment.timeline;
+  return newest;
+}
+
+/**
  * The history of `timeline` from its file; for the control file's timeline whose file is not
- * written yet (a promotion writes it a moment after its commit point), the history the control
- * file's `switchedFrom` and the parent's file give, as an open rebuilds it (nothing is written).
+ * written yet (a promotion writes it a moment after its commit point), the history an open
+ * would rebuild (`lostTimelineHistory`; nothing is written).
  */
 async function historyOf(storage: NodeStorage, timeline: number, control: ControlData | null): Promise<TimelineHistory | null> {
   const history = await readTimelineHistory(storage, timeline);
-  const from = control?.switchedFrom;
-  if (history !== null || control?.timeline !== timeline || from === undefined) return history;
-  const parent = await readTimelineHistory(storage, from.timeline);
-  return parent === null ? null : branchHistory(parent, from.switchLsn, from.reason, timeline);
+  if (history !== null || control === null || control.timeline !== timeline) return history;
+  return lostTimelineHistory(storage, control);
 }

@@ -3,7 +3,7 @@ import type { Storage } from '../storage/storage.js';
 import { DISCARD_MARKER, removeControlFile, type ControlData } from './control-file.js';
 import { RECORD_HEADER_SIZE } from '../wal/record.js';
 import { parseSegmentFileName, segmentFileName } from '../wal/segment-name.js';
-import { branchHistory, historyFileName, readTimelineHistory, writeTimelineHistory } from '../wal/timeline-history.js';
+import { branchHistory, historyFileName, readTimelineHistory, writeTimelineHistory, type TimelineHistory } from '../wal/timeline-history.js';
 
 /** WAL segment files (set-aside `.partial` ones too) and their temporary files, timeline history files, snapshots and the partial snapshot. */
 const LOCAL_STATE = /^(?:[0-9A-F]{24}(?:\.tmp|\.partial)?|[0-9A-F]{8}\.history(?:\.tmp)?|snapshot-[0-9A-F]{8}-[0-9A-F]{16}|snapshot\.partial)$/;
@@ -119,9 +119,21 @@ export async function removeAbandonedTimelines(storage: Storage, timeline: numbe
  * whether it wrote it. Call it with the directory's lock held, before the WAL is opened.
  */
 export async function restoreTimelineHistory(storage: Storage, control: ControlData): Promise<boolean> {
+  const history = await lostTimelineHistory(storage, control);
+  if (history === null) return false;
+  await writeTimelineHistory(storage, history);
+  return true;
+}
+
+/**
+ * The history of the control file's timeline rebuilt as {@link restoreTimelineHistory} would
+ * write it, without writing it (the CLI reads a directory beside its node); `null` when its
+ * file is there or there is nothing to rebuild (timeline 1, no `switchedFrom`).
+ */
+export async function lostTimelineHistory(storage: Storage, control: ControlData): Promise<TimelineHistory | null> {
   const from = control.switchedFrom;
-  if (control.timeline === 1 || from === undefined) return false;
-  if ((await readTimelineHistory(storage, control.timeline)) !== null) return false;
+  if (control.timeline === 1 || from === undefined) return null;
+  if ((await readTimelineHistory(storage, control.timeline)) !== null) return null;
   const parent = await readTimelineHistory(storage, from.timeline);
   if (parent === null) {
     throw new WalshipError(
@@ -129,8 +141,7 @@ export async function restoreTimelineHistory(storage: Storage, control: ControlD
       `${historyFileName(control.timeline)} and ${historyFileName(from.timeline)} are missing in ${storage.description}: timeline ${control.timeline}'s history cannot be rebuilt; restore the node from a base backup`,
     );
   }
-  await writeTimelineHistory(storage, branchHistory(parent, from.switchLsn, from.reason, control.timeline));
-  return true;
+  return branchHistory(parent, from.switchLsn, from.reason, control.timeline);
 }
 
 async function removeIfThere(storage: Storage, name: string): Promise<void> {

@@ -30,7 +30,7 @@ import type { Storage } from '../storage/storage.js';
 import type { Transport } from '../transport/transport.js';
 import { branchHistory, formatTimelineHistory, historyFileName, newestTimeline, parseTimelineHistory, switchPointOf, writeTimelineHistory, type TimelineHistory } from '../wal/timeline-history.js';
 import { WalLog, type SyncMode } from '../wal/wal-log.js';
-import { lockStorage, releaseLock, withStorageLock } from '../node/storage-lock.js';
+import { lockStorage, withStorageLock } from '../node/storage-lock.js';
 import { describeHistory, extendsHistory, sameHistory, upstreamAddresses } from './upstream.js';
 import { discardedBatches, type RewindEvent } from './rewind.js';
 import { archiverCall, restoreFromArchive } from './archive-restore.js';
@@ -246,6 +246,12 @@ export interface RecoverySettings {
   readonly recoveryTarget?: RecoveryTarget;
   readonly recoveryTargetInclusive: boolean;
   readonly recoveryTargetAction: RecoveryTargetAction;
+  /**
+   * Runs once, the first time the open holds the directory's lock for good (the local WAL is
+   * open, or, in an empty directory, the lock taken to check it): the `Standby` removes a
+   * leftover promote signal file there, which only a node holding the lock may do.
+   */
+  readonly onLocked?: () => Promise<void>;
 }
 
 /** While replay runs behind the received WAL, it reports its position at most this often. */
@@ -293,6 +299,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   readonly #storage: Storage;
   readonly #app: Application;
   #options: RecoverySettings;
+  /** The `onLocked` setting until it has run. */
+  #onLocked: (() => Promise<void>) | undefined;
   readonly #debug: Logger;
   readonly #abort = new AbortController();
   /** Stops the upstream connection loop alone (a promotion); replaced when the loop starts again. */
@@ -375,6 +383,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#storage = storage;
     this.#app = app;
     this.#options = options;
+    this.#onLocked = options.onLocked;
     this.#upstreamAddress = options.primary === undefined ? '' : (upstreamAddresses(options.primary.address)[0] as string);
     this.#debug = createLogger('standby', options.logPrefix);
     this.emitterLog = this.#debug;
@@ -400,7 +409,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
         // WAL without a control file that lost it is refused now (a bootstrap would discard it).
         await refuseMissingControlFile(this.#storage, 'standby');
         // A new directory another node is using (bootstrapping it, say) is refused now, not in the background.
-        await releaseLock(this.#storage, await lockStorage(this.#storage));
+        await withStorageLock(this.#storage, () => this.#lockedFirstTime());
       }
     } finally {
       // Events of the open itself reach listeners attached right after `await Standby.open()`.
@@ -831,12 +840,14 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     });
     let start: Lsn;
     try {
+      await this.#lockedFirstTime();
       const slots = await SlotManager.open(this.#storage, {
         maxReplicationSlots: o.maxReplicationSlots,
         ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
       });
       // After bootstrapping again the restored state may be older than what was replayed before.
       start = await this.#core.attach({ control, log, slots });
+      await this.#recordRunning();
     } catch (err) {
       await log.close().catch(() => undefined);
       throw err;
@@ -849,6 +860,28 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#checkConsistent();
     this.#startReplay(log, start);
     this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
+  }
+
+  /** Runs the `onLocked` setting, the first time only. */
+  async #lockedFirstTime(): Promise<void> {
+    const onLocked = this.#onLocked;
+    this.#onLocked = undefined;
+    await onLocked?.();
+  }
+
+  /**
+   * The open holds the lock and has recovered the local WAL: a former primary's directory that
+   * says `in-production` (its primary crashed) says `shut-down` from now on, so that
+   * `in-production` means a primary process alone and `walship promote` can tell a running
+   * standby (a live lock holder) from a running primary. It stays a primary's directory (not
+   * a recovery state) until its upstream has compared its WAL (see {@link #recordRecovery});
+   * nothing else tells the two primary states apart, and a crash during the write leaves one of
+   * them. A standby's directory is not written here (PostgreSQL's startup records
+   * DB_IN_ARCHIVE_RECOVERY, but a standby refused by its upstream changes nothing here: its
+   * `in-recovery` comes with streaming).
+   */
+  async #recordRunning(): Promise<void> {
+    if ((this.#control as ControlData).state === 'in-production') await this.#setControlState('shut-down');
   }
 
   /**

@@ -280,11 +280,16 @@ function parseLockHolder(raw: string): LockHolder | undefined {
 function isStaleHolder(holder: LockHolder, realDir: string): boolean {
   if (holder.hostname !== hostname()) return false; // Cannot tell whether it lives.
   if (isThisProcess(holder)) return heldLocks().get(realDir) !== holder.token;
+  return !processExists(holder.pid);
+}
+
+/** Whether a process `pid` exists on this host (signal 0 checks without sending anything). */
+function processExists(pid: number): boolean {
   try {
-    process.kill(holder.pid, 0);
-    return false;
+    process.kill(pid, 0);
+    return true;
   } catch (err) {
-    return errnoCode(err) === 'ESRCH'; // EPERM: alive, owned by another user.
+    return errnoCode(err) !== 'ESRCH'; // EPERM: alive, owned by another user.
   }
 }
 
@@ -307,15 +312,7 @@ export async function readLockHolder(dir: string): Promise<LockHolderInfo | null
   const content = await readLockFile(path.join(path.resolve(dir), LOCK_FILE_NAME));
   const holder = content?.holder;
   if (holder === undefined) return null;
-  let alive: boolean | null = null;
-  if (holder.hostname === hostname()) {
-    try {
-      process.kill(holder.pid, 0);
-      alive = true;
-    } catch (err) {
-      alive = errnoCode(err) !== 'ESRCH'; // EPERM: alive, owned by another user.
-    }
-  }
+  const alive = holder.hostname === hostname() ? processExists(holder.pid) : null;
   return { pid: holder.pid, hostname: holder.hostname, createdAt: holder.createdAt, alive };
 }
 

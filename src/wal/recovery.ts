@@ -105,7 +105,12 @@ export async function recoverEnd(
           break walk;
         }
         tornLength = align(header.length);
-        if (!(await window.ensure(offset, header.length)) || !checkRecordCrc(window.buf, window.index(offset), header)) {
+        // The same reasons as scanWal's (what `walship waldump` prints at its stop).
+        if (!(await window.ensure(offset, header.length))) {
+          failure = 'record runs past the end of the segment file';
+          break walk;
+        }
+        if (!checkRecordCrc(window.buf, window.index(offset), header)) {
           failure = 'record checksum mismatch';
           break walk;
         }

@@ -1231,11 +1231,21 @@ async function holdsOwnHeader(storage: Storage, name: string, base: Lsn): Promis
   return readSegmentHeader(buf, 0)?.startLsn === base;
 }
 
-/** The segment size recorded in the first readable segment header among `names` (a directory's listing), if any. */
+/**
+ * The segment size recorded in the first readable segment header among `names` (a directory's
+ * listing), if any. A file removed since the listing (a running node's checkpoint, an archive
+ * cleanup) is skipped: the next name is tried.
+ */
 export async function detectSegmentSize(storage: Storage, names: readonly string[]): Promise<number | undefined> {
   const buf = Buffer.alloc(SEGMENT_HEADER_SIZE);
   for (const name of names.filter((n) => /^[0-9A-F]{24}$/.test(n)).sort()) {
-    const file = await storage.open(name, { readOnly: true });
+    let file;
+    try {
+      file = await storage.open(name, { readOnly: true });
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') continue;
+      throw err;
+    }
     try {
       if ((await file.read(buf, 0, SEGMENT_HEADER_SIZE, 0)) < SEGMENT_HEADER_SIZE) continue;
       const header = readSegmentHeader(buf, 0);

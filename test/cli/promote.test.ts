@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { access, rm } from 'node:fs/promises';
+import { access, cp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { PROMOTE_SIGNAL_FILE, Primary, type PromotedEvent } from '../../src/index.js';
+import { NodeStorage, PROMOTE_SIGNAL_FILE, Primary, type PromotedEvent } from '../../src/index.js';
+import { readControlFile } from '../../src/node/control-file.js';
 import { createCluster } from '../../src/testing/index.js';
 import type { NodeStatusReport } from '../../src/cli/status.js';
 import { GatedApp, RecordingApp } from '../helpers/apps.js';
@@ -56,7 +57,7 @@ describe('walship promote', () => {
 
     const again = await runCli(['promote', dir]);
     assert.equal(again.code, 1);
-    assert.match(again.stderr, /^walship promote: error: .* holds a primary \(in-production, timeline 2\), not a standby: nothing to promote\n$/);
+    assert.match(again.stderr, /^walship promote: error: .* holds a primary \(in-production, timeline 2\), not a running standby: nothing to promote\n$/);
 
     // status reads the new timeline's history from the control file while its file is not
     // written yet (a promotion writes it a moment after its commit point): here, removed.
@@ -118,7 +119,7 @@ describe('walship promote', () => {
 
     const primary = await runCli(['promote', primaryDir]);
     assert.equal(primary.code, 1);
-    assert.match(primary.stderr, /holds a primary \(in-production, timeline 1\), not a standby/);
+    assert.match(primary.stderr, /holds a primary \(in-production, timeline 1\), not a running standby/);
     const stopped = await runCli(['promote', standbyDir]);
     assert.equal(stopped.code, 1);
     assert.match(stopped.stderr, /^walship promote: error: the standby in .* is not running/);
@@ -126,5 +127,46 @@ describe('walship promote', () => {
     const none = await runCli(['promote', empty]);
     assert.equal(none.code, 1);
     assert.match(none.stderr, /is not a walship data directory \(no walship\.control\)/);
+  });
+
+  it('promotes a standby reopened while its primary is down (it has streamed nothing since its clean close)', async (t) => {
+    const cluster = createCluster(t);
+    let promoted: Primary | undefined;
+    const standbyDir = await lastDir(t, async () => void (await promoted?.close()));
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp(), dir: standbyDir });
+    await replayedTo(s, await commitMany(p, 0, 3), 'the standby to replay');
+    await s.close();
+    await p.close();
+    const again = await cluster.standby('s', { upstream: p.address ?? 'p:1', application: new RecordingApp(), dir: standbyDir });
+    assert.equal((await readControlFile(new NodeStorage(standbyDir)))?.state, 'shut-down-in-recovery', 'streaming nothing, it has changed nothing');
+    const event = nextEvent(again, 'promoted');
+    const result = await runCli(['promote', standbyDir]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^promoted: .* is a primary on timeline 2 \(from timeline 1 at /);
+    promoted = ((await within(event, HANG_MS, 'the promotion')) as PromotedEvent).primary;
+  });
+
+  it('promotes a crashed former primary opened as a standby before its upstream vouched for it', async (t) => {
+    const cluster = createCluster(t);
+    let promoted: Primary | undefined;
+    const primaryDir = await lastDir(t, async () => undefined);
+    const formerDir = await lastDir(t, async () => void (await promoted?.close()));
+    const p = await cluster.primary('p', { application: new RecordingApp(), dir: primaryDir });
+    await commitMany(p, 0, 3);
+    // A copy of a running primary's directory: a primary that crashed (its lock names a holder gone).
+    await cp(primaryDir, formerDir, { recursive: true });
+    assert.equal((await readControlFile(new NodeStorage(formerDir)))?.state, 'in-production');
+    // Its upstream is down: nothing compares its WAL, so the directory stays a primary's.
+    const s = await cluster.standby('s', { upstream: 'nowhere:1', application: new RecordingApp(), dir: formerDir });
+    assert.equal((await readControlFile(new NodeStorage(formerDir)))?.state, 'shut-down', "recovered, and still a primary's directory, not a running primary");
+    const event = nextEvent(s, 'promoted');
+    const result = await runCli(['promote', formerDir]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^promoted: .* is a primary on timeline 2/);
+    promoted = ((await within(event, HANG_MS, 'the promotion')) as PromotedEvent).primary;
+    await s.close();
+    const closed = await runCli(['promote', primaryDir]);
+    assert.match(closed.stderr, /holds a primary \(in-production, timeline 1\), not a running standby/, 'the running primary still is one');
   });
 });

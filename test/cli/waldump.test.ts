@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { cp, open, readdir, readFile, rm } from 'node:fs/promises';
+import { cp, open, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import crc32c from 'fast-crc32c';
 import { MIN_SEGMENT_SIZE, Primary, WalLog, formatLsn, segmentFileName, type Lsn } from '../../src/index.js';
+import { SEGMENT_HEADER_SIZE } from '../../src/wal/record.js';
+import { main } from '../../src/cli/main.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { lines, runCli } from './run-cli.js';
@@ -118,7 +121,7 @@ describe('walship waldump', () => {
     assert.deepEqual(dumpedLsns(result.stdout), batches.slice(0, 25).map((lsn) => formatLsn(lsn)), 'every record before the damage, none after');
     assert.match(
       result.stderr,
-      new RegExp(`error: WAL is corrupt at ${formatLsn(damaged)} \\(segment ${name}, offset ${offset}\\): record checksum mismatch`),
+      new RegExp(`error: WAL_CORRUPT: WAL is corrupt at ${formatLsn(damaged)} \\(segment ${name}, offset ${offset}\\): record checksum mismatch`),
       'the damaged record\'s LSN, segment, offset and why',
     );
   });
@@ -152,7 +155,19 @@ describe('walship waldump', () => {
     assert.ok(dumpedLsns(result.stdout).length > 0 && dumpedLsns(result.stdout).length < batches.length, 'the records of segment 1 only');
     assert.match(
       result.stderr,
-      /error: WAL is corrupt at 0\/20000 \(segment 000000010000000000000002, offset 0\): segment file is missing, but segments after it hold valid WAL \(from 000000010000000000000003\)/,
+      /error: WAL_CORRUPT: WAL is corrupt at 0\/20000 \(segment 000000010000000000000002, offset 0\): segment file is missing, but segments after it hold valid WAL \(from 000000010000000000000003\)/,
+    );
+  });
+
+  it('names a record cut short by a truncated segment as the walk and an open both do', async (t) => {
+    const { dir, batches } = await writePrimary(t, 60);
+    const cut = batches.find((lsn) => Math.floor(lsn / SEGMENT) === 2 && lsn % SEGMENT > 1000) as Lsn;
+    await truncate(join(dir, segmentFileName(1, 2, SEGMENT)), (cut % SEGMENT) + 100);
+    const result = await runCli(['waldump', dir]);
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr,
+      new RegExp(`error: WAL_CORRUPT: WAL is corrupt at ${formatLsn(cut)} \\(segment 000000010000000000000002, offset ${cut % SEGMENT}\\): record runs past the end of the segment file, but segment 000000010000000000000003 after it holds valid WAL`),
     );
   });
 
@@ -171,4 +186,85 @@ describe('walship waldump', () => {
     assert.equal(old.code, 0, old.stderr);
     assert.ok(!old.stdout.includes('end-of-recovery'), 'timeline 1 alone does not hold the switch');
   });
+
+  it('prints the error code first, so a script tells WAL it cannot read (WAL_FORMAT) from damage (WAL_CORRUPT)', async (t) => {
+    const { dir } = await writePrimary(t);
+    // Segment 2's header, resealed with a format version no walship writes: intact, but unreadable.
+    const path = join(dir, segmentFileName(1, 2, SEGMENT));
+    const header = Buffer.alloc(SEGMENT_HEADER_SIZE);
+    const file = await open(path, 'r+');
+    try {
+      await file.read(header, 0, SEGMENT_HEADER_SIZE, 0);
+      header.writeUInt16LE(99, 8);
+      header.writeUInt32LE(crc32c.calculate(header.subarray(4)), 0);
+      await file.write(header, 0, SEGMENT_HEADER_SIZE, 0);
+    } finally {
+      await file.close();
+    }
+    const format = await runCli(['waldump', dir]);
+    assert.equal(format.code, 1);
+    assert.match(format.stderr, /^walship waldump: error: WAL_FORMAT: WAL cannot be read at 0\/20000 \(segment 000000010000000000000002, offset 0\): segment 000000010000000000000002 has on-disk format version 99;/m);
+    await writeFile(join(dir, '00000002.history'), 'not a history\n');
+    const history = await runCli(['waldump', dir, '--timeline', '2']);
+    assert.equal(history.code, 1);
+    assert.match(history.stderr, /^walship waldump: error: WAL_CORRUPT: timeline history file 00000002\.history in .* is damaged/m);
+  });
+
+  it('calls the end of a running primary\'s WAL the end, not damage, however its commits race the read', async (t) => {
+    const { dir, cleanup } = await tempDir();
+    const primary = await Primary.open({ dir, application: new RecordingApp(), segmentSize: SEGMENT });
+    t.after(() => primary.close());
+    t.after(cleanup);
+    // Small batches, committed one after another for as long as the dumps run: records stamped
+    // durable past wherever a dump's read ends arrive while it decides what that end is.
+    let writing = true;
+    let committed = 0;
+    const writer = (async () => {
+      while (writing) {
+        await primary.commit([Buffer.alloc(200, committed % 256)]);
+        committed++;
+      }
+    })();
+    try {
+      for (let run = 0; run < 6; run++) {
+        const before = committed;
+        const result = await runCli(['waldump', dir]);
+        assert.equal(result.code, 0, `run ${run}: ${result.stderr}`);
+        assert.match(result.stderr, /^walship waldump: end of WAL (so far )?at /, `run ${run}: the end, not damage`);
+        assert.match(result.stderr, /a node is running/, `run ${run}: says a node is writing there`);
+        assert.ok(dumpedLsns(result.stdout).length >= before, `run ${run}: every batch committed before it began`);
+      }
+    } finally {
+      writing = false;
+      await writer;
+    }
+  });
+
+  it('says a segment a running node removed while it was read was removed, and finds damage in a listing taken again', async (t) => {
+    const { dir } = await writePrimary(t, 60);
+    const names = (await readdir(dir)).filter((name) => /^[0-9A-F]{24}$/.test(name)).sort();
+    assert.ok(names.length >= 4, 'four segments or more');
+    // While the first record is printed (segment 1 open), a checkpoint removes segments 1 to 3.
+    const removed = await runMain(['waldump', dir], async (line) => {
+      if (line.includes('lsn: 0/10020,')) for (const name of names.slice(0, 3)) await rm(join(dir, name));
+    });
+    assert.equal(removed.code, 1);
+    assert.match(removed.err.join('\n'), /^walship waldump: error: segment 000000010000000000000002 was removed while it was being read \(a checkpoint of the running node removed it\); dump from a later --start$/);
+  });
+
+  it('judges a segment removed from the middle while it was read by the directory as it is now: the log is cut', async (t) => {
+    const { dir } = await writePrimary(t, 60);
+    const result = await runMain(['waldump', dir], async (line) => {
+      if (line.includes('lsn: 0/10020,')) await rm(join(dir, segmentFileName(1, 2, SEGMENT)));
+    });
+    assert.equal(result.code, 1);
+    assert.match(result.err.join('\n'), /error: WAL_CORRUPT: WAL is corrupt at 0\/20000 \(segment 000000010000000000000002, offset 0\): segment file is missing, but segments after it hold valid WAL/);
+  });
 });
+
+/** Runs `walship <args>` in this process; `onLine` sees each line printed to stdout before the command goes on. */
+async function runMain(args: readonly string[], onLine: (line: string) => Promise<void>): Promise<{ code: number; err: string[] }> {
+  const err: string[] = [];
+  const code = await main(args, { out: onLine, err: (line) => err.push(line) });
+  return { code, err };
+}

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile, access } from 'node:fs/promises';
+import fsPromises, { mkdtemp, rm, writeFile, access } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import { NodeStorage, PROMOTE_SIGNAL_FILE, Primary, type PromotedEvent } from '../../src/index.js';
 import { createCluster } from '../../src/testing/index.js';
 import { parseTimelineHistory } from '../../src/wal/timeline-history.js';
 import { readControlFile } from '../../src/node/control-file.js';
-import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
+import { GatedApp, RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
 import { HANG_MS, codeOf, receivedTo, commitMany, nextEvent, replayedTo } from '../helpers/standby-harness.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { within } from '../helpers/wal.js';
@@ -255,6 +256,73 @@ describe('Standby.promote', () => {
     await replayedTo(again, await commitMany(p, 3, 3), 'the reopened standby to replay');
     assert.notEqual(again.state, 'promoted', 'still a standby');
     assert.equal((await readControlFile(new NodeStorage(dir)))?.state, 'in-recovery', 'the directory still records a standby');
+  });
+
+  it("keeps a running standby's promote request when a second open of its directory is refused (WAL_LOCKED)", async (t) => {
+    const { dir, cleanup } = await tempDir();
+    const signal = join(dir, PROMOTE_SIGNAL_FILE);
+    const cluster = createCluster(t);
+    let promotedPrimary: Primary | undefined;
+    t.after(async () => {
+      await promotedPrimary?.close();
+      await cleanup();
+    });
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    // Replay held at its first batch: the promotion (which applies everything first) cannot
+    // finish, and remove the file, before the second open has run.
+    const app = new GatedApp();
+    let openGate!: () => void;
+    app.gate = new Promise<void>((resolve) => (openGate = resolve));
+    const s = await cluster.standby('s', { upstream: p, application: app, dir });
+    await receivedTo(s, await commitMany(p, 0, 3));
+    await writeFile(signal, '');
+    assert.equal(await codeOf(cluster.standby('again', { upstream: p, application: new RecordingApp(), dir })), 'WAL_LOCKED');
+    assert.equal(await exists(signal), true, 'the refused open left the running standby\'s request in place');
+    const promoted = nextEvent(s, 'promoted');
+    openGate();
+    promotedPrimary = ((await within(promoted, HANG_MS, 'the promotion by the signal file')) as PromotedEvent).primary;
+    assert.equal(promotedPrimary.timeline, 2);
+  });
+
+  it('stops looking for its trigger files once closed, even when the close lands during a look', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'walship-trigger-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const trigger = join(dir, 'promote-now');
+    let looks = 0;
+    let gate: { entered: () => void; released: Promise<void> } | null = null;
+    const realStat = fsPromises.stat;
+    // The standby's own stat (a named import): a look at the trigger file can be held open.
+    mock.method(fsPromises, 'stat', async (...args: Parameters<typeof fsPromises.stat>) => {
+      if (args[0] === trigger) {
+        looks++;
+        const held = gate;
+        gate = null;
+        if (held !== null) {
+          held.entered();
+          await held.released;
+        }
+      }
+      return realStat(...args);
+    });
+    syncBuiltinESMExports();
+    t.after(() => {
+      mock.restoreAll();
+      syncBuiltinESMExports();
+    });
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp(), promoteTriggerFile: trigger });
+    let release!: () => void;
+    const entered = new Promise<void>((resolve) => {
+      gate = { entered: resolve, released: new Promise<void>((r) => (release = r)) };
+    });
+    await within(entered, HANG_MS, 'a look at the trigger file');
+    await s.close();
+    const atClose = looks;
+    release();
+    // Several poll intervals: a watch that went on would have looked again by then.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    assert.equal(looks, atClose, 'no look after close()');
   });
 });
 
