@@ -1,7 +1,7 @@
 import { RECOVERY_EVENT_NAMES } from '../../src/roles/recovery.js';
 import assert from 'node:assert/strict';
 import { isWalshipError, type Primary, type Standby, type StandbyEvents } from '../../src/index.js';
-import { MemoryStorage } from '../../src/testing/index.js';
+import { MemoryStorage, type CrashOptions } from '../../src/testing/index.js';
 import type { AppliedBatch } from './apps.js';
 import { payload, within } from './wal.js';
 
@@ -138,4 +138,48 @@ export async function receivedTo(standby: Standby, lsn: number, what = 'the stan
     HANG_MS,
     what,
   );
+}
+
+/** What {@link promoteWithPowerLoss} saw: the promotion's outcome, and what the disk kept. */
+export interface PromotionCrash {
+  /** The promoted primary, or null when the promotion failed. */
+  readonly primary: Primary | null;
+  /** Why it failed, or null. */
+  readonly error: unknown;
+  /** True when the promotion needed fewer than `k` storage operations: the power stayed on. */
+  readonly completed: boolean;
+  /** The storage after the power loss (before operation `k`, or after a completed promotion). */
+  readonly survivor: MemoryStorage;
+}
+
+/**
+ * One step of a promotion crash sweep: the power fails before storage operation `k` of
+ * `node.promote()`; a promotion that completes first meets a power loss after it (all of it
+ * must be durable). `beforePowerLoss` sees the outcome while the promoted primary is still
+ * open. Both nodes are closed before it resolves.
+ */
+export async function promoteWithPowerLoss(
+  node: Standby,
+  storage: MemoryStorage,
+  k: number,
+  crash: Omit<CrashOptions, 'random'> & { random: () => number },
+  what: string,
+  beforePowerLoss?: (outcome: { primary: Primary | null; error: unknown; completed: boolean }) => void,
+): Promise<PromotionCrash> {
+  const crashed = storage.crashAfter(k, crash);
+  const outcome = await within(
+    node.promote().then(
+      (primary) => ({ primary, error: null }),
+      (error: unknown) => ({ primary: null, error }),
+    ),
+    HANG_MS,
+    `${what}: the promotion to end`,
+  );
+  const fired = await Promise.race([crashed, new Promise<null>((resolve) => setImmediate(() => resolve(null)))]);
+  const completed = fired === null;
+  beforePowerLoss?.({ ...outcome, completed });
+  const survivor = fired ?? storage.crash(crash);
+  await within(outcome.primary?.close().catch(() => undefined) ?? Promise.resolve(), HANG_MS, `${what}: closing the promoted primary`);
+  await within(node.close().catch(() => undefined), HANG_MS, `${what}: closing the crashed node`);
+  return { ...outcome, completed, survivor };
 }

@@ -6,7 +6,7 @@ import { CLUSTER_DEFAULTS, createCluster, seededRandom, type Cluster, type Memor
 import { CRASH_MODES } from '../helpers/crashes.js';
 import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
-import { HANG_MS, commitMany, copyOf, receivedTo, replayedTo, sameSequence } from '../helpers/standby-harness.js';
+import { HANG_MS, commitMany, copyOf, promoteWithPowerLoss, receivedTo, replayedTo, sameSequence } from '../helpers/standby-harness.js';
 
 // A crash at any storage operation of a promotion at a recovery target (a standby paused at a
 // restore point, with more than two segments of WAL received past it) leaves the standby it
@@ -104,22 +104,10 @@ describe('a crash at every storage step of a promotion at a recovery target', ()
         if (modeIndex !== 0 && modeIndex !== 4 && k > 1 && sample() >= 1 / 3) continue;
         const { node, storage } = await pausedCopy(cluster, subject, what);
         const random = seededRandom(k * 7919 + modeIndex);
-        const crashed = storage.crashAfter(k, { ...mode, random });
-        const outcome = await within(
-          node.promote().then(
-            (primary) => ({ primary, error: null }),
-            (error: unknown) => ({ primary: null, error }),
-          ),
-          HANG_MS,
-          `${what}: the promotion to end`,
-        );
-        const fired = await Promise.race([crashed, new Promise<null>((resolve) => setImmediate(() => resolve(null)))]);
-        const completed = fired === null;
-        if (completed) assert.equal(outcome.error, null, `${what}: with no crash the promotion succeeds (${String(outcome.error)})`);
-        if (completed) assert.equal(outcome.primary?.wal.history.entries[0]?.switchLsn, subject.stop, `${what}: the new timeline begins at the target`);
-        const survivor = fired ?? storage.crash({ ...mode, random });
-        await within(outcome.primary?.close().catch(() => undefined) ?? Promise.resolve(), HANG_MS, `${what}: closing the promoted primary`);
-        await within(node.close().catch(() => undefined), HANG_MS, `${what}: closing the crashed node`);
+        const { completed, survivor } = await promoteWithPowerLoss(node, storage, k, { ...mode, random }, what, ({ primary, error, completed }) => {
+          if (completed) assert.equal(error, null, `${what}: with no crash the promotion succeeds (${String(error)})`);
+          if (completed) assert.equal(primary?.wal.history.entries[0]?.switchLsn, subject.stop, `${what}: the new timeline begins at the target`);
+        });
         points++;
         outcomes.add(await checkSurvivor(cluster, survivor, subject, what));
         if (completed) break;

@@ -8,7 +8,7 @@ import { parseTimelineHistory } from '../../src/wal/timeline-history.js';
 import { CRASH_MODES } from '../helpers/crashes.js';
 import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
-import { HANG_MS, codeOf, commitMany, copyOf, receivedTo, replayedTo, sameSequence } from '../helpers/standby-harness.js';
+import { HANG_MS, codeOf, commitMany, copyOf, promoteWithPowerLoss, receivedTo, replayedTo, sameSequence } from '../helpers/standby-harness.js';
 
 // A crash at any storage operation of Standby.promote() leaves a directory that opens as
 // that standby (control file "in recovery" on timeline 1) or as the promoted primary ("in
@@ -64,22 +64,9 @@ async function sweep(cluster: Cluster, subject: Subject, plan: SweepPlan, open: 
       if (!plan.full.has(modeIndex) && sample() >= plan.sample && k > 1) continue;
       const { node, storage } = await open(what);
       const random = seededRandom(k * 7919 + modeIndex + plan.seed * 104729);
-      const crashed = storage.crashAfter(k, { ...mode, random });
-      const outcome = await within(
-        node.promote().then(
-          (primary) => ({ primary, error: null }),
-          (error: unknown) => ({ primary: null, error }),
-        ),
-        HANG_MS,
-        `${what}: the promotion to end`,
-      );
-      const fired = await Promise.race([crashed, new Promise<null>((resolve) => setImmediate(() => resolve(null)))]);
-      const completed = fired === null;
-      if (completed) assert.equal(outcome.error, null, `${what}: with no crash the promotion succeeds (${String(outcome.error)})`);
-      // A promotion that completed meets a power loss after it: all of it must be durable.
-      const survivor = fired ?? storage.crash({ ...mode, random });
-      await within(outcome.primary?.close().catch(() => undefined) ?? Promise.resolve(), HANG_MS, `${what}: closing the promoted primary`);
-      await within(node.close().catch(() => undefined), HANG_MS, `${what}: closing the crashed node`);
+      const { completed, survivor } = await promoteWithPowerLoss(node, storage, k, { ...mode, random }, what, ({ error, completed }) => {
+        if (completed) assert.equal(error, null, `${what}: with no crash the promotion succeeds (${String(error)})`);
+      });
       points++;
       outcomes.add(await checkSurvivor(cluster, survivor, subject, what));
       if (completed) break;
