@@ -196,22 +196,10 @@ describe('Standby.promote', () => {
     const { primary } = (await within(promoted, HANG_MS, 'the promotion by trigger file')) as PromotedEvent;
     t.after(() => primary.close());
     await until(() => s.state === 'promoted');
-    await within(
-      (async () => {
-        for (;;) {
-          try {
-            await access(trigger);
-            await new Promise((r) => setTimeout(r, 10));
-          } catch {
-            return;
-          }
-        }
-      })(),
-      HANG_MS,
-      'the trigger file to be removed',
-    );
+    await removed(trigger, 'the trigger file to be removed');
     await primary.commit([Buffer.from('x')]);
   });
+
   it('promotes when the promote signal file appears in its directory, then removes it', async (t) => {
     const { dir, cleanup } = await tempDir();
     const signal = join(dir, PROMOTE_SIGNAL_FILE);
@@ -231,13 +219,7 @@ describe('Standby.promote', () => {
     promotedPrimary = primary;
     assert.equal(timeline, 2);
     assert.equal((await readControlFile(new NodeStorage(dir)))?.state, 'in-production', 'the directory records a primary');
-    await within(
-      (async () => {
-        while (await exists(signal)) await new Promise((resolve) => setTimeout(resolve, 10));
-      })(),
-      HANG_MS,
-      'the signal file to be removed',
-    );
+    await removed(signal, 'the signal file to be removed');
     await primary.commit([Buffer.from('x')]);
   });
 
@@ -329,4 +311,15 @@ describe('Standby.promote', () => {
 /** Whether `path` exists. */
 async function exists(path: string): Promise<boolean> {
   return access(path).then(() => true, () => false);
+}
+
+/** Waits until `path` is gone (looking every 10 ms), or fails the test after HANG_MS. */
+async function removed(path: string, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while (await exists(path)) await new Promise((resolve) => setTimeout(resolve, 10));
+    })(),
+    HANG_MS,
+    what,
+  );
 }
