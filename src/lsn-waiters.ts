@@ -1,5 +1,6 @@
 import { WalshipError, abortError } from './errors.js';
 import { formatLsn, type Lsn } from './lsn.js';
+import { clearTimer, currentScheduler } from './scheduler.js';
 
 interface Waiter {
   readonly lsn: Lsn;
@@ -81,9 +82,9 @@ export class LsnWaiters {
       const timer =
         timeoutMs === undefined
           ? undefined
-          : setTimeout(() => this.#abandon(waiting, new WalshipError('TIMEOUT', `waited ${timeoutMs} ms for ${formatLsn(lsn)}; reached ${formatLsn(this.#position)}`)), timeoutMs);
+          : currentScheduler().setTimeout(() => this.#abandon(waiting, new WalshipError('TIMEOUT', `waited ${timeoutMs} ms for ${formatLsn(lsn)}; reached ${formatLsn(this.#position)}`)), timeoutMs);
       waiting.cleanup = () => {
-        if (timer !== undefined) clearTimeout(timer);
+        if (timer !== undefined) clearTimer(timer);
         signal?.removeEventListener('abort', onAbort);
       };
     }

@@ -42,6 +42,7 @@ import {
   type SynchronousCommit,
   type WriterEvents,
 } from './roles/writer.js';
+import { currentScheduler, REAL_SCHEDULER, runWithScheduler } from './scheduler.js';
 
 export type { CheckpointResult } from './node/checkpointer.js';
 export type { ApplyErrorEvent, CommitOptions, CommitResult, RestorePointResult, SynchronousCommit } from './roles/writer.js';
@@ -132,6 +133,8 @@ export class Primary extends NodeBase<PrimaryEvents> {
   readonly #lifecycle = new Lifecycle('primary');
   /** Aborted by a `close({ signal })` whose signal fired: the shutdown stops waiting (immediate). */
   readonly #immediate = new AbortController();
+  /** The scheduler the primary was opened on (virtual time in a simulation): its calls run on it. */
+  readonly #scheduler = currentScheduler();
 
   private constructor(core: NodeCore, log: WalLog, options: PrimaryOptions & typeof PRIMARY_DEFAULTS, syncConfig: SyncStandbyConfig | null) {
     super();
@@ -310,15 +313,17 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * takes: never silently less). Concurrent commits share one write and one fsync.
    */
   commit(entries: EntryInput | readonly EntryInput[], options: CommitOptions = {}): Promise<CommitResult> {
-    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError('no new commits'));
-    const level = options.synchronousCommit ?? this.#writer.synchronousCommit;
-    if (!LEVELS.includes(level)) {
-      return Promise.reject(new WalshipError('INVALID_ARGUMENT', `synchronousCommit must be one of ${LEVELS.join(', ')}; got ${String(level)}`));
-    }
-    if (options.timeoutMs !== undefined && !(Number.isInteger(options.timeoutMs) && options.timeoutMs >= 0 && options.timeoutMs <= MAX_TIMEOUT_MS)) {
-      return Promise.reject(new WalshipError('INVALID_ARGUMENT', `timeoutMs must be an integer from 0 to ${MAX_TIMEOUT_MS}; got ${String(options.timeoutMs)}`));
-    }
-    return this.#writer.commit(entries, level, options);
+    return this.#enter(() => {
+      if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError('no new commits'));
+      const level = options.synchronousCommit ?? this.#writer.synchronousCommit;
+      if (!LEVELS.includes(level)) {
+        return Promise.reject(new WalshipError('INVALID_ARGUMENT', `synchronousCommit must be one of ${LEVELS.join(', ')}; got ${String(level)}`));
+      }
+      if (options.timeoutMs !== undefined && !(Number.isInteger(options.timeoutMs) && options.timeoutMs >= 0 && options.timeoutMs <= MAX_TIMEOUT_MS)) {
+        return Promise.reject(new WalshipError('INVALID_ARGUMENT', `timeoutMs must be an integer from 0 to ${MAX_TIMEOUT_MS}; got ${String(options.timeoutMs)}`));
+      }
+      return this.#writer.commit(entries, level, options);
+    });
   }
 
   /**
@@ -332,8 +337,10 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * standby). Applications never see it as a batch.
    */
   createRestorePoint(name: string): Promise<RestorePointResult> {
-    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError('no new restore points'));
-    return this.#writer.createRestorePoint(name);
+    return this.#enter(() => {
+      if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError('no new restore points'));
+      return this.#writer.createRestorePoint(name);
+    });
   }
 
   /**
@@ -342,17 +349,21 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * at once: clearing the names releases all of them. `INVALID_OPTIONS` changes nothing.
    */
   reload(options: ReloadOptions): void {
-    this.#assertUsable();
-    validateReload(options);
-    const { synchronousCommit, synchronousStandbyNames } = options;
-    const syncConfig = synchronousStandbyNames === undefined ? undefined : parseSynchronousStandbyNames(synchronousStandbyNames);
-    this.#writer.reload({ ...(synchronousCommit === undefined ? {} : { synchronousCommit }), ...(syncConfig === undefined ? {} : { syncConfig }) });
+    this.#enter(() => {
+      this.#assertUsable();
+      validateReload(options);
+      const { synchronousCommit, synchronousStandbyNames } = options;
+      const syncConfig = synchronousStandbyNames === undefined ? undefined : parseSynchronousStandbyNames(synchronousStandbyNames);
+      this.#writer.reload({ ...(synchronousCommit === undefined ? {} : { synchronousCommit }), ...(syncConfig === undefined ? {} : { syncConfig }) });
+    });
   }
 
   /** Resolves once the primary's application has applied everything up to `lsn`. */
   waitForApply(lsn: Lsn, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<void> {
-    assertLsn(lsn);
-    return this.#core.applier.wait(lsn, options);
+    return this.#enter(() => {
+      assertLsn(lsn);
+      return this.#core.applier.wait(lsn, options);
+    });
   }
 
   /** `pg_stat_replication`: one row per connected standby. */
@@ -387,15 +398,19 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * otherwise from where its standby first starts streaming. `INVALID_SLOT_NAME`, `SLOT_EXISTS`.
    */
   async createSlot(name: string, options: CreateSlotOptions = {}): Promise<SlotInfo> {
-    this.#assertUsable();
-    validateCreateSlot(options);
-    return this.#core.createSlot(name, { reserveWal: options.reserveWal === true, reserveFrom: null });
+    return this.#enter(async () => {
+      this.#assertUsable();
+      validateCreateSlot(options);
+      return this.#core.createSlot(name, { reserveWal: options.reserveWal === true, reserveFrom: null });
+    });
   }
 
   /** Drops a replication slot, durably. `SLOT_NOT_FOUND`; `SLOT_ACTIVE` while a standby streams with it. */
   async dropSlot(name: string): Promise<void> {
-    this.#assertUsable();
-    await this.#core.dropSlot(name);
+    return this.#enter(async () => {
+      this.#assertUsable();
+      await this.#core.dropSlot(name);
+    });
   }
 
   /**
@@ -404,13 +419,20 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * new `restartLsn`. `SLOT_ACTIVE` while a standby streams with it; `WAL_REMOVED` once lost.
    */
   async advanceSlot(name: string, lsn: Lsn): Promise<Lsn> {
-    this.#assertUsable();
-    return this.#core.advanceSlot(name, lsn);
+    return this.#enter(async () => {
+      this.#assertUsable();
+      return this.#core.advanceSlot(name, lsn);
+    });
   }
 
   /** `pg_replication_slots`: every slot, by name, with its `walStatus` and `safeWalSize`. */
   slots(): ReplicationSlotRow[] {
     return this.#core.slotRows();
+  }
+
+  /** Runs a call on the primary's scheduler, whoever calls: its timers and continuations stay on it. */
+  #enter<T>(fn: () => T): T {
+    return this.#scheduler === REAL_SCHEDULER ? fn() : runWithScheduler(this.#scheduler, fn);
   }
 
   /** Rejects calls that change the node once it is closing or has failed. */
@@ -426,9 +448,11 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * the application's `snapshot()` and stores it in the data directory.
    */
   checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
-    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
-    if (this.#writer.failure !== null) return Promise.reject(this.#writer.failure);
-    return this.#core.checkpoint(lsn);
+    return this.#enter(() => {
+      if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
+      if (this.#writer.failure !== null) return Promise.reject(this.#writer.failure);
+      return this.#core.checkpoint(lsn);
+    });
   }
 
   /**
@@ -437,8 +461,10 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * it ended, or `null` when the segment held no WAL yet.
    */
   async switchWal(): Promise<Lsn | null> {
-    this.#assertUsable();
-    return this.#log.switchSegment();
+    return this.#enter(async () => {
+      this.#assertUsable();
+      return this.#log.switchSegment();
+    });
   }
 
   /** The archiver's progress (PostgreSQL's `pg_stat_archiver`) and what is still to archive (`archive` option). */
@@ -452,8 +478,10 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * the WAL, which the standby streams from the snapshot's position when it opens.
    */
   async baseBackup(target: { dir?: string; storage?: Storage }): Promise<BaseBackupResult> {
-    this.#assertUsable();
-    return this.#core.writeBaseBackup(target);
+    return this.#enter(async () => {
+      this.#assertUsable();
+      return this.#core.writeBaseBackup(target);
+    });
   }
 
   /**
@@ -470,10 +498,12 @@ export class Primary extends NodeBase<PrimaryEvents> {
    * next open recovers as after a crash.
    */
   close(options: CloseOptions = {}): Promise<void> {
-    const { signal } = options;
-    // Any call's signal can cut the shutdown short, also one made after it began.
-    if (signal !== undefined) whenAborted(signal, () => this.#immediate.abort());
-    return this.#lifecycle.close(() => this.#close());
+    return this.#enter(() => {
+      const { signal } = options;
+      // Any call's signal can cut the shutdown short, also one made after it began.
+      if (signal !== undefined) whenAborted(signal, () => this.#immediate.abort());
+      return this.#lifecycle.close(() => this.#close());
+    });
   }
 
   async #close(): Promise<void> {

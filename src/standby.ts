@@ -37,6 +37,7 @@ import { recoveryTargetSchema, resolveRecoveryTarget, type RecoveryTarget, type 
 import type { ReplicationSlotRow, SlotInfo } from './slots/slot-manager.js';
 import type { Storage } from './storage/storage.js';
 import type { Transport } from './transport/transport.js';
+import { clearTimer, currentScheduler, REAL_SCHEDULER, runWithScheduler, type SchedulerTimer } from './scheduler.js';
 
 export type { BaseBackupProgressEvent, DiscardedBatch, RecoveryTargetReachedEvent, RecoveryTargetTimeline, RewindEvent, StandbyPrimaryOptions, StandbyState } from './roles/recovery.js';
 export type { RecoveryTarget, RecoveryTargetAction } from './node/recovery-target.js';
@@ -302,13 +303,15 @@ export class Standby extends NodeBase<StandbyEvents> {
   readonly #role: RecoveryRole;
   readonly #debug: Logger;
   readonly #lifecycle = new Lifecycle('standby');
+  /** The scheduler the standby was opened on (virtual time in a simulation): its calls run on it. */
+  readonly #scheduler = currentScheduler();
   readonly #options: StandbyOptions & typeof STANDBY_DEFAULTS;
   /** Passes the core's and the role's events on, until the standby is promoted. */
   readonly #forwarders: (() => void)[] = [];
   /** The primary it became, once promoted. */
   #primary: Primary | null = null;
   #promoting: Promise<Primary> | null = null;
-  #trigger: NodeJS.Timeout | null = null;
+  #trigger: SchedulerTimer | null = null;
   /** The files whose appearance promotes: `promoteTriggerFile` and `<dir>/promote` (see {@link #watchTrigger}). */
   #triggerFiles: readonly string[] = [];
   /** `open()` has returned: a recovery-target action reached while it ran waits for it (see {@link #actOnTarget}). */
@@ -416,7 +419,7 @@ export class Standby extends NodeBase<StandbyEvents> {
     const pending = standby.#pendingAction;
     standby.#pendingAction = null;
     // After the caller's turn, as the event itself: a listener attached right after open() hears it first.
-    if (pending !== null) setImmediate(() => standby.#actOnTarget(pending));
+    if (pending !== null) currentScheduler().setImmediate(() => standby.#actOnTarget(pending));
     return standby;
   }
 
@@ -460,14 +463,16 @@ export class Standby extends NodeBase<StandbyEvents> {
    * touched. `INVALID_OPTIONS` changes nothing.
    */
   reconfigure(options: ReconfigureOptions): void {
-    if (this.#primary !== null) throw promotedError();
-    this.#lifecycle.assertOpen();
-    validateReconfigure(options);
-    checkEndpoint('reconfigure().primary', options.primary);
-    if (options.primary.createSlot === true && options.primary.slotName === undefined) {
-      throw new WalshipError('INVALID_OPTIONS', 'invalid reconfigure() options: primary.createSlot needs primary.slotName');
-    }
-    this.#role.reconfigure(options.primary);
+    this.#enter(() => {
+      if (this.#primary !== null) throw promotedError();
+      this.#lifecycle.assertOpen();
+      validateReconfigure(options);
+      checkEndpoint('reconfigure().primary', options.primary);
+      if (options.primary.createSlot === true && options.primary.slotName === undefined) {
+        throw new WalshipError('INVALID_OPTIONS', 'invalid reconfigure() options: primary.createSlot needs primary.slotName');
+      }
+      this.#role.reconfigure(options.primary);
+    });
   }
 
   /**
@@ -488,32 +493,34 @@ export class Standby extends NodeBase<StandbyEvents> {
    * as this standby or as the new primary.
    */
   promote(options: PromoteOptions = {}): Promise<Primary> {
-    if (this.#primary !== null) return Promise.reject(promotedError());
-    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError('it cannot be promoted'));
-    try {
-      validatePromote(options);
-      if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
-        throw new WalshipError('INVALID_OPTIONS', 'invalid promote() options: signal must be an AbortSignal');
+    return this.#enter(() => {
+      if (this.#primary !== null) return Promise.reject(promotedError());
+      if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError('it cannot be promoted'));
+      try {
+        validatePromote(options);
+        if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+          throw new WalshipError('INVALID_OPTIONS', 'invalid promote() options: signal must be an AbortSignal');
+        }
+        parseSynchronousStandbyNames(options.synchronousStandbyNames ?? '');
+      } catch (err) {
+        return Promise.reject(err);
       }
-      parseSynchronousStandbyNames(options.synchronousStandbyNames ?? '');
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    this.#promoting ??= this.#promote(options, 'promote()').finally(() => {
-      this.#promoting = null;
+      this.#promoting ??= this.#promote(options, 'promote()').finally(() => {
+        this.#promoting = null;
+      });
+      return this.#promoting;
     });
-    return this.#promoting;
   }
 
   async #promote(options: PromoteOptions, by: string): Promise<Primary> {
-    const started = performance.now();
+    const started = currentScheduler().monotonic();
     const { timeline, switchLsn, log } = await this.#role.promote(`promoted by ${by}`, options.signal);
     this.#stopTrigger();
     for (const stop of this.#forwarders) stop();
     const primary = Primary.afterPromotion(this.#core, log, this.#primaryOptions(options));
     this.#primary = primary;
     if (promoteChannel.hasSubscribers) {
-      const message: PromoteDiagnostic = { standby: this, primary, timeline, switchLsn, durationMs: performance.now() - started };
+      const message: PromoteDiagnostic = { standby: this, primary, timeline, switchLsn, durationMs: currentScheduler().monotonic() - started };
       promoteChannel.publish(message);
     }
     this.emitSafely('promoted', { primary, timeline, switchLsn });
@@ -537,7 +544,7 @@ export class Standby extends NodeBase<StandbyEvents> {
    * {@link TRIGGER_POLL_MS}; once one is there, promotes and removes it.
    */
   #watchTrigger(delayMs: number): void {
-    this.#trigger = setTimeout(() => {
+    this.#trigger = currentScheduler().setTimeout(() => {
       this.#trigger = null;
       void firstExisting(this.#triggerFiles).then((path) => {
         // A close() or promotion during the look found no timer to cancel: the watch ends here.
@@ -571,7 +578,7 @@ export class Standby extends NodeBase<StandbyEvents> {
   }
 
   #stopTrigger(): void {
-    if (this.#trigger !== null) clearTimeout(this.#trigger);
+    if (this.#trigger !== null) clearTimer(this.#trigger);
     this.#trigger = null;
   }
 
@@ -666,9 +673,11 @@ export class Standby extends NodeBase<StandbyEvents> {
    * once promoted, `WAL_CLOSED` once closed.
    */
   resumeReplay(): void {
-    if (this.#primary !== null) throw promotedError();
-    this.#lifecycle.assertOpen();
-    this.#role.resumeReplay();
+    this.#enter(() => {
+      if (this.#primary !== null) throw promotedError();
+      this.#lifecycle.assertOpen();
+      this.#role.resumeReplay();
+    });
   }
 
   /** Whether the application may serve reads: a hot standby that is consistent. */
@@ -693,14 +702,16 @@ export class Standby extends NodeBase<StandbyEvents> {
    * that times out while the standby cannot stream has the reason as its `cause`.
    */
   waitForReplay(lsn: Lsn, options: WaitOptions = {}): Promise<void> {
-    try {
-      assertLsn(lsn);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    if (this.#primary !== null) return Promise.reject(promotedError());
-    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
-    return this.#role.waitForReplay(lsn, options);
+    return this.#enter(() => {
+      try {
+        assertLsn(lsn);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      if (this.#primary !== null) return Promise.reject(promotedError());
+      if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
+      return this.#role.waitForReplay(lsn, options);
+    });
   }
 
   /**
@@ -709,9 +720,11 @@ export class Standby extends NodeBase<StandbyEvents> {
    * `HOT_STANDBY_OFF` on a warm standby.
    */
   waitForConsistent(options: WaitOptions = {}): Promise<void> {
-    if (this.#primary !== null) return Promise.reject(promotedError());
-    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
-    return this.#role.waitForConsistent(options);
+    return this.#enter(() => {
+      if (this.#primary !== null) return Promise.reject(promotedError());
+      if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
+      return this.#role.waitForConsistent(options);
+    });
   }
 
   /** A standby is read-only: every commit is refused with `READ_ONLY`. */
@@ -726,14 +739,16 @@ export class Standby extends NodeBase<StandbyEvents> {
    * its own state is durable up to there; without, walship stores its `snapshot()`.
    */
   checkpoint(lsn?: Lsn): Promise<CheckpointResult> {
-    if (this.#primary !== null) return Promise.reject(promotedError());
-    if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
-    // A standby stopped by a failed fsync or apply removes nothing and records nothing.
-    const failure = this.#role.failure;
-    if (failure !== null) return Promise.reject(failure);
-    return this.#core.checkpoint(lsn).then(async (result) => {
-      await this.#cleanArchive(result.lsn);
-      return result;
+    return this.#enter(() => {
+      if (this.#primary !== null) return Promise.reject(promotedError());
+      if (this.#lifecycle.closing) return Promise.reject(this.#lifecycle.closedError());
+      // A standby stopped by a failed fsync or apply removes nothing and records nothing.
+      const failure = this.#role.failure;
+      if (failure !== null) return Promise.reject(failure);
+      return this.#core.checkpoint(lsn).then(async (result) => {
+        await this.#cleanArchive(result.lsn);
+        return result;
+      });
     });
   }
 
@@ -800,21 +815,27 @@ export class Standby extends NodeBase<StandbyEvents> {
    * application has applied.
    */
   async createSlot(name: string, options: CreateSlotOptions = {}): Promise<SlotInfo> {
-    this.#assertUsable();
-    validateCreateSlot(options);
-    return this.#core.createSlot(name, { reserveWal: options.reserveWal === true, reserveFrom: null });
+    return this.#enter(async () => {
+      this.#assertUsable();
+      validateCreateSlot(options);
+      return this.#core.createSlot(name, { reserveWal: options.reserveWal === true, reserveFrom: null });
+    });
   }
 
   /** Drops a replication slot of this standby. `SLOT_NOT_FOUND`; `SLOT_ACTIVE` while a downstream streams with it. */
   async dropSlot(name: string): Promise<void> {
-    this.#assertUsable();
-    await this.#core.dropSlot(name);
+    return this.#enter(async () => {
+      this.#assertUsable();
+      await this.#core.dropSlot(name);
+    });
   }
 
   /** Moves an inactive slot of this standby forward (see `Primary.advanceSlot`). */
   async advanceSlot(name: string, lsn: Lsn): Promise<Lsn> {
-    this.#assertUsable();
-    return this.#core.advanceSlot(name, lsn);
+    return this.#enter(async () => {
+      this.#assertUsable();
+      return this.#core.advanceSlot(name, lsn);
+    });
   }
 
   /** The archiver's progress and what is still to archive (`archive.mode` `'always'`; see `Primary.archiverStatus`). */
@@ -833,8 +854,15 @@ export class Standby extends NodeBase<StandbyEvents> {
    * standby): its application's snapshot at its replay position.
    */
   async baseBackup(target: { dir?: string; storage?: Storage }): Promise<BaseBackupResult> {
-    this.#assertUsable();
-    return this.#core.writeBaseBackup(target);
+    return this.#enter(async () => {
+      this.#assertUsable();
+      return this.#core.writeBaseBackup(target);
+    });
+  }
+
+  /** Runs a call on the standby's scheduler, whoever calls: its timers and continuations stay on it. */
+  #enter<T>(fn: () => T): T {
+    return this.#scheduler === REAL_SCHEDULER ? fn() : runWithScheduler(this.#scheduler, fn);
   }
 
   /** Calls that need local state: `WAL_CLOSED` once closing, the failure once failed, `INVALID_ARGUMENT` before bootstrap. */
@@ -855,18 +883,20 @@ export class Standby extends NodeBase<StandbyEvents> {
    * aborts, it stops waiting (for an `apply` or checkpoint in progress, for downstreams).
    */
   close(options: CloseOptions & { dropSlot?: boolean } = {}): Promise<void> {
-    // A promoted standby's node belongs to its Primary: closing is the Primary's.
-    if (this.#primary !== null) return Promise.resolve();
-    // Closing during a promotion closes whichever node comes out of it.
-    const promoting = this.#promoting;
-    if (promoting !== null) return promoting.then((primary) => primary.close(options), () => this.close(options));
-    this.#stopTrigger();
-    // The role's stop() shares one shutdown across calls; a later call may add a signal or
-    // dropSlot. A refused call (dropSlot without a slot) changes nothing.
-    const closing = this.#role.stop(options);
-    if (options.dropSlot === true && this.#role.refusesDropSlot) return closing;
-    void this.#lifecycle.close(() => closing.catch(() => undefined));
-    return closing;
+    return this.#enter(() => {
+      // A promoted standby's node belongs to its Primary: closing is the Primary's.
+      if (this.#primary !== null) return Promise.resolve();
+      // Closing during a promotion closes whichever node comes out of it.
+      const promoting = this.#promoting;
+      if (promoting !== null) return promoting.then((primary) => primary.close(options), () => this.close(options));
+      this.#stopTrigger();
+      // The role's stop() shares one shutdown across calls; a later call may add a signal or
+      // dropSlot. A refused call (dropSlot without a slot) changes nothing.
+      const closing = this.#role.stop(options);
+      if (options.dropSlot === true && this.#role.refusesDropSlot) return closing;
+      void this.#lifecycle.close(() => closing.catch(() => undefined));
+      return closing;
+    });
   }
 
 }

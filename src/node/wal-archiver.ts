@@ -8,6 +8,7 @@ import { parseWalFileName, type WalFileName } from '../wal/segment-name.js';
 import { MAX_HISTORY_BYTES, historyFileName } from '../wal/timeline-history.js';
 import type { FileKeptEvent, FlushEvent, SegmentRemovedEvent, WalLog } from '../wal/wal-log.js';
 import { ArchiveStatus, type ArchiveMark } from './archive-status.js';
+import { clearTimer, currentScheduler, type SchedulerTimer } from '../scheduler.js';
 
 /**
  * `archive` options of a node (PostgreSQL's `archive_mode`, `archive_command` as an object,
@@ -141,8 +142,8 @@ export class WalArchiver {
   #marking: Promise<void> = Promise.resolve();
   /** Complete segments whose markers are still being written: held like pending ones. */
   readonly #unmarked = new Set<string>();
-  #switchTimer: NodeJS.Timeout | null = null;
-  #lastSegmentEndAt = Date.now();
+  #switchTimer: SchedulerTimer | null = null;
+  #lastSegmentEndAt = currentScheduler().now();
   /** A segment's worth of bytes, reused for every put (bounded memory). */
   #buffer: Buffer | null = null;
   #archivedCount = 0;
@@ -208,7 +209,7 @@ export class WalArchiver {
     log.off('flush', this.#onFlush);
     log.off('file:kept', this.#onKept);
     log.off('segment:removed', this.#onRemoved);
-    if (this.#switchTimer !== null) clearTimeout(this.#switchTimer);
+    if (this.#switchTimer !== null) clearTimer(this.#switchTimer);
     this.#switchTimer = null;
     this.#stop.abort();
     this.#wake?.();
@@ -267,7 +268,7 @@ export class WalArchiver {
     if (complete <= this.#markedBelow) return;
     const from = this.#markedBelow;
     this.#markedBelow = complete;
-    this.#lastSegmentEndAt = Date.now();
+    this.#lastSegmentEndAt = currentScheduler().now();
     const names: string[] = [];
     for (let segno = from; segno < complete; segno++) names.push(log.segmentName(segno * log.segmentSize));
     for (const name of names) this.#unmarked.add(name);
@@ -341,7 +342,7 @@ export class WalArchiver {
   #next(): string | null {
     const { log } = this.#host;
     const status = this.#status as ArchiveStatus;
-    const now = Date.now();
+    const now = currentScheduler().now();
     let best: { name: string; key: [number, number, number] } | null = null;
     for (const name of status.ready()) {
       if ((this.#backoff.get(name)?.retryAt ?? 0) > now) continue;
@@ -366,9 +367,9 @@ export class WalArchiver {
     const retryAt = Math.min(...[...this.#backoff].filter(([name]) => status.get(name) === 'ready').map(([, b]) => b.retryAt));
     await new Promise<void>((resolve) => {
       // Unreferenced, as every walship timer in the background: it never keeps the host's process alive.
-      const timer = Number.isFinite(retryAt) ? setTimeout(resolve, Math.max(0, retryAt - Date.now())).unref() : null;
+      const timer = Number.isFinite(retryAt) ? currentScheduler().setTimeout(resolve, Math.max(0, retryAt - currentScheduler().now())).unref() : null;
       this.#wake = () => {
-        if (timer !== null) clearTimeout(timer);
+        if (timer !== null) clearTimer(timer);
         resolve();
       };
     });
@@ -377,7 +378,7 @@ export class WalArchiver {
 
   async #archive(name: string): Promise<void> {
     const data = await this.#read(name);
-    const deadline = AbortSignal.timeout(this.#callTimeoutMs);
+    const deadline = currentScheduler().timeoutSignal(this.#callTimeoutMs);
     const signal = AbortSignal.any([this.#stop.signal, deadline]);
     // An archiver that ignores the signal is not waited for: not past the deadline, and not
     // once the node stops (close() never waits for it). Its buffer is then its own.
@@ -388,7 +389,7 @@ export class WalArchiver {
         reject(error);
       };
     });
-    const timer = setTimeout(() => abandon(new WalshipError('ARCHIVE_FAILED', `putting ${name} into the archive took longer than ${this.#callTimeoutMs} ms`)), this.#callTimeoutMs + 1000).unref();
+    const timer = currentScheduler().setTimeout(() => abandon(new WalshipError('ARCHIVE_FAILED', `putting ${name} into the archive took longer than ${this.#callTimeoutMs} ms`)), this.#callTimeoutMs + 1000).unref();
     const onStop = (): void => abandon(new WalshipError('ARCHIVE_FAILED', `putting ${name} into the archive was abandoned: the node is closing`));
     this.#stop.signal.addEventListener('abort', onStop, { once: true });
     try {
@@ -399,7 +400,7 @@ export class WalArchiver {
       }
       throw err;
     } finally {
-      clearTimeout(timer);
+      clearTimer(timer);
       this.#stop.signal.removeEventListener('abort', onStop);
     }
   }
@@ -429,7 +430,7 @@ export class WalArchiver {
         : new WalshipError('ARCHIVE_FAILED', `archiving ${name} failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
     const attempts = (this.#backoff.get(name)?.attempts ?? 0) + 1;
     const retryInMs = Math.min(ARCHIVE_RETRY_MIN_MS * 2 ** (attempts - 1), ARCHIVE_RETRY_MAX_MS);
-    this.#backoff.set(name, { attempts, retryAt: Date.now() + retryInMs });
+    this.#backoff.set(name, { attempts, retryAt: currentScheduler().now() + retryInMs });
     this.#failedCount++;
     this.#lastFailed = { name, time: new Date(), error };
     this.#debug.error('archiving %s failed (attempt %d, again in %d ms): %s', name, attempts, retryInMs, error.message);
@@ -441,8 +442,8 @@ export class WalArchiver {
   /** With `timeoutMs`, a primary ends a segment that has held new WAL for that long, so that it is archived. */
   #armSwitch(): void {
     if (this.#timeoutMs === 0 || this.#stop.signal.aborted) return;
-    const due = this.#lastSegmentEndAt + this.#timeoutMs - Date.now();
-    this.#switchTimer = setTimeout(() => void this.#switchIfDue(), Math.max(due, 0));
+    const due = this.#lastSegmentEndAt + this.#timeoutMs - currentScheduler().now();
+    this.#switchTimer = currentScheduler().setTimeout(() => void this.#switchIfDue(), Math.max(due, 0));
     this.#switchTimer.unref();
   }
 
@@ -452,12 +453,12 @@ export class WalArchiver {
     try {
       const dueAt = this.#lastSegmentEndAt + this.#timeoutMs;
       const offset = log.insertLsn % log.segmentSize;
-      if (Date.now() >= dueAt && log.role === 'primary' && !log.closed && offset > SEGMENT_HEADER_SIZE) {
+      if (currentScheduler().now() >= dueAt && log.role === 'primary' && !log.closed && offset > SEGMENT_HEADER_SIZE) {
         const end = await log.switchSegment();
         if (end !== null) this.#debug('archive timeout: ended the segment at %s', end);
       }
       // Nothing new: the next check is a whole timeout away.
-      if (Date.now() >= dueAt) this.#lastSegmentEndAt = Date.now();
+      if (currentScheduler().now() >= dueAt) this.#lastSegmentEndAt = currentScheduler().now();
     } catch (err) {
       this.#debug.error('archive timeout: ending the segment failed: %s', (err as Error).message);
     } finally {

@@ -4,6 +4,7 @@ import type { CompiledAuth } from './auth-rules.js';
 import type { MessageStream } from './message-stream.js';
 import { PROTOCOL_VERSION, type StartupOption } from './messages.js';
 import { SCRAM_MECHANISM, ScramClient } from './scram.js';
+import { clearTimer, currentScheduler, type SchedulerTimer } from '../scheduler.js';
 
 /** Who authenticated on a server-side connection. */
 export interface AuthenticatedPeer {
@@ -62,9 +63,9 @@ export async function serverHandshake(
   peer: PeerInfo,
   options: ServerHandshakeOptions,
 ): Promise<AuthenticatedPeer> {
-  const deadline = Date.now() + options.timeoutMs;
+  const deadline = currentScheduler().now() + options.timeoutMs;
   const next = async () => {
-    const message = await conn.next({ timeoutMs: Math.max(1, deadline - Date.now()) });
+    const message = await conn.next({ timeoutMs: Math.max(1, deadline - currentScheduler().now()) });
     if (message === null) throw new WalshipError('CONNECTION_FAILED', 'the client closed the connection during the handshake', { transient: true });
     options.onMessage?.();
     return message;
@@ -138,9 +139,9 @@ export interface ClientHandshakeOptions {
  * know the verifier is refused), and resolves once the server is ready for commands.
  */
 export async function clientHandshake(conn: MessageStream<'client'>, options: ClientHandshakeOptions): Promise<void> {
-  const deadline = Date.now() + options.timeoutMs;
+  const deadline = currentScheduler().now() + options.timeoutMs;
   const next = async () => {
-    const message = await conn.next({ timeoutMs: Math.max(1, deadline - Date.now()), ...(options.signal === undefined ? {} : { signal: options.signal }) });
+    const message = await conn.next({ timeoutMs: Math.max(1, deadline - currentScheduler().now()), ...(options.signal === undefined ? {} : { signal: options.signal }) });
     if (message === null) throw new WalshipError('CONNECTION_FAILED', 'the server closed the connection during the handshake', { transient: true });
     if (message.kind === 'error') throw new WalshipError(message.code, message.message);
     return message;
@@ -189,6 +190,6 @@ function outOfOrder(got: string, expected: string): WalshipError {
 
 /** Waits `ms`, or less if `cutShort` settles first (the connection closed): no timer outlives it. */
 function delay(ms: number, cutShort: Promise<void>): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))), cutShort]).finally(() => clearTimeout(timer));
+  let timer: SchedulerTimer | undefined;
+  return Promise.race([new Promise<void>((resolve) => (timer = currentScheduler().setTimeout(resolve, ms))), cutShort]).finally(() => clearTimer(timer));
 }

@@ -10,6 +10,7 @@ import {
   type ServerMessage,
   type WalDataMessage,
 } from './messages.js';
+import { clearTimer, currentScheduler, type SchedulerTimer } from '../scheduler.js';
 
 const WAL_DATA_TYPE = MESSAGE_TYPES.walData;
 /** startLsn, walEnd and sendTime (u64 each) and the data's u32 length. */
@@ -118,9 +119,9 @@ export class MessageStream<Side extends 'client' | 'server'> {
     }
     if (signal?.aborted) return Promise.reject(abortError(signal));
     return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: SchedulerTimer | undefined;
       const cleanup = (): void => {
-        if (timer !== undefined) clearTimeout(timer);
+        if (timer !== undefined) clearTimer(timer);
         signal?.removeEventListener('abort', onAbort);
         this.#waiter = null;
       };
@@ -129,7 +130,7 @@ export class MessageStream<Side extends 'client' | 'server'> {
         reject(abortError(signal as AbortSignal));
       };
       if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
+        timer = currentScheduler().setTimeout(() => {
           cleanup();
           reject(new WalshipError('TIMEOUT', `no message from the peer within ${timeoutMs} ms`, { transient: true }));
         }, timeoutMs);
@@ -185,11 +186,11 @@ export class MessageStream<Side extends 'client' | 'server'> {
   drained(options: { timeoutMs?: number } = {}): Promise<void> {
     if (!this.#stream.writableNeedDrain || this.#stream.destroyed) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: SchedulerTimer | undefined;
       const done = (): void => {
         this.#stream.off('drain', settle);
         this.#stream.off('close', settle);
-        if (timer !== undefined) clearTimeout(timer);
+        if (timer !== undefined) clearTimer(timer);
       };
       const settle = (): void => {
         done();
@@ -198,7 +199,7 @@ export class MessageStream<Side extends 'client' | 'server'> {
       this.#stream.on('drain', settle);
       this.#stream.on('close', settle);
       if (options.timeoutMs !== undefined) {
-        timer = setTimeout(() => {
+        timer = currentScheduler().setTimeout(() => {
           done();
           reject(new WalshipError('TIMEOUT', `the peer has not read what was sent within ${options.timeoutMs} ms`, { transient: true }));
         }, options.timeoutMs);
@@ -223,8 +224,8 @@ export class MessageStream<Side extends 'client' | 'server'> {
       this.#stream.end(Buffer.concat(encodeMessageParts({ kind: 'error', code: error.code, message } as Outgoing<Side>)));
       this.#stream.once('finish', () => this.#stream.destroy());
       // A peer that does not read must not keep the stream: give the error a moment, then drop it.
-      const timer = setTimeout(() => this.#stream.destroy(), 1000);
-      this.#stream.once('close', () => clearTimeout(timer));
+      const timer = currentScheduler().setTimeout(() => this.#stream.destroy(), 1000);
+      this.#stream.once('close', () => clearTimer(timer));
     } else {
       this.#stream.destroy();
     }

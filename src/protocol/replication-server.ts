@@ -6,6 +6,7 @@ import type { Listener, PeerInfo, Transport } from '../transport/transport.js';
 import type { CompiledAuth } from './auth-rules.js';
 import { serverHandshake, type AuthFailure, type AuthenticatedPeer } from './handshake.js';
 import { MessageStream } from './message-stream.js';
+import { currentScheduler } from '../scheduler.js';
 
 /** An authenticated replication connection, handed to the code that serves its commands. */
 export interface ServerSession extends AuthenticatedPeer {
@@ -157,11 +158,11 @@ export class ReplicationServer extends SafeEmitter<ReplicationServerEvents> {
     // While it authenticates a peer gets one decoded message ahead: the handshake is strictly
     // question and answer, and whatever else it sends waits undecoded (a chunk at most).
     const conn = new MessageStream(stream, 'server', { maxFrameBytes: MAX_CLIENT_FRAME_BYTES, readAheadBytes: 0 });
-    const pending: Pending = { conn, address: peer.remoteAddress ?? peer.description, received: 0, heardAt: performance.now(), refused: false };
+    const pending: Pending = { conn, address: peer.remoteAddress ?? peer.description, received: 0, heardAt: currentScheduler().monotonic(), refused: false };
     this.#makeRoom(pending.address);
     this.#handshaking.set(conn, pending);
     const heard = (): void => {
-      pending.heardAt = performance.now();
+      pending.heardAt = currentScheduler().monotonic();
     };
     stream.on('data', heard);
     serverHandshake(conn, peer, {

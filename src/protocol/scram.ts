@@ -15,9 +15,10 @@
  * Errors name the message and the attribute at fault, never a password, a key or a proof.
  * @module
  */
-import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, pbkdf2, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { inspect, promisify } from 'node:util';
 import { WalshipError } from '../errors.js';
+import { currentScheduler } from '../scheduler.js';
 import { saslprep } from './saslprep.js';
 
 /** The SASL mechanism name the handshake announces. */
@@ -53,7 +54,15 @@ const MOCK_SECRET_MIN_BYTES = 16;
 /** Attribute letters RFC 5802 defines; an extension may not reuse them. */
 const RESERVED_ATTRIBUTES = 'acimnprsve';
 
-const pbkdf2Async = promisify(pbkdf2);
+const pbkdf2OnPool = promisify(pbkdf2);
+
+/**
+ * PBKDF2-SHA-256 on libuv's thread pool; under virtual time on this thread, since a result
+ * from the pool would arrive at a moment the simulation cannot order.
+ */
+async function pbkdf2Async(password: Buffer, salt: Buffer, iterations: number, keyBytes: number, digest: string): Promise<Buffer> {
+  return currentScheduler().virtual ? pbkdf2Sync(password, salt, iterations, keyBytes, digest) : pbkdf2OnPool(password, salt, iterations, keyBytes, digest);
+}
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const LONE_SURROGATE = /\p{Cs}/u;
 /** RFC 5802 `printable`: ASCII 0x21-0x7E except ",". */

@@ -7,12 +7,12 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { SnapshotData } from '../application.js';
 import { WalshipError, abortError, isWalshipError } from '../errors.js';
 import { baseBackupChunk } from '../protocol/messages.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import type { BaseBackupData, WalSource } from './wal-source.js';
+import { currentScheduler } from '../scheduler.js';
 
 const BACKUP_CHUNK_BYTES = 1024 * 1024;
 /** PostgreSQL's `MAX_RATE` range (32 kB/s .. 1 GB/s), in bytes per second; 0 means unlimited. */
@@ -77,7 +77,7 @@ export async function sendBaseBackup(conn: MessageStream<'server'>, source: Pick
     options.onSnapshot?.(backup);
     conn.send({ kind: 'baseBackupBegin', startLsn: backup.lsn, timeline: backup.timeline, label, totalBytes: backup.size });
     const hash = createHash('sha256');
-    const began = Date.now();
+    const began = currentScheduler().now();
     let offset = 0;
     pieces = snapshotPieces(backup.data, signal);
     for (;;) {
@@ -108,7 +108,7 @@ export async function sendBaseBackup(conn: MessageStream<'server'>, source: Pick
         }
         if (maxRate > 0) {
           const due = began + (offset / maxRate) * 1000;
-          if (due > Date.now()) await sleep(due - Date.now(), undefined, { signal }).catch(() => undefined);
+          if (due > currentScheduler().now()) await currentScheduler().sleep(due - currentScheduler().now(), { signal }).catch(() => undefined);
         }
       }
     }

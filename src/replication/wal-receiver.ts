@@ -6,6 +6,7 @@ import type { MessageStream } from '../protocol/message-stream.js';
 import type { WalLog } from '../wal/wal-log.js';
 import { historyCheckOf } from './history-check.js';
 import { nowMicros } from './wal-sender.js';
+import { clearTimer, currentScheduler, type SchedulerTimer } from '../scheduler.js';
 
 /** Received WAL not yet durable beyond which the receiver stops reading, until half of it is. */
 const MAX_UNFLUSHED_BYTES = 32 * 1024 * 1024;
@@ -220,8 +221,8 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     const log = this.#log;
     const timeoutMs = this.#options.receiverTimeoutMs;
     // One periodic check of the sender's silence (not a timer per message).
-    const watchdog = timeoutMs > 0 ? setInterval(() => this.#checkTimeout(), Math.max(10, Math.floor(timeoutMs / 4))) : undefined;
-    let status: NodeJS.Timeout | undefined;
+    const watchdog = timeoutMs > 0 ? currentScheduler().setInterval(() => this.#checkTimeout(), Math.max(10, Math.floor(timeoutMs / 4))) : undefined;
+    let status: SchedulerTimer | undefined;
     // Written (not yet flushed) WAL is reported as soon as the log announces it, while its fdatasync runs,
     // as PostgreSQL's walreceiver does: commits waiting with remote_write need not wait for that fdatasync.
     const onWrite = (): void => {
@@ -230,7 +231,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     log.on('write', onWrite);
     try {
       await this.#startStreaming();
-      status = setInterval(() => this.#report(false), this.#options.statusIntervalMs);
+      status = currentScheduler().setInterval(() => this.#report(false), this.#options.statusIntervalMs);
       for (;;) {
         const message = await this.#receive();
         if (message === null) return;
@@ -266,8 +267,8 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     } finally {
       log.off('write', onWrite);
       this.#streaming = false;
-      clearInterval(watchdog);
-      clearInterval(status);
+      clearTimer(watchdog);
+      clearTimer(status);
       await this.#flushing?.catch(() => undefined);
     }
   }
@@ -315,11 +316,11 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
 
   /** The next message from the sender; the silence watchdog counts only while we wait here. */
   async #receive(): ReturnType<MessageStream<'client'>['next']> {
-    this.#lastHeard = Date.now();
+    this.#lastHeard = currentScheduler().now();
     this.#reading = true;
     try {
       const message = await this.#conn.next();
-      this.#lastHeard = Date.now();
+      this.#lastHeard = currentScheduler().now();
       this.#pinged = false;
       return message;
     } finally {
@@ -334,7 +335,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
    */
   #checkTimeout(): void {
     if (!this.#reading) return;
-    const silent = Date.now() - this.#lastHeard;
+    const silent = currentScheduler().now() - this.#lastHeard;
     const timeoutMs = this.#options.receiverTimeoutMs;
     if (silent >= timeoutMs) {
       this.#debug.error('terminating walreceiver due to timeout: nothing from the sender for %d ms', silent);

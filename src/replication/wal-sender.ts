@@ -8,6 +8,7 @@ import { switchPointOf } from '../wal/timeline-history.js';
 import { verifyHistory, type HistoryCheck } from './history-check.js';
 import { LagTracker, type Lags } from './lag-tracker.js';
 import type { WalLog } from '../wal/wal-log.js';
+import { clearTimer, currentScheduler } from '../scheduler.js';
 
 /** A sender's state, as `pg_stat_replication.state` names them. */
 export type WalSenderState = 'startup' | 'catchup' | 'streaming' | 'stopping';
@@ -70,7 +71,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   #state: WalSenderState = 'startup';
   #sentLsn: Lsn;
   #progress: StandbyProgress | null = null;
-  #lastHeard = Date.now();
+  #lastHeard = currentScheduler().now();
   readonly #lag = new LagTracker();
   #done: Promise<EndOfTimeline | null> | null = null;
   /** Set when the standby went silent for `walSenderTimeoutMs`: run() rejects with it. */
@@ -125,12 +126,12 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     await new Promise<void>((resolve) => {
       const check = (): void => {
         if ((this.#progress?.flushLsn ?? -1) < endLsn && this.#conn.failure === null && !this.#abort.signal.aborted && signal?.aborted !== true) return;
-        clearTimeout(timer);
+        clearTimer(timer);
         this.off('standby:progress', check);
         signal?.removeEventListener('abort', check);
         resolve();
       };
-      const timer = setTimeout(() => {
+      const timer = currentScheduler().setTimeout(() => {
         this.off('standby:progress', check);
         signal?.removeEventListener('abort', check);
         resolve();
@@ -191,7 +192,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     }
     this.#conn.send({ kind: 'replicationStarted', timeline: this.#timeline, startLsn: this.#sentLsn, historyChecked });
     this.#setState(this.#sentLsn < this.#log.flushedLsn ? 'catchup' : 'streaming');
-    const heartbeat = setInterval(() => this.#heartbeat(), Math.max(10, this.#options.walSenderTimeoutMs / 4));
+    const heartbeat = currentScheduler().setInterval(() => this.#heartbeat(), Math.max(10, this.#options.walSenderTimeoutMs / 4));
     const listening = this.#listen();
     const sending = this.#send();
     try {
@@ -210,7 +211,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       }
       if (this.#timedOut !== null) throw this.#timedOut;
     } finally {
-      clearInterval(heartbeat);
+      clearTimer(heartbeat);
       this.#abort.abort();
       if (this.#endOfTimeline === null) this.#conn.destroy();
       await Promise.all([sending.catch(() => undefined), listening.catch(() => undefined)]);
@@ -243,7 +244,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
         this.#sentLsn = startLsn + data.length;
         // As PostgreSQL's walsender: the flushed end, timed when first seen, approximates when
         // that WAL was flushed, so a standby catching up shows how far behind it really is.
-        this.#lag.sent(walEnd, Date.now());
+        this.#lag.sent(walEnd, currentScheduler().now());
         if (this.#state === 'catchup' && this.#sentLsn >= this.#log.flushedLsn) this.#setState('streaming');
         // Backpressure: a standby that stops reading stops us here.
         if (!fits) await this.#conn.drained();
@@ -274,7 +275,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   async #listen(): Promise<void> {
     for (;;) {
       const message = await this.#conn.next({ signal: this.#abort.signal });
-      this.#lastHeard = Date.now();
+      this.#lastHeard = currentScheduler().now();
       if (message === null || message.kind === 'terminate') return;
       if (message.kind === 'standbyStatusUpdate') {
         const { writeLsn, flushLsn, applyLsn } = message;
@@ -289,7 +290,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   }
 
   #heartbeat(): void {
-    const silent = Date.now() - this.#lastHeard;
+    const silent = currentScheduler().now() - this.#lastHeard;
     if (silent >= this.#options.walSenderTimeoutMs) {
       this.#debug.error('terminating walsender: no reply from the standby for %d ms', silent);
       this.#timedOut = new WalshipError('TIMEOUT', `terminating walsender process due to replication timeout (${silent} ms)`, { transient: true });
@@ -313,5 +314,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
 
 /** Microseconds since the Unix epoch, the protocol's time unit. */
 export function nowMicros(): number {
-  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+  const scheduler = currentScheduler();
+  // Microseconds, as PostgreSQL's messages carry; virtual time has only its own clock.
+  return scheduler.virtual ? scheduler.now() * 1000 : Math.round((performance.timeOrigin + performance.now()) * 1000);
 }

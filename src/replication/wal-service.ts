@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { senderStateChannel } from '../diagnostics.js';
 import { WalshipError, isWalshipError } from '../errors.js';
 import { SafeEmitter } from '../events.js';
@@ -17,6 +16,7 @@ import type { SyncStandbyInput } from './sync-standbys.js';
 import { WalSender, type EndOfTimeline, type WalSenderState } from './wal-sender.js';
 import { switchPointOf } from '../wal/timeline-history.js';
 import type { ReplicationStatusRow, SenderStateDiagnostic, StandbyConnectionEvent, WalServiceEvents, WalSource } from './wal-source.js';
+import { currentScheduler } from '../scheduler.js';
 
 /** Options of {@link WalService}. */
 export interface WalServiceOptions {
@@ -494,7 +494,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
           return;
         } catch (err) {
           if (!command.wait || !isWalshipError(err, 'SLOT_ACTIVE') || this.#closing || closed) throw err;
-          await sleep(DROP_WAIT_POLL_MS);
+          await currentScheduler().sleep(DROP_WAIT_POLL_MS);
         }
       }
     } catch (err) {

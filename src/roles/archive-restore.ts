@@ -16,6 +16,7 @@ import {
 } from '../wal/timeline-history.js';
 import type { WalLog } from '../wal/wal-log.js';
 import { describeHistory, extendsHistory } from './upstream.js';
+import { clearTimer, currentScheduler, type SchedulerTimer } from '../scheduler.js';
 
 /** What restoring from the archive needs of the standby. */
 export interface RestoreHost {
@@ -190,11 +191,11 @@ function call<T>(host: RestoreHost, what: string, run: (signal: AbortSignal) => 
  * for: not once `signal` aborts, and not past the deadline.
  */
 export async function archiverCall<T>(signal: AbortSignal, timeoutMs: number, what: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const callSignal = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
-  let timer: NodeJS.Timeout | undefined;
+  const callSignal = AbortSignal.any([signal, currentScheduler().timeoutSignal(timeoutMs)]);
+  let timer: SchedulerTimer | undefined;
   let onAbort: (() => void) | undefined;
   const abandoned = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs + 1000).unref();
+    timer = currentScheduler().setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs + 1000).unref();
     onAbort = () => reject(new Error('abandoned'));
     signal.addEventListener('abort', onAbort, { once: true });
   });
@@ -205,7 +206,7 @@ export async function archiverCall<T>(signal: AbortSignal, timeoutMs: number, wh
     if (isWalshipError(err, 'ARCHIVE_FAILED')) throw err;
     throw new WalshipError('ARCHIVE_FAILED', `${what} from the archive failed: ${(err as Error)?.message ?? String(err)}`, { cause: err, transient: true });
   } finally {
-    clearTimeout(timer);
+    clearTimer(timer);
     if (onAbort !== undefined) signal.removeEventListener('abort', onAbort);
   }
 }

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Application } from '../application.js';
 import { WalshipError, abortError, isWalshipError, type ErrorCode } from '../errors.js';
 import { SafeEmitter } from '../events.js';
@@ -35,6 +34,7 @@ import { describeHistory, extendsHistory, sameHistory, upstreamAddresses } from 
 import { discardedBatches, type RewindEvent } from './rewind.js';
 import { archiverCall, restoreFromArchive } from './archive-restore.js';
 import type { Archiver } from '../archive/archiver.js';
+import { currentScheduler } from '../scheduler.js';
 
 export type { DiscardedBatch, RewindEvent } from './rewind.js';
 export { upstreamAddresses } from './upstream.js';
@@ -413,7 +413,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       }
     } finally {
       // Events of the open itself reach listeners attached right after `await Standby.open()`.
-      setImmediate(() => (this.#opening = false));
+      currentScheduler().setImmediate(() => (this.#opening = false));
     }
   }
 
@@ -514,7 +514,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const last = this.#lastReplayTime;
     if (last === null) return null;
     if (this.#replayCaughtUp()) return 0;
-    return Math.max(0, (this.#options.clock ?? Date.now)() - last);
+    return Math.max(0, (this.#options.clock?.() ?? currentScheduler().now()) - last);
   }
 
   /** Whether replay has applied every complete record the standby received (paused at a target: nothing was received past it). */
@@ -538,7 +538,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       const done = (): void => wake.abort();
       log?.on('flush', done);
       try {
-        await sleep(1000, undefined, { signal: AbortSignal.any([signal, wake.signal]), ref: false }).catch(() => undefined);
+        await currentScheduler().sleep(1000, { signal: AbortSignal.any([signal, wake.signal]), ref: false }).catch(() => undefined);
       } finally {
         log?.off('flush', done);
       }
@@ -695,7 +695,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   /** Connects and authenticates to the upstream at `address`, within `connectTimeoutMs` (and `signal`). */
   #connect(signal: AbortSignal | undefined, address = this.#upstreamAddress): Promise<MessageStream<'client'>> {
     const p = this.#upstreamOptions;
-    const timeout = AbortSignal.timeout(p.connectTimeoutMs ?? 10_000);
+    const timeout = currentScheduler().timeoutSignal(p.connectTimeoutMs ?? 10_000);
     return connectReplication({
       transport: p.transport,
       address,
@@ -948,7 +948,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       return;
     }
     // Reached while open() runs: nobody can listen yet. Emitted once open() has returned.
-    setImmediate(() => {
+    currentScheduler().setImmediate(() => {
       if (!this.#lifecycle.closing && this.#pausedAt === stop) this.emitSafely('recovery-target:reached', event);
     });
   }
@@ -973,7 +973,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     // waiting for the status interval: at once when replay has caught up with what is
     // flushed (once per flush), and every few ms while it runs behind a steady stream.
     const flushed = log.flushedLsn;
-    const now = Date.now();
+    const now = currentScheduler().now();
     if (this.#receiver !== null && ((lsn >= flushed && flushed > this.#reportedFlushLsn) || now - this.#applyReportedAt >= APPLY_REPORT_INTERVAL_MS)) {
       if (lsn >= flushed) this.#reportedFlushLsn = flushed;
       this.#applyReportedAt = now;
@@ -994,7 +994,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       return;
     }
     // Reached while open() runs: nobody can listen yet. Emitted once open() has returned.
-    setImmediate(() => {
+    currentScheduler().setImmediate(() => {
       if (!this.#lifecycle.closing) this.emitSafely('consistent', { lsn });
     });
   }
@@ -1068,7 +1068,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   async #pause(ms: number, signal: AbortSignal): Promise<boolean> {
     const retryNow = new AbortController();
     this.#retryNow = retryNow;
-    await sleep(ms, undefined, { signal: AbortSignal.any([signal, retryNow.signal]) }).catch(() => undefined);
+    await currentScheduler().sleep(ms, { signal: AbortSignal.any([signal, retryNow.signal]) }).catch(() => undefined);
     this.#retryNow = null;
     return retryNow.signal.aborted;
   }
@@ -1621,8 +1621,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     // The upstream goes first: nothing more is received or written from it.
     this.#upstream.abort();
     this.#conn?.destroy();
-    const started = performance.now();
-    const lap = (): string => (performance.now() - started).toFixed(1);
+    const started = currentScheduler().monotonic();
+    const lap = (): string => (currentScheduler().monotonic() - started).toFixed(1);
     // The receiver's last write is waited for; the socket's close is not.
     await this.#receiver?.stop({ waitForClose: false });
     await this.#running?.catch(() => undefined);

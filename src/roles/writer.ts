@@ -10,6 +10,7 @@ import type { SyncStandbyConfig } from '../replication/sync-standby-names.js';
 import type { WalEntry } from '../wal/record.js';
 import type { AppendResult, EntryInput, WalLog } from '../wal/wal-log.js';
 import { CommitMetrics, type CommitLevelMetrics } from './commit-metrics.js';
+import { currentScheduler } from '../scheduler.js';
 
 /**
  * When a commit counts as done (PostgreSQL's `synchronous_commit`). `off` resolves once the
@@ -176,7 +177,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
    * appending, after a failure.
    */
   commit(entries: EntryInput | readonly EntryInput[], level: SynchronousCommit, options: CommitOptions): Promise<CommitResult> {
-    const started = performance.now();
+    const started = currentScheduler().monotonic();
     if (this.#failure !== null) {
       this.#metrics.rejected(level);
       return Promise.reject(this.#failure);
@@ -227,7 +228,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
 
   /** Counts a commit that resolved (and publishes it on `walship:commit` when someone listens); returns its result. */
   #resolved(level: SynchronousCommit, started: number, committed: CommitResult): CommitResult {
-    const ms = performance.now() - started;
+    const ms = currentScheduler().monotonic() - started;
     this.#metrics.resolved(level, ms / 1000);
     if (commitChannel.hasSubscribers) {
       const message: CommitDiagnostic = { wal: this.#log, level, lsn: committed.lsn, startLsn: committed.startLsn, durationMs: ms };

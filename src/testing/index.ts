@@ -25,3 +25,5 @@ export type { MemoryArchiveFault, MemoryArchiveOperation, MemoryArchiveOptions }
 export { seededRandom } from './seeded-random.js';
 export { CLUSTER_DEFAULTS, createCluster } from './cluster.js';
 export type { Cluster, ClusterListen, ClusterOptions, ClusterPrimaryOptions, ClusterStandbyOptions, TeardownContext } from './cluster.js';
+export { VirtualScheduler } from './virtual-scheduler.js';
+export type { VirtualSchedulerOptions } from './virtual-scheduler.js';

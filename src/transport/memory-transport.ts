@@ -4,6 +4,7 @@ import { WalshipError, abortError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { compileOptions, withDefaults, type OptionsValidator } from '../options.js';
 import type { Listener, PeerInfo, Transport } from './transport.js';
+import { clearTimer, currentScheduler, type SchedulerTimer } from '../scheduler.js';
 
 /** Options of the {@link MemoryNetwork} constructor. */
 export interface MemoryNetworkOptions {
@@ -510,9 +511,10 @@ class Pipe {
   /** The receiver asked for data and has not said "enough" since (`push` returned false). */
   #wanted = false;
   #finQueued = false;
-  #immediate: NodeJS.Immediate | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  /** When the bandwidth limit lets the next byte through (performance.now() ms). */
+  /** A pump is scheduled; one that comes after `clear()` finds nothing to do. */
+  #pumpScheduled = false;
+  #timer: SchedulerTimer | undefined;
+  /** When the bandwidth limit lets the next byte through (the scheduler's monotonic ms). */
   #freeAt = 0;
 
   constructor(
@@ -529,7 +531,7 @@ class Pipe {
       return;
     }
     // Copied, as a kernel would: the caller may reuse its buffer once the write completes.
-    this.#queue.push({ chunk: Buffer.from(chunk), offset: 0, at: performance.now() });
+    this.#queue.push({ chunk: Buffer.from(chunk), offset: 0, at: currentScheduler().monotonic() });
     this.#queuedBytes += chunk.length;
     if (this.#queuedBytes <= this.connection.links.bufferBytes) callback();
     else this.#held = callback;
@@ -540,7 +542,7 @@ class Pipe {
   fin(): void {
     if (this.#finQueued || this.to.destroyed) return;
     this.#finQueued = true;
-    this.#queue.push({ chunk: null, at: performance.now() });
+    this.#queue.push({ chunk: null, at: currentScheduler().monotonic() });
     this.schedule();
   }
 
@@ -552,9 +554,10 @@ class Pipe {
 
   /** Pumps on a later turn, so that writes and reads never recurse into each other. */
   schedule(): void {
-    if (this.#immediate !== undefined || this.#queue.length === 0) return;
-    this.#immediate = setImmediate(() => {
-      this.#immediate = undefined;
+    if (this.#pumpScheduled || this.#queue.length === 0) return;
+    this.#pumpScheduled = true;
+    currentScheduler().setImmediate(() => {
+      this.#pumpScheduled = false;
       this.#pump();
     });
   }
@@ -564,9 +567,7 @@ class Pipe {
     this.#queue.length = 0;
     this.#queuedBytes = 0;
     this.#finQueued = true;
-    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#immediate = undefined;
+    if (this.#timer !== undefined) clearTimer(this.#timer);
     this.#timer = undefined;
   }
 
@@ -578,7 +579,7 @@ class Pipe {
   }
 
   #pump(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#timer !== undefined) clearTimer(this.#timer);
     this.#timer = undefined;
     while (this.#queue.length > 0) {
       if (this.to.destroyed) {
@@ -589,7 +590,7 @@ class Pipe {
       const link = this.connection.link();
       if (link.stalled) return;
       const head = this.#queue[0] as Item;
-      const now = performance.now();
+      const now = currentScheduler().monotonic();
       const due = head.at + link.latencyMs;
       if (now < due) return this.#wake(due - now);
       if (head.chunk === null) {
@@ -617,7 +618,7 @@ class Pipe {
   }
 
   #wake(ms: number): void {
-    this.#timer = setTimeout(() => {
+    this.#timer = currentScheduler().setTimeout(() => {
       this.#timer = undefined;
       this.#pump();
     }, Math.ceil(ms));

@@ -27,6 +27,7 @@ import { historyFileName, readTimelineHistory, segmentTimeline, timelineOf, writ
 import { readWalBytes, type ReadBytesOptions, type WalChunk } from './wal-byte-reader.js';
 import { WalReader, type ReadOptions, type RestorePointRecord, type WalRecord } from './wal-reader.js';
 import { WalWriter } from './wal-writer.js';
+import { clearTimer, currentScheduler, schedulerClock, type SchedulerTimer } from '../scheduler.js';
 
 /** How appended records are made durable. */
 export type SyncMode = 'fdatasync' | 'none';
@@ -262,7 +263,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   /** File work that goes on after the call that started it (see {@link #keepPartial}); close waits for it. */
   readonly #background = new Set<Promise<void>>();
   /** The `.partial` copy waiting to start (see {@link #keepPartial}). */
-  #pendingPartial: NodeJS.Timeout | null = null;
+  #pendingPartial: SchedulerTimer | null = null;
   /** The `.partial` copy being made in the background (see {@link #keepPartial}), if any. */
   #copyingPartial: string | null = null;
   /** The history file a switch left to write (see {@link historyFileWritten}), until it is on disk. */
@@ -412,7 +413,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       endLsn: found.endLsn,
       endSegmentVersion: found.endVersion,
       oldestSegno,
-      clock: config.clock ?? Date.now,
+      clock: config.clock ?? schedulerClock(currentScheduler()),
     });
   }
 
@@ -790,14 +791,14 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   #writeHistoryFile(history: TimelineHistory): void {
     if (this.#historyFile !== null) void this.#startHistoryFile(this.#historyFile);
     const pending: PendingHistoryFile = { history, timer: null, writing: null };
-    pending.timer = setTimeout(() => void this.#startHistoryFile(pending), AFTER_SWITCH_DELAY_MS);
+    pending.timer = currentScheduler().setTimeout(() => void this.#startHistoryFile(pending), AFTER_SWITCH_DELAY_MS);
     pending.timer.unref();
     this.#historyFile = pending;
   }
 
   /** Starts writing `pending` unless it is under way; resolves with the error when it failed, else null. {@link close} waits for it. */
   #startHistoryFile(pending: PendingHistoryFile): Promise<unknown> {
-    if (pending.timer !== null) clearTimeout(pending.timer);
+    if (pending.timer !== null) clearTimer(pending.timer);
     pending.timer = null;
     if (pending.writing === null) {
       const { history } = pending;
@@ -849,7 +850,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const name = segmentFileName(parent, segno, this.segmentSize);
     const source = this.#files.name(segno);
     // A moment later: the copy's writes and sync would slow the new primary's first commits.
-    const timer = setTimeout(() => {
+    const timer = currentScheduler().setTimeout(() => {
       this.#pendingPartial = null;
       if (this.#state !== 'open' && !this.#isSealed()) return;
       this.#copyingPartial = `${name}.partial`;
@@ -1039,7 +1040,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       }
     }
     if (this.#state !== 'failed') this.#state = 'closed';
-    if (this.#pendingPartial !== null) clearTimeout(this.#pendingPartial);
+    if (this.#pendingPartial !== null) clearTimer(this.#pendingPartial);
     // The history file is the directory's (the next open would write it otherwise): written now.
     if (this.#historyFile !== null) void this.#startHistoryFile(this.#historyFile);
     await Promise.all(this.#background);
@@ -1131,7 +1132,7 @@ async function wrapIo<T>(operation: () => Promise<T>, what: string): Promise<T> 
 /** A history file a switch left to write: waiting for its timer, or being written. */
 interface PendingHistoryFile {
   readonly history: TimelineHistory;
-  timer: NodeJS.Timeout | null;
+  timer: SchedulerTimer | null;
   writing: Promise<unknown> | null;
 }
 

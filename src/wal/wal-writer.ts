@@ -21,6 +21,7 @@ import {
 } from './record.js';
 import type { SegmentFiles } from './segment-files.js';
 import type { AppendResult, EntryInput, SyncMode, WalFlushDiagnostic, WalLog, WalLogEvents, WalStats } from './wal-log.js';
+import { currentScheduler } from '../scheduler.js';
 
 interface Run {
   startLsn: Lsn;
@@ -441,7 +442,7 @@ export class WalWriter {
     if (this.#scheduled || this.#loop !== null || this.#failure !== null) return;
     this.#scheduled = true;
     // Let every committer of this turn of the event loop append before the write starts.
-    setImmediate(() => {
+    currentScheduler().setImmediate(() => {
       this.#scheduled = false;
       if (this.#loop === null && !this.#closed) this.#loop = this.#writeLoop(false);
     });
@@ -506,7 +507,7 @@ export class WalWriter {
   #announceWritten(): void {
     if (this.#writeAnnounced) return;
     this.#writeAnnounced = true;
-    setImmediate(() => {
+    currentScheduler().setImmediate(() => {
       this.#writeAnnounced = false;
       if (this.#writtenLsn > this.#announcedWrittenLsn) {
         this.#announcedWrittenLsn = this.#writtenLsn;
@@ -784,12 +785,12 @@ export class WalWriter {
 
   /** One fdatasync of the log's segments, counted and timed for {@link stats}. */
   async #timedSync(file: StorageFile): Promise<void> {
-    const started = performance.now();
+    const started = currentScheduler().monotonic();
     try {
       await file.datasync();
     } finally {
       this.#statSyncs++;
-      this.#statSyncMs += performance.now() - started;
+      this.#statSyncMs += currentScheduler().monotonic() - started;
     }
   }
 
