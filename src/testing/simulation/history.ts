@@ -1,0 +1,109 @@
+import type { Lsn } from '../../lsn.js';
+import type { SynchronousCommit } from '../../roles/writer.js';
+
+/** How a commit call ended, as the simulation recorded it. */
+export type CommitOutcome =
+  /** Still waiting. */
+  | 'pending'
+  /** Resolved: walship promised the level's guarantee. */
+  | 'acknowledged'
+  /** Rejected with `SYNC_REP_CANCELED`: committed locally, no promise about the standbys. */
+  | 'canceled'
+  /** Rejected otherwise, before the primary crashed. */
+  | 'failed'
+  /** The primary crashed while it waited: it may or may not be in the log. */
+  | 'unknown';
+
+/** One commit call of a simulation and what came of it. */
+export interface CommitRecord {
+  /** Its number, from 1, in call order. */
+  readonly id: number;
+  /** The step (index into the step list) that made it. */
+  readonly step: number;
+  /** The node it was sent to (the primary then). */
+  readonly node: string;
+  /** Its `synchronousCommit` level. */
+  readonly level: SynchronousCommit;
+  /** The digest of its entries (see `batchDigest`). */
+  readonly digest: string;
+  /** Virtual time of the call. */
+  readonly calledAt: number;
+  outcome: CommitOutcome;
+  /** Where it ended in the log, once acknowledged. */
+  lsn: Lsn | null;
+  /** The primary's timeline when it was acknowledged. */
+  timeline: number | null;
+  /** The error's code (or message) when it was rejected. */
+  error: string | null;
+  /**
+   * The standbys whose confirmed position (write, flush or replay, as the level asks) covered
+   * the commit when it resolved, among those counted for synchronous replication.
+   */
+  confirmers: readonly string[];
+  /** How many confirmations the synchronous standby names in force asked for. */
+  needed: number;
+}
+
+/** A step of a simulation: what a scenario does next, in a form that replays. */
+export type SimulationStep =
+  | { readonly op: 'commit'; readonly level?: SynchronousCommit; readonly count?: number }
+  | { readonly op: 'crash'; readonly node: string }
+  | { readonly op: 'restart'; readonly node: string }
+  | { readonly op: 'partition'; readonly a: string; readonly b: string }
+  | { readonly op: 'heal' }
+  | { readonly op: 'delay'; readonly a: string; readonly b: string; readonly ms: number }
+  | { readonly op: 'stall'; readonly a: string; readonly b: string }
+  | { readonly op: 'diskFault'; readonly node: string; readonly kind: DiskFaultKind }
+  | { readonly op: 'promote'; readonly node: string }
+  | { readonly op: 'failover' }
+  | { readonly op: 'rejoin'; readonly node: string }
+  | { readonly op: 'reload'; readonly synchronousStandbyNames: string }
+  | { readonly op: 'sleep'; readonly ms: number }
+  | { readonly op: 'catchup'; readonly node: string; readonly mode: CatchupMode };
+
+/** What {@link SimulationStep} `diskFault` breaks: the node's next WAL write or fsync fails, or its disk is full. */
+export type DiskFaultKind = 'write-eio' | 'fsync-eio' | 'enospc';
+
+/** How far {@link SimulationStep} `catchup` waits: the standby's write, flush or replay position. */
+export type CatchupMode = 'write' | 'flush' | 'replay';
+
+/** A rule the checker found broken, with what it concerns. */
+export interface Violation {
+  /** Which guarantee: e.g. `'acknowledged-lost'`, `'phantom-batch'`, `'diverged-history'`. */
+  readonly rule: string;
+  /** What happened, in a sentence. */
+  readonly message: string;
+  /** The node concerned, if one. */
+  readonly node?: string;
+  /** The commit concerned, if one. */
+  readonly commit?: CommitRecord;
+}
+
+/** Renders a step as one line: `commit on ×3`, `crash p`, `partition p|s1`. */
+export function formatStep(step: SimulationStep): string {
+  switch (step.op) {
+    case 'commit':
+      return `commit ${step.level ?? 'default'}${(step.count ?? 1) > 1 ? ` x${step.count}` : ''}`;
+    case 'partition':
+    case 'stall':
+      return `${step.op} ${step.a}|${step.b}`;
+    case 'delay':
+      return `delay ${step.a}|${step.b} ${step.ms} ms`;
+    case 'diskFault':
+      return `diskFault ${step.node} ${step.kind}`;
+    case 'reload':
+      return `reload '${step.synchronousStandbyNames}'`;
+    case 'sleep':
+      return `sleep ${step.ms} ms`;
+    case 'catchup':
+      return `catchup ${step.node} ${step.mode}`;
+    case 'heal':
+    case 'failover':
+      return step.op;
+    case 'crash':
+    case 'restart':
+    case 'promote':
+    case 'rejoin':
+      return `${step.op} ${step.node}`;
+  }
+}
