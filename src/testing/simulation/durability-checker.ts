@@ -33,6 +33,8 @@ export class DurabilityChecker {
   /** Acknowledged commits that a legitimate failover lost, for the report. */
   readonly allowedLosses: CommitRecord[] = [];
   readonly #known = new Map<string, number>();
+  /** Per node: every batch its rewinds reported, as `timeline:end:digest`. */
+  readonly #rewound = new Map<string, Set<string>>();
 
   /** Every commit call, acknowledged or not, so that applied batches can be traced to one. */
   called(commit: CommitRecord): void {
@@ -131,9 +133,14 @@ export class DurabilityChecker {
     for (const batch of reported) {
       if (!this.#known.has(batch.digest)) this.#violate('rewind-report', `node ${node}'s rewind reported a batch ending ${formatLsn(batch.end)} that no commit call wrote`, { node });
     }
+    // A rewind that fails part-way (say, restoring a snapshot on a full disk) runs again and
+    // reports what is left: what an earlier report of this node listed counts as reported.
+    let earlier = this.#rewound.get(node);
+    if (earlier === undefined) this.#rewound.set(node, (earlier = new Set()));
+    for (const batch of reported) earlier.add(`${event.timeline}:${batch.end}:${batch.digest}`);
     const appliedPast = before.filter((batch) => batch.lsn > event.switchLsn && batch.timeline === event.timeline);
     for (const batch of appliedPast) {
-      if (!reported.some((r) => r.end === batch.lsn && r.digest === batch.digest)) {
+      if (!earlier.has(`${event.timeline}:${batch.lsn}:${batch.digest}`)) {
         this.#violate('rewind-report', `node ${node} had applied the batch ending ${formatLsn(batch.lsn)} past the switch point ${formatLsn(event.switchLsn)}, but its rewind did not report it`, { node });
       }
     }

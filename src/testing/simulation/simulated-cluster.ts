@@ -1,6 +1,6 @@
 import type { Application } from '../../application.js';
 import { WalshipError, isWalshipError } from '../../errors.js';
-import type { Lsn } from '../../lsn.js';
+import { formatLsn, type Lsn } from '../../lsn.js';
 import { Primary } from '../../primary.js';
 import { parseSynchronousStandbyNames, type SyncStandbyConfig } from '../../replication/sync-standby-names.js';
 import type { RewindEvent } from '../../roles/rewind.js';
@@ -601,14 +601,18 @@ export class SimulatedCluster {
     const standby = sim.node;
     if (primary === null || !(standby instanceof Standby)) throw new WalshipError('INVALID_ARGUMENT', `${sim.name} is not a running standby of a running primary`);
     const target = primary.flushLsn;
+    // Replay positions are ends of batches (records without one, such as an end of recovery, do
+    // not move them): replay has caught up once it holds the primary's last batch.
+    const replayTarget = primary.appliedLsn;
     const deadline = this.scheduler.now() + VIRTUAL_CATCHUP_TIMEOUT_MS;
-    const position = (): Lsn => (mode === 'replay' ? standby.replayLsn : standby.receiveLsn) ?? -1;
+    const timedOut = (): WalshipError => new WalshipError('TIMEOUT', `${sim.name} did not ${mode} up to ${formatLsn(mode === 'replay' ? replayTarget : target)} within ${VIRTUAL_CATCHUP_TIMEOUT_MS} virtual ms`);
     // Streaming on the primary's timeline: a node refused for holding WAL of its own may be past the target.
-    while (position() < target || standby.state !== 'streaming' || standby.timeline !== primary.timeline) {
+    while ((standby.receiveLsn ?? -1) < target || standby.state !== 'streaming' || standby.timeline !== primary.timeline) {
       if (standby.failure !== null) throw standby.failure;
-      if (this.scheduler.now() >= deadline) throw new WalshipError('TIMEOUT', `${sim.name} did not ${mode} up to ${target} within ${VIRTUAL_CATCHUP_TIMEOUT_MS} virtual ms`);
+      if (this.scheduler.now() >= deadline) throw timedOut();
       await this.scheduler.sleep(CATCHUP_POLL_MS);
     }
+    if (mode === 'replay') await standby.waitForReplay(replayTarget, { timeoutMs: Math.max(1, deadline - this.scheduler.now()) }).catch((err: unknown) => Promise.reject(isWalshipError(err, 'TIMEOUT') ? timedOut() : err));
   }
 
   #aliveSequence(name: string): readonly AppliedBatch[] | null {

@@ -1,0 +1,91 @@
+/**
+ * Runs many seeded scenarios of the cluster simulator (`runScenario`) in parallel child
+ * processes, one per core: the CI sweep (scenario-sweep.test.ts) and `npm run soak` use it.
+ */
+import { fork } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+/** What one worker runs: every `stride`-th seed from `from + offset`, below `from + count`. */
+export interface SweepAssignment {
+  readonly from: number;
+  readonly count: number;
+  readonly offset: number;
+  readonly stride: number;
+  readonly steps: number;
+  readonly shrink: boolean;
+}
+
+/** A violation a sweep found: the scenario's seed and its report (and a shrunk one). */
+export interface SweepViolation {
+  readonly seed: number;
+  readonly report: string;
+  readonly shrunk?: string;
+}
+
+/** What a worker tells its parent. */
+export interface WorkerMessage {
+  readonly kind: 'progress';
+  readonly done: number;
+  readonly acknowledged: number;
+  readonly calls: number;
+  readonly violation: SweepViolation | null;
+}
+
+/** Options of {@link sweep}. */
+export interface SweepOptions {
+  /** How many scenarios, with seeds `from` … `from + scenarios - 1`. */
+  readonly scenarios: number;
+  /** @defaultValue 1 */
+  readonly from?: number;
+  /** Child processes. @defaultValue the machine's parallelism */
+  readonly workers?: number;
+  /** Steps per scenario. @defaultValue 40 */
+  readonly steps?: number;
+  /** Shrink violations. @defaultValue true */
+  readonly shrink?: boolean;
+  /** Called after each batch of finished scenarios. */
+  readonly onProgress?: (progress: SweepProgress) => void;
+}
+
+/** How far a sweep is. */
+export interface SweepProgress {
+  readonly done: number;
+  readonly scenarios: number;
+  readonly elapsedMs: number;
+  readonly acknowledged: number;
+  readonly calls: number;
+  readonly violations: readonly SweepViolation[];
+}
+
+const WORKER = fileURLToPath(new URL('./scenario-worker.ts', import.meta.url));
+
+/** Runs the scenarios and resolves with the totals; rejects if a worker dies. */
+export async function sweep(options: SweepOptions): Promise<SweepProgress> {
+  const { scenarios, from = 1, steps = 40, shrink = true } = options;
+  const workers = Math.max(1, Math.min(options.workers ?? availableParallelism(), scenarios));
+  const began = performance.now();
+  let done = 0;
+  let acknowledged = 0;
+  let calls = 0;
+  const violations: SweepViolation[] = [];
+  const progress = (): SweepProgress => ({ done, scenarios, elapsedMs: performance.now() - began, acknowledged, calls, violations });
+  await Promise.all(
+    Array.from({ length: workers }, (_, offset) => {
+      const assignment: SweepAssignment = { from, count: scenarios, offset, stride: workers, steps, shrink };
+      const child = fork(WORKER, [JSON.stringify(assignment)], { execArgv: ['--conditions=walship-source', '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      child.on('message', (message: WorkerMessage) => {
+        done += message.done;
+        acknowledged += message.acknowledged;
+        calls += message.calls;
+        if (message.violation !== null) violations.push(message.violation);
+        options.onProgress?.(progress());
+      });
+      return new Promise<void>((resolve, reject) => {
+        child.on('error', reject);
+        child.on('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`a sweep worker exited with ${signal ?? code}`))));
+      });
+    }),
+  );
+  return progress();
+}
