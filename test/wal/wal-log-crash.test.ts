@@ -71,8 +71,8 @@ async function workload(storage: MemoryStorage, model: Model): Promise<void> {
     // A checkpoint at the record after the switch: the segments below it go (two recycled).
     model.removedBelow = afterSwitch.lsn;
     await log.removeSegmentsBefore(afterSwitch.lsn);
-    // Into the recycled files.
-    for (let i = 0; i < 3; i++) await groupCommit(log, model, 4, 8000);
+    // On through the segment prepared ahead and into both recycled files.
+    for (let i = 0; i < 4; i++) await groupCommit(log, model, 5, 8000);
   } finally {
     await log.close().catch(() => undefined);
   }
