@@ -30,6 +30,11 @@ export interface CrashPoint {
 /** Which crash points a sweep tries. */
 export interface CrashSweepPlan {
   /**
+   * Crash modes (indexes into {@link CRASH_MODES}) swept at all.
+   * @defaultValue every mode
+   */
+  readonly modes?: readonly number[];
+  /**
    * Crash modes (indexes into {@link CRASH_MODES}) swept at every operation.
    * @defaultValue every mode
    */
@@ -58,7 +63,9 @@ export async function sweepCrashPoints(plan: CrashSweepPlan, attempt: (point: Cr
   const maxOperations = plan.maxOperations ?? 2000;
   const seed = plan.seed ?? 0;
   let points = 0;
+  const modes = new Set(plan.modes ?? CRASH_MODES.keys());
   for (const [modeIndex, mode] of CRASH_MODES.entries()) {
+    if (!modes.has(modeIndex)) continue;
     const step = every.has(modeIndex) ? 1 : stride;
     for (let operation = 1; ; operation += step) {
       const what = `crash ${mode.unsyncedWrites}/${mode.unsyncedMetadata} before operation ${operation}`;
