@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { isDeepStrictEqual } from 'node:util';
 import { NodeStorage, isWalshipError } from '../../src/index.js';
 import { CONTROL_FILE, readControlFile, switchedFromOf, writeControlFile, type ControlData } from '../../src/node/control-file.js';
 import type { JsonFileSpec } from '../../src/storage/json-file.js';
 import { COPY_BYTES, MAX_TWO_COPY_JSON_BYTES, readTwoCopyFile, writeTwoCopyFile } from '../../src/storage/two-copy-file.js';
 import { MAX_SWITCH_REASON, branchHistory } from '../../src/wal/timeline-history.js';
-import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
+import { MemoryStorage } from '../../src/testing/index.js';
 import { tempDir } from '../helpers/temp-dir.js';
-import { CRASH_MODES } from '../helpers/crashes.js';
+import { reportCrashPoints, runToPowerLoss, sweepCrashPoints, type CrashPoint, type CrashSweepPlan } from '../helpers/crashes.js';
 import { encodeJsonFile, putFile } from '../helpers/json-file.js';
 
 // OLD and NEW differ in every field, the node's state included: the crash tests below cover a
@@ -54,51 +55,80 @@ describe('control file', () => {
     }
   });
 
-  for (const crash of CRASH_MODES) {
-    it(`a crash at any step of an update (a state change, a checkpoint) leaves the old content or the new (${crash.unsyncedWrites}/${crash.unsyncedMetadata})`, async () => {
-      // Before the update: no file (it is created), a file of older walship (single copy, replaced
-      // whole), and two-copy files after one, two and three updates (the copies' sequence
-      // numbers differ in every way an in-place update meets).
-      const before: ReadonlyArray<readonly ControlData[]> = [[], [OLD], [NEW, OLD], [OLD, NEW, OLD]];
-      for (const [i, earlier] of [...before.entries(), [before.length, null] as const]) {
-        const legacy = earlier === null;
-        let completed = false;
-        for (let n = 1; !completed; n++) {
-          assert.ok(n < 100, 'the write never completed');
-          const storage = new MemoryStorage();
-          if (legacy) await putFile(storage, CONTROL_FILE, encodeJsonFile(JSON.stringify({ format: 2, ...OLD })));
-          for (const data of earlier ?? []) await writeControlFile(storage, data);
-          const old = legacy ? OLD : (earlier.at(-1) ?? null);
-          const crashed = storage.crashAfter(n, { ...crash, random: seededRandom(n) });
-          const error = await writeControlFile(storage, NEXT).then(
-            () => null,
-            (err: unknown) => err,
-          );
-          if (error === null) {
-            completed = true;
-            // The crash may have come at the write's last step (closing the file), after it was durable.
-            if (!storage.crashed) storage.crash({ ...crash, random: seededRandom(n) });
-          } else {
-            assert.ok(isWalshipError(error, 'WAL_IO'), `a failed write is WAL_IO, got ${String(error)}`);
-          }
-          const survivor = await crashed;
-          const found = await readControlFile(survivor);
-          const allowed = completed ? [NEXT] : [old, NEXT];
-          assert.ok(
-            allowed.some((a) => JSON.stringify(a) === JSON.stringify(found)),
-            `case ${i}: after a crash before operation ${n}: ${JSON.stringify(found)}`,
-          );
-          // Whatever the crash left, the next update works and is what is read.
-          await writeControlFile(survivor, OLD);
-          assert.deepEqual(await readControlFile(survivor), OLD);
-          await writeControlFile(survivor, NEW);
-          assert.deepEqual(await readControlFile(survivor), NEW);
-          // At most a temporary file of a replace the crash cut short is left.
-          assert.deepEqual(survivor.fileNames().filter((name) => name !== `${CONTROL_FILE}.tmp`), [CONTROL_FILE]);
-        }
-      }
-    });
+  /** Control data for a message: a long switch reason shown by its length. */
+  const summary = (data: ControlData | null | undefined): string =>
+    JSON.stringify(data?.switchedFrom === undefined ? data : { ...data, switchedFrom: { ...data.switchedFrom, reason: `${data.switchedFrom.reason.length} characters` } });
+
+  /** Reads the survivor of a crash: one of `allowed`; then it takes updates, through one more crash too, and holds at most a stray temporary file. */
+  async function checkSurvivor(survivor: MemoryStorage, allowed: ReadonlyArray<ControlData | null>, point: CrashPoint): Promise<void> {
+    const found = await readControlFile(survivor);
+    assert.ok(allowed.some((a) => isDeepStrictEqual(a, found)), `${point.what}: ${summary(found)}, expected one of ${allowed.map(summary).join(', ')}`);
+    // A second crash within the next update, a state change, in place if the survivor's copies allow it.
+    const what = `${point.what}, then`;
+    const next = found?.state === 'shut-down' ? OLD : { ...(found ?? NEW), state: 'shut-down' as const };
+    const second = await runToPowerLoss(survivor, { ...point, operation: 1 + (point.operation % 6), what }, () => writeControlFile(survivor, next));
+    const afterSecond = await readControlFile(second.survivor);
+    const allowedSecond = second.completed ? [next] : [found, next];
+    assert.ok(allowedSecond.some((a) => isDeepStrictEqual(a, afterSecond)), `${what} a crash in an update: ${summary(afterSecond)}`);
+    // Whatever the crashes left, the next updates work and are what is read.
+    await writeControlFile(second.survivor, OLD);
+    assert.deepEqual(await readControlFile(second.survivor), OLD, `${what}: the next update`);
+    await writeControlFile(second.survivor, NEW);
+    assert.deepEqual(await readControlFile(second.survivor), NEW, `${what}: the update after`);
+    // At most a temporary file of a replace the crash cut short is left.
+    assert.deepEqual(second.survivor.fileNames().filter((name) => name !== `${CONTROL_FILE}.tmp`), [CONTROL_FILE], `${what}: the files`);
   }
+
+  it('a crash at any step of an update (a state change, a checkpoint) leaves the old content or the new', async (t) => {
+    // Before the update: no file (it is created), a file of older walship (single copy, replaced
+    // whole), and two-copy files after one, two and three updates (the copies' sequence
+    // numbers differ in every way an in-place update meets).
+    const before: ReadonlyArray<readonly ControlData[] | null> = [[], null, [OLD], [NEW, OLD], [OLD, NEW, OLD]];
+    let points = 0;
+    for (const [i, earlier] of before.entries()) {
+      points += await sweepCrashPoints({ maxOperations: 100, seed: i }, async (point) => {
+        const storage = new MemoryStorage();
+        if (earlier === null) await putFile(storage, CONTROL_FILE, encodeJsonFile(JSON.stringify({ format: 2, ...OLD })));
+        for (const data of earlier ?? []) await writeControlFile(storage, data);
+        const old = earlier === null ? OLD : (earlier.at(-1) ?? null);
+        const { survivor, completed, error } = await runToPowerLoss(storage, point, () => writeControlFile(storage, NEXT));
+        const what = `case ${i}, ${point.what}`;
+        if (completed) assert.equal(error, null, `${what}: with no crash the update succeeds`);
+        // The crash may come at the update's last step (closing the file), after it was durable: then it succeeds.
+        else if (error !== null) assert.ok(isWalshipError(error, 'WAL_IO'), `${what}: a failed update is WAL_IO, got ${String(error)}`);
+        await checkSurvivor(survivor, completed ? [NEXT] : [old, NEXT], { ...point, what });
+        return { completed };
+      });
+    }
+    reportCrashPoints(t, points);
+  });
+
+  it('a crash at any step of a sequence of updates (a legacy file replaced, then in-place updates) leaves the content before or after the update under way', async (t) => {
+    // The promoted ones record a long switch reason: copies of several 512-byte sectors, which a
+    // power loss that keeps unsynced sectors out of order can tear together.
+    const promoted: ControlData = { ...NEW, switchedFrom: { timeline: 2, switchLsn: 1_234_000, reason: 'r'.repeat(MAX_SWITCH_REASON) } };
+    const SEQUENCE: readonly ControlData[] = [NEW, NEXT, OLD, promoted, { ...promoted, checkpoint: { lsn: 1_500_000, snapshot: false } }, NEXT];
+    const sweep = (plan: CrashSweepPlan): Promise<number> =>
+      sweepCrashPoints({ maxOperations: 300, ...plan }, async (point) => {
+        const storage = new MemoryStorage();
+        await putFile(storage, CONTROL_FILE, encodeJsonFile(JSON.stringify({ format: 2, ...OLD })));
+        let done = 0;
+        const { survivor, completed } = await runToPowerLoss(storage, point, async () => {
+          for (const data of SEQUENCE) {
+            await writeControlFile(storage, data);
+            done++;
+          }
+        });
+        const states = [OLD, ...SEQUENCE];
+        await checkSurvivor(survivor, completed ? [NEXT] : states.slice(done, done + 2), point);
+        return { completed };
+      });
+    // Every mode once; then the out-of-order sectors again with other seeds: only some of them
+    // keep part of each copy of a multi-sector update, the crash that needs its first fdatasync.
+    let points = await sweep({ seed: 7 });
+    for (const seed of [8, 9, 10]) points += await sweep({ modes: [5], seed });
+    reportCrashPoints(t, points);
+  });
 
   it('an update is two small writes in place, each fdatasynced: no rename, no directory sync', async () => {
     const storage = new MemoryStorage();

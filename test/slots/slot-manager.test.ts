@@ -4,9 +4,9 @@ import { NodeStorage, isWalshipError, type ErrorCode, type Storage } from '../..
 import type { RetentionState } from '../../src/slots/retention.js';
 import { SLOTS_FILE } from '../../src/slots/slot-file.js';
 import { SlotManager, WAL_REMOVED_REASON } from '../../src/slots/slot-manager.js';
-import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
+import { MemoryStorage } from '../../src/testing/index.js';
 import { tempDir } from '../helpers/temp-dir.js';
-import { CRASH_MODES } from '../helpers/crashes.js';
+import { reportCrashPoints, runToPowerLoss, sweepCrashPoints, type CrashPoint } from '../helpers/crashes.js';
 import { encodeJsonFile, putFile } from '../helpers/json-file.js';
 
 /** A WAL far from every slot in these tests: only list() needs one, for walStatus. */
@@ -26,8 +26,11 @@ function fakeClock(): () => Date {
   return () => new Date((t += 1000));
 }
 
+/** One slot's persisted columns: name, restartLsn, invalidationReason. */
+type Row = [string, number | null, string | null];
+
 /** What a slots file holds: the persisted columns of every slot. */
-function stored(slots: SlotManager): Array<[string, number | null, string | null]> {
+function stored(slots: SlotManager): Row[] {
   return slots.list(WAL).map((r) => [r.slotName, r.restartLsn, r.invalidationReason]);
 }
 
@@ -414,46 +417,111 @@ describe('SlotManager', () => {
     ];
     const BEFORE: Array<[string, number | null, string | null]> = [['a', 3000, null], ['lost', null, 'wal_removed']];
 
-    for (const crash of CRASH_MODES) {
-      it(`a crash at any step of any change leaves the old or the new slots (${crash.unsyncedWrites}/${crash.unsyncedMetadata})`, async () => {
-        for (const { what, run, after } of MUTATIONS) {
-          let completed = false;
-          for (let n = 1; !completed; n++) {
-            assert.ok(n < 100, `${what}: never completed`);
-            const storage = new MemoryStorage();
-            const setup = await SlotManager.open(storage);
-            await setup.create('a', { reserveAt: 3000 });
-            await setup.create('lost', { reserveAt: 10 });
-            await setup.invalidate('lost', 'wal_removed');
-            const slots = await SlotManager.open(storage);
-            const crashed = storage.crashAfter(n, { ...crash, random: seededRandom(n) });
-            const error = await run(slots).then(
-              () => null,
-              (err: unknown) => err,
-            );
-            if (error === null) {
-              completed = true;
-              storage.crash({ ...crash, random: seededRandom(n) });
-            } else {
-              assert.ok(isWalshipError(error, 'WAL_IO'), `${what}: a failed change is WAL_IO, got ${String(error)}`);
-            }
-            const survivor = await crashed;
-            // Never a damaged file: the old slots or the new ones.
-            const found = stored(await SlotManager.open(survivor));
-            const allowed = completed ? [after] : [BEFORE, after];
-            assert.ok(
-              allowed.some((a) => JSON.stringify(a) === JSON.stringify(found)),
-              `${what}, crash before operation ${n}: ${JSON.stringify(found)}`,
-            );
-            // A leftover temporary file does not disturb the next change.
-            const again = await SlotManager.open(survivor);
-            await again.create('z');
-            // 'z' sorts after every other name.
-            assert.deepEqual(stored(await SlotManager.open(survivor)), [...found, ['z', null, null]]);
-            assert.deepEqual(survivor.fileNames(), [SLOTS_FILE]);
-          }
-        }
+    /** Opens the survivor of a crash: it holds `found`, leaves no stray file, and takes changes, through one more crash too. */
+    async function checkContinues(survivor: MemoryStorage, found: Row[], point: CrashPoint): Promise<void> {
+      const what = `${point.what}, then`;
+      const again = await SlotManager.open(survivor);
+      assert.deepEqual(stored(again), found, `${what}: reopened, it holds what it held`);
+      // A second crash within the next change ('z' sorts after every other name).
+      const second = await runToPowerLoss(survivor, { ...point, operation: 1 + (point.operation % 8), what }, async () => {
+        await (await SlotManager.open(survivor)).create('z');
       });
+      const afterSecond = stored(await SlotManager.open(second.survivor));
+      const allowed = second.completed ? [[...found, ['z', null, null]]] : [found, [...found, ['z', null, null]]];
+      assert.ok(allowed.some((a) => JSON.stringify(a) === JSON.stringify(afterSecond)), `${what} a crash in a create: ${JSON.stringify(afterSecond)}`);
+      // A leftover temporary file does not disturb the next change.
+      await (await SlotManager.open(second.survivor)).create('zz');
+      assert.deepEqual(stored(await SlotManager.open(second.survivor)), [...afterSecond, ['zz', null, null]], `${what}: the next change`);
+      assert.deepEqual(second.survivor.fileNames(), [SLOTS_FILE], `${what}: only the slots file is left`);
     }
+
+    it('a crash at any step of any change leaves the old or the new slots', async (t) => {
+      let points = 0;
+      for (const { what: change, run, after } of MUTATIONS) {
+        points += await sweepCrashPoints({ maxOperations: 100 }, async (point) => {
+          const what = `${change}, ${point.what}`;
+          const storage = new MemoryStorage();
+          const setup = await SlotManager.open(storage);
+          await setup.create('a', { reserveAt: 3000 });
+          await setup.create('lost', { reserveAt: 10 });
+          await setup.invalidate('lost', 'wal_removed');
+          const slots = await SlotManager.open(storage);
+          const { survivor, completed, error } = await runToPowerLoss(storage, point, () => run(slots));
+          if (completed) assert.equal(error, null, `${what}: with no crash the change succeeds`);
+          else if (error !== null) assert.ok(isWalshipError(error, 'WAL_IO'), `${what}: a failed change is WAL_IO, got ${String(error)}`);
+          // Never a damaged file: the old slots or the new ones.
+          const found = stored(await SlotManager.open(survivor));
+          const allowed = completed ? [after] : [BEFORE, after];
+          assert.ok(allowed.some((a) => JSON.stringify(a) === JSON.stringify(found)), `${what}: ${JSON.stringify(found)}`);
+          await checkContinues(survivor, found, { ...point, what });
+          return { completed };
+        });
+      }
+      reportCrashPoints(t, points);
+    });
+
+    it('a crash at any step of a life of several slots (open, creates, a flushed advance, drops, invalidations) leaves the state before or after the change under way', async (t) => {
+      /** The changes in order, on the node's own slots file, from opening it on. */
+      const LIFE: Array<{ what: string; run: (s: SlotManager) => Promise<unknown> }> = [
+        { what: 'create a, reserved', run: (s) => s.create('a', { reserveAt: 3000 }) },
+        { what: 'create b, reserved', run: (s) => s.create('b', { reserveAt: 5000 }) },
+        { what: 'create c', run: (s) => s.create('c') },
+        {
+          what: 'advance a, flush',
+          run: (s) => {
+            s.advance('a', { flushLsn: 6000 });
+            return s.flush();
+          },
+        },
+        { what: 'drop b', run: (s) => s.drop('b') },
+        { what: 'invalidate c', run: (s) => s.invalidate('c', 'idle_timeout') },
+        { what: 'create d, reserved', run: (s) => s.create('d', { reserveAt: 8000 }) },
+        {
+          what: 'advance d, flush',
+          run: (s) => {
+            s.advance('d', { flushLsn: 9100 });
+            return s.flush();
+          },
+        },
+        { what: 'planWalRemoval invalidating a', run: (s) => s.planWalRemoval({ ...WAL, currentLsn: 9500, checkpointLsn: 9500, maxSlotWalKeepSize: 2000 }) },
+        { what: 'drop c', run: (s) => s.drop('c') },
+        { what: 'drop a', run: (s) => s.drop('a') },
+      ];
+      // What the slots file holds after each change (the first: before any).
+      const STATES: Row[][] = [
+        [],
+        [['a', 3000, null]],
+        [['a', 3000, null], ['b', 5000, null]],
+        [['a', 3000, null], ['b', 5000, null], ['c', null, null]],
+        [['a', 6000, null], ['b', 5000, null], ['c', null, null]],
+        [['a', 6000, null], ['c', null, null]],
+        [['a', 6000, null], ['c', null, 'idle_timeout']],
+        [['a', 6000, null], ['c', null, 'idle_timeout'], ['d', 8000, null]],
+        [['a', 6000, null], ['c', null, 'idle_timeout'], ['d', 9100, null]],
+        [['a', null, WAL_REMOVED_REASON], ['c', null, 'idle_timeout'], ['d', 9100, null]],
+        [['a', null, WAL_REMOVED_REASON], ['d', 9100, null]],
+        [['d', 9100, null]],
+      ];
+      const points = await sweepCrashPoints({ maxOperations: 200 }, async (point) => {
+        const storage = new MemoryStorage();
+        let done = 0;
+        const { survivor, completed, error } = await runToPowerLoss(storage, point, async () => {
+          const slots = await SlotManager.open(storage);
+          for (const { what, run } of LIFE) {
+            await run(slots);
+            done++;
+            assert.deepEqual(stored(slots), STATES[done], `${point.what}: after ${what}`);
+          }
+        });
+        if (completed) assert.equal(error, null, `${point.what}: with no crash the changes succeed`);
+        const found = stored(await SlotManager.open(survivor));
+        const allowed = completed ? [STATES[done]] : [STATES[done], STATES[done + 1]];
+        const during = LIFE[done]?.what ?? 'the end';
+        assert.ok(allowed.some((a) => JSON.stringify(a) === JSON.stringify(found)), `${point.what} (during ${during}): ${JSON.stringify(found)}`);
+        await checkContinues(survivor, found, point);
+        return { completed };
+      });
+      reportCrashPoints(t, points);
+    });
   });
 });

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Primary, type Lsn } from '../../src/index.js';
 import { readControlFile } from '../../src/node/control-file.js';
-import { CLUSTER_DEFAULTS, createCluster, seededRandom, type Cluster, type MemoryStorage } from '../../src/testing/index.js';
-import { CRASH_MODES } from '../helpers/crashes.js';
+import { CLUSTER_DEFAULTS, createCluster, type Cluster, type MemoryStorage } from '../../src/testing/index.js';
+import { CRASH_MODES, reportCrashPoints, sweepCrashPoints } from '../helpers/crashes.js';
 import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
 import { HANG_MS, commitMany, copyOf, promoteWithPowerLoss, receivedTo, replayedTo, sameSequence } from '../helpers/standby-harness.js';
@@ -93,27 +93,21 @@ describe('a crash at every storage step of a promotion at a recovery target', ()
     await p.close();
     const subject: Subject = { closed: await copyOf(cluster.storage('s')), batches: appP.applied.filter((b) => b.lsn < point.lsn), stop: point.lsn };
 
-    let points = 0;
+    // Every operation in the first and the torn mode, every third in the others.
+    const outcomes = CRASH_MODES.map(() => new Set<string>());
+    const points = await sweepCrashPoints({ every: [0, 4], stride: 3, seed: 41, maxOperations: 1000 }, async (point) => {
+      const what = `${point.what} of the promotion`;
+      const { node, storage } = await pausedCopy(cluster, subject, what);
+      const { completed, survivor } = await promoteWithPowerLoss(node, storage, point.operation, point.crash, what, ({ primary, error, completed }) => {
+        if (completed) assert.equal(error, null, `${what}: with no crash the promotion succeeds (${String(error)})`);
+        if (completed) assert.equal(primary?.wal.history.entries[0]?.switchLsn, subject.stop, `${what}: the new timeline begins at the target`);
+      });
+      outcomes[point.modeIndex]?.add(await checkSurvivor(cluster, survivor, subject, what));
+      return { completed };
+    });
     for (const [modeIndex, mode] of CRASH_MODES.entries()) {
-      // Every operation in the first and the torn mode, a seeded third of them in the others.
-      const sample = seededRandom(41 + modeIndex);
-      const outcomes = new Set<string>();
-      for (let k = 1; ; k++) {
-        const what = `crash ${JSON.stringify(mode)} before operation ${k} of the promotion`;
-        assert.ok(k < 1000, `${what}: the promotion never completes`);
-        if (modeIndex !== 0 && modeIndex !== 4 && k > 1 && sample() >= 1 / 3) continue;
-        const { node, storage } = await pausedCopy(cluster, subject, what);
-        const random = seededRandom(k * 7919 + modeIndex);
-        const { completed, survivor } = await promoteWithPowerLoss(node, storage, k, { ...mode, random }, what, ({ primary, error, completed }) => {
-          if (completed) assert.equal(error, null, `${what}: with no crash the promotion succeeds (${String(error)})`);
-          if (completed) assert.equal(primary?.wal.history.entries[0]?.switchLsn, subject.stop, `${what}: the new timeline begins at the target`);
-        });
-        points++;
-        outcomes.add(await checkSurvivor(cluster, survivor, subject, what));
-        if (completed) break;
-      }
-      assert.deepEqual([...outcomes].sort(), ['primary', 'standby'], `${JSON.stringify(mode)}: early crashes leave the standby, late ones the primary`);
+      assert.deepEqual([...(outcomes[modeIndex] ?? [])].sort(), ['primary', 'standby'], `${JSON.stringify(mode)}: early crashes leave the standby, late ones the primary`);
     }
-    t.diagnostic(`${points} crash points`);
+    reportCrashPoints(t, points);
   });
 });

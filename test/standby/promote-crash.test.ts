@@ -3,9 +3,9 @@ import { Duplex } from 'node:stream';
 import { describe, it, type TestContext } from 'node:test';
 import { Primary, segmentFileName, type Listener, type Lsn, type PeerInfo, type Standby, type Transport } from '../../src/index.js';
 import { readControlFile } from '../../src/node/control-file.js';
-import { CLUSTER_DEFAULTS, MemoryNetwork, createCluster, seededRandom, type Cluster, type MemoryStorage } from '../../src/testing/index.js';
+import { CLUSTER_DEFAULTS, MemoryNetwork, createCluster, type Cluster, type MemoryStorage } from '../../src/testing/index.js';
 import { parseTimelineHistory } from '../../src/wal/timeline-history.js';
-import { CRASH_MODES } from '../helpers/crashes.js';
+import { CRASH_MODES, reportCrashPoints, sweepCrashPoints, type CrashSweepPlan } from '../helpers/crashes.js';
 import { RecordingApp, until, type AppliedBatch } from '../helpers/apps.js';
 import { within } from '../helpers/wal.js';
 import { HANG_MS, codeOf, commitMany, copyOf, promoteWithPowerLoss, receivedTo, replayedTo, sameSequence } from '../helpers/standby-harness.js';
@@ -36,42 +36,26 @@ interface Attempt {
   readonly storage: MemoryStorage;
 }
 
-/** How many crash points of each mode `sweep` tries. */
-interface SweepPlan {
-  /** Crash modes (indexes into CRASH_MODES) swept at every storage operation. */
-  readonly full: ReadonlySet<number>;
-  /** The share of the operations tried in the other modes (a seeded sample). */
-  readonly sample: number;
-  readonly seed: number;
-}
-
 /**
  * Promotes a standby opened by `open` with a crash scheduled before its k-th storage
  * operation, for every k until a promotion completes (each mode ends there: the k with no
  * crash is the promotion that finished, followed by a power loss), in every crash mode, and
- * checks each survivor. Modes outside `plan.full` try k = 1 and a seeded sample of the other k. Returns how
- * many crash points were tried.
+ * checks each survivor; modes outside `plan.every` try every `plan.stride`-th k. Each mode
+ * must meet both outcomes. Returns how many crash points were tried.
  */
-async function sweep(cluster: Cluster, subject: Subject, plan: SweepPlan, open: (what: string) => Promise<Attempt>): Promise<number> {
-  let points = 0;
+async function sweep(cluster: Cluster, subject: Subject, plan: CrashSweepPlan, open: (what: string) => Promise<Attempt>): Promise<number> {
+  const outcomes = CRASH_MODES.map(() => new Set<string>());
+  const points = await sweepCrashPoints({ maxOperations: 1000, ...plan }, async (point) => {
+    const what = `${point.what} of the promotion`;
+    const { node, storage } = await open(what);
+    const { completed, survivor } = await promoteWithPowerLoss(node, storage, point.operation, point.crash, what, ({ error, completed }) => {
+      if (completed) assert.equal(error, null, `${what}: with no crash the promotion succeeds (${String(error)})`);
+    });
+    outcomes[point.modeIndex]?.add(await checkSurvivor(cluster, survivor, subject, what));
+    return { completed };
+  });
   for (const [modeIndex, mode] of CRASH_MODES.entries()) {
-    const sample = seededRandom(plan.seed * 31 + modeIndex);
-    const outcomes = new Set<string>();
-    for (let k = 1; ; k++) {
-      const what = `crash ${JSON.stringify(mode)} before operation ${k} of the promotion`;
-      assert.ok(k < 1000, `${what}: the promotion never completes`);
-      // The first operation always: a crash there leaves the standby in every mode.
-      if (!plan.full.has(modeIndex) && sample() >= plan.sample && k > 1) continue;
-      const { node, storage } = await open(what);
-      const random = seededRandom(k * 7919 + modeIndex + plan.seed * 104729);
-      const { completed, survivor } = await promoteWithPowerLoss(node, storage, k, { ...mode, random }, what, ({ error, completed }) => {
-        if (completed) assert.equal(error, null, `${what}: with no crash the promotion succeeds (${String(error)})`);
-      });
-      points++;
-      outcomes.add(await checkSurvivor(cluster, survivor, subject, what));
-      if (completed) break;
-    }
-    assert.deepEqual([...outcomes].sort(), ['primary', 'standby'], `${JSON.stringify(mode)}: early crashes leave the standby, late ones the primary`);
+    assert.deepEqual([...(outcomes[modeIndex] ?? [])].sort(), ['primary', 'standby'], `${JSON.stringify(mode)}: early crashes leave the standby, late ones the primary`);
   }
   return points;
 }
@@ -259,7 +243,7 @@ class ValveTransport implements Transport {
  * crash point opens a primary and the standby on copies of their closed directories; the
  * standby streams through a {@link ValveTransport} that stops at the same point every time.
  */
-async function partialRecord(t: TestContext, atSegmentStart: boolean, plan: SweepPlan): Promise<void> {
+async function partialRecord(t: TestContext, atSegmentStart: boolean, plan: CrashSweepPlan): Promise<void> {
   const network = new MemoryNetwork();
   const valve = new ValveTransport(network.transport('s'));
   const cluster = createCluster(t, { network, transport: (name) => (name === 's' ? valve : network.transport(name)) });
@@ -315,7 +299,7 @@ async function partialRecord(t: TestContext, atSegmentStart: boolean, plan: Swee
     return { node, storage };
   };
   const points = await sweep(cluster, subject, plan, open);
-  t.diagnostic(`${points} crash points; the standby's WAL ended at ${String(receivedAt)}, inside the record after ${switchLsn}`);
+  reportCrashPoints(t, points, `the standby's WAL ended at ${String(receivedAt)}, inside the record after ${switchLsn}`);
 }
 
 describe('a crash at every storage step of Standby.promote', () => {
@@ -324,10 +308,9 @@ describe('a crash at every storage step of Standby.promote', () => {
   // opened two or three times), one of the last two about 45 ms (a primary opened too, and
   // WAL streamed). So the mid-segment test tries every operation in every crash mode; the
   // others every operation in one or two modes (CRASH_MODES[0]: everything unsynced lost;
-  // CRASH_MODES[4]: torn writes, a prefix of the metadata changes) and a seeded sample of the
-  // operations (a third or a quarter) in the others. Each mode still ends with a promotion that
-  // completes (then a power loss), and meets both outcomes.
-  const EVERY_MODE: SweepPlan = { full: new Set(CRASH_MODES.keys()), sample: 1, seed: 1 };
+  // CRASH_MODES[4]: torn writes, a prefix of the metadata changes) and every third or fourth
+  // operation in the others. Each mode still ends with a promotion that completes (then a
+  // power loss), and meets both outcomes.
 
   it('leaves the standby or the promoted primary, never neither and never both (switch point mid-segment)', async (t) => {
     const { cluster, appP, p, storageS, s } = await streamingPair(t);
@@ -342,8 +325,8 @@ describe('a crash at every storage step of Standby.promote', () => {
     await s.close();
     assert.notEqual(switchLsn % SEGMENT, 0, 'the switch point lies inside a segment');
     const subject = { batches: appP.applied, switchLsn };
-    const points = await sweep(cluster, subject, EVERY_MODE, reopening(cluster, await copyOf(storageS), subject));
-    t.diagnostic(`${points} crash points`);
+    const points = await sweep(cluster, subject, { seed: 1 }, reopening(cluster, await copyOf(storageS), subject));
+    reportCrashPoints(t, points);
   });
 
   it('leaves the standby or the promoted primary (switch point at a segment boundary)', async (t) => {
@@ -361,15 +344,15 @@ describe('a crash at every storage step of Standby.promote', () => {
     await s.close();
     await p.close();
     const subject = { batches: appP.applied, switchLsn };
-    const points = await sweep(cluster, subject, { full: new Set([0, 4]), sample: 1 / 3, seed: 2 }, reopening(cluster, await copyOf(storageS), subject));
-    t.diagnostic(`${points} crash points`);
+    const points = await sweep(cluster, subject, { every: [0, 4], stride: 3, seed: 2 }, reopening(cluster, await copyOf(storageS), subject));
+    reportCrashPoints(t, points);
   });
 
   it('leaves the standby or the promoted primary when the last record arrived only in part', async (t) => {
-    await partialRecord(t, false, { full: new Set([4]), sample: 1 / 4, seed: 3 });
+    await partialRecord(t, false, { every: [4], stride: 4, seed: 3 });
   });
 
   it('leaves the standby or the promoted primary when a segment holds only its header and part of a record', async (t) => {
-    await partialRecord(t, true, { full: new Set([0]), sample: 1 / 4, seed: 4 });
+    await partialRecord(t, true, { every: [0], stride: 4, seed: 4 });
   });
 });
