@@ -62,7 +62,14 @@ export const STORAGE_CONFORMANCE_DEFAULTS = Object.freeze({
   /** Files of 16 MiB, the size of a default segment. */
   segmentBytes: 16 * 1024 * 1024,
   /** A backend with `writev` whose simulated power loss may keep unsynced changes. */
-  capabilities: Object.freeze({ writev: true, crashLosesUnsyncedWrites: false, crashLosesUnsyncedMetadata: false }),
+  capabilities: Object.freeze({
+    /** Files have `writev`. */
+    writev: true,
+    /** A power loss may keep bytes not datasynced. */
+    crashLosesUnsyncedWrites: false,
+    /** A power loss may keep creates, renames and removes not directory-synced. */
+    crashLosesUnsyncedMetadata: false,
+  }),
 });
 
 /** The smallest `segmentBytes`: walship's smallest segment. */
