@@ -195,6 +195,7 @@ export function storageConformance(harness: StorageConformanceHarness, adapters:
 // Cases
 
 const SEGMENT = '000000010000000000000003';
+const NEXT_SEGMENT = '000000010000000000000004';
 
 /** A name of each kind walship keeps in a data directory. */
 const WALSHIP_NAMES = [
@@ -627,35 +628,47 @@ async function handlesShareLock(ctx: CaseContext): Promise<void> {
 async function durableSegment(ctx: CaseContext): Promise<void> {
   const size = ctx.config.segmentBytes;
   const storage = ctx.storage;
-  // As the WAL prepares a segment: zero-filled under a temporary name, synced, renamed, directory synced.
-  const temp = await storage.open(`${SEGMENT}.tmp`, { create: true });
-  await temp.allocate(size);
-  await temp.datasync();
-  await temp.close();
-  await storage.rename(`${SEGMENT}.tmp`, SEGMENT);
-  await storage.syncDirectory();
+  // As the WAL prepares its segments: zero-filled (a standby's sparse) under a temporary
+  // name, datasynced, renamed into place, the directory synced.
+  for (const [name, sparse] of [[SEGMENT, false], [NEXT_SEGMENT, true]] as const) {
+    const temp = await storage.open(`${name}.tmp`, { create: true });
+    await temp.allocate(size, { sparse });
+    await temp.datasync();
+    await temp.close();
+    await storage.rename(`${name}.tmp`, name);
+    await storage.syncDirectory();
+  }
   const records = seededBytes(12, 10_000);
   const writer = await storage.open(SEGMENT);
   await writer.write(records, 0);
   await writer.datasync();
   const afterFirst = await ctx.crash();
-  await checkSegment(ctx, afterFirst, size, records, 'after a power loss');
+  const when = 'after a power loss';
+  await checkSegment(ctx, afterFirst, SEGMENT, size, records, when);
+  const empty = await checkSegment(ctx, afterFirst, NEXT_SEGMENT, size, new Uint8Array(0), `${when} (allocated sparse)`);
+  assertZeros(empty, `a segment allocated sparse and never written, ${when}`);
   // More WAL without a datasync: whatever of it survives, the datasynced records do.
   const again = await afterFirst.open(SEGMENT);
   await again.write(seededBytes(13, 20_000), records.length);
   await again.write(seededBytes(14, 1000), size - 1000);
   const afterSecond = await ctx.crash();
-  await checkSegment(ctx, afterSecond, size, records, 'after a second power loss, with later writes not datasynced');
+  await checkSegment(ctx, afterSecond, SEGMENT, size, records, 'after a second power loss, with later writes not datasynced');
 }
 
-async function checkSegment(ctx: CaseContext, storage: Storage, size: number, records: Uint8Array, when: string): Promise<void> {
+/** Checks that segment `name` is there, whole, beginning with `records`, and returns the bytes after them. */
+async function checkSegment(ctx: CaseContext, storage: Storage, name: string, size: number, records: Uint8Array, when: string): Promise<Uint8Array> {
   const names = await storage.list();
-  assert.ok(names.includes(SEGMENT), `the segment renamed into place and directory-synced must exist ${when}; list(): ${names.join(', ') || 'empty'}`);
-  assert.ok(!names.includes(`${SEGMENT}.tmp`), `the temporary name of a segment renamed and directory-synced must be gone ${when}`);
-  const file = await storage.open(SEGMENT, { readOnly: true });
-  assert.equal(await file.size(), size, `a segment allocated and datasynced must keep its size ${when}`);
-  assertBytes(await ctx.readAt(file, 0, records.length), records, `datasynced bytes ${when}`);
-  await file.close();
+  assert.ok(names.includes(name), `segment ${name}, renamed into place and directory-synced, must exist ${when}; list(): ${names.join(', ') || 'empty'}`);
+  assert.ok(!names.includes(`${name}.tmp`), `the temporary name of segment ${name}, renamed and directory-synced, must be gone ${when}`);
+  const file = await storage.open(name, { readOnly: true });
+  try {
+    assert.equal(await file.size(), size, `segment ${name}, allocated and datasynced, must keep its size ${when}`);
+    const whole = await ctx.readAt(file, 0, size);
+    assertBytes(whole.subarray(0, records.length), records, `the datasynced bytes of segment ${name} ${when}`);
+    return whole.subarray(records.length);
+  } finally {
+    await file.close();
+  }
 }
 
 async function durableMetadata(ctx: CaseContext): Promise<void> {
