@@ -127,10 +127,10 @@ export function storageConformance(harness: StorageConformanceHarness, adapters:
 
   const run = (body: (ctx: CaseContext) => Promise<void>) => async (): Promise<void> => {
     const created = await within(Promise.resolve().then(() => harness.createStorage()), config.timeoutMs, 'createStorage()');
-    assert.ok(isStorage(created), 'createStorage() must return a storage (prepare, list, open, rename, remove, syncDirectory and lock functions)');
     const ctx = new CaseContext(created, harness, config);
     let failed = true;
     try {
+      assert.ok(isStorage(created), 'createStorage() must return a storage (prepare, list, open, rename, remove, syncDirectory and lock functions)');
       await ctx.storage.prepare();
       await body(ctx);
       failed = false;
