@@ -3,13 +3,20 @@
  * log runs on real files ({@link NodeStorage}) and in a simulated, crashable memory
  * ({@link MemoryStorage}).
  *
- * A storage is one flat directory of named files. Methods reject with Node-style errors
- * carrying an errno `code` (`ENOENT`, `EEXIST`, `ENOSPC`, `EIO`, …); walship wraps them
- * in coded {@link WalshipError}s. Only {@link Storage.lock} throws a walship error itself.
+ * A storage is one flat directory of named files. Names are plain file names: an empty name,
+ * `.`, `..`, and names holding `/`, `\` or NUL are rejected with `EINVAL`, so that no name
+ * reaches outside the directory. Methods return promises (they never throw synchronously) and
+ * reject with Node-style errors carrying an errno `code` (`ENOENT`, `EEXIST`, `EINVAL`,
+ * `EBADF`, `ENOSPC`, `EIO`, …); walship tells some apart by code (a missing file is
+ * `ENOENT`) and wraps them in coded {@link WalshipError}s. Only {@link Storage.lock} rejects
+ * with a walship error itself.
  *
  * Durability follows POSIX: written bytes are durable once {@link StorageFile.datasync}
  * resolves; creating, renaming or removing a file is durable once
- * {@link Storage.syncDirectory} resolves.
+ * {@link Storage.syncDirectory} resolves. What is not yet durable may survive a power loss,
+ * in part or not at all, but never takes durable bytes or names with it.
+ *
+ * `storageConformance` in `walship/testing` checks a backend against this contract.
  */
 export interface Storage {
   /** Where the files live, for messages and logs (a path, or `memory:<id>`). */
@@ -24,7 +31,10 @@ export interface Storage {
    * missing file is an `ENOENT` error. `readOnly` opens it for reading only.
    */
   open(name: string, options?: StorageOpenOptions): Promise<StorageFile>;
-  /** Atomically renames `from` to `to`, replacing `to` if it exists. */
+  /**
+   * Atomically renames `from` to `to`, replacing `to` if it exists: a power loss leaves `to`
+   * naming the old file or the new one, never neither. Open files keep working.
+   */
   rename(from: string, to: string): Promise<void>;
   /** Removes a file; a missing file is an `ENOENT` error. */
   remove(name: string): Promise<void>;
@@ -47,7 +57,13 @@ export interface StorageOpenOptions {
   readOnly?: boolean;
 }
 
-/** An open file of a {@link Storage}. Positions are byte offsets from the start. */
+/**
+ * An open file of a {@link Storage}. Positions are byte offsets from the start. What a write
+ * puts in the file is visible at once through every handle on it, before any datasync, and
+ * the caller may reuse its buffer once the write resolves. Every call on a closed file, and
+ * every write through a read-only one, rejects with `EBADF` (an allocation that would grow a
+ * read-only file rejects too).
+ */
 export interface StorageFile {
   /** The file's name within its storage. */
   readonly name: string;

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { isArchiver, type Archiver } from '../archive/archiver.js';
 import { WalshipError, isWalshipError } from '../errors.js';
-import { conformanceRunner, handled, within, type ConformanceAdapters } from './conformance-runner.js';
-import { seededRandom } from './seeded-random.js';
+import { conformanceRunner, describeError, handled, seededBytes, within, type ConformanceAdapters } from './conformance-runner.js';
 
 /** Optional behaviours; a case that needs one that is off is registered as skipped. */
 export interface ArchiverCapabilities {
@@ -369,17 +368,6 @@ function segmentName(timeline: number, segment: number): string {
   return `${hex(timeline)}${hex(Math.floor(segment / 0x100))}${hex(segment % 0x100)}`;
 }
 
-/** `size` pseudo-random bytes that depend on `seed` only. */
-function seededBytes(seed: number, size: number): Uint8Array {
-  const random = seededRandom(seed);
-  const data = new Uint8Array(size);
-  const words = new DataView(data.buffer);
-  let i = 0;
-  for (; i + 4 <= size; i += 4) words.setUint32(i, Math.floor(random() * 0x1_0000_0000));
-  for (; i < size; i++) data[i] = Math.floor(random() * 256);
-  return data;
-}
-
 function assertBytes(actual: unknown, expected: Uint8Array, what: string): void {
   if (actual === null) assert.fail(`${what}: get() resolved null, expected ${expected.length} bytes`);
   if (!(actual instanceof Uint8Array)) assert.fail(`${what}: get() must resolve with a Uint8Array or null, got ${describeValue(actual)}`);
@@ -407,14 +395,6 @@ function describeValue(value: unknown): string {
   if (value === undefined) return 'undefined';
   if (typeof value !== 'object' || value === null) return `${typeof value} ${String(value)}`;
   return value.constructor?.name ?? 'an object';
-}
-
-function describeError(err: unknown): string {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return `${err.name}${typeof code === 'string' ? ` [${code}]` : ''}: ${err.message}`;
-  }
-  return String(err);
 }
 
 function checkHarness(harness: ArchiverConformanceHarness): void {

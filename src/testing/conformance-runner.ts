@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { WalshipError } from '../errors.js';
+import { seededRandom } from './seeded-random.js';
 
 /** A test function as a conformance suite registers it. */
 export type ConformanceTestFn = () => Promise<void> | void;
@@ -79,4 +80,24 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
 export function handled<T>(promise: Promise<T>): Promise<T> {
   promise.catch(() => {});
   return promise;
+}
+
+/** `size` pseudo-random bytes that depend on `seed` only, so that a failing case replays. */
+export function seededBytes(seed: number, size: number): Uint8Array {
+  const random = seededRandom(seed);
+  const data = new Uint8Array(size);
+  const words = new DataView(data.buffer);
+  let i = 0;
+  for (; i + 4 <= size; i += 4) words.setUint32(i, Math.floor(random() * 0x1_0000_0000));
+  for (; i < size; i++) data[i] = Math.floor(random() * 256);
+  return data;
+}
+
+/** An error as a failure message shows it: its name, its `code` if it has one, its message. */
+export function describeError(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return `${err.name}${typeof code === 'string' ? ` [${code}]` : ''}: ${err.message}`;
+  }
+  return String(err);
 }

@@ -20,6 +20,8 @@ export type { TransportCapabilities, TransportConformanceHarness } from './trans
 export type { ConformanceAdapters, ConformanceIt, ConformanceTestFn } from './conformance-runner.js';
 export { ARCHIVER_CONFORMANCE_DEFAULTS, archiverConformance } from './archiver-conformance.js';
 export type { ArchiverCapabilities, ArchiverConformanceHarness } from './archiver-conformance.js';
+export { STORAGE_CONFORMANCE_DEFAULTS, storageConformance } from './storage-conformance.js';
+export type { StorageCapabilities, StorageConformanceHarness } from './storage-conformance.js';
 export { MemoryArchive } from './memory-archive.js';
 export type { MemoryArchiveFault, MemoryArchiveOperation, MemoryArchiveOptions } from './memory-archive.js';
 export { seededRandom } from './seeded-random.js';

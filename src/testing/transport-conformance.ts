@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WalshipError, isWalshipError } from '../errors.js';
 import type { Listener, PeerInfo, Transport } from '../transport/transport.js';
-import { conformanceRunner, handled, within, type ConformanceAdapters } from './conformance-runner.js';
+import { conformanceRunner, describeError, handled, within, type ConformanceAdapters } from './conformance-runner.js';
 import { seededRandom } from './seeded-random.js';
 
 export type { ConformanceAdapters, ConformanceIt, ConformanceTestFn } from './conformance-runner.js';
@@ -691,14 +691,6 @@ function taggedPayload(id: number): Buffer {
 
 function isDuplex(value: unknown): value is Duplex {
   return typeof value === 'object' && value !== null && typeof (value as Duplex).destroy === 'function' && typeof (value as Duplex).on === 'function';
-}
-
-function describeError(err: unknown): string {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return `${err.name}${typeof code === 'string' ? ` [${code}]` : ''}: ${err.message}`;
-  }
-  return String(err);
 }
 
 function checkHarness(harness: TransportConformanceHarness): void {

@@ -10,9 +10,27 @@ import {
 } from '../../src/storage/memory-storage.js';
 import type { StorageFile } from '../../src/storage/storage.js';
 import { mulberry32 as seeded } from '../helpers/random.js';
-import { storageContract } from './storage-contract.js';
+import { storageConformance } from '../../src/testing/storage-conformance.js';
+import { seededRandom } from '../../src/testing/seeded-random.js';
 
-storageContract('MemoryStorage', async () => ({ storage: new MemoryStorage(), cleanup: async () => {} }));
+// The storage conformance suite under each kind of power loss MemoryStorage simulates: the
+// suite must hold whatever a legal power loss keeps of what was not made durable.
+storageConformance({
+  name: 'MemoryStorage, a power loss losing everything not synced',
+  createStorage: () => new MemoryStorage(),
+  crash: (storage) => (storage as MemoryStorage).crash({ unsyncedWrites: 'lose', unsyncedMetadata: 'lose' }),
+  capabilities: { writev: false, crashLosesUnsyncedWrites: true, crashLosesUnsyncedMetadata: true },
+});
+for (const [unsyncedWrites, unsyncedMetadata] of [['keep', 'keep'], ['torn', 'prefix'], ['sectors', 'prefix']] as const) {
+  let seed = 0;
+  storageConformance({
+    name: `MemoryStorage, a power loss with unsynced writes '${unsyncedWrites}' and metadata '${unsyncedMetadata}'`,
+    createStorage: () => new MemoryStorage(),
+    crash: (storage) => (storage as MemoryStorage).crash({ unsyncedWrites, unsyncedMetadata, random: seededRandom(++seed) }),
+    capabilities: { writev: false },
+    segmentBytes: 1024 * 1024,
+  });
+}
 
 const SECTOR = 512;
 const encoder = new TextEncoder();
