@@ -99,8 +99,12 @@ export class SimulatedCluster {
   readonly #checker = new DurabilityChecker();
   readonly #archive: MemoryArchive | null;
   #primary = 'p';
+  /** The current primary's timeline, also while it is down. */
+  #primaryTimeline = 1;
   #syncText: string;
   #syncConfig: SyncStandbyConfig | null;
+  /** Every synchronous configuration in force so far, in order: a reload may release waiting commits. */
+  readonly #syncConfigs: (SyncStandbyConfig | null)[] = [];
   readonly #level: SynchronousCommit;
   #closed = false;
   /** The application recorders of every node's every life as a primary: the lines of history written. */
@@ -117,6 +121,7 @@ export class SimulatedCluster {
     const standbys = options.standbys ?? 2;
     this.#syncText = options.synchronousStandbyNames ?? (standbys > 0 ? 'FIRST 1 (s1)' : '');
     this.#syncConfig = parseSynchronousStandbyNames(this.#syncText);
+    this.#syncConfigs.push(this.#syncConfig);
     this.#level = options.synchronousCommit ?? 'on';
     this.#archive = options.archive === true ? new MemoryArchive() : null;
     for (const name of ['p', ...Array.from({ length: standbys }, (_, i) => `s${i + 1}`)]) {
@@ -237,6 +242,7 @@ export class SimulatedCluster {
         records.push(record);
         this.#checker.called(record);
         const deposed = sim.deposed;
+        const configAtCall = this.#syncConfigs.length - 1;
         settled.push(
           primary.commit([...entries], { synchronousCommit: level }).then(
             (result) => {
@@ -245,7 +251,7 @@ export class SimulatedCluster {
               record.lsn = result.lsn;
               record.timeline = primary.timeline;
               // A deposed primary's acknowledgements promise nothing: a promotion ended its line.
-              if (!deposed && !sim.deposed) this.#checker.acknowledged(record, primary.replicationStatus(), this.#syncConfig, (name) => this.#aliveSequence(name));
+              if (!deposed && !sim.deposed) this.#checker.acknowledged(record, primary.replicationStatus(), this.#weakestConfigSince(configAtCall), (name) => this.#aliveSequence(name));
             },
             (err: unknown) => {
               if (record.outcome !== 'pending') return;
@@ -338,12 +344,12 @@ export class SimulatedCluster {
     this.#step({ op: 'failover' });
     return this.scheduler.run(async () => {
       const old = this.#node(this.#primary);
-      const timeline = old.node?.timeline ?? null;
+      const timeline = this.#primaryTimeline;
       if (old.node !== null) await this.#crash(old);
       // Only standbys that followed the primary onto its timeline: promoting one still on an
       // older timeline would make a sibling timeline of the same number (PostgreSQL's operators
       // avoid that by promoting an up-to-date standby, or by a shared archive of history files).
-      const direct = [...this.#nodes.values()].filter((sim) => sim.node instanceof Standby && sim.upstream === old.name && sim.node.consistent && (timeline === null || sim.node.timeline === timeline));
+      const direct = [...this.#nodes.values()].filter((sim) => sim.node instanceof Standby && sim.upstream === old.name && sim.node.consistent && sim.node.timeline === timeline);
       const names = this.#syncConfig?.names ?? [];
       const listed = direct.filter((sim) => names.includes('*') || names.includes(sim.name));
       const candidates = listed.length > 0 ? listed : direct;
@@ -381,6 +387,7 @@ export class SimulatedCluster {
     this.#step({ op: 'reload', synchronousStandbyNames });
     this.#syncText = synchronousStandbyNames;
     this.#syncConfig = parseSynchronousStandbyNames(synchronousStandbyNames);
+    this.#syncConfigs.push(this.#syncConfig);
     const primary = this.primary;
     if (primary !== null && primary.failure === null) this.scheduler.run(() => primary.reload({ synchronousStandbyNames }));
   }
@@ -521,6 +528,7 @@ export class SimulatedCluster {
     });
     sim.upstream = null;
     this.#primaryLives.add(sim.recorder);
+    this.#primaryTimeline = sim.node.timeline;
   }
 
   async #openStandby(sim: SimNode, upstream: string): Promise<void> {
@@ -581,6 +589,7 @@ export class SimulatedCluster {
     sim.deposed = false;
     sim.upstream = null;
     this.#primary = sim.name;
+    this.#primaryTimeline = sim.node.timeline;
     this.#primaryLives.add(sim.recorder);
     this.#checker.promoted(sim.name, sim.recorder.sequence);
     return true;
@@ -613,6 +622,16 @@ export class SimulatedCluster {
       await this.scheduler.sleep(CATCHUP_POLL_MS);
     }
     if (mode === 'replay') await standby.waitForReplay(replayTarget, { timeoutMs: Math.max(1, deadline - this.scheduler.now()) }).catch((err: unknown) => Promise.reject(isWalshipError(err, 'TIMEOUT') ? timedOut() : err));
+  }
+
+  /**
+   * The least the synchronous configurations in force since `index` asked for: a commit may
+   * have been released by any of them (clearing the names releases every waiting commit).
+   */
+  #weakestConfigSince(index: number): SyncStandbyConfig | null {
+    const configs = this.#syncConfigs.slice(index);
+    if (configs.includes(null)) return null;
+    return (configs as SyncStandbyConfig[]).reduce((weakest, config) => (config.num < weakest.num ? config : weakest));
   }
 
   #aliveSequence(name: string): readonly AppliedBatch[] | null {

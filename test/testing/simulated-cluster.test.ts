@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { ReplicationStatusRow } from '../../src/replication/wal-source.js';
+import { parseSynchronousStandbyNames } from '../../src/replication/sync-standby-names.js';
+import { DurabilityChecker } from '../../src/testing/simulation/durability-checker.js';
+import { createCluster, KvApplication, runScenario, SimulatedCluster, type CommitRecord } from '../../src/testing/index.js';
+
+describe('a simulated cluster', () => {
+  it('loses no commit acknowledged at on across a failover to its synchronous standby, and the old primary rejoins', async (t) => {
+    const cluster = await createCluster({ t, seed: 3, standbys: 2, synchronousStandbyNames: 'FIRST 1 (s1)' });
+    const before = await cluster.commit({ count: 5 });
+    assert.deepEqual(
+      before.map((c) => [c.outcome, c.confirmers]),
+      before.map(() => ['acknowledged', ['s1']]),
+    );
+    assert.equal(await cluster.failover(), 's1');
+    cluster.reload('FIRST 1 (s2)');
+    const after = await cluster.commit({ count: 3 });
+    assert.ok(after.every((c) => c.outcome === 'acknowledged' && c.timeline === 2));
+    await cluster.rejoin('p');
+    await cluster.settle();
+    const result = cluster.check();
+    assert.ok(result.ok, result.report);
+    for (const name of cluster.names) {
+      const kv = cluster.application(name) as KvApplication;
+      assert.equal(kv.get('k8'), 'v8', `${name} holds the last commit`);
+    }
+    assert.equal(cluster.applied('p').length, 8);
+  });
+
+  it('runs on virtual time: ten minutes of status reports and heartbeats pass at once', async (t) => {
+    const cluster = await createCluster({ t, standbys: 1 });
+    const started = cluster.scheduler.monotonic();
+    const fired = cluster.scheduler.eventsFired;
+    await cluster.sleep(600_000);
+    assert.equal(cluster.scheduler.monotonic() - started, 600_000);
+    assert.ok(cluster.scheduler.eventsFired - fired > 6_000, 'a status report every 100 ms');
+    assert.equal((await cluster.commit())[0]?.outcome, 'acknowledged');
+  });
+
+  it('replays the same run from the same seed, step for step', async () => {
+    const run = async (): Promise<string> => {
+      const result = await runScenario({ seed: 42, steps: 30 });
+      return JSON.stringify([result.steps, result.commits, result.virtualMs, result.ok]);
+    };
+    const first = await run();
+    assert.equal(await run(), first);
+    const replayed = await runScenario({ seed: 42, steps: (JSON.parse(first) as [never[]])[0] });
+    assert.ok(replayed.ok, replayed.report);
+  });
+
+  it('a commit that waits for a standby that is cut off stays pending, and is unknown after the primary crashes', async (t) => {
+    const cluster = await createCluster({ t, standbys: 1, synchronousStandbyNames: 'FIRST 1 (s1)' });
+    cluster.partition('p', 's1');
+    await cluster.sleep(100);
+    const [waiting] = await cluster.commit({ level: 'on' });
+    assert.equal(waiting?.outcome, 'pending');
+    await cluster.crash('p');
+    assert.equal(waiting?.outcome, 'unknown');
+    await cluster.restart('p');
+    await cluster.settle();
+    assert.ok(cluster.check().ok);
+  });
+
+  it('closes with the test that created it, and refuses steps once closed', async () => {
+    let teardown: (() => Promise<void>) | undefined;
+    const cluster = await createCluster({ t: { after: (fn) => (teardown = fn) }, standbys: 0 });
+    assert.ok(cluster instanceof SimulatedCluster);
+    await teardown!();
+    await assert.rejects(cluster.commit(), { code: 'INVALID_ARGUMENT' });
+  });
+});
+
+describe('the durability checker', () => {
+  const commit = (id: number, lsn: number, level: CommitRecord['level'] = 'on'): CommitRecord => ({
+    id,
+    step: id,
+    node: 'p',
+    level,
+    digest: `d${id}`,
+    calledAt: 0,
+    outcome: 'acknowledged',
+    lsn,
+    timeline: 1,
+    error: null,
+    confirmers: [],
+    needed: 0,
+  });
+  const row = (name: string, flush: number, write = flush): ReplicationStatusRow => ({ applicationName: name, syncState: 'sync', writeLsn: write, flushLsn: flush, replayLsn: flush }) as unknown as ReplicationStatusRow;
+  const batch = (c: CommitRecord): { lsn: number; timeline: number; digest: string } => ({ lsn: c.lsn!, timeline: 1, digest: c.digest });
+
+  it('catches a commit released before its synchronous standby flushed it', () => {
+    const checker = new DurabilityChecker();
+    const c = commit(1, 100);
+    checker.called(c);
+    checker.acknowledged(c, [row('s1', 50, 100)], parseSynchronousStandbyNames('FIRST 1 (s1)'), () => null);
+    assert.deepEqual(checker.violations.map((v) => v.rule), ['released-early']);
+    assert.match(checker.violations[0]!.message, /0 of the 1 confirmations 'FIRST 1 \(s1\)' asks for \(s1 sync at 0\/32\)/);
+  });
+
+  it('owes, after a promotion, exactly the commits the promoted standby confirmed or that lie below them', () => {
+    const checker = new DurabilityChecker();
+    const [a, b, c] = [commit(1, 100), commit(2, 200), commit(3, 300)];
+    for (const x of [a, b, c]) checker.called(x);
+    checker.acknowledged(a, [row('s1', 100), row('s2', 100)], parseSynchronousStandbyNames('ANY 1 (s1, s2)'), () => null);
+    checker.acknowledged(b, [row('s1', 200), row('s2', 100)], parseSynchronousStandbyNames('ANY 1 (s1, s2)'), () => null);
+    checker.acknowledged(c, [row('s1', 200), row('s2', 300)], parseSynchronousStandbyNames('ANY 1 (s1, s2)'), () => null);
+    checker.promoted('s1', [batch(a), batch(b)]);
+    assert.deepEqual(checker.violations, [], 'c was confirmed by s2 only: promoting s1 may lose it');
+    assert.deepEqual(checker.allowedLosses.map((x) => x.id), [3]);
+    const again = new DurabilityChecker();
+    for (const x of [a, b]) again.acknowledged({ ...x }, [row('s1', 200)], parseSynchronousStandbyNames('FIRST 1 (s1)'), () => null);
+    again.promoted('s1', [batch(a)]);
+    assert.deepEqual(again.violations.map((v) => v.rule), ['acknowledged-lost']);
+    assert.match(again.violations[0]!.message, /commit #2, acknowledged at on by p .* is missing on s1 after its promotion/);
+  });
+
+  it('catches a batch no commit wrote, a standby off every primary history, and a rewind that hides a batch', () => {
+    const checker = new DurabilityChecker();
+    const [a, b] = [commit(1, 100), commit(2, 200)];
+    checker.called(a);
+    checker.called(b);
+    checker.checkApplied('s1', [batch(a), { lsn: 150, timeline: 1, digest: 'nobody' }]);
+    checker.checkPrefix('s2', [batch(b)], 'p', [[batch(a), batch(b)]]);
+    checker.checkRewind('s3', { timeline: 1, switchLsn: 120, batches: [], complete: true }, [batch(a), batch(b)]);
+    assert.deepEqual(checker.violations.map((v) => v.rule), ['phantom-batch', 'diverged-history', 'rewind-report']);
+  });
+});
