@@ -46,7 +46,7 @@ export interface CommitRecord {
 
 /** A step of a simulation: what a scenario does next, in a form that replays. */
 export type SimulationStep =
-  | { readonly op: 'commit'; readonly level?: SynchronousCommit; readonly count?: number }
+  | { readonly op: 'commit'; readonly level?: SynchronousCommit; readonly count?: number; readonly timeoutMs?: number }
   | { readonly op: 'crash'; readonly node: string }
   | { readonly op: 'restart'; readonly node: string }
   | { readonly op: 'partition'; readonly a: string; readonly b: string }
@@ -83,7 +83,7 @@ export interface Violation {
 export function formatStep(step: SimulationStep): string {
   switch (step.op) {
     case 'commit':
-      return `commit ${step.level ?? 'default'}${(step.count ?? 1) > 1 ? ` x${step.count}` : ''}`;
+      return `commit ${step.level ?? 'default'}${(step.count ?? 1) > 1 ? ` x${step.count}` : ''}${step.timeoutMs === undefined ? '' : ` timeout ${step.timeoutMs} ms`}`;
     case 'partition':
     case 'stall':
       return `${step.op} ${step.a}|${step.b}`;

@@ -12,7 +12,11 @@ export const SCENARIO_FAULTS: readonly ScenarioFault[] = ['crash', 'restart', 'p
 
 /** Options of {@link runScenario}. */
 export interface ScenarioOptions extends Omit<SimulationOptions, 't' | 'seed'> {
-  /** Seeds the run: the same seed (and options) gives the same run, step for step. */
+  /**
+   * Seeds the run: the same seed (and options) gives the same run, step for step. It also
+   * picks the topology unless `cascade` and `archive` are given: a chain `p → s1 → s2` for
+   * seeds divisible by 3, a shared archive for seeds divisible by 4.
+   */
   readonly seed: number;
   /**
    * How many steps to generate (from the seed, each chosen from the cluster's state then), or
@@ -68,7 +72,8 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
 
 async function runOnce(options: ScenarioOptions): Promise<ScenarioResult> {
   const { seed, steps = 40, faults = SCENARIO_FAULTS, shrink: _shrink, ...clusterOptions } = options;
-  const cluster = new SimulatedCluster({ synchronousStandbyNames: 'ANY 1 (p, s1, s2)', ...clusterOptions, seed });
+  // The seed picks the topology too, unless the options do: chains and archives get their share.
+  const cluster = new SimulatedCluster({ synchronousStandbyNames: 'ANY 1 (p, s1, s2)', cascade: seed % 3 === 0, archive: seed % 4 === 0, ...clusterOptions, seed });
   const unexpected: Violation[] = [];
   try {
     await cluster.start();
@@ -100,7 +105,7 @@ async function runOnce(options: ScenarioOptions): Promise<ScenarioResult> {
 async function perform(cluster: SimulatedCluster, step: SimulationStep): Promise<void> {
   switch (step.op) {
     case 'commit':
-      await cluster.commit({ ...(step.level === undefined ? {} : { level: step.level }), ...(step.count === undefined ? {} : { count: step.count }) });
+      await cluster.commit(step);
       return;
     case 'crash':
       return cluster.crash(step.node);
@@ -146,7 +151,7 @@ function nextStep(cluster: SimulatedCluster, random: () => number, faults: reado
   };
   const allowed = new Set(faults);
   const options: [number, () => SimulationStep][] = [
-    [40, () => ({ op: 'commit', level: pick(LEVELS), count: 1 + Math.floor(random() * 4) })],
+    [40, () => ({ op: 'commit', level: pick(LEVELS), count: 1 + Math.floor(random() * 4), ...(random() < 0.1 ? { timeoutMs: Math.floor(random() * 500) } : {}) })],
     [6, () => ({ op: 'sleep', ms: Math.floor(random() * 2000) + 1 })],
     [6, () => ({ op: 'heal' })],
     [3, () => ({ op: 'catchup', node: pick(standbys.length > 0 ? standbys : names), mode: pick(CATCHUP_MODES) })],

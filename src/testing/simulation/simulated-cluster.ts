@@ -67,7 +67,7 @@ interface SimNode {
 }
 
 const USER = 'sim';
-const VIRTUAL_CATCHUP_TIMEOUT_MS = 20_000;
+const VIRTUAL_CATCHUP_TIMEOUT_MS = 10_000;
 /** How often (virtual ms) a catch-up wait looks at the standby's position. */
 const CATCHUP_POLL_MS = 50;
 /** How long a commit step waits (virtual ms) for its commits before the scenario goes on without them. */
@@ -205,12 +205,14 @@ export class SimulatedCluster {
 
   /**
    * Commits `count` batches (one key-value write each, unless `entries` are given) on the
-   * current primary at `level`, records each call and its outcome, and waits until they
+   * current primary at `level` (with `timeoutMs`, a wait for the standbys that runs out is
+   * `SYNC_REP_CANCELED`), records each call and its outcome, and waits until they
    * settle, or for one virtual second: a commit waiting for a standby that does not come is
    * left pending while the run goes on. Resolves with the records.
    */
-  async commit(options: { level?: SynchronousCommit; count?: number; entries?: readonly Uint8Array[] } = {}): Promise<CommitRecord[]> {
-    this.#step({ op: 'commit', ...(options.level === undefined ? {} : { level: options.level }), ...(options.count === undefined ? {} : { count: options.count }) });
+  async commit(options: { level?: SynchronousCommit; count?: number; timeoutMs?: number; entries?: readonly Uint8Array[] } = {}): Promise<CommitRecord[]> {
+    const { entries: _entries, ...step } = options;
+    this.#step({ op: 'commit', ...step });
     return this.scheduler.run(async () => {
       const sim = this.#node(this.#primary);
       const primary = sim.node;
@@ -244,7 +246,7 @@ export class SimulatedCluster {
         const deposed = sim.deposed;
         const configAtCall = this.#syncConfigs.length - 1;
         settled.push(
-          primary.commit([...entries], { synchronousCommit: level }).then(
+          primary.commit([...entries], { synchronousCommit: level, ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) }).then(
             (result) => {
               if (record.outcome !== 'pending') return;
               record.outcome = 'acknowledged';
@@ -538,7 +540,7 @@ export class SimulatedCluster {
       application: sim.recorder,
       primary: { transport: this.#transport(sim.name), address: `${upstream}:5432`, user: USER, applicationName: sim.name },
       ...(this.#archive === null ? {} : { restore: this.#archive }),
-      statusIntervalMs: 100,
+      statusIntervalMs: 500,
       retryMinDelayMs: 5,
       retryMaxDelayMs: 200,
       logPrefix: sim.name,
