@@ -295,27 +295,30 @@ export class SimulatedCluster {
   /** Cuts the links between `a` and `b` both ways until {@link heal}. */
   partition(a: string, b: string): void {
     this.#step({ op: 'partition', a, b });
-    this.network.partition([a], [b]);
+    this.scheduler.run(() => this.network.partition([a], [b]));
   }
 
   /** Removes every partition, stall and delay. */
   heal(): void {
     this.#step({ op: 'heal' });
-    this.network.heal();
-    this.network.resume();
-    this.network.latency(0);
+    // On the cluster's clock: the streams this wakes pump on it.
+    this.scheduler.run(() => {
+      this.network.heal();
+      this.network.resume();
+      this.network.latency(0);
+    });
   }
 
   /** Adds `ms` of latency to the link between `a` and `b`. */
   delay(a: string, b: string, ms: number): void {
     this.#step({ op: 'delay', a, b, ms });
-    this.network.latency(ms, a, b);
+    this.scheduler.run(() => this.network.latency(ms, a, b));
   }
 
   /** Stalls the link between `a` and `b` (bytes stop, connections stay) until {@link heal}. */
   stall(a: string, b: string): void {
     this.#step({ op: 'stall', a, b });
-    this.network.stall(a, b);
+    this.scheduler.run(() => this.network.stall(a, b));
   }
 
   /** Makes node `name`'s next WAL write or fsync fail with `EIO`, or its disk full (`ENOSPC`). */
