@@ -34,12 +34,18 @@ const line = (p: SweepProgress): string => {
   return `soak: ${p.done.toLocaleString('en')}/${p.scenarios.toLocaleString('en')} scenarios, ${rate.toFixed(1)}/s, ${p.acknowledged.toLocaleString('en')} commits acknowledged, ${p.violations.length} violation(s), ${left} s left`;
 };
 let lastPrinted = 0;
+let shown = 0;
 const result = await sweep({
   scenarios,
   from,
   steps,
   ...(workers === undefined ? {} : { workers }),
   onProgress: (p) => {
+    // Each violation as soon as it is found: a long soak may be stopped before its end.
+    while (p.violations.length > shown) {
+      const v = p.violations[shown++]!;
+      console.log(`\nsoak: violation, seed ${v.seed}:\n${v.report}${v.shrunk === undefined ? '' : `\nshrunk:\n${v.shrunk}`}\n`);
+    }
     if (process.stdout.isTTY) process.stdout.write(`\r${line(p)}   `);
     else if (p.elapsedMs - lastPrinted >= 10_000) {
       lastPrinted = p.elapsedMs;
@@ -50,9 +56,5 @@ const result = await sweep({
 if (process.stdout.isTTY) process.stdout.write('\n');
 const seconds = result.elapsedMs / 1000;
 console.log(`soak: ${result.done.toLocaleString('en')} scenarios (seeds ${from}–${from + scenarios - 1}, ${steps} steps each) in ${seconds.toFixed(0)} s: ${(result.done / seconds).toFixed(1)} scenarios/s, ${result.acknowledged.toLocaleString('en')} of ${result.calls.toLocaleString('en')} commit calls acknowledged`);
-for (const violation of [...result.violations].sort((a, b) => a.seed - b.seed)) {
-  console.log(`\nseed ${violation.seed}:\n${violation.report}`);
-  if (violation.shrunk !== undefined) console.log(`shrunk:\n${violation.shrunk}`);
-}
 console.log(result.violations.length === 0 ? 'soak: no violation' : `soak: ${result.violations.length} violation(s): seeds ${result.violations.map((v) => v.seed).join(', ')}`);
 process.exit(result.violations.length === 0 ? 0 : 1);
