@@ -68,6 +68,17 @@ describe('a simulated cluster', () => {
     assert.ok(cluster.check().ok);
   });
 
+  it('records at most maxSteps steps and commit calls: the record of a run lives in memory', async (t) => {
+    const cluster = await createCluster({ t, standbys: 0, maxSteps: 10 });
+    await cluster.commit({ count: 4 });
+    await cluster.sleep(1);
+    await assert.rejects(cluster.commit({ count: 4 }), { code: 'INVALID_ARGUMENT', message: /maxSteps is 10/ });
+    assert.equal(cluster.commits.length, 4, 'the refused step made no commit');
+    await cluster.commit({ count: 3 });
+    assert.equal(cluster.commits.length, 7);
+    assert.throws(() => cluster.heal(), { code: 'INVALID_ARGUMENT' });
+  });
+
   it('closes with the test that created it, and refuses steps once closed', async () => {
     let teardown: (() => Promise<void>) | undefined;
     const cluster = await createCluster({ t: { after: (fn) => (teardown = fn) }, standbys: 0 });

@@ -42,6 +42,11 @@ export interface SimulationOptions {
   readonly crash?: Omit<CrashOptions, 'random'>;
   /** WAL segment size. @defaultValue 65536 */
   readonly segmentSize?: number;
+  /**
+   * The most steps (commit calls included) one cluster records: the record of a run lives in
+   * memory. @defaultValue 100 000
+   */
+  readonly maxSteps?: number;
 }
 
 /** The result of {@link SimulatedCluster.check}. */
@@ -67,6 +72,8 @@ interface SimNode {
 }
 
 const USER = 'sim';
+/** {@link SimulationOptions.maxSteps} by default. */
+const DEFAULT_MAX_STEPS = 100_000;
 const VIRTUAL_CATCHUP_TIMEOUT_MS = 10_000;
 /** How often (virtual ms) a catch-up wait looks at the standby's position. */
 const CATCHUP_POLL_MS = 50;
@@ -489,6 +496,10 @@ export class SimulatedCluster {
 
   #step(step: SimulationStep): void {
     if (this.#closed) throw new WalshipError('INVALID_ARGUMENT', 'the simulated cluster is closed');
+    const limit = this.#options.maxSteps ?? DEFAULT_MAX_STEPS;
+    if (this.steps.length + 1 + this.commits.length + (step.op === 'commit' ? (step.count ?? 1) : 0) > limit) {
+      throw new WalshipError('INVALID_ARGUMENT', `the simulated cluster has recorded ${this.steps.length} steps and ${this.commits.length} commit calls; maxSteps is ${limit}`);
+    }
     this.steps.push(step);
   }
 
