@@ -38,6 +38,13 @@ export interface SimulationOptions {
   readonly archive?: boolean;
   /** The application of node `name` (called again at each restart): the built-in key-value one by default. */
   readonly application?: (name: string) => Application;
+  /**
+   * The entries of commit call number `id` (from 1, in call order) when `commit()` is given
+   * none: what `application` decodes. A function of `id` alone, so that a replayed step list
+   * (which records no entries) commits the same bytes again.
+   * @defaultValue one write of the built-in key-value application, `kvEntry({ key: 'k' + (id % 17), value: 'v' + id })`
+   */
+  readonly workload?: (id: number) => readonly Uint8Array[];
   /** What a power loss keeps of unsynced writes and metadata (the randomness is seeded). @defaultValue torn writes, a prefix of metadata */
   readonly crash?: Omit<CrashOptions, 'random'>;
   /** WAL segment size. @defaultValue 65536 */
@@ -100,6 +107,8 @@ export class SimulatedCluster {
   readonly #archive: MemoryArchive | null;
   #primary = 'p';
   #syncText: string;
+  /** The synchronous standby names the run started with (reload steps change `#syncText`). */
+  readonly #initialSyncText: string;
   #syncConfig: SyncStandbyConfig | null;
   readonly #level: SynchronousCommit;
   #closed = false;
@@ -116,6 +125,7 @@ export class SimulatedCluster {
     this.scheduler = new VirtualScheduler();
     const standbys = options.standbys ?? 2;
     this.#syncText = options.synchronousStandbyNames ?? (standbys > 0 ? 'FIRST 1 (s1)' : '');
+    this.#initialSyncText = this.#syncText;
     this.#syncConfig = parseSynchronousStandbyNames(this.#syncText);
     this.#level = options.synchronousCommit ?? 'on';
     this.#archive = options.archive === true ? new MemoryArchive() : null;
@@ -199,10 +209,12 @@ export class SimulatedCluster {
   }
 
   /**
-   * Commits `count` batches (one key-value write each, unless `entries` are given) on the
-   * current primary at `level`, records each call and its outcome, and waits until they
-   * settle, or for one virtual second: a commit waiting for a standby that does not come is
-   * left pending while the run goes on. Resolves with the records.
+   * Commits `count` batches on the current primary at `level`, records each call and its
+   * outcome, and waits until they settle, or for one virtual second: a commit waiting for a
+   * standby that does not come is left pending while the run goes on. Resolves with the
+   * records. Each batch holds `entries` if given, else the `workload` option's entries for its
+   * call number (one key-value write by default); the step list records no entries, so only
+   * the `workload`'s replay the same.
    */
   async commit(options: { level?: SynchronousCommit; count?: number; entries?: readonly Uint8Array[] } = {}): Promise<CommitRecord[]> {
     this.#step({ op: 'commit', ...(options.level === undefined ? {} : { level: options.level }), ...(options.count === undefined ? {} : { count: options.count }) });
@@ -218,7 +230,7 @@ export class SimulatedCluster {
       const settled: Promise<unknown>[] = [];
       for (let i = 0; i < (options.count ?? 1); i++) {
         const id = this.commits.length + 1;
-        const entries = options.entries ?? [kvEntry({ key: `k${id % 17}`, value: `v${id}` })];
+        const entries = options.entries ?? this.#options.workload?.(id) ?? [kvEntry({ key: `k${id % 17}`, value: `v${id}` })];
         const record: CommitRecord = {
           id,
           step: this.steps.length - 1,
@@ -630,7 +642,28 @@ export class SimulatedCluster {
     }
     lines.push(`  steps: ${this.steps.map((step, i) => `${i}: ${formatStep(step)}`).join('; ')}`);
     for (const note of this.notes.slice(0, 20)) lines.push(`  note: ${note}`);
-    lines.push(`  replay: runScenario({ seed: ${this.seed}, steps: ${JSON.stringify(this.steps)} })`);
+    lines.push(`  replay: runScenario(${this.#replayOptions()})`);
     return lines.join('\n');
+  }
+
+  /**
+   * The options of the replay call: the seed, the options this run was started with (the
+   * synchronous standby names always, since runScenario's default is not createCluster's;
+   * `application` and `workload` by name, as the caller's own), and the steps.
+   */
+  #replayOptions(): string {
+    const options = this.#options;
+    const parts = [`seed: ${this.seed}`];
+    if (options.standbys !== undefined) parts.push(`standbys: ${options.standbys}`);
+    if (options.cascade !== undefined) parts.push(`cascade: ${options.cascade}`);
+    parts.push(`synchronousStandbyNames: ${JSON.stringify(this.#initialSyncText)}`);
+    if (options.synchronousCommit !== undefined) parts.push(`synchronousCommit: ${JSON.stringify(options.synchronousCommit)}`);
+    if (options.archive !== undefined) parts.push(`archive: ${options.archive}`);
+    if (options.crash !== undefined) parts.push(`crash: ${JSON.stringify(options.crash)}`);
+    if (options.segmentSize !== undefined) parts.push(`segmentSize: ${options.segmentSize}`);
+    if (options.application !== undefined) parts.push('application');
+    if (options.workload !== undefined) parts.push('workload');
+    parts.push(`steps: ${JSON.stringify(this.steps)}`);
+    return `{ ${parts.join(', ')} }`;
   }
 }
