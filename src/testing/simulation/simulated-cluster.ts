@@ -322,7 +322,7 @@ export class SimulatedCluster {
     this.network.stall(a, b);
   }
 
-  /** Makes node `name`'s next WAL write or fsync fail with `EIO`, or its disk full (`ENOSPC`). */
+  /** Makes node `name`'s next storage write (`write-eio`) or datasync (`fsync-eio`) fail with `EIO`, or its next three writes with `ENOSPC` (`enospc`). */
   diskFault(name: string, kind: DiskFaultKind): void {
     this.#step({ op: 'diskFault', node: name, kind });
     const storage = this.#node(name).storage;
@@ -405,7 +405,8 @@ export class SimulatedCluster {
 
   /**
    * Waits until standby `name` has written, flushed or replayed everything the primary had
-   * flushed when called; `TIMEOUT` after a virtual minute.
+   * flushed when called (`write` and `flush` both wait for its received position, which is
+   * flushed); `TIMEOUT` after 20 virtual seconds.
    */
   async waitForCatchup(name: string, options: { mode?: CatchupMode } = {}): Promise<void> {
     const mode = options.mode ?? 'replay';
