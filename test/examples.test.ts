@@ -17,7 +17,7 @@ const tsc = fileURLToPath(import.meta.resolve('typescript/bin/tsc'));
  * npm workspaces of the root package, so `npm install` installs them, and
  * scripts/run-tests.mjs runs their tests.
  */
-const PACKAGE_EXAMPLES = ['archive-shipping', 'custom-transport', 'kv-store', 's3-archiver', 'sqlite'];
+const PACKAGE_EXAMPLES = ['archive-shipping', 'ci-durability-test', 'custom-transport', 'kv-store', 's3-archiver', 'sqlite'];
 
 /**
  * The examples that are folders of scripts (no package.json), and the test file that runs each
@@ -41,6 +41,12 @@ async function runExample(file: string, { cwd, timeout = 60_000 }: { cwd?: strin
   } finally {
     await cleanup();
   }
+}
+
+/** The environment without what marks a process as a child of this test runner, so a nested `node --test` reports as at a terminal. */
+function testRunnerFree(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { NODE_TEST_CONTEXT: _context, ...rest } = env;
+  return rest;
 }
 
 describe('examples', () => {
@@ -131,6 +137,17 @@ describe('examples', () => {
       });
     });
   }
+
+  // scripts/run-tests.mjs runs its test file directly; this runs it as its README says, through `npm test`.
+  it("examples/ci-durability-test's npm test runs the ledger's failover test and its seed sweep, and passes", async () => {
+    const { stdout } = await run('npm', ['test'], { cwd: `${root}examples/ci-durability-test`, timeout: 120_000, env: { ...testRunnerFree(process.env), LEDGER_SEED: '11', LEDGER_SEEDS: '3' } }).catch((err: { stdout?: string; stderr?: string }) => {
+      assert.fail(`npm test failed in examples/ci-durability-test:\n${err.stdout ?? ''}${err.stderr ?? String(err)}`);
+    });
+    assert.match(stdout, /^ok \d+ - the ledger across a failover$/m, stdout);
+    for (const seed of [11, 12, 13]) assert.match(stdout, new RegExp(`^ {4}ok \\d+ - seed ${seed}$`, 'm'), `seed ${seed} ran and passed:\n${stdout}`);
+    assert.match(stdout, /^# tests 4$/m, stdout);
+    assert.match(stdout, /^# fail 0$/m, stdout);
+  });
 
   it('every example is covered here', async () => {
     const entries = await readdir(`${root}examples`, { withFileTypes: true });

@@ -38,6 +38,13 @@ export interface SimulationOptions {
   readonly archive?: boolean;
   /** The application of node `name` (called again at each restart): the built-in key-value one by default. */
   readonly application?: (name: string) => Application;
+  /**
+   * The entries of commit call number `id` (from 1, in call order) when `commit()` is given
+   * none: what `application` decodes. A function of `id` alone, so that a replayed step list
+   * (which records no entries) commits the same bytes again.
+   * @defaultValue one write of the built-in key-value application, `kvEntry({ key: 'k' + (id % 17), value: 'v' + id })`
+   */
+  readonly workload?: (id: number) => readonly Uint8Array[];
   /** What a power loss keeps of unsynced writes and metadata (the randomness is seeded). @defaultValue torn writes, a prefix of metadata */
   readonly crash?: Omit<CrashOptions, 'random'>;
   /** WAL segment size. @defaultValue 65536 */
@@ -109,6 +116,8 @@ export class SimulatedCluster {
   /** The current primary's timeline, also while it is down. */
   #primaryTimeline = 1;
   #syncText: string;
+  /** The synchronous standby names the run started with (reload steps change `#syncText`). */
+  readonly #initialSyncText: string;
   #syncConfig: SyncStandbyConfig | null;
   /** Every synchronous configuration in force so far, in order: a reload may release waiting commits. */
   readonly #syncConfigs: (SyncStandbyConfig | null)[] = [];
@@ -127,6 +136,7 @@ export class SimulatedCluster {
     this.scheduler = new VirtualScheduler();
     const standbys = options.standbys ?? 2;
     this.#syncText = options.synchronousStandbyNames ?? (standbys > 0 ? 'FIRST 1 (s1)' : '');
+    this.#initialSyncText = this.#syncText;
     this.#syncConfig = parseSynchronousStandbyNames(this.#syncText);
     this.#syncConfigs.push(this.#syncConfig);
     this.#level = options.synchronousCommit ?? 'on';
@@ -211,11 +221,13 @@ export class SimulatedCluster {
   }
 
   /**
-   * Commits `count` batches (one key-value write each, unless `entries` are given) on the
-   * current primary at `level` (with `timeoutMs`, a wait for the standbys that runs out is
-   * `SYNC_REP_CANCELED`), records each call and its outcome, and waits until they
-   * settle, or for one virtual second: a commit waiting for a standby that does not come is
-   * left pending while the run goes on. Resolves with the records.
+   * Commits `count` batches on the current primary at `level`, records each call and its
+   * outcome, and waits until they settle, or for one virtual second: a commit waiting for a
+   * standby that does not come is left pending while the run goes on. Resolves with the
+   * records. Each batch holds `entries` if given, else the `workload` option's entries for its
+   * call number (one key-value write by default); with `timeoutMs`, a wait for the standbys
+   * that runs out is `SYNC_REP_CANCELED`. The step list records no entries, so only
+   * the `workload`'s replay the same.
    */
   async commit(options: { level?: SynchronousCommit; count?: number; timeoutMs?: number; entries?: readonly Uint8Array[] } = {}): Promise<CommitRecord[]> {
     const { entries: _entries, ...step } = options;
@@ -232,7 +244,7 @@ export class SimulatedCluster {
       const settled: Promise<unknown>[] = [];
       for (let i = 0; i < (options.count ?? 1); i++) {
         const id = this.commits.length + 1;
-        const entries = options.entries ?? [kvEntry({ key: `k${id % 17}`, value: `v${id}` })];
+        const entries = options.entries ?? this.#options.workload?.(id) ?? [kvEntry({ key: `k${id % 17}`, value: `v${id}` })];
         const record: CommitRecord = {
           id,
           step: this.steps.length - 1,
@@ -328,7 +340,7 @@ export class SimulatedCluster {
     this.scheduler.run(() => this.network.stall(a, b));
   }
 
-  /** Makes node `name`'s next WAL write or fsync fail with `EIO`, or its disk full (`ENOSPC`). */
+  /** Makes node `name`'s next storage write (`write-eio`) or datasync (`fsync-eio`) fail with `EIO`, or its next three writes with `ENOSPC` (`enospc`). */
   diskFault(name: string, kind: DiskFaultKind): void {
     this.#step({ op: 'diskFault', node: name, kind });
     const storage = this.#node(name).storage;
@@ -412,7 +424,8 @@ export class SimulatedCluster {
 
   /**
    * Waits until standby `name` has written, flushed or replayed everything the primary had
-   * flushed when called; `TIMEOUT` after a virtual minute.
+   * flushed when called (`write` and `flush` both wait for its received position, which is
+   * flushed); `TIMEOUT` after 20 virtual seconds.
    */
   async waitForCatchup(name: string, options: { mode?: CatchupMode } = {}): Promise<void> {
     const mode = options.mode ?? 'replay';
@@ -669,7 +682,28 @@ export class SimulatedCluster {
     }
     lines.push(`  steps: ${this.steps.map((step, i) => `${i}: ${formatStep(step)}`).join('; ')}`);
     for (const note of this.notes.slice(0, 20)) lines.push(`  note: ${note}`);
-    lines.push(`  replay: runScenario({ seed: ${this.seed}, steps: ${JSON.stringify(this.steps)} })`);
+    lines.push(`  replay: runScenario(${this.#replayOptions()})`);
     return lines.join('\n');
+  }
+
+  /**
+   * The options of the replay call: the seed, the options this run was started with (the
+   * synchronous standby names always, since runScenario's default is not createCluster's;
+   * `application` and `workload` by name, as the caller's own), and the steps.
+   */
+  #replayOptions(): string {
+    const options = this.#options;
+    const parts = [`seed: ${this.seed}`];
+    if (options.standbys !== undefined) parts.push(`standbys: ${options.standbys}`);
+    if (options.cascade !== undefined) parts.push(`cascade: ${options.cascade}`);
+    parts.push(`synchronousStandbyNames: ${JSON.stringify(this.#initialSyncText)}`);
+    if (options.synchronousCommit !== undefined) parts.push(`synchronousCommit: ${JSON.stringify(options.synchronousCommit)}`);
+    if (options.archive !== undefined) parts.push(`archive: ${options.archive}`);
+    if (options.crash !== undefined) parts.push(`crash: ${JSON.stringify(options.crash)}`);
+    if (options.segmentSize !== undefined) parts.push(`segmentSize: ${options.segmentSize}`);
+    if (options.application !== undefined) parts.push('application');
+    if (options.workload !== undefined) parts.push('workload');
+    parts.push(`steps: ${JSON.stringify(this.steps)}`);
+    return `{ ${parts.join(', ')} }`;
   }
 }
