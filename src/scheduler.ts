@@ -35,13 +35,13 @@ export function clearTimer(timer: SchedulerTimer | null | undefined): void {
 }
 
 /**
- * Where walship reads the time and sets its timers. Production code runs on
- * {@link REAL_SCHEDULER} (Node's clock and timers); the test kit's `VirtualScheduler` runs
- * a whole cluster on virtual time, so that minutes of simulated time take milliseconds and
- * the same seed gives the same run, step for step.
+ * Where walship reads the time and sets its timers. Production code runs on Node's clock and
+ * timers; the test kit's `VirtualScheduler` runs a whole cluster on virtual time, so that
+ * minutes of simulated time take milliseconds and the same seed gives the same run, step for
+ * step.
  *
- * walship never calls `setTimeout`, `Date.now()` and the like directly: it asks
- * {@link currentScheduler}, which is the scheduler of the node whose work is running.
+ * walship never calls `setTimeout`, `Date.now()` and the like directly: it asks for the
+ * scheduler of the node whose work is running.
  */
 export interface Scheduler {
   /** True for a scheduler that decides the order of events itself (virtual time). */

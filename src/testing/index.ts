@@ -29,6 +29,7 @@ export { CLUSTER_DEFAULTS, createCluster } from './cluster.js';
 export type { Cluster, ClusterListen, ClusterOptions, ClusterPrimaryOptions, ClusterStandbyOptions, TeardownContext } from './cluster.js';
 export { VirtualScheduler } from './virtual-scheduler.js';
 export type { VirtualSchedulerOptions } from './virtual-scheduler.js';
+export type { Scheduler, SchedulerTimer, SleepOptions } from '../scheduler.js';
 export { SimulatedCluster } from './simulation/simulated-cluster.js';
 export type { CheckResult, SimulationOptions } from './simulation/simulated-cluster.js';
 export { SCENARIO_FAULTS, runScenario } from './simulation/scenario.js';

@@ -28,6 +28,7 @@ export interface CommitRecord {
   readonly digest: string;
   /** Virtual time of the call. */
   readonly calledAt: number;
+  /** How the call ended so far (`pending` while it waits). */
   outcome: CommitOutcome;
   /** Where it ended in the log, once acknowledged. */
   lsn: Lsn | null;
@@ -44,22 +45,74 @@ export interface CommitRecord {
   needed: number;
 }
 
-/** A step of a simulation: what a scenario does next, in a form that replays. */
+/** A step of a simulation: what a scenario does next, in a form that replays (see the cluster's methods of the same names). */
 export type SimulationStep =
-  | { readonly op: 'commit'; readonly level?: SynchronousCommit; readonly count?: number; readonly timeoutMs?: number }
-  | { readonly op: 'crash'; readonly node: string }
-  | { readonly op: 'restart'; readonly node: string }
-  | { readonly op: 'partition'; readonly a: string; readonly b: string }
-  | { readonly op: 'heal' }
-  | { readonly op: 'delay'; readonly a: string; readonly b: string; readonly ms: number }
-  | { readonly op: 'stall'; readonly a: string; readonly b: string }
-  | { readonly op: 'diskFault'; readonly node: string; readonly kind: DiskFaultKind }
-  | { readonly op: 'promote'; readonly node: string }
-  | { readonly op: 'failover' }
-  | { readonly op: 'rejoin'; readonly node: string }
-  | { readonly op: 'reload'; readonly synchronousStandbyNames: string }
-  | { readonly op: 'sleep'; readonly ms: number }
-  | { readonly op: 'catchup'; readonly node: string; readonly mode: CatchupMode };
+  | {
+      /** `commit`: commit calls on the current primary. */
+      readonly op: 'commit';
+      /** The commit level; the cluster's default when absent. */
+      readonly level?: SynchronousCommit;
+      /** How many calls. @defaultValue 1 */
+      readonly count?: number;
+      /** How long each may wait for the standbys before `SYNC_REP_CANCELED`. */
+      readonly timeoutMs?: number;
+    }
+  | {
+      /** A power loss, a restart, a promotion, or a former primary rejoining. */
+      readonly op: 'crash' | 'restart' | 'promote' | 'rejoin';
+      /** The node. */
+      readonly node: string;
+    }
+  | {
+      /** A network partition or a stall of the link between `a` and `b`. */
+      readonly op: 'partition' | 'stall';
+      /** One end. */
+      readonly a: string;
+      /** The other end. */
+      readonly b: string;
+    }
+  | {
+      /** Latency on the link between `a` and `b`. */
+      readonly op: 'delay';
+      /** One end. */
+      readonly a: string;
+      /** The other end. */
+      readonly b: string;
+      /** The latency, in milliseconds. */
+      readonly ms: number;
+    }
+  | {
+      /** Every partition, stall and delay removed; or the primary failed over. */
+      readonly op: 'heal' | 'failover';
+    }
+  | {
+      /** A disk fault on a node. */
+      readonly op: 'diskFault';
+      /** The node. */
+      readonly node: string;
+      /** What fails. */
+      readonly kind: DiskFaultKind;
+    }
+  | {
+      /** A reload of the primary's `synchronousStandbyNames`. */
+      readonly op: 'reload';
+      /** The new names. */
+      readonly synchronousStandbyNames: string;
+    }
+  | {
+      /** Virtual time passing. */
+      readonly op: 'sleep';
+      /** How much, in milliseconds. */
+      readonly ms: number;
+    }
+  | {
+      /** A wait for a standby to catch up with the primary. */
+      readonly op: 'catchup';
+      /** The standby. */
+      readonly node: string;
+      /** Which of its positions. */
+      readonly mode: CatchupMode;
+    };
 
 /** What {@link SimulationStep} `diskFault` breaks: the node's next WAL write or fsync fails, or its disk is full. */
 export type DiskFaultKind = 'write-eio' | 'fsync-eio' | 'enospc';

@@ -42,11 +42,21 @@ export interface ScenarioResult {
   /** A report a person can read, ending with how to replay the run. */
   readonly report: string;
   /** How many commit calls were made, and how many were acknowledged. */
-  readonly commits: { readonly calls: number; readonly acknowledged: number };
+  readonly commits: {
+    /** Commit calls made. */
+    readonly calls: number;
+    /** Of them, acknowledged. */
+    readonly acknowledged: number;
+  };
   /** Virtual milliseconds the run covered. */
   readonly virtualMs: number;
   /** On a violation with `shrink`: a shorter step list that still breaks the same rule, and its report. */
-  readonly shrunk?: { readonly steps: readonly SimulationStep[]; readonly report: string };
+  readonly shrunk?: {
+    /** The shorter step list, which replays with the same seed. */
+    readonly steps: readonly SimulationStep[];
+    /** Its report. */
+    readonly report: string;
+  };
 }
 
 const LEVELS: readonly SynchronousCommit[] = ['off', 'local', 'remote_write', 'on', 'on', 'on', 'remote_apply'];
