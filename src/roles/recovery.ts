@@ -615,6 +615,15 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   }
 
   /**
+   * Resolves once replay has reached a consistent point, on a warm standby too; rejects once
+   * the standby closes or fails. For work the standby does ahead of a promotion, which needs
+   * a consistent state.
+   */
+  whenConsistent(): Promise<void> {
+    return this.#consistency.wait(1, {});
+  }
+
+  /**
    * Why the standby is not streaming: the error that ended its last attempt to connect or
    * stream (a wrong password is `AUTH_FAILED`, an unreachable primary `CONNECTION_FAILED`, …),
    * `null` while it streams. The standby keeps retrying such errors (a password changed on the
