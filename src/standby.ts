@@ -29,6 +29,7 @@ import { coreMetrics, type StandbyMetrics } from './metrics/node-metrics.js';
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
 import { Primary, primaryOptionsSchema, type PrimaryOptions } from './primary.js';
 import { parseSynchronousStandbyNames } from './replication/sync-standby-names.js';
+import { warmPromotionPath } from './roles/promotion-warmup.js';
 import type { SynchronousCommit } from './roles/writer.js';
 import { compileAuth, type CompiledAuth } from './protocol/auth-rules.js';
 import type { ReplicationStatusRow } from './replication/wal-source.js';
@@ -243,6 +244,9 @@ export const promoteOptionsSchema: typeof promoteSchema = promoteSchema;
 
 const validatePromote: OptionsValidator<PromoteOptions> = compileOptions('promote()', promoteOptionsSchema);
 
+/** The options a promoted standby passes on to its `Primary` (those both schemas have). */
+const PRIMARY_OPTION_KEYS: ReadonlySet<string> = new Set(Object.keys(primaryOptionsSchema.properties));
+
 /** How often `promoteTriggerFile` is looked for. */
 const TRIGGER_POLL_MS = 100;
 
@@ -416,6 +420,11 @@ export class Standby extends NodeBase<StandbyEvents> {
     standby.#role.start();
     if (standby.#triggerFiles.length > 0) standby.#watchTrigger(0);
     standby.#opened = true;
+    // Once the standby could be promoted, and after that turn's own work.
+    standby.#role.whenConsistent().then(
+      () => void setImmediate(() => standby.#warmPromotion()).unref(),
+      () => undefined,
+    );
     const pending = standby.#pendingAction;
     standby.#pendingAction = null;
     // After the caller's turn, as the event itself: a listener attached right after open() hears it first.
@@ -527,11 +536,23 @@ export class Standby extends NodeBase<StandbyEvents> {
     return primary;
   }
 
+  /**
+   * Runs the pure steps of `promote()` and of the new primary's first commit once, on made-up
+   * input (see {@link warmPromotionPath}), so that V8 compiles them now, while the standby is
+   * idle, rather than during a promotion. Nothing is kept; a closed standby skips it.
+   */
+  #warmPromotion(): void {
+    if (this.#lifecycle.closing || this.#primary !== null) return;
+    validatePromote({});
+    parseSynchronousStandbyNames('');
+    this.#primaryOptions({});
+    warmPromotionPath();
+  }
+
   /** The new primary's options: this standby's node and serving options, and the commit settings given to promote(). */
   #primaryOptions(options: PromoteOptions): PrimaryOptions {
     const o = this.#options;
-    const keep = new Set(Object.keys(primaryOptionsSchema.properties));
-    const inherited = Object.fromEntries(Object.entries(o).filter(([key, value]) => keep.has(key) && value !== undefined)) as PrimaryOptions;
+    const inherited = Object.fromEntries(Object.entries(o).filter(([key, value]) => PRIMARY_OPTION_KEYS.has(key) && value !== undefined)) as PrimaryOptions;
     return {
       ...inherited,
       ...(options.synchronousCommit === undefined ? {} : { synchronousCommit: options.synchronousCommit }),

@@ -615,6 +615,15 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   }
 
   /**
+   * Resolves once replay has reached a consistent point, on a warm standby too; rejects once
+   * the standby closes or fails. For work the standby does ahead of a promotion, which needs
+   * a consistent state.
+   */
+  whenConsistent(): Promise<void> {
+    return this.#consistency.wait(1, {});
+  }
+
+  /**
    * Why the standby is not streaming: the error that ended its last attempt to connect or
    * stream (a wrong password is `AUTH_FAILED`, an unreachable primary `CONNECTION_FAILED`, …),
    * `null` while it streams. The standby keeps retrying such errors (a password changed on the
@@ -1629,6 +1638,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const stopped = lap();
     let recorded = false;
     let switched = false;
+    // Steps started ahead to overlap others: settled on every path, so that a failed promotion
+    // resumes only once they are done.
+    let newestKnown: Promise<[number, number, void]> | null = null;
+    let removed: Promise<void> | null = null;
+    let switchReady: Promise<number> | null = null;
     try {
       // What the archive has is restored first (PostgreSQL's promotion does the same; it does
       // not wait for an archive that fails: that is logged).
@@ -1637,6 +1651,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       }
       const log = this.#log;
       if (log === null || this.failure !== null) throw this.failure ?? new WalshipError('NOT_CONSISTENT', 'the standby is bootstrapping again: there is no state to promote');
+      // Reads only, started now so that they overlap replay's last steps: the newest timeline
+      // known here (the receiver, which could write another history file, has stopped) and in
+      // the archives, and the current timeline's history file, which the new one extends.
+      const archivedLookup = this.#options.restore === undefined && this.#options.archiver === undefined ? log.timeline : this.#newestArchivedTimeline(log.timeline);
+      newestKnown = Promise.all([newestTimeline(this.#storage, log.timeline), archivedLookup, log.historyFileWritten()]);
+      newestKnown.catch(() => undefined);
       const received = await log.endOfRecords(core.applier.position);
       // With a recovery target in the WAL received, the new timeline begins at the target, not
       // at the end of what was received: the same stop replay makes (or made: paused there).
@@ -1676,12 +1696,17 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
         this.#debug('promoting at the recovery target %s: the WAL received past it is set aside (%o)', formatLsn(switchLsn), aside);
       }
       const applied = lap();
-      const timeline = Math.max(await newestTimeline(this.#storage, log.timeline), this.#upstreamTimeline, log.timeline, await this.#newestArchivedTimeline(log.timeline)) + 1;
-      const history = branchHistory(log.history, switchLsn, reason, timeline);
-      // The new history extends this timeline's file, which must be on disk (it is, unless a switch just wrote it).
-      await log.historyFileWritten();
       // Segments prepared past the switch point: a crash that brings them back leaves files past the WAL's end, which nothing reads.
-      await log.removeSegmentsPast(switchLsn);
+      removed = log.removeSegmentsPast(switchLsn);
+      // The new history extends this timeline's file, which must be on disk (it is, unless a switch just wrote it).
+      const [[onDisk, archived]] = await Promise.all([newestKnown, removed]);
+      const timeline = Math.max(onDisk, this.#upstreamTimeline, log.timeline, archived) + 1;
+      const history = branchHistory(log.history, switchLsn, reason, timeline);
+      // What the switch can do ahead without writing (close the switch segment's handle, read
+      // its format version) overlaps the control-file write; a failure shows after that write,
+      // where beginTimeline's would, and is undone the same way.
+      switchReady = log.prepareTimelineSwitch(switchLsn);
+      switchReady.catch(() => undefined);
       const prepared = lap();
       // The commit point: from this write on the directory opens as the new primary. The
       // control file records the new timeline's history entry, so the history file is written
@@ -1693,7 +1718,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       switched = true;
       this.#beginningTimeline = true;
       try {
-        await log.beginTimeline(history);
+        await log.beginTimeline(history, await switchReady);
       } catch (err) {
         // Not a primary after all: the directory says "standby" again, then reopens as one
         // (a failure to say so stops the standby: reopened, the directory is the new primary's).
@@ -1716,6 +1741,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       return { log, timeline, switchLsn };
     } catch (err) {
       const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
+      await Promise.allSettled([newestKnown, removed, switchReady]);
       if (recorded || this.failure !== null) throw error;
       this.#debug.error('promotion failed, going on as a standby: %s', error.message);
       await this.#resumeAfterFailedPromotion(switched).catch((e: unknown) => {

@@ -722,9 +722,11 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    * anything else; a directory whose control file still names the old timeline gets the
    * segment back at open (`removeAbandonedTimelines`). Resolves with the end of the
    * end-of-recovery record; a copy of the old timeline's segment up to the switch point is
-   * then kept aside as `<old name>.partial` in the background.
+   * then kept aside as `<old name>.partial` in the background. `segmentVersion` is what
+   * {@link prepareTimelineSwitch} resolved with, when the caller ran it ahead (a promotion runs
+   * it while it writes the control file); else the switch segment's header is read here.
    */
-  async beginTimeline(history: TimelineHistory): Promise<Lsn> {
+  async beginTimeline(history: TimelineHistory, segmentVersion?: number): Promise<Lsn> {
     this.#assertOpen();
     if (this.#role !== 'replica') throw new WalshipError('INVALID_ARGUMENT', 'only a replica log begins a new timeline (a primary is already writing its own)');
     const switchLsn = this.#switchPointOf(history);
@@ -734,7 +736,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     }
     const parent = this.timeline;
     // The new timeline's first records go into the switch segment only if it has the current format.
-    const version = await this.#segmentVersionAt(switchLsn);
+    const version = segmentVersion ?? (await this.#segmentVersionAt(switchLsn));
     this.#writeHistoryFile(history);
     await this.#switchFiles(history, switchLsn, version);
     this.#role = 'primary';
@@ -914,6 +916,19 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     // compete with the promotion's own syncs.
     this.#writer.restartAt(switchLsn, history.timeline, segno, segmentVersion);
     this.#notifyTail();
+  }
+
+  /**
+   * What {@link beginTimeline} at `switchLsn` can do ahead, changing nothing on disk: closes the
+   * writer's handle on the switch segment (a later write reopens it) and resolves with the
+   * segment's format version, for `beginTimeline`. A promotion runs it alongside its
+   * control-file write, so that the steps after that write are only the rename and the
+   * end-of-recovery record.
+   */
+  async prepareTimelineSwitch(switchLsn: Lsn): Promise<number> {
+    this.#assertOpen();
+    await this.#files.closeWriter(Math.floor(switchLsn / this.segmentSize));
+    return this.#segmentVersionAt(switchLsn);
   }
 
   /** The format version of the segment holding `lsn`, read from its header (the current one at a segment start, where a new header goes). */

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WalCorruptError, WalLog, type Storage } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
+import { FORMAT_VERSION, RECORD_HEADER_SIZE } from '../../src/wal/record.js';
 import { segmentFileName } from '../../src/wal/segment-name.js';
 import { FIRST_TIMELINE_HISTORY, branchHistory, readTimelineHistory, writeTimelineHistory, type TimelineHistory } from '../../src/wal/timeline-history.js';
 import { switchedFromOf, type ControlData } from '../../src/node/control-file.js';
@@ -108,6 +109,33 @@ describe('timelines in the log', () => {
     assert.equal(old.flushedLsn, primary.flushedLsn);
     assert.deepEqual(prefixOf(await readAll(old)), Array.from({ length: 30 }, (_, i) => `a${i}`));
     await old.close();
+    await primary.close();
+  });
+
+  it('prepareTimelineSwitch writes nothing; a replica goes on receiving after it, and a switch given its version ends as one without', async () => {
+    const storage = new MemoryStorage();
+    const primary = await openLog(new MemoryStorage());
+    await appendMany(primary, 'a', 30);
+    const replica = await openLog(storage, { role: 'replica' });
+    const half = Math.floor(primary.flushedLsn / 2);
+    await ship(primary, replica, half);
+    const snapshot = (): [string, string][] => storage.fileNames().map((name) => [name, Buffer.from(storage.readFile(name)).toString('hex')]);
+    const before = snapshot();
+    // A promotion that fails after this step (its control-file write) leaves a replica that streams on.
+    assert.equal(await replica.prepareTimelineSwitch(replica.insertLsn), FORMAT_VERSION, "the switch segment's format");
+    assert.deepEqual(snapshot(), before, 'nothing on disk changed');
+    await ship(primary, replica, primary.flushedLsn);
+    assert.equal(replica.flushedLsn, primary.flushedLsn, 'the writer reopened the segment whose handle was closed');
+    const { end: switchLsn } = await replica.endOfRecords(replica.oldestLsn);
+    const history = branchHistory(replica.history, switchLsn, 'test promotion');
+    const version = await replica.prepareTimelineSwitch(switchLsn);
+    const endOfRecovery = await replica.beginTimeline(history, version);
+    assert.equal(endOfRecovery, switchLsn + RECORD_HEADER_SIZE, 'the end-of-recovery record follows the switch point');
+    await appendMany(replica, 'b', 3);
+    await replica.close();
+    const reopened = await openLog(storage, { timeline: 2 });
+    assert.deepEqual(prefixOf(await readAll(reopened)), [...Array.from({ length: 30 }, (_, i) => `a${i}`), 'b0', 'b1', 'b2']);
+    await reopened.close();
     await primary.close();
   });
 
