@@ -422,7 +422,7 @@ export class Standby extends NodeBase<StandbyEvents> {
     standby.#opened = true;
     // Once the standby could be promoted, and after that turn's own work.
     standby.#role.whenConsistent().then(
-      () => void setImmediate(() => standby.#warmPromotion()).unref(),
+      () => standby.#scheduler.setImmediate(() => standby.#warmPromotion()),
       () => undefined,
     );
     const pending = standby.#pendingAction;
