@@ -162,6 +162,8 @@ describe('Standby.promote', () => {
     const p = await cluster.primary('p', { application: new RecordingApp() });
     const s = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
     await replayedTo(s, await commitMany(p, 0, 3), 'the standby to replay');
+    // The WAL up to its state too (replayedTo is met by the base backup alone): else the promotion is NOT_CONSISTENT first.
+    await receivedTo(s, p.flushLsn);
     assert.equal(await codeOf(s.promote({ signal: AbortSignal.abort() })), 'ABORTED');
     await replayedTo(s, await commitMany(p, 3, 3), 'the standby to stream again');
     const primary = await s.promote();
