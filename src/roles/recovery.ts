@@ -1670,10 +1670,17 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
           `the standby stopped at its recovery target at ${formatLsn(switchLsn)} (its application's state), but its WAL ends at ${formatLsn(log.flushedLsn)}: it must receive the WAL up to there before it can be promoted`,
         );
       }
-      if (switchLsn < core.applier.position) {
+      // A standby restored from a base backup holds the backup's state before it has the WAL up
+      // to it (closed, say, before it received that WAL): the end of its records, looked for from
+      // that state on, past the WAL's end, comes back as that state's position. The new timeline
+      // would begin past the end of the WAL, which beginTimeline refuses, after the commit point:
+      // the control file written and taken back, the log reopened (the directory's lock let go
+      // meanwhile, which `walship promote` takes for a standby that stopped). Refused here.
+      const walEnd = Math.min(switchLsn, log.flushedLsn);
+      if (walEnd < core.applier.position) {
         throw new WalshipError(
           'NOT_CONSISTENT',
-          `the standby's WAL ends at ${formatLsn(switchLsn)}, before the state it restored from its base backup (${formatLsn(core.applier.position)}): it must receive the WAL up to there before it can be promoted`,
+          `the standby's WAL ends at ${formatLsn(walEnd)}, before the state it restored from its base backup (${formatLsn(core.applier.position)}): it must receive the WAL up to there before it can be promoted`,
         );
       }
       // Everything received is applied before the node writes: the new timeline continues that state.

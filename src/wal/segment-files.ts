@@ -1,4 +1,5 @@
 import type { Logger } from '../logger.js';
+import type { Lsn } from '../lsn.js';
 import type { Storage, StorageFile } from '../storage/storage.js';
 import { segmentFileName } from './segment-name.js';
 import { segmentTimeline, type TimelineHistory } from './timeline-history.js';
@@ -11,7 +12,10 @@ import { segmentTimeline, type TimelineHistory } from './timeline-history.js';
  * them, and keeping the writer's file handles.
  *
  * Every create, rename and remove goes through one queue, so they never interleave, and
- * each is followed by a directory fsync before the segment is used or reported gone.
+ * each is followed by a directory fsync before the segment is used or reported gone. A
+ * timeline switch ({@link SegmentFiles.switchTimeline}) goes through it too, since it changes
+ * the names: a creation started before it (a segment prepared ahead) has its file, under the
+ * old timeline's name, by the time the switch removes the files past the switch point.
  */
 export class SegmentFiles {
   /** Segment numbers with a file on disk: the log's own segments plus prepared future ones. */
@@ -21,12 +25,12 @@ export class SegmentFiles {
   #queue: Promise<unknown> = Promise.resolve();
   /** Segments below this number have been removed. */
   #floor = 0;
+  #history: TimelineHistory;
 
   constructor(
     readonly storage: Storage,
     readonly segmentSize: number,
-    /** The history of the log's timeline: which file holds which segment. */
-    public history: TimelineHistory,
+    history: TimelineHistory,
     readonly recycleLimit: number,
     private readonly log: Logger,
     /**
@@ -34,10 +38,17 @@ export class SegmentFiles {
      * whole segments at disk speed, and zero-filling first would write every byte twice.
      */
     public sparse = false,
-  ) {}
+  ) {
+    this.#history = history;
+  }
+
+  /** The history of the log's timeline: which file holds which segment (see {@link switchTimeline}). */
+  get history(): TimelineHistory {
+    return this.#history;
+  }
 
   name(segno: number): string {
-    return segmentFileName(segmentTimeline(this.history, segno, this.segmentSize), segno, this.segmentSize);
+    return segmentFileName(segmentTimeline(this.#history, segno, this.segmentSize), segno, this.segmentSize);
   }
 
   /** The writer's handle on segment `segno`, creating the file first if needed. */
@@ -73,7 +84,15 @@ export class SegmentFiles {
     }
     let pending = this.#preparing.get(segno);
     if (pending === undefined) {
-      pending = this.#serialized(() => this.#create(segno)).finally(() => this.#preparing.delete(segno));
+      // Forgotten within the operation, before the next one in the queue (a removal) runs: a
+      // settled preparation never answers for a file removed since.
+      pending = this.#serialized(async () => {
+        try {
+          await this.#create(segno);
+        } finally {
+          this.#preparing.delete(segno);
+        }
+      });
       this.#preparing.set(segno, pending);
     }
     return pending;
@@ -147,19 +166,51 @@ export class SegmentFiles {
   }
 
   /**
-   * Deletes segment files past the end of the WAL (a promotion's, prepared past its switch
-   * point), the highest first: a crash that keeps only some of the removals leaves no hole below
-   * a segment still there (recovery refuses a hole followed by WAL).
+   * Deletes the segment files from `segno` on (past the end of the WAL: a promotion's, prepared
+   * past its switch point), including one whose creation was under way when this was called.
+   * Not synced: a crash may bring them back, which is only for files that hold nothing needed.
    */
-  removeExact(segnos: readonly number[], options: { syncDirectory?: boolean } = {}): Promise<void> {
+  removeFrom(segno: number): Promise<void> {
+    return this.#serialized(() => this.#removeFrom(segno));
+  }
+
+  /**
+   * The highest first: a crash that keeps only some of the removals leaves no hole below a
+   * segment still there (recovery refuses a hole followed by WAL). In the queue: what is
+   * present includes every creation queued before.
+   */
+  async #removeFrom(segno: number): Promise<void> {
+    for (const s of [...this.present].filter((p) => p >= segno).sort((a, b) => b - a)) {
+      this.present.delete(s);
+      await this.closeWriter(s);
+      await this.storage.remove(this.name(s));
+    }
+  }
+
+  /**
+   * Moves the files onto `history`, whose timeline begins at `switchLsn` (this log's end, or
+   * the end of its complete records): removes the segments past the one holding `switchLsn`
+   * (and that one when `switchLsn` is its start: the new timeline writes it afresh), renames
+   * the one holding it to the new timeline's name, and from then on names files by `history`.
+   * In the queue, so a segment being prepared ahead, under the old timeline's name, is
+   * created before this looks for files to remove, and one prepared later gets the new name:
+   * the writer never finds a segment listed in {@link present} that is not on disk under
+   * {@link name}. No directory sync (see `WalLog.beginTimeline` for what makes it safe).
+   */
+  switchTimeline(history: TimelineHistory, switchLsn: Lsn): Promise<void> {
     return this.#serialized(async () => {
-      for (const s of [...segnos].sort((a, b) => b - a)) {
-        this.present.delete(s);
-        await this.closeWriter(s);
-        await this.storage.remove(this.name(s));
+      const segno = Math.floor(switchLsn / this.segmentSize);
+      const within = switchLsn - segno * this.segmentSize;
+      await this.#removeFrom(within === 0 ? segno : segno + 1);
+      await this.closeWriter(segno);
+      if (within > 0) {
+        const from = this.name(segno);
+        const to = segmentFileName(history.timeline, segno, this.segmentSize);
+        await this.storage.rename(from, to);
+        this.present.add(segno);
+        this.log('moved segment %s to %s', from, to);
       }
-      // Without the sync a crash may bring them back: only for files that hold nothing needed.
-      if (segnos.length > 0 && options.syncDirectory !== false) await this.storage.syncDirectory();
+      this.#history = history;
     });
   }
 

@@ -833,9 +833,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const segno = Math.floor(lsn / this.segmentSize);
     // At a segment start the new timeline writes the segment afresh, header and all.
     const firstGone = lsn % this.segmentSize === 0 ? segno : segno + 1;
-    const beyond = [...this.#files.present].filter((s) => s >= firstGone);
-    if (beyond.length === 0) return;
-    await wrapIo(() => this.#files.removeExact(beyond, { syncDirectory: false }), 'removing segments past the switch point');
+    await wrapIo(() => this.#files.removeFrom(firstGone), 'removing segments past the switch point');
   }
 
   /**
@@ -898,20 +896,11 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    * make the rename safe.
    */
   async #switchFiles(history: TimelineHistory, switchLsn: Lsn, segmentVersion = FORMAT_VERSION): Promise<void> {
-    const size = this.segmentSize;
-    const segno = Math.floor(switchLsn / size);
-    const within = switchLsn - segno * size;
-    await this.removeSegmentsPast(switchLsn);
-    await this.#files.closeWriter(segno);
-    if (within > 0) {
-      const from = this.#files.name(segno);
-      const to = segmentFileName(history.timeline, segno, size);
-      await wrapIo(() => this.storage.rename(from, to), `moving segment ${from} to ${to}`);
-    }
+    const segno = Math.floor(switchLsn / this.segmentSize);
+    // Through the files' queue: a segment being prepared ahead (under the old timeline's name)
+    // when the switch began is removed with the others, not left listed under a name it lacks.
+    await wrapIo(() => this.#files.switchTimeline(history, switchLsn), `moving the WAL onto timeline ${history.timeline} at ${formatLsn(switchLsn)}`);
     this.#history = history;
-    this.#files.history = history;
-    if (within === 0) this.#files.present.delete(segno);
-    else this.#files.present.add(segno);
     // The next segment is prepared when the writer reaches it: a background zero-fill now would
     // compete with the promotion's own syncs.
     this.#writer.restartAt(switchLsn, history.timeline, segno, segmentVersion);

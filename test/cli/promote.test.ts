@@ -26,6 +26,22 @@ async function removed(path: string, what: string): Promise<void> {
   );
 }
 
+/**
+ * Copies a running node's directory (a crash image of it), again when a file it listed went
+ * away before it was copied: a segment prepared ahead is renamed from its `.tmp` name.
+ */
+async function copyRunning(from: string, to: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await cp(from, to, { recursive: true });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 10) throw err;
+      await rm(to, { recursive: true, force: true });
+    }
+  }
+}
+
 /** A temporary directory removed after every other hook of the test (after hooks run in the order added). */
 async function lastDir(t: { after: (fn: () => Promise<void>) => void }, closeFirst: () => Promise<void>): Promise<string> {
   const { dir, cleanup } = await tempDir();
@@ -135,7 +151,10 @@ describe('walship promote', () => {
     const standbyDir = await lastDir(t, async () => void (await promoted?.close()));
     const p = await cluster.primary('p', { application: new RecordingApp() });
     const s = await cluster.standby('s', { upstream: p, application: new RecordingApp(), dir: standbyDir });
-    await replayedTo(s, await commitMany(p, 0, 3), 'the standby to replay');
+    const last = await commitMany(p, 0, 3);
+    await replayedTo(s, last, 'the standby to replay');
+    // Its state comes from its base backup: it replays "up to" it before it has the WAL there.
+    await receivedTo(s, last, 'the standby to receive the WAL up to its state');
     await s.close();
     await p.close();
     const again = await cluster.standby('s', { upstream: p.address ?? 'p:1', application: new RecordingApp(), dir: standbyDir });
@@ -147,6 +166,24 @@ describe('walship promote', () => {
     promoted = ((await within(event, HANG_MS, 'the promotion')) as PromotedEvent).primary;
   });
 
+  it("waits (exit 1 at its timeout) while the standby's WAL does not reach the state of its base backup: the standby refuses, running, and the request stays", async (t) => {
+    const cluster = createCluster(t);
+    const standbyDir = await lastDir(t, async () => undefined);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    await commitMany(p, 0, 3);
+    // The backup's state and none of the WAL up to it; its primary gone before it streams.
+    await p.baseBackup({ dir: standbyDir });
+    await p.close();
+    const s = await cluster.standby('s', { upstream: p.address ?? 'p:1', application: new RecordingApp(), dir: standbyDir });
+    const result = await runCli(['promote', standbyDir, '--timeout', '1']);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /^walship promote: error: the standby in .* did not promote within 1 s; .*promote stays/, 'not "stopped", not "promoted"');
+    assert.notEqual(s.state, 'failed');
+    assert.equal((await readControlFile(new NodeStorage(standbyDir)))?.state, 'shut-down-in-recovery');
+    await access(join(standbyDir, PROMOTE_SIGNAL_FILE));
+    await s.close();
+  });
+
   it('promotes a crashed former primary opened as a standby before its upstream vouched for it', async (t) => {
     const cluster = createCluster(t);
     let promoted: Primary | undefined;
@@ -155,7 +192,7 @@ describe('walship promote', () => {
     const p = await cluster.primary('p', { application: new RecordingApp(), dir: primaryDir });
     await commitMany(p, 0, 3);
     // A copy of a running primary's directory: a primary that crashed (its lock names a holder gone).
-    await cp(primaryDir, formerDir, { recursive: true });
+    await copyRunning(primaryDir, formerDir);
     assert.equal((await readControlFile(new NodeStorage(formerDir)))?.state, 'in-production');
     // Its upstream is down: nothing compares its WAL, so the directory stays a primary's.
     const s = await cluster.standby('s', { upstream: 'nowhere:1', application: new RecordingApp(), dir: formerDir });

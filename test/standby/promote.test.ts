@@ -80,6 +80,43 @@ describe('Standby.promote', () => {
     assert.equal(a, b);
   });
 
+  it("refuses to promote while its WAL does not reach its base backup's state, before its commit point: no reopen, the lock held; promotes once the WAL is there", async (t) => {
+    const cluster = createCluster(t);
+    const p = await cluster.primary('p', { application: new RecordingApp() });
+    await commitMany(p, 0, 5);
+    // A directory holding the backup's state and none of the WAL up to it, its primary out of reach.
+    const storage = cluster.storage('s');
+    const backup = await p.baseBackup({ storage });
+    cluster.network.partition(['s'], ['p']);
+    let locks = 0;
+    const lock = storage.lock.bind(storage);
+    storage.lock = async () => {
+      locks++;
+      return lock();
+    };
+    const s = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
+    assert.equal(s.consistent, true, 'its state is the backup\'s');
+    assert.ok((s.receiveLsn ?? 0) < backup.lsn, 'its WAL ends before the backup\'s state');
+    const locksAtOpen = locks;
+    await assert.rejects(s.promote(), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'NOT_CONSISTENT', String(err));
+      assert.match(err.message, /must receive the WAL up to there before it can be promoted/);
+      return true;
+    });
+    assert.equal(locks, locksAtOpen, 'refused before the commit point: the log was not reopened, the lock never let go');
+    assert.deepEqual(
+      [(await readControlFile(storage))?.state, (await readControlFile(storage))?.timeline],
+      ['shut-down-in-recovery', 1],
+      'the directory is the standby\'s, as it was',
+    );
+    assert.notEqual(s.state, 'failed');
+    cluster.network.heal();
+    await receivedTo(s, backup.lsn, 'the standby to receive the WAL up to its state');
+    const primary = await within(s.promote(), HANG_MS, 'the promotion');
+    t.after(() => primary.close());
+    assert.equal(primary.timeline, 2);
+  });
+
   it('promotes while its primary is still streaming commits, and applies everything it received first', async (t) => {
     const cluster = createCluster(t);
     const p = await cluster.primary('p', { application: new RecordingApp() });
@@ -125,6 +162,8 @@ describe('Standby.promote', () => {
     const p = await cluster.primary('p', { application: new RecordingApp() });
     const s = await cluster.standby('s', { upstream: p, application: new RecordingApp() });
     await replayedTo(s, await commitMany(p, 0, 3), 'the standby to replay');
+    // The WAL up to its state too (replayedTo is met by the base backup alone): else the promotion is NOT_CONSISTENT first.
+    await receivedTo(s, p.flushLsn);
     assert.equal(await codeOf(s.promote({ signal: AbortSignal.abort() })), 'ABORTED');
     await replayedTo(s, await commitMany(p, 3, 3), 'the standby to stream again');
     const primary = await s.promote();

@@ -56,6 +56,30 @@ async function promote(storage: Storage, replica: WalLog): Promise<TimelineHisto
   return history;
 }
 
+/** Holds the fdatasyncs of files named `name` opened from `storage` until released. */
+function holdDatasyncsOf(storage: Storage, name: string): { readonly waiting: number; release(): void } {
+  const held: (() => void)[] = [];
+  const open = storage.open.bind(storage);
+  storage.open = async (fileName, options) => {
+    const file = await open(fileName, options);
+    if (fileName !== name) return file;
+    const datasync = file.datasync.bind(file);
+    file.datasync = async () => {
+      await new Promise<void>((go) => held.push(go));
+      await datasync();
+    };
+    return file;
+  };
+  return {
+    get waiting() {
+      return held.length;
+    },
+    release() {
+      for (const go of held.splice(0)) go();
+    },
+  };
+}
+
 describe('timelines in the log', () => {
   for (const kind of storageKinds) {
     it(`a promoted replica continues on timeline 2 and reopens with both timelines' WAL (${kind.name})`, async () => {
@@ -175,6 +199,39 @@ describe('timelines in the log', () => {
     const moved = await openLog(storage, { timeline: 2 });
     assert.equal(storage.fileNames().includes(segment2), false);
     await moved.close();
+  });
+
+  it('a promotion while the next segment is being prepared ahead: the writer finds that segment under the new timeline\'s name', async () => {
+    const primary = await openLog(new MemoryStorage());
+    await appendMany(primary, 'a', 30);
+    const storage = new MemoryStorage();
+    // The replica's first write into segment 2 starts preparing segment 3, under timeline 1's
+    // name; its sync is held, so the preparation is still under way when the promotion begins.
+    const nextSegment = segmentFileName(1, 3, SMALL_SEGMENT);
+    const hold = holdDatasyncsOf(storage, `${nextSegment}.tmp`);
+    const replica = await openLog(storage, { role: 'replica' });
+    await ship(primary, replica, primary.flushedLsn);
+    assert.equal(Math.floor(replica.insertLsn / SMALL_SEGMENT), 2, 'the replica ends in segment 2');
+    assert.equal(hold.waiting, 1, 'segment 3 is being prepared');
+    const { end } = await replica.endOfRecords(replica.oldestLsn);
+    const history = branchHistory(replica.history, end, 'test promotion');
+    await writeTimelineHistory(storage, history);
+    const promoting = replica.beginTimeline(history);
+    // MemoryStorage settles in microtasks: by the next turn the switch went as far as it goes
+    // without the held preparation, which then ends.
+    await new Promise((resolve) => setImmediate(resolve));
+    hold.release();
+    await promoting;
+    while (Math.floor(replica.insertLsn / SMALL_SEGMENT) < 4) replica.append(payload(2, 3000));
+    await replica.flush();
+    await replica.close();
+    const names = storage.fileNames();
+    assert.ok(names.includes(segmentFileName(2, 3, SMALL_SEGMENT)), 'segment 3 is written under timeline 2\'s name');
+    assert.ok(!names.includes(nextSegment), 'no timeline-1 file past the switch segment');
+    const again = await openLog(storage, { timeline: 2 });
+    assert.equal(again.flushedLsn, replica.flushedLsn, 'the reopened log ends where the promoted one did');
+    await again.close();
+    await primary.close();
   });
 
   it('a switch at a segment boundary starts the segment afresh on the new timeline', async () => {
