@@ -1393,7 +1393,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       }
     }
     if (!isRecoveryState((this.#control as ControlData).state)) await this.#setControlState('in-recovery');
-    const { batches, complete } = await discardedBatches(log, switchLsn);
+    const discarded = await discardedBatches(log, switchLsn);
+    const { batches } = discarded;
+    // An application restored from a base backup may hold batches past the switch point that
+    // this node's WAL never had: they are discarded too, but cannot be listed.
+    const complete = discarded.complete && applied <= Math.max(endLsn, switchLsn);
     // Told before anything is cut: a crash after the cut would leave nothing to tell it again
     // (the log then ends at the switch point). So the report comes at least once.
     const segments = Array.from({ length: Math.floor(Math.max(endLsn - 1, switchLsn) / log.segmentSize) - Math.floor(switchLsn / log.segmentSize) + 1 }, (_, i) => switchLsn + i * log.segmentSize);

@@ -26,7 +26,11 @@ export interface RewindEvent {
   readonly endLsn: Lsn;
   /** The discarded batches, in LSN order (at most 64 MiB of entries; see `complete`). */
   readonly batches: readonly DiscardedBatch[];
-  /** False when there was more than 64 MiB: the rest is in the set-aside files. */
+  /**
+   * False when the batches listed are not all that was discarded: there was more than 64 MiB
+   * (the rest is in the set-aside files), or the application held batches past the switch
+   * point that this node's WAL never had (its state came from a base backup taken past them).
+   */
   readonly complete: boolean;
   /** The segments holding the discarded WAL, each set aside as `<name>.diverged` (kept, never replayed). */
   readonly setAside: readonly string[];

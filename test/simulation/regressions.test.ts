@@ -29,6 +29,25 @@ describe('scenario regressions', () => {
     assert.ok(result.ok, result.report);
   });
 
+  it('seed 5269: a rejoining node whose state came from a base backup past its WAL says its rewind report is incomplete', async () => {
+    const steps: SimulationStep[] = [
+      { op: 'commit', level: 'local', count: 3 },
+      { op: 'failover' },
+      { op: 'commit', level: 'on', count: 4 },
+      { op: 'commit', level: 'local', count: 2 },
+      { op: 'restart', node: 's2' },
+      { op: 'commit', level: 'off', count: 4 },
+      { op: 'rejoin', node: 'p' },
+      { op: 'diskFault', node: 's1', kind: 'fsync-eio' },
+      { op: 'catchup', node: 's2', mode: 'replay' },
+      { op: 'failover' },
+      { op: 'heal' },
+      { op: 'rejoin', node: 's1' },
+    ];
+    const result = await runScenario({ seed: 5269, steps, shrink: false });
+    assert.ok(result.ok, result.report);
+  });
+
   it('seed 377: a commit released by a reload to no names is judged by that reload, not the one right after', async () => {
     const steps: SimulationStep[] = [
       { op: 'promote', node: 's2' },

@@ -110,23 +110,41 @@ describe('the durability checker', () => {
     const checker = new DurabilityChecker();
     const c = commit(1, 100);
     checker.called(c);
-    checker.acknowledged(c, [row('s1', 50, 100)], parseSynchronousStandbyNames('FIRST 1 (s1)'), () => null);
+    checker.acknowledged(c, [row('s1', 50, 100)], [parseSynchronousStandbyNames('FIRST 1 (s1)')], () => null);
     assert.deepEqual(checker.violations.map((v) => v.rule), ['released-early']);
-    assert.match(checker.violations[0]!.message, /0 of the 1 confirmations 'FIRST 1 \(s1\)' asks for \(s1 sync at 0\/32\)/);
+    assert.match(checker.violations[0]!.message, /no synchronous configuration in force since its call had its confirmations \(last: 1 by 'FIRST 1 \(s1\)'; s1 sync at 0\/32\)/);
+  });
+
+  it('judges a release by priority under FIRST, by count under ANY, and by any configuration in force since the call', () => {
+    const verdict = (rows: ReplicationStatusRow[], ...texts: string[]): string[] => {
+      const checker = new DurabilityChecker();
+      const c = commit(1, 100);
+      checker.called(c);
+      checker.acknowledged(c, rows, texts.map((text) => parseSynchronousStandbyNames(text)), () => null);
+      return checker.violations.map((v) => v.rule);
+    };
+    const s1Behind = [row('s1', 50), row('s2', 100)];
+    assert.deepEqual(verdict(s1Behind, 'FIRST 1 (s1, s2)'), ['released-early'], 's1 has the better priority: its flush counts, not s2\'s');
+    assert.deepEqual(verdict([row('s2', 100)], 'FIRST 1 (s1, s2)'), [], 's1 not connected: s2 is the synchronous one');
+    assert.deepEqual(verdict(s1Behind, 'ANY 1 (s1, s2)'), []);
+    assert.deepEqual(verdict(s1Behind, 'ANY 2 (s1, s2)'), ['released-early']);
+    assert.deepEqual(verdict(s1Behind, 'FIRST 1 (s1)', 'ANY 1 (s1, s2)'), [], 'a reload to ANY 1 may have released it');
+    assert.deepEqual(verdict([row('s3', 100)], 'FIRST 1 (s1, *)'), [], 'the wildcard names s3');
+    assert.deepEqual(verdict([row('s3', 100)], 'FIRST 1 (s1, s2)'), ['released-early'], 'an unlisted standby confirms nothing');
   });
 
   it('owes, after a promotion, exactly the commits the promoted standby confirmed or that lie below them', () => {
     const checker = new DurabilityChecker();
     const [a, b, c] = [commit(1, 100), commit(2, 200), commit(3, 300)];
     for (const x of [a, b, c]) checker.called(x);
-    checker.acknowledged(a, [row('s1', 100), row('s2', 100)], parseSynchronousStandbyNames('ANY 1 (s1, s2)'), () => null);
-    checker.acknowledged(b, [row('s1', 200), row('s2', 100)], parseSynchronousStandbyNames('ANY 1 (s1, s2)'), () => null);
-    checker.acknowledged(c, [row('s1', 200), row('s2', 300)], parseSynchronousStandbyNames('ANY 1 (s1, s2)'), () => null);
+    checker.acknowledged(a, [row('s1', 100), row('s2', 100)], [parseSynchronousStandbyNames('ANY 1 (s1, s2)')], () => null);
+    checker.acknowledged(b, [row('s1', 200), row('s2', 100)], [parseSynchronousStandbyNames('ANY 1 (s1, s2)')], () => null);
+    checker.acknowledged(c, [row('s1', 200), row('s2', 300)], [parseSynchronousStandbyNames('ANY 1 (s1, s2)')], () => null);
     checker.promoted('s1', [batch(a), batch(b)]);
     assert.deepEqual(checker.violations, [], 'c was confirmed by s2 only: promoting s1 may lose it');
     assert.deepEqual(checker.allowedLosses.map((x) => x.id), [3]);
     const again = new DurabilityChecker();
-    for (const x of [a, b]) again.acknowledged({ ...x }, [row('s1', 200)], parseSynchronousStandbyNames('FIRST 1 (s1)'), () => null);
+    for (const x of [a, b]) again.acknowledged({ ...x }, [row('s1', 200)], [parseSynchronousStandbyNames('FIRST 1 (s1)')], () => null);
     again.promoted('s1', [batch(a)]);
     assert.deepEqual(again.violations.map((v) => v.rule), ['acknowledged-lost']);
     assert.match(again.violations[0]!.message, /commit #2, acknowledged at on by p .* is missing on s1 after its promotion/);

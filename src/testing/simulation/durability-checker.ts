@@ -43,20 +43,25 @@ export class DurabilityChecker {
 
   /**
    * A commit resolved. Records who confirmed it and checks that enough did (and, for
-   * `remote_apply`, that they show it): `rows` is the primary's `replicationStatus()` then.
+   * `remote_apply`, that they show it): `rows` is the primary's `replicationStatus()` then, and
+   * `configs` every synchronous configuration in force since the call (a reload may have
+   * released it; `null` for none, which releases every waiting commit).
    */
-  acknowledged(commit: CommitRecord, rows: readonly ReplicationStatusRow[], config: SyncStandbyConfig | null, applied: (node: string) => readonly AppliedBatch[] | null): void {
+  acknowledged(commit: CommitRecord, rows: readonly ReplicationStatusRow[], configs: readonly (SyncStandbyConfig | null)[], applied: (node: string) => readonly AppliedBatch[] | null): void {
     const lsn = commit.lsn!;
     if (commit.level !== 'off') this.#guaranteed.set(commit.id, commit);
-    if (!REMOTE_LEVELS.has(commit.level) || config === null) return;
-    const counted = rows.filter((row) => row.syncState === 'sync' || row.syncState === 'quorum');
-    const confirmers = counted.filter((row) => (confirmedPosition(row, commit.level) ?? -1) >= lsn).map((row) => row.applicationName);
-    commit.confirmers = confirmers;
-    commit.needed = config.num;
-    if (confirmers.length < config.num) {
-      this.#violate('released-early', `commit #${commit.id} at ${commit.level} (${formatLsn(lsn)}) resolved with ${confirmers.length} of the ${config.num} confirmations '${config.text}' asks for (${describeRows(counted, commit.level)})`, { commit });
+    if (!REMOTE_LEVELS.has(commit.level) || configs.length === 0 || configs.includes(null)) return;
+    const satisfied = (configs as SyncStandbyConfig[]).map((config) => confirmersUnder(config, rows, commit.level, lsn));
+    const met = satisfied.flatMap((confirmers, i) => (confirmers !== null && confirmers.length >= (configs[i] as SyncStandbyConfig).num ? [confirmers] : []));
+    const last = configs.at(-1) as SyncStandbyConfig;
+    commit.needed = Math.min(...(configs as SyncStandbyConfig[]).map((config) => config.num));
+    if (met.length === 0) {
+      commit.confirmers = satisfied.at(-1) ?? [];
+      this.#violate('released-early', `commit #${commit.id} at ${commit.level} (${formatLsn(lsn)}) resolved, but no synchronous configuration in force since its call had its confirmations (last: ${last.num} by '${last.text}'; ${describeRows(rows, commit.level)})`, { commit });
+      return;
     }
-    for (const name of confirmers) {
+    commit.confirmers = [...new Set(met.flat())];
+    for (const name of commit.confirmers) {
       const table = commit.level === 'remote_write' ? this.#confirmedWrite : this.#confirmedFlush;
       table.set(name, Math.max(table.get(name) ?? 0, lsn));
       if (commit.level === 'remote_apply') {
@@ -138,7 +143,9 @@ export class DurabilityChecker {
     let earlier = this.#rewound.get(node);
     if (earlier === undefined) this.#rewound.set(node, (earlier = new Set()));
     for (const batch of reported) earlier.add(`${event.timeline}:${batch.end}:${batch.digest}`);
-    const appliedPast = before.filter((batch) => batch.lsn > event.switchLsn && batch.timeline === event.timeline);
+    // An incomplete report (more than 64 MiB, or a state from a base backup past this node's
+    // WAL) says so; only a complete one must list every batch applied past the switch point.
+    const appliedPast = event.complete ? before.filter((batch) => batch.lsn > event.switchLsn && batch.timeline === event.timeline) : [];
     for (const batch of appliedPast) {
       if (!earlier.has(`${event.timeline}:${batch.lsn}:${batch.digest}`)) {
         this.#violate('rewind-report', `node ${node} had applied the batch ending ${formatLsn(batch.lsn)} past the switch point ${formatLsn(event.switchLsn)}, but its rewind did not report it`, { node });
@@ -169,8 +176,34 @@ export class DurabilityChecker {
 }
 
 function describeRows(rows: readonly ReplicationStatusRow[], level: CommitRecord['level']): string {
-  if (rows.length === 0) return 'no synchronous standby connected';
+  if (rows.length === 0) return 'no standby connected';
   return rows.map((row) => `${row.applicationName} ${row.syncState} at ${formatLsn(confirmedPosition(row, level) ?? 0)}`).join(', ');
+}
+
+/**
+ * The standbys whose confirmation released a commit under `config`, when they suffice: for
+ * `ANY n`, the listed standbys at or past it (at least n); for `FIRST n`, the n connected
+ * listed standbys of best priority (the list's order, `*` for any other name), all at or past
+ * it (among standbys tied at the last priority, any of them). `null` when they do not suffice.
+ */
+function confirmersUnder(config: SyncStandbyConfig, rows: readonly ReplicationStatusRow[], level: CommitRecord['level'], lsn: Lsn): string[] | null {
+  const wildcard = config.names.indexOf('*');
+  const priority = (name: string): number => {
+    const at = config.names.indexOf(name);
+    return at >= 0 ? at : wildcard;
+  };
+  const confirmed = (row: ReplicationStatusRow): boolean => (confirmedPosition(row, level) ?? -1) >= lsn;
+  const listed = rows.filter((row) => priority(row.applicationName) >= 0).sort((a, b) => priority(a.applicationName) - priority(b.applicationName));
+  if (config.method === 'any') {
+    const confirmers = listed.filter(confirmed).map((row) => row.applicationName);
+    return confirmers.length >= config.num ? confirmers : null;
+  }
+  if (listed.length < config.num) return null;
+  const boundary = priority(listed[config.num - 1]!.applicationName);
+  const better = listed.filter((row) => priority(row.applicationName) < boundary);
+  const tied = listed.filter((row) => priority(row.applicationName) === boundary && confirmed(row));
+  if (!better.every(confirmed) || better.length + tied.length < config.num) return null;
+  return [...better, ...tied].map((row) => row.applicationName);
 }
 
 function commonPrefix(a: readonly AppliedBatch[], b: readonly AppliedBatch[]): number {

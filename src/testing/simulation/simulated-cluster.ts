@@ -272,7 +272,7 @@ export class SimulatedCluster {
               record.lsn = result.lsn;
               record.timeline = primary.timeline;
               // A deposed primary's acknowledgements promise nothing: a promotion ended its line.
-              if (!deposed && !sim.deposed) this.#checker.acknowledged(record, primary.replicationStatus(), this.#weakestConfigSince(configAtCall), (name) => this.#aliveSequence(name));
+              if (!deposed && !sim.deposed) this.#checker.acknowledged(record, primary.replicationStatus(), this.#syncConfigs.slice(configAtCall), (name) => this.#aliveSequence(name));
             },
             (err: unknown) => {
               if (record.outcome !== 'pending') return;
@@ -651,16 +651,6 @@ export class SimulatedCluster {
       await this.scheduler.sleep(CATCHUP_POLL_MS);
     }
     if (mode === 'replay') await standby.waitForReplay(replayTarget, { timeoutMs: Math.max(1, deadline - this.scheduler.now()) }).catch((err: unknown) => Promise.reject(isWalshipError(err, 'TIMEOUT') ? timedOut() : err));
-  }
-
-  /**
-   * The least the synchronous configurations in force since `index` asked for: a commit may
-   * have been released by any of them (clearing the names releases every waiting commit).
-   */
-  #weakestConfigSince(index: number): SyncStandbyConfig | null {
-    const configs = this.#syncConfigs.slice(index);
-    if (configs.includes(null)) return null;
-    return (configs as SyncStandbyConfig[]).reduce((weakest, config) => (config.num < weakest.num ? config : weakest));
   }
 
   #aliveSequence(name: string): readonly AppliedBatch[] | null {
