@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { StorageFile, StorageOpenOptions } from '../../src/index.js';
 import type { CheckResult, SimulatedCluster, SimulationOptions } from '../../src/testing/index.js';
-import { registerInjectedBugs, withInjectedBug, type InjectedBug } from '../helpers/injected-bugs.js';
+import { registerInjectedBugs, withInjectedBug, type InjectedBug } from './injected-bugs.js';
 
 // The simulation's checker is itself tested (issue #16): each deliberate walship bug below is
-// written into walship's source as it loads (see test/helpers/injected-bugs.ts) and switched
+// written into walship's source as it loads (see injected-bugs.ts beside this file) and switched
 // on for one run. Every test runs one scenario twice, with the bug off and on: off, the
 // checker must find nothing; on, it must report the broken guarantee. So each test can fail
 // both ways: a checker that misses the bug, or one that cries wolf on walship as shipped.

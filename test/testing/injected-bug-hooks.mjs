@@ -21,7 +21,7 @@ export async function load(url, context, nextLoad) {
   for (const m of mine) {
     const found = source.split(m.from).length - 1;
     // The text a bug replaces must be there exactly once: a changed source fails loudly here.
-    if (found !== 1) throw new Error(`injected bug '${m.bug}': the text to replace occurs ${found} times in ${m.file}, not once; update test/helpers/injected-bugs.ts`);
+    if (found !== 1) throw new Error(`injected bug '${m.bug}': the text to replace occurs ${found} times in ${m.file}, not once; update test/testing/injected-bugs.ts`);
     source = source.replace(m.from, () => m.to);
   }
   const ts = (await import('typescript')).default;
