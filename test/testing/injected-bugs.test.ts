@@ -138,7 +138,7 @@ describe('the simulation checker catches injected walship bugs', () => {
     assert.equal(bugged.observed, 'acknowledged', 'with the bug, they resolve on the write report');
   });
 
-  it("keep-applied-past-switch-point: a rewind that keeps what the application applied past the switch point is a 'rewind-report' violation", async () => {
+  it("keep-applied-past-switch-point: a former primary that keeps, after its rewind, what it applied past the switch point is a 'diverged-history'", async () => {
     // p, cut off from s1, commits three batches s1 never gets; s1 is promoted and commits
     // three of its own; p rejoins and must rewind what it applied past the switch point.
     const { clean, bugged } = await bothWays('keep-applied-past-switch-point', () =>
@@ -156,7 +156,7 @@ describe('the simulation checker catches injected walship bugs', () => {
     );
     assertClean(clean, 'keep-applied-past-switch-point');
     assert.equal(clean.observed, null, 'as shipped, p rewinds and follows s1');
-    assertCaught(bugged, 'rewind-report', 'keep-applied-past-switch-point');
+    assertCaught(bugged, 'diverged-history', 'keep-applied-past-switch-point');
   });
 
   describe("skip-damaged-record: recovery and replay step over a damaged record in the middle of the WAL", () => {
