@@ -131,7 +131,7 @@ export class DurabilityChecker {
   /**
    * A rejoining node's `rewind` report must list exactly the batches it had applied past the
    * switch point (`before`: its applied sequence when it rewound), and each must come from a
-   * commit call; after it, none of them may stay applied.
+   * commit call; after it, none of them may stay applied ({@link checkRewound}).
    */
   checkRewind(node: string, event: { timeline: number; switchLsn: Lsn; batches: readonly DiscardedBatch[]; complete: boolean }, before: readonly AppliedBatch[]): void {
     const reported = event.batches.map((batch) => ({ end: batch.endLsn, digest: batchDigest(batch.entries) }));
@@ -152,6 +152,20 @@ export class DurabilityChecker {
       }
     }
     if (reported.some((r) => r.end <= event.switchLsn)) this.#violate('rewind-report', `node ${node}'s rewind reported a batch at or below the switch point ${formatLsn(event.switchLsn)}`, { node });
+  }
+
+  /**
+   * A running standby's application must not still hold a batch one of its rewinds discarded:
+   * the rewind takes the application back (a snapshot or a base backup) before the node goes
+   * on, so one that keeps them holds history that is on no primary's line any more.
+   */
+  checkRewound(node: string, applied: readonly AppliedBatch[]): void {
+    const discarded = this.#rewound.get(node);
+    if (discarded === undefined) return;
+    const kept = applied.find((batch) => discarded.has(`${batch.timeline}:${batch.lsn}:${batch.digest}`));
+    if (kept !== undefined) {
+      this.#violate('diverged-history', `node ${node} still holds the batch ending ${formatLsn(kept.lsn)} on timeline ${kept.timeline}, which its rewind discarded (${applied.length} batches applied)`, { node });
+    }
   }
 
   #expectGuaranteed(node: string, applied: readonly AppliedBatch[], when: string): void {

@@ -439,7 +439,8 @@ export class SimulatedCluster {
    * Checks PostgreSQL's guarantees on the run so far (see the README's test-kit section): no
    * acknowledged commit lost beyond what the faults allow, confirmations as the level asks,
    * `remote_apply` visible where confirmed, no batch applied that no commit wrote, every
-   * node's applied batches a prefix of the primary's, `rewind` reports exact.
+   * node's applied batches a prefix of the primary's, `rewind` reports exact, and no running
+   * standby still holding a batch its rewind discarded.
    */
   check(): CheckResult {
     const primary = this.#node(this.#primary);
@@ -448,6 +449,7 @@ export class SimulatedCluster {
     const lives = [...this.#primaryLives].map((recorder) => recorder.sequence);
     for (const sim of this.#nodes.values()) {
       if (sim === primary || !(sim.node instanceof Standby)) continue;
+      if (sim.node.failure === null) this.#checker.checkRewound(sim.name, sim.recorder.sequence);
       // A standby that caught up with the primary holds exactly its history; any other (one
       // still refused, or cut off) holds a prefix of some line of history a primary wrote.
       if (this.#caughtUp.has(sim.name)) this.#checker.checkPrefix(sim.name, sim.recorder.sequence, primary.name, [primary.recorder.sequence]);
