@@ -103,7 +103,7 @@ describe('the durability checker', () => {
     confirmers: [],
     needed: 0,
   });
-  const row = (name: string, flush: number, write = flush): ReplicationStatusRow => ({ applicationName: name, syncState: 'sync', writeLsn: write, flushLsn: flush, replayLsn: flush }) as unknown as ReplicationStatusRow;
+  const row = (name: string, flush: number, write = flush, state = 'streaming'): ReplicationStatusRow => ({ applicationName: name, state, syncState: 'sync', writeLsn: write, flushLsn: flush, replayLsn: flush }) as unknown as ReplicationStatusRow;
   const batch = (c: CommitRecord): { lsn: number; timeline: number; digest: string } => ({ lsn: c.lsn!, timeline: 1, digest: c.digest });
 
   it('catches a commit released before its synchronous standby flushed it', () => {
@@ -131,6 +131,7 @@ describe('the durability checker', () => {
     assert.deepEqual(verdict(s1Behind, 'FIRST 1 (s1)', 'ANY 1 (s1, s2)'), [], 'a reload to ANY 1 may have released it');
     assert.deepEqual(verdict([row('s3', 100)], 'FIRST 1 (s1, *)'), [], 'the wildcard names s3');
     assert.deepEqual(verdict([row('s3', 100)], 'FIRST 1 (s1, s2)'), ['released-early'], 'an unlisted standby confirms nothing');
+    assert.deepEqual(verdict([row('s1', 0, 0, 'catchup'), row('s2', 100)], 'FIRST 1 (s1, s2)'), [], 's1 not streaming, nothing reported: not a candidate');
   });
 
   it('owes, after a promotion, exactly the commits the promoted standby confirmed or that lie below them', () => {

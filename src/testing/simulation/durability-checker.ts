@@ -196,8 +196,8 @@ function describeRows(rows: readonly ReplicationStatusRow[], level: CommitRecord
 
 /**
  * The standbys whose confirmation released a commit under `config`, when they suffice: for
- * `ANY n`, the listed standbys at or past it (at least n); for `FIRST n`, the n connected
- * listed standbys of best priority (the list's order, `*` for any other name), all at or past
+ * `ANY n`, the listed candidates at or past it (at least n); for `FIRST n`, the n listed
+ * candidates (streaming, with a flush position reported) of best priority (the list's order, `*` for any other name), all at or past
  * it (among standbys tied at the last priority, any of them). `null` when they do not suffice.
  */
 function confirmersUnder(config: SyncStandbyConfig, rows: readonly ReplicationStatusRow[], level: CommitRecord['level'], lsn: Lsn): string[] | null {
@@ -207,7 +207,9 @@ function confirmersUnder(config: SyncStandbyConfig, rows: readonly ReplicationSt
     return at >= 0 ? at : wildcard;
   };
   const confirmed = (row: ReplicationStatusRow): boolean => (confirmedPosition(row, level) ?? -1) >= lsn;
-  const listed = rows.filter((row) => priority(row.applicationName) >= 0).sort((a, b) => priority(a.applicationName) - priority(b.applicationName));
+  // Candidates as PostgreSQL's: streaming (or stopping), with a valid flush position reported.
+  const candidate = (row: ReplicationStatusRow): boolean => (row.state === 'streaming' || row.state === 'stopping') && (row.flushLsn ?? 0) > 0;
+  const listed = rows.filter((row) => candidate(row) && priority(row.applicationName) >= 0).sort((a, b) => priority(a.applicationName) - priority(b.applicationName));
   if (config.method === 'any') {
     const confirmers = listed.filter(confirmed).map((row) => row.applicationName);
     return confirmers.length >= config.num ? confirmers : null;
