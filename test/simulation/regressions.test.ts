@@ -49,6 +49,22 @@ describe('scenario regressions', () => {
     assert.ok(result.ok, result.report);
   });
 
+  it('seed 27158: a standby restarted after it applied remote_apply commits confirms them on its old connection', async () => {
+    const steps: SimulationStep[] = [
+      { op: 'commit', level: 'on', count: 2, timeoutMs: 445 },
+      { op: 'failover' },
+      { op: 'reload', synchronousStandbyNames: 'FIRST 1 (s1)' },
+      { op: 'commit', level: 'remote_apply', count: 4 },
+      { op: 'restart', node: 'p' },
+      { op: 'commit', level: 'remote_write', count: 3, timeoutMs: 57 },
+      { op: 'restart', node: 's2' },
+      { op: 'reload', synchronousStandbyNames: 'ANY 2 (p, s1, s2)' },
+      { op: 'heal' },
+    ];
+    const result = await runScenario({ seed: 27158, cascade: false, archive: false, steps, shrink: false });
+    assert.ok(result.ok, result.report);
+  });
+
   it('seed 377: a commit released by a reload to no names is judged by that reload, not the one right after', async () => {
     const steps: SimulationStep[] = [
       { op: 'promote', node: 's2' },

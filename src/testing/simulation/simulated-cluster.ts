@@ -76,6 +76,8 @@ interface SimNode {
   upstream: string | null;
   /** It was the primary until another node was promoted: what it acknowledges since counts for nothing. */
   deposed: boolean;
+  /** The recorders of its earlier lives (before each restart). */
+  readonly earlierLives: RecordingApplication[];
 }
 
 const USER = 'sim';
@@ -142,7 +144,7 @@ export class SimulatedCluster {
     this.#level = options.synchronousCommit ?? 'on';
     this.#archive = options.archive === true ? new MemoryArchive() : null;
     for (const name of ['p', ...Array.from({ length: standbys }, (_, i) => `s${i + 1}`)]) {
-      this.#nodes.set(name, { name, storage: new MemoryStorage({ description: `memory:${name}` }), node: null, recorder: this.#recorder(name), upstream: null, deposed: false });
+      this.#nodes.set(name, { name, storage: new MemoryStorage({ description: `memory:${name}` }), node: null, recorder: this.#recorder(name), upstream: null, deposed: false, earlierLives: [] });
     }
     options.t?.after(() => this.close());
   }
@@ -536,6 +538,7 @@ export class SimulatedCluster {
   async #newLife(sim: SimNode): Promise<void> {
     this.#caughtUp.delete(sim.name);
     const previous = sim.recorder;
+    sim.earlierLives.push(previous);
     sim.recorder = this.#recorder(sim.name);
     const durable = sim.recorder.appliedLsn === undefined ? null : await sim.recorder.appliedLsn();
     if (durable !== null) {
@@ -655,9 +658,14 @@ export class SimulatedCluster {
     if (mode === 'replay') await standby.waitForReplay(replayTarget, { timeoutMs: Math.max(1, deadline - this.scheduler.now()) }).catch((err: unknown) => Promise.reject(isWalshipError(err, 'TIMEOUT') ? timedOut() : err));
   }
 
+  /**
+   * What a running node applied in any of its lives: a standby that confirmed a commit and then
+   * restarted may confirm it to the primary on its old connection while its new life replays.
+   */
   #aliveSequence(name: string): readonly AppliedBatch[] | null {
     const sim = this.#nodes.get(name);
-    return sim === undefined || sim.node === null ? null : sim.recorder.sequence;
+    if (sim === undefined || sim.node === null) return null;
+    return [...sim.earlierLives.flatMap((life) => life.sequence), ...sim.recorder.sequence];
   }
 
   #report(violations: readonly Violation[]): string {
