@@ -1,7 +1,8 @@
 /**
  * A stand-in sweep worker for scenario-sweep-failure.test.ts: the others record their pid in
  * the directory given by `WALSHIP_SWEEP_PIDS` and then run forever, as a worker stuck in a
- * long share of scenarios does; the worker of offset 0 fails once they all run.
+ * long share of scenarios does (for a minute at most, then it leaves `<offset>.expired`); the
+ * worker of offset 0 fails once they all run.
  */
 import { readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,5 +20,9 @@ if (assignment.offset === 0) {
   // Renamed into place: a file the others see holds the whole pid.
   writeFileSync(join(dir, `${assignment.offset}.tmp`), String(process.pid));
   renameSync(join(dir, `${assignment.offset}.tmp`), join(dir, `${assignment.offset}.pid`));
-  setInterval(() => undefined, 60_000);
+  // Stopped by the sweep; a worker a broken sweep leaves behind ends after a minute, saying so.
+  setTimeout(() => {
+    writeFileSync(join(dir, `${assignment.offset}.expired`), '');
+    process.exit(0);
+  }, 60_000);
 }
