@@ -5,17 +5,26 @@
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import type { CommittedBatch } from '../../../src/application.js';
+import type { Application, CommittedBatch, Snapshot } from '../../../src/application.js';
 import type { Standby } from '../../../src/standby.js';
 import { createCluster, KvApplication } from '../../../src/testing/index.js';
 
 /** A key-value application whose replay waits, once `gate` is set, until it resolves. */
-class GatedKv extends KvApplication {
+class GatedKv implements Application {
+  readonly #kv = new KvApplication();
   gate: Promise<void> | null = null;
 
-  override apply(batch: CommittedBatch): void | Promise<void> {
-    if (this.gate === null) return super.apply(batch);
-    return this.gate.then(() => super.apply(batch));
+  apply(batch: CommittedBatch): void | Promise<void> {
+    if (this.gate === null) return this.#kv.apply(batch);
+    return this.gate.then(() => this.#kv.apply(batch));
+  }
+
+  snapshot(): Promise<Uint8Array> {
+    return this.#kv.snapshot();
+  }
+
+  restore(snapshot: Snapshot): Promise<void> {
+    return this.#kv.restore(snapshot);
   }
 }
 
