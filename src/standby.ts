@@ -672,7 +672,8 @@ export class Standby extends NodeBase<StandbyEvents> {
    * a batch with a time.
    */
   get replayDelayMs(): number | null {
-    return this.#role.replayDelayMs;
+    // On the standby's clock, whoever reads it: a simulated standby's delay is virtual.
+    return this.#enter(() => this.#role.replayDelayMs);
   }
 
   /** Whether replay has reached a consistent point. */
@@ -807,7 +808,7 @@ export class Standby extends NodeBase<StandbyEvents> {
     const core = coreMetrics(this.#core);
     const flushed = role.receiveLsn;
     const replayed = role.replayLsn;
-    const delay = role.replayDelayMs;
+    const delay = this.replayDelayMs;
     return {
       role: 'standby',
       systemId: role.systemId,

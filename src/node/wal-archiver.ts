@@ -330,7 +330,7 @@ export class WalArchiver {
       }
       this.#backoff.delete(next);
       this.#archivedCount++;
-      this.#lastArchived = { name: next, time: new Date() };
+      this.#lastArchived = { name: next, time: new Date(currentScheduler().now()) };
       this.#debug('archived %s', next);
       this.#host.done({ name: next });
       // The archive holds it: a marker that fails to change now only means a put again later.
@@ -432,7 +432,7 @@ export class WalArchiver {
     const retryInMs = Math.min(ARCHIVE_RETRY_MIN_MS * 2 ** (attempts - 1), ARCHIVE_RETRY_MAX_MS);
     this.#backoff.set(name, { attempts, retryAt: currentScheduler().now() + retryInMs });
     this.#failedCount++;
-    this.#lastFailed = { name, time: new Date(), error };
+    this.#lastFailed = { name, time: new Date(currentScheduler().now()), error };
     this.#debug.error('archiving %s failed (attempt %d, again in %d ms): %s', name, attempts, retryInMs, error.message);
     this.#host.failed({ name, error, attempts, retryInMs });
   }

@@ -243,7 +243,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       this.emitSafely('standby:refused', { ...event, error });
       return;
     }
-    const session: Session = { info, index: this.#freeIndex(), started: new Date(), state: 'startup', sender: null, backup: null, backupLsn: null, slot: null };
+    const session: Session = { info, index: this.#freeIndex(), started: new Date(currentScheduler().now()), state: 'startup', sender: null, backup: null, backupLsn: null, slot: null };
     this.#sessions.add(session);
     this.emitSafely('standby:connected', event);
     const running = this.#serve(session).then(

@@ -1,6 +1,7 @@
 import { WalshipError, isWalshipError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { assertLsn, formatLsn, type Lsn } from '../lsn.js';
+import { currentScheduler, schedulerClock } from '../scheduler.js';
 import type { Storage } from '../storage/storage.js';
 import { decideRetention, slotAvailability, type RetentionDecision, type RetentionState, type SlotAvailability, type SlotHold } from './retention.js';
 import { INVALIDATION_REASON, SLOT_NAME, readSlotsFile, writeSlotsFile, type PersistedSlot } from './slot-file.js';
@@ -20,7 +21,7 @@ export const SLOT_DEFAULTS = Object.freeze({
 
 /** Options of {@link SlotManager.open}. */
 export interface SlotManagerOptions {
-  /** The clock for `inactiveSince`. @defaultValue `() => new Date()` */
+  /** The clock for `inactiveSince`. @defaultValue the wall clock of the scheduler it was opened on (`new Date()` outside a simulation) */
   readonly now?: () => Date;
   /**
    * The most slots the node keeps (PostgreSQL's `max_replication_slots`): creating one more is
@@ -178,7 +179,9 @@ export class SlotManager {
         limit,
       );
     }
-    return new SlotManager(storage, durable, options.now ?? (() => new Date()), limit);
+    // The clock of the node that opens it: a simulated node's slots record virtual times.
+    const clock = schedulerClock(currentScheduler());
+    return new SlotManager(storage, durable, options.now ?? (() => new Date(clock())), limit);
   }
 
   /** How many slots this node may have (`maxReplicationSlots`); {@link SlotManager.size} may exceed it after the limit was lowered. */

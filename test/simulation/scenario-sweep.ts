@@ -2,7 +2,7 @@
  * Runs many seeded scenarios of the cluster simulator (`runScenario`) in parallel child
  * processes, one per core: the CI sweep (scenario-sweep.test.ts) and `npm run soak` use it.
  */
-import { fork } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
@@ -46,6 +46,8 @@ export interface SweepOptions {
   readonly shrink?: boolean;
   /** Called after each batch of finished scenarios. */
   readonly onProgress?: (progress: SweepProgress) => void;
+  /** The worker module each child runs (the sweep's own tests give a stand-in). @defaultValue scenario-worker.ts */
+  readonly worker?: string;
 }
 
 /** How far a sweep is. */
@@ -60,9 +62,13 @@ export interface SweepProgress {
 
 const WORKER = fileURLToPath(new URL('./scenario-worker.ts', import.meta.url));
 
-/** Runs the scenarios and resolves with the totals; rejects if a worker dies. */
+/**
+ * Runs the scenarios and resolves with the totals. A worker that dies rejects the sweep, naming
+ * its seeds, once the other workers are stopped: they would run their share to the end, and a
+ * child left running keeps the caller's process alive after the failure.
+ */
 export async function sweep(options: SweepOptions): Promise<SweepProgress> {
-  const { scenarios, from = 1, steps = 40, shrink = true } = options;
+  const { scenarios, from = 1, steps = 40, shrink = true, worker = WORKER } = options;
   const workers = Math.max(1, Math.min(options.workers ?? availableParallelism(), scenarios));
   const began = performance.now();
   let done = 0;
@@ -70,22 +76,31 @@ export async function sweep(options: SweepOptions): Promise<SweepProgress> {
   let calls = 0;
   const violations: SweepViolation[] = [];
   const progress = (): SweepProgress => ({ done, scenarios, elapsedMs: performance.now() - began, acknowledged, calls, violations });
-  await Promise.all(
-    Array.from({ length: workers }, (_, offset) => {
-      const assignment: SweepAssignment = { from, count: scenarios, offset, stride: workers, steps, shrink };
-      const child = fork(WORKER, [JSON.stringify(assignment)], { execArgv: ['--conditions=walship-source', '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-      child.on('message', (message: WorkerMessage) => {
-        done += message.done;
-        acknowledged += message.acknowledged;
-        calls += message.calls;
-        if (message.violation !== null) violations.push(message.violation);
-        options.onProgress?.(progress());
-      });
-      return new Promise<void>((resolve, reject) => {
-        child.on('error', reject);
-        child.on('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`a sweep worker exited with ${signal ?? code}`))));
-      });
-    }),
-  );
+  const children: ChildProcess[] = [];
+  const exits = Array.from({ length: workers }, (_, offset) => {
+    const assignment: SweepAssignment = { from, count: scenarios, offset, stride: workers, steps, shrink };
+    const child = fork(worker, [JSON.stringify(assignment)], { execArgv: ['--conditions=walship-source', '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    children.push(child);
+    child.on('message', (message: WorkerMessage) => {
+      done += message.done;
+      acknowledged += message.acknowledged;
+      calls += message.calls;
+      if (message.violation !== null) violations.push(message.violation);
+      options.onProgress?.(progress());
+    });
+    return new Promise<void>((resolve, reject) => {
+      const seeds = `${from + offset}${from + offset + workers < from + scenarios ? `, ${from + offset + workers}` : ''}${from + offset + 2 * workers < from + scenarios ? ', …' : ''}`;
+      child.on('error', (err) => reject(new Error(`sweep worker ${offset} (seeds ${seeds}) failed: ${err.message}`, { cause: err })));
+      // 'close', not 'exit': it comes after the IPC channel closed, so after the worker's last message.
+      child.on('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(`sweep worker ${offset} (seeds ${seeds}) exited with ${signal ?? code}; its output above names the seed it was running`))));
+    });
+  });
+  try {
+    await Promise.all(exits);
+  } catch (err) {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill();
+    await Promise.allSettled(exits);
+    throw err;
+  }
   return progress();
 }

@@ -427,7 +427,7 @@ export class SimulatedCluster {
   /**
    * Waits until standby `name` has written, flushed or replayed everything the primary had
    * flushed when called (`write` and `flush` both wait for its received position, which is
-   * flushed); `TIMEOUT` after 20 virtual seconds.
+   * flushed); `TIMEOUT` after 10 virtual seconds.
    */
   async waitForCatchup(name: string, options: { mode?: CatchupMode } = {}): Promise<void> {
     const mode = options.mode ?? 'replay';
