@@ -23,6 +23,7 @@ import {
   silentEnd,
   unbounded,
 } from './broken-transports.js';
+import { describeFailures, runRecorded, type Outcome } from '../helpers/conformance-outcome.js';
 
 const CASES = {
   basic: 'connects, exchanges bytes and describes the peer',
@@ -41,12 +42,6 @@ const CASES = {
 } as const;
 type CaseKey = keyof typeof CASES;
 const ALL_CASES = Object.values(CASES);
-
-interface Outcome {
-  readonly passed: string[];
-  readonly failed: Map<string, string>;
-  readonly skipped: string[];
-}
 
 function networkOf(transport: Transport): MemoryNetwork {
   if (transport instanceof MemoryTransport) return transport.network;
@@ -84,35 +79,8 @@ function harness(make: () => Transport): TransportConformanceHarness & { created
 }
 
 /** Runs the suite with adapters that record each case's outcome instead of registering tests. */
-async function runSuite(options: TransportConformanceHarness): Promise<Outcome> {
-  const cases: Array<{ name: string; fn: () => unknown; skip: boolean }> = [];
-  const it = Object.assign((name: string, fn: () => Promise<void>) => void cases.push({ name, fn, skip: false }), {
-    skip: (name: string, fn: () => unknown) => void cases.push({ name, fn, skip: true }),
-  });
-  transportConformance(options, { describe: (_name, fn) => fn(), it });
-  // Each case has a transport (and a memory network) of its own, so they can run side by
-  // side: a run then takes about as long as its slowest case, a deadline at worst.
-  const results = await Promise.all(
-    cases.map(async ({ name, fn, skip }) => {
-      if (skip) return { name, result: 'skipped' as const };
-      try {
-        await fn();
-        return { name, result: 'passed' as const };
-      } catch (err) {
-        return { name, result: 'failed' as const, message: err instanceof Error ? err.message : String(err) };
-      }
-    }),
-  );
-  const outcome: Outcome = { passed: [], failed: new Map(), skipped: [] };
-  for (const { name, result, message } of results) {
-    if (result === 'failed') outcome.failed.set(name, message ?? '');
-    else outcome[result].push(name);
-  }
-  return outcome;
-}
-
-function describeFailures(outcome: Outcome): string {
-  return [...outcome.failed].map(([name, message]) => `\n  ${name}: ${message.split('\n')[0]}`).join('') || ' none';
+function runSuite(options: TransportConformanceHarness): Promise<Outcome> {
+  return runRecorded((adapters) => transportConformance(options, adapters));
 }
 
 /** Every stream a case opened is gone once the case has finished, passed or failed. */

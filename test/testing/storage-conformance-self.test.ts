@@ -30,6 +30,7 @@ import {
   truncatingCreate,
   workingAfterClose,
 } from './broken-storages.js';
+import { describeFailures, runRecorded, type Outcome } from '../helpers/conformance-outcome.js';
 
 const CASES = {
   empty: 'has a description and starts empty; prepare() again changes nothing',
@@ -73,12 +74,6 @@ const CASES = {
 type CaseKey = keyof typeof CASES;
 const ALL_CASES = Object.values(CASES);
 
-interface Outcome {
-  readonly passed: string[];
-  readonly failed: Map<string, string>;
-  readonly skipped: string[];
-}
-
 /**
  * A harness over broken storages: 1 MiB segments, a 2 s deadline (calls in memory take
  * microseconds), a second handle, and the broken storages' deterministic power loss, which
@@ -97,35 +92,8 @@ function harness(make: () => BrokenStorage): StorageConformanceHarness {
 }
 
 /** Runs the suite with adapters that record each case's outcome instead of registering tests. */
-async function runSuite(options: StorageConformanceHarness): Promise<Outcome> {
-  const cases: Array<{ name: string; fn: () => unknown; skip: boolean }> = [];
-  const it = Object.assign((name: string, fn: () => Promise<void>) => void cases.push({ name, fn, skip: false }), {
-    skip: (name: string, fn: () => unknown) => void cases.push({ name, fn, skip: true }),
-  });
-  storageConformance(options, { describe: (_name, fn) => fn(), it });
-  // Each case has a storage of its own, so they run side by side: a run takes about as long
-  // as its slowest case, a deadline at worst.
-  const results = await Promise.all(
-    cases.map(async ({ name, fn, skip }) => {
-      if (skip) return { name, result: 'skipped' as const };
-      try {
-        await fn();
-        return { name, result: 'passed' as const };
-      } catch (err) {
-        return { name, result: 'failed' as const, message: err instanceof Error ? err.message : String(err) };
-      }
-    }),
-  );
-  const outcome: Outcome = { passed: [], failed: new Map(), skipped: [] };
-  for (const { name, result, message } of results) {
-    if (result === 'failed') outcome.failed.set(name, message ?? '');
-    else outcome[result].push(name);
-  }
-  return outcome;
-}
-
-function describeFailures(outcome: Outcome): string {
-  return [...outcome.failed].map(([name, message]) => `\n  ${name}: ${message.split('\n')[0]}`).join('') || ' none';
+function runSuite(options: StorageConformanceHarness): Promise<Outcome> {
+  return runRecorded((adapters) => storageConformance(options, adapters));
 }
 
 const CRASH_CASES: readonly CaseKey[] = ['durableSegment', 'durableMetadata', 'durableReplace', 'durableRewrite', 'lockAfterCrash', 'losesWrites'];
