@@ -110,7 +110,7 @@ describe('the durability checker', () => {
     const checker = new DurabilityChecker();
     const c = commit(1, 100);
     checker.called(c);
-    checker.acknowledged(c, [row('s1', 50, 100)], [parseSynchronousStandbyNames('FIRST 1 (s1)')], () => null);
+    checker.acknowledged(c, [[row('s1', 50, 100)]], [parseSynchronousStandbyNames('FIRST 1 (s1)')], () => null);
     assert.deepEqual(checker.violations.map((v) => v.rule), ['released-early']);
     assert.match(checker.violations[0]!.message, /no synchronous configuration in force since its call had its confirmations \(last: 1 by 'FIRST 1 \(s1\)'; s1 sync at 0\/32\)/);
   });
@@ -120,7 +120,7 @@ describe('the durability checker', () => {
       const checker = new DurabilityChecker();
       const c = commit(1, 100);
       checker.called(c);
-      checker.acknowledged(c, rows, texts.map((text) => parseSynchronousStandbyNames(text)), () => null);
+      checker.acknowledged(c, [rows], texts.map((text) => parseSynchronousStandbyNames(text)), () => null);
       return checker.violations.map((v) => v.rule);
     };
     const s1Behind = [row('s1', 50), row('s2', 100)];
@@ -134,18 +134,31 @@ describe('the durability checker', () => {
     assert.deepEqual(verdict([row('s1', 0, 0, 'catchup'), row('s2', 100)], 'FIRST 1 (s1, s2)'), [], 's1 not streaming, nothing reported: not a candidate');
   });
 
+  it('judges a release by the rows of any moment it could have happened (seed 57202: a step crashed the releasing standby before the callback ran)', () => {
+    const verdict = (rowSets: ReplicationStatusRow[][]): string[] => {
+      const checker = new DurabilityChecker();
+      const c = commit(1, 100);
+      checker.called(c);
+      checker.acknowledged(c, rowSets, [parseSynchronousStandbyNames('FIRST 1 (s1, s2)')], () => null);
+      assert.deepEqual(c.confirmers, checker.violations.length === 0 ? ['s2'] : []);
+      return checker.violations.map((v) => v.rule);
+    };
+    assert.deepEqual(verdict([[], [row('s2', 100)]]), [], 's2 alone and caught up when a step began: a legitimate release');
+    assert.deepEqual(verdict([[], [row('s1', 50), row('s2', 100)]]), ['released-early'], 's1 still ahead in priority at every moment');
+  });
+
   it('owes, after a promotion, exactly the commits the promoted standby confirmed or that lie below them', () => {
     const checker = new DurabilityChecker();
     const [a, b, c] = [commit(1, 100), commit(2, 200), commit(3, 300)];
     for (const x of [a, b, c]) checker.called(x);
-    checker.acknowledged(a, [row('s1', 100), row('s2', 100)], [parseSynchronousStandbyNames('ANY 1 (s1, s2)')], () => null);
-    checker.acknowledged(b, [row('s1', 200), row('s2', 100)], [parseSynchronousStandbyNames('ANY 1 (s1, s2)')], () => null);
-    checker.acknowledged(c, [row('s1', 200), row('s2', 300)], [parseSynchronousStandbyNames('ANY 1 (s1, s2)')], () => null);
+    checker.acknowledged(a, [[row('s1', 100), row('s2', 100)]], [parseSynchronousStandbyNames('ANY 1 (s1, s2)')], () => null);
+    checker.acknowledged(b, [[row('s1', 200), row('s2', 100)]], [parseSynchronousStandbyNames('ANY 1 (s1, s2)')], () => null);
+    checker.acknowledged(c, [[row('s1', 200), row('s2', 300)]], [parseSynchronousStandbyNames('ANY 1 (s1, s2)')], () => null);
     checker.promoted('s1', [batch(a), batch(b)]);
     assert.deepEqual(checker.violations, [], 'c was confirmed by s2 only: promoting s1 may lose it');
     assert.deepEqual(checker.allowedLosses.map((x) => x.id), [3]);
     const again = new DurabilityChecker();
-    for (const x of [a, b]) again.acknowledged({ ...x }, [row('s1', 200)], [parseSynchronousStandbyNames('FIRST 1 (s1)')], () => null);
+    for (const x of [a, b]) again.acknowledged({ ...x }, [[row('s1', 200)]], [parseSynchronousStandbyNames('FIRST 1 (s1)')], () => null);
     again.promoted('s1', [batch(a)]);
     assert.deepEqual(again.violations.map((v) => v.rule), ['acknowledged-lost']);
     assert.match(again.violations[0]!.message, /commit #2, acknowledged at on by p .* is missing on s1 after its promotion/);

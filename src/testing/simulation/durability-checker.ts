@@ -43,15 +43,18 @@ export class DurabilityChecker {
 
   /**
    * A commit resolved. Records who confirmed it and checks that enough did (and, for
-   * `remote_apply`, that they show it): `rows` is the primary's `replicationStatus()` then, and
-   * `configs` every synchronous configuration in force since the call (a reload may have
-   * released it; `null` for none, which releases every waiting commit).
+   * `remote_apply`, that they show it): `rowSets` are the primary's `replicationStatus()` now
+   * and at the moments since its release could have happened (a step between the release and
+   * this callback may have crashed the standby that released it), and `configs` every
+   * synchronous configuration in force since the call (a reload may have released it; `null`
+   * for none, which releases every waiting commit).
    */
-  acknowledged(commit: CommitRecord, rows: readonly ReplicationStatusRow[], configs: readonly (SyncStandbyConfig | null)[], applied: (node: string) => readonly AppliedBatch[] | null): void {
+  acknowledged(commit: CommitRecord, rowSets: readonly (readonly ReplicationStatusRow[])[], configs: readonly (SyncStandbyConfig | null)[], applied: (node: string) => readonly AppliedBatch[] | null): void {
     const lsn = commit.lsn!;
     if (commit.level !== 'off') this.#guaranteed.set(commit.id, commit);
     if (!REMOTE_LEVELS.has(commit.level) || configs.length === 0 || configs.includes(null)) return;
-    const satisfied = (configs as SyncStandbyConfig[]).map((config) => confirmersUnder(config, rows, commit.level, lsn));
+    const rows = rowSets[0]!;
+    const satisfied = (configs as SyncStandbyConfig[]).map((config) => rowSets.map((set) => confirmersUnder(config, set, commit.level, lsn)).find((confirmers) => confirmers !== null) ?? null);
     const met = satisfied.flatMap((confirmers, i) => (confirmers !== null && confirmers.length >= (configs[i] as SyncStandbyConfig).num ? [confirmers] : []));
     const last = configs.at(-1) as SyncStandbyConfig;
     commit.needed = Math.min(...(configs as SyncStandbyConfig[]).map((config) => config.num));

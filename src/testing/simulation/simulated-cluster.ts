@@ -3,6 +3,7 @@ import { WalshipError, isWalshipError } from '../../errors.js';
 import { formatLsn, type Lsn } from '../../lsn.js';
 import { Primary } from '../../primary.js';
 import { parseSynchronousStandbyNames, type SyncStandbyConfig } from '../../replication/sync-standby-names.js';
+import type { ReplicationStatusRow } from '../../replication/wal-source.js';
 import type { RewindEvent } from '../../roles/rewind.js';
 import type { SynchronousCommit } from '../../roles/writer.js';
 import { Standby } from '../../standby.js';
@@ -123,6 +124,15 @@ export class SimulatedCluster {
   #syncConfig: SyncStandbyConfig | null;
   /** Every synchronous configuration in force so far, in order: a reload may release waiting commits. */
   readonly #syncConfigs: (SyncStandbyConfig | null)[] = [];
+  /**
+   * The primary's status rows since the last virtual event: as each step began, and as a
+   * standby left or the synchronous set changed (the moments that release commits besides a
+   * status report). A commit's callback runs a few promise turns after its release, before the
+   * next event; a step running in between (a crash) can change the rows first, so the checker
+   * judges the release by any of these.
+   */
+  #rowSamples: { primary: Primary; rows: readonly ReplicationStatusRow[] }[] = [];
+  #rowSamplesAt = -1;
   readonly #level: SynchronousCommit;
   #closed = false;
   /** The application recorders of every node's every life as a primary: the lines of history written. */
@@ -274,7 +284,7 @@ export class SimulatedCluster {
               record.lsn = result.lsn;
               record.timeline = primary.timeline;
               // A deposed primary's acknowledgements promise nothing: a promotion ended its line.
-              if (!deposed && !sim.deposed) this.#checker.acknowledged(record, primary.replicationStatus(), this.#syncConfigs.slice(configAtCall), (name) => this.#aliveSequence(name));
+              if (!deposed && !sim.deposed) this.#checker.acknowledged(record, this.#rowsSinceEvent(primary), this.#syncConfigs.slice(configAtCall), (name) => this.#aliveSequence(name));
             },
             (err: unknown) => {
               if (record.outcome !== 'pending') return;
@@ -517,7 +527,33 @@ export class SimulatedCluster {
     if (this.steps.length + 1 + this.commits.length + (step.op === 'commit' ? (step.count ?? 1) : 0) > limit) {
       throw new WalshipError('INVALID_ARGUMENT', `the simulated cluster has recorded ${this.steps.length} steps and ${this.commits.length} commit calls; maxSteps is ${limit}`);
     }
+    this.#sampleRows();
     this.steps.push(step);
+  }
+
+  /** Samples `primary`'s rows where a standby's leaving or a new synchronous set may have released commits. */
+  #watch(primary: Primary): Primary {
+    const sample = (): void => {
+      if (this.#nodes.get(this.#primary)?.node === primary) this.#sampleRows();
+    };
+    primary.on('standby:disconnected', sample);
+    primary.on('sync:standbys', sample);
+    return primary;
+  }
+
+  #sampleRows(): void {
+    if (this.#rowSamplesAt !== this.scheduler.eventsFired) {
+      this.#rowSamples = [];
+      this.#rowSamplesAt = this.scheduler.eventsFired;
+    }
+    const primary = this.#nodes.get(this.#primary)?.node;
+    if (primary instanceof Primary) this.#rowSamples.push({ primary, rows: primary.replicationStatus() });
+  }
+
+  /** `primary`'s status rows now, and as each step since the last virtual event began. */
+  #rowsSinceEvent(primary: Primary): (readonly ReplicationStatusRow[])[] {
+    const sampled = this.#rowSamplesAt === this.scheduler.eventsFired ? this.#rowSamples.filter((s) => s.primary === primary).map((s) => s.rows) : [];
+    return [primary.replicationStatus(), ...sampled];
   }
 
   #recorder(name: string): RecordingApplication {
@@ -550,7 +586,7 @@ export class SimulatedCluster {
 
   async #openPrimary(sim: SimNode): Promise<void> {
     await this.#newLife(sim);
-    sim.node = await Primary.open({
+    sim.node = this.#watch(await Primary.open({
       storage: sim.storage,
       application: sim.recorder,
       segmentSize: this.#options.segmentSize ?? 64 * 1024,
@@ -559,7 +595,7 @@ export class SimulatedCluster {
       logPrefix: sim.name,
       ...(this.#archive === null ? {} : { archive: { mode: 'on' as const, archiver: this.#archive } }),
       ...this.#serving(sim.name),
-    });
+    }));
     sim.upstream = null;
     this.#primaryLives.add(sim.recorder);
     this.#primaryTimeline = sim.node.timeline;
@@ -613,7 +649,7 @@ export class SimulatedCluster {
       return false;
     }
     try {
-      sim.node = await standby.promote({ synchronousStandbyNames: this.#syncText, synchronousCommit: this.#level });
+      sim.node = this.#watch(await standby.promote({ synchronousStandbyNames: this.#syncText, synchronousCommit: this.#level }));
     } catch (err) {
       this.notes.push(`step ${this.steps.length - 1}: promoting ${sim.name} failed: ${isWalshipError(err) ? err.code : String(err)}`);
       return false;
