@@ -3,7 +3,6 @@ import { WalshipError, isWalshipError } from '../../errors.js';
 import { formatLsn, type Lsn } from '../../lsn.js';
 import { Primary } from '../../primary.js';
 import { parseSynchronousStandbyNames, type SyncStandbyConfig } from '../../replication/sync-standby-names.js';
-import type { ReplicationStatusRow } from '../../replication/wal-source.js';
 import type { RewindEvent } from '../../roles/rewind.js';
 import type { SynchronousCommit } from '../../roles/writer.js';
 import { Standby } from '../../standby.js';
@@ -14,8 +13,10 @@ import { MemoryArchive } from '../memory-archive.js';
 import { seededRandom } from '../seeded-random.js';
 import { VirtualScheduler } from '../virtual-scheduler.js';
 import { DurabilityChecker } from './durability-checker.js';
-import { formatStep, type CatchupMode, type CommitRecord, type DiskFaultKind, type SimulationStep, type Violation } from './history.js';
+import { type CatchupMode, type CommitRecord, type DiskFaultKind, type SimulationStep, type Violation } from './history.js';
 import { KvApplication, kvEntry } from './kv-application.js';
+import { ReleaseWitness } from './release-witness.js';
+import { violationReport } from './violation-report.js';
 import { RecordingApplication, batchDigest, type AppliedBatch } from './recording-application.js';
 
 /** Options of a simulated cluster ({@link createCluster} without a test context first). */
@@ -124,15 +125,7 @@ export class SimulatedCluster {
   #syncConfig: SyncStandbyConfig | null;
   /** Every synchronous configuration in force so far, in order: a reload may release waiting commits. */
   readonly #syncConfigs: (SyncStandbyConfig | null)[] = [];
-  /**
-   * The primary's status rows since the last virtual event: as each step began, and as a
-   * standby left or the synchronous set changed (the moments that release commits besides a
-   * status report). A commit's callback runs a few promise turns after its release, before the
-   * next event; a step running in between (a crash) can change the rows first, so the checker
-   * judges the release by any of these.
-   */
-  #rowSamples: { primary: Primary; rows: readonly ReplicationStatusRow[] }[] = [];
-  #rowSamplesAt = -1;
+  readonly #witness: ReleaseWitness;
   readonly #level: SynchronousCommit;
   #closed = false;
   /** The application recorders of every node's every life as a primary: the lines of history written. */
@@ -146,6 +139,10 @@ export class SimulatedCluster {
     this.seed = options.seed ?? 1;
     this.#random = seededRandom(this.seed);
     this.scheduler = new VirtualScheduler();
+    this.#witness = new ReleaseWitness(this.scheduler, () => {
+      const node = this.#nodes.get(this.#primary)?.node;
+      return node instanceof Primary ? node : null;
+    });
     const standbys = options.standbys ?? 2;
     this.#syncText = options.synchronousStandbyNames ?? (standbys > 0 ? 'FIRST 1 (s1)' : '');
     this.#initialSyncText = this.#syncText;
@@ -284,7 +281,7 @@ export class SimulatedCluster {
               record.lsn = result.lsn;
               record.timeline = primary.timeline;
               // A deposed primary's acknowledgements promise nothing: a promotion ended its line.
-              if (!deposed && !sim.deposed) this.#checker.acknowledged(record, this.#rowsSinceEvent(primary), this.#syncConfigs.slice(configAtCall), (name) => this.#aliveSequence(name));
+              if (!deposed && !sim.deposed) this.#checker.acknowledged(record, this.#witness.rows(primary), this.#syncConfigs.slice(configAtCall), (name) => this.#aliveSequence(name));
             },
             (err: unknown) => {
               if (record.outcome !== 'pending') return;
@@ -468,7 +465,7 @@ export class SimulatedCluster {
       else this.#checker.checkPrefix(sim.name, sim.recorder.sequence, 'any primary', lives);
     }
     const violations = [...this.#checker.violations];
-    return { ok: violations.length === 0, violations, report: this.#report(violations) };
+    return { ok: violations.length === 0, violations, report: violationReport({ seed: this.seed, steps: this.steps, commits: this.commits, notes: this.notes, options: this.#options, initialSyncText: this.#initialSyncText }, violations) };
   }
 
   /**
@@ -527,33 +524,8 @@ export class SimulatedCluster {
     if (this.steps.length + 1 + this.commits.length + (step.op === 'commit' ? (step.count ?? 1) : 0) > limit) {
       throw new WalshipError('INVALID_ARGUMENT', `the simulated cluster has recorded ${this.steps.length} steps and ${this.commits.length} commit calls; maxSteps is ${limit}`);
     }
-    this.#sampleRows();
+    this.#witness.sample();
     this.steps.push(step);
-  }
-
-  /** Samples `primary`'s rows where a standby's leaving or a new synchronous set may have released commits. */
-  #watch(primary: Primary): Primary {
-    const sample = (): void => {
-      if (this.#nodes.get(this.#primary)?.node === primary) this.#sampleRows();
-    };
-    primary.on('standby:disconnected', sample);
-    primary.on('sync:standbys', sample);
-    return primary;
-  }
-
-  #sampleRows(): void {
-    if (this.#rowSamplesAt !== this.scheduler.eventsFired) {
-      this.#rowSamples = [];
-      this.#rowSamplesAt = this.scheduler.eventsFired;
-    }
-    const primary = this.#nodes.get(this.#primary)?.node;
-    if (primary instanceof Primary) this.#rowSamples.push({ primary, rows: primary.replicationStatus() });
-  }
-
-  /** `primary`'s status rows now, and as each step since the last virtual event began. */
-  #rowsSinceEvent(primary: Primary): (readonly ReplicationStatusRow[])[] {
-    const sampled = this.#rowSamplesAt === this.scheduler.eventsFired ? this.#rowSamples.filter((s) => s.primary === primary).map((s) => s.rows) : [];
-    return [primary.replicationStatus(), ...sampled];
   }
 
   #recorder(name: string): RecordingApplication {
@@ -586,7 +558,7 @@ export class SimulatedCluster {
 
   async #openPrimary(sim: SimNode): Promise<void> {
     await this.#newLife(sim);
-    sim.node = this.#watch(await Primary.open({
+    sim.node = this.#witness.watch(await Primary.open({
       storage: sim.storage,
       application: sim.recorder,
       segmentSize: this.#options.segmentSize ?? 64 * 1024,
@@ -649,7 +621,7 @@ export class SimulatedCluster {
       return false;
     }
     try {
-      sim.node = this.#watch(await standby.promote({ synchronousStandbyNames: this.#syncText, synchronousCommit: this.#level }));
+      sim.node = this.#witness.watch(await standby.promote({ synchronousStandbyNames: this.#syncText, synchronousCommit: this.#level }));
     } catch (err) {
       this.notes.push(`step ${this.steps.length - 1}: promoting ${sim.name} failed: ${isWalshipError(err) ? err.code : String(err)}`);
       return false;
@@ -702,44 +674,5 @@ export class SimulatedCluster {
     const sim = this.#nodes.get(name);
     if (sim === undefined || sim.node === null) return null;
     return [...sim.earlierLives.flatMap((life) => life.sequence), ...sim.recorder.sequence];
-  }
-
-  #report(violations: readonly Violation[]): string {
-    const lines: string[] = [];
-    if (violations.length === 0) lines.push(`seed ${this.seed}: no violation in ${this.steps.length} steps, ${this.commits.length} commit calls`);
-    else {
-      lines.push(`seed ${this.seed}: ${violations.length} violation(s) of walship's guarantees`);
-      for (const v of violations) lines.push(`  [${v.rule}] ${v.message}`);
-      const concerned = violations.flatMap((v) => (v.commit === undefined ? [] : [v.commit]));
-      for (const c of concerned) {
-        const faults = this.steps.map((step, i) => ({ step, i })).filter(({ step, i }) => i > c.step && step.op !== 'commit' && step.op !== 'sleep' && step.op !== 'catchup');
-        lines.push(`  commit #${c.id} was made at step ${c.step}; the faults after it: ${faults.map(({ step, i }) => `${i}: ${formatStep(step)}`).join('; ') || 'none'}`);
-      }
-    }
-    lines.push(`  steps: ${this.steps.map((step, i) => `${i}: ${formatStep(step)}`).join('; ')}`);
-    for (const note of this.notes.slice(0, 20)) lines.push(`  note: ${note}`);
-    lines.push(`  replay: runScenario(${this.#replayOptions()})`);
-    return lines.join('\n');
-  }
-
-  /**
-   * The options of the replay call: the seed, the options this run was started with (the
-   * synchronous standby names always, since runScenario's default is not createCluster's;
-   * `application` and `workload` by name, as the caller's own), and the steps.
-   */
-  #replayOptions(): string {
-    const options = this.#options;
-    const parts = [`seed: ${this.seed}`];
-    if (options.standbys !== undefined) parts.push(`standbys: ${options.standbys}`);
-    if (options.cascade !== undefined) parts.push(`cascade: ${options.cascade}`);
-    parts.push(`synchronousStandbyNames: ${JSON.stringify(this.#initialSyncText)}`);
-    if (options.synchronousCommit !== undefined) parts.push(`synchronousCommit: ${JSON.stringify(options.synchronousCommit)}`);
-    if (options.archive !== undefined) parts.push(`archive: ${options.archive}`);
-    if (options.crash !== undefined) parts.push(`crash: ${JSON.stringify(options.crash)}`);
-    if (options.segmentSize !== undefined) parts.push(`segmentSize: ${options.segmentSize}`);
-    if (options.application !== undefined) parts.push('application');
-    if (options.workload !== undefined) parts.push('workload');
-    parts.push(`steps: ${JSON.stringify(this.steps)}`);
-    return `{ ${parts.join(', ')} }`;
   }
 }
