@@ -13,7 +13,8 @@ describe('scenario regressions', () => {
   // A listed standby that was connected but not streaming was taken for a FIRST candidate (7, 56).
   // A restart dropped the stalled FIRST standby's old session, so the next one released a commit,
   // and a later step's crash removed that one before the commit's callback read the rows (57202).
-  for (const seed of [7, 15, 16, 19, 25, 35, 56, 104, 121, 57202]) {
+  // A standby restarted after applying remote_apply commits confirmed them on its old connection (66809, as 27158 below).
+  for (const seed of [7, 15, 16, 19, 25, 35, 56, 104, 121, 57202, 66809]) {
     it(`seed ${seed}`, async () => {
       const result = await runScenario({ seed, shrink: false });
       assert.ok(result.ok, result.report);
