@@ -16,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { describeEnvironment } from './environment.js';
+import { fanOutSection, printFanOutSection } from './fanout-section.js';
 import { PREALLOCATED_SIZE, createZeroFilled, measureRawBufferedWrite, measureRawPromotion, measureRawSequentialSync, measureRawSync } from './raw-disk.js';
 import { median, pairedRatios, percentileOfSorted, summarize, type CaseSummary, type RunResult } from './stats.js';
 import { BENCH_RECYCLE_SEGMENTS, openSteadyLog, restock } from './steady-log.js';
@@ -81,8 +82,11 @@ interface Settings {
   readonly archiveRounds: number;
   readonly archiveLagMs: number;
   readonly restoreRounds: number;
+  /** Fan-out: bytes of rows per run, and rounds (each runs 0, 1, 3 and 8 standbys). */
+  readonly fanOutBytes: number;
+  readonly fanOutRounds: number;
   readonly verbose: boolean;
-  /** The sections to run (1–9); sections 2 and 3 are measured together. */
+  /** The sections to run (1–10); sections 2 and 3 are measured together. */
   readonly sections: ReadonlySet<number>;
 }
 
@@ -112,6 +116,8 @@ const FULL = {
   archiveRounds: 6,
   archiveLagMs: 20_000,
   restoreRounds: 3,
+  fanOutBytes: 256 * 1024 * 1024,
+  fanOutRounds: 3,
 } as const;
 
 const QUICK = {
@@ -140,6 +146,8 @@ const QUICK = {
   archiveRounds: 2,
   archiveLagMs: 8_000,
   restoreRounds: 2,
+  fanOutBytes: 64 * 1024 * 1024,
+  fanOutRounds: 2,
 } as const;
 
 const SMALL = 100;
@@ -166,17 +174,18 @@ const LATENCY_RATE = 1000;
 
 const HEADERS: Row = ['case', 'ops/s', 'MB/s', 'p50 µs', 'p99 µs', 'vs limit'];
 
-const SECTIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9] as const;
+const SECTIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] as const;
 
 const USAGE = `usage: npm run bench [-- [--quick] [--verbose] [--section N ...]]
   --quick      fewer records and 1 s commit runs (about 5 minutes instead of about 16)
   --verbose    also print every measured run, not only the medians
-  --section N  run only section N (1–9; repeat it for several); 2 and 3 are measured
+  --section N  run only section N (1–10; repeat it for several); 2 and 3 are measured
                together, so either runs both. Section 7 (cascading) alone takes about
                1.5 minutes, under a minute with --quick. Section 8 (promotion) also runs
                bench/pg-promote.sh (PostgreSQL 15) when run as root with PostgreSQL 15
                installed (BENCH_SKIP_PG=1 skips it). Section 9 (archiving) alone takes
-               about 2.5 minutes, under a minute with --quick`;
+               about 2.5 minutes, under a minute with --quick. Section 10 (fan-out to
+               0, 1, 3 and 8 standbys) about 3 minutes, one with --quick`;
 
 function parseSettings(): Settings {
   const { values } = parseArgs({
@@ -1571,6 +1580,7 @@ async function main(): Promise<void> {
     const cascade = run(7) ? await cascadeSection(base, settings) : null;
     const promotions = run(8) ? await promotionSection(base, settings) : null;
     const archiving = run(9) ? await archivingSection(base, settings) : null;
+    const fanOut = run(10) ? await fanOutSection(base, { bytes: settings.fanOutBytes, rounds: settings.fanOutRounds }, progress) : null;
     clearProgress();
     if (appends !== null) printAppendSection(appends, settings);
     if (commits !== null) printCommitSections(commits, settings);
@@ -1580,6 +1590,7 @@ async function main(): Promise<void> {
     if (cascade !== null) printCascadeSection(cascade, settings);
     if (promotions !== null) printPromotionSection(promotions, settings);
     if (archiving !== null) printArchivingSection(archiving, settings);
+    if (fanOut !== null) printFanOutSection(fanOut);
 
     const printTargets = (title: string, list: readonly Target[]): void => {
       if (list.length === 0) return;
