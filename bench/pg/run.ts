@@ -220,13 +220,21 @@ async function main(): Promise<number> {
   await fs.chmod(base, 0o755);
   onCleanup(() => rmSync(base, { recursive: true, force: true }));
   onCleanup(killPeers);
+  let interrupted = false;
   const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted) return;
+    interrupted = true;
     console.error(`\ninterrupted (${signal}): stopping PostgreSQL and the peers, removing ${base}`);
-    cleanupNow();
-    process.exit(130);
+    // The cleanup blocks the event loop (pg_ctl stop, synchronously). Under tsx, whose parent
+    // process kills a child that has not told it within 30 ms that it handles the signal, the
+    // loop must first get to send that note; a second signal meanwhile is ignored (still a listener).
+    setTimeout(() => {
+      cleanupNow();
+      process.exit(130);
+    }, 100);
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 
   const started = performance.now();
   const env = describeEnvironment(base, fileURLToPath(new URL('../..', import.meta.url)));
