@@ -58,10 +58,10 @@ export function labelOf(c: BenchCase): string {
     case 'commit':
       return `${c.level.padEnd(12)} ${c.names.padEnd(16)} ${String(c.committers).padStart(2)} committer${c.committers === 1 ? ' ' : 's'}`;
     case 'bulk':
-      return `bulk WAL: ${c.rowsPerCommit} × ${c.rowBytes} B rows per commit, on, ${FIRST_1}`;
+      return `bulk WAL, ${c.rowsPerCommit} × ${c.rowBytes} B rows/commit, on`;
     case 'catch-up': {
       const size = c.bytes >= 1024 * MiB ? `${c.bytes / (1024 * MiB)} GiB` : `${c.bytes / MiB} MiB`;
-      return `catch-up of a standby ${size} behind${c.quick ? ' (--quick: NOT the 1 GiB of the target)' : ''}`;
+      return `catch-up, ${size} behind${c.quick ? ' (--quick; target: 1 GiB)' : ''}`;
     }
     case 'promotion':
       return 'promotion → first commit';

@@ -114,7 +114,7 @@ export function formatLimit(c: BenchCase, limit: LimitModel | null): string {
 export const TABLE_HEADERS: Row = [
   'case',
   'unit',
-  'PostgreSQL 15 (min–max)',
+  'PG 15 (min–max)',
   'walship (min–max)',
   'walship ÷ PG',
   'limit model',
