@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
+import { cleanupNow, onCleanup } from '../../bench/pg/cleanup.js';
 import { freePorts } from '../../bench/pg/free-port.js';
 import { parsePgTestFsync } from '../../bench/pg/limits.js';
 import { parsePgbenchTps } from '../../bench/pg/pg-workloads.js';
@@ -62,5 +63,27 @@ describe('bench:pg helpers', () => {
   it("reads pgbench's tps", () => {
     assert.equal(parsePgbenchTps('latency average = 0.4 ms\ntps = 2499.123456 (without initial connection time)\n'), 2499.123456);
     assert.ok(Number.isNaN(parsePgbenchTps('error')));
+  });
+
+  it('clean-up runs newest first, skips what was unregistered, and goes on past a failure', () => {
+    const ran: string[] = [];
+    const originalError = console.error;
+    const printed: string[] = [];
+    console.error = (message: string) => void printed.push(message);
+    try {
+      onCleanup(() => ran.push('directory'));
+      onCleanup(() => {
+        throw new Error('pg_ctl failed');
+      });
+      const forget = onCleanup(() => ran.push('stopped already'));
+      onCleanup(() => ran.push('server'));
+      forget();
+      cleanupNow();
+      cleanupNow();
+    } finally {
+      console.error = originalError;
+    }
+    assert.deepEqual(ran, ['server', 'directory']);
+    assert.deepEqual(printed, ['cleanup: pg_ctl failed']);
   });
 });
