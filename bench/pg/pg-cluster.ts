@@ -133,14 +133,19 @@ export class PgCluster {
 
   async #startNode(node: Node): Promise<void> {
     this.#nodes.set(node.name, node);
-    node.forget = onCleanup(() => {
-      const [command, argv] = asPostgres('pg_ctl', ['-D', node.dir, '-m', 'immediate', '-w', 'stop']);
-      spawnSync(command, argv, { stdio: 'ignore', timeout: 30_000 });
-    });
-    node.running = true;
+    this.#stopOnCleanup(node);
     await runPg('pg_ctl', ['-D', node.dir, '-l', `${node.dir}.log`, '-w', '-t', '120', 'start']).catch(async (err: unknown) => {
       const log = await fs.readFile(`${node.dir}.log`, 'utf8').catch(() => '');
       throw new Error(`PostgreSQL node ${node.name} did not start: ${(err as Error).message}\n${log.split('\n').slice(-8).join('\n')}`);
+    });
+  }
+
+  /** Marks `node` running and registers its immediate stop with the run's clean-up (synchronous: it may run from a signal handler). */
+  #stopOnCleanup(node: Node): void {
+    node.running = true;
+    node.forget = onCleanup(() => {
+      const [command, argv] = asPostgres('pg_ctl', ['-D', node.dir, '-m', 'immediate', '-w', 'stop']);
+      spawnSync(command, argv, { stdio: 'ignore', timeout: 30_000 });
     });
   }
 
@@ -157,11 +162,7 @@ export class PgCluster {
   async restart(name: string, { wait = true }: { wait?: boolean } = {}): Promise<void> {
     const node = this.#node(name);
     if (node.running) return;
-    node.forget = onCleanup(() => {
-      const [command, argv] = asPostgres('pg_ctl', ['-D', node.dir, '-m', 'immediate', '-w', 'stop']);
-      spawnSync(command, argv, { stdio: 'ignore', timeout: 30_000 });
-    });
-    node.running = true;
+    this.#stopOnCleanup(node);
     await runPg('pg_ctl', ['-D', node.dir, '-l', `${node.dir}.log`, ...(wait ? ['-w', '-t', '120'] : ['-W']), 'start']);
   }
 
@@ -211,7 +212,7 @@ export class PgCluster {
     return this.psql('select pg_current_wal_lsn()');
   }
 
-  /** Waits until standby `name` (on `port` when it is not in the cluster's map) has replayed `lsn`. */
+  /** Waits until standby `name` has replayed `lsn` (while it starts, a failed query counts as not yet). */
   async waitReplayed(name: string, lsn: string): Promise<void> {
     await this.#until(async () => (await this.psql(`select pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '${lsn}') >= 0`, name).catch(() => '')) === 't', `${name} to replay ${lsn}`);
   }

@@ -34,7 +34,7 @@ import { WalshipCluster } from './walship-cluster.js';
 const STANDBYS = ['s1', 's2'] as const;
 /** The standby that is stopped and restarted behind (not the synchronous one, as in PostgreSQL's practice). */
 const CATCH_UP_STANDBY = 's2';
-/** The loaded promotion's load on PostgreSQL's primary (unused here: bench:pg promotes idle standbys). */
+/** No load: bench:pg's promotion row is the idle case (section 8 of npm run bench also runs the loaded, cascading and re-pointed ones). */
 const IDLE = { rate: 0, clients: 1, warmMs: 0 };
 
 /** One measured pair of a case: a figure from each side, from the same round. */
