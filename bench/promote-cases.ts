@@ -14,14 +14,16 @@
  * from the start of the promotion (a comparison of two processes' `performance.timeOrigin`
  * clocks); `waitForReplay(lsn)` on S2 confirms it.
  *
- * The PostgreSQL side is bench/pg-promote.sh, run by {@link runPostgres}.
+ * The PostgreSQL side is bench/pg/pg-promote.ts (also used by `npm run bench:pg`), run by
+ * {@link runPostgres}.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type * as Walship from '../src/index.js';
+import { cleanupNow } from './pg/cleanup.js';
+import { postgresPrerequisites } from './pg/pg-cluster.js';
+import { runPostgresPromotions, type PgPromotionRuns } from './pg/pg-promote.js';
 import { Peer, openPrimary } from './replication-cases.js';
 
 /** Batches of 8 rows of 1 KiB committed before each promotion, so there is WAL to promote over. */
@@ -31,7 +33,7 @@ const WARM_ROW_BYTES = 1024;
 /** The loaded case: commits per second on P while S promotes, one entry of this many bytes each (PostgreSQL: a one-row insert of 100 bytes). */
 export const LOAD_RATE = 5000;
 export const LOAD_ENTRY_BYTES = 100;
-/** The loaded case: how long the load runs before the promotion (bench/pg-promote.sh's WARM_S). */
+/** The loaded case: how long the load runs before the promotion (PostgreSQL's side waits as long). */
 export const LOAD_WARM_MS = 1500;
 /** Commits in flight on P at most: the load is open-loop up to this. */
 const LOAD_MAX_IN_FLIGHT = 256;
@@ -199,55 +201,37 @@ export async function promotion(base: string, kind: PromotionCase): Promise<Prom
   }
 }
 
-// ---- PostgreSQL 15, run by bench/pg-promote.sh ----
+// ---- PostgreSQL 15, by bench/pg/pg-promote.ts (shared with npm run bench:pg) ----
 
-const PG_BIN = '/usr/lib/postgresql/15/bin';
-const PG_SCRIPT = fileURLToPath(new URL('./pg-promote.sh', import.meta.url));
+/** Clients of pgbench's load in PostgreSQL's loaded case. */
+const PG_LOAD_CLIENTS = 8;
 
-/** Why PostgreSQL's side cannot run here, or null when it can: it needs root (the script runs the servers as postgres) and PostgreSQL 15. */
+/** Why PostgreSQL's side cannot run here, or null when it can: it needs root (its servers run as the postgres OS user) and PostgreSQL 15. */
 export function postgresUnavailable(): string | null {
   if (process.env['BENCH_SKIP_PG'] === '1') return 'BENCH_SKIP_PG=1';
-  if (process.getuid?.() !== 0) return 'not running as root';
-  if (!existsSync(path.join(PG_BIN, 'pg_ctl'))) return `no PostgreSQL 15 in ${PG_BIN} (apt-get install postgresql)`;
-  return null;
+  return postgresPrerequisites()?.split('\n').join(' ') ?? null;
 }
 
-/** What one run of bench/pg-promote.sh printed: its per-promotion lines, and its samples (ms) by key (idle, loaded, cascade-follow, …). */
-export interface PostgresRun {
-  readonly lines: readonly string[];
-  readonly samples: ReadonlyMap<string, readonly number[]>;
-}
+/** What one PostgreSQL run measured: its per-promotion lines, and its samples (ms) by key (idle, loaded, cascade-follow, …). */
+export type PostgresRun = PgPromotionRuns;
 
-/** The bench/pg-promote.sh running now, if any: {@link stopPostgres} ends it when the benchmark is interrupted. */
-let running: ChildProcess | null = null;
-
-/** Sends SIGTERM to bench/pg-promote.sh if it runs: its exit trap stops its servers and removes its directory. */
-export function stopPostgres(): void {
-  running?.kill('SIGTERM');
-}
-
-/** Runs bench/pg-promote.sh with `runs` promotions per case; rejects with its error output when it fails. */
+/**
+ * Runs `runs` promotions of each of PostgreSQL's cases (idle, loaded, cascade, repoint) in a
+ * primary of its own under a temp dir of their own (which the postgres user can reach),
+ * removed afterwards; rejects when a promotion fails. An interrupted benchmark stops its
+ * servers with {@link stopPostgres}.
+ */
 export async function runPostgres(runs: number): Promise<PostgresRun> {
-  const child = spawn('bash', [PG_SCRIPT], { env: { ...process.env, RUNS: String(runs) }, stdio: ['ignore', 'pipe', 'pipe'] });
-  running = child;
-  child.once('exit', () => {
-    if (running === child) running = null;
-  });
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  const code = await new Promise<number | null>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', resolve);
-  });
-  if (code !== 0) throw new Error(`bench/pg-promote.sh exited with ${code}: ${err.trim().split('\n').slice(-5).join(' | ')}`);
-  const samples = new Map<string, number[]>();
-  const lines: string[] = [];
-  for (const line of out.split('\n')) {
-    const match = /^samples ([a-z-]+):(.*)$/.exec(line);
-    if (match !== null) samples.set(match[1] as string, (match[2] as string).trim().split(/\s+/).map(Number));
-    else if (/ run \d+: /.test(line)) lines.push(line);
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-bench-pgpromote-'));
+  await fs.chmod(dir, 0o755);
+  try {
+    return await runPostgresPromotions(path.join(dir, 'pg'), runs, { rate: LOAD_RATE, clients: PG_LOAD_CLIENTS, warmMs: LOAD_WARM_MS });
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
   }
-  return { lines, samples };
+}
+
+/** Stops PostgreSQL's servers if they run (pg_ctl stop -m immediate), on Ctrl-C or SIGTERM. */
+export function stopPostgres(): void {
+  cleanupNow();
 }

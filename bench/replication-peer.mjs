@@ -3,8 +3,9 @@
  * compiled package (dist/): `node bench/replication-peer.mjs`, driven over IPC by
  * bench/replication-cases.ts with messages
  *
- * - `{ cmd: 'open', address, dirs, names?, listen?, wait? }`: opens one Standby per directory
- *   (trust auth, a counting application; application names `names[i]`, else s1, s2, …),
+ * - `{ cmd: 'open', address, dirs, names?, listen?, wait?, digest? }`: opens one Standby per directory
+ *   (trust auth, a counting application, or with `digest: true` a DigestApp; application
+ *   names `names[i]`, else s1, s2, …),
  *   answers `{ opened, addresses }` once each is streaming (at once with `wait: false`). With
  *   `listen: true` each also serves standbys of its own (cascading) on a loopback port, trust
  *   auth for user bench; `addresses[i]` is where they connect (else null);
@@ -19,6 +20,8 @@
  *   during which no standby's receive or replay position moved for that long gives up and
  *   answers `{ stalled }` (where each standby stands) instead;
  * - `{ cmd: 'cpu' }`: answers `{ cpu }`, this process's CPU time so far;
+ * - `{ cmd: 'digest' }` (npm run bench:pg): answers `{ digests }`, per standby opened with
+ *   `digest: true` the `{ batches, crc, lsn }` of every batch it applied (see DigestApp);
  * - `{ cmd: 'latency' }`: answers the apply latencies recorded since the last ask: from the
  *   commit call on the primary (an epoch-ms stamp in the first 8 bytes of each batch's first
  *   entry, 0 for none) to the end of `apply` on each standby, in microseconds;
@@ -38,10 +41,13 @@
  * It also exits when its IPC channel closes (the benchmark ended or was killed), so that no
  * peer outlives the run.
  */
+import crc32c from 'fast-crc32c';
 import { FileSystemArchive, Standby, TcpTransport } from '../dist/index.js';
 
 const now = () => performance.timeOrigin + performance.now();
 let standbys = [];
+/** The applications of `standbys`, in the same order. */
+let apps = [];
 /** The primaries that `promote` made of standbys: closing them is the peer's, not the standby's. */
 let promoted = [];
 let latencies = [];
@@ -63,6 +69,33 @@ class CountingApp {
   }
   async restore(snapshot) {
     this.batches = Number((await snapshot.bytes()).toString());
+  }
+}
+
+/**
+ * An application that keeps a digest of everything it applied, in order: the batch count, a
+ * CRC-32C chained over every entry's bytes, and the last batch's position. Its snapshot holds
+ * the digest, so a standby that restarts (or bootstraps from a base backup) carries on from
+ * the primary's or its own earlier state: equal digests at equal positions mean equal
+ * sequences of batches. bench/pg/walship-cluster.ts's DigestApp is the primary's copy of it.
+ */
+class DigestApp {
+  batches = 0;
+  crc = 0;
+  lsn = 0;
+  apply(batch) {
+    this.batches++;
+    for (const { data } of batch.entries) this.crc = crc32c.calculate(Buffer.from(data.buffer, data.byteOffset, data.length), this.crc);
+    this.lsn = batch.lsn;
+  }
+  digest() {
+    return { batches: this.batches, crc: this.crc, lsn: this.lsn };
+  }
+  async snapshot() {
+    return Buffer.from(JSON.stringify(this.digest()));
+  }
+  async restore(snapshot) {
+    Object.assign(this, JSON.parse((await snapshot.bytes()).toString()));
   }
 }
 
@@ -102,11 +135,12 @@ process.on('message', async (message) => {
               primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: message.names?.[i] ?? `s${i + 1}` },
               statusIntervalMs: 1000,
             };
+      apps = message.dirs.map(() => (message.digest === true ? new DigestApp() : new CountingApp()));
       const opening = Promise.all(
         message.dirs.map((dir, i) =>
           Standby.open({
             dir,
-            application: new CountingApp(),
+            application: apps[i],
             ...source(i),
             ...(process.env.PEER_SYNC ? { sync: process.env.PEER_SYNC } : {}),
             ...(message.listen === true
@@ -137,6 +171,11 @@ process.on('message', async (message) => {
         break;
       }
       process.send({ receivedAt, replayedAt, cpu: process.cpuUsage(), disconnects });
+      break;
+    }
+    case 'digest': {
+      await queue;
+      process.send({ digests: apps.map((app) => (app instanceof DigestApp ? app.digest() : null)) });
       break;
     }
     case 'cpu': {

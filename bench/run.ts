@@ -182,7 +182,7 @@ const USAGE = `usage: npm run bench [-- [--quick] [--verbose] [--section N ...]]
   --section N  run only section N (1–10; repeat it for several); 2 and 3 are measured
                together, so either runs both. Section 7 (cascading) alone takes about
                1.5 minutes, under a minute with --quick. Section 8 (promotion) also runs
-               bench/pg-promote.sh (PostgreSQL 15) when run as root with PostgreSQL 15
+               bench/pg/pg-promote.ts (PostgreSQL 15) when run as root with PostgreSQL 15
                installed (BENCH_SKIP_PG=1 skips it). Section 9 (archiving) alone takes
                about 2.5 minutes, under a minute with --quick. Section 10 (fan-out to
                0, 1, 3 and 8 standbys) about 3 minutes, one with --quick`;
@@ -838,7 +838,7 @@ function printSyncRepSection(results: SyncRepResults, settings: Settings): void 
       `   the standbys replay everything, the primary checkpoints (its segments are recycled), and every standby is sync/quorum again.`,
       `   limits (same run, median of ${settings.syncRepRuns} round(s)): one raw 8 KiB write at the next offset + fdatasync through node:fs, ${formatInt(raw.p50Us)} µs p50,`,
       `   ${formatInt(raw.opsPerSec)}/s (PostgreSQL's run quotes pg_test_fsync: ${formatInt(PG_FDATASYNC.opsPerSec)}/s, ${PG_FDATASYNC.p50Us} µs, one 8 KiB block rewritten in place from C;`,
-      `   bench/pg-syncrep.sh prints this machine's figure for it and runs PostgreSQL's cases for a same-day comparison);`,
+      `   npm run bench:pg prints this machine's figure for it and runs PostgreSQL's cases side by side);`,
       `   one loopback round trip ${formatInt(results.rawRoundTrip.median.p50Us)} µs p50. A commit at on pays at least one fdatasync on each side and one round trip.`,
       `   PostgreSQL 15 (issue #6): median commits/s, 1 client / 16 clients, one 100-byte insert per transaction. Targets: ≥ ${TARGET_VS_PG[1]}× at 1`,
       `   committer, ≥ ${TARGET_VS_PG[16]}× at 16, level for level, where PostgreSQL has a figure.`,
@@ -1067,7 +1067,7 @@ interface PromotionResults {
   readonly runs: ReadonlyMap<PromotionCase, readonly PromotionRun[]>;
   /** The raw promotion's samples, ms. */
   readonly raw: readonly number[];
-  /** PostgreSQL's samples by bench/pg-promote.sh's keys, ms; empty when it did not run. */
+  /** PostgreSQL's samples by bench/pg/pg-promote.ts's keys, ms; empty when it did not run. */
   readonly pg: ReadonlyMap<string, readonly number[]>;
   readonly pgLines: readonly string[];
   /** Why PostgreSQL did not run (or stopped), or null. */
@@ -1107,13 +1107,13 @@ async function promotionSection(base: string, settings: Settings): Promise<Promo
         }
       }
       if (pgNote === null) {
-        progress(`promotion: PostgreSQL 15 (bench/pg-promote.sh, ${settings.promotionsPerRound} per case), round ${round}/${settings.promoteRounds}`);
+        progress(`promotion: PostgreSQL 15 (bench/pg/pg-promote.ts, ${settings.promotionsPerRound} per case), round ${round}/${settings.promoteRounds}`);
         try {
           const result = await runPostgres(settings.promotionsPerRound);
           for (const [key, values] of result.samples) pg.set(key, [...(pg.get(key) ?? []), ...values]);
           pgLines.push(...result.lines.map((line) => `round ${round}: ${line}`));
         } catch (err) {
-          pgNote = `bench/pg-promote.sh failed in round ${round}: ${(err as Error).message}`;
+          pgNote = `PostgreSQL's promotions failed in round ${round}: ${(err as Error).message}`;
         }
       }
     }
@@ -1202,7 +1202,7 @@ function printPromotionSection(results: PromotionResults, settings: Settings): v
   if (results.followError !== null) notes.push(`   S2 DID NOT FOLLOW the new timeline (so the follow case stopped after its first try): ${results.followError}`);
   if (results.pg.size > 0) {
     notes.push(
-      `   PostgreSQL: bench/pg-promote.sh (a fresh pg_basebackup per promotion, fsync on, the primary up; the clock starts just before pg_ctl promote -W,`,
+      `   PostgreSQL: bench/pg/pg-promote.ts (a fresh pg_basebackup per promotion, fsync on, the primary up; the clock starts just before pg_ctl promote -W,`,
       `   a libpq client retries the INSERT every 200 µs on an open connection). pg_ctl itself: p50 ${ms(pgOf('idle-pgctl').p50)} ms. pgbench's -R ${formatInt(LOAD_RATE)} inserts on the primary`,
       `   in the loaded case; after S's first INSERT, the row visible on S2: cascading p50 ${ms(pgOf('cascade-follow-after-commit').p50)} ms, re-pointed p50 ${ms(pgOf('repoint-follow-after-commit').p50)} ms.`,
       `   PostgreSQL 15 in the issue: ${PG_PROMOTE_ISSUE.p50} ms (${PG_PROMOTE_ISSUE.min}–${PG_PROMOTE_ISSUE.max}).`,
@@ -1545,16 +1545,24 @@ function commitTargets(commits: CommitResults): Target[] {
 async function main(): Promise<void> {
   const settings = parseSettings();
   const base = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-bench-'));
+  let interrupted = false;
   const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted) return;
+    interrupted = true;
     clearProgress();
     killPeers();
-    stopPostgres();
-    rmSync(base, { recursive: true, force: true });
-    console.error(`interrupted (${signal}); removed ${base}`);
-    process.exit(130);
+    // Stopping PostgreSQL (section 8) blocks the event loop; under tsx, whose parent kills a
+    // child that has not told it within 30 ms that it handles the signal, the loop must first
+    // get to send that note. A second signal meanwhile is ignored (still a listener).
+    setTimeout(() => {
+      stopPostgres();
+      rmSync(base, { recursive: true, force: true });
+      console.error(`interrupted (${signal}); removed ${base}`);
+      process.exit(130);
+    }, 100);
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const run = (n: number): boolean => settings.sections.has(n);
   try {
     const started = performance.now();

@@ -1,0 +1,78 @@
+/**
+ * The command line of `npm run bench:pg` and what each run length measures. Pure: no I/O, so
+ * test/bench/pg-settings.test.ts checks it without PostgreSQL.
+ */
+import { parseArgs } from 'node:util';
+
+export const USAGE = `usage: npm run bench:pg [-- [--quick] [--rounds N] [--verbose]]
+  --quick      a short run (about 5 minutes): shorter cases, a 256 MiB catch-up gap instead of
+               1 GiB (the table says so), fewer promotions
+  --rounds N   interleaved rounds per case (at least 3; default 3)
+  --verbose    also print every measured run
+Needs PostgreSQL 15 (/usr/lib/postgresql/15/bin) and root (the servers run as the postgres OS user).`;
+
+/** What one run measures; everything the cases need to know about its length. */
+export interface BenchPgSettings {
+  readonly quick: boolean;
+  readonly verbose: boolean;
+  /** Interleaved rounds: in each, every case runs once on PostgreSQL and once on walship. */
+  readonly rounds: number;
+  /** Seconds of each commit case (pgbench `-T` takes whole seconds). */
+  readonly caseSeconds: number;
+  /** Seconds of each bulk-WAL run. */
+  readonly bulkSeconds: number;
+  /** WAL the catch-up standby is behind when it restarts, bytes. */
+  readonly catchUpBytes: number;
+  /** Promotions per round on each side. */
+  readonly promotionsPerRound: number;
+  /** Seconds per test of `pg_test_fsync` (`-s`). */
+  readonly fsyncTestSeconds: number;
+}
+
+/** The fewest rounds a figure's median and spread are taken over. */
+export const MIN_ROUNDS = 3;
+const GiB = 1024 ** 3;
+
+/** A typed failure of the command line: the message is printed with {@link USAGE}. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** Parses `argv` (the arguments after the script); throws {@link UsageError} on anything it does not know. */
+export function parseBenchPgArgs(argv: readonly string[]): BenchPgSettings | 'help' {
+  let values: { quick?: boolean; verbose?: boolean; rounds?: string; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        quick: { type: 'boolean' },
+        verbose: { type: 'boolean' },
+        rounds: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help === true) return 'help';
+  const quick = values.quick === true;
+  let rounds = MIN_ROUNDS;
+  if (values.rounds !== undefined) {
+    if (!/^\d+$/.test(values.rounds) || Number(values.rounds) < MIN_ROUNDS || Number(values.rounds) > 50) {
+      throw new UsageError(`--rounds must be a whole number from ${MIN_ROUNDS} to 50; got '${values.rounds}'`);
+    }
+    rounds = Number(values.rounds);
+  }
+  return {
+    quick,
+    verbose: values.verbose === true,
+    rounds,
+    caseSeconds: quick ? 1 : 4,
+    bulkSeconds: quick ? 2 : 4,
+    catchUpBytes: quick ? GiB / 4 : GiB,
+    promotionsPerRound: quick ? 2 : 4,
+    fsyncTestSeconds: quick ? 1 : 2,
+  };
+}
