@@ -1,0 +1,292 @@
+/**
+ * Write + fdatasync latency through the ways Node can issue them, interleaved, on one
+ * pre-allocated file in `os.tmpdir()` (issue #17, "WAL I/O latency from Node"). Each round
+ * the paths take turns commit by commit for `--ms` milliseconds (default 2000), `--rounds`
+ * rounds (default 5), and the table gives the medians over rounds of each path's p50, p99 and
+ * mean, and of its p50 against the first path's in the same round.
+ *
+ *   npx tsx bench/wal-io-paths.ts [--rounds 5] [--ms 1000] [--size 8192]
+ *
+ * Paths: the promise API (`FileHandle.write` + `datasync`), walship's path before issue #17
+ * (`writeSync` on the main thread, `FileHandle.datasync` on libuv's pool), callbacks
+ * (`fs.write` + `fs.fdatasync`), a dedicated worker thread doing `writeSync` +
+ * `fdatasyncSync` woken through `Atomics` (the main thread waiting with `Atomics.waitAsync`
+ * or for a `MessagePort` message), `writeSync` on the main thread with only the fdatasync on
+ * the worker, and `fdatasyncSync` on the main thread (blocks the event loop: a lower bound).
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { createZeroFilled } from './raw-disk.js';
+import { LatencyRecorder, median } from './stats.js';
+
+const { values } = parseArgs({ options: { rounds: { type: 'string' }, ms: { type: 'string' }, size: { type: 'string' } } });
+const ROUNDS = Number(values.rounds ?? 5);
+const DURATION_MS = Number(values.ms ?? 2000);
+const WRITE_SIZE = Number(values.size ?? 8192);
+const FILE_SIZE = 16 * 1024 * 1024;
+
+// Control words of the worker: request sequence, done sequence, operation, fd, length, result.
+const REQ = 0;
+const DONE = 1;
+const OP = 2;
+const FD = 3;
+const LEN = 4;
+const RESULT = 5;
+const OP_WRITE_SYNC = 1;
+const OP_SYNC = 2;
+
+/** The worker: waits on REQ, does the operation, publishes DONE (and posts on the port, if given). */
+const WORKER_SOURCE = `
+const fs = require('node:fs');
+const { workerData } = require('node:worker_threads');
+const { control, data, port } = workerData;
+const ctl = new Int32Array(control);
+const pos = new Float64Array(control, 64, 1);
+const bytes = new Uint8Array(data);
+let seen = 0;
+for (;;) {
+  Atomics.wait(ctl, ${REQ}, seen);
+  const req = Atomics.load(ctl, ${REQ});
+  if (req === seen) continue;
+  seen = req;
+  if (req < 0) break;
+  let result = 0;
+  try {
+    const fd = ctl[${FD}];
+    if (ctl[${OP}] === ${OP_WRITE_SYNC}) {
+      const len = ctl[${LEN}];
+      for (let done = 0; done < len; ) done += fs.writeSync(fd, bytes, done, len - done, pos[0] + done);
+    }
+    fs.fdatasyncSync(fd);
+  } catch (err) {
+    result = typeof err.errno === 'number' ? err.errno : -5;
+  }
+  ctl[${RESULT}] = result;
+  Atomics.store(ctl, ${DONE}, req);
+  Atomics.notify(ctl, ${DONE});
+  if (port !== undefined) port.postMessage(req);
+}
+`;
+
+/** `Atomics.waitAsync` (Node 16+), which the ES2023 library typings lack. */
+interface AtomicsWithWaitAsync {
+  waitAsync(array: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> };
+}
+
+class SyncWorker {
+  readonly ctl: Int32Array;
+  readonly pos: Float64Array;
+  readonly bytes: Uint8Array;
+  readonly worker: Worker;
+  seq = 0;
+  readonly port: MessagePort | undefined;
+  #onMessage: (() => void) | undefined;
+
+  constructor(viaPort: boolean) {
+    const control = new SharedArrayBuffer(128);
+    const data = new SharedArrayBuffer(1024 * 1024);
+    this.ctl = new Int32Array(control);
+    this.pos = new Float64Array(control, 64, 1);
+    this.bytes = new Uint8Array(data);
+    let workerPort: MessagePort | undefined;
+    if (viaPort) {
+      const channel = new MessageChannel();
+      this.port = channel.port1;
+      workerPort = channel.port2;
+      this.port.on('message', () => this.#onMessage?.());
+    }
+    this.worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { control, data, port: workerPort },
+      transferList: workerPort === undefined ? [] : [workerPort],
+    });
+  }
+
+  async run(op: number, fd: number, data: Uint8Array | null, position: number): Promise<void> {
+    const ctl = this.ctl;
+    ctl[OP] = op;
+    ctl[FD] = fd;
+    if (data !== null) {
+      this.bytes.set(data);
+      ctl[LEN] = data.length;
+      this.pos[0] = position;
+    }
+    const seq = ++this.seq;
+    if (this.port !== undefined) {
+      const done = new Promise<void>((resolve) => (this.#onMessage = resolve));
+      Atomics.store(ctl, REQ, seq);
+      Atomics.notify(ctl, REQ);
+      await done;
+    } else {
+      Atomics.store(ctl, REQ, seq);
+      Atomics.notify(ctl, REQ);
+      for (;;) {
+        const wait = (Atomics as unknown as AtomicsWithWaitAsync).waitAsync(ctl, DONE, seq - 1);
+        if (wait.async) await wait.value;
+        if (Atomics.load(ctl, DONE) === seq) break;
+      }
+    }
+    if (ctl[RESULT] !== 0) throw new Error(`worker errno ${ctl[RESULT]}`);
+  }
+
+  async stop(): Promise<void> {
+    Atomics.store(this.ctl, REQ, -1);
+    Atomics.notify(this.ctl, REQ);
+    this.port?.close();
+    await this.worker.terminate();
+  }
+}
+
+/** Latencies plus their sum, for the mean. */
+class SummingRecorder extends LatencyRecorder {
+  sum = 0;
+  override add(us: number): void {
+    this.sum += us;
+    super.add(us);
+  }
+}
+
+interface PathCase {
+  name: string;
+  /** One write of `data` at `position` and one fdatasync. */
+  commit(data: Buffer, position: number): Promise<void>;
+}
+
+function writeAllSync(fd: number, data: Uint8Array, position: number): void {
+  for (let done = 0; done < data.length; ) done += fs.writeSync(fd, data, done, data.length - done, position + done);
+}
+
+function callbackWrite(fd: number, data: Buffer, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.write(fd, data, 0, data.length, position, (err, written) => {
+      if (err !== null) reject(err);
+      else if (written !== data.length) reject(new Error('short write'));
+      else resolve();
+    });
+  });
+}
+
+function callbackSync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err === null ? resolve() : reject(err))));
+}
+
+async function main(): Promise<void> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'walship-io-paths-'));
+  const file = path.join(dir, 'segment');
+  await createZeroFilled(file, FILE_SIZE);
+  const handle = await fsp.open(file, 'r+');
+  const fd = handle.fd;
+  const atomicsWorker = new SyncWorker(false);
+  const portWorker = new SyncWorker(true);
+  const cases: PathCase[] = [
+    {
+      name: 'promises: FileHandle.write + datasync',
+      commit: async (data, position) => {
+        await handle.write(data, 0, data.length, position);
+        await handle.datasync();
+      },
+    },
+    {
+      name: 'walship before: writeSync + FileHandle.datasync (pool)',
+      commit: async (data, position) => {
+        writeAllSync(fd, data, position);
+        await handle.datasync();
+      },
+    },
+    {
+      name: 'callbacks: fs.write + fs.fdatasync (pool)',
+      commit: async (data, position) => {
+        await callbackWrite(fd, data, position);
+        await callbackSync(fd);
+      },
+    },
+    {
+      name: 'writeSync + callback fs.fdatasync (pool)',
+      commit: async (data, position) => {
+        writeAllSync(fd, data, position);
+        await callbackSync(fd);
+      },
+    },
+    { name: 'worker: copy, writeSync + fdatasyncSync, waitAsync', commit: (data, position) => atomicsWorker.run(OP_WRITE_SYNC, fd, data, position) },
+    {
+      name: 'writeSync + worker fdatasyncSync, waitAsync',
+      commit: (data, position) => {
+        writeAllSync(fd, data, position);
+        return atomicsWorker.run(OP_SYNC, fd, null, 0);
+      },
+    },
+    { name: 'worker: copy, writeSync + fdatasyncSync, MessagePort', commit: (data, position) => portWorker.run(OP_WRITE_SYNC, fd, data, position) },
+    {
+      name: 'writeSync + worker fdatasyncSync, MessagePort',
+      commit: (data, position) => {
+        writeAllSync(fd, data, position);
+        return portWorker.run(OP_SYNC, fd, null, 0);
+      },
+    },
+    {
+      name: 'main thread: writeSync + fdatasyncSync (blocks the loop)',
+      commit: (data, position) => {
+        writeAllSync(fd, data, position);
+        fs.fdatasyncSync(fd);
+        return Promise.resolve();
+      },
+    },
+  ];
+  const data = Buffer.alloc(WRITE_SIZE, 0xa5);
+  let offset = 0;
+  // Commit by commit, the paths take turns (in an order rotated each turn), so that all of
+  // them see the same disk: this virtual disk's latency drifts by far more within a second
+  // than the paths differ.
+  const runRound = async (ms: number): Promise<SummingRecorder[]> => {
+    const recorders = cases.map(() => new SummingRecorder());
+    const end = performance.now() + ms;
+    for (let turn = 0; performance.now() < end; turn++) {
+      for (let i = 0; i < cases.length; i++) {
+        const index = (i + turn) % cases.length;
+        if (offset + WRITE_SIZE > FILE_SIZE) offset = 0;
+        const started = performance.now();
+        await cases[index]!.commit(data, offset);
+        recorders[index]!.add((performance.now() - started) * 1000);
+        offset += WRITE_SIZE;
+      }
+    }
+    return recorders;
+  };
+  const results = cases.map(() => ({ p50: [] as number[], p99: [] as number[], mean: [] as number[] }));
+  try {
+    await runRound(300); // Warm-up.
+    for (let round = 0; round < ROUNDS; round++) {
+      const recorders = await runRound(DURATION_MS);
+      recorders.forEach((recorder, index) => {
+        const [p50, p99] = recorder.percentiles([0.5, 0.99]);
+        const into = results[index]!;
+        into.p50.push(p50 ?? NaN);
+        into.p99.push(p99 ?? NaN);
+        into.mean.push(recorder.sum / Math.max(1, recorder.count));
+      });
+      process.stderr.write(`round ${round + 1}/${ROUNDS}\n`);
+    }
+  } finally {
+    await atomicsWorker.stop();
+    await portWorker.stop();
+    await handle.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+  const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+  const range = (xs: number[]): string => `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}`;
+  const base = results[0]!;
+  console.log(`${WRITE_SIZE} B write + fdatasync, ${ROUNDS} rounds of ${DURATION_MS} ms, paths alternating commit by commit, ${os.tmpdir()}, Node ${process.version}`);
+  console.log('| path | p50 µs (min–max over rounds) | p99 µs | commits/s (1e6 / mean µs) | p50 vs first line (median of per-round ratios) |');
+  console.log('| --- | ---: | ---: | ---: | ---: |');
+  cases.forEach((c, i) => {
+    const r = results[i]!;
+    const ratios = r.p50.map((p, round) => p / base.p50[round]!);
+    console.log(`| ${c.name} | ${fmt(median(r.p50))} (${range(r.p50)}) | ${fmt(median(r.p99))} | ${fmt(1e6 / median(r.mean))} | ${median(ratios).toFixed(2)}× |`);
+  });
+}
+
+await main();
