@@ -7,6 +7,7 @@ import createDebug from 'debug';
 import { syncDirectoryAt } from '../directory-sync.js';
 import { WalshipError, errnoCode } from '../errors.js';
 import type { Storage, StorageFile, StorageLock, StorageOpenOptions } from './storage.js';
+import { sharedSyncThread, type SyncThread } from './sync-thread.js';
 
 const log = createDebug('walship:storage');
 
@@ -47,16 +48,41 @@ const LOCK_TEMP_MAX_AGE_MS = 60_000;
 let zeros: Buffer | undefined;
 const ZERO_CHUNK_SIZE = 1024 * 1024;
 
+/** Options of {@link NodeStorage}. */
+export interface NodeStorageOptions {
+  /**
+   * Run the fdatasync of files opened with `commitPath` (the WAL writer's segments) on a
+   * dedicated thread woken through `Atomics` (see `SyncThread`) instead of libuv's shared
+   * thread pool, so that a commit's sync waits behind no other pool work. `false` keeps
+   * every sync on the pool.
+   * @defaultValue `true`
+   */
+  syncThread?: boolean;
+}
+
+/** Defaults of {@link NodeStorageOptions}. */
+export const NODE_STORAGE_DEFAULTS: Readonly<Required<NodeStorageOptions>> = Object.freeze({ syncThread: true });
+
 /** A {@link Storage} on a real directory, through `node:fs/promises`. */
 export class NodeStorage implements Storage {
   /** The directory's resolved absolute path. */
   readonly description: string;
+  /** The thread commit-path syncs run on, or null to keep them on the pool. */
+  readonly #syncThread: SyncThread | null;
 
-  constructor(dir: string) {
+  constructor(dir: string, options: NodeStorageOptions = {}) {
     if (typeof dir !== 'string' || dir === '') {
       throw new WalshipError('INVALID_ARGUMENT', 'NodeStorage needs a directory path (a non-empty string)');
     }
+    if (typeof options !== 'object' || options === null) throw new WalshipError('INVALID_OPTIONS', 'NodeStorage options must be an object');
+    for (const key of Object.keys(options)) {
+      if (key !== 'syncThread') throw new WalshipError('INVALID_OPTIONS', `NodeStorage options has an unknown key "${key}" (allowed: syncThread)`);
+    }
+    if (options.syncThread !== undefined && typeof options.syncThread !== 'boolean') {
+      throw new WalshipError('INVALID_OPTIONS', 'NodeStorage options.syncThread must be a boolean');
+    }
     this.description = path.resolve(dir);
+    this.#syncThread = (options.syncThread ?? NODE_STORAGE_DEFAULTS.syncThread) ? sharedSyncThread : null;
   }
 
   async prepare(): Promise<void> {
@@ -85,7 +111,9 @@ export class NodeStorage implements Storage {
       flags |= constants.O_CREAT;
       if (options.exclusive === true) flags |= constants.O_EXCL;
     }
-    return new NodeStorageFile(name, await fs.open(file, flags, 0o666));
+    const handle = await fs.open(file, flags, 0o666);
+    const thread = options.commitPath === true && options.readOnly !== true ? this.#syncThread : null;
+    return new NodeStorageFile(name, handle, thread);
   }
 
   async rename(from: string, to: string): Promise<void> {
@@ -365,11 +393,17 @@ const INLINE_IO_BYTES = 64 * 1024;
 
 class NodeStorageFile implements StorageFile {
   private closed: Promise<void> | undefined;
+  /** Syncs of this file running on the sync thread: close() waits for them, so the fd stays this file's. */
+  private readonly threadSyncs = new Set<Promise<boolean>>();
 
   constructor(
     readonly name: string,
     private readonly handle: FileHandle,
-  ) {}
+    /** Where {@link datasync} runs when it can (released on close), or null: always on the pool. */
+    private readonly syncThread: SyncThread | null,
+  ) {
+    syncThread?.acquire();
+  }
 
   async read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     let total = 0;
@@ -414,6 +448,16 @@ class NodeStorageFile implements StorageFile {
   }
 
   async datasync(): Promise<void> {
+    if (this.syncThread !== null && this.closed === undefined) {
+      const sync = this.syncThread.datasync(openFd(this.handle));
+      this.threadSyncs.add(sync);
+      try {
+        if (await sync) return;
+      } finally {
+        this.threadSyncs.delete(sync);
+      }
+    }
+    // The thread is busy, starting or off: the pool, as FileHandle's own calls (EBADF once closed).
     await this.handle.datasync();
   }
 
@@ -437,8 +481,14 @@ class NodeStorageFile implements StorageFile {
   }
 
   close(): Promise<void> {
-    this.closed ??= this.handle.close();
+    this.closed ??= this.closeAfterSyncs();
     return this.closed;
+  }
+
+  private async closeAfterSyncs(): Promise<void> {
+    await Promise.allSettled([...this.threadSyncs]);
+    this.syncThread?.release();
+    await this.handle.close();
   }
 }
 
