@@ -5,15 +5,21 @@
  * rounds (default 5), and the table gives the medians over rounds of each path's p50, p99 and
  * mean, and of its p50 against the first path's in the same round.
  *
- *   npx tsx bench/wal-io-paths.ts [--rounds 5] [--ms 1000] [--size 8192]
+ *   npx tsx bench/wal-io-paths.ts [--rounds 5] [--ms 2000] [--size 8192] [--pool-load 0]
  *
  * Paths: the promise API (`FileHandle.write` + `datasync`), walship's path before issue #17
  * (`writeSync` on the main thread, `FileHandle.datasync` on libuv's pool), callbacks
  * (`fs.write` + `fs.fdatasync`), a dedicated worker thread doing `writeSync` +
  * `fdatasyncSync` woken through `Atomics` (the main thread waiting with `Atomics.waitAsync`
  * or for a `MessagePort` message), `writeSync` on the main thread with only the fdatasync on
- * the worker, and `fdatasyncSync` on the main thread (blocks the event loop: a lower bound).
+ * the worker, `fdatasyncSync` on the main thread (blocks the event loop: a lower bound), and
+ * `fs.fdatasync` in child processes (bench/wal-io-paths-peer.mjs) with libuv's io_uring off
+ * and on (`UV_USE_IO_URING`, read when a process starts), timed inside the child. With
+ * `--pool-load N`, N hashing jobs keep libuv's pool (4 threads by default) busy meanwhile.
  */
+import { fork, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { pbkdf2 } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -23,11 +29,23 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { createZeroFilled } from './raw-disk.js';
 import { LatencyRecorder, median } from './stats.js';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string' }, ms: { type: 'string' }, size: { type: 'string' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string' }, ms: { type: 'string' }, size: { type: 'string' }, 'pool-load': { type: 'string' } } });
 const ROUNDS = Number(values.rounds ?? 5);
 const DURATION_MS = Number(values.ms ?? 2000);
 const WRITE_SIZE = Number(values.size ?? 8192);
 const FILE_SIZE = 16 * 1024 * 1024;
+/** Jobs kept running on libuv's pool meanwhile (the application's other pool work: hashing, zlib, reads). */
+const POOL_LOAD = Number(values['pool-load'] ?? 0);
+
+/** Keeps `jobs` `crypto.pbkdf2` calls of about a millisecond each in flight on libuv's pool until `stop()`. */
+function loadThePool(jobs: number): { stop(): void } {
+  let stopped = false;
+  const next = (): void => {
+    if (!stopped) pbkdf2('password', 'salt', 2000, 32, 'sha256', next);
+  };
+  for (let i = 0; i < jobs; i++) next();
+  return { stop: () => (stopped = true) };
+}
 
 // Control words of the worker: request sequence, done sequence, operation, fd, length, result.
 const REQ = 0;
@@ -150,10 +168,45 @@ class SummingRecorder extends LatencyRecorder {
   }
 }
 
+/** A child process (bench/wal-io-paths-peer.mjs) doing write + fdatasync on request, with `UV_USE_IO_URING` set to `ioUring`. */
+class PeerProcess {
+  readonly child: ChildProcess;
+  #answer: ((message: { us?: number; error?: string }) => void) | undefined;
+
+  constructor(file: string, ioUring: '0' | '1') {
+    const script = new URL('./wal-io-paths-peer.mjs', import.meta.url);
+    this.child = fork(script, [file], { env: { ...process.env, UV_USE_IO_URING: ioUring } });
+    this.child.on('message', (message: { us?: number; error?: string }) => this.#answer?.(message));
+  }
+
+  async ready(): Promise<void> {
+    await once(this.child, 'message');
+  }
+
+  /** One write + fdatasync in the child; resolves with the latency it measured (µs). */
+  commit(offset: number, size: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#answer = (message) => (message.us === undefined ? reject(new Error(message.error)) : resolve(message.us));
+      this.child.send({ offset, size });
+    });
+  }
+
+  /** CPU seconds the child used so far, all its threads (the kernel's io_uring threads too). */
+  async cpuSeconds(): Promise<number> {
+    const stat = await fsp.readFile(`/proc/${this.child.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  }
+
+  stop(): void {
+    this.child.disconnect();
+  }
+}
+
 interface PathCase {
   name: string;
-  /** One write of `data` at `position` and one fdatasync. */
-  commit(data: Buffer, position: number): Promise<void>;
+  /** One write of `data` at `position` and one fdatasync; resolves with the latency it measured itself (µs), if it did. */
+  commit(data: Buffer, position: number): Promise<void | number>;
 }
 
 function writeAllSync(fd: number, data: Uint8Array, position: number): void {
@@ -180,6 +233,8 @@ async function main(): Promise<void> {
   await createZeroFilled(file, FILE_SIZE);
   const handle = await fsp.open(file, 'r+');
   const fd = handle.fd;
+  const peers = { pool: new PeerProcess(file, '0'), ioUring: new PeerProcess(file, '1') };
+  await Promise.all([peers.pool.ready(), peers.ioUring.ready()]);
   const atomicsWorker = new SyncWorker(false);
   const portWorker = new SyncWorker(true);
   const cases: PathCase[] = [
@@ -235,6 +290,8 @@ async function main(): Promise<void> {
         return Promise.resolve();
       },
     },
+    { name: 'child process, UV_USE_IO_URING=0: writeSync + fs.fdatasync', commit: (data, position) => peers.pool.commit(position, data.length) },
+    { name: 'child process, UV_USE_IO_URING=1: writeSync + fs.fdatasync', commit: (data, position) => peers.ioUring.commit(position, data.length) },
   ];
   const data = Buffer.alloc(WRITE_SIZE, 0xa5);
   let offset = 0;
@@ -249,16 +306,19 @@ async function main(): Promise<void> {
         const index = (i + turn) % cases.length;
         if (offset + WRITE_SIZE > FILE_SIZE) offset = 0;
         const started = performance.now();
-        await cases[index]!.commit(data, offset);
-        recorders[index]!.add((performance.now() - started) * 1000);
+        const measured = await cases[index]!.commit(data, offset);
+        recorders[index]!.add(typeof measured === 'number' ? measured : (performance.now() - started) * 1000);
         offset += WRITE_SIZE;
       }
     }
     return recorders;
   };
   const results = cases.map(() => ({ p50: [] as number[], p99: [] as number[], mean: [] as number[] }));
+  let cpu = { pool: 0, ioUring: 0 };
+  const poolLoad = loadThePool(POOL_LOAD);
   try {
     await runRound(300); // Warm-up.
+    cpu = { pool: -(await peers.pool.cpuSeconds()), ioUring: -(await peers.ioUring.cpuSeconds()) };
     for (let round = 0; round < ROUNDS; round++) {
       const recorders = await runRound(DURATION_MS);
       recorders.forEach((recorder, index) => {
@@ -270,7 +330,11 @@ async function main(): Promise<void> {
       });
       process.stderr.write(`round ${round + 1}/${ROUNDS}\n`);
     }
+    cpu = { pool: cpu.pool + (await peers.pool.cpuSeconds()), ioUring: cpu.ioUring + (await peers.ioUring.cpuSeconds()) };
   } finally {
+    poolLoad.stop();
+    peers.pool.stop();
+    peers.ioUring.stop();
     await atomicsWorker.stop();
     await portWorker.stop();
     await handle.close();
@@ -279,7 +343,7 @@ async function main(): Promise<void> {
   const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
   const range = (xs: number[]): string => `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}`;
   const base = results[0]!;
-  console.log(`${WRITE_SIZE} B write + fdatasync, ${ROUNDS} rounds of ${DURATION_MS} ms, paths alternating commit by commit, ${os.tmpdir()}, Node ${process.version}`);
+  console.log(`${WRITE_SIZE} B write + fdatasync, ${ROUNDS} rounds of ${DURATION_MS} ms, paths alternating commit by commit, ${POOL_LOAD} pool jobs running meanwhile, ${os.tmpdir()}, Node ${process.version}`);
   console.log('| path | p50 µs (min–max over rounds) | p99 µs | commits/s (1e6 / mean µs) | p50 vs first line (median of per-round ratios) |');
   console.log('| --- | ---: | ---: | ---: | ---: |');
   cases.forEach((c, i) => {
@@ -287,6 +351,7 @@ async function main(): Promise<void> {
     const ratios = r.p50.map((p, round) => p / base.p50[round]!);
     console.log(`| ${c.name} | ${fmt(median(r.p50))} (${range(r.p50)}) | ${fmt(median(r.p99))} | ${fmt(1e6 / median(r.mean))} | ${median(ratios).toFixed(2)}× |`);
   });
+  console.log(`CPU seconds of the child processes while measured: UV_USE_IO_URING=0 ${cpu.pool.toFixed(2)}, UV_USE_IO_URING=1 ${cpu.ioUring.toFixed(2)}`);
 }
 
 await main();
