@@ -15,7 +15,8 @@
  * the worker, `fdatasyncSync` on the main thread (blocks the event loop: a lower bound), and
  * `fs.fdatasync` in child processes (bench/wal-io-paths-peer.mjs) with libuv's io_uring off
  * and on (`UV_USE_IO_URING`, read when a process starts), timed inside the child. With
- * `--pool-load N`, N hashing jobs keep libuv's pool (4 threads by default) busy meanwhile.
+ * `--pool-load N`, N jobs keep libuv's pool (4 threads by default) busy meanwhile: hashing, or
+ * with `--pool-load-kind read` 1 MiB reads of a cached file.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -29,7 +30,7 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { createZeroFilled } from './raw-disk.js';
 import { LatencyRecorder, median } from './stats.js';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string' }, ms: { type: 'string' }, size: { type: 'string' }, 'pool-load': { type: 'string' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string' }, ms: { type: 'string' }, size: { type: 'string' }, 'pool-load': { type: 'string' }, 'pool-load-kind': { type: 'string' } } });
 const ROUNDS = Number(values.rounds ?? 5);
 const DURATION_MS = Number(values.ms ?? 2000);
 const WRITE_SIZE = Number(values.size ?? 8192);
@@ -37,14 +38,29 @@ const FILE_SIZE = 16 * 1024 * 1024;
 /** Jobs kept running on libuv's pool meanwhile (the application's other pool work: hashing, zlib, reads). */
 const POOL_LOAD = Number(values['pool-load'] ?? 0);
 
-/** Keeps `jobs` `crypto.pbkdf2` calls of about a millisecond each in flight on libuv's pool until `stop()`. */
-function loadThePool(jobs: number): { stop(): void } {
+/** `hash`: CPU-bound pool work; `read`: 1 MiB reads of a cached file (pool queueing with little CPU). */
+const POOL_LOAD_KIND = values['pool-load-kind'] ?? 'hash';
+
+/**
+ * Keeps `jobs` calls in flight on libuv's pool until `stop()`: `crypto.pbkdf2` of about a
+ * millisecond each, or 1 MiB `fs.read`s of `readFile` (in the page cache after the first).
+ */
+function loadThePool(jobs: number, readFile: string): { stop(): void } {
   let stopped = false;
-  const next = (): void => {
-    if (!stopped) pbkdf2('password', 'salt', 2000, 32, 'sha256', next);
+  const buffers = Array.from({ length: jobs }, () => Buffer.alloc(1024 * 1024));
+  const fd = jobs > 0 && POOL_LOAD_KIND === 'read' ? fs.openSync(readFile, 'r') : -1;
+  const next = (job: number): void => {
+    if (stopped) return;
+    if (fd >= 0) fs.read(fd, buffers[job]!, 0, 1024 * 1024, (job % 8) * 1024 * 1024, () => next(job));
+    else pbkdf2('password', 'salt', 2000, 32, 'sha256', () => next(job));
   };
-  for (let i = 0; i < jobs; i++) next();
-  return { stop: () => (stopped = true) };
+  for (let job = 0; job < jobs; job++) next(job);
+  return {
+    stop: () => {
+      stopped = true;
+      if (fd >= 0) setTimeout(() => fs.closeSync(fd), 100);
+    },
+  };
 }
 
 // Control words of the worker: request sequence, done sequence, operation, fd, length, result.
@@ -315,7 +331,7 @@ async function main(): Promise<void> {
   };
   const results = cases.map(() => ({ p50: [] as number[], p99: [] as number[], mean: [] as number[] }));
   let cpu = { pool: 0, ioUring: 0 };
-  const poolLoad = loadThePool(POOL_LOAD);
+  const poolLoad = loadThePool(POOL_LOAD, file);
   try {
     await runRound(300); // Warm-up.
     cpu = { pool: -(await peers.pool.cpuSeconds()), ioUring: -(await peers.ioUring.cpuSeconds()) };
@@ -343,7 +359,7 @@ async function main(): Promise<void> {
   const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
   const range = (xs: number[]): string => `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}`;
   const base = results[0]!;
-  console.log(`${WRITE_SIZE} B write + fdatasync, ${ROUNDS} rounds of ${DURATION_MS} ms, paths alternating commit by commit, ${POOL_LOAD} pool jobs running meanwhile, ${os.tmpdir()}, Node ${process.version}`);
+  console.log(`${WRITE_SIZE} B write + fdatasync, ${ROUNDS} rounds of ${DURATION_MS} ms, paths alternating commit by commit, ${POOL_LOAD} pool jobs (${POOL_LOAD_KIND}) running meanwhile, ${os.tmpdir()}, Node ${process.version}`);
   console.log('| path | p50 µs (min–max over rounds) | p99 µs | commits/s (1e6 / mean µs) | p50 vs first line (median of per-round ratios) |');
   console.log('| --- | ---: | ---: | ---: | ---: |');
   cases.forEach((c, i) => {

@@ -52,16 +52,19 @@ const ZERO_CHUNK_SIZE = 1024 * 1024;
 export interface NodeStorageOptions {
   /**
    * Run the fdatasync of files opened with `commitPath` (the WAL writer's segments) on a
-   * dedicated thread woken through `Atomics` (see `SyncThread`) instead of libuv's shared
-   * thread pool, so that a commit's sync waits behind no other pool work. `false` keeps
-   * every sync on the pool.
-   * @defaultValue `true`
+   * dedicated thread of this process, woken through `Atomics`, instead of libuv's shared
+   * thread pool, so that a commit's sync never queues behind the application's other pool
+   * work (`crypto.pbkdf2`, zlib, file reads, `dns.lookup`). With the pool otherwise idle it
+   * is no faster than the pool (measured: bench/README.md, "WAL I/O latency from Node"); with
+   * the pool busy it roughly halves commit latency. Off by default: the pool is the
+   * well-trodden path, and the thread costs an extra isolate while a log is open.
+   * @defaultValue `false`
    */
   syncThread?: boolean;
 }
 
 /** Defaults of {@link NodeStorageOptions}. */
-export const NODE_STORAGE_DEFAULTS: Readonly<Required<NodeStorageOptions>> = Object.freeze({ syncThread: true });
+export const NODE_STORAGE_DEFAULTS: Readonly<Required<NodeStorageOptions>> = Object.freeze({ syncThread: false });
 
 /** A {@link Storage} on a real directory, through `node:fs/promises`. */
 export class NodeStorage implements Storage {

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { isWalshipError } from '../../src/errors.js';
 import { NodeStorage } from '../../src/storage/node-storage.js';
 import type { Storage, StorageOpenOptions } from '../../src/storage/storage.js';
-import { SyncThread } from '../../src/storage/sync-thread.js';
+import { SyncThread, sharedSyncThread } from '../../src/storage/sync-thread.js';
 import { storageConformance } from '../../src/testing/storage-conformance.js';
 import { WalLog } from '../../src/wal/wal-log.js';
 
@@ -57,9 +57,9 @@ storageConformance({
   name: 'NodeStorage, commit-path files on the sync thread',
   createStorage: async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-sync-thread-'));
-    return commitPathStorage(new NodeStorage(path.join(dir, 'data')));
+    return commitPathStorage(new NodeStorage(path.join(dir, 'data'), { syncThread: true }));
   },
-  openAgain: (storage) => commitPathStorage(new NodeStorage(storage.description)),
+  openAgain: (storage) => commitPathStorage(new NodeStorage(storage.description, { syncThread: true })),
   cleanup: (storage) => fs.rm(path.dirname(storage.description), { recursive: true, force: true }),
 });
 
@@ -174,7 +174,7 @@ describe('NodeStorage with the sync thread', () => {
   });
 
   it('a commit-path file syncs and closes; afterwards its syncs fail with EBADF', withTempDir(async (dir) => {
-    const storage = new NodeStorage(dir);
+    const storage = new NodeStorage(dir, { syncThread: true });
     const file = await storage.open('seg', { create: true, commitPath: true });
     await file.write(Buffer.from('hello'), 0);
     await file.datasync();
@@ -193,7 +193,7 @@ describe('NodeStorage with the sync thread', () => {
 
   it('two logs in one process commit concurrently, sharing the thread, and keep every record', withTempDir(async (dir) => {
     const logs = await Promise.all(
-      ['a', 'b'].map((name) => WalLog.open({ storage: new NodeStorage(path.join(dir, name)), segmentSize: 64 * 1024, sync: 'fdatasync' })),
+      ['a', 'b'].map((name) => WalLog.open({ storage: new NodeStorage(path.join(dir, name), { syncThread: true }), segmentSize: 64 * 1024, sync: 'fdatasync' })),
     );
     const perLog = 300;
     await Promise.all(
@@ -207,7 +207,9 @@ describe('NodeStorage with the sync thread', () => {
         await Promise.all([0, 1, 2, 3].map(committer));
       }),
     );
+    assert.equal(sharedSyncThread.running, true, 'the logs\' open segments hold the shared sync thread');
     for (const log of logs) await log.close();
+    assert.equal(sharedSyncThread.running, false, 'closing the last log stopped the thread');
     for (const name of ['a', 'b']) {
       const log = await WalLog.open({ dir: path.join(dir, name), segmentSize: 64 * 1024 });
       let records = 0;
@@ -217,10 +219,11 @@ describe('NodeStorage with the sync thread', () => {
     }
   }));
 
-  it('with syncThread false, commits go through the pool alone', withTempDir(async (dir) => {
-    const log = await WalLog.open({ storage: new NodeStorage(dir, { syncThread: false }), segmentSize: 64 * 1024, sync: 'fdatasync' });
+  it('by default (syncThread false), commits go through the pool alone', withTempDir(async (dir) => {
+    const log = await WalLog.open({ storage: new NodeStorage(dir), segmentSize: 64 * 1024, sync: 'fdatasync' });
     for (let i = 0; i < 50; i++) await log.waitForFlush(log.append(Buffer.from(`r${i}`)).endLsn);
     assert.equal(log.stats().syncs >= 50, true, 'every commit was synced');
+    assert.equal(sharedSyncThread.running, false, 'no sync thread was started');
     await log.close();
   }));
 });
