@@ -80,7 +80,8 @@ type ThreadState =
  * would be.
  */
 export class SyncThread {
-  readonly #words = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT));
+  /** The control block of the thread last started (a new one per start: a new thread begins at sequence 0). */
+  #words = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT));
   #state: ThreadState = { kind: 'stopped' };
   #holders = 0;
   #sequence = 0;
@@ -158,9 +159,12 @@ export class SyncThread {
   }
 
   #start(): void {
+    const words = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT));
+    this.#words = words;
+    this.#sequence = 0;
     let worker: Worker;
     try {
-      worker = new Worker(THREAD_SOURCE, { eval: true, workerData: this.#words.buffer, name: 'walship-sync' });
+      worker = new Worker(THREAD_SOURCE, { eval: true, workerData: words.buffer, name: 'walship-sync' });
     } catch (err) {
       log('could not start the sync thread, syncing on the pool: %O', err);
       this.#state = { kind: 'broken' };
@@ -182,11 +186,11 @@ export class SyncThread {
       if ((this.#state.kind !== 'starting' && this.#state.kind !== 'ready') || this.#state.worker !== worker) return;
       log('the sync thread stopped (%O); syncing on the pool from now on', reason);
       this.#state = { kind: 'broken' };
-      if (this.#busy) {
-        // A sync was in flight: its outcome is unknown, so it fails (EIO), and the waiter wakes.
-        this.#words[RESULT] = EIO;
-        Atomics.store(this.#words, DONE, this.#sequence);
-        Atomics.notify(this.#words, DONE);
+      if (this.#busy && Atomics.load(words, DONE) !== this.#sequence) {
+        // A sync was in flight and not done: its outcome is unknown, so it fails (EIO), and the waiter wakes.
+        words[RESULT] = EIO;
+        Atomics.store(words, DONE, this.#sequence);
+        Atomics.notify(words, DONE);
       }
     };
     worker.on('error', died);
