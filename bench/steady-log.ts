@@ -1,5 +1,5 @@
 import fs from 'node:fs/promises';
-import { WalLog, parseSegmentFileName, type SyncMode } from '../src/index.js';
+import { NodeStorage, WalLog, parseSegmentFileName, type NodeStorageOptions, type SyncMode } from '../src/index.js';
 
 /**
  * Spare segment files the benchmark's logs keep (the `recycleSegments` option; the default
@@ -15,9 +15,11 @@ const FILL_RECORD = Buffer.alloc(64 * 1024, 0x3c);
  * past {@link BENCH_RECYCLE_SEGMENTS} + 1 segments, then removes them, so that the next
  * segments exist already (recycled, fully allocated) and the measured runs pay neither
  * the creation of a segment (16 MiB of zeros plus an fdatasync) nor block allocation.
+ * `storageOptions` are those of its {@link NodeStorage}.
  */
-export async function openSteadyLog(dir: string, sync: SyncMode): Promise<WalLog> {
-  const log = await WalLog.open({ dir, sync, recycleSegments: BENCH_RECYCLE_SEGMENTS });
+export async function openSteadyLog(dir: string, sync: SyncMode, storageOptions?: NodeStorageOptions): Promise<WalLog> {
+  const storage = new NodeStorage(dir, storageOptions);
+  const log = await WalLog.open({ storage, sync, recycleSegments: BENCH_RECYCLE_SEGMENTS });
   try {
     const target = log.insertLsn + (BENCH_RECYCLE_SEGMENTS + 1) * log.segmentSize;
     for (let i = 1; log.insertLsn < target; i++) {

@@ -25,6 +25,7 @@ const MAIN_EXPORTS = [
   'MemoryNetwork',
   'MemoryStorage',
   'MemoryTransport',
+  'NODE_STORAGE_DEFAULTS',
   'NodeStorage',
   'PRIMARY_DEFAULTS',
   'PROMETHEUS_CONTENT_TYPE',

@@ -55,6 +55,12 @@ export interface StorageOpenOptions {
   exclusive?: boolean;
   /** Open for reading only. */
   readOnly?: boolean;
+  /**
+   * A hint: this file's {@link StorageFile.datasync} is on the commit path (the WAL writer's
+   * segments), so a storage may give it a lane of its own where it waits behind nothing
+   * ({@link NodeStorage} runs it on a dedicated thread). Storages may ignore it.
+   */
+  commitPath?: boolean;
 }
 
 /**

@@ -55,7 +55,7 @@ export class SegmentFiles {
   async forWrite(segno: number): Promise<StorageFile> {
     let handle = this.#writers.get(segno);
     if (handle === undefined) {
-      handle = this.prepare(segno).then(() => this.storage.open(this.name(segno)));
+      handle = this.prepare(segno).then(() => this.storage.open(this.name(segno), { commitPath: true }));
       this.#writers.set(segno, handle);
       handle.catch(() => this.#writers.delete(segno));
     }
