@@ -1,9 +1,10 @@
+import { fdatasync, writeSync } from 'node:fs';
 import fs, { type FileHandle } from 'node:fs/promises';
 import { LatencyRecorder, type RunResult } from './stats.js';
 
 /**
- * The machine's raw limits, measured with plain `node:fs/promises` calls on the same
- * directory as the WAL: what one writer gets from write + fdatasync, and how fast bytes go
+ * The machine's raw limits, measured with plain `node:fs` calls on the same directory as
+ * the WAL: what one writer gets from write + fdatasync, and how fast bytes go
  * into the page cache.
  */
 
@@ -26,9 +27,12 @@ export async function createZeroFilled(file: string, size: number): Promise<void
 }
 
 /**
- * One writer's loop of `write(writeSize bytes at the next offset)` + `datasync()` for
+ * One writer's loop of `write(writeSize bytes at the next offset)` + fdatasync for
  * `durationMs`. With `wrapAt` the offset goes back to 0 before passing it (the file must
- * already be that long: overwrites only, no allocation); without it the file grows.
+ * already be that long: overwrites only, no allocation); without it the file grows. The
+ * cheapest calls Node has that do not block the event loop on the disk: a synchronous write
+ * into the page cache and `fs.fdatasync` with a callback (bench/wal-io-paths.ts measured the
+ * others; walship's WAL writer uses these two).
  */
 export async function measureRawSync(options: {
   file: string;
@@ -46,8 +50,8 @@ export async function measureRawSync(options: {
   try {
     for (let now = start; now < end; ) {
       if (wrapAt !== undefined && offset + writeSize > wrapAt) offset = 0;
-      await writeFully(handle, data, offset);
-      await handle.datasync();
+      for (let written = 0; written < writeSize; ) written += writeSync(handle.fd, data, written, writeSize - written, offset + written);
+      await new Promise<void>((resolve, reject) => fdatasync(handle.fd, (err) => (err === null ? resolve() : reject(err))));
       const done = performance.now();
       latencies.add((done - now) * 1000);
       offset += writeSize;
