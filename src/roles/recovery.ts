@@ -23,6 +23,7 @@ import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/mes
 import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
 import { receiveBaseBackup } from '../replication/base-backup-receiver.js';
+import { EARLY_WAL_OPTION, restartBound } from '../replication/early-wal.js';
 import { SendTimes, WalReceiver } from '../replication/wal-receiver.js';
 import { SlotManager } from '../slots/slot-manager.js';
 import type { Storage } from '../storage/storage.js';
@@ -232,6 +233,8 @@ export interface RecoverySettings {
   readonly rewind: boolean;
   readonly hotStandby: boolean;
   readonly statusIntervalMs: number;
+  /** Accept WAL a primary sends before it is durable there (see `early-wal.ts`). */
+  readonly acceptEarlyWal: boolean;
   readonly walReceiverTimeoutMs: number;
   readonly retryMinDelayMs: number;
   readonly retryMaxDelayMs: number;
@@ -313,6 +316,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #retryNow: AbortController | null = null;
   /** The highest timeline an upstream reported (IDENTIFY_SYSTEM): a promotion picks one past it. */
   #upstreamTimeline = 0;
+  /**
+   * Whether the log's early-WAL bound is what the primary confirmed to this life of the
+   * standby (true once a stream started since it opened), not only what its stamps show.
+   */
+  #boundKnown = false;
   /** The promotion in progress (concurrent calls share it). */
   #promoting: Promise<PromotedLocal> | null = null;
   /**
@@ -710,6 +718,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       address,
       user: p.user,
       applicationName: p.applicationName,
+      ...(this.#options.acceptEarlyWal ? { options: [EARLY_WAL_OPTION] } : {}),
       handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
       signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
       ...(p.password === undefined ? {} : { password: p.password }),
@@ -866,6 +875,10 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     });
     this.#cluster = { systemId: control.systemId, segmentSize: control.segmentSize };
     this.#log = log;
+    // Early WAL: what the primary confirmed before this restart is known only up to the
+    // stamps; replay waits for the primary to confirm the rest (or the cut before streaming).
+    this.#boundKnown = false;
+    if (o.acceptEarlyWal) log.boundUpstreamDurable(restartBound(log, start));
     this.#checkConsistent();
     this.#startReplay(log, start);
     this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
@@ -1179,6 +1192,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       // WAL in a directory that still says "primary".
       beforeStreaming: ({ historyChecked }) => (this.#control?.state === 'in-recovery' ? Promise.resolve() : this.#recordRecovery(historyChecked)),
       onEndOfTimeline: ({ nextTimeline, switchLsn }) => this.#followTimeline(conn, log, nextTimeline, switchLsn),
+      acceptEarlyWal: o.acceptEarlyWal,
       ...(p.slotName === undefined ? {} : { slotName: p.slotName }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
     });
@@ -1186,6 +1200,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     let started = false;
     receiver.on('streaming:started', () => {
       started = true;
+      // The log was cut back to what the primary confirmed, and every confirmation since is heard.
+      this.#boundKnown = true;
       this.#lastError = null;
     });
     receiver.on('wal:flushed', ({ flushLsn }) => {
@@ -1629,6 +1645,24 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     return this.#promoting;
   }
 
+  /**
+   * Early WAL at a promotion: the tail past the primary's last confirmed durable end is cut
+   * (the primary may have lost it; nothing of it was confirmed, applied or forwarded). After a
+   * restart with no stream since, which part of the tail this standby confirmed before its
+   * crash is unknown (its confirmations went up to the durable ends it heard, past the
+   * stamps): then the whole tail is kept, so that no commit it confirmed is lost.
+   */
+  async #cutUnconfirmed(log: WalLog): Promise<void> {
+    const bound = log.upstreamDurableLsn;
+    if (bound === null) return;
+    if (this.#boundKnown && log.insertLsn > bound) {
+      this.#core.service?.terminateAll(new WalshipError('CONNECTION_FAILED', 'the upstream standby is promoting', { transient: true }));
+      await log.cutBack(bound);
+      this.#debug('promoting: the WAL past %s, which the primary never said was durable, is cut', formatLsn(bound));
+    }
+    log.boundUpstreamDurable(null);
+  }
+
   async #promote(reason: string, signal: AbortSignal | undefined): Promise<PromotedLocal> {
     const core = this.#core;
     // The upstream goes first: nothing more is received or written from it.
@@ -1655,6 +1689,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       }
       const log = this.#log;
       if (log === null || this.failure !== null) throw this.failure ?? new WalshipError('NOT_CONSISTENT', 'the standby is bootstrapping again: there is no state to promote');
+      await this.#cutUnconfirmed(log);
       // Reads only, started now so that they overlap replay's last steps: the newest timeline
       // known here (the receiver, which could write another history file, has stopped) and in
       // the archives, and the current timeline's history file, which the new one extends.
