@@ -101,6 +101,8 @@ process.on('message', async (message) => {
           : {
               primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: message.names?.[i] ?? `s${i + 1}` },
               statusIntervalMs: 1000,
+              // BENCH_EARLY_SEND=1: the standbys accept early WAL (section 6's primary sends it).
+              ...(process.env.BENCH_EARLY_SEND === '1' ? { acceptEarlyWal: true } : {}),
             };
       const opening = Promise.all(
         message.dirs.map((dir, i) =>

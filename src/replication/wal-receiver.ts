@@ -177,6 +177,11 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
   #flushing: Promise<void> | null = null;
   /** The flush position last reported: a confirmation of the durable end reports when it moves it. */
   #reportedFlushLsn: Lsn = -1;
+  /**
+   * Early WAL: streaming started at the log's bound, before its end; the WAL up to here that
+   * the log already holds is compared with what arrives, not written (see {@link #compare}).
+   */
+  #compareUntil: Lsn = -1;
 
   constructor(conn: MessageStream<'client'>, log: WalLog, options: WalReceiverOptions = {}) {
     super();
@@ -247,16 +252,22 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
         if (message.kind === 'walData') {
           // Stopped: nothing more is written, whatever was already on its way.
           if (this.#stopped) return;
-          if (message.startLsn !== log.insertLsn) {
-            throw new WalshipError('PROTOCOL_ERROR', `WAL data starts at ${formatLsn(message.startLsn)}, but the log continues at ${formatLsn(log.insertLsn)}`);
+          const { startLsn, data } = this.#compareUntil > message.startLsn ? await this.#compare(message.startLsn, message.data) : message;
+          if (this.#stopped) return;
+          if (data.length === 0) {
+            this.#confirm(message.walEnd);
+            continue;
           }
-          const end = message.startLsn + message.data.length;
+          if (startLsn !== log.insertLsn) {
+            throw new WalshipError('PROTOCOL_ERROR', `WAL data starts at ${formatLsn(startLsn)}, but the log continues at ${formatLsn(log.insertLsn)}`);
+          }
+          const end = startLsn + data.length;
           // WAL past the sender's durable end: held back from readers until it says more is
           // durable (a sender this standby did not ask for early WAL bounds it too).
-          if (end > message.walEnd && log.upstreamDurableLsn === null) log.boundUpstreamDurable(Math.max(message.walEnd, message.startLsn));
-          log.writeBytes(message.startLsn, message.data);
+          if (end > message.walEnd && log.upstreamDurableLsn === null) log.boundUpstreamDurable(Math.max(message.walEnd, startLsn));
+          log.writeBytes(startLsn, data);
           this.#confirm(message.walEnd);
-          this.#sendTimes.record(message.startLsn, message.startLsn + message.data.length, message.sendTime);
+          this.#sendTimes.record(startLsn, end, message.sendTime);
           this.#startFlushing();
           // Bounded memory: stop reading (TCP then holds the sender back) while too much of
           // the received WAL is not durable yet.
@@ -296,11 +307,14 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     const log = this.#log;
     // The lineage check covers only durable bytes: the start must be durable too.
     if (log.flushedLsn < log.insertLsn) await log.flush();
-    // WAL past what the primary said is durable may be lost there, and other WAL written at
-    // its positions after a restart: it never stays across a new start.
+    // WAL past what the primary said is durable may be lost there, and other WAL written at its
+    // positions after a restart: streaming starts at the bound, and what the log holds past it
+    // is compared with what arrives, cut at the first byte that differs (a Raft follower's
+    // truncation at the first conflicting entry). Cut before, it could take with it WAL this
+    // standby confirmed in an earlier life, which a promotion meanwhile must keep.
     const bound = log.upstreamDurableLsn;
-    if (bound !== null && log.insertLsn > bound) await log.cutBack(bound);
-    const startLsn = log.insertLsn;
+    const startLsn = bound !== null && bound < log.insertLsn ? bound : log.insertLsn;
+    this.#compareUntil = log.insertLsn;
     const check = await historyCheckOf(log, startLsn, this.#options.historyFrom ?? 0);
     this.#conn.send({ kind: 'startReplication', slotName: this.#options.slotName ?? '', startLsn, timeline: log.timeline, ...check });
     const started = await this.#receive();
@@ -310,8 +324,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     await this.#options.beforeStreaming?.({ startLsn: started.startLsn, historyChecked: started.historyChecked });
     // Everything before the start is the sender's durable WAL (it refuses a start past its
     // durable end); what follows is bounded until the sender says it is durable.
-    if (this.#options.acceptEarlyWal === true) log.boundUpstreamDurable(startLsn);
-    else if (bound !== null) log.boundUpstreamDurable(null);
+    if (this.#options.acceptEarlyWal === true || bound !== null) log.boundUpstreamDurable(startLsn);
     this.#streaming = true;
     this.emitSafely('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
     // A first report at once, as PostgreSQL's walreceiver sends its initial reply: with nothing
@@ -393,6 +406,34 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     } finally {
       this.#flushing = null;
     }
+  }
+
+  /**
+   * Early WAL: the part of `data` (WAL from `startLsn`) that this log already holds is compared
+   * with it. The same bytes are skipped; at the first byte that differs the log is cut back
+   * (the rest of its tail is WAL the primary lost and wrote over). Resolves with what is left
+   * to write, from the log's end.
+   */
+  async #compare(startLsn: Lsn, data: Uint8Array): Promise<{ startLsn: Lsn; data: Uint8Array }> {
+    const log = this.#log;
+    const length = Math.min(data.length, this.#compareUntil - startLsn);
+    let at = 0;
+    for await (const chunk of log.readBytes(startLsn, { maxChunkBytes: length, unflushed: true })) {
+      const own = chunk.data.subarray(0, length - at);
+      for (let i = 0; i < own.length; i++) {
+        if (own[i] === data[at + i]) continue;
+        const divergedAt = startLsn + at + i;
+        this.#debug('the WAL from %s is not the sender\'s (it was never durable there): cut back', formatLsn(divergedAt));
+        await log.cutBack(divergedAt);
+        this.#compareUntil = -1;
+        return { startLsn: divergedAt, data: data.subarray(at + i) };
+      }
+      at += own.length;
+      if (at >= length) break;
+    }
+    if (at < length) throw new WalshipError('WAL_IO', `the log's WAL from ${formatLsn(startLsn + at)} could not be read to compare it`);
+    if (startLsn + length >= this.#compareUntil) this.#compareUntil = -1;
+    return { startLsn: startLsn + length, data: data.subarray(length) };
   }
 
   /**

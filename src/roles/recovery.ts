@@ -316,11 +316,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #retryNow: AbortController | null = null;
   /** The highest timeline an upstream reported (IDENTIFY_SYSTEM): a promotion picks one past it. */
   #upstreamTimeline = 0;
-  /**
-   * Whether the log's early-WAL bound is what the primary confirmed to this life of the
-   * standby (true once a stream started since it opened), not only what its stamps show.
-   */
-  #boundKnown = false;
+
   /** The promotion in progress (concurrent calls share it). */
   #promoting: Promise<PromotedLocal> | null = null;
   /**
@@ -765,7 +761,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const results = await Promise.allSettled(addresses.map(attempt));
     const rank = (c: Candidate): number => (c.fit === 'follows' ? 2 : c.fit === 'rewinds' ? 1 : 0);
     // On the same timeline, one that has the WAL up to this standby's end comes before one behind it.
-    const holds = (c: Candidate): boolean => log === null || c.identity.timeline !== log.timeline || c.identity.flushLsn >= log.insertLsn;
+    const holds = (c: Candidate): boolean => log === null || c.identity.timeline !== log.timeline || c.identity.flushLsn >= streamStart(log);
     const better = (c: Candidate, than: Candidate): boolean =>
       rank(c) !== rank(than) ? rank(c) > rank(than) : c.identity.timeline !== than.identity.timeline ? c.identity.timeline > than.identity.timeline : holds(c) && !holds(than);
     let best: Candidate | null = null;
@@ -876,9 +872,12 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#cluster = { systemId: control.systemId, segmentSize: control.segmentSize };
     this.#log = log;
     // Early WAL: what the primary confirmed before this restart is known only up to the
-    // stamps; replay waits for the primary to confirm the rest (or the cut before streaming).
-    this.#boundKnown = false;
-    if (o.acceptEarlyWal) log.boundUpstreamDurable(restartBound(log, start));
+    // stamps. Replay waits for the primary to confirm the rest (or for the stream to show where
+    // it differs); a promotion meanwhile keeps it, as this standby may have confirmed it.
+    if (o.acceptEarlyWal) {
+      log.boundUpstreamDurable(restartBound(log, start));
+      log.keep(log.insertLsn);
+    }
     this.#checkConsistent();
     this.#startReplay(log, start);
     this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
@@ -1149,11 +1148,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       const divergedAt = await this.#checkUpstreamTimeline(conn, this.#log, identity.timeline);
       if (divergedAt !== null && (await this.#rewind(this.#log, divergedAt, identity.timeline)) === 'bootstrap-again') return;
     }
-    if (this.#log !== null && identity.timeline === this.#log.timeline && this.#log.insertLsn > identity.flushLsn) {
+    if (this.#log !== null && identity.timeline === this.#log.timeline && streamStart(this.#log) > identity.flushLsn) {
       // A standby ahead of its upstream (one that streamed from another node) waits for it.
       throw new WalshipError(
         'CONNECTION_FAILED',
-        `the upstream's WAL ends at ${formatLsn(identity.flushLsn)}, behind this standby's at ${formatLsn(this.#log.insertLsn)}: waiting for it to catch up`,
+        `the upstream's WAL ends at ${formatLsn(identity.flushLsn)}, behind this standby's at ${formatLsn(streamStart(this.#log))}: waiting for it to catch up`,
         { transient: true },
       );
     }
@@ -1200,8 +1199,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     let started = false;
     receiver.on('streaming:started', () => {
       started = true;
-      // The log was cut back to what the primary confirmed, and every confirmation since is heard.
-      this.#boundKnown = true;
+
       this.#lastError = null;
     });
     receiver.on('wal:flushed', ({ flushLsn }) => {
@@ -1235,7 +1233,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       if (isWalshipError(err, 'WAL_REMOVED') && !started && p.slotName !== undefined && p.createSlot !== true && !backupOnThisConnection) {
         // Refused at the start with a slot this standby does not manage: if the WAL is still
         // there, the slot was invalidated, and wiping the local state would not help.
-        if (await this.#walStillThere(log.insertLsn, log.timeline)) {
+        if (await this.#walStillThere(streamStart(log), log.timeline)) {
           this.#refusedAfterBackup = new WalshipError(
             'WAL_REMOVED',
             `${err.message}; the primary still has the WAL from ${formatLsn(log.insertLsn)}, so it is replication slot "${p.slotName}" that refuses (invalidated, or unable to reserve WAL the primary is letting go): drop and recreate it (or set createSlot), or stream without it; this standby's local state is kept`,
@@ -1314,7 +1312,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       // cover: the primary reserves from its applied position. One with local state resumes
       // from its own end, which may be older: the slot reserves from there.
       const log = this.#log;
-      const created = await createReplicationSlot(conn, slotName, { reserveWal: true, timeoutMs, ...(log === null ? {} : { reserveFrom: log.insertLsn }) });
+      const created = await createReplicationSlot(conn, slotName, { reserveWal: true, timeoutMs, ...(log === null ? {} : { reserveFrom: streamStart(log) }) });
       this.#debug('created replication slot %s on the primary', slotName);
       this.emitSafely('slot:created', created);
     } catch (err) {
@@ -1647,20 +1645,23 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   /**
    * Early WAL at a promotion: the tail past the primary's last confirmed durable end is cut
-   * (the primary may have lost it; nothing of it was confirmed, applied or forwarded). After a
-   * restart with no stream since, which part of the tail this standby confirmed before its
-   * crash is unknown (its confirmations went up to the durable ends it heard, past the
-   * stamps): then the whole tail is kept, so that no commit it confirmed is lost.
+   * (the primary may have lost it; nothing of it was confirmed, applied or forwarded). What
+   * the log held when it was opened is kept, unless the stream showed where it differs from
+   * the primary's: which part of it this standby confirmed before its restart is unknown (its
+   * confirmations went up to the durable ends it heard, past the stamps), and no commit it
+   * confirmed may be lost.
    */
   async #cutUnconfirmed(log: WalLog): Promise<void> {
     const bound = log.upstreamDurableLsn;
     if (bound === null) return;
-    if (this.#boundKnown && log.insertLsn > bound) {
+    const keep = Math.max(bound, log.keptLsn ?? bound);
+    if (log.insertLsn > keep) {
       this.#core.service?.terminateAll(new WalshipError('CONNECTION_FAILED', 'the upstream standby is promoting', { transient: true }));
-      await log.cutBack(bound);
-      this.#debug('promoting: the WAL past %s, which the primary never said was durable, is cut', formatLsn(bound));
+      await log.cutBack(keep);
+      this.#debug('promoting: the WAL past %s, which the primary never said was durable, is cut', formatLsn(keep));
     }
     log.boundUpstreamDurable(null);
+    log.keep(null);
   }
 
   async #promote(reason: string, signal: AbortSignal | undefined): Promise<PromotedLocal> {
@@ -1902,4 +1903,13 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#state = next;
     if (current.kind !== next.kind) this.emitSafely('state:change', { state: next.kind });
   }
+}
+
+/**
+ * Where a stream into `log` starts: its end, or with early WAL its bound, when the log holds
+ * WAL past what the primary said is durable (the receiver compares that tail with what comes).
+ */
+function streamStart(log: WalLog): Lsn {
+  const bound = log.upstreamDurableLsn;
+  return bound !== null && bound < log.insertLsn ? bound : log.insertLsn;
 }

@@ -277,6 +277,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    * primary (see {@link readableLsn}); null when everything flushed is.
    */
   #upstreamDurable: Lsn | null = null;
+  /** See {@link keptLsn}. */
+  #kept: Lsn | null = null;
 
   private constructor(init: {
     storage: Storage;
@@ -480,6 +482,21 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     if (lsn !== null) assertLsn(lsn);
     this.#upstreamDurable = lsn;
     this.#notifyTail();
+  }
+
+  /**
+   * A replica's WAL up to here (past {@link upstreamDurableLsn}) may hold what this node
+   * confirmed to its primary before a restart: a promotion keeps it. Null when there is none;
+   * lowered by a cut ({@link cutBack}, {@link discardFrom}).
+   */
+  get keptLsn(): Lsn | null {
+    return this.#kept;
+  }
+
+  /** Sets {@link keptLsn} (a replica reopened with WAL past its bound), or clears it. */
+  keep(lsn: Lsn | null): void {
+    if (lsn !== null) assertLsn(lsn);
+    this.#kept = lsn;
   }
 
   /**
@@ -802,6 +819,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     this.#role = 'primary';
     // A primary's readers stop at its own durable end.
     this.#upstreamDurable = null;
+    this.#kept = null;
     this.#files.sparse = false;
     this.#writer.appendMarker(RECORD_END_OF_RECOVERY);
     await this.#writer.drain();
@@ -1032,6 +1050,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     }, 'cutting back the unconfirmed WAL');
     this.#writer.restartAt(lsn, this.timeline);
     if (this.#upstreamDurable !== null) this.#upstreamDurable = Math.min(this.#upstreamDurable, lsn);
+    if (this.#kept !== null) this.#kept = Math.min(this.#kept, lsn);
     this.#log('cut back the unconfirmed WAL from %s to %s', formatLsn(end), formatLsn(lsn));
   }
 
@@ -1075,6 +1094,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     }, 'setting the discarded WAL aside');
     this.#writer.restartAt(lsn, this.timeline);
     if (this.#upstreamDurable !== null) this.#upstreamDurable = Math.min(this.#upstreamDurable, lsn);
+    if (this.#kept !== null) this.#kept = Math.min(this.#kept, lsn);
     aside.sort();
     this.#log('cut back from %s to %s; set aside %o', formatLsn(end), formatLsn(lsn), aside);
     return aside;

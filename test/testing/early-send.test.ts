@@ -100,6 +100,35 @@ describe('early WAL: replicating while the primary fdatasyncs', () => {
     assert.ok(outcome.acknowledged >= 6, `the commits before the crash and after the restart are acknowledged (${outcome.acknowledged})`);
   });
 
+  it('a standby that lost power holding WAL its primary lost and wrote over compares it with the stream and cuts it where it differs', async () => {
+    const outcome = await onCluster(OPTIONS, async (cluster) => {
+      await earlyWalOnS1(cluster);
+      await cluster.crash('p');
+      await cluster.crash('s1');
+      await cluster.restart('p');
+      await cluster.commit({ level: 'local', count: 4 });
+      await cluster.restart('s1');
+      return refusal(cluster.waitForCatchup('s1', { mode: 'replay' }));
+    });
+    assertClean(outcome, 'both crashed');
+    assert.equal(outcome.observed, null, 's1 catches up with the restarted primary');
+  });
+
+  it('a standby restarted with WAL it confirmed past its records\' stamps keeps it when promoted before it streams again', async () => {
+    // Found by the generated scenarios (seed 221): s1 confirmed the commit (the primary's durable
+    // end it heard covered it), restarted, and was promoted; the commit's record stamps only the
+    // durable end before it, so s1's bound after the restart lies before the commit.
+    const outcome = await onCluster({ ...OPTIONS, synchronousStandbyNames: 'ANY 1 (p, s1)' }, async (cluster) => {
+      const [commit] = await cluster.commit({ level: 'remote_write' });
+      assert.deepEqual(commit!.confirmers, ['s1']);
+      await cluster.restart('s1');
+      await cluster.commit({ level: 'on' });
+      await cluster.promote('s1');
+      return null;
+    });
+    assertClean(outcome, 'restarted and promoted');
+  });
+
   it("apply-past-durable-end: a standby that replays early WAL applies batches the primary lost, a 'diverged-history'", async () => {
     const { clean, bugged } = await bothWays('apply-past-durable-end', lostAndRewritten);
     assertClean(clean, 'apply-past-durable-end');

@@ -20,7 +20,7 @@ export type InjectedBug =
   | 'skip-history-check'
   /** Early WAL: a standby replays (and forwards) WAL past the durable end its primary told it. */
   | 'apply-past-durable-end'
-  /** Early WAL: a standby starts streaming again from the end of its log, without cutting back what its primary never said was durable. */
+  /** Early WAL: a standby streams again from the end of its log, keeping WAL past the durable end its primary told it (never compared, never cut). */
   | 'keep-unconfirmed-tail'
   /** Early WAL: a promotion keeps (and replays) the WAL past the durable end the primary told the standby. */
   | 'promote-keeps-unconfirmed-tail'
@@ -94,14 +94,14 @@ const MUTATIONS: readonly Mutation[] = [
   {
     bug: 'keep-unconfirmed-tail',
     file: '/src/replication/wal-receiver.ts',
-    from: 'if (bound !== null && log.insertLsn > bound) await log.cutBack(bound);',
-    to: `if (bound !== null && log.insertLsn > bound && !${on('keep-unconfirmed-tail')}) await log.cutBack(bound);`,
+    from: 'const startLsn = bound !== null && bound < log.insertLsn ? bound : log.insertLsn;',
+    to: `const startLsn = bound !== null && bound < log.insertLsn && !${on('keep-unconfirmed-tail')} ? bound : log.insertLsn;`,
   },
   {
     bug: 'promote-keeps-unconfirmed-tail',
     file: '/src/roles/recovery.ts',
-    from: 'if (this.#boundKnown && log.insertLsn > bound) {',
-    to: `if (this.#boundKnown && log.insertLsn > bound && !${on('promote-keeps-unconfirmed-tail')}) {`,
+    from: 'if (log.insertLsn > keep) {',
+    to: `if (log.insertLsn > keep && !${on('promote-keeps-unconfirmed-tail')}) {`,
   },
   {
     bug: 'confirm-unconfirmed-wal',
