@@ -674,8 +674,9 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       await untilAborted(this.#replaying ?? Promise.resolve(), immediate);
       const core = this.#core;
       await untilAborted(core.checkpointer.settled(), immediate);
-      // Downstream standbys get what this standby has flushed, each at most walSenderTimeoutMs to confirm.
-      await core.stopServing(this.#log?.flushedLsn ?? 0, this.#log === null ? 0 : this.#options.walSenderTimeoutMs, immediate).catch((err: unknown) => {
+      // Downstream standbys get what this standby has flushed (and its primary made durable:
+      // they get no more), each at most walSenderTimeoutMs to confirm.
+      await core.stopServing(this.#log?.readableLsn ?? 0, this.#log === null ? 0 : this.#options.walSenderTimeoutMs, immediate).catch((err: unknown) => {
         this.#debug.error('closing the WAL service: %s', (err as Error).message);
       });
       if (this.#log !== null && this.failure === null && !immediate.aborted && this.#control?.state === 'in-recovery') {
