@@ -142,6 +142,25 @@ describe('early WAL: replicating while the primary fdatasyncs', () => {
     assert.notEqual(bugged.observed, null, 'with the bug, s1 keeps WAL the primary does not have, and never catches up');
   });
 
+  it('apply-past-durable-end, cascading: a standby forwards early WAL downstream before the primary made it durable', async () => {
+    // p → s1 → s2: s1 holds early WAL; s2 must get none of it until p says it is durable.
+    const { clean, bugged } = await bothWays('apply-past-durable-end', () =>
+      onCluster({ ...OPTIONS, standbys: 2, cascade: true }, async (cluster) => {
+        await earlyWalOnS1(cluster);
+        const forwarded = ((cluster.node('s2') as Standby).receiveLsn ?? 0) > cluster.primary!.flushLsn;
+        await cluster.crash('p');
+        await cluster.restart('p');
+        await cluster.commit({ count: 4 });
+        await cluster.settle();
+        return forwarded ? 'forwarded' : 'held';
+      }),
+    );
+    assertClean(clean, 'apply-past-durable-end, cascading');
+    assert.equal(clean.observed, 'held', 'as shipped, s1 forwards nothing past the durable end it heard');
+    assert.equal(bugged.observed, 'forwarded', 'with the bug, s2 receives the early WAL');
+    assert.ok(!bugged.check.ok, `with the bug, the checker reports it:\n${bugged.check.report}`);
+  });
+
   it('promote-keeps-unconfirmed-tail: a promotion without the cut makes WAL the primary never made durable part of the new timeline', async () => {
     const { clean, bugged } = await bothWays('promote-keeps-unconfirmed-tail', () =>
       onCluster(OPTIONS, async (cluster) => {
