@@ -134,6 +134,8 @@ process.on('message', async (message) => {
           : {
               primary: { transport: new TcpTransport(), address: message.address, user: 'bench', applicationName: message.names?.[i] ?? `s${i + 1}` },
               statusIntervalMs: 1000,
+              // BENCH_EARLY_SEND=1: the standbys accept early WAL (section 6's primary sends it).
+              ...(process.env.BENCH_EARLY_SEND === '1' ? { acceptEarlyWal: true } : {}),
             };
       apps = message.dirs.map(() => (message.digest === true ? new DigestApp() : new CountingApp()));
       const opening = Promise.all(

@@ -62,6 +62,8 @@ export class SyncRepSetup {
       sync: 'fdatasync',
       synchronousCommit: 'on',
       synchronousStandbyNames: names,
+      // BENCH_EARLY_SEND=1: WAL goes to the standbys while the primary's fdatasync runs.
+      earlySend: process.env.BENCH_EARLY_SEND === '1',
       recycleSegments: BENCH_RECYCLE_SEGMENTS,
       listen: { transport: new W.TcpTransport(), address: '127.0.0.1:0' },
       auth: { rules: [{ user: 'bench', address: '127.0.0.1/32', method: 'trust' }] },

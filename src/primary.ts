@@ -62,6 +62,14 @@ export interface PrimaryOptions extends NodeOptions, ServeOptions {
   readonly synchronousStandbyNames?: string;
   /** Segment size of a new WAL (a power of two, 64 KiB – 1 GiB). @defaultValue 16 MiB */
   readonly segmentSize?: number;
+  /**
+   * Replicate while the primary's own fdatasync runs: WAL goes to standbys that accept early
+   * WAL (`StandbyOptions.acceptEarlyWal`) as soon as it is written, each message carrying the
+   * durable end, so a synchronous commit waits for the longer of the two fdatasyncs instead of
+   * both in turn. Other standbys get durable WAL only. A commit is still released only once
+   * it is durable here and the standbys confirmed it. @defaultValue false
+   */
+  readonly earlySend?: boolean;
 }
 
 /** Defaults of {@link PrimaryOptions}. */
@@ -71,6 +79,8 @@ export const PRIMARY_DEFAULTS = Object.freeze({
   synchronousCommit: 'on' as SynchronousCommit,
   /** No synchronous standbys. */
   synchronousStandbyNames: '',
+  /** Standbys get only durable WAL. */
+  earlySend: false,
 });
 
 const LEVELS = SYNCHRONOUS_COMMIT_LEVELS;
@@ -86,6 +96,7 @@ const primarySchema = Object.freeze({
     segmentSize: nodeStorageSchema.segmentSize,
     synchronousCommit: { enum: LEVELS },
     synchronousStandbyNames: { type: 'string', maxLength: MAX_STANDBY_NAMES_LENGTH },
+    earlySend: { type: 'boolean' },
   },
 });
 
@@ -227,6 +238,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
           maxWalSenders: settings.maxWalSenders,
           walSenderTimeoutMs: settings.walSenderTimeoutMs,
           maxWalMessageBytes: settings.maxWalMessageBytes,
+          earlySend: settings.earlySend,
           syncRep: primary.#writer.syncRep,
           authenticationLimits: authenticationLimitsOf(settings),
         });

@@ -81,6 +81,15 @@ export interface StandbyOptions extends NodeOptions, ServeOptions {
   /** Report progress to the primary at least this often (`wal_receiver_status_interval`). @defaultValue 10 000 */
   readonly statusIntervalMs?: number;
   /**
+   * Accept early WAL from a primary with `earlySend`: WAL shipped while the primary's own
+   * fdatasync runs. The standby writes and fsyncs it, but replays, forwards, archives and
+   * confirms only what the primary said is durable; before each new stream it cuts its log back
+   * to that point (after its own restart, to the highest flush stamp of its records), and a
+   * promotion cuts the unconfirmed tail first. Without it, a primary sends only durable WAL.
+   * @defaultValue false
+   */
+  readonly acceptEarlyWal?: boolean;
+  /**
    * `wal_receiver_timeout`: a primary silent for half of this is asked for a reply; silent for
    * all of it, the connection is ended (`TIMEOUT`) and the standby reconnects. It also limits
    * each wait for the primary's answer while connecting and during a base backup. @defaultValue 60 000
@@ -166,6 +175,8 @@ export const STANDBY_DEFAULTS = Object.freeze({
   hotStandby: true,
   /** A status report to the primary at least every 10 s. */
   statusIntervalMs: 10_000,
+  /** The primary sends only durable WAL. */
+  acceptEarlyWal: false,
   /** A primary silent for 30 s is asked for a reply; for 60 s, the connection is ended. */
   walReceiverTimeoutMs: 60_000,
   /** The first reconnect waits 100 ms … */
@@ -213,6 +224,7 @@ const standbySchema = Object.freeze({
     archiveCleanup: {},
     hotStandby: { type: 'boolean' },
     statusIntervalMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
+    acceptEarlyWal: { type: 'boolean' },
     walReceiverTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
     retryMinDelayMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
     retryMaxDelayMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },

@@ -91,6 +91,8 @@ export interface ServeSettings {
   readonly walSenderTimeoutMs: number;
   readonly maxWalMessageBytes: number;
   readonly authenticationLimits: AuthenticationLimits;
+  /** Send early WAL to standbys that accept it (a primary's `earlySend`). */
+  readonly earlySend?: boolean;
   /** Only a writer has synchronous standbys: a cascading standby's downstreams are asynchronous. */
   readonly syncRep?: SyncRep;
 }
@@ -287,6 +289,7 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
       walSenderTimeoutMs: settings.walSenderTimeoutMs,
       maxMessageBytes: settings.maxWalMessageBytes,
       ...(settings.syncRep === undefined ? {} : { syncRep: settings.syncRep }),
+      ...(settings.earlySend === true ? { earlySend: true } : {}),
       authenticationLimits: settings.authenticationLimits,
       ...(prefix === undefined ? {} : { logPrefix: prefix }),
     });

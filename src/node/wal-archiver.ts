@@ -186,7 +186,7 @@ export class WalArchiver {
       const discarded = forgetFrom !== undefined && file?.kind === 'segment' && file.segno >= Math.floor(forgetFrom / log.segmentSize);
       if (!present.has(name) || discarded) await status.forget(name);
     }
-    const complete = Math.floor(log.flushedLsn / log.segmentSize);
+    const complete = Math.floor(log.readableLsn / log.segmentSize);
     for (const name of names) {
       if (ArchiveStatus.isMarker(name) || status.get(name) !== undefined) continue;
       const file = parseWalFileName(name, log.segmentSize);
@@ -264,7 +264,8 @@ export class WalArchiver {
   /** Segments that the flushed end has passed are complete: each gets its marker. */
   #segmentsComplete(flushedLsn: Lsn): void {
     const { log } = this.#host;
-    const complete = Math.floor(flushedLsn / log.segmentSize);
+    // A standby archives only what its primary said is durable (WalLog.readableLsn).
+    const complete = Math.floor(Math.min(flushedLsn, log.readableLsn) / log.segmentSize);
     if (complete <= this.#markedBelow) return;
     const from = this.#markedBelow;
     this.#markedBelow = complete;

@@ -46,7 +46,7 @@ export async function historyCheckOf(log: WalLog, startLsn: Lsn, ownFrom: Lsn): 
 export async function verifyHistory(log: WalLog, ownFrom: Lsn, startLsn: Lsn, check: HistoryCheck): Promise<true | null> {
   const { checkFrom } = check;
   if (checkFrom === null) return null;
-  if (checkFrom >= startLsn || startLsn - checkFrom > HISTORY_CHECK_BYTES || startLsn > log.flushedLsn) {
+  if (checkFrom >= startLsn || startLsn - checkFrom > HISTORY_CHECK_BYTES || startLsn > log.readableLsn) {
     throw new WalshipError('PROTOCOL_ERROR', `invalid lineage check range ${formatLsn(checkFrom)} … ${formatLsn(startLsn)}`);
   }
   if (checkFrom < Math.max(log.oldestLsn, ownFrom)) return null;
@@ -74,7 +74,9 @@ async function crcOf(log: WalLog, from: Lsn, to: Lsn): Promise<number | null> {
   let crc = 0;
   let at = from;
   try {
-    for await (const chunk of log.readBytes(from, { follow: false, maxChunkBytes: HISTORY_CHECK_BYTES })) {
+    // The callers bound the range (the standby's own durable end, the upstream's readable end):
+    // a standby compares its bytes past what its primary confirmed, too.
+    for await (const chunk of log.readBytes(from, { follow: false, maxChunkBytes: HISTORY_CHECK_BYTES, unflushed: true })) {
       const data = chunk.data.subarray(0, Math.min(chunk.data.length, to - chunk.startLsn));
       crc = crc32c.calculate(data, crc);
       at = chunk.startLsn + data.length;

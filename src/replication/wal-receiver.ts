@@ -49,6 +49,13 @@ export interface WalReceiverOptions {
    * receiver. Without it the receiver ends there.
    */
   readonly onEndOfTimeline?: (event: { readonly nextTimeline: number; readonly switchLsn: Lsn }) => Promise<boolean>;
+  /**
+   * The standby accepts early WAL (see `early-wal.ts`): the log's readers are bounded by the
+   * durable end the sender reports, and its end is cut back to that bound before each start.
+   * Without it the bound is set only if a sender ships WAL past its durable end anyway.
+   * @defaultValue false
+   */
+  readonly acceptEarlyWal?: boolean;
   readonly logPrefix?: string;
 }
 
@@ -168,6 +175,13 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
   #pinged = false;
   /** The flush round in progress, if any (see {@link #flushAll}). */
   #flushing: Promise<void> | null = null;
+  /** The flush position last reported: a confirmation of the durable end reports when it moves it. */
+  #reportedFlushLsn: Lsn = -1;
+  /**
+   * Early WAL: streaming started at the log's bound, before its end; the WAL up to here that
+   * the log already holds is compared with what arrives, not written (see {@link #compare}).
+   */
+  #compareUntil: Lsn = -1;
 
   constructor(conn: MessageStream<'client'>, log: WalLog, options: WalReceiverOptions = {}) {
     super();
@@ -238,16 +252,28 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
         if (message.kind === 'walData') {
           // Stopped: nothing more is written, whatever was already on its way.
           if (this.#stopped) return;
-          if (message.startLsn !== log.insertLsn) {
-            throw new WalshipError('PROTOCOL_ERROR', `WAL data starts at ${formatLsn(message.startLsn)}, but the log continues at ${formatLsn(log.insertLsn)}`);
+          const { startLsn, data } = this.#compareUntil > message.startLsn ? await this.#compare(message.startLsn, message.data) : message;
+          if (this.#stopped) return;
+          if (data.length === 0) {
+            this.#confirm(message.walEnd);
+            continue;
           }
-          log.writeBytes(message.startLsn, message.data);
-          this.#sendTimes.record(message.startLsn, message.startLsn + message.data.length, message.sendTime);
+          if (startLsn !== log.insertLsn) {
+            throw new WalshipError('PROTOCOL_ERROR', `WAL data starts at ${formatLsn(startLsn)}, but the log continues at ${formatLsn(log.insertLsn)}`);
+          }
+          const end = startLsn + data.length;
+          // WAL past the sender's durable end: held back from readers until it says more is
+          // durable (a sender this standby did not ask for early WAL bounds it too).
+          if (end > message.walEnd && log.upstreamDurableLsn === null) log.boundUpstreamDurable(Math.max(message.walEnd, startLsn));
+          log.writeBytes(startLsn, data);
+          this.#confirm(message.walEnd);
+          this.#sendTimes.record(startLsn, end, message.sendTime);
           this.#startFlushing();
           // Bounded memory: stop reading (TCP then holds the sender back) while too much of
           // the received WAL is not durable yet.
           if (log.insertLsn - log.flushedLsn > MAX_UNFLUSHED_BYTES) await log.waitForFlush(log.insertLsn - MAX_UNFLUSHED_BYTES / 2);
         } else if (message.kind === 'keepalive') {
+          this.#confirm(message.walEnd);
           if (message.replyRequested) this.#report(false);
         } else if (message.kind === 'error') {
           throw new WalshipError(message.code, message.message);
@@ -281,7 +307,14 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     const log = this.#log;
     // The lineage check covers only durable bytes: the start must be durable too.
     if (log.flushedLsn < log.insertLsn) await log.flush();
-    const startLsn = log.insertLsn;
+    // WAL past what the primary said is durable may be lost there, and other WAL written at its
+    // positions after a restart: streaming starts at the bound, and what the log holds past it
+    // is compared with what arrives, cut at the first byte that differs (a Raft follower's
+    // truncation at the first conflicting entry). Cut before, it could take with it WAL this
+    // standby confirmed in an earlier life, which a promotion meanwhile must keep.
+    const bound = log.upstreamDurableLsn;
+    const startLsn = bound !== null && bound < log.insertLsn ? bound : log.insertLsn;
+    this.#compareUntil = log.insertLsn;
     const check = await historyCheckOf(log, startLsn, this.#options.historyFrom ?? 0);
     this.#conn.send({ kind: 'startReplication', slotName: this.#options.slotName ?? '', startLsn, timeline: log.timeline, ...check });
     const started = await this.#receive();
@@ -289,6 +322,9 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     if (started.kind === 'error') throw new WalshipError(started.code, started.message);
     if (started.kind !== 'replicationStarted') throw new WalshipError('PROTOCOL_ERROR', `unexpected ${started.kind} message; expected replicationStarted`);
     await this.#options.beforeStreaming?.({ startLsn: started.startLsn, historyChecked: started.historyChecked });
+    // Everything before the start is the sender's durable WAL (it refuses a start past its
+    // durable end); what follows is bounded until the sender says it is durable.
+    if (this.#options.acceptEarlyWal === true || bound !== null) log.boundUpstreamDurable(startLsn);
     this.#streaming = true;
     this.emitSafely('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
     // A first report at once, as PostgreSQL's walreceiver sends its initial reply: with nothing
@@ -372,12 +408,56 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     }
   }
 
+  /**
+   * Early WAL: the part of `data` (WAL from `startLsn`) that this log already holds is compared
+   * with it. The same bytes are skipped; at the first byte that differs the log is cut back
+   * (the rest of its tail is WAL the primary lost and wrote over). Resolves with what is left
+   * to write, from the log's end.
+   */
+  async #compare(startLsn: Lsn, data: Uint8Array): Promise<{ startLsn: Lsn; data: Uint8Array }> {
+    const log = this.#log;
+    const length = Math.min(data.length, this.#compareUntil - startLsn);
+    let at = 0;
+    for await (const chunk of log.readBytes(startLsn, { maxChunkBytes: length, unflushed: true })) {
+      const own = chunk.data.subarray(0, length - at);
+      for (let i = 0; i < own.length; i++) {
+        if (own[i] === data[at + i]) continue;
+        const divergedAt = startLsn + at + i;
+        this.#debug('the WAL from %s is not the sender\'s (it was never durable there): cut back', formatLsn(divergedAt));
+        await log.cutBack(divergedAt);
+        this.#compareUntil = -1;
+        return { startLsn: divergedAt, data: data.subarray(at + i) };
+      }
+      at += own.length;
+      if (at >= length) break;
+    }
+    if (at < length) throw new WalshipError('WAL_IO', `the log's WAL from ${formatLsn(startLsn + at)} could not be read to compare it`);
+    if (startLsn + length >= this.#compareUntil) this.#compareUntil = -1;
+    return { startLsn: startLsn + length, data: data.subarray(length) };
+  }
+
+  /**
+   * The sender's durable end: readers may go up to it, and a flush it confirms is reported at
+   * once (a commit waiting for this standby waits for exactly that).
+   */
+  #confirm(walEnd: Lsn): void {
+    const log = this.#log;
+    if (log.upstreamDurableLsn === null) return;
+    log.confirmUpstreamDurable(walEnd);
+    if (this.#streaming && !this.#stopped && log.readableLsn > this.#reportedFlushLsn) this.#report(false);
+  }
+
   #report(replyRequested: boolean): void {
-    const flushLsn = this.#log.flushedLsn;
-    this.#reportedWriteLsn = this.#log.writtenLsn;
+    const log = this.#log;
+    // Never confirmed past the primary's durable end: a commit is released only once the
+    // primary made it durable, and what this standby confirmed survives its promotion.
+    const bound = log.upstreamDurableLsn ?? Number.MAX_SAFE_INTEGER;
+    const flushLsn = log.readableLsn;
+    this.#reportedFlushLsn = flushLsn;
+    this.#reportedWriteLsn = log.writtenLsn;
     this.#conn.send({
       kind: 'standbyStatusUpdate',
-      writeLsn: this.#reportedWriteLsn,
+      writeLsn: Math.min(this.#reportedWriteLsn, bound),
       flushLsn,
       applyLsn: this.#options.appliedLsn?.() ?? flushLsn,
       sendTime: nowMicros(),

@@ -34,6 +34,14 @@ export interface WalSenderOptions {
   readonly historyFrom?: Lsn;
   /** The timeline to stream; an ancestor of the log's ends at its switch point. @defaultValue the log's timeline */
   readonly timeline?: number;
+  /**
+   * Send WAL as soon as it is written, while the primary's fdatasync runs, instead of once it
+   * is durable. Every message still carries the durable end (`walEnd`), and a keepalive goes
+   * out whenever the durable end passes what was sent, so the standby (which must accept
+   * early WAL, see `StandbyOptions.acceptEarlyWal`) never applies, forwards or confirms WAL
+   * the primary could still lose. Only for a primary's log. @defaultValue false
+   */
+  readonly earlySend?: boolean;
   readonly logPrefix?: string;
 }
 
@@ -49,10 +57,10 @@ export interface WalSenderEvents {
   'standby:progress': (event: StandbyProgress & Lags) => void;
 }
 
-const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0, timeline: 0 };
+const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0, timeline: 0, earlySend: false };
 
 /**
- * Streams a primary's durable WAL to one standby over an authenticated connection, from the
+ * Streams a primary's durable WAL (with `earlySend`, its written WAL) to one standby over an authenticated connection, from the
  * LSN the standby asked for: `catchup` until it has sent up to the log's flushed end, then
  * `streaming` from the live tail. Sending waits for the connection to drain, so a slow or
  * stalled standby costs at most the transport's buffers plus one message in flight. A
@@ -76,6 +84,8 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   #done: Promise<EndOfTimeline | null> | null = null;
   /** Set when the standby went silent for `walSenderTimeoutMs`: run() rejects with it. */
   #timedOut: WalshipError | null = null;
+  /** The durable end the last message carried: an early sender tells the standby when it moves past it. */
+  #toldDurable: Lsn = 0;
 
   constructor(conn: MessageStream<'server'>, log: WalLog, startLsn: Lsn, options: WalSenderOptions = {}) {
     super();
@@ -172,10 +182,10 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       this.#conn.fail(error as WalshipError);
       throw error;
     }
-    if (this.#sentLsn > this.#log.flushedLsn) {
+    if (this.#sentLsn > this.#log.readableLsn) {
       const error = new WalshipError(
         'INVALID_ARGUMENT',
-        `requested starting point ${formatLsn(this.#sentLsn)} is ahead of the WAL flush position ${formatLsn(this.#log.flushedLsn)}`,
+        `requested starting point ${formatLsn(this.#sentLsn)} is ahead of the WAL flush position ${formatLsn(this.#log.readableLsn)}`,
       );
       this.#conn.fail(error);
       throw error;
@@ -191,8 +201,13 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       throw error;
     }
     this.#conn.send({ kind: 'replicationStarted', timeline: this.#timeline, startLsn: this.#sentLsn, historyChecked });
-    this.#setState(this.#sentLsn < this.#log.flushedLsn ? 'catchup' : 'streaming');
+    this.#setState(this.#sentLsn < this.#log.readableLsn ? 'catchup' : 'streaming');
     const heartbeat = currentScheduler().setInterval(() => this.#heartbeat(), Math.max(10, this.#options.walSenderTimeoutMs / 4));
+    // Early sending: WAL went out before it was durable; the standby learns at once when it is.
+    const onFlush = (): void => {
+      if (this.#sentLsn > this.#toldDurable && this.#conn.failure === null && !this.#abort.signal.aborted) this.#keepalive(false);
+    };
+    if (this.#options.earlySend) this.#log.on('flush', onFlush);
     const listening = this.#listen();
     const sending = this.#send();
     try {
@@ -212,6 +227,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       if (this.#timedOut !== null) throw this.#timedOut;
     } finally {
       clearTimer(heartbeat);
+      this.#log.off('flush', onFlush);
       this.#abort.abort();
       if (this.#endOfTimeline === null) this.#conn.destroy();
       await Promise.all([sending.catch(() => undefined), listening.catch(() => undefined)]);
@@ -226,6 +242,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       signal: this.#abort.signal,
       maxChunkBytes: this.#options.maxMessageBytes,
       timeline: this.#timeline,
+      unflushed: this.#options.earlySend,
     });
     // Read ahead: the next chunk comes off the disk while this one drains into the socket, so
     // a catching-up standby never waits for a read. At most two messages are held.
@@ -239,13 +256,16 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
         }
         next = chunks.next();
         const { startLsn, data } = chunk.value;
-        const walEnd = this.#log.flushedLsn;
+        // The durable end (a cascading standby's: what its primary confirmed), which an early
+        // sender's data may run ahead of.
+        const walEnd = this.#log.readableLsn;
+        this.#toldDurable = walEnd;
         const fits = this.#conn.send({ kind: 'walData', startLsn, walEnd, sendTime: nowMicros(), data });
         this.#sentLsn = startLsn + data.length;
         // As PostgreSQL's walsender: the flushed end, timed when first seen, approximates when
         // that WAL was flushed, so a standby catching up shows how far behind it really is.
         this.#lag.sent(walEnd, currentScheduler().now());
-        if (this.#state === 'catchup' && this.#sentLsn >= this.#log.flushedLsn) this.#setState('streaming');
+        if (this.#state === 'catchup' && this.#sentLsn >= this.#log.readableLsn) this.#setState('streaming');
         // Backpressure: a standby that stops reading stops us here.
         if (!fits) await this.#conn.drained();
         if (this.#conn.failure !== null) throw this.#conn.failure;
@@ -302,7 +322,9 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   }
 
   #keepalive(replyRequested: boolean): void {
-    this.#conn.send({ kind: 'keepalive', walEnd: this.#log.flushedLsn, sendTime: nowMicros(), replyRequested });
+    const walEnd = this.#log.readableLsn;
+    this.#toldDurable = walEnd;
+    this.#conn.send({ kind: 'keepalive', walEnd, sendTime: nowMicros(), replyRequested });
   }
 
   #setState(state: WalSenderState): void {

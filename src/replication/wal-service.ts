@@ -14,6 +14,7 @@ import type { Lags } from './lag-tracker.js';
 import type { SyncRep } from './sync-rep.js';
 import type { SyncStandbyInput } from './sync-standbys.js';
 import { WalSender, type EndOfTimeline, type WalSenderState } from './wal-sender.js';
+import { acceptsEarlyWal } from './early-wal.js';
 import { switchPointOf } from '../wal/timeline-history.js';
 import type { ReplicationStatusRow, SenderStateDiagnostic, StandbyConnectionEvent, WalServiceEvents, WalSource } from './wal-source.js';
 import { currentScheduler } from '../scheduler.js';
@@ -30,6 +31,8 @@ export interface WalServiceOptions {
   readonly logPrefix?: string;
   /** Synchronous replication: told of every standby report, connect and leave. */
   readonly syncRep?: SyncRep;
+  /** Early WAL to standbys that accept it, while the log is a primary's (see `early-wal.ts`). */
+  readonly earlySend?: boolean;
 }
 
 /** How often DROP_REPLICATION_SLOT … WAIT looks again whether the slot is still in use. */
@@ -134,8 +137,9 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
   syncInputs(): SyncStandbyInput[] {
     return [...this.#sessions].map((s) => {
       const progress = s.sender?.progress ?? null;
-      // A standby cannot have WAL it was not sent: a report past that counts up to it only.
-      const sent = s.sender?.sentLsn ?? 0;
+      // A standby cannot have WAL it was not sent: a report past that counts up to it only; nor
+      // past what is durable here (an early sender sends WAL before it is).
+      const sent = Math.min(s.sender?.sentLsn ?? 0, this.#source.log.readableLsn);
       const upToSent = (lsn: Lsn | undefined): Lsn | null => (lsn === undefined ? null : Math.min(lsn, sent));
       return {
         slot: s.index,
@@ -297,7 +301,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
             kind: 'identifySystemResult',
             systemId: source.systemId,
             timeline: source.log.timeline,
-            flushLsn: source.log.flushedLsn,
+            flushLsn: source.log.readableLsn,
             segmentSize: source.log.segmentSize,
           });
           conn.send({ kind: 'readyForCommand' });
@@ -369,6 +373,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       maxMessageBytes: this.#options.maxMessageBytes,
       historyCheck: { checkFrom: command.checkFrom, checkCrc: command.checkCrc },
       historyFrom: this.#source.historyFrom?.() ?? 0,
+      earlySend: this.#options.earlySend === true && log.role === 'primary' && acceptsEarlyWal(session.info.options),
       ...(this.#options.logPrefix === undefined ? {} : { logPrefix: `${this.#options.logPrefix} ${applicationName}` }),
     });
     session.sender = sender;
@@ -380,8 +385,9 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       sender.on('standby:progress', ({ flushLsn }) => {
         if (slot.released) return;
         try {
-          // Never past what the standby reported flushed, nor past what it was sent.
-          slot.advance(Math.min(flushLsn, sender.sentLsn));
+          // Never past what the standby reported flushed, nor past what it was sent, nor past
+          // what is durable here (early WAL: the standby may cut back to that).
+          slot.advance(Math.min(flushLsn, sender.sentLsn, log.readableLsn));
         } catch (err) {
           // The slot was invalidated under this connection: it must stop streaming.
           const error = isWalshipError(err) ? err : new WalshipError('WAL_REMOVED', String(err), { cause: err });
@@ -425,10 +431,10 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       handle = slots.acquire(slotName, applicationName);
       if (handle.restartLsn === null) {
         const log = this.#source.log;
-        if (startLsn > log.flushedLsn) {
+        if (startLsn > log.readableLsn) {
           throw new WalshipError(
             'INVALID_ARGUMENT',
-            `requested starting point ${formatLsn(startLsn)} is ahead of the WAL flush position ${formatLsn(log.flushedLsn)}`,
+            `requested starting point ${formatLsn(startLsn)} is ahead of the WAL flush position ${formatLsn(log.readableLsn)}`,
           );
         }
         // Never reserve WAL that is gone: the slot would be born lost.

@@ -78,6 +78,8 @@ export async function restoreFromArchive(host: RestoreHost): Promise<number> {
     const within = end - segno * size;
     log.writeBytes(end, segment.subarray(within, upTo - segno * size));
     await log.flush();
+    // The archive holds only WAL its primary made durable, and the log's part of the segment matched it.
+    log.confirmUpstreamDurable(upTo);
     restored++;
     host.restored(name, upTo);
   }

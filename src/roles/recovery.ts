@@ -23,6 +23,7 @@ import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/mes
 import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
 import { receiveBaseBackup } from '../replication/base-backup-receiver.js';
+import { EARLY_WAL_OPTION, restartBound } from '../replication/early-wal.js';
 import { SendTimes, WalReceiver } from '../replication/wal-receiver.js';
 import { SlotManager } from '../slots/slot-manager.js';
 import type { Storage } from '../storage/storage.js';
@@ -232,6 +233,8 @@ export interface RecoverySettings {
   readonly rewind: boolean;
   readonly hotStandby: boolean;
   readonly statusIntervalMs: number;
+  /** Accept WAL a primary sends before it is durable there (see `early-wal.ts`). */
+  readonly acceptEarlyWal: boolean;
   readonly walReceiverTimeoutMs: number;
   readonly retryMinDelayMs: number;
   readonly retryMaxDelayMs: number;
@@ -313,6 +316,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #retryNow: AbortController | null = null;
   /** The highest timeline an upstream reported (IDENTIFY_SYSTEM): a promotion picks one past it. */
   #upstreamTimeline = 0;
+
   /** The promotion in progress (concurrent calls share it). */
   #promoting: Promise<PromotedLocal> | null = null;
   /**
@@ -670,8 +674,9 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       await untilAborted(this.#replaying ?? Promise.resolve(), immediate);
       const core = this.#core;
       await untilAborted(core.checkpointer.settled(), immediate);
-      // Downstream standbys get what this standby has flushed, each at most walSenderTimeoutMs to confirm.
-      await core.stopServing(this.#log?.flushedLsn ?? 0, this.#log === null ? 0 : this.#options.walSenderTimeoutMs, immediate).catch((err: unknown) => {
+      // Downstream standbys get what this standby has flushed (and its primary made durable:
+      // they get no more), each at most walSenderTimeoutMs to confirm.
+      await core.stopServing(this.#log?.readableLsn ?? 0, this.#log === null ? 0 : this.#options.walSenderTimeoutMs, immediate).catch((err: unknown) => {
         this.#debug.error('closing the WAL service: %s', (err as Error).message);
       });
       if (this.#log !== null && this.failure === null && !immediate.aborted && this.#control?.state === 'in-recovery') {
@@ -710,6 +715,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       address,
       user: p.user,
       applicationName: p.applicationName,
+      ...(this.#options.acceptEarlyWal ? { options: [EARLY_WAL_OPTION] } : {}),
       handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
       signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
       ...(p.password === undefined ? {} : { password: p.password }),
@@ -756,7 +762,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     const results = await Promise.allSettled(addresses.map(attempt));
     const rank = (c: Candidate): number => (c.fit === 'follows' ? 2 : c.fit === 'rewinds' ? 1 : 0);
     // On the same timeline, one that has the WAL up to this standby's end comes before one behind it.
-    const holds = (c: Candidate): boolean => log === null || c.identity.timeline !== log.timeline || c.identity.flushLsn >= log.insertLsn;
+    const holds = (c: Candidate): boolean => log === null || c.identity.timeline !== log.timeline || c.identity.flushLsn >= streamStart(log);
     const better = (c: Candidate, than: Candidate): boolean =>
       rank(c) !== rank(than) ? rank(c) > rank(than) : c.identity.timeline !== than.identity.timeline ? c.identity.timeline > than.identity.timeline : holds(c) && !holds(than);
     let best: Candidate | null = null;
@@ -866,6 +872,13 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     });
     this.#cluster = { systemId: control.systemId, segmentSize: control.segmentSize };
     this.#log = log;
+    // Early WAL: what the primary confirmed before this restart is known only up to the
+    // stamps. Replay waits for the primary to confirm the rest (or for the stream to show where
+    // it differs); a promotion meanwhile keeps it, as this standby may have confirmed it.
+    if (o.acceptEarlyWal) {
+      log.boundUpstreamDurable(restartBound(log, start));
+      log.keep(log.insertLsn);
+    }
     this.#checkConsistent();
     this.#startReplay(log, start);
     this.#debug('open: system %s, WAL %s … %s, replay from %s', control.systemId, formatLsn(log.oldestLsn), formatLsn(log.flushedLsn), formatLsn(start));
@@ -1136,11 +1149,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       const divergedAt = await this.#checkUpstreamTimeline(conn, this.#log, identity.timeline);
       if (divergedAt !== null && (await this.#rewind(this.#log, divergedAt, identity.timeline)) === 'bootstrap-again') return;
     }
-    if (this.#log !== null && identity.timeline === this.#log.timeline && this.#log.insertLsn > identity.flushLsn) {
+    if (this.#log !== null && identity.timeline === this.#log.timeline && streamStart(this.#log) > identity.flushLsn) {
       // A standby ahead of its upstream (one that streamed from another node) waits for it.
       throw new WalshipError(
         'CONNECTION_FAILED',
-        `the upstream's WAL ends at ${formatLsn(identity.flushLsn)}, behind this standby's at ${formatLsn(this.#log.insertLsn)}: waiting for it to catch up`,
+        `the upstream's WAL ends at ${formatLsn(identity.flushLsn)}, behind this standby's at ${formatLsn(streamStart(this.#log))}: waiting for it to catch up`,
         { transient: true },
       );
     }
@@ -1179,6 +1192,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       // WAL in a directory that still says "primary".
       beforeStreaming: ({ historyChecked }) => (this.#control?.state === 'in-recovery' ? Promise.resolve() : this.#recordRecovery(historyChecked)),
       onEndOfTimeline: ({ nextTimeline, switchLsn }) => this.#followTimeline(conn, log, nextTimeline, switchLsn),
+      acceptEarlyWal: o.acceptEarlyWal,
       ...(p.slotName === undefined ? {} : { slotName: p.slotName }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
     });
@@ -1186,6 +1200,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     let started = false;
     receiver.on('streaming:started', () => {
       started = true;
+
       this.#lastError = null;
     });
     receiver.on('wal:flushed', ({ flushLsn }) => {
@@ -1219,7 +1234,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       if (isWalshipError(err, 'WAL_REMOVED') && !started && p.slotName !== undefined && p.createSlot !== true && !backupOnThisConnection) {
         // Refused at the start with a slot this standby does not manage: if the WAL is still
         // there, the slot was invalidated, and wiping the local state would not help.
-        if (await this.#walStillThere(log.insertLsn, log.timeline)) {
+        if (await this.#walStillThere(streamStart(log), log.timeline)) {
           this.#refusedAfterBackup = new WalshipError(
             'WAL_REMOVED',
             `${err.message}; the primary still has the WAL from ${formatLsn(log.insertLsn)}, so it is replication slot "${p.slotName}" that refuses (invalidated, or unable to reserve WAL the primary is letting go): drop and recreate it (or set createSlot), or stream without it; this standby's local state is kept`,
@@ -1298,7 +1313,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       // cover: the primary reserves from its applied position. One with local state resumes
       // from its own end, which may be older: the slot reserves from there.
       const log = this.#log;
-      const created = await createReplicationSlot(conn, slotName, { reserveWal: true, timeoutMs, ...(log === null ? {} : { reserveFrom: log.insertLsn }) });
+      const created = await createReplicationSlot(conn, slotName, { reserveWal: true, timeoutMs, ...(log === null ? {} : { reserveFrom: streamStart(log) }) });
       this.#debug('created replication slot %s on the primary', slotName);
       this.emitSafely('slot:created', created);
     } catch (err) {
@@ -1629,6 +1644,27 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     return this.#promoting;
   }
 
+  /**
+   * Early WAL at a promotion: the tail past the primary's last confirmed durable end is cut
+   * (the primary may have lost it; nothing of it was confirmed, applied or forwarded). What
+   * the log held when it was opened is kept, unless the stream showed where it differs from
+   * the primary's: which part of it this standby confirmed before its restart is unknown (its
+   * confirmations went up to the durable ends it heard, past the stamps), and no commit it
+   * confirmed may be lost.
+   */
+  async #cutUnconfirmed(log: WalLog): Promise<void> {
+    const bound = log.upstreamDurableLsn;
+    if (bound === null) return;
+    const keep = Math.max(bound, log.keptLsn ?? bound);
+    if (log.insertLsn > keep) {
+      this.#core.service?.terminateAll(new WalshipError('CONNECTION_FAILED', 'the upstream standby is promoting', { transient: true }));
+      await log.cutBack(keep);
+      this.#debug('promoting: the WAL past %s, which the primary never said was durable, is cut', formatLsn(keep));
+    }
+    log.boundUpstreamDurable(null);
+    log.keep(null);
+  }
+
   async #promote(reason: string, signal: AbortSignal | undefined): Promise<PromotedLocal> {
     const core = this.#core;
     // The upstream goes first: nothing more is received or written from it.
@@ -1655,6 +1691,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       }
       const log = this.#log;
       if (log === null || this.failure !== null) throw this.failure ?? new WalshipError('NOT_CONSISTENT', 'the standby is bootstrapping again: there is no state to promote');
+      await this.#cutUnconfirmed(log);
       // Reads only, started now so that they overlap replay's last steps: the newest timeline
       // known here (the receiver, which could write another history file, has stopped) and in
       // the archives, and the current timeline's history file, which the new one extends.
@@ -1867,4 +1904,13 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#state = next;
     if (current.kind !== next.kind) this.emitSafely('state:change', { state: next.kind });
   }
+}
+
+/**
+ * Where a stream into `log` starts: its end, or with early WAL its bound, when the log holds
+ * WAL past what the primary said is durable (the receiver compares that tail with what comes).
+ */
+function streamStart(log: WalLog): Lsn {
+  const bound = log.upstreamDurableLsn;
+  return bound !== null && bound < log.insertLsn ? bound : log.insertLsn;
 }

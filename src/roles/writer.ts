@@ -218,8 +218,9 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     const rejected = this.#countRejected[level];
     if (mode !== null && this.syncRep.config !== null) {
       const local = signal === undefined ? applied : localWait(applied, signal, result.endLsn);
-      // Registered once durable and applied here: standbys receive only flushed WAL, so none
-      // can have confirmed it earlier, and a cancel from then on means "committed locally".
+      // Registered once durable and applied here: standbys confirm only WAL this node said is
+      // durable (early WAL included), so none can have confirmed it earlier, and a cancel from
+      // then on means "committed locally".
       return local.then(() => this.syncRep.wait(result.endLsn, mode, options)).then(() => this.#resolved(level, started, committed), rejected);
     }
     if (signal === undefined) return applied.then(() => this.#resolved(level, started, committed), rejected);

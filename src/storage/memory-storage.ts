@@ -2,6 +2,7 @@ import { constants as osConstants } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
 import createDebug from 'debug';
 import { WalshipError } from '../errors.js';
+import { currentScheduler } from '../scheduler.js';
 import { assertFileName } from './node-storage.js';
 import type { Storage, StorageFile, StorageLock, StorageOpenOptions } from './storage.js';
 
@@ -265,6 +266,18 @@ export class MemoryStorage implements Storage {
     };
   }
 
+  /**
+   * A slow disk: from now until the next power loss, each file's `datasync()` resolves only
+   * after `ms` of the current scheduler's time (virtual time in a simulation), and a power loss
+   * meanwhile makes it fail. What is written in the meantime can be read, and is lost or torn
+   * by a power loss, so a reader of not yet durable bytes (an early WAL sender) really runs
+   * before they are durable. 0 makes datasync immediate again.
+   */
+  slowDatasync(ms: number): void {
+    if (!Number.isSafeInteger(ms) || ms < 0) throw new WalshipError('INVALID_ARGUMENT', `slowDatasync(): ms must be a non-negative integer, got ${String(ms)}`);
+    this.disk.datasyncDelayMs = ms;
+  }
+
   /** A copy of a file's current content (what a read would return). */
   readFile(name: string): Uint8Array {
     return this.inspect(name).current.copy();
@@ -350,6 +363,8 @@ class Disk {
   locked = false;
   faults: ActiveFault[] = [];
   scheduledCrash: ScheduledCrash | undefined;
+  /** See {@link MemoryStorage.slowDatasync}. */
+  datasyncDelayMs = 0;
 
   constructor(files: Map<string, Inode>) {
     this.files = files;
@@ -613,6 +628,11 @@ class MemoryStorageFile implements StorageFile {
   async datasync(): Promise<void> {
     this.enter('datasync');
     this.disk.failOnFault('datasync', [this.name], 'fdatasync', this.name);
+    if (this.disk.datasyncDelayMs > 0) {
+      await currentScheduler().sleep(this.disk.datasyncDelayMs);
+      // The power went out while the disk was still writing: nothing more became durable.
+      if (this.disk.dead) throw crashedError();
+    }
     this.inode.datasync();
   }
 

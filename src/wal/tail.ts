@@ -18,12 +18,12 @@ export function assertNotRemoved(log: WalLog, lsn: Lsn): void {
 }
 
 /**
- * At the durable end `horizon`: resolves true once more is durable (with `follow`), false
+ * At the readable end `horizon` (or the written end): resolves true once more is (with `follow`), false
  * when the reader should stop (no `follow`, or the log closed). Throws `WAL_CLOSED` if the
  * log stopped after an error, `ABORTED` on the signal.
  */
-export async function awaitMore(log: WalLog, horizon: Lsn, follow: boolean, signal: AbortSignal | undefined): Promise<boolean> {
+export async function awaitMore(log: WalLog, horizon: Lsn, follow: boolean, signal: AbortSignal | undefined, end: 'readable' | 'written' = 'readable'): Promise<boolean> {
   if (log.failure !== null) throw new WalshipError('WAL_CLOSED', `the log stopped: ${log.failure.message}`, { cause: log.failure });
   if (!follow) return false;
-  return log.waitForTail(horizon, signal);
+  return log.waitForTail(horizon, signal, end);
 }

@@ -19,9 +19,14 @@ export interface ReadBytesOptions {
    * ends where a promotion or a followed switch ended it). @defaultValue the log's timeline when reading starts
    */
   timeline?: number;
+  /**
+   * Also hand out bytes written but not yet durable (up to `writtenLsn`): a primary's early
+   * sender, whose standbys hold them back until it says they are durable. @defaultValue false
+   */
+  unflushed?: boolean;
 }
 
-/** Durable WAL bytes exactly as they are on disk, from `startLsn` on. */
+/** WAL bytes exactly as they are on disk, from `startLsn` on. */
 export interface WalChunk {
   /** LSN of the first byte of `data`; chunks follow each other without gaps. */
   readonly startLsn: Lsn;
@@ -34,11 +39,12 @@ const DEFAULT_CHUNK = 1024 * 1024;
 /**
  * Iterates the log's durable bytes from any LSN, segment by segment, as a WAL sender ships
  * them: raw, including segment headers, so that a receiver writing them at the same LSNs
- * holds the same log. Never hands out bytes past `flushedLsn`; a segment removed or
+ * holds the same log. Never hands out bytes past `readableLsn` (with `unflushed`, past
+ * `writtenLsn`); a segment removed or
  * recycled while being read ends the iteration with `WAL_REMOVED`.
  */
 export async function* readWalBytes(log: WalLog, from: Lsn, options: ReadBytesOptions): AsyncGenerator<WalChunk, void, undefined> {
-  const { signal, follow = false, maxChunkBytes = DEFAULT_CHUNK } = options;
+  const { signal, follow = false, maxChunkBytes = DEFAULT_CHUNK, unflushed = false } = options;
   const timeline = options.timeline ?? log.timeline;
   const size = log.segmentSize;
   let pos = from;
@@ -55,9 +61,9 @@ export async function* readWalBytes(log: WalLog, from: Lsn, options: ReadBytesOp
       if (switchLsn === undefined) return;
       const end = switchLsn ?? Number.MAX_SAFE_INTEGER;
       if (pos >= end) return;
-      const horizon = Math.min(log.flushedLsn, end);
+      const horizon = Math.min(unflushed ? log.writtenLsn : log.readableLsn, end);
       if (pos >= horizon) {
-        if (!(await awaitMore(log, pos, follow, signal))) return;
+        if (!(await awaitMore(log, pos, follow, signal, unflushed ? 'written' : 'readable'))) return;
         continue;
       }
       const segno = Math.floor(pos / size);

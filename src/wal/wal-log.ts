@@ -270,6 +270,15 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   #historyFile: PendingHistoryFile | null = null;
   /** The end of WAL when the log was opened: a clean close writes a shutdown record only after appends. */
   readonly #openedAt: Lsn;
+  /** The highest flush stamp of a valid record found when the log was opened (see {@link recoveredStamp}). */
+  readonly #recoveredStamp: Lsn;
+  /**
+   * A replica's bound on what readers see: the highest position known durable on the
+   * primary (see {@link readableLsn}); null when everything flushed is.
+   */
+  #upstreamDurable: Lsn | null = null;
+  /** See {@link keptLsn}. */
+  #kept: Lsn | null = null;
 
   private constructor(init: {
     storage: Storage;
@@ -284,6 +293,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     endSegmentVersion: number;
     oldestSegno: number;
     clock: () => number;
+    recoveredStamp: Lsn;
   }) {
     super();
     this.storage = init.storage;
@@ -306,7 +316,11 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       endLsn: init.endLsn,
       endSegmentVersion: init.endSegmentVersion,
       clock: init.clock,
-      emit: (event, ...args) => this.emitSafely(event, ...args),
+      emit: (event, ...args) => {
+        this.emitSafely(event, ...args);
+        // Readers of written (not yet durable) bytes wait for this one: an early sender.
+        if (event === 'write') this.#notifyTail();
+      },
       notifyTail: () => this.#notifyTail(),
       stopped: () => {
         this.#state = 'failed';
@@ -314,6 +328,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     });
     this.#oldestSegno = init.oldestSegno;
     this.#openedAt = init.endLsn;
+    this.#recoveredStamp = init.recoveredStamp;
   }
 
   /**
@@ -414,6 +429,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       endSegmentVersion: found.endVersion,
       oldestSegno,
       clock: config.clock ?? schedulerClock(currentScheduler()),
+      recoveredStamp: found.durableStamp,
     });
   }
 
@@ -430,6 +446,67 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   /** End of the durable log: every record ending at or below it survives a crash. */
   get flushedLsn(): Lsn {
     return this.#writer.flushedLsn;
+  }
+
+  /**
+   * End of what readers see (replay, cascading senders, a standby's archiver): the flushed
+   * end, but on a replica never past the highest position known durable on the primary
+   * ({@link boundUpstreamDurable}). WAL an early-sending primary shipped before its own
+   * fdatasync returned is durable here but may still be lost there; it stays unread until
+   * the primary says it is durable.
+   */
+  get readableLsn(): Lsn {
+    const flushed = this.#writer.flushedLsn;
+    return this.#upstreamDurable === null ? flushed : Math.min(flushed, this.#upstreamDurable);
+  }
+
+  /** The replica's bound on readers (see {@link readableLsn}); null when there is none. */
+  get upstreamDurableLsn(): Lsn | null {
+    return this.#upstreamDurable;
+  }
+
+  /**
+   * The highest flush stamp of any valid record when the log was opened: every position below
+   * it was durable on the node that wrote the record (on a replica, its primary).
+   */
+  get recoveredStamp(): Lsn {
+    return this.#recoveredStamp;
+  }
+
+  /**
+   * Sets the replica's bound on readers to `lsn` (lower or higher than before), or lifts it
+   * (`null`): readers see nothing past it until {@link confirmUpstreamDurable} moves it on.
+   * A reader already past a lowered bound is the caller's to stop.
+   */
+  boundUpstreamDurable(lsn: Lsn | null): void {
+    if (lsn !== null) assertLsn(lsn);
+    this.#upstreamDurable = lsn;
+    this.#notifyTail();
+  }
+
+  /**
+   * A replica's WAL up to here (past {@link upstreamDurableLsn}) may hold what this node
+   * confirmed to its primary before a restart: a promotion keeps it. Null when there is none;
+   * lowered by a cut ({@link cutBack}, {@link discardFrom}).
+   */
+  get keptLsn(): Lsn | null {
+    return this.#kept;
+  }
+
+  /** Sets {@link keptLsn} (a replica reopened with WAL past its bound), or clears it. */
+  keep(lsn: Lsn | null): void {
+    if (lsn !== null) assertLsn(lsn);
+    this.#kept = lsn;
+  }
+
+  /**
+   * The primary says everything up to `lsn` is durable there: a bound set by
+   * {@link boundUpstreamDurable} moves up to it (never down). Without a bound, nothing changes.
+   */
+  confirmUpstreamDurable(lsn: Lsn): void {
+    if (this.#upstreamDurable === null || lsn <= this.#upstreamDurable) return;
+    this.#upstreamDurable = lsn;
+    this.#notifyTail();
   }
 
   /** Bytes written, writes and fdatasyncs since the log was opened (see {@link WalStats}). */
@@ -740,6 +817,9 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     this.#writeHistoryFile(history);
     await this.#switchFiles(history, switchLsn, version);
     this.#role = 'primary';
+    // A primary's readers stop at its own durable end.
+    this.#upstreamDurable = null;
+    this.#kept = null;
     this.#files.sparse = false;
     this.#writer.appendMarker(RECORD_END_OF_RECOVERY);
     await this.#writer.drain();
@@ -764,6 +844,9 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     }
     this.#writeHistoryFile(history);
     await this.#switchFiles(history, switchLsn);
+    // The old timeline ended durably at the switch point; what the new one's primary made
+    // durable, it says afresh (a bound heard from the old primary says nothing about it).
+    if (this.#upstreamDurable !== null) this.#upstreamDurable = switchLsn;
     this.#log('following timeline %d from %s', history.timeline, formatLsn(switchLsn));
   }
 
@@ -938,6 +1021,40 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   }
 
   /**
+   * Cuts a replica log back to `lsn`, a record boundary known durable on the primary, when its
+   * end lies past it: the WAL an early-sending primary shipped but never said was durable
+   * (the primary may have lost it, and may write other WAL there after its restart). Unlike a
+   * rewind's {@link discardFrom} nothing is set aside (nothing past `lsn` was applied or
+   * forwarded): later segments are removed from the highest down, the rest of `lsn`'s segment
+   * is zeroed, all durably. Readers must not be past `lsn` (they stop at {@link readableLsn}).
+   */
+  async cutBack(lsn: Lsn): Promise<void> {
+    assertLsn(lsn);
+    this.#assertOpen();
+    if (this.#role !== 'replica') throw new WalshipError('INVALID_ARGUMENT', 'only a replica log is cut back');
+    await this.#writer.drain();
+    const end = this.#writer.insertLsn;
+    if (lsn >= end) return;
+    if (lsn < this.oldestLsn) throw new WalshipError('WAL_REMOVED', `cannot cut the log back to ${formatLsn(lsn)}: its WAL begins at ${formatLsn(this.oldestLsn)}`);
+    const size = this.segmentSize;
+    const segno = Math.floor(lsn / size);
+    const within = lsn - segno * size;
+    await wrapIo(async () => {
+      await this.#files.removeFrom(within === 0 ? segno : segno + 1);
+      if (within > 0) {
+        const file = await this.#files.forWrite(segno);
+        await file.write(Buffer.alloc(size - within), within);
+        await file.datasync();
+      }
+      await this.storage.syncDirectory();
+    }, 'cutting back the unconfirmed WAL');
+    this.#writer.restartAt(lsn, this.timeline);
+    if (this.#upstreamDurable !== null) this.#upstreamDurable = Math.min(this.#upstreamDurable, lsn);
+    if (this.#kept !== null) this.#kept = Math.min(this.#kept, lsn);
+    this.#log('cut back the unconfirmed WAL from %s to %s', formatLsn(end), formatLsn(lsn));
+  }
+
+  /**
    * A rewind (walship's `pg_rewind`): a replica log whose end lies past `lsn`, a record
    * boundary of the WAL it shares with its upstream, is cut back to `lsn`. Nothing is deleted:
    * the segments past `lsn`'s are renamed `<name>.diverged`, and the segment holding `lsn` is
@@ -976,6 +1093,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       await this.storage.syncDirectory();
     }, 'setting the discarded WAL aside');
     this.#writer.restartAt(lsn, this.timeline);
+    if (this.#upstreamDurable !== null) this.#upstreamDurable = Math.min(this.#upstreamDurable, lsn);
+    if (this.#kept !== null) this.#kept = Math.min(this.#kept, lsn);
     aside.sort();
     this.#log('cut back from %s to %s; set aside %o', formatLsn(end), formatLsn(lsn), aside);
     return aside;
@@ -1089,13 +1208,15 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   // ---- the live tail, for readers ----
 
   /**
-   * Resolves when the flushed end moves past `lsn` or the log moves to a new timeline (true), or
+   * Resolves when the readable end ({@link readableLsn}; with `horizon: 'written'`, the
+   * written end) moves past `lsn` or the log moves to a new timeline (true), or
    * the log is sealed or closes (false).
    * Rejects with the failure if the log stopped, or `ABORTED` if `signal` aborts.
    * @internal
    */
-  waitForTail(lsn: Lsn, signal?: AbortSignal): Promise<boolean> {
-    if (this.#writer.flushedLsn > lsn) return Promise.resolve(true);
+  waitForTail(lsn: Lsn, signal?: AbortSignal, horizon: 'readable' | 'written' = 'readable'): Promise<boolean> {
+    const end = (): Lsn => (horizon === 'written' ? this.#writer.writtenLsn : this.readableLsn);
+    if (end() > lsn) return Promise.resolve(true);
     if (this.#writer.failure !== null) return Promise.reject(this.#closedError());
     if (this.#state === 'closed' || this.#state === 'sealed') return Promise.resolve(false);
     if (signal?.aborted) return Promise.reject(abortError(signal));
@@ -1107,12 +1228,12 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       };
       const check = (): void => {
         const switched = this.#history !== history;
-        if (this.#writer.flushedLsn <= lsn && !switched && this.#state !== 'closed' && this.#state !== 'sealed' && this.#writer.failure === null) return;
+        if (end() <= lsn && !switched && this.#state !== 'closed' && this.#state !== 'sealed' && this.#writer.failure === null) return;
         this.#tailWatchers.delete(check);
         signal?.removeEventListener('abort', onAbort);
         if (this.#writer.failure !== null) reject(this.#closedError());
         // A new timeline: readers look again (a sender of the old one stops at its end).
-        else resolve(this.#writer.flushedLsn > lsn || switched);
+        else resolve(end() > lsn || switched);
       };
       this.#tailWatchers.add(check);
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -131,7 +131,8 @@ export class WalReader {
       for (;;) {
         if (signal?.aborted) throw abortError(signal);
         assertNotRemoved(this.log, pos);
-        const horizon = log.flushedLsn;
+        // On a replica, never past what the primary said is durable (see WalLog.readableLsn).
+        const horizon = log.readableLsn;
         this.position = pos;
         if (pos >= horizon) {
           if (!(await waitFor(pos))) return;

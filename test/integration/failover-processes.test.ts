@@ -141,6 +141,55 @@ describe('failover with real processes, directories and TCP', () => {
     }
   });
 
+  describe('with early WAL (the primary sends while its fdatasync runs)', () => {
+    /** A primary with earlySend and its synchronous standby s1 accepting early WAL, under load, until 300 commits are acknowledged; then p is killed. */
+    async function killedUnderLoad(dir: string, nodes: Node[]): Promise<{ s1: Node; acked: string[]; address: string }> {
+      const p = await start({ role: 'primary', dir: join(dir, 'p'), synchronousStandbyNames: 'FIRST 1 (s1)', earlySend: true }, nodes);
+      const s1 = await start({ role: 'standby', dir: join(dir, 's1'), name: 's1', addresses: [p.address], earlySend: true }, nodes);
+      await p.call('load', { concurrency: 4 });
+      await within(
+        (async () => {
+          while (p.acked.length < 300) await sleep(20);
+        })(),
+        LIMIT_MS,
+        'commits acknowledged under load',
+      );
+      await p.kill();
+      return { s1, acked: [...p.acked], address: p.address };
+    }
+
+    it('SIGKILL the primary under load; the promoted standby holds every acknowledged commit', async (t) => {
+      const { dir, cleanup } = await tempDir();
+      const nodes: Node[] = [];
+      t.after(async () => {
+        for (const node of nodes) await node.close().catch(() => undefined);
+        await cleanup();
+      });
+      const { s1, acked } = await killedUnderLoad(dir, nodes);
+      await s1.call('promote');
+      const { applied } = await s1.applied();
+      for (const tag of acked) assert.ok(applied.includes(tag), `acknowledged ${tag} is on the promoted standby`);
+      assert.equal(new Set(applied).size, applied.length, 'no batch applied twice');
+    });
+
+    it('SIGKILL the primary under load and restart it; the standby ends with exactly its batches, every acknowledged one among them', async (t) => {
+      const { dir, cleanup } = await tempDir();
+      const nodes: Node[] = [];
+      t.after(async () => {
+        for (const node of nodes) await node.close().catch(() => undefined);
+        await cleanup();
+      });
+      const { s1, acked, address } = await killedUnderLoad(dir, nodes);
+      // On its old address, where s1 looks for it.
+      const p = await start({ role: 'primary', dir: join(dir, 'p'), synchronousStandbyNames: 'FIRST 1 (s1)', earlySend: true, address }, nodes);
+      const { lsn } = await p.call('commit', { tag: 'after-restart' });
+      await s1.call('wait-replay', { lsn });
+      const [ap, as] = [await p.applied(), await s1.applied()];
+      assert.deepEqual(as.applied, ap.applied, "s1 holds exactly the restarted primary's batches");
+      for (const tag of acked) assert.ok(ap.applied.includes(tag), `acknowledged ${tag} survived the primary's kill`);
+    });
+  });
+
   it('a chain A → B → C: A is killed, B promoted, C follows without reconnecting', async (t) => {
     const { dir, cleanup } = await tempDir();
     const nodes: Node[] = [];

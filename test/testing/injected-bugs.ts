@@ -17,7 +17,15 @@ export type InjectedBug =
   /** Recovery and replay step over a record whose checksum fails and go on with the records after it. */
   | 'skip-damaged-record'
   /** The upstream accepts a standby's WAL without comparing it with its own (the lineage check). */
-  | 'skip-history-check';
+  | 'skip-history-check'
+  /** Early WAL: a standby replays (and forwards) WAL past the durable end its primary told it. */
+  | 'apply-past-durable-end'
+  /** Early WAL: a standby streams again from the end of its log, keeping WAL past the durable end its primary told it (never compared, never cut). */
+  | 'keep-unconfirmed-tail'
+  /** Early WAL: a promotion keeps (and replays) the WAL past the durable end the primary told the standby. */
+  | 'promote-keeps-unconfirmed-tail'
+  /** Early WAL: a standby confirms its own flush past the durable end its primary told it, and the primary counts it. */
+  | 'confirm-unconfirmed-wal';
 
 /** One edit: in `file` (a path under the repository), `from` (there exactly once) becomes `to`. */
 interface Mutation {
@@ -64,6 +72,48 @@ const MUTATIONS: readonly Mutation[] = [
     file: '/src/replication/history-check.ts',
     from: 'if (crc !== check.checkCrc) {',
     to: `if (crc !== check.checkCrc && !${on('skip-history-check')}) {`,
+  },
+  {
+    bug: 'apply-past-durable-end',
+    file: '/src/wal/wal-reader.ts',
+    from: 'const horizon = log.readableLsn;',
+    to: `const horizon = ${on('apply-past-durable-end')} ? log.flushedLsn : log.readableLsn;`,
+  },
+  {
+    bug: 'apply-past-durable-end',
+    file: '/src/wal/wal-log.ts',
+    from: "const end = (): Lsn => (horizon === 'written' ? this.#writer.writtenLsn : this.readableLsn);",
+    to: `const end = (): Lsn => (horizon === 'written' ? this.#writer.writtenLsn : ${on('apply-past-durable-end')} ? this.#writer.flushedLsn : this.readableLsn);`,
+  },
+  {
+    bug: 'apply-past-durable-end',
+    file: '/src/wal/wal-byte-reader.ts',
+    from: 'const horizon = Math.min(unflushed ? log.writtenLsn : log.readableLsn, end);',
+    to: `const horizon = Math.min(unflushed ? log.writtenLsn : ${on('apply-past-durable-end')} ? log.flushedLsn : log.readableLsn, end);`,
+  },
+  {
+    bug: 'keep-unconfirmed-tail',
+    file: '/src/replication/wal-receiver.ts',
+    from: 'const startLsn = bound !== null && bound < log.insertLsn ? bound : log.insertLsn;',
+    to: `const startLsn = bound !== null && bound < log.insertLsn && !${on('keep-unconfirmed-tail')} ? bound : log.insertLsn;`,
+  },
+  {
+    bug: 'promote-keeps-unconfirmed-tail',
+    file: '/src/roles/recovery.ts',
+    from: 'if (log.insertLsn > keep) {',
+    to: `if (log.insertLsn > keep && !${on('promote-keeps-unconfirmed-tail')}) {`,
+  },
+  {
+    bug: 'confirm-unconfirmed-wal',
+    file: '/src/replication/wal-receiver.ts',
+    from: 'const flushLsn = log.readableLsn;',
+    to: `const flushLsn = ${on('confirm-unconfirmed-wal')} ? log.flushedLsn : log.readableLsn;`,
+  },
+  {
+    bug: 'confirm-unconfirmed-wal',
+    file: '/src/replication/wal-service.ts',
+    from: 'const sent = Math.min(s.sender?.sentLsn ?? 0, this.#source.log.readableLsn);',
+    to: `const sent = ${on('confirm-unconfirmed-wal')} ? (s.sender?.sentLsn ?? 0) : Math.min(s.sender?.sentLsn ?? 0, this.#source.log.readableLsn);`,
   },
 ];
 

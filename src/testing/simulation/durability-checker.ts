@@ -104,6 +104,11 @@ export class DurabilityChecker {
     this.#confirmedWrite.clear();
   }
 
+  /** A standby caught up with the primary holds WAL bytes the primary does not (see `SimulatedCluster.check`). */
+  keptLostWal(node: string, message: string): void {
+    this.#violate('kept-lost-wal', message, { node });
+  }
+
   /** Every node's applied batches must each come from a commit call (none invented, none from another system). */
   checkApplied(node: string, applied: readonly AppliedBatch[]): void {
     for (const batch of applied) {

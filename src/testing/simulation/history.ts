@@ -94,6 +94,14 @@ export type SimulationStep =
       readonly kind: DiskFaultKind;
     }
   | {
+      /** A slow disk on a node: its fdatasyncs take `ms` of virtual time (0: instant again), until its next power loss. */
+      readonly op: 'slowDisk';
+      /** The node. */
+      readonly node: string;
+      /** How long each fdatasync takes, in virtual milliseconds. */
+      readonly ms: number;
+    }
+  | {
       /** A reload of the primary's `synchronousStandbyNames`. */
       readonly op: 'reload';
       /** The new names. */
@@ -144,6 +152,8 @@ export function formatStep(step: SimulationStep): string {
       return `delay ${step.a}|${step.b} ${step.ms} ms`;
     case 'diskFault':
       return `diskFault ${step.node} ${step.kind}`;
+    case 'slowDisk':
+      return `slowDisk ${step.node} ${step.ms} ms`;
     case 'reload':
       return `reload '${step.synchronousStandbyNames}'`;
     case 'sleep':

@@ -5,7 +5,7 @@ import type { CatchupMode, DiskFaultKind, SimulationStep, Violation } from './hi
 import { SimulatedCluster, type SimulationOptions } from './simulated-cluster.js';
 
 /** The faults a generated scenario may use (all of them by default). */
-export type ScenarioFault = 'crash' | 'restart' | 'partition' | 'delay' | 'stall' | 'diskFault' | 'promote' | 'failover' | 'rejoin' | 'reload';
+export type ScenarioFault = 'crash' | 'restart' | 'partition' | 'delay' | 'stall' | 'diskFault' | 'slowDisk' | 'promote' | 'failover' | 'rejoin' | 'reload';
 
 /** Every {@link ScenarioFault}. */
 export const SCENARIO_FAULTS: readonly ScenarioFault[] = ['crash', 'restart', 'partition', 'delay', 'stall', 'diskFault', 'promote', 'failover', 'rejoin', 'reload'];
@@ -23,7 +23,7 @@ export interface ScenarioOptions extends Omit<SimulationOptions, 't' | 'seed'> {
    * the exact steps to replay (from a report). @defaultValue 40
    */
   readonly steps?: number | readonly SimulationStep[];
-  /** The faults the generator may use. @defaultValue every {@link SCENARIO_FAULTS} */
+  /** The faults the generator may use. @defaultValue every {@link SCENARIO_FAULTS}, and `slowDisk` with `earlySend` */
   readonly faults?: readonly ScenarioFault[];
   /** On a violation, look for a shorter step list that still shows it. @defaultValue true */
   readonly shrink?: boolean;
@@ -81,7 +81,9 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
 }
 
 async function runOnce(options: ScenarioOptions): Promise<ScenarioResult> {
-  const { seed, steps = 40, faults = SCENARIO_FAULTS, shrink: _shrink, ...clusterOptions } = options;
+  // A slow disk keeps the primary's fdatasync pending while its early sender sends: the case
+  // early sending must survive (a crash then loses WAL a standby already holds).
+  const { seed, steps = 40, faults = options.earlySend === true ? [...SCENARIO_FAULTS, 'slowDisk'] : SCENARIO_FAULTS, shrink: _shrink, ...clusterOptions } = options;
   // The seed picks the topology too, unless the options do: chains and archives get their share.
   const cluster = new SimulatedCluster({ synchronousStandbyNames: 'ANY 1 (p, s1, s2)', cascade: seed % 3 === 0, archive: seed % 4 === 0, ...clusterOptions, seed });
   const unexpected: Violation[] = [];
@@ -131,6 +133,8 @@ async function perform(cluster: SimulatedCluster, step: SimulationStep): Promise
       return cluster.stall(step.a, step.b);
     case 'diskFault':
       return cluster.diskFault(step.node, step.kind);
+    case 'slowDisk':
+      return cluster.slowDisk(step.node, step.ms);
     case 'promote':
       return cluster.promote(step.node);
     case 'failover':
@@ -172,6 +176,8 @@ function nextStep(cluster: SimulatedCluster, random: () => number, faults: reado
   if (allowed.has('delay')) options.push([3, () => ({ op: 'delay', ...pairOf(pair()), ms: 1 + Math.floor(random() * 50) })]);
   if (allowed.has('stall')) options.push([3, () => ({ op: 'stall', ...pairOf(pair()) })]);
   if (allowed.has('diskFault') && up.length > 0) options.push([2, () => ({ op: 'diskFault', node: pick(up), kind: pick(DISK_FAULTS) })]);
+  // Mostly the primary's disk (its fdatasync pending while its sender sends), then a crash soon.
+  if (allowed.has('slowDisk') && up.length > 0) options.push([6, () => ({ op: 'slowDisk', node: random() < 0.7 ? cluster.primaryName : pick(up), ms: pick([0, 2, 5, 20, 50]) })]);
   // Only a standby streaming on the primary's timeline: promoting one that has not followed
   // it yet makes a sibling timeline of the same number, which PostgreSQL cannot tell apart either.
   const promotable = standbys.filter((name) => cluster.canPromote(name));

@@ -12,6 +12,7 @@ import type { TeardownContext } from '../cluster.js';
 import { MemoryArchive } from '../memory-archive.js';
 import { seededRandom } from '../seeded-random.js';
 import { VirtualScheduler } from '../virtual-scheduler.js';
+import { parseWalFileName } from '../../wal/segment-name.js';
 import { DurabilityChecker } from './durability-checker.js';
 import { type CatchupMode, type CommitRecord, type DiskFaultKind, type SimulationStep, type Violation } from './history.js';
 import { KvApplication, kvEntry } from './kv-application.js';
@@ -51,6 +52,12 @@ export interface SimulationOptions {
   readonly crash?: Omit<CrashOptions, 'random'>;
   /** WAL segment size. @defaultValue 65536 */
   readonly segmentSize?: number;
+  /**
+   * Early WAL: the cluster's first primary (and it again after restarts) sends WAL while its
+   * fdatasync runs (`PrimaryOptions.earlySend`; a promoted standby sends durable WAL only),
+   * and every standby accepts it (`StandbyOptions.acceptEarlyWal`). @defaultValue false
+   */
+  readonly earlySend?: boolean;
   /**
    * The most steps (commit calls included) one cluster records: the record of a run lives in
    * memory. @defaultValue 100 000
@@ -359,6 +366,16 @@ export class SimulatedCluster {
   }
 
   /**
+   * Makes node `name`'s disk slow: each fdatasync takes `ms` of virtual time (0: instant again)
+   * until its next power loss. Written WAL can be read (and sent early) meanwhile, and a crash
+   * loses or tears it.
+   */
+  slowDisk(name: string, ms: number): void {
+    this.#step({ op: 'slowDisk', node: name, ms });
+    this.#node(name).storage.slowDatasync(ms);
+  }
+
+  /**
    * Promotes standby `name` (whatever the primary is doing): it becomes the cluster's primary,
    * and the former primary, if it still runs, is deposed. Standbys are not re-pointed.
    */
@@ -461,11 +478,42 @@ export class SimulatedCluster {
       if (sim.node.failure === null) this.#checker.checkRewound(sim.name, sim.recorder.sequence);
       // A standby that caught up with the primary holds exactly its history; any other (one
       // still refused, or cut off) holds a prefix of some line of history a primary wrote.
-      if (this.#caughtUp.has(sim.name)) this.#checker.checkPrefix(sim.name, sim.recorder.sequence, primary.name, [primary.recorder.sequence]);
-      else this.#checker.checkPrefix(sim.name, sim.recorder.sequence, 'any primary', lives);
+      if (this.#caughtUp.has(sim.name)) {
+        this.#checker.checkPrefix(sim.name, sim.recorder.sequence, primary.name, [primary.recorder.sequence]);
+        if (primary.node instanceof Primary) this.#checkWal(primary, primary.node, sim, sim.node);
+      } else this.#checker.checkPrefix(sim.name, sim.recorder.sequence, 'any primary', lives);
     }
     const violations = [...this.#checker.violations];
     return { ok: violations.length === 0, violations, report: violationReport({ seed: this.seed, steps: this.steps, commits: this.commits, notes: this.notes, options: this.#options, initialSyncText: this.#initialSyncText }, violations) };
+  }
+
+  /**
+   * A standby that caught up with the primary holds the primary's WAL bytes, never WAL the
+   * primary lost (sent early, before a crash) and then wrote over: every segment of the current
+   * timeline both hold is compared up to the standby's received end (and the primary's durable
+   * end), from the first byte the standby holds of it (one bootstrapped from a base backup
+   * holds none before the backup's position).
+   */
+  #checkWal(primary: SimNode, node: Primary, sim: SimNode, standby: Standby): void {
+    if (standby.timeline !== node.timeline) return;
+    const size = this.#options.segmentSize ?? 64 * 1024;
+    const end = Math.min(standby.receiveLsn ?? 0, node.flushLsn);
+    const own = new Set(primary.storage.fileNames());
+    for (const name of sim.storage.fileNames()) {
+      const file = parseWalFileName(name, size);
+      if (file?.kind !== 'segment' || file.timeline !== node.timeline || !own.has(name)) continue;
+      const length = Math.min(size, end - file.segno * size);
+      if (length <= 0) continue;
+      const theirs = sim.storage.readFile(name);
+      const ours = primary.storage.readFile(name);
+      let at = 0;
+      while (at < length && (theirs[at] ?? 0) === 0) at++;
+      for (; at < length; at++) {
+        if ((theirs[at] ?? 0) === (ours[at] ?? 0)) continue;
+        this.#checker.keptLostWal(sim.name, `standby ${sim.name}'s WAL differs from the primary ${primary.name}'s at ${formatLsn(file.segno * size + at)} (segment ${name}), below both ends (${formatLsn(end)}): it kept WAL the primary does not have`);
+        return;
+      }
+    }
   }
 
   /**
@@ -565,6 +613,7 @@ export class SimulatedCluster {
       synchronousStandbyNames: this.#syncText,
       synchronousCommit: this.#level,
       logPrefix: sim.name,
+      ...(this.#options.earlySend === true ? { earlySend: true } : {}),
       ...(this.#archive === null ? {} : { archive: { mode: 'on' as const, archiver: this.#archive } }),
       ...this.#serving(sim.name),
     }));
@@ -584,6 +633,7 @@ export class SimulatedCluster {
       retryMinDelayMs: 5,
       retryMaxDelayMs: 200,
       logPrefix: sim.name,
+      ...(this.#options.earlySend === true ? { acceptEarlyWal: true } : {}),
       ...this.#serving(sim.name),
     });
     sim.node = standby;

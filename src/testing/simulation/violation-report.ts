@@ -49,6 +49,7 @@ function replayOptions(run: ReportInput): string {
   if (options.archive !== undefined) parts.push(`archive: ${options.archive}`);
   if (options.crash !== undefined) parts.push(`crash: ${JSON.stringify(options.crash)}`);
   if (options.segmentSize !== undefined) parts.push(`segmentSize: ${options.segmentSize}`);
+  if (options.earlySend !== undefined) parts.push(`earlySend: ${options.earlySend}`);
   if (options.application !== undefined) parts.push('application');
   if (options.workload !== undefined) parts.push('workload');
   parts.push(`steps: ${JSON.stringify(run.steps)}`);
