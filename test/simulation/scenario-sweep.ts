@@ -14,6 +14,8 @@ export interface SweepAssignment {
   readonly stride: number;
   readonly steps: number;
   readonly shrink: boolean;
+  /** The scenarios' `earlySend` option (early WAL, with slow-disk faults). */
+  readonly earlySend: boolean;
 }
 
 /** A violation a sweep found: the scenario's seed and its report (and a shrunk one). */
@@ -44,6 +46,8 @@ export interface SweepOptions {
   readonly steps?: number;
   /** Shrink violations. @defaultValue true */
   readonly shrink?: boolean;
+  /** Run every scenario with early WAL (`runScenario`'s `earlySend`). @defaultValue false */
+  readonly earlySend?: boolean;
   /** Called after each batch of finished scenarios. */
   readonly onProgress?: (progress: SweepProgress) => void;
   /** The worker module each child runs (the sweep's own tests give a stand-in). @defaultValue scenario-worker.ts */
@@ -68,7 +72,7 @@ const WORKER = fileURLToPath(new URL('./scenario-worker.ts', import.meta.url));
  * child left running keeps the caller's process alive after the failure.
  */
 export async function sweep(options: SweepOptions): Promise<SweepProgress> {
-  const { scenarios, from = 1, steps = 40, shrink = true, worker = WORKER } = options;
+  const { scenarios, from = 1, steps = 40, shrink = true, earlySend = false, worker = WORKER } = options;
   const workers = Math.max(1, Math.min(options.workers ?? availableParallelism(), scenarios));
   const began = performance.now();
   let done = 0;
@@ -78,7 +82,7 @@ export async function sweep(options: SweepOptions): Promise<SweepProgress> {
   const progress = (): SweepProgress => ({ done, scenarios, elapsedMs: performance.now() - began, acknowledged, calls, violations });
   const children: ChildProcess[] = [];
   const exits = Array.from({ length: workers }, (_, offset) => {
-    const assignment: SweepAssignment = { from, count: scenarios, offset, stride: workers, steps, shrink };
+    const assignment: SweepAssignment = { from, count: scenarios, offset, stride: workers, steps, shrink, earlySend };
     const child = fork(worker, [JSON.stringify(assignment)], { execArgv: ['--conditions=walship-source', '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     children.push(child);
     child.on('message', (message: WorkerMessage) => {

@@ -13,7 +13,7 @@ let running: number | null = null;
 // Also on Node's exit 13 (a top-level await that never settles: a scenario whose promises all
 // wait for something that never comes), where the handler is told 0, not 13.
 process.on('exit', () => {
-  if (running !== null) process.stderr.write(`scenario-worker: seed ${running} did not finish; replay: runScenario({ seed: ${running}, steps: ${assignment.steps} })\n`);
+  if (running !== null) process.stderr.write(`scenario-worker: seed ${running} did not finish; replay: runScenario({ seed: ${running}, steps: ${assignment.steps}${assignment.earlySend ? ', earlySend: true' : ''} })\n`);
 });
 
 let done = 0;
@@ -21,7 +21,7 @@ let acknowledged = 0;
 let calls = 0;
 for (let seed = assignment.from + assignment.offset; seed < assignment.from + assignment.count; seed += assignment.stride) {
   running = seed;
-  const result = await runScenario({ seed, steps: assignment.steps, shrink: assignment.shrink });
+  const result = await runScenario({ seed, steps: assignment.steps, shrink: assignment.shrink, ...(assignment.earlySend ? { earlySend: true } : {}) });
   running = null;
   done++;
   acknowledged += result.commits.acknowledged;

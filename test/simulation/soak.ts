@@ -1,6 +1,7 @@
 /**
- * `npm run soak -- --scenarios N [--from SEED] [--workers W] [--steps K]`: a long run of the
- * cluster simulator's seeded scenarios, with a progress line, scenarios per second, the seeds
+ * `npm run soak -- --scenarios N [--from SEED] [--workers W] [--steps K] [--early-send]`: a
+ * long run of the cluster simulator's seeded scenarios (with `--early-send`, every one with
+ * early WAL and slow disks), with a progress line, scenarios per second, the seeds
  * tried and every violation's report (exit 1 if any). Each violation is a walship bug: replay
  * it with the `replay:` line of its report, and keep its seed as a regression test.
  */
@@ -13,6 +14,7 @@ const { values } = parseArgs({
     from: { type: 'string', default: '1' },
     workers: { type: 'string' },
     steps: { type: 'string', default: '40' },
+    'early-send': { type: 'boolean', default: false },
   },
 });
 const count = (name: string, text: string | undefined): number => {
@@ -39,6 +41,7 @@ const result = await sweep({
   scenarios,
   from,
   steps,
+  earlySend: values['early-send'] === true,
   ...(workers === undefined ? {} : { workers }),
   onProgress: (p) => {
     // Each violation as soon as it is found: a long soak may be stopped before its end.
@@ -55,6 +58,6 @@ const result = await sweep({
 });
 if (process.stdout.isTTY) process.stdout.write('\n');
 const seconds = result.elapsedMs / 1000;
-console.log(`soak: ${result.done.toLocaleString('en')} scenarios (seeds ${from}–${from + scenarios - 1}, ${steps} steps each) in ${seconds.toFixed(0)} s: ${(result.done / seconds).toFixed(1)} scenarios/s, ${result.acknowledged.toLocaleString('en')} of ${result.calls.toLocaleString('en')} commit calls acknowledged`);
+console.log(`soak: ${result.done.toLocaleString('en')} scenarios (seeds ${from}–${from + scenarios - 1}, ${steps} steps each${values['early-send'] === true ? ', early WAL' : ''}) in ${seconds.toFixed(0)} s: ${(result.done / seconds).toFixed(1)} scenarios/s, ${result.acknowledged.toLocaleString('en')} of ${result.calls.toLocaleString('en')} commit calls acknowledged`);
 console.log(result.violations.length === 0 ? 'soak: no violation' : `soak: ${result.violations.length} violation(s): seeds ${result.violations.map((v) => v.seed).join(', ')}`);
 process.exit(result.violations.length === 0 ? 0 : 1);
