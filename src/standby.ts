@@ -28,8 +28,8 @@ import {
 import { coreMetrics, type StandbyMetrics } from './metrics/node-metrics.js';
 import { compileOptions, withDefaults, type OptionsValidator } from './options.js';
 import { Primary, primaryOptionsSchema, type PrimaryOptions } from './primary.js';
+import { REHEARSAL_INTERVAL_MS, rehearsePromotion, takeRehearsalTurn } from './promotion-rehearsal.js';
 import { parseSynchronousStandbyNames } from './replication/sync-standby-names.js';
-import { warmPromotionPath } from './roles/promotion-warmup.js';
 import type { SynchronousCommit } from './roles/writer.js';
 import { compileAuth, type CompiledAuth } from './protocol/auth-rules.js';
 import type { ReplicationStatusRow } from './replication/wal-source.js';
@@ -336,6 +336,10 @@ export class Standby extends NodeBase<StandbyEvents> {
   #pendingAction: RecoveryTargetReachedEvent | null = null;
   /** The recovery-target action was started: a failed promotion is not retried by itself (replay stops at the target again). */
   #targetActed = false;
+  /** The promotion rehearsal this standby started, until it settles (the node's close waits for it). */
+  #rehearsal: Promise<void> | null = null;
+  /** Rehearses again now and then while this standby waits (see {@link #rehearsePromotion}). */
+  #rehearsals: SchedulerTimer | null = null;
 
   private constructor(storage: Storage, options: StandbyOptions & typeof STANDBY_DEFAULTS, onLocked: (() => Promise<void>) | undefined) {
     super();
@@ -434,7 +438,7 @@ export class Standby extends NodeBase<StandbyEvents> {
     standby.#opened = true;
     // Once the standby could be promoted, and after that turn's own work.
     standby.#role.whenConsistent().then(
-      () => standby.#scheduler.setImmediate(() => standby.#warmPromotion()),
+      () => standby.#scheduler.setImmediate(() => standby.#startRehearsals()),
       () => undefined,
     );
     const pending = standby.#pendingAction;
@@ -537,10 +541,11 @@ export class Standby extends NodeBase<StandbyEvents> {
     const started = currentScheduler().monotonic();
     const { timeline, switchLsn, log } = await this.#role.promote(`promoted by ${by}`, options.signal);
     this.#stopTrigger();
+    this.#stopRehearsals();
     for (const stop of this.#forwarders) stop();
     const primary = Primary.afterPromotion(this.#core, log, this.#primaryOptions(options));
     this.#primary = primary;
-    if (promoteChannel.hasSubscribers) {
+    if (promoteChannel.hasSubscribers && !this.#debug.quiet) {
       const message: PromoteDiagnostic = { standby: this, primary, timeline, switchLsn, durationMs: currentScheduler().monotonic() - started };
       promoteChannel.publish(message);
     }
@@ -549,16 +554,41 @@ export class Standby extends NodeBase<StandbyEvents> {
   }
 
   /**
-   * Runs the pure steps of `promote()` and of the new primary's first commit once, on made-up
-   * input (see {@link warmPromotionPath}), so that V8 compiles them now, while the standby is
-   * idle, rather than during a promotion. Nothing is kept; a closed standby skips it.
+   * Once consistent (it could be promoted): rehearses a promotion now and every
+   * {@link REHEARSAL_INTERVAL_MS} until closed or promoted. Not under a virtual scheduler (the
+   * rehearsal's steps would be events of the simulation, and no time is spent compiling
+   * there), not on the rehearsal's own standby.
    */
-  #warmPromotion(): void {
-    if (this.#lifecycle.closing || this.#primary !== null) return;
-    validatePromote({});
-    parseSynchronousStandbyNames('');
-    this.#primaryOptions({});
-    warmPromotionPath();
+  #startRehearsals(): void {
+    if (this.#scheduler.virtual || this.#debug.quiet || this.#lifecycle.closing || this.#primary !== null) return;
+    this.#rehearsePromotion();
+    this.#rehearsals = this.#scheduler.setInterval(() => this.#rehearsePromotion(), REHEARSAL_INTERVAL_MS).unref();
+  }
+
+  #stopRehearsals(): void {
+    if (this.#rehearsals !== null) clearTimer(this.#rehearsals);
+    this.#rehearsals = null;
+  }
+
+  /**
+   * Rehearses a promotion on a private cluster in memory (see {@link rehearsePromotion}), so
+   * that V8 has compiled what `promote()` and the first commit run before they are needed:
+   * V8 compiles a function on its first call, and drops the bytecode of one not run for a few
+   * major garbage collections, hence the rehearsal again now and then. Not when a standby of
+   * this process rehearsed a moment ago (see {@link takeRehearsalTurn}: the compiled code is
+   * the process's), nor once closing or promoting. A failure is only traced: it changes
+   * nothing but the next promotion's speed.
+   */
+  #rehearsePromotion(): void {
+    if (this.#lifecycle.closing || this.#primary !== null || this.#promoting !== null) return;
+    if (this.#rehearsal !== null || !takeRehearsalTurn(this.#scheduler.monotonic())) return;
+    this.#rehearsal = rehearsePromotion(Standby)
+      .then(() => undefined)
+      .catch((err: unknown) => this.#debug.trace('the promotion rehearsal failed: %s', (err as Error).message))
+      .finally(() => {
+        this.#rehearsal = null;
+      });
+    this.#core.keepUntilClosed(this.#rehearsal);
   }
 
   /** The new primary's options: this standby's node and serving options, and the commit settings given to promote(). */
@@ -924,6 +954,7 @@ export class Standby extends NodeBase<StandbyEvents> {
       const promoting = this.#promoting;
       if (promoting !== null) return promoting.then((primary) => primary.close(options), () => this.close(options));
       this.#stopTrigger();
+      this.#stopRehearsals();
       // The role's stop() shares one shutdown across calls; a later call may add a signal or
       // dropSlot. A refused call (dropSlot without a slot) changes nothing.
       const closing = this.#role.stop(options);

@@ -145,6 +145,8 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
   readonly #backupsInProgress = new Set<{ lsn: Lsn }>();
   /** Archives the WAL while local state is attached (`archive` option). */
   #archiver: WalArchiver | null = null;
+  /** Work beside the role's that {@link close} waits for (see {@link keepUntilClosed}). */
+  readonly #sideWork = new Set<Promise<void>>();
 
   constructor(settings: NodeCoreSettings) {
     super();
@@ -438,12 +440,27 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
   }
 
   /**
-   * Closes the local state: waits for the checkpoint in progress (not once `signal` has
-   * aborted: immediate shutdown), saves the slots, closes the WAL.
+   * Has {@link close} wait for `work` to settle, whichever role closes the node: work the
+   * node runs for itself beside its role (a standby's promotion rehearsal), which must not
+   * outlive it. Its outcome is the caller's to handle.
+   */
+  keepUntilClosed(work: Promise<unknown>): void {
+    const settled = work.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#sideWork.add(settled);
+    void settled.then(() => this.#sideWork.delete(settled));
+  }
+
+  /**
+   * Closes the local state: waits for the checkpoint in progress and the work kept until
+   * closed (not once `signal` has aborted: immediate shutdown), saves the slots, closes the WAL.
    */
   async close(signal?: AbortSignal): Promise<void> {
-    if (signal === undefined) await this.checkpointer.settled();
-    else await untilAborted(this.checkpointer.settled(), signal);
+    const settled = Promise.all([this.checkpointer.settled(), ...this.#sideWork]);
+    if (signal === undefined) await settled;
+    else await untilAborted(settled, signal);
     await this.#stopArchiving();
     const local = this.#local;
     if (local === null) return;

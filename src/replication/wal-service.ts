@@ -540,7 +540,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
   /** A sender's state changed: the `sender:state` event, and the `walship:sender:state` diagnostics message when someone listens. */
   #senderState(event: StandbyConnectionEvent, state: WalSenderState | 'backup', previousState: WalSenderState | 'backup'): void {
     this.emitSafely('sender:state', { ...event, state });
-    if (senderStateChannel.hasSubscribers) {
+    if (senderStateChannel.hasSubscribers && !this.#debug.quiet) {
       const message: SenderStateDiagnostic = { ...event, serverAddress: this.#server.address, state, previousState };
       senderStateChannel.publish(message);
     }

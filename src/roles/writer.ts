@@ -231,7 +231,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
   #resolved(level: SynchronousCommit, started: number, committed: CommitResult): CommitResult {
     const ms = currentScheduler().monotonic() - started;
     this.#metrics.resolved(level, ms / 1000);
-    if (commitChannel.hasSubscribers) {
+    if (commitChannel.hasSubscribers && !this.#debug.quiet) {
       const message: CommitDiagnostic = { wal: this.#log, level, lsn: committed.lsn, startLsn: committed.startLsn, durationMs: ms };
       commitChannel.publish(message);
     }

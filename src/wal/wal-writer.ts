@@ -804,7 +804,7 @@ export class WalWriter {
     this.#flushed.advance(durable);
     this.#notifyTail();
     this.#emit('flush', { flushedLsn: durable });
-    if (walFlushChannel.hasSubscribers) {
+    if (walFlushChannel.hasSubscribers && !this.#log.quiet) {
       const message: WalFlushDiagnostic = { wal: this.#owner, flushedLsn: durable, bytes: durable - previous, syncMs: synced ? this.#lastSyncRoundMs : 0 };
       walFlushChannel.publish(message);
     }
