@@ -86,25 +86,36 @@ async function start(config: Record<string, unknown>, nodes: Node[]): Promise<No
   return node;
 }
 
+/** A temp directory for the test's nodes, and the list of nodes, both closed and removed after the test. */
+async function workspace(t: { after: (fn: () => Promise<void>) => void }): Promise<{ dir: string; nodes: Node[] }> {
+  const { dir, cleanup } = await tempDir();
+  const nodes: Node[] = [];
+  t.after(async () => {
+    for (const node of nodes) await node.close().catch(() => undefined);
+    await cleanup();
+  });
+  return { dir, nodes };
+}
+
+/** Waits until `node`'s load has had `count` commits acknowledged. */
+async function acknowledged(node: Node, count: number, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while (node.acked.length < count) await sleep(20);
+    })(),
+    LIMIT_MS,
+    what,
+  );
+}
+
 describe('failover with real processes, directories and TCP', () => {
   it('SIGKILL the primary under load; promote the sync standby; the async one follows by its address list; the old primary rejoins', async (t) => {
-    const { dir, cleanup } = await tempDir();
-    const nodes: Node[] = [];
-    t.after(async () => {
-      for (const node of nodes) await node.close().catch(() => undefined);
-      await cleanup();
-    });
+    const { dir, nodes } = await workspace(t);
     const p = await start({ role: 'primary', dir: join(dir, 'p'), synchronousStandbyNames: 'FIRST 1 (s1)' }, nodes);
     const s1 = await start({ role: 'standby', dir: join(dir, 's1'), name: 's1', addresses: [p.address], listen: true }, nodes);
     const s2 = await start({ role: 'standby', dir: join(dir, 's2'), name: 's2', addresses: [p.address, s1.address] }, nodes);
     await p.call('load', { concurrency: 4 });
-    await within(
-      (async () => {
-        while (p.acked.length < 300) await sleep(20);
-      })(),
-      LIMIT_MS,
-      'commits acknowledged under load',
-    );
+    await acknowledged(p, 300, 'commits acknowledged under load');
     await p.kill();
     const acked = [...p.acked];
 
@@ -147,24 +158,13 @@ describe('failover with real processes, directories and TCP', () => {
       const p = await start({ role: 'primary', dir: join(dir, 'p'), synchronousStandbyNames: 'FIRST 1 (s1)', earlySend: true }, nodes);
       const s1 = await start({ role: 'standby', dir: join(dir, 's1'), name: 's1', addresses: [p.address], earlySend: true }, nodes);
       await p.call('load', { concurrency: 4 });
-      await within(
-        (async () => {
-          while (p.acked.length < 300) await sleep(20);
-        })(),
-        LIMIT_MS,
-        'commits acknowledged under load',
-      );
+      await acknowledged(p, 300, 'commits acknowledged under load');
       await p.kill();
       return { s1, acked: [...p.acked], address: p.address };
     }
 
     it('SIGKILL the primary under load; the promoted standby holds every acknowledged commit', async (t) => {
-      const { dir, cleanup } = await tempDir();
-      const nodes: Node[] = [];
-      t.after(async () => {
-        for (const node of nodes) await node.close().catch(() => undefined);
-        await cleanup();
-      });
+      const { dir, nodes } = await workspace(t);
       const { s1, acked } = await killedUnderLoad(dir, nodes);
       await s1.call('promote');
       const { applied } = await s1.applied();
@@ -173,12 +173,7 @@ describe('failover with real processes, directories and TCP', () => {
     });
 
     it('SIGKILL the primary under load and restart it; the standby ends with exactly its batches, every acknowledged one among them', async (t) => {
-      const { dir, cleanup } = await tempDir();
-      const nodes: Node[] = [];
-      t.after(async () => {
-        for (const node of nodes) await node.close().catch(() => undefined);
-        await cleanup();
-      });
+      const { dir, nodes } = await workspace(t);
       const { s1, acked, address } = await killedUnderLoad(dir, nodes);
       // On its old address, where s1 looks for it.
       const p = await start({ role: 'primary', dir: join(dir, 'p'), synchronousStandbyNames: 'FIRST 1 (s1)', earlySend: true, address }, nodes);
@@ -191,23 +186,12 @@ describe('failover with real processes, directories and TCP', () => {
   });
 
   it('a chain A → B → C: A is killed, B promoted, C follows without reconnecting', async (t) => {
-    const { dir, cleanup } = await tempDir();
-    const nodes: Node[] = [];
-    t.after(async () => {
-      for (const node of nodes) await node.close().catch(() => undefined);
-      await cleanup();
-    });
+    const { dir, nodes } = await workspace(t);
     const a = await start({ role: 'primary', dir: join(dir, 'a') }, nodes);
     const b = await start({ role: 'standby', dir: join(dir, 'b'), name: 'b', addresses: [a.address], listen: true }, nodes);
     const c = await start({ role: 'standby', dir: join(dir, 'c'), name: 'c', addresses: [b.address] }, nodes);
     await a.call('load', { concurrency: 2 });
-    await within(
-      (async () => {
-        while (a.acked.length < 200) await sleep(20);
-      })(),
-      LIMIT_MS,
-      'commits on A',
-    );
+    await acknowledged(a, 200, 'commits on A');
     await a.kill();
     await sleep(100);
     const connectedBefore = c.named('primary:connected').length;
