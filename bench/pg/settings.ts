@@ -4,17 +4,21 @@
  */
 import { parseArgs } from 'node:util';
 
-export const USAGE = `usage: npm run bench:pg [-- [--quick] [--rounds N] [--verbose]]
+export const USAGE = `usage: npm run bench:pg [-- [--quick] [--rounds N] [--verbose] [--early-send]]
   --quick      a short run (about 5 minutes): shorter cases, a 256 MiB catch-up gap instead of
                1 GiB (the table says so), fewer promotions
   --rounds N   interleaved rounds per case (at least 3; default 3)
   --verbose    also print every measured run
+  --early-send walship's primary sends WAL while its fdatasync runs (earlySend), its standbys
+               accept it (acceptEarlyWal); off by default, as in the library
 Needs PostgreSQL 15 (/usr/lib/postgresql/15/bin) and root (the servers run as the postgres OS user).`;
 
 /** What one run measures; everything the cases need to know about its length. */
 export interface BenchPgSettings {
   readonly quick: boolean;
   readonly verbose: boolean;
+  /** walship with early WAL (`earlySend` on the primary, `acceptEarlyWal` on the standbys). */
+  readonly earlySend: boolean;
   /** Interleaved rounds: in each, every case runs once on PostgreSQL and once on walship. */
   readonly rounds: number;
   /** Seconds of each commit case (pgbench `-T` takes whole seconds). */
@@ -40,7 +44,7 @@ export class UsageError extends Error {
 
 /** Parses `argv` (the arguments after the script); throws {@link UsageError} on anything it does not know. */
 export function parseBenchPgArgs(argv: readonly string[]): BenchPgSettings | 'help' {
-  let values: { quick?: boolean; verbose?: boolean; rounds?: string; help?: boolean };
+  let values: { quick?: boolean; verbose?: boolean; rounds?: string; help?: boolean; 'early-send'?: boolean };
   try {
     ({ values } = parseArgs({
       args: [...argv],
@@ -48,6 +52,7 @@ export function parseBenchPgArgs(argv: readonly string[]): BenchPgSettings | 'he
         quick: { type: 'boolean' },
         verbose: { type: 'boolean' },
         rounds: { type: 'string' },
+        'early-send': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -68,6 +73,7 @@ export function parseBenchPgArgs(argv: readonly string[]): BenchPgSettings | 'he
   return {
     quick,
     verbose: values.verbose === true,
+    earlySend: values['early-send'] === true,
     rounds,
     caseSeconds: quick ? 1 : 4,
     bulkSeconds: quick ? 2 : 4,

@@ -75,14 +75,17 @@ export class WalshipCluster {
   }
 
   /** Opens the primary under `dir`/primary with `names` as its synchronous standbys, and one peer process per standby name. */
-  static async open(dir: string, standbys: readonly string[], names: string): Promise<WalshipCluster> {
+  static async open(dir: string, standbys: readonly string[], names: string, { earlySend = false }: { earlySend?: boolean } = {}): Promise<WalshipCluster> {
     const app = new DigestApp();
+    // The peers read it when they open their standbys (acceptEarlyWal).
+    if (earlySend) process.env['BENCH_EARLY_SEND'] = '1';
     const primary = await W.Primary.open({
       dir: path.join(dir, 'primary'),
       application: app,
       sync: 'fdatasync',
       synchronousCommit: 'on',
       synchronousStandbyNames: names,
+      earlySend,
       recycleSegments: BENCH_RECYCLE_SEGMENTS,
       walKeepSize: WAL_KEEP_SIZE,
       listen: { transport: new W.TcpTransport(), address: '127.0.0.1:0' },

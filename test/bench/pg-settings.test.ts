@@ -14,6 +14,11 @@ describe('bench:pg command line', () => {
     assert.equal(s.quick, false);
     assert.equal(s.rounds, MIN_ROUNDS);
     assert.equal(s.catchUpBytes, 2 ** 30);
+    assert.equal(s.earlySend, false, 'walship as the library defaults: no early WAL');
+  });
+
+  it('--early-send runs walship with early WAL', () => {
+    assert.equal((parseBenchPgArgs(['--early-send']) as { earlySend: boolean }).earlySend, true);
   });
 
   it('--quick shortens the run but keeps at least 3 rounds', () => {
