@@ -459,8 +459,14 @@ class NodeStorageFile implements StorageFile {
   async datasync(): Promise<void> {
     if (this.closed !== undefined) throw closedError();
     const fd = openFd(this.handle);
-    if (this.syncThread !== null && (await this.track(this.syncThread.datasync(fd)))) return;
-    await this.track(new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err === null ? resolve() : reject(err)))));
+    // One tracked promise for the thread's attempt and the pool's fallback: a close() that
+    // comes between them must wait for the fallback too, or it runs on a closed descriptor.
+    await this.track(this.syncOn(fd));
+  }
+
+  private async syncOn(fd: number): Promise<void> {
+    if (this.syncThread !== null && (await this.syncThread.datasync(fd))) return;
+    await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err === null ? resolve() : reject(err))));
   }
 
   /** Runs `sync` as one of this file's syncs in flight. */
