@@ -83,9 +83,10 @@ export interface StandbyOptions extends NodeOptions, ServeOptions {
   /**
    * Accept early WAL from a primary with `earlySend`: WAL shipped while the primary's own
    * fdatasync runs. The standby writes and fsyncs it, but replays, forwards, archives and
-   * confirms only what the primary said is durable; before each new stream it cuts its log back
-   * to that point (after its own restart, to the highest flush stamp of its records), and a
-   * promotion cuts the unconfirmed tail first. Without it, a primary sends only durable WAL.
+   * confirms only what the primary said is durable; each new stream starts at that point (after
+   * its own restart, the highest flush stamp of its records) and the tail it holds past it is
+   * compared with what arrives, cut at the first byte that differs; a promotion cuts the
+   * unconfirmed tail first. Without it, a primary sends only durable WAL.
    * @defaultValue false
    */
   readonly acceptEarlyWal?: boolean;

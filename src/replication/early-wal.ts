@@ -8,8 +8,10 @@ import type { WalLog } from '../wal/wal-log.js';
  * may still be lost by the primary, which after a restart can write other WAL at the same
  * positions. The standby's rules: it writes and fsyncs what it receives, but reads (replay,
  * cascading, archiving) and confirms (status reports) nothing past the highest durable end the
- * primary told it (`WalLog.readableLsn`); before each START_REPLICATION it cuts its log back to
- * that point; after its own restart that point is {@link restartBound}.
+ * primary told it (`WalLog.readableLsn`); each new stream starts at that point
+ * ({@link streamStart}), and the receiver compares the tail it holds past it with what arrives,
+ * cutting the log at the first byte that differs; after its own restart that point is
+ * {@link restartBound}.
  */
 
 /** The startup option a standby sends to say it follows the rules above. */
@@ -18,6 +20,15 @@ export const EARLY_WAL_OPTION: StartupOption = Object.freeze({ key: 'walship.ear
 /** Whether a standby's startup options accept early WAL. */
 export function acceptsEarlyWal(options: readonly StartupOption[]): boolean {
   return options.some((option) => option.key === EARLY_WAL_OPTION.key && option.value === EARLY_WAL_OPTION.value);
+}
+
+/**
+ * Where a stream into `log` starts: its end, or, when it holds WAL past what the primary said
+ * is durable, that bound (the receiver compares the tail with what comes).
+ */
+export function streamStart(log: WalLog): Lsn {
+  const bound = log.upstreamDurableLsn;
+  return bound !== null && bound < log.insertLsn ? bound : log.insertLsn;
 }
 
 /**

@@ -4,6 +4,7 @@ import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import type { WalLog } from '../wal/wal-log.js';
+import { streamStart } from './early-wal.js';
 import { historyCheckOf } from './history-check.js';
 import { nowMicros } from './wal-sender.js';
 import { clearTimer, currentScheduler, type SchedulerTimer } from '../scheduler.js';
@@ -51,7 +52,7 @@ export interface WalReceiverOptions {
   readonly onEndOfTimeline?: (event: { readonly nextTimeline: number; readonly switchLsn: Lsn }) => Promise<boolean>;
   /**
    * The standby accepts early WAL (see `early-wal.ts`): the log's readers are bounded by the
-   * durable end the sender reports, and its end is cut back to that bound before each start.
+   * durable end the sender reports, and each start is at that bound, the tail past it compared with what arrives.
    * Without it the bound is set only if a sender ships WAL past its durable end anyway.
    * @defaultValue false
    */
@@ -313,7 +314,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     // truncation at the first conflicting entry). Cut before, it could take with it WAL this
     // standby confirmed in an earlier life, which a promotion meanwhile must keep.
     const bound = log.upstreamDurableLsn;
-    const startLsn = bound !== null && bound < log.insertLsn ? bound : log.insertLsn;
+    const startLsn = streamStart(log);
     this.#compareUntil = log.insertLsn;
     const check = await historyCheckOf(log, startLsn, this.#options.historyFrom ?? 0);
     this.#conn.send({ kind: 'startReplication', slotName: this.#options.slotName ?? '', startLsn, timeline: log.timeline, ...check });

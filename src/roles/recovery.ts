@@ -23,7 +23,7 @@ import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/mes
 import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
 import { receiveBaseBackup } from '../replication/base-backup-receiver.js';
-import { EARLY_WAL_OPTION, restartBound } from '../replication/early-wal.js';
+import { EARLY_WAL_OPTION, restartBound, streamStart } from '../replication/early-wal.js';
 import { SendTimes, WalReceiver } from '../replication/wal-receiver.js';
 import { SlotManager } from '../slots/slot-manager.js';
 import type { Storage } from '../storage/storage.js';
@@ -316,7 +316,6 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #retryNow: AbortController | null = null;
   /** The highest timeline an upstream reported (IDENTIFY_SYSTEM): a promotion picks one past it. */
   #upstreamTimeline = 0;
-
   /** The promotion in progress (concurrent calls share it). */
   #promoting: Promise<PromotedLocal> | null = null;
   /**
@@ -1200,7 +1199,6 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     let started = false;
     receiver.on('streaming:started', () => {
       started = true;
-
       this.#lastError = null;
     });
     receiver.on('wal:flushed', ({ flushLsn }) => {
@@ -1904,13 +1902,4 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#state = next;
     if (current.kind !== next.kind) this.emitSafely('state:change', { state: next.kind });
   }
-}
-
-/**
- * Where a stream into `log` starts: its end, or with early WAL its bound, when the log holds
- * WAL past what the primary said is durable (the receiver compares that tail with what comes).
- */
-function streamStart(log: WalLog): Lsn {
-  const bound = log.upstreamDurableLsn;
-  return bound !== null && bound < log.insertLsn ? bound : log.insertLsn;
 }

@@ -94,8 +94,8 @@ const MUTATIONS: readonly Mutation[] = [
   {
     bug: 'keep-unconfirmed-tail',
     file: '/src/replication/wal-receiver.ts',
-    from: 'const startLsn = bound !== null && bound < log.insertLsn ? bound : log.insertLsn;',
-    to: `const startLsn = bound !== null && bound < log.insertLsn && !${on('keep-unconfirmed-tail')} ? bound : log.insertLsn;`,
+    from: 'const startLsn = streamStart(log);',
+    to: `const startLsn = ${on('keep-unconfirmed-tail')} ? log.insertLsn : streamStart(log);`,
   },
   {
     bug: 'promote-keeps-unconfirmed-tail',
