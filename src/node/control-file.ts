@@ -3,7 +3,7 @@ import { WalshipError, errnoCode } from '../errors.js';
 import type { Lsn } from '../lsn.js';
 import { damaged, type JsonFileSpec } from '../storage/json-file.js';
 import type { Storage } from '../storage/storage.js';
-import { readTwoCopyFile, writeTwoCopyFile } from '../storage/two-copy-file.js';
+import { readTwoCopyFile, writeTwoCopyFile, type TwoCopyWriteOptions } from '../storage/two-copy-file.js';
 import { clipReason, type TimelineHistory, type TimelineHistoryEntry } from '../wal/timeline-history.js';
 
 /** The node's control file: its identity and where its application's state is durable. */
@@ -133,8 +133,8 @@ function isControlData(value: unknown): value is ControlData {
  * crash at any point leaves the old content or the new one. It syncs no directory: a caller
  * whose renames must be durable first syncs the directory itself.
  */
-export function writeControlFile(storage: Storage, data: ControlData): Promise<void> {
-  return writeTwoCopyFile(storage, SPEC, data);
+export function writeControlFile(storage: Storage, data: ControlData, options: TwoCopyWriteOptions = {}): Promise<void> {
+  return writeTwoCopyFile(storage, SPEC, data, options);
 }
 
 /**

@@ -246,16 +246,37 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
    * Changes the control file: `change` gets the control data as they are when its turn comes
    * (updates run one at a time, so none is lost to a concurrent one and no two share the
    * temporary file), and the file is replaced atomically before the node's view moves on.
+   * With `firstCopy` it resolves as soon as the new content is durable in one of the file's
+   * two copies, which is what a crash finds from then on (a promotion's commit point), and
+   * the other copy is written once `secondCopyAfter` settles (at once without it): the next
+   * update and {@link close} wait for that.
    */
-  updateControl(change: (current: ControlData) => ControlData): Promise<ControlData> {
+  updateControl(change: (current: ControlData) => ControlData, options: { firstCopy?: boolean; secondCopyAfter?: Promise<unknown> } = {}): Promise<ControlData> {
+    let durable: ((data: ControlData) => void) | undefined;
+    const firstCopy = options.firstCopy === true ? new Promise<ControlData>((resolve) => (durable = resolve)) : null;
+    let told = false;
     const run = this.#controlWrites.catch(() => undefined).then(async () => {
       const next = change(this.control);
-      await writeControlFile(this.storage, next);
+      const onDurable = (): Promise<unknown> | undefined => {
+        told = true;
+        this.#control = next;
+        durable?.(next);
+        return options.secondCopyAfter;
+      };
+      await writeControlFile(this.storage, next, { onDurable });
       this.#control = next;
       return next;
     });
     this.#controlWrites = run;
-    return run;
+    if (firstCopy === null) return run;
+    // The second copy's failure, once the first was durable, is the next update's to mend
+    // (it replaces the file whole): logged, not the caller's.
+    this.keepUntilClosed(
+      run.catch((err: unknown) => {
+        if (told) this.#debug.error("writing the control file's second copy: %s", (err as Error).message);
+      }),
+    );
+    return Promise.race([firstCopy, run]);
   }
 
   /** Where the WAL stands, for the retention rules. */

@@ -224,7 +224,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
   async stop(options: { waitForClose?: boolean } = {}): Promise<void> {
     this.#stopped = true;
     if (options.waitForClose === false) {
-      this.#conn.destroy();
+      this.#conn.destroy({ closeSoon: true });
     } else {
       this.#conn.send({ kind: 'terminate' });
       await this.#conn.end().catch(() => undefined);

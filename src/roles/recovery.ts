@@ -1665,9 +1665,10 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
 
   async #promote(reason: string, signal: AbortSignal | undefined): Promise<PromotedLocal> {
     const core = this.#core;
-    // The upstream goes first: nothing more is received or written from it.
+    // The upstream goes first: nothing more is received or written from it (its socket is
+    // closed a moment later, while the promotion's first reads run).
+    this.#conn?.destroy({ closeSoon: true });
     this.#upstream.abort();
-    this.#conn?.destroy();
     const started = currentScheduler().monotonic();
     const lap = (): string => (currentScheduler().monotonic() - started).toFixed(1);
     // The receiver's last write is waited for; the socket's close is not.
@@ -1681,6 +1682,10 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     let newestKnown: Promise<[number, number, void]> | null = null;
     let removed: Promise<void> | null = null;
     let switchReady: Promise<number> | null = null;
+    let replayStopped: Promise<void> | null = null;
+    // Settles once the end-of-recovery record is durable, or the promotion failed.
+    let recordDone!: () => void;
+    const recordFlushed = new Promise<void>((resolve) => (recordDone = resolve));
     try {
       // What the archive has is restored first (PostgreSQL's promotion does the same; it does
       // not wait for an archive that fails: that is logged).
@@ -1732,8 +1737,11 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
         );
       }
       if (signal?.aborted) throw abortError(signal);
-      await this.#stopReplay();
+      // Replay has applied every batch there is (up to the target, if any): it can apply
+      // nothing more, so its reader's teardown overlaps the next steps.
+      replayStopped = this.#stopReplay();
       if (found !== null && log.insertLsn > switchLsn) {
+        await replayStopped;
         // WAL received past the target is never replayed on the new timeline: set aside as
         // `.diverged` (durably, before the commit point), as a rewind does, so that no record of
         // it can be read at its old position after a crash. Downstream standbys reading it go first.
@@ -1745,7 +1753,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       // Segments prepared past the switch point: a crash that brings them back leaves files past the WAL's end, which nothing reads.
       removed = log.removeSegmentsPast(switchLsn);
       // The new history extends this timeline's file, which must be on disk (it is, unless a switch just wrote it).
-      const [[onDisk, archived]] = await Promise.all([newestKnown, removed]);
+      const [[onDisk, archived]] = await Promise.all([newestKnown, removed, replayStopped]);
       const timeline = Math.max(onDisk, this.#upstreamTimeline, log.timeline, archived) + 1;
       const history = branchHistory(log.history, switchLsn, reason, timeline);
       // What the switch can do ahead without writing (close the switch segment's handle, read
@@ -1759,13 +1767,20 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       // after it, in the background (an open rebuilds it if a crash came first), and an open
       // moves the switch segment into place if the rename below did not survive a crash.
       const before = core.control;
-      await this.#recordOrStop(() => core.updateControl((current) => ({ ...current, state: 'in-production', timeline, ...switchedFromOf(history) })));
+      // The first copy's fdatasync is the commit point. The second copy waits for the
+      // end-of-recovery record's flush (the first commit's), so as not to slow that one down.
+      await this.#recordOrStop(() =>
+        core.updateControl((current) => ({ ...current, state: 'in-production', timeline, ...switchedFromOf(history) }), { firstCopy: true, secondCopyAfter: recordFlushed }),
+      );
       const controlWritten = lap();
       switched = true;
       this.#beginningTimeline = true;
       try {
-        await log.beginTimeline(history, await switchReady);
+        const end = await log.beginTimeline(history, await switchReady);
+        void log.waitForFlush(end).then(recordDone, recordDone);
       } catch (err) {
+        // The control file's second copy goes first (the update below waits for it).
+        recordDone();
         // Not a primary after all: the directory says "standby" again, then reopens as one
         // (a failure to say so stops the standby: reopened, the directory is the new primary's).
         // The new timeline's history file goes first: the open that moves the switch segment
@@ -1787,7 +1802,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       return { log, timeline, switchLsn };
     } catch (err) {
       const error = isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err });
-      await Promise.allSettled([newestKnown, removed, switchReady]);
+      recordDone();
+      await Promise.allSettled([newestKnown, removed, switchReady, replayStopped]);
       if (recorded || this.failure !== null) throw error;
       this.#debug.error('promotion failed, going on as a standby: %s', error.message);
       await this.#resumeAfterFailedPromotion(switched).catch((e: unknown) => {

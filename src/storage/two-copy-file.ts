@@ -56,14 +56,24 @@ export async function readTwoCopyFile(storage: Storage, spec: JsonFileSpec): Pro
  * update's outcome is unknown: the old content or the new may be what a restart finds. JSON longer than {@link MAX_TWO_COPY_JSON_BYTES}, which a read
  * would refuse, is `FILE_TOO_LARGE` and nothing is written.
  */
-export async function writeTwoCopyFile(storage: Storage, spec: JsonFileSpec, body: object): Promise<void> {
+export async function writeTwoCopyFile(storage: Storage, spec: JsonFileSpec, body: object, options: TwoCopyWriteOptions = {}): Promise<void> {
   const json = Buffer.from(JSON.stringify({ format: spec.format, ...body }), 'utf8');
   if (json.length > MAX_TWO_COPY_JSON_BYTES) {
     // A copy's reader refuses a longer JSON (decodeCopy): it is never written.
     throw new WalshipError('FILE_TOO_LARGE', `${spec.name} would take ${json.length} bytes of JSON, more than the ${MAX_TWO_COPY_JSON_BYTES} a copy holds; nothing was written`);
   }
+  let told = false;
+  const onDurable = async (): Promise<void> => {
+    if (told) return;
+    told = true;
+    try {
+      await options.onDurable?.();
+    } catch {
+      // Only a wait: the second copy is written whatever it ended with.
+    }
+  };
   const uncertain = uncertainFiles.get(storage);
-  if (uncertain?.has(spec.name) !== true && (await updateInPlace(storage, spec, json))) return;
+  if (uncertain?.has(spec.name) !== true && (await updateInPlace(storage, spec, json, onDurable))) return;
   const whole = Buffer.alloc(FILE_BYTES);
   const copy = encodeCopy(json, 1);
   copy.copy(whole, 0);
@@ -71,6 +81,7 @@ export async function writeTwoCopyFile(storage: Storage, spec: JsonFileSpec, bod
   try {
     await replaceFileDurably(storage, spec.name, whole);
     uncertain?.delete(spec.name);
+    await onDurable();
   } catch (err) {
     // What is on disk is not known now (a copy, or a rename, may or may not be): until a
     // replace succeeds, no update trusts the copies it reads back.
@@ -80,11 +91,23 @@ export async function writeTwoCopyFile(storage: Storage, spec: JsonFileSpec, bod
   }
 }
 
+/** Options of {@link writeTwoCopyFile}. */
+export interface TwoCopyWriteOptions {
+  /**
+   * Called once the new content is durable in one copy, before the other copy is written: a
+   * crash from then on finds the new content (a promotion's commit point need not wait for the
+   * second copy). Called at most once; the write's promise still settles when both are done.
+   * When it returns a promise, the second copy waits for it to settle (so that its fdatasync
+   * does not compete with the caller's next one).
+   */
+  readonly onDurable?: () => void | Promise<unknown>;
+}
+
 /** Files of a storage whose last update failed: the next one replaces them whole (see {@link writeTwoCopyFile}). */
 const uncertainFiles = new WeakMap<Storage, Set<string>>();
 
 /** The in-place update; false when the file must be replaced whole instead (see {@link writeTwoCopyFile}). */
-async function updateInPlace(storage: Storage, spec: JsonFileSpec, json: Buffer): Promise<boolean> {
+async function updateInPlace(storage: Storage, spec: JsonFileSpec, json: Buffer, onDurable: () => Promise<void>): Promise<boolean> {
   let file: StorageFile;
   try {
     file = await storage.open(spec.name);
@@ -107,11 +130,13 @@ async function updateInPlace(storage: Storage, spec: JsonFileSpec, json: Buffer)
     const copy = encodeCopy(json, seq);
     await file.write(copy, first * COPY_BYTES);
     await file.datasync();
+    await onDurable();
     await file.write(copy, (1 - first) * COPY_BYTES);
     await file.datasync();
     return true;
   } catch {
-    // Whatever the copies hold now, a whole new file replaces them.
+    // Whatever the copies hold now, a whole new file replaces them (with the same content
+    // when the first copy was durable: a read finds it either way).
     return false;
   } finally {
     await file.close().catch(() => undefined);

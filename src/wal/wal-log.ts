@@ -793,11 +793,12 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    * (see {@link endOfRecords}). The segment holding the switch point moves to the new
    * timeline's file name (renamed, not copied: its bytes below the switch point are the
    * parent's), bytes past the switch point (a partial record from upstream) are overwritten,
-   * segments prepared beyond it are removed, and an end-of-recovery record, flushed, is the
-   * new timeline's first record. The caller records the new timeline (the control file)
-   * before calling this, and the directory sync of that write makes the rename durable before
-   * anything else; a directory whose control file still names the old timeline gets the
-   * segment back at open (`removeAbandonedTimelines`). Resolves with the end of the
+   * segments prepared beyond it are removed, and an end-of-recovery record is the new
+   * timeline's first record (flushed by the writer's next round, which the first commit joins:
+   * it is not waited for). The caller records the new timeline (the control file) before
+   * calling this. The rename is not synced: an open redoes it if a crash lost it, and a
+   * directory whose control file still names the old timeline gets the segment back at open
+   * (`removeAbandonedTimelines`). Resolves with the end of the
    * end-of-recovery record; a copy of the old timeline's segment up to the switch point is
    * then kept aside as `<old name>.partial` in the background. `segmentVersion` is what
    * {@link prepareTimelineSwitch} resolved with, when the caller ran it ahead (a promotion runs
@@ -821,11 +822,18 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     this.#upstreamDurable = null;
     this.#kept = null;
     this.#files.sparse = false;
+    // The writer's handle on the renamed segment opens now, while the caller goes on.
+    this.#files.forWrite(Math.floor(switchLsn / this.segmentSize)).catch(() => undefined);
     this.#writer.appendMarker(RECORD_END_OF_RECOVERY);
-    await this.#writer.drain();
+    // Flushed by the writer's next round, not waited for here: the first commit's round (a
+    // commit made in this turn joins it) makes both durable with one write and one fdatasync.
+    // A crash before that leaves what a crash right after the control-file write leaves, the
+    // new timeline with no record of its own yet, which an open takes as it is.
+    const end = this.#writer.insertLsn;
+    this.#writer.waitForFlush(end).catch(() => undefined);
     this.#log('timeline %d began at %s', history.timeline, formatLsn(switchLsn));
     this.#keepPartial(parent, switchLsn);
-    return this.#writer.insertLsn;
+    return end;
   }
 
   /**

@@ -141,6 +141,68 @@ describe('control file', () => {
     assert.equal(storage.readFile(CONTROL_FILE).length, 2 * COPY_BYTES);
   });
 
+  it('onDurable comes once the first copy holds the new content durably: a power loss then keeps it', async () => {
+    const storage = new MemoryStorage();
+    await writeControlFile(storage, OLD);
+    let survivor: MemoryStorage | null = null;
+    const writing = writeControlFile(storage, NEW, {
+      onDurable: () => {
+        // Every unsynced write is lost, and creates, renames and removes since the last directory sync.
+        survivor = storage.crash({ unsyncedWrites: 'lose', unsyncedMetadata: 'lose' });
+      },
+    });
+    await assert.rejects(writing, (err) => isWalshipError(err, 'WAL_IO'), 'the storage died under the second copy');
+    assert.ok(survivor !== null);
+    assert.deepEqual(await readControlFile(survivor), NEW);
+  });
+
+  it("the second copy waits for what onDurable returns; the update's promise settles after it", async () => {
+    const storage = new MemoryStorage();
+    await writeControlFile(storage, OLD);
+    const copies = (): string[] => {
+      const bytes = Buffer.from(storage.readFile(CONTROL_FILE));
+      return [bytes.subarray(0, COPY_BYTES).toString('latin1'), bytes.subarray(COPY_BYTES).toString('latin1')];
+    };
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let told = 0;
+    let settled = false;
+    const writing = writeControlFile(storage, NEW, {
+      onDurable: () => {
+        told++;
+        return gate;
+      },
+    }).then(() => (settled = true));
+    while (told === 0) await new Promise((resolve) => setImmediate(resolve));
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+    const [a, b] = copies();
+    assert.notEqual(a, b, 'the second copy is not written while the returned promise is pending');
+    assert.equal(settled, false, 'the update is not done before its second copy');
+    release();
+    await writing;
+    const [c, d] = copies();
+    assert.equal(c, d, 'both copies hold the new content (the same sequence number and JSON)');
+    assert.equal(told, 1);
+    assert.deepEqual(await readControlFile(storage), NEW);
+  });
+
+  it('onDurable is called once when the in-place update fails after its first copy and the file is replaced whole; a rejected wait changes nothing', async () => {
+    const storage = new MemoryStorage();
+    await writeControlFile(storage, OLD);
+    // The second write of the in-place update fails: the update falls back to a whole replace.
+    const cancel = storage.injectFault({ operation: 'write', code: 'EIO', file: CONTROL_FILE, nth: 2 });
+    let told = 0;
+    await writeControlFile(storage, NEW, {
+      onDurable: () => {
+        told++;
+        return Promise.reject(new Error('only a wait'));
+      },
+    });
+    cancel();
+    assert.equal(told, 1);
+    assert.deepEqual(await readControlFile(storage), NEW);
+  });
+
   it('a failed in-place update falls back to replacing the file whole; when that fails too it is WAL_IO and the old content stays', async () => {
     for (const [operation, nth] of [['read', 1], ['write', 1], ['write', 2], ['datasync', 1], ['datasync', 2]] as const) {
       {

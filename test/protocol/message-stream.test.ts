@@ -147,3 +147,30 @@ describe('MessageStream receiving WAL data in pieces', () => {
     assert.equal(stream.listenerCount('drain'), 0, 'no listener is left behind');
   });
 });
+
+describe('MessageStream.destroy', () => {
+  it('with closeSoon ends reading at once and destroys the stream a moment later; a plain destroy meanwhile changes nothing', async () => {
+    const stream = new PassThrough();
+    const conn = new MessageStream(stream, 'client');
+    const waiting = conn.next();
+    conn.destroy({ closeSoon: true });
+    await assert.rejects(waiting, (err) => isWalshipError(err, 'CONNECTION_FAILED'));
+    await assert.rejects(conn.next(), (err) => isWalshipError(err, 'CONNECTION_FAILED'));
+    assert.equal(stream.destroyed, false, 'not destroyed in the same turn');
+    // What arrives meanwhile is not decoded.
+    stream.write(encodeMessage({ kind: 'keepalive', walEnd: 1, sendTime: 0, replyRequested: false }));
+    conn.destroy();
+    assert.equal(stream.destroyed, false, 'the close stays scheduled');
+    await conn.closed;
+    assert.equal(stream.destroyed, true);
+    assert.equal(conn.queuedBytes, 0);
+  });
+
+  it('without closeSoon destroys the stream in the same turn', async () => {
+    const stream = new PassThrough();
+    const conn = new MessageStream(stream, 'client');
+    conn.destroy();
+    assert.equal(stream.destroyed, true);
+    await assert.rejects(conn.next(), (err) => isWalshipError(err, 'CONNECTION_FAILED'));
+  });
+});
