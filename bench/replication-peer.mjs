@@ -42,7 +42,7 @@
  * peer outlives the run.
  */
 import crc32c from 'fast-crc32c';
-import { FileSystemArchive, Standby, TcpTransport } from '../dist/index.js';
+import { FileSystemArchive, NodeStorage, Standby, TcpTransport } from '../dist/index.js';
 
 const now = () => performance.timeOrigin + performance.now();
 let standbys = [];
@@ -141,7 +141,8 @@ process.on('message', async (message) => {
       const opening = Promise.all(
         message.dirs.map((dir, i) =>
           Standby.open({
-            dir,
+            // BENCH_COMMIT_SYNC (bench:pg --commit-sync): where the standby's WAL fdatasync runs.
+            ...(process.env.BENCH_COMMIT_SYNC ? { storage: new NodeStorage(dir, { commitSync: process.env.BENCH_COMMIT_SYNC }) } : { dir }),
             application: apps[i],
             ...source(i),
             ...(process.env.PEER_SYNC ? { sync: process.env.PEER_SYNC } : {}),

@@ -5,7 +5,7 @@
  *   npx tsx bench/sync-thread-ab.ts [--rounds 60] [--ms 200]
  *
  * Two steady-state logs (as in section 2) in two directories under `os.tmpdir()`, one with
- * `NodeStorage({ syncThread: true })` and one with `false`; each round runs 1 and 16
+ * `NodeStorage({ commitSync: 'thread' })` and one with `'pool'`; each round runs 1 and 16
  * committers on each for `--ms`, in an order that alternates, and the table gives the
  * medians over rounds and the median of the per-round ratios (thread ÷ pool). Short runs and
  * many rounds: this virtual disk's latency drifts within a second by more than the two differ.
@@ -39,8 +39,8 @@ async function main(): Promise<void> {
     figures.set(key, f);
   };
   try {
-    logs.thread = await openSteadyLog(dirs.thread, 'fdatasync', { syncThread: true });
-    logs.pool = await openSteadyLog(dirs.pool, 'fdatasync', { syncThread: false });
+    logs.thread = await openSteadyLog(dirs.thread, 'fdatasync', { commitSync: 'thread' });
+    logs.pool = await openSteadyLog(dirs.pool, 'fdatasync', { commitSync: 'pool' });
     for (const committers of [1, 16]) {
       for (const kind of ['thread', 'pool'] as const) await measureCommits(logs[kind]!, { committers, recordSize: 100, durationMs: 200 });
     }

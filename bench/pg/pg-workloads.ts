@@ -86,6 +86,10 @@ export class PgWorkloads {
    */
   async settleAndVerify(standbys: readonly string[]): Promise<string[]> {
     const cluster = this.#cluster;
+    // After a case at synchronous_commit off the last commits' WAL may still sit in the
+    // primary's buffers, past pg_current_wal_lsn() (the write position): one commit flushed at
+    // `local` (an xid makes it write a commit record) writes and flushes all of it first.
+    await cluster.psql('set synchronous_commit = local; select txid_current()');
     const end = await cluster.currentLsn();
     for (const name of standbys) await cluster.waitReplayed(name, end);
     const rows = await cluster.rowCount();

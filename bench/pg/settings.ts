@@ -4,13 +4,16 @@
  */
 import { parseArgs } from 'node:util';
 
-export const USAGE = `usage: npm run bench:pg [-- [--quick] [--rounds N] [--verbose] [--early-send]]
+export const USAGE = `usage: npm run bench:pg [-- [--quick] [--rounds N] [--verbose] [--early-send] [--commit-sync MODE]]
   --quick      a short run (about 5 minutes): shorter cases, a 256 MiB catch-up gap instead of
                1 GiB (the table says so), fewer promotions
   --rounds N   interleaved rounds per case (at least 3; default 3)
   --verbose    also print every measured run
   --early-send walship's primary sends WAL while its fdatasync runs (earlySend), its standbys
                accept it (acceptEarlyWal); off by default, as in the library
+  --commit-sync MODE
+               where walship's WAL fdatasync runs on the primary and the standbys (NodeStorage's
+               commitSync): pool (the library's default), thread or inline
 Needs PostgreSQL 15 (/usr/lib/postgresql/15/bin) and root (the servers run as the postgres OS user).`;
 
 /** What one run measures; everything the cases need to know about its length. */
@@ -19,6 +22,8 @@ export interface BenchPgSettings {
   readonly verbose: boolean;
   /** walship with early WAL (`earlySend` on the primary, `acceptEarlyWal` on the standbys). */
   readonly earlySend: boolean;
+  /** `NodeStorage`'s `commitSync` for walship's primary and standbys. */
+  readonly commitSync: CommitSyncMode;
   /** Interleaved rounds: in each, every case runs once on PostgreSQL and once on walship. */
   readonly rounds: number;
   /** Seconds of each commit case (pgbench `-T` takes whole seconds). */
@@ -33,6 +38,10 @@ export interface BenchPgSettings {
   readonly fsyncTestSeconds: number;
 }
 
+/** The values of `--commit-sync` (`NodeStorage`'s `commitSync`). */
+export const COMMIT_SYNC_MODES = ['pool', 'thread', 'inline'] as const;
+export type CommitSyncMode = (typeof COMMIT_SYNC_MODES)[number];
+
 /** The fewest rounds a figure's median and spread are taken over. */
 export const MIN_ROUNDS = 3;
 const GiB = 1024 ** 3;
@@ -44,7 +53,7 @@ export class UsageError extends Error {
 
 /** Parses `argv` (the arguments after the script); throws {@link UsageError} on anything it does not know. */
 export function parseBenchPgArgs(argv: readonly string[]): BenchPgSettings | 'help' {
-  let values: { quick?: boolean; verbose?: boolean; rounds?: string; help?: boolean; 'early-send'?: boolean };
+  let values: { quick?: boolean; verbose?: boolean; rounds?: string; help?: boolean; 'early-send'?: boolean; 'commit-sync'?: string };
   try {
     ({ values } = parseArgs({
       args: [...argv],
@@ -53,6 +62,7 @@ export function parseBenchPgArgs(argv: readonly string[]): BenchPgSettings | 'he
         verbose: { type: 'boolean' },
         rounds: { type: 'string' },
         'early-send': { type: 'boolean' },
+        'commit-sync': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -70,10 +80,15 @@ export function parseBenchPgArgs(argv: readonly string[]): BenchPgSettings | 'he
     }
     rounds = Number(values.rounds);
   }
+  const commitSync = values['commit-sync'] ?? 'pool';
+  if (!(COMMIT_SYNC_MODES as readonly string[]).includes(commitSync)) {
+    throw new UsageError(`--commit-sync must be one of ${COMMIT_SYNC_MODES.join(', ')}; got '${commitSync}'`);
+  }
   return {
     quick,
     verbose: values.verbose === true,
     earlySend: values['early-send'] === true,
+    commitSync: commitSync as CommitSyncMode,
     rounds,
     caseSeconds: quick ? 1 : 4,
     bulkSeconds: quick ? 2 : 4,

@@ -75,12 +75,18 @@ export class WalshipCluster {
   }
 
   /** Opens the primary under `dir`/primary with `names` as its synchronous standbys, and one peer process per standby name. */
-  static async open(dir: string, standbys: readonly string[], names: string, { earlySend = false }: { earlySend?: boolean } = {}): Promise<WalshipCluster> {
+  static async open(
+    dir: string,
+    standbys: readonly string[],
+    names: string,
+    { earlySend = false, commitSync = 'pool' }: { earlySend?: boolean; commitSync?: 'pool' | 'thread' | 'inline' } = {},
+  ): Promise<WalshipCluster> {
     const app = new DigestApp();
-    // The peers read it when they open their standbys (acceptEarlyWal).
+    // The peers read these when they open their standbys (acceptEarlyWal, their storage's commitSync).
     if (earlySend) process.env['BENCH_EARLY_SEND'] = '1';
+    process.env['BENCH_COMMIT_SYNC'] = commitSync;
     const primary = await W.Primary.open({
-      dir: path.join(dir, 'primary'),
+      storage: new W.NodeStorage(path.join(dir, 'primary'), { commitSync }),
       application: app,
       sync: 'fdatasync',
       synchronousCommit: 'on',

@@ -198,7 +198,8 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     const applied = new Promise<void>((resolve, reject) => {
       const pending: Pending = { result, entries: batch, copied, flushed: false, dropped: null, resolve, reject };
       this.#queue.push(pending);
-      this.#log.waitForFlush(result).then(
+      // At `off` nobody waits for this flush: it need not be an urgent sync.
+      this.#log.waitForFlush(result, level === 'off' ? { background: true } : {}).then(
         () => {
           pending.flushed = true;
           this.#drain();

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants, fdatasync, readSync, writeSync } from 'node:fs';
+import { constants, fdatasync, fdatasyncSync, readSync, writeSync } from 'node:fs';
 import fs, { type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -48,30 +48,50 @@ const LOCK_TEMP_MAX_AGE_MS = 60_000;
 let zeros: Buffer | undefined;
 const ZERO_CHUNK_SIZE = 1024 * 1024;
 
+/** Where the fdatasync of a commit-path file runs: see {@link NodeStorageOptions.commitSync}. */
+export type CommitSync = 'pool' | 'thread' | 'inline';
+
 /** Options of {@link NodeStorage}. */
 export interface NodeStorageOptions {
   /**
-   * Run the fdatasync of files opened with `commitPath` (the WAL writer's segments) on a
-   * dedicated thread of this process, woken through `Atomics`, instead of libuv's shared
-   * thread pool, so that a commit's sync never queues behind the application's other pool
-   * work (`crypto.pbkdf2`, zlib, file reads, `dns.lookup`). With the pool otherwise idle it
-   * is no faster than the pool (measured: bench/README.md, "WAL I/O latency from Node"); with
-   * the pool busy it roughly halves commit latency. Off by default: the pool is the
-   * well-trodden path, and the thread costs an extra isolate while a log is open.
-   * @defaultValue `false`
+   * Where the fdatasync of files opened with `commitPath` (the WAL writer's segments, on a
+   * primary and on a standby alike) runs:
+   * - `'pool'`: libuv's shared thread pool, through `fs.fdatasync`'s callback; the event loop
+   *   goes on while the disk syncs, and the next write round overlaps the sync.
+   * - `'thread'`: a dedicated thread of this process, woken through `Atomics`, so that a
+   *   commit's sync never queues behind the application's other pool work (`crypto.pbkdf2`,
+   *   zlib, file reads, `dns.lookup`). With the pool otherwise idle it is no faster than the
+   *   pool; with the pool busy it roughly halves commit latency. It costs an extra isolate
+   *   while a log is open.
+   * - `'inline'`: on the event loop's own thread (`fs.fdatasyncSync`), as PostgreSQL's
+   *   backends call fdatasync, when a commit waits for the sync (a flush nobody waits for,
+   *   as after commits at `off`, goes to the pool). Both other modes hop to another thread and back, and on a
+   *   machine whose cores are busy (a standby in another process, the application's own
+   *   work) waking those threads costs more than the sync itself: one committer at `local`
+   *   beside a streaming standby went from 1,250–1,860 to 5,100–6,500 commits/s here
+   *   (bench/README.md, "WAL I/O latency from Node"). The price: the event loop, and with it
+   *   the application and every connection of the process, waits for each sync (0.1–0.5 ms
+   *   on an idle SSD, as long as the disk takes on a slow or failing one), and the next write
+   *   round no longer overlaps the current sync.
+   *
+   * Measured on this machine: bench/README.md. Errors are the same in every mode
+   * (`WAL_SYNC_FAILED` with the `EIO` as its cause).
+   * @defaultValue `'pool'`
    */
-  syncThread?: boolean;
+  commitSync?: CommitSync;
 }
 
 /** Defaults of {@link NodeStorageOptions}. */
-export const NODE_STORAGE_DEFAULTS: Readonly<Required<NodeStorageOptions>> = Object.freeze({ syncThread: false });
+export const NODE_STORAGE_DEFAULTS: Readonly<Required<NodeStorageOptions>> = Object.freeze({ commitSync: 'pool' });
+
+const COMMIT_SYNC_MODES: readonly CommitSync[] = ['pool', 'thread', 'inline'];
 
 /** A {@link Storage} on a real directory, through `node:fs/promises`. */
 export class NodeStorage implements Storage {
   /** The directory's resolved absolute path. */
   readonly description: string;
-  /** The thread commit-path syncs run on, or null to keep them on the pool. */
-  readonly #syncThread: SyncThread | null;
+  /** Where commit-path syncs run. */
+  readonly #commitSync: CommitSync;
 
   constructor(dir: string, options: NodeStorageOptions = {}) {
     if (typeof dir !== 'string' || dir === '') {
@@ -79,13 +99,13 @@ export class NodeStorage implements Storage {
     }
     if (typeof options !== 'object' || options === null) throw new WalshipError('INVALID_OPTIONS', 'NodeStorage options must be an object');
     for (const key of Object.keys(options)) {
-      if (key !== 'syncThread') throw new WalshipError('INVALID_OPTIONS', `NodeStorage options has an unknown key "${key}" (allowed: syncThread)`);
+      if (key !== 'commitSync') throw new WalshipError('INVALID_OPTIONS', `NodeStorage options has an unknown key "${key}" (allowed: commitSync)`);
     }
-    if (options.syncThread !== undefined && typeof options.syncThread !== 'boolean') {
-      throw new WalshipError('INVALID_OPTIONS', 'NodeStorage options.syncThread must be a boolean');
+    if (options.commitSync !== undefined && !COMMIT_SYNC_MODES.includes(options.commitSync)) {
+      throw new WalshipError('INVALID_OPTIONS', `NodeStorage options.commitSync must be one of ${COMMIT_SYNC_MODES.map((m) => `'${m}'`).join(', ')}`);
     }
     this.description = path.resolve(dir);
-    this.#syncThread = (options.syncThread ?? NODE_STORAGE_DEFAULTS.syncThread) ? sharedSyncThread : null;
+    this.#commitSync = options.commitSync ?? NODE_STORAGE_DEFAULTS.commitSync;
   }
 
   async prepare(): Promise<void> {
@@ -115,8 +135,8 @@ export class NodeStorage implements Storage {
       if (options.exclusive === true) flags |= constants.O_EXCL;
     }
     const handle = await fs.open(file, flags, 0o666);
-    const thread = options.commitPath === true && options.readOnly !== true ? this.#syncThread : null;
-    return new NodeStorageFile(name, handle, thread);
+    const sync = options.commitPath === true && options.readOnly !== true ? this.#commitSync : 'pool';
+    return new NodeStorageFile(name, handle, sync === 'thread' ? sharedSyncThread : null, sync === 'inline');
   }
 
   async rename(from: string, to: string): Promise<void> {
@@ -404,6 +424,8 @@ class NodeStorageFile implements StorageFile {
     private readonly handle: FileHandle,
     /** Where {@link datasync} runs when it can (released on close), or null: always on the pool. */
     private readonly syncThread: SyncThread | null,
+    /** {@link datasync} runs on the calling thread (`commitSync: 'inline'`). */
+    private readonly inlineSync: boolean,
   ) {
     syncThread?.acquire();
   }
@@ -451,14 +473,20 @@ class NodeStorageFile implements StorageFile {
   }
 
   /**
-   * On the sync thread when this file has one and it is free, else on libuv's pool through
-   * `fs.fdatasync`'s callback, which costs measurably less per call than `FileHandle.datasync`
-   * (see bench/README.md, "WAL I/O latency from Node"). Both work on the descriptor, so
-   * {@link close} waits for them.
+   * On the calling thread with `commitSync: 'inline'` (unless `urgent: false`: nobody waits
+   * for it); else on the sync thread when this file
+   * has one and it is free, else on libuv's pool through `fs.fdatasync`'s callback, which
+   * costs measurably less per call than `FileHandle.datasync` (see bench/README.md, "WAL I/O
+   * latency from Node"). Those two work on the descriptor, so {@link close} waits for them.
    */
-  async datasync(): Promise<void> {
+  async datasync(options: { readonly urgent?: boolean } = {}): Promise<void> {
     if (this.closed !== undefined) throw closedError();
     const fd = openFd(this.handle);
+    if (this.inlineSync && options.urgent !== false) {
+      // Blocks the event loop for the sync: nothing else can run meanwhile, close() included.
+      fdatasyncSync(fd);
+      return;
+    }
     // One tracked promise for the thread's attempt and the pool's fallback: a close() that
     // comes between them must wait for the fallback too, or it runs on a closed descriptor.
     await this.track(this.syncOn(fd));

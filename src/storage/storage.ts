@@ -90,8 +90,13 @@ export interface StorageFile {
    * writes the buffers one by one.
    */
   writev?(buffers: readonly Uint8Array[], position: number): Promise<void>;
-  /** Makes this file's written bytes durable (fdatasync). */
-  datasync(): Promise<void>;
+  /**
+   * Makes this file's written bytes durable (fdatasync). `urgent: false` is a hint that
+   * nobody waits for this sync right now (the WAL writer's background flush, with no commit
+   * waiting on it): a storage with a faster but costlier way to sync keeps that way for the
+   * other syncs (`NodeStorage`'s `commitSync: 'inline'`). Storages may ignore it.
+   */
+  datasync(options?: { readonly urgent?: boolean }): Promise<void>;
   /**
    * Extends the file with zero bytes so that it is at least `size` bytes long. With `sparse`
    * the storage may leave the zeros unwritten (a file-system hole): much cheaper now, but

@@ -667,8 +667,10 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    * reach the disk, or the LSN is past everything appended. Pass the append result rather
    * than a bare LSN when appends can fail with `ENOSPC`: after such a failure the dropped
    * LSNs are reused, and only the result tells the dropped record from its successor.
+   * `background`: nobody waits on this now (an asynchronous commit's apply), so the sync need
+   * not be urgent (see `StorageFile.datasync`).
    */
-  waitForFlush(target: Lsn | AppendResult, options: { signal?: AbortSignal } = {}): Promise<void> {
+  waitForFlush(target: Lsn | AppendResult, options: { signal?: AbortSignal; background?: boolean } = {}): Promise<void> {
     const lsn = typeof target === 'number' ? target : target?.endLsn;
     assertLsn(lsn);
     if (typeof target === 'object') {
@@ -687,7 +689,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     }
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(abortError(signal));
-    return this.#writer.waitForFlush(lsn, signal);
+    return this.#writer.waitForFlush(lsn, signal, options.background === true);
   }
 
   /**

@@ -121,6 +121,8 @@ export class WalWriter {
   #pendingBytes = 0;
   #spare: Buffer[] = [];
   #scheduled = false;
+  /** The highest LSN a waiter that is not a background one (see {@link waitForFlush}) waited for: syncs up to it are urgent. */
+  #urgentUntil = 0;
   #loop: Promise<void> | null = null;
   /** The writer's fdatasync in flight, if any. */
   #syncing: Promise<void> | null = null;
@@ -384,8 +386,9 @@ export class WalWriter {
    * position; the log checks), starting a flush. Rejects if the records fail to reach the
    * disk or are dropped, or with `ABORTED` if `signal` aborts.
    */
-  waitForFlush(lsn: Lsn, signal?: AbortSignal): Promise<void> {
+  waitForFlush(lsn: Lsn, signal?: AbortSignal, background = false): Promise<void> {
     const flushed = this.#flushed.wait(lsn, signal === undefined ? {} : { signal });
+    if (!background) this.#urgentUntil = Math.max(this.#urgentUntil, lsn);
     this.#schedule();
     return flushed;
   }
@@ -726,7 +729,7 @@ export class WalWriter {
       }
       if (this.#sync === 'fdatasync') {
         try {
-          await this.#timedSync(file);
+          await this.#timedSync(file, true);
         } catch (syncErr) {
           this.#fail(new WalshipError('WAL_SYNC_FAILED', `fdatasync of segment ${name} failed; the log has stopped: ${describe(syncErr)}`, { cause: syncErr }));
           return;
@@ -763,6 +766,8 @@ export class WalWriter {
       for (const segno of this.#dirty) if (segno < currentSegno) await this.#files.closeWriter(segno);
       return;
     }
+    // A sync that no waiter but background ones (commits at `off`) needs is not urgent.
+    const urgent = force || this.#urgentUntil > this.#syncedLsn;
     // Writes made while this sync runs mark their segments dirty again for the next one.
     const dirty = [...this.#dirty].sort((a, b) => a - b);
     this.#dirty.clear();
@@ -770,7 +775,7 @@ export class WalWriter {
     for (const segno of dirty) {
       const name = this.#files.name(segno);
       try {
-        await this.#timedSync(await this.#files.forWrite(segno));
+        await this.#timedSync(await this.#files.forWrite(segno), urgent);
       } catch (err) {
         // Fail-stop: after a failed fsync the kernel may have dropped the dirty pages, so
         // retrying could "succeed" without the data. Nothing waiting is acknowledged.
@@ -784,10 +789,10 @@ export class WalWriter {
   }
 
   /** One fdatasync of the log's segments, counted and timed for {@link stats}. */
-  async #timedSync(file: StorageFile): Promise<void> {
+  async #timedSync(file: StorageFile, urgent: boolean): Promise<void> {
     const started = currentScheduler().monotonic();
     try {
-      await file.datasync();
+      await file.datasync(urgent ? {} : { urgent: false });
     } finally {
       this.#statSyncs++;
       this.#statSyncMs += currentScheduler().monotonic() - started;

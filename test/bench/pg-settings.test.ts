@@ -15,6 +15,12 @@ describe('bench:pg command line', () => {
     assert.equal(s.rounds, MIN_ROUNDS);
     assert.equal(s.catchUpBytes, 2 ** 30);
     assert.equal(s.earlySend, false, 'walship as the library defaults: no early WAL');
+    assert.equal(s.commitSync, 'pool', "walship as the library defaults: the WAL's fdatasync on libuv's pool");
+  });
+
+  it('--commit-sync takes pool, thread or inline', () => {
+    for (const mode of ['pool', 'thread', 'inline']) assert.equal((parseBenchPgArgs(['--commit-sync', mode]) as { commitSync: string }).commitSync, mode);
+    for (const bad of ['', 'sync', 'INLINE']) assert.throws(() => parseBenchPgArgs(['--commit-sync', bad]), UsageError, bad);
   });
 
   it('--early-send runs walship with early WAL', () => {

@@ -57,9 +57,9 @@ storageConformance({
   name: 'NodeStorage, commit-path files on the sync thread',
   createStorage: async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-sync-thread-'));
-    return commitPathStorage(new NodeStorage(path.join(dir, 'data'), { syncThread: true }));
+    return commitPathStorage(new NodeStorage(path.join(dir, 'data'), { commitSync: 'thread' }));
   },
-  openAgain: (storage) => commitPathStorage(new NodeStorage(storage.description, { syncThread: true })),
+  openAgain: (storage) => commitPathStorage(new NodeStorage(storage.description, { commitSync: 'thread' })),
   cleanup: (storage) => fs.rm(path.dirname(storage.description), { recursive: true, force: true }),
 });
 
@@ -164,7 +164,7 @@ describe('SyncThread', () => {
 
 describe('NodeStorage with the sync thread', () => {
   it('rejects bad options with INVALID_OPTIONS', () => {
-    for (const options of [{ syncThread: 'yes' }, { syncThreads: true }, null]) {
+    for (const options of [{ commitSync: 'yes' }, { commitSync: true }, { syncThread: true }, null]) {
       assert.throws(
         () => new NodeStorage('/tmp/x', options as never),
         (err: unknown) => isWalshipError(err, 'INVALID_OPTIONS'),
@@ -174,7 +174,7 @@ describe('NodeStorage with the sync thread', () => {
   });
 
   it('a commit-path file syncs and closes; afterwards its syncs fail with EBADF', withTempDir(async (dir) => {
-    const storage = new NodeStorage(dir, { syncThread: true });
+    const storage = new NodeStorage(dir, { commitSync: 'thread' });
     const file = await storage.open('seg', { create: true, commitPath: true });
     await file.write(Buffer.from('hello'), 0);
     await file.datasync();
@@ -193,7 +193,7 @@ describe('NodeStorage with the sync thread', () => {
 
   it('two logs in one process commit concurrently, sharing the thread, and keep every record', withTempDir(async (dir) => {
     const logs = await Promise.all(
-      ['a', 'b'].map((name) => WalLog.open({ storage: new NodeStorage(path.join(dir, name), { syncThread: true }), segmentSize: 64 * 1024, sync: 'fdatasync' })),
+      ['a', 'b'].map((name) => WalLog.open({ storage: new NodeStorage(path.join(dir, name), { commitSync: 'thread' }), segmentSize: 64 * 1024, sync: 'fdatasync' })),
     );
     const perLog = 300;
     await Promise.all(
@@ -219,7 +219,7 @@ describe('NodeStorage with the sync thread', () => {
     }
   }));
 
-  it('by default (syncThread false), commits go through the pool alone', withTempDir(async (dir) => {
+  it("by default (commitSync 'pool'), commits go through the pool alone", withTempDir(async (dir) => {
     const log = await WalLog.open({ storage: new NodeStorage(dir), segmentSize: 64 * 1024, sync: 'fdatasync' });
     for (let i = 0; i < 50; i++) await log.waitForFlush(log.append(Buffer.from(`r${i}`)).endLsn);
     assert.equal(log.stats().syncs >= 50, true, 'every commit was synced');

@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import fsModule from 'node:fs';
+import fs from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it, mock } from 'node:test';
+import { NodeStorage } from '../../src/storage/node-storage.js';
+import type { Storage, StorageOpenOptions } from '../../src/storage/storage.js';
+import { storageConformance } from '../../src/testing/storage-conformance.js';
+import { WalLog } from '../../src/wal/wal-log.js';
+
+/** Opens every writable file as the WAL writer opens its segments, so that their syncs run inline. */
+function commitPathStorage(storage: NodeStorage): Storage {
+  return {
+    description: storage.description,
+    prepare: () => storage.prepare(),
+    list: () => storage.list(),
+    open: (name: string, options: StorageOpenOptions = {}) => storage.open(name, { ...options, commitPath: options.readOnly !== true }),
+    rename: (from: string, to: string) => storage.rename(from, to),
+    remove: (name: string) => storage.remove(name),
+    syncDirectory: () => storage.syncDirectory(),
+    lock: () => storage.lock(),
+  };
+}
+
+// The storage contract holds with every commit-path sync on the event loop's thread.
+storageConformance({
+  name: "NodeStorage, commit-path files synced inline (commitSync: 'inline')",
+  createStorage: async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-inline-sync-'));
+    return commitPathStorage(new NodeStorage(path.join(dir, 'data'), { commitSync: 'inline' }));
+  },
+  openAgain: (storage) => commitPathStorage(new NodeStorage(storage.description, { commitSync: 'inline' })),
+  cleanup: (storage) => fs.rm(path.dirname(storage.description), { recursive: true, force: true }),
+});
+
+describe("NodeStorage with commitSync: 'inline'", () => {
+  it("a WAL's commits sync on the calling thread, each of them; every record survives a reopen", async (t) => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-inline-sync-'));
+    t.after(() => fs.rm(dir, { recursive: true, force: true }));
+    const inline = mock.method(fsModule, 'fdatasyncSync');
+    syncBuiltinESMExports();
+    t.after(() => {
+      mock.restoreAll();
+      syncBuiltinESMExports();
+    });
+    const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync: 'inline' }), segmentSize: 64 * 1024, sync: 'fdatasync' });
+    const commits = 40;
+    let inlineEach = 0;
+    for (let i = 0; i < commits; i++) {
+      const before = inline.mock.callCount();
+      await log.waitForFlush(log.append(Buffer.from(`r${i}`)).endLsn);
+      if (inline.mock.callCount() > before) inlineEach++;
+    }
+    assert.equal(inlineEach, commits, 'every commit synced inline');
+    await log.close();
+    const again = await WalLog.open({ dir, segmentSize: 64 * 1024 });
+    let records = 0;
+    for await (const _record of again.read(again.oldestLsn)) records++;
+    await again.close();
+    assert.equal(records, commits);
+  });
+
+  it('a flush only background waiters need (commits at off) goes to the pool; one a commit waits for runs inline', async (t) => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-inline-sync-'));
+    t.after(() => fs.rm(dir, { recursive: true, force: true }));
+    const inline = mock.method(fsModule, 'fdatasyncSync');
+    const pooled = mock.method(fsModule, 'fdatasync');
+    syncBuiltinESMExports();
+    t.after(() => {
+      mock.restoreAll();
+      syncBuiltinESMExports();
+    });
+    const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync: 'inline' }), segmentSize: 64 * 1024, sync: 'fdatasync' });
+    const counts = (): [number, number] => [inline.mock.callCount(), pooled.mock.callCount()];
+    let [inlineBefore, pooledBefore] = counts();
+    await log.waitForFlush(log.append(Buffer.from('async')), { background: true });
+    assert.equal(inline.mock.callCount(), inlineBefore, 'no inline sync for a background flush');
+    assert.ok(pooled.mock.callCount() > pooledBefore, 'the background flush synced on the pool');
+    [inlineBefore, pooledBefore] = counts();
+    await log.waitForFlush(log.append(Buffer.from('waited for')));
+    assert.ok(inline.mock.callCount() > inlineBefore, 'a waited-for flush synced inline');
+    assert.equal(pooled.mock.callCount(), pooledBefore);
+    await log.close();
+  });
+
+  it('a failing inline sync rejects the datasync call with the errno, never throws synchronously', async (t) => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-inline-sync-'));
+    t.after(() => fs.rm(dir, { recursive: true, force: true }));
+    const storage = new NodeStorage(dir, { commitSync: 'inline' });
+    const file = await storage.open('seg', { create: true, commitPath: true });
+    mock.method(fsModule, 'fdatasyncSync', () => {
+      throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+    });
+    syncBuiltinESMExports();
+    try {
+      let call: Promise<void> | null = null;
+      assert.doesNotThrow(() => (call = file.datasync()));
+      await assert.rejects(call as unknown as Promise<void>, (err: NodeJS.ErrnoException) => err.code === 'EIO');
+    } finally {
+      mock.restoreAll();
+      syncBuiltinESMExports();
+      await file.close();
+    }
+  });
+});
