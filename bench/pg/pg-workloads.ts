@@ -86,6 +86,13 @@ export class PgWorkloads {
    */
   async settleAndVerify(standbys: readonly string[]): Promise<string[]> {
     const cluster = this.#cluster;
+    // pgbench's clients may leave at -T with an INSERT sent and not answered: its backend
+    // still commits it. The count below must come after the last of them.
+    for (let i = 0; i < 500; i++) {
+      const others = await cluster.psql("select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()");
+      if (others === '0') break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     // After a case at synchronous_commit off the last commits' WAL may still sit in the
     // primary's buffers, past pg_current_wal_lsn() (the write position): one commit flushed at
     // `local` (an xid makes it write a commit record) writes and flushes all of it first.
