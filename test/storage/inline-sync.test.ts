@@ -6,34 +6,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it, mock } from 'node:test';
 import { NodeStorage } from '../../src/storage/node-storage.js';
-import type { Storage, StorageOpenOptions } from '../../src/storage/storage.js';
-import { storageConformance } from '../../src/testing/storage-conformance.js';
 import { WalLog } from '../../src/wal/wal-log.js';
+import { commitSyncConformance } from '../helpers/commit-path-storage.js';
 
-/** Opens every writable file as the WAL writer opens its segments, so that their syncs run inline. */
-function commitPathStorage(storage: NodeStorage): Storage {
-  return {
-    description: storage.description,
-    prepare: () => storage.prepare(),
-    list: () => storage.list(),
-    open: (name: string, options: StorageOpenOptions = {}) => storage.open(name, { ...options, commitPath: options.readOnly !== true }),
-    rename: (from: string, to: string) => storage.rename(from, to),
-    remove: (name: string) => storage.remove(name),
-    syncDirectory: () => storage.syncDirectory(),
-    lock: () => storage.lock(),
-  };
-}
-
-// The storage contract holds with every commit-path sync on the event loop's thread.
-storageConformance({
-  name: "NodeStorage, commit-path files synced inline (commitSync: 'inline')",
-  createStorage: async () => {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-inline-sync-'));
-    return commitPathStorage(new NodeStorage(path.join(dir, 'data'), { commitSync: 'inline' }));
-  },
-  openAgain: (storage) => commitPathStorage(new NodeStorage(storage.description, { commitSync: 'inline' })),
-  cleanup: (storage) => fs.rm(path.dirname(storage.description), { recursive: true, force: true }),
-});
+// The storage contract holds with every commit-path sync taken this way.
+commitSyncConformance('inline', "NodeStorage, commit-path files synced inline (commitSync: 'inline')");
 
 describe("NodeStorage with commitSync: 'inline'", () => {
   it("a WAL's commits sync on the calling thread, each of them; every record survives a reopen", async (t) => {

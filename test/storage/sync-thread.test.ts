@@ -9,10 +9,9 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isWalshipError } from '../../src/errors.js';
 import { NodeStorage } from '../../src/storage/node-storage.js';
-import type { Storage, StorageOpenOptions } from '../../src/storage/storage.js';
 import { SyncThread, sharedSyncThread } from '../../src/storage/sync-thread.js';
-import { storageConformance } from '../../src/testing/storage-conformance.js';
 import { WalLog } from '../../src/wal/wal-log.js';
+import { commitSyncConformance } from '../helpers/commit-path-storage.js';
 
 /** Runs `body` with a fresh temporary directory, removed afterwards. */
 function withTempDir(body: (dir: string) => Promise<void>) {
@@ -38,30 +37,8 @@ async function withThread(body: (thread: SyncThread) => Promise<void>): Promise<
   }
 }
 
-/** Opens every file as the WAL writer opens its segments, so that their syncs run on the sync thread. */
-function commitPathStorage(storage: NodeStorage): Storage {
-  return {
-    description: storage.description,
-    prepare: () => storage.prepare(),
-    list: () => storage.list(),
-    open: (name: string, options: StorageOpenOptions = {}) => storage.open(name, { ...options, commitPath: options.readOnly !== true }),
-    rename: (from: string, to: string) => storage.rename(from, to),
-    remove: (name: string) => storage.remove(name),
-    syncDirectory: () => storage.syncDirectory(),
-    lock: () => storage.lock(),
-  };
-}
-
-// The storage contract holds with every sync on the sync thread (closed files, EBADF, …).
-storageConformance({
-  name: 'NodeStorage, commit-path files on the sync thread',
-  createStorage: async () => {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-sync-thread-'));
-    return commitPathStorage(new NodeStorage(path.join(dir, 'data'), { commitSync: 'thread' }));
-  },
-  openAgain: (storage) => commitPathStorage(new NodeStorage(storage.description, { commitSync: 'thread' })),
-  cleanup: (storage) => fs.rm(path.dirname(storage.description), { recursive: true, force: true }),
-});
+// The storage contract holds with every commit-path sync taken this way.
+commitSyncConformance('thread', "NodeStorage, commit-path files on the sync thread");
 
 describe('SyncThread', () => {
   it('syncs a file on the thread, one request after another', withTempDir(async (dir) => {
