@@ -506,9 +506,10 @@ export class Standby extends NodeBase<StandbyEvents> {
    * has received (up to its recovery target, when that is in what it received: the new
    * timeline then begins at the target, and the WAL past it is set aside, never applied),
    * stops streaming from its upstream, starts a new timeline (one past every
-   * timeline it knows of) with a durable history file and an end-of-recovery record, records
+   * timeline it knows of) with a history file and an end-of-recovery record, records durably
    * that its directory is a primary's, and resolves with the running `Primary`, which accepts
-   * commits at once. Nothing is closed or replayed: the directory's lock, the application's
+   * commits at once. The record is flushed with the first commit, the history file a moment
+   * later (a crash before either is repaired at open from the control file). Nothing is closed or replayed: the directory's lock, the application's
    * state, the listener and the downstream standbys' connections carry over (they follow the
    * new timeline). From then on this object is in state `promoted`, emits no more events, and
    * refuses calls with `NOT_IN_RECOVERY` (`close()` does nothing): use the `Primary`.

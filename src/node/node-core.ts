@@ -245,8 +245,8 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
   /**
    * Changes the control file: `change` gets the control data as they are when its turn comes
    * (updates run one at a time, so none is lost to a concurrent one and no two share the
-   * temporary file), and the file is replaced atomically before the node's view moves on.
-   * With `firstCopy` it resolves as soon as the new content is durable in one of the file's
+   * temporary file), and the node's view moves on once the new content is durable in the
+   * file's first copy (what a crash finds from then on, even if the update later fails). With `firstCopy` it resolves as soon as the new content is durable in one of the file's
    * two copies, which is what a crash finds from then on (a promotion's commit point), and
    * the other copy is written once `secondCopyAfter` settles (at once without it): the next
    * update and {@link close} wait for that.

@@ -63,7 +63,7 @@ export class MessageStream<Side extends 'client' | 'server'> {
   #ended = false;
   /** The header of the WAL data frame being received in pieces. */
   #pieceHead: WalDataMessage | null = null;
-  /** A destroy with `closeSoon` was asked for: the stream is destroyed a turn later. */
+  /** A destroy with `closeSoon` was asked for: the stream is destroyed {@link CLOSE_SOON_MS} later, and nothing is sent meanwhile. */
   #closingSoon = false;
   /** Resolves once the underlying stream has closed. */
   readonly closed: Promise<void>;
@@ -172,7 +172,8 @@ export class MessageStream<Side extends 'client' | 'server'> {
 
   /** Sends a message; returns false when the stream's buffer is full (then await {@link drained}). */
   send(message: Outgoing<Side>): boolean {
-    if (this.#stream.destroyed || this.#stream.writableEnded) return false;
+    // Destroyed, or about to be (closeSoon): nothing more goes out.
+    if (this.#closingSoon || this.#stream.destroyed || this.#stream.writableEnded) return false;
     const parts = encodeMessageParts(message);
     if (parts.length === 1) return this.#stream.write(parts[0] as Buffer);
     // One writev for the header and the payload view: no copy, and no tiny segment on the wire.
@@ -238,13 +239,13 @@ export class MessageStream<Side extends 'client' | 'server'> {
   }
 
   /**
-   * Destroys the stream at once (with `closeSoon`, one turn of the event loop later). A pending
-   * or later {@link next} rejects at once (transient `CONNECTION_FAILED`), not when the
-   * transport reports the close: nothing more is read.
+   * Destroys the stream at once (with `closeSoon`, {@link CLOSE_SOON_MS} later: nothing is
+   * read or sent meanwhile). A pending or later {@link next} rejects at once (transient
+   * `CONNECTION_FAILED`), not when the transport reports the close.
    */
   destroy(options: { closeSoon?: boolean } = {}): void {
     if (this.#closingSoon) {
-      // Closed a turn later already (below).
+      // Destroyed a moment later already (below).
     } else if (options.closeSoon === true && !this.#stream.destroyed) {
       // Closing a socket costs its caller a quarter of a millisecond and more (the FIN goes
       // through the kernel's loopback inside the call): a promotion has it done a moment

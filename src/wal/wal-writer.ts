@@ -417,6 +417,7 @@ export class WalWriter {
     this.#timeline = timeline;
     this.#segmentVersion = segmentVersion;
     this.#insertLsn = this.#writtenLsn = this.#syncedLsn = lsn;
+    this.#urgentUntil = Math.min(this.#urgentUntil, lsn);
     this.#announcedWrittenLsn = Math.min(this.#announcedWrittenLsn, lsn);
     this.#flushed.rewind(lsn);
     this.#dirty.clear();
@@ -751,6 +752,7 @@ export class WalWriter {
     this.#runs = [];
     this.#pendingBytes = 0;
     this.#insertLsn = lsn;
+    this.#urgentUntil = Math.min(this.#urgentUntil, lsn);
     // Their LSNs will be reused: a waiter past `lsn` must fail now, not be released by the
     // flush of a later record that lands there.
     this.#flushed.rejectPast(lsn, error);

@@ -154,9 +154,12 @@ export interface PromotionCrash {
 
 /**
  * One step of a promotion crash sweep: the power fails before storage operation `k` of
- * `node.promote()`; a promotion that completes first meets a power loss after it (all of it
- * must be durable). `beforePowerLoss` sees the outcome while the promoted primary is still
- * open. Both nodes are closed before it resolves.
+ * `node.promote()` and the durable work it leaves to its first moments (the end-of-recovery
+ * record's flush, the control file's second copy): once `promote()` resolved, the harness
+ * waits for that record's flush and until the storage is quiet, so that the sweep's `k` runs
+ * through those operations too. A promotion that completes first meets a power loss after it
+ * (all of it must be durable by then). `beforePowerLoss` sees the outcome while the promoted
+ * primary is still open. Both nodes are closed before it resolves.
  */
 export async function promoteWithPowerLoss(
   node: Standby,
@@ -175,6 +178,15 @@ export async function promoteWithPowerLoss(
     HANG_MS,
     `${what}: the promotion to end`,
   );
+  if (outcome.primary !== null && !storage.crashed) {
+    await outcome.primary.wal.flush().catch(() => undefined);
+    // MemoryStorage settles in microtasks: a few quiet turns mean the follow-up writes are done.
+    for (let quiet = 0, turns = 0, count = storage.operationCount; quiet < 3 && turns < 1000 && !storage.crashed; turns++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      if (storage.operationCount === count) quiet++;
+      else [quiet, count] = [0, storage.operationCount];
+    }
+  }
   const fired = await Promise.race([crashed, new Promise<null>((resolve) => setImmediate(() => resolve(null)))]);
   const completed = fired === null;
   beforePowerLoss?.({ ...outcome, completed });

@@ -157,6 +157,8 @@ describe('MessageStream.destroy', () => {
     await assert.rejects(waiting, (err) => isWalshipError(err, 'CONNECTION_FAILED'));
     await assert.rejects(conn.next(), (err) => isWalshipError(err, 'CONNECTION_FAILED'));
     assert.equal(stream.destroyed, false, 'not destroyed in the same turn');
+    assert.equal(stream.isPaused(), true, 'nothing more is read');
+    assert.equal(conn.send({ kind: 'terminate' }), false, 'nothing more is sent');
     // What arrives meanwhile is not decoded.
     stream.write(encodeMessage({ kind: 'keepalive', walEnd: 1, sendTime: 0, replyRequested: false }));
     conn.destroy();
