@@ -239,7 +239,7 @@ export class MessageStream<Side extends 'client' | 'server'> {
   }
 
   /**
-   * Destroys the stream at once (with `closeSoon`, {@link CLOSE_SOON_MS} later: nothing is
+   * Destroys the stream at once (with `closeSoon`, 20 ms later: nothing is
    * read or sent meanwhile). A pending or later {@link next} rejects at once (transient
    * `CONNECTION_FAILED`), not when the transport reports the close.
    */
