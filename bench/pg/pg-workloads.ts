@@ -94,9 +94,10 @@ export class PgWorkloads {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     // After a case at synchronous_commit off the last commits' WAL may still sit in the
-    // primary's buffers, past pg_current_wal_lsn() (the write position): one commit flushed at
-    // `local` (an xid makes it write a commit record) writes and flushes all of it first.
-    await cluster.psql('set synchronous_commit = local; select txid_current()');
+    // primary's buffers, past pg_current_wal_lsn() (the write position): one commit at `local`
+    // that wrote WAL (a row in a table of its own; a bare xid's commit is not flushed) writes
+    // and flushes all of it first.
+    await cluster.psql('create table if not exists bench_settle (x int); set synchronous_commit = local; insert into bench_settle values (1)');
     const end = await cluster.currentLsn();
     for (const name of standbys) await cluster.waitReplayed(name, end);
     const rows = await cluster.rowCount();
