@@ -509,8 +509,8 @@ export class Standby extends NodeBase<StandbyEvents> {
    * timeline it knows of) with a history file and an end-of-recovery record, records durably
    * that its directory is a primary's, and resolves with the running `Primary`, which accepts
    * commits at once. The record is flushed with the first commit, the history file a moment
-   * later (a crash before either is repaired at open from the control file). Nothing is closed or replayed: the directory's lock, the application's
-   * state, the listener and the downstream standbys' connections carry over (they follow the
+   * later (a crash before either is repaired at open from the control file). Nothing is
+   * closed or replayed: the directory's lock, the application's state, the listener and the downstream standbys' connections carry over (they follow the
    * new timeline). From then on this object is in state `promoted`, emits no more events, and
    * refuses calls with `NOT_IN_RECOVERY` (`close()` does nothing): use the `Primary`.
    *

@@ -246,10 +246,10 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
    * Changes the control file: `change` gets the control data as they are when its turn comes
    * (updates run one at a time, so none is lost to a concurrent one and no two share the
    * temporary file), and the node's view moves on once the new content is durable in the
-   * file's first copy (what a crash finds from then on, even if the update later fails). With `firstCopy` it resolves as soon as the new content is durable in one of the file's
-   * two copies, which is what a crash finds from then on (a promotion's commit point), and
-   * the other copy is written once `secondCopyAfter` settles (at once without it): the next
-   * update and {@link close} wait for that.
+   * file's first copy: what a crash finds from then on, even if the update later fails. With
+   * `firstCopy` the call resolves there too (a promotion's commit point), and the other copy
+   * is written once `secondCopyAfter` settles (at once without it): the next update and
+   * {@link close} wait for that.
    */
   updateControl(change: (current: ControlData) => ControlData, options: { firstCopy?: boolean; secondCopyAfter?: Promise<unknown> } = {}): Promise<ControlData> {
     let durable: ((data: ControlData) => void) | undefined;
@@ -263,8 +263,8 @@ export class NodeCore extends SafeEmitter<NodeEvents> implements WalSource {
         durable?.(next);
         return options.secondCopyAfter;
       };
+      // A write that resolves called onDurable first (on either of its paths).
       await writeControlFile(this.storage, next, { onDurable });
-      this.#control = next;
       return next;
     });
     this.#controlWrites = run;

@@ -65,11 +65,11 @@ export interface NodeStorageOptions {
    *   while a log is open.
    * - `'inline'`: on the event loop's own thread (`fs.fdatasyncSync`), as PostgreSQL's
    *   backends call fdatasync, when a commit waits for the sync (a flush nobody waits for,
-   *   as after commits at `off`, goes to the pool). Both other modes hop to another thread and back, and on a
-   *   machine whose cores are busy (a standby in another process, the application's own
-   *   work) waking those threads costs more than the sync itself: one committer at `local`
-   *   beside a streaming standby went from 1,250–1,860 to 5,100–6,500 commits/s here
-   *   (bench/README.md, "WAL I/O latency from Node"). The price: the event loop, and with it
+   *   as after commits at `off`, goes to the pool). Both other modes hop to another thread
+   *   and back, and on a machine whose cores are busy (a standby in another process, the
+   *   application's own work) waking those threads costs more than the sync itself: one
+   *   committer at `local` beside a streaming standby went from 1,250–2,160 to 5,100–7,000
+   *   commits/s here (bench/README.md, "`commitSync: 'inline'`"). The price: the event loop, and with it
    *   the application and every connection of the process, waits for each sync (0.1–0.5 ms
    *   on an idle SSD, as long as the disk takes on a slow or failing one), and the next write
    *   round no longer overlaps the current sync.
@@ -474,10 +474,10 @@ class NodeStorageFile implements StorageFile {
 
   /**
    * On the calling thread with `commitSync: 'inline'` (unless `urgent: false`: nobody waits
-   * for it); else on the sync thread when this file
-   * has one and it is free, else on libuv's pool through `fs.fdatasync`'s callback, which
-   * costs measurably less per call than `FileHandle.datasync` (see bench/README.md, "WAL I/O
-   * latency from Node"). Those two work on the descriptor, so {@link close} waits for them.
+   * for it); else on the sync thread when this file has one and it is free, else on libuv's
+   * pool through `fs.fdatasync`'s callback, which costs measurably less per call than
+   * `FileHandle.datasync` (see bench/README.md, "WAL I/O latency from Node"). Those two work
+   * on the descriptor, so {@link close} waits for them.
    */
   async datasync(options: { readonly urgent?: boolean } = {}): Promise<void> {
     if (this.closed !== undefined) throw closedError();

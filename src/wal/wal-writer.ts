@@ -71,6 +71,9 @@ export interface WalWriterInit {
   readonly stopped: (error: WalshipError) => void;
 }
 
+/** The hint of a sync only background waiters need (see `StorageFile.datasync`): one object, not one per sync. */
+const NOT_URGENT = Object.freeze({ urgent: false });
+
 /**
  * The write side of a {@link WalLog}: the insert position and the buffers of appended
  * records (PostgreSQL's WAL buffers, filled by `XLogInsertRecord`), and the group-commit
@@ -794,7 +797,7 @@ export class WalWriter {
   async #timedSync(file: StorageFile, urgent: boolean): Promise<void> {
     const started = currentScheduler().monotonic();
     try {
-      await file.datasync(urgent ? {} : { urgent: false });
+      await (urgent ? file.datasync() : file.datasync(NOT_URGENT));
     } finally {
       this.#statSyncs++;
       this.#statSyncMs += currentScheduler().monotonic() - started;
