@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, it, mock } from 'node:test';
+import { describe, it, mock, type TestContext } from 'node:test';
 import { NodeStorage } from '../../src/storage/node-storage.js';
 import { WalLog } from '../../src/wal/wal-log.js';
 import { commitSyncConformance } from '../helpers/commit-path-storage.js';
@@ -12,16 +12,28 @@ import { commitSyncConformance } from '../helpers/commit-path-storage.js';
 // The storage contract holds with every commit-path sync taken this way.
 commitSyncConformance('inline', "NodeStorage, commit-path files synced inline (commitSync: 'inline')");
 
+/** A temporary directory, removed after the test. */
+async function tempDir(t: TestContext): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-inline-sync-'));
+  t.after(() => fs.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Spies on `node:fs` functions, as the storage's own imports see them, until the test ends. */
+function spyOnSyncs<const N extends readonly ('fdatasyncSync' | 'fdatasync')[]>(t: TestContext, names: N): { [I in keyof N]: { mock: { callCount(): number } } } {
+  const spies = names.map((name) => mock.method(fsModule, name)) as { [I in keyof N]: { mock: { callCount(): number } } };
+  syncBuiltinESMExports();
+  t.after(() => {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+  });
+  return spies;
+}
+
 describe("NodeStorage with commitSync: 'inline'", () => {
   it("a WAL's commits sync on the calling thread, each of them; every record survives a reopen", async (t) => {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-inline-sync-'));
-    t.after(() => fs.rm(dir, { recursive: true, force: true }));
-    const inline = mock.method(fsModule, 'fdatasyncSync');
-    syncBuiltinESMExports();
-    t.after(() => {
-      mock.restoreAll();
-      syncBuiltinESMExports();
-    });
+    const dir = await tempDir(t);
+    const [inline] = spyOnSyncs(t, ['fdatasyncSync']);
     const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync: 'inline' }), segmentSize: 64 * 1024, sync: 'fdatasync' });
     const commits = 40;
     let inlineEach = 0;
@@ -40,15 +52,8 @@ describe("NodeStorage with commitSync: 'inline'", () => {
   });
 
   it('a flush only background waiters need (commits at off) goes to the pool; one a commit waits for runs inline', async (t) => {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-inline-sync-'));
-    t.after(() => fs.rm(dir, { recursive: true, force: true }));
-    const inline = mock.method(fsModule, 'fdatasyncSync');
-    const pooled = mock.method(fsModule, 'fdatasync');
-    syncBuiltinESMExports();
-    t.after(() => {
-      mock.restoreAll();
-      syncBuiltinESMExports();
-    });
+    const dir = await tempDir(t);
+    const [inline, pooled] = spyOnSyncs(t, ['fdatasyncSync', 'fdatasync']);
     const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync: 'inline' }), segmentSize: 64 * 1024, sync: 'fdatasync' });
     const counts = (): [number, number] => [inline.mock.callCount(), pooled.mock.callCount()];
     let [inlineBefore, pooledBefore] = counts();
@@ -63,8 +68,7 @@ describe("NodeStorage with commitSync: 'inline'", () => {
   });
 
   it('a failing inline sync rejects the datasync call with the errno, never throws synchronously', async (t) => {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'walship-inline-sync-'));
-    t.after(() => fs.rm(dir, { recursive: true, force: true }));
+    const dir = await tempDir(t);
     const storage = new NodeStorage(dir, { commitSync: 'inline' });
     const file = await storage.open('seg', { create: true, commitPath: true });
     mock.method(fsModule, 'fdatasyncSync', () => {
