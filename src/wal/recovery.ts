@@ -229,10 +229,13 @@ async function scanForRecords(file: StorageFile, segmentSize: number, base: Lsn,
     // Scan what the window holds without awaiting; only a candidate needs more reading.
     const buf = window.buf;
     const last = Math.min(window.end, segmentSize) - RECORD_HEADER_SIZE;
+    const shift = window.index(offset) - offset + 16;
     let candidate = -1;
+    // Cheap filter first: the low word of the record's own LSN field, and before it its low
+    // byte (a whole segment of stale bytes is scanned at every open: one compare per step).
     for (; offset <= last; offset += RECORD_ALIGNMENT) {
-      // Cheap filter first: the low word of the record's own LSN field.
-      if (buf.readUInt32LE(window.index(offset) + 16) === (base + offset) % 0x1_0000_0000) {
+      const lowWord = (base + offset) >>> 0;
+      if (buf[offset + shift] === (lowWord & 0xff) && buf.readUInt32LE(offset + shift) === lowWord) {
         candidate = offset;
         break;
       }
