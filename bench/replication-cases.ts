@@ -92,10 +92,11 @@ export class Peer {
     return (await reply) as T;
   }
 
-  async close(): Promise<void> {
+  /** Closes the peer's standbys (with `checkpoint`, after a restartpoint on each) and waits for it to exit. */
+  async close({ checkpoint = false }: { checkpoint?: boolean } = {}): Promise<void> {
     if (this.#child.exitCode !== null) return;
     const exited = once(this.#child, 'exit');
-    await this.ask({ cmd: 'close' });
+    await this.ask({ cmd: 'close', checkpoint });
     await exited;
   }
 

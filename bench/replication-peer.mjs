@@ -35,8 +35,9 @@
  * - `{ cmd: 'replayed', lsn, timeoutMs }` (section 8): `waitForReplay(lsn)` on every standby;
  *   answers `{ replayedAt, latencies }` (epoch ms, and the apply latencies recorded since the
  *   last ask), or `{ error, states }` when it timed out or failed;
- * - `{ cmd: 'close' }`: closes the standbys (and the primaries they were promoted to), answers
- *   `{ closed }`, and exits.
+ * - `{ cmd: 'close', checkpoint? }`: closes the standbys (and the primaries they were promoted
+ *   to), with `checkpoint: true` after a restartpoint (`checkpoint()`) on each, as PostgreSQL's
+ *   standby makes one when it shuts down; answers `{ closed }`, and exits.
  *
  * It also exits when its IPC channel closes (the benchmark ended or was killed), so that no
  * peer outlives the run.
@@ -224,6 +225,9 @@ process.on('message', async (message) => {
       break;
     }
     case 'close': {
+      // With `checkpoint`, a restartpoint first (PostgreSQL's standby makes one at shutdown),
+      // so the next open replays only what came after it.
+      if (message.checkpoint === true) await Promise.all(standbys.map((s) => s.checkpoint()));
       await Promise.all([...standbys.map((s) => s.close()), ...promoted.map((p) => p.close())]);
       process.send({ closed: true });
       process.disconnect();

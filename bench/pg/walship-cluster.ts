@@ -118,11 +118,13 @@ export class WalshipCluster {
     return peer;
   }
 
-  /** Closes standby `name` (its process exits; its directory stays). */
+  /** Closes standby `name` after a restartpoint (its process exits; its directory stays). */
   async stopStandby(name: string): Promise<void> {
     const peer = this.#peers.get(name);
     this.#peers.delete(name);
-    await peer?.close();
+    // A restartpoint first, as PostgreSQL's standby makes one when it shuts down: a restart
+    // replays what came after it, not everything since the base backup.
+    await peer?.close({ checkpoint: true });
   }
 
   /** Changes the synchronous standbys (`primary.reload()`, PostgreSQL's ALTER SYSTEM + reload) and waits until each standby has the expected sync state. */
