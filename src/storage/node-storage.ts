@@ -430,6 +430,11 @@ class NodeStorageFile implements StorageFile {
     syncThread?.acquire();
   }
 
+  /** An urgent {@link datasync} holds the event loop (`commitSync: 'inline'`). */
+  get syncBlocks(): boolean {
+    return this.inlineSync;
+  }
+
   async read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     let total = 0;
     if (length <= INLINE_IO_BYTES) {

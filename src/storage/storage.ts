@@ -98,6 +98,13 @@ export interface StorageFile {
    */
   datasync(options?: { readonly urgent?: boolean }): Promise<void>;
   /**
+   * True when an urgent {@link datasync} runs on the calling thread and holds the event loop
+   * until the disk answers (`NodeStorage`'s `commitSync: 'inline'`). The WAL writer then tells
+   * its `write` listeners (a standby's write report) what it wrote before such a sync rather
+   * than after it. Absent or false: syncs run elsewhere, and listeners run alongside them.
+   */
+  readonly syncBlocks?: boolean;
+  /**
    * Extends the file with zero bytes so that it is at least `size` bytes long. With `sparse`
    * the storage may leave the zeros unwritten (a file-system hole): much cheaper now, but
    * later writes there must allocate space, so they cost more and can fail with `ENOSPC`.

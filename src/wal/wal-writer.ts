@@ -516,11 +516,16 @@ export class WalWriter {
     this.#writeAnnounced = true;
     currentScheduler().setImmediate(() => {
       this.#writeAnnounced = false;
-      if (this.#writtenLsn > this.#announcedWrittenLsn) {
-        this.#announcedWrittenLsn = this.#writtenLsn;
-        this.#emit('write', { writtenLsn: this.#writtenLsn });
-      }
+      this.#announceWrittenNow();
     });
+  }
+
+  /** Emits `write` now if the written end moved since the last one (the scheduled one then has nothing to say). */
+  #announceWrittenNow(): void {
+    if (this.#writtenLsn > this.#announcedWrittenLsn) {
+      this.#announcedWrittenLsn = this.#writtenLsn;
+      this.#emit('write', { writtenLsn: this.#writtenLsn });
+    }
   }
 
   /** One sync of what is written now, then acknowledges it; never rejects (failures stop the log). */
@@ -795,6 +800,9 @@ export class WalWriter {
 
   /** One fdatasync of the log's segments, counted and timed for {@link stats}. */
   async #timedSync(file: StorageFile, urgent: boolean): Promise<void> {
+    // A sync that holds the event loop would hold the `write` announcement too (a standby's
+    // write report, which remote_write commits wait for): announce before it.
+    if (urgent && file.syncBlocks === true) this.#announceWrittenNow();
     const started = currentScheduler().monotonic();
     try {
       await (urgent ? file.datasync() : file.datasync(NOT_URGENT));

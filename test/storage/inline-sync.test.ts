@@ -85,4 +85,36 @@ describe("NodeStorage with commitSync: 'inline'", () => {
       await file.close();
     }
   });
+  it("a log announces what it wrote ('write', a standby's write report) before an inline sync holds the loop; with syncs on the pool, after the sync started", async (t) => {
+    for (const commitSync of ['inline', 'pool'] as const) {
+      const dir = await tempDir(t);
+      const order: string[] = [];
+      const original = fsModule.fdatasyncSync;
+      mock.method(fsModule, 'fdatasyncSync', (fd: number) => {
+        order.push('sync');
+        original(fd);
+      });
+      const pooled = fsModule.fdatasync;
+      mock.method(fsModule, 'fdatasync', (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => {
+        order.push('sync');
+        pooled(fd, callback);
+      });
+      syncBuiltinESMExports();
+      try {
+        const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync }), segmentSize: 64 * 1024, sync: 'fdatasync' });
+        log.on('write', () => order.push('write'));
+        // The first commit also prepares the segment (syncs of its own): count from the second.
+        await log.waitForFlush(log.append(Buffer.from('first')).endLsn);
+        await new Promise((resolve) => setImmediate(resolve));
+        order.length = 0;
+        await log.waitForFlush(log.append(Buffer.from('x')).endLsn);
+        await new Promise((resolve) => setImmediate(resolve));
+        assert.deepEqual(order, commitSync === 'inline' ? ['write', 'sync'] : ['sync', 'write'], commitSync);
+        await log.close();
+      } finally {
+        mock.restoreAll();
+        syncBuiltinESMExports();
+      }
+    }
+  });
 });
