@@ -88,7 +88,7 @@ export { ERROR_CODES, WalCorruptError, WalshipError, isWalshipError } from './er
 export type { ErrorCode, ErrorCodeInfo, WalshipErrorOptions } from './errors.js';
 export { formatLsn, isLsn, parseLsn } from './lsn.js';
 export type { Lsn } from './lsn.js';
-export { NODE_STORAGE_DEFAULTS, NodeStorage } from './storage/node-storage.js';
+export { NODE_STORAGE_DEFAULTS, NodeStorage, nodeStorageOptionsSchema } from './storage/node-storage.js';
 export type { CommitSync, NodeStorageOptions } from './storage/node-storage.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export { isStorage } from './storage/storage.js';

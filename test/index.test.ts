@@ -63,6 +63,7 @@ const MAIN_EXPORTS = [
   'isWalshipError',
   'memoryNetworkOptionsSchema',
   'memoryTransportOptionsSchema',
+  'nodeStorageOptionsSchema',
   'parseLsn',
   'parseSegmentFileName',
   'parseSynchronousStandbyNames',

@@ -6,6 +6,7 @@ import path from 'node:path';
 import createDebug from 'debug';
 import { syncDirectoryAt } from '../directory-sync.js';
 import { WalshipError, errnoCode } from '../errors.js';
+import { compileOptions, type OptionsValidator } from '../options.js';
 import type { Storage, StorageFile, StorageLock, StorageOpenOptions } from './storage.js';
 import { sharedSyncThread, type SyncThread } from './sync-thread.js';
 
@@ -84,7 +85,19 @@ export interface NodeStorageOptions {
 /** Defaults of {@link NodeStorageOptions}. */
 export const NODE_STORAGE_DEFAULTS: Readonly<Required<NodeStorageOptions>> = Object.freeze({ commitSync: 'pool' });
 
-const COMMIT_SYNC_MODES: readonly CommitSync[] = ['pool', 'thread', 'inline'];
+/** The literal behind {@link nodeStorageOptionsSchema}, named apart so that the API reference shows the schema, not each of its keywords. */
+const nodeStorageSchema = Object.freeze({
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    commitSync: { enum: ['pool', 'thread', 'inline'] },
+  },
+} as const);
+
+/** JSON schema of {@link NodeStorageOptions}. */
+export const nodeStorageOptionsSchema: typeof nodeStorageSchema = nodeStorageSchema;
+
+const validateOptions: OptionsValidator<NodeStorageOptions> = compileOptions('NodeStorage', nodeStorageOptionsSchema);
 
 /** A {@link Storage} on a real directory, through `node:fs/promises`. */
 export class NodeStorage implements Storage {
@@ -97,13 +110,7 @@ export class NodeStorage implements Storage {
     if (typeof dir !== 'string' || dir === '') {
       throw new WalshipError('INVALID_ARGUMENT', 'NodeStorage needs a directory path (a non-empty string)');
     }
-    if (typeof options !== 'object' || options === null) throw new WalshipError('INVALID_OPTIONS', 'NodeStorage options must be an object');
-    for (const key of Object.keys(options)) {
-      if (key !== 'commitSync') throw new WalshipError('INVALID_OPTIONS', `NodeStorage options has an unknown key "${key}" (allowed: commitSync)`);
-    }
-    if (options.commitSync !== undefined && !COMMIT_SYNC_MODES.includes(options.commitSync)) {
-      throw new WalshipError('INVALID_OPTIONS', `NodeStorage options.commitSync must be one of ${COMMIT_SYNC_MODES.map((m) => `'${m}'`).join(', ')}`);
-    }
+    validateOptions(options);
     this.description = path.resolve(dir);
     this.#commitSync = options.commitSync ?? NODE_STORAGE_DEFAULTS.commitSync;
   }
