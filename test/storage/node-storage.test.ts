@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
+import { syncBuiltinESMExports } from 'node:module';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it, mock } from 'node:test';
@@ -485,3 +487,35 @@ class LockingChild {
     for (const resolve of this.waiting.splice(0)) resolve();
   }
 }
+
+describe('NodeStorage small writes (on the calling thread)', () => {
+  it('a writev of several buffers is one pwritev, and a short one goes on from where it stopped', withTempDir(async (dir) => {
+    const storage = new NodeStorage(dir);
+    await storage.prepare();
+    const file = await storage.open('seg', { create: true });
+    const original = fsSync.writevSync;
+    let calls = 0;
+    let shortOnce = true;
+    mock.method(fsSync, 'writevSync', (fd: number, buffers: NodeJS.ArrayBufferView[], position?: number) => {
+      calls++;
+      // The first call writes 5 bytes only, as a short write may.
+      if (shortOnce) {
+        shortOnce = false;
+        return original(fd, [Buffer.from((buffers[0] as Buffer).subarray(0, 5))], position);
+      }
+      return original(fd, buffers, position);
+    });
+    syncBuiltinESMExports();
+    try {
+      await file.writev!([Buffer.from('prefix-'), Buffer.alloc(0), Buffer.from('record'), Buffer.from('!')], 10);
+    } finally {
+      mock.restoreAll();
+      syncBuiltinESMExports();
+    }
+    assert.equal(calls, 2, 'one pwritev, then one for what the short write left (empty buffers skipped)');
+    const back = Buffer.alloc(14);
+    assert.equal(await file.read(back, 0, 14, 10), 14);
+    assert.equal(back.toString(), 'prefix-record!');
+    await file.close();
+  }));
+});
