@@ -227,7 +227,12 @@ process.on('message', async (message) => {
     case 'close': {
       // With `checkpoint`, a restartpoint first (PostgreSQL's standby makes one at shutdown),
       // so the next open replays only what came after it.
-      if (message.checkpoint === true) await Promise.all(standbys.map((s) => s.checkpoint()));
+      // A standby that cannot make one (it failed, or was promoted) is still closed.
+      if (message.checkpoint === true) {
+        for (const result of await Promise.allSettled(standbys.map((s) => s.checkpoint()))) {
+          if (result.status === 'rejected') console.error(`peer: restartpoint before close failed: ${result.reason?.message ?? result.reason}`);
+        }
+      }
       await Promise.all([...standbys.map((s) => s.close()), ...promoted.map((p) => p.close())]);
       process.send({ closed: true });
       process.disconnect();

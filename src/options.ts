@@ -15,14 +15,12 @@ const ajv = new Ajv({ allErrors: true, strict: true, useDefaults: false, coerceT
 export type OptionsValidator<T> = (options: unknown) => asserts options is T;
 
 /**
- * Compiles `schema` once, on its first use (an import pays for no schema it does not use:
- * compiling them all took a third of the package's import time); the returned function
- * validates an options object.
+ * Compiles `schema` now, at import (not on first use: the first `promote()` would pay for the
+ * `Primary`'s schema); the returned function validates an options object.
  */
 export function compileOptions<T>(what: string, schema: object): OptionsValidator<T> {
-  let compiled: ValidateFunction | null = null;
+  const validate: ValidateFunction = ajv.compile(schema);
   return (options: unknown): asserts options is T => {
-    const validate = (compiled ??= ajv.compile(schema));
     if (validate(options)) return;
     const problems = (validate.errors ?? []).map((error) => describeError(what, error));
     throw new WalshipError('INVALID_OPTIONS', `invalid ${what} options: ${problems.join('; ')}`);
