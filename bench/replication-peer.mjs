@@ -226,8 +226,8 @@ process.on('message', async (message) => {
     }
     case 'close': {
       // With `checkpoint`, a restartpoint first (PostgreSQL's standby makes one at shutdown),
-      // so the next open replays only what came after it.
-      // A standby that cannot make one (it failed, or was promoted) is still closed.
+      // so the next open replays only what came after it; a standby that cannot make one (it
+      // failed, or was promoted) is still closed.
       if (message.checkpoint === true) {
         for (const result of await Promise.allSettled(standbys.map((s) => s.checkpoint()))) {
           if (result.status === 'rejected') console.error(`peer: restartpoint before close failed: ${result.reason?.message ?? result.reason}`);

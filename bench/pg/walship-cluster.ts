@@ -79,7 +79,7 @@ export class WalshipCluster {
     dir: string,
     standbys: readonly string[],
     names: string,
-    { earlySend = false, commitSync = 'pool' }: { earlySend?: boolean; commitSync?: 'pool' | 'thread' | 'inline' } = {},
+    { earlySend = false, commitSync = 'pool' }: { earlySend?: boolean; commitSync?: Walship.CommitSync } = {},
   ): Promise<WalshipCluster> {
     const app = new DigestApp();
     // The peers read these when they open their standbys (acceptEarlyWal, their storage's commitSync).

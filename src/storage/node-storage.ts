@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants, fdatasync, fdatasyncSync, readSync, writeSync, writevSync } from 'node:fs';
+import { constants, fdatasync, fdatasyncSync, readSync, writevSync } from 'node:fs';
 import fs, { type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -581,11 +581,11 @@ function closedError(): Error {
 function writeFullyInline(handle: FileHandle, buffers: readonly Uint8Array[], position: number): void {
   let written = 0;
   // One pwritev for all of them (a group commit's record and the block prefix before it: one
-  // syscall, not one per buffer), again for what a short write left.
-  let pending: readonly Uint8Array[] = buffers.some((buffer) => buffer.length === 0) ? buffers.filter((buffer) => buffer.length > 0) : buffers;
+  // syscall, not one per buffer), again for what a short write left; empty buffers dropped.
+  let pending = skipBytes(buffers, 0);
   try {
     while (pending.length > 0) {
-      const bytesWritten = pending.length === 1 ? writeSync(openFd(handle), pending[0] as Uint8Array, 0, (pending[0] as Uint8Array).length, position + written) : writevSync(openFd(handle), pending as Uint8Array[], position + written);
+      const bytesWritten = writevSync(openFd(handle), pending, position + written);
       if (bytesWritten === 0) throw Object.assign(new Error('EIO: write made no progress'), { code: 'EIO' });
       written += bytesWritten;
       pending = skipBytes(pending, bytesWritten);
