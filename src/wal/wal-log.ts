@@ -260,6 +260,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   readonly #writer: WalWriter;
   #oldestSegno: number;
   #tailWatchers = new Set<() => void>();
+  /** How many of {@link #tailWatchers} wait for written bytes (early senders). */
+  #writtenWatchers = 0;
   /** File work that goes on after the call that started it (see {@link #keepPartial}); close waits for it. */
   readonly #background = new Set<Promise<void>>();
   /** The `.partial` copy waiting to start (see {@link #keepPartial}). */
@@ -316,12 +318,13 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       endLsn: init.endLsn,
       endSegmentVersion: init.endSegmentVersion,
       clock: init.clock,
-      emit: (event, ...args) => {
-        this.emitSafely(event, ...args);
-        // Readers of written (not yet durable) bytes wait for this one: an early sender.
-        if (event === 'write') this.#notifyTail();
-      },
+      emit: (event, ...args) => this.emitSafely(event, ...args),
       notifyTail: () => this.#notifyTail(),
+      notifyWritten: () => {
+        const waiting = this.#writtenWatchers;
+        this.#notifyTail();
+        return this.#writtenWatchers < waiting;
+      },
       stopped: () => {
         this.#state = 'failed';
       },
@@ -1232,20 +1235,26 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     if (signal?.aborted) return Promise.reject(abortError(signal));
     const history = this.#history;
     return new Promise<boolean>((resolve, reject) => {
-      const onAbort = (): void => {
+      const written = horizon === 'written' ? 1 : 0;
+      const stopWatching = (): void => {
         this.#tailWatchers.delete(check);
+        this.#writtenWatchers -= written;
+      };
+      const onAbort = (): void => {
+        stopWatching();
         reject(abortError(signal as AbortSignal));
       };
       const check = (): void => {
         const switched = this.#history !== history;
         if (end() <= lsn && !switched && this.#state !== 'closed' && this.#state !== 'sealed' && this.#writer.failure === null) return;
-        this.#tailWatchers.delete(check);
+        stopWatching();
         signal?.removeEventListener('abort', onAbort);
         if (this.#writer.failure !== null) reject(this.#closedError());
         // A new timeline: readers look again (a sender of the old one stops at its end).
         else resolve(end() > lsn || switched);
       };
       this.#tailWatchers.add(check);
+      this.#writtenWatchers += written;
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }

@@ -67,6 +67,8 @@ export interface WalWriterInit {
   readonly emit: <E extends WriterEvent>(event: E, ...args: EventEmitter.EventArgs<WalLogEvents, E>) => void;
   /** The flushed end moved, or the writer stopped: readers waiting at the tail look again. */
   readonly notifyTail: () => void;
+  /** Bytes were written (not yet durable): wakes the readers of written bytes (an early sender); true if one was waiting. */
+  readonly notifyWritten: () => boolean;
   /** The writer stopped on a fatal error (fail-stop): the log stops too, before waiters hear of it. */
   readonly stopped: (error: WalshipError) => void;
 }
@@ -105,6 +107,7 @@ export class WalWriter {
   readonly #sync: SyncMode;
   readonly #emit: WalWriterInit['emit'];
   readonly #notifyTail: () => void;
+  readonly #notifyWritten: () => boolean;
   readonly #stopped: (error: WalshipError) => void;
 
   #insertLsn: Lsn;
@@ -165,6 +168,7 @@ export class WalWriter {
     this.#sync = init.sync;
     this.#emit = init.emit;
     this.#notifyTail = init.notifyTail;
+    this.#notifyWritten = init.notifyWritten;
     this.#stopped = init.stopped;
     this.#insertLsn = this.#writtenLsn = this.#syncedLsn = init.endLsn;
     this.#flushed = new LsnWaiters(init.endLsn);
@@ -520,12 +524,15 @@ export class WalWriter {
     });
   }
 
-  /** Emits `write` now if the written end moved since the last one (the scheduled one then has nothing to say). */
-  #announceWrittenNow(): void {
-    if (this.#writtenLsn > this.#announcedWrittenLsn) {
-      this.#announcedWrittenLsn = this.#writtenLsn;
-      this.#emit('write', { writtenLsn: this.#writtenLsn });
-    }
+  /**
+   * Emits `write` now if the written end moved since the last one (the scheduled one then has
+   * nothing to say), and wakes the readers of written bytes; returns whether one was waiting.
+   */
+  #announceWrittenNow(): boolean {
+    if (this.#writtenLsn <= this.#announcedWrittenLsn) return false;
+    this.#announcedWrittenLsn = this.#writtenLsn;
+    this.#emit('write', { writtenLsn: this.#writtenLsn });
+    return this.#notifyWritten();
   }
 
   /** One sync of what is written now, then acknowledges it; never rejects (failures stop the log). */
@@ -801,8 +808,9 @@ export class WalWriter {
   /** One fdatasync of the log's segments, counted and timed for {@link stats}. */
   async #timedSync(file: StorageFile, urgent: boolean): Promise<void> {
     // A sync that holds the event loop would hold the `write` announcement too (a standby's
-    // write report, which remote_write commits wait for): announce before it.
-    if (urgent && file.syncBlocks === true) this.#announceWrittenNow();
+    // write report, which remote_write commits wait for): announce before it. An early sender
+    // it woke gets the event loop first, so the WAL goes out while the sync runs, not after it.
+    if (urgent && file.syncBlocks === true && this.#announceWrittenNow()) await nextTurn();
     const started = currentScheduler().monotonic();
     try {
       await (urgent ? file.datasync() : file.datasync(NOT_URGENT));
@@ -865,4 +873,9 @@ async function writeAll(file: StorageFile, buffers: readonly Buffer[], position:
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Resolves on the next turn of the event loop, once every promise reaction queued now has run. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => currentScheduler().setImmediate(resolve));
 }

@@ -127,4 +127,51 @@ describe("NodeStorage with commitSync: 'inline'", () => {
       }
     }
   });
+
+  it('an early reader of written bytes (an early sender) gets them before an inline sync holds the loop', async (t) => {
+    const dir = await tempDir(t);
+    const order: (string | number)[] = [];
+    const written = new Set<number>();
+    const original = fsModule.fdatasyncSync;
+    mock.method(fsModule, 'fdatasyncSync', (fd: number) => {
+      order.push(fd);
+      original(fd);
+    });
+    const writev = fsModule.writevSync;
+    mock.method(fsModule, 'writevSync', (fd: number, buffers: NodeJS.ArrayBufferView[], position?: number) => {
+      written.add(fd);
+      return writev(fd, buffers, position);
+    });
+    syncBuiltinESMExports();
+    const abort = new AbortController();
+    try {
+      const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync: 'inline' }), segmentSize: 64 * 1024, sync: 'fdatasync' });
+      const first = log.append(Buffer.from('first'));
+      await log.waitForFlush(first.endLsn);
+      // The reader has the segment open already, as a streaming sender has.
+      let reached = (): void => undefined;
+      const caughtUp = new Promise<void>((resolve) => (reached = resolve));
+      const reading = (async () => {
+        for await (const chunk of log.readBytes(first.lsn, { follow: true, unflushed: true, signal: abort.signal })) {
+          order.push(`read to ${chunk.startLsn + chunk.data.length}`);
+          if (chunk.startLsn + chunk.data.length >= first.endLsn) reached();
+        }
+      })().catch(() => undefined);
+      await caughtUp;
+      await new Promise((resolve) => setImmediate(resolve));
+      order.length = 0;
+      written.clear();
+      const { endLsn } = log.append(Buffer.from('x'));
+      await log.waitForFlush(endLsn);
+      const seen = order.filter((e) => typeof e === 'string' || written.has(e)).map((e) => (typeof e === 'string' ? e : 'sync'));
+      assert.deepEqual(seen, [`read to ${endLsn}`, 'sync']);
+      abort.abort();
+      await reading;
+      await log.close();
+    } finally {
+      abort.abort();
+      mock.restoreAll();
+      syncBuiltinESMExports();
+    }
+  });
 });
