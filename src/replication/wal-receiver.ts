@@ -148,7 +148,7 @@ export class SendTimes {
 /**
  * Receives WAL from a primary (or a cascading standby) into a replica {@link WalLog}: asks to
  * stream from the log's own end, writes every `walData` at its LSN, makes it durable, and
- * reports write, flush and apply positions as soon as streaming starts, after each flush,
+ * reports write, flush and apply positions as soon as streaming starts, after each flush that moved one,
  * every `statusIntervalMs`, whenever the sender asks, and when told to ({@link reportNow}). A sender silent for
  * `receiverTimeoutMs` ends the connection (`TIMEOUT`), after one request for a reply at half
  * of it, as PostgreSQL's walreceiver does. WAL that does not continue exactly where the log ends is a
@@ -241,7 +241,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     // Written (not yet flushed) WAL is reported as soon as the log announces it, while its fdatasync runs,
     // as PostgreSQL's walreceiver does: commits waiting with remote_write need not wait for that fdatasync.
     const onWrite = (): void => {
-      if (this.#streaming && !this.#stopped && log.writtenLsn > this.#reportedWriteLsn) this.#report(false);
+      if (this.#streaming && !this.#stopped && this.#writeToReport() > this.#reportedWriteLsn) this.#report(false);
     };
     log.on('write', onWrite);
     try {
@@ -399,7 +399,10 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
       // Called only with something to flush: the first await comes before the finally below.
       while (this.#log.flushedLsn < this.#log.insertLsn) {
         const flushLsn = await this.#log.flush();
-        this.#report(false);
+        // As PostgreSQL's walreceiver: a report only when a position in it moved. With early
+        // WAL the flush is often past what the sender said is durable, and reports nothing
+        // new; the sender's next word on its durable end then sends one (see #confirm).
+        if (this.#flushToReport() > this.#reportedFlushLsn || this.#writeToReport() > this.#reportedWriteLsn) this.#report(false);
         this.emitSafely('wal:flushed', { flushLsn });
       }
     } catch (err) {
@@ -445,20 +448,30 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     const log = this.#log;
     if (log.upstreamDurableLsn === null) return;
     log.confirmUpstreamDurable(walEnd);
-    if (this.#streaming && !this.#stopped && log.readableLsn > this.#reportedFlushLsn) this.#report(false);
+    if (this.#streaming && !this.#stopped && this.#flushToReport() > this.#reportedFlushLsn) this.#report(false);
+  }
+
+  /**
+   * The write position to report. Never past the primary's durable end: a commit is released
+   * only once the primary made it durable, and what this standby confirmed survives its
+   * promotion.
+   */
+  #writeToReport(): Lsn {
+    return Math.min(this.#log.writtenLsn, this.#log.upstreamDurableLsn ?? Number.MAX_SAFE_INTEGER);
+  }
+
+  /** The flush position to report: the durable WAL readers may use, bounded as {@link #writeToReport}. */
+  #flushToReport(): Lsn {
+    return this.#log.readableLsn;
   }
 
   #report(replyRequested: boolean): void {
-    const log = this.#log;
-    // Never confirmed past the primary's durable end: a commit is released only once the
-    // primary made it durable, and what this standby confirmed survives its promotion.
-    const bound = log.upstreamDurableLsn ?? Number.MAX_SAFE_INTEGER;
-    const flushLsn = log.readableLsn;
+    const flushLsn = this.#flushToReport();
     this.#reportedFlushLsn = flushLsn;
-    this.#reportedWriteLsn = log.writtenLsn;
+    this.#reportedWriteLsn = this.#writeToReport();
     this.#conn.send({
       kind: 'standbyStatusUpdate',
-      writeLsn: Math.min(this.#reportedWriteLsn, bound),
+      writeLsn: this.#reportedWriteLsn,
       flushLsn,
       applyLsn: this.#options.appliedLsn?.() ?? flushLsn,
       sendTime: nowMicros(),

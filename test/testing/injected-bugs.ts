@@ -106,8 +106,8 @@ const MUTATIONS: readonly Mutation[] = [
   {
     bug: 'confirm-unconfirmed-wal',
     file: '/src/replication/wal-receiver.ts',
-    from: 'const flushLsn = log.readableLsn;',
-    to: `const flushLsn = ${on('confirm-unconfirmed-wal')} ? log.flushedLsn : log.readableLsn;`,
+    from: 'return this.#log.readableLsn;',
+    to: `return ${on('confirm-unconfirmed-wal')} ? this.#log.flushedLsn : this.#log.readableLsn;`,
   },
   {
     bug: 'confirm-unconfirmed-wal',

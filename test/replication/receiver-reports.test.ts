@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { WalLog } from '../../src/index.js';
+import { compileAuth } from '../../src/protocol/auth-rules.js';
+import { connectReplication } from '../../src/protocol/replication-client.js';
+import { ReplicationServer } from '../../src/protocol/replication-server.js';
+import { WalReceiver } from '../../src/replication/wal-receiver.js';
+import { WalSender } from '../../src/replication/wal-sender.js';
+import { MemoryStorage } from '../../src/testing/index.js';
+import { MemoryNetwork } from '../../src/transport/memory-transport.js';
+import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
+import { within } from '../helpers/wal.js';
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while (!condition()) await new Promise((resolve) => setImmediate(resolve));
+    })(),
+    20_000,
+    what,
+  );
+}
+
+async function turns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+describe('WalReceiver status reports', () => {
+  it("early WAL: a flush past the sender's durable end reports nothing new and sends no report; the sender's word that it is durable does", async () => {
+    const net = new MemoryNetwork();
+    const primaryStorage = new MemoryStorage();
+    // The primary's fdatasyncs wait for the test: released for the first record only.
+    const gate = holdDatasyncs(primaryStorage);
+    const primary = await WalLog.open({ storage: primaryStorage, segmentSize: 1024 * 1024 });
+    let before = false;
+    void primary.waitForFlush(primary.append(Buffer.from('before')).endLsn).then(() => (before = true));
+    while (!before) {
+      gate.release();
+      await turns(1);
+    }
+    const server = new ReplicationServer({
+      transport: net.transport('primary'),
+      address: 'primary:1',
+      auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
+    });
+    const reports: { writeLsn: number; flushLsn: number }[] = [];
+    server.on('session', (session) => {
+      void (async () => {
+        const request = await session.conn.next().catch(() => null);
+        if (request?.kind !== 'startReplication') return;
+        const sender = new WalSender(session.conn, primary, request.startLsn, { earlySend: true });
+        sender.on('standby:progress', ({ writeLsn, flushLsn }) => reports.push({ writeLsn, flushLsn }));
+        await sender.run().catch(() => undefined);
+      })();
+    });
+    const address = await server.listen();
+    const replica = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024, role: 'replica' });
+    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1' });
+    const receiver = new WalReceiver(conn, replica, { acceptEarlyWal: true });
+    const running = receiver.run();
+    try {
+      await until(() => reports.some((r) => r.flushLsn >= primary.flushedLsn), 'the first report');
+      // Written on the primary, not durable there: sent early, written and flushed by the standby.
+      await turns(50);
+      const reportsBefore = reports.length;
+      const { endLsn } = primary.append(Buffer.from('early'));
+      void primary.waitForFlush(endLsn).catch(() => undefined);
+      await until(() => replica.flushedLsn >= endLsn, "the standby's flush");
+      assert.ok(primary.flushedLsn < endLsn, 'not durable on the primary yet');
+      await turns(50);
+      // Written and flushed, but neither may be reported past the primary's durable end.
+      assert.equal(reports.length, reportsBefore, `no report while nothing reportable moved: ${JSON.stringify(reports.slice(reportsBefore))}`);
+      gate.stop();
+      await until(() => reports.some((r) => r.flushLsn >= endLsn), 'the confirmation');
+      await turns(50);
+      assert.deepEqual(reports.slice(reportsBefore), [{ writeLsn: endLsn, flushLsn: endLsn }], 'then one report: written and flushed');
+    } finally {
+      gate.stop();
+      await receiver.stop();
+      await running.catch(() => undefined);
+      await server.close();
+      await replica.close();
+      await primary.close();
+    }
+  });
+});
