@@ -195,11 +195,13 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     // batch is applied, apply a copy (taken now), so the application sees what the WAL holds.
     const copied = level === 'off' || options.signal !== undefined;
     if (copied) batch = ownedEntries(batch);
+    const mode = SYNC_WAIT_MODES[level];
+    const replicated = mode !== null && this.syncRep.config !== null;
     const applied = new Promise<void>((resolve, reject) => {
       const pending: Pending = { result, entries: batch, copied, flushed: false, dropped: null, resolve, reject };
       this.#queue.push(pending);
       // At `off` nobody waits for this flush: it need not be an urgent sync.
-      this.#log.waitForFlush(result, level === 'off' ? { background: true } : {}).then(
+      this.#log.waitForFlush(result, level === 'off' ? { background: true } : { replicated }).then(
         () => {
           pending.flushed = true;
           this.#drain();
@@ -215,9 +217,8 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
       return Promise.resolve(this.#resolved(level, started, committed));
     }
     const { signal } = options;
-    const mode = SYNC_WAIT_MODES[level];
     const rejected = this.#countRejected[level];
-    if (mode !== null && this.syncRep.config !== null) {
+    if (replicated) {
       const local = signal === undefined ? applied : localWait(applied, signal, result.endLsn);
       // Registered once durable and applied here: standbys confirm only WAL this node said is
       // durable (early WAL included), so none can have confirmed it earlier, and a cancel from

@@ -671,9 +671,11 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    * than a bare LSN when appends can fail with `ENOSPC`: after such a failure the dropped
    * LSNs are reused, and only the result tells the dropped record from its successor.
    * `background`: nobody waits on this now (an asynchronous commit's apply), so the sync need
-   * not be urgent (see `StorageFile.datasync`).
+   * not be urgent (see `StorageFile.datasync`). `replicated`: the waiter waits for a standby
+   * next (a synchronous commit), so an early sender may ship the WAL before a sync that holds
+   * the event loop, rather than after it.
    */
-  waitForFlush(target: Lsn | AppendResult, options: { signal?: AbortSignal; background?: boolean } = {}): Promise<void> {
+  waitForFlush(target: Lsn | AppendResult, options: { signal?: AbortSignal; background?: boolean; replicated?: boolean } = {}): Promise<void> {
     const lsn = typeof target === 'number' ? target : target?.endLsn;
     assertLsn(lsn);
     if (typeof target === 'object') {
@@ -692,7 +694,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     }
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(abortError(signal));
-    return this.#writer.waitForFlush(lsn, signal, options.background === true);
+    return this.#writer.waitForFlush(lsn, signal, options.background === true, options.replicated === true);
   }
 
   /**

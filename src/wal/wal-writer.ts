@@ -129,6 +129,8 @@ export class WalWriter {
   #scheduled = false;
   /** The highest LSN a waiter that is not a background one (see {@link waitForFlush}) waited for: syncs up to it are urgent. */
   #urgentUntil = 0;
+  /** The highest LSN a waiter that also waits for a standby waited for (see {@link #timedSync}). */
+  #replicatedUntil = 0;
   #loop: Promise<void> | null = null;
   /** The writer's fdatasync in flight, if any. */
   #syncing: Promise<void> | null = null;
@@ -393,9 +395,10 @@ export class WalWriter {
    * position; the log checks), starting a flush. Rejects if the records fail to reach the
    * disk or are dropped, or with `ABORTED` if `signal` aborts.
    */
-  waitForFlush(lsn: Lsn, signal?: AbortSignal, background = false): Promise<void> {
+  waitForFlush(lsn: Lsn, signal?: AbortSignal, background = false, replicated = false): Promise<void> {
     const flushed = this.#flushed.wait(lsn, signal === undefined ? {} : { signal });
     if (!background) this.#urgentUntil = Math.max(this.#urgentUntil, lsn);
+    if (replicated) this.#replicatedUntil = Math.max(this.#replicatedUntil, lsn);
     this.#schedule();
     return flushed;
   }
@@ -425,6 +428,7 @@ export class WalWriter {
     this.#segmentVersion = segmentVersion;
     this.#insertLsn = this.#writtenLsn = this.#syncedLsn = lsn;
     this.#urgentUntil = Math.min(this.#urgentUntil, lsn);
+    this.#replicatedUntil = Math.min(this.#replicatedUntil, lsn);
     this.#announcedWrittenLsn = Math.min(this.#announcedWrittenLsn, lsn);
     this.#flushed.rewind(lsn);
     this.#dirty.clear();
@@ -768,6 +772,7 @@ export class WalWriter {
     this.#pendingBytes = 0;
     this.#insertLsn = lsn;
     this.#urgentUntil = Math.min(this.#urgentUntil, lsn);
+    this.#replicatedUntil = Math.min(this.#replicatedUntil, lsn);
     // Their LSNs will be reused: a waiter past `lsn` must fail now, not be released by the
     // flush of a later record that lands there.
     this.#flushed.rejectPast(lsn, error);
@@ -808,9 +813,11 @@ export class WalWriter {
   /** One fdatasync of the log's segments, counted and timed for {@link stats}. */
   async #timedSync(file: StorageFile, urgent: boolean): Promise<void> {
     // A sync that holds the event loop would hold the `write` announcement too (a standby's
-    // write report, which remote_write commits wait for): announce before it. An early sender
-    // it woke gets the event loop first, so the WAL goes out while the sync runs, not after it.
-    if (urgent && file.syncBlocks === true && this.#announceWrittenNow()) await nextTurn();
+    // write report, which remote_write commits wait for): announce before it. When a commit
+    // waits for a standby, an early sender it woke gets the event loop first, so the WAL goes
+    // out while the sync runs; a commit that waits only for this sync is not made to wait for
+    // the sends.
+    if (urgent && file.syncBlocks === true && this.#announceWrittenNow() && this.#replicatedUntil > this.#syncedLsn) await nextTurn();
     const started = currentScheduler().monotonic();
     try {
       await (urgent ? file.datasync() : file.datasync(NOT_URGENT));

@@ -128,7 +128,7 @@ describe("NodeStorage with commitSync: 'inline'", () => {
     }
   });
 
-  it('an early reader of written bytes (an early sender) gets them before an inline sync holds the loop', async (t) => {
+  it('an early reader of written bytes (an early sender) gets them before an inline sync holds the loop when the commit waits for a standby; after it when not', async (t) => {
     const dir = await tempDir(t);
     const order: (string | number)[] = [];
     const written = new Set<number>();
@@ -158,13 +158,16 @@ describe("NodeStorage with commitSync: 'inline'", () => {
         }
       })().catch(() => undefined);
       await caughtUp;
-      await new Promise((resolve) => setImmediate(resolve));
-      order.length = 0;
-      written.clear();
-      const { endLsn } = log.append(Buffer.from('x'));
-      await log.waitForFlush(endLsn);
-      const seen = order.filter((e) => typeof e === 'string' || written.has(e)).map((e) => (typeof e === 'string' ? e : 'sync'));
-      assert.deepEqual(seen, [`read to ${endLsn}`, 'sync']);
+      for (const replicated of [true, false]) {
+        await new Promise((resolve) => setImmediate(resolve));
+        order.length = 0;
+        written.clear();
+        const { endLsn } = log.append(Buffer.from('x'));
+        await log.waitForFlush(endLsn, { replicated });
+        await new Promise((resolve) => setImmediate(resolve));
+        const seen = order.filter((e) => typeof e === 'string' || written.has(e)).map((e) => (typeof e === 'string' ? e : 'sync'));
+        assert.deepEqual(seen, replicated ? [`read to ${endLsn}`, 'sync'] : ['sync', `read to ${endLsn}`], `replicated: ${replicated}`);
+      }
       abort.abort();
       await reading;
       await log.close();
