@@ -20,6 +20,11 @@
 export interface MeasuredLimits {
   /** One 8 KiB write + fdatasync from Node on a pre-allocated file in the bench's directory, p50 µs. */
   readonly fdatasyncUs: number;
+  /**
+   * The same while two other processes write + fdatasync their own files in that directory
+   * (F∥: the three copies of a commit on this one disk, overlapping as with early WAL), p50 µs.
+   */
+  readonly sharedFdatasyncUs: number;
   /** PostgreSQL's `pg_test_fsync`, one 8 kB write + fdatasync, µs per op (in the same directory). */
   readonly pgTestFsyncUs: number;
   /** A 64-byte ping-pong over loopback TCP between two processes, p50 µs. */

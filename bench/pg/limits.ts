@@ -40,6 +40,55 @@ export async function nodeFdatasyncUs(dir: string, durationMs: number): Promise<
   }
 }
 
+/** A process that writes 8 KiB + fdatasyncs its own file (argv[1]) in a loop until its stdin closes. */
+const SYNC_LOOP = `
+const fs = require('node:fs');
+const fd = fs.openSync(process.argv[1], 'w');
+const data = Buffer.alloc(8192, 0x5a);
+let offset = 0;
+process.stdin.on('end', () => process.exit(0)); process.stdin.resume();
+process.stdout.write('ready\\n');
+(function loop() {
+  fs.writeSync(fd, data, 0, data.length, offset);
+  offset = (offset + data.length) % (64 * 1024 * 1024);
+  fs.fdatasync(fd, () => setImmediate(loop));
+})();
+`;
+
+/**
+ * One 8 KiB write + fdatasync from Node, as {@link nodeFdatasyncUs}, while `others` processes
+ * do the same on files of their own in `dir`: a commit's copies on the primary and each
+ * standby all go to this one disk, and with early WAL their fdatasyncs overlap. p50 µs.
+ */
+export async function sharedDiskFdatasyncUs(dir: string, durationMs: number, others: number): Promise<number> {
+  const children = Array.from({ length: others }, (_, i) => spawn(process.execPath, ['-e', SYNC_LOOP, path.join(dir, `raw-fdatasync-other-${i}`)], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const forget = onCleanup(() => {
+    for (const child of children) child.kill('SIGKILL');
+  });
+  try {
+    await Promise.all(
+      children.map(
+        (child) =>
+          new Promise<void>((resolve, reject) => {
+            child.once('error', reject);
+            child.stdout.once('data', () => resolve());
+          }),
+      ),
+    );
+    return await nodeFdatasyncUs(dir, durationMs);
+  } finally {
+    await Promise.all(
+      children.map((child) => {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.stdin.end();
+        return exited;
+      }),
+    );
+    forget();
+    for (let i = 0; i < others; i++) await fs.rm(path.join(dir, `raw-fdatasync-other-${i}`), { force: true });
+  }
+}
+
 /** The echo side of the round trip, in a process of its own (as a standby is); it exits when its stdin closes. */
 const ECHO_SERVER = `
 const net = require('node:net');
@@ -106,6 +155,9 @@ export async function rawPromotionMs(dir: string, samples: number): Promise<numb
   }
 }
 
+/** The copies of each commit on this one disk: the primary's and its two standbys'. */
+const SHARING_COPIES = 3;
+
 /**
  * Every limit once. `pgDir` must be writable by the postgres user (pg_test_fsync runs as it);
  * `dir` is where walship's files go (the same file system).
@@ -115,8 +167,9 @@ export async function measureLimits(options: { dir: string; pgDir: string; quick
   await fs.mkdir(dir, { recursive: true });
   const pgTestFsync = await pgTestFsyncUs(pgDir, options.fsyncTestSeconds);
   const fdatasyncUs = await nodeFdatasyncUs(dir, quick ? 1000 : 3000);
+  const sharedFdatasyncUs = await sharedDiskFdatasyncUs(dir, quick ? 1000 : 3000, SHARING_COPIES - 1);
   const roundTripUs = await loopbackRoundTripUs(quick ? 500 : 2000);
   const sequential = await sequentialBytesPerSec(dir, (quick ? 128 : 512) * 1024 * 1024);
   const promotionMs = await rawPromotionMs(dir, quick ? 10 : 30);
-  return { fdatasyncUs, pgTestFsyncUs: pgTestFsync, roundTripUs, sequentialBytesPerSec: sequential, promotionMs };
+  return { fdatasyncUs, sharedFdatasyncUs, pgTestFsyncUs: pgTestFsync, roundTripUs, sequentialBytesPerSec: sequential, promotionMs };
 }

@@ -192,6 +192,7 @@ class Run {
 function describeLimits(l: MeasuredLimits): string[] {
   return [
     `  F  one 8 KiB write + fdatasync from Node, p50: ${formatInt(l.fdatasyncUs)} µs (pg_test_fsync, from C: ${formatInt(l.pgTestFsyncUs)} µs/op)`,
+    `  F∥ the same while 2 other processes each write + fdatasync a file of their own beside it (a commit's 3 copies on this one disk), p50: ${formatInt(l.sharedFdatasyncUs)} µs`,
     `  R  a 64-byte loopback TCP round trip between two processes, p50: ${formatInt(l.roundTripUs)} µs`,
     `  disk: sequential 1 MiB writes, fdatasync every 8 MiB: ${(l.sequentialBytesPerSec / 1e6).toFixed(0)} MB/s; raw promotion (control file ×2 + one record, fdatasynced): ${l.promotionMs.toFixed(2)} ms`,
   ];
@@ -260,7 +261,7 @@ async function main(): Promise<number> {
     progress('starting PostgreSQL: a primary and standbys s1, s2');
     pg = await PgCluster.start(path.join(base, 'pg'), STANDBYS);
     const pgWork = await PgWorkloads.prepare(pg);
-    progress('measuring the limits (pg_test_fsync, Node fdatasync, loopback round trip, disk, raw promotion)');
+    progress('measuring the limits (pg_test_fsync, Node fdatasync alone and beside two others, loopback round trip, disk, raw promotion)');
     const limits = await measureLimits({ dir: path.join(base, 'limits'), pgDir: pg.dir, quick: settings.quick, fsyncTestSeconds: settings.fsyncTestSeconds });
     progress('starting walship: a primary and standbys s1, s2 in processes of their own');
     walship = await WalshipCluster.open(path.join(base, 'walship'), STANDBYS, FIRST_1, { earlySend: settings.earlySend, commitSync: settings.commitSync });
@@ -281,7 +282,9 @@ async function main(): Promise<number> {
         `  "walship ÷ PG" is the median of the per-round ratios (× faster; for promotion PG's ms ÷ walship's). Commit cases: ${settings.caseSeconds} s each; PostgreSQL`,
         `  through pgbench (one 100-byte insert per transaction; its round trip to the server included), walship committing in the primary's process.`,
         `  Limit model (commit rows): "serial" is today's path, F + R (+ F); "parallel" sends while the primary's fdatasync runs, max(F, R + F); n committers`,
-        `  cannot beat n commits per commit latency. Bulk: the disk's sequential rate over the 3 copies (primary, s1, s2) that share it. Catch-up: the disk's rate.`,
+        `  cannot beat n commits per commit latency. On this one disk the parallel path's three fdatasyncs overlap: with F∥ for F, one commit at on takes`,
+        `  R + F∥ = ${formatInt(limits.roundTripUs + limits.sharedFdatasyncUs)} µs (${formatInt(1e6 / (limits.roundTripUs + limits.sharedFdatasyncUs))} commits/s at 1 committer).`,
+        `  Bulk: the disk's sequential rate over the 3 copies (primary, s1, s2) that share it. Catch-up: the disk's rate.`,
         `  Promotion: median of ${settings.promotionsPerRound} idle promotions per round (PostgreSQL: pg_ctl promote -W → first INSERT accepted; walship: promote() → first commit).`,
         `  Correctness: after every case each side's standbys replayed the primary's end; walship's standbys' digests (batch count, CRC-32C over every entry in`,
         `  order, last position) and PostgreSQL's standbys' count(*) were compared with the primary's.`,

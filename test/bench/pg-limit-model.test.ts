@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { bulkLimit, catchUpLimit, commitLimit, fractionOfLimit, promotionLimit, type MeasuredLimits } from '../../bench/pg/limit-model.js';
 
-const limits: MeasuredLimits = { fdatasyncUs: 400, pgTestFsyncUs: 350, roundTripUs: 50, sequentialBytesPerSec: 600e6, promotionMs: 1.5 };
+const limits: MeasuredLimits = { fdatasyncUs: 400, sharedFdatasyncUs: 600, pgTestFsyncUs: 350, roundTripUs: 50, sequentialBytesPerSec: 600e6, promotionMs: 1.5 };
 
 describe('bench:pg limit model', () => {
   it('at on, one committer: F + R + F on the serial path, max(F, R + F) on the parallel one', () => {

@@ -4,7 +4,7 @@ import { ANY_1, FIRST_1, FIRST_2, commitCases, labelOf, targetOf, type BenchCase
 import { commitLimit, promotionLimit, type MeasuredLimits } from '../../bench/pg/limit-model.js';
 import { evaluate, formatReport, formatRow, formatSpread, roundRatios, tally, type CaseResult } from '../../bench/pg/report.js';
 
-const limits: MeasuredLimits = { fdatasyncUs: 400, pgTestFsyncUs: 350, roundTripUs: 50, sequentialBytesPerSec: 600e6, promotionMs: 1.5 };
+const limits: MeasuredLimits = { fdatasyncUs: 400, sharedFdatasyncUs: 600, pgTestFsyncUs: 350, roundTripUs: 50, sequentialBytesPerSec: 600e6, promotionMs: 1.5 };
 const onFirst1: BenchCase = { kind: 'commit', names: FIRST_1, level: 'on', committers: 1 };
 const result = (c: BenchCase, pg: number[], walship: number[]): CaseResult => ({
   case: c,
