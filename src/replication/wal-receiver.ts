@@ -148,7 +148,7 @@ export class SendTimes {
 /**
  * Receives WAL from a primary (or a cascading standby) into a replica {@link WalLog}: asks to
  * stream from the log's own end, writes every `walData` at its LSN, makes it durable, and
- * reports write, flush and apply positions as soon as streaming starts, after each flush that moved one,
+ * reports write, flush and apply positions as soon as streaming starts, after each write or flush that moved the write or flush position,
  * every `statusIntervalMs`, whenever the sender asks, and when told to ({@link reportNow}). A sender silent for
  * `receiverTimeoutMs` ends the connection (`TIMEOUT`), after one request for a reply at half
  * of it, as PostgreSQL's walreceiver does. WAL that does not continue exactly where the log ends is a
@@ -240,6 +240,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     let status: SchedulerTimer | undefined;
     // Written (not yet flushed) WAL is reported as soon as the log announces it, while its fdatasync runs,
     // as PostgreSQL's walreceiver does: commits waiting with remote_write need not wait for that fdatasync.
+    // (Early WAL past the sender's durable end is reported once the sender says it is durable: #confirm.)
     const onWrite = (): void => {
       if (this.#streaming && !this.#stopped && this.#writeToReport() > this.#reportedWriteLsn) this.#report(false);
     };
@@ -389,7 +390,8 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
   }
 
   /**
-   * Flushes until everything written is durable, reporting after each flush: one flush at a
+   * Flushes until everything written is durable, reporting after each flush that moved a
+   * reported position: one flush at a
    * time, and WAL that arrives meanwhile joins the next one. It clears {@link #flushing} in the
    * same turn as its last check: WAL handed over after that check starts a new round, and
    * WAL handed over before it is seen by the check (never left written but unflushed).
@@ -441,14 +443,14 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
   }
 
   /**
-   * The sender's durable end: readers may go up to it, and a flush it confirms is reported at
-   * once (a commit waiting for this standby waits for exactly that).
+   * The sender's durable end: readers may go up to it, and a write or flush it confirms is
+   * reported at once (a commit waiting for this standby waits for exactly that).
    */
   #confirm(walEnd: Lsn): void {
     const log = this.#log;
     if (log.upstreamDurableLsn === null) return;
     log.confirmUpstreamDurable(walEnd);
-    if (this.#streaming && !this.#stopped && this.#flushToReport() > this.#reportedFlushLsn) this.#report(false);
+    if (this.#streaming && !this.#stopped && (this.#flushToReport() > this.#reportedFlushLsn || this.#writeToReport() > this.#reportedWriteLsn)) this.#report(false);
   }
 
   /**

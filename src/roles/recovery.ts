@@ -342,8 +342,8 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #lastReplayTime: number | null = null;
   /** Send times of the WAL received, kept across reconnects until replay has used them. */
   readonly #sendTimes = new SendTimes();
-  /** The flushed end at which replay last caught up and told the primary (once per flush). */
-  #reportedFlushLsn: Lsn = -1;
+  /** The readable end at which replay last caught up and told the primary (once per such end). */
+  #caughtUpReportedLsn: Lsn = -1;
   /** When replay last reported its position (ms since the epoch). */
   #applyReportedAt = 0;
   /** Set while `open()` runs: a `consistent` reached then is emitted after it returns. */
@@ -991,12 +991,13 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     else if (sent !== null) this.#lastReplayTime = sent / 1000;
     this.#checkConsistent();
     // Tell the primary the apply position (remote_apply commits wait for it) without
-    // waiting for the status interval: at once when replay has caught up with what is
-    // flushed (once per flush), and every few ms while it runs behind a steady stream.
-    const flushed = log.flushedLsn;
+    // waiting for the status interval: at once when replay has caught up with what it may
+    // read (flushed and, with early WAL, said durable by the sender; once per such end), and
+    // every few ms while it runs behind a steady stream.
+    const readable = log.readableLsn;
     const now = currentScheduler().now();
-    if (this.#receiver !== null && ((lsn >= flushed && flushed > this.#reportedFlushLsn) || now - this.#applyReportedAt >= APPLY_REPORT_INTERVAL_MS)) {
-      if (lsn >= flushed) this.#reportedFlushLsn = flushed;
+    if (this.#receiver !== null && ((lsn >= readable && readable > this.#caughtUpReportedLsn) || now - this.#applyReportedAt >= APPLY_REPORT_INTERVAL_MS)) {
+      if (lsn >= readable) this.#caughtUpReportedLsn = readable;
       this.#applyReportedAt = now;
       this.#receiver.reportNow();
     }

@@ -250,9 +250,10 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
   async createRestorePoint(name: string): Promise<RestorePointResult> {
     if (this.#failure !== null) throw this.#failure;
     const result = this.#log.appendRestorePoint(name);
-    await this.#log.waitForFlush(result);
     const mode = SYNC_WAIT_MODES[this.#synchronousCommit];
-    if (mode !== null && this.syncRep.config !== null) await this.syncRep.wait(result.endLsn, mode === 'apply' ? 'flush' : mode, {});
+    const replicated = mode !== null && this.syncRep.config !== null;
+    await this.#log.waitForFlush(result, { replicated });
+    if (replicated) await this.syncRep.wait(result.endLsn, mode === 'apply' ? 'flush' : mode, {});
     this.#debug('restore point "%s" created at %s', name, formatLsn(result.lsn));
     return { lsn: result.endLsn, time: result.commitTime };
   }

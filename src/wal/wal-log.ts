@@ -1239,8 +1239,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     return new Promise<boolean>((resolve, reject) => {
       const written = horizon === 'written' ? 1 : 0;
       const stopWatching = (): void => {
-        this.#tailWatchers.delete(check);
-        this.#writtenWatchers -= written;
+        if (this.#tailWatchers.delete(check)) this.#writtenWatchers -= written;
       };
       const onAbort = (): void => {
         stopWatching();

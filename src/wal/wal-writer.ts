@@ -67,7 +67,7 @@ export interface WalWriterInit {
   readonly emit: <E extends WriterEvent>(event: E, ...args: EventEmitter.EventArgs<WalLogEvents, E>) => void;
   /** The flushed end moved, or the writer stopped: readers waiting at the tail look again. */
   readonly notifyTail: () => void;
-  /** Bytes were written (not yet durable): wakes the readers of written bytes (an early sender); true if one was waiting. */
+  /** Bytes were written (not yet durable): wakes the readers of written bytes (an early sender); true if it woke one. */
   readonly notifyWritten: () => boolean;
   /** The writer stopped on a fatal error (fail-stop): the log stops too, before waiters hear of it. */
   readonly stopped: (error: WalshipError) => void;
@@ -530,7 +530,7 @@ export class WalWriter {
 
   /**
    * Emits `write` now if the written end moved since the last one (the scheduled one then has
-   * nothing to say), and wakes the readers of written bytes; returns whether one was waiting.
+   * nothing to say), and wakes the readers of written bytes; returns whether it woke one.
    */
   #announceWrittenNow(): boolean {
     if (this.#writtenLsn <= this.#announcedWrittenLsn) return false;
@@ -813,10 +813,10 @@ export class WalWriter {
   /** One fdatasync of the log's segments, counted and timed for {@link stats}. */
   async #timedSync(file: StorageFile, urgent: boolean): Promise<void> {
     // A sync that holds the event loop would hold the `write` announcement too (a standby's
-    // write report, which remote_write commits wait for): announce before it. When a commit
-    // waits for a standby, an early sender it woke gets the event loop first, so the WAL goes
-    // out while the sync runs; a commit that waits only for this sync is not made to wait for
-    // the sends.
+    // write report, which remote_write commits wait for): announce before it. While a commit
+    // waiting for this or a later sync also waits for a standby, an early sender it woke gets
+    // the event loop first, so the WAL goes out while the sync runs; when only local commits
+    // wait, they are not made to wait for the sends.
     if (urgent && file.syncBlocks === true && this.#announceWrittenNow() && this.#replicatedUntil > this.#syncedLsn) await nextTurn();
     const started = currentScheduler().monotonic();
     try {

@@ -4,7 +4,7 @@ import type { Lsn, Primary } from '../../src/index.js';
 import type { MessageStream } from '../../src/protocol/message-stream.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
 import { EARLY_WAL_OPTION } from '../../src/replication/early-wal.js';
-import { createCluster, type Cluster } from '../../src/testing/index.js';
+import { MemoryStorage, createCluster, type Cluster } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { GatedStorage, expectMessage, report } from '../helpers/primary-helpers.js';
 import { payload, within } from '../helpers/wal.js';
@@ -79,6 +79,10 @@ describe('early WAL on the wire', () => {
     const seen = await receive(early, end, false);
     assert.ok(seen.some((m) => m.startLsn === -1 && m.walEnd >= end), 'a keepalive says the early WAL is durable');
     await receive(durableOnly, end);
+    // Hand-driven standbys never confirm the end of the stream: close them, or the primary's
+    // close waits for their reports until its sender timeout.
+    early.destroy();
+    durableOnly.destroy();
   });
 
   it("counts a standby's flush report, for its slot and for synchronous commits, only up to its own durable end", async (t) => {
@@ -130,5 +134,60 @@ describe('early WAL on the wire', () => {
       HANG_MS,
       'the commit once durable and confirmed',
     );
+    early.destroy();
+  });
+
+  it("with syncs that hold the event loop, a commit that waits for a standby has its WAL sent before the primary's fdatasync; a local commit's goes after it", async (t) => {
+    const cluster = createCluster(t);
+    const storage = new MemoryStorage();
+    // Files whose urgent syncs say they hold the event loop (as NodeStorage's with commitSync
+    // 'inline'); each such sync notes how far the early standby had been sent when it began.
+    const sentAtSync: number[] = [];
+    let sent = (): number => -1;
+    const open = storage.open.bind(storage);
+    storage.open = async (name, options) => {
+      const file = await open(name, options);
+      const datasync = file.datasync.bind(file);
+      Object.defineProperty(file, 'syncBlocks', { value: true });
+      file.datasync = (hint) => {
+        if (hint?.urgent !== false) sentAtSync.push(sent());
+        return datasync(hint);
+      };
+      return file;
+    };
+    const primary = await cluster.primary('p', {
+      application: new RecordingApp(),
+      storage,
+      earlySend: true,
+      synchronousStandbyNames: 'FIRST 1 (early)',
+      auth: { rules: [{ user: 'repl', address: 'all', method: 'trust' }] },
+    });
+    await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
+    const early = await rawStandby(cluster, primary, 'early', true, primary.flushLsn);
+    sent = () => primary.replicationStatus().find((r) => r.applicationName === 'early')?.sentLsn ?? -1;
+    // Confirms everything it gets once it is durable, so that `on` commits are released.
+    const confirming = (async () => {
+      for (;;) {
+        const message = await early.next().catch(() => null);
+        if (message === null) return;
+        if (message.kind === 'walData' || message.kind === 'keepalive') report(early, message.walEnd, message.walEnd, message.walEnd);
+      }
+    })();
+    for (const level of ['on', 'local', 'on'] as const) {
+      sentAtSync.length = 0;
+      const { lsn } = await within(primary.commit(payload(1, 100), { synchronousCommit: level }), HANG_MS, `a commit at ${level}`);
+      assert.ok(sentAtSync.length > 0, 'an urgent sync ran');
+      if (level === 'on') assert.ok(sentAtSync.every((at) => at >= lsn), `${level}: sent before each sync began (${sentAtSync.join(', ')} against ${lsn})`);
+      else assert.ok(sentAtSync[0]! < lsn, `${level}: the sync began before the send (${sentAtSync.join(', ')} against ${lsn})`);
+      await within(
+        (async () => {
+          while (sent() < lsn) await new Promise((resolve) => setTimeout(resolve, 1));
+        })(),
+        HANG_MS,
+        'the local commit sent',
+      );
+    }
+    early.destroy();
+    await confirming;
   });
 });

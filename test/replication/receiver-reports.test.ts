@@ -83,4 +83,69 @@ describe('WalReceiver status reports', () => {
       await primary.close();
     }
   });
+
+  it("early WAL: the sender's word that WAL is durable reports it written at once, while the standby's own fdatasync still runs", async () => {
+    const net = new MemoryNetwork();
+    const primaryStorage = new MemoryStorage();
+    const primaryGate = holdDatasyncs(primaryStorage);
+    const primary = await WalLog.open({ storage: primaryStorage, segmentSize: 1024 * 1024 });
+    const before = primary.append(Buffer.from('before')).endLsn;
+    const beforeFlushed = primary.waitForFlush(before);
+    while (primary.flushedLsn < before) {
+      primaryGate.release();
+      await turns(1);
+    }
+    await beforeFlushed;
+    const server = new ReplicationServer({
+      transport: net.transport('primary'),
+      address: 'primary:1',
+      auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
+    });
+    const reports: { writeLsn: number; flushLsn: number }[] = [];
+    server.on('session', (session) => {
+      void (async () => {
+        const request = await session.conn.next().catch(() => null);
+        if (request?.kind !== 'startReplication') return;
+        const sender = new WalSender(session.conn, primary, request.startLsn, { earlySend: true });
+        sender.on('standby:progress', ({ writeLsn, flushLsn }) => reports.push({ writeLsn, flushLsn }));
+        await sender.run().catch(() => undefined);
+      })();
+    });
+    const address = await server.listen();
+    // The standby's fdatasyncs wait for the test.
+    const replicaStorage = new MemoryStorage();
+    const gate = holdDatasyncs(replicaStorage);
+    const replica = await WalLog.open({ storage: replicaStorage, segmentSize: 1024 * 1024, role: 'replica' });
+    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1' });
+    // No periodic report: only the sender's word can report the write in time.
+    const receiver = new WalReceiver(conn, replica, { acceptEarlyWal: true, statusIntervalMs: 600_000 });
+    const running = receiver.run();
+    try {
+      while (replica.flushedLsn < before) {
+        gate.release();
+        await turns(1);
+      }
+      // Sent early, written by the standby (its fdatasync held) before the primary's is done.
+      const { endLsn } = primary.append(Buffer.from('next'));
+      const durable = primary.waitForFlush(endLsn);
+      await until(() => replica.writtenLsn >= endLsn, "the standby's write");
+      await turns(50);
+      assert.ok(reports.every((r) => r.writeLsn < endLsn), 'nothing reported past the durable end');
+      primaryGate.stop();
+      await durable;
+      await until(() => reports.some((r) => r.writeLsn >= endLsn), 'a report of the write');
+      assert.ok(replica.flushedLsn < endLsn, "the standby's fdatasync has not returned");
+      assert.ok(reports.every((r) => r.flushLsn < endLsn), 'nothing reported flushed');
+      gate.stop();
+      await until(() => reports.some((r) => r.flushLsn >= endLsn), 'then the flush');
+    } finally {
+      gate.stop();
+      primaryGate.stop();
+      await receiver.stop();
+      await running.catch(() => undefined);
+      await server.close();
+      await replica.close();
+      await primary.close();
+    }
+  });
 });

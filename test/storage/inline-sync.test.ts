@@ -177,4 +177,38 @@ describe("NodeStorage with commitSync: 'inline'", () => {
       syncBuiltinESMExports();
     }
   });
+
+  it('with no early reader waiting, a commit that waits for a standby gets no extra turn of the event loop before an inline sync', async (t) => {
+    const dir = await tempDir(t);
+    const order: (string | number)[] = [];
+    const written = new Set<number>();
+    const original = fsModule.fdatasyncSync;
+    mock.method(fsModule, 'fdatasyncSync', (fd: number) => {
+      order.push(fd);
+      original(fd);
+    });
+    const writev = fsModule.writevSync;
+    mock.method(fsModule, 'writevSync', (fd: number, buffers: NodeJS.ArrayBufferView[], position?: number) => {
+      written.add(fd);
+      return writev(fd, buffers, position);
+    });
+    syncBuiltinESMExports();
+    try {
+      const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync: 'inline' }), segmentSize: 64 * 1024, sync: 'fdatasync' });
+      await log.waitForFlush(log.append(Buffer.from('first')).endLsn);
+      // A turn of the event loop queued when the write is announced runs after the sync unless the writer yields.
+      log.on('write', () => setImmediate(() => order.push('turn')));
+      await new Promise((resolve) => setImmediate(resolve));
+      order.length = 0;
+      written.clear();
+      await log.waitForFlush(log.append(Buffer.from('x')).endLsn, { replicated: true });
+      await new Promise((resolve) => setImmediate(resolve));
+      const seen = order.filter((e) => e === 'turn' || written.has(e as number)).map((e) => (e === 'turn' ? e : 'sync'));
+      assert.deepEqual(seen, ['sync', 'turn']);
+      await log.close();
+    } finally {
+      mock.restoreAll();
+      syncBuiltinESMExports();
+    }
+  });
 });
