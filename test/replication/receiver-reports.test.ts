@@ -8,7 +8,7 @@ import { WalReceiver } from '../../src/replication/wal-receiver.js';
 import { WalSender } from '../../src/replication/wal-sender.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
-import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
+import { holdDatasyncs, type DatasyncHold } from '../helpers/hold-datasyncs.js';
 import { within } from '../helpers/wal.js';
 
 async function until(condition: () => boolean, what: string): Promise<void> {
@@ -25,35 +25,47 @@ async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
 }
 
+/** A primary log whose fdatasyncs wait for the test, with one durable record ('before') written through the gate. */
+async function heldPrimary(): Promise<{ primary: WalLog; gate: DatasyncHold; before: number }> {
+  const storage = new MemoryStorage();
+  const gate = holdDatasyncs(storage);
+  const primary = await WalLog.open({ storage, segmentSize: 1024 * 1024 });
+  const before = primary.append(Buffer.from('before')).endLsn;
+  const flushed = primary.waitForFlush(before);
+  while (primary.flushedLsn < before) {
+    gate.release();
+    await turns(1);
+  }
+  await flushed;
+  return { primary, gate, before };
+}
+
+/** A replication server whose senders stream `primary` with early WAL; every status report a standby sends lands in `reports`. */
+async function earlySenders(net: MemoryNetwork, primary: WalLog, reports: { writeLsn: number; flushLsn: number }[]): Promise<{ server: ReplicationServer; address: string }> {
+  const server = new ReplicationServer({
+    transport: net.transport('primary'),
+    address: 'primary:1',
+    auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
+  });
+  server.on('session', (session) => {
+    void (async () => {
+      const request = await session.conn.next().catch(() => null);
+      if (request?.kind !== 'startReplication') return;
+      const sender = new WalSender(session.conn, primary, request.startLsn, { earlySend: true });
+      sender.on('standby:progress', ({ writeLsn, flushLsn }) => reports.push({ writeLsn, flushLsn }));
+      await sender.run().catch(() => undefined);
+    })();
+  });
+  return { server, address: await server.listen() };
+}
+
 describe('WalReceiver status reports', () => {
   it("early WAL: a flush past the sender's durable end reports nothing new and sends no report; the sender's word that it is durable does", async () => {
     const net = new MemoryNetwork();
-    const primaryStorage = new MemoryStorage();
-    // The primary's fdatasyncs wait for the test: released for the first record only.
-    const gate = holdDatasyncs(primaryStorage);
-    const primary = await WalLog.open({ storage: primaryStorage, segmentSize: 1024 * 1024 });
-    let before = false;
-    void primary.waitForFlush(primary.append(Buffer.from('before')).endLsn).then(() => (before = true));
-    while (!before) {
-      gate.release();
-      await turns(1);
-    }
-    const server = new ReplicationServer({
-      transport: net.transport('primary'),
-      address: 'primary:1',
-      auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
-    });
+    // The primary's fdatasyncs wait for the test.
+    const { primary, gate } = await heldPrimary();
     const reports: { writeLsn: number; flushLsn: number }[] = [];
-    server.on('session', (session) => {
-      void (async () => {
-        const request = await session.conn.next().catch(() => null);
-        if (request?.kind !== 'startReplication') return;
-        const sender = new WalSender(session.conn, primary, request.startLsn, { earlySend: true });
-        sender.on('standby:progress', ({ writeLsn, flushLsn }) => reports.push({ writeLsn, flushLsn }));
-        await sender.run().catch(() => undefined);
-      })();
-    });
-    const address = await server.listen();
+    const { server, address } = await earlySenders(net, primary, reports);
     const replica = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024, role: 'replica' });
     const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1' });
     const receiver = new WalReceiver(conn, replica, { acceptEarlyWal: true });
@@ -86,32 +98,9 @@ describe('WalReceiver status reports', () => {
 
   it("early WAL: the sender's word that WAL is durable reports it written at once, while the standby's own fdatasync still runs", async () => {
     const net = new MemoryNetwork();
-    const primaryStorage = new MemoryStorage();
-    const primaryGate = holdDatasyncs(primaryStorage);
-    const primary = await WalLog.open({ storage: primaryStorage, segmentSize: 1024 * 1024 });
-    const before = primary.append(Buffer.from('before')).endLsn;
-    const beforeFlushed = primary.waitForFlush(before);
-    while (primary.flushedLsn < before) {
-      primaryGate.release();
-      await turns(1);
-    }
-    await beforeFlushed;
-    const server = new ReplicationServer({
-      transport: net.transport('primary'),
-      address: 'primary:1',
-      auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
-    });
+    const { primary, gate: primaryGate, before } = await heldPrimary();
     const reports: { writeLsn: number; flushLsn: number }[] = [];
-    server.on('session', (session) => {
-      void (async () => {
-        const request = await session.conn.next().catch(() => null);
-        if (request?.kind !== 'startReplication') return;
-        const sender = new WalSender(session.conn, primary, request.startLsn, { earlySend: true });
-        sender.on('standby:progress', ({ writeLsn, flushLsn }) => reports.push({ writeLsn, flushLsn }));
-        await sender.run().catch(() => undefined);
-      })();
-    });
-    const address = await server.listen();
+    const { server, address } = await earlySenders(net, primary, reports);
     // The standby's fdatasyncs wait for the test.
     const replicaStorage = new MemoryStorage();
     const gate = holdDatasyncs(replicaStorage);

@@ -30,6 +30,45 @@ function spyOnSyncs<const N extends readonly ('fdatasyncSync' | 'fdatasync')[]>(
   return spies;
 }
 
+/**
+ * Records, in order, the syncs (by descriptor, inline and on the pool) and whatever the test
+ * pushes (events), until `restore`. `seen()` keeps the events and the syncs of the files a
+ * commit wrote (seen through `writevSync`): preparing the next segment ahead syncs another
+ * file, whenever the pool gets to it.
+ */
+function recordSyncs(): { order: (string | number)[]; reset(): void; seen(): string[]; restore(): void } {
+  const order: (string | number)[] = [];
+  const written = new Set<number>();
+  const inline = fsModule.fdatasyncSync;
+  mock.method(fsModule, 'fdatasyncSync', (fd: number) => {
+    order.push(fd);
+    inline(fd);
+  });
+  const pooled = fsModule.fdatasync;
+  mock.method(fsModule, 'fdatasync', (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => {
+    order.push(fd);
+    pooled(fd, callback);
+  });
+  const writev = fsModule.writevSync;
+  mock.method(fsModule, 'writevSync', (fd: number, buffers: NodeJS.ArrayBufferView[], position?: number) => {
+    written.add(fd);
+    return writev(fd, buffers, position);
+  });
+  syncBuiltinESMExports();
+  return {
+    order,
+    reset: () => {
+      order.length = 0;
+      written.clear();
+    },
+    seen: () => order.filter((e) => typeof e === 'string' || written.has(e)).map((e) => (typeof e === 'string' ? e : 'sync')),
+    restore: () => {
+      mock.restoreAll();
+      syncBuiltinESMExports();
+    },
+  };
+}
+
 describe("NodeStorage with commitSync: 'inline'", () => {
   it("a WAL's commits sync on the calling thread, each of them; every record survives a reopen", async (t) => {
     const dir = await tempDir(t);
@@ -88,61 +127,27 @@ describe("NodeStorage with commitSync: 'inline'", () => {
   it("a log announces what it wrote ('write', a standby's write report) before an inline sync holds the loop; with syncs on the pool, after the sync started", async (t) => {
     for (const commitSync of ['inline', 'pool'] as const) {
       const dir = await tempDir(t);
-      // Syncs by descriptor: only those of the file the commit wrote count (preparing the next
-      // segment ahead syncs another file, whenever the pool gets to it).
-      const order: (string | number)[] = [];
-      const written = new Set<number>();
-      const original = fsModule.fdatasyncSync;
-      mock.method(fsModule, 'fdatasyncSync', (fd: number) => {
-        order.push(fd);
-        original(fd);
-      });
-      const pooled = fsModule.fdatasync;
-      mock.method(fsModule, 'fdatasync', (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => {
-        order.push(fd);
-        pooled(fd, callback);
-      });
-      const writev = fsModule.writevSync;
-      mock.method(fsModule, 'writevSync', (fd: number, buffers: NodeJS.ArrayBufferView[], position?: number) => {
-        written.add(fd);
-        return writev(fd, buffers, position);
-      });
-      syncBuiltinESMExports();
+      const syncs = recordSyncs();
       try {
         const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync }), segmentSize: 64 * 1024, sync: 'fdatasync' });
-        log.on('write', () => order.push('write'));
+        log.on('write', () => syncs.order.push('write'));
         // The first commit also prepares the segment (syncs of its own): count from the second.
         await log.waitForFlush(log.append(Buffer.from('first')).endLsn);
         await new Promise((resolve) => setImmediate(resolve));
-        order.length = 0;
-        written.clear();
+        syncs.reset();
         await log.waitForFlush(log.append(Buffer.from('x')).endLsn);
         await new Promise((resolve) => setImmediate(resolve));
-        const seen = order.filter((e) => e === 'write' || written.has(e as number)).map((e) => (e === 'write' ? e : 'sync'));
-        assert.deepEqual(seen, commitSync === 'inline' ? ['write', 'sync'] : ['sync', 'write'], commitSync);
+        assert.deepEqual(syncs.seen(), commitSync === 'inline' ? ['write', 'sync'] : ['sync', 'write'], commitSync);
         await log.close();
       } finally {
-        mock.restoreAll();
-        syncBuiltinESMExports();
+        syncs.restore();
       }
     }
   });
 
   it('an early reader of written bytes (an early sender) gets them before an inline sync holds the loop when the commit waits for a standby; after it when not', async (t) => {
     const dir = await tempDir(t);
-    const order: (string | number)[] = [];
-    const written = new Set<number>();
-    const original = fsModule.fdatasyncSync;
-    mock.method(fsModule, 'fdatasyncSync', (fd: number) => {
-      order.push(fd);
-      original(fd);
-    });
-    const writev = fsModule.writevSync;
-    mock.method(fsModule, 'writevSync', (fd: number, buffers: NodeJS.ArrayBufferView[], position?: number) => {
-      written.add(fd);
-      return writev(fd, buffers, position);
-    });
-    syncBuiltinESMExports();
+    const syncs = recordSyncs();
     const abort = new AbortController();
     try {
       const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync: 'inline' }), segmentSize: 64 * 1024, sync: 'fdatasync' });
@@ -153,62 +158,44 @@ describe("NodeStorage with commitSync: 'inline'", () => {
       const caughtUp = new Promise<void>((resolve) => (reached = resolve));
       const reading = (async () => {
         for await (const chunk of log.readBytes(first.lsn, { follow: true, unflushed: true, signal: abort.signal })) {
-          order.push(`read to ${chunk.startLsn + chunk.data.length}`);
+          syncs.order.push(`read to ${chunk.startLsn + chunk.data.length}`);
           if (chunk.startLsn + chunk.data.length >= first.endLsn) reached();
         }
       })().catch(() => undefined);
       await caughtUp;
       for (const replicated of [true, false]) {
         await new Promise((resolve) => setImmediate(resolve));
-        order.length = 0;
-        written.clear();
+        syncs.reset();
         const { endLsn } = log.append(Buffer.from('x'));
         await log.waitForFlush(endLsn, { replicated });
         await new Promise((resolve) => setImmediate(resolve));
-        const seen = order.filter((e) => typeof e === 'string' || written.has(e)).map((e) => (typeof e === 'string' ? e : 'sync'));
-        assert.deepEqual(seen, replicated ? [`read to ${endLsn}`, 'sync'] : ['sync', `read to ${endLsn}`], `replicated: ${replicated}`);
+        assert.deepEqual(syncs.seen(), replicated ? [`read to ${endLsn}`, 'sync'] : ['sync', `read to ${endLsn}`], `replicated: ${replicated}`);
       }
       abort.abort();
       await reading;
       await log.close();
     } finally {
       abort.abort();
-      mock.restoreAll();
-      syncBuiltinESMExports();
+      syncs.restore();
     }
   });
 
   it('with no early reader waiting, a commit that waits for a standby gets no extra turn of the event loop before an inline sync', async (t) => {
     const dir = await tempDir(t);
-    const order: (string | number)[] = [];
-    const written = new Set<number>();
-    const original = fsModule.fdatasyncSync;
-    mock.method(fsModule, 'fdatasyncSync', (fd: number) => {
-      order.push(fd);
-      original(fd);
-    });
-    const writev = fsModule.writevSync;
-    mock.method(fsModule, 'writevSync', (fd: number, buffers: NodeJS.ArrayBufferView[], position?: number) => {
-      written.add(fd);
-      return writev(fd, buffers, position);
-    });
-    syncBuiltinESMExports();
+    const syncs = recordSyncs();
     try {
       const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync: 'inline' }), segmentSize: 64 * 1024, sync: 'fdatasync' });
       await log.waitForFlush(log.append(Buffer.from('first')).endLsn);
       // A turn of the event loop queued when the write is announced runs after the sync unless the writer yields.
-      log.on('write', () => setImmediate(() => order.push('turn')));
+      log.on('write', () => setImmediate(() => syncs.order.push('turn')));
       await new Promise((resolve) => setImmediate(resolve));
-      order.length = 0;
-      written.clear();
+      syncs.reset();
       await log.waitForFlush(log.append(Buffer.from('x')).endLsn, { replicated: true });
       await new Promise((resolve) => setImmediate(resolve));
-      const seen = order.filter((e) => e === 'turn' || written.has(e as number)).map((e) => (e === 'turn' ? e : 'sync'));
-      assert.deepEqual(seen, ['sync', 'turn']);
+      assert.deepEqual(syncs.seen(), ['sync', 'turn']);
       await log.close();
     } finally {
-      mock.restoreAll();
-      syncBuiltinESMExports();
+      syncs.restore();
     }
   });
 });
