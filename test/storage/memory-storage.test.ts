@@ -268,6 +268,17 @@ describe('MemoryStorage', () => {
       );
     });
 
+    it('says its syncs hold the event loop only when told (syncBlocks), and checks the option', async () => {
+      const plain = await new MemoryStorage().open('a', { create: true });
+      const blocking = await new MemoryStorage({ syncBlocks: true }).open('a', { create: true });
+      assert.equal(plain.syncBlocks, false);
+      assert.equal(blocking.syncBlocks, true);
+      assert.throws(
+        () => new MemoryStorage({ syncBlocks: 'yes' } as never),
+        (err: unknown) => isWalshipError(err, 'INVALID_OPTIONS'),
+      );
+    });
+
     it('rejects errors asynchronously, never throwing from the call', async () => {
       const storage = new MemoryStorage();
       const pending = storage.open('a/b', { create: true });

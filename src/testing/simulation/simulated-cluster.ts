@@ -59,6 +59,12 @@ export interface SimulationOptions {
    */
   readonly earlySend?: boolean;
   /**
+   * Every node's storage says its syncs hold the event loop (`MemoryStorageOptions.syncBlocks`,
+   * as `NodeStorage` with `commitSync: 'inline'`): the WAL writer announces `write` and lets an
+   * early sender go before each urgent sync. @defaultValue false
+   */
+  readonly syncBlocks?: boolean;
+  /**
    * The most steps (commit calls included) one cluster records: the record of a run lives in
    * memory. @defaultValue 100 000
    */
@@ -158,7 +164,7 @@ export class SimulatedCluster {
     this.#level = options.synchronousCommit ?? 'on';
     this.#archive = options.archive === true ? new MemoryArchive() : null;
     for (const name of ['p', ...Array.from({ length: standbys }, (_, i) => `s${i + 1}`)]) {
-      this.#nodes.set(name, { name, storage: new MemoryStorage({ description: `memory:${name}` }), node: null, recorder: this.#recorder(name), upstream: null, deposed: false, earlierLives: [] });
+      this.#nodes.set(name, { name, storage: new MemoryStorage({ description: `memory:${name}`, syncBlocks: options.syncBlocks === true }), node: null, recorder: this.#recorder(name), upstream: null, deposed: false, earlierLives: [] });
     }
     options.t?.after(() => this.close());
   }
