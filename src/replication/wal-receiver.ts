@@ -148,8 +148,9 @@ export class SendTimes {
 /**
  * Receives WAL from a primary (or a cascading standby) into a replica {@link WalLog}: asks to
  * stream from the log's own end, writes every `walData` at its LSN, makes it durable, and
- * reports write, flush and apply positions as soon as streaming starts, after each write or flush that moved the write or flush position,
- * every `statusIntervalMs`, whenever the sender asks, and when told to ({@link reportNow}). A sender silent for
+ * reports write, flush and apply positions as soon as streaming starts, after each write or
+ * flush that moved the write or flush position, every `statusIntervalMs`, whenever the sender
+ * asks, and when told to ({@link reportNow}). A sender silent for
  * `receiverTimeoutMs` ends the connection (`TIMEOUT`), after one request for a reply at half
  * of it, as PostgreSQL's walreceiver does. WAL that does not continue exactly where the log ends is a
  * protocol error: nothing is ever written out of place. While more than 32 MiB of received
@@ -391,8 +392,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
 
   /**
    * Flushes until everything written is durable, reporting after each flush that moved a
-   * reported position: one flush at a
-   * time, and WAL that arrives meanwhile joins the next one. It clears {@link #flushing} in the
+   * reported position: one flush at a time, and WAL that arrives meanwhile joins the next one. It clears {@link #flushing} in the
    * same turn as its last check: WAL handed over after that check starts a new round, and
    * WAL handed over before it is seen by the check (never left written but unflushed).
    */
@@ -401,10 +401,9 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
       // Called only with something to flush: the first await comes before the finally below.
       while (this.#log.flushedLsn < this.#log.insertLsn) {
         const flushLsn = await this.#log.flush();
-        // As PostgreSQL's walreceiver: a report only when a position in it moved. With early
-        // WAL the flush is often past what the sender said is durable, and reports nothing
-        // new; the sender's next word on its durable end then sends one (see #confirm).
-        if (this.#flushToReport() > this.#reportedFlushLsn || this.#writeToReport() > this.#reportedWriteLsn) this.#report(false);
+        // With early WAL the flush is often past what the sender said is durable, and reports
+        // nothing new; the sender's next word on its durable end then sends one (see #confirm).
+        this.#reportIfMoved();
         this.emitSafely('wal:flushed', { flushLsn });
       }
     } catch (err) {
@@ -450,7 +449,12 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     const log = this.#log;
     if (log.upstreamDurableLsn === null) return;
     log.confirmUpstreamDurable(walEnd);
-    if (this.#streaming && !this.#stopped && (this.#flushToReport() > this.#reportedFlushLsn || this.#writeToReport() > this.#reportedWriteLsn)) this.#report(false);
+    if (this.#streaming && !this.#stopped) this.#reportIfMoved();
+  }
+
+  /** As PostgreSQL's walreceiver without `force`: a report only when its write or flush position moved. */
+  #reportIfMoved(): void {
+    if (this.#flushToReport() > this.#reportedFlushLsn || this.#writeToReport() > this.#reportedWriteLsn) this.#report(false);
   }
 
   /**

@@ -195,8 +195,8 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     // batch is applied, apply a copy (taken now), so the application sees what the WAL holds.
     const copied = level === 'off' || options.signal !== undefined;
     if (copied) batch = ownedEntries(batch);
-    const mode = SYNC_WAIT_MODES[level];
-    const replicated = mode !== null && this.syncRep.config !== null;
+    const mode = this.#standbyWait(level);
+    const replicated = mode !== null;
     const applied = new Promise<void>((resolve, reject) => {
       const pending: Pending = { result, entries: batch, copied, flushed: false, dropped: null, resolve, reject };
       this.#queue.push(pending);
@@ -229,6 +229,11 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     return localWait(applied, signal, result.endLsn).then(() => this.#resolved(level, started, committed), rejected);
   }
 
+  /** What a commit at `level` waits for from the standbys once durable here; null when none (a local level, or synchronous replication off). */
+  #standbyWait(level: SynchronousCommit): SyncWaitMode | null {
+    return this.syncRep.config === null ? null : SYNC_WAIT_MODES[level];
+  }
+
   /** Counts a commit that resolved (and publishes it on `walship:commit` when someone listens); returns its result. */
   #resolved(level: SynchronousCommit, started: number, committed: CommitResult): CommitResult {
     const ms = currentScheduler().monotonic() - started;
@@ -250,8 +255,8 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
   async createRestorePoint(name: string): Promise<RestorePointResult> {
     if (this.#failure !== null) throw this.#failure;
     const result = this.#log.appendRestorePoint(name);
-    const mode = SYNC_WAIT_MODES[this.#synchronousCommit];
-    const replicated = mode !== null && this.syncRep.config !== null;
+    const mode = this.#standbyWait(this.#synchronousCommit);
+    const replicated = mode !== null;
     await this.#log.waitForFlush(result, { replicated });
     if (replicated) await this.syncRep.wait(result.endLsn, mode === 'apply' ? 'flush' : mode, {});
     this.#debug('restore point "%s" created at %s', name, formatLsn(result.lsn));

@@ -692,9 +692,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
         new WalshipError('INVALID_ARGUMENT', `cannot wait for ${formatLsn(lsn)}: nothing has been appended past ${formatLsn(insertLsn)}`),
       );
     }
-    const { signal } = options;
-    if (signal?.aborted) return Promise.reject(abortError(signal));
-    return this.#writer.waitForFlush(lsn, signal, options.background === true, options.replicated === true);
+    if (options.signal?.aborted) return Promise.reject(abortError(options.signal));
+    return this.#writer.waitForFlush(lsn, options);
   }
 
   /**

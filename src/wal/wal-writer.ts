@@ -395,10 +395,11 @@ export class WalWriter {
    * position; the log checks), starting a flush. Rejects if the records fail to reach the
    * disk or are dropped, or with `ABORTED` if `signal` aborts.
    */
-  waitForFlush(lsn: Lsn, signal?: AbortSignal, background = false, replicated = false): Promise<void> {
+  waitForFlush(lsn: Lsn, options: { signal?: AbortSignal; background?: boolean; replicated?: boolean } = {}): Promise<void> {
+    const { signal } = options;
     const flushed = this.#flushed.wait(lsn, signal === undefined ? {} : { signal });
-    if (!background) this.#urgentUntil = Math.max(this.#urgentUntil, lsn);
-    if (replicated) this.#replicatedUntil = Math.max(this.#replicatedUntil, lsn);
+    if (options.background !== true) this.#urgentUntil = Math.max(this.#urgentUntil, lsn);
+    if (options.replicated === true) this.#replicatedUntil = Math.max(this.#replicatedUntil, lsn);
     this.#schedule();
     return flushed;
   }

@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WalLog } from '../../src/index.js';
-import { compileAuth } from '../../src/protocol/auth-rules.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
-import { ReplicationServer } from '../../src/protocol/replication-server.js';
 import { WalReceiver } from '../../src/replication/wal-receiver.js';
-import { WalSender } from '../../src/replication/wal-sender.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { payload, within } from '../helpers/wal.js';
 import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
+import { walServer } from '../helpers/wal-server.js';
 
 const MIB = 1024 * 1024;
 /** wal-receiver.ts's MAX_UNFLUSHED_BYTES. */
@@ -30,18 +28,7 @@ describe('WalReceiver', () => {
     const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 16 * MIB });
     for (let i = 0; i < 48; i++) primary.append(payload(i, MIB - 1000));
     await primary.flush();
-    const server = new ReplicationServer({
-      transport: net.transport('primary'),
-      address: 'primary:1',
-      auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
-    });
-    server.on('session', (session) => {
-      void (async () => {
-        const request = await session.conn.next().catch(() => null);
-        if (request?.kind === 'startReplication') await new WalSender(session.conn, primary, request.startLsn).run().catch(() => undefined);
-      })();
-    });
-    const address = await server.listen();
+    const { server, address } = await walServer(net, primary);
 
     const storage = new MemoryStorage();
     const replica = await WalLog.open({ storage, segmentSize: 16 * MIB, role: 'replica' });

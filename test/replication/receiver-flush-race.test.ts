@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WalLog } from '../../src/index.js';
-import { compileAuth } from '../../src/protocol/auth-rules.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
-import { ReplicationServer } from '../../src/protocol/replication-server.js';
 import { WalReceiver } from '../../src/replication/wal-receiver.js';
-import { WalSender } from '../../src/replication/wal-sender.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
+import { walServer } from '../helpers/wal-server.js';
 import { within } from '../helpers/wal.js';
 
 const MIB = 1024 * 1024;
@@ -19,15 +17,8 @@ describe('WalReceiver flush rounds', () => {
     const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 16 * MIB });
     for (let i = 0; i < 4; i++) primary.append([Buffer.alloc(20_000, i)]);
     await primary.flush();
-    const server = new ReplicationServer({ transport: net.transport('primary'), address: 'primary:1', auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }) });
-    server.on('session', (session) => {
-      void (async () => {
-        const request = await session.conn.next().catch(() => null);
-        // 32 KiB messages: the 80 KB of WAL goes out as several walData messages.
-        if (request?.kind === 'startReplication') await new WalSender(session.conn, primary, request.startLsn, { maxMessageBytes: 32 * 1024 }).run().catch(() => undefined);
-      })();
-    });
-    const address = await server.listen();
+    // 32 KiB messages: the 80 KB of WAL goes out as several walData messages.
+    const { server, address } = await walServer(net, primary, { maxMessageBytes: 32 * 1024 });
     const replicaStorage = new MemoryStorage();
     const replica = await WalLog.open({ storage: replicaStorage, segmentSize: 16 * MIB, role: 'replica' });
     // The replica's fdatasyncs wait until the last walData has arrived, so that a flush round

@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WalLog } from '../../src/index.js';
-import { compileAuth } from '../../src/protocol/auth-rules.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
-import { ReplicationServer } from '../../src/protocol/replication-server.js';
 import { WalReceiver } from '../../src/replication/wal-receiver.js';
-import { WalSender } from '../../src/replication/wal-sender.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { holdDatasyncs, type DatasyncHold } from '../helpers/hold-datasyncs.js';
+import { walServer } from '../helpers/wal-server.js';
 import { within } from '../helpers/wal.js';
 
 async function until(condition: () => boolean, what: string): Promise<void> {
@@ -41,22 +39,8 @@ async function heldPrimary(): Promise<{ primary: WalLog; gate: DatasyncHold; bef
 }
 
 /** A replication server whose senders stream `primary` with early WAL; every status report a standby sends lands in `reports`. */
-async function earlySenders(net: MemoryNetwork, primary: WalLog, reports: { writeLsn: number; flushLsn: number }[]): Promise<{ server: ReplicationServer; address: string }> {
-  const server = new ReplicationServer({
-    transport: net.transport('primary'),
-    address: 'primary:1',
-    auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
-  });
-  server.on('session', (session) => {
-    void (async () => {
-      const request = await session.conn.next().catch(() => null);
-      if (request?.kind !== 'startReplication') return;
-      const sender = new WalSender(session.conn, primary, request.startLsn, { earlySend: true });
-      sender.on('standby:progress', ({ writeLsn, flushLsn }) => reports.push({ writeLsn, flushLsn }));
-      await sender.run().catch(() => undefined);
-    })();
-  });
-  return { server, address: await server.listen() };
+function earlySenders(net: MemoryNetwork, primary: WalLog, reports: { writeLsn: number; flushLsn: number }[]): ReturnType<typeof walServer> {
+  return walServer(net, primary, { earlySend: true }, (sender) => sender.on('standby:progress', ({ writeLsn, flushLsn }) => reports.push({ writeLsn, flushLsn })));
 }
 
 describe('WalReceiver status reports', () => {
