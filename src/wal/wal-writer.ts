@@ -75,6 +75,13 @@ export interface WalWriterInit {
 
 /** The hint of a sync only background waiters need (see `StorageFile.datasync`): one object, not one per sync. */
 const NOT_URGENT = Object.freeze({ urgent: false });
+/**
+ * A sync round covering more bytes than this is never made on the event loop's thread, even
+ * where urgent syncs hold it (`StorageFile.syncBlocks`): it takes milliseconds, against the
+ * tens of microseconds a hop to another thread costs, and meanwhile the process could read
+ * its socket (a standby catching up) or go on appending.
+ */
+export const BLOCKING_SYNC_MAX_BYTES = 1024 * 1024;
 
 /**
  * The write side of a {@link WalLog}: the insert position and the buffers of appended
@@ -789,8 +796,9 @@ export class WalWriter {
       for (const segno of this.#dirty) if (segno < currentSegno) await this.#files.closeWriter(segno);
       return;
     }
-    // A sync that no waiter but background ones (commits at `off`) needs is not urgent.
-    const urgent = force || this.#urgentUntil > this.#syncedLsn;
+    // A sync that no waiter but background ones (commits at `off`) needs is not urgent, nor,
+    // as far as where it runs is concerned, one of a large round (see BLOCKING_SYNC_MAX_BYTES).
+    const urgent = (force || this.#urgentUntil > this.#syncedLsn) && target - this.#syncedLsn <= BLOCKING_SYNC_MAX_BYTES;
     // Writes made while this sync runs mark their segments dirty again for the next one.
     const dirty = [...this.#dirty].sort((a, b) => a - b);
     this.#dirty.clear();

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { describe, it, mock, type TestContext } from 'node:test';
 import { NodeStorage } from '../../src/storage/node-storage.js';
 import { WalLog } from '../../src/wal/wal-log.js';
+import { BLOCKING_SYNC_MAX_BYTES } from '../../src/wal/wal-writer.js';
 import { commitSyncConformance } from '../helpers/commit-path-storage.js';
 
 // The storage contract holds with every commit-path sync taken this way.
@@ -102,6 +103,25 @@ describe("NodeStorage with commitSync: 'inline'", () => {
     [inlineBefore, pooledBefore] = counts();
     await log.waitForFlush(log.append(Buffer.from('waited for')));
     assert.ok(inline.mock.callCount() > inlineBefore, 'a waited-for flush synced inline');
+    assert.equal(pooled.mock.callCount(), pooledBefore);
+    await log.close();
+  });
+
+  it('a waited-for sync of more than BLOCKING_SYNC_MAX_BYTES goes to the pool, so it never holds the event loop; one of at most that runs inline', async (t) => {
+    const dir = await tempDir(t);
+    const [inline, pooled] = spyOnSyncs(t, ['fdatasyncSync', 'fdatasync']);
+    const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync: 'inline' }), segmentSize: 16 * 1024 * 1024, sync: 'fdatasync' });
+    await log.waitForFlush(log.append(Buffer.from('first')).endLsn);
+    const counts = (): [number, number] => [inline.mock.callCount(), pooled.mock.callCount()];
+    // A replica's round of received WAL, as a standby catching up writes it.
+    let [inlineBefore, pooledBefore] = counts();
+    const large = log.append(Buffer.alloc(BLOCKING_SYNC_MAX_BYTES + 1, 0x6c)).endLsn;
+    await log.waitForFlush(large);
+    assert.equal(inline.mock.callCount(), inlineBefore, 'no inline sync for the large round');
+    assert.ok(pooled.mock.callCount() > pooledBefore, 'the large round synced on the pool');
+    [inlineBefore, pooledBefore] = counts();
+    await log.waitForFlush(log.append(Buffer.alloc(BLOCKING_SYNC_MAX_BYTES - 1024, 0x73)).endLsn);
+    assert.ok(inline.mock.callCount() > inlineBefore, 'a round of at most the limit synced inline');
     assert.equal(pooled.mock.callCount(), pooledBefore);
     await log.close();
   });
