@@ -11,6 +11,8 @@ import { clearTimer, currentScheduler, type SchedulerTimer } from '../scheduler.
 
 /** Received WAL not yet durable beyond which the receiver stops reading, until half of it is. */
 const MAX_UNFLUSHED_BYTES = 32 * 1024 * 1024;
+/** The flush of early WAL (see {@link WalReceiver}'s flush rounds): one object, not one per flush. */
+const BACKGROUND = Object.freeze({ background: true });
 
 /** Options of {@link WalReceiver}. */
 export interface WalReceiverOptions {
@@ -400,7 +402,11 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     try {
       // Called only with something to flush: the first await comes before the finally below.
       while (this.#log.flushedLsn < this.#log.insertLsn) {
-        const flushLsn = await this.#log.flush();
+        // Early WAL past the durable end the sender told: this sync alone confirms nothing,
+        // the sender's next word does. So it never holds the event loop (commitSync
+        // 'inline'), which would hold that word, and the write report it sends at once.
+        const early = this.#log.insertLsn > (this.#log.upstreamDurableLsn ?? Number.MAX_SAFE_INTEGER);
+        const flushLsn = await this.#log.flush(early ? BACKGROUND : {});
         // With early WAL the flush is often past what the sender said is durable, and reports
         // nothing new; the sender's next word on its durable end then sends one (see #confirm).
         this.#reportIfMoved();

@@ -658,8 +658,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     return end;
   }
 
-  /** Makes everything appended so far durable; resolves with the new flushed LSN. */
-  async flush(options: { signal?: AbortSignal } = {}): Promise<Lsn> {
+  /** Makes everything appended so far durable; resolves with the new flushed LSN. `background`: as in {@link waitForFlush}. */
+  async flush(options: { signal?: AbortSignal; background?: boolean } = {}): Promise<Lsn> {
     await this.waitForFlush(this.#writer.insertLsn, options);
     return this.#writer.flushedLsn;
   }

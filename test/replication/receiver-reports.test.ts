@@ -43,7 +43,57 @@ function earlySenders(net: MemoryNetwork, primary: WalLog, reports: { writeLsn: 
   return walServer(net, primary, { earlySend: true }, (sender) => sender.on('standby:progress', ({ writeLsn, flushLsn }) => reports.push({ writeLsn, flushLsn })));
 }
 
+/** Records, per datasync of a segment of `storage` (not of a `.tmp` file), whether it was urgent. */
+function recordUrgency(storage: MemoryStorage): boolean[] {
+  const urgent: boolean[] = [];
+  const open = storage.open.bind(storage);
+  storage.open = async (name, options) => {
+    const file = await open(name, options);
+    if (name.endsWith('.tmp')) return file;
+    const datasync = file.datasync.bind(file);
+    file.datasync = (syncOptions) => {
+      urgent.push(syncOptions?.urgent !== false);
+      return datasync(syncOptions);
+    };
+    return file;
+  };
+  return urgent;
+}
+
 describe('WalReceiver status reports', () => {
+  it("early WAL: where syncs hold the event loop, a flush past the sender's durable end is not an urgent one (so it never holds the sender's word); a flush of WAL the sender called durable is", async () => {
+    const net = new MemoryNetwork();
+    const { primary, gate } = await heldPrimary();
+    const reports: { writeLsn: number; flushLsn: number }[] = [];
+    const { server, address } = await earlySenders(net, primary, reports);
+    // syncBlocks: as NodeStorage's with commitSync 'inline', whose urgent syncs hold the loop.
+    const replicaStorage = new MemoryStorage({ syncBlocks: true });
+    const urgency = recordUrgency(replicaStorage);
+    const replica = await WalLog.open({ storage: replicaStorage, segmentSize: 1024 * 1024, role: 'replica' });
+    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1' });
+    const receiver = new WalReceiver(conn, replica, { acceptEarlyWal: true });
+    const running = receiver.run();
+    try {
+      await until(() => reports.some((r) => r.flushLsn >= primary.flushedLsn), 'the first report');
+      assert.ok(urgency.length > 0 && urgency.every((u) => u), `WAL the sender called durable: urgent syncs (${JSON.stringify(urgency)})`);
+      urgency.length = 0;
+      const { endLsn } = primary.append(Buffer.from('early'));
+      void primary.waitForFlush(endLsn).catch(() => undefined);
+      await until(() => replica.flushedLsn >= endLsn, "the standby's flush");
+      assert.ok(primary.flushedLsn < endLsn, 'not durable on the primary yet');
+      assert.deepEqual(urgency, [false], 'early WAL: one sync, not urgent');
+      gate.stop();
+      await until(() => reports.some((r) => r.flushLsn >= endLsn), 'the confirmation');
+    } finally {
+      gate.stop();
+      await receiver.stop();
+      await running.catch(() => undefined);
+      await server.close();
+      await replica.close();
+      await primary.close();
+    }
+  });
+
   it("early WAL: a flush past the sender's durable end reports nothing new and sends no report; the sender's word that it is durable does", async () => {
     const net = new MemoryNetwork();
     // The primary's fdatasyncs wait for the test.
