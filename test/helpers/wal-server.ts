@@ -31,3 +31,14 @@ export async function walServer(
   });
   return { server, address: await server.listen() };
 }
+
+/**
+ * The end of a test with a receiver streaming from {@link walServer}: stops `receiver`, waits
+ * for its `run()` (`running`) to end whatever its outcome, then closes each of `closables`
+ * in the order given (the server, the logs).
+ */
+export async function stopReceiver(receiver: { stop(): Promise<void> }, running: Promise<unknown>, ...closables: { close(): Promise<unknown> }[]): Promise<void> {
+  await receiver.stop();
+  await running.catch(() => undefined);
+  for (const closable of closables) await closable.close();
+}

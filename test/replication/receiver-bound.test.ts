@@ -7,7 +7,7 @@ import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { payload, within } from '../helpers/wal.js';
 import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
-import { walServer } from '../helpers/wal-server.js';
+import { stopReceiver, walServer } from '../helpers/wal-server.js';
 
 const MIB = 1024 * 1024;
 /** wal-receiver.ts's MAX_UNFLUSHED_BYTES. */
@@ -55,11 +55,7 @@ describe('WalReceiver', () => {
       assert.ok(peak <= BOUND + MESSAGE, `${peak} bytes not durable at most`);
     } finally {
       gate.stop();
-      await receiver.stop();
-      await running.catch(() => undefined);
-      await server.close();
-      await replica.close();
-      await primary.close();
+      await stopReceiver(receiver, running, server, replica, primary);
     }
   });
 });

@@ -6,7 +6,7 @@ import { WalReceiver } from '../../src/replication/wal-receiver.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
-import { walServer } from '../helpers/wal-server.js';
+import { stopReceiver, walServer } from '../helpers/wal-server.js';
 import { within } from '../helpers/wal.js';
 
 const MIB = 1024 * 1024;
@@ -56,11 +56,7 @@ describe('WalReceiver flush rounds', () => {
       assert.ok(handedOver, 'the last message was handed over from a flush listener');
       assert.equal(replica.flushedLsn, primary.flushedLsn, "the replica holds all of the primary's WAL, durably");
     } finally {
-      await receiver.stop();
-      await running.catch(() => undefined);
-      await replica.close();
-      await primary.close();
-      await server.close();
+      await stopReceiver(receiver, running, replica, primary, server);
     }
   });
 });

@@ -6,7 +6,7 @@ import { WalReceiver } from '../../src/replication/wal-receiver.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { holdDatasyncs, type DatasyncHold } from '../helpers/hold-datasyncs.js';
-import { walServer } from '../helpers/wal-server.js';
+import { stopReceiver, walServer } from '../helpers/wal-server.js';
 import { within } from '../helpers/wal.js';
 
 async function until(condition: () => boolean, what: string): Promise<void> {
@@ -86,11 +86,7 @@ describe('WalReceiver status reports', () => {
       await until(() => reports.some((r) => r.flushLsn >= endLsn), 'the confirmation');
     } finally {
       gate.stop();
-      await receiver.stop();
-      await running.catch(() => undefined);
-      await server.close();
-      await replica.close();
-      await primary.close();
+      await stopReceiver(receiver, running, server, replica, primary);
     }
   });
 
@@ -122,11 +118,7 @@ describe('WalReceiver status reports', () => {
       assert.deepEqual(reports.slice(reportsBefore), [{ writeLsn: endLsn, flushLsn: endLsn }], 'then one report: written and flushed');
     } finally {
       gate.stop();
-      await receiver.stop();
-      await running.catch(() => undefined);
-      await server.close();
-      await replica.close();
-      await primary.close();
+      await stopReceiver(receiver, running, server, replica, primary);
     }
   });
 
@@ -164,11 +156,7 @@ describe('WalReceiver status reports', () => {
     } finally {
       gate.stop();
       primaryGate.stop();
-      await receiver.stop();
-      await running.catch(() => undefined);
-      await server.close();
-      await replica.close();
-      await primary.close();
+      await stopReceiver(receiver, running, server, replica, primary);
     }
   });
 });
