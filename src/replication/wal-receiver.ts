@@ -403,8 +403,8 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
       // Called only with something to flush: the first await comes before the finally below.
       while (this.#log.flushedLsn < this.#log.insertLsn) {
         // Early WAL past the durable end the sender told: this sync alone confirms nothing,
-        // the sender's next word does. So it never holds the event loop (commitSync
-        // 'inline'), which would hold that word, and the write report it sends at once.
+        // the sender's next word does. So it is not an urgent one: with commitSync 'inline'
+        // it would hold the event loop, that word, and the write report it sends at once.
         const early = this.#log.insertLsn > (this.#log.upstreamDurableLsn ?? Number.MAX_SAFE_INTEGER);
         const flushLsn = await this.#log.flush(early ? BACKGROUND : {});
         // With early WAL the flush is often past what the sender said is durable, and reports

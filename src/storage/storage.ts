@@ -91,10 +91,13 @@ export interface StorageFile {
    */
   writev?(buffers: readonly Uint8Array[], position: number): Promise<void>;
   /**
-   * Makes this file's written bytes durable (fdatasync). `urgent: false` is a hint that
-   * nobody waits for this sync right now (the WAL writer's background flush, with no commit
-   * waiting on it): a storage with a faster but costlier way to sync keeps that way for the
-   * other syncs (`NodeStorage`'s `commitSync: 'inline'`). Storages may ignore it.
+   * Makes this file's written bytes durable (fdatasync). `urgent: false` is a hint that this
+   * sync must not hold the caller's thread: nobody waits for it right now (the WAL writer's
+   * background flush), or it is long (a round of more than a MiB), or what waits for it also
+   * waits for a message the thread must read (a standby's early WAL). A storage with a
+   * faster but costlier way to sync (`NodeStorage`'s `commitSync: 'inline'`, which holds the
+   * event loop) keeps that way for the other syncs; it must not delay such a sync, since a
+   * commit may still wait on it. Storages may ignore the hint.
    */
   datasync(options?: { readonly urgent?: boolean }): Promise<void>;
   /**

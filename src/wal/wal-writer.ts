@@ -162,6 +162,8 @@ export class WalWriter {
   readonly #owner: WalLog;
   // Counters for WalLog.stats(): plain numbers, so counting allocates nothing.
   #statBytesWritten = 0;
+  /** Bytes written since the last sync round began (not the padding a segment-end record skips): what the next round syncs. */
+  #bytesSinceSync = 0;
   #statWrites = 0;
   #statSyncs = 0;
   #statSyncMs = 0;
@@ -580,6 +582,7 @@ export class WalWriter {
       // After a segment-end record the rest of the segment counts as written.
       if (batchEndsSegment) this.#writtenLsn = Math.ceil(this.#writtenLsn / this.#segmentSize) * this.#segmentSize;
       this.#statBytesWritten += this.#writtenLsn - before;
+      this.#bytesSinceSync += batchBytes;
       batch = [];
       batchBytes = 0;
       batchEndsSegment = false;
@@ -791,6 +794,8 @@ export class WalWriter {
     if (this.#failure !== null) return;
     const target = this.#writtenLsn;
     const currentSegno = Math.floor(target / this.#segmentSize);
+    const roundBytes = this.#bytesSinceSync;
+    this.#bytesSinceSync = 0;
     if (this.#sync === 'none' && !force) {
       // Nothing to sync until close; just let go of the handles of finished segments.
       for (const segno of this.#dirty) if (segno < currentSegno) await this.#files.closeWriter(segno);
@@ -798,7 +803,7 @@ export class WalWriter {
     }
     // A sync that no waiter but background ones (commits at `off`) needs is not urgent, nor,
     // as far as where it runs is concerned, one of a large round (see BLOCKING_SYNC_MAX_BYTES).
-    const urgent = (force || this.#urgentUntil > this.#syncedLsn) && target - this.#syncedLsn <= BLOCKING_SYNC_MAX_BYTES;
+    const urgent = (force || this.#urgentUntil > this.#syncedLsn) && roundBytes <= BLOCKING_SYNC_MAX_BYTES;
     // Writes made while this sync runs mark their segments dirty again for the next one.
     const dirty = [...this.#dirty].sort((a, b) => a - b);
     this.#dirty.clear();

@@ -113,7 +113,7 @@ describe("NodeStorage with commitSync: 'inline'", () => {
     const log = await WalLog.open({ storage: new NodeStorage(dir, { commitSync: 'inline' }), segmentSize: 16 * 1024 * 1024, sync: 'fdatasync' });
     await log.waitForFlush(log.append(Buffer.from('first')).endLsn);
     const counts = (): [number, number] => [inline.mock.callCount(), pooled.mock.callCount()];
-    // A replica's round of received WAL, as a standby catching up writes it.
+    // A bulk round, as a large commit or a standby catching up writes it.
     let [inlineBefore, pooledBefore] = counts();
     const large = log.append(Buffer.alloc(BLOCKING_SYNC_MAX_BYTES + 1, 0x6c)).endLsn;
     await log.waitForFlush(large);
@@ -123,6 +123,12 @@ describe("NodeStorage with commitSync: 'inline'", () => {
     await log.waitForFlush(log.append(Buffer.alloc(BLOCKING_SYNC_MAX_BYTES - 1024, 0x73)).endLsn);
     assert.ok(inline.mock.callCount() > inlineBefore, 'a round of at most the limit synced inline');
     assert.equal(pooled.mock.callCount(), pooledBefore);
+    // A segment switch writes a few bytes, though the rest of the segment counts as written.
+    log.append(Buffer.from('before the switch'));
+    [inlineBefore, pooledBefore] = counts();
+    assert.notEqual(await log.switchSegment(), null);
+    assert.ok(inline.mock.callCount() > inlineBefore, 'the switch synced inline');
+    assert.equal(pooled.mock.callCount(), pooledBefore, 'and not on the pool');
     await log.close();
   });
 
