@@ -193,6 +193,7 @@ export class Primary extends NodeBase<PrimaryEvents> {
       ...(options.segmentSize === undefined ? {} : { segmentSize: options.segmentSize }),
       ...(options.sync === undefined ? {} : { sync: options.sync }),
       ...(options.recycleSegments === undefined ? {} : { recycleSegments: options.recycleSegments }),
+      ...(options.maxRecycleSegments === undefined ? {} : { maxRecycleSegments: options.maxRecycleSegments }),
       ...(options.logPrefix === undefined ? {} : { logPrefix: options.logPrefix }),
       ...(options.clock === undefined ? {} : { clock: options.clock }),
     });

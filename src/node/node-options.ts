@@ -31,8 +31,14 @@ export interface NodeOptions {
   readonly entryBuffers?: EntryBuffers;
   /** `none` skips fsync: unsafe, for tests and benchmarks. @defaultValue 'fdatasync' */
   readonly sync?: SyncMode;
-  /** Removed segments kept for reuse. @defaultValue 4 */
+  /** Removed segments kept for reuse, at least. @defaultValue 4 */
   readonly recycleSegments?: number;
+  /**
+   * Removed segments kept for reuse, at most: after a burst of WAL a node keeps as many as it
+   * wrote between its last two checkpoints (PostgreSQL's `max_wal_size`, in segments).
+   * @defaultValue 64
+   */
+  readonly maxRecycleSegments?: number;
   /** A prefix for this node's `debug` lines. */
   readonly logPrefix?: string;
   /**
@@ -125,6 +131,7 @@ export const nodeStorageSchema = {
   segmentSize: { enum: [...SEGMENT_SIZES] },
   sync: { enum: ['fdatasync', 'none'] },
   recycleSegments: { type: 'integer', minimum: 0, maximum: 1024 },
+  maxRecycleSegments: { type: 'integer', minimum: 0, maximum: 1024 },
   logPrefix: { type: 'string' },
 } as const;
 
@@ -144,6 +151,7 @@ export const nodeSchema = {
   entryBuffers: { enum: ['owned', 'borrowed'] },
   sync: nodeStorageSchema.sync,
   recycleSegments: nodeStorageSchema.recycleSegments,
+  maxRecycleSegments: nodeStorageSchema.maxRecycleSegments,
   logPrefix: nodeStorageSchema.logPrefix,
   archive: archiveOptionsSchema,
   clock: {},

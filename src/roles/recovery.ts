@@ -243,6 +243,7 @@ export interface RecoverySettings {
   readonly maxReplicationSlots: number;
   readonly sync?: SyncMode;
   readonly recycleSegments?: number;
+  readonly maxRecycleSegments?: number;
   readonly logPrefix?: string;
   readonly clock?: () => number;
   /** Validated by `Standby` (see {@link resolveRecoveryTarget}). */
@@ -849,6 +850,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       ...(control.checkpoint === null ? {} : { startLsn: control.checkpoint.lsn }),
       ...(o.sync === undefined ? {} : { sync: o.sync }),
       ...(o.recycleSegments === undefined ? {} : { recycleSegments: o.recycleSegments }),
+      ...(o.maxRecycleSegments === undefined ? {} : { maxRecycleSegments: o.maxRecycleSegments }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
       ...(o.clock === undefined ? {} : { clock: o.clock }),
     });

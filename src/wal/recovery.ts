@@ -17,6 +17,7 @@ import {
   decodeRestorePoint,
   readRecordHeader,
   readSegmentHeader,
+  type SegmentHeader,
 } from './record.js';
 import { segmentFileName, segmentStart } from './segment-name.js';
 import { SegmentWindow } from './segment-window.js';
@@ -141,7 +142,9 @@ export async function recoverEnd(
     const base = segmentStart(segno, segmentSize);
     const file = await storage.open(fileName(segno), { readOnly: true });
     try {
-      if ((await hasOwnHeader(file, timelineOf(history, base), base)) || (await scanForRecords(file, segmentSize, base, 0)).length > 0) {
+      const header = await readHeader(file);
+      const own = header !== null && header.timeline === timelineOf(history, base) && header.startLsn === base;
+      if (own || (!wasRecycled(header, base, segmentSize) && (await scanForRecords(file, segmentSize, base, 0)).length > 0)) {
         intact.push(fileName(segno));
       }
     } finally {
@@ -203,11 +206,25 @@ function validHeader(buf: Buffer, index: number, segmentSize: number, timeline: 
   return header.timeline === timeline && header.startLsn === base ? header.formatVersion : null;
 }
 
-async function hasOwnHeader(file: StorageFile, timeline: number, base: Lsn): Promise<boolean> {
+/** The segment header at the start of `file`; null when there is none (never written, torn, zeros). */
+async function readHeader(file: StorageFile): Promise<SegmentHeader | null> {
   const buf = Buffer.alloc(SEGMENT_HEADER_SIZE);
-  if ((await file.read(buf, 0, SEGMENT_HEADER_SIZE, 0)) < SEGMENT_HEADER_SIZE) return false;
-  const header = readSegmentHeader(buf, 0);
-  return header !== null && header.timeline === timeline && header.startLsn === base;
+  if ((await file.read(buf, 0, SEGMENT_HEADER_SIZE, 0)) < SEGMENT_HEADER_SIZE) return null;
+  return readSegmentHeader(buf, 0);
+}
+
+/**
+ * Whether a file past the end of the WAL, whose segment starts at `base`, is a recycled file
+ * never written since: its first block still holds the intact header of an earlier segment
+ * (the one it was before its rename). Such a file holds no WAL of its new position, and
+ * reading it whole to look for some would cost a segment's read at every open for every
+ * spare file. A segment is written from its first block on, and only once the segment
+ * before it is full and durable, so a write into it that a crash tore (its first block lost,
+ * later ones kept) leaves the end of the WAL at its start: it is the end segment then, whose
+ * tail recovery scans and zeroes, never a file past the end.
+ */
+function wasRecycled(header: SegmentHeader | null, base: Lsn, segmentSize: number): boolean {
+  return header !== null && header.startLsn < base && header.startLsn % segmentSize === 0;
 }
 
 interface FoundRecord {

@@ -31,7 +31,6 @@ export class SegmentFiles {
     readonly storage: Storage,
     readonly segmentSize: number,
     history: TimelineHistory,
-    readonly recycleLimit: number,
     private readonly log: Logger,
     /**
      * Create segments as holes instead of writing their zeros. A replica catching up writes
@@ -130,10 +129,10 @@ export class SegmentFiles {
 
   /**
    * Removes every segment below `segno` and returns their names. While fewer than
-   * `recycleLimit` files wait beyond `insertSegno`, removed files are renamed to the next
+   * `spare` files wait beyond `insertSegno`, removed files are renamed to the next
    * future segment numbers, so new segments need no allocation; the rest are deleted.
    */
-  removeBelow(segno: number, insertSegno: number): Promise<string[]> {
+  removeBelow(segno: number, insertSegno: number, spare: number): Promise<string[]> {
     this.#floor = Math.max(this.#floor, segno);
     return this.#serialized(async () => {
       const doomed = [...this.present].filter((s) => s < segno).sort((a, b) => a - b);
@@ -146,7 +145,7 @@ export class SegmentFiles {
         const highest = Math.max(insertSegno, ...this.present, ...recycled);
         const future = [...this.present].filter((p) => p > insertSegno).length + recycled.length;
         // Recycle into names past everything on disk, never over a live segment.
-        if (future < this.recycleLimit) {
+        if (future < spare) {
           await this.storage.rename(name, this.name(highest + 1));
           recycled.push(highest + 1);
           this.log('recycled segment %s as %s', name, this.name(highest + 1));

@@ -21,6 +21,7 @@ import {
   type WalEntry,
 } from './record.js';
 import { recoverEnd } from './recovery.js';
+import { RecycleEstimate } from './recycle-estimate.js';
 import { SegmentFiles, copySegmentPrefix } from './segment-files.js';
 import { DEFAULT_SEGMENT_SIZE, SEGMENT_SIZES, parseSegmentFileName, parseWalFileName, segmentFileName } from './segment-name.js';
 import { historyFileName, readTimelineHistory, segmentTimeline, timelineOf, writeTimelineHistory, type TimelineHistory } from './timeline-history.js';
@@ -64,6 +65,15 @@ export interface WalLogOptions {
    */
   recycleSegments?: number;
   /**
+   * The most removed segment files kept for reuse (PostgreSQL's `max_wal_size`, counted in
+   * segments). After a burst of WAL, {@link WalLog.removeSegmentsBefore} keeps as many as
+   * the log wrote between its last removals (PostgreSQL's estimate), at least
+   * `recycleSegments` and at most this, so that the next burst writes into allocated files
+   * whose pages may still be cached. Each spare file takes a segment's size on disk.
+   * @defaultValue 64
+   */
+  maxRecycleSegments?: number;
+  /**
    * `replica` makes a log that receives its bytes from upstream through
    * {@link WalLog.writeBytes} (a standby's): `append()` is refused with `READ_ONLY`, nothing of
    * its own is ever written into it (no shutdown record), so it stays byte-identical to its
@@ -95,8 +105,10 @@ export interface WalLogOptions {
 export const WAL_LOG_DEFAULTS = Object.freeze({
   /** Every flush is made durable with fdatasync. */
   sync: 'fdatasync' as SyncMode,
-  /** Four removed segment files are kept for reuse. */
+  /** At least four removed segment files are kept for reuse. */
   recycleSegments: 4,
+  /** At most 64 after a burst (1 GiB of 16 MiB segments, PostgreSQL's default `max_wal_size`). */
+  maxRecycleSegments: 64,
   /** A log that appends its own records. */
   role: 'primary' as 'primary' | 'replica',
 });
@@ -112,6 +124,7 @@ const walLogSchema = Object.freeze({
     timeline: { type: 'integer', minimum: 1, maximum: 0xffffffff },
     sync: { enum: ['fdatasync', 'none'] },
     recycleSegments: { type: 'integer', minimum: 0, maximum: 1024 },
+    maxRecycleSegments: { type: 'integer', minimum: 0, maximum: 1024 },
     role: { enum: ['primary', 'replica'] },
     startLsn: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
     logPrefix: { type: 'string' },
@@ -281,6 +294,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   #upstreamDurable: Lsn | null = null;
   /** See {@link keptLsn}. */
   #kept: Lsn | null = null;
+  /** How many removed segment files {@link removeSegmentsBefore} keeps for reuse. */
+  readonly #recycling: RecycleEstimate;
 
   private constructor(init: {
     storage: Storage;
@@ -296,6 +311,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     oldestSegno: number;
     clock: () => number;
     recoveredStamp: Lsn;
+    recycling: RecycleEstimate;
   }) {
     super();
     this.storage = init.storage;
@@ -332,6 +348,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     this.#oldestSegno = init.oldestSegno;
     this.#openedAt = init.endLsn;
     this.#recoveredStamp = init.recoveredStamp;
+    this.#recycling = init.recycling;
   }
 
   /**
@@ -398,7 +415,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       () => recoverEnd(storage, segnos, segmentSize, history, config.role === 'primary', firstSegno),
       'recovering',
     );
-    const files = new SegmentFiles(storage, segmentSize, history, config.recycleSegments, log, config.role === 'replica');
+    const files = new SegmentFiles(storage, segmentSize, history, log, config.role === 'replica');
     for (const segno of segnos) files.present.add(segno);
     const endSegno = Math.floor(found.endLsn / segmentSize);
     if (found.zeroTo > found.endLsn) {
@@ -433,6 +450,7 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
       oldestSegno,
       clock: config.clock ?? schedulerClock(currentScheduler()),
       recoveredStamp: found.durableStamp,
+      recycling: new RecycleEstimate({ segmentSize, min: config.recycleSegments, max: config.maxRecycleSegments, openedAt: found.endLsn }),
     });
   }
 
@@ -723,6 +741,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   /**
    * Removes every whole segment that ends at or below `lsn` and returns their file names.
    * The segment holding the insert position and anything not yet flushed are never removed.
+   * Removed files are renamed to future segment names while fewer spare files wait than the
+   * log expects to need ({@link WalLogOptions.maxRecycleSegments}); the rest are deleted.
    */
   async removeSegmentsBefore(lsn: Lsn): Promise<string[]> {
     assertLsn(lsn);
@@ -735,7 +755,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     // Readers check this after every read, so they never trust bytes of a recycled file.
     this.#oldestSegno = Math.max(this.#oldestSegno, limit);
     this.#writer.forgetSegmentsBelow(limit);
-    const removed = await wrapIo(() => this.#files.removeBelow(limit, insertSegno), 'removing segments');
+    const spare = this.#recycling.spareSegments(this.#writer.insertLsn);
+    const removed = await wrapIo(() => this.#files.removeBelow(limit, insertSegno, spare), 'removing segments');
     if (removed.length > 0) {
       this.#log('removed %d segments below %s', removed.length, formatLsn(limit * this.segmentSize));
       this.emitSafely('segment:removed', { segments: removed });

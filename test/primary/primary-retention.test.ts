@@ -358,7 +358,7 @@ describe('Primary: WAL retention', () => {
       const setup = await kind.make(t);
       const { cluster } = setup;
       const papp = new RecordingApp();
-      const primary = await cluster.primary('primary', { ...setup.primaryWhere, application: papp, segmentSize: SEGMENT, recycleSegments: 0 });
+      const primary = await cluster.primary('primary', { ...setup.primaryWhere, application: papp, segmentSize: SEGMENT, recycleSegments: 0, maxRecycleSegments: 0 });
       try {
         await primary.createSlot('s1_slot');
         await commitUntil(primary, at(2, 20_000));

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { WalLog, isWalshipError, type Storage, type WalRecord } from '../../src/index.js';
+import { WalLog, isWalshipError, parseSegmentFileName, type Storage, type WalRecord } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { COMMIT_TIME_SIZE, MAX_CHANNEL_BYTES } from '../../src/wal/record.js';
 import { SMALL_SEGMENT, openLog, payload, readAll, storageKinds, texts, within } from '../helpers/wal.js';
@@ -272,7 +272,58 @@ for (const kind of storageKinds) {
         const more = Array.from({ length: 30 }, (_, i) => log.append(payload(100 + i, 10_000)));
         await log.flush();
         assert.deepEqual((await readAll(log)).slice(-30).map((r) => r.lsn), more.map((m) => m.lsn));
-      }));
+      }, { maxRecycleSegments: 4 }));
+
+    it('after a burst keeps as many spare files as the WAL written between removals, within recycleSegments and maxRecycleSegments; a reopen reads only their headers', async () => {
+      const { storage, cleanup } = await kind.make();
+      const segmentNames = async (): Promise<string[]> => (await storage.list()).filter((n) => /^[0-9A-F]{24}$/.test(n));
+      const fill = async (log: WalLog, segments: number): Promise<void> => {
+        const target = log.insertLsn + segments * SMALL_SEGMENT;
+        while (log.insertLsn < target) await log.waitForFlush(log.append(Buffer.alloc(20_000, 0x62)));
+      };
+      try {
+        let log = await openLog(storage, { recycleSegments: 2, maxRecycleSegments: 6 });
+        const opened = log.insertLsn;
+        // A burst of about 4 segments: as many spare files after it (counting the one prepared ahead).
+        await fill(log, 4);
+        const burst = Math.ceil((log.insertLsn - opened) / SMALL_SEGMENT);
+        await log.removeSegmentsBefore(log.insertLsn);
+        let names = await segmentNames();
+        const future = (list: string[]): number => list.filter((n) => (parseSegmentFileName(n, SMALL_SEGMENT)?.segno ?? 0) > Math.floor(log.insertLsn / SMALL_SEGMENT)).length;
+        assert.ok(burst >= 4 && burst < 6);
+        assert.equal(future(names), burst, `${burst} spare files after a burst of ${burst} segments: ${names.join(' ')}`);
+        // A burst of 10: at most maxRecycleSegments.
+        await fill(log, 10);
+        await log.removeSegmentsBefore(log.insertLsn);
+        names = await segmentNames();
+        assert.equal(future(names), 6, `maxRecycleSegments caps them: ${names.join(' ')}`);
+        await log.close();
+        // A reopen reads the spare files' first bytes only, not each whole file.
+        let bytesRead = 0;
+        const open = storage.open.bind(storage);
+        storage.open = async (name, options) => {
+          const file = await open(name, options);
+          const read = file.read.bind(file);
+          file.read = async (buffer, offset, length, position) => {
+            const n = await read(buffer, offset, length, position);
+            bytesRead += n;
+            return n;
+          };
+          return file;
+        };
+        log = await openLog(storage, { recycleSegments: 2, maxRecycleSegments: 6 });
+        storage.open = open;
+        assert.equal(future(await segmentNames()), 6);
+        assert.ok(bytesRead < 3 * SMALL_SEGMENT, `${bytesRead} bytes read at open, with 6 spare files of ${SMALL_SEGMENT} bytes`);
+        // Appends go on into the spare files, and read back.
+        const more = Array.from({ length: 20 }, (_, i) => log.append(payload(200 + i, 20_000)));
+        await log.flush();
+        assert.deepEqual((await readAll(log, more[0]?.lsn)).map((r) => r.lsn), more.map((m) => m.lsn));
+        await log.close();
+      } finally {
+        await cleanup();
+      }
+    });
 
     it('rejects calls after close with WAL_CLOSED; close is idempotent', async () => {
       const { storage, cleanup } = await kind.make();
