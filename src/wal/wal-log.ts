@@ -1017,7 +1017,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     const segno = Math.floor(switchLsn / this.segmentSize);
     // Through the files' queue: a segment being prepared ahead (under the old timeline's name)
     // when the switch began is removed with the others, not left listed under a name it lacks.
-    await wrapIo(() => this.#files.switchTimeline(history, switchLsn), `moving the WAL onto timeline ${history.timeline} at ${formatLsn(switchLsn)}`);
+    const writtenLsn = this.#writer.writtenLsn;
+    await wrapIo(() => this.#files.switchTimeline(history, switchLsn, writtenLsn), `moving the WAL onto timeline ${history.timeline} at ${formatLsn(switchLsn)}`);
     this.#history = history;
     // The next segment is prepared when the writer reaches it: a background zero-fill now would
     // compete with the promotion's own syncs.

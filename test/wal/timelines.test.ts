@@ -234,6 +234,46 @@ describe('timelines in the log', () => {
     await primary.close();
   });
 
+  it('a promotion renames the spare files onto the new timeline (kept for reuse), removes the WAL past the switch point, and the log reopens', async () => {
+    const primary = await openLog(new MemoryStorage());
+    await appendMany(primary, 'a', 120);
+    const storage = new MemoryStorage();
+    const replica = await openLog(storage, { role: 'replica', recycleSegments: 3, maxRecycleSegments: 3 });
+    await ship(primary, replica, primary.flushedLsn);
+    // Spare files: the replica's old segments, recycled under future names.
+    await replica.removeSegmentsBefore(Math.floor(replica.insertLsn / SMALL_SEGMENT) * SMALL_SEGMENT - SMALL_SEGMENT);
+    const endSegno = Math.floor(replica.writtenLsn / SMALL_SEGMENT);
+    const segnosOf = (timeline: number): number[] =>
+      storage
+        .fileNames()
+        .filter((n) => /^[0-9A-F]{24}$/.test(n) && parseInt(n.slice(0, 8), 16) === timeline)
+        .map((n) => parseInt(n.slice(16), 16))
+        .sort((a, b) => a - b);
+    const spares = segnosOf(1).filter((s) => s > endSegno);
+    assert.ok(spares.length >= 3, `spare files past segment ${endSegno}: ${spares.join(',')}`);
+    // The switch point two segments back: the WAL after it, in later segments, is the old timeline's only.
+    const switchLsn = (await readAll(replica)).find((r) => r.lsn >= (endSegno - 2) * SMALL_SEGMENT + 100)?.lsn ?? 0;
+    const switchSegno = Math.floor(switchLsn / SMALL_SEGMENT);
+    assert.ok(switchSegno < endSegno);
+    const history = branchHistory(replica.history, switchLsn, 'test promotion');
+    await writeTimelineHistory(storage, history);
+    await replica.beginTimeline(history);
+    assert.deepEqual(segnosOf(2).filter((s) => s > endSegno), spares, 'the spare files, renamed onto timeline 2');
+    assert.deepEqual(segnosOf(1).filter((s) => s > switchSegno), [], 'nothing of timeline 1 past the switch segment');
+    assert.deepEqual(segnosOf(2).filter((s) => s > switchSegno && s <= endSegno), [], "the old timeline's WAL past the switch point is gone");
+    // The new timeline writes on through the renamed files, and reads back after a reopen.
+    const more: number[] = [];
+    while (Math.floor(replica.insertLsn / SMALL_SEGMENT) <= (spares.at(-1) ?? 0)) more.push(replica.append(payload(7, 3000)).lsn);
+    await replica.flush();
+    await replica.close();
+    const again = await openLog(storage, { timeline: 2 });
+    const records = await readAll(again, switchLsn);
+    assert.deepEqual(records.map((r) => r.lsn).slice(-more.length), more);
+    assert.equal(again.flushedLsn, replica.flushedLsn);
+    await again.close();
+    await primary.close();
+  });
+
   it('a switch at a segment boundary starts the segment afresh on the new timeline', async () => {
     const primaryStorage = new MemoryStorage();
     const storage = new MemoryStorage();
