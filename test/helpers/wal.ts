@@ -53,6 +53,17 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 
+/** Resolves once `condition()` holds, looking once per turn of the event loop; fails after `ms` (see {@link within}). */
+export function turnsUntil(condition: () => boolean, ms: number, what: string): Promise<void> {
+  return within(
+    (async () => {
+      while (!condition()) await new Promise((resolve) => setImmediate(resolve));
+    })(),
+    ms,
+    what,
+  );
+}
+
 /** Batch `i` of a random workload: 1–3 entries of 1–4000 bytes whose content depends on `i`. */
 export function randomBatch(i: number, random: () => number): Buffer[] {
   const entries: Buffer[] = [];

@@ -5,7 +5,7 @@ import { connectReplication } from '../../src/protocol/replication-client.js';
 import { WalReceiver } from '../../src/replication/wal-receiver.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
-import { payload, within } from '../helpers/wal.js';
+import { payload, turnsUntil } from '../helpers/wal.js';
 import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
 import { stopReceiver, walServer } from '../helpers/wal-server.js';
 
@@ -16,10 +16,8 @@ const BOUND = 32 * MIB;
 const MESSAGE = 1 * MIB;
 
 
-async function until(condition: () => boolean, what: string): Promise<void> {
-  await within((async () => {
-    while (!condition()) await new Promise((resolve) => setImmediate(resolve));
-  })(), 20_000, what);
+function until(condition: () => boolean, what: string): Promise<void> {
+  return turnsUntil(condition, 20_000, what);
 }
 
 describe('WalReceiver', () => {

@@ -7,16 +7,10 @@ import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { holdDatasyncs, type DatasyncHold } from '../helpers/hold-datasyncs.js';
 import { stopReceiver, walServer } from '../helpers/wal-server.js';
-import { within } from '../helpers/wal.js';
+import { turnsUntil } from '../helpers/wal.js';
 
-async function until(condition: () => boolean, what: string): Promise<void> {
-  await within(
-    (async () => {
-      while (!condition()) await new Promise((resolve) => setImmediate(resolve));
-    })(),
-    20_000,
-    what,
-  );
+function until(condition: () => boolean, what: string): Promise<void> {
+  return turnsUntil(condition, 20_000, what);
 }
 
 async function turns(n: number): Promise<void> {

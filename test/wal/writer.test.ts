@@ -5,20 +5,14 @@ import { describe, it } from 'node:test';
 import { WalLog, isWalshipError, type AppendResult, type WalChunk } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
 import { tempDir } from '../helpers/temp-dir.js';
-import { payload, readAll, within } from '../helpers/wal.js';
+import { payload, readAll, turnsUntil } from '../helpers/wal.js';
 import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
 
 const SEGMENT = 4 * 1024 * 1024;
 
 
-async function until(condition: () => boolean, what: string): Promise<void> {
-  await within(
-    (async () => {
-      while (!condition()) await new Promise((resolve) => setImmediate(resolve));
-    })(),
-    5000,
-    what,
-  );
+function until(condition: () => boolean, what: string): Promise<void> {
+  return turnsUntil(condition, 5000, what);
 }
 
 /** Appends records of 100 kB until more than `bytes` are pending: enough for a write of their own. */
