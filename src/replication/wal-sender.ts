@@ -271,8 +271,10 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
         if (this.#conn.failure !== null) throw this.#conn.failure;
       }
     } finally {
-      // The read-ahead ends with the abort signal; its outcome no longer matters.
-      next.catch(() => undefined);
+      // The read-ahead's outcome no longer matters. One waiting for WAL ends with the abort
+      // signal; one that already read its chunk waits at its yield, holding the segment file
+      // open, until the reader is ended (which closes the file).
+      void next.then(() => chunks.return?.(undefined)).catch(() => undefined);
     }
   }
 

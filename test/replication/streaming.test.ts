@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { WalLog, type Transport, type WalRecord } from '../../src/index.js';
+import { NodeStorage, WalLog, type StorageFile, type StorageOpenOptions, type Transport, type WalRecord } from '../../src/index.js';
 import { compileAuth } from '../../src/protocol/auth-rules.js';
 import type { MessageStream } from '../../src/protocol/message-stream.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
@@ -11,7 +11,7 @@ import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { TcpTransport } from '../../src/transport/tcp-transport.js';
 import { tempDir } from '../helpers/temp-dir.js';
-import { SMALL_SEGMENT, openLog, payload, readAll, within } from '../helpers/wal.js';
+import { SMALL_SEGMENT, openLog, payload, readAll, turnsUntil, within } from '../helpers/wal.js';
 
 /** A primary's WalLog served over `transport`: every session that asks to stream gets a WalSender. */
 async function servePrimary(log: WalLog, transport: Transport, address: string, walSenderTimeoutMs = 5000) {
@@ -59,6 +59,25 @@ async function caughtUp(replica: WalLog, primary: WalLog): Promise<void> {
   while (replica.flushedLsn < primary.flushedLsn) await new Promise((resolve) => setTimeout(resolve, 2));
 }
 
+/** A NodeStorage that counts the read-only files opened and not yet closed (a sender's reads). */
+class ReaderCountingStorage extends NodeStorage {
+  openReaders = 0;
+
+  override async open(name: string, options: StorageOpenOptions = {}): Promise<StorageFile> {
+    const file = await super.open(name, options);
+    if (options.readOnly !== true) return file;
+    this.openReaders++;
+    let closed = false;
+    const close = file.close.bind(file);
+    file.close = async () => {
+      if (!closed) this.openReaders--;
+      closed = true;
+      await close();
+    };
+    return file;
+  }
+}
+
 describe('streaming WAL from a primary log to a replica log', () => {
   it('over MemoryTransport: history, the live tail, and a resume after a connection reset', async () => {
     const net = new MemoryNetwork();
@@ -85,6 +104,29 @@ describe('streaming WAL from a primary log to a replica log', () => {
     await served.close();
     await replica.close();
     await primary.close();
+  });
+
+  it('a sender that times out a stuck standby mid-catch-up closes the segment file its read-ahead holds', async () => {
+    const a = await tempDir();
+    const storage = new ReaderCountingStorage(a.dir);
+    const primary = await WalLog.open({ storage, segmentSize: SMALL_SEGMENT });
+    // Far more WAL than the socket buffers hold: the sender blocks on a full socket, its next chunk read.
+    for (let i = 0; i < 2000; i++) primary.append(payload(i, 8000));
+    await primary.flush();
+    const served = await servePrimary(primary, new TcpTransport(), '127.0.0.1:0', 300);
+    // A standby that asks for everything, then never reads nor reports.
+    const conn = await connectReplication({ transport: new TcpTransport(), address: served.address, user: 'repl', password: 'pw-1234567', applicationName: 'stuck' });
+    try {
+      conn.send({ kind: 'startReplication', slotName: '', startLsn: primary.oldestLsn, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
+      assert.equal((await conn.next())?.kind, 'replicationStarted');
+      await turnsUntil(() => served.senders.size === 0, 10_000, 'the sender to time out');
+      await turnsUntil(() => storage.openReaders === 0, 5_000, 'the segment file it read to be closed');
+    } finally {
+      conn.destroy();
+      await served.close();
+      await primary.close();
+      await a.cleanup();
+    }
   });
 
   it('over TcpTransport with real files', async () => {
