@@ -104,6 +104,7 @@ export type {
   AppendResult,
   EntryInput,
   FlushEvent,
+  ReadableEvent,
   SegmentRemovedEvent,
   FileKeptEvent,
   WalFlushDiagnostic,

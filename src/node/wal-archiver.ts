@@ -151,6 +151,8 @@ export class WalArchiver {
   #failedCount = 0;
   #lastFailed: { name: string; time: Date; error: WalshipError } | null = null;
   readonly #onFlush = (event: FlushEvent): void => this.#segmentsComplete(event.flushedLsn);
+  /** A standby's primary said more is durable: WAL flushed before may complete segments now. */
+  readonly #onReadable = (): void => this.#segmentsComplete(this.#host.log.flushedLsn);
   readonly #onKept = (event: FileKeptEvent): void => this.#queueMark(event.name);
   readonly #onRemoved = (event: SegmentRemovedEvent): void => {
     for (const name of event.segments) this.#serial(() => this.#status?.forget(name));
@@ -197,6 +199,7 @@ export class WalArchiver {
     }
     this.#markedBelow = complete;
     log.on('flush', this.#onFlush);
+    log.on('readable', this.#onReadable);
     log.on('file:kept', this.#onKept);
     log.on('segment:removed', this.#onRemoved);
     this.#loop = this.#run();
@@ -207,6 +210,7 @@ export class WalArchiver {
   async stop(): Promise<void> {
     const { log } = this.#host;
     log.off('flush', this.#onFlush);
+    log.off('readable', this.#onReadable);
     log.off('file:kept', this.#onKept);
     log.off('segment:removed', this.#onRemoved);
     if (this.#switchTimer !== null) clearTimer(this.#switchTimer);

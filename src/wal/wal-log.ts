@@ -169,6 +169,12 @@ export interface FlushEvent {
   readonly flushedLsn: Lsn;
 }
 
+/** Payload of a replica log's `readable` event. */
+export interface ReadableEvent {
+  /** The new readable end ({@link WalLog.readableLsn}). */
+  readonly readableLsn: Lsn;
+}
+
 /**
  * What a log's writer has done since the log was opened ({@link WalLog.stats}; PostgreSQL's
  * `pg_stat_wal`). Counters only grow.
@@ -228,6 +234,13 @@ export interface WalLogEvents {
   flush: (event: FlushEvent) => void;
   /** Bytes were handed to the OS (a standby reports its write position on it: `remote_write`). */
   write: (event: WriteEvent) => void;
+  /**
+   * A replica's readable end moved because its upstream's word on what is durable did
+   * ({@link WalLog.confirmUpstreamDurable}, {@link WalLog.boundUpstreamDurable}); a flush that
+   * moves it emits `flush` only. With early WAL a standby often flushes WAL before it hears
+   * that it is durable, so the word, not the flush, completes a segment for its archiver.
+   */
+  readable: (event: ReadableEvent) => void;
   /** Segment files were removed or recycled ({@link WalLog.removeSegmentsBefore}), or old timelines' `.partial` copies removed. */
   'segment:removed': (event: SegmentRemovedEvent) => void;
   /** A timeline switch's history file, or the old timeline's `.partial` segment, is durable in the directory (for the archiver). */
@@ -501,8 +514,10 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    */
   boundUpstreamDurable(lsn: Lsn | null): void {
     if (lsn !== null) assertLsn(lsn);
+    const before = this.readableLsn;
     this.#upstreamDurable = lsn;
     this.#notifyTail();
+    this.#readableMoved(before);
   }
 
   /**
@@ -526,8 +541,16 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    */
   confirmUpstreamDurable(lsn: Lsn): void {
     if (this.#upstreamDurable === null || lsn <= this.#upstreamDurable) return;
+    const before = this.readableLsn;
     this.#upstreamDurable = lsn;
     this.#notifyTail();
+    this.#readableMoved(before);
+  }
+
+  /** Emits `readable` when the readable end is now past `before`. */
+  #readableMoved(before: Lsn): void {
+    const readableLsn = this.readableLsn;
+    if (readableLsn > before) this.emitSafely('readable', { readableLsn });
   }
 
   /** Bytes written, writes and fdatasyncs since the log was opened (see {@link WalStats}). */

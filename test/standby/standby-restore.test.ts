@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MIN_SEGMENT_SIZE, Primary, Standby, segmentFileName, type Lsn } from '../../src/index.js';
+import { MIN_SEGMENT_SIZE, Primary, Standby, segmentFileName, type Lsn, type StorageFile, type StorageOpenOptions } from '../../src/index.js';
 import { createCluster, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { TestArchive } from '../helpers/test-archive.js';
@@ -57,6 +57,19 @@ function archivedEnd(archive: TestArchive): Lsn {
     end = Math.max(end, (segno + 1) * SEGMENT);
   }
   return end;
+}
+
+/** A MemoryStorage whose fdatasyncs each take 20 ms more. */
+class SlowSyncStorage extends MemoryStorage {
+  override async open(name: string, options: StorageOpenOptions = {}): Promise<StorageFile> {
+    const file = await super.open(name, options);
+    const datasync = file.datasync.bind(file);
+    file.datasync = async (...args) => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return datasync(...args);
+    };
+    return file;
+  }
 }
 
 describe('Standby restoring from an archive', () => {
@@ -163,6 +176,26 @@ describe('Standby restoring from an archive', () => {
     const puts = new Map<string, number>();
     for (const name of archive.puts) puts.set(name, (puts.get(name) ?? 0) + 1);
     assert.ok([...puts.values()].every((n) => n <= 2), 'each node put each segment once');
+  });
+
+  it("archive.mode 'always' with early WAL: a segment the primary confirms after the standby flushed it is archived", async (t) => {
+    const cluster = createCluster(t);
+    const own = new TestArchive();
+    // The primary's syncs are slow: the standby has flushed what it was sent early well before
+    // the primary says it is durable.
+    const primary = await cluster.primary('p', { storage: new SlowSyncStorage(), application: new RecordingApp(), synchronousCommit: 'local', earlySend: true });
+    const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), acceptEarlyWal: true, archive: { mode: 'always', archiver: own } });
+    await standby.waitForConsistent();
+    // Each round ends a segment and then goes quiet: no later WAL (and no later flush) comes to
+    // mark it complete on the standby, only the primary's word that it is durable.
+    for (let round = 0; round < 5; round++) {
+      const end = await commitMany(primary, round * 10, 10);
+      await primary.switchWal();
+      await replayedTo(standby, end, `round ${round}`);
+      const last = segName(Math.floor(end / SEGMENT));
+      await waitUntil(() => standby.archiverStatus().lastArchivedWal === last, `round ${round}: the standby archived ${last}`);
+    }
+    assert.equal(standby.archiverStatus().failedCount, 0);
   });
 
   it("archive.mode 'on' on a standby archives nothing it receives", async (t) => {
