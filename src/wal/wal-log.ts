@@ -235,10 +235,11 @@ export interface WalLogEvents {
   /** Bytes were handed to the OS (a standby reports its write position on it: `remote_write`). */
   write: (event: WriteEvent) => void;
   /**
-   * A replica's readable end moved because its upstream's word on what is durable did
-   * ({@link WalLog.confirmUpstreamDurable}, {@link WalLog.boundUpstreamDurable}); a flush that
-   * moves it emits `flush` only. With early WAL a standby often flushes WAL before it hears
-   * that it is durable, so the word, not the flush, completes a segment for its archiver.
+   * A replica's readable end moved because its upstream said more of its WAL is durable
+   * ({@link WalLog.confirmUpstreamDurable}); a flush that moves it emits `flush` only, and
+   * setting or lifting the bound ({@link WalLog.boundUpstreamDurable}: a stream's start, a
+   * promotion) emits nothing. With early WAL a standby often flushes WAL before it hears that
+   * it is durable, so the word, not the flush, completes a segment for its archiver.
    */
   readable: (event: ReadableEvent) => void;
   /** Segment files were removed or recycled ({@link WalLog.removeSegmentsBefore}), or old timelines' `.partial` copies removed. */
@@ -514,10 +515,8 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
    */
   boundUpstreamDurable(lsn: Lsn | null): void {
     if (lsn !== null) assertLsn(lsn);
-    const before = this.readableLsn;
     this.#upstreamDurable = lsn;
     this.#notifyTail();
-    this.#readableMoved(before);
   }
 
   /**
@@ -537,18 +536,14 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
 
   /**
    * The primary says everything up to `lsn` is durable there: a bound set by
-   * {@link boundUpstreamDurable} moves up to it (never down). Without a bound, nothing changes.
+   * {@link boundUpstreamDurable} moves up to it (never down), and `readable` is emitted when
+   * that moves the readable end. Without a bound, nothing changes.
    */
   confirmUpstreamDurable(lsn: Lsn): void {
     if (this.#upstreamDurable === null || lsn <= this.#upstreamDurable) return;
     const before = this.readableLsn;
     this.#upstreamDurable = lsn;
     this.#notifyTail();
-    this.#readableMoved(before);
-  }
-
-  /** Emits `readable` when the readable end is now past `before`. */
-  #readableMoved(before: Lsn): void {
     const readableLsn = this.readableLsn;
     if (readableLsn > before) this.emitSafely('readable', { readableLsn });
   }

@@ -110,8 +110,9 @@ describe('streaming WAL from a primary log to a replica log', () => {
     const a = await tempDir();
     const storage = new ReaderCountingStorage(a.dir);
     const primary = await WalLog.open({ storage, segmentSize: SMALL_SEGMENT });
-    // Far more WAL than the socket buffers hold: the sender blocks on a full socket, its next chunk read.
-    for (let i = 0; i < 2000; i++) primary.append(payload(i, 8000));
+    // Far more WAL (48 MB) than the socket buffers and the client's read-ahead hold: the
+    // sender blocks on a full socket, its next chunk read.
+    for (let i = 0; i < 6000; i++) primary.append(payload(i, 8000));
     await primary.flush();
     const served = await servePrimary(primary, new TcpTransport(), '127.0.0.1:0', 300);
     // A standby that asks for everything, then never reads nor reports.
@@ -119,7 +120,11 @@ describe('streaming WAL from a primary log to a replica log', () => {
     try {
       conn.send({ kind: 'startReplication', slotName: '', startLsn: primary.oldestLsn, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
       assert.equal((await conn.next())?.kind, 'replicationStarted');
+      const [sender] = served.senders;
+      assert.ok(sender !== undefined);
       await turnsUntil(() => served.senders.size === 0, 10_000, 'the sender to time out');
+      // It stopped mid-catch-up (else its read-ahead would have ended waiting for WAL, closing the file anyway).
+      assert.ok(sender.sentLsn < primary.flushedLsn, `the sender sent everything (${sender.sentLsn}): the test did not block it`);
       await turnsUntil(() => storage.openReaders === 0, 5_000, 'the segment file it read to be closed');
     } finally {
       conn.destroy();
