@@ -854,6 +854,9 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
       ...(o.clock === undefined ? {} : { clock: o.clock }),
     });
+    // Early WAL: until the application's position is known (attach), the bound without it. The
+    // archiver starts in attach, and must not take WAL past it for complete segments.
+    if (o.acceptEarlyWal) log.boundUpstreamDurable(restartBound(log, 0));
     let start: Lsn;
     try {
       await this.#lockedFirstTime();

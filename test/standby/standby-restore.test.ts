@@ -59,6 +59,32 @@ function archivedEnd(archive: TestArchive): Lsn {
   return end;
 }
 
+/** A MemoryStorage whose fdatasyncs can be held (they wait until released). */
+class HeldSyncStorage extends MemoryStorage {
+  #held: { promise: Promise<void>; release: () => void } | null = null;
+
+  hold(): void {
+    let release!: () => void;
+    const promise = new Promise<void>((resolve) => (release = resolve));
+    this.#held = { promise, release };
+  }
+
+  release(): void {
+    this.#held?.release();
+    this.#held = null;
+  }
+
+  override async open(name: string, options: StorageOpenOptions = {}): Promise<StorageFile> {
+    const file = await super.open(name, options);
+    const datasync = file.datasync.bind(file);
+    file.datasync = async (...args) => {
+      while (this.#held !== null) await this.#held.promise;
+      return datasync(...args);
+    };
+    return file;
+  }
+}
+
 /** A MemoryStorage whose fdatasyncs each take 20 ms more. */
 class SlowSyncStorage extends MemoryStorage {
   override async open(name: string, options: StorageOpenOptions = {}): Promise<StorageFile> {
@@ -196,6 +222,35 @@ describe('Standby restoring from an archive', () => {
       await waitUntil(() => standby.archiverStatus().lastArchivedWal === last, `round ${round}: the standby archived ${last}`);
     }
     assert.equal(standby.archiverStatus().failedCount, 0);
+  });
+
+  it("archive.mode 'always' with early WAL: a restarted standby archives no segment its primary has not confirmed", async (t) => {
+    const cluster = createCluster(t);
+    const own = new TestArchive();
+    const primaryStorage = new HeldSyncStorage();
+    const primary = await cluster.primary('p', { storage: primaryStorage, application: new RecordingApp(), synchronousCommit: 'local', earlySend: true });
+    const options = { upstream: primary, application: new RecordingApp(), acceptEarlyWal: true, archive: { mode: 'always' as const, archiver: own } };
+    let standby = await cluster.standby('s1', options);
+    await standby.waitForConsistent();
+    await replayedTo(standby, await commitMany(primary, 0, 10), 'streaming');
+    // The primary's syncs hang: a segment ends and reaches the standby, which flushes it, but
+    // the primary never says it is durable before the standby stops.
+    primaryStorage.hold();
+    t.after(() => primaryStorage.release());
+    const committing = commitMany(primary, 10, 10);
+    const segno = Math.floor(primary.currentLsn / SEGMENT);
+    const switching = primary.switchWal();
+    await waitUntil(() => (standby.receiveLsn ?? 0) >= (segno + 1) * SEGMENT, 'the standby to flush the unconfirmed segment');
+    await standby.close();
+    // Opened again, its archiver must not take that segment for a complete one.
+    standby = await cluster.standby('s1', options);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(own.files.has(segName(segno)), false, 'a segment the primary never confirmed was archived');
+    // Once the primary confirms it, it is archived.
+    primaryStorage.release();
+    await committing;
+    await switching;
+    await waitUntil(() => own.files.has(segName(segno)), `${segName(segno)} to be archived once confirmed`);
   });
 
   it("archive.mode 'on' on a standby archives nothing it receives", async (t) => {
