@@ -486,8 +486,8 @@ class NodeStorageFile implements StorageFile {
 
   /**
    * On the calling thread with `commitSync: 'inline'` (unless `urgent: false`: see
-   * `StorageFile.datasync`); else on the sync thread when this file has one and it is free, else on libuv's
-   * pool through `fs.fdatasync`'s callback, which costs measurably less per call than
+   * `StorageFile.datasync`); else on the sync thread when this file has one and it is free,
+   * else on libuv's pool through `fs.fdatasync`'s callback, which costs measurably less per call than
    * `FileHandle.datasync` (see bench/README.md, "WAL I/O latency from Node"). Those two work
    * on the descriptor, so {@link close} waits for them.
    */

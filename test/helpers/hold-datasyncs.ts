@@ -8,16 +8,19 @@ export interface DatasyncHold {
   release(error?: Error): void;
   /** Lets the waiting ones finish and holds no more. */
   stop(): void;
+  /** Holds from now on again (after {@link stop}, or when made with `holding: false`). */
+  hold(): void;
 }
 
 /**
  * Holds every fdatasync of a file opened from `storage` from now on (not of `.tmp` files,
  * i.e. segments being created) until released, so a test can look at a log whose writes
- * are not yet durable.
+ * are not yet durable. With `holding: false` nothing is held until {@link DatasyncHold.hold}
+ * (a node opened on `storage` first, held later: its files are open by then).
  */
-export function holdDatasyncs(storage: Storage): DatasyncHold {
+export function holdDatasyncs(storage: Storage, options: { holding?: boolean } = {}): DatasyncHold {
   let held: { go: () => void; fail: (error: Error) => void }[] = [];
-  let holding = true;
+  let holding = options.holding ?? true;
   const open = storage.open.bind(storage);
   storage.open = async (name, options) => {
     const file = await open(name, options);
@@ -42,6 +45,9 @@ export function holdDatasyncs(storage: Storage): DatasyncHold {
     stop() {
       holding = false;
       release();
+    },
+    hold() {
+      holding = true;
     },
   };
 }

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MIN_SEGMENT_SIZE, Primary, Standby, segmentFileName, type Lsn, type StorageFile, type StorageOpenOptions } from '../../src/index.js';
+import { MIN_SEGMENT_SIZE, Primary, Standby, segmentFileName, type Lsn } from '../../src/index.js';
 import { createCluster, MemoryStorage } from '../../src/testing/index.js';
 import { RecordingApp } from '../helpers/apps.js';
+import { holdDatasyncs } from '../helpers/hold-datasyncs.js';
 import { TestArchive } from '../helpers/test-archive.js';
 import { HANG_MS, codeOf, commitMany, named, record, replayedTo, sameSequence } from '../helpers/standby-harness.js';
 import { within } from '../helpers/wal.js';
@@ -57,45 +58,6 @@ function archivedEnd(archive: TestArchive): Lsn {
     end = Math.max(end, (segno + 1) * SEGMENT);
   }
   return end;
-}
-
-/** A MemoryStorage whose fdatasyncs can be held (they wait until released). */
-class HeldSyncStorage extends MemoryStorage {
-  #held: { promise: Promise<void>; release: () => void } | null = null;
-
-  hold(): void {
-    let release!: () => void;
-    const promise = new Promise<void>((resolve) => (release = resolve));
-    this.#held = { promise, release };
-  }
-
-  release(): void {
-    this.#held?.release();
-    this.#held = null;
-  }
-
-  override async open(name: string, options: StorageOpenOptions = {}): Promise<StorageFile> {
-    const file = await super.open(name, options);
-    const datasync = file.datasync.bind(file);
-    file.datasync = async (...args) => {
-      while (this.#held !== null) await this.#held.promise;
-      return datasync(...args);
-    };
-    return file;
-  }
-}
-
-/** A MemoryStorage whose fdatasyncs each take 20 ms more. */
-class SlowSyncStorage extends MemoryStorage {
-  override async open(name: string, options: StorageOpenOptions = {}): Promise<StorageFile> {
-    const file = await super.open(name, options);
-    const datasync = file.datasync.bind(file);
-    file.datasync = async (...args) => {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      return datasync(...args);
-    };
-    return file;
-  }
 }
 
 describe('Standby restoring from an archive', () => {
@@ -209,7 +171,9 @@ describe('Standby restoring from an archive', () => {
     const own = new TestArchive();
     // The primary's syncs are slow: the standby has flushed what it was sent early well before
     // the primary says it is durable.
-    const primary = await cluster.primary('p', { storage: new SlowSyncStorage(), application: new RecordingApp(), synchronousCommit: 'local', earlySend: true });
+    const slow = new MemoryStorage();
+    slow.slowDatasync(20);
+    const primary = await cluster.primary('p', { storage: slow, application: new RecordingApp(), synchronousCommit: 'local', earlySend: true });
     const standby = await cluster.standby('s1', { upstream: primary, application: new RecordingApp(), acceptEarlyWal: true, archive: { mode: 'always', archiver: own } });
     await standby.waitForConsistent();
     // Each round ends a segment and then goes quiet: no later WAL (and no later flush) comes to
@@ -227,7 +191,8 @@ describe('Standby restoring from an archive', () => {
   it("archive.mode 'always' with early WAL: a restarted standby archives no segment its primary has not confirmed", async (t) => {
     const cluster = createCluster(t);
     const own = new TestArchive();
-    const primaryStorage = new HeldSyncStorage();
+    const primaryStorage = new MemoryStorage();
+    const gate = holdDatasyncs(primaryStorage, { holding: false });
     const primary = await cluster.primary('p', { storage: primaryStorage, application: new RecordingApp(), synchronousCommit: 'local', earlySend: true });
     const options = { upstream: primary, application: new RecordingApp(), acceptEarlyWal: true, archive: { mode: 'always' as const, archiver: own } };
     let standby = await cluster.standby('s1', options);
@@ -235,8 +200,8 @@ describe('Standby restoring from an archive', () => {
     await replayedTo(standby, await commitMany(primary, 0, 10), 'streaming');
     // The primary's syncs hang: a segment ends and reaches the standby, which flushes it, but
     // the primary never says it is durable before the standby stops.
-    primaryStorage.hold();
-    t.after(() => primaryStorage.release());
+    gate.hold();
+    t.after(() => gate.stop());
     const committing = commitMany(primary, 10, 10);
     const segno = Math.floor(primary.currentLsn / SEGMENT);
     const switching = primary.switchWal();
@@ -247,7 +212,7 @@ describe('Standby restoring from an archive', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(own.files.has(segName(segno)), false, 'a segment the primary never confirmed was archived');
     // Once the primary confirms it, it is archived.
-    primaryStorage.release();
+    gate.stop();
     await committing;
     await switching;
     await waitUntil(() => own.files.has(segName(segno)), `${segName(segno)} to be archived once confirmed`);
