@@ -84,7 +84,9 @@ export async function* readWalBytes(log: WalLog, from: Lsn, options: ReadBytesOp
       const data = Buffer.allocUnsafe(length);
       let read: number;
       try {
-        read = await (file as StorageFile).read(data, 0, length, pos - segno * size);
+        // WAL written a moment ago (a streaming sender's usual read) is still in the writer's
+        // memory: no read from the file.
+        read = log.copyWritten(data, pos, length) ? length : await (file as StorageFile).read(data, 0, length, pos - segno * size);
       } catch (err) {
         assertNotRemoved(log, pos);
         throw new WalshipError('WAL_IO', `reading segment ${log.segmentName(pos)} failed: ${(err as Error).message}`, { cause: err });

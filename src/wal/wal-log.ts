@@ -478,6 +478,15 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
     return this.#writer.writtenLsn;
   }
 
+  /**
+   * Copies the written bytes `[lsn, lsn + length)` into `target` when the writer still holds
+   * them in memory (the last block it wrote); false when they must be read from the segment.
+   * @internal
+   */
+  copyWritten(target: Buffer, lsn: Lsn, length: number): boolean {
+    return this.#writer.copyWritten(target, lsn, length);
+  }
+
   /** End of the durable log: every record ending at or below it survives a crash. */
   get flushedLsn(): Lsn {
     return this.#writer.flushedLsn;

@@ -691,6 +691,20 @@ export class WalWriter {
     return null;
   }
 
+  /**
+   * Copies the written bytes `[lsn, lsn + length)` into `target` from memory when they all lie
+   * in the last block written (the WAL a sender streams the moment it is written); false when
+   * they do not, and they must be read from the file. What is in memory is what the last
+   * successful write put in the file.
+   */
+  copyWritten(target: Buffer, lsn: Lsn, length: number): boolean {
+    const end = this.#tailLsn;
+    if (end < 0 || lsn < end - (end % TAIL_BLOCK_SIZE) || lsn + length > end) return false;
+    const from = lsn % TAIL_BLOCK_SIZE;
+    this.#tail.copy(target, 0, from, from + length);
+    return true;
+  }
+
   /** `pieces` were written from `lsn`, ending at `lsn + bytes`: keeps the written part of the block the end falls in. */
   #keepTail(lsn: Lsn, pieces: readonly Buffer[], bytes: number, hadPrefix: boolean): void {
     const end = lsn + bytes;

@@ -4,6 +4,10 @@ import { WalLog, isWalshipError, segmentFileName, type WalChunk } from '../../sr
 import { MemoryStorage } from '../../src/testing/index.js';
 import { SMALL_SEGMENT, openLog, payload, readAll, within } from '../helpers/wal.js';
 
+async function waitFor(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setImmediate(resolve));
+}
+
 async function collect(iterator: AsyncIterableIterator<WalChunk>): Promise<WalChunk[]> {
   const chunks: WalChunk[] = [];
   for await (const chunk of iterator) chunks.push(chunk);
@@ -71,6 +75,51 @@ describe('WalLog.readBytes (what a WAL sender ships)', () => {
     await log.waitForFlush(log.append(Buffer.from('second record')));
     await assert.rejects(within(reading, 5000, 'the follower'), (err) => isWalshipError(err, 'ABORTED'));
     assert.equal(seen[0]?.startLsn, endLsn - 3);
+    await log.close();
+  });
+
+  it('hands out WAL written a moment ago from memory, the bytes the segment holds', async () => {
+    const storage = new MemoryStorage();
+    const log = await openLog(storage);
+    log.append(payload(0, 3000));
+    await log.flush();
+    // Counts the reads of the files the reader opens (read-only): those a sender makes.
+    let fileReads = 0;
+    const open = storage.open.bind(storage);
+    storage.open = async (name, options) => {
+      const file = await open(name, options);
+      if (options?.readOnly !== true) return file;
+      const read = file.read.bind(file);
+      file.read = (...args) => {
+        fileReads++;
+        return read(...args);
+      };
+      return file;
+    };
+    const chunks: WalChunk[] = [];
+    const controller = new AbortController();
+    const reading = (async () => {
+      for await (const chunk of log.readBytes(log.insertLsn, { follow: true, unflushed: true, signal: controller.signal })) chunks.push(chunk);
+    })().catch((err: unknown) => assert.ok(isWalshipError(err, 'ABORTED')));
+    const ends: number[] = [];
+    // Records of 100 to 700 bytes, into the block the last write left partly filled and across
+    // block and segment ends (which a file read serves).
+    for (let i = 1; i <= 400; i++) {
+      const { endLsn } = log.append(payload(i, 100 + ((i * 37) % 600)));
+      ends.push(endLsn);
+      await log.flush();
+      await within(waitFor(() => (chunks.at(-1)?.startLsn ?? 0) + (chunks.at(-1)?.data.length ?? 0) >= endLsn), 5000, 'the follower');
+    }
+    controller.abort();
+    await reading;
+    assert.ok(log.insertLsn > log.oldestLsn + 2 * SMALL_SEGMENT, 'the records crossed segment ends');
+    assert.ok(fileReads < chunks.length / 4, `most chunks came from memory (${fileReads} file reads for ${chunks.length} chunks)`);
+    for (const chunk of chunks) {
+      const segno = Math.floor(chunk.startLsn / SMALL_SEGMENT);
+      const file = storage.readFile(segmentFileName(1, segno, SMALL_SEGMENT));
+      const offset = chunk.startLsn - segno * SMALL_SEGMENT;
+      assert.deepEqual(chunk.data, Buffer.from(file.subarray(offset, offset + chunk.data.length)), `the bytes from ${chunk.startLsn}`);
+    }
     await log.close();
   });
 
