@@ -22,6 +22,7 @@ export {
   encodeMessageParts,
 } from './messages.js';
 export type {
+  ApplyReportRequestMessage,
   AuthOkMessage,
   AuthSaslContinueMessage,
   AuthSaslFinalMessage,
