@@ -22,7 +22,6 @@ export {
   encodeMessageParts,
 } from './messages.js';
 export type {
-  ApplyReportRequestMessage,
   AuthOkMessage,
   AuthSaslContinueMessage,
   AuthSaslFinalMessage,

@@ -24,8 +24,8 @@ import { FRAME_HEADER_BYTES, type Frame } from './frame-reader.js';
 export const PROTOCOL_VERSION = Object.freeze({
   /** Changes when a message changes incompatibly; peers of different majors refuse each other. */
   major: 2,
-  /** Changes when a compatible addition is made (1: `applyReportRequest`). */
-  minor: 1,
+  /** Changes when a compatible addition is made. */
+  minor: 0,
 });
 
 /** Which side of a connection sends a message: clients are standbys, servers are primaries (or cascading standbys). */
@@ -347,20 +347,6 @@ export interface KeepaliveMessage {
   readonly replyRequested: boolean;
 }
 
-/**
- * Report the apply position once replay has reached `applyLsn` (at once if it has): a commit
- * waits for this standby to apply that far (PostgreSQL marks such commit records for its
- * startup process, `XACT_COMPLETION_APPLY_FEEDBACK`). Sent only to a standby that said in its
- * startup options that it reports replay on request (see `APPLY_ON_REQUEST_OPTION`); the first
- * one, sent when streaming starts, tells it that this server will ask.
- */
-export interface ApplyReportRequestMessage {
-  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
-  readonly kind: 'applyReportRequest';
-  /** The apply position to report once reached; 0 asks for nothing yet. */
-  readonly applyLsn: Lsn;
-}
-
 /** The streamed timeline ended at `switchLsn`; history continues on `nextTimeline`. */
 export interface EndOfTimelineMessage {
   /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
@@ -438,7 +424,6 @@ export type ServerMessage =
   | ReplicationStartedMessage
   | WalDataMessage
   | KeepaliveMessage
-  | ApplyReportRequestMessage
   | EndOfTimelineMessage
   | BaseBackupBeginMessage
   | BaseBackupChunkMessage
@@ -862,7 +847,6 @@ const SPECS: SpecTable = {
     check: (msg) => (msg.data.length > 2 ** 53 - msg.startLsn ? 'data ends beyond LSN 2^53' : undefined),
   },
   keepalive: { type: code('k'), from: 'server', fields: { walEnd: u64, sendTime: u64, replyRequested: bool } },
-  applyReportRequest: { type: code('a'), from: 'server', fields: { applyLsn: u64 } },
   endOfTimeline: { type: code('e'), from: 'server', fields: { nextTimeline: timeline, switchLsn: u64 } },
   baseBackupBegin: {
     type: code('b'),

@@ -41,7 +41,6 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   readonly #waiters: Record<SyncWaitMode, LsnWaiters> = { write: new LsnWaiters(0), flush: new LsnWaiters(0), apply: new LsnWaiters(0) };
   #key = NO_MEMBERS;
   #canceled: WalshipError | null = null;
-  #applyWanted: Lsn = 0;
 
   constructor(config: SyncStandbyConfig | null) {
     super();
@@ -64,22 +63,6 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   /** Commits waiting, per mode. */
   get waiting(): Record<SyncWaitMode, number> {
     return { write: this.#waiters.write.size, flush: this.#waiters.flush.size, apply: this.#waiters.apply.size };
-  }
-
-  /**
-   * The highest position a commit waits (or is about to wait) for the standbys to apply: what
-   * senders ask standbys that report replay on request to report (see `apply-reports.ts`).
-   */
-  get applyWanted(): Lsn {
-    return this.#applyWanted;
-  }
-
-  /**
-   * A commit appended up to `lsn` will wait for the standbys to apply it. Said when it is
-   * appended, before its WAL is sent, so that the request goes out with that WAL.
-   */
-  wantApply(lsn: Lsn): void {
-    if (lsn > this.#applyWanted) this.#applyWanted = lsn;
   }
 
   /**

@@ -6,7 +6,6 @@ import type { MessageStream } from '../protocol/message-stream.js';
 import type { WalLog } from '../wal/wal-log.js';
 import { streamStart } from './early-wal.js';
 import { historyCheckOf } from './history-check.js';
-import { APPLY_REPORT_INTERVAL_MS, ApplyReports } from './apply-reports.js';
 import { SendTimes } from './send-times.js';
 import { nowMicros } from './wal-sender.js';
 import { clearTimer, currentScheduler, type SchedulerTimer } from '../scheduler.js';
@@ -109,10 +108,6 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
   #flushing: Promise<void> | null = null;
   /** The flush position last reported: a confirmation of the durable end reports when it moves it. */
   #reportedFlushLsn: Lsn = -1;
-  /** When replay alone is worth a report (see {@link replayed}). */
-  readonly #applyReports = new ApplyReports();
-  /** A report of the apply position due within {@link APPLY_REPORT_INTERVAL_MS}, unless another report carried it first. */
-  #applyTimer: SchedulerTimer | null = null;
   /**
    * Early WAL: streaming started at the log's bound, before its end; the WAL up to here that
    * the log already holds is compared with what arrives, not written (see {@link #compare}).
@@ -142,23 +137,6 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
    */
   reportNow(): void {
     if (this.#streaming && !this.#stopped) this.#report(false);
-  }
-
-  /**
-   * Replay applied up to `lsn`: the upstream learns it when {@link ApplyReports} says so (at
-   * once when it asked for that position, or, from an upstream that does not ask, when replay
-   * caught up; otherwise with the next report, or within a few milliseconds).
-   */
-  replayed(lsn: Lsn): void {
-    if (!this.#streaming || this.#stopped) return;
-    const due = this.#applyReports.replayed(lsn, this.#log.readableLsn, currentScheduler().now());
-    if (due === 'now') this.#report(false);
-    else if (due === 'soon' && this.#applyTimer === null) {
-      this.#applyTimer = currentScheduler().setTimeout(() => {
-        this.#applyTimer = null;
-        if (this.#streaming && !this.#stopped && this.#appliedLsn() > this.#applyReports.reported) this.#report(false);
-      }, APPLY_REPORT_INTERVAL_MS);
-    }
   }
 
   /** Streams until the connection ends or {@link stop}; rejects with the connection's error. */
@@ -229,8 +207,6 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
         } else if (message.kind === 'keepalive') {
           this.#confirm(message.walEnd);
           if (message.replyRequested) this.#report(false);
-        } else if (message.kind === 'applyReportRequest') {
-          if (this.#applyReports.request(message.applyLsn, this.#appliedLsn())) this.#report(false);
         } else if (message.kind === 'error') {
           throw new WalshipError(message.code, message.message);
         } else if (message.kind !== 'endOfTimeline') {
@@ -251,8 +227,6 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
       this.#streaming = false;
       clearTimer(watchdog);
       clearTimer(status);
-      clearTimer(this.#applyTimer);
-      this.#applyTimer = null;
       await this.#flushing?.catch(() => undefined);
     }
   }
@@ -283,8 +257,6 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     // Everything before the start is the sender's durable WAL (it refuses a start past its
     // durable end); what follows is bounded until the sender says it is durable.
     if (this.#options.acceptEarlyWal === true || bound !== null) log.boundUpstreamDurable(startLsn);
-    // A new sender: it says again whether it will ask for apply reports.
-    this.#applyReports.reset();
     this.#streaming = true;
     this.emitSafely('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
     // A first report at once, as PostgreSQL's walreceiver sends its initial reply: with nothing
@@ -432,17 +404,17 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     return this.#log.readableLsn;
   }
 
-  /** The apply position to report: the application's, or (a receiver without replay) the flush position. */
-  #appliedLsn(): Lsn {
-    return this.#options.appliedLsn?.() ?? this.#flushToReport();
-  }
-
   #report(replyRequested: boolean): void {
     const flushLsn = this.#flushToReport();
-    const applyLsn = this.#appliedLsn();
     this.#reportedFlushLsn = flushLsn;
     this.#reportedWriteLsn = this.#writeToReport();
-    this.#conn.send({ kind: 'standbyStatusUpdate', writeLsn: this.#reportedWriteLsn, flushLsn, applyLsn, sendTime: nowMicros(), replyRequested });
-    this.#applyReports.sent(applyLsn, currentScheduler().now());
+    this.#conn.send({
+      kind: 'standbyStatusUpdate',
+      writeLsn: this.#reportedWriteLsn,
+      flushLsn,
+      applyLsn: this.#options.appliedLsn?.() ?? flushLsn,
+      sendTime: nowMicros(),
+      replyRequested,
+    });
   }
 }

@@ -3,7 +3,6 @@ import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
-import type { ApplyReportRequestMessage, KeepaliveMessage, WalDataMessage } from '../protocol/messages.js';
 import { assertNotRemoved } from '../wal/tail.js';
 import { switchPointOf } from '../wal/timeline-history.js';
 import { verifyHistory, type HistoryCheck } from './history-check.js';
@@ -43,13 +42,6 @@ export interface WalSenderOptions {
    * the primary could still lose. Only for a primary's log. @defaultValue false
    */
   readonly earlySend?: boolean;
-  /**
-   * The standby reports replay when asked (it said so, see `apply-reports.ts`): the highest
-   * position a commit waits for it to apply, asked for with an `applyReportRequest` before the
-   * next message whenever it moved. Null for a standby that reports after every replay.
-   * @defaultValue null
-   */
-  readonly applyWanted?: (() => Lsn) | null;
   readonly logPrefix?: string;
 }
 
@@ -65,7 +57,7 @@ export interface WalSenderEvents {
   'standby:progress': (event: StandbyProgress & Lags) => void;
 }
 
-const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0, timeline: 0, earlySend: false, applyWanted: null };
+const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0, timeline: 0, earlySend: false };
 
 /**
  * Streams a primary's durable WAL (with `earlySend`, its written WAL) to one standby over an authenticated connection, from the
@@ -94,8 +86,6 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   #timedOut: WalshipError | null = null;
   /** The durable end the last message carried: an early sender tells the standby when it moves past it. */
   #toldDurable: Lsn = 0;
-  /** The apply position last asked for (`applyWanted`); -1 before the first request, which says requests will come. */
-  #askedApply: Lsn = -1;
 
   constructor(conn: MessageStream<'server'>, log: WalLog, startLsn: Lsn, options: WalSenderOptions = {}) {
     super();
@@ -211,8 +201,6 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       throw error;
     }
     this.#conn.send({ kind: 'replicationStarted', timeline: this.#timeline, startLsn: this.#sentLsn, historyChecked });
-    const asked = this.#applyRequest();
-    if (asked !== null) this.#conn.send(asked);
     this.#setState(this.#sentLsn < this.#log.readableLsn ? 'catchup' : 'streaming');
     const heartbeat = currentScheduler().setInterval(() => this.#heartbeat(), Math.max(10, this.#options.walSenderTimeoutMs / 4));
     // Early sending: WAL went out before it was durable; the standby learns at once when it is.
@@ -272,9 +260,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
         // sender's data may run ahead of.
         const walEnd = this.#log.readableLsn;
         this.#toldDurable = walEnd;
-        const walData: WalDataMessage = { kind: 'walData', startLsn, walEnd, sendTime: nowMicros(), data };
-        const asked = this.#applyRequest();
-        const fits = asked === null ? this.#conn.send(walData) : this.#conn.sendBoth(asked, walData);
+        const fits = this.#conn.send({ kind: 'walData', startLsn, walEnd, sendTime: nowMicros(), data });
         this.#sentLsn = startLsn + data.length;
         // As PostgreSQL's walsender: the flushed end, timed when first seen, approximates when
         // that WAL was flushed, so a standby catching up shows how far behind it really is.
@@ -340,20 +326,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   #keepalive(replyRequested: boolean): void {
     const walEnd = this.#log.readableLsn;
     this.#toldDurable = walEnd;
-    const keepalive: KeepaliveMessage = { kind: 'keepalive', walEnd, sendTime: nowMicros(), replyRequested };
-    const asked = this.#applyRequest();
-    if (asked === null) this.#conn.send(keepalive);
-    else this.#conn.sendBoth(asked, keepalive);
-  }
-
-  /** The request for the apply position commits now wait for, when it moved since the last one (the first always goes); null otherwise. */
-  #applyRequest(): ApplyReportRequestMessage | null {
-    const wanted = this.#options.applyWanted;
-    if (wanted === null) return null;
-    const applyLsn = wanted();
-    if (applyLsn <= this.#askedApply) return null;
-    this.#askedApply = applyLsn;
-    return { kind: 'applyReportRequest', applyLsn };
+    this.#conn.send({ kind: 'keepalive', walEnd, sendTime: nowMicros(), replyRequested });
   }
 
   #setState(state: WalSenderState): void {

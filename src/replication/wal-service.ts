@@ -15,7 +15,6 @@ import type { SyncRep } from './sync-rep.js';
 import type { SyncStandbyInput } from './sync-standbys.js';
 import { WalSender, type EndOfTimeline, type WalSenderState } from './wal-sender.js';
 import { acceptsEarlyWal } from './early-wal.js';
-import { reportsApplyOnRequest } from './apply-reports.js';
 import { switchPointOf } from '../wal/timeline-history.js';
 import type { ReplicationStatusRow, SenderStateDiagnostic, StandbyConnectionEvent, WalServiceEvents, WalSource } from './wal-source.js';
 import { currentScheduler } from '../scheduler.js';
@@ -375,8 +374,6 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       historyCheck: { checkFrom: command.checkFrom, checkCrc: command.checkCrc },
       historyFrom: this.#source.historyFrom?.() ?? 0,
       earlySend: this.#options.earlySend === true && log.role === 'primary' && acceptsEarlyWal(session.info.options),
-      // Read when sending: a promoted standby's service gets synchronous replication later.
-      applyWanted: reportsApplyOnRequest(session.info.options) ? () => this.#syncRep?.applyWanted ?? 0 : null,
       ...(this.#options.logPrefix === undefined ? {} : { logPrefix: `${this.#options.logPrefix} ${applicationName}` }),
     });
     session.sender = sender;

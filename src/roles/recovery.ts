@@ -23,7 +23,6 @@ import type { IdentifySystemResultMessage, ServerMessage } from '../protocol/mes
 import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
 import { receiveBaseBackup } from '../replication/base-backup-receiver.js';
-import { APPLY_ON_REQUEST_OPTION } from '../replication/apply-reports.js';
 import { EARLY_WAL_OPTION, restartBound, streamStart } from '../replication/early-wal.js';
 import { SendTimes } from '../replication/send-times.js';
 import { WalReceiver } from '../replication/wal-receiver.js';
@@ -260,6 +259,9 @@ export interface RecoverySettings {
   readonly onLocked?: () => Promise<void>;
 }
 
+/** While replay runs behind the received WAL, it reports its position at most this often. */
+const APPLY_REPORT_INTERVAL_MS = 5;
+
 /** Errors that retrying the connection cannot fix: the standby stops with them. */
 const FATAL: readonly ErrorCode[] = [
   'WAL_LOCKED',
@@ -342,6 +344,10 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   #lastReplayTime: number | null = null;
   /** Send times of the WAL received, kept across reconnects until replay has used them. */
   readonly #sendTimes = new SendTimes();
+  /** The readable end at which replay last caught up and told the primary (once per such end). */
+  #caughtUpReportedLsn: Lsn = -1;
+  /** When replay last reported its position (ms since the epoch). */
+  #applyReportedAt = 0;
   /** Set while `open()` runs: a `consistent` reached then is emitted after it returns. */
   #opening = false;
   /** The primary said it cannot make a base backup (no `snapshot()` hook): bootstrap from its WAL instead. */
@@ -710,8 +716,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       address,
       user: p.user,
       applicationName: p.applicationName,
-      // Replay is reported when the upstream asks (remote_apply commits), not after every batch.
-      options: this.#options.acceptEarlyWal ? [EARLY_WAL_OPTION, APPLY_ON_REQUEST_OPTION] : [APPLY_ON_REQUEST_OPTION],
+      ...(this.#options.acceptEarlyWal ? { options: [EARLY_WAL_OPTION] } : {}),
       handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
       signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
       ...(p.password === undefined ? {} : { password: p.password }),
@@ -919,7 +924,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
     this.#targetCheck = check;
     this.#pausedAt = null;
     this.#replaying = this.#core.applier
-      .follow(log, start, { follow: true, signal, onApplied: (lsn, commitTime) => this.#replayed(lsn, commitTime), ...(check === null ? {} : { target: check }) })
+      .follow(log, start, { follow: true, signal, onApplied: (lsn, commitTime) => this.#replayed(log, lsn, commitTime), ...(check === null ? {} : { target: check }) })
       .then(
         (stop) => {
           if (stop !== null && !signal.aborted && !check?.disabled) this.#reachedTarget(stop);
@@ -985,15 +990,23 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
   }
 
   /** Replay applied the batch ending at `lsn` committed at `commitTime`: the replay time, consistency, and the apply report. */
-  #replayed(lsn: Lsn, commitTime: number | null): void {
+  #replayed(log: WalLog, lsn: Lsn, commitTime: number | null): void {
     // Send times are kept (and used up) for every batch, so that a format-1 batch finds its own.
     const sent = this.#sendTimes.timeFor(lsn);
     if (commitTime !== null) this.#lastReplayTime = commitTime;
     else if (sent !== null) this.#lastReplayTime = sent / 1000;
     this.#checkConsistent();
-    // The upstream learns the apply position (remote_apply commits wait for it) without
-    // waiting for the status interval: the receiver decides when (see ApplyReports).
-    this.#receiver?.replayed(lsn);
+    // Tell the primary the apply position (remote_apply commits wait for it) without
+    // waiting for the status interval: at once when replay has caught up with what it may
+    // read (flushed and, with early WAL, said durable by the sender; once per such end), and
+    // every few ms while it runs behind a steady stream.
+    const readable = log.readableLsn;
+    const now = currentScheduler().now();
+    if (this.#receiver !== null && ((lsn >= readable && readable > this.#caughtUpReportedLsn) || now - this.#applyReportedAt >= APPLY_REPORT_INTERVAL_MS)) {
+      if (lsn >= readable) this.#caughtUpReportedLsn = readable;
+      this.#applyReportedAt = now;
+      this.#receiver.reportNow();
+    }
   }
 
   #checkConsistent(): void {

@@ -197,7 +197,6 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     if (copied) batch = ownedEntries(batch);
     const mode = this.#standbyWait(level);
     const replicated = mode !== null;
-    if (mode === 'apply') this.syncRep.wantApply(result.endLsn);
     const applied = new Promise<void>((resolve, reject) => {
       const pending: Pending = { result, entries: batch, copied, flushed: false, dropped: null, resolve, reject };
       this.#queue.push(pending);

@@ -1,13 +1,74 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isWalshipError, type WalshipError } from '../../src/index.js';
+import { WalLog, isWalshipError, type WalshipError } from '../../src/index.js';
+import { compileAuth } from '../../src/protocol/auth-rules.js';
+import type { MessageStream } from '../../src/protocol/message-stream.js';
+import type { ClientMessage } from '../../src/protocol/messages.js';
+import { connectReplication } from '../../src/protocol/replication-client.js';
+import { ReplicationServer } from '../../src/protocol/replication-server.js';
 import { SendTimes } from '../../src/replication/send-times.js';
+import { WalReceiver, type WalReceiverOptions } from '../../src/replication/wal-receiver.js';
 import { MemoryStorage } from '../../src/testing/index.js';
-import { scriptedSender, statusUpdates, until } from '../helpers/scripted-sender.js';
+import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { openLog, payload, readAll, within } from '../helpers/wal.js';
 
 /** A generous guard: a wait that should take well under a second fails instead of hanging. */
 const HANG_MS = 30_000;
+
+type Script = (conn: MessageStream<'server'>, startLsn: number, heard: ClientMessage[]) => Promise<void>;
+
+/**
+ * A hand-driven sender: answers START_REPLICATION with `replicationStarted`, then runs
+ * `script`, while every message the receiver sends is collected in `heard`.
+ */
+async function scriptedSender(script: Script) {
+  const net = new MemoryNetwork();
+  const server = new ReplicationServer({
+    transport: net.transport('primary'),
+    address: 'primary:1',
+    auth: await compileAuth({ rules: [{ user: 'all', address: 'all', method: 'trust' }] }),
+  });
+  const heard: ClientMessage[] = [];
+  let finished!: () => void;
+  /** Resolves when the receiver's connection has ended, as seen by the sender. */
+  const ended = new Promise<void>((resolve) => (finished = resolve));
+  server.on('session', (session) => {
+    const conn = session.conn;
+    void (async () => {
+      const request = await conn.next().catch(() => null);
+      if (request?.kind !== 'startReplication') return conn.destroy();
+      conn.send({ kind: 'replicationStarted', timeline: request.timeline, startLsn: request.startLsn, historyChecked: false });
+      const listening = (async () => {
+        for (;;) {
+          const message = await conn.next().catch(() => null);
+          if (message === null) return;
+          heard.push(message);
+        }
+      })();
+      await script(conn, request.startLsn, heard);
+      await listening;
+    })().finally(finished);
+  });
+  const address = await server.listen();
+  return {
+    heard,
+    ended,
+    async receiver(replica: WalLog, options: WalReceiverOptions) {
+      const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1' });
+      return new WalReceiver(conn, replica, options);
+    },
+    close: () => server.close(),
+  };
+}
+
+/** Resolves once `condition` holds, polling on the event loop (no deadline of its own). */
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 2));
+}
+
+function statusUpdates(heard: readonly ClientMessage[]) {
+  return heard.filter((m): m is Extract<ClientMessage, { kind: 'standbyStatusUpdate' }> => m.kind === 'standbyStatusUpdate');
+}
 
 describe('WalReceiver: wal_receiver_timeout, reportNow, send times', () => {
   it('a silent sender: one request for a reply at half of receiverTimeoutMs, then a transient TIMEOUT ends the connection', async () => {
