@@ -2,11 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WalLog, isWalshipError, segmentFileName, type WalChunk } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
-import { SMALL_SEGMENT, openLog, payload, readAll, within } from '../helpers/wal.js';
-
-async function waitFor(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise((resolve) => setImmediate(resolve));
-}
+import { SMALL_SEGMENT, openLog, payload, readAll, turnsUntil, within } from '../helpers/wal.js';
 
 async function collect(iterator: AsyncIterableIterator<WalChunk>): Promise<WalChunk[]> {
   const chunks: WalChunk[] = [];
@@ -101,14 +97,12 @@ describe('WalLog.readBytes (what a WAL sender ships)', () => {
     const reading = (async () => {
       for await (const chunk of log.readBytes(log.insertLsn, { follow: true, unflushed: true, signal: controller.signal })) chunks.push(chunk);
     })().catch((err: unknown) => assert.ok(isWalshipError(err, 'ABORTED')));
-    const ends: number[] = [];
     // Records of 100 to 700 bytes, into the block the last write left partly filled and across
     // block and segment ends (which a file read serves).
     for (let i = 1; i <= 400; i++) {
       const { endLsn } = log.append(payload(i, 100 + ((i * 37) % 600)));
-      ends.push(endLsn);
       await log.flush();
-      await within(waitFor(() => (chunks.at(-1)?.startLsn ?? 0) + (chunks.at(-1)?.data.length ?? 0) >= endLsn), 5000, 'the follower');
+      await turnsUntil(() => (chunks.at(-1)?.startLsn ?? 0) + (chunks.at(-1)?.data.length ?? 0) >= endLsn, 5000, 'the follower');
     }
     controller.abort();
     await reading;
