@@ -156,6 +156,18 @@ export class MessageStream<Side extends 'client' | 'server'> {
   }
 
   /**
+   * Rejects a pending {@link next} with `error`, leaving the stream as it is (a later `next`
+   * reads on). For a reader that stops on a signal it registered once, instead of passing the
+   * signal to each `next`.
+   */
+  interrupt(error: unknown): void {
+    const waiter = this.#waiter;
+    if (waiter === null) return;
+    this.#waiter = null;
+    waiter.reject(error);
+  }
+
+  /**
    * Changes the read-ahead bound (`readAheadBytes`): a server keeps it small while a peer
    * authenticates, and sets what an authenticated session may queue afterwards.
    */

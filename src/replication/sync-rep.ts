@@ -3,10 +3,7 @@ import { WalshipError, isWalshipError } from '../errors.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import { LsnWaiters } from '../lsn-waiters.js';
 import type { SyncStandbyConfig } from './sync-standby-names.js';
-import { syncMembers, syncOverview, syncSetKey, syncStates, type StandbySyncStatus, type SyncStandbyInput } from './sync-standbys.js';
-
-/** {@link syncSetKey} of no synchronous standbys. */
-const NO_MEMBERS = syncSetKey([]);
+import { sameSyncSet, syncDecision, syncStates, type StandbySyncStatus, type SyncMember, type SyncStandbyInput } from './sync-standbys.js';
 
 /** What a synchronous commit waits for its standbys to have done: written, flushed or applied. */
 export type SyncWaitMode = 'write' | 'flush' | 'apply';
@@ -39,7 +36,8 @@ export interface SyncWaitOptions {
 export class SyncRep extends EventEmitter<SyncRepEvents> {
   #config: SyncStandbyConfig | null;
   readonly #waiters: Record<SyncWaitMode, LsnWaiters> = { write: new LsnWaiters(0), flush: new LsnWaiters(0), apply: new LsnWaiters(0) };
-  #key = NO_MEMBERS;
+  /** The standbys commits wait for, as last announced with `sync:standbys`. */
+  #members: readonly SyncMember[] = [];
   #canceled: WalshipError | null = null;
 
   constructor(config: SyncStandbyConfig | null) {
@@ -57,7 +55,7 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
    * off has yet to be announced (`sync:standbys` with no standbys).
    */
   get listening(): boolean {
-    return this.#config !== null || this.#key !== NO_MEMBERS;
+    return this.#config !== null || this.#members.length > 0;
   }
 
   /** Commits waiting, per mode. */
@@ -91,14 +89,14 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
    */
   update(standbys: readonly SyncStandbyInput[]): void {
     if (!this.listening) return;
-    const { states, release } = syncOverview(this.#config, standbys);
+    const { members, release } = syncDecision(this.#config, standbys);
     if (release.write !== null) this.#waiters.write.advance(release.write);
     if (release.flush !== null) this.#waiters.flush.advance(release.flush);
     if (release.apply !== null) this.#waiters.apply.advance(release.apply);
-    const key = syncSetKey(this.#config === null ? [] : states);
-    if (key === this.#key) return;
-    this.#key = key;
-    this.emit('sync:standbys', { standbys: syncMembers(states).map((s) => s.applicationName) });
+    if (sameSyncSet(members, this.#members)) return;
+    // Kept as names and slots only: the caller's objects change with each report.
+    this.#members = members.map(({ slot, applicationName }) => ({ slot, applicationName }));
+    this.emit('sync:standbys', { standbys: members.map((s) => s.applicationName) });
   }
 
   /** `sync_priority` and `sync_state` of each standby, as `pg_stat_replication` shows them. */

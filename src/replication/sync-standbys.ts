@@ -9,9 +9,9 @@ import type { WalSenderState } from './wal-sender.js';
  * `SyncRepGetSyncRecPtr`, `SyncRepGetOldestSyncRecPtr`, `SyncRepGetNthLatestSyncRecPtr`) and
  * of `pg_stat_get_wal_senders` for the `sync_state` column.
  *
- * Pure functions of the configuration and of the connected standbys' last reports: the caller
- * calls them on each status update, in O(k log k) for k connected standbys (at most
- * `maxWalSenders`), whatever the number of waiting commits.
+ * Pure functions of the configuration and of the connected standbys' last reports, in
+ * O(k log k) for k connected standbys (at most `maxWalSenders`), whatever the number of waiting
+ * commits. {@link syncDecision} is the one called on each status report.
  */
 
 /** A WAL sender's state: {@link WalSenderState}, plus `backup` for a base backup connection. */
@@ -100,11 +100,31 @@ export function syncStates(config: SyncStandbyConfig | null, standbys: readonly 
   return statesOf(config, standbys, chooseSync(config, standbys));
 }
 
-/** {@link syncStates} and {@link releasePositions} at once: one check, one choice (for each status report). */
-export function syncOverview(config: SyncStandbyConfig | null, standbys: readonly SyncStandbyInput[]): { states: StandbySyncStatus[]; release: SyncReleasePositions } {
-  checkStandbys(standbys);
+/**
+ * What one status report decides (for {@link SyncRep}): the standbys commits wait for, in slot
+ * order (the `sync` or `quorum` rows of {@link syncStates}), and {@link releasePositions}, from one
+ * choice. It runs on every report, so it trusts its caller's input (no checks) and builds no rows.
+ */
+export function syncDecision<T extends SyncStandbyInput>(config: SyncStandbyConfig | null, standbys: readonly T[]): { members: T[]; release: SyncReleasePositions } {
   const chosen = chooseSync(config, standbys);
-  return { states: statesOf(config, standbys, chosen), release: releaseOf(config, chosen) };
+  const release = releaseOf(config, chosen);
+  const members = chosen.map((c) => c.standby);
+  if (members.length > 1) members.sort((a, b) => a.slot - b.slot);
+  return { members, release };
+}
+
+/** A standby as a member of the synchronous set: its slot and name, nothing that changes with its reports. */
+export type SyncMember = Pick<SyncStandbyInput, 'slot' | 'applicationName'>;
+
+/** Whether two member lists of {@link syncDecision} name the same standbys: the same slots and application names, in order. */
+export function sameSyncSet(a: readonly SyncMember[], b: readonly SyncMember[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as SyncMember;
+    const y = b[i] as SyncMember;
+    if (x.slot !== y.slot || x.applicationName !== y.applicationName) return false;
+  }
+  return true;
 }
 
 function statesOf(config: SyncStandbyConfig | null, standbys: readonly SyncStandbyInput[], candidates: readonly Candidate<SyncStandbyInput>[]): StandbySyncStatus[] {
@@ -135,26 +155,21 @@ export function releasePositions(config: SyncStandbyConfig | null, standbys: rea
 
 function releaseOf(config: SyncStandbyConfig | null, chosen: readonly Candidate<SyncStandbyInput>[]): SyncReleasePositions {
   if (config === null || chosen.length < config.num) return NO_RELEASE;
+  if (config.method === 'first') {
+    let write = Number.MAX_SAFE_INTEGER;
+    let flush = Number.MAX_SAFE_INTEGER;
+    let apply = Number.MAX_SAFE_INTEGER;
+    for (const { standby } of chosen) {
+      write = Math.min(write, standby.writeLsn ?? 0);
+      flush = Math.min(flush, standby.flushLsn ?? 0);
+      apply = Math.min(apply, standby.applyLsn ?? 0);
+    }
+    return { write, flush, apply };
+  }
   const writes = chosen.map((c) => c.standby.writeLsn ?? 0);
   const flushes = chosen.map((c) => c.standby.flushLsn ?? 0);
   const applies = chosen.map((c) => c.standby.applyLsn ?? 0);
-  if (config.method === 'first') {
-    return { write: Math.min(...writes), flush: Math.min(...flushes), apply: Math.min(...applies) };
-  }
   return { write: nthHighest(writes, config.num), flush: nthHighest(flushes, config.num), apply: nthHighest(applies, config.num) };
-}
-
-/**
- * A key that changes exactly when the set of synchronous (or quorum) standbys does: their
- * slots and application names, in slot order. Pass it the result of {@link syncStates}.
- */
-export function syncSetKey(states: readonly StandbySyncStatus[]): string {
-  return JSON.stringify(syncMembers(states).map((s) => [s.slot, s.applicationName]));
-}
-
-/** The standbys commits wait for (`sync` or `quorum`), in slot order. */
-export function syncMembers(states: readonly StandbySyncStatus[]): StandbySyncStatus[] {
-  return states.filter((s) => s.syncState === 'sync' || s.syncState === 'quorum').sort((a, b) => a.slot - b.slot);
 }
 
 interface Candidate<T> {

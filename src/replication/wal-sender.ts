@@ -1,4 +1,4 @@
-import { WalshipError, isWalshipError } from '../errors.js';
+import { WalshipError, abortError, isWalshipError } from '../errors.js';
 import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
@@ -295,19 +295,29 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
 
   /** Reads the standby's messages until it terminates or the connection ends. */
   async #listen(): Promise<void> {
-    for (;;) {
-      const message = await this.#conn.next({ signal: this.#abort.signal });
-      this.#lastHeard = currentScheduler().now();
-      if (message === null || message.kind === 'terminate') return;
-      if (message.kind === 'standbyStatusUpdate') {
-        const { writeLsn, flushLsn, applyLsn } = message;
-        this.#progress = { writeLsn, flushLsn, applyLsn, replyTime: this.#lastHeard };
-        const lags = this.#lag.reported(writeLsn, flushLsn, applyLsn, this.#sentLsn, this.#lastHeard);
-        this.emitSafely('standby:progress', { ...this.#progress, ...lags });
-        if (message.replyRequested) this.#keepalive(false);
-      } else if (message.kind !== 'hotStandbyFeedback') {
-        throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message while streaming`);
+    const signal = this.#abort.signal;
+    // One abort listener for the whole loop, not one per message: reports come several per commit.
+    const onAbort = (): void => this.#conn.interrupt(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      for (;;) {
+        if (signal.aborted) throw abortError(signal);
+        const message = await this.#conn.next();
+        const replyTime = currentScheduler().now();
+        this.#lastHeard = replyTime;
+        if (message === null || message.kind === 'terminate') return;
+        if (message.kind === 'standbyStatusUpdate') {
+          const { writeLsn, flushLsn, applyLsn } = message;
+          this.#progress = { writeLsn, flushLsn, applyLsn, replyTime };
+          const { writeLagMs, flushLagMs, replayLagMs } = this.#lag.reported(writeLsn, flushLsn, applyLsn, this.#sentLsn, replyTime);
+          this.emitSafely('standby:progress', { writeLsn, flushLsn, applyLsn, replyTime, writeLagMs, flushLagMs, replayLagMs });
+          if (message.replyRequested) this.#keepalive(false);
+        } else if (message.kind !== 'hotStandbyFeedback') {
+          throw new WalshipError('PROTOCOL_ERROR', `unexpected ${message.kind} message while streaming`);
+        }
       }
+    } finally {
+      signal.removeEventListener('abort', onAbort);
     }
   }
 

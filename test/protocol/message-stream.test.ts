@@ -176,3 +176,19 @@ describe('MessageStream.destroy', () => {
     await assert.rejects(conn.next(), (err) => isWalshipError(err, 'CONNECTION_FAILED'));
   });
 });
+
+describe('MessageStream.interrupt', () => {
+  it('rejects the pending next() with the error given and leaves the stream reading on', async () => {
+    const stream = new PassThrough();
+    const conn = new MessageStream(stream, 'server');
+    conn.interrupt(new Error('nobody waits: nothing happens'));
+    const waiting = conn.next();
+    const reason = new Error('stop listening');
+    conn.interrupt(reason);
+    await assert.rejects(waiting, (err) => err === reason);
+    stream.write(encodeMessage({ kind: 'identifySystem' }));
+    assert.equal((await conn.next())?.kind, 'identifySystem', 'a later next() gets the next message');
+    assert.equal(conn.failure, null);
+    assert.equal(stream.destroyed, false);
+  });
+});

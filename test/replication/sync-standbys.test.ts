@@ -5,7 +5,8 @@ import { isWalshipError } from '../../src/errors.js';
 import { parseSynchronousStandbyNames, type SyncStandbyConfig } from '../../src/replication/sync-standby-names.js';
 import {
   releasePositions,
-  syncSetKey,
+  sameSyncSet,
+  syncDecision,
   syncStandbys,
   syncStates,
   type SyncReleasePositions,
@@ -284,18 +285,27 @@ describe('releasePositions', () => {
   }
 });
 
-describe('syncSetKey', () => {
-  it('changes with the set of sync standbys, not with their positions', () => {
+describe('syncDecision and sameSyncSet', () => {
+  it('name the same set while only positions move, and another one when a member changes', () => {
     const c = config('FIRST 2 (s1, s2, s3)');
-    const before = syncSetKey(syncStates(c, FOUR));
-    const moved = syncSetKey(syncStates(c, [sb(0, 's1', { flush: 5000 }), sb(1, 's2', { flush: 7000 }), sb(2, 's3'), sb(3, 's4')]));
-    const replaced = syncSetKey(syncStates(c, [sb(1, 's2'), sb(2, 's3'), sb(3, 's4')]));
-    const reconnected = syncSetKey(syncStates(c, [sb(4, 's1'), sb(1, 's2'), sb(2, 's3')]));
-    assert.equal(moved, before, 'positions do not change the key');
-    assert.notEqual(replaced, before, 's3 replacing s1 changes the key');
-    assert.notEqual(reconnected, before, 's1 back in another slot changes the key');
-    assert.equal(syncSetKey(syncStates(c, [sb(3, 's4')])), syncSetKey([]), 'no sync standby: the empty key');
-    assert.equal(syncSetKey(syncStates(config('ANY 1 (s1, s2)'), [sb(1, 's2'), sb(0, 's1')])), '[[0,"s1"],[1,"s2"]]', 'quorum members in slot order');
+    const members = (standbys: SyncStandbyInput[]): SyncStandbyInput[] => syncDecision(c, standbys).members;
+    const before = members(FOUR);
+    const moved = members([sb(0, 's1', { flush: 5000 }), sb(1, 's2', { flush: 7000 }), sb(2, 's3'), sb(3, 's4')]);
+    const replaced = members([sb(1, 's2'), sb(2, 's3'), sb(3, 's4')]);
+    const reconnected = members([sb(4, 's1'), sb(1, 's2'), sb(2, 's3')]);
+    assert.ok(sameSyncSet(moved, before), 'positions do not change the set');
+    assert.ok(!sameSyncSet(replaced, before), 's3 replacing s1 changes the set');
+    assert.ok(!sameSyncSet(reconnected, before), 's1 back in another slot changes the set');
+    assert.ok(!sameSyncSet([{ slot: 0, applicationName: 's9' }, before[1] as SyncStandbyInput], before), 'another name in the same slot changes the set');
+    assert.deepEqual(members([sb(3, 's4')]), [], 'no sync standby: no members');
+    assert.deepEqual(
+      syncDecision(config('ANY 1 (s1, s2)'), [sb(1, 's2'), sb(0, 's1')]).members.map((s) => [s.slot, s.applicationName]),
+      [
+        [0, 's1'],
+        [1, 's2'],
+      ],
+      'quorum members in slot order',
+    );
   });
 });
 
@@ -402,7 +412,18 @@ describe('on random standbys', () => {
         assert.deepEqual(releasePositions(c, shuffled), release, 'release is order-independent');
         const again = new Map(syncStates(c, shuffled).map((s) => [s.slot, s]));
         assert.deepEqual(again, bySlot, 'states are order-independent');
-        assert.equal(syncSetKey([...again.values()]), syncSetKey(states), 'so is the key');
+        // What each status report computes is the same choice, whatever the input order.
+        const members = states.filter((s) => s.syncState === label).sort((a, b) => a.slot - b.slot);
+        for (const input of [standbys, shuffled]) {
+          const decision = syncDecision(c, input);
+          assert.deepEqual(decision.release, release, 'syncDecision releases as releasePositions');
+          assert.deepEqual(
+            decision.members.map((s) => [s.slot, s.applicationName]),
+            members.map((s) => [s.slot, s.applicationName]),
+            'syncDecision names the sync/quorum rows, in slot order',
+          );
+          assert.ok(sameSyncSet(decision.members, members), 'and sameSyncSet says so');
+        }
       }),
       { seed: 20_240_613, numRuns: 3000 },
     );

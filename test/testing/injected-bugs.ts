@@ -50,6 +50,12 @@ const MUTATIONS: readonly Mutation[] = [
     to: `const flushes = chosen.map((c) => (${on('release-on-write')} ? c.standby.writeLsn : c.standby.flushLsn) ?? 0);`,
   },
   {
+    bug: 'release-on-write',
+    file: '/src/replication/sync-standbys.ts',
+    from: 'flush = Math.min(flush, standby.flushLsn ?? 0);',
+    to: `flush = Math.min(flush, (${on('release-on-write')} ? standby.writeLsn : standby.flushLsn) ?? 0);`,
+  },
+  {
     bug: 'keep-applied-past-switch-point',
     file: '/src/roles/recovery.ts',
     from: 'if (applied > switchLsn) {',
