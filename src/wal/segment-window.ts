@@ -5,7 +5,9 @@ import type { StorageFile } from '../storage/storage.js';
  * a byte range available; `buf[index(offset)]` is then the byte at `offset` in the segment.
  *
  * With `fresh` the window never reuses its buffer, so views handed out earlier (entry data)
- * stay valid; without it one buffer is reused (recovery scans).
+ * stay valid; without it one buffer is reused (recovery scans). With `copyWritten` a range the
+ * log's writer still holds in memory (WAL written a moment ago) is copied from there instead
+ * of read from the file.
  */
 export class SegmentWindow {
   buf: Buffer = Buffer.alloc(0);
@@ -17,6 +19,8 @@ export class SegmentWindow {
     private readonly segmentSize: number,
     private readonly chunkSize: number,
     private readonly fresh: boolean,
+    /** Copies segment bytes `[offset, offset + length)` into `target` from memory, or returns false. */
+    private readonly copyWritten?: (target: Buffer, offset: number, length: number) => boolean,
   ) {}
 
   /** Segment offset just past the bytes the window holds. */
@@ -42,7 +46,7 @@ export class SegmentWindow {
     if (offset >= this.#start && offset + length <= this.#start + this.#length) return true;
     const want = Math.max(length, Math.min(this.chunkSize, limit - offset));
     if (this.fresh || this.buf.length < want) this.buf = Buffer.allocUnsafe(Math.max(want, this.fresh ? 0 : this.chunkSize));
-    const read = await this.file.read(this.buf, 0, want, offset);
+    const read = this.copyWritten?.(this.buf, offset, want) === true ? want : await this.file.read(this.buf, 0, want, offset);
     this.#start = offset;
     this.#length = read;
     return read >= length;

@@ -220,7 +220,10 @@ export class WalReader {
     this.#file = file;
     this.#segno = segno;
     this.#history = this.log.history;
-    const window = new SegmentWindow(file, this.log.segmentSize, this.options.chunkSize ?? DEFAULT_CHUNK, this.options.reuseBuffers !== true);
+    const base = segno * this.log.segmentSize;
+    // A follower's next records were usually written a moment ago: copied from the writer's memory, not read back.
+    const copyWritten = (target: Buffer, offset: number, length: number): boolean => this.log.copyWritten(target, base + offset, length);
+    const window = new SegmentWindow(file, this.log.segmentSize, this.options.chunkSize ?? DEFAULT_CHUNK, this.options.reuseBuffers !== true, copyWritten);
     await this.#ensure(window, segno, 0, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE);
     const header = readSegmentHeader(window.buf, window.index(0));
     // A segment where a timeline began keeps its parent's header (its first bytes are the parent's).

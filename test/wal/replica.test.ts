@@ -5,12 +5,12 @@ import { WalLog, isWalshipError, type WalChunk, type WalRecord } from '../../src
 import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
 import { SMALL_SEGMENT, openLog, payload, readAll, within } from '../helpers/wal.js';
 
-/** A primary log with `count` records, flushed, and its durable bytes. */
-async function primaryBytes(count: number, seed: number): Promise<{ records: WalRecord[]; bytes: Buffer; start: number }> {
+/** A primary log with `count` records (of payloads below `maxSize` bytes), flushed, and its durable bytes. */
+async function primaryBytes(count: number, seed: number, maxSize = 9000): Promise<{ records: WalRecord[]; bytes: Buffer; start: number }> {
   const random = seededRandom(seed);
   const primary = await openLog(new MemoryStorage());
   for (let i = 0; i < count; i++) {
-    const size = Math.floor(random() * 9000);
+    const size = Math.floor(random() * maxSize);
     primary.append(random() < 0.3 ? [payload(i, size), { data: payload(i + 1, 3), channel: 'c' }] : payload(i, size));
     // Frequent flushes give later records stamps past earlier positions, as in real life:
     // stamps a replica must not take as proof of its own durability.
@@ -83,6 +83,43 @@ describe('replica logs (a standby writing its upstream’s bytes)', () => {
     await within(waitFor(() => seen.length === 2), 5000, 'the second record');
     controller.abort();
     await reading;
+    await replica.close();
+  });
+
+  it('a following reader (replay) takes records written a moment ago from memory, the same records the files hold', async () => {
+    const { records, bytes, start } = await primaryBytes(600, 6, 700);
+    const storage = new MemoryStorage();
+    const replica = await openLog(storage, { role: 'replica' });
+    // Counts the reads of the files the reader opens (read-only).
+    let fileReads = 0;
+    const open = storage.open.bind(storage);
+    storage.open = async (name, options) => {
+      const file = await open(name, options);
+      if (options?.readOnly !== true) return file;
+      const read = file.read.bind(file);
+      file.read = (...args) => {
+        fileReads++;
+        return read(...args);
+      };
+      return file;
+    };
+    const seen: WalRecord[] = [];
+    const controller = new AbortController();
+    const reading = (async () => {
+      for await (const record of replica.read(replica.oldestLsn, { follow: true, signal: controller.signal })) seen.push(record);
+    })().catch((err: unknown) => assert.ok(isWalshipError(err, 'ABORTED')));
+    // As a standby receives a 1-committer stream: each record alone, flushed, then replayed.
+    for (const [i, record] of records.entries()) {
+      replica.writeBytes(replica.insertLsn, bytes.subarray(replica.insertLsn - start, record.endLsn - start));
+      await replica.flush();
+      await within(waitFor(() => seen.length === i + 1), 5000, `record ${i}`);
+    }
+    controller.abort();
+    await reading;
+    sameRecords(seen, records);
+    assert.ok(replica.insertLsn > start + 2 * SMALL_SEGMENT, 'the records crossed segment ends');
+    // Records crossing a 4 KiB block, and each segment's first, are read from the file.
+    assert.ok(fileReads < records.length / 2, `most records came from memory (${fileReads} file reads for ${records.length} records)`);
     await replica.close();
   });
 
