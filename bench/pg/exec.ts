@@ -59,3 +59,13 @@ export function startPg(program: string, args: readonly string[], env?: NodeJS.P
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/**
+ * Writes every dirty page of the machine to disk (`sync`), untimed, before a measured run:
+ * PostgreSQL's standbys keep the heap pages they replayed dirty in the page cache (about 1 GiB
+ * after the bulk and catch-up cases) until the kernel writes them back, which it does whenever
+ * they expire, in the middle of whichever case runs then, on either side.
+ */
+export async function quietDisk(): Promise<void> {
+  await run('sync', []);
+}

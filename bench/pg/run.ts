@@ -22,6 +22,7 @@ import { median } from '../stats.js';
 import { formatInt } from '../table.js';
 import { ANY_1, BULK_ROWS, BULK_ROW_BYTES, FIRST_1, FIRST_2, commitCases, labelOf, type BenchCase } from './cases.js';
 import { cleanupNow, onCleanup } from './cleanup.js';
+import { quietDisk } from './exec.js';
 import { bulkLimit, catchUpLimit, commitLimit, promotionLimit, type MeasuredLimits } from './limit-model.js';
 import { measureLimits } from './limits.js';
 import { PgCluster, postgresPrerequisites, postgresVersion } from './pg-cluster.js';
@@ -86,7 +87,10 @@ class Run {
     }
   }
 
-  /** One case on both sides, PostgreSQL first when `pgFirst`; each side settles and checks its standbys after. */
+  /**
+   * One case on both sides, PostgreSQL first when `pgFirst`; each side starts on a quiet disk
+   * ({@link quietDisk}) and settles and checks its standbys after.
+   */
   async pair(c: BenchCase, pgFirst: boolean, measurePg: () => Promise<number>, measureWalship: () => Promise<number>): Promise<void> {
     const sides: [keyof Sides, () => Promise<void>][] = [
       [
@@ -108,7 +112,10 @@ class Run {
       ],
     ];
     if (!pgFirst) sides.reverse();
-    for (const [, measure] of sides) await measure();
+    for (const [, measure] of sides) {
+      await quietDisk();
+      await measure();
+    }
   }
 
   async setNames(names: string): Promise<void> {
@@ -151,8 +158,14 @@ class Run {
     const walshipTimes: number[] = [];
     for (let i = 1; i <= s.promotionsPerRound; i++) {
       progress(`${label}: promotion ${i}/${s.promotionsPerRound}`);
-      const pgSide = async (): Promise<void> => void pgTimes.push((await this.promoter.promote('idle', IDLE)).totalMs);
-      const walshipSide = async (): Promise<void> => void walshipTimes.push((await promotion(this.base, 'idle')).firstCommitMs);
+      const pgSide = async (): Promise<void> => {
+        await quietDisk();
+        pgTimes.push((await this.promoter.promote('idle', IDLE)).totalMs);
+      };
+      const walshipSide = async (): Promise<void> => {
+        await quietDisk();
+        walshipTimes.push((await promotion(this.base, 'idle')).firstCommitMs);
+      };
       if ((round + i) % 2 === 0) {
         await pgSide();
         await walshipSide();
@@ -278,7 +291,7 @@ async function main(): Promise<number> {
     console.log(
       [
         '',
-        `  Medians of ${settings.rounds} rounds (min–max); in each round every case ran once on each side, PostgreSQL first in odd rounds, walship first in even ones.`,
+        `  Medians of ${settings.rounds} rounds (min–max); in each round every case ran once on each side, PostgreSQL first in odd rounds, walship first in even ones; each side began on a quiet disk (sync first, untimed).`,
         `  "walship ÷ PG" is the median of the per-round ratios (× faster; for promotion PG's ms ÷ walship's). Commit cases: ${settings.caseSeconds} s each; PostgreSQL`,
         `  through pgbench (one 100-byte insert per transaction; its round trip to the server included), walship committing in the primary's process.`,
         `  Limit model (commit rows): "serial" is today's path, F + R (+ F); "parallel" sends while the primary's fdatasync runs, max(F, R + F); n committers`,
