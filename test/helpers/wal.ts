@@ -21,6 +21,26 @@ export const storageKinds = [
   },
 ] as const;
 
+/**
+ * Counts the reads of the files opened read-only on `storage` from now on (those of a log's
+ * readers, not its writer's): `reads()` is the count so far.
+ */
+export function countReaderFileReads(storage: Storage): { reads: () => number } {
+  let reads = 0;
+  const open = storage.open.bind(storage);
+  storage.open = async (name, options) => {
+    const file = await open(name, options);
+    if (options?.readOnly !== true) return file;
+    const read = file.read.bind(file);
+    file.read = (...args) => {
+      reads++;
+      return read(...args);
+    };
+    return file;
+  };
+  return { reads: () => reads };
+}
+
 export function openLog(storage: Storage, options: Omit<WalLogOptions, 'storage' | 'dir'> = {}): Promise<WalLog> {
   return WalLog.open({ storage, segmentSize: SMALL_SEGMENT, ...options });
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WalLog, isWalshipError, segmentFileName, type WalChunk } from '../../src/index.js';
 import { MemoryStorage } from '../../src/testing/index.js';
-import { SMALL_SEGMENT, openLog, payload, readAll, turnsUntil, within } from '../helpers/wal.js';
+import { SMALL_SEGMENT, countReaderFileReads, openLog, payload, readAll, turnsUntil, within } from '../helpers/wal.js';
 
 async function collect(iterator: AsyncIterableIterator<WalChunk>): Promise<WalChunk[]> {
   const chunks: WalChunk[] = [];
@@ -79,19 +79,7 @@ describe('WalLog.readBytes (what a WAL sender ships)', () => {
     const log = await openLog(storage);
     log.append(payload(0, 3000));
     await log.flush();
-    // Counts the reads of the files the reader opens (read-only): those a sender makes.
-    let fileReads = 0;
-    const open = storage.open.bind(storage);
-    storage.open = async (name, options) => {
-      const file = await open(name, options);
-      if (options?.readOnly !== true) return file;
-      const read = file.read.bind(file);
-      file.read = (...args) => {
-        fileReads++;
-        return read(...args);
-      };
-      return file;
-    };
+    const files = countReaderFileReads(storage);
     const chunks: WalChunk[] = [];
     const controller = new AbortController();
     const reading = (async () => {
@@ -107,7 +95,7 @@ describe('WalLog.readBytes (what a WAL sender ships)', () => {
     controller.abort();
     await reading;
     assert.ok(log.insertLsn > log.oldestLsn + 2 * SMALL_SEGMENT, 'the records crossed segment ends');
-    assert.ok(fileReads < chunks.length / 4, `most chunks came from memory (${fileReads} file reads for ${chunks.length} chunks)`);
+    assert.ok(files.reads() < chunks.length / 4, `most chunks came from memory (${files.reads()} file reads for ${chunks.length} chunks)`);
     for (const chunk of chunks) {
       const segno = Math.floor(chunk.startLsn / SMALL_SEGMENT);
       const file = storage.readFile(segmentFileName(1, segno, SMALL_SEGMENT));

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { WalLog, isWalshipError, type WalChunk, type WalRecord } from '../../src/index.js';
 import { MemoryStorage, seededRandom } from '../../src/testing/index.js';
-import { SMALL_SEGMENT, openLog, payload, readAll, within } from '../helpers/wal.js';
+import { SMALL_SEGMENT, countReaderFileReads, openLog, payload, readAll, within } from '../helpers/wal.js';
 
 /** A primary log with `count` records (of payloads below `maxSize` bytes), flushed, and its durable bytes. */
 async function primaryBytes(count: number, seed: number, maxSize = 9000): Promise<{ records: WalRecord[]; bytes: Buffer; start: number }> {
@@ -90,19 +90,7 @@ describe('replica logs (a standby writing its upstream’s bytes)', () => {
     const { records, bytes, start } = await primaryBytes(600, 6, 700);
     const storage = new MemoryStorage();
     const replica = await openLog(storage, { role: 'replica' });
-    // Counts the reads of the files the reader opens (read-only).
-    let fileReads = 0;
-    const open = storage.open.bind(storage);
-    storage.open = async (name, options) => {
-      const file = await open(name, options);
-      if (options?.readOnly !== true) return file;
-      const read = file.read.bind(file);
-      file.read = (...args) => {
-        fileReads++;
-        return read(...args);
-      };
-      return file;
-    };
+    const files = countReaderFileReads(storage);
     const seen: WalRecord[] = [];
     const controller = new AbortController();
     const reading = (async () => {
@@ -119,7 +107,7 @@ describe('replica logs (a standby writing its upstream’s bytes)', () => {
     sameRecords(seen, records);
     assert.ok(replica.insertLsn > start + 2 * SMALL_SEGMENT, 'the records crossed segment ends');
     // Records crossing a 4 KiB block, and each segment's first, are read from the file.
-    assert.ok(fileReads < records.length / 2, `most records came from memory (${fileReads} file reads for ${records.length} records)`);
+    assert.ok(files.reads() < records.length / 2, `most records came from memory (${files.reads()} file reads for ${records.length} records)`);
     await replica.close();
   });
 
