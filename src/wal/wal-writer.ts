@@ -679,6 +679,8 @@ export class WalWriter {
   async #blockBefore(file: StorageFile, lsn: Lsn, within: number): Promise<Buffer | null> {
     const length = lsn % TAIL_BLOCK_SIZE;
     if (this.#tailLsn === lsn || length === 0) return this.#tail.subarray(0, length);
+    // The read below overwrites #tail: until it is done, nothing is handed out of it (copyWritten).
+    this.#tailLsn = -1;
     try {
       if ((await file.read(this.#tail, 0, length, within - length)) === length) {
         this.#tailLsn = lsn;
