@@ -81,7 +81,7 @@ export class PgWorkloads {
 
   /**
    * Untimed, between cases: waits until every running standby has replayed the primary's
-   * current end, checkpoints, and resolves with one line per standby whose `count(*)` of t
+   * current end, checkpoints (the primary, then each standby: a restartpoint), and resolves with one line per standby whose `count(*)` of t
    * differs from the primary's (empty when all hold exactly the primary's rows).
    */
   async settleAndVerify(standbys: readonly string[]): Promise<string[]> {
@@ -107,6 +107,13 @@ export class PgWorkloads {
       if (theirs !== rows) problems.push(`PostgreSQL standby ${name} has ${theirs} rows in t, the primary ${rows}`);
     }
     await cluster.psql('checkpoint');
+    // And a restartpoint on each standby once it replayed that checkpoint: their replayed pages
+    // are written now, untimed, not by their checkpointer during a later case.
+    const checkpointed = await cluster.currentLsn();
+    for (const name of standbys) {
+      await cluster.waitReplayed(name, checkpointed);
+      await cluster.psql('checkpoint', name);
+    }
     return problems;
   }
 }
