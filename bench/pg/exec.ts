@@ -62,8 +62,8 @@ export function sleep(ms: number): Promise<void> {
 
 /**
  * Writes every dirty page of the machine to disk (`sync`), untimed, before a measured run:
- * PostgreSQL's standbys keep the heap pages they replayed dirty in the page cache (about 1 GiB
- * after the bulk and catch-up cases) until the kernel writes them back, which it does whenever
+ * PostgreSQL's standbys keep the heap pages they replayed dirty in the page cache (1.1–1.5 GB
+ * after one bulk case, measured) until the kernel writes them back, which it does whenever
  * they expire, in the middle of whichever case runs then, on either side.
  */
 export async function quietDisk(): Promise<void> {

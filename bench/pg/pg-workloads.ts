@@ -81,8 +81,9 @@ export class PgWorkloads {
 
   /**
    * Untimed, between cases: waits until every running standby has replayed the primary's
-   * current end, checkpoints (the primary, then each standby: a restartpoint), and resolves with one line per standby whose `count(*)` of t
-   * differs from the primary's (empty when all hold exactly the primary's rows).
+   * current end, checkpoints (the primary, then each standby: a restartpoint), and resolves
+   * with one line per standby whose `count(*)` of t differs from the primary's (empty when all
+   * hold exactly the primary's rows).
    */
   async settleAndVerify(standbys: readonly string[]): Promise<string[]> {
     const cluster = this.#cluster;
