@@ -27,8 +27,9 @@ import { bulkLimit, catchUpLimit, commitLimit, promotionLimit, type MeasuredLimi
 import { measureLimits } from './limits.js';
 import { PgCluster, postgresPrerequisites, postgresVersion } from './pg-cluster.js';
 import { PgPromoter } from './pg-promote.js';
+import { withCpuPerUnit, type Side } from './process-cpu.js';
 import { PgWorkloads } from './pg-workloads.js';
-import { formatReport, tally, type CaseResult } from './report.js';
+import { formatCpuReport, formatReport, tally, type CaseResult, type CpuResult } from './report.js';
 import { USAGE, UsageError, parseBenchPgArgs, type BenchPgSettings } from './settings.js';
 import { WalshipCluster } from './walship-cluster.js';
 
@@ -59,6 +60,8 @@ class Run {
   readonly promoter: PgPromoter;
   readonly base: string;
   readonly figures = new Map<string, Sides>();
+  /** Commit cases: each side's CPU per commit, per round. */
+  readonly cpu = new Map<string, { case: BenchCase; pg: CpuResult['pg'][number][]; walship: CpuResult['walship'][number][] }>();
   /** Correctness failures: a standby whose data differs from its primary's. */
   readonly problems: string[] = [];
   readonly verbose: string[] = [];
@@ -77,6 +80,16 @@ class Run {
     const sides = this.figures.get(key) ?? { pg: [], walship: [] };
     sides[side].push(value);
     this.figures.set(key, sides);
+  }
+
+  /** Runs a commit case's measurement on `side`, noting that side's CPU per commit. */
+  async #withCpu(c: BenchCase, side: Side, measure: () => Promise<number>): Promise<number> {
+    const { value, cpuUsPerUnit, cores } = await withCpuPerUnit(side, this.settings.caseSeconds, measure);
+    const key = keyOf(c);
+    const entry = this.cpu.get(key) ?? { case: c, pg: [], walship: [] };
+    entry[side].push({ usPerCommit: cpuUsPerUnit, cores });
+    this.cpu.set(key, entry);
+    return value;
   }
 
   #check(problems: readonly string[], what: string): void {
@@ -135,8 +148,8 @@ class Run {
         await this.pair(
           c,
           pgFirst,
-          () => this.pgWork.commits(c.level, c.committers, s.caseSeconds),
-          () => this.walship.commits(c.level, c.committers, s.caseSeconds),
+          () => this.#withCpu(c, 'pg', () => this.pgWork.commits(c.level, c.committers, s.caseSeconds)),
+          () => this.#withCpu(c, 'walship', () => this.walship.commits(c.level, c.committers, s.caseSeconds)),
         );
       }
     }
@@ -288,6 +301,8 @@ async function main(): Promise<number> {
     console.log(`\nLimits measured in this run:`);
     console.log(describeLimits(limits).join('\n'));
     console.log(`\n${formatReport(results)}`);
+    console.log(`\nCPU per commit, every process of each side (PostgreSQL: its postgres processes and pgbench; walship: the bench's process, where the primary and its committers run, and the standbys' processes); medians, cores busy in parentheses:`);
+    console.log(formatCpuReport([...run.cpu.values()]));
     console.log(
       [
         '',
