@@ -192,6 +192,11 @@ class Run {
     this.verbose.push(`${label}: promotion ms PG ${pgTimes.map((t) => t.toFixed(1)).join(', ')}; walship ${walshipTimes.map((t) => t.toFixed(1)).join(', ')}`);
   }
 
+  /** Each commit case's CPU per commit on both sides, in the table's order. */
+  cpuResults(): CpuResult[] {
+    return commitCases().map((c) => this.cpu.get(keyOf(c)) ?? { case: c, pg: [], walship: [] });
+  }
+
   results(limits: MeasuredLimits): CaseResult[] {
     const s = this.settings;
     const cases: BenchCase[] = [
@@ -302,7 +307,7 @@ async function main(): Promise<number> {
     console.log(describeLimits(limits).join('\n'));
     console.log(`\n${formatReport(results)}`);
     console.log(`\nCPU per commit, every process of each side (PostgreSQL: its postgres processes and pgbench; walship: the bench's process, where the primary and its committers run, and the standbys' processes); medians, cores busy in parentheses:`);
-    console.log(formatCpuReport([...run.cpu.values()]));
+    console.log(formatCpuReport(run.cpuResults()));
     console.log(
       [
         '',
