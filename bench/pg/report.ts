@@ -165,25 +165,28 @@ export function tally(results: readonly CaseResult[]): { met: number; notMet: nu
   return { met, notMet };
 }
 
-/** What one commit case cost in CPU: per round, each side's µs per commit and cores busy (see process-cpu.ts). */
+/** One side's CPU in one round of a commit case (see process-cpu.ts). */
+export interface CpuRun {
+  readonly usPerCommit: number;
+  readonly cores: number;
+}
+
+/** What one commit case cost in CPU: each side's runs, one per round. */
 export interface CpuResult {
   readonly case: BenchCase;
-  readonly pg: readonly { readonly usPerCommit: number; readonly cores: number }[];
-  readonly walship: readonly { readonly usPerCommit: number; readonly cores: number }[];
+  readonly pg: readonly CpuRun[];
+  readonly walship: readonly CpuRun[];
 }
 
 export const CPU_TABLE_HEADERS: Row = ['case', 'PG 15 µs/commit (cores)', 'walship µs/commit (cores)', 'walship ÷ PG'];
 
 /** One row of the CPU table: medians over the rounds; the ratio is walship's CPU per commit over PostgreSQL's (above 1: walship spends more). */
 export function formatCpuRow(result: CpuResult): Row {
-  const side = (runs: CpuResult['pg']): string => {
-    const us = median(runs.map((r) => r.usPerCommit).filter(Number.isFinite));
-    const cores = median(runs.map((r) => r.cores).filter(Number.isFinite));
-    return Number.isFinite(us) ? `${formatInt(us)} (${cores.toFixed(2)})` : '–';
-  };
-  const pg = median(result.pg.map((r) => r.usPerCommit).filter(Number.isFinite));
-  const walship = median(result.walship.map((r) => r.usPerCommit).filter(Number.isFinite));
-  return [labelOf(result.case), side(result.pg), side(result.walship), formatRatio(walship / pg)];
+  const medianOf = (runs: readonly CpuRun[], key: keyof CpuRun): number => median(runs.map((r) => r[key]).filter(Number.isFinite));
+  const pg = medianOf(result.pg, 'usPerCommit');
+  const walship = medianOf(result.walship, 'usPerCommit');
+  const cell = (us: number, runs: readonly CpuRun[]): string => (Number.isFinite(us) ? `${formatInt(us)} (${medianOf(runs, 'cores').toFixed(2)})` : '–');
+  return [labelOf(result.case), cell(pg, result.pg), cell(walship, result.walship), formatRatio(walship / pg)];
 }
 
 /** The CPU table. */

@@ -29,7 +29,7 @@ import { PgCluster, postgresPrerequisites, postgresVersion } from './pg-cluster.
 import { PgPromoter } from './pg-promote.js';
 import { withCpuPerUnit, type Side } from './process-cpu.js';
 import { PgWorkloads } from './pg-workloads.js';
-import { formatCpuReport, formatReport, tally, type CaseResult, type CpuResult } from './report.js';
+import { formatCpuReport, formatReport, tally, type CaseResult, type CpuResult, type CpuRun } from './report.js';
 import { USAGE, UsageError, parseBenchPgArgs, type BenchPgSettings } from './settings.js';
 import { WalshipCluster } from './walship-cluster.js';
 
@@ -61,7 +61,7 @@ class Run {
   readonly base: string;
   readonly figures = new Map<string, Sides>();
   /** Commit cases: each side's CPU per commit, per round. */
-  readonly cpu = new Map<string, { case: BenchCase; pg: CpuResult['pg'][number][]; walship: CpuResult['walship'][number][] }>();
+  readonly cpu = new Map<string, { case: BenchCase; pg: CpuRun[]; walship: CpuRun[] }>();
   /** Correctness failures: a standby whose data differs from its primary's. */
   readonly problems: string[] = [];
   readonly verbose: string[] = [];
