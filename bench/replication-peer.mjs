@@ -147,6 +147,8 @@ process.on('message', async (message) => {
             application: apps[i],
             ...source(i),
             ...(process.env.PEER_SYNC ? { sync: process.env.PEER_SYNC } : {}),
+            // BENCH_FLUSH_DELAY (bench:pg --flush-delay): the standby's flushDelayMs.
+            ...(process.env.BENCH_FLUSH_DELAY ? { flushDelayMs: Number(process.env.BENCH_FLUSH_DELAY) } : {}),
             ...(message.listen === true
               ? { listen: { transport: new TcpTransport(), address: '127.0.0.1:0' }, auth: { rules: [{ user: 'bench', address: '127.0.0.1/32', method: 'trust' }] } }
               : {}),

@@ -91,6 +91,17 @@ export interface StandbyOptions extends NodeOptions, ServeOptions {
    */
   readonly acceptEarlyWal?: boolean;
   /**
+   * WAL that no commit waits for this standby to write or flush is made durable at most this
+   * often, in milliseconds: at once when the last flush is older, else when it is. The primary
+   * asks, with the WAL itself, for the WAL commits wait for (when `synchronousStandbyNames`
+   * lists this standby), and that is flushed at once. So an asynchronous standby under a steady
+   * stream makes one fdatasync every few milliseconds instead of one per message, and its disk
+   * is left to the syncs commits wait for; its replay may lag by up to this much more. 0
+   * flushes every message at once, as PostgreSQL's walreceiver does (and as with an upstream
+   * that does not ask). @defaultValue 5
+   */
+  readonly flushDelayMs?: number;
+  /**
    * `wal_receiver_timeout`: a primary silent for half of this is asked for a reply; silent for
    * all of it, the connection is ended (`TIMEOUT`) and the standby reconnects. It also limits
    * each wait for the primary's answer while connecting and during a base backup. @defaultValue 60 000
@@ -178,6 +189,8 @@ export const STANDBY_DEFAULTS = Object.freeze({
   statusIntervalMs: 10_000,
   /** The primary sends only durable WAL. */
   acceptEarlyWal: false,
+  /** WAL no commit waits for is flushed at most every 5 ms. */
+  flushDelayMs: 5,
   /** A primary silent for 30 s is asked for a reply; for 60 s, the connection is ended. */
   walReceiverTimeoutMs: 60_000,
   /** The first reconnect waits 100 ms … */
@@ -226,6 +239,7 @@ const standbySchema = Object.freeze({
     hotStandby: { type: 'boolean' },
     statusIntervalMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
     acceptEarlyWal: { type: 'boolean' },
+    flushDelayMs: { type: 'integer', minimum: 0, maximum: 1000 },
     walReceiverTimeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
     retryMinDelayMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },
     retryMaxDelayMs: { type: 'integer', minimum: 1, maximum: 3_600_000 },

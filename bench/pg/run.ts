@@ -270,7 +270,7 @@ async function main(): Promise<number> {
 
   const started = performance.now();
   const env = describeEnvironment(base, fileURLToPath(new URL('../..', import.meta.url)));
-  console.log(`walship vs PostgreSQL 15, side by side (${settings.quick ? '--quick' : 'full'} run, ${settings.rounds} interleaved rounds${settings.earlySend ? '; walship with early WAL' : ''}${settings.commitSync === 'pool' ? '' : `; walship's WAL fdatasync: commitSync '${settings.commitSync}'`})`);
+  console.log(`walship vs PostgreSQL 15, side by side (${settings.quick ? '--quick' : 'full'} run, ${settings.rounds} interleaved rounds${settings.earlySend ? '; walship with early WAL' : ''}${settings.commitSync === 'pool' ? '' : `; walship's WAL fdatasync: commitSync '${settings.commitSync}'`}${settings.flushDelayMs === null ? '' : `; standbys' flushDelayMs ${settings.flushDelayMs}`})`);
   for (const [key, value] of [
     ['date', new Date().toISOString()],
     ['walship', env.commit],
@@ -295,7 +295,7 @@ async function main(): Promise<number> {
     progress('measuring the limits (pg_test_fsync, Node fdatasync alone and beside two others, loopback round trip, disk, raw promotion)');
     const limits = await measureLimits({ dir: path.join(base, 'limits'), pgDir: pg.dir, quick: settings.quick, fsyncTestSeconds: settings.fsyncTestSeconds });
     progress('starting walship: a primary and standbys s1, s2 in processes of their own');
-    walship = await WalshipCluster.open(path.join(base, 'walship'), STANDBYS, FIRST_1, { earlySend: settings.earlySend, commitSync: settings.commitSync });
+    walship = await WalshipCluster.open(path.join(base, 'walship'), STANDBYS, FIRST_1, { earlySend: settings.earlySend, commitSync: settings.commitSync, flushDelayMs: settings.flushDelayMs });
     promoter = await PgPromoter.open(path.join(base, 'pg-promote'));
     run = new Run(settings, base, pg, pgWork, walship, promoter);
     for (let round = 1; round <= settings.rounds; round++) await run.round(round);

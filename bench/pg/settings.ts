@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 
-export const USAGE = `usage: npm run bench:pg [-- [--quick] [--rounds N] [--verbose] [--early-send] [--commit-sync MODE]]
+export const USAGE = `usage: npm run bench:pg [-- [--quick] [--rounds N] [--verbose] [--early-send] [--commit-sync MODE] [--flush-delay MS]]
   --quick      a short run (about 5 minutes): shorter cases, a 256 MiB catch-up gap instead of
                1 GiB (the table says so), fewer promotions
   --rounds N   interleaved rounds per case (at least 3; default 3)
@@ -14,6 +14,10 @@ export const USAGE = `usage: npm run bench:pg [-- [--quick] [--rounds N] [--verb
   --commit-sync MODE
                where walship's WAL fdatasync runs on the primary and the standbys (NodeStorage's
                commitSync): pool (the library's default), thread or inline
+  --flush-delay MS
+               walship's standbys' flushDelayMs: WAL no commit waits for is flushed at most
+               every MS ms (the library's default, 5); 0 flushes every message at once, as
+               PostgreSQL's walreceiver does
 Needs PostgreSQL 15 (/usr/lib/postgresql/15/bin) and root (the servers run as the postgres OS user).`;
 
 /** What one run measures; everything the cases need to know about its length. */
@@ -24,6 +28,8 @@ export interface BenchPgSettings {
   readonly earlySend: boolean;
   /** `NodeStorage`'s `commitSync` for walship's primary and standbys. */
   readonly commitSync: CommitSyncMode;
+  /** The standbys' `flushDelayMs`; null: the library's default. */
+  readonly flushDelayMs: number | null;
   /** Interleaved rounds: in each, every case runs once on PostgreSQL and once on walship. */
   readonly rounds: number;
   /** Seconds of each commit case (pgbench `-T` takes whole seconds). */
@@ -53,7 +59,7 @@ export class UsageError extends Error {
 
 /** Parses `argv` (the arguments after the script); throws {@link UsageError} on anything it does not know. */
 export function parseBenchPgArgs(argv: readonly string[]): BenchPgSettings | 'help' {
-  let values: { quick?: boolean; verbose?: boolean; rounds?: string; help?: boolean; 'early-send'?: boolean; 'commit-sync'?: string };
+  let values: { quick?: boolean; verbose?: boolean; rounds?: string; help?: boolean; 'early-send'?: boolean; 'commit-sync'?: string; 'flush-delay'?: string };
   try {
     ({ values } = parseArgs({
       args: [...argv],
@@ -63,6 +69,7 @@ export function parseBenchPgArgs(argv: readonly string[]): BenchPgSettings | 'he
         rounds: { type: 'string' },
         'early-send': { type: 'boolean' },
         'commit-sync': { type: 'string' },
+        'flush-delay': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -84,11 +91,16 @@ export function parseBenchPgArgs(argv: readonly string[]): BenchPgSettings | 'he
   if (!(COMMIT_SYNC_MODES as readonly string[]).includes(commitSync)) {
     throw new UsageError(`--commit-sync must be one of ${COMMIT_SYNC_MODES.join(', ')}; got '${commitSync}'`);
   }
+  const flushDelay = values['flush-delay'];
+  if (flushDelay !== undefined && (!/^\d+$/.test(flushDelay) || Number(flushDelay) > 1000)) {
+    throw new UsageError(`--flush-delay must be a whole number of milliseconds from 0 to 1000; got '${flushDelay}'`);
+  }
   return {
     quick,
     verbose: values.verbose === true,
     earlySend: values['early-send'] === true,
     commitSync: commitSync as CommitSyncMode,
+    flushDelayMs: flushDelay === undefined ? null : Number(flushDelay),
     rounds,
     caseSeconds: quick ? 1 : 4,
     bulkSeconds: quick ? 2 : 4,

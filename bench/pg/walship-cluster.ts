@@ -79,12 +79,13 @@ export class WalshipCluster {
     dir: string,
     standbys: readonly string[],
     names: string,
-    { earlySend = false, commitSync = 'pool' }: { earlySend?: boolean; commitSync?: Walship.CommitSync } = {},
+    { earlySend = false, commitSync = 'pool', flushDelayMs = null }: { earlySend?: boolean; commitSync?: Walship.CommitSync; flushDelayMs?: number | null } = {},
   ): Promise<WalshipCluster> {
     const app = new DigestApp();
-    // The peers read these when they open their standbys (acceptEarlyWal, their storage's commitSync).
+    // The peers read these when they open their standbys (acceptEarlyWal, their storage's commitSync, flushDelayMs).
     if (earlySend) process.env['BENCH_EARLY_SEND'] = '1';
     process.env['BENCH_COMMIT_SYNC'] = commitSync;
+    if (flushDelayMs !== null) process.env['BENCH_FLUSH_DELAY'] = String(flushDelayMs);
     const primary = await W.Primary.open({
       storage: new W.NodeStorage(path.join(dir, 'primary'), { commitSync }),
       application: app,

@@ -37,6 +37,7 @@ export type {
   IdentifySystemMessage,
   IdentifySystemResultMessage,
   KeepaliveMessage,
+  FlushRequestMessage,
   Message,
   MessageKind,
   ProtocolSide,

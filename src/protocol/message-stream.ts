@@ -196,6 +196,15 @@ export class MessageStream<Side extends 'client' | 'server'> {
     return ok;
   }
 
+  /** Sends `first` and then `second` in one write to the stream (one segment on the wire, one wake-up of the peer); as {@link send}. */
+  sendBoth(first: Outgoing<Side>, second: Outgoing<Side>): boolean {
+    this.#stream.cork();
+    this.send(first);
+    const ok = this.send(second);
+    process.nextTick(() => this.#stream.uncork());
+    return ok;
+  }
+
   /**
    * Resolves when the stream can take more data (at once if it can now, or once it closed).
    * With `timeoutMs`, rejects with a transient `TIMEOUT` when the peer has not read what was

@@ -24,8 +24,8 @@ import { FRAME_HEADER_BYTES, type Frame } from './frame-reader.js';
 export const PROTOCOL_VERSION = Object.freeze({
   /** Changes when a message changes incompatibly; peers of different majors refuse each other. */
   major: 2,
-  /** Changes when a compatible addition is made. */
-  minor: 0,
+  /** Changes when a compatible addition is made (1: `flushRequest`). */
+  minor: 1,
 });
 
 /** Which side of a connection sends a message: clients are standbys, servers are primaries (or cascading standbys). */
@@ -347,6 +347,19 @@ export interface KeepaliveMessage {
   readonly replyRequested: boolean;
 }
 
+/**
+ * Make the WAL up to `flushLsn` durable at once: a commit waits for this standby's flush (or
+ * write) of it. Sent only to a standby that said in its startup options that it flushes on
+ * request (see `FLUSH_ON_REQUEST_OPTION`); the first one, sent when streaming starts, tells it
+ * that this server will ask, and from then on it paces the flushes nobody asked for.
+ */
+export interface FlushRequestMessage {
+  /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
+  readonly kind: 'flushRequest';
+  /** The position to make durable at once; 0 asks for nothing yet. */
+  readonly flushLsn: Lsn;
+}
+
 /** The streamed timeline ended at `switchLsn`; history continues on `nextTimeline`. */
 export interface EndOfTimelineMessage {
   /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
@@ -424,6 +437,7 @@ export type ServerMessage =
   | ReplicationStartedMessage
   | WalDataMessage
   | KeepaliveMessage
+  | FlushRequestMessage
   | EndOfTimelineMessage
   | BaseBackupBeginMessage
   | BaseBackupChunkMessage
@@ -847,6 +861,7 @@ const SPECS: SpecTable = {
     check: (msg) => (msg.data.length > 2 ** 53 - msg.startLsn ? 'data ends beyond LSN 2^53' : undefined),
   },
   keepalive: { type: code('k'), from: 'server', fields: { walEnd: u64, sendTime: u64, replyRequested: bool } },
+  flushRequest: { type: code('f'), from: 'server', fields: { flushLsn: u64 } },
   endOfTimeline: { type: code('e'), from: 'server', fields: { nextTimeline: timeline, switchLsn: u64 } },
   baseBackupBegin: {
     type: code('b'),

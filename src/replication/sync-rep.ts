@@ -39,6 +39,7 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   /** The standbys commits wait for, as last announced with `sync:standbys`. */
   #members: readonly SyncMember[] = [];
   #canceled: WalshipError | null = null;
+  #flushWanted: Lsn = 0;
 
   constructor(config: SyncStandbyConfig | null) {
     super();
@@ -48,6 +49,22 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   /** The configuration in force; `null` when synchronous replication is off. */
   get config(): SyncStandbyConfig | null {
     return this.#config;
+  }
+
+  /**
+   * The highest position a commit waits (or is about to wait) for the standbys to write, flush
+   * or apply: what senders ask the standbys that flush on request to flush (see `flush-requests.ts`).
+   */
+  get flushWanted(): Lsn {
+    return this.#flushWanted;
+  }
+
+  /**
+   * A commit appended up to `lsn` will wait for the standbys. Said when it is appended, before
+   * its WAL is sent, so that the request goes out with that WAL.
+   */
+  wantFlush(lsn: Lsn): void {
+    if (lsn > this.#flushWanted) this.#flushWanted = lsn;
   }
 
   /**

@@ -5,6 +5,7 @@ import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
 import type { WalLog } from '../wal/wal-log.js';
 import { streamStart } from './early-wal.js';
+import { FlushPacing } from './flush-requests.js';
 import { historyCheckOf } from './history-check.js';
 import { SendTimes } from './send-times.js';
 import { nowMicros } from './wal-sender.js';
@@ -60,6 +61,13 @@ export interface WalReceiverOptions {
    * @defaultValue false
    */
   readonly acceptEarlyWal?: boolean;
+  /**
+   * When the sender asks for the flushes commits wait for (see `flush-requests.ts`; the
+   * standby said it flushes on request), WAL nobody asked for is made durable at most this
+   * often: at once when the last flush is older, else when it is. 0 flushes every message at
+   * once, as without requests. @defaultValue 0
+   */
+  readonly flushDelayMs?: number;
   readonly logPrefix?: string;
 }
 
@@ -113,6 +121,12 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
    * the log already holds is compared with what arrives, not written (see {@link #compare}).
    */
   #compareUntil: Lsn = -1;
+  /** When received WAL is flushed: at once, or paced while the sender asks for what commits wait for. */
+  readonly #pacing: FlushPacing;
+  /** The paced flush due next, if one waits. */
+  #flushTimer: SchedulerTimer | null = null;
+  /** A flush failed: the log has stopped, and no other is tried. */
+  #flushFailed = false;
 
   constructor(conn: MessageStream<'client'>, log: WalLog, options: WalReceiverOptions = {}) {
     super();
@@ -121,6 +135,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     this.#log = log;
     this.#options = { statusIntervalMs: 10_000, receiverTimeoutMs: 60_000, ...options };
     this.#sendTimes = options.sendTimes ?? new SendTimes();
+    this.#pacing = new FlushPacing(options.flushDelayMs ?? 0);
     this.#debug = createLogger('standby:receiver', options.logPrefix);
     this.emitterLog = this.#debug;
   }
@@ -207,6 +222,8 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
         } else if (message.kind === 'keepalive') {
           this.#confirm(message.walEnd);
           if (message.replyRequested) this.#report(false);
+        } else if (message.kind === 'flushRequest') {
+          if (this.#pacing.request(message.flushLsn, log.flushedLsn)) this.#startFlushing();
         } else if (message.kind === 'error') {
           throw new WalshipError(message.code, message.message);
         } else if (message.kind !== 'endOfTimeline') {
@@ -227,6 +244,11 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
       this.#streaming = false;
       clearTimer(watchdog);
       clearTimer(status);
+      // Nothing received stays waiting for a paced flush: a promotion, say, applies it next.
+      clearTimer(this.#flushTimer);
+      this.#flushTimer = null;
+      this.#pacing.reset();
+      if (!this.#flushFailed) this.#startFlushing();
       await this.#flushing?.catch(() => undefined);
     }
   }
@@ -257,6 +279,8 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     // Everything before the start is the sender's durable WAL (it refuses a start past its
     // durable end); what follows is bounded until the sender says it is durable.
     if (this.#options.acceptEarlyWal === true || bound !== null) log.boundUpstreamDurable(startLsn);
+    // A new sender: it says again whether it asks for flushes.
+    this.#pacing.reset();
     this.#streaming = true;
     this.emitSafely('streaming:started', { startLsn: started.startLsn, historyChecked: started.historyChecked });
     // A first report at once, as PostgreSQL's walreceiver sends its initial reply: with nothing
@@ -314,9 +338,23 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
     }
   }
 
-  /** Starts {@link #flushAll} unless it runs already (or there is nothing to flush). */
+  /**
+   * Starts {@link #flushAll} unless it runs already or there is nothing to flush; a flush the
+   * pacing holds back is started by a timer instead (one at a time).
+   */
   #startFlushing(): void {
-    if (this.#flushing === null && this.#log.flushedLsn < this.#log.insertLsn) this.#flushing = this.#flushAll();
+    if (this.#flushing !== null || this.#log.flushedLsn >= this.#log.insertLsn) return;
+    const waitMs = this.#pacing.waitMs(this.#log.flushedLsn, currentScheduler().monotonic());
+    if (waitMs === 0) {
+      clearTimer(this.#flushTimer);
+      this.#flushTimer = null;
+      this.#flushing = this.#flushAll();
+    } else {
+      this.#flushTimer ??= currentScheduler().setTimeout(() => {
+        this.#flushTimer = null;
+        this.#startFlushing();
+      }, waitMs);
+    }
   }
 
   /**
@@ -328,7 +366,9 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
   async #flushAll(): Promise<void> {
     try {
       // Called only with something to flush: the first await comes before the finally below.
-      while (this.#log.flushedLsn < this.#log.insertLsn) {
+      // WAL that arrived during a flush joins the next one, unless the pacing holds it back.
+      while (this.#log.flushedLsn < this.#log.insertLsn && this.#pacing.waitMs(this.#log.flushedLsn, currentScheduler().monotonic()) === 0) {
+        this.#pacing.flushing(currentScheduler().monotonic());
         // Early WAL past the durable end the sender told: this sync alone confirms nothing,
         // the sender's next word does. So it is not an urgent one: with commitSync 'inline'
         // it would hold the event loop, that word, and the write report it sends at once.
@@ -340,10 +380,13 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
         this.emitSafely('wal:flushed', { flushLsn });
       }
     } catch (err) {
+      this.#flushFailed = true;
       this.#conn.fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', String(err), { cause: err }));
     } finally {
       this.#flushing = null;
     }
+    // Held back by the pacing: its timer starts the next round.
+    if (!this.#flushFailed) this.#startFlushing();
   }
 
   /**

@@ -3,6 +3,7 @@ import { SafeEmitter } from '../events.js';
 import { createLogger, type Logger } from '../logger.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { MessageStream } from '../protocol/message-stream.js';
+import type { FlushRequestMessage, KeepaliveMessage, WalDataMessage } from '../protocol/messages.js';
 import { assertNotRemoved } from '../wal/tail.js';
 import { switchPointOf } from '../wal/timeline-history.js';
 import { verifyHistory, type HistoryCheck } from './history-check.js';
@@ -42,6 +43,13 @@ export interface WalSenderOptions {
    * the primary could still lose. Only for a primary's log. @defaultValue false
    */
   readonly earlySend?: boolean;
+  /**
+   * The standby flushes on request (it said so, see `flush-requests.ts`): the highest position
+   * a commit waits for it to write or flush, asked for with a `flushRequest` before the next
+   * message whenever it moved (0 while its reports count for no commit). Null for a standby
+   * that flushes every message. @defaultValue null
+   */
+  readonly flushWanted?: (() => Lsn) | null;
   readonly logPrefix?: string;
 }
 
@@ -57,7 +65,7 @@ export interface WalSenderEvents {
   'standby:progress': (event: StandbyProgress & Lags) => void;
 }
 
-const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0, timeline: 0, earlySend: false };
+const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0, timeline: 0, earlySend: false, flushWanted: null };
 
 /**
  * Streams a primary's durable WAL (with `earlySend`, its written WAL) to one standby over an authenticated connection, from the
@@ -86,6 +94,8 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   #timedOut: WalshipError | null = null;
   /** The durable end the last message carried: an early sender tells the standby when it moves past it. */
   #toldDurable: Lsn = 0;
+  /** The flush position last asked for (`flushWanted`); -1 before the first request, which says requests will come. */
+  #askedFlush: Lsn = -1;
 
   constructor(conn: MessageStream<'server'>, log: WalLog, startLsn: Lsn, options: WalSenderOptions = {}) {
     super();
@@ -201,6 +211,8 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       throw error;
     }
     this.#conn.send({ kind: 'replicationStarted', timeline: this.#timeline, startLsn: this.#sentLsn, historyChecked });
+    const asked = this.#flushRequest();
+    if (asked !== null) this.#conn.send(asked);
     this.#setState(this.#sentLsn < this.#log.readableLsn ? 'catchup' : 'streaming');
     const heartbeat = currentScheduler().setInterval(() => this.#heartbeat(), Math.max(10, this.#options.walSenderTimeoutMs / 4));
     // Early sending: WAL went out before it was durable; the standby learns at once when it is.
@@ -260,7 +272,9 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
         // sender's data may run ahead of.
         const walEnd = this.#log.readableLsn;
         this.#toldDurable = walEnd;
-        const fits = this.#conn.send({ kind: 'walData', startLsn, walEnd, sendTime: nowMicros(), data });
+        const walData: WalDataMessage = { kind: 'walData', startLsn, walEnd, sendTime: nowMicros(), data };
+        const asked = this.#flushRequest();
+        const fits = asked === null ? this.#conn.send(walData) : this.#conn.sendBoth(asked, walData);
         this.#sentLsn = startLsn + data.length;
         // As PostgreSQL's walsender: the flushed end, timed when first seen, approximates when
         // that WAL was flushed, so a standby catching up shows how far behind it really is.
@@ -336,7 +350,20 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   #keepalive(replyRequested: boolean): void {
     const walEnd = this.#log.readableLsn;
     this.#toldDurable = walEnd;
-    this.#conn.send({ kind: 'keepalive', walEnd, sendTime: nowMicros(), replyRequested });
+    const keepalive: KeepaliveMessage = { kind: 'keepalive', walEnd, sendTime: nowMicros(), replyRequested };
+    const asked = this.#flushRequest();
+    if (asked === null) this.#conn.send(keepalive);
+    else this.#conn.sendBoth(asked, keepalive);
+  }
+
+  /** The request for the position commits now wait for, when it moved since the last one (the first always goes); null otherwise. */
+  #flushRequest(): FlushRequestMessage | null {
+    const wanted = this.#options.flushWanted;
+    if (wanted === null) return null;
+    const flushLsn = wanted();
+    if (flushLsn <= this.#askedFlush) return null;
+    this.#askedFlush = flushLsn;
+    return { kind: 'flushRequest', flushLsn };
   }
 
   #setState(state: WalSenderState): void {

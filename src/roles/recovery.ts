@@ -24,6 +24,7 @@ import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
 import { receiveBaseBackup } from '../replication/base-backup-receiver.js';
 import { EARLY_WAL_OPTION, restartBound, streamStart } from '../replication/early-wal.js';
+import { FLUSH_ON_REQUEST_OPTION } from '../replication/flush-requests.js';
 import { SendTimes } from '../replication/send-times.js';
 import { WalReceiver } from '../replication/wal-receiver.js';
 import { SlotManager } from '../slots/slot-manager.js';
@@ -236,6 +237,8 @@ export interface RecoverySettings {
   readonly statusIntervalMs: number;
   /** Accept WAL a primary sends before it is durable there (see `early-wal.ts`). */
   readonly acceptEarlyWal: boolean;
+  /** WAL no commit waits for is flushed at most this often, ms (see `flush-requests.ts`); 0 flushes every message. */
+  readonly flushDelayMs: number;
   readonly walReceiverTimeoutMs: number;
   readonly retryMinDelayMs: number;
   readonly retryMaxDelayMs: number;
@@ -716,7 +719,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       address,
       user: p.user,
       applicationName: p.applicationName,
-      ...(this.#options.acceptEarlyWal ? { options: [EARLY_WAL_OPTION] } : {}),
+      options: [...(this.#options.acceptEarlyWal ? [EARLY_WAL_OPTION] : []), ...(this.#options.flushDelayMs > 0 ? [FLUSH_ON_REQUEST_OPTION] : [])],
       handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
       signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
       ...(p.password === undefined ? {} : { password: p.password }),
@@ -1199,6 +1202,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       beforeStreaming: ({ historyChecked }) => (this.#control?.state === 'in-recovery' ? Promise.resolve() : this.#recordRecovery(historyChecked)),
       onEndOfTimeline: ({ nextTimeline, switchLsn }) => this.#followTimeline(conn, log, nextTimeline, switchLsn),
       acceptEarlyWal: o.acceptEarlyWal,
+      flushDelayMs: o.flushDelayMs,
       ...(p.slotName === undefined ? {} : { slotName: p.slotName }),
       ...(o.logPrefix === undefined ? {} : { logPrefix: o.logPrefix }),
     });

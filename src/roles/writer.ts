@@ -197,6 +197,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     if (copied) batch = ownedEntries(batch);
     const mode = this.#standbyWait(level);
     const replicated = mode !== null;
+    if (replicated) this.syncRep.wantFlush(result.endLsn);
     const applied = new Promise<void>((resolve, reject) => {
       const pending: Pending = { result, entries: batch, copied, flushed: false, dropped: null, resolve, reject };
       this.#queue.push(pending);
@@ -257,6 +258,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     const result = this.#log.appendRestorePoint(name);
     const mode = this.#standbyWait(this.#synchronousCommit);
     const replicated = mode !== null;
+    if (replicated) this.syncRep.wantFlush(result.endLsn);
     await this.#log.waitForFlush(result, { replicated });
     if (replicated) await this.syncRep.wait(result.endLsn, mode === 'apply' ? 'flush' : mode, {});
     this.#debug('restore point "%s" created at %s', name, formatLsn(result.lsn));

@@ -18,6 +18,12 @@ describe('bench:pg command line', () => {
     assert.equal(s.commitSync, 'pool', "walship as the library defaults: the WAL's fdatasync on libuv's pool");
   });
 
+  it("--flush-delay takes the standbys' flushDelayMs, 0 to 1000 ms; without it, the library's default", () => {
+    assert.equal((parseBenchPgArgs([]) as { flushDelayMs: number | null }).flushDelayMs, null);
+    for (const ms of ['0', '5', '1000']) assert.equal((parseBenchPgArgs(['--flush-delay', ms]) as { flushDelayMs: number | null }).flushDelayMs, Number(ms));
+    for (const bad of ['', '-1', '1001', '2.5', 'x']) assert.throws(() => parseBenchPgArgs(['--flush-delay', bad]), UsageError, bad);
+  });
+
   it('--commit-sync takes pool, thread or inline', () => {
     for (const mode of ['pool', 'thread', 'inline']) assert.equal((parseBenchPgArgs(['--commit-sync', mode]) as { commitSync: string }).commitSync, mode);
     for (const bad of ['', 'sync', 'INLINE']) assert.throws(() => parseBenchPgArgs(['--commit-sync', bad]), UsageError, bad);

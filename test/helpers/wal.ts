@@ -41,6 +41,27 @@ export function countReaderFileReads(storage: Storage): { reads: () => number } 
   return { reads: () => reads };
 }
 
+/**
+ * Records each datasync of a file opened on `storage` from now on, except `.tmp` files (the
+ * control file's and snapshots' replacements): whether it was urgent (see `StorageFile.datasync`),
+ * in order. `only` keeps the files whose names it accepts (say, WAL segments).
+ */
+export function recordDatasyncs(storage: Storage, only: (name: string) => boolean = () => true): boolean[] {
+  const urgent: boolean[] = [];
+  const open = storage.open.bind(storage);
+  storage.open = async (name, options) => {
+    const file = await open(name, options);
+    if (name.endsWith('.tmp') || !only(name)) return file;
+    const datasync = file.datasync.bind(file);
+    file.datasync = (syncOptions) => {
+      urgent.push(syncOptions?.urgent !== false);
+      return datasync(syncOptions);
+    };
+    return file;
+  };
+  return urgent;
+}
+
 export function openLog(storage: Storage, options: Omit<WalLogOptions, 'storage' | 'dir'> = {}): Promise<WalLog> {
   return WalLog.open({ storage, segmentSize: SMALL_SEGMENT, ...options });
 }

@@ -105,6 +105,7 @@ const EXAMPLES: Message[] = [
   { kind: 'replicationStarted', timeline: 1, startLsn: 4096, historyChecked: true },
   { kind: 'walData', startLsn: 2 ** 53 - 3, walEnd: MAX_LSN, sendTime: 5, data: Buffer.from([9, 8, 7]) },
   { kind: 'keepalive', walEnd: 0x1_0000_0002, sendTime: 3, replyRequested: false },
+  { kind: 'flushRequest', flushLsn: 0x1_0000_0003 },
   { kind: 'endOfTimeline', nextTimeline: 2, switchLsn: 0x300_0000 },
   { kind: 'baseBackupBegin', startLsn: 32, timeline: 1, label: '', totalBytes: null },
   baseBackupChunk(MAX_LSN - 4, Buffer.from('data')),
@@ -173,6 +174,7 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
     .record({ startLsn: lsnArb, walEnd: lsnArb, sendTime: lsnArb, data: bytesArb(1024) })
     .map((m) => ({ kind: 'walData' as const, ...m, startLsn: Math.min(m.startLsn, 2 ** 53 - m.data.length) })),
   rec({ kind: fc.constant('keepalive' as const), walEnd: lsnArb, sendTime: lsnArb, replyRequested: fc.boolean() }),
+  rec({ kind: fc.constant('flushRequest' as const), flushLsn: lsnArb }),
   rec({ kind: fc.constant('endOfTimeline' as const), nextTimeline: timelineArb, switchLsn: lsnArb }),
   rec({
     kind: fc.constant('baseBackupBegin' as const),
@@ -193,7 +195,7 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
 describe('protocol messages: round trips', () => {
   it('has one example of every kind, each with its own type byte per direction', () => {
     assert.deepEqual(new Set(EXAMPLES.map((m) => m.kind)), new Set(Object.keys(MESSAGE_TYPES)));
-    assert.deepEqual(PROTOCOL_VERSION, { major: 2, minor: 0 });
+    assert.deepEqual(PROTOCOL_VERSION, { major: 2, minor: 1 });
     const client = EXAMPLES.filter((m) => sideOf(m.kind) === 'client').map((m) => MESSAGE_TYPES[m.kind]);
     const server = new Set(EXAMPLES.filter((m) => sideOf(m.kind) === 'server').map((m) => MESSAGE_TYPES[m.kind]));
     assert.equal(new Set(client).size, client.length);
@@ -213,6 +215,8 @@ describe('protocol messages: round trips', () => {
   it('pins the wire layout of a few messages byte for byte', () => {
     const keepalive = encodeMessage({ kind: 'keepalive', walEnd: 0x1_0000_0002, sendTime: 3, replyRequested: true });
     assert.equal(keepalive.toString('hex'), '00000012' + '6b' + '0000000100000002' + '0000000000000003' + '01');
+    const flushRequest = encodeMessage({ kind: 'flushRequest', flushLsn: 0x1_0000_0002 });
+    assert.equal(flushRequest.toString('hex'), '00000009' + '66' + '0000000100000002');
     const startup = encodeMessage({
       kind: 'startup',
       protocolMajor: 1,

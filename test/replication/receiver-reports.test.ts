@@ -7,7 +7,7 @@ import { MemoryStorage } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { holdDatasyncs, type DatasyncHold } from '../helpers/hold-datasyncs.js';
 import { stopReceiver, walServer } from '../helpers/wal-server.js';
-import { turnsUntil } from '../helpers/wal.js';
+import { recordDatasyncs, turnsUntil } from '../helpers/wal.js';
 
 function until(condition: () => boolean, what: string): Promise<void> {
   return turnsUntil(condition, 20_000, what);
@@ -37,23 +37,6 @@ function earlySenders(net: MemoryNetwork, primary: WalLog, reports: { writeLsn: 
   return walServer(net, primary, { earlySend: true }, (sender) => sender.on('standby:progress', ({ writeLsn, flushLsn }) => reports.push({ writeLsn, flushLsn })));
 }
 
-/** Records, per datasync of a segment of `storage` (not of a `.tmp` file), whether it was urgent. */
-function recordUrgency(storage: MemoryStorage): boolean[] {
-  const urgent: boolean[] = [];
-  const open = storage.open.bind(storage);
-  storage.open = async (name, options) => {
-    const file = await open(name, options);
-    if (name.endsWith('.tmp')) return file;
-    const datasync = file.datasync.bind(file);
-    file.datasync = (syncOptions) => {
-      urgent.push(syncOptions?.urgent !== false);
-      return datasync(syncOptions);
-    };
-    return file;
-  };
-  return urgent;
-}
-
 describe('WalReceiver status reports', () => {
   it("early WAL: where syncs hold the event loop, a flush past the sender's durable end is not an urgent one (so it never holds the sender's word); a flush of WAL the sender called durable is", async () => {
     const net = new MemoryNetwork();
@@ -62,7 +45,7 @@ describe('WalReceiver status reports', () => {
     const { server, address } = await earlySenders(net, primary, reports);
     // syncBlocks: as NodeStorage's with commitSync 'inline', whose urgent syncs hold the loop.
     const replicaStorage = new MemoryStorage({ syncBlocks: true });
-    const urgency = recordUrgency(replicaStorage);
+    const urgency = recordDatasyncs(replicaStorage);
     const replica = await WalLog.open({ storage: replicaStorage, segmentSize: 1024 * 1024, role: 'replica' });
     const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1' });
     const receiver = new WalReceiver(conn, replica, { acceptEarlyWal: true });

@@ -1,0 +1,69 @@
+import type { Lsn } from '../lsn.js';
+import type { StartupOption } from '../protocol/messages.js';
+
+/**
+ * Flushes on request. PostgreSQL's walreceiver makes every message it receives durable at once,
+ * whether or not a commit waits for it; with three nodes on one disk, an asynchronous standby's
+ * fdatasyncs then queue with those the commits wait for (bench/README.md measures it). A walship
+ * standby says in its startup options that it flushes on request. Its upstream then asks it, with
+ * a `flushRequest`, for the WAL a commit waits for this standby to write or flush: sent with that
+ * WAL (the commit says so as it appends), and only to a standby that synchronous replication's
+ * configuration lists. WAL nobody asked for is flushed at most once every `flushDelayMs`: at once
+ * when the last flush is that old (an idle stream keeps its latency), else when it is. A request
+ * is a hint for latency only: whatever the requests, every byte received is durable within
+ * `flushDelayMs`, and a standby whose upstream never asks flushes every message at once.
+ */
+
+/** The startup option a standby sends to say it flushes on request. */
+export const FLUSH_ON_REQUEST_OPTION: StartupOption = Object.freeze({ key: 'walship.flush', value: 'on_request' });
+
+/** Whether a standby's startup options say it flushes on request. */
+export function flushesOnRequest(options: readonly StartupOption[]): boolean {
+  return options.some((option) => option.key === FLUSH_ON_REQUEST_OPTION.key && option.value === FLUSH_ON_REQUEST_OPTION.value);
+}
+
+/**
+ * The standby's side: when the WAL received but not yet durable is flushed. Times are
+ * milliseconds on one monotonic clock.
+ */
+export class FlushPacing {
+  readonly #delayMs: number;
+  /** Whether the upstream asks (it sent a request since streaming started). */
+  #asking = false;
+  /** The highest position asked for. */
+  #requested: Lsn = 0;
+  /** When the last flush started; -Infinity before the first. */
+  #lastFlushAt = Number.NEGATIVE_INFINITY;
+
+  constructor(delayMs: number) {
+    this.#delayMs = delayMs;
+  }
+
+  /** A new stream: its upstream says again whether it asks. */
+  reset(): void {
+    this.#asking = false;
+    this.#requested = 0;
+  }
+
+  /** The upstream asked for `lsn`; returns whether that asks for more than `flushedLsn`. */
+  request(lsn: Lsn, flushedLsn: Lsn): boolean {
+    this.#asking = this.#delayMs > 0;
+    if (lsn > this.#requested) this.#requested = lsn;
+    return this.#requested > flushedLsn;
+  }
+
+  /**
+   * How long the flush of what is written up to `insertLsn` may wait from `now`: 0 to flush now
+   * (asked for, not paced, or the last flush is old enough), else the milliseconds left of
+   * `flushDelayMs` since the last flush.
+   */
+  waitMs(flushedLsn: Lsn, now: number): number {
+    if (!this.#asking || this.#requested > flushedLsn) return 0;
+    return Math.max(0, this.#lastFlushAt + this.#delayMs - now);
+  }
+
+  /** A flush starts at `now`. */
+  flushing(now: number): void {
+    this.#lastFlushAt = now;
+  }
+}

@@ -1,0 +1,254 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { WalLog, type Lsn, type Primary } from '../../src/index.js';
+import type { MessageStream } from '../../src/protocol/message-stream.js';
+import type { ServerMessage } from '../../src/protocol/messages.js';
+import { connectReplication } from '../../src/protocol/replication-client.js';
+import { FLUSH_ON_REQUEST_OPTION, FlushPacing, flushesOnRequest } from '../../src/replication/flush-requests.js';
+import { WalReceiver } from '../../src/replication/wal-receiver.js';
+import { MemoryStorage, createCluster, type Cluster } from '../../src/testing/index.js';
+import { MemoryNetwork } from '../../src/transport/memory-transport.js';
+import { RecordingApp } from '../helpers/apps.js';
+import { report } from '../helpers/primary-helpers.js';
+import { HANG_MS, caughtUp, sameSequence } from '../helpers/standby-harness.js';
+import { walServer } from '../helpers/wal-server.js';
+import { payload, recordDatasyncs, turnsUntil, within } from '../helpers/wal.js';
+
+// Flushes on request (issue #17): a standby that says so flushes at once only the WAL a commit
+// waits for it to write or flush (its upstream asks with a flushRequest), and paces the rest.
+
+const SEGMENT = /^[0-9A-F]{24}$/;
+
+function until(condition: () => boolean, what: string): Promise<void> {
+  return turnsUntil(condition, HANG_MS, what);
+}
+
+async function turns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+describe('FlushPacing', () => {
+  it('flushes at once until the upstream asks; then at once what it asked for, the rest once the last flush is delayMs old', () => {
+    const pacing = new FlushPacing(10);
+    assert.equal(pacing.waitMs(0, 100), 0, 'an upstream that does not ask: every flush at once');
+    pacing.flushing(100);
+    assert.equal(pacing.waitMs(0, 101), 0, 'still not asked');
+    assert.equal(pacing.request(0, 0), false, 'the first request asks for nothing yet');
+    assert.equal(pacing.waitMs(0, 103), 7, 'paced: 10 ms after the last flush, which began at 100');
+    assert.equal(pacing.waitMs(0, 110), 0, 'the last flush is 10 ms old');
+    assert.equal(pacing.waitMs(0, 250), 0);
+    assert.equal(pacing.request(500, 400), true, 'asks for more than is durable');
+    assert.equal(pacing.waitMs(400, 104), 0, 'asked for: at once');
+    assert.equal(pacing.waitMs(500, 104), 6, 'what was asked for is durable: paced again');
+    assert.equal(pacing.request(300, 500), false, 'a lower request asks for nothing more');
+    pacing.reset();
+    assert.equal(pacing.waitMs(500, 104), 0, 'a new stream: at once until its upstream asks');
+  });
+
+  it('never paces with a delay of 0', () => {
+    const pacing = new FlushPacing(0);
+    pacing.request(0, 0);
+    pacing.flushing(100);
+    assert.equal(pacing.waitMs(0, 100), 0);
+  });
+
+  it('reads the startup option', () => {
+    assert.equal(flushesOnRequest([FLUSH_ON_REQUEST_OPTION]), true);
+    assert.equal(flushesOnRequest([{ key: 'walship.flush', value: 'always' }]), false);
+    assert.equal(flushesOnRequest([]), false);
+  });
+});
+
+/** A hand-driven standby that sends the flush-on-request option when `asks`, streaming from `startLsn`. */
+async function rawStandby(cluster: Cluster, primary: Primary, name: string, asks: boolean, startLsn: Lsn): Promise<MessageStream<'client'>> {
+  const conn = await connectReplication({ transport: cluster.transport(name), address: cluster.address(primary), user: 'repl', applicationName: name, ...(asks ? { options: [FLUSH_ON_REQUEST_OPTION] } : {}) });
+  conn.send({ kind: 'startReplication', slotName: '', startLsn, timeline: primary.timeline, checkFrom: null, checkCrc: 0 });
+  return conn;
+}
+
+/** The messages `conn` receives until one carries WAL up to `end` (walData) or says it is durable (keepalive). */
+async function messagesUntil(conn: MessageStream<'client'>, end: Lsn): Promise<ServerMessage[]> {
+  const seen: ServerMessage[] = [];
+  return within(
+    (async () => {
+      for (;;) {
+        const message = await conn.next();
+        if (message === null) throw new Error('the connection ended');
+        seen.push(message);
+        if (message.kind === 'walData' && message.startLsn + message.data.length >= end) return seen;
+      }
+    })(),
+    HANG_MS,
+    `WAL up to ${end}`,
+  );
+}
+
+function requests(messages: readonly ServerMessage[]): Lsn[] {
+  return messages.flatMap((m) => (m.kind === 'flushRequest' ? [m.flushLsn] : []));
+}
+
+describe('flush requests on the wire', () => {
+  it('asks a listed standby that flushes on request for the WAL commits wait for, with that WAL; never an unlisted one, nor one without the option', async (t) => {
+    const cluster = createCluster(t);
+    const primary = await cluster.primary('p', {
+      application: new RecordingApp(),
+      synchronousStandbyNames: 'FIRST 1 (s1)',
+      auth: { rules: [{ user: 'repl', address: 'all', method: 'trust' }] },
+    });
+    await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
+    const start = primary.flushLsn;
+    const s1 = await rawStandby(cluster, primary, 's1', true, start);
+    const s2 = await rawStandby(cluster, primary, 's2', true, start);
+    const plain = await rawStandby(cluster, primary, 's1', false, start);
+    for (const conn of [s1, s2]) {
+      const [started, first] = [await conn.next(), await conn.next()];
+      assert.equal(started?.kind, 'replicationStarted');
+      assert.deepEqual(first, { kind: 'flushRequest', flushLsn: 0 }, 'the first request says that requests will come');
+    }
+    assert.equal((await plain.next())?.kind, 'replicationStarted');
+
+    // A local commit: nobody waits for a standby, nobody is asked.
+    const local = await primary.commit(payload(1, 100), { synchronousCommit: 'local' });
+    for (const conn of [s1, s2, plain]) assert.deepEqual(requests(await messagesUntil(conn, local.lsn)), []);
+
+    // A commit at `on` waits for s1: s1 is asked for it, ahead of its WAL.
+    const committing = primary.commit(payload(2, 100));
+    const end = primary.currentLsn;
+    const toS1 = await messagesUntil(s1, end);
+    assert.deepEqual(requests(toS1), [end]);
+    assert.ok(toS1.findIndex((m) => m.kind === 'flushRequest') < toS1.findIndex((m) => m.kind === 'walData'), 'the request goes ahead of the WAL');
+    assert.deepEqual(requests(await messagesUntil(s2, end)), [], 's2 is not listed: nothing waits for it');
+    assert.deepEqual(requests(await messagesUntil(plain, end)), [], 'no request to a standby without the option');
+    report(s1, end, end, end);
+    await within(committing, HANG_MS, 'the commit at on');
+
+    // Listed under ANY: both are asked.
+    primary.reload({ synchronousStandbyNames: 'ANY 1 (s1, s2)' });
+    const next = primary.commit(payload(3, 100));
+    const end2 = primary.currentLsn;
+    assert.deepEqual(requests(await messagesUntil(s1, end2)), [end2]);
+    assert.deepEqual(requests(await messagesUntil(s2, end2)), [end2]);
+    report(s2, end2, end2, end2);
+    await within(next, HANG_MS, 'the commit under ANY 1');
+    for (const conn of [s1, s2, plain]) conn.destroy();
+    await primary.close();
+  });
+});
+
+/** A replica log on its own storage, its segments' datasyncs recorded. */
+async function replicaLog(): Promise<{ replica: WalLog; syncs: boolean[] }> {
+  const storage = new MemoryStorage();
+  const syncs = recordDatasyncs(storage, (name) => SEGMENT.test(name));
+  return { replica: await WalLog.open({ storage, segmentSize: 1024 * 1024, role: 'replica' }), syncs };
+}
+
+describe('WalReceiver flushing on request', () => {
+  it('from an upstream that asks: flushes at once what is asked for, holds the rest until the delay since its last flush, and flushes everything when it stops', async () => {
+    const net = new MemoryNetwork();
+    const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
+    let wanted = 0;
+    const { server, address } = await walServer(net, primary, { flushWanted: () => wanted });
+    const { replica, syncs } = await replicaLog();
+    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
+    // A delay no test run reaches: what is not asked for waits for the stop.
+    const receiver = new WalReceiver(conn, replica, { flushDelayMs: 3_600_000 });
+    const running = receiver.run();
+    const commit = async (text: string): Promise<Lsn> => {
+      const { endLsn } = primary.append(Buffer.from(text));
+      await primary.waitForFlush(endLsn);
+      return endLsn;
+    };
+    const first = await commit('first');
+    await until(() => replica.flushedLsn >= first, 'the first flush, at once: none came before it');
+    const held = await commit('not asked for');
+    await until(() => replica.insertLsn >= held, 'the WAL received');
+    await turns(50);
+    assert.ok(replica.flushedLsn < held, 'WAL nobody asked for waits for the delay');
+    const syncsBefore = syncs.length;
+    const asked = primary.append(Buffer.from('asked for')).endLsn;
+    wanted = asked;
+    await primary.waitForFlush(asked);
+    await until(() => replica.flushedLsn >= asked, 'the flush asked for, at once');
+    assert.equal(syncs.length, syncsBefore + 1, 'one flush for what was held and what was asked for');
+    const last = await commit('not asked for either');
+    await until(() => replica.insertLsn >= last, 'the WAL received');
+    await receiver.stop();
+    await running;
+    assert.equal(replica.flushedLsn, last, 'the stop flushed what was held');
+    await server.close();
+    await replica.close();
+    await primary.close();
+  });
+
+  it('from an upstream that asks, with a short delay: WAL nobody asks for is made durable by itself', async () => {
+    const net = new MemoryNetwork();
+    const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
+    const { server, address } = await walServer(net, primary, { flushWanted: () => 0 });
+    const { replica } = await replicaLog();
+    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
+    const receiver = new WalReceiver(conn, replica, { flushDelayMs: 20 });
+    const running = receiver.run();
+    let end = 0;
+    for (let i = 0; i < 20; i++) end = primary.append(payload(i, 200)).endLsn;
+    await primary.waitForFlush(end);
+    await until(() => replica.flushedLsn >= end, 'the paced flush');
+    await receiver.stop();
+    await running;
+    await server.close();
+    await replica.close();
+    await primary.close();
+  });
+
+  it('from an upstream that does not ask, flushes every message at once, whatever its delay', async () => {
+    const net = new MemoryNetwork();
+    const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
+    const { server, address } = await walServer(net, primary);
+    const { replica, syncs } = await replicaLog();
+    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
+    const receiver = new WalReceiver(conn, replica, { flushDelayMs: 3_600_000 });
+    const running = receiver.run();
+    for (let i = 0; i < 5; i++) {
+      const { endLsn } = primary.append(payload(i, 100));
+      await primary.waitForFlush(endLsn);
+      await until(() => replica.flushedLsn >= endLsn, `message ${i} flushed at once`);
+    }
+    assert.ok(syncs.length >= 5, `${syncs.length} flushes`);
+    await receiver.stop();
+    await running;
+    await server.close();
+    await replica.close();
+    await primary.close();
+  });
+});
+
+describe('standbys flushing on request', () => {
+  it('under FIRST 1 (s1): s1 flushes each commit at on, s2 (asynchronous) and s1 at local are paced; both end with everything', async (t) => {
+    const cluster = createCluster(t);
+    const papp = new RecordingApp();
+    const primary = await cluster.primary('p', { application: papp, synchronousStandbyNames: 'FIRST 1 (s1)', sync: 'none' });
+    // A delay longer than the test: the counts below cannot depend on the machine's speed.
+    const s1Syncs = recordDatasyncs(cluster.storage('s1'), (name) => SEGMENT.test(name));
+    const s2Syncs = recordDatasyncs(cluster.storage('s2'), (name) => SEGMENT.test(name));
+    const [s1App, s2App] = [new RecordingApp(), new RecordingApp()];
+    const s1 = await cluster.standby('s1', { upstream: primary, application: s1App, flushDelayMs: 1000 });
+    const s2 = await cluster.standby('s2', { upstream: primary, application: s2App, flushDelayMs: 1000 });
+    await caughtUp(s1, primary);
+    await caughtUp(s2, primary);
+    await until(() => primary.replicationStatus().some((r) => r.applicationName === 's1' && r.syncState === 'sync'), 's1 to be synchronous');
+    const COMMITS = 40;
+    let [s1At, s2At] = [s1Syncs.length, s2Syncs.length];
+    for (let i = 0; i < COMMITS; i++) await primary.commit(payload(i, 100), { synchronousCommit: 'on' });
+    assert.ok(s1Syncs.length - s1At >= COMMITS, `s1, which each commit waits for, flushed ${s1Syncs.length - s1At} times for ${COMMITS} commits`);
+    assert.ok(s2Syncs.length - s2At <= COMMITS / 4, `s2, which no commit waits for, flushed ${s2Syncs.length - s2At} times for ${COMMITS} commits`);
+    [s1At, s2At] = [s1Syncs.length, s2Syncs.length];
+    for (let i = 0; i < COMMITS; i++) await primary.commit(payload(COMMITS + i, 100), { synchronousCommit: 'local' });
+    assert.ok(s1Syncs.length - s1At <= COMMITS / 4, `at local nothing waits for s1: it flushed ${s1Syncs.length - s1At} times for ${COMMITS} commits`);
+    await caughtUp(s1, primary);
+    await caughtUp(s2, primary);
+    sameSequence(s1App.applied, papp.applied, 's1');
+    sameSequence(s2App.applied, papp.applied, 's2');
+    await s1.close();
+    await s2.close();
+    await primary.close();
+  });
+});
