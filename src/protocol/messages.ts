@@ -348,14 +348,17 @@ export interface KeepaliveMessage {
 }
 
 /**
- * Make the WAL up to `flushLsn` durable at once: a commit waits for this standby's flush (or
- * write) of it. Sent only to a standby that said in its startup options that it flushes on
- * request (see `FLUSH_ON_REQUEST_OPTION`); the first one, sent when streaming starts, tells it
- * that this server will ask, and from then on it paces the flushes nobody asked for.
+ * Write the WAL up to `writeLsn` at once, and make the WAL up to `flushLsn` durable at once:
+ * commits wait for this standby to write (`remote_write`), or to flush or apply, that far.
+ * Sent only to a standby that said in its startup options that it flushes on request (see
+ * `FLUSH_ON_REQUEST_OPTION`); the first one, sent when streaming starts, tells it that this
+ * server will ask, and from then on it paces the flushes nobody asked for.
  */
 export interface FlushRequestMessage {
   /** Selects the message type: its type byte is {@link MESSAGE_TYPES}`[kind]`. */
   readonly kind: 'flushRequest';
+  /** The position to write at once; 0 asks for nothing yet. */
+  readonly writeLsn: Lsn;
   /** The position to make durable at once; 0 asks for nothing yet. */
   readonly flushLsn: Lsn;
 }
@@ -861,7 +864,7 @@ const SPECS: SpecTable = {
     check: (msg) => (msg.data.length > 2 ** 53 - msg.startLsn ? 'data ends beyond LSN 2^53' : undefined),
   },
   keepalive: { type: code('k'), from: 'server', fields: { walEnd: u64, sendTime: u64, replyRequested: bool } },
-  flushRequest: { type: code('f'), from: 'server', fields: { flushLsn: u64 } },
+  flushRequest: { type: code('f'), from: 'server', fields: { writeLsn: u64, flushLsn: u64 } },
   endOfTimeline: { type: code('e'), from: 'server', fields: { nextTimeline: timeline, switchLsn: u64 } },
   baseBackupBegin: {
     type: code('b'),

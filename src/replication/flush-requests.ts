@@ -6,12 +6,14 @@ import type { StartupOption } from '../protocol/messages.js';
  * whether or not a commit waits for it; with three nodes on one disk, an asynchronous standby's
  * fdatasyncs then queue with those the commits wait for (bench/README.md measures it). A walship
  * standby says in its startup options that it flushes on request. Its upstream then asks it, with
- * a `flushRequest`, for the WAL a commit waits for this standby to write or flush: sent with that
- * WAL (the commit says so as it appends), and only to a standby that synchronous replication's
- * configuration lists. WAL nobody asked for is flushed at most once every `flushDelayMs`: at once
- * when the last flush is that old (an idle stream keeps its latency), else when it is. A request
- * is a hint for latency only: whatever the requests, every byte received is durable within
- * `flushDelayMs`, and a standby whose upstream never asks flushes every message at once.
+ * a `flushRequest`, for the WAL a commit waits for this standby to write (`remote_write`), or to
+ * flush or apply: sent with that WAL (the commit says so as it appends), and only to a standby
+ * that synchronous replication's configuration lists. What is asked to be written is written at
+ * once, what is asked to be flushed is flushed at once; WAL nobody asked to be flushed is flushed
+ * at most once every `flushDelayMs`: at once when the last flush is that old (an idle stream
+ * keeps its latency), else when it is. A request is a hint for latency only: whatever the
+ * requests, every byte received is durable within `flushDelayMs`, and a standby whose upstream
+ * never asks flushes every message at once.
  */
 
 /** The startup option a standby sends to say it flushes on request. */
@@ -30,7 +32,8 @@ export class FlushPacing {
   readonly #delayMs: number;
   /** Whether the upstream asks (it sent a request since streaming started). */
   #asking = false;
-  /** The highest position asked for. */
+  /** The highest positions asked to be written, and flushed. */
+  #writeRequested: Lsn = 0;
   #requested: Lsn = 0;
   /** When the last flush started; -Infinity before the first. */
   #lastFlushAt = Number.NEGATIVE_INFINITY;
@@ -42,14 +45,20 @@ export class FlushPacing {
   /** A new stream: its upstream says again whether it asks. */
   reset(): void {
     this.#asking = false;
+    this.#writeRequested = 0;
     this.#requested = 0;
   }
 
-  /** The upstream asked for `lsn`; returns whether that asks for more than `flushedLsn`. */
-  request(lsn: Lsn, flushedLsn: Lsn): boolean {
+  /** The upstream asked for WAL up to `writeLsn` to be written, and up to `flushLsn` to be flushed, at once. */
+  request(writeLsn: Lsn, flushLsn: Lsn): void {
     this.#asking = this.#delayMs > 0;
-    if (lsn > this.#requested) this.#requested = lsn;
-    return this.#requested > flushedLsn;
+    this.#writeRequested = Math.max(this.#writeRequested, writeLsn, flushLsn);
+    this.#requested = Math.max(this.#requested, flushLsn);
+  }
+
+  /** The highest position asked to be written at once (or flushed: that writes it too). */
+  get writeRequested(): Lsn {
+    return this.#writeRequested;
   }
 
   /**

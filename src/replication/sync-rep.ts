@@ -39,6 +39,7 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   /** The standbys commits wait for, as last announced with `sync:standbys`. */
   #members: readonly SyncMember[] = [];
   #canceled: WalshipError | null = null;
+  #writeWanted: Lsn = 0;
   #flushWanted: Lsn = 0;
 
   constructor(config: SyncStandbyConfig | null) {
@@ -52,19 +53,21 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   }
 
   /**
-   * The highest position a commit waits (or is about to wait) for the standbys to write, flush
-   * or apply: what senders ask the standbys that flush on request to flush (see `flush-requests.ts`).
+   * The highest position a commit waits (or is about to wait) for the standbys to write
+   * (`write`), or to flush or apply (`flush`): what senders ask the standbys that flush on
+   * request for (see `flush-requests.ts`).
    */
-  get flushWanted(): Lsn {
-    return this.#flushWanted;
+  wanted(what: 'write' | 'flush'): Lsn {
+    return what === 'write' ? this.#writeWanted : this.#flushWanted;
   }
 
   /**
-   * A commit appended up to `lsn` will wait for the standbys. Said when it is appended, before
-   * its WAL is sent, so that the request goes out with that WAL.
+   * A commit appended up to `lsn` will wait for the standbys in `mode`. Said when it is
+   * appended, before its WAL is sent, so that the request goes out with that WAL.
    */
-  wantFlush(lsn: Lsn): void {
-    if (lsn > this.#flushWanted) this.#flushWanted = lsn;
+  want(lsn: Lsn, mode: SyncWaitMode): void {
+    if (mode === 'write') this.#writeWanted = Math.max(this.#writeWanted, lsn);
+    else this.#flushWanted = Math.max(this.#flushWanted, lsn);
   }
 
   /**

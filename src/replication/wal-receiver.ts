@@ -215,6 +215,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
           log.writeBytes(startLsn, data);
           this.#confirm(message.walEnd);
           this.#sendTimes.record(startLsn, end, message.sendTime);
+          this.#writeIfRequested();
           this.#startFlushing();
           // Bounded memory: stop reading (TCP then holds the sender back) while too much of
           // the received WAL is not durable yet.
@@ -223,7 +224,11 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
           this.#confirm(message.walEnd);
           if (message.replyRequested) this.#report(false);
         } else if (message.kind === 'flushRequest') {
-          if (this.#pacing.request(message.flushLsn, log.flushedLsn)) this.#startFlushing();
+          // A request comes ahead of the WAL it asks for, which the walData that follows brings
+          // (and starts the write or flush); one for WAL already here acts now.
+          this.#pacing.request(message.writeLsn, message.flushLsn);
+          if (message.writeLsn <= log.insertLsn) this.#writeIfRequested();
+          if (message.flushLsn <= log.insertLsn) this.#startFlushing();
         } else if (message.kind === 'error') {
           throw new WalshipError(message.code, message.message);
         } else if (message.kind !== 'endOfTimeline') {
@@ -336,6 +341,12 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
       this.#pinged = true;
       this.#report(true);
     }
+  }
+
+  /** WAL a `remote_write` commit waits for goes to the OS at once, whether or not its flush waits (see `FlushPacing`). */
+  #writeIfRequested(): void {
+    const log = this.#log;
+    if (this.#pacing.writeRequested > log.writtenLsn && log.insertLsn > log.writtenLsn) log.writeSoon(this.#pacing.writeRequested);
   }
 
   /**

@@ -45,11 +45,11 @@ export interface WalSenderOptions {
   readonly earlySend?: boolean;
   /**
    * The standby flushes on request (it said so, see `flush-requests.ts`): the highest position
-   * a commit waits for it to write or flush, asked for with a `flushRequest` before the next
-   * message whenever it moved (0 while its reports count for no commit). Null for a standby
-   * that flushes every message. @defaultValue null
+   * a commit waits for it to write (`write`), or to flush or apply (`flush`), asked for with a
+   * `flushRequest` before the next message whenever either moved (0 while its reports count
+   * for no commit). Null for a standby that flushes every message. @defaultValue null
    */
-  readonly flushWanted?: (() => Lsn) | null;
+  readonly wanted?: ((what: 'write' | 'flush') => Lsn) | null;
   readonly logPrefix?: string;
 }
 
@@ -65,7 +65,7 @@ export interface WalSenderEvents {
   'standby:progress': (event: StandbyProgress & Lags) => void;
 }
 
-const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0, timeline: 0, earlySend: false, flushWanted: null };
+const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0, timeline: 0, earlySend: false, wanted: null };
 
 /**
  * Streams a primary's durable WAL (with `earlySend`, its written WAL) to one standby over an authenticated connection, from the
@@ -94,7 +94,8 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   #timedOut: WalshipError | null = null;
   /** The durable end the last message carried: an early sender tells the standby when it moves past it. */
   #toldDurable: Lsn = 0;
-  /** The flush position last asked for (`flushWanted`); -1 before the first request, which says requests will come. */
+  /** The write and flush positions last asked for (`wanted`); -1 before the first request, which says requests will come. */
+  #askedWrite: Lsn = -1;
   #askedFlush: Lsn = -1;
 
   constructor(conn: MessageStream<'server'>, log: WalLog, startLsn: Lsn, options: WalSenderOptions = {}) {
@@ -358,12 +359,15 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
 
   /** The request for the position commits now wait for, when it moved since the last one (the first always goes); null otherwise. */
   #flushRequest(): FlushRequestMessage | null {
-    const wanted = this.#options.flushWanted;
+    const wanted = this.#options.wanted;
     if (wanted === null) return null;
-    const flushLsn = wanted();
-    if (flushLsn <= this.#askedFlush) return null;
-    this.#askedFlush = flushLsn;
-    return { kind: 'flushRequest', flushLsn };
+    const flushLsn = wanted('flush');
+    // A flush writes too: the write asked for is never behind the flush.
+    const writeLsn = Math.max(wanted('write'), flushLsn);
+    if (writeLsn <= this.#askedWrite && flushLsn <= this.#askedFlush) return null;
+    this.#askedWrite = Math.max(writeLsn, this.#askedWrite);
+    this.#askedFlush = Math.max(flushLsn, this.#askedFlush);
+    return { kind: 'flushRequest', writeLsn: this.#askedWrite, flushLsn: this.#askedFlush };
   }
 
   #setState(state: WalSenderState): void {

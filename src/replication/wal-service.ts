@@ -376,7 +376,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       historyCheck: { checkFrom: command.checkFrom, checkCrc: command.checkCrc },
       historyFrom: this.#source.historyFrom?.() ?? 0,
       earlySend: this.#options.earlySend === true && log.role === 'primary' && acceptsEarlyWal(session.info.options),
-      flushWanted: flushesOnRequest(session.info.options) ? () => this.#flushWantedOf(applicationName) : null,
+      wanted: flushesOnRequest(session.info.options) ? (what) => this.#wantedOf(applicationName, what) : null,
       ...(this.#options.logPrefix === undefined ? {} : { logPrefix: `${this.#options.logPrefix} ${applicationName}` }),
     });
     session.sender = sender;
@@ -421,14 +421,15 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
   }
 
   /**
-   * What the sender asks the standby `applicationName` to flush at once: the position commits
-   * wait for, when synchronous replication lists it (read when sending: a promoted standby's
-   * service gets synchronous replication later, and a reload changes the list); else 0.
+   * What the sender asks the standby `applicationName` to write, or flush, at once: the
+   * position commits wait for, when synchronous replication lists it (read when sending: a
+   * promoted standby's service gets synchronous replication later, and a reload changes the
+   * list); else 0.
    */
-  #flushWantedOf(applicationName: string): Lsn {
+  #wantedOf(applicationName: string, what: 'write' | 'flush'): Lsn {
     const syncRep = this.#syncRep;
     if (syncRep === undefined) return 0;
-    const wanted = syncRep.flushWanted;
+    const wanted = syncRep.wanted(what);
     return wanted > 0 && syncPriorityOf(syncRep.config, applicationName) > 0 ? wanted : 0;
   }
 

@@ -197,7 +197,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     if (copied) batch = ownedEntries(batch);
     const mode = this.#standbyWait(level);
     const replicated = mode !== null;
-    if (replicated) this.syncRep.wantFlush(result.endLsn);
+    if (replicated) this.syncRep.want(result.endLsn, mode);
     const applied = new Promise<void>((resolve, reject) => {
       const pending: Pending = { result, entries: batch, copied, flushed: false, dropped: null, resolve, reject };
       this.#queue.push(pending);
@@ -258,7 +258,7 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     const result = this.#log.appendRestorePoint(name);
     const mode = this.#standbyWait(this.#synchronousCommit);
     const replicated = mode !== null;
-    if (replicated) this.syncRep.wantFlush(result.endLsn);
+    if (replicated) this.syncRep.want(result.endLsn, mode === 'apply' ? 'flush' : mode);
     await this.#log.waitForFlush(result, { replicated });
     if (replicated) await this.syncRep.wait(result.endLsn, mode === 'apply' ? 'flush' : mode, {});
     this.#debug('restore point "%s" created at %s', name, formatLsn(result.lsn));

@@ -689,6 +689,16 @@ export class WalLog extends SafeEmitter<WalLogEvents> {
   }
 
   /**
+   * Writes the bytes received up to `lsn` to the OS soon, without waiting for a flush (a
+   * standby's write that a `remote_write` commit waits for; `write` follows). Replica logs only.
+   */
+  writeSoon(lsn: Lsn): void {
+    this.#assertOpen();
+    if (this.role !== 'replica') throw new WalshipError('INVALID_ARGUMENT', 'writeSoon is for replica logs');
+    this.#writer.writeSoon(lsn);
+  }
+
+  /**
    * Ends the current segment early and makes it durable, so that it can be archived now
    * (PostgreSQL's `pg_switch_wal`, and `archive_timeout`): the next record starts the next
    * segment. Resolves with the end of the segment that was ended, or `null` when the segment

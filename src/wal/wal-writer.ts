@@ -143,6 +143,8 @@ export class WalWriter {
   #syncing: Promise<void> | null = null;
   /** Set while the writer waits for its sync: lets new pending bytes wake it. */
   #wake: (() => void) | null = null;
+  /** Appended bytes up to here go to the OS without waiting for a flush ({@link writeSoon}). */
+  #writeWanted: Lsn = 0;
   #dirty = new Set<number>();
   /** The bytes from the start of the block holding {@link #tailLsn} up to it (see {@link TAIL_BLOCK_SIZE}). */
   readonly #tail = Buffer.alloc(TAIL_BLOCK_SIZE);
@@ -413,6 +415,18 @@ export class WalWriter {
     return flushed;
   }
 
+  /**
+   * Hands what is appended up to `lsn` (no further than the insert position) to the OS in the
+   * next write round, without waiting for a flush: a standby's write that a `remote_write`
+   * commit waits for. The `write` event follows; no fdatasync is started for it.
+   */
+  writeSoon(lsn: Lsn): void {
+    const until = Math.min(lsn, this.#insertLsn);
+    if (until <= this.#writtenLsn || until <= this.#writeWanted) return;
+    this.#writeWanted = until;
+    this.#schedule();
+  }
+
   /** Writes and syncs everything pending, whatever the sync mode (close makes data durable). */
   async drain(): Promise<void> {
     while (this.#loop !== null) await this.#loop;
@@ -439,6 +453,7 @@ export class WalWriter {
     this.#insertLsn = this.#writtenLsn = this.#syncedLsn = lsn;
     this.#urgentUntil = Math.min(this.#urgentUntil, lsn);
     this.#replicatedUntil = Math.min(this.#replicatedUntil, lsn);
+    this.#writeWanted = Math.min(this.#writeWanted, lsn);
     this.#announcedWrittenLsn = Math.min(this.#announcedWrittenLsn, lsn);
     this.#flushed.rewind(lsn);
     this.#dirty.clear();
@@ -463,7 +478,7 @@ export class WalWriter {
   #schedule(): void {
     // A writer waiting on a sync only acts on a full write's worth of bytes (it re-checks
     // everything when the sync ends), so new committers alone need not wake it.
-    if (this.#pendingBytes >= WRITE_THRESHOLD) this.#wake?.();
+    if (this.#pendingBytes >= WRITE_THRESHOLD || this.#writeWanted > this.#writtenLsn) this.#wake?.();
     if (this.#scheduled || this.#loop !== null || this.#failure !== null) return;
     this.#scheduled = true;
     // Let every committer of this turn of the event loop append before the write starts.
@@ -481,7 +496,7 @@ export class WalWriter {
       this.#fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', `the WAL writer failed: ${describe(err)}`, { cause: err }));
     } finally {
       this.#loop = null;
-      if (this.#flushed.size > 0 || this.#pendingBytes >= WRITE_THRESHOLD) this.#schedule();
+      if (this.#flushed.size > 0 || this.#pendingBytes >= WRITE_THRESHOLD || this.#writeWanted > this.#writtenLsn) this.#schedule();
     }
   }
 
@@ -501,7 +516,7 @@ export class WalWriter {
           });
         }
         // While a sync runs, small writes gain nothing: they wait for the next sync anyway.
-        if (this.#runs.length > 0 && (this.#pendingBytes >= WRITE_THRESHOLD || (wantSync && this.#syncing === null))) {
+        if (this.#runs.length > 0 && (this.#pendingBytes >= WRITE_THRESHOLD || this.#writeWanted > this.#writtenLsn || (wantSync && this.#syncing === null))) {
           const runs = this.#runs;
           this.#runs = [];
           this.#pendingBytes = 0;

@@ -42,7 +42,7 @@ const CORPUS: Message[] = [
   { kind: 'replicationStarted', timeline: 1, startLsn: 64, historyChecked: false },
   { kind: 'walData', startLsn: 64, walEnd: 128, sendTime: 1, data: Buffer.alloc(64, 0x5a) },
   { kind: 'keepalive', walEnd: 128, sendTime: 2, replyRequested: true },
-  { kind: 'flushRequest', flushLsn: 256 },
+  { kind: 'flushRequest', writeLsn: 512, flushLsn: 256 },
   { kind: 'endOfTimeline', nextTimeline: 2, switchLsn: 100 },
   { kind: 'baseBackupBegin', startLsn: 8, timeline: 1, label: 'L', totalBytes: 3 },
   baseBackupChunk(0, Buffer.from('abc')),

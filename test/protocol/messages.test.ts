@@ -105,7 +105,7 @@ const EXAMPLES: Message[] = [
   { kind: 'replicationStarted', timeline: 1, startLsn: 4096, historyChecked: true },
   { kind: 'walData', startLsn: 2 ** 53 - 3, walEnd: MAX_LSN, sendTime: 5, data: Buffer.from([9, 8, 7]) },
   { kind: 'keepalive', walEnd: 0x1_0000_0002, sendTime: 3, replyRequested: false },
-  { kind: 'flushRequest', flushLsn: 0x1_0000_0003 },
+  { kind: 'flushRequest', writeLsn: 0x1_0000_0004, flushLsn: 0x1_0000_0003 },
   { kind: 'endOfTimeline', nextTimeline: 2, switchLsn: 0x300_0000 },
   { kind: 'baseBackupBegin', startLsn: 32, timeline: 1, label: '', totalBytes: null },
   baseBackupChunk(MAX_LSN - 4, Buffer.from('data')),
@@ -174,7 +174,7 @@ const messageArb: fc.Arbitrary<Message> = fc.oneof(
     .record({ startLsn: lsnArb, walEnd: lsnArb, sendTime: lsnArb, data: bytesArb(1024) })
     .map((m) => ({ kind: 'walData' as const, ...m, startLsn: Math.min(m.startLsn, 2 ** 53 - m.data.length) })),
   rec({ kind: fc.constant('keepalive' as const), walEnd: lsnArb, sendTime: lsnArb, replyRequested: fc.boolean() }),
-  rec({ kind: fc.constant('flushRequest' as const), flushLsn: lsnArb }),
+  rec({ kind: fc.constant('flushRequest' as const), writeLsn: lsnArb, flushLsn: lsnArb }),
   rec({ kind: fc.constant('endOfTimeline' as const), nextTimeline: timelineArb, switchLsn: lsnArb }),
   rec({
     kind: fc.constant('baseBackupBegin' as const),
@@ -215,8 +215,8 @@ describe('protocol messages: round trips', () => {
   it('pins the wire layout of a few messages byte for byte', () => {
     const keepalive = encodeMessage({ kind: 'keepalive', walEnd: 0x1_0000_0002, sendTime: 3, replyRequested: true });
     assert.equal(keepalive.toString('hex'), '00000012' + '6b' + '0000000100000002' + '0000000000000003' + '01');
-    const flushRequest = encodeMessage({ kind: 'flushRequest', flushLsn: 0x1_0000_0002 });
-    assert.equal(flushRequest.toString('hex'), '00000009' + '66' + '0000000100000002');
+    const flushRequest = encodeMessage({ kind: 'flushRequest', writeLsn: 0x1_0000_0003, flushLsn: 0x1_0000_0002 });
+    assert.equal(flushRequest.toString('hex'), '00000011' + '66' + '0000000100000003' + '0000000100000002');
     const startup = encodeMessage({
       kind: 'startup',
       protocolMajor: 1,

@@ -33,16 +33,22 @@ describe('FlushPacing', () => {
     assert.equal(pacing.waitMs(0, 100), 0, 'an upstream that does not ask: every flush at once');
     pacing.flushing(100);
     assert.equal(pacing.waitMs(0, 101), 0, 'still not asked');
-    assert.equal(pacing.request(0, 0), false, 'the first request asks for nothing yet');
-    assert.equal(pacing.waitMs(0, 103), 7, 'paced: 10 ms after the last flush, which began at 100');
+    pacing.request(0, 0);
+    assert.equal(pacing.waitMs(0, 103), 7, 'the first request asks for nothing yet: paced, 10 ms after the last flush, which began at 100');
     assert.equal(pacing.waitMs(0, 110), 0, 'the last flush is 10 ms old');
     assert.equal(pacing.waitMs(0, 250), 0);
-    assert.equal(pacing.request(500, 400), true, 'asks for more than is durable');
-    assert.equal(pacing.waitMs(400, 104), 0, 'asked for: at once');
-    assert.equal(pacing.waitMs(500, 104), 6, 'what was asked for is durable: paced again');
-    assert.equal(pacing.request(300, 500), false, 'a lower request asks for nothing more');
+    pacing.request(600, 500);
+    assert.equal(pacing.waitMs(400, 104), 0, 'asked to flush more than is durable: at once');
+    assert.equal(pacing.waitMs(500, 104), 6, 'what was asked to be flushed is durable: paced again');
+    assert.equal(pacing.writeRequested, 600);
+    pacing.request(300, 700);
+    assert.equal(pacing.writeRequested, 700, 'a flush asked for writes too');
+    pacing.request(100, 200);
+    assert.equal(pacing.writeRequested, 700, 'lower requests ask for nothing more');
+    assert.equal(pacing.waitMs(700, 104), 6);
     pacing.reset();
     assert.equal(pacing.waitMs(500, 104), 0, 'a new stream: at once until its upstream asks');
+    assert.equal(pacing.writeRequested, 0);
   });
 
   it('never paces with a delay of 0', () => {
@@ -83,8 +89,8 @@ async function messagesUntil(conn: MessageStream<'client'>, end: Lsn): Promise<S
   );
 }
 
-function requests(messages: readonly ServerMessage[]): Lsn[] {
-  return messages.flatMap((m) => (m.kind === 'flushRequest' ? [m.flushLsn] : []));
+function requests(messages: readonly ServerMessage[]): [write: Lsn, flush: Lsn][] {
+  return messages.flatMap((m): [Lsn, Lsn][] => (m.kind === 'flushRequest' ? [[m.writeLsn, m.flushLsn]] : []));
 }
 
 describe('flush requests on the wire', () => {
@@ -103,7 +109,7 @@ describe('flush requests on the wire', () => {
     for (const conn of [s1, s2]) {
       const [started, first] = [await conn.next(), await conn.next()];
       assert.equal(started?.kind, 'replicationStarted');
-      assert.deepEqual(first, { kind: 'flushRequest', flushLsn: 0 }, 'the first request says that requests will come');
+      assert.deepEqual(first, { kind: 'flushRequest', writeLsn: 0, flushLsn: 0 }, 'the first request says that requests will come');
     }
     assert.equal((await plain.next())?.kind, 'replicationStarted');
 
@@ -115,19 +121,26 @@ describe('flush requests on the wire', () => {
     const committing = primary.commit(payload(2, 100));
     const end = primary.currentLsn;
     const toS1 = await messagesUntil(s1, end);
-    assert.deepEqual(requests(toS1), [end]);
+    assert.deepEqual(requests(toS1), [[end, end]], 'a flush asked for is a write asked for too');
     assert.ok(toS1.findIndex((m) => m.kind === 'flushRequest') < toS1.findIndex((m) => m.kind === 'walData'), 'the request goes ahead of the WAL');
     assert.deepEqual(requests(await messagesUntil(s2, end)), [], 's2 is not listed: nothing waits for it');
     assert.deepEqual(requests(await messagesUntil(plain, end)), [], 'no request to a standby without the option');
     report(s1, end, end, end);
     await within(committing, HANG_MS, 'the commit at on');
 
+    // remote_write waits for s1's write only.
+    const writing = primary.commit(payload(3, 100), { synchronousCommit: 'remote_write' });
+    const written = primary.currentLsn;
+    assert.deepEqual(requests(await messagesUntil(s1, written)), [[written, end]], 'asked to write it, not to flush it');
+    report(s1, written, end, end);
+    await within(writing, HANG_MS, 'the commit at remote_write');
+
     // Listed under ANY: both are asked.
     primary.reload({ synchronousStandbyNames: 'ANY 1 (s1, s2)' });
-    const next = primary.commit(payload(3, 100));
+    const next = primary.commit(payload(4, 100));
     const end2 = primary.currentLsn;
-    assert.deepEqual(requests(await messagesUntil(s1, end2)), [end2]);
-    assert.deepEqual(requests(await messagesUntil(s2, end2)), [end2]);
+    assert.deepEqual(requests(await messagesUntil(s1, end2)), [[end2, end2]]);
+    assert.deepEqual(requests(await messagesUntil(s2, end2)), [[end2, end2]]);
     report(s2, end2, end2, end2);
     await within(next, HANG_MS, 'the commit under ANY 1');
     for (const conn of [s1, s2, plain]) conn.destroy();
@@ -143,11 +156,11 @@ async function replicaLog(): Promise<{ replica: WalLog; syncs: boolean[] }> {
 }
 
 describe('WalReceiver flushing on request', () => {
-  it('from an upstream that asks: flushes at once what is asked for, holds the rest until the delay since its last flush, and flushes everything when it stops', async () => {
+  it('from an upstream that asks: writes at once what is asked to be written, flushes at once what is asked to be flushed, holds the rest until the delay since its last flush, and flushes everything when it stops', async () => {
     const net = new MemoryNetwork();
     const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
-    let wanted = 0;
-    const { server, address } = await walServer(net, primary, { flushWanted: () => wanted });
+    let [writeWanted, flushWanted] = [0, 0];
+    const { server, address } = await walServer(net, primary, { wanted: (what) => (what === 'write' ? writeWanted : flushWanted) });
     const { replica, syncs } = await replicaLog();
     const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
     // A delay no test run reaches: what is not asked for waits for the stop.
@@ -164,12 +177,20 @@ describe('WalReceiver flushing on request', () => {
     await until(() => replica.insertLsn >= held, 'the WAL received');
     await turns(50);
     assert.ok(replica.flushedLsn < held, 'WAL nobody asked for waits for the delay');
+    assert.ok(replica.writtenLsn < held, 'nor is it written: the next flush writes it');
     const syncsBefore = syncs.length;
     const asked = primary.append(Buffer.from('asked for')).endLsn;
-    wanted = asked;
+    flushWanted = asked;
     await primary.waitForFlush(asked);
     await until(() => replica.flushedLsn >= asked, 'the flush asked for, at once');
     assert.equal(syncs.length, syncsBefore + 1, 'one flush for what was held and what was asked for');
+    const toWrite = primary.append(Buffer.from('asked to be written')).endLsn;
+    writeWanted = toWrite;
+    await primary.waitForFlush(toWrite);
+    await until(() => replica.writtenLsn >= toWrite, 'the write asked for, at once');
+    await turns(50);
+    assert.ok(replica.flushedLsn < toWrite, 'written, not flushed');
+    assert.equal(syncs.length, syncsBefore + 1, 'no fdatasync for a write');
     const last = await commit('not asked for either');
     await until(() => replica.insertLsn >= last, 'the WAL received');
     await receiver.stop();
@@ -183,7 +204,7 @@ describe('WalReceiver flushing on request', () => {
   it('from an upstream that asks, with a short delay: WAL nobody asks for is made durable by itself', async () => {
     const net = new MemoryNetwork();
     const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
-    const { server, address } = await walServer(net, primary, { flushWanted: () => 0 });
+    const { server, address } = await walServer(net, primary, { wanted: () => 0 });
     const { replica } = await replicaLog();
     const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
     const receiver = new WalReceiver(conn, replica, { flushDelayMs: 20 });
@@ -222,7 +243,7 @@ describe('WalReceiver flushing on request', () => {
 });
 
 describe('standbys flushing on request', () => {
-  it('under FIRST 1 (s1): s1 flushes each commit at on, s2 (asynchronous) and s1 at local are paced; both end with everything', async (t) => {
+  it('under FIRST 1 (s1): s1 flushes each commit at on and writes each at remote_write; s2 (asynchronous), and s1 at local and remote_write, flush at the pace; both end with everything', async (t) => {
     const cluster = createCluster(t);
     const papp = new RecordingApp();
     const primary = await cluster.primary('p', { application: papp, synchronousStandbyNames: 'FIRST 1 (s1)', sync: 'none' });
@@ -243,6 +264,11 @@ describe('standbys flushing on request', () => {
     [s1At, s2At] = [s1Syncs.length, s2Syncs.length];
     for (let i = 0; i < COMMITS; i++) await primary.commit(payload(COMMITS + i, 100), { synchronousCommit: 'local' });
     assert.ok(s1Syncs.length - s1At <= COMMITS / 4, `at local nothing waits for s1: it flushed ${s1Syncs.length - s1At} times for ${COMMITS} commits`);
+    // remote_write waits for s1's write: written at once, flushed at the pace (or these
+    // commits would take a second each).
+    s1At = s1Syncs.length;
+    for (let i = 0; i < COMMITS; i++) await within(primary.commit(payload(2 * COMMITS + i, 100), { synchronousCommit: 'remote_write' }), HANG_MS, 'a commit at remote_write');
+    assert.ok(s1Syncs.length - s1At <= COMMITS / 4, `at remote_write s1 flushed ${s1Syncs.length - s1At} times for ${COMMITS} commits`);
     await caughtUp(s1, primary);
     await caughtUp(s2, primary);
     sameSequence(s1App.applied, papp.applied, 's1');
