@@ -93,8 +93,8 @@ export interface StandbyOptions extends NodeOptions, ServeOptions {
   /**
    * WAL that no commit waits for this standby to write or flush is made durable at most this
    * often, in milliseconds: at once when the last flush is older, else when it is. The primary
-   * asks, with the WAL itself, for the WAL commits wait for (when `synchronousStandbyNames`
-   * lists this standby), and that is flushed at once. So an asynchronous standby under a steady
+   * asks, with the WAL itself, for the WAL commits wait for (when this standby's reports
+   * release commits: `sync` or `quorum` in `replicationStatus()`), and that is flushed at once. So an asynchronous standby under a steady
    * stream makes one fdatasync every few milliseconds instead of one per message, and its disk
    * is left to the syncs commits wait for; its replay may lag by up to this much more. 0
    * flushes every message at once, as PostgreSQL's walreceiver does (and as with an upstream

@@ -8,7 +8,7 @@ import type { StartupOption } from '../protocol/messages.js';
  * standby says in its startup options that it flushes on request. Its upstream then asks it, with
  * a `flushRequest`, for the WAL a commit waits for this standby to write (`remote_write`), or to
  * flush or apply: sent with that WAL (the commit says so as it appends), and only to a standby
- * that synchronous replication's configuration lists. What is asked to be written is written at
+ * whose reports release commits now (a `sync` or `quorum` standby). What is asked to be written is written at
  * once, what is asked to be flushed is flushed at once; WAL nobody asked to be flushed is flushed
  * at most once every `flushDelayMs`: at once when the last flush is that old (an idle stream
  * keeps its latency), else when it is. A request is a hint for latency only: whatever the

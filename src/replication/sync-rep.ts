@@ -53,12 +53,17 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   }
 
   /**
-   * The highest position a commit waits (or is about to wait) for the standbys to write
-   * (`write`), or to flush or apply (`flush`): what senders ask the standbys that flush on
-   * request for (see `flush-requests.ts`).
+   * What the sender of the standby in sender slot `slot`, named `applicationName`, asks it to
+   * write (`write`), or to flush (`flush`), at once (see `flush-requests.ts`): the highest
+   * position a commit waits (or is about to wait) for the standbys to write, or to flush or
+   * apply, when this standby's reports release commits now (a `sync` or `quorum` member, as
+   * last announced with `sync:standbys`); 0 for any other (`potential`, `async`).
    */
-  wanted(what: 'write' | 'flush'): Lsn {
-    return what === 'write' ? this.#writeWanted : this.#flushWanted;
+  wantedBy(slot: number, applicationName: string, what: 'write' | 'flush'): Lsn {
+    const wanted = what === 'write' ? this.#writeWanted : this.#flushWanted;
+    if (wanted === 0) return 0;
+    for (const member of this.#members) if (member.slot === slot && member.applicationName === applicationName) return wanted;
+    return 0;
   }
 
   /**

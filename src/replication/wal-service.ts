@@ -16,7 +16,6 @@ import type { SyncStandbyInput } from './sync-standbys.js';
 import { WalSender, type EndOfTimeline, type WalSenderState } from './wal-sender.js';
 import { acceptsEarlyWal } from './early-wal.js';
 import { flushesOnRequest } from './flush-requests.js';
-import { syncPriorityOf } from './sync-standby-names.js';
 import { switchPointOf } from '../wal/timeline-history.js';
 import type { ReplicationStatusRow, SenderStateDiagnostic, StandbyConnectionEvent, WalServiceEvents, WalSource } from './wal-source.js';
 import { currentScheduler } from '../scheduler.js';
@@ -376,7 +375,8 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       historyCheck: { checkFrom: command.checkFrom, checkCrc: command.checkCrc },
       historyFrom: this.#source.historyFrom?.() ?? 0,
       earlySend: this.#options.earlySend === true && log.role === 'primary' && acceptsEarlyWal(session.info.options),
-      wanted: flushesOnRequest(session.info.options) ? (what) => this.#wantedOf(applicationName, what) : null,
+      // Read when sending: a promoted standby's service gets synchronous replication later.
+      wanted: flushesOnRequest(session.info.options) ? (what) => this.#syncRep?.wantedBy(session.index, applicationName, what) ?? 0 : null,
       ...(this.#options.logPrefix === undefined ? {} : { logPrefix: `${this.#options.logPrefix} ${applicationName}` }),
     });
     session.sender = sender;
@@ -418,19 +418,6 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       this.#syncChanged();
     }
     return ended;
-  }
-
-  /**
-   * What the sender asks the standby `applicationName` to write, or flush, at once: the
-   * position commits wait for, when synchronous replication lists it (read when sending: a
-   * promoted standby's service gets synchronous replication later, and a reload changes the
-   * list); else 0.
-   */
-  #wantedOf(applicationName: string, what: 'write' | 'flush'): Lsn {
-    const syncRep = this.#syncRep;
-    if (syncRep === undefined) return 0;
-    const wanted = syncRep.wanted(what);
-    return wanted > 0 && syncPriorityOf(syncRep.config, applicationName) > 0 ? wanted : 0;
   }
 
   /**

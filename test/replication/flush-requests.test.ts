@@ -94,11 +94,11 @@ function requests(messages: readonly ServerMessage[]): [write: Lsn, flush: Lsn][
 }
 
 describe('flush requests on the wire', () => {
-  it('asks a listed standby that flushes on request for the WAL commits wait for, with that WAL; never an unlisted one, nor one without the option', async (t) => {
+  it('asks the standbys whose reports release commits (sync, quorum) for the WAL commits wait for, with that WAL; never a potential or asynchronous one, nor one without the option', async (t) => {
     const cluster = createCluster(t);
     const primary = await cluster.primary('p', {
       application: new RecordingApp(),
-      synchronousStandbyNames: 'FIRST 1 (s1)',
+      synchronousStandbyNames: 'FIRST 1 (s1, s2)',
       auth: { rules: [{ user: 'repl', address: 'all', method: 'trust' }] },
     });
     await primary.commit(payload(0, 100), { synchronousCommit: 'local' });
@@ -112,19 +112,23 @@ describe('flush requests on the wire', () => {
       assert.deepEqual(first, { kind: 'flushRequest', writeLsn: 0, flushLsn: 0 }, 'the first request says that requests will come');
     }
     assert.equal((await plain.next())?.kind, 'replicationStarted');
+    // Each reports its start: s1 is sync (the lower slot of two named s1), the others potential.
+    for (const conn of [s1, s2, plain]) report(conn, start, start, start);
+    const states = (): string => JSON.stringify(primary.replicationStatus().map((r) => r.syncState));
+    await until(() => states() === JSON.stringify(['sync', 'potential', 'potential']), `s1 sync, the others potential (${states()})`);
 
     // A local commit: nobody waits for a standby, nobody is asked.
     const local = await primary.commit(payload(1, 100), { synchronousCommit: 'local' });
     for (const conn of [s1, s2, plain]) assert.deepEqual(requests(await messagesUntil(conn, local.lsn)), []);
 
-    // A commit at `on` waits for s1: s1 is asked for it, ahead of its WAL.
+    // A commit at `on` waits for s1 alone: s1 is asked for it, ahead of its WAL.
     const committing = primary.commit(payload(2, 100));
     const end = primary.currentLsn;
     const toS1 = await messagesUntil(s1, end);
     assert.deepEqual(requests(toS1), [[end, end]], 'a flush asked for is a write asked for too');
     assert.ok(toS1.findIndex((m) => m.kind === 'flushRequest') < toS1.findIndex((m) => m.kind === 'walData'), 'the request goes ahead of the WAL');
-    assert.deepEqual(requests(await messagesUntil(s2, end)), [], 's2 is not listed: nothing waits for it');
-    assert.deepEqual(requests(await messagesUntil(plain, end)), [], 'no request to a standby without the option');
+    assert.deepEqual(requests(await messagesUntil(s2, end)), [], 's2 is potential: no commit waits for it now');
+    assert.deepEqual(requests(await messagesUntil(plain, end)), [], 'nor for the other s1');
     report(s1, end, end, end);
     await within(committing, HANG_MS, 'the commit at on');
 
@@ -135,12 +139,14 @@ describe('flush requests on the wire', () => {
     report(s1, written, end, end);
     await within(writing, HANG_MS, 'the commit at remote_write');
 
-    // Listed under ANY: both are asked.
+    // Under ANY every listed standby is a quorum member: both are asked, not the one without the option.
     primary.reload({ synchronousStandbyNames: 'ANY 1 (s1, s2)' });
+    await until(() => states() === JSON.stringify(['quorum', 'quorum', 'quorum']), `all three quorum (${states()})`);
     const next = primary.commit(payload(4, 100));
     const end2 = primary.currentLsn;
     assert.deepEqual(requests(await messagesUntil(s1, end2)), [[end2, end2]]);
     assert.deepEqual(requests(await messagesUntil(s2, end2)), [[end2, end2]]);
+    assert.deepEqual(requests(await messagesUntil(plain, end2)), [], 'no request to a standby without the option');
     report(s2, end2, end2, end2);
     await within(next, HANG_MS, 'the commit under ANY 1');
     for (const conn of [s1, s2, plain]) conn.destroy();
