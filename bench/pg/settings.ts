@@ -16,7 +16,7 @@ export const USAGE = `usage: npm run bench:pg [-- [--quick] [--rounds N] [--verb
                commitSync): pool (the library's default), thread or inline
   --flush-delay MS
                walship's standbys' flushDelayMs: WAL no commit waits for is flushed at most
-               every MS ms (the library's default, 5); 0 flushes every message at once, as
+               every MS ms; 0 (the library's default) flushes every message at once, as
                PostgreSQL's walreceiver does
 Needs PostgreSQL 15 (/usr/lib/postgresql/15/bin) and root (the servers run as the postgres OS user).`;
 

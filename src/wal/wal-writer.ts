@@ -497,6 +497,7 @@ export class WalWriter {
     } finally {
       this.#loop = null;
       if (this.#flushed.size > 0 || this.#pendingBytes >= WRITE_THRESHOLD || this.#writeWanted > this.#writtenLsn) this.#schedule();
+      // (A write wanted always has runs to write: drops and restarts lower it with the insert position.)
     }
   }
 
@@ -815,6 +816,7 @@ export class WalWriter {
     this.#insertLsn = lsn;
     this.#urgentUntil = Math.min(this.#urgentUntil, lsn);
     this.#replicatedUntil = Math.min(this.#replicatedUntil, lsn);
+    this.#writeWanted = Math.min(this.#writeWanted, lsn);
     // Their LSNs will be reused: a waiter past `lsn` must fail now, not be released by the
     // flush of a later record that lands there.
     this.#flushed.rejectPast(lsn, error);

@@ -269,6 +269,30 @@ describe('ENOSPC at every storage call of a segment switch', () => {
 });
 
 describe('ENOSPC on the WAL path', () => {
+  it("a replica's write asked for at once (writeSoon) that fails with ENOSPC drops the bytes and stops asking: later bytes nobody asked for wait for a flush", async () => {
+    const storage = new MemoryStorage();
+    const replica = await WalLog.open({ storage, segmentSize: SEGMENT, role: 'replica' });
+    const start = replica.insertLsn;
+    const first = replica.writeBytes(start, Buffer.alloc(100, 1));
+    await replica.flush();
+    storage.injectFault({ operation: 'write', code: 'ENOSPC' });
+    const errors: WalErrorEvent[] = [];
+    replica.on('error', (event) => errors.push(event));
+    const end = replica.writeBytes(first, Buffer.alloc(200, 2));
+    replica.writeSoon(end);
+    for (let i = 0; i < 20 && errors.length === 0; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(errors.length, 1, 'the write failed');
+    assert.equal(replica.insertLsn, first, 'the bytes were dropped');
+    // A write still wanted past the log's end would take the next bytes for wanted ones (and
+    // reschedule the writer on every turn): bytes nobody asked to be written wait for a flush.
+    const again = replica.writeBytes(first, Buffer.alloc(200, 3));
+    for (let i = 0; i < 50; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(replica.writtenLsn, first, 'not written: nobody asked');
+    await replica.flush();
+    assert.equal(replica.flushedLsn, again);
+    await replica.close();
+  });
+
   it('a zero-fill of the next segment that runs out of space part-way is not taken for WAL bytes', async () => {
     const storage = new MemoryStorage();
     const log = await WalLog.open({ storage, segmentSize: SEGMENT });

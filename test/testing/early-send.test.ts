@@ -202,6 +202,17 @@ describe('early WAL: replicating while the primary fdatasyncs', () => {
     assertCaught(bugged, 'acknowledged-lost', 'confirm-unconfirmed-wal');
   });
 
+  for (const earlySend of [false, true]) {
+    it(`generated scenarios with standbys that flush on request (flushDelayMs 5${earlySend ? ', early WAL' : ''}) break no guarantee (${SWEEP_SEEDS} seeds)`, async () => {
+      const failed: string[] = [];
+      for (let seed = 1; seed <= SWEEP_SEEDS; seed++) {
+        const result = await runScenario({ seed, flushDelayMs: 5, earlySend, shrink: false });
+        if (!result.ok) failed.push(result.report);
+      }
+      assert.deepEqual(failed, []);
+    });
+  }
+
   for (const syncBlocks of [false, true]) {
     it(`generated scenarios with early WAL and slow disks break no guarantee (${SWEEP_SEEDS} seeds${syncBlocks ? ', syncs that hold the event loop' : ''})`, async () => {
       const failed: string[] = [];

@@ -59,6 +59,11 @@ export interface SimulationOptions {
    */
   readonly earlySend?: boolean;
   /**
+   * Every standby's `StandbyOptions.flushDelayMs`: above 0, standbys flush on request (what no
+   * commit waits for is flushed at that pace, on the virtual clock). @defaultValue 0
+   */
+  readonly flushDelayMs?: number;
+  /**
    * Every node's storage says its syncs hold the event loop (`MemoryStorageOptions.syncBlocks`,
    * as `NodeStorage` with `commitSync: 'inline'`): the WAL writer announces `write` and lets an
    * early sender go before each urgent sync. @defaultValue false
@@ -640,6 +645,7 @@ export class SimulatedCluster {
       retryMaxDelayMs: 200,
       logPrefix: sim.name,
       ...(this.#options.earlySend === true ? { acceptEarlyWal: true } : {}),
+      ...(this.#options.flushDelayMs === undefined ? {} : { flushDelayMs: this.#options.flushDelayMs }),
       ...this.#serving(sim.name),
     });
     sim.node = standby;

@@ -50,6 +50,7 @@ function replayOptions(run: ReportInput): string {
   if (options.crash !== undefined) parts.push(`crash: ${JSON.stringify(options.crash)}`);
   if (options.segmentSize !== undefined) parts.push(`segmentSize: ${options.segmentSize}`);
   if (options.earlySend !== undefined) parts.push(`earlySend: ${options.earlySend}`);
+  if (options.flushDelayMs !== undefined) parts.push(`flushDelayMs: ${options.flushDelayMs}`);
   if (options.syncBlocks !== undefined) parts.push(`syncBlocks: ${options.syncBlocks}`);
   if (options.application !== undefined) parts.push('application');
   if (options.workload !== undefined) parts.push('workload');
