@@ -5,15 +5,15 @@ import type { StartupOption } from '../protocol/messages.js';
  * Flushes on request. PostgreSQL's walreceiver makes every message it receives durable at once,
  * whether or not a commit waits for it; with three nodes on one disk, an asynchronous standby's
  * fdatasyncs then queue with those the commits wait for (bench/README.md measures it). A walship
- * standby says in its startup options that it flushes on request. Its upstream then asks it, with
- * a `flushRequest`, for the WAL a commit waits for this standby to write (`remote_write`), or to
- * flush or apply: sent with that WAL (the commit says so as it appends), and only to a standby
- * whose reports release commits now (a `sync` or `quorum` standby). What is asked to be written is written at
- * once, what is asked to be flushed is flushed at once; WAL nobody asked to be flushed is flushed
- * at most once every `flushDelayMs`: at once when the last flush is that old (an idle stream
- * keeps its latency), else when it is. A request is a hint for latency only: whatever the
- * requests, every byte received is durable within `flushDelayMs`, and a standby whose upstream
- * never asks flushes every message at once.
+ * standby with `flushDelayMs` above 0 says in its startup options that it flushes on request.
+ * Its upstream then asks it, with a `flushRequest`, for the WAL a commit waits for this standby
+ * to write (`remote_write`), or to flush or apply: sent with that WAL (the commit says so as it
+ * appends), and only to a standby whose reports release commits now (a `sync` or `quorum` one).
+ * What is asked to be written is written at once, what is asked to be flushed is flushed at
+ * once; WAL nobody asked to be flushed is flushed at most once every `flushDelayMs`: at once
+ * when the last flush is that old (an idle stream keeps its latency), else when it is. A
+ * request is a hint for latency only: whatever the requests, every byte received is durable
+ * within `flushDelayMs`, and a standby whose upstream never asks flushes every message at once.
  */
 
 /** The startup option a standby sends to say it flushes on request. */
@@ -62,9 +62,9 @@ export class FlushPacing {
   }
 
   /**
-   * How long the flush of what is written up to `insertLsn` may wait from `now`: 0 to flush now
-   * (asked for, not paced, or the last flush is old enough), else the milliseconds left of
-   * `flushDelayMs` since the last flush.
+   * How long the flush of what was received past `flushedLsn` may wait from `now`: 0 to flush
+   * now (asked for, not paced, or the last flush is old enough), else the milliseconds left of
+   * `flushDelayMs` since the last flush began.
    */
   waitMs(flushedLsn: Lsn, now: number): number {
     if (!this.#asking || this.#requested > flushedLsn) return 0;

@@ -84,7 +84,8 @@ export interface WalReceiverEvents {
 
 /**
  * Receives WAL from a primary (or a cascading standby) into a replica {@link WalLog}: asks to
- * stream from the log's own end, writes every `walData` at its LSN, makes it durable, and
+ * stream from the log's own end, writes every `walData` at its LSN, makes it durable (at once,
+ * or paced with `flushDelayMs`: see `flush-requests.ts`), and
  * reports write, flush and apply positions as soon as streaming starts, after each write or
  * flush that moved the write or flush position, every `statusIntervalMs`, whenever the sender
  * asks, and when told to ({@link reportNow}). A sender silent for
@@ -125,7 +126,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
   readonly #pacing: FlushPacing;
   /** The paced flush due next, if one waits. */
   #flushTimer: SchedulerTimer | null = null;
-  /** A flush failed: the log has stopped, and no other is tried. */
+  /** A flush failed (the connection fails with it): this receiver tries no other. */
   #flushFailed = false;
 
   constructor(conn: MessageStream<'client'>, log: WalLog, options: WalReceiverOptions = {}) {
