@@ -191,6 +191,10 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
       if (this.#streaming && !this.#stopped && this.#writeToReport() > this.#reportedWriteLsn) this.#report(false);
     };
     log.on('write', onWrite);
+    // A write the log dropped (ENOSPC) may be one no flush waits for (asked to be written, or
+    // paced): the stream ends, and the next one starts again from the log's end.
+    const onLogError = ({ error }: { readonly error: WalshipError }): void => this.#conn.fail(error);
+    log.on('error', onLogError);
     try {
       await this.#startStreaming();
       status = currentScheduler().setInterval(() => this.#report(false), this.#options.statusIntervalMs);
@@ -228,7 +232,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
           // A request comes ahead of the WAL it asks for, which the walData that follows brings
           // (and starts the write or flush); one for WAL already here acts now.
           this.#pacing.request(message.writeLsn, message.flushLsn);
-          if (message.writeLsn <= log.insertLsn) this.#writeIfRequested();
+          this.#writeIfRequested();
           if (message.flushLsn <= log.insertLsn) this.#startFlushing();
         } else if (message.kind === 'error') {
           throw new WalshipError(message.code, message.message);
@@ -247,6 +251,7 @@ export class WalReceiver extends SafeEmitter<WalReceiverEvents> {
       throw error;
     } finally {
       log.off('write', onWrite);
+      log.off('error', onLogError);
       this.#streaming = false;
       clearTimer(watchdog);
       clearTimer(status);

@@ -496,8 +496,7 @@ export class WalWriter {
       this.#fail(isWalshipError(err) ? err : new WalshipError('WAL_IO', `the WAL writer failed: ${describe(err)}`, { cause: err }));
     } finally {
       this.#loop = null;
-      if (this.#flushed.size > 0 || this.#pendingBytes >= WRITE_THRESHOLD || this.#writeWanted > this.#writtenLsn) this.#schedule();
-      // (A write wanted always has runs to write: drops and restarts lower it with the insert position.)
+      if (this.#flushed.size > 0 || this.#pendingBytes >= WRITE_THRESHOLD || (this.#writeWanted > this.#writtenLsn && this.#runs.length > 0)) this.#schedule();
     }
   }
 

@@ -207,20 +207,58 @@ describe('WalReceiver flushing on request', () => {
     await primary.close();
   });
 
-  it('from an upstream that asks, with a short delay: WAL nobody asks for is made durable by itself', async () => {
+  it('from an upstream that asks: WAL nobody asks for waits for the delay, then is made durable by itself, in one flush', async () => {
     const net = new MemoryNetwork();
     const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
     const { server, address } = await walServer(net, primary, { wanted: () => 0 });
-    const { replica } = await replicaLog();
+    const { replica, syncs } = await replicaLog();
     const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
-    const receiver = new WalReceiver(conn, replica, { flushDelayMs: 20 });
+    // Long enough that the messages below, a few turns apart, land within one delay.
+    const receiver = new WalReceiver(conn, replica, { flushDelayMs: 1000 });
     const running = receiver.run();
+    const first = primary.append(payload(0, 200)).endLsn;
+    await primary.waitForFlush(first);
+    await until(() => replica.flushedLsn >= first, 'the first flush, at once');
+    const syncsBefore = syncs.length;
     let end = 0;
-    for (let i = 0; i < 20; i++) end = primary.append(payload(i, 200)).endLsn;
-    await primary.waitForFlush(end);
-    await until(() => replica.flushedLsn >= end, 'the paced flush');
+    for (let i = 1; i <= 3; i++) {
+      end = primary.append(payload(i, 200)).endLsn;
+      await primary.waitForFlush(end);
+      await until(() => replica.insertLsn >= end, `message ${i} received`);
+    }
+    assert.ok(replica.flushedLsn < end, 'held for the delay');
+    await until(() => replica.flushedLsn >= end, 'the paced flush, with no other traffic');
+    assert.equal(syncs.length, syncsBefore + 1, 'the three messages in one flush');
     await receiver.stop();
     await running;
+    await server.close();
+    await replica.close();
+    await primary.close();
+  });
+
+  it('a write asked for that the log drops (ENOSPC) ends the stream, so the standby streams again from its end instead of leaving the commit waiting', async () => {
+    const net = new MemoryNetwork();
+    const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
+    let writeWanted = 0;
+    const { server, address } = await walServer(net, primary, { wanted: (what) => (what === 'write' ? writeWanted : 0) });
+    const storage = new MemoryStorage();
+    const replica = await WalLog.open({ storage, segmentSize: 1024 * 1024, role: 'replica' });
+    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
+    const receiver = new WalReceiver(conn, replica, { flushDelayMs: 3_600_000 });
+    const running = receiver.run().then(
+      () => null,
+      (err: unknown) => err,
+    );
+    const first = primary.append(payload(0, 100)).endLsn;
+    await primary.waitForFlush(first);
+    await until(() => replica.flushedLsn >= first, 'the first flush');
+    storage.injectFault({ operation: 'write', code: 'ENOSPC' });
+    const end = primary.append(payload(1, 100)).endLsn;
+    writeWanted = end;
+    await primary.waitForFlush(end);
+    const error = await within(running, HANG_MS, 'the stream to end');
+    assert.match(String((error as Error | null)?.message), /no space left/);
+    assert.equal(replica.insertLsn, first, 'the dropped bytes are gone: the next stream starts here');
     await server.close();
     await replica.close();
     await primary.close();
