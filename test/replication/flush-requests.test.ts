@@ -154,32 +154,69 @@ describe('flush requests on the wire', () => {
   });
 });
 
-/** A replica log on its own storage, its segments' datasyncs recorded. */
-async function replicaLog(): Promise<{ replica: WalLog; syncs: boolean[] }> {
+/** A primary log streaming to a replica log through a `WalReceiver` that flushes on request. */
+interface PacedStream {
+  readonly primary: WalLog;
+  readonly replica: WalLog;
+  /** The replica's storage, and each datasync of its segments (see `recordDatasyncs`). */
+  readonly storage: MemoryStorage;
+  readonly syncs: boolean[];
+  readonly receiver: WalReceiver;
+  /** The receiver's run: null when it ended cleanly, else its error. */
+  readonly running: Promise<unknown>;
+  /** Appends `data` on the primary and waits until it is durable there (and so sent). */
+  commit(data: Uint8Array): Promise<Lsn>;
+  /** Stops the receiver and closes everything. */
+  close(): Promise<void>;
+}
+
+/**
+ * Streams a new primary log to a new replica log: the sender asks for what `wanted` says
+ * (`null`: a sender that never asks), the receiver paces to `flushDelayMs`.
+ */
+async function pacedStream(wanted: ((what: 'write' | 'flush') => Lsn) | null, flushDelayMs: number): Promise<PacedStream> {
+  const net = new MemoryNetwork();
+  const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
+  const { server, address } = await walServer(net, primary, wanted === null ? {} : { wanted });
   const storage = new MemoryStorage();
   const syncs = recordDatasyncs(storage, (name) => SEGMENT.test(name));
-  return { replica: await WalLog.open({ storage, segmentSize: 1024 * 1024, role: 'replica' }), syncs };
+  const replica = await WalLog.open({ storage, segmentSize: 1024 * 1024, role: 'replica' });
+  const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
+  const receiver = new WalReceiver(conn, replica, { flushDelayMs });
+  const running = receiver.run().then(
+    () => null,
+    (err: unknown) => err,
+  );
+  return {
+    primary,
+    replica,
+    storage,
+    syncs,
+    receiver,
+    running,
+    async commit(data) {
+      const { endLsn } = primary.append(data);
+      await primary.waitForFlush(endLsn);
+      return endLsn;
+    },
+    async close() {
+      await receiver.stop();
+      await running;
+      await server.close();
+      await replica.close();
+      await primary.close();
+    },
+  };
 }
 
 describe('WalReceiver flushing on request', () => {
   it('from an upstream that asks: writes at once what is asked to be written, flushes at once what is asked to be flushed, holds the rest until the delay since its last flush, and flushes everything when it stops', async () => {
-    const net = new MemoryNetwork();
-    const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
     let [writeWanted, flushWanted] = [0, 0];
-    const { server, address } = await walServer(net, primary, { wanted: (what) => (what === 'write' ? writeWanted : flushWanted) });
-    const { replica, syncs } = await replicaLog();
-    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
     // A delay no test run reaches: what is not asked for waits for the stop.
-    const receiver = new WalReceiver(conn, replica, { flushDelayMs: 3_600_000 });
-    const running = receiver.run();
-    const commit = async (text: string): Promise<Lsn> => {
-      const { endLsn } = primary.append(Buffer.from(text));
-      await primary.waitForFlush(endLsn);
-      return endLsn;
-    };
-    const first = await commit('first');
+    const { primary, replica, syncs, receiver, running, commit, close } = await pacedStream((what) => (what === 'write' ? writeWanted : flushWanted), 3_600_000);
+    const first = await commit(Buffer.from('first'));
     await until(() => replica.flushedLsn >= first, 'the first flush, at once: none came before it');
-    const held = await commit('not asked for');
+    const held = await commit(Buffer.from('not asked for'));
     await until(() => replica.insertLsn >= held, 'the WAL received');
     await turns(50);
     assert.ok(replica.flushedLsn < held, 'WAL nobody asked for waits for the delay');
@@ -197,60 +234,35 @@ describe('WalReceiver flushing on request', () => {
     await turns(50);
     assert.ok(replica.flushedLsn < toWrite, 'written, not flushed');
     assert.equal(syncs.length, syncsBefore + 1, 'no fdatasync for a write');
-    const last = await commit('not asked for either');
+    const last = await commit(Buffer.from('not asked for either'));
     await until(() => replica.insertLsn >= last, 'the WAL received');
     await receiver.stop();
-    await running;
+    assert.equal(await running, null);
     assert.equal(replica.flushedLsn, last, 'the stop flushed what was held');
-    await server.close();
-    await replica.close();
-    await primary.close();
+    await close();
   });
 
   it('from an upstream that asks: WAL nobody asks for waits for the delay, then is made durable by itself, in one flush', async () => {
-    const net = new MemoryNetwork();
-    const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
-    const { server, address } = await walServer(net, primary, { wanted: () => 0 });
-    const { replica, syncs } = await replicaLog();
-    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
     // Long enough that the messages below, a few turns apart, land within one delay.
-    const receiver = new WalReceiver(conn, replica, { flushDelayMs: 1000 });
-    const running = receiver.run();
-    const first = primary.append(payload(0, 200)).endLsn;
-    await primary.waitForFlush(first);
+    const { replica, syncs, commit, close } = await pacedStream(() => 0, 1000);
+    const first = await commit(payload(0, 200));
     await until(() => replica.flushedLsn >= first, 'the first flush, at once');
     const syncsBefore = syncs.length;
     let end = 0;
     for (let i = 1; i <= 3; i++) {
-      end = primary.append(payload(i, 200)).endLsn;
-      await primary.waitForFlush(end);
+      end = await commit(payload(i, 200));
       await until(() => replica.insertLsn >= end, `message ${i} received`);
     }
     assert.ok(replica.flushedLsn < end, 'held for the delay');
     await until(() => replica.flushedLsn >= end, 'the paced flush, with no other traffic');
     assert.equal(syncs.length, syncsBefore + 1, 'the three messages in one flush');
-    await receiver.stop();
-    await running;
-    await server.close();
-    await replica.close();
-    await primary.close();
+    await close();
   });
 
   it('a write asked for that the log drops (ENOSPC) ends the stream, so the standby streams again from its end instead of leaving the commit waiting', async () => {
-    const net = new MemoryNetwork();
-    const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
     let writeWanted = 0;
-    const { server, address } = await walServer(net, primary, { wanted: (what) => (what === 'write' ? writeWanted : 0) });
-    const storage = new MemoryStorage();
-    const replica = await WalLog.open({ storage, segmentSize: 1024 * 1024, role: 'replica' });
-    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
-    const receiver = new WalReceiver(conn, replica, { flushDelayMs: 3_600_000 });
-    const running = receiver.run().then(
-      () => null,
-      (err: unknown) => err,
-    );
-    const first = primary.append(payload(0, 100)).endLsn;
-    await primary.waitForFlush(first);
+    const { primary, replica, storage, running, commit, close } = await pacedStream((what) => (what === 'write' ? writeWanted : 0), 3_600_000);
+    const first = await commit(payload(0, 100));
     await until(() => replica.flushedLsn >= first, 'the first flush');
     storage.injectFault({ operation: 'write', code: 'ENOSPC' });
     const end = primary.append(payload(1, 100)).endLsn;
@@ -259,30 +271,17 @@ describe('WalReceiver flushing on request', () => {
     const error = await within(running, HANG_MS, 'the stream to end');
     assert.match(String((error as Error | null)?.message), /no space left/);
     assert.equal(replica.insertLsn, first, 'the dropped bytes are gone: the next stream starts here');
-    await server.close();
-    await replica.close();
-    await primary.close();
+    await close();
   });
 
   it('from an upstream that does not ask, flushes every message at once, whatever its delay', async () => {
-    const net = new MemoryNetwork();
-    const primary = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
-    const { server, address } = await walServer(net, primary);
-    const { replica, syncs } = await replicaLog();
-    const conn = await connectReplication({ transport: net.transport('s1'), address, user: 'repl', applicationName: 's1', options: [FLUSH_ON_REQUEST_OPTION] });
-    const receiver = new WalReceiver(conn, replica, { flushDelayMs: 3_600_000 });
-    const running = receiver.run();
+    const { replica, syncs, commit, close } = await pacedStream(null, 3_600_000);
     for (let i = 0; i < 5; i++) {
-      const { endLsn } = primary.append(payload(i, 100));
-      await primary.waitForFlush(endLsn);
-      await until(() => replica.flushedLsn >= endLsn, `message ${i} flushed at once`);
+      const end = await commit(payload(i, 100));
+      await until(() => replica.flushedLsn >= end, `message ${i} flushed at once`);
     }
     assert.ok(syncs.length >= 5, `${syncs.length} flushes`);
-    await receiver.stop();
-    await running;
-    await server.close();
-    await replica.close();
-    await primary.close();
+    await close();
   });
 });
 
