@@ -256,11 +256,13 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
   async createRestorePoint(name: string): Promise<RestorePointResult> {
     if (this.#failure !== null) throw this.#failure;
     const result = this.#log.appendRestorePoint(name);
-    const mode = this.#standbyWait(this.#synchronousCommit);
+    // A restore point is not applied: at remote_apply its flush is what counts.
+    const wait = this.#standbyWait(this.#synchronousCommit);
+    const mode = wait === 'apply' ? 'flush' : wait;
     const replicated = mode !== null;
-    if (replicated) this.syncRep.want(result.endLsn, mode === 'apply' ? 'flush' : mode);
+    if (replicated) this.syncRep.want(result.endLsn, mode);
     await this.#log.waitForFlush(result, { replicated });
-    if (replicated) await this.syncRep.wait(result.endLsn, mode === 'apply' ? 'flush' : mode, {});
+    if (replicated) await this.syncRep.wait(result.endLsn, mode, {});
     this.#debug('restore point "%s" created at %s', name, formatLsn(result.lsn));
     return { lsn: result.endLsn, time: result.commitTime };
   }
