@@ -110,18 +110,20 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   /**
    * Recomputes from the connected standbys' last reports (call it on each status report and
    * whenever a standby connects, changes state or leaves): releases the commits the positions
-   * now reach, and emits `sync:standbys` when the set of synchronous standbys changed.
+   * now reach, and emits `sync:standbys` when the set of synchronous standbys changed. Returns
+   * whether it changed: a new member's sender then asks it at once for what commits wait for.
    */
-  update(standbys: readonly SyncStandbyInput[]): void {
-    if (!this.listening) return;
+  update(standbys: readonly SyncStandbyInput[]): boolean {
+    if (!this.listening) return false;
     const { members, release } = syncDecision(this.#config, standbys);
     if (release.write !== null) this.#waiters.write.advance(release.write);
     if (release.flush !== null) this.#waiters.flush.advance(release.flush);
     if (release.apply !== null) this.#waiters.apply.advance(release.apply);
-    if (sameSyncSet(members, this.#members)) return;
+    if (sameSyncSet(members, this.#members)) return false;
     // Kept as names and slots only: the caller's objects change with each report.
     this.#members = members.map(({ slot, applicationName }) => ({ slot, applicationName }));
     this.emit('sync:standbys', { standbys: members.map((s) => s.applicationName) });
+    return true;
   }
 
   /** `sync_priority` and `sync_state` of each standby, as `pg_stat_replication` shows them. */

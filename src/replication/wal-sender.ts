@@ -357,6 +357,18 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     else this.#conn.sendBoth(asked, keepalive);
   }
 
+  /**
+   * Sends a `flushRequest` now when what commits wait for from this standby moved (it became a
+   * `sync` or `quorum` member, say, after their WAL was sent): they need not wait for its next
+   * message, or its paced flush. Does nothing for a standby that is not asked, or before
+   * streaming starts.
+   */
+  askNow(): void {
+    if (this.#state === 'startup' || this.#conn.failure !== null || this.#abort.signal.aborted) return;
+    const asked = this.#flushRequest();
+    if (asked !== null) this.#conn.send(asked);
+  }
+
   /** The request for the position commits now wait for, when it moved since the last one (the first always goes); null otherwise. */
   #flushRequest(): FlushRequestMessage | null {
     const wanted = this.#options.wanted;

@@ -167,7 +167,9 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
     const syncRep = this.#syncRep;
     // Most primaries run without synchronous standbys: no inputs to build on every report.
     if (syncRep === undefined || !syncRep.listening) return;
-    syncRep.update(this.syncInputs());
+    if (!syncRep.update(this.syncInputs())) return;
+    // A standby that just became a member may hold WAL a commit waits for: it is asked now, not with its next message.
+    for (const session of this.#sessions) session.sender?.askNow();
   }
 
   /**

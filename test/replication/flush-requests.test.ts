@@ -6,7 +6,7 @@ import type { ServerMessage } from '../../src/protocol/messages.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
 import { FLUSH_ON_REQUEST_OPTION, FlushPacing, flushesOnRequest } from '../../src/replication/flush-requests.js';
 import { WalReceiver } from '../../src/replication/wal-receiver.js';
-import { MemoryStorage, createCluster, type Cluster } from '../../src/testing/index.js';
+import { MemoryStorage, createCluster, kvEntry, type Cluster } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { report } from '../helpers/primary-helpers.js';
@@ -286,6 +286,28 @@ describe('WalReceiver flushing on request', () => {
 });
 
 describe('standbys flushing on request', () => {
+  it('a standby that becomes synchronous while a commit waits is asked for its WAL at once, not at its pace (virtual time)', async (t) => {
+    const cluster = await createCluster({ t, seed: 7, standbys: 2, synchronousStandbyNames: 'FIRST 1 (s1, s2)', flushDelayMs: 1000 });
+    await cluster.sleep(10);
+    const [first] = await cluster.commit({ level: 'on' });
+    assert.deepEqual([first?.outcome, first?.confirmers], ['acknowledged', ['s1']]);
+    // s1 (sync) hears nothing more; s2 (potential, so not asked) receives the next commit's WAL
+    // just after its last flush, and holds it for up to a second.
+    cluster.stall('p', 's1');
+    const primary = cluster.primary as Primary;
+    let releasedAt = -1;
+    const waiting = cluster.scheduler.run(() => primary.commit([kvEntry({ key: 'k', value: 'second' })], { synchronousCommit: 'on' })).then(() => {
+      releasedAt = cluster.scheduler.now();
+    });
+    await cluster.sleep(20);
+    assert.equal(releasedAt, -1, 'the commit waits for s1');
+    const crashedAt = cluster.scheduler.now();
+    await cluster.crash('s1');
+    await cluster.sleep(1000);
+    await waiting;
+    assert.ok(releasedAt - crashedAt < 100, `s2 took over as the synchronous standby: the commit was released ${releasedAt - crashedAt} virtual ms after s1 left`);
+  });
+
   it('under FIRST 1 (s1): s1 flushes each commit at on and writes each at remote_write; s2 (asynchronous), and s1 at local and remote_write, flush at the pace; both end with everything', async (t) => {
     const cluster = createCluster(t);
     const papp = new RecordingApp();
