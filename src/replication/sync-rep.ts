@@ -38,6 +38,8 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   readonly #waiters: Record<SyncWaitMode, LsnWaiters> = { write: new LsnWaiters(0), flush: new LsnWaiters(0), apply: new LsnWaiters(0) };
   /** The standbys commits wait for, as last announced with `sync:standbys`. */
   #members: readonly SyncMember[] = [];
+  /** Those of them asked for what commits wait for (see {@link wantedBy}). */
+  #asked: readonly SyncMember[] = [];
   #canceled: WalshipError | null = null;
   #writeWanted: Lsn = 0;
   #flushWanted: Lsn = 0;
@@ -56,13 +58,15 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
    * What the sender of the standby in sender slot `slot`, named `applicationName`, asks it to
    * write (`write`), or to flush (`flush`), at once (see `flush-requests.ts`): the highest
    * position a commit waits (or is about to wait) for the standbys to write, or to flush or
-   * apply, when this standby's reports release commits now (a `sync` or `quorum` member, as
-   * last announced with `sync:standbys`); 0 for any other (`potential`, `async`).
+   * apply, when this standby's confirmations are needed for commits now: a `sync` member, or,
+   * under `ANY n`, one of the `n` `quorum` members of the lowest sender slots (the others'
+   * confirmations count as much, but a commit needs only `n`; asked, all of them would make
+   * every commit's WAL durable on each of their disks at once). 0 for any other.
    */
   wantedBy(slot: number, applicationName: string, what: 'write' | 'flush'): Lsn {
     const wanted = what === 'write' ? this.#writeWanted : this.#flushWanted;
     if (wanted === 0) return 0;
-    for (const member of this.#members) if (member.slot === slot && member.applicationName === applicationName) return wanted;
+    for (const member of this.#asked) if (member.slot === slot && member.applicationName === applicationName) return wanted;
     return 0;
   }
 
@@ -111,19 +115,23 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
    * Recomputes from the connected standbys' last reports (call it on each status report and
    * whenever a standby connects, changes state or leaves): releases the commits the positions
    * now reach, and emits `sync:standbys` when the set of synchronous standbys changed. Returns
-   * whether it changed: a new member's sender then asks it at once for what commits wait for.
+   * whether the standbys asked for what commits wait for changed (see {@link wantedBy}): each
+   * sender then asks its standby at once, not with its next message.
    */
   update(standbys: readonly SyncStandbyInput[]): boolean {
     if (!this.listening) return false;
-    const { members, release } = syncDecision(this.#config, standbys);
+    const { members, needed, release } = syncDecision(this.#config, standbys);
     if (release.write !== null) this.#waiters.write.advance(release.write);
     if (release.flush !== null) this.#waiters.flush.advance(release.flush);
     if (release.apply !== null) this.#waiters.apply.advance(release.apply);
-    if (sameSyncSet(members, this.#members)) return false;
+    const askedChanged = !sameSyncSet(needed, this.#asked);
     // Kept as names and slots only: the caller's objects change with each report.
-    this.#members = members.map(({ slot, applicationName }) => ({ slot, applicationName }));
-    this.emit('sync:standbys', { standbys: members.map((s) => s.applicationName) });
-    return true;
+    if (askedChanged) this.#asked = needed.map(({ slot, applicationName }) => ({ slot, applicationName }));
+    if (!sameSyncSet(members, this.#members)) {
+      this.#members = members.map(({ slot, applicationName }) => ({ slot, applicationName }));
+      this.emit('sync:standbys', { standbys: members.map((s) => s.applicationName) });
+    }
+    return askedChanged;
   }
 
   /** `sync_priority` and `sync_state` of each standby, as `pg_stat_replication` shows them. */

@@ -102,15 +102,20 @@ export function syncStates(config: SyncStandbyConfig | null, standbys: readonly 
 
 /**
  * What one status report decides (for {@link SyncRep}): the standbys commits wait for, in slot
- * order (the `sync` or `quorum` rows of {@link syncStates}), and {@link releasePositions}, from one
- * choice. It runs on every report, so it trusts its caller's input (no checks) and builds no rows.
+ * order (the `sync` or `quorum` rows of {@link syncStates}); those of them a commit needs
+ * confirmations from at the least, `needed` (every member under `FIRST`; under `ANY n`, the `n`
+ * of the lowest slots, since every quorum member has priority 1: see `flush-requests.ts`); and {@link releasePositions}, from
+ * one choice. It runs on every report, so it trusts its caller's input (no checks) and builds no
+ * rows.
  */
-export function syncDecision<T extends SyncStandbyInput>(config: SyncStandbyConfig | null, standbys: readonly T[]): { members: T[]; release: SyncReleasePositions } {
+export function syncDecision<T extends SyncStandbyInput>(config: SyncStandbyConfig | null, standbys: readonly T[]): { members: T[]; needed: T[]; release: SyncReleasePositions } {
   const chosen = chooseSync(config, standbys);
   const release = releaseOf(config, chosen);
   const members = chosen.map((c) => c.standby);
+  const needed = config?.method === 'any' && members.length > config.num ? members.slice(0, config.num) : members.slice();
   if (members.length > 1) members.sort((a, b) => a.slot - b.slot);
-  return { members, release };
+  if (needed.length > 1) needed.sort((a, b) => a.slot - b.slot);
+  return { members, needed, release };
 }
 
 /** A standby as a member of the synchronous set: its slot and name, nothing that changes with its reports. */

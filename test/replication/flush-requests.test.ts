@@ -94,7 +94,7 @@ function requests(messages: readonly ServerMessage[]): [write: Lsn, flush: Lsn][
 }
 
 describe('flush requests on the wire', () => {
-  it('asks the standbys whose reports release commits (sync, quorum) for the WAL commits wait for, with that WAL; never a potential or asynchronous one, nor one without the option', async (t) => {
+  it('asks the standbys whose confirmations commits need (sync; under ANY n, n quorum members) for the WAL commits wait for, with that WAL; never a potential or asynchronous one, nor one without the option', async (t) => {
     const cluster = createCluster(t);
     const primary = await cluster.primary('p', {
       application: new RecordingApp(),
@@ -139,16 +139,26 @@ describe('flush requests on the wire', () => {
     report(s1, written, end, end);
     await within(writing, HANG_MS, 'the commit at remote_write');
 
-    // Under ANY every listed standby is a quorum member: both are asked, not the one without the option.
+    // Under ANY 1 every listed standby is a quorum member, and a commit needs one of them: only
+    // the one of the lowest slot (s1) is asked; the others' confirmations count all the same.
     primary.reload({ synchronousStandbyNames: 'ANY 1 (s1, s2)' });
     await until(() => states() === JSON.stringify(['quorum', 'quorum', 'quorum']), `all three quorum (${states()})`);
     const next = primary.commit(payload(4, 100));
     const end2 = primary.currentLsn;
     assert.deepEqual(requests(await messagesUntil(s1, end2)), [[end2, end2]]);
-    assert.deepEqual(requests(await messagesUntil(s2, end2)), [[end2, end2]]);
+    assert.deepEqual(requests(await messagesUntil(s2, end2)), [], 's2 counts for the quorum, but is not asked');
     assert.deepEqual(requests(await messagesUntil(plain, end2)), [], 'no request to a standby without the option');
     report(s2, end2, end2, end2);
-    await within(next, HANG_MS, 'the commit under ANY 1');
+    await within(next, HANG_MS, 'the commit under ANY 1, released by s2');
+
+    // s1 leaves while a commit waits: s2 is asked for it at once, with no new WAL to carry the request.
+    const third = primary.commit(payload(5, 100));
+    const end3 = primary.currentLsn;
+    assert.deepEqual(requests(await messagesUntil(s2, end3)), [], 'not asked while s1 is');
+    s1.destroy();
+    assert.deepEqual(await within(s2.next(), HANG_MS, 'the request to s2'), { kind: 'flushRequest', writeLsn: end3, flushLsn: end3 });
+    report(s2, end3, end3, end3);
+    await within(third, HANG_MS, 'the commit under ANY 1, once s1 left');
     for (const conn of [s1, s2, plain]) conn.destroy();
     await primary.close();
   });

@@ -306,6 +306,12 @@ describe('syncDecision and sameSyncSet', () => {
       ],
       'quorum members in slot order',
     );
+    const needed = (text: string): [number, string][] =>
+      syncDecision(config(text), [sb(2, 's3'), sb(1, 's2'), sb(0, 's1')]).needed.map((s): [number, string] => [s.slot, s.applicationName]);
+    assert.deepEqual(needed('ANY 1 (s1, s2, s3)'), [[0, 's1']], 'ANY 1: one member needed, the lowest slot');
+    assert.deepEqual(needed('ANY 2 (s3, s2, s1)'), [[0, 's1'], [1, 's2']], 'ANY 2: the two lowest slots, whatever the list order');
+    assert.deepEqual(needed('FIRST 2 (s3, s2, s1)'), [[1, 's2'], [2, 's3']], 'FIRST 2: every sync member');
+    assert.deepEqual(needed('ANY 3 (s1, s2, s3)'), [[0, 's1'], [1, 's2'], [2, 's3']], 'ANY 3 of three: all');
   });
 });
 
@@ -423,6 +429,13 @@ describe('on random standbys', () => {
             'syncDecision names the sync/quorum rows, in slot order',
           );
           assert.ok(sameSyncSet(decision.members, members), 'and sameSyncSet says so');
+          // The members asked at once: all of them under FIRST, the num of the lowest slots under ANY.
+          const needed = c?.method === 'any' ? members.slice(0, c.num) : members;
+          assert.deepEqual(
+            decision.needed.map((s) => [s.slot, s.applicationName]),
+            needed.map((s) => [s.slot, s.applicationName]),
+            'syncDecision needs every sync member, or the quorum of the lowest slots',
+          );
         }
       }),
       { seed: 20_240_613, numRuns: 3000 },
