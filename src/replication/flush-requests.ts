@@ -19,9 +19,32 @@ import type { StartupOption } from '../protocol/messages.js';
 /** The startup option a standby sends to say it flushes on request. */
 export const FLUSH_ON_REQUEST_OPTION: StartupOption = Object.freeze({ key: 'walship.flush', value: 'on_request' });
 
+/** The startup option that carries such a standby's `flushDelayMs` (see {@link sendPaceOf}). */
+const FLUSH_DELAY_KEY = 'walship.flush_delay_ms';
+
+/** A standby's startup options that say it flushes on request, paced to `flushDelayMs`. */
+export function flushOnRequestOptions(flushDelayMs: number): StartupOption[] {
+  return [FLUSH_ON_REQUEST_OPTION, { key: FLUSH_DELAY_KEY, value: String(flushDelayMs) }];
+}
+
 /** Whether a standby's startup options say it flushes on request. */
 export function flushesOnRequest(options: readonly StartupOption[]): boolean {
   return options.some((option) => option.key === FLUSH_ON_REQUEST_OPTION.key && option.value === FLUSH_ON_REQUEST_OPTION.value);
+}
+
+/**
+ * The pace (ms) at which a standby that flushes on request takes its WAL while no commit needs
+ * its confirmation: its `flushDelayMs` (it flushes, and replays, no more often than that
+ * anyway); 0 for a standby that does not say so, or says something out of range (1–1,000).
+ * Its sender then sends it the WAL written meanwhile, and the primary's durable end, at most
+ * once per pace: on one machine each message costs the primary a socket write and the standby
+ * a wake-up (bench/README.md measures it).
+ */
+export function sendPaceOf(options: readonly StartupOption[]): number {
+  if (!flushesOnRequest(options)) return 0;
+  const value = options.find((option) => option.key === FLUSH_DELAY_KEY)?.value;
+  const ms = value === undefined || !/^[0-9]{1,4}$/.test(value) ? 0 : Number(value);
+  return ms >= 1 && ms <= 1000 ? ms : 0;
 }
 
 /**

@@ -70,6 +70,12 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
     return 0;
   }
 
+  /** Whether commits need the confirmations of the standby in sender slot `slot`, named `applicationName`, now: it is asked (see {@link wantedBy}). */
+  asks(slot: number, applicationName: string): boolean {
+    for (const member of this.#asked) if (member.slot === slot && member.applicationName === applicationName) return true;
+    return false;
+  }
+
   /**
    * A commit appended up to `lsn` will wait for the standbys in `mode`. Said when it is
    * appended, before its WAL is sent, so that the request goes out with that WAL.

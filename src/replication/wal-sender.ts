@@ -9,7 +9,7 @@ import { switchPointOf } from '../wal/timeline-history.js';
 import { verifyHistory, type HistoryCheck } from './history-check.js';
 import { LagTracker, type Lags } from './lag-tracker.js';
 import type { WalLog } from '../wal/wal-log.js';
-import { clearTimer, currentScheduler } from '../scheduler.js';
+import { clearTimer, currentScheduler, type SchedulerTimer } from '../scheduler.js';
 
 /** A sender's state, as `pg_stat_replication.state` names them. */
 export type WalSenderState = 'startup' | 'catchup' | 'streaming' | 'stopping';
@@ -50,6 +50,15 @@ export interface WalSenderOptions {
    * for no commit). Null for a standby that flushes every message. @defaultValue null
    */
   readonly wanted?: ((what: 'write' | 'flush') => Lsn) | null;
+  /**
+   * The standby flushes on request at this pace (its `flushDelayMs`, see `sendPaceOf`): while
+   * it streams and no commit needs its confirmations (`needed` says so), the WAL written and
+   * the durable end go to it at most once every `sendPaceMs` (the first message after a quiet
+   * spell at once). 0 sends everything at once. @defaultValue 0
+   */
+  readonly sendPaceMs?: number;
+  /** Whether commits need this standby's confirmations now (a `sync` member, or an asked `quorum` one): it is then never paced. @defaultValue always */
+  readonly needed?: () => boolean;
   readonly logPrefix?: string;
 }
 
@@ -65,7 +74,17 @@ export interface WalSenderEvents {
   'standby:progress': (event: StandbyProgress & Lags) => void;
 }
 
-const DEFAULTS = { walSenderTimeoutMs: 60_000, maxMessageBytes: 1024 * 1024, historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck, historyFrom: 0, timeline: 0, earlySend: false, wanted: null };
+const DEFAULTS = {
+  walSenderTimeoutMs: 60_000,
+  maxMessageBytes: 1024 * 1024,
+  historyCheck: { checkFrom: null, checkCrc: 0 } as HistoryCheck,
+  historyFrom: 0,
+  timeline: 0,
+  earlySend: false,
+  wanted: null,
+  sendPaceMs: 0,
+  needed: (): boolean => true,
+};
 
 /**
  * Streams a primary's durable WAL (with `earlySend`, its written WAL) to one standby over an authenticated connection, from the
@@ -97,6 +116,12 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   /** The write and flush positions last asked for (`wanted`); -1 before the first request, which says requests will come. */
   #askedWrite: Lsn = -1;
   #askedFlush: Lsn = -1;
+  /** When the last message with WAL or the durable end went (monotonic ms), for `sendPaceMs`. */
+  #lastSentAt = Number.NEGATIVE_INFINITY;
+  /** Ends the paced sender's pause early (see {@link #pause}); null while it does not pause. */
+  #wakePause: (() => void) | null = null;
+  /** A paced standby's word on the durable end, due at its pace (early sending only). */
+  #durableTimer: SchedulerTimer | null = null;
 
   constructor(conn: MessageStream<'server'>, log: WalLog, startLsn: Lsn, options: WalSenderOptions = {}) {
     super();
@@ -144,6 +169,8 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
    */
   async finish(endLsn: Lsn, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     if (this.#state !== 'startup') this.#setState('stopping');
+    // A paced standby gets the last WAL now.
+    this.#hurry();
     await new Promise<void>((resolve) => {
       const check = (): void => {
         if ((this.#progress?.flushLsn ?? -1) < endLsn && this.#conn.failure === null && !this.#abort.signal.aborted && signal?.aborted !== true) return;
@@ -216,9 +243,12 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     if (asked !== null) this.#conn.send(asked);
     this.#setState(this.#sentLsn < this.#log.readableLsn ? 'catchup' : 'streaming');
     const heartbeat = currentScheduler().setInterval(() => this.#heartbeat(), Math.max(10, this.#options.walSenderTimeoutMs / 4));
-    // Early sending: WAL went out before it was durable; the standby learns at once when it is.
+    // Early sending: WAL went out before it was durable; the standby learns at once when it is
+    // (a paced one at its pace).
     const onFlush = (): void => {
-      if (this.#sentLsn > this.#toldDurable && this.#conn.failure === null && !this.#abort.signal.aborted) this.#keepalive(false);
+      if (this.#sentLsn <= this.#toldDurable || this.#conn.failure !== null || this.#abort.signal.aborted) return;
+      if (this.#paced()) this.#tellDurableAtPace();
+      else this.#keepalive(false);
     };
     if (this.#options.earlySend) this.#log.on('flush', onFlush);
     const listening = this.#listen();
@@ -240,6 +270,8 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       if (this.#timedOut !== null) throw this.#timedOut;
     } finally {
       clearTimer(heartbeat);
+      clearTimer(this.#durableTimer);
+      this.#durableTimer = null;
       this.#log.off('flush', onFlush);
       this.#abort.abort();
       if (this.#endOfTimeline === null) this.#conn.destroy();
@@ -259,15 +291,17 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     });
     // Read ahead: the next chunk comes off the disk while this one drains into the socket, so
     // a catching-up standby never waits for a read. At most two messages are held.
-    let next = chunks.next();
+    let next: ReturnType<typeof chunks.next> | null = chunks.next();
     try {
       for (;;) {
-        const chunk = await next;
+        const chunk = await (next ?? chunks.next());
         if (chunk.done === true) {
           this.#endOfTimeline = this.#timelineEnd();
           return;
         }
-        next = chunks.next();
+        // A paced standby's next chunk is read after the pause: all the WAL written meanwhile.
+        const paced = this.#paced();
+        next = paced ? null : chunks.next();
         const { startLsn, data } = chunk.value;
         // The durable end (a cascading standby's: what its primary confirmed), which an early
         // sender's data may run ahead of.
@@ -277,6 +311,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
         const asked = this.#flushRequest();
         const fits = asked === null ? this.#conn.send(walData) : this.#conn.sendBoth(asked, walData);
         this.#sentLsn = startLsn + data.length;
+        this.#lastSentAt = currentScheduler().monotonic();
         // As PostgreSQL's walsender: the flushed end, timed when first seen, approximates when
         // that WAL was flushed, so a standby catching up shows how far behind it really is.
         this.#lag.sent(walEnd, currentScheduler().now());
@@ -284,12 +319,17 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
         // Backpressure: a standby that stops reading stops us here.
         if (!fits) await this.#conn.drained();
         if (this.#conn.failure !== null) throw this.#conn.failure;
+        if (paced) {
+          await this.#pause();
+          next = chunks.next();
+        }
       }
     } finally {
       // The read-ahead's outcome no longer matters. One waiting for WAL ends with the abort
       // signal; one that already read its chunk waits at its yield, holding the segment file
-      // open, until the reader is ended (which closes the file).
-      void next.then(() => chunks.return?.(undefined)).catch(() => undefined);
+      // open, until the reader is ended (which closes the file). No read-ahead: the reader is ended now.
+      if (next === null) void chunks.return?.(undefined);
+      else void next.then(() => chunks.return?.(undefined)).catch(() => undefined);
     }
   }
 
@@ -351,6 +391,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
   #keepalive(replyRequested: boolean): void {
     const walEnd = this.#log.readableLsn;
     this.#toldDurable = walEnd;
+    this.#lastSentAt = currentScheduler().monotonic();
     const keepalive: KeepaliveMessage = { kind: 'keepalive', walEnd, sendTime: nowMicros(), replyRequested };
     const asked = this.#flushRequest();
     if (asked === null) this.#conn.send(keepalive);
@@ -367,6 +408,53 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     if (this.#state === 'startup' || this.#conn.failure !== null || this.#abort.signal.aborted) return;
     const asked = this.#flushRequest();
     if (asked !== null) this.#conn.send(asked);
+    // A standby commits now need is not paced: what its pace held goes now.
+    if (!this.#paced()) this.#hurry();
+  }
+
+  /**
+   * Whether WAL and the durable end wait for the standby's pace now: it flushes on request
+   * (`sendPaceMs`), streams (not in catch-up, not stopping), and no commit needs its confirmations.
+   */
+  #paced(): boolean {
+    return this.#options.sendPaceMs > 0 && this.#state === 'streaming' && !this.#options.needed();
+  }
+
+  /** Waits until `sendPaceMs` after the last message, or until {@link #hurry} or the abort. */
+  #pause(): Promise<void> {
+    const waitMs = this.#lastSentAt + this.#options.sendPaceMs - currentScheduler().monotonic();
+    if (waitMs <= 0 || this.#abort.signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const signal = this.#abort.signal;
+      const wake = (): void => {
+        clearTimer(timer);
+        signal.removeEventListener('abort', wake);
+        this.#wakePause = null;
+        resolve();
+      };
+      const timer = currentScheduler().setTimeout(wake, waitMs);
+      signal.addEventListener('abort', wake, { once: true });
+      this.#wakePause = wake;
+    });
+  }
+
+  /** Early sending to a paced standby: the durable end goes with its next message, or on its own at the pace. */
+  #tellDurableAtPace(): void {
+    if (this.#durableTimer !== null) return;
+    const waitMs = Math.max(0, this.#lastSentAt + this.#options.sendPaceMs - currentScheduler().monotonic());
+    this.#durableTimer = currentScheduler().setTimeout(() => {
+      this.#durableTimer = null;
+      if (this.#sentLsn > this.#toldDurable && this.#conn.failure === null && !this.#abort.signal.aborted) this.#keepalive(false);
+    }, waitMs);
+  }
+
+  /** Ends the pace's waits: the WAL it held, and the durable end, go now. */
+  #hurry(): void {
+    this.#wakePause?.();
+    if (this.#durableTimer === null) return;
+    clearTimer(this.#durableTimer);
+    this.#durableTimer = null;
+    if (this.#sentLsn > this.#toldDurable && this.#conn.failure === null && !this.#abort.signal.aborted) this.#keepalive(false);
   }
 
   /** The request for the position commits now wait for, when it moved since the last one (the first always goes); null otherwise. */

@@ -15,7 +15,7 @@ import type { SyncRep } from './sync-rep.js';
 import type { SyncStandbyInput } from './sync-standbys.js';
 import { WalSender, type EndOfTimeline, type WalSenderState } from './wal-sender.js';
 import { acceptsEarlyWal } from './early-wal.js';
-import { flushesOnRequest } from './flush-requests.js';
+import { flushesOnRequest, sendPaceOf } from './flush-requests.js';
 import { switchPointOf } from '../wal/timeline-history.js';
 import type { ReplicationStatusRow, SenderStateDiagnostic, StandbyConnectionEvent, WalServiceEvents, WalSource } from './wal-source.js';
 import { currentScheduler } from '../scheduler.js';
@@ -379,6 +379,9 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       earlySend: this.#options.earlySend === true && log.role === 'primary' && acceptsEarlyWal(session.info.options),
       // Read when sending: a promoted standby's service gets synchronous replication later.
       wanted: flushesOnRequest(session.info.options) ? (what) => this.#syncRep?.wantedBy(session.index, applicationName, what) ?? 0 : null,
+      // While no commit needs its confirmations, a paced standby takes its WAL at its pace.
+      sendPaceMs: sendPaceOf(session.info.options),
+      needed: () => this.#syncRep?.asks(session.index, applicationName) ?? false,
       ...(this.#options.logPrefix === undefined ? {} : { logPrefix: `${this.#options.logPrefix} ${applicationName}` }),
     });
     session.sender = sender;

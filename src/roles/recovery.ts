@@ -24,7 +24,7 @@ import type { MessageStream } from '../protocol/message-stream.js';
 import { connectReplication, createReplicationSlot, dropReplicationSlot, expectMessage, fetchTimelineHistory, type ReplyOptions } from '../protocol/replication-client.js';
 import { receiveBaseBackup } from '../replication/base-backup-receiver.js';
 import { EARLY_WAL_OPTION, restartBound, streamStart } from '../replication/early-wal.js';
-import { FLUSH_ON_REQUEST_OPTION } from '../replication/flush-requests.js';
+import { flushOnRequestOptions } from '../replication/flush-requests.js';
 import { SendTimes } from '../replication/send-times.js';
 import { WalReceiver } from '../replication/wal-receiver.js';
 import { SlotManager } from '../slots/slot-manager.js';
@@ -719,7 +719,7 @@ export class RecoveryRole extends SafeEmitter<RecoveryEvents> {
       address,
       user: p.user,
       applicationName: p.applicationName,
-      options: [...(this.#options.acceptEarlyWal ? [EARLY_WAL_OPTION] : []), ...(this.#options.flushDelayMs > 0 ? [FLUSH_ON_REQUEST_OPTION] : [])],
+      options: [...(this.#options.acceptEarlyWal ? [EARLY_WAL_OPTION] : []), ...(this.#options.flushDelayMs > 0 ? flushOnRequestOptions(this.#options.flushDelayMs) : [])],
       handshakeTimeoutMs: p.connectTimeoutMs ?? 10_000,
       signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]),
       ...(p.password === undefined ? {} : { password: p.password }),

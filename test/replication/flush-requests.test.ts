@@ -4,7 +4,8 @@ import { WalLog, type Lsn, type Primary } from '../../src/index.js';
 import type { MessageStream } from '../../src/protocol/message-stream.js';
 import type { ServerMessage } from '../../src/protocol/messages.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
-import { FLUSH_ON_REQUEST_OPTION, FlushPacing, flushesOnRequest } from '../../src/replication/flush-requests.js';
+import { FLUSH_ON_REQUEST_OPTION, FlushPacing, flushOnRequestOptions, flushesOnRequest, sendPaceOf } from '../../src/replication/flush-requests.js';
+import type { WalSender } from '../../src/replication/wal-sender.js';
 import { WalReceiver } from '../../src/replication/wal-receiver.js';
 import { MemoryStorage, createCluster, kvEntry, type Cluster } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
@@ -62,6 +63,10 @@ describe('FlushPacing', () => {
     assert.equal(flushesOnRequest([FLUSH_ON_REQUEST_OPTION]), true);
     assert.equal(flushesOnRequest([{ key: 'walship.flush', value: 'always' }]), false);
     assert.equal(flushesOnRequest([]), false);
+    assert.equal(sendPaceOf(flushOnRequestOptions(5)), 5, 'the pace is the standby\'s flushDelayMs');
+    assert.equal(sendPaceOf([FLUSH_ON_REQUEST_OPTION]), 0, 'no delay said: no pace');
+    assert.equal(sendPaceOf(flushOnRequestOptions(5).slice(1)), 0, 'a delay without flushes on request: no pace');
+    for (const value of ['0', '1001', '5.5', '-5', 'x', '', '00005000']) assert.equal(sendPaceOf([FLUSH_ON_REQUEST_OPTION, { key: 'walship.flush_delay_ms', value }]), 0, `${JSON.stringify(value)} is no pace`);
   });
 });
 
@@ -161,6 +166,43 @@ describe('flush requests on the wire', () => {
     await within(third, HANG_MS, 'the commit under ANY 1, once s1 left');
     for (const conn of [s1, s2, plain]) conn.destroy();
     await primary.close();
+  });
+});
+
+describe('WalSender pacing a standby no commit needs', () => {
+  it('sends the first WAL after a quiet spell at once, holds the rest for the pace, and sends what it held at once when the standby becomes needed', async () => {
+    const net = new MemoryNetwork();
+    const log = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
+    let needed = false;
+    let sender: WalSender | null = null;
+    // A pace no test run reaches: what it holds comes only when the standby becomes needed.
+    const { server, address } = await walServer(net, log, { sendPaceMs: 3_600_000, needed: () => needed, wanted: () => 0 }, (s) => (sender = s));
+    const conn = await connectReplication({ transport: net.transport('s2'), address, user: 'repl', applicationName: 's2', options: flushOnRequestOptions(1000) });
+    conn.send({ kind: 'startReplication', slotName: '', startLsn: log.flushedLsn, timeline: log.timeline, checkFrom: null, checkCrc: 0 });
+    assert.equal((await conn.next())?.kind, 'replicationStarted');
+    assert.equal((await conn.next())?.kind, 'flushRequest');
+    const commit = async (i: number): Promise<Lsn> => {
+      const { endLsn } = log.append(payload(i, 100));
+      await log.waitForFlush(endLsn);
+      return endLsn;
+    };
+    const first = await commit(0);
+    const message = await within(conn.next(), HANG_MS, 'the first WAL');
+    assert.ok(message?.kind === 'walData' && message.startLsn + message.data.length === first, 'the first WAL, at once');
+    await commit(1);
+    const third = await commit(2);
+    let arrived: ServerMessage | null = null;
+    const next = conn.next().then((m) => (arrived = m));
+    await turns(50);
+    assert.equal(arrived, null, 'the next WAL waits for the pace');
+    needed = true;
+    (sender as WalSender | null)?.askNow();
+    await within(next, HANG_MS, 'the WAL held');
+    const held = arrived as ServerMessage | null;
+    assert.ok(held?.kind === 'walData' && held.startLsn === first && held.startLsn + held.data.length === third, 'what the pace held, in one message, once the standby is needed');
+    conn.destroy();
+    await server.close();
+    await log.close();
   });
 });
 
@@ -296,6 +338,24 @@ describe('WalReceiver flushing on request', () => {
 });
 
 describe('standbys flushing on request', () => {
+  it('an asynchronous standby paced with early WAL still hears the durable end and replays everything (virtual time)', async (t) => {
+    const cluster = await createCluster({ t, seed: 11, standbys: 2, synchronousStandbyNames: 'FIRST 1 (s1)', flushDelayMs: 1000, earlySend: true });
+    // The primary's syncs take time: its WAL reaches s2 before it is durable.
+    cluster.slowDisk('p', 5);
+    for (const level of ['local', 'on', 'local'] as const) await cluster.commit({ level, count: 5 });
+    // After a quiet spell the next WAL goes to s2 at once, before it is durable: only the
+    // sender's word at the pace, with no WAL after it, tells s2 it may replay that commit.
+    await cluster.sleep(2000);
+    await cluster.commit({ level: 'local' });
+    const started = cluster.scheduler.now();
+    await cluster.waitForCatchup('s2', { mode: 'replay' });
+    // Its WAL, its flushes and the primary's word that the WAL is durable each come at most a pace apart.
+    assert.ok(cluster.scheduler.now() - started <= 3000, `s2 replayed everything ${cluster.scheduler.now() - started} virtual ms after the last commit`);
+    await cluster.settle();
+    const result = cluster.check();
+    assert.ok(result.ok, result.report);
+  });
+
   it('a standby that becomes synchronous while a commit waits is asked for its WAL at once, not at its pace (virtual time)', async (t) => {
     const cluster = await createCluster({ t, seed: 7, standbys: 2, synchronousStandbyNames: 'FIRST 1 (s1, s2)', flushDelayMs: 1000 });
     await cluster.sleep(10);
