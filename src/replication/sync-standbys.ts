@@ -101,12 +101,12 @@ export function syncStates(config: SyncStandbyConfig | null, standbys: readonly 
 }
 
 /**
- * What one status report decides (for {@link SyncRep}): the standbys commits wait for, in slot
- * order (the `sync` or `quorum` rows of {@link syncStates}); those of them a commit needs
- * confirmations from at the least, `needed` (every member under `FIRST`; under `ANY n`, the `n`
- * of the lowest slots, since every quorum member has priority 1: see `flush-requests.ts`); and {@link releasePositions}, from
- * one choice. It runs on every report, so it trusts its caller's input (no checks) and builds no
- * rows.
+ * What one status report decides (for {@link SyncRep}), from one choice: the standbys commits
+ * wait for, in slot order (the `sync` or `quorum` rows of {@link syncStates}); `needed`, those
+ * whose confirmations a commit needs at the least, also in slot order (every member under
+ * `FIRST`; under `ANY n` the `n` of the lowest slots, since every quorum member has priority 1:
+ * see `flush-requests.ts`); and {@link releasePositions}. It runs on every report, so it trusts
+ * its caller's input (no checks) and builds no rows.
  */
 export function syncDecision<T extends SyncStandbyInput>(config: SyncStandbyConfig | null, standbys: readonly T[]): { members: T[]; needed: T[]; release: SyncReleasePositions } {
   const chosen = chooseSync(config, standbys);
