@@ -33,8 +33,8 @@ export function flushesOnRequest(options: readonly StartupOption[]): boolean {
 }
 
 /**
- * The pace (ms) at which a standby that flushes on request takes its WAL while no commit needs
- * its confirmation: its `flushDelayMs` (it flushes, and replays, no more often than that
+ * The pace (ms) at which a standby that flushes on request takes its WAL while it is not asked
+ * (not `sync`, not an asked quorum member, see `SyncRep.asks`): its `flushDelayMs` (it flushes, and replays, no more often than that
  * anyway); 0 for a standby that does not say so, or says something out of range (1–1,000).
  * Its sender then sends it the WAL written meanwhile, and the primary's durable end, at most
  * once per pace: on one machine each message costs the primary a socket write and the standby

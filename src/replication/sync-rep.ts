@@ -148,11 +148,12 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
   /**
    * A new configuration, in force at once: `null` (synchronous replication off) releases every
    * waiting commit; otherwise {@link update} with the standbys re-evaluates the waiters.
+   * Returns {@link update}'s answer: whether the standbys asked changed.
    */
-  reload(config: SyncStandbyConfig | null, standbys: readonly SyncStandbyInput[]): void {
+  reload(config: SyncStandbyConfig | null, standbys: readonly SyncStandbyInput[]): boolean {
     this.#config = config;
     if (config === null) for (const waiters of Object.values(this.#waiters)) waiters.releaseAll();
-    this.update(standbys);
+    return this.update(standbys);
   }
 
   /** Ends every wait, and every later one, with `SYNC_REP_CANCELED` (shutdown). */

@@ -52,7 +52,7 @@ export interface WalSenderOptions {
   readonly wanted?: ((what: 'write' | 'flush') => Lsn) | null;
   /**
    * The standby flushes on request at this pace (its `flushDelayMs`, see `sendPaceOf`): while
-   * it streams and no commit needs its confirmations (`needed` says so), the WAL written and
+   * it streams and is not asked (`needed` says so), the WAL written and
    * the durable end go to it at most once every `sendPaceMs` (the first message after a quiet
    * spell at once). 0 sends everything at once. @defaultValue 0
    */
@@ -299,7 +299,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
           this.#endOfTimeline = this.#timelineEnd();
           return;
         }
-        // A paced standby's next chunk is read after the pause: all the WAL written meanwhile.
+        // A paced standby's next chunk is read after the pause, when it has all of what was written.
         const paced = this.#paced();
         next = paced ? null : chunks.next();
         const { startLsn, data } = chunk.value;
@@ -320,7 +320,9 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
         if (!fits) await this.#conn.drained();
         if (this.#conn.failure !== null) throw this.#conn.failure;
         if (paced) {
-          await this.#pause();
+          // Only once it has everything so far: a standby behind (more than a chunk came within
+          // a pace) gets the rest at once, so the pace never caps its throughput.
+          if (this.#sentLsn >= (this.#options.earlySend ? this.#log.writtenLsn : this.#log.readableLsn)) await this.#pause();
           next = chunks.next();
         }
       }
@@ -328,7 +330,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
       // The read-ahead's outcome no longer matters. One waiting for WAL ends with the abort
       // signal; one that already read its chunk waits at its yield, holding the segment file
       // open, until the reader is ended (which closes the file). No read-ahead: the reader is ended now.
-      if (next === null) void chunks.return?.(undefined);
+      if (next === null) void chunks.return?.(undefined)?.catch(() => undefined);
       else void next.then(() => chunks.return?.(undefined)).catch(() => undefined);
     }
   }
@@ -414,16 +416,20 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
 
   /**
    * Whether WAL and the durable end wait for the standby's pace now: it flushes on request
-   * (`sendPaceMs`), streams (not in catch-up, not stopping), and no commit needs its confirmations.
+   * (`sendPaceMs`), streams (not in catch-up, not stopping), and is not asked (`needed`).
    */
   #paced(): boolean {
     return this.#options.sendPaceMs > 0 && this.#state === 'streaming' && !this.#options.needed();
   }
 
-  /** Waits until `sendPaceMs` after the last message, or until {@link #hurry} or the abort. */
+  /**
+   * Waits until `sendPaceMs` after the last message, or until {@link #hurry} or the abort. Not
+   * at all when the standby is no longer paced: {@link askNow} or `finish()` may have come while
+   * the last send waited for the socket to drain, before there was a pause to end.
+   */
   #pause(): Promise<void> {
     const waitMs = this.#lastSentAt + this.#options.sendPaceMs - currentScheduler().monotonic();
-    if (waitMs <= 0 || this.#abort.signal.aborted) return Promise.resolve();
+    if (waitMs <= 0 || this.#abort.signal.aborted || !this.#paced()) return Promise.resolve();
     return new Promise((resolve) => {
       const signal = this.#abort.signal;
       const wake = (): void => {
@@ -444,8 +450,13 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     const waitMs = Math.max(0, this.#lastSentAt + this.#options.sendPaceMs - currentScheduler().monotonic());
     this.#durableTimer = currentScheduler().setTimeout(() => {
       this.#durableTimer = null;
-      if (this.#sentLsn > this.#toldDurable && this.#conn.failure === null && !this.#abort.signal.aborted) this.#keepalive(false);
+      if (this.#durableNews()) this.#keepalive(false);
     }, waitMs);
+  }
+
+  /** Whether the standby has WAL past the durable end it was told, and there is more durable to tell (a `walData` may have told it meanwhile). */
+  #durableNews(): boolean {
+    return this.#sentLsn > this.#toldDurable && this.#log.readableLsn > this.#toldDurable && this.#conn.failure === null && !this.#abort.signal.aborted;
   }
 
   /** Ends the pace's waits: the WAL it held, and the durable end, go now. */
@@ -454,7 +465,7 @@ export class WalSender extends SafeEmitter<WalSenderEvents> {
     if (this.#durableTimer === null) return;
     clearTimer(this.#durableTimer);
     this.#durableTimer = null;
-    if (this.#sentLsn > this.#toldDurable && this.#conn.failure === null && !this.#abort.signal.aborted) this.#keepalive(false);
+    if (this.#durableNews()) this.#keepalive(false);
   }
 
   /** The request for the position commits now wait for, when it moved since the last one (the first always goes); null otherwise. */

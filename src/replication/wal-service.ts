@@ -167,8 +167,15 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
     const syncRep = this.#syncRep;
     // Most primaries run without synchronous standbys: no inputs to build on every report.
     if (syncRep === undefined || !syncRep.listening) return;
-    if (!syncRep.update(this.syncInputs())) return;
-    // A standby that just became a member may hold WAL a commit waits for: it is asked now, not with its next message.
+    if (syncRep.update(this.syncInputs())) this.askAgain();
+  }
+
+  /**
+   * The standbys asked for what commits wait for changed (see `SyncRep.update`, `reload`): a
+   * newly asked one may hold WAL a commit waits for, or its sender may hold WAL for its pace,
+   * so every sender asks now, not with its next message.
+   */
+  askAgain(): void {
     for (const session of this.#sessions) session.sender?.askNow();
   }
 
@@ -379,7 +386,7 @@ export class WalService extends SafeEmitter<WalServiceEvents> {
       earlySend: this.#options.earlySend === true && log.role === 'primary' && acceptsEarlyWal(session.info.options),
       // Read when sending: a promoted standby's service gets synchronous replication later.
       wanted: flushesOnRequest(session.info.options) ? (what) => this.#syncRep?.wantedBy(session.index, applicationName, what) ?? 0 : null,
-      // While no commit needs its confirmations, a paced standby takes its WAL at its pace.
+      // While it is not asked (not sync, not an asked quorum member), a paced standby takes its WAL at its pace.
       sendPaceMs: sendPaceOf(session.info.options),
       needed: () => this.#syncRep?.asks(session.index, applicationName) ?? false,
       ...(this.#options.logPrefix === undefined ? {} : { logPrefix: `${this.#options.logPrefix} ${applicationName}` }),

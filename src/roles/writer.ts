@@ -275,7 +275,8 @@ export class WriterRole extends SafeEmitter<WriterEvents> {
     if (settings.synchronousCommit !== undefined) this.#synchronousCommit = settings.synchronousCommit;
     if (settings.syncConfig !== undefined) {
       this.#debug('synchronousStandbyNames is now %s', settings.syncConfig === null ? "'' (off)" : settings.syncConfig.text);
-      this.syncRep.reload(settings.syncConfig, this.#core.service?.syncInputs() ?? []);
+      // A standby asked now may hold, or be held from, WAL a commit waits for: its sender asks at once.
+      if (this.syncRep.reload(settings.syncConfig, this.#core.service?.syncInputs() ?? [])) this.#core.service?.askAgain();
     }
   }
 

@@ -204,6 +204,37 @@ describe('WalSender pacing a standby no commit needs', () => {
     await server.close();
     await log.close();
   });
+
+  it('sends a paced standby that is more than a message behind the rest back to back, not a message per pace', async () => {
+    const net = new MemoryNetwork();
+    const log = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
+    const PACE_MS = 300;
+    // Messages of at most 256 bytes: the ten commits below make ten or more of them.
+    const { server, address } = await walServer(net, log, { sendPaceMs: PACE_MS, needed: () => false, wanted: () => 0, maxMessageBytes: 256 });
+    const conn = await connectReplication({ transport: net.transport('s2'), address, user: 'repl', applicationName: 's2', options: flushOnRequestOptions(PACE_MS) });
+    conn.send({ kind: 'startReplication', slotName: '', startLsn: log.flushedLsn, timeline: log.timeline, checkFrom: null, checkCrc: 0 });
+    assert.equal((await conn.next())?.kind, 'replicationStarted');
+    assert.equal((await conn.next())?.kind, 'flushRequest');
+    const first = log.append(payload(0, 200)).endLsn;
+    await log.waitForFlush(first);
+    await within(conn.next(), HANG_MS, 'the first WAL');
+    const started = performance.now();
+    let end = 0;
+    for (let i = 1; i <= 10; i++) end = log.append(payload(i, 200)).endLsn;
+    await log.waitForFlush(end);
+    let messages = 0;
+    for (let at = first; at < end; ) {
+      const message = await within(conn.next(), HANG_MS, `WAL up to ${end}`);
+      if (message?.kind === 'walData') [at, messages] = [message.startLsn + message.data.length, messages + 1];
+    }
+    const elapsed = performance.now() - started;
+    assert.ok(messages >= 10, `${messages} messages`);
+    // One-sided: a message per pace would take ten paces (3 s); a slow run only adds to one.
+    assert.ok(elapsed < 4 * PACE_MS, `the rest took ${elapsed.toFixed(0)} ms, one pace is ${PACE_MS}`);
+    conn.destroy();
+    await server.close();
+    await log.close();
+  });
 });
 
 /** A primary log streaming to a replica log through a `WalReceiver` that flushes on request. */
@@ -354,6 +385,26 @@ describe('standbys flushing on request', () => {
     await cluster.settle();
     const result = cluster.check();
     assert.ok(result.ok, result.report);
+  });
+
+  it('a reload that makes a paced standby synchronous while a commit waits sends it the WAL its pace held, at once (virtual time)', async (t) => {
+    const cluster = await createCluster({ t, seed: 5, standbys: 2, synchronousStandbyNames: 'FIRST 1 (s1)', flushDelayMs: 1000 });
+    await cluster.sleep(2000);
+    // s2 (asynchronous, paced) gets this at once, after a quiet spell; its pace then holds the next.
+    await cluster.commit({ level: 'local' });
+    cluster.stall('p', 's1');
+    const primary = cluster.primary as Primary;
+    let releasedAt = -1;
+    const waiting = cluster.scheduler.run(() => primary.commit([kvEntry({ key: 'k', value: 'held' })], { synchronousCommit: 'on' })).then(() => {
+      releasedAt = cluster.scheduler.now();
+    });
+    await cluster.sleep(20);
+    assert.equal(releasedAt, -1, 'the commit waits for s1');
+    const reloadedAt = cluster.scheduler.now();
+    cluster.reload('FIRST 1 (s2)');
+    await cluster.sleep(1500);
+    await waiting;
+    assert.ok(releasedAt - reloadedAt < 100, `the commit was released ${releasedAt - reloadedAt} virtual ms after the reload made s2 synchronous`);
   });
 
   it('a standby that becomes synchronous while a commit waits is asked for its WAL at once, not at its pace (virtual time)', async (t) => {

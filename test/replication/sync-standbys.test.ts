@@ -430,7 +430,7 @@ describe('on random standbys', () => {
           );
           assert.ok(sameSyncSet(decision.members, members), 'and sameSyncSet says so');
           // The members asked at once: all of them under FIRST, the num of the lowest slots under ANY.
-          const needed = c?.method === 'any' ? members.slice(0, c.num) : members;
+          const needed = c.method === 'any' ? members.slice(0, c.num) : members;
           assert.deepEqual(
             decision.needed.map((s) => [s.slot, s.applicationName]),
             needed.map((s) => [s.slot, s.applicationName]),
