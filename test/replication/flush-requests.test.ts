@@ -7,7 +7,7 @@ import { connectReplication } from '../../src/protocol/replication-client.js';
 import { FLUSH_ON_REQUEST_OPTION, FlushPacing, flushOnRequestOptions, flushesOnRequest, sendPaceOf } from '../../src/replication/flush-requests.js';
 import type { WalSender } from '../../src/replication/wal-sender.js';
 import { WalReceiver } from '../../src/replication/wal-receiver.js';
-import { MemoryStorage, createCluster, kvEntry, type Cluster } from '../../src/testing/index.js';
+import { MemoryStorage, createCluster, kvEntry, type Cluster, type SimulatedCluster } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
 import { RecordingApp } from '../helpers/apps.js';
 import { report } from '../helpers/primary-helpers.js';
@@ -368,6 +368,19 @@ describe('WalReceiver flushing on request', () => {
   });
 });
 
+/** Stalls s1's link, then commits at `on` on the simulated primary: the commit waits; `releasedAt()` is the virtual time it resolved at (-1 before). */
+async function commitWhileS1Stalled(cluster: SimulatedCluster, value: string): Promise<{ releasedAt: () => number; settled: Promise<void> }> {
+  cluster.stall('p', 's1');
+  const primary = cluster.primary as Primary;
+  let releasedAt = -1;
+  const settled = cluster.scheduler.run(() => primary.commit([kvEntry({ key: 'k', value })], { synchronousCommit: 'on' })).then(() => {
+    releasedAt = cluster.scheduler.now();
+  });
+  await cluster.sleep(20);
+  assert.equal(releasedAt, -1, 'the commit waits for s1');
+  return { releasedAt: () => releasedAt, settled };
+}
+
 describe('standbys flushing on request', () => {
   it('an asynchronous standby paced with early WAL still hears the durable end and replays everything (virtual time)', async (t) => {
     const cluster = await createCluster({ t, seed: 11, standbys: 2, synchronousStandbyNames: 'FIRST 1 (s1)', flushDelayMs: 1000, earlySend: true });
@@ -392,19 +405,13 @@ describe('standbys flushing on request', () => {
     await cluster.sleep(2000);
     // s2 (asynchronous, paced) gets this at once, after a quiet spell; its pace then holds the next.
     await cluster.commit({ level: 'local' });
-    cluster.stall('p', 's1');
-    const primary = cluster.primary as Primary;
-    let releasedAt = -1;
-    const waiting = cluster.scheduler.run(() => primary.commit([kvEntry({ key: 'k', value: 'held' })], { synchronousCommit: 'on' })).then(() => {
-      releasedAt = cluster.scheduler.now();
-    });
-    await cluster.sleep(20);
-    assert.equal(releasedAt, -1, 'the commit waits for s1');
+    const waiting = await commitWhileS1Stalled(cluster, 'held');
     const reloadedAt = cluster.scheduler.now();
     cluster.reload('FIRST 1 (s2)');
     await cluster.sleep(1500);
-    await waiting;
-    assert.ok(releasedAt - reloadedAt < 100, `the commit was released ${releasedAt - reloadedAt} virtual ms after the reload made s2 synchronous`);
+    await waiting.settled;
+    const took = waiting.releasedAt() - reloadedAt;
+    assert.ok(took < 100, `the commit was released ${took} virtual ms after the reload made s2 synchronous`);
   });
 
   it('a standby that becomes synchronous while a commit waits is asked for its WAL at once, not at its pace (virtual time)', async (t) => {
@@ -414,19 +421,13 @@ describe('standbys flushing on request', () => {
     assert.deepEqual([first?.outcome, first?.confirmers], ['acknowledged', ['s1']]);
     // s1 (sync) hears nothing more; s2 (potential, so not asked) receives the next commit's WAL
     // just after its last flush, and holds it for up to a second.
-    cluster.stall('p', 's1');
-    const primary = cluster.primary as Primary;
-    let releasedAt = -1;
-    const waiting = cluster.scheduler.run(() => primary.commit([kvEntry({ key: 'k', value: 'second' })], { synchronousCommit: 'on' })).then(() => {
-      releasedAt = cluster.scheduler.now();
-    });
-    await cluster.sleep(20);
-    assert.equal(releasedAt, -1, 'the commit waits for s1');
+    const waiting = await commitWhileS1Stalled(cluster, 'second');
     const crashedAt = cluster.scheduler.now();
     await cluster.crash('s1');
     await cluster.sleep(1000);
-    await waiting;
-    assert.ok(releasedAt - crashedAt < 100, `s2 took over as the synchronous standby: the commit was released ${releasedAt - crashedAt} virtual ms after s1 left`);
+    await waiting.settled;
+    const took = waiting.releasedAt() - crashedAt;
+    assert.ok(took < 100, `s2 took over as the synchronous standby: the commit was released ${took} virtual ms after s1 left`);
   });
 
   it('under FIRST 1 (s1): s1 flushes each commit at on and writes each at remote_write; s2 (asynchronous), and s1 at local and remote_write, flush at the pace; both end with everything', async (t) => {
