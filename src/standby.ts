@@ -93,14 +93,15 @@ export interface StandbyOptions extends NodeOptions, ServeOptions {
   /**
    * Above 0: WAL that no commit waits for this standby to write or flush is made durable at
    * most this often, in milliseconds (at once when the last flush is older, else when it is).
-   * The primary asks, with the WAL itself, for the WAL commits wait for (when this standby's
-   * reports release commits: `sync` or `quorum` in `replicationStatus()`), and that is flushed
-   * at once. For standbys that share a disk with their primary or with its synchronous
+   * The primary asks, with the WAL itself, for the WAL commits wait for (when commits need
+   * this standby's confirmations: `sync`, or under `ANY n` one of `n` `quorum` standbys), and
+   * that is flushed at once; while it does not ask, it sends this standby WAL at most this
+   * often too. For standbys that share a disk with their primary or with its synchronous
    * standbys: an asynchronous one under a steady stream then makes one fdatasync every few
    * milliseconds instead of one per message, and leaves the disk to the syncs commits wait
-   * for. The price: its replay, which applies only durable WAL, lags by up to this much more
-   * (apply latency at 1,000 commits/s: p50 1.1 → 4.5 ms with 5, bench/README.md). 0 flushes
-   * every message at once, as PostgreSQL's walreceiver does. @defaultValue 0
+   * for. The price: its replay, which applies only durable WAL, lags by up to twice this much
+   * more (apply latency at 1,000 commits/s: p50 1.1 → 7.1 ms with 5, bench/README.md). 0
+   * flushes every message at once, as PostgreSQL's walreceiver does. @defaultValue 0
    */
   readonly flushDelayMs?: number;
   /**

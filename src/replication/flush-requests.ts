@@ -8,12 +8,14 @@ import type { StartupOption } from '../protocol/messages.js';
  * standby with `flushDelayMs` above 0 says in its startup options that it flushes on request.
  * Its upstream then asks it, with a `flushRequest`, for the WAL a commit waits for this standby
  * to write (`remote_write`), or to flush or apply: sent with that WAL (the commit says so as it
- * appends), and only to a standby whose reports release commits now (a `sync` or `quorum` one).
- * What is asked to be written is written at once, what is asked to be flushed is flushed at
- * once; WAL nobody asked to be flushed is flushed at most once every `flushDelayMs`: at once
- * when the last flush is that old (an idle stream keeps its latency), else when it is. A
- * request is a hint for latency only: whatever the requests, every byte received is durable
- * within `flushDelayMs`, and a standby whose upstream never asks flushes every message at once.
+ * appends), and only to a standby whose confirmations commits need now (a `sync` one; under
+ * `ANY n`, `n` of the `quorum` ones: `SyncRep.asks`). What is asked to be written is written
+ * at once, what is asked to be flushed is flushed at once; WAL nobody asked to be flushed is
+ * flushed at most once every `flushDelayMs`: at once when the last flush is that old (an idle
+ * stream keeps its latency), else when it is. A request is a hint for latency only: whatever
+ * the requests, every byte received is durable within `flushDelayMs`, and a standby whose
+ * upstream never asks flushes every message at once. While a standby is not asked, its
+ * upstream also sends it WAL at that pace ({@link sendPaceOf}).
  */
 
 /** The startup option a standby sends to say it flushes on request. */
@@ -34,8 +36,9 @@ export function flushesOnRequest(options: readonly StartupOption[]): boolean {
 
 /**
  * The pace (ms) at which a standby that flushes on request takes its WAL while it is not asked
- * (not `sync`, not an asked quorum member, see `SyncRep.asks`): its `flushDelayMs` (it flushes, and replays, no more often than that
- * anyway); 0 for a standby that does not say so, or says something out of range (1–1,000).
+ * (not `sync`, not an asked quorum member, see `SyncRep.asks`): its `flushDelayMs` (it
+ * flushes, and replays, no more often than that anyway); 0 for a standby that does not say
+ * so, or says something out of range (1–1,000).
  * Its sender then sends it the WAL written meanwhile, and the primary's durable end, at most
  * once per pace: on one machine each message costs the primary a socket write and the standby
  * a wake-up (bench/README.md measures it).

@@ -65,9 +65,7 @@ export class SyncRep extends EventEmitter<SyncRepEvents> {
    */
   wantedBy(slot: number, applicationName: string, what: 'write' | 'flush'): Lsn {
     const wanted = what === 'write' ? this.#writeWanted : this.#flushWanted;
-    if (wanted === 0) return 0;
-    for (const member of this.#asked) if (member.slot === slot && member.applicationName === applicationName) return wanted;
-    return 0;
+    return wanted !== 0 && this.asks(slot, applicationName) ? wanted : 0;
   }
 
   /** Whether commits need the confirmations of the standby in sender slot `slot`, named `applicationName`, now: it is asked (see {@link wantedBy}). */

@@ -46,15 +46,15 @@ export interface WalSenderOptions {
   /**
    * The standby flushes on request (it said so, see `flush-requests.ts`): the highest position
    * a commit waits for it to write (`write`), or to flush or apply (`flush`), asked for with a
-   * `flushRequest` before the next message whenever either moved (0 while its reports count
-   * for no commit). Null for a standby that flushes every message. @defaultValue null
+   * `flushRequest` before the next message whenever either moved (0 while it is not asked:
+   * see `SyncRep.asks`). Null for a standby that flushes every message. @defaultValue null
    */
   readonly wanted?: ((what: 'write' | 'flush') => Lsn) | null;
   /**
    * The standby flushes on request at this pace (its `flushDelayMs`, see `sendPaceOf`): while
-   * it streams and is not asked (`needed` says so), the WAL written and
-   * the durable end go to it at most once every `sendPaceMs` (the first message after a quiet
-   * spell at once). 0 sends everything at once. @defaultValue 0
+   * it streams and is not asked (`needed` says so), the WAL written and the durable end go to
+   * it at most once every `sendPaceMs` (the first message after a quiet spell at once). 0
+   * sends everything at once. @defaultValue 0
    */
   readonly sendPaceMs?: number;
   /** Whether commits need this standby's confirmations now (a `sync` member, or an asked `quorum` one): it is then never paced. @defaultValue always */
