@@ -5,7 +5,7 @@ import type { MessageStream } from '../../src/protocol/message-stream.js';
 import type { ServerMessage } from '../../src/protocol/messages.js';
 import { connectReplication } from '../../src/protocol/replication-client.js';
 import { FLUSH_ON_REQUEST_OPTION, FlushPacing, flushOnRequestOptions, flushesOnRequest, sendPaceOf } from '../../src/replication/flush-requests.js';
-import type { WalSender } from '../../src/replication/wal-sender.js';
+import type { WalSender, WalSenderOptions } from '../../src/replication/wal-sender.js';
 import { WalReceiver } from '../../src/replication/wal-receiver.js';
 import { MemoryStorage, createCluster, kvEntry, type Cluster, type SimulatedCluster } from '../../src/testing/index.js';
 import { MemoryNetwork } from '../../src/transport/memory-transport.js';
@@ -169,18 +169,36 @@ describe('flush requests on the wire', () => {
   });
 });
 
+/**
+ * A new primary log whose sender (options `sender`) streams to a hand-driven standby `s2` that
+ * flushes on request; resolves once streaming started (its first request read), with a
+ * `close` that ends it all.
+ */
+async function pacedSender(sender: WalSenderOptions, onSender?: (s: WalSender) => void): Promise<{ log: WalLog; conn: MessageStream<'client'>; close(): Promise<void> }> {
+  const net = new MemoryNetwork();
+  const log = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
+  const { server, address } = await walServer(net, log, { wanted: () => 0, ...sender }, onSender);
+  const conn = await connectReplication({ transport: net.transport('s2'), address, user: 'repl', applicationName: 's2', options: flushOnRequestOptions(1000) });
+  conn.send({ kind: 'startReplication', slotName: '', startLsn: log.flushedLsn, timeline: log.timeline, checkFrom: null, checkCrc: 0 });
+  assert.equal((await conn.next())?.kind, 'replicationStarted');
+  assert.equal((await conn.next())?.kind, 'flushRequest');
+  return {
+    log,
+    conn,
+    async close() {
+      conn.destroy();
+      await server.close();
+      await log.close();
+    },
+  };
+}
+
 describe('WalSender pacing a standby no commit needs', () => {
   it('sends the first WAL after a quiet spell at once, holds the rest for the pace, and sends what it held at once when the standby becomes needed', async () => {
-    const net = new MemoryNetwork();
-    const log = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
     let needed = false;
     let sender: WalSender | null = null;
     // A pace no test run reaches: what it holds comes only when the standby becomes needed.
-    const { server, address } = await walServer(net, log, { sendPaceMs: 3_600_000, needed: () => needed, wanted: () => 0 }, (s) => (sender = s));
-    const conn = await connectReplication({ transport: net.transport('s2'), address, user: 'repl', applicationName: 's2', options: flushOnRequestOptions(1000) });
-    conn.send({ kind: 'startReplication', slotName: '', startLsn: log.flushedLsn, timeline: log.timeline, checkFrom: null, checkCrc: 0 });
-    assert.equal((await conn.next())?.kind, 'replicationStarted');
-    assert.equal((await conn.next())?.kind, 'flushRequest');
+    const { log, conn, close } = await pacedSender({ sendPaceMs: 3_600_000, needed: () => needed }, (s) => (sender = s));
     const commit = async (i: number): Promise<Lsn> => {
       const { endLsn } = log.append(payload(i, 100));
       await log.waitForFlush(endLsn);
@@ -200,21 +218,13 @@ describe('WalSender pacing a standby no commit needs', () => {
     await within(next, HANG_MS, 'the WAL held');
     const held = arrived as ServerMessage | null;
     assert.ok(held?.kind === 'walData' && held.startLsn === first && held.startLsn + held.data.length === third, 'what the pace held, in one message, once the standby is needed');
-    conn.destroy();
-    await server.close();
-    await log.close();
+    await close();
   });
 
   it('sends a paced standby that is more than a message behind the rest back to back, not a message per pace', async () => {
-    const net = new MemoryNetwork();
-    const log = await WalLog.open({ storage: new MemoryStorage(), segmentSize: 1024 * 1024 });
     const PACE_MS = 300;
     // Messages of at most 256 bytes: the ten commits below make ten or more of them.
-    const { server, address } = await walServer(net, log, { sendPaceMs: PACE_MS, needed: () => false, wanted: () => 0, maxMessageBytes: 256 });
-    const conn = await connectReplication({ transport: net.transport('s2'), address, user: 'repl', applicationName: 's2', options: flushOnRequestOptions(PACE_MS) });
-    conn.send({ kind: 'startReplication', slotName: '', startLsn: log.flushedLsn, timeline: log.timeline, checkFrom: null, checkCrc: 0 });
-    assert.equal((await conn.next())?.kind, 'replicationStarted');
-    assert.equal((await conn.next())?.kind, 'flushRequest');
+    const { log, conn, close } = await pacedSender({ sendPaceMs: PACE_MS, needed: () => false, maxMessageBytes: 256 });
     const first = log.append(payload(0, 200)).endLsn;
     await log.waitForFlush(first);
     await within(conn.next(), HANG_MS, 'the first WAL');
@@ -231,9 +241,7 @@ describe('WalSender pacing a standby no commit needs', () => {
     assert.ok(messages >= 10, `${messages} messages`);
     // One-sided: a message per pace would take ten paces (3 s); a slow run only adds to one.
     assert.ok(elapsed < 4 * PACE_MS, `the rest took ${elapsed.toFixed(0)} ms, one pace is ${PACE_MS}`);
-    conn.destroy();
-    await server.close();
-    await log.close();
+    await close();
   });
 });
 
