@@ -101,10 +101,13 @@ export class Applier {
     const { target } = options;
     const atStart = target?.atStart(from) ?? null;
     if (atStart !== null) return atStart;
-    // Read buffers are reused: `apply` gets its own copy unless the application borrows them.
+    // Read buffers are reused: `apply` gets each batch in a copy of its own (made by the
+    // reader, one per record) unless the application borrows them.
+    const owned = this.#entryBuffers === 'owned';
     const records = log.read(from, {
       follow: options.follow,
       reuseBuffers: true,
+      ownEntries: owned,
       onWait: this.#onWait,
       restorePoints: target !== undefined,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
@@ -116,7 +119,7 @@ export class Applier {
         const before = target?.before(record) ?? null;
         if (before !== null) return before;
         if (record.kind === 'batch') {
-          await this.apply({ lsn: record.endLsn, startLsn: record.lsn, timeline: record.timeline, entries: record.entries, commitTime: record.commitTime });
+          await this.apply({ lsn: record.endLsn, startLsn: record.lsn, timeline: record.timeline, entries: record.entries, commitTime: record.commitTime }, { private: owned });
           options.onApplied?.(record.endLsn, record.commitTime);
         }
         const after = target?.after(record) ?? null;

@@ -41,6 +41,14 @@ export interface ReadOptions {
    */
   reuseBuffers?: boolean;
   /**
+   * Copy each batch record out of the read buffer into one new buffer of its own, and decode
+   * its entries as views into that copy: the caller may keep them (with or without
+   * `reuseBuffers`). One allocation and one copy per batch, where copying the decoded entries
+   * afterwards costs a view per entry twice (replay hands the application such entries).
+   * @defaultValue false
+   */
+  ownEntries?: boolean;
+  /**
    * Also yield restore points ({@link RestorePointRecord}, `kind: 'restore-point'`), in LSN
    * order among the batches. Without it only batches are yielded. @defaultValue false
    */
@@ -190,7 +198,7 @@ export class WalReader {
           pos = endLsn;
           continue;
         }
-        const entries = decodeEntries(window.buf, index, header, this.#version);
+        const entries = this.options.ownEntries === true ? decodeEntries(copyOf(window.buf, index, header.length), 0, header, this.#version) : decodeEntries(window.buf, index, header, this.#version);
         if (entries === null) throw new WalCorruptError(log.segmentName(pos), offset, 'record payload does not match its entry count');
         const micros = readCommitTime(window.buf, index, this.#version);
         yield { kind: 'batch', lsn: pos, endLsn, timeline: log.timelineAt(pos), entries, commitTime: micros === null ? null : micros / 1000 };
@@ -250,4 +258,11 @@ export class WalReader {
     assertNotRemoved(this.log, segno * this.log.segmentSize);
     if (!complete) throw new WalCorruptError(this.log.segmentName(segno * this.log.segmentSize), offset, 'segment file is shorter than the log');
   }
+}
+
+/** `length` bytes of `buf` from `index`, in a buffer of their own (a native copy: `Buffer.from(view)` copies byte by byte). */
+function copyOf(buf: Buffer, index: number, length: number): Buffer {
+  const copy = Buffer.allocUnsafe(length);
+  buf.copy(copy, 0, index, index + length);
+  return copy;
 }

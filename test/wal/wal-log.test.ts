@@ -173,6 +173,24 @@ for (const kind of storageKinds) {
         assert.deepEqual(seen.slice(0, 2), ['old', 'new1']);
       }));
 
+    it('ownEntries: every batch read into reused buffers is handed out in a copy of its own, which stays intact', () =>
+      withLog(async (log) => {
+        // Batches of varied sizes and channels over many 4 KiB read chunks, so reused chunks would show.
+        const batches = Array.from({ length: 60 }, (_, i) => [payload(i, 20 + ((i * 97) % 900)), { data: payload(i + 1000, 1 + (i % 50)), channel: `c${i % 3}` }]);
+        for (const batch of batches) log.append(batch);
+        await log.flush();
+        const keep = async (ownEntries: boolean): Promise<WalRecord[]> => {
+          const kept: WalRecord[] = [];
+          for await (const record of log.read(log.oldestLsn, { reuseBuffers: true, chunkSize: 4096, ownEntries })) kept.push(record);
+          return kept;
+        };
+        const bytes = (records: readonly WalRecord[]): string[][] => records.map((r) => r.entries.map((e) => `${e.channel ?? ''}:${Buffer.from(e.data).toString('hex')}`));
+        const expected = batches.map((batch) => batch.map((e) => ('channel' in e ? `${e.channel}:${e.data.toString('hex')}` : `:${e.toString('hex')}`)));
+        assert.deepEqual(bytes(await keep(true)), expected);
+        // The control: the same records kept without ownEntries are views into the reused chunks.
+        assert.notDeepEqual(bytes(await keep(false)), expected);
+      }));
+
     it('aborts a flush wait through its signal with ABORTED; the record is still flushed', () =>
       withLog(async (log) => {
         const controller = new AbortController();
