@@ -221,6 +221,41 @@ describe('WalSender pacing a standby no commit needs', () => {
     await close();
   });
 
+  it('does not pause a standby that became needed while a send to it waited for the socket to drain', async () => {
+    let needed = true;
+    let sender: WalSender | null = null;
+    const { log, conn, close } = await pacedSender({ sendPaceMs: 3_600_000, needed: () => needed }, (s) => (sender = s));
+    const commit = async (i: number, size: number): Promise<Lsn> => {
+      const { endLsn } = log.append(payload(i, size));
+      await log.waitForFlush(endLsn);
+      return endLsn;
+    };
+    // The standby stops reading: what it is sent while needed (never paced) fills its buffers,
+    await within(until(() => sender !== null, 'the sender'), HANG_MS, 'the sender');
+    conn.setReadAhead(1);
+    await commit(0, 100);
+    await commit(1, 64 * 1024);
+    await turns(20);
+    // so this paced send waits for the socket to drain, with its pause still to come.
+    needed = false;
+    const end = await commit(2, 256 * 1024);
+    await turns(20);
+    // askNow finds no pause to end.
+    needed = true;
+    (sender as WalSender | null)?.askNow();
+    conn.setReadAhead(4 * 1024 * 1024);
+    for (let at = 0; at < end; ) {
+      const message = await within(conn.next(), HANG_MS, `WAL up to ${end}`);
+      if (message?.kind === 'walData') at = message.startLsn + message.data.length;
+    }
+    // The send drained: the sender must not now pause for the pace of a standby commits need.
+    const next = await commit(3, 100);
+    let message: ServerMessage | null = null;
+    while (message?.kind !== 'walData') message = await within(conn.next(), HANG_MS, 'the next WAL, not held for the pace');
+    assert.equal(message.startLsn + message.data.length, next);
+    await close();
+  });
+
   it('sends a paced standby that is more than a message behind the rest back to back, not a message per pace', async () => {
     const PACE_MS = 300;
     // Messages of at most 256 bytes: the ten commits below make ten or more of them.
