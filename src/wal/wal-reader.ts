@@ -29,14 +29,15 @@ export interface ReadOptions {
   /** Stops the iteration with an `ABORTED` error. */
   signal?: AbortSignal;
   /**
-   * Bytes read from disk at a time. Entry data are views into these chunks.
+   * Bytes read from disk at a time. Entry data are views into these chunks (into copies of
+   * their records with `ownEntries`).
    * @defaultValue 1 MiB
    */
   chunkSize?: number;
   /**
    * Read every chunk into the same buffer instead of a new one: less memory traffic and
    * garbage, but entry data are then valid only until the next record is read (copy what
-   * you keep). Replay uses it; the application's `apply` contract already says so.
+   * you keep). Replay uses it, with `ownEntries` unless the application borrows its entries.
    * @defaultValue false
    */
   reuseBuffers?: boolean;
@@ -44,7 +45,8 @@ export interface ReadOptions {
    * Copy each batch record out of the read buffer into one new buffer of its own, and decode
    * its entries as views into that copy: the caller may keep them (with or without
    * `reuseBuffers`). One allocation and one copy per batch, where copying the decoded entries
-   * afterwards costs a view per entry twice (replay hands the application such entries).
+   * afterwards costs a view per entry twice (replay hands the application such entries). The
+   * copy holds the record's headers and channel names too: an entry kept keeps them alive.
    * @defaultValue false
    */
   ownEntries?: boolean;
