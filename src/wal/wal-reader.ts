@@ -262,7 +262,7 @@ export class WalReader {
   }
 }
 
-/** `length` bytes of `buf` from `index`, in a buffer of their own (`Buffer.copy`: `Buffer.from` of the view measured several times slower). */
+/** `length` bytes of `buf` from `index`, in a buffer of their own (`Buffer.copy`: `Buffer.from` of the view measured slower). */
 function copyOf(buf: Buffer, index: number, length: number): Buffer {
   const copy = Buffer.allocUnsafe(length);
   buf.copy(copy, 0, index, index + length);
