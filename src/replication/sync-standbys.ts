@@ -112,9 +112,10 @@ export function syncDecision<T extends SyncStandbyInput>(config: SyncStandbyConf
   const chosen = chooseSync(config, standbys);
   const release = releaseOf(config, chosen);
   const members = chosen.map((c) => c.standby);
-  const needed = config?.method === 'any' && members.length > config.num ? members.slice(0, config.num) : members.slice();
+  // Under FIRST (or ANY with no more members than it needs) every member is needed: the same array.
+  const needed = config?.method === 'any' && members.length > config.num ? members.slice(0, config.num) : members;
   if (members.length > 1) members.sort((a, b) => a.slot - b.slot);
-  if (needed.length > 1) needed.sort((a, b) => a.slot - b.slot);
+  if (needed !== members && needed.length > 1) needed.sort((a, b) => a.slot - b.slot);
   return { members, needed, release };
 }
 
