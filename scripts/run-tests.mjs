@@ -7,6 +7,7 @@
 // Node 20's `node --test <dir>` would also run helper files, so the files are listed explicitly.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, relative } from 'node:path';
 
 function findTests(dir) {
@@ -37,6 +38,9 @@ if (files.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+// Files run at least two at a time: much of a file's time is spent waiting (fdatasync, sockets,
+// child processes), and Node's default, one fewer than the cores, runs them one by one on two.
+const concurrency = Math.max(2, availableParallelism() - 1);
 // A per-file deadline: a test that hangs (even in a synchronous loop) fails instead of stalling CI.
-const result = spawnSync(process.execPath, ['--conditions=walship-source', '--import', 'tsx', '--test', '--test-timeout=180000', ...files], { stdio: 'inherit' });
+const result = spawnSync(process.execPath, ['--conditions=walship-source', '--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-timeout=180000', ...files], { stdio: 'inherit' });
 process.exit(result.status ?? 1);
