@@ -15,6 +15,8 @@ export interface CaseResult {
   readonly pg: readonly number[];
   readonly walship: readonly number[];
   readonly limit: LimitModel | null;
+  /** The bare-Node floor's figure per round (node-floor.ts), where the case has one. */
+  readonly floor?: readonly number[];
 }
 
 /** A case's figures reduced to what the table shows. */
@@ -30,6 +32,8 @@ export interface Evaluation {
   readonly verdict: 'met' | 'NOT MET' | '–';
   /** Why it is not met (which part of the target), empty otherwise. */
   readonly why: string;
+  /** The bare-Node floor ÷ PostgreSQL: the median of the per-round ratios; NaN without a floor. */
+  readonly floorRatio: number;
 }
 
 export interface Spread {
@@ -61,16 +65,20 @@ export function evaluate(result: CaseResult): Evaluation {
   const pg = spreadOf(result.pg);
   const walship = spreadOf(result.walship);
   const ratio = median(roundRatios(result));
+  const floorRatio = result.floor === undefined ? Number.NaN : median(roundRatios({ ...result, walship: result.floor }));
   const ofSerialLimit = result.limit === null ? Number.NaN : fractionOfLimit(walship.median, result.limit.serial, higher);
   const ofParallelLimit = result.limit === null ? Number.NaN : fractionOfLimit(walship.median, result.limit.parallel, higher);
   const target = targetOf(result.case);
-  if (target === null) return { pg, walship, ratio, ofSerialLimit, ofParallelLimit, verdict: '–', why: '' };
+  if (target === null) return { pg, walship, ratio, ofSerialLimit, ofParallelLimit, verdict: '–', why: '', floorRatio };
   const missed: string[] = [];
-  if (!(ratio >= target.minRatio)) missed.push(`${formatRatio(ratio)} < ${target.minRatio}×`);
+  if (!(ratio >= target.minRatio)) {
+    const floor = floorRatio < target.minRatio ? `; bare Node's floor itself ${formatRatio(floorRatio)}` : '';
+    missed.push(`${formatRatio(ratio)} < ${target.minRatio}×${floor}`);
+  }
   if (target.minFractionOfParallelLimit !== undefined && !(ofParallelLimit >= target.minFractionOfParallelLimit)) {
     missed.push(`${formatPercent(ofParallelLimit)} < ${formatPercent(target.minFractionOfParallelLimit)} of the parallel limit`);
   }
-  return { pg, walship, ratio, ofSerialLimit, ofParallelLimit, verdict: missed.length === 0 ? 'met' : 'NOT MET', why: missed.join('; ') };
+  return { pg, walship, ratio, ofSerialLimit, ofParallelLimit, verdict: missed.length === 0 ? 'met' : 'NOT MET', why: missed.join('; '), floorRatio };
 }
 
 /** A ratio such as `1.31×`; '–' when not a number. */
@@ -151,6 +159,33 @@ export function formatRow(result: CaseResult): Row {
 /** The whole table. */
 export function formatReport(results: readonly CaseResult[]): string {
   return formatTable(TABLE_HEADERS, results.map(formatRow));
+}
+
+export const FLOOR_TABLE_HEADERS: Row = ['case', 'PG 15', 'walship', 'bare-Node floor (min–max)', 'floor ÷ PG', 'walship ÷ PG', 'walship % of floor', 'target'];
+
+/**
+ * One row of the floor table (cases with a floor only): the three figures' medians, the
+ * per-round ratios' medians, and walship's median as a share of the floor's.
+ */
+export function formatFloorRow(result: CaseResult): Row {
+  const e = evaluate(result);
+  const c = result.case;
+  const floor = spreadOf(result.floor ?? []);
+  return [
+    labelOf(c),
+    formatFigure(c, e.pg.median),
+    formatFigure(c, e.walship.median),
+    formatSpread(c, floor),
+    formatRatio(e.floorRatio),
+    formatRatio(e.ratio),
+    formatPercent(fractionOfLimit(e.walship.median, floor.median, true)),
+    formatTarget(c),
+  ];
+}
+
+/** The floor table: the rows of the cases measured with a bare-Node floor. */
+export function formatFloorReport(results: readonly CaseResult[]): string {
+  return formatTable(FLOOR_TABLE_HEADERS, results.filter((r) => r.floor !== undefined && r.floor.length > 0).map(formatFloorRow));
 }
 
 /** Counts of the verdicts: how many targets were met and how many not. */

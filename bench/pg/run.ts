@@ -25,11 +25,12 @@ import { cleanupNow, onCleanup } from './cleanup.js';
 import { quietDisk } from './exec.js';
 import { bulkLimit, catchUpLimit, commitLimit, promotionLimit, type MeasuredLimits } from './limit-model.js';
 import { measureLimits } from './limits.js';
+import { floorPlan, measureNodeFloor, type FloorPlan } from './node-floor.js';
 import { PgCluster, postgresPrerequisites, postgresVersion } from './pg-cluster.js';
 import { PgPromoter } from './pg-promote.js';
 import { withCpuPerUnit, type Side } from './process-cpu.js';
 import { PgWorkloads } from './pg-workloads.js';
-import { formatCpuReport, formatReport, tally, type CaseResult, type CpuResult, type CpuRun } from './report.js';
+import { formatCpuReport, formatFloorReport, formatReport, tally, type CaseResult, type CpuResult, type CpuRun } from './report.js';
 import { USAGE, UsageError, parseBenchPgArgs, type BenchPgSettings } from './settings.js';
 import { WalshipCluster } from './walship-cluster.js';
 
@@ -60,6 +61,8 @@ class Run {
   readonly promoter: PgPromoter;
   readonly base: string;
   readonly figures = new Map<string, Sides>();
+  /** The bare-Node floor's figure per round of each case that has one. */
+  readonly floors = new Map<string, number[]>();
   /** Commit cases: each side's CPU per commit, per round. */
   readonly cpu = new Map<string, { case: BenchCase; pg: CpuRun[]; walship: CpuRun[] }>();
   /** Correctness failures: a standby whose data differs from its primary's. */
@@ -131,6 +134,14 @@ class Run {
     }
   }
 
+  /** The bare-Node floor of a case (node-floor.ts), on a quiet disk, in a directory of its own. */
+  async #floor(c: BenchCase, plan: FloorPlan): Promise<void> {
+    await quietDisk();
+    const rate = await measureNodeFloor(path.join(this.base, 'node-floor'), plan, this.settings.caseSeconds);
+    const key = keyOf(c);
+    this.floors.set(key, [...(this.floors.get(key) ?? []), rate]);
+  }
+
   async setNames(names: string): Promise<void> {
     await this.pg.setSynchronousStandbyNames(names, STANDBYS);
     await this.walship.setSynchronousStandbyNames(names);
@@ -145,12 +156,16 @@ class Run {
       for (const c of commitCases()) {
         if (c.kind !== 'commit' || c.names !== names) continue;
         progress(`${label}: ${labelOf(c)}`);
+        const plan = floorPlan(c, s.flushDelayMs);
+        // The floor runs before the pair in even rounds and after it in odd ones.
+        if (plan !== null && !pgFirst) await this.#floor(c, plan);
         await this.pair(
           c,
           pgFirst,
           () => this.#withCpu(c, 'pg', () => this.pgWork.commits(c.level, c.committers, s.caseSeconds)),
           () => this.#withCpu(c, 'walship', () => this.walship.commits(c.level, c.committers, s.caseSeconds)),
         );
+        if (plan !== null && pgFirst) await this.#floor(c, plan);
       }
     }
     await this.setNames(FIRST_1);
@@ -215,7 +230,8 @@ class Run {
             : c.kind === 'catch-up'
               ? catchUpLimit(limits)
               : promotionLimit(limits);
-      return { case: c, pg: sides.pg, walship: sides.walship, limit };
+      const floor = this.floors.get(keyOf(c));
+      return { case: c, pg: sides.pg, walship: sides.walship, limit, ...(floor === undefined ? {} : { floor }) };
     });
   }
 }
@@ -309,6 +325,10 @@ async function main(): Promise<number> {
     console.log(`\nCPU per commit, every process of each side (PostgreSQL: its postgres processes and pgbench; walship: the bench's process, where the primary and its committers run, and the standbys' processes); medians, cores busy in parentheses:`);
     console.log(formatCpuReport(run.cpuResults()));
     console.log(
+      `\nThe bare-Node floor at 1 committer, measured in the same rounds (bench/pg/node-floor.ts: three Node processes doing only a commit's work, early WAL, the standbys' pacing${settings.flushDelayMs === null ? '' : ` of ${settings.flushDelayMs} ms for a standby no commit waits for`}); medians, ratios per round:`,
+    );
+    console.log(formatFloorReport(results));
+    console.log(
       [
         '',
         `  Medians of ${settings.rounds} rounds (min–max); in each round every case ran once on each side, PostgreSQL first in odd rounds, walship first in even ones; each side began on a quiet disk (sync first, untimed).`,
@@ -324,7 +344,10 @@ async function main(): Promise<number> {
       ].join('\n'),
     );
     if (settings.verbose) {
-      for (const r of results) console.log(`  ${labelOf(r.case)}: PG ${r.pg.map((v) => v.toFixed(1)).join(', ')}; walship ${r.walship.map((v) => v.toFixed(1)).join(', ')}`);
+      for (const r of results) {
+        const floor = r.floor === undefined ? '' : `; bare-Node floor ${r.floor.map((v) => v.toFixed(1)).join(', ')}`;
+        console.log(`  ${labelOf(r.case)}: PG ${r.pg.map((v) => v.toFixed(1)).join(', ')}; walship ${r.walship.map((v) => v.toFixed(1)).join(', ')}${floor}`);
+      }
       for (const line of run.verbose) console.log(`  ${line}`);
     }
     const { met, notMet } = tally(results);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ANY_1, FIRST_1, FIRST_2, commitCases, labelOf, targetOf, type BenchCase } from '../../bench/pg/cases.js';
 import { commitLimit, promotionLimit, type MeasuredLimits } from '../../bench/pg/limit-model.js';
-import { evaluate, formatReport, formatRow, formatSpread, roundRatios, tally, type CaseResult } from '../../bench/pg/report.js';
+import { evaluate, formatFloorReport, formatFloorRow, formatReport, formatRow, formatSpread, roundRatios, tally, type CaseResult } from '../../bench/pg/report.js';
 
 const limits: MeasuredLimits = { fdatasyncUs: 400, sharedFdatasyncUs: 600, pgTestFsyncUs: 350, roundTripUs: 50, sequentialBytesPerSec: 600e6, promotionMs: 1.5 };
 const onFirst1: BenchCase = { kind: 'commit', names: FIRST_1, level: 'on', committers: 1 };
@@ -85,5 +85,20 @@ describe('bench:pg table', () => {
     assert.equal(table.length, 2 + results.length);
     assert.match(table[3] ?? '', /NOT MET \(3\.00× < 7×\)/);
     assert.deepEqual(tally(results), { met: 1, notMet: 1 });
+  });
+
+  it('the bare-Node floor: its ratio to PG per round, named in a miss only when it is itself below the target', () => {
+    const withFloor = (floor: number[], walship: number[]): CaseResult => ({ ...result(onFirst1, [1000, 1000, 1000], walship), floor });
+    const blocked = evaluate(withFloor([1100, 1200, 1000], [1050, 1050, 1050]));
+    assert.equal(blocked.floorRatio, 1.1);
+    assert.equal(blocked.verdict, 'NOT MET');
+    assert.match(blocked.why, /^1\.05× < 1\.3×; bare Node's floor itself 1\.10×; /);
+    const reachable = evaluate(withFloor([2000, 2000, 2000], [1050, 1050, 1050]));
+    assert.equal(reachable.floorRatio, 2);
+    assert.match(reachable.why, /^1\.05× < 1\.3×; \d+ % < 80 %/, 'a floor above the target is no excuse');
+    assert.ok(Number.isNaN(evaluate(result(onFirst1, [1000], [1050])).floorRatio), 'no floor: NaN');
+    assert.deepEqual(formatFloorRow(withFloor([1100, 1200, 1000], [1050, 1050, 1050])), [labelOf(onFirst1), '1,000', '1,050', '1,100 (1,000–1,200)', '1.10×', '1.05×', '95 %', '≥ 1.3×, ≥ 80 % par.']);
+    const table = formatFloorReport([withFloor([1100], [1050]), result({ kind: 'promotion' }, [30], [10])]).split('\n');
+    assert.equal(table.length, 3, 'a header, a rule and the one row with a floor');
   });
 });
