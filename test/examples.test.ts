@@ -44,10 +44,11 @@ async function runExample(file: string, { cwd, timeout = 60_000 }: { cwd?: strin
 }
 
 /**
- * Source files parsed by one example's type check, kept for the next: every example's tsconfig
- * extends the root's and so compiles with the same options, and walship's sources, which each
- * example imports, are parsed once instead of once per example (the language service shares
- * files between projects the same way). About half the CPU of a `tsc -p` per example.
+ * Source files parsed by one example's type check, kept for the next (by name, language version
+ * and module format): every example's tsconfig extends the root's and so compiles with the same
+ * options, and walship's sources, which each example imports, are parsed once instead of once
+ * per example (the language service shares files between projects the same way). About half
+ * the CPU of a `tsc -p` per example.
  */
 const parsedFiles = new Map<string, ts.SourceFile | undefined>();
 
@@ -60,9 +61,12 @@ function typeCheck(tsconfig: string): string {
   assert.ok(config !== undefined, `${tsconfig} is readable`);
   const host = ts.createCompilerHost(config.options);
   const parse = host.getSourceFile.bind(host);
-  host.getSourceFile = (fileName, ...rest) => {
-    if (!parsedFiles.has(fileName)) parsedFiles.set(fileName, parse(fileName, ...rest));
-    return parsedFiles.get(fileName);
+  host.getSourceFile = (fileName, languageVersionOrOptions, ...rest) => {
+    // A file parses alike only for the same language version and module format.
+    const { languageVersion, impliedNodeFormat } = typeof languageVersionOrOptions === 'number' ? { languageVersion: languageVersionOrOptions, impliedNodeFormat: undefined } : languageVersionOrOptions;
+    const key = `${fileName}\0${languageVersion}\0${impliedNodeFormat}`;
+    if (!parsedFiles.has(key)) parsedFiles.set(key, parse(fileName, languageVersionOrOptions, ...rest));
+    return parsedFiles.get(key);
   };
   const program = ts.createProgram({ rootNames: config.fileNames, options: config.options, host, configFileParsingDiagnostics: config.errors });
   const diagnostics = ts.getPreEmitDiagnostics(program);
