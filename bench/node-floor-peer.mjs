@@ -1,11 +1,12 @@
 /**
  * A standby of the bare-Node floor (bench/pg/node-floor.ts):
- * `node bench/node-floor-peer.mjs <port> <file> <write|flush>` connects to the floor's
- * primary and does only what a standby must for a commit: it writes each WAL message at the
- * next offset of its pre-allocated <file> (wrapping), fdatasyncs on libuv's pool whenever
- * something written is not yet durable, and acknowledges the last commit it has written
- * (`write`) or made durable (`flush`) once the primary's durable end covers it too, as a
- * walship standby receiving early WAL does. It exits when its IPC channel closes.
+ * `node bench/node-floor-peer.mjs <port> <file> <write|flush> <syncEveryMs>` connects to the
+ * floor's primary and does only what a standby must for a commit: it writes each WAL message
+ * at the next offset of its pre-allocated <file> (wrapping), fdatasyncs on libuv's pool what
+ * it wrote (at once with <syncEveryMs> 0, else at most once every <syncEveryMs>, as a walship
+ * standby with `flushDelayMs` that no commit asks to flush), and acknowledges the last commit
+ * it has written (`write`) or made durable (`flush`) once the primary's durable end covers it
+ * too, as a walship standby receiving early WAL does. It exits when its IPC channel closes.
  *
  * Frames: u32 length (of what follows), u8 type, u32 commit number, payload.
  * Primary → standby: 1 = WAL (payload: the commit's bytes), 2 = the primary's durable end.
@@ -15,7 +16,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 
 process.on('disconnect', () => process.exit(0));
-const [port, file, ack] = process.argv.slice(2);
+const [port, file, ack, syncEvery] = process.argv.slice(2);
+const syncEveryMs = Number(syncEvery);
 const size = fs.statSync(file).size;
 const fd = fs.openSync(file, 'r+');
 let offset = 0;
@@ -24,9 +26,14 @@ let synced = -1;
 let durable = -1;
 let acked = -1;
 let syncing = false;
+/** A paced sync's timer, and when the last sync began. */
+let timer = null;
+let lastSync = 0;
 
 const socket = net.connect(Number(port), '127.0.0.1');
 socket.setNoDelay(true);
+// The floor's primary destroys its socket when a run ends: nothing to report.
+socket.on('error', () => process.exit(0));
 
 function acknowledge() {
   const upTo = Math.min(ack === 'write' ? written : synced, durable);
@@ -40,8 +47,17 @@ function acknowledge() {
 }
 
 function sync() {
-  if (syncing || synced === written) return;
+  if (syncing || timer !== null || synced === written) return;
+  const wait = lastSync + syncEveryMs - performance.now();
+  if (wait > 0) {
+    timer = setTimeout(() => {
+      timer = null;
+      sync();
+    }, wait);
+    return;
+  }
   syncing = true;
+  lastSync = performance.now();
   const upTo = written;
   fs.fdatasync(fd, () => {
     syncing = false;

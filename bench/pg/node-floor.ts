@@ -1,17 +1,20 @@
 /**
  * The bare-Node floor of a 1-committer commit case: what three Node processes on this machine
- * make of one commit cycle when they do nothing but a commit's work, measured in the same run
- * as the cases. The primary (in the bench's process, as walship's) writes the commit's bytes
- * at the next offset of a pre-allocated file, sends them to each standby it waits for, then
- * `fdatasyncSync`s and sends its durable end (early WAL, as the bench's walship runs); each
- * standby (bench/node-floor-peer.mjs, a process of its own) writes, fdatasyncs on libuv's pool
- * and acknowledges what it wrote or made durable once the durable end covers it; the primary
- * waits for the acknowledgements the case's standby set needs. A standby no commit waits for
- * gets the WAL and the durable end together, at the standbys' flush delay when there is one.
+ * make of one commit cycle when they do nothing but a commit's work under walship's protocol,
+ * measured in the same run as the cases. The primary (in the bench's process, as walship's)
+ * writes the commit's bytes at the next offset of a pre-allocated file, sends them to each
+ * standby it asks, then `fdatasyncSync`s and sends its durable end (early WAL, as the bench's
+ * walship runs); each standby (bench/node-floor-peer.mjs, a process of its own) writes,
+ * fdatasyncs on libuv's pool, and acknowledges what it wrote or made durable once the durable
+ * end covers it (walship's rule for early WAL); the primary waits for the acknowledgements the
+ * case's standby set needs. With a flush delay, as walship's standbys with `flushDelayMs`: only
+ * the standbys a commit waits for are asked (under `ANY 1` one of them, as walship asks `n`),
+ * a standby is made to flush at once only when a commit waits for its flush, and the others
+ * get WAL and flush at most once per delay.
  *
- * No framing beyond a length and a type, no checksums, no records, no application: any Node
- * implementation of the same replication does at least this much, so a library's rate at 1
- * committer cannot be above it. What it does not bound: group commit at more committers.
+ * No records, checksums, framing beyond a length and a type, no application: walship's
+ * protocol with nothing else, so walship cannot go faster at 1 committer. What it does not
+ * bound: group commit at more committers, or another protocol.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { closeSync, fdatasyncSync, openSync, writeSync } from 'node:fs';
@@ -29,8 +32,12 @@ export interface FloorPlan {
   readonly ack: 'write' | 'flush';
   /** How many of s1 and s2 a commit waits for, and whether any (`ANY`) or these (`FIRST`: s1, then s2). */
   readonly wait: { readonly count: 1 | 2; readonly any: boolean };
-  /** A standby no commit waits for gets WAL every this many ms (0: at every commit). */
-  readonly unneededEveryMs: number;
+  /**
+   * The standbys' flush delay (0: none). With one, only the standbys a commit needs get its WAL
+   * at once (s1; and s2 under `FIRST 2`), the others every this many ms; a standby flushes at
+   * once only when a commit waits for its flush, else at most once per delay.
+   */
+  readonly delayMs: number;
 }
 
 /** The record a walship commit of one 100-byte entry writes is about this long. */
@@ -43,7 +50,22 @@ export function floorPlan(c: BenchCase, flushDelayMs: number | null): FloorPlan 
   if (c.level !== 'remote_write' && c.level !== 'on' && c.level !== 'remote_apply') return null;
   const wait = c.names === FIRST_1 ? { count: 1, any: false } : c.names === ANY_1 ? { count: 1, any: true } : c.names === FIRST_2 ? { count: 2, any: false } : null;
   if (wait === null) return null;
-  return { ack: c.level === 'remote_write' ? 'write' : 'flush', wait: wait as FloorPlan['wait'], unneededEveryMs: flushDelayMs ?? 0 };
+  return { ack: c.level === 'remote_write' ? 'write' : 'flush', wait: wait as FloorPlan['wait'], delayMs: flushDelayMs ?? 0 };
+}
+
+/**
+ * Which of s1 and s2 get each commit's WAL at once: every standby without a flush delay (as
+ * walship sends to all); with one, those a commit needs, where `ANY 1` asks one (walship asks
+ * the `n` quorum standbys of the lowest sender slots).
+ */
+export function askedStandbys(plan: FloorPlan): [boolean, boolean] {
+  if (plan.delayMs === 0) return [true, true];
+  return [true, plan.wait.count === 2];
+}
+
+/** How often a standby fdatasyncs at most (0: at once): at once only when asked for its flush. */
+export function syncEveryMs(plan: FloorPlan, asked: boolean): number {
+  return asked && plan.ack === 'flush' ? 0 : plan.delayMs;
 }
 
 /** Whether the acknowledgements `acked` (s1's, s2's: the last commit each covers) release commit `n` under `wait`. */
@@ -62,7 +84,7 @@ function frame(type: number, n: number, payload?: Buffer): Buffer {
   return out;
 }
 
-/** Runs the floor of `plan` for `seconds` in `dir` (created and removed here); commits/s. */
+/** Runs the floor of `plan` for `seconds` (after a second to warm up) in `dir` (created and removed here); commits/s. */
 export async function measureNodeFloor(dir: string, plan: FloorPlan, seconds: number): Promise<number> {
   await fs.mkdir(dir, { recursive: true });
   const files = ['primary', 's1', 's2'].map((name) => path.join(dir, name));
@@ -71,20 +93,35 @@ export async function measureNodeFloor(dir: string, plan: FloorPlan, seconds: nu
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
   const peer = fileURLToPath(new URL('../node-floor-peer.mjs', import.meta.url));
+  const asked = askedStandbys(plan);
   const children: ChildProcess[] = [];
   const sockets: net.Socket[] = [];
+  let timer: NodeJS.Timeout | null = null;
+  // A peer that exits or a socket that fails ends the run with an error instead of a hang.
+  let failed: (error: Error) => void = () => undefined;
+  const failure = new Promise<never>((_, reject) => {
+    failed = reject;
+  });
+  failure.catch(() => undefined);
+  let ended = false;
   const forget = onCleanup(() => {
     for (const child of children) child.kill('SIGKILL');
   });
   const fd = openSync(files[0] as string, 'r+');
   try {
     // s1 connects first, then s2, so the sockets' order is the standbys'.
-    for (const file of files.slice(1)) {
+    for (const [i, file] of files.slice(1).entries()) {
       const connected = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-      const child = fork(peer, [String(port), file, plan.ack], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+      const child = fork(peer, [String(port), file, plan.ack, String(syncEveryMs(plan, asked[i] as boolean))], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
       children.push(child);
-      const socket = await connected;
+      child.once('exit', (code, signal) => {
+        if (!ended) failed(new Error(`the floor's standby s${i + 1} exited (${signal ?? code})`));
+      });
+      const socket = await Promise.race([connected, failure]);
       socket.setNoDelay(true);
+      socket.on('error', (err) => {
+        if (!ended) failed(err);
+      });
       sockets.push(socket);
     }
     const acked: [number, number] = [-1, -1];
@@ -104,8 +141,7 @@ export async function measureNodeFloor(dir: string, plan: FloorPlan, seconds: nu
         }
       });
     });
-    // Which standbys a commit waits for; the others get their WAL later, all at once.
-    const needed = [true, plan.wait.count === 2 || plan.wait.any];
+    // The standbys not asked get their WAL later, all at once.
     const late: Buffer[][] = [[], []];
     const sendLate = (): void => {
       for (let i = 0; i < 2; i++) {
@@ -114,7 +150,7 @@ export async function measureNodeFloor(dir: string, plan: FloorPlan, seconds: nu
         late[i] = [];
       }
     };
-    const timer = plan.unneededEveryMs > 0 && !needed.every(Boolean) ? setInterval(sendLate, plan.unneededEveryMs) : null;
+    if (!asked.every(Boolean)) timer = setInterval(sendLate, plan.delayMs);
     const payload = Buffer.alloc(COMMIT_BYTES, 0x5a);
     let offset = 0;
     const commit = (n: number): Promise<void> => {
@@ -122,32 +158,33 @@ export async function measureNodeFloor(dir: string, plan: FloorPlan, seconds: nu
       writeSync(fd, payload, 0, COMMIT_BYTES, offset);
       offset += COMMIT_BYTES;
       const wal = frame(1, n, payload);
-      for (let i = 0; i < 2; i++) if (needed[i]) sockets[i]!.write(wal);
+      for (let i = 0; i < 2; i++) if (asked[i]) sockets[i]!.write(wal);
       fdatasyncSync(fd);
       const end = frame(2, n);
       for (let i = 0; i < 2; i++) {
-        if (needed[i]) sockets[i]!.write(end);
+        if (asked[i]) sockets[i]!.write(end);
         else late[i]!.push(wal, end);
       }
-      if (timer === null) sendLate();
       if (released(plan.wait, acked, n)) return Promise.resolve();
-      return new Promise((resolve) => {
-        waiter = { n, resolve };
-      });
+      return Promise.race([
+        new Promise<void>((resolve) => {
+          waiter = { n, resolve };
+        }),
+        failure,
+      ]);
     };
     let n = 0;
-    // A second to warm up, then the measured seconds.
     for (const started = performance.now(); performance.now() - started < 1000; ) await commit(n++);
     const first = n;
     const started = performance.now();
     while (performance.now() - started < seconds * 1000) await commit(n++);
-    const rate = ((n - first) * 1000) / (performance.now() - started);
-    if (timer !== null) clearInterval(timer);
-    return rate;
+    return ((n - first) * 1000) / (performance.now() - started);
   } finally {
+    ended = true;
+    if (timer !== null) clearInterval(timer);
     closeSync(fd);
-    for (const socket of sockets) socket.destroy();
     for (const child of children) child.kill('SIGKILL');
+    for (const socket of sockets) socket.destroy();
     forget();
     server.close();
     await fs.rm(dir, { recursive: true, force: true });
