@@ -48,9 +48,9 @@ const FILE_BYTES = 16 * 1024 * 1024;
 export function floorPlan(c: BenchCase, flushDelayMs: number | null): FloorPlan | null {
   if (c.kind !== 'commit' || c.committers !== 1) return null;
   if (c.level !== 'remote_write' && c.level !== 'on' && c.level !== 'remote_apply') return null;
-  const wait = c.names === FIRST_1 ? { count: 1, any: false } : c.names === ANY_1 ? { count: 1, any: true } : c.names === FIRST_2 ? { count: 2, any: false } : null;
+  const wait: FloorPlan['wait'] | null = c.names === FIRST_1 ? { count: 1, any: false } : c.names === ANY_1 ? { count: 1, any: true } : c.names === FIRST_2 ? { count: 2, any: false } : null;
   if (wait === null) return null;
-  return { ack: c.level === 'remote_write' ? 'write' : 'flush', wait: wait as FloorPlan['wait'], delayMs: flushDelayMs ?? 0 };
+  return { ack: c.level === 'remote_write' ? 'write' : 'flush', wait, delayMs: flushDelayMs ?? 0 };
 }
 
 /**

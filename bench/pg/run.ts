@@ -325,7 +325,7 @@ async function main(): Promise<number> {
     console.log(`\nCPU per commit, every process of each side (PostgreSQL: its postgres processes and pgbench; walship: the bench's process, where the primary and its committers run, and the standbys' processes); medians, cores busy in parentheses:`);
     console.log(formatCpuReport(run.cpuResults()));
     console.log(
-      `\nThe bare-Node floor at 1 committer, measured in the same rounds (bench/pg/node-floor.ts: three Node processes doing only a commit's work, early WAL, the standbys' pacing${settings.flushDelayMs === null ? '' : ` of ${settings.flushDelayMs} ms for a standby no commit waits for`}); medians, ratios per round:`,
+      `\nThe bare-Node floor at 1 committer, measured in the same rounds (bench/pg/node-floor.ts: three Node processes doing only a commit's work, early WAL, walship's protocol${settings.flushDelayMs === null ? '' : ` and its standbys' flush delay of ${settings.flushDelayMs} ms`}); medians, ratios per round:`,
     );
     console.log(formatFloorReport(results));
     console.log(
